@@ -1,0 +1,1 @@
+//! A/B object store on NOR flash (issue 5; placeholder).

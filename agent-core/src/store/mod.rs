@@ -1,0 +1,61 @@
+//! Where the installer puts objects: the [`Store`] trait, implemented by each platform.
+//!
+//! The installer drives a store through one install at a time:
+//!
+//! 1. [`Store::has_commit`] for a delta's source commit, before anything is written.
+//! 2. For each operation, in file order: [`Store::begin_object`], [`Store::write_object`]
+//!    (any number of times), then [`Store::finish_object`] once the installer has checked the
+//!    object's SHA-256, or [`Store::abort_object`] if it did not match; or
+//!    [`Store::reuse_object`] for an object the target shares with the source.
+//!    [`Store::has_object`] answers whether an object the target references is in place.
+//! 3. [`Store::commit`] when the signature, every part, every object and the commit checked
+//!    out; [`Store::abort`] when the install fails or is dropped.
+//!
+//! Objects arrive bottom-up: everything a dirtree names is in place before the dirtree, and the
+//! commit object comes last. A store may therefore rely on this invariant: **a dirtree is
+//! present only if everything under it is present**, and reusing a dirtree reuses its
+//! whole tree.
+//!
+//! Nothing an install writes may become visible as an installed commit before
+//! [`Store::commit`]; a store that is interrupted at any point (power loss) must come back
+//! with the previously installed commits intact.
+
+use crate::object::{ObjectId, ObjectKind};
+
+pub mod flash;
+
+/// Object storage for the installer. See the [module docs](self) for the calling sequence.
+pub trait Store {
+    /// The platform's error.
+    type Error: core::fmt::Debug;
+
+    /// Whether the store holds the complete commit `id` (a delta's source must be held).
+    fn has_commit(&mut self, id: &ObjectId) -> Result<bool, Self::Error>;
+
+    /// Whether the object is in place for the commit being installed (written by this install,
+    /// reused into it, or, on a shared store, already there).
+    fn has_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, Self::Error>;
+
+    /// Starts a new object of `len` bytes. Its bytes follow through
+    /// [`Store::write_object`].
+    fn begin_object(&mut self, kind: ObjectKind, id: &ObjectId, len: u64) -> Result<(), Self::Error>;
+
+    /// The next bytes of the object begun last.
+    fn write_object(&mut self, data: &[u8]) -> Result<(), Self::Error>;
+
+    /// The object begun last was written whole and its SHA-256 matched: keep it.
+    fn finish_object(&mut self) -> Result<(), Self::Error>;
+
+    /// The object begun last failed verification or the install stopped: drop it.
+    fn abort_object(&mut self);
+
+    /// Puts in place, for the commit being installed, an object the source commit has (for a
+    /// dirtree, with everything under it). Returns `Ok(false)` when the store does not have it.
+    fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, Self::Error>;
+
+    /// Everything checked out: record commit `id` on `ref_name` as installed, atomically.
+    fn commit(&mut self, ref_name: &str, id: &ObjectId) -> Result<(), Self::Error>;
+
+    /// The install failed or was abandoned: drop what it staged. Installed commits stay.
+    fn abort(&mut self);
+}

@@ -1,0 +1,623 @@
+//! The `.update` file format: header, superblock, signature and operation records.
+//!
+//! ```text
+//! +--------------------+  16 bytes, fixed: magic, format version, flags, superblock length
+//! | header             |
+//! +--------------------+
+//! | superblock         |  postcard: ref, source and target commit, target metadata, parts
+//! +--------------------+
+//! | signature          |  1 byte algorithm (0 none, 1 ed25519) + 64 bytes for ed25519,
+//! +--------------------+  over header || superblock
+//! | part 0             |  each part: its codec's stream (raw deflate) of operation records
+//! | part 1 ...         |  sizes and SHA-256 of each part are in the superblock
+//! +--------------------+
+//! ```
+//!
+//! The complete specification is `docs/FORMAT.md`. Views follow smoltcp's `wire` contract:
+//! after [`Header::check_len`] no accessor panics, and `emit` never panics on a buffer of
+//! `buffer_len()` bytes.
+
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::object::{ObjectId, ObjectKind, ID_LEN};
+
+/// The first eight bytes of every `.update` file.
+pub const MAGIC: [u8; 8] = *b"ECUPDATE";
+/// The format version this crate writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Size of the fixed header.
+pub const HEADER_LEN: usize = 16;
+/// Largest superblock accepted. The installer buffers the superblock in the inflate window,
+/// so this bound costs no memory of its own.
+pub const MAX_SUPERBLOCK_LEN: usize = 32 * 1024;
+/// Most parts in one file. Each costs the installer [`PartEntry`]'s size in RAM.
+pub const MAX_PARTS: usize = 64;
+/// Longest ref name, in bytes.
+pub const MAX_REF_LEN: usize = 255;
+/// Bytes of an ed25519 signature.
+pub const SIGNATURE_LEN: usize = 64;
+/// Bytes of an ed25519 public key.
+pub const PUBLIC_KEY_LEN: usize = 32;
+
+mod field {
+    pub type Field = core::ops::Range<usize>;
+    pub const MAGIC: Field = 0..8;
+    pub const VERSION: Field = 8..10;
+    pub const FLAGS: Field = 10..12;
+    pub const SUPERBLOCK_LEN: Field = 12..16;
+}
+
+/// A view of the fixed 16-byte header.
+#[derive(Debug, Clone)]
+pub struct Header<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Header<T> {
+    /// Wraps a buffer without checking its length.
+    pub const fn new_unchecked(buffer: T) -> Header<T> {
+        Header { buffer }
+    }
+
+    /// Wraps a buffer after [`Header::check_len`].
+    pub fn new_checked(buffer: T) -> Result<Header<T>, FormatError> {
+        let h = Header::new_unchecked(buffer);
+        h.check_len()?;
+        Ok(h)
+    }
+
+    /// Fails when the buffer is shorter than [`HEADER_LEN`].
+    pub fn check_len(&self) -> Result<(), FormatError> {
+        let len = self.buffer.as_ref().len();
+        if len < HEADER_LEN {
+            Err(FormatError::Truncated { needed: HEADER_LEN, have: len })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The magic bytes.
+    pub fn magic(&self) -> [u8; 8] {
+        let mut m = [0u8; 8];
+        m.copy_from_slice(&self.buffer.as_ref()[field::MAGIC]);
+        m
+    }
+
+    /// The format version.
+    pub fn version(&self) -> u16 {
+        let b = &self.buffer.as_ref()[field::VERSION];
+        u16::from_le_bytes([b[0], b[1]])
+    }
+
+    /// The flags (all zero in version 1).
+    pub fn flags(&self) -> u16 {
+        let b = &self.buffer.as_ref()[field::FLAGS];
+        u16::from_le_bytes([b[0], b[1]])
+    }
+
+    /// The superblock's length in bytes.
+    pub fn superblock_len(&self) -> u32 {
+        let b = &self.buffer.as_ref()[field::SUPERBLOCK_LEN];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    /// The underlying buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Header<T> {
+    /// Sets the magic bytes.
+    pub fn set_magic(&mut self, m: [u8; 8]) {
+        self.buffer.as_mut()[field::MAGIC].copy_from_slice(&m);
+    }
+    /// Sets the format version.
+    pub fn set_version(&mut self, v: u16) {
+        self.buffer.as_mut()[field::VERSION].copy_from_slice(&v.to_le_bytes());
+    }
+    /// Sets the flags.
+    pub fn set_flags(&mut self, v: u16) {
+        self.buffer.as_mut()[field::FLAGS].copy_from_slice(&v.to_le_bytes());
+    }
+    /// Sets the superblock length.
+    pub fn set_superblock_len(&mut self, v: u32) {
+        self.buffer.as_mut()[field::SUPERBLOCK_LEN].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// The meaningful, validated content of a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct HeaderRepr {
+    /// Length of the superblock that follows, at most [`MAX_SUPERBLOCK_LEN`].
+    pub superblock_len: u32,
+}
+
+impl HeaderRepr {
+    /// Validates a header: magic, version, flags and the superblock bound.
+    pub fn parse<T: AsRef<[u8]>>(h: &Header<T>) -> Result<HeaderRepr, FormatError> {
+        h.check_len()?;
+        if h.magic() != MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        if h.version() != FORMAT_VERSION {
+            return Err(FormatError::UnsupportedVersion(h.version()));
+        }
+        if h.flags() != 0 {
+            return Err(FormatError::UnknownFlags(h.flags()));
+        }
+        let len = h.superblock_len();
+        if len == 0 || len as usize > MAX_SUPERBLOCK_LEN {
+            return Err(FormatError::SuperblockLength(len));
+        }
+        Ok(HeaderRepr { superblock_len: len })
+    }
+
+    /// Bytes of the header.
+    pub const fn buffer_len(&self) -> usize {
+        HEADER_LEN
+    }
+
+    /// Writes the header.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, h: &mut Header<T>) {
+        h.set_magic(MAGIC);
+        h.set_version(FORMAT_VERSION);
+        h.set_flags(0);
+        h.set_superblock_len(self.superblock_len);
+    }
+}
+
+/// How a part's bytes are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[serde(from = "u8", into = "u8")]
+pub enum Codec {
+    /// The operation records as they are.
+    Stored,
+    /// Raw deflate (RFC 1951, no zlib or gzip wrapper).
+    Deflate,
+    /// A code this version does not know.
+    Unknown(u8),
+}
+
+impl From<u8> for Codec {
+    fn from(c: u8) -> Codec {
+        match c {
+            0 => Codec::Stored,
+            1 => Codec::Deflate,
+            c => Codec::Unknown(c),
+        }
+    }
+}
+
+impl From<Codec> for u8 {
+    fn from(c: Codec) -> u8 {
+        match c {
+            Codec::Stored => 0,
+            Codec::Deflate => 1,
+            Codec::Unknown(c) => c,
+        }
+    }
+}
+
+/// One part as the superblock describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct PartEntry {
+    /// How the part is encoded.
+    pub codec: Codec,
+    /// Bytes of the part in the file.
+    pub size: u32,
+    /// Bytes of operation records once decoded.
+    pub uncompressed_size: u32,
+    /// Operations in the part.
+    pub ops: u32,
+    /// SHA-256 of the part's bytes as they stand in the file.
+    pub sha256: [u8; 32],
+}
+
+/// The target commit's metadata, carried in the superblock so that a device can show what a
+/// file holds before installing it. The installer checks it against the commit object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetMeta<'a> {
+    /// Seconds since the epoch, UTC.
+    pub timestamp: u64,
+    /// The commit's version string.
+    pub version: &'a str,
+    /// The commit's subject.
+    pub subject: &'a str,
+}
+
+/// The superblock: what the file updates from and to, and its parts. Encoded with postcard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Superblock<'a> {
+    /// The ref this update moves, e.g. `ecu/armv7/main`.
+    pub ref_name: &'a str,
+    /// The commit a delta applies to; `None` for a from-scratch file.
+    pub from: Option<ObjectId>,
+    /// The commit the file installs.
+    pub to: ObjectId,
+    /// The target commit's metadata.
+    #[serde(borrow)]
+    pub meta: TargetMeta<'a>,
+    /// Objects the file writes or reuses, over all parts.
+    pub objects: u32,
+    /// The parts, in file order.
+    pub parts: heapless::Vec<PartEntry, MAX_PARTS>,
+}
+
+impl<'a> Superblock<'a> {
+    /// Decodes and validates a superblock.
+    pub fn parse(bytes: &'a [u8]) -> Result<Superblock<'a>, FormatError> {
+        let (sb, rest): (Superblock<'a>, _) =
+            postcard::take_from_bytes(bytes).map_err(|_| FormatError::BadSuperblock)?;
+        if !rest.is_empty() {
+            return Err(FormatError::BadSuperblock);
+        }
+        if sb.ref_name.is_empty() || sb.ref_name.len() > MAX_REF_LEN {
+            return Err(FormatError::BadRef);
+        }
+        for (i, p) in sb.parts.iter().enumerate() {
+            if let Codec::Unknown(c) = p.codec {
+                return Err(FormatError::UnknownCodec { part: i as u32, codec: c });
+            }
+        }
+        Ok(sb)
+    }
+
+    /// Total bytes of all parts.
+    pub fn parts_size(&self) -> u64 {
+        self.parts.iter().map(|p| u64::from(p.size)).sum()
+    }
+
+    /// Encodes the superblock into `out`, returning the bytes used.
+    pub fn emit<'o>(&self, out: &'o mut [u8]) -> Result<&'o mut [u8], FormatError> {
+        postcard::to_slice(self, out).map_err(|_| FormatError::BufferTooSmall)
+    }
+}
+
+/// The signature algorithm byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SignatureKind {
+    /// Unsigned: no signature bytes follow.
+    None,
+    /// Ed25519 over `header || superblock`: 64 bytes follow.
+    Ed25519,
+    /// A code this version does not know.
+    Unknown(u8),
+}
+
+impl SignatureKind {
+    /// The kind for a wire code.
+    pub const fn from_code(c: u8) -> SignatureKind {
+        match c {
+            0 => SignatureKind::None,
+            1 => SignatureKind::Ed25519,
+            c => SignatureKind::Unknown(c),
+        }
+    }
+    /// The kind's wire code.
+    pub const fn code(self) -> u8 {
+        match self {
+            SignatureKind::None => 0,
+            SignatureKind::Ed25519 => 1,
+            SignatureKind::Unknown(c) => c,
+        }
+    }
+    /// Bytes that follow the algorithm byte.
+    pub const fn len(self) -> Option<usize> {
+        match self {
+            SignatureKind::None => Some(0),
+            SignatureKind::Ed25519 => Some(SIGNATURE_LEN),
+            SignatureKind::Unknown(_) => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operation records
+
+/// Operation codes. 0x03..=0x7f are reserved for patch operations against a source object
+/// (a later format revision); 0x80..=0xff are never assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum OpCode {
+    /// Write a new object from literal bytes.
+    Write,
+    /// The target reuses an object the device already has (for a dirtree: the whole tree
+    /// under it).
+    Reuse,
+    /// A code this version does not know.
+    Unknown(u8),
+}
+
+impl OpCode {
+    /// The code for a wire byte.
+    pub const fn from_code(c: u8) -> OpCode {
+        match c {
+            1 => OpCode::Write,
+            2 => OpCode::Reuse,
+            c => OpCode::Unknown(c),
+        }
+    }
+    /// The wire byte.
+    pub const fn code(self) -> u8 {
+        match self {
+            OpCode::Write => 1,
+            OpCode::Reuse => 2,
+            OpCode::Unknown(c) => c,
+        }
+    }
+}
+
+/// Bytes of a `Reuse` record: code, kind, id.
+pub const REUSE_LEN: usize = 2 + ID_LEN;
+/// Bytes of a `Write` record before the object's bytes: code, kind, id, u64 length.
+pub const WRITE_HEADER_LEN: usize = 2 + ID_LEN + 8;
+/// Largest operation record header.
+pub const MAX_OP_HEADER_LEN: usize = WRITE_HEADER_LEN;
+
+/// A decoded operation record header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum OpRepr {
+    /// `len` bytes of the object follow.
+    Write {
+        /// The object's kind.
+        kind: ObjectKind,
+        /// The id its bytes must hash to.
+        id: ObjectId,
+        /// Bytes of the object that follow.
+        len: u64,
+    },
+    /// The object (and for a dirtree, everything under it) comes from the source commit.
+    Reuse {
+        /// The object's kind.
+        kind: ObjectKind,
+        /// Its id.
+        id: ObjectId,
+    },
+}
+
+impl OpRepr {
+    /// Bytes of the record header for an op whose first byte is `code`, or an error for an
+    /// unknown code.
+    pub fn header_len(code: u8) -> Result<usize, FormatError> {
+        match OpCode::from_code(code) {
+            OpCode::Write => Ok(WRITE_HEADER_LEN),
+            OpCode::Reuse => Ok(REUSE_LEN),
+            OpCode::Unknown(c) => Err(FormatError::UnknownOp(c)),
+        }
+    }
+
+    /// Parses a record header; `b` must hold exactly [`OpRepr::header_len`] bytes.
+    pub fn parse(b: &[u8]) -> Result<OpRepr, FormatError> {
+        let Some(&code) = b.first() else {
+            return Err(FormatError::Truncated { needed: 1, have: 0 });
+        };
+        let need = OpRepr::header_len(code)?;
+        if b.len() < need {
+            return Err(FormatError::Truncated { needed: need, have: b.len() });
+        }
+        let kind = ObjectKind::from_code(b[1]);
+        if let ObjectKind::Unknown(k) = kind {
+            return Err(FormatError::UnknownKind(k));
+        }
+        let mut id = [0u8; ID_LEN];
+        id.copy_from_slice(&b[2..2 + ID_LEN]);
+        let id = ObjectId(id);
+        Ok(match OpCode::from_code(code) {
+            OpCode::Write => {
+                let mut l = [0u8; 8];
+                l.copy_from_slice(&b[2 + ID_LEN..WRITE_HEADER_LEN]);
+                OpRepr::Write { kind, id, len: u64::from_le_bytes(l) }
+            }
+            _ => OpRepr::Reuse { kind, id },
+        })
+    }
+
+    /// Bytes [`OpRepr::emit`] writes.
+    pub const fn buffer_len(&self) -> usize {
+        match self {
+            OpRepr::Write { .. } => WRITE_HEADER_LEN,
+            OpRepr::Reuse { .. } => REUSE_LEN,
+        }
+    }
+
+    /// Writes the record header into `out[..self.buffer_len()]`.
+    ///
+    /// # Panics
+    /// If `out` is shorter than [`OpRepr::buffer_len`].
+    pub fn emit(&self, out: &mut [u8]) {
+        let (code, kind, id) = match self {
+            OpRepr::Write { kind, id, .. } => (OpCode::Write, kind, id),
+            OpRepr::Reuse { kind, id } => (OpCode::Reuse, kind, id),
+        };
+        out[0] = code.code();
+        out[1] = kind.code();
+        out[2..2 + ID_LEN].copy_from_slice(&id.0);
+        if let OpRepr::Write { len, .. } = self {
+            out[2 + ID_LEN..WRITE_HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+        }
+    }
+}
+
+/// Why bytes are not a valid `.update` file. Each variant says where and what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum FormatError {
+    /// Fewer bytes than a fixed-size structure needs.
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes there.
+        have: usize,
+    },
+    /// The file does not start with [`MAGIC`].
+    BadMagic,
+    /// A format version this agent cannot read.
+    UnsupportedVersion(u16),
+    /// Header flags this agent does not know.
+    UnknownFlags(u16),
+    /// A superblock length of zero or over [`MAX_SUPERBLOCK_LEN`].
+    SuperblockLength(u32),
+    /// The superblock does not decode.
+    BadSuperblock,
+    /// An empty ref name or one over [`MAX_REF_LEN`] bytes.
+    BadRef,
+    /// A part codec this agent does not know.
+    UnknownCodec {
+        /// Which part.
+        part: u32,
+        /// Its codec code.
+        codec: u8,
+    },
+    /// A signature algorithm this agent does not know.
+    UnknownSignature(u8),
+    /// An operation code this agent does not know.
+    UnknownOp(u8),
+    /// An object kind this agent does not know.
+    UnknownKind(u8),
+    /// The output buffer is too small.
+    BufferTooSmall,
+}
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FormatError::Truncated { needed, have } => {
+                write!(f, "the data is truncated: {needed} bytes needed, {have} present")
+            }
+            FormatError::BadMagic => f.write_str("this is not an update file (bad magic)"),
+            FormatError::UnsupportedVersion(v) => write!(
+                f,
+                "update format version {v} is not supported (this agent reads version {FORMAT_VERSION}); upgrade the agent"
+            ),
+            FormatError::UnknownFlags(v) => {
+                write!(f, "the header has flags {v:#06x} this agent does not know; upgrade the agent")
+            }
+            FormatError::SuperblockLength(n) => {
+                write!(f, "superblock length {n} is out of range (1..={MAX_SUPERBLOCK_LEN})")
+            }
+            FormatError::BadSuperblock => f.write_str("the superblock does not decode"),
+            FormatError::BadRef => write!(f, "the ref name is empty or longer than {MAX_REF_LEN} bytes"),
+            FormatError::UnknownCodec { part, codec } => {
+                write!(f, "part {part} uses codec {codec}, which this agent does not know; upgrade the agent")
+            }
+            FormatError::UnknownSignature(c) => {
+                write!(f, "signature algorithm {c} is not known to this agent")
+            }
+            FormatError::UnknownOp(c) => {
+                write!(f, "operation code {c:#04x} is not known to this agent; upgrade the agent")
+            }
+            FormatError::UnknownKind(k) => write!(f, "object kind {k} is not known to this agent"),
+            FormatError::BufferTooSmall => f.write_str("the output buffer is too small"),
+        }
+    }
+}
+
+impl core::error::Error for FormatError {}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    static HEADER_BYTES: [u8; 16] = [
+        b'E', b'C', b'U', b'P', b'D', b'A', b'T', b'E', // magic
+        1, 0, // version
+        0, 0, // flags
+        0x34, 0x12, 0, 0, // superblock length 0x1234
+    ];
+
+    #[test]
+    fn header_deconstruct() {
+        let h = Header::new_checked(&HEADER_BYTES[..]).unwrap();
+        assert_eq!(h.magic(), MAGIC);
+        assert_eq!(h.version(), 1);
+        assert_eq!(h.flags(), 0);
+        assert_eq!(h.superblock_len(), 0x1234);
+    }
+
+    #[test]
+    fn header_construct_and_emit() {
+        let mut buf = [0xaau8; 16];
+        let repr = HeaderRepr { superblock_len: 0x1234 };
+        repr.emit(&mut Header::new_unchecked(&mut buf[..]));
+        assert_eq!(buf, HEADER_BYTES);
+    }
+
+    #[test]
+    fn header_parse() {
+        let h = Header::new_unchecked(&HEADER_BYTES[..]);
+        assert_eq!(HeaderRepr::parse(&h), Ok(HeaderRepr { superblock_len: 0x1234 }));
+    }
+
+    #[test]
+    fn header_bad() {
+        assert_eq!(
+            Header::new_checked(&HEADER_BYTES[..15]).unwrap_err(),
+            FormatError::Truncated { needed: 16, have: 15 }
+        );
+        let mut b = HEADER_BYTES;
+        b[0] = b'X';
+        assert_eq!(HeaderRepr::parse(&Header::new_unchecked(&b[..])), Err(FormatError::BadMagic));
+        let mut b = HEADER_BYTES;
+        b[8] = 2;
+        assert_eq!(HeaderRepr::parse(&Header::new_unchecked(&b[..])), Err(FormatError::UnsupportedVersion(2)));
+        let mut b = HEADER_BYTES;
+        b[10] = 1;
+        assert_eq!(HeaderRepr::parse(&Header::new_unchecked(&b[..])), Err(FormatError::UnknownFlags(1)));
+        let mut b = HEADER_BYTES;
+        b[12..16].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(HeaderRepr::parse(&Header::new_unchecked(&b[..])), Err(FormatError::SuperblockLength(0)));
+        b[12..16].copy_from_slice(&(MAX_SUPERBLOCK_LEN as u32 + 1).to_le_bytes());
+        assert!(matches!(HeaderRepr::parse(&Header::new_unchecked(&b[..])), Err(FormatError::SuperblockLength(_))));
+    }
+
+    #[test]
+    fn superblock_round_trip() {
+        let mut parts = heapless::Vec::new();
+        parts
+            .push(PartEntry { codec: Codec::Deflate, size: 10, uncompressed_size: 20, ops: 2, sha256: [7; 32] })
+            .unwrap();
+        let sb = Superblock {
+            ref_name: "ecu/main",
+            from: Some(ObjectId([1; 32])),
+            to: ObjectId([2; 32]),
+            meta: TargetMeta { timestamp: 5, version: "1.0", subject: "s" },
+            objects: 2,
+            parts,
+        };
+        let mut buf = [0u8; 256];
+        let n = sb.emit(&mut buf).unwrap().len();
+        assert_eq!(Superblock::parse(&buf[..n]).unwrap(), sb);
+        assert_eq!(Superblock::parse(&buf[..n - 1]), Err(FormatError::BadSuperblock));
+        let mut longer = buf;
+        longer[n] = 0;
+        assert_eq!(Superblock::parse(&longer[..n + 1]), Err(FormatError::BadSuperblock));
+    }
+
+    #[test]
+    fn op_round_trip_and_unknown() {
+        for op in [
+            OpRepr::Write { kind: ObjectKind::File, id: ObjectId([3; 32]), len: 99 },
+            OpRepr::Reuse { kind: ObjectKind::DirTree, id: ObjectId([4; 32]) },
+        ] {
+            let mut buf = [0u8; MAX_OP_HEADER_LEN];
+            op.emit(&mut buf);
+            assert_eq!(OpRepr::header_len(buf[0]), Ok(op.buffer_len()));
+            assert_eq!(OpRepr::parse(&buf[..op.buffer_len()]), Ok(op));
+            assert!(matches!(OpRepr::parse(&buf[..op.buffer_len() - 1]), Err(FormatError::Truncated { .. })));
+        }
+        assert_eq!(OpRepr::header_len(3), Err(FormatError::UnknownOp(3)));
+        let mut buf = [0u8; REUSE_LEN];
+        buf[0] = 2;
+        buf[1] = 9;
+        assert_eq!(OpRepr::parse(&buf), Err(FormatError::UnknownKind(9)));
+    }
+}

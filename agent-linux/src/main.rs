@@ -1,0 +1,2 @@
+//! `ecu-agent` (placeholder).
+fn main() {}

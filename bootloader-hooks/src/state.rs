@@ -1,0 +1,596 @@
+//! The boot-state model, the pure boot decision and the operations the agent runs.
+//!
+//! Two slots, A and B. Each has a priority (0 = never boot it), a number of tries left, a
+//! success flag and the name of what it holds. The whole state carries a revision that every
+//! change increments (wrapping). See `docs/BOOTSTATE.md` for the rules in prose.
+
+use core::fmt;
+
+/// Longest slot name (a commit id in hex is 64 characters; an OSTree deployment name
+/// `<osname>/<checksum>.<serial>` is well under 128). Costs 128 bytes per slot.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Most tries a slot can be staged with. Single decimal digits read the same in hex (U-Boot's
+/// `setexpr`/`itest`) and decimal (GRUB's `test`), and GRUB steps the counter down with an
+/// if/elif chain of this length.
+pub const MAX_TRIES: u8 = 9;
+
+/// Highest priority a scheme may hold (single digit for the same reason as [`MAX_TRIES`]).
+/// Operations only ever write 0, 1 and 2.
+pub const MAX_PRIORITY: u8 = 9;
+
+/// One of the two slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Slot {
+    /// Slot A (index 0).
+    A,
+    /// Slot B (index 1).
+    B,
+}
+
+impl Slot {
+    /// Both slots, A first.
+    pub const ALL: [Slot; 2] = [Slot::A, Slot::B];
+
+    /// 0 for A, 1 for B.
+    pub const fn index(self) -> usize {
+        match self {
+            Slot::A => 0,
+            Slot::B => 1,
+        }
+    }
+
+    /// The slot with index `i` (0 or 1).
+    pub const fn from_index(i: usize) -> Option<Slot> {
+        match i {
+            0 => Some(Slot::A),
+            1 => Some(Slot::B),
+            _ => None,
+        }
+    }
+
+    /// The other slot.
+    pub const fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+
+    /// `"A"` or `"B"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Slot::A => "A",
+            Slot::B => "B",
+        }
+    }
+
+    /// Parses `"A"`/`"B"` (also lowercase).
+    pub fn parse(s: &str) -> Option<Slot> {
+        match s {
+            "A" | "a" => Some(Slot::A),
+            "B" | "b" => Some(Slot::B),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Errors of the model's operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum StateError {
+    /// A slot name is longer than [`MAX_NAME_LEN`].
+    NameTooLong {
+        /// Length given.
+        len: usize,
+    },
+    /// A slot name holds a byte outside the allowed set.
+    InvalidNameByte {
+        /// Offset of the byte in the name.
+        offset: usize,
+        /// The byte.
+        byte: u8,
+    },
+    /// `stage` was asked for 0 tries or more than [`MAX_TRIES`].
+    TriesOutOfRange {
+        /// Tries asked for.
+        tries: u8,
+    },
+    /// `rollback` of a slot whose other slot can never boot (priority 0 and not successful).
+    NoFallback {
+        /// The slot that was to be abandoned.
+        abandon: Slot,
+    },
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            StateError::NameTooLong { len } => write!(
+                f,
+                "slot name is {len} bytes long; at most {MAX_NAME_LEN} fit, use a shorter commit id or deployment name"
+            ),
+            StateError::InvalidNameByte { offset, byte } => write!(
+                f,
+                "slot name byte {offset} is 0x{byte:02x}; only ASCII letters, digits and ._-:/+@,~ are allowed"
+            ),
+            StateError::TriesOutOfRange { tries } => write!(
+                f,
+                "{tries} tries asked for; stage a slot with 1 to {MAX_TRIES} tries"
+            ),
+            StateError::NoFallback { abandon } => write!(
+                f,
+                "cannot roll back from slot {abandon}: slot {} is neither marked good nor bootable",
+                abandon.other()
+            ),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for StateError {}
+
+/// What a slot holds: a commit id or deployment name, at most [`MAX_NAME_LEN`] bytes of
+/// ASCII letters, digits and `._-:/+@,~`. Empty means "nothing recorded".
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SlotName {
+    len: u8,
+    bytes: [u8; MAX_NAME_LEN],
+}
+
+impl SlotName {
+    /// The empty name.
+    pub const EMPTY: SlotName = SlotName {
+        len: 0,
+        bytes: [0; MAX_NAME_LEN],
+    };
+
+    /// Whether `b` may appear in a slot name.
+    pub const fn is_allowed_byte(b: u8) -> bool {
+        b.is_ascii_alphanumeric()
+            || matches!(b, b'.' | b'_' | b'-' | b':' | b'/' | b'+' | b'@' | b',' | b'~')
+    }
+
+    /// Validates and copies `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<SlotName, StateError> {
+        if bytes.len() > MAX_NAME_LEN {
+            return Err(StateError::NameTooLong { len: bytes.len() });
+        }
+        let mut name = SlotName::EMPTY;
+        for (offset, &byte) in bytes.iter().enumerate() {
+            if !Self::is_allowed_byte(byte) {
+                return Err(StateError::InvalidNameByte { offset, byte });
+            }
+            name.bytes[offset] = byte;
+        }
+        name.len = bytes.len() as u8;
+        Ok(name)
+    }
+
+    /// Validates and copies `s`.
+    #[allow(clippy::should_implement_trait)]
+    pub fn from_str(s: &str) -> Result<SlotName, StateError> {
+        Self::from_bytes(s.as_bytes())
+    }
+
+    /// The name's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    /// The name as text (always ASCII).
+    pub fn as_str(&self) -> &str {
+        // Only allowed (ASCII) bytes are ever stored, so this never fails.
+        core::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Default for SlotName {
+    fn default() -> Self {
+        SlotName::EMPTY
+    }
+}
+
+impl fmt::Debug for SlotName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl fmt::Display for SlotName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for SlotName {
+    fn format(&self, f: defmt::Formatter) {
+        defmt::write!(f, "{=str}", self.as_str())
+    }
+}
+
+/// One slot's boot state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SlotState {
+    /// Higher boots first; 0 never boots (except as the last resort, see [`BootState::decide`]).
+    pub priority: u8,
+    /// Boots left while the slot is on trial (not successful).
+    pub tries_left: u8,
+    /// The slot booted and the system reported success (`mark-good`).
+    pub successful: bool,
+    /// What the slot holds.
+    pub name: SlotName,
+}
+
+impl SlotState {
+    /// Whether the decision may pick this slot: priority above 0 and either successful or with
+    /// tries left.
+    pub fn is_bootable(&self) -> bool {
+        self.priority > 0 && (self.successful || self.tries_left > 0)
+    }
+
+    /// Whether the slot is on trial: not successful and still has tries.
+    pub fn on_trial(&self) -> bool {
+        !self.successful && self.tries_left > 0
+    }
+}
+
+/// The whole boot state: both slots and a revision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BootState {
+    /// Slot A (index 0) and B (index 1).
+    pub slots: [SlotState; 2],
+    /// Incremented (wrapping) by every change; among copies the newer revision wins.
+    pub revision: u32,
+}
+
+/// Why the decision picked its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DecisionKind {
+    /// The slot is successful: nothing counted, nothing written.
+    Confirmed,
+    /// The slot is on trial: one try was used (written before the boot).
+    Trial,
+    /// No slot is bootable: the slot after the highest-priority one is booted as a last resort,
+    /// nothing written.
+    LastResort,
+}
+
+/// The outcome of [`BootState::decide`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[must_use]
+pub struct Decision {
+    /// The slot to boot.
+    pub slot: Slot,
+    /// Why.
+    pub kind: DecisionKind,
+    /// The state to store before booting (equal to the input unless `changed`).
+    pub state: BootState,
+    /// Whether `state` differs from the input, i.e. whether it must be written.
+    pub changed: bool,
+}
+
+impl BootState {
+    /// A fresh state for a system running `booted`: that slot successful with priority 2 and
+    /// `name`, the other slot empty with priority 0. Revision 0.
+    pub fn initial(booted: Slot, name: SlotName) -> BootState {
+        let mut s = BootState::default();
+        *s.slot_mut(booted) = SlotState {
+            priority: 2,
+            tries_left: 0,
+            successful: true,
+            name,
+        };
+        s
+    }
+
+    /// The state of slot `s`.
+    pub fn slot(&self, s: Slot) -> &SlotState {
+        &self.slots[s.index()]
+    }
+
+    /// The state of slot `s`, mutably.
+    pub fn slot_mut(&mut self, s: Slot) -> &mut SlotState {
+        &mut self.slots[s.index()]
+    }
+
+    /// Slots in the order the decision considers them: higher priority first, A on a tie.
+    pub fn order(&self) -> [Slot; 2] {
+        if self.slots[1].priority > self.slots[0].priority {
+            [Slot::B, Slot::A]
+        } else {
+            [Slot::A, Slot::B]
+        }
+    }
+
+    /// The boot decision, a pure function.
+    ///
+    /// Slots are taken in [`order`](Self::order). The first with priority above 0 that is
+    /// successful boots unchanged; the first that is on trial boots with one try used (and the
+    /// revision incremented). If neither qualifies, the second slot in order boots as a last
+    /// resort and nothing changes. So a confirmed slot reboots without any write, and a slot
+    /// that used its tries without being marked good falls back to the other slot.
+    pub fn decide(&self) -> Decision {
+        let order = self.order();
+        for s in order {
+            let st = self.slot(s);
+            if st.priority == 0 {
+                continue;
+            }
+            if st.successful {
+                return Decision {
+                    slot: s,
+                    kind: DecisionKind::Confirmed,
+                    state: *self,
+                    changed: false,
+                };
+            }
+            if st.tries_left > 0 {
+                let mut next = *self;
+                next.slot_mut(s).tries_left -= 1;
+                next.revision = next.revision.wrapping_add(1);
+                return Decision {
+                    slot: s,
+                    kind: DecisionKind::Trial,
+                    state: next,
+                    changed: true,
+                };
+            }
+        }
+        Decision {
+            slot: order[1],
+            kind: DecisionKind::LastResort,
+            state: *self,
+            changed: false,
+        }
+    }
+
+    /// Gives `s` priority 2 and the other slot priority 1 (or 0 if it had 0), unless `s` is
+    /// already strictly first.
+    fn promote(&mut self, s: Slot) {
+        let other = self.slot(s.other()).priority;
+        if self.slot(s).priority > other {
+            return;
+        }
+        self.slot_mut(s).priority = 2;
+        self.slot_mut(s.other()).priority = if other > 0 { 1 } else { 0 };
+    }
+
+    /// Stages `slot` for trial: it becomes first in order, holds `name`, is not successful and
+    /// has `tries` boots to be marked good. Returns whether anything changed (always true for
+    /// a valid call: the revision moves). `tries` must be 1..=[`MAX_TRIES`].
+    pub fn stage(&mut self, slot: Slot, tries: u8, name: SlotName) -> Result<bool, StateError> {
+        if tries == 0 || tries > MAX_TRIES {
+            return Err(StateError::TriesOutOfRange { tries });
+        }
+        let before = *self;
+        {
+            let st = self.slot_mut(slot);
+            st.tries_left = tries;
+            st.successful = false;
+            st.name = name;
+        }
+        self.slot_mut(slot).priority = 0; // force promote to reorder
+        self.promote(slot);
+        Ok(self.bump_if_changed(&before))
+    }
+
+    /// Marks `slot` (the booted one) good: successful, no tries counted, first in order.
+    /// Returns whether anything changed; an already-good first slot changes nothing, so the
+    /// caller writes nothing.
+    pub fn mark_good(&mut self, slot: Slot) -> bool {
+        let before = *self;
+        {
+            let st = self.slot_mut(slot);
+            st.successful = true;
+            st.tries_left = 0;
+        }
+        self.promote(slot);
+        self.bump_if_changed(&before)
+    }
+
+    /// Rolls back from `abandon`: it gets priority 0, no tries and no success flag, so the
+    /// other slot boots next. Fails if the other slot could not boot (priority 0 and not
+    /// successful). Returns whether anything changed.
+    pub fn rollback(&mut self, abandon: Slot) -> Result<bool, StateError> {
+        let other = *self.slot(abandon.other());
+        if !other.successful && other.priority == 0 {
+            return Err(StateError::NoFallback { abandon });
+        }
+        let before = *self;
+        {
+            let st = self.slot_mut(abandon);
+            st.priority = 0;
+            st.tries_left = 0;
+            st.successful = false;
+        }
+        if self.slot(abandon.other()).priority == 0 {
+            self.slot_mut(abandon.other()).priority = 1;
+        }
+        Ok(self.bump_if_changed(&before))
+    }
+
+    /// Applies `op`. Returns whether the state changed and, for [`Operation::Boot`], the
+    /// decision.
+    pub fn apply(&mut self, op: &Operation) -> Result<Applied, StateError> {
+        let (changed, decision) = match *op {
+            Operation::Stage { slot, tries, name } => (self.stage(slot, tries, name)?, None),
+            Operation::MarkGood { slot } => (self.mark_good(slot), None),
+            Operation::Rollback { abandon } => (self.rollback(abandon)?, None),
+            Operation::Boot => {
+                let d = self.decide();
+                *self = d.state;
+                (d.changed, Some(d))
+            }
+        };
+        Ok(Applied { changed, decision })
+    }
+
+    fn bump_if_changed(&mut self, before: &BootState) -> bool {
+        if self == before {
+            false
+        } else {
+            self.revision = before.revision.wrapping_add(1);
+            true
+        }
+    }
+}
+
+/// A state change the agent (or a simulated bootloader) makes; see [`BootState::apply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Operation {
+    /// [`BootState::stage`].
+    Stage {
+        /// Slot to try.
+        slot: Slot,
+        /// Boots it gets to be marked good.
+        tries: u8,
+        /// What it holds.
+        name: SlotName,
+    },
+    /// [`BootState::mark_good`].
+    MarkGood {
+        /// The booted slot.
+        slot: Slot,
+    },
+    /// [`BootState::rollback`].
+    Rollback {
+        /// The slot to give up.
+        abandon: Slot,
+    },
+    /// One boot as the bootloader runs it: [`BootState::decide`], then store its state.
+    Boot,
+}
+
+/// What [`BootState::apply`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Applied {
+    /// Whether the state changed (and so must be stored).
+    pub changed: bool,
+    /// The decision, for [`Operation::Boot`].
+    pub decision: Option<Decision>,
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn name(s: &str) -> SlotName {
+        SlotName::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn confirmed_reboot_writes_nothing() {
+        let s = BootState::initial(Slot::A, name("c0"));
+        let d = s.decide();
+        assert_eq!(d.slot, Slot::A);
+        assert_eq!(d.kind, DecisionKind::Confirmed);
+        assert!(!d.changed);
+        assert_eq!(d.state, s);
+    }
+
+    #[test]
+    fn staged_slot_tried_then_rolled_back() {
+        let mut s = BootState::initial(Slot::A, name("c0"));
+        assert!(s.stage(Slot::B, 3, name("c1")).unwrap());
+        assert_eq!(s.revision, 1);
+        for left in [2u8, 1, 0] {
+            let d = s.decide();
+            assert_eq!((d.slot, d.kind, d.changed), (Slot::B, DecisionKind::Trial, true));
+            s = d.state;
+            assert_eq!(s.slot(Slot::B).tries_left, left);
+        }
+        let rev = s.revision;
+        for _ in 0..3 {
+            let d = s.decide();
+            assert_eq!((d.slot, d.kind, d.changed), (Slot::A, DecisionKind::Confirmed, false));
+        }
+        assert_eq!(s.revision, rev);
+        assert!(s.rollback(Slot::B).unwrap());
+        assert_eq!(s.slot(Slot::B).priority, 0);
+        assert_eq!(s.decide().slot, Slot::A);
+    }
+
+    #[test]
+    fn staged_slot_marked_good_stays() {
+        let mut s = BootState::initial(Slot::A, name("c0"));
+        s.stage(Slot::B, 2, name("c1")).unwrap();
+        s = s.decide().state;
+        assert!(s.mark_good(Slot::B));
+        assert!(!s.mark_good(Slot::B), "second mark-good changes nothing");
+        for _ in 0..5 {
+            let d = s.decide();
+            assert_eq!((d.slot, d.changed), (Slot::B, false));
+        }
+        assert_eq!(s.slot(Slot::A).priority, 1);
+        assert_eq!(s.slot(Slot::B).name.as_str(), "c1");
+    }
+
+    #[test]
+    fn last_resort_is_second_in_order() {
+        let mut s = BootState::default();
+        s.slots[0].priority = 1;
+        s.slots[1].priority = 2;
+        let d = s.decide();
+        assert_eq!((d.slot, d.kind, d.changed), (Slot::A, DecisionKind::LastResort, false));
+        let d = BootState::default().decide();
+        assert_eq!(d.slot, Slot::B);
+    }
+
+    #[test]
+    fn stage_rejects_bad_tries_and_rollback_without_fallback() {
+        let mut s = BootState::initial(Slot::A, SlotName::EMPTY);
+        assert_eq!(
+            s.stage(Slot::B, 0, SlotName::EMPTY),
+            Err(StateError::TriesOutOfRange { tries: 0 })
+        );
+        assert_eq!(
+            s.stage(Slot::B, MAX_TRIES + 1, SlotName::EMPTY),
+            Err(StateError::TriesOutOfRange { tries: MAX_TRIES + 1 })
+        );
+        assert_eq!(
+            s.rollback(Slot::A),
+            Err(StateError::NoFallback { abandon: Slot::A })
+        );
+        assert_eq!(s, BootState::initial(Slot::A, SlotName::EMPTY));
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(SlotName::from_str(&"a".repeat(MAX_NAME_LEN)).is_ok());
+        assert_eq!(
+            SlotName::from_str(&"a".repeat(MAX_NAME_LEN + 1)),
+            Err(StateError::NameTooLong { len: MAX_NAME_LEN + 1 })
+        );
+        assert_eq!(
+            SlotName::from_str("ab c"),
+            Err(StateError::InvalidNameByte { offset: 2, byte: b' ' })
+        );
+        assert_eq!(name("os/abc.0").as_str(), "os/abc.0");
+    }
+}
