@@ -1,2 +1,61 @@
-//! Developer tasks (placeholder).
-fn main() {}
+//! Developer tasks for the ECU update agent, run as `cargo xtask <task>`.
+//!
+//! | task | what it does |
+//! | --- | --- |
+//! | `demo` | the offline-update story end to end in a temporary directory |
+//! | `test` | everything CI runs: fmt, clippy, tests, `no_std` builds, firmware under QEMU, size report |
+//! | `bench` | commit, generate and apply a 100+ MiB tree and print times, sizes and peak RSS |
+//! | `firmware` | only the firmware scenarios under QEMU |
+//! | `size` | the firmware's flash, RAM and stack budget |
+
+use std::process::ExitCode;
+
+mod bench;
+mod demo;
+mod test;
+mod tools;
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [options]
+
+tasks:
+  demo        run the offline-update story end to end and print it
+  test        run the whole suite as CI does (fmt, clippy, tests, no_std builds, firmware, size)
+              options: --quick  skip the firmware and the size report
+  bench       benchmark commit, generate and apply on a generated tree
+              options: --size-mib N  (default 128)
+  firmware    build the Cortex-M firmware and run its scenarios under QEMU
+  size        print the firmware's flash, RAM and stack budget
+
+Environment: CI=true makes a missing real tool an error instead of a skip.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(task) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let result = match task.as_str() {
+        "demo" => demo::run(rest),
+        "test" => test::run(rest),
+        "bench" => bench::run(rest),
+        "firmware" => test::firmware(),
+        "size" => test::size(),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprintln!("xtask: unknown task `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {task}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! `cargo xtask bench`: commit, generate and apply a generated tree of 100+ MiB and print the
+//! times, sizes, throughput and the apply process's peak RSS. No thresholds: numbers to read.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+
+use crate::demo::build_agent;
+
+/// A file-size mix like a Linux ECU image: many small config and script files, a body of
+/// shared libraries and programs, a few large blobs (firmware, models, a kernel).
+const MIX: &[(usize, usize)] = &[
+    // (count, size in bytes)
+    (2000, 600),
+    (600, 8 * 1024),
+    (220, 96 * 1024),
+    (40, 900 * 1024),
+    (4, 8 * 1024 * 1024),
+];
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Content that compresses about as well as real binaries (roughly 2:1 to 3:1).
+fn content(rng: &mut Rng, len: usize) -> Vec<u8> {
+    const WORDS: &[&str] = &[
+        "can", "frame", "diag", "session", "ecu", "bus", "timeout", "reset", "0x7e0", "uds",
+    ];
+    let mut out = Vec::with_capacity(len + 16);
+    while out.len() < len {
+        let x = rng.next();
+        match x % 5 {
+            0 | 1 => out.extend_from_slice(&x.to_le_bytes()),
+            2 => out.extend_from_slice(&[0u8; 8]),
+            _ => {
+                out.extend_from_slice(WORDS[(x >> 8) as usize % WORDS.len()].as_bytes());
+                out.push(b' ');
+            }
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn make_tree(root: &Path, scale: f64, seed: u64) -> Result<u64> {
+    let mut rng = Rng(seed | 1);
+    let mut total = 0u64;
+    for (class, &(count, size)) in MIX.iter().enumerate() {
+        let count = ((count as f64) * scale).ceil() as usize;
+        for i in 0..count {
+            let dir = root.join(format!("usr/share/c{class}/d{}", i % 37));
+            fs::create_dir_all(&dir)?;
+            let p = dir.join(format!("f{i}.bin"));
+            let data = content(&mut rng, size);
+            total += data.len() as u64;
+            fs::write(&p, data)?;
+            fs::set_permissions(
+                &p,
+                fs::Permissions::from_mode(if i % 5 == 0 { 0o755 } else { 0o644 }),
+            )?;
+        }
+    }
+    Ok(total)
+}
+
+fn timed(bin: &Path, dir: &Path, args: &[&str]) -> Result<(Duration, String)> {
+    let t = Instant::now();
+    let out = Command::new(bin).args(args).current_dir(dir).output()?;
+    let took = t.elapsed();
+    ensure!(
+        out.status.success(),
+        "ecu-agent {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((took, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+/// Runs `bin args` and returns its wall time and peak RSS in KiB (from wait4's rusage).
+fn timed_rss(bin: &Path, dir: &Path, args: &[&str]) -> Result<(Duration, u64)> {
+    let t = Instant::now();
+    let child = Command::new(bin).args(args).current_dir(dir).spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain FFI call with valid pointers to locals; the child is ours and not yet reaped.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let took = t.elapsed();
+    ensure!(r == pid, "wait4 failed");
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "ecu-agent {} failed",
+        args.join(" ")
+    );
+    std::mem::forget(child);
+    Ok((took, usage.ru_maxrss as u64))
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn id_in(out: &str) -> Result<String> {
+    out.split_whitespace()
+        .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .context("no commit id in the output")
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let size_mib: f64 = match args.iter().position(|a| a == "--size-mib") {
+        Some(i) => args
+            .get(i + 1)
+            .context("--size-mib takes a number")?
+            .parse()?,
+        None => 128.0,
+    };
+    let bin = build_agent(true)?;
+    let tmp = std::env::temp_dir().join(format!("ecu-agent-bench-{}", std::process::id()));
+    fs::create_dir_all(&tmp)?;
+    let r = bench(&bin, &tmp, size_mib);
+    fs::remove_dir_all(&tmp).ok();
+    r
+}
+
+fn bench(bin: &Path, tmp: &Path, size_mib: f64) -> Result<()> {
+    let base: u64 = MIX.iter().map(|&(c, s)| (c * s) as u64).sum();
+    let scale = size_mib * 1024.0 * 1024.0 / base as f64;
+    let v1 = tmp.join("v1");
+    let total = make_tree(&v1, scale, 42)?;
+    let files: usize = MIX
+        .iter()
+        .map(|&(c, _)| ((c as f64) * scale).ceil() as usize)
+        .sum();
+    // v2: one small config changes and one 96 KiB library is replaced.
+    let v2 = tmp.join("v2");
+    crate::tools::run(Command::new("cp").arg("-a").arg(&v1).arg(&v2))?;
+    fs::write(v2.join("usr/share/c0/d0/f0.bin"), b"changed config\n")?;
+    fs::write(
+        v2.join("usr/share/c2/d1/f1.bin"),
+        content(&mut Rng(7), 96 * 1024),
+    )?;
+
+    println!("tree: {files} files, {:.1} MiB", mib(total));
+    timed(bin, tmp, &["init", "--repo", "repo"])?;
+    let (t_commit, out) = timed(
+        bin,
+        tmp,
+        &[
+            "commit",
+            "--repo",
+            "repo",
+            "--branch",
+            "bench",
+            "--tree",
+            "v1",
+            "--version",
+            "1",
+        ],
+    )?;
+    let c1 = id_in(&out)?;
+    println!(
+        "commit:                 {:>8.2} s  ({:.1} MiB/s)",
+        t_commit.as_secs_f64(),
+        mib(total) / t_commit.as_secs_f64()
+    );
+    let (_, out) = timed(
+        bin,
+        tmp,
+        &[
+            "commit",
+            "--repo",
+            "repo",
+            "--branch",
+            "bench",
+            "--tree",
+            "v2",
+            "--version",
+            "2",
+        ],
+    )?;
+    let c2 = id_in(&out)?;
+
+    let (t_gen, _) = timed(
+        bin,
+        tmp,
+        &[
+            "delta",
+            "generate",
+            "--repo",
+            "repo",
+            "--empty",
+            "--to",
+            &c1,
+            "--out",
+            "full.update",
+        ],
+    )?;
+    let full = fs::metadata(tmp.join("full.update"))?.len();
+    println!(
+        "from-scratch generate:  {:>8.2} s  size {:.1} MiB ({:.1}% of the tree)",
+        t_gen.as_secs_f64(),
+        mib(full),
+        100.0 * full as f64 / total as f64
+    );
+    let (t_delta, _) = timed(
+        bin,
+        tmp,
+        &[
+            "delta",
+            "generate",
+            "--repo",
+            "repo",
+            "--from",
+            &c1,
+            "--to",
+            &c2,
+            "--out",
+            "delta.update",
+        ],
+    )?;
+    let delta = fs::metadata(tmp.join("delta.update"))?.len();
+    println!(
+        "small-change delta:     {:>8.2} s  size {} bytes",
+        t_delta.as_secs_f64(),
+        delta
+    );
+
+    let (t_apply, rss) = timed_rss(
+        bin,
+        tmp,
+        &["apply-offline", "--sysroot", "dev", "full.update"],
+    )?;
+    println!(
+        "apply from scratch:     {:>8.2} s  {:.1} MiB/s of tree, {:.1} MiB/s of file; peak RSS {} KiB",
+        t_apply.as_secs_f64(),
+        mib(total) / t_apply.as_secs_f64(),
+        mib(full) / t_apply.as_secs_f64(),
+        rss
+    );
+    let (t_apply_d, rss_d) = timed_rss(
+        bin,
+        tmp,
+        &["apply-offline", "--sysroot", "dev", "delta.update"],
+    )?;
+    println!(
+        "apply delta:            {:>8.2} s  peak RSS {} KiB",
+        t_apply_d.as_secs_f64(),
+        rss_d
+    );
+    Ok(())
+}
