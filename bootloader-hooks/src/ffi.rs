@@ -107,8 +107,9 @@ mod test {
         let mut seen = std::vec::Vec::new();
         for _ in 0..4 {
             let mut out = blank();
-            let rc =
-                unsafe { ecu_boot_decide(copies[0].as_ptr(), copies[1].as_ptr(), RECORD_LEN, &mut out) };
+            let rc = unsafe {
+                ecu_boot_decide(copies[0].as_ptr(), copies[1].as_ptr(), RECORD_LEN, &mut out)
+            };
             assert_eq!(rc, ECU_BOOT_OK);
             seen.push((out.slot, out.kind, out.write_needed));
             if out.write_needed == 1 {

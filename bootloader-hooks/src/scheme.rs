@@ -266,7 +266,11 @@ fn order_value(state: &BootState) -> Value {
     let [first, second] = state.order();
     let p1 = state.slot(first).priority > 0;
     let p2 = state.slot(second).priority > 0;
-    let both = [first.as_str().as_bytes()[0], b' ', second.as_str().as_bytes()[0]];
+    let both = [
+        first.as_str().as_bytes()[0],
+        b' ',
+        second.as_str().as_bytes()[0],
+    ];
     let v: &[u8] = match (p1, p2) {
         (true, true) => &both,
         (true, false) => first.as_str().as_bytes(),
@@ -315,7 +319,8 @@ impl Scheme {
                         hex_var(env, native::TRIES[i], MAX_TRIES as u32)?,
                         native::TRIES[i],
                     )? as u8;
-                    slot.successful = required(hex_var(env, native::OK[i], 1)?, native::OK[i])? == 1;
+                    slot.successful =
+                        required(hex_var(env, native::OK[i], 1)?, native::OK[i])? == 1;
                 }
             }
             Scheme::Rauc(_) if flavor == Flavor::UBoot => {
@@ -344,7 +349,10 @@ impl Scheme {
             }
             Scheme::Rauc(_) => {
                 let present = env.get_raw(rauc::ORDER).is_some()
-                    || rauc::OK.iter().chain(&rauc::TRY).any(|v| env.get_raw(v).is_some());
+                    || rauc::OK
+                        .iter()
+                        .chain(&rauc::TRY)
+                        .any(|v| env.get_raw(v).is_some());
                 if !present {
                     return Err(SchemeError::NotThisScheme { scheme: "rauc" });
                 }
@@ -433,10 +441,20 @@ impl Scheme {
             Scheme::Rauc(_) => {
                 out.set_value(rauc::ORDER, order_value(state))?;
                 for s in Slot::ALL {
+                    let i = s.index();
                     let slot = state.slot(s);
-                    let ok = slot.successful || slot.tries_left > 0;
-                    out.set_value(rauc::OK[s.index()], Value::dec(ok.into()))?;
-                    out.set_value(rauc::TRY[s.index()], Value::dec(0))?;
+                    // A bootable slot is OK and untried. A slot without tries is "tried and
+                    // unconfirmed" (OK=1, TRY=1, what RAUC's grub.conf leaves after a boot),
+                    // unless RAUC had already marked it bad (OK=0), which is kept.
+                    let (ok, tried) = if slot.successful || slot.tries_left > 0 {
+                        (1, 0)
+                    } else if env.get_raw(rauc::OK[i]) == Some(b"0") {
+                        (0, 0)
+                    } else {
+                        (1, 1)
+                    };
+                    out.set_value(rauc::OK[i], Value::dec(ok))?;
+                    out.set_value(rauc::TRY[i], Value::dec(tried))?;
                 }
             }
             Scheme::Mender(cfg) => {
@@ -599,11 +617,17 @@ mod test {
         assert_eq!(st.slot(Slot::A).tries_left, 1);
         assert_eq!(st.decide().slot, Slot::A);
         assert!(matches!(
-            rauc.decode(Flavor::Grub, &Pairs(Vec::from([("ORDER", b"A C".to_vec())]))),
+            rauc.decode(
+                Flavor::Grub,
+                &Pairs(Vec::from([("ORDER", b"A C".to_vec())]))
+            ),
             Err(SchemeError::BadOrder { .. })
         ));
         assert!(matches!(
-            rauc.decode(Flavor::Grub, &Pairs(Vec::from([("ORDER", b"A A".to_vec())]))),
+            rauc.decode(
+                Flavor::Grub,
+                &Pairs(Vec::from([("ORDER", b"A A".to_vec())]))
+            ),
             Err(SchemeError::BadOrder { .. })
         ));
     }
@@ -632,7 +656,13 @@ mod test {
         st.stage(Slot::B, 5, SlotName::EMPTY).unwrap();
         store(m, Flavor::UBoot, &mut env, &st);
         assert_eq!(env.get_raw("bootlimit"), Some(&b"5"[..]));
-        assert_eq!(m.decode(Flavor::UBoot, &env).unwrap().slot(Slot::B).tries_left, 5);
+        assert_eq!(
+            m.decode(Flavor::UBoot, &env)
+                .unwrap()
+                .slot(Slot::B)
+                .tries_left,
+            5
+        );
         env.0.push(("mender_boot_part", b"7".to_vec()));
         assert_eq!(
             m.decode(Flavor::UBoot, &env),

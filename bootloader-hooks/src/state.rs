@@ -156,7 +156,10 @@ impl SlotName {
     /// Whether `b` may appear in a slot name.
     pub const fn is_allowed_byte(b: u8) -> bool {
         b.is_ascii_alphanumeric()
-            || matches!(b, b'.' | b'_' | b'-' | b':' | b'/' | b'+' | b'@' | b',' | b'~')
+            || matches!(
+                b,
+                b'.' | b'_' | b'-' | b':' | b'/' | b'+' | b'@' | b',' | b'~'
+            )
     }
 
     /// Validates and copies `bytes`.
@@ -521,14 +524,20 @@ mod test {
         assert_eq!(s.revision, 1);
         for left in [2u8, 1, 0] {
             let d = s.decide();
-            assert_eq!((d.slot, d.kind, d.changed), (Slot::B, DecisionKind::Trial, true));
+            assert_eq!(
+                (d.slot, d.kind, d.changed),
+                (Slot::B, DecisionKind::Trial, true)
+            );
             s = d.state;
             assert_eq!(s.slot(Slot::B).tries_left, left);
         }
         let rev = s.revision;
         for _ in 0..3 {
             let d = s.decide();
-            assert_eq!((d.slot, d.kind, d.changed), (Slot::A, DecisionKind::Confirmed, false));
+            assert_eq!(
+                (d.slot, d.kind, d.changed),
+                (Slot::A, DecisionKind::Confirmed, false)
+            );
         }
         assert_eq!(s.revision, rev);
         assert!(s.rollback(Slot::B).unwrap());
@@ -557,7 +566,10 @@ mod test {
         s.slots[0].priority = 1;
         s.slots[1].priority = 2;
         let d = s.decide();
-        assert_eq!((d.slot, d.kind, d.changed), (Slot::A, DecisionKind::LastResort, false));
+        assert_eq!(
+            (d.slot, d.kind, d.changed),
+            (Slot::A, DecisionKind::LastResort, false)
+        );
         let d = BootState::default().decide();
         assert_eq!(d.slot, Slot::B);
     }
@@ -571,7 +583,9 @@ mod test {
         );
         assert_eq!(
             s.stage(Slot::B, MAX_TRIES + 1, SlotName::EMPTY),
-            Err(StateError::TriesOutOfRange { tries: MAX_TRIES + 1 })
+            Err(StateError::TriesOutOfRange {
+                tries: MAX_TRIES + 1
+            })
         );
         assert_eq!(
             s.rollback(Slot::A),
@@ -585,11 +599,16 @@ mod test {
         assert!(SlotName::from_str(&"a".repeat(MAX_NAME_LEN)).is_ok());
         assert_eq!(
             SlotName::from_str(&"a".repeat(MAX_NAME_LEN + 1)),
-            Err(StateError::NameTooLong { len: MAX_NAME_LEN + 1 })
+            Err(StateError::NameTooLong {
+                len: MAX_NAME_LEN + 1
+            })
         );
         assert_eq!(
             SlotName::from_str("ab c"),
-            Err(StateError::InvalidNameByte { offset: 2, byte: b' ' })
+            Err(StateError::InvalidNameByte {
+                offset: 2,
+                byte: b' '
+            })
         );
         assert_eq!(name("os/abc.0").as_str(), "os/abc.0");
     }

@@ -549,7 +549,7 @@ mod test {
             Err(EnvError::InvalidKey)
         );
         let mut up = VarSet::new();
-        up.set("a", b"1\02").unwrap();
+        up.set("a", b"1\x002").unwrap();
         assert_eq!(
             write(&mut out, Layout::Single, 0, no_vars(), &up),
             Err(EnvError::InvalidValue)

@@ -162,7 +162,9 @@ impl<'k> VarSet<'k> {
 
     /// The update for `key`: `None` if untouched, `Some(None)` if deleted.
     pub fn lookup(&self, key: &[u8]) -> Option<Option<&[u8]>> {
-        self.iter().find(|(k, _)| k.as_bytes() == key).map(|(_, v)| v)
+        self.iter()
+            .find(|(k, _)| k.as_bytes() == key)
+            .map(|(_, v)| v)
     }
 
     /// The updates in insertion order.
