@@ -1,0 +1,437 @@
+//! Shared by the flash store tests: commit trees, the store calls an install makes, the boot
+//! record in flash (through `bootloader-hooks`), and the device-side update procedure.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use agent_core::object::{
+    Commit, DirEntry, DirMeta, FileHeader, ObjectId, ObjectKind, Xattrs, S_IFDIR, S_IFREG,
+};
+use agent_core::store::flash::model::NorModel;
+use agent_core::store::flash::{FlashLayout, FlashSlot, FlashStore, FlashStoreError};
+use agent_core::store::Store;
+use bootloader_hooks::flash_record;
+use bootloader_hooks::{BootState, DecisionKind, Slot, SlotName};
+use embedded_storage::nor_flash::NorFlash;
+
+/// Write granularity of the test device (STM32L4-like: double word).
+pub const W: usize = 8;
+/// Erase granularity of the test device (2 KiB pages).
+pub const E: usize = 2048;
+/// Each slot.
+pub const SLOT: u32 = 192 * 1024;
+/// Boot record copies at 0 and E, slots after them.
+pub const LAYOUT: FlashLayout = FlashLayout {
+    slots: [2 * E as u32, 2 * E as u32 + SLOT],
+    slot_size: SLOT,
+};
+/// Device size.
+pub const DEVICE: usize = 2 * E + 2 * SLOT as usize;
+
+pub type Nor<'m> = NorModel<'m, W, E>;
+
+/// A directory tree.
+#[derive(Clone, Debug)]
+pub enum Node {
+    /// A regular file.
+    File(Vec<u8>),
+    /// A directory.
+    Dir(BTreeMap<String, Node>),
+}
+
+pub fn dir(entries: Vec<(&str, Node)>) -> Node {
+    Node::Dir(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
+}
+
+/// Deterministic pseudo-random bytes (xorshift), compressible only a little.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Some text-like runs so deflate has something to do.
+            if i % 64 < 24 {
+                b'a' + (i % 26) as u8
+            } else {
+                x as u8
+            }
+        })
+        .collect()
+}
+
+/// A commit: its objects in bottom-up order and the ids of each one.
+pub struct Built {
+    pub commit: ObjectId,
+    /// (kind, id) -> canonical bytes.
+    pub objects: BTreeMap<(u8, ObjectId), Vec<u8>>,
+    /// Content of `firmware.bin`.
+    pub image: Vec<u8>,
+    /// Root dirtree and dirmeta.
+    pub root: (ObjectId, ObjectId),
+}
+
+fn file_object(content: &[u8]) -> Vec<u8> {
+    let h = FileHeader {
+        mode: S_IFREG | 0o644,
+        uid: 0,
+        gid: 0,
+        size: content.len() as u64,
+        target_len: 0,
+        xattrs_len: 0,
+    };
+    let mut b = vec![0u8; 24];
+    h.emit(&mut b);
+    b.extend_from_slice(content);
+    b
+}
+
+fn dirmeta() -> Vec<u8> {
+    let m = DirMeta {
+        mode: S_IFDIR | 0o755,
+        uid: 0,
+        gid: 0,
+        xattrs: Xattrs::EMPTY,
+    };
+    let mut b = vec![0u8; m.buffer_len()];
+    m.emit(&mut b);
+    b
+}
+
+fn put(
+    objects: &mut BTreeMap<(u8, ObjectId), Vec<u8>>,
+    kind: ObjectKind,
+    bytes: Vec<u8>,
+) -> ObjectId {
+    let id = ObjectId::of(&bytes);
+    objects.insert((kind.code(), id), bytes);
+    id
+}
+
+/// Builds the objects of a tree; returns (dirtree id, dirmeta id).
+fn build_dir(
+    node: &BTreeMap<String, Node>,
+    objects: &mut BTreeMap<(u8, ObjectId), Vec<u8>>,
+) -> (ObjectId, ObjectId) {
+    let meta = put(objects, ObjectKind::DirMeta, dirmeta());
+    let mut body = (node.len() as u32).to_le_bytes().to_vec();
+    for (name, child) in node {
+        let e = match child {
+            Node::File(c) => DirEntry::File {
+                name: name.as_bytes(),
+                id: put(objects, ObjectKind::File, file_object(c)),
+            },
+            Node::Dir(d) => {
+                let (tree, meta) = build_dir(d, objects);
+                DirEntry::Dir {
+                    name: name.as_bytes(),
+                    tree,
+                    meta,
+                }
+            }
+        };
+        let mut b = vec![0u8; e.buffer_len()];
+        e.emit(&mut b);
+        body.extend_from_slice(&b);
+    }
+    (put(objects, ObjectKind::DirTree, body), meta)
+}
+
+pub fn build(tree: &Node, parent: Option<ObjectId>, version: &str) -> Built {
+    let Node::Dir(root) = tree else {
+        panic!("root must be a directory")
+    };
+    let mut objects = BTreeMap::new();
+    let (rt, rm) = build_dir(root, &mut objects);
+    let c = Commit {
+        parent,
+        timestamp: 1_700_000_000,
+        root_tree: rt,
+        root_meta: rm,
+        version,
+        subject: "test",
+        body: "",
+    };
+    let mut b = vec![0u8; c.buffer_len()];
+    c.emit(&mut b);
+    let commit = put(&mut objects, ObjectKind::Commit, b);
+    let image = match &root["firmware.bin"] {
+        Node::File(c) => c.clone(),
+        Node::Dir(_) => panic!("firmware.bin must be a file"),
+    };
+    Built {
+        commit,
+        objects,
+        image,
+        root: (rt, rm),
+    }
+}
+
+/// One operation of an update, as the installer hands it to the store.
+#[derive(Clone, Debug)]
+pub enum Op {
+    Write(ObjectKind, ObjectId, Vec<u8>),
+    Reuse(ObjectKind, ObjectId),
+}
+
+/// The ops of an update to `to`, from scratch (`from` = None) or as a delta that reuses every
+/// maximal subtree or file `from` already has. Bottom-up, commit last.
+pub fn ops(to: &Built, from: Option<&Built>) -> Vec<Op> {
+    let have: BTreeSet<(u8, ObjectId)> = from
+        .map(|f| f.objects.keys().copied().collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    let mut done = BTreeSet::new();
+    emit_tree(to, to.root.0, to.root.1, &have, &mut done, &mut out);
+    out.push(Op::Write(
+        ObjectKind::Commit,
+        to.commit,
+        to.objects[&(ObjectKind::Commit.code(), to.commit)].clone(),
+    ));
+    out
+}
+
+fn emit_one(
+    b: &Built,
+    kind: ObjectKind,
+    id: ObjectId,
+    have: &BTreeSet<(u8, ObjectId)>,
+    done: &mut BTreeSet<(u8, ObjectId)>,
+    out: &mut Vec<Op>,
+) -> bool {
+    let key = (kind.code(), id);
+    if !done.insert(key) {
+        return true;
+    }
+    if have.contains(&key) {
+        out.push(Op::Reuse(kind, id));
+        return true;
+    }
+    if kind != ObjectKind::DirTree {
+        out.push(Op::Write(kind, id, b.objects[&key].clone()));
+        return true;
+    }
+    false
+}
+
+fn emit_tree(
+    b: &Built,
+    tree: ObjectId,
+    meta: ObjectId,
+    have: &BTreeSet<(u8, ObjectId)>,
+    done: &mut BTreeSet<(u8, ObjectId)>,
+    out: &mut Vec<Op>,
+) {
+    emit_one(b, ObjectKind::DirMeta, meta, have, done, out);
+    if emit_one(b, ObjectKind::DirTree, tree, have, done, out) {
+        return;
+    }
+    let body = b.objects[&(ObjectKind::DirTree.code(), tree)].clone();
+    let t = agent_core::object::DirTree::parse(&body).unwrap();
+    for e in t.entries() {
+        match e {
+            DirEntry::File { id, .. } => {
+                emit_one(b, ObjectKind::File, id, have, done, out);
+            }
+            DirEntry::Dir { tree, meta, .. } => emit_tree(b, tree, meta, have, done, out),
+        }
+    }
+    out.push(Op::Write(ObjectKind::DirTree, tree, body));
+}
+
+/// Makes the store calls of an install, writing objects in `chunk`-byte pieces.
+pub fn apply<S: Store>(
+    s: &mut S,
+    from: Option<ObjectId>,
+    to: ObjectId,
+    ops: &[Op],
+    chunk: usize,
+) -> Result<(), S::Error> {
+    if let Some(f) = from {
+        assert!(
+            s.has_commit(&f)?,
+            "the delta's source is not in the active slot"
+        );
+    }
+    for op in ops {
+        match op {
+            Op::Write(kind, id, bytes) => {
+                s.begin_object(*kind, id, bytes.len() as u64)?;
+                for c in bytes.chunks(chunk) {
+                    s.write_object(c)?;
+                }
+                s.finish_object()?;
+            }
+            Op::Reuse(kind, id) => {
+                assert!(s.reuse_object(*kind, id)?, "reuse of {kind} {id} failed")
+            }
+        }
+    }
+    s.commit("ecu/test/main", &to)
+}
+
+pub fn slot_of(s: Slot) -> FlashSlot {
+    match s {
+        Slot::A => FlashSlot::A,
+        Slot::B => FlashSlot::B,
+    }
+}
+
+pub fn name(id: &ObjectId) -> SlotName {
+    SlotName::from_str(id.to_hex().as_str()).unwrap()
+}
+
+/// The boot record's two copies, at sectors 0 and 1 of the device.
+pub fn read_record<F: NorFlash>(f: &mut F) -> Result<BootState, String> {
+    let mut a = [0u8; flash_record::RECORD_LEN];
+    let mut b = [0u8; flash_record::RECORD_LEN];
+    f.read(0, &mut a).map_err(|e| format!("{e:?}"))?;
+    f.read(E as u32, &mut b).map_err(|e| format!("{e:?}"))?;
+    flash_record::select(&a, &b)
+        .map(|(_, s)| s)
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// Writes `state` to the copy that is not current: erase its sector, program the record.
+pub fn write_record<F: NorFlash>(f: &mut F, state: &BootState) -> Result<(), F::Error> {
+    let mut a = [0u8; flash_record::RECORD_LEN];
+    let mut b = [0u8; flash_record::RECORD_LEN];
+    f.read(0, &mut a)?;
+    f.read(E as u32, &mut b)?;
+    let mut out = [0xFFu8; 288];
+    let copy = flash_record::prepare_write(&a, &b, state, &mut out);
+    let at = (copy * E) as u32;
+    f.erase(at, at + E as u32)?;
+    f.write(at, &out)
+}
+
+/// One boot: the decision over the record (written back when it changed); returns the slot
+/// booted and the decision kind.
+pub fn boot<F: NorFlash>(f: &mut F) -> Result<(Slot, DecisionKind, BootState), String> {
+    let st = read_record(f)?;
+    let d = st.decide();
+    if d.changed {
+        write_record(f, &d.state).map_err(|e| format!("{e:?}"))?;
+    }
+    Ok((d.slot, d.kind, d.state))
+}
+
+#[derive(Debug)]
+pub enum StepError {
+    Store(FlashStoreError<agent_core::store::flash::model::NorModelError>),
+    Flash(agent_core::store::flash::model::NorModelError),
+    Boot(String),
+}
+
+/// The device side of one update, from power-on: boot, retire the inactive slot in the boot
+/// state, install, stage, reboot, mark good. Returns the slot and state after it.
+pub fn update(
+    f: &mut Nor<'_>,
+    from: Option<ObjectId>,
+    to: ObjectId,
+    ops: &[Op],
+    chunk: usize,
+) -> Result<Slot, StepError> {
+    let (booted, _, mut st) = boot(f).map_err(StepError::Boot)?;
+    let target = booted.other();
+    // Nothing may name the slot about to be erased as bootable.
+    if st.slot(target).priority != 0 || st.slot(target).successful {
+        let t = st.slot_mut(target);
+        t.priority = 0;
+        t.successful = false;
+        t.tries_left = 0;
+        st.revision = st.revision.wrapping_add(1);
+        write_record(f, &st).map_err(StepError::Flash)?;
+    }
+    let mut store = FlashStore::new(&mut *f, LAYOUT, slot_of(booted)).map_err(StepError::Store)?;
+    apply(&mut store, from, to, ops, chunk).map_err(StepError::Store)?;
+    let staged = store.staged().expect("staged after commit");
+    assert_eq!(staged.commit, to);
+    st.stage(target, 3, name(&to)).unwrap();
+    write_record(f, &st).map_err(StepError::Flash)?;
+    // Reboot into the new slot, check it, mark it good.
+    let (now, kind, mut st) = boot(f).map_err(StepError::Boot)?;
+    assert_eq!((now, kind), (target, DecisionKind::Trial));
+    let mut store = FlashStore::new(&mut *f, LAYOUT, slot_of(now)).map_err(StepError::Store)?;
+    let info = store
+        .verify_slot(slot_of(now))
+        .map_err(StepError::Store)?
+        .expect("valid slot");
+    assert_eq!(info.commit, to);
+    if st.mark_good(now) {
+        write_record(f, &st).map_err(StepError::Flash)?;
+    }
+    Ok(now)
+}
+
+/// The image in `slot`, read back through the store.
+pub fn image_in(f: &mut Nor<'_>, slot: FlashSlot) -> Vec<u8> {
+    let mut store = FlashStore::new(&mut *f, LAYOUT, slot).unwrap();
+    let info = store.slot_info(slot).unwrap().expect("valid slot");
+    let mut out = vec![0u8; info.image_len as usize];
+    assert_eq!(store.read_image(slot, 0, &mut out).unwrap(), out.len());
+    out
+}
+
+/// A blank device with `v0` installed in slot A and the boot record saying A is good.
+pub fn provisioned(mem: &mut [u8], v0: &Built) {
+    let mut f = Nor::new(mem);
+    f.erase_all();
+    // Factory: install v0 into A with B as the (empty) active slot, then point the record at A.
+    let mut store = FlashStore::new(&mut f, LAYOUT, FlashSlot::B).unwrap();
+    apply(&mut store, None, v0.commit, &ops(v0, None), 4096).unwrap();
+    write_record(&mut f, &BootState::initial(Slot::A, name(&v0.commit))).unwrap();
+}
+
+/// The three commits the tests use: v0 (factory), v1 (unrelated, from scratch), v2 (a delta
+/// from v1 sharing most objects).
+pub fn commits() -> (Built, Built, Built) {
+    let v0 = build(
+        &dir(vec![("firmware.bin", Node::File(noise(0, 20_000)))]),
+        None,
+        "0",
+    );
+    let t1 = dir(vec![
+        ("firmware.bin", Node::File(noise(1, 48 * 1024 + 5))),
+        (
+            "config",
+            dir(vec![
+                ("app.cfg", Node::File(b"speed=3\n".to_vec())),
+                ("cal.bin", Node::File(noise(2, 3000))),
+            ]),
+        ),
+        (
+            "lib",
+            dir(vec![
+                ("a.so", Node::File(noise(3, 5000))),
+                (
+                    "deep",
+                    dir(vec![(
+                        "x",
+                        dir(vec![("y", dir(vec![("z.txt", Node::File(b"z".to_vec()))]))]),
+                    )]),
+                ),
+                ("same.txt", Node::File(b"app.cfg twin".to_vec())),
+            ]),
+        ),
+    ]);
+    let v1 = build(&t1, None, "1");
+    let mut t2 = t1.clone();
+    if let Node::Dir(root) = &mut t2 {
+        let mut fw = noise(1, 48 * 1024 + 5);
+        fw[100..200].copy_from_slice(&[0x55; 100]);
+        fw.extend_from_slice(b"v2 tail");
+        root.insert("firmware.bin".into(), Node::File(fw));
+        if let Some(Node::Dir(lib)) = root.get_mut("lib") {
+            lib.insert("b.so".into(), Node::File(noise(4, 700)));
+        }
+    }
+    let v2 = build(&t2, Some(v1.commit), "2");
+    (v0, v1, v2)
+}

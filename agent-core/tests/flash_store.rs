@@ -1,0 +1,186 @@
+//! The flash A/B store through the calls an install makes: from scratch, delta, what is
+//! copied, what is refused.
+#![cfg(feature = "_test-flash")]
+
+mod flash_common;
+
+use agent_core::object::{ObjectId, ObjectKind};
+use agent_core::store::flash::{FlashSlot, FlashStore, FlashStoreError, SlotInfo};
+use agent_core::store::Store;
+use flash_common::*;
+
+fn slot_bytes(mem: &[u8], s: FlashSlot) -> Vec<u8> {
+    let start = LAYOUT.start(s) as usize;
+    mem[start..start + SLOT as usize].to_vec()
+}
+
+#[test]
+fn from_scratch_then_delta_with_every_chunk_size() {
+    let (v0, v1, v2) = commits();
+    for chunk in [1, 7, 512, 1 << 20] {
+        let mut mem = vec![0u8; DEVICE];
+        provisioned(&mut mem, &v0);
+        let a_before = slot_bytes(&mem, FlashSlot::A);
+        let mut f = Nor::new(&mut mem);
+        let now = update(&mut f, None, v1.commit, &ops(&v1, None), chunk).unwrap();
+        assert_eq!(slot_of(now), FlashSlot::B);
+        assert_eq!(image_in(&mut f, FlashSlot::B), v1.image);
+        drop(f);
+        // The active slot was only read.
+        assert_eq!(slot_bytes(&mem, FlashSlot::A), a_before);
+
+        let b_before = slot_bytes(&mem, FlashSlot::B);
+        let mut f = Nor::new(&mut mem);
+        let delta = ops(&v2, Some(&v1));
+        assert!(
+            delta.iter().filter(|o| matches!(o, Op::Reuse(..))).count() >= 3,
+            "{delta:?}"
+        );
+        let now = update(&mut f, Some(v1.commit), v2.commit, &delta, chunk).unwrap();
+        assert_eq!(slot_of(now), FlashSlot::A);
+        assert_eq!(image_in(&mut f, FlashSlot::A), v2.image);
+        // Every object of v2 is in slot A, including those reused from slot B.
+        let mut store = FlashStore::new(&mut f, LAYOUT, FlashSlot::A).unwrap();
+        let info: SlotInfo = store.verify_slot(FlashSlot::A).unwrap().unwrap();
+        assert_eq!(info.objects as usize, v2.objects.len());
+        drop(store);
+        drop(f);
+        assert_eq!(slot_bytes(&mem, FlashSlot::B), b_before);
+    }
+}
+
+#[test]
+fn delta_needs_its_source_and_reuse_of_unknown_is_refused() {
+    let (v0, v1, _) = commits();
+    let mut mem = vec![0u8; DEVICE];
+    provisioned(&mut mem, &v0);
+    let mut f = Nor::new(&mut mem);
+    let mut store = FlashStore::new(&mut f, LAYOUT, FlashSlot::A).unwrap();
+    assert!(store.has_commit(&v0.commit).unwrap());
+    assert!(!store.has_commit(&v1.commit).unwrap());
+    assert!(!store
+        .reuse_object(ObjectKind::File, &ObjectId([7; 32]))
+        .unwrap());
+    assert!(!store
+        .has_object(ObjectKind::File, &ObjectId([7; 32]))
+        .unwrap());
+    // A reused file of v0 is copied.
+    let (k, id) = v0
+        .objects
+        .keys()
+        .find(|(k, _)| *k == ObjectKind::File.code())
+        .map(|(k, i)| (*k, *i))
+        .unwrap();
+    assert!(store.reuse_object(ObjectKind::from_code(k), &id).unwrap());
+    assert!(store.has_object(ObjectKind::File, &id).unwrap());
+}
+
+#[test]
+fn object_with_wrong_bytes_is_not_indexed_and_commit_without_image_fails() {
+    let (v0, v1, _) = commits();
+    let mut mem = vec![0u8; DEVICE];
+    provisioned(&mut mem, &v0);
+    let mut f = Nor::new(&mut mem);
+    let mut store = FlashStore::new(&mut f, LAYOUT, FlashSlot::A).unwrap();
+    let id = ObjectId::of(b"abc");
+    store.begin_object(ObjectKind::File, &id, 3).unwrap();
+    store.write_object(b"abd").unwrap();
+    assert!(matches!(
+        store.finish_object(),
+        Err(FlashStoreError::Verify { .. })
+    ));
+    assert!(!store.has_object(ObjectKind::File, &id).unwrap());
+    // Sequence errors instead of panics.
+    assert!(matches!(
+        store.write_object(b"x"),
+        Err(FlashStoreError::Sequence(_))
+    ));
+    store.begin_object(ObjectKind::File, &id, 3).unwrap();
+    assert!(matches!(
+        store.write_object(b"abcd"),
+        Err(FlashStoreError::Sequence(_))
+    ));
+    store.abort_object();
+    // Commit of a commit object that was never written.
+    assert!(matches!(
+        store.commit("r", &v1.commit),
+        Err(FlashStoreError::MissingCommit(_))
+    ));
+    store.abort();
+    assert_eq!(store.staged(), None);
+    // The old slot is still what boots.
+    drop(store);
+    let (slot, _, _) = boot(&mut f).unwrap();
+    assert_eq!(slot_of(slot), FlashSlot::A);
+    assert_eq!(image_in(&mut f, FlashSlot::A), v0.image);
+}
+
+#[test]
+fn full_slot_is_refused_with_the_numbers() {
+    let (v0, _, _) = commits();
+    let mut mem = vec![0u8; DEVICE];
+    provisioned(&mut mem, &v0);
+    let mut f = Nor::new(&mut mem);
+    let mut store = FlashStore::new(&mut f, LAYOUT, FlashSlot::A).unwrap();
+    match store.begin_object(ObjectKind::File, &ObjectId::ZERO, u64::from(SLOT)) {
+        Err(FlashStoreError::NoSpace { needed, free }) => assert!(needed > free, "{needed} {free}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store.begin_object(ObjectKind::File, &ObjectId::ZERO, u64::MAX),
+        Err(FlashStoreError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn torn_header_or_entry_makes_the_slot_invalid_or_corrupt() {
+    let (v0, _, _) = commits();
+    let mut mem = vec![0u8; DEVICE];
+    provisioned(&mut mem, &v0);
+    let a = LAYOUT.start(FlashSlot::A) as usize;
+    // Flip a bit of the commit id in the header: CRC fails, the slot is not valid.
+    let mut m2 = mem.clone();
+    m2[a + 20] ^= 1;
+    let mut f = Nor::new(&mut m2);
+    let mut store = FlashStore::new(&mut f, LAYOUT, FlashSlot::A).unwrap();
+    assert_eq!(store.slot_info(FlashSlot::A).unwrap(), None);
+    assert!(!store.has_commit(&v0.commit).unwrap());
+    // Flip a bit of an object: verify_slot says which.
+    let mut m3 = mem.clone();
+    m3[a + 200] ^= 1;
+    let mut f = Nor::new(&mut m3);
+    let mut store = FlashStore::new(&mut f, LAYOUT, FlashSlot::A).unwrap();
+    assert!(store.slot_info(FlashSlot::A).unwrap().is_some());
+    assert!(store.verify_slot(FlashSlot::A).is_err());
+}
+
+#[test]
+fn bad_layouts_are_refused() {
+    let mut mem = vec![0u8; DEVICE];
+    let mut f = Nor::new(&mut mem);
+    let mut l = LAYOUT;
+    l.slots[1] = l.slots[0] + 2048;
+    assert!(matches!(
+        FlashStore::new(&mut f, l, FlashSlot::A),
+        Err(FlashStoreError::Layout(_))
+    ));
+    let mut l = LAYOUT;
+    l.slots[0] += 1;
+    assert!(matches!(
+        FlashStore::new(&mut f, l, FlashSlot::A),
+        Err(FlashStoreError::Layout(_))
+    ));
+    let mut l = LAYOUT;
+    l.slot_size = SLOT * 2;
+    assert!(matches!(
+        FlashStore::new(&mut f, l, FlashSlot::A),
+        Err(FlashStoreError::Layout(_))
+    ));
+}
+
+#[test]
+fn store_ram_is_small_and_fixed() {
+    let n = core::mem::size_of::<FlashStore<Nor<'static>>>();
+    eprintln!("size_of FlashStore<NorModel> = {n}");
+    assert!(n < 1400, "{n}");
+}
