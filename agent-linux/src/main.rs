@@ -1,2 +1,10 @@
-//! `ecu-agent` (placeholder).
-fn main() {}
+//! `ecu-agent`: the command-line tool of the ECU update agent (a thin layer over the
+//! `agent_linux` library).
+#![forbid(unsafe_code)]
+
+mod bootenv;
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

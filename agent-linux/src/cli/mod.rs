@@ -1,0 +1,94 @@
+//! The command line: clap definitions (raw arguments), validated into the library's types
+//! before anything is done. Errors get their context here and only here.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod build;
+mod output;
+
+/// Offline OTA updates for ECUs: build commits from directory trees, generate `.update` files
+/// (from scratch or deltas) and install them on a device.
+///
+/// Build side: `init`, `commit`, `refs`, `log`, `keygen`.
+/// Device side: `apply-offline`, `checkout`.
+#[derive(Debug, Parser)]
+#[command(name = "ecu-agent", version, max_term_width = 100)]
+pub struct Cli {
+    /// More log output on stderr (-v: info, -vv: debug, -vvv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create an empty repository.
+    Init(build::InitArgs),
+    /// Record a directory tree as a new commit on a ref (its parent is the ref's head).
+    Commit(build::CommitArgs),
+    /// List the refs of a repository and the commit each points to.
+    Refs(build::RefsArgs),
+    /// Show the history of a ref or commit, newest first.
+    Log(build::LogArgs),
+    /// Generate an ed25519 key pair for signing updates.
+    Keygen(build::KeygenArgs),
+    /// Inspect a bootloader environment (U-Boot or GRUB) and the boot state it holds.
+    Bootenv {
+        #[command(subcommand)]
+        cmd: crate::bootenv::BootenvCommand,
+    },
+}
+
+/// Runs the command line and maps the outcome to an exit code: 0 on success (and when
+/// stdout is a closed pipe), 1 on failure with the error and its causes on stderr, 2 for
+/// usage errors (by clap).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    output::init_logger(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            let mut msg = format!("error: {err}");
+            for cause in err.chain().skip(1) {
+                msg.push_str(&format!("\n  caused by: {cause}"));
+            }
+            let _ = writeln!(io::stderr(), "{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init(a) => build::init(a),
+        Command::Commit(a) => build::commit(a),
+        Command::Refs(a) => build::refs(a),
+        Command::Log(a) => build::log(a),
+        Command::Keygen(a) => build::keygen(a),
+        Command::Bootenv { cmd } => crate::bootenv::run(cmd),
+    }
+}
+
+/// `--repo R`, shared by the build-side commands.
+#[derive(Debug, clap::Args)]
+struct RepoArg {
+    /// The repository directory (made by `ecu-agent init`).
+    #[arg(long, value_name = "DIR")]
+    repo: PathBuf,
+}

@@ -1,0 +1,153 @@
+//! Output helpers: stdout writing, JSON, dates, progress on a terminal, the logger.
+
+use std::io::{self, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+/// Writes `text` to stdout (errors, including a closed pipe, are returned).
+pub fn out(text: &str) -> io::Result<()> {
+    let mut o = io::stdout().lock();
+    o.write_all(text.as_bytes())?;
+    o.flush()
+}
+
+/// Writes `value` as pretty JSON and a newline to stdout.
+pub fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut s = serde_json::to_string_pretty(value)?;
+    s.push('\n');
+    Ok(out(&s)?)
+}
+
+/// Formats seconds since the epoch as `YYYY-MM-DD HH:MM:SS +0000`.
+pub fn format_utc(ts: u64) -> String {
+    let days = (ts / 86_400) as i64;
+    let secs = ts % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} +0000",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Human-readable byte count.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+/// A one-line progress display on stderr, shown only when stderr is a terminal and at most
+/// ten times a second; silent otherwise.
+pub struct Progress {
+    enabled: bool,
+    last: Option<Instant>,
+    shown: bool,
+}
+
+impl Progress {
+    /// A progress line, active when stderr is a terminal.
+    pub fn new() -> Progress {
+        Progress {
+            enabled: io::stderr().is_terminal(),
+            last: None,
+            shown: false,
+        }
+    }
+
+    /// Replaces the line with `msg` (rate-limited).
+    pub fn update(&mut self, msg: impl FnOnce() -> String) {
+        if !self.enabled {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|l| now.duration_since(l) < Duration::from_millis(100))
+        {
+            return;
+        }
+        self.last = Some(now);
+        self.shown = true;
+        let _ = write!(io::stderr(), "\r\x1b[2K{}", msg());
+    }
+
+    /// Clears the line.
+    pub fn finish(&mut self) {
+        if self.shown {
+            let _ = write!(io::stderr(), "\r\x1b[2K");
+            self.shown = false;
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            let _ = writeln!(io::stderr(), "[{} {}] {}", r.level(), r.target(), r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Installs a logger on stderr: warnings by default, more with each `-v`.
+pub fn init_logger(verbose: u8) {
+    static LOGGER: StderrLogger = StderrLogger;
+    let level = match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00:00 +0000");
+        assert_eq!(format_utc(1_700_000_000), "2023-11-14 22:13:20 +0000");
+        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00:00 +0000");
+    }
+
+    #[test]
+    fn bytes() {
+        assert_eq!(human_bytes(10), "10 B");
+        assert_eq!(human_bytes(2048), "2.0 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+}

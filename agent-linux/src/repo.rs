@@ -1,0 +1,1196 @@
+//! The object repository on a Linux filesystem (`docs/REPO.md` is its specification).
+//!
+//! ```text
+//! R/config                         "ecu-agent-repo 1" and the layout's name
+//! R/objects/ab/cdef….dirtree       canonical bytes of the object (as hashed)
+//! R/objects/ab/cdef….dirmeta       canonical bytes
+//! R/objects/ab/cdef….commit        canonical bytes; present only once complete
+//! R/objects/ab/cdef….file          a regular file's content with its mode applied, or a symlink
+//! R/objects/ab/cdef….filemeta      the file object's canonical metadata (header, target, xattrs)
+//! R/refs/heads/<ref path>          64 hex characters and a newline
+//! R/tmp/                           staging: every write lands here first, then is renamed
+//! R/state/                         reserved for partial installs
+//! ```
+//!
+//! A file object is kept as a plain file (or a real symlink) so that a checkout can
+//! hard-link it; its canonical metadata lives beside it in `.filemeta` so that the object's
+//! exact bytes (and id) can always be rebuilt, whatever the filesystem could apply. Every
+//! write goes to `R/tmp`, is fsynced and renamed into place, and the directory is fsynced.
+//! Objects are content-addressed, so publishing a verified object early is harmless; a
+//! `.commit` object is only written once everything it references is in place, so its
+//! presence means "this commit is complete".
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use agent_core::object::{
+    self, Commit, DirEntry, DirMeta, DirTree, FileHeader, ObjectError, ObjectId, ObjectKind,
+    Xattrs, FILE_HEADER_LEN, MAX_COMMIT_LEN,
+};
+use sha2::{Digest, Sha256};
+
+/// The first line of `R/config`.
+pub const CONFIG_MAGIC: &str = "ecu-agent-repo";
+/// The repository layout version this crate reads and writes.
+pub const REPO_VERSION: u32 = 1;
+/// The layout's name in `R/config`: files as plain files plus `.filemeta` side files.
+pub const REPO_MODE: &str = "bare-split";
+/// Suffix of the side file that holds a file object's canonical metadata.
+pub const FILEMETA_SUFFIX: &str = "filemeta";
+/// Largest dirtree, dirmeta or commit object read into memory (a dirtree of 16 MiB holds
+/// more than 100 000 entries).
+pub const MAX_METADATA_OBJECT: u64 = 16 * 1024 * 1024;
+/// Longest ref name in bytes (as the `.update` format allows).
+pub const MAX_REF_LEN: usize = agent_core::wire::MAX_REF_LEN;
+/// Deepest directory nesting walked (a Linux path of 4096 bytes holds at most 2048 levels).
+pub const MAX_TREE_DEPTH: usize = 2048;
+
+/// Why a repository operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RepoError {
+    /// A filesystem call failed.
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The directory has no `config` of an `ecu-agent` repository.
+    NotARepo(PathBuf),
+    /// The directory is not empty and not a repository, so `init` will not touch it.
+    NotEmpty(PathBuf),
+    /// `config` names a layout or version this build does not know.
+    UnsupportedRepo {
+        /// The repository.
+        path: PathBuf,
+        /// Its first line.
+        found: String,
+    },
+    /// A ref name that is not `component/component/...` of `[A-Za-z0-9._-]`.
+    BadRefName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A ref file that does not hold an object id.
+    BadRefFile(PathBuf),
+    /// No ref, commit id or unique id prefix by this name.
+    UnknownRevision(String),
+    /// A short id that matches more than one commit.
+    AmbiguousRevision {
+        /// The prefix given.
+        rev: String,
+        /// How many commits it matches.
+        matches: usize,
+    },
+    /// An object the operation needs is not in the repository.
+    MissingObject {
+        /// Its kind.
+        kind: ObjectKind,
+        /// Its id.
+        id: ObjectId,
+    },
+    /// An object's bytes do not parse.
+    CorruptObject {
+        /// Its kind.
+        kind: ObjectKind,
+        /// Its id.
+        id: ObjectId,
+        /// Why.
+        error: ObjectError,
+    },
+    /// An object's bytes do not hash to its name.
+    HashMismatch {
+        /// Its kind.
+        kind: ObjectKind,
+        /// The name it is stored under.
+        id: ObjectId,
+        /// The hash of what is stored.
+        found: ObjectId,
+    },
+    /// A metadata object larger than [`MAX_METADATA_OBJECT`].
+    ObjectTooLarge {
+        /// Its kind.
+        kind: ObjectKind,
+        /// Its id.
+        id: ObjectId,
+        /// Its size.
+        len: u64,
+    },
+    /// A tree nested deeper than [`MAX_TREE_DEPTH`].
+    TooDeep(ObjectId),
+    /// An object kind this repository cannot hold.
+    UnknownKind(ObjectKind),
+    /// A commit's detached signature does not verify.
+    BadSignature(PathBuf),
+    /// The installer called the store out of sequence (a bug in the caller).
+    Sequence(&'static str),
+    /// An object's bytes were more or fewer than announced.
+    ObjectLength {
+        /// Its kind.
+        kind: ObjectKind,
+        /// Its id.
+        id: ObjectId,
+        /// Bytes announced.
+        expected: u64,
+        /// Bytes received.
+        found: u64,
+    },
+    /// The commit to record is not the one the install wrote.
+    CommitMismatch {
+        /// The id asked for.
+        expected: ObjectId,
+        /// The commit staged, if any.
+        staged: Option<ObjectId>,
+    },
+}
+
+impl fmt::Display for RepoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RepoError::Io { what, path, source } => write!(f, "cannot {what} {}: {source}", path.display()),
+            RepoError::NotARepo(p) => {
+                write!(f, "{} is not an ecu-agent repository (no config); create one with `ecu-agent init`", p.display())
+            }
+            RepoError::NotEmpty(p) => {
+                write!(f, "{} exists, is not empty and is not a repository; pick an empty or new directory", p.display())
+            }
+            RepoError::UnsupportedRepo { path, found } => write!(
+                f,
+                "{} is a repository of an unsupported kind ({found:?}); this build reads `{CONFIG_MAGIC} {REPO_VERSION}` mode {REPO_MODE}",
+                path.display()
+            ),
+            RepoError::BadRefName { name, reason } => write!(f, "ref name {name:?} is not allowed: {reason}"),
+            RepoError::BadRefFile(p) => write!(f, "ref file {} does not hold a commit id; repair or delete it", p.display()),
+            RepoError::UnknownRevision(r) => {
+                write!(f, "{r:?} is neither a ref nor a commit in this repository (see `ecu-agent refs`)")
+            }
+            RepoError::AmbiguousRevision { rev, matches } => {
+                write!(f, "{rev:?} matches {matches} commits; give more characters of the id")
+            }
+            RepoError::MissingObject { kind, id } => write!(f, "{kind} object {id} is not in the repository"),
+            RepoError::CorruptObject { kind, id, error } => write!(f, "{kind} object {id} is corrupt: {error}"),
+            RepoError::HashMismatch { kind, id, found } => {
+                write!(f, "{kind} object {id} is corrupt: its bytes hash to {found}")
+            }
+            RepoError::ObjectTooLarge { kind, id, len } => {
+                write!(f, "{kind} object {id} is {len} bytes, more than the {MAX_METADATA_OBJECT} allowed")
+            }
+            RepoError::TooDeep(id) => write!(f, "tree {id} is nested deeper than {MAX_TREE_DEPTH} directories"),
+            RepoError::UnknownKind(k) => write!(f, "a repository cannot hold objects of {k}"),
+            RepoError::BadSignature(p) => {
+                write!(f, "commit signature {} does not verify; the commit or the signature was altered", p.display())
+            }
+            RepoError::Sequence(s) => write!(f, "store called out of sequence: {s} (this is a bug)"),
+            RepoError::ObjectLength { kind, id, expected, found } => {
+                write!(f, "{kind} object {id} was announced as {expected} bytes but {found} arrived")
+            }
+            RepoError::CommitMismatch { expected, staged: Some(s) } => {
+                write!(f, "asked to record commit {expected} but the install staged {s} (this is a bug)")
+            }
+            RepoError::CommitMismatch { expected, staged: None } => {
+                write!(f, "asked to record commit {expected} but the install staged no commit object")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RepoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RepoError::Io { source, .. } => Some(source),
+            RepoError::CorruptObject { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Shorthand for an [`RepoError::Io`] mapper.
+pub(crate) fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> RepoError + 'a {
+    move |source| RepoError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A commit read from the repository, with owned fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// The commit's id.
+    pub id: ObjectId,
+    /// The previous commit on the ref.
+    pub parent: Option<ObjectId>,
+    /// Seconds since the epoch, UTC.
+    pub timestamp: u64,
+    /// Root dirtree.
+    pub root_tree: ObjectId,
+    /// Root dirmeta.
+    pub root_meta: ObjectId,
+    /// Version string.
+    pub version: String,
+    /// Subject line.
+    pub subject: String,
+    /// Body.
+    pub body: String,
+}
+
+impl CommitInfo {
+    /// The checksum of the commit's content alone: SHA-256 of the root dirtree id followed by
+    /// the root dirmeta id. Two commits of the same tree share it (as OSTree's
+    /// `ContentChecksum`).
+    pub fn content_checksum(&self) -> ObjectId {
+        let mut h = Sha256::new();
+        h.update(self.root_tree.0);
+        h.update(self.root_meta.0);
+        ObjectId(h.finalize().into())
+    }
+}
+
+/// What a new commit says about itself; the parent is the ref's current head.
+#[derive(Debug, Clone, Default)]
+pub struct CommitMeta {
+    /// Version string (at most 255 bytes).
+    pub version: String,
+    /// Subject line.
+    pub subject: String,
+    /// Body.
+    pub body: String,
+    /// Seconds since the epoch, UTC.
+    pub timestamp: u64,
+}
+
+/// The root of a tree written into the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeRoot {
+    /// The root dirtree.
+    pub tree: ObjectId,
+    /// The root dirmeta.
+    pub meta: ObjectId,
+}
+
+/// Every object a commit's tree references (not the commit itself).
+#[derive(Debug, Clone, Default)]
+pub struct ObjectSet {
+    /// File objects.
+    pub files: HashSet<ObjectId>,
+    /// Dirtree objects.
+    pub dirtrees: HashSet<ObjectId>,
+    /// Dirmeta objects.
+    pub dirmetas: HashSet<ObjectId>,
+}
+
+impl ObjectSet {
+    /// Whether the set holds the object.
+    pub fn contains(&self, kind: ObjectKind, id: &ObjectId) -> bool {
+        match kind {
+            ObjectKind::File => self.files.contains(id),
+            ObjectKind::DirTree => self.dirtrees.contains(id),
+            ObjectKind::DirMeta => self.dirmetas.contains(id),
+            _ => false,
+        }
+    }
+}
+
+/// A file object opened for reading: its canonical metadata and, for a regular file, its
+/// content.
+#[derive(Debug)]
+pub struct FileObjectReader {
+    /// The parsed fixed header.
+    pub header: FileHeader,
+    /// Header, symlink target and xattr block: the object's first `header.meta_len()` bytes.
+    pub meta: Vec<u8>,
+    /// The content (`None` for a symlink).
+    pub content: Option<File>,
+}
+
+impl FileObjectReader {
+    /// The symlink target (empty for a regular file).
+    pub fn target(&self) -> &[u8] {
+        &self.meta[FILE_HEADER_LEN..FILE_HEADER_LEN + usize::from(self.header.target_len)]
+    }
+
+    /// The xattr block.
+    pub fn xattrs(&self) -> Xattrs<'_> {
+        // Validated when the reader was opened.
+        Xattrs::parse(&self.meta[FILE_HEADER_LEN + usize::from(self.header.target_len)..])
+            .unwrap_or(Xattrs::EMPTY)
+    }
+
+    /// The whole object as a stream (metadata, then content): what the `.update` carries.
+    pub fn into_reader(self) -> impl Read {
+        let meta = io::Cursor::new(self.meta);
+        match self.content {
+            Some(f) => Box::new(meta.chain(f)) as Box<dyn Read>,
+            None => Box::new(meta),
+        }
+    }
+}
+
+/// An object repository. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Repo {
+    root: PathBuf,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Repo {
+    /// Creates a repository at `path` (which may exist if it is an empty directory).
+    pub fn init(path: &Path) -> Result<Repo, RepoError> {
+        match fs::read_dir(path) {
+            Ok(mut it) => {
+                if it.next().is_some() {
+                    return if path.join("config").exists() {
+                        Repo::open(path)
+                    } else {
+                        Err(RepoError::NotEmpty(path.to_path_buf()))
+                    };
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(path).map_err(io_err("create", path))?
+            }
+            Err(e) => return Err(io_err("read directory", path)(e)),
+        }
+        for sub in ["objects", "refs/heads", "tmp", "state"] {
+            let p = path.join(sub);
+            fs::create_dir_all(&p).map_err(io_err("create", &p))?;
+        }
+        let repo = Repo {
+            root: path.to_path_buf(),
+        };
+        let config = format!("{CONFIG_MAGIC} {REPO_VERSION}\nmode={REPO_MODE}\n");
+        repo.write_atomic(&path.join("config"), config.as_bytes())?;
+        Ok(repo)
+    }
+
+    /// Opens an existing repository.
+    pub fn open(path: &Path) -> Result<Repo, RepoError> {
+        let config_path = path.join("config");
+        let config = match fs::read_to_string(&config_path) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(RepoError::NotARepo(path.to_path_buf()))
+            }
+            Err(e) => return Err(io_err("read", &config_path)(e)),
+        };
+        let mut lines = config.lines();
+        let first = lines.next().unwrap_or("");
+        let expected = format!("{CONFIG_MAGIC} {REPO_VERSION}");
+        let mode_ok = lines.any(|l| l.trim() == format!("mode={REPO_MODE}"));
+        if first.trim() != expected || !mode_ok {
+            return Err(RepoError::UnsupportedRepo {
+                path: path.to_path_buf(),
+                found: first.to_string(),
+            });
+        }
+        Ok(Repo {
+            root: path.to_path_buf(),
+        })
+    }
+
+    /// The repository's directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The staging directory `R/tmp`.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Where an object lives: `R/objects/ab/cdef….<kind>`.
+    pub fn object_path(&self, kind: ObjectKind, id: &ObjectId) -> PathBuf {
+        let hex = id.to_hex();
+        let (dir, rest) = hex.as_str().split_at(2);
+        self.root
+            .join("objects")
+            .join(dir)
+            .join(format!("{rest}.{}", kind.suffix()))
+    }
+
+    /// Where a file object's canonical metadata lives: `R/objects/ab/cdef….filemeta`.
+    pub fn filemeta_path(&self, id: &ObjectId) -> PathBuf {
+        let hex = id.to_hex();
+        let (dir, rest) = hex.as_str().split_at(2);
+        self.root
+            .join("objects")
+            .join(dir)
+            .join(format!("{rest}.{FILEMETA_SUFFIX}"))
+    }
+
+    /// Whether the object is in place. For a file, its content (or symlink) is published
+    /// after its `.filemeta`, so the content's presence means both are there. A dirtree is
+    /// only ever written after everything under it, so its presence means its whole tree is.
+    pub fn has_object(&self, kind: ObjectKind, id: &ObjectId) -> Result<bool, RepoError> {
+        if matches!(kind, ObjectKind::Unknown(_)) {
+            return Ok(false);
+        }
+        let p = self.object_path(kind, id);
+        match fs::symlink_metadata(&p) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err("look up", &p)(e)),
+        }
+    }
+
+    /// Whether the repository holds the complete commit `id`.
+    pub fn has_commit(&self, id: &ObjectId) -> Result<bool, RepoError> {
+        self.has_object(ObjectKind::Commit, id)
+    }
+
+    /// A new, exclusively created file in `R/tmp` (mode 0600) and its path.
+    pub fn create_tmp(&self, prefix: &str) -> Result<(File, PathBuf), RepoError> {
+        let dir = self.tmp_dir();
+        loop {
+            let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let p = dir.join(format!("{prefix}-{}-{n}", std::process::id()));
+            match OpenOptions::new()
+                .write(true)
+                .read(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&p)
+            {
+                Ok(f) => return Ok((f, p)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err("create", &p)(e)),
+            }
+        }
+    }
+
+    /// A fresh unused path in `R/tmp` (for a symlink).
+    pub(crate) fn tmp_path(&self, prefix: &str) -> PathBuf {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        self.tmp_dir()
+            .join(format!("{prefix}-{}-{n}", std::process::id()))
+    }
+
+    /// Writes `bytes` to `path` atomically: a temp file in `R/tmp`, fsync, rename, fsync of
+    /// the directory.
+    pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), RepoError> {
+        let (mut f, tmp) = self.create_tmp("write")?;
+        let res = (|| {
+            f.write_all(bytes).map_err(io_err("write", &tmp))?;
+            f.set_permissions(fs::Permissions::from_mode(0o644))
+                .map_err(io_err("set mode of", &tmp))?;
+            f.sync_all().map_err(io_err("fsync", &tmp))?;
+            drop(f);
+            self.rename_into_place(&tmp, path)
+        })();
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res
+    }
+
+    /// Renames `tmp` to `path` (creating `path`'s directory) and fsyncs that directory.
+    pub(crate) fn rename_into_place(&self, tmp: &Path, path: &Path) -> Result<(), RepoError> {
+        let dir = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        fs::rename(tmp, path).map_err(io_err("rename into", path))?;
+        sync_dir(dir)
+    }
+
+    /// Writes a dirtree, dirmeta or commit object from its canonical bytes (unless it is
+    /// already there) and returns its id. The bytes are parsed first, so nothing invalid
+    /// enters the repository.
+    pub fn write_metadata_object(
+        &self,
+        kind: ObjectKind,
+        bytes: &[u8],
+    ) -> Result<ObjectId, RepoError> {
+        let id = ObjectId::of(bytes);
+        check_metadata(kind, &id, bytes)?;
+        if !self.has_object(kind, &id)? {
+            self.write_atomic(&self.object_path(kind, &id), bytes)?;
+        }
+        Ok(id)
+    }
+
+    /// Publishes a verified file object: `meta` is its canonical metadata (header, target,
+    /// xattrs), `content` a staged file in `R/tmp` holding the content of a regular file
+    /// (`None` for a symlink). Applies mode, owner (when running as root) and xattrs (where the
+    /// filesystem allows) to the content so that it can be hard-linked into a checkout.
+    /// Consumes `content` in every case.
+    pub fn publish_file_object(
+        &self,
+        id: &ObjectId,
+        meta: &[u8],
+        content: Option<(File, PathBuf)>,
+    ) -> Result<(), RepoError> {
+        let content_tmp = content.as_ref().map(|(_, p)| p.clone());
+        let res = self.publish_file_inner(id, meta, content);
+        if let Some(p) = content_tmp {
+            let _ = fs::remove_file(p);
+        }
+        res
+    }
+
+    fn publish_file_inner(
+        &self,
+        id: &ObjectId,
+        meta: &[u8],
+        content: Option<(File, PathBuf)>,
+    ) -> Result<(), RepoError> {
+        let header = FileHeader::parse(meta).map_err(|error| RepoError::CorruptObject {
+            kind: ObjectKind::File,
+            id: *id,
+            error,
+        })?;
+        if meta.len() as u64 != header.meta_len() {
+            return Err(RepoError::ObjectLength {
+                kind: ObjectKind::File,
+                id: *id,
+                expected: header.meta_len(),
+                found: meta.len() as u64,
+            });
+        }
+        let target = &meta[FILE_HEADER_LEN..FILE_HEADER_LEN + usize::from(header.target_len)];
+        let xattrs = Xattrs::parse(&meta[FILE_HEADER_LEN + target.len()..]).map_err(|error| {
+            RepoError::CorruptObject {
+                kind: ObjectKind::File,
+                id: *id,
+                error,
+            }
+        })?;
+        let final_path = self.object_path(ObjectKind::File, id);
+        if self.has_object(ObjectKind::File, id)? {
+            return Ok(());
+        }
+        // The metadata first: the content's presence marks the object as complete.
+        self.write_atomic(&self.filemeta_path(id), meta)?;
+        if header.is_symlink() {
+            if target.is_empty() || target.contains(&0) {
+                return Err(RepoError::CorruptObject {
+                    kind: ObjectKind::File,
+                    id: *id,
+                    error: ObjectError::BadSymlinkTarget,
+                });
+            }
+            let tmp = self.tmp_path("symlink");
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &tmp)
+                .map_err(io_err("create symlink", &tmp))?;
+            crate::fsmeta::apply_symlink_meta(&tmp, &header, xattrs);
+            let res = self.rename_into_place(&tmp, &final_path);
+            if res.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            res
+        } else {
+            let Some((file, tmp)) = content else {
+                return Err(RepoError::Sequence(
+                    "a regular file object was published without content",
+                ));
+            };
+            let len = file.metadata().map_err(io_err("stat", &tmp))?.len();
+            if len != header.size {
+                return Err(RepoError::ObjectLength {
+                    kind: ObjectKind::File,
+                    id: *id,
+                    expected: header.size,
+                    found: len,
+                });
+            }
+            crate::fsmeta::apply_file_meta(&file, &header, xattrs)
+                .map_err(io_err("set metadata of", &tmp))?;
+            file.sync_all().map_err(io_err("fsync", &tmp))?;
+            drop(file);
+            self.rename_into_place(&tmp, &final_path)
+        }
+    }
+
+    /// Reads a dirtree, dirmeta or commit object whole, checking its hash and its encoding.
+    pub fn read_metadata_object(
+        &self,
+        kind: ObjectKind,
+        id: &ObjectId,
+    ) -> Result<Vec<u8>, RepoError> {
+        if matches!(kind, ObjectKind::File | ObjectKind::Unknown(_)) {
+            return Err(RepoError::UnknownKind(kind));
+        }
+        let p = self.object_path(kind, id);
+        let f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(RepoError::MissingObject { kind, id: *id })
+            }
+            Err(e) => return Err(io_err("open", &p)(e)),
+        };
+        let len = f.metadata().map_err(io_err("stat", &p))?.len();
+        if len > MAX_METADATA_OBJECT || (kind == ObjectKind::Commit && len > MAX_COMMIT_LEN as u64)
+        {
+            return Err(RepoError::ObjectTooLarge { kind, id: *id, len });
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        f.take(MAX_METADATA_OBJECT + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_err("read", &p))?;
+        let found = ObjectId::of(&bytes);
+        if found != *id {
+            return Err(RepoError::HashMismatch {
+                kind,
+                id: *id,
+                found,
+            });
+        }
+        check_metadata(kind, id, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// Opens a file object: its metadata is read and checked, its content opened.
+    pub fn open_file_object(&self, id: &ObjectId) -> Result<FileObjectReader, RepoError> {
+        let kind = ObjectKind::File;
+        let mp = self.filemeta_path(id);
+        let meta = match fs::read(&mp) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(RepoError::MissingObject { kind, id: *id })
+            }
+            Err(e) => return Err(io_err("read", &mp)(e)),
+        };
+        let corrupt = |error| RepoError::CorruptObject {
+            kind,
+            id: *id,
+            error,
+        };
+        let header = FileHeader::parse(&meta).map_err(corrupt)?;
+        if meta.len() as u64 != header.meta_len() {
+            return Err(corrupt(ObjectError::TrailingBytes(
+                meta.len().saturating_sub(FILE_HEADER_LEN),
+            )));
+        }
+        Xattrs::parse(&meta[FILE_HEADER_LEN + usize::from(header.target_len)..])
+            .map_err(corrupt)?;
+        let content = if header.is_symlink() {
+            None
+        } else {
+            let p = self.object_path(kind, id);
+            let f = match OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&p)
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(RepoError::MissingObject { kind, id: *id })
+                }
+                Err(e) => return Err(io_err("open", &p)(e)),
+            };
+            let len = f.metadata().map_err(io_err("stat", &p))?.len();
+            if len != header.size {
+                return Err(RepoError::ObjectLength {
+                    kind,
+                    id: *id,
+                    expected: header.size,
+                    found: len,
+                });
+            }
+            Some(f)
+        };
+        Ok(FileObjectReader {
+            header,
+            meta,
+            content,
+        })
+    }
+
+    /// Reads a commit.
+    pub fn read_commit(&self, id: &ObjectId) -> Result<CommitInfo, RepoError> {
+        let bytes = self.read_metadata_object(ObjectKind::Commit, id)?;
+        let c = Commit::parse(&bytes).map_err(|error| RepoError::CorruptObject {
+            kind: ObjectKind::Commit,
+            id: *id,
+            error,
+        })?;
+        Ok(CommitInfo {
+            id: *id,
+            parent: c.parent,
+            timestamp: c.timestamp,
+            root_tree: c.root_tree,
+            root_meta: c.root_meta,
+            version: c.version.to_string(),
+            subject: c.subject.to_string(),
+            body: c.body.to_string(),
+        })
+    }
+
+    /// Records a new commit of `root` on `ref_name`: its parent is the ref's current head.
+    /// The commit object is written (it names only objects already in place), then the ref.
+    pub fn commit(
+        &self,
+        ref_name: &str,
+        root: TreeRoot,
+        meta: &CommitMeta,
+    ) -> Result<ObjectId, RepoError> {
+        validate_ref(ref_name)?;
+        for (kind, id) in [
+            (ObjectKind::DirTree, root.tree),
+            (ObjectKind::DirMeta, root.meta),
+        ] {
+            if !self.has_object(kind, &id)? {
+                return Err(RepoError::MissingObject { kind, id });
+            }
+        }
+        let parent = self.read_ref(ref_name)?;
+        let c = Commit {
+            parent,
+            timestamp: meta.timestamp,
+            root_tree: root.tree,
+            root_meta: root.meta,
+            version: &meta.version,
+            subject: &meta.subject,
+            body: &meta.body,
+        };
+        c.check().map_err(|error| RepoError::CorruptObject {
+            kind: ObjectKind::Commit,
+            id: ObjectId::ZERO,
+            error,
+        })?;
+        let mut bytes = vec![0u8; c.buffer_len()];
+        c.emit(&mut bytes);
+        let id = self.write_metadata_object(ObjectKind::Commit, &bytes)?;
+        self.write_ref(ref_name, &id)?;
+        Ok(id)
+    }
+
+    /// Where a commit's detached signature lives: `R/objects/ab/cdef….commitsig`.
+    pub fn commitsig_path(&self, id: &ObjectId) -> PathBuf {
+        let hex = id.to_hex();
+        let (dir, rest) = hex.as_str().split_at(2);
+        self.root
+            .join("objects")
+            .join(dir)
+            .join(format!("{rest}.commitsig"))
+    }
+
+    /// Signs a commit with an ed25519 secret seed: `R/objects/ab/cdef….commitsig` holds
+    /// `ed25519 <public key hex> <signature hex>`, the signature over the commit object's bytes.
+    pub fn sign_commit(&self, id: &ObjectId, seed: &[u8; 32]) -> Result<(), RepoError> {
+        use ed25519_dalek::Signer;
+        let bytes = self.read_metadata_object(ObjectKind::Commit, id)?;
+        let key = ed25519_dalek::SigningKey::from_bytes(seed);
+        let sig = key.sign(&bytes).to_bytes();
+        let sig_hex: String = sig.iter().map(|b| format!("{b:02x}")).collect();
+        let text = format!(
+            "ed25519 {} {sig_hex}\n",
+            ObjectId(key.verifying_key().to_bytes())
+        );
+        self.write_atomic(&self.commitsig_path(id), text.as_bytes())
+    }
+
+    /// The public key that validly signed the commit, if it has a detached signature that
+    /// verifies (a signature that does not verify is reported as an error).
+    pub fn commit_signer(&self, id: &ObjectId) -> Result<Option<[u8; 32]>, RepoError> {
+        let p = self.commitsig_path(id);
+        let text = match fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", &p)(e)),
+        };
+        let bad = || RepoError::BadSignature(p.clone());
+        let mut parts = text.split_whitespace();
+        if parts.next() != Some("ed25519") {
+            return Err(bad());
+        }
+        let public = ObjectId::from_hex(parts.next().ok_or_else(bad)?).map_err(|_| bad())?;
+        let sig_hex = parts.next().ok_or_else(bad)?;
+        if sig_hex.len() != 128 {
+            return Err(bad());
+        }
+        let (a, b) = sig_hex.split_at(64);
+        let (a, b) = (
+            ObjectId::from_hex(a).map_err(|_| bad())?,
+            ObjectId::from_hex(b).map_err(|_| bad())?,
+        );
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&a.0);
+        sig[32..].copy_from_slice(&b.0);
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&public.0).map_err(|_| bad())?;
+        let bytes = self.read_metadata_object(ObjectKind::Commit, id)?;
+        key.verify_strict(&bytes, &ed25519_dalek::Signature::from_bytes(&sig))
+            .map_err(|_| bad())?;
+        Ok(Some(public.0))
+    }
+
+    fn ref_path(&self, name: &str) -> PathBuf {
+        self.root.join("refs/heads").join(name)
+    }
+
+    /// The commit a ref points to, or `None` when there is no such ref.
+    pub fn read_ref(&self, name: &str) -> Result<Option<ObjectId>, RepoError> {
+        validate_ref(name)?;
+        let p = self.ref_path(name);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(io_err("look up", &p)(e)),
+        }
+        let text = fs::read_to_string(&p).map_err(io_err("read", &p))?;
+        ObjectId::from_hex(text.trim())
+            .map(Some)
+            .map_err(|_| RepoError::BadRefFile(p))
+    }
+
+    /// Points a ref at a commit, atomically.
+    pub fn write_ref(&self, name: &str, id: &ObjectId) -> Result<(), RepoError> {
+        validate_ref(name)?;
+        self.write_atomic(&self.ref_path(name), format!("{id}\n").as_bytes())
+    }
+
+    /// Every ref and its commit, sorted by name.
+    pub fn list_refs(&self) -> Result<Vec<(String, ObjectId)>, RepoError> {
+        let mut out = Vec::new();
+        let base = self.root.join("refs/heads");
+        let mut stack = vec![(base.clone(), String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("read directory", &dir)(e)),
+            };
+            for entry in rd {
+                let entry = entry.map_err(io_err("read directory", &dir))?;
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let full = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                let ft = entry.file_type().map_err(io_err("stat", &entry.path()))?;
+                if ft.is_dir() {
+                    stack.push((entry.path(), full));
+                } else if ft.is_file() && validate_ref(&full).is_ok() {
+                    let text =
+                        fs::read_to_string(entry.path()).map_err(io_err("read", &entry.path()))?;
+                    let id = ObjectId::from_hex(text.trim())
+                        .map_err(|_| RepoError::BadRefFile(entry.path()))?;
+                    out.push((full, id));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every complete commit in the repository.
+    pub fn list_commits(&self) -> Result<Vec<ObjectId>, RepoError> {
+        self.list_objects(ObjectKind::Commit, "")
+    }
+
+    fn list_objects(&self, kind: ObjectKind, prefix: &str) -> Result<Vec<ObjectId>, RepoError> {
+        let mut out = Vec::new();
+        let objects = self.root.join("objects");
+        let rd = fs::read_dir(&objects).map_err(io_err("read directory", &objects))?;
+        let suffix = format!(".{}", kind.suffix());
+        for sub in rd {
+            let sub = sub.map_err(io_err("read directory", &objects))?;
+            let Some(dir) = sub.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if dir.len() != 2 || !prefix_compatible(&dir, prefix) {
+                continue;
+            }
+            let rd2 = fs::read_dir(sub.path()).map_err(io_err("read directory", &sub.path()))?;
+            for e in rd2 {
+                let e = e.map_err(io_err("read directory", &sub.path()))?;
+                let Some(name) = e.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                if let Some(rest) = name.strip_suffix(&suffix) {
+                    if let Ok(id) = ObjectId::from_hex(&format!("{dir}{rest}")) {
+                        if prefix.is_empty() || id.matches_prefix(prefix) {
+                            out.push(id);
+                        }
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Resolves a ref name, a full commit id or a unique prefix of one (at least 4 hex
+    /// characters) to a commit in the repository.
+    pub fn resolve(&self, rev: &str) -> Result<ObjectId, RepoError> {
+        if validate_ref(rev).is_ok() {
+            if let Some(id) = self.read_ref(rev)? {
+                return Ok(id);
+            }
+        }
+        if let Ok(id) = ObjectId::from_hex(rev) {
+            return if self.has_commit(&id)? {
+                Ok(id)
+            } else {
+                Err(RepoError::UnknownRevision(rev.to_string()))
+            };
+        }
+        if rev.len() >= 4 && rev.len() < 64 && rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let matches = self.list_objects(ObjectKind::Commit, &rev.to_ascii_lowercase())?;
+            return match matches.len() {
+                0 => Err(RepoError::UnknownRevision(rev.to_string())),
+                1 => Ok(matches[0]),
+                n => Err(RepoError::AmbiguousRevision {
+                    rev: rev.to_string(),
+                    matches: n,
+                }),
+            };
+        }
+        Err(RepoError::UnknownRevision(rev.to_string()))
+    }
+
+    /// The history from `id` back: the commit, its parent, ... until a commit without a
+    /// parent or whose parent is not in the repository (the second value is then that
+    /// missing parent).
+    pub fn history(&self, id: &ObjectId) -> Result<(Vec<CommitInfo>, Option<ObjectId>), RepoError> {
+        let mut out = Vec::new();
+        let mut next = Some(*id);
+        while let Some(c) = next {
+            if !self.has_commit(&c)? {
+                return Ok((out, Some(c)));
+            }
+            let info = self.read_commit(&c)?;
+            next = info.parent;
+            out.push(info);
+        }
+        Ok((out, None))
+    }
+
+    /// Reads a dirtree and returns its entries as owned values.
+    pub fn read_dirtree(&self, id: &ObjectId) -> Result<Vec<OwnedEntry>, RepoError> {
+        let bytes = self.read_metadata_object(ObjectKind::DirTree, id)?;
+        let t = DirTree::parse(&bytes).map_err(|error| RepoError::CorruptObject {
+            kind: ObjectKind::DirTree,
+            id: *id,
+            error,
+        })?;
+        Ok(t.entries()
+            .map(|e| match e {
+                DirEntry::File { name, id } => OwnedEntry::File {
+                    name: name.to_vec(),
+                    id,
+                },
+                DirEntry::Dir { name, tree, meta } => OwnedEntry::Dir {
+                    name: name.to_vec(),
+                    tree,
+                    meta,
+                },
+            })
+            .collect())
+    }
+
+    /// Every object the tree of `commit` references.
+    pub fn reachable(&self, commit: &ObjectId) -> Result<ObjectSet, RepoError> {
+        let c = self.read_commit(commit)?;
+        let mut set = ObjectSet::default();
+        set.dirmetas.insert(c.root_meta);
+        let mut stack = vec![(c.root_tree, 0usize)];
+        while let Some((tree, depth)) = stack.pop() {
+            if !set.dirtrees.insert(tree) {
+                continue;
+            }
+            if depth > MAX_TREE_DEPTH {
+                return Err(RepoError::TooDeep(*commit));
+            }
+            for e in self.read_dirtree(&tree)? {
+                match e {
+                    OwnedEntry::File { id, .. } => {
+                        set.files.insert(id);
+                    }
+                    OwnedEntry::Dir { tree, meta, .. } => {
+                        set.dirmetas.insert(meta);
+                        stack.push((tree, depth + 1));
+                    }
+                }
+            }
+        }
+        Ok(set)
+    }
+}
+
+/// A dirtree entry with owned name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedEntry {
+    /// A file or symlink.
+    File {
+        /// Its name.
+        name: Vec<u8>,
+        /// Its file object.
+        id: ObjectId,
+    },
+    /// A subdirectory.
+    Dir {
+        /// Its name.
+        name: Vec<u8>,
+        /// Its dirtree.
+        tree: ObjectId,
+        /// Its dirmeta.
+        meta: ObjectId,
+    },
+}
+
+impl OwnedEntry {
+    /// The entry's name.
+    pub fn name(&self) -> &[u8] {
+        match self {
+            OwnedEntry::File { name, .. } | OwnedEntry::Dir { name, .. } => name,
+        }
+    }
+}
+
+fn prefix_compatible(dir: &str, prefix: &str) -> bool {
+    dir.bytes().zip(prefix.bytes()).all(|(a, b)| a == b)
+}
+
+/// Parses a metadata object of `kind`, so that nothing malformed is stored or used.
+pub(crate) fn check_metadata(
+    kind: ObjectKind,
+    id: &ObjectId,
+    bytes: &[u8],
+) -> Result<(), RepoError> {
+    let res = match kind {
+        ObjectKind::DirTree => DirTree::parse(bytes).map(|_| ()),
+        ObjectKind::DirMeta => DirMeta::parse(bytes).map(|_| ()),
+        ObjectKind::Commit => Commit::parse(bytes).map(|_| ()),
+        k => return Err(RepoError::UnknownKind(k)),
+    };
+    res.map_err(|error| RepoError::CorruptObject {
+        kind,
+        id: *id,
+        error,
+    })
+}
+
+/// fsyncs a directory so that a rename into it survives power loss.
+pub fn sync_dir(dir: &Path) -> Result<(), RepoError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync directory", dir))
+}
+
+/// Checks a ref name: `/`-separated components, each a valid name of `[A-Za-z0-9._-]` not
+/// starting with `.` or `-`, at most [`MAX_REF_LEN`] bytes in all.
+pub fn validate_ref(name: &str) -> Result<(), RepoError> {
+    let bad = |reason| {
+        Err(RepoError::BadRefName {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > MAX_REF_LEN {
+        return bad("it is longer than 255 bytes");
+    }
+    for comp in name.split('/') {
+        if object::validate_name(comp.as_bytes()).is_err() {
+            return bad(
+                "each `/`-separated component must be a non-empty name other than `.` and `..`",
+            );
+        }
+        if comp.starts_with('.') || comp.starts_with('-') {
+            return bad("a component may not start with `.` or `-`");
+        }
+        if !comp
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        {
+            return bad("only letters, digits, `.`, `_`, `-` and `/` are allowed");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn ref_names() {
+        for ok in ["main", "ecu/armv7/main", "cs9/x86_64/qemu-minimal", "a.b_c"] {
+            assert!(validate_ref(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "/a", "a/", "a//b", "../x", "a/../b", ".hidden", "a b", "-x", "a\0b",
+        ] {
+            assert!(validate_ref(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn init_open_refs_and_metadata_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Repo::init(&dir.path().join("r")).unwrap();
+        assert!(Repo::open(r.path()).is_ok());
+        assert!(matches!(
+            Repo::open(dir.path()),
+            Err(RepoError::NotARepo(_))
+        ));
+        let meta = object::DirMeta {
+            mode: object::S_IFDIR | 0o755,
+            uid: 0,
+            gid: 0,
+            xattrs: Xattrs::EMPTY,
+        };
+        let mut mb = vec![0u8; meta.buffer_len()];
+        meta.emit(&mut mb);
+        let m = r.write_metadata_object(ObjectKind::DirMeta, &mb).unwrap();
+        let t = r
+            .write_metadata_object(ObjectKind::DirTree, &0u32.to_le_bytes())
+            .unwrap();
+        assert!(r
+            .write_metadata_object(ObjectKind::DirTree, &[1, 0, 0, 0])
+            .is_err());
+        let cm = CommitMeta {
+            version: "1".into(),
+            subject: "s".into(),
+            body: String::new(),
+            timestamp: 5,
+        };
+        let c1 = r.commit("a/b", TreeRoot { tree: t, meta: m }, &cm).unwrap();
+        let c2 = r
+            .commit(
+                "a/b",
+                TreeRoot { tree: t, meta: m },
+                &CommitMeta { timestamp: 6, ..cm },
+            )
+            .unwrap();
+        assert_eq!(r.read_commit(&c2).unwrap().parent, Some(c1));
+        assert_eq!(r.list_refs().unwrap(), vec![("a/b".to_string(), c2)]);
+        assert_eq!(r.resolve("a/b").unwrap(), c2);
+        assert_eq!(r.resolve(&c1.to_hex().as_str()[..10]).unwrap(), c1);
+        assert!(matches!(
+            r.resolve("nope"),
+            Err(RepoError::UnknownRevision(_))
+        ));
+        let (h, missing) = r.history(&c2).unwrap();
+        assert_eq!(h.iter().map(|c| c.id).collect::<Vec<_>>(), vec![c2, c1]);
+        assert_eq!(missing, None);
+        // A corrupted object is caught on read.
+        fs::write(r.object_path(ObjectKind::Commit, &c1), b"junk").unwrap();
+        assert!(matches!(
+            r.read_commit(&c1),
+            Err(RepoError::HashMismatch { .. })
+        ));
+    }
+}
