@@ -22,7 +22,7 @@ fn from_scratch_then_delta_with_every_chunk_size() {
         provisioned(&mut mem, &v0);
         let a_before = slot_bytes(&mem, FlashSlot::A);
         let mut f = Nor::new(&mut mem);
-        let now = update(&mut f, None, v1.commit, &ops(&v1, None), chunk).unwrap();
+        let (now, _) = update(&mut f, None, v1.commit, &ops(&v1, None), chunk).unwrap();
         assert_eq!(slot_of(now), FlashSlot::B);
         assert_eq!(image_in(&mut f, FlashSlot::B), v1.image);
         drop(f);
@@ -36,7 +36,7 @@ fn from_scratch_then_delta_with_every_chunk_size() {
             delta.iter().filter(|o| matches!(o, Op::Reuse(..))).count() >= 3,
             "{delta:?}"
         );
-        let now = update(&mut f, Some(v1.commit), v2.commit, &delta, chunk).unwrap();
+        let (now, _) = update(&mut f, Some(v1.commit), v2.commit, &delta, chunk).unwrap();
         assert_eq!(slot_of(now), FlashSlot::A);
         assert_eq!(image_in(&mut f, FlashSlot::A), v2.image);
         // Every object of v2 is in slot A, including those reused from slot B.

@@ -330,14 +330,15 @@ pub enum StepError {
 }
 
 /// The device side of one update, from power-on: boot, retire the inactive slot in the boot
-/// state, install, stage, reboot, mark good. Returns the slot and state after it.
+/// state, install, stage, reboot, mark good. Returns the slot booted after it and the flash
+/// operation index at which the boot record switch starts (its erase; its write is the next).
 pub fn update(
     f: &mut Nor<'_>,
     from: Option<ObjectId>,
     to: ObjectId,
     ops: &[Op],
     chunk: usize,
-) -> Result<Slot, StepError> {
+) -> Result<(Slot, u32), StepError> {
     let (booted, _, mut st) = boot(f).map_err(StepError::Boot)?;
     let target = booted.other();
     // Nothing may name the slot about to be erased as bootable.
@@ -354,6 +355,7 @@ pub fn update(
     let staged = store.staged().expect("staged after commit");
     assert_eq!(staged.commit, to);
     st.stage(target, 3, name(&to)).unwrap();
+    let switch = f.stats().ops;
     write_record(f, &st).map_err(StepError::Flash)?;
     // Reboot into the new slot, check it, mark it good.
     let (now, kind, mut st) = boot(f).map_err(StepError::Boot)?;
@@ -367,7 +369,7 @@ pub fn update(
     if st.mark_good(now) {
         write_record(f, &st).map_err(StepError::Flash)?;
     }
-    Ok(now)
+    Ok((now, switch))
 }
 
 /// The image in `slot`, read back through the store.

@@ -1,0 +1,157 @@
+//! Power cut at every flash write and erase of an update (from scratch, then a delta), then a
+//! reboot over the same flash: the boot decision must start a complete, verified slot (the old
+//! commit before the boot record switched, the new one after), the old slot must be
+//! byte-for-byte untouched, and the update started again must succeed.
+#![cfg(feature = "_test-flash")]
+
+mod flash_common;
+
+use agent_core::object::ObjectId;
+use agent_core::store::flash::{FlashSlot, FlashStore};
+use bootloader_hooks::DecisionKind;
+use flash_common::*;
+
+/// Cut points tried at most per scenario; above this an evenly spread sample is taken (the
+/// last 200 operations, where the commit and the switch happen, are always all tried).
+const MAX_CUTS: u32 = 4000;
+
+struct Case<'a> {
+    base: Vec<u8>,
+    from: Option<ObjectId>,
+    old: &'a Built,
+    new: &'a Built,
+    ops: Vec<Op>,
+}
+
+fn slot_bytes(mem: &[u8], s: FlashSlot) -> Vec<u8> {
+    let start = LAYOUT.start(s) as usize;
+    mem[start..start + SLOT as usize].to_vec()
+}
+
+/// Boots, checks the slot booted holds `want` completely, marks it good when on trial.
+fn boot_and_check(f: &mut Nor<'_>, want: &Built, cut: u32) -> FlashSlot {
+    let (slot, kind, mut st) =
+        boot(f).unwrap_or_else(|e| panic!("cut {cut}: no valid boot record: {e}"));
+    let s = slot_of(slot);
+    let mut store = FlashStore::new(&mut *f, LAYOUT, s).unwrap();
+    let info = store
+        .verify_slot(s)
+        .unwrap_or_else(|e| panic!("cut {cut}: slot {s} does not verify: {e}"))
+        .unwrap_or_else(|| panic!("cut {cut}: slot {s} booted without a valid header"));
+    assert_eq!(
+        info.commit, want.commit,
+        "cut {cut}: slot {s} holds the wrong commit"
+    );
+    drop(store);
+    assert_eq!(image_in(f, s), want.image, "cut {cut}: image differs");
+    if kind == DecisionKind::Trial && st.mark_good(slot) {
+        write_record(f, &st).unwrap();
+    }
+    s
+}
+
+fn run(case: &Case<'_>, label: &str) -> u32 {
+    let old_slot = {
+        let mut mem = case.base.clone();
+        let mut f = Nor::new(&mut mem);
+        slot_of(boot(&mut f).unwrap().0)
+    };
+    let old_bytes = slot_bytes(&case.base, old_slot);
+    // Dry run: how many operations, and where the switch is.
+    let mut mem = case.base.clone();
+    let mut f = Nor::new(&mut mem);
+    let (_, switch) = update(&mut f, case.from, case.new.commit, &case.ops, 64).unwrap();
+    let total = f.stats().ops;
+    drop(f);
+    let mut cuts: Vec<u32> = if total <= MAX_CUTS {
+        (0..total).collect()
+    } else {
+        let tail = total.saturating_sub(200);
+        let mut v: Vec<u32> = (0..MAX_CUTS - 200)
+            .map(|i| (u64::from(i) * u64::from(tail) / u64::from(MAX_CUTS - 200)) as u32)
+            .collect();
+        v.extend(tail..total);
+        v
+    };
+    cuts.dedup();
+    let (mut old_boots, mut new_boots) = (0, 0);
+    for &cut in &cuts {
+        let mut mem = case.base.clone();
+        let mut f = Nor::new(&mut mem);
+        f.cut_at(cut);
+        let r = update(&mut f, case.from, case.new.commit, &case.ops, 64);
+        assert!(
+            r.is_err() && f.is_cut(),
+            "cut {cut}: the update did not see the cut: {r:?}"
+        );
+        f.power_on();
+        // Reboot: old before the switch completed, new after.
+        let want_new = cut > switch + 1;
+        let want = if want_new { case.new } else { case.old };
+        let booted = boot_and_check(&mut f, want, cut);
+        assert_eq!(
+            booted == old_slot,
+            !want_new,
+            "cut {cut}: booted slot {booted}"
+        );
+        drop(f);
+        assert_eq!(
+            slot_bytes(&mem, old_slot),
+            old_bytes,
+            "cut {cut}: the old slot was written"
+        );
+        let mut f = Nor::new(&mut mem);
+        if want_new {
+            new_boots += 1;
+        } else {
+            old_boots += 1;
+            // The update started again succeeds.
+            let (now, _) = update(&mut f, case.from, case.new.commit, &case.ops, 64)
+                .unwrap_or_else(|e| panic!("cut {cut}: the update run again failed: {e:?}"));
+            assert_eq!(slot_of(now), old_slot.other());
+        }
+        // And the new commit boots, confirmed, from now on.
+        assert_eq!(boot_and_check(&mut f, case.new, cut), old_slot.other());
+        let (_, kind, _) = boot(&mut f).unwrap();
+        assert_eq!(kind, DecisionKind::Confirmed, "cut {cut}");
+    }
+    println!(
+        "{label}: {} flash operations, {} cut points tried ({} booted the old commit, {} the new one)",
+        total,
+        cuts.len(),
+        old_boots,
+        new_boots
+    );
+    assert!(old_boots > 0 && new_boots > 0);
+    cuts.len() as u32
+}
+
+#[test]
+fn power_cut_at_every_write_and_erase() {
+    let (v0, v1, v2) = commits();
+    let mut base = vec![0u8; DEVICE];
+    provisioned(&mut base, &v0);
+    let scratch = Case {
+        base: base.clone(),
+        from: None,
+        old: &v0,
+        new: &v1,
+        ops: ops(&v1, None),
+    };
+    let n1 = run(&scratch, "from scratch (v0 -> v1)");
+
+    let mut after_v1 = base.clone();
+    {
+        let mut f = Nor::new(&mut after_v1);
+        update(&mut f, None, v1.commit, &ops(&v1, None), 4096).unwrap();
+    }
+    let delta = Case {
+        base: after_v1,
+        from: Some(v1.commit),
+        old: &v1,
+        new: &v2,
+        ops: ops(&v2, Some(&v1)),
+    };
+    let n2 = run(&delta, "delta (v1 -> v2)");
+    println!("cut points tried in total: {}", n1 + n2);
+}
