@@ -373,9 +373,8 @@ mod test {
         let mut a = [0xFFu8; RECORD_LEN];
         let b_erased = [0xFFu8; RECORD_LEN];
         emit(&old, &mut a);
-        let mut new = old;
-        let _ = new.decide();
-        new = new.decide().state;
+        let mut new = old.decide().state;
+        new.revision += 1; // prepare_write makes the new copy newer than the current one
         let mut rec = [0u8; RECORD_LEN];
         let target = prepare_write(&a, &b_erased, &new, &mut rec);
         assert_eq!(target, 1);

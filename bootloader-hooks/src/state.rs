@@ -264,7 +264,10 @@ impl SlotState {
 pub struct BootState {
     /// Slot A (index 0) and B (index 1).
     pub slots: [SlotState; 2],
-    /// Incremented (wrapping) by every change; among copies the newer revision wins.
+    /// Incremented (wrapping) by every operation that changes the state (`stage`,
+    /// `mark_good`, `rollback`) and by every write of a flash record copy. The bootloader's
+    /// try counting ([`BootState::decide`]) leaves it alone, so the U-Boot script and the
+    /// GRUB snippet (which has no arithmetic) store exactly the state `decide` returns.
     pub revision: u32,
 }
 
@@ -332,8 +335,8 @@ impl BootState {
     /// The boot decision, a pure function.
     ///
     /// Slots are taken in [`order`](Self::order). The first with priority above 0 that is
-    /// successful boots unchanged; the first that is on trial boots with one try used (and the
-    /// revision incremented). If neither qualifies, the second slot in order boots as a last
+    /// successful boots unchanged; the first that is on trial boots with one try used (the
+    /// revision is not changed, see [`BootState::revision`]). If neither qualifies, the second slot in order boots as a last
     /// resort and nothing changes. So a confirmed slot reboots without any write, and a slot
     /// that used its tries without being marked good falls back to the other slot.
     pub fn decide(&self) -> Decision {
@@ -354,7 +357,6 @@ impl BootState {
             if st.tries_left > 0 {
                 let mut next = *self;
                 next.slot_mut(s).tries_left -= 1;
-                next.revision = next.revision.wrapping_add(1);
                 return Decision {
                     slot: s,
                     kind: DecisionKind::Trial,
@@ -522,6 +524,8 @@ mod test {
         let mut s = BootState::initial(Slot::A, name("c0"));
         assert!(s.stage(Slot::B, 3, name("c1")).unwrap());
         assert_eq!(s.revision, 1);
+        let d = s.decide();
+        assert_eq!(d.state.revision, 1, "counting a try keeps the revision");
         for left in [2u8, 1, 0] {
             let d = s.decide();
             assert_eq!(
