@@ -9,6 +9,9 @@
 //! - [`object`]: ids and the canonical encodings of files, directories and commits.
 //! - [`wire`]: the `.update` file layout (`docs/FORMAT.md` is the specification).
 //! - [`store`]: the trait a platform implements to hold objects.
+//! - [`install`]: the streaming installer ([`install::Installer`]).
+//! - [`io`]: an `embedded-io` adapter over the installer.
+//! - `write` (feature `std`): the `.update` writer.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -19,8 +22,13 @@ extern crate std;
 #[macro_use]
 mod fmt;
 
+pub mod install;
+pub mod io;
 pub mod object;
 pub mod store;
 pub mod wire;
+#[cfg(feature = "std")]
+pub mod write;
 
+pub use install::{InstallError, Installer, SignaturePolicy};
 pub use object::{ObjectId, ObjectKind};

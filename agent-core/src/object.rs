@@ -56,7 +56,9 @@ pub const S_IFDIR: u32 = 0o040000;
 pub const S_IPERM: u32 = 0o7777;
 
 /// The SHA-256 name of an object. Prints as 64 lowercase hex characters.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ObjectId(pub [u8; ID_LEN]);
 
 impl ObjectId {
@@ -166,7 +168,9 @@ impl fmt::Display for IdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IdError::Length(n) => write!(f, "an object id has 64 hex characters, this has {n}"),
-            IdError::NotHex(c) => write!(f, "an object id has only hex digits, found byte {c:#04x}"),
+            IdError::NotHex(c) => {
+                write!(f, "an object id has only hex digits, found byte {c:#04x}")
+            }
         }
     }
 }
@@ -279,7 +283,10 @@ impl fmt::Display for ObjectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ObjectError::Truncated { needed, have } => {
-                write!(f, "object is truncated: {needed} bytes needed, {have} present")
+                write!(
+                    f,
+                    "object is truncated: {needed} bytes needed, {have} present"
+                )
             }
             ObjectError::TrailingBytes(n) => write!(f, "object has {n} bytes after its last field"),
             ObjectError::BadMode(m) => write!(f, "mode {m:o} is not allowed for this object"),
@@ -287,12 +294,21 @@ impl fmt::Display for ObjectError {
                 write!(f, "{field} is {len} bytes long, at most {max} are allowed")
             }
             ObjectError::BadName(e) => write!(f, "bad directory entry name: {e}"),
-            ObjectError::Unsorted => f.write_str("directory entries are not sorted by name or repeat a name"),
-            ObjectError::BadEntryType(t) => write!(f, "directory entry type {t} is neither file (1) nor directory (2)"),
+            ObjectError::Unsorted => {
+                f.write_str("directory entries are not sorted by name or repeat a name")
+            }
+            ObjectError::BadEntryType(t) => write!(
+                f,
+                "directory entry type {t} is neither file (1) nor directory (2)"
+            ),
             ObjectError::NotUtf8(field) => write!(f, "{field} is not UTF-8"),
-            ObjectError::BadSymlinkTarget => f.write_str("symlink target is empty or holds a NUL byte"),
+            ObjectError::BadSymlinkTarget => {
+                f.write_str("symlink target is empty or holds a NUL byte")
+            }
             ObjectError::BadFlag(b) => write!(f, "flag byte {b} is neither 0 nor 1"),
-            ObjectError::BadXattrs => f.write_str("extended attributes are unsorted, repeated, empty-named or too many"),
+            ObjectError::BadXattrs => {
+                f.write_str("extended attributes are unsorted, repeated, empty-named or too many")
+            }
         }
     }
 }
@@ -323,7 +339,10 @@ impl fmt::Display for NameError {
             NameError::Dots => f.write_str("the name is `.` or `..`"),
             NameError::Slash => f.write_str("the name holds a `/`"),
             NameError::Nul => f.write_str("the name holds a NUL byte"),
-            NameError::TooLong(n) => write!(f, "the name is {n} bytes, at most {MAX_NAME_LEN} are allowed"),
+            NameError::TooLong(n) => write!(
+                f,
+                "the name is {n} bytes, at most {MAX_NAME_LEN} are allowed"
+            ),
         }
     }
 }
@@ -366,7 +385,10 @@ fn id_at(b: &[u8], at: usize) -> ObjectId {
 }
 fn need(b: &[u8], n: usize) -> Result<(), ObjectError> {
     if b.len() < n {
-        Err(ObjectError::Truncated { needed: n, have: b.len() })
+        Err(ObjectError::Truncated {
+            needed: n,
+            have: b.len(),
+        })
     } else {
         Ok(())
     }
@@ -387,7 +409,11 @@ impl<'a> Xattrs<'a> {
     /// Validates a block.
     pub fn parse(block: &'a [u8]) -> Result<Xattrs<'a>, ObjectError> {
         if block.len() > MAX_XATTR_BYTES {
-            return Err(ObjectError::TooLong { field: "xattr block", len: block.len(), max: MAX_XATTR_BYTES });
+            return Err(ObjectError::TooLong {
+                field: "xattr block",
+                len: block.len(),
+                max: MAX_XATTR_BYTES,
+            });
         }
         let mut rest = block;
         let mut prev: Option<&[u8]> = None;
@@ -433,7 +459,10 @@ impl<'a> Xattrs<'a> {
     }
 }
 
-fn split_xattr(b: &[u8]) -> Result<(&[u8], &[u8], &[u8]), ObjectError> {
+/// An xattr entry's name, its value and the bytes after it.
+type XattrSplit<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
+fn split_xattr(b: &[u8]) -> Result<XattrSplit<'_>, ObjectError> {
     need(b, 1)?;
     let nlen = usize::from(b[0]);
     need(b, 1 + nlen + 2)?;
@@ -497,10 +526,18 @@ impl FileHeader {
             _ => return Err(ObjectError::BadMode(h.mode)),
         }
         if usize::from(h.target_len) > MAX_SYMLINK_TARGET {
-            return Err(ObjectError::TooLong { field: "symlink target", len: h.target_len.into(), max: MAX_SYMLINK_TARGET });
+            return Err(ObjectError::TooLong {
+                field: "symlink target",
+                len: h.target_len.into(),
+                max: MAX_SYMLINK_TARGET,
+            });
         }
         if usize::from(h.xattrs_len) > MAX_XATTR_BYTES {
-            return Err(ObjectError::TooLong { field: "xattr block", len: h.xattrs_len.into(), max: MAX_XATTR_BYTES });
+            return Err(ObjectError::TooLong {
+                field: "xattr block",
+                len: h.xattrs_len.into(),
+                max: MAX_XATTR_BYTES,
+            });
         }
         Ok(h)
     }
@@ -560,12 +597,22 @@ impl<'a> FileObject<'a> {
         let xattrs = Xattrs::parse(&b[FILE_HEADER_LEN + target.len()..meta_end])?;
         let rest = &b[meta_end..];
         if (rest.len() as u64) < header.size {
-            return Err(ObjectError::Truncated { needed: meta_end + header.size as usize, have: b.len() });
+            return Err(ObjectError::Truncated {
+                needed: meta_end + header.size as usize,
+                have: b.len(),
+            });
         }
         if rest.len() as u64 > header.size {
-            return Err(ObjectError::TrailingBytes(rest.len() - header.size as usize));
+            return Err(ObjectError::TrailingBytes(
+                rest.len() - header.size as usize,
+            ));
         }
-        Ok(FileObject { header, target, xattrs, content: rest })
+        Ok(FileObject {
+            header,
+            target,
+            xattrs,
+            content: rest,
+        })
     }
 }
 
@@ -596,9 +643,16 @@ impl<'a> DirMeta<'a> {
         let xlen = usize::from(le_u16(b, 12));
         need(b, DIRMETA_HEADER_LEN + xlen)?;
         if b.len() > DIRMETA_HEADER_LEN + xlen {
-            return Err(ObjectError::TrailingBytes(b.len() - DIRMETA_HEADER_LEN - xlen));
+            return Err(ObjectError::TrailingBytes(
+                b.len() - DIRMETA_HEADER_LEN - xlen,
+            ));
         }
-        Ok(DirMeta { mode, uid: le_u32(b, 4), gid: le_u32(b, 8), xattrs: Xattrs::parse(&b[DIRMETA_HEADER_LEN..])? })
+        Ok(DirMeta {
+            mode,
+            uid: le_u32(b, 4),
+            gid: le_u32(b, 8),
+            xattrs: Xattrs::parse(&b[DIRMETA_HEADER_LEN..])?,
+        })
     }
 
     /// Bytes [`DirMeta::emit`] writes.
@@ -701,9 +755,16 @@ pub fn parse_dir_entry(b: &[u8]) -> Result<(DirEntry<'_>, usize), ObjectError> {
     let name = &b[2..name_end];
     validate_name(name).map_err(ObjectError::BadName)?;
     let entry = if kind == 1 {
-        DirEntry::File { name, id: id_at(b, name_end) }
+        DirEntry::File {
+            name,
+            id: id_at(b, name_end),
+        }
     } else {
-        DirEntry::Dir { name, tree: id_at(b, name_end), meta: id_at(b, name_end + ID_LEN) }
+        DirEntry::Dir {
+            name,
+            tree: id_at(b, name_end),
+            meta: id_at(b, name_end + ID_LEN),
+        }
     };
     Ok((entry, len))
 }
@@ -750,7 +811,10 @@ impl<'a> DirTree<'a> {
         if !rest.is_empty() {
             return Err(ObjectError::TrailingBytes(rest.len()));
         }
-        Ok(DirTree { count, entries: &b[DIRTREE_HEADER_LEN..] })
+        Ok(DirTree {
+            count,
+            entries: &b[DIRTREE_HEADER_LEN..],
+        })
     }
 
     /// Number of entries.
@@ -819,7 +883,8 @@ impl<'a> Commit<'a> {
         let vlen = usize::from(b[COMMIT_HEADER_LEN]);
         let mut at = COMMIT_HEADER_LEN + 1;
         need(b, at + vlen)?;
-        let version = core::str::from_utf8(&b[at..at + vlen]).map_err(|_| ObjectError::NotUtf8("version"))?;
+        let version =
+            core::str::from_utf8(&b[at..at + vlen]).map_err(|_| ObjectError::NotUtf8("version"))?;
         at += vlen;
         let (subject, next) = text16(b, at, "subject", MAX_SUBJECT_LEN)?;
         let (body, next) = text16(b, next, "body", MAX_BODY_LEN)?;
@@ -881,7 +946,12 @@ impl<'a> Commit<'a> {
     }
 }
 
-fn text16<'a>(b: &'a [u8], at: usize, field: &'static str, max: usize) -> Result<(&'a str, usize), ObjectError> {
+fn text16<'a>(
+    b: &'a [u8],
+    at: usize,
+    field: &'static str,
+    max: usize,
+) -> Result<(&'a str, usize), ObjectError> {
     need(b, at + 2)?;
     let len = usize::from(le_u16(b, at));
     if len > max {
@@ -889,7 +959,8 @@ fn text16<'a>(b: &'a [u8], at: usize, field: &'static str, max: usize) -> Result
     }
     let start = at + 2;
     need(b, start + len)?;
-    let s = core::str::from_utf8(&b[start..start + len]).map_err(|_| ObjectError::NotUtf8(field))?;
+    let s =
+        core::str::from_utf8(&b[start..start + len]).map_err(|_| ObjectError::NotUtf8(field))?;
     Ok((s, start + len))
 }
 
@@ -908,7 +979,10 @@ mod test {
     fn id_hex_round_trip_and_prefix() {
         let id = ObjectId::of(b"hello");
         let hex = id.to_hex();
-        assert_eq!(hex.as_str(), "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(
+            hex.as_str(),
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
         assert_eq!(ObjectId::from_hex(hex.as_str()), Ok(id));
         assert_eq!(ObjectId::from_hex(&hex.as_str().to_uppercase()), Ok(id));
         assert!(id.matches_prefix("2cf24d"));
@@ -916,7 +990,10 @@ mod test {
         assert!(!id.matches_prefix("2cf24e"));
         assert!(!id.matches_prefix(""));
         assert_eq!(ObjectId::from_hex("abc"), Err(IdError::Length(3)));
-        assert!(matches!(ObjectId::from_hex(&"g".repeat(64)), Err(IdError::NotHex(b'g'))));
+        assert!(matches!(
+            ObjectId::from_hex(&"g".repeat(64)),
+            Err(IdError::NotHex(b'g'))
+        ));
     }
 
     #[test]
@@ -956,7 +1033,14 @@ mod test {
 
     #[test]
     fn file_construct() {
-        let h = FileHeader { mode: 0o100755, uid: 0, gid: 0, size: 3, target_len: 0, xattrs_len: 12 };
+        let h = FileHeader {
+            mode: 0o100755,
+            uid: 0,
+            gid: 0,
+            size: 3,
+            target_len: 0,
+            xattrs_len: 12,
+        };
         let mut out = [0u8; FILE_HEADER_LEN];
         h.emit(&mut out);
         assert_eq!(&out[..], &FILE_FIXTURE[..FILE_HEADER_LEN]);
@@ -966,13 +1050,26 @@ mod test {
     fn file_bad() {
         let mut b = FILE_FIXTURE;
         b[1] = 0x61; // 0o060755: block device
-        assert!(matches!(FileObject::parse(&b), Err(ObjectError::BadMode(_))));
-        assert!(matches!(FileObject::parse(&FILE_FIXTURE[..30]), Err(ObjectError::Truncated { .. })));
+        assert!(matches!(
+            FileObject::parse(&b),
+            Err(ObjectError::BadMode(_))
+        ));
+        assert!(matches!(
+            FileObject::parse(&FILE_FIXTURE[..30]),
+            Err(ObjectError::Truncated { .. })
+        ));
         let mut long = [0u8; 40];
         long[..39].copy_from_slice(&FILE_FIXTURE);
         assert_eq!(FileObject::parse(&long), Err(ObjectError::TrailingBytes(1)));
         // symlink with content
-        let h = FileHeader { mode: S_IFLNK | 0o777, uid: 0, gid: 0, size: 1, target_len: 1, xattrs_len: 0 };
+        let h = FileHeader {
+            mode: S_IFLNK | 0o777,
+            uid: 0,
+            gid: 0,
+            size: 1,
+            target_len: 1,
+            xattrs_len: 0,
+        };
         let mut out = [0u8; FILE_HEADER_LEN];
         h.emit(&mut out);
         assert_eq!(FileHeader::parse(&out), Err(ObjectError::BadSymlinkTarget));
@@ -980,8 +1077,15 @@ mod test {
 
     #[test]
     fn dirtree_round_trip_and_validation() {
-        let a = DirEntry::File { name: b"a", id: ObjectId([1; 32]) };
-        let b = DirEntry::Dir { name: b"b", tree: ObjectId([2; 32]), meta: ObjectId([3; 32]) };
+        let a = DirEntry::File {
+            name: b"a",
+            id: ObjectId([1; 32]),
+        };
+        let b = DirEntry::Dir {
+            name: b"b",
+            tree: ObjectId([2; 32]),
+            meta: ObjectId([3; 32]),
+        };
         let mut buf = [0u8; 4 + 35 + 67];
         buf[..4].copy_from_slice(&2u32.to_le_bytes());
         a.emit(&mut buf[4..]);
@@ -999,14 +1103,23 @@ mod test {
         assert_eq!(DirTree::parse(&swapped), Err(ObjectError::Unsorted));
 
         for bad in [&b".."[..], b"a/b", b"a\0"] {
-            let e = DirEntry::File { name: bad, id: ObjectId::ZERO };
+            let e = DirEntry::File {
+                name: bad,
+                id: ObjectId::ZERO,
+            };
             let mut one = [0u8; 4 + 2 + 3 + 32];
             one[..4].copy_from_slice(&1u32.to_le_bytes());
             e.emit(&mut one[4..]);
             let n = 4 + e.buffer_len();
-            assert!(matches!(DirTree::parse(&one[..n]), Err(ObjectError::BadName(_))), "{bad:?}");
+            assert!(
+                matches!(DirTree::parse(&one[..n]), Err(ObjectError::BadName(_))),
+                "{bad:?}"
+            );
         }
-        assert!(matches!(DirTree::parse(&buf[..50]), Err(ObjectError::Truncated { .. })));
+        assert!(matches!(
+            DirTree::parse(&buf[..50]),
+            Err(ObjectError::Truncated { .. })
+        ));
     }
 
     #[test]
@@ -1027,15 +1140,26 @@ mod test {
         let mut header = [0u8; COMMIT_HEADER_LEN];
         header.copy_from_slice(&buf[..COMMIT_HEADER_LEN]);
         assert_eq!(commit_roots(&header), (c.root_tree, c.root_meta));
-        assert!(matches!(Commit::parse(&buf[..n - 1]), Err(ObjectError::Truncated { .. })));
-        assert_eq!(Commit::parse(&buf[..n + 1]), Err(ObjectError::TrailingBytes(1)));
+        assert!(matches!(
+            Commit::parse(&buf[..n - 1]),
+            Err(ObjectError::Truncated { .. })
+        ));
+        assert_eq!(
+            Commit::parse(&buf[..n + 1]),
+            Err(ObjectError::TrailingBytes(1))
+        );
         buf[0] = 2;
         assert_eq!(Commit::parse(&buf[..n]), Err(ObjectError::BadFlag(2)));
     }
 
     #[test]
     fn dirmeta_round_trip() {
-        let m = DirMeta { mode: S_IFDIR | 0o755, uid: 1, gid: 2, xattrs: Xattrs::EMPTY };
+        let m = DirMeta {
+            mode: S_IFDIR | 0o755,
+            uid: 1,
+            gid: 2,
+            xattrs: Xattrs::EMPTY,
+        };
         let mut buf = [0u8; DIRMETA_HEADER_LEN];
         m.emit(&mut buf);
         assert_eq!(DirMeta::parse(&buf), Ok(m));

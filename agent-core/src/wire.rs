@@ -21,7 +21,7 @@ use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::object::{ObjectId, ObjectKind, ID_LEN};
+use crate::object::{ObjectId, ObjectKind, ID_LEN, MAX_SUBJECT_LEN, MAX_VERSION_LEN};
 
 /// The first eight bytes of every `.update` file.
 pub const MAGIC: [u8; 8] = *b"ECUPDATE";
@@ -29,9 +29,10 @@ pub const MAGIC: [u8; 8] = *b"ECUPDATE";
 pub const FORMAT_VERSION: u16 = 1;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 16;
-/// Largest superblock accepted. The installer buffers the superblock in the inflate window,
-/// so this bound costs no memory of its own.
-pub const MAX_SUPERBLOCK_LEN: usize = 32 * 1024;
+/// Largest superblock accepted: 32 KiB less the header. The installer buffers the header and
+/// the superblock (the signed message) in its 32 KiB inflate window, so this bound costs no
+/// memory of its own.
+pub const MAX_SUPERBLOCK_LEN: usize = 32 * 1024 - HEADER_LEN;
 /// Most parts in one file. Each costs the installer [`PartEntry`]'s size in RAM.
 pub const MAX_PARTS: usize = 64;
 /// Longest ref name, in bytes.
@@ -72,7 +73,10 @@ impl<T: AsRef<[u8]>> Header<T> {
     pub fn check_len(&self) -> Result<(), FormatError> {
         let len = self.buffer.as_ref().len();
         if len < HEADER_LEN {
-            Err(FormatError::Truncated { needed: HEADER_LEN, have: len })
+            Err(FormatError::Truncated {
+                needed: HEADER_LEN,
+                have: len,
+            })
         } else {
             Ok(())
         }
@@ -153,7 +157,9 @@ impl HeaderRepr {
         if len == 0 || len as usize > MAX_SUPERBLOCK_LEN {
             return Err(FormatError::SuperblockLength(len));
         }
-        Ok(HeaderRepr { superblock_len: len })
+        Ok(HeaderRepr {
+            superblock_len: len,
+        })
     }
 
     /// Bytes of the header.
@@ -220,7 +226,13 @@ pub struct PartEntry {
 }
 
 /// The target commit's metadata, carried in the superblock so that a device can show what a
-/// file holds before installing it. The installer checks it against the commit object.
+/// file holds before installing it.
+///
+/// The installer checks `timestamp` against the commit object's timestamp
+/// (`InstallError::MetaMismatch`). `version` and `subject` are informational: they are signed
+/// with the superblock, and the commit object that carries the authoritative copies is named
+/// by the signed target id and verified by its hash, but the installer does not compare the
+/// strings byte for byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetMeta<'a> {
     /// Seconds since the epoch, UTC.
@@ -260,9 +272,21 @@ impl<'a> Superblock<'a> {
         if sb.ref_name.is_empty() || sb.ref_name.len() > MAX_REF_LEN {
             return Err(FormatError::BadRef);
         }
+        if sb.meta.version.len() > MAX_VERSION_LEN || sb.meta.subject.len() > MAX_SUBJECT_LEN {
+            return Err(FormatError::BadMeta);
+        }
+        if sb.parts.is_empty() {
+            return Err(FormatError::NoParts);
+        }
         for (i, p) in sb.parts.iter().enumerate() {
             if let Codec::Unknown(c) = p.codec {
-                return Err(FormatError::UnknownCodec { part: i as u32, codec: c });
+                return Err(FormatError::UnknownCodec {
+                    part: i as u32,
+                    codec: c,
+                });
+            }
+            if p.codec == Codec::Stored && p.size != p.uncompressed_size {
+                return Err(FormatError::StoredSize { part: i as u32 });
             }
         }
         Ok(sb)
@@ -309,6 +333,7 @@ impl SignatureKind {
         }
     }
     /// Bytes that follow the algorithm byte.
+    #[allow(clippy::len_without_is_empty)] // a length in the file, not a container
     pub const fn len(self) -> Option<usize> {
         match self {
             SignatureKind::None => Some(0),
@@ -401,7 +426,10 @@ impl OpRepr {
         };
         let need = OpRepr::header_len(code)?;
         if b.len() < need {
-            return Err(FormatError::Truncated { needed: need, have: b.len() });
+            return Err(FormatError::Truncated {
+                needed: need,
+                have: b.len(),
+            });
         }
         let kind = ObjectKind::from_code(b[1]);
         if let ObjectKind::Unknown(k) = kind {
@@ -414,7 +442,11 @@ impl OpRepr {
             OpCode::Write => {
                 let mut l = [0u8; 8];
                 l.copy_from_slice(&b[2 + ID_LEN..WRITE_HEADER_LEN]);
-                OpRepr::Write { kind, id, len: u64::from_le_bytes(l) }
+                OpRepr::Write {
+                    kind,
+                    id,
+                    len: u64::from_le_bytes(l),
+                }
             }
             _ => OpRepr::Reuse { kind, id },
         })
@@ -485,6 +517,15 @@ pub enum FormatError {
     UnknownKind(u8),
     /// The output buffer is too small.
     BufferTooSmall,
+    /// The superblock's version or subject is longer than a commit's may be.
+    BadMeta,
+    /// The superblock lists no part (every file has at least the commit).
+    NoParts,
+    /// A `Stored` part whose size and decoded size differ.
+    StoredSize {
+        /// Which part.
+        part: u32,
+    },
 }
 
 impl fmt::Display for FormatError {
@@ -517,6 +558,14 @@ impl fmt::Display for FormatError {
             }
             FormatError::UnknownKind(k) => write!(f, "object kind {k} is not known to this agent"),
             FormatError::BufferTooSmall => f.write_str("the output buffer is too small"),
+            FormatError::BadMeta => write!(
+                f,
+                "the superblock's version is over {MAX_VERSION_LEN} bytes or its subject over {MAX_SUBJECT_LEN}"
+            ),
+            FormatError::NoParts => f.write_str("the superblock lists no parts, so the update has no commit"),
+            FormatError::StoredSize { part } => {
+                write!(f, "part {part} is stored uncompressed but declares two different sizes")
+            }
         }
     }
 }
@@ -546,7 +595,9 @@ mod test {
     #[test]
     fn header_construct_and_emit() {
         let mut buf = [0xaau8; 16];
-        let repr = HeaderRepr { superblock_len: 0x1234 };
+        let repr = HeaderRepr {
+            superblock_len: 0x1234,
+        };
         repr.emit(&mut Header::new_unchecked(&mut buf[..]));
         assert_eq!(buf, HEADER_BYTES);
     }
@@ -554,65 +605,114 @@ mod test {
     #[test]
     fn header_parse() {
         let h = Header::new_unchecked(&HEADER_BYTES[..]);
-        assert_eq!(HeaderRepr::parse(&h), Ok(HeaderRepr { superblock_len: 0x1234 }));
+        assert_eq!(
+            HeaderRepr::parse(&h),
+            Ok(HeaderRepr {
+                superblock_len: 0x1234
+            })
+        );
     }
 
     #[test]
     fn header_bad() {
         assert_eq!(
             Header::new_checked(&HEADER_BYTES[..15]).unwrap_err(),
-            FormatError::Truncated { needed: 16, have: 15 }
+            FormatError::Truncated {
+                needed: 16,
+                have: 15
+            }
         );
         let mut b = HEADER_BYTES;
         b[0] = b'X';
-        assert_eq!(HeaderRepr::parse(&Header::new_unchecked(&b[..])), Err(FormatError::BadMagic));
+        assert_eq!(
+            HeaderRepr::parse(&Header::new_unchecked(&b[..])),
+            Err(FormatError::BadMagic)
+        );
         let mut b = HEADER_BYTES;
         b[8] = 2;
-        assert_eq!(HeaderRepr::parse(&Header::new_unchecked(&b[..])), Err(FormatError::UnsupportedVersion(2)));
+        assert_eq!(
+            HeaderRepr::parse(&Header::new_unchecked(&b[..])),
+            Err(FormatError::UnsupportedVersion(2))
+        );
         let mut b = HEADER_BYTES;
         b[10] = 1;
-        assert_eq!(HeaderRepr::parse(&Header::new_unchecked(&b[..])), Err(FormatError::UnknownFlags(1)));
+        assert_eq!(
+            HeaderRepr::parse(&Header::new_unchecked(&b[..])),
+            Err(FormatError::UnknownFlags(1))
+        );
         let mut b = HEADER_BYTES;
         b[12..16].copy_from_slice(&0u32.to_le_bytes());
-        assert_eq!(HeaderRepr::parse(&Header::new_unchecked(&b[..])), Err(FormatError::SuperblockLength(0)));
+        assert_eq!(
+            HeaderRepr::parse(&Header::new_unchecked(&b[..])),
+            Err(FormatError::SuperblockLength(0))
+        );
         b[12..16].copy_from_slice(&(MAX_SUPERBLOCK_LEN as u32 + 1).to_le_bytes());
-        assert!(matches!(HeaderRepr::parse(&Header::new_unchecked(&b[..])), Err(FormatError::SuperblockLength(_))));
+        assert!(matches!(
+            HeaderRepr::parse(&Header::new_unchecked(&b[..])),
+            Err(FormatError::SuperblockLength(_))
+        ));
     }
 
     #[test]
     fn superblock_round_trip() {
         let mut parts = heapless::Vec::new();
         parts
-            .push(PartEntry { codec: Codec::Deflate, size: 10, uncompressed_size: 20, ops: 2, sha256: [7; 32] })
+            .push(PartEntry {
+                codec: Codec::Deflate,
+                size: 10,
+                uncompressed_size: 20,
+                ops: 2,
+                sha256: [7; 32],
+            })
             .unwrap();
         let sb = Superblock {
             ref_name: "ecu/main",
             from: Some(ObjectId([1; 32])),
             to: ObjectId([2; 32]),
-            meta: TargetMeta { timestamp: 5, version: "1.0", subject: "s" },
+            meta: TargetMeta {
+                timestamp: 5,
+                version: "1.0",
+                subject: "s",
+            },
             objects: 2,
             parts,
         };
         let mut buf = [0u8; 256];
         let n = sb.emit(&mut buf).unwrap().len();
         assert_eq!(Superblock::parse(&buf[..n]).unwrap(), sb);
-        assert_eq!(Superblock::parse(&buf[..n - 1]), Err(FormatError::BadSuperblock));
+        assert_eq!(
+            Superblock::parse(&buf[..n - 1]),
+            Err(FormatError::BadSuperblock)
+        );
         let mut longer = buf;
         longer[n] = 0;
-        assert_eq!(Superblock::parse(&longer[..n + 1]), Err(FormatError::BadSuperblock));
+        assert_eq!(
+            Superblock::parse(&longer[..n + 1]),
+            Err(FormatError::BadSuperblock)
+        );
     }
 
     #[test]
     fn op_round_trip_and_unknown() {
         for op in [
-            OpRepr::Write { kind: ObjectKind::File, id: ObjectId([3; 32]), len: 99 },
-            OpRepr::Reuse { kind: ObjectKind::DirTree, id: ObjectId([4; 32]) },
+            OpRepr::Write {
+                kind: ObjectKind::File,
+                id: ObjectId([3; 32]),
+                len: 99,
+            },
+            OpRepr::Reuse {
+                kind: ObjectKind::DirTree,
+                id: ObjectId([4; 32]),
+            },
         ] {
             let mut buf = [0u8; MAX_OP_HEADER_LEN];
             op.emit(&mut buf);
             assert_eq!(OpRepr::header_len(buf[0]), Ok(op.buffer_len()));
             assert_eq!(OpRepr::parse(&buf[..op.buffer_len()]), Ok(op));
-            assert!(matches!(OpRepr::parse(&buf[..op.buffer_len() - 1]), Err(FormatError::Truncated { .. })));
+            assert!(matches!(
+                OpRepr::parse(&buf[..op.buffer_len() - 1]),
+                Err(FormatError::Truncated { .. })
+            ));
         }
         assert_eq!(OpRepr::header_len(3), Err(FormatError::UnknownOp(3)));
         let mut buf = [0u8; REUSE_LEN];

@@ -1,0 +1,867 @@
+//! The streaming installer: `.update` bytes in, verified objects out to a [`Store`].
+//!
+//! [`Installer`] is a sans-IO state machine in the shape of postcard's `CobsAccumulator`: the
+//! caller hands it the file's bytes in whatever blocks its transport delivers
+//! ([`Installer::feed`]), and calls [`Installer::finish`] at the end of the input. Feeding the
+//! same file in 1-byte, 7-byte, 512-byte or whole-file blocks gives the same store calls in the
+//! same order (up to how object bytes are split across [`Store::write_object`] calls), the
+//! same result and the same error.
+//!
+//! What happens, in file order (`docs/FORMAT.md` has the full list of checks):
+//!
+//! 1. The 16-byte header is checked (magic, version, flags, superblock length).
+//! 2. The superblock is gathered into the inflate window, which has no other use yet.
+//! 3. The signature is checked against the [`SignaturePolicy`] over `header || superblock`,
+//!    **before anything reaches the store**; only then is the superblock decoded, and what
+//!    later steps need is copied out of it (part table, ref, ids, metadata).
+//! 4. A delta's source commit must be in the store ([`InstallError::MissingSource`]).
+//! 5. Each part is hashed as it arrives (checked at its end), inflated through the 32 KiB
+//!    window, and split into operation records. Each object is checked as it streams: its
+//!    structure, what it references being in place, its SHA-256 against its id.
+//! 6. After the last part: the commit was the last operation, every count matches, and
+//!    [`Installer::feed`] reports [`Progress::done`]. [`Installer::finish`] then calls
+//!    [`Store::commit`]. Committing in `finish` rather than on the last byte means a file with
+//!    trailing bytes is refused ([`InstallError::TrailingData`]) before anything is committed,
+//!    whatever the chunking.
+//!
+//! Any error calls [`Store::abort_object`] (when an object is open) and [`Store::abort`], and
+//! leaves the installer failed until [`Installer::reset`].
+
+mod state;
+
+use core::fmt;
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use miniz_oxide::inflate::core::inflate_flags::TINFL_FLAG_HAS_MORE_INPUT;
+use miniz_oxide::inflate::core::{decompress, DecompressorOxide};
+use miniz_oxide::inflate::TINFLStatus;
+use sha2::{Digest, Sha256};
+
+use crate::object::{ObjectError, ObjectId, ObjectKind, MAX_SUBJECT_LEN, MAX_VERSION_LEN};
+use crate::store::Store;
+use crate::wire::{
+    Codec, FormatError, Header, HeaderRepr, PartEntry, SignatureKind, Superblock, HEADER_LEN,
+    MAX_PARTS, MAX_REF_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN,
+};
+use state::{fill, Ops};
+
+/// Bytes of the inflate window: deflate refers back up to 32 KiB, and miniz_oxide's wrapping
+/// output buffer must be a power of two. Before the parts start, the same buffer holds the
+/// header and the superblock (hence [`crate::wire::MAX_SUPERBLOCK_LEN`]).
+pub const INFLATE_WINDOW: usize = 32 * 1024;
+
+/// The most memory an [`Installer`] may take (`size_of::<Installer>()`), checked by a test:
+/// 48 KiB. On a 32-bit target it is made of
+///
+/// | what | bytes |
+/// | --- | --- |
+/// | inflate window ([`INFLATE_WINDOW`], also holds header + superblock) | 32768 |
+/// | miniz_oxide `DecompressorOxide` (Huffman tables) | 10504 |
+/// | part table: [`MAX_PARTS`] × `PartEntry` (48) | 3076 |
+/// | copies for [`UpdateInfo`]: ref 255, version 255, subject 1024 | ~1540 |
+/// | dirtree entry / object header buffer, previous entry name | 321 + 255 |
+/// | record header buffer, signature | 42 + 64 |
+/// | two SHA-256 states (part, object) | 2 × 104 |
+/// | counters, ids, phase | ~300 |
+///
+/// None of it grows with the update's size, its object count, path depth or the chunk size.
+pub const INSTALLER_SIZE_BUDGET: usize = 48 * 1024;
+
+/// Which signatures an [`Installer`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignaturePolicy<'k> {
+    /// Only files signed by one of these ed25519 public keys.
+    Required(&'k [[u8; PUBLIC_KEY_LEN]]),
+    /// Unsigned files too. A signed file is still verified against these keys when any are
+    /// given (and refused when it does not verify); with no keys its signature is not checked.
+    AllowUnsigned(&'k [[u8; PUBLIC_KEY_LEN]]),
+}
+
+/// How far an install has come. Returned by every successful [`Installer::feed`].
+#[must_use = "a caller should at least look at `done` to know when to call `finish`"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Progress {
+    /// Bytes of the file consumed so far.
+    pub bytes: u64,
+    /// Bytes of the whole file, once the superblock is verified.
+    pub bytes_total: Option<u64>,
+    /// Operations completed (objects written and verified, or reused).
+    pub objects: u32,
+    /// Operations the file declares (0 until the superblock is verified).
+    pub objects_total: u32,
+    /// Parts completed and verified.
+    pub parts: u32,
+    /// Parts in the file (0 until the superblock is verified).
+    pub parts_total: u32,
+    /// Everything is verified: call [`Installer::finish`] to commit. More bytes are an error.
+    pub done: bool,
+}
+
+/// What [`Installer::finish`] installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// The commit now recorded on the ref.
+    pub commit: ObjectId,
+    /// The source commit, for a delta.
+    pub from: Option<ObjectId>,
+    /// The ref the commit was recorded on.
+    pub ref_name: heapless::String<MAX_REF_LEN>,
+}
+
+/// What a file installs, as its verified superblock says ([`Installer::superblock_info`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateInfo<'a> {
+    /// The ref the update moves.
+    pub ref_name: &'a str,
+    /// The source commit of a delta; `None` for a from-scratch file.
+    pub from: Option<ObjectId>,
+    /// The commit the update installs.
+    pub to: ObjectId,
+    /// The target commit's timestamp (seconds since the epoch, UTC).
+    pub timestamp: u64,
+    /// The target commit's version string.
+    pub version: &'a str,
+    /// The target commit's subject.
+    pub subject: &'a str,
+    /// Operations in the file.
+    pub objects: u32,
+    /// Parts in the file.
+    pub parts: u32,
+    /// Bytes of the whole file.
+    pub bytes: u64,
+    /// Whether the signature was verified against a trusted key (false for an unsigned file,
+    /// or a signed one under [`SignaturePolicy::AllowUnsigned`] with no keys).
+    pub verified: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Header,
+    Superblock,
+    SignatureKind,
+    Signature,
+    Parts,
+    Done,
+    Committed,
+    Failed,
+}
+
+/// Bounded copies of the superblock fields that outlive the superblock buffer.
+struct Meta {
+    ref_name: heapless::String<MAX_REF_LEN>,
+    version: heapless::String<MAX_VERSION_LEN>,
+    subject: heapless::String<MAX_SUBJECT_LEN>,
+    from: Option<ObjectId>,
+    to: ObjectId,
+    timestamp: u64,
+    objects: u32,
+    total: u64,
+    verified: bool,
+}
+
+/// The streaming installer. See the [module docs](self).
+///
+/// Its size is fixed: `size_of::<Installer>()` is at most [`INSTALLER_SIZE_BUDGET`] (48 KiB;
+/// the table there says what makes it up, 32 KiB of which is the inflate window). Firmware
+/// should place one in a `static` (or construct it once, early, where the stack is deep
+/// enough: [`Installer::new`] may build the 10.5 KB decompressor on the stack) and call
+/// [`Installer::reset`] before each further install, which works in place.
+pub struct Installer<'k> {
+    policy: SignaturePolicy<'k>,
+    phase: Phase,
+    /// Bytes consumed from the file.
+    consumed: u64,
+    /// Bytes of the current fixed-size field held (header, superblock, signature).
+    have: usize,
+    superblock_len: usize,
+    signature_kind: SignatureKind,
+    signature: [u8; SIGNATURE_LEN],
+    /// `info` and `parts` hold the verified superblock (from `Phase::Parts` on).
+    known: bool,
+    info: Meta,
+    parts: heapless::Vec<PartEntry, MAX_PARTS>,
+    /// Index of the current part.
+    part: usize,
+    /// Raw bytes of the current part still to come.
+    part_left: u64,
+    part_hash: Sha256,
+    /// Where the inflater writes next in `window`.
+    out_pos: usize,
+    ops: Ops,
+    inflater: DecompressorOxide,
+    window: [u8; INFLATE_WINDOW],
+}
+
+type Res<E> = Result<(), InstallError<E>>;
+
+impl<'k> Installer<'k> {
+    /// A new installer that accepts files as `policy` says.
+    ///
+    /// This builds the 10.5 KB decompressor and the 32 KiB window by value; on a small stack,
+    /// construct it once into a `static` and use [`Installer::reset`] afterwards.
+    pub fn new(policy: SignaturePolicy<'k>) -> Self {
+        Installer {
+            policy,
+            phase: Phase::Header,
+            consumed: 0,
+            have: 0,
+            superblock_len: 0,
+            signature_kind: SignatureKind::None,
+            signature: [0; SIGNATURE_LEN],
+            known: false,
+            info: Meta {
+                ref_name: heapless::String::new(),
+                version: heapless::String::new(),
+                subject: heapless::String::new(),
+                from: None,
+                to: ObjectId::ZERO,
+                timestamp: 0,
+                objects: 0,
+                total: 0,
+                verified: false,
+            },
+            parts: heapless::Vec::new(),
+            part: 0,
+            part_left: 0,
+            part_hash: Sha256::new(),
+            out_pos: 0,
+            ops: Ops::new(),
+            inflater: DecompressorOxide::new(),
+            window: [0; INFLATE_WINDOW],
+        }
+    }
+
+    /// Back to the start, ready for a new file, in place (no large temporaries). The policy
+    /// stays. An install in progress is simply forgotten: call [`Store::abort`] first if the
+    /// store holds its staged objects.
+    pub fn reset(&mut self) {
+        self.phase = Phase::Header;
+        self.consumed = 0;
+        self.have = 0;
+        self.superblock_len = 0;
+        self.signature_kind = SignatureKind::None;
+        self.known = false;
+        self.info.ref_name.clear();
+        self.info.version.clear();
+        self.info.subject.clear();
+        self.info.from = None;
+        self.info.to = ObjectId::ZERO;
+        self.info.timestamp = 0;
+        self.info.objects = 0;
+        self.info.total = 0;
+        self.info.verified = false;
+        self.parts.clear();
+        self.part = 0;
+        self.part_left = 0;
+        Digest::reset(&mut self.part_hash);
+        self.out_pos = 0;
+        self.ops.reset();
+        self.inflater.init();
+    }
+
+    /// Replaces the signature policy (and resets, as [`Installer::reset`]).
+    pub fn set_policy(&mut self, policy: SignaturePolicy<'k>) {
+        self.reset();
+        self.policy = policy;
+    }
+
+    /// Consumes all of `input`, the next bytes of the file, writing what it completes to
+    /// `store`. Call again with the following bytes, and [`Installer::finish`] at the end of
+    /// the input.
+    ///
+    /// On error, the store has been told ([`Store::abort`]) and the installer stays failed
+    /// ([`InstallError::Failed`]) until [`Installer::reset`].
+    pub fn feed<S: Store>(
+        &mut self,
+        store: &mut S,
+        input: &[u8],
+    ) -> Result<Progress, InstallError<S::Error>> {
+        match self.phase {
+            Phase::Failed => return Err(InstallError::Failed),
+            Phase::Committed if !input.is_empty() => {
+                return Err(InstallError::TrailingData {
+                    offset: self.consumed,
+                });
+            }
+            _ => {}
+        }
+        if let Err(e) = self.feed_inner(store, input) {
+            warn!("install failed at byte {}", self.consumed);
+            self.fail(store);
+            return Err(e);
+        }
+        Ok(self.progress())
+    }
+
+    /// The end of the input: when every byte was fed and verified, records the commit in the
+    /// store ([`Store::commit`]) and returns what was installed. Before the end of the file,
+    /// fails with [`InstallError::Truncated`] (and aborts the store). Calling it again after
+    /// success returns the same [`Installed`] without touching the store.
+    pub fn finish<S: Store>(&mut self, store: &mut S) -> Result<Installed, InstallError<S::Error>> {
+        match self.phase {
+            Phase::Done => {
+                if let Err(e) = store.commit(&self.info.ref_name, &self.info.to) {
+                    self.fail(store);
+                    return Err(InstallError::Store(e));
+                }
+                info!("installed commit {}", self.info.to);
+                self.phase = Phase::Committed;
+                Ok(self.installed())
+            }
+            Phase::Committed => Ok(self.installed()),
+            Phase::Failed => Err(InstallError::Failed),
+            _ => {
+                let expected = self.known.then_some(self.info.total);
+                self.fail(store);
+                Err(InstallError::Truncated {
+                    expected,
+                    got: self.consumed,
+                })
+            }
+        }
+    }
+
+    /// Abandons the install (for example when the transport fails): tells the store
+    /// ([`Store::abort_object`] if an object is open, [`Store::abort`]) and leaves the
+    /// installer failed until [`Installer::reset`]. Does nothing after a successful
+    /// [`Installer::finish`] or after a failure, which already aborted.
+    pub fn abort<S: Store>(&mut self, store: &mut S) {
+        if !matches!(self.phase, Phase::Committed | Phase::Failed) {
+            self.fail(store);
+        }
+    }
+
+    /// What the file installs, once its signature and superblock are verified.
+    pub fn superblock_info(&self) -> Option<UpdateInfo<'_>> {
+        self.known.then(|| UpdateInfo {
+            ref_name: &self.info.ref_name,
+            from: self.info.from,
+            to: self.info.to,
+            timestamp: self.info.timestamp,
+            version: &self.info.version,
+            subject: &self.info.subject,
+            objects: self.info.objects,
+            parts: self.parts.len() as u32,
+            bytes: self.info.total,
+            verified: self.info.verified,
+        })
+    }
+
+    /// The progress so far (also returned by [`Installer::feed`]).
+    pub fn progress(&self) -> Progress {
+        let known = self.known;
+        Progress {
+            bytes: self.consumed,
+            bytes_total: self.known.then_some(self.info.total),
+            objects: self.ops.objects_done,
+            objects_total: if known { self.info.objects } else { 0 },
+            parts: if matches!(self.phase, Phase::Done | Phase::Committed) {
+                self.parts.len() as u32
+            } else {
+                self.part as u32
+            },
+            parts_total: self.parts.len() as u32,
+            done: matches!(self.phase, Phase::Done | Phase::Committed),
+        }
+    }
+
+    fn installed(&self) -> Installed {
+        Installed {
+            commit: self.info.to,
+            from: self.info.from,
+            ref_name: self.info.ref_name.clone(),
+        }
+    }
+
+    fn fail<S: Store>(&mut self, store: &mut S) {
+        if self.ops.object_open {
+            self.ops.object_open = false;
+            store.abort_object();
+        }
+        store.abort();
+        self.phase = Phase::Failed;
+    }
+
+    fn feed_inner<S: Store>(&mut self, store: &mut S, mut input: &[u8]) -> Res<S::Error> {
+        while !input.is_empty() {
+            let before = input.len();
+            match self.phase {
+                Phase::Header => {
+                    if fill(&mut self.window[..HEADER_LEN], &mut self.have, &mut input) {
+                        let header =
+                            HeaderRepr::parse(&Header::new_unchecked(&self.window[..HEADER_LEN]))
+                                .map_err(InstallError::Format)?;
+                        self.superblock_len = header.superblock_len as usize;
+                        self.have = 0;
+                        self.phase = Phase::Superblock;
+                    }
+                }
+                Phase::Superblock => {
+                    let end = HEADER_LEN
+                        .saturating_add(self.superblock_len)
+                        .min(INFLATE_WINDOW);
+                    if fill(
+                        &mut self.window[HEADER_LEN..end],
+                        &mut self.have,
+                        &mut input,
+                    ) {
+                        self.have = 0;
+                        self.phase = Phase::SignatureKind;
+                    }
+                }
+                Phase::SignatureKind => {
+                    let (&code, rest) = input.split_first().unwrap_or((&0, &[]));
+                    input = rest;
+                    self.signature_kind = SignatureKind::from_code(code);
+                    match self.signature_kind {
+                        SignatureKind::None => {
+                            self.consumed += 1;
+                            self.verified(store)?;
+                            continue;
+                        }
+                        SignatureKind::Ed25519 => self.phase = Phase::Signature,
+                        SignatureKind::Unknown(c) => {
+                            return Err(InstallError::Format(FormatError::UnknownSignature(c)))
+                        }
+                    }
+                }
+                Phase::Signature => {
+                    if fill(&mut self.signature, &mut self.have, &mut input) {
+                        self.have = 0;
+                        self.consumed += (before - input.len()) as u64;
+                        self.verified(store)?;
+                        continue;
+                    }
+                }
+                Phase::Parts => {
+                    let n = usize::try_from(self.part_left)
+                        .unwrap_or(usize::MAX)
+                        .min(input.len());
+                    let (chunk, rest) = input.split_at(n);
+                    input = rest;
+                    self.consumed += n as u64;
+                    self.part_bytes(store, chunk)?;
+                    continue;
+                }
+                Phase::Done | Phase::Committed | Phase::Failed => {
+                    return Err(InstallError::TrailingData {
+                        offset: self.consumed,
+                    });
+                }
+            }
+            self.consumed += (before - input.len()) as u64;
+        }
+        Ok(())
+    }
+
+    /// The signature byte (and bytes) are in: check the signature, decode the superblock and
+    /// start the parts.
+    fn verified<S: Store>(&mut self, store: &mut S) -> Res<S::Error> {
+        let message = self
+            .window
+            .get(..HEADER_LEN + self.superblock_len)
+            .unwrap_or(&[]);
+        self.info.verified =
+            check_signature(self.policy, self.signature_kind, &self.signature, message)?;
+        let sb = Superblock::parse(
+            self.window
+                .get(HEADER_LEN..HEADER_LEN + self.superblock_len)
+                .unwrap_or(&[]),
+        )
+        .map_err(InstallError::Format)?;
+        self.info.ref_name.clear();
+        self.info.version.clear();
+        self.info.subject.clear();
+        // `Superblock::parse` bounds all three.
+        let copied = self.info.ref_name.push_str(sb.ref_name).is_ok()
+            && self.info.version.push_str(sb.meta.version).is_ok()
+            && self.info.subject.push_str(sb.meta.subject).is_ok();
+        if !copied {
+            return Err(InstallError::Format(FormatError::BadSuperblock));
+        }
+        self.info.from = sb.from;
+        self.info.to = sb.to;
+        self.info.timestamp = sb.meta.timestamp;
+        self.info.objects = sb.objects;
+        let sig_len = self.signature_kind.len().unwrap_or(0) as u64;
+        self.info.total = (HEADER_LEN + self.superblock_len) as u64 + 1 + sig_len + sb.parts_size();
+        self.parts.clear();
+        for p in &sb.parts {
+            // Same capacity on both sides.
+            let _ = self.parts.push(*p);
+        }
+        self.known = true;
+        debug!(
+            "update for {} installs {} ({} parts)",
+            self.info.ref_name.as_str(),
+            self.info.to,
+            self.parts.len()
+        );
+        if let Some(from) = self.info.from {
+            if !store.has_commit(&from).map_err(InstallError::Store)? {
+                return Err(InstallError::MissingSource(from));
+            }
+        }
+        self.ops
+            .start_file(self.info.to, self.info.timestamp, self.info.objects);
+        self.phase = Phase::Parts;
+        self.part = 0;
+        self.open_parts(store)
+    }
+
+    /// Opens the part at `self.part`, closing at once any that are empty; after the last part,
+    /// runs the final checks.
+    fn open_parts<S: Store>(&mut self, store: &mut S) -> Res<S::Error> {
+        loop {
+            let Some(p) = self.parts.get(self.part).copied() else {
+                self.ops.end_file()?;
+                self.phase = Phase::Done;
+                return Ok(());
+            };
+            self.part_left = u64::from(p.size);
+            Digest::reset(&mut self.part_hash);
+            self.inflater.init();
+            self.out_pos = 0;
+            let last = self.part + 1 == self.parts.len();
+            self.ops
+                .start_part(self.part as u32, p.uncompressed_size, p.ops, last);
+            if p.size > 0 {
+                return Ok(());
+            }
+            if p.codec == Codec::Deflate {
+                self.inflate(store, &[], true)?;
+            }
+            self.close_part(p)?;
+        }
+    }
+
+    /// Takes the next raw bytes of the current part (at most what is left of it).
+    fn part_bytes<S: Store>(&mut self, store: &mut S, chunk: &[u8]) -> Res<S::Error> {
+        let Some(p) = self.parts.get(self.part).copied() else {
+            return Ok(());
+        };
+        self.part_hash.update(chunk);
+        self.part_left = self.part_left.saturating_sub(chunk.len() as u64);
+        let last = self.part_left == 0;
+        match p.codec {
+            Codec::Deflate => self.inflate(store, chunk, last)?,
+            _ => self.ops.decoded(store, chunk)?,
+        }
+        if last {
+            self.close_part(p)?;
+            self.open_parts(store)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the inflater over `chunk`; `last` when it ends the part.
+    fn inflate<S: Store>(&mut self, store: &mut S, chunk: &[u8], last: bool) -> Res<S::Error> {
+        let part = self.part as u32;
+        let flags = if last { 0 } else { TINFL_FLAG_HAS_MORE_INPUT };
+        let mut data = chunk;
+        loop {
+            let (status, used, written) = decompress(
+                &mut self.inflater,
+                data,
+                &mut self.window,
+                self.out_pos,
+                flags,
+            );
+            data = data.get(used..).unwrap_or(&[]);
+            let end = self.out_pos.saturating_add(written).min(INFLATE_WINDOW);
+            self.ops
+                .decoded(store, self.window.get(self.out_pos..end).unwrap_or(&[]))?;
+            self.out_pos = end & (INFLATE_WINDOW - 1);
+            match status {
+                TINFLStatus::Done => {
+                    return if data.is_empty() && last {
+                        Ok(())
+                    } else {
+                        Err(InstallError::PartTrailing { part })
+                    };
+                }
+                TINFLStatus::NeedsMoreInput if !last && data.is_empty() => return Ok(()),
+                TINFLStatus::HasMoreOutput | TINFLStatus::NeedsMoreInput
+                    if used > 0 || written > 0 => {}
+                _ => return Err(InstallError::Inflate { part }),
+            }
+        }
+    }
+
+    /// All raw bytes of part `p` are in and decoded: check its hash and its declared sizes.
+    fn close_part<E>(&mut self, p: PartEntry) -> Res<E> {
+        let found: [u8; 32] = self.part_hash.finalize_reset().into();
+        if found != p.sha256 {
+            return Err(InstallError::PartHash {
+                part: self.part as u32,
+            });
+        }
+        self.ops.end_part()?;
+        debug!("part {} verified", self.part);
+        self.part += 1;
+        Ok(())
+    }
+}
+
+/// Checks the signature as `policy` says; returns whether it was verified against a key.
+fn check_signature<E>(
+    policy: SignaturePolicy<'_>,
+    kind: SignatureKind,
+    signature: &[u8; SIGNATURE_LEN],
+    message: &[u8],
+) -> Result<bool, InstallError<E>> {
+    let (keys, required) = match policy {
+        SignaturePolicy::Required(k) => (k, true),
+        SignaturePolicy::AllowUnsigned(k) => (k, false),
+    };
+    match kind {
+        SignatureKind::Ed25519 if !keys.is_empty() => {
+            let signature = Signature::from_bytes(signature);
+            for (index, key) in keys.iter().enumerate() {
+                let key = VerifyingKey::from_bytes(key)
+                    .map_err(|_| InstallError::BadTrustedKey { index })?;
+                if key.verify_strict(message, &signature).is_ok() {
+                    return Ok(true);
+                }
+            }
+            Err(InstallError::BadSignature)
+        }
+        SignatureKind::Ed25519 if required => Err(InstallError::NoTrustedKeys),
+        _ if required => Err(InstallError::Unsigned),
+        _ => Ok(false),
+    }
+}
+
+/// Why an install failed. Each variant says what and where; `E` is the store's error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum InstallError<E> {
+    /// The file's framing is wrong (header, superblock, unknown codes).
+    Format(FormatError),
+    /// An object's bytes are not a valid object of its kind.
+    Object {
+        /// The object's kind.
+        kind: ObjectKind,
+        /// Its id.
+        id: ObjectId,
+        /// What is wrong.
+        error: ObjectError,
+    },
+    /// The file is not signed and the policy requires a signature.
+    Unsigned,
+    /// The signature verifies against none of the trusted keys.
+    BadSignature,
+    /// The policy requires signatures but lists no trusted key.
+    NoTrustedKeys,
+    /// A configured trusted key is not a valid ed25519 public key.
+    BadTrustedKey {
+        /// Its index in the policy's key list.
+        index: usize,
+    },
+    /// A delta whose source commit is not in the store.
+    MissingSource(ObjectId),
+    /// An object the update references (a dirtree entry, a commit root, a reuse) is not in
+    /// place.
+    MissingObject {
+        /// Its kind.
+        kind: ObjectKind,
+        /// Its id.
+        id: ObjectId,
+    },
+    /// An object's bytes do not hash to its id.
+    ObjectHash {
+        /// The object's kind.
+        kind: ObjectKind,
+        /// The id the record names.
+        expected: ObjectId,
+        /// The SHA-256 of the bytes received.
+        found: ObjectId,
+    },
+    /// An object's declared length does not fit in what is left of its part.
+    ObjectTooLong {
+        /// The object's kind.
+        kind: ObjectKind,
+        /// Its id.
+        id: ObjectId,
+        /// Its declared length.
+        len: u64,
+        /// Bytes left in the part.
+        room: u64,
+    },
+    /// A part's bytes do not hash to the SHA-256 in the superblock.
+    PartHash {
+        /// Which part.
+        part: u32,
+    },
+    /// A part decodes to fewer bytes than the superblock declares.
+    PartSize {
+        /// Which part.
+        part: u32,
+        /// Declared decoded size.
+        declared: u32,
+        /// Bytes it decoded to.
+        found: u64,
+    },
+    /// A part decodes to more bytes than the superblock declares.
+    PartOverrun {
+        /// Which part.
+        part: u32,
+        /// Declared decoded size.
+        declared: u32,
+    },
+    /// A part's deflate stream ends before the part's bytes do.
+    PartTrailing {
+        /// Which part.
+        part: u32,
+    },
+    /// A part's deflate stream is invalid or ends early.
+    Inflate {
+        /// Which part.
+        part: u32,
+    },
+    /// A part ends inside an operation record.
+    PartEndsInsideOp {
+        /// Which part.
+        part: u32,
+    },
+    /// A part holds another number of operations than the superblock declares.
+    OpCount {
+        /// Which part.
+        part: u32,
+        /// Declared.
+        declared: u32,
+        /// Found (when more, the count at the first one too many).
+        found: u32,
+    },
+    /// The file holds another number of operations than the superblock declares.
+    ObjectCount {
+        /// Declared.
+        declared: u32,
+        /// Found (when more, the count at the first one too many).
+        found: u32,
+    },
+    /// The commit object is not the last operation of the last part.
+    CommitNotLast {
+        /// Its id.
+        id: ObjectId,
+    },
+    /// The file writes a commit other than the one its superblock names.
+    CommitNotTarget {
+        /// The superblock's target.
+        expected: ObjectId,
+        /// The commit written.
+        found: ObjectId,
+    },
+    /// A reuse operation names a commit (commits are always written).
+    ReuseCommit {
+        /// Its id.
+        id: ObjectId,
+    },
+    /// The file ends without writing its commit object.
+    NoCommit,
+    /// The superblock's timestamp is not the commit object's.
+    MetaMismatch {
+        /// The superblock's timestamp.
+        superblock: u64,
+        /// The commit's timestamp.
+        commit: u64,
+    },
+    /// The input ended before the file did.
+    Truncated {
+        /// The file's length, once the superblock was read.
+        expected: Option<u64>,
+        /// Bytes received.
+        got: u64,
+    },
+    /// Bytes after the end of the file.
+    TrailingData {
+        /// Offset of the first extra byte.
+        offset: u64,
+    },
+    /// The installer already failed; [`Installer::reset`] it to start again.
+    Failed,
+    /// The store failed.
+    Store(E),
+}
+
+impl<E: fmt::Debug> fmt::Display for InstallError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use InstallError as I;
+        match self {
+            I::Format(e) => fmt::Display::fmt(e, f),
+            I::Object { kind, id, error } => write!(f, "{kind} object {id} is malformed: {error}"),
+            I::Unsigned => f.write_str("the update is not signed and this device only accepts signed updates"),
+            I::BadSignature => f.write_str(
+                "the update's signature does not verify against any trusted key: it was signed with another key or altered",
+            ),
+            I::NoTrustedKeys => f.write_str("signed updates are required but no trusted key is configured"),
+            I::BadTrustedKey { index } => write!(f, "trusted key {index} is not a valid ed25519 public key"),
+            I::MissingSource(id) => write!(f, "commit {id}, the source of this delta, is not in the store"),
+            I::MissingObject { kind, id } => {
+                write!(f, "{kind} object {id}, which the update references, is not in the store")
+            }
+            I::ObjectHash { kind, expected, found } => {
+                write!(f, "{kind} object {expected} is corrupt: its bytes hash to {found}")
+            }
+            I::ObjectTooLong { kind, id, len, room } => write!(
+                f,
+                "{kind} object {id} declares {len} bytes but only {room} are left in its part"
+            ),
+            I::PartHash { part } => write!(f, "part {part} is corrupt: its SHA-256 does not match the superblock"),
+            I::PartSize { part, declared, found } => {
+                write!(f, "part {part} decodes to {found} bytes, the superblock declares {declared}")
+            }
+            I::PartOverrun { part, declared } => {
+                write!(f, "part {part} decodes to more than the {declared} bytes the superblock declares")
+            }
+            I::PartTrailing { part } => write!(f, "part {part} has bytes after the end of its deflate stream"),
+            I::Inflate { part } => write!(f, "part {part} is not a valid deflate stream (corrupt or cut short)"),
+            I::PartEndsInsideOp { part } => write!(f, "part {part} ends inside an operation record"),
+            I::OpCount { part, declared, found } if found > declared => {
+                write!(f, "part {part} holds more than the {declared} operations the superblock declares")
+            }
+            I::OpCount { part, declared, found } => {
+                write!(f, "part {part} holds {found} operations, the superblock declares {declared}")
+            }
+            I::ObjectCount { declared, found } if found > declared => {
+                write!(f, "the update holds more than the {declared} operations its superblock declares")
+            }
+            I::ObjectCount { declared, found } => {
+                write!(f, "the update holds {found} operations, its superblock declares {declared}")
+            }
+            I::CommitNotLast { id } => {
+                write!(f, "commit object {id} is not the last operation of the last part")
+            }
+            I::CommitNotTarget { expected, found } => {
+                write!(f, "the update writes commit {found}, but its superblock names {expected}")
+            }
+            I::ReuseCommit { id } => write!(f, "the update reuses commit object {id}; a commit must be written"),
+            I::NoCommit => f.write_str("the update ends without its commit object"),
+            I::MetaMismatch { superblock, commit } => write!(
+                f,
+                "the superblock's timestamp {superblock} differs from the commit's {commit}"
+            ),
+            I::Truncated { expected: Some(n), got } => {
+                write!(f, "the update is truncated: {got} of {n} bytes received")
+            }
+            I::Truncated { expected: None, got } => {
+                write!(f, "the update is truncated: it ends after {got} bytes, inside its header or signature")
+            }
+            I::TrailingData { offset } => {
+                write!(f, "the update has extra bytes after its end, from offset {offset}")
+            }
+            I::Failed => f.write_str("this install already failed; reset the installer to start again"),
+            I::Store(e) => write!(f, "the store failed: {e:?}"),
+        }
+    }
+}
+
+impl<E: fmt::Debug> core::error::Error for InstallError<E> {}
+
+impl<E> From<FormatError> for InstallError<E> {
+    fn from(e: FormatError) -> Self {
+        InstallError::Format(e)
+    }
+}

@@ -1,0 +1,677 @@
+//! The decoded side of a part: operation records and the objects they carry, checked byte by
+//! byte as they stream, whatever the chunking.
+//!
+//! [`Ops::decoded`] takes the next decoded bytes of the current part (the part's raw bytes for
+//! a `Stored` part, the inflater's output for a `Deflate` part) and drives the store. It never
+//! looks further back than its small fixed buffers: the record header ([`MAX_OP_HEADER_LEN`]
+//! bytes), one dirtree entry or the fixed part of an object ([`MAX_DIR_ENTRY_LEN`] bytes) and
+//! the previous entry name ([`MAX_NAME_LEN`] bytes).
+
+use sha2::{Digest, Sha256};
+
+use super::InstallError;
+use crate::object::{
+    commit_roots, dir_entry_len, parse_dir_entry, DirEntry, FileHeader, ObjectError, ObjectId,
+    ObjectKind, COMMIT_HEADER_LEN, DIRMETA_HEADER_LEN, DIRTREE_HEADER_LEN, FILE_HEADER_LEN,
+    MAX_BODY_LEN, MAX_COMMIT_LEN, MAX_DIR_ENTRY_LEN, MAX_NAME_LEN, MAX_SUBJECT_LEN,
+    MAX_XATTR_BYTES, S_IFDIR, S_IFMT, S_IPERM,
+};
+use crate::store::Store;
+use crate::wire::{OpRepr, MAX_OP_HEADER_LEN};
+
+type Res<E> = Result<(), InstallError<E>>;
+
+/// Copies from `input` into `dst[*have..]` until `dst` is full or `input` is empty. Advances
+/// both and returns true when `dst` is full.
+pub(crate) fn fill(dst: &mut [u8], have: &mut usize, input: &mut &[u8]) -> bool {
+    let room = dst.len().saturating_sub(*have);
+    let n = room.min(input.len());
+    let (head, tail) = input.split_at(n);
+    if let Some(d) = dst.get_mut(*have..*have + n) {
+        d.copy_from_slice(head);
+    }
+    *have += n;
+    *input = tail;
+    *have >= dst.len()
+}
+
+fn le_u16(b: &[u8]) -> u16 {
+    match b {
+        [a, c, ..] => u16::from_le_bytes([*a, *c]),
+        _ => 0,
+    }
+}
+
+fn to_usize(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+/// Where the record parser is.
+#[derive(Clone, Copy)]
+enum Rec {
+    /// Between records, or inside a record header (`Ops::op_have` bytes held).
+    Header,
+    /// Inside a `Write` record's object bytes.
+    Body {
+        kind: ObjectKind,
+        id: ObjectId,
+        len: u64,
+        pos: u64,
+    },
+}
+
+/// Where the object check is inside the current object.
+#[derive(Clone, Copy)]
+enum Check {
+    /// File: the fixed header is being gathered.
+    FileHeader,
+    /// File: inside the symlink target (no NUL allowed).
+    FileTarget { left: u16 },
+    /// DirMeta: the fixed header is being gathered.
+    DirMetaHeader,
+    /// DirTree: the entry count is being gathered.
+    TreeCount,
+    /// DirTree: an entry's type and name length are being gathered.
+    TreeEntryHead { left: u32 },
+    /// DirTree: the rest of an entry of `need` bytes is being gathered.
+    TreeEntry { left: u32, need: usize },
+    /// Commit: the fixed 105 bytes are being gathered.
+    CommitHeader,
+    /// Commit: the length field of text `field` (0 version, 1 subject, 2 body).
+    CommitLen { field: u8 },
+    /// Commit: inside text `field`.
+    CommitText { field: u8, left: u16 },
+    /// Everything that needs checking is checked; the remaining bytes are free-form
+    /// (xattr blocks, file content).
+    Rest,
+    /// The object is complete: any further byte is too many.
+    End,
+}
+
+/// The record and object state machine of one install.
+pub(crate) struct Ops {
+    /// The commit the file installs.
+    to: ObjectId,
+    /// The superblock's timestamp, checked against the commit object.
+    timestamp: u64,
+    /// Objects the superblock declares.
+    objects_declared: u32,
+    /// Operations started so far.
+    objects_started: u32,
+    /// Operations completed (object verified or reused).
+    pub(crate) objects_done: u32,
+    /// The commit object was written and verified.
+    pub(crate) commit_seen: bool,
+
+    part: u32,
+    part_len: u64,
+    part_pos: u64,
+    part_ops: u32,
+    part_ops_seen: u32,
+    last_part: bool,
+
+    rec: Rec,
+    op_buf: [u8; MAX_OP_HEADER_LEN],
+    op_have: usize,
+
+    /// A store object is begun and neither finished nor aborted.
+    pub(crate) object_open: bool,
+    hash: Sha256,
+    check: Check,
+    buf: [u8; MAX_DIR_ENTRY_LEN],
+    have: usize,
+    prev_name: [u8; MAX_NAME_LEN],
+    /// Length of `prev_name`; `None` before the first entry of a dirtree.
+    prev_len: Option<u8>,
+}
+
+impl Ops {
+    pub(crate) fn new() -> Ops {
+        Ops {
+            to: ObjectId::ZERO,
+            timestamp: 0,
+            objects_declared: 0,
+            objects_started: 0,
+            objects_done: 0,
+            commit_seen: false,
+            part: 0,
+            part_len: 0,
+            part_pos: 0,
+            part_ops: 0,
+            part_ops_seen: 0,
+            last_part: false,
+            rec: Rec::Header,
+            op_buf: [0; MAX_OP_HEADER_LEN],
+            op_have: 0,
+            object_open: false,
+            hash: Sha256::new(),
+            check: Check::Rest,
+            buf: [0; MAX_DIR_ENTRY_LEN],
+            have: 0,
+            prev_name: [0; MAX_NAME_LEN],
+            prev_len: None,
+        }
+    }
+
+    /// Back to the state of [`Ops::new`], in place (the buffers keep their stale bytes, which
+    /// are never read before being written).
+    pub(crate) fn reset(&mut self) {
+        self.to = ObjectId::ZERO;
+        self.timestamp = 0;
+        self.objects_declared = 0;
+        self.objects_started = 0;
+        self.objects_done = 0;
+        self.commit_seen = false;
+        self.part = 0;
+        self.part_len = 0;
+        self.part_pos = 0;
+        self.part_ops = 0;
+        self.part_ops_seen = 0;
+        self.last_part = false;
+        self.rec = Rec::Header;
+        self.op_have = 0;
+        self.object_open = false;
+        Digest::reset(&mut self.hash);
+        self.check = Check::Rest;
+        self.have = 0;
+        self.prev_len = None;
+    }
+
+    /// Sets what the whole file declares, once the superblock is verified.
+    pub(crate) fn start_file(&mut self, to: ObjectId, timestamp: u64, objects: u32) {
+        self.to = to;
+        self.timestamp = timestamp;
+        self.objects_declared = objects;
+    }
+
+    /// Enters part `index`, which decodes to `len` bytes holding `ops` records.
+    pub(crate) fn start_part(&mut self, index: u32, len: u32, ops: u32, last: bool) {
+        self.part = index;
+        self.part_len = u64::from(len);
+        self.part_pos = 0;
+        self.part_ops = ops;
+        self.part_ops_seen = 0;
+        self.last_part = last;
+        self.rec = Rec::Header;
+        self.op_have = 0;
+    }
+
+    /// Checks, at the end of a part's decoded bytes, that the part ended where it said.
+    pub(crate) fn end_part<E>(&self) -> Res<E> {
+        if !matches!(self.rec, Rec::Header) || self.op_have != 0 {
+            return Err(InstallError::PartEndsInsideOp { part: self.part });
+        }
+        if self.part_pos != self.part_len {
+            return Err(InstallError::PartSize {
+                part: self.part,
+                declared: u32::try_from(self.part_len).unwrap_or(u32::MAX),
+                found: self.part_pos,
+            });
+        }
+        if self.part_ops_seen != self.part_ops {
+            return Err(InstallError::OpCount {
+                part: self.part,
+                declared: self.part_ops,
+                found: self.part_ops_seen,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks, after the last part, that the file held what the superblock declared.
+    pub(crate) fn end_file<E>(&self) -> Res<E> {
+        if !self.commit_seen {
+            return Err(InstallError::NoCommit);
+        }
+        if self.objects_started != self.objects_declared {
+            return Err(InstallError::ObjectCount {
+                declared: self.objects_declared,
+                found: self.objects_started,
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes the next decoded bytes of the current part.
+    pub(crate) fn decoded<S: Store>(&mut self, store: &mut S, data: &[u8]) -> Res<S::Error> {
+        let room = self.part_len.saturating_sub(self.part_pos);
+        let (mut take, over) = if data.len() as u64 > room {
+            data.split_at(to_usize(room))
+        } else {
+            (data, &[][..])
+        };
+        while !take.is_empty() {
+            match self.rec {
+                Rec::Header => self.header_bytes(store, &mut take)?,
+                Rec::Body { .. } => self.body_bytes(store, &mut take)?,
+            }
+        }
+        if !over.is_empty() {
+            return Err(InstallError::PartOverrun {
+                part: self.part,
+                declared: u32::try_from(self.part_len).unwrap_or(u32::MAX),
+            });
+        }
+        Ok(())
+    }
+
+    fn header_bytes<S: Store>(&mut self, store: &mut S, input: &mut &[u8]) -> Res<S::Error> {
+        let code = if self.op_have == 0 {
+            input.first().copied()
+        } else {
+            Some(self.op_buf[0])
+        };
+        let Some(code) = code else { return Ok(()) };
+        let need = OpRepr::header_len(code).map_err(InstallError::Format)?;
+        let before = input.len();
+        let full = fill(
+            self.op_buf.get_mut(..need).unwrap_or(&mut []),
+            &mut self.op_have,
+            input,
+        );
+        self.part_pos += (before - input.len()) as u64;
+        if !full {
+            return Ok(());
+        }
+        self.op_have = 0;
+        let op =
+            OpRepr::parse(self.op_buf.get(..need).unwrap_or(&[])).map_err(InstallError::Format)?;
+        self.start_op(store, op)
+    }
+
+    fn start_op<S: Store>(&mut self, store: &mut S, op: OpRepr) -> Res<S::Error> {
+        self.part_ops_seen = self.part_ops_seen.saturating_add(1);
+        if self.part_ops_seen > self.part_ops {
+            return Err(InstallError::OpCount {
+                part: self.part,
+                declared: self.part_ops,
+                found: self.part_ops_seen,
+            });
+        }
+        self.objects_started = self.objects_started.saturating_add(1);
+        if self.objects_started > self.objects_declared {
+            return Err(InstallError::ObjectCount {
+                declared: self.objects_declared,
+                found: self.objects_started,
+            });
+        }
+        match op {
+            OpRepr::Reuse { kind, id } => {
+                trace!("reuse {} {}", kind, id);
+                if kind == ObjectKind::Commit {
+                    return Err(InstallError::ReuseCommit { id });
+                }
+                if !store.reuse_object(kind, &id).map_err(InstallError::Store)? {
+                    return Err(InstallError::MissingObject { kind, id });
+                }
+                self.objects_done += 1;
+                Ok(())
+            }
+            OpRepr::Write { kind, id, len } => {
+                trace!("write {} {} ({} bytes)", kind, id, len);
+                let room = self.part_len.saturating_sub(self.part_pos);
+                if len > room {
+                    return Err(InstallError::ObjectTooLong {
+                        kind,
+                        id,
+                        len,
+                        room,
+                    });
+                }
+                let max = match kind {
+                    ObjectKind::Commit => Some(MAX_COMMIT_LEN),
+                    ObjectKind::DirMeta => Some(DIRMETA_HEADER_LEN + MAX_XATTR_BYTES),
+                    _ => None,
+                };
+                if let Some(max) = max {
+                    if len > max as u64 {
+                        let error = ObjectError::TooLong {
+                            field: "object",
+                            len: to_usize(len),
+                            max,
+                        };
+                        return Err(InstallError::Object { kind, id, error });
+                    }
+                }
+                if kind == ObjectKind::Commit {
+                    if id != self.to {
+                        return Err(InstallError::CommitNotTarget {
+                            expected: self.to,
+                            found: id,
+                        });
+                    }
+                    if !(self.last_part && self.part_ops_seen == self.part_ops && len == room) {
+                        return Err(InstallError::CommitNotLast { id });
+                    }
+                }
+                self.check = match kind {
+                    ObjectKind::File => Check::FileHeader,
+                    ObjectKind::DirTree => Check::TreeCount,
+                    ObjectKind::DirMeta => Check::DirMetaHeader,
+                    // `OpRepr::parse` refuses unknown kinds.
+                    _ => Check::CommitHeader,
+                };
+                self.have = 0;
+                self.prev_len = None;
+                Digest::reset(&mut self.hash);
+                store
+                    .begin_object(kind, &id, len)
+                    .map_err(InstallError::Store)?;
+                self.object_open = true;
+                self.rec = Rec::Body {
+                    kind,
+                    id,
+                    len,
+                    pos: 0,
+                };
+                if len == 0 {
+                    self.end_object(store)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn body_bytes<S: Store>(&mut self, store: &mut S, input: &mut &[u8]) -> Res<S::Error> {
+        let Rec::Body { kind, id, len, pos } = self.rec else {
+            return Ok(());
+        };
+        let n = to_usize(len.saturating_sub(pos)).min(input.len());
+        let (chunk, rest) = input.split_at(n);
+        *input = rest;
+        self.check_bytes(store, kind, id, len, pos, chunk)?;
+        self.hash.update(chunk);
+        store.write_object(chunk).map_err(InstallError::Store)?;
+        self.part_pos += n as u64;
+        let pos = pos + n as u64;
+        self.rec = Rec::Body { kind, id, len, pos };
+        if pos == len {
+            self.end_object(store)?;
+        }
+        Ok(())
+    }
+
+    fn end_object<S: Store>(&mut self, store: &mut S) -> Res<S::Error> {
+        let Rec::Body { kind, id, len, .. } = self.rec else {
+            return Ok(());
+        };
+        let complete = matches!(self.check, Check::Rest | Check::End);
+        if !complete {
+            let error = ObjectError::Truncated {
+                needed: to_usize(len).saturating_add(1),
+                have: to_usize(len),
+            };
+            return Err(InstallError::Object { kind, id, error });
+        }
+        let found = ObjectId(self.hash.finalize_reset().into());
+        if found != id {
+            return Err(InstallError::ObjectHash {
+                kind,
+                expected: id,
+                found,
+            });
+        }
+        self.object_open = false;
+        store.finish_object().map_err(InstallError::Store)?;
+        self.objects_done += 1;
+        if kind == ObjectKind::Commit {
+            self.commit_seen = true;
+        }
+        self.rec = Rec::Header;
+        Ok(())
+    }
+
+    /// Runs the per-kind structure check over the object's next bytes, which start at offset
+    /// `pos` of an object of `len` bytes.
+    fn check_bytes<S: Store>(
+        &mut self,
+        store: &mut S,
+        kind: ObjectKind,
+        id: ObjectId,
+        len: u64,
+        mut pos: u64,
+        mut data: &[u8],
+    ) -> Res<S::Error> {
+        let obj_err = |error| InstallError::Object { kind, id, error };
+        while !data.is_empty() {
+            let before = data.len();
+            match self.check {
+                Check::Rest => data = &[],
+                Check::End => {
+                    return Err(obj_err(ObjectError::TrailingBytes(to_usize(
+                        len.saturating_sub(pos),
+                    ))));
+                }
+                Check::FileHeader => {
+                    if fill(&mut self.buf[..FILE_HEADER_LEN], &mut self.have, &mut data) {
+                        let h = FileHeader::parse(&self.buf[..FILE_HEADER_LEN]).map_err(obj_err)?;
+                        length_agrees(h.object_len(), len).map_err(obj_err)?;
+                        self.check = if h.target_len > 0 {
+                            Check::FileTarget { left: h.target_len }
+                        } else {
+                            Check::Rest
+                        };
+                    }
+                }
+                Check::FileTarget { left } => {
+                    let n = usize::from(left).min(data.len());
+                    let (t, rest) = data.split_at(n);
+                    if t.contains(&0) {
+                        return Err(obj_err(ObjectError::BadSymlinkTarget));
+                    }
+                    data = rest;
+                    let left = left - n as u16;
+                    self.check = if left == 0 {
+                        Check::Rest
+                    } else {
+                        Check::FileTarget { left }
+                    };
+                }
+                Check::DirMetaHeader => {
+                    if fill(
+                        &mut self.buf[..DIRMETA_HEADER_LEN],
+                        &mut self.have,
+                        &mut data,
+                    ) {
+                        let b = &self.buf[..DIRMETA_HEADER_LEN];
+                        let mode = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                        if mode & S_IFMT != S_IFDIR || mode & !(S_IFMT | S_IPERM) != 0 {
+                            return Err(obj_err(ObjectError::BadMode(mode)));
+                        }
+                        let xlen = usize::from(le_u16(&b[12..14]));
+                        if xlen > MAX_XATTR_BYTES {
+                            let error = ObjectError::TooLong {
+                                field: "xattr block",
+                                len: xlen,
+                                max: MAX_XATTR_BYTES,
+                            };
+                            return Err(obj_err(error));
+                        }
+                        length_agrees((DIRMETA_HEADER_LEN + xlen) as u64, len).map_err(obj_err)?;
+                        self.check = Check::Rest;
+                    }
+                }
+                Check::TreeCount => {
+                    if fill(
+                        &mut self.buf[..DIRTREE_HEADER_LEN],
+                        &mut self.have,
+                        &mut data,
+                    ) {
+                        let b = &self.buf;
+                        let count = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                        self.have = 0;
+                        self.check = if count == 0 {
+                            Check::End
+                        } else {
+                            Check::TreeEntryHead { left: count }
+                        };
+                    }
+                }
+                Check::TreeEntryHead { left } => {
+                    if fill(&mut self.buf[..2], &mut self.have, &mut data) {
+                        let Some(need) = dir_entry_len(self.buf[0], self.buf[1]) else {
+                            return Err(obj_err(ObjectError::BadEntryType(self.buf[0])));
+                        };
+                        self.check = Check::TreeEntry { left, need };
+                    }
+                }
+                Check::TreeEntry { left, need } => {
+                    let need = need.min(MAX_DIR_ENTRY_LEN);
+                    if fill(&mut self.buf[..need], &mut self.have, &mut data) {
+                        self.have = 0;
+                        self.tree_entry(store, need)
+                            .map_err(|e| e.for_object(kind, id))?;
+                        let left = left - 1;
+                        self.check = if left == 0 {
+                            Check::End
+                        } else {
+                            Check::TreeEntryHead { left }
+                        };
+                    }
+                }
+                Check::CommitHeader => {
+                    if fill(
+                        &mut self.buf[..COMMIT_HEADER_LEN],
+                        &mut self.have,
+                        &mut data,
+                    ) {
+                        self.have = 0;
+                        self.commit_header(store)
+                            .map_err(|e| e.for_object(kind, id))?;
+                        self.check = Check::CommitLen { field: 0 };
+                    }
+                }
+                Check::CommitLen { field } => {
+                    let width = if field == 0 { 1 } else { 2 };
+                    if fill(&mut self.buf[..width], &mut self.have, &mut data) {
+                        self.have = 0;
+                        let (n, max, name) = match field {
+                            0 => (u16::from(self.buf[0]), usize::MAX, "version"),
+                            1 => (le_u16(&self.buf[..2]), MAX_SUBJECT_LEN, "subject"),
+                            _ => (le_u16(&self.buf[..2]), MAX_BODY_LEN, "body"),
+                        };
+                        if usize::from(n) > max {
+                            return Err(obj_err(ObjectError::TooLong {
+                                field: name,
+                                len: n.into(),
+                                max,
+                            }));
+                        }
+                        self.check = next_commit_field(field, n);
+                    }
+                }
+                Check::CommitText { field, left } => {
+                    let n = usize::from(left).min(data.len());
+                    data = &data[n..];
+                    self.check = next_commit_field(field, left - n as u16);
+                }
+            }
+            pos += (before - data.len()) as u64;
+        }
+        Ok(())
+    }
+
+    /// Checks the dirtree entry held in `buf[..need]`: its name, its order and that what it
+    /// names is in place.
+    fn tree_entry<S: Store>(
+        &mut self,
+        store: &mut S,
+        need: usize,
+    ) -> Result<(), EntryError<S::Error>> {
+        let (entry, _) =
+            parse_dir_entry(self.buf.get(..need).unwrap_or(&[])).map_err(EntryError::Object)?;
+        let name = entry.name();
+        if let Some(prev_len) = self.prev_len {
+            if self.prev_name.get(..usize::from(prev_len)).unwrap_or(&[]) >= name {
+                return Err(EntryError::Object(ObjectError::Unsorted));
+            }
+        }
+        let n = name.len().min(MAX_NAME_LEN);
+        self.prev_name[..n].copy_from_slice(&name[..n]);
+        self.prev_len = Some(n as u8);
+        let present = |store: &mut S, kind, id| match store.has_object(kind, id) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(EntryError::Missing(kind, *id)),
+            Err(e) => Err(EntryError::Store(e)),
+        };
+        match entry {
+            DirEntry::File { id, .. } => present(store, ObjectKind::File, &id),
+            DirEntry::Dir { tree, meta, .. } => {
+                present(store, ObjectKind::DirTree, &tree)?;
+                present(store, ObjectKind::DirMeta, &meta)
+            }
+        }
+    }
+
+    /// Checks the fixed part of a commit held in `buf[..COMMIT_HEADER_LEN]`.
+    fn commit_header<S: Store>(&mut self, store: &mut S) -> Result<(), EntryError<S::Error>> {
+        let mut header = [0u8; COMMIT_HEADER_LEN];
+        header.copy_from_slice(&self.buf[..COMMIT_HEADER_LEN]);
+        if header[0] > 1 {
+            return Err(EntryError::Object(ObjectError::BadFlag(header[0])));
+        }
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&header[33..41]);
+        let ts = u64::from_le_bytes(ts);
+        if ts != self.timestamp {
+            return Err(EntryError::Timestamp {
+                superblock: self.timestamp,
+                commit: ts,
+            });
+        }
+        let (tree, meta) = commit_roots(&header);
+        for (kind, id) in [(ObjectKind::DirTree, tree), (ObjectKind::DirMeta, meta)] {
+            match store.has_object(kind, &id) {
+                Ok(true) => {}
+                Ok(false) => return Err(EntryError::Missing(kind, id)),
+                Err(e) => return Err(EntryError::Store(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// After text `field` with `left` bytes still to come, what the commit check expects next.
+fn next_commit_field(field: u8, left: u16) -> Check {
+    match (field, left) {
+        (f, l) if l > 0 => Check::CommitText { field: f, left: l },
+        (0, _) => Check::CommitLen { field: 1 },
+        (1, _) => Check::CommitLen { field: 2 },
+        _ => Check::End,
+    }
+}
+
+/// The object's own header says `expected` bytes; the record said `len`.
+fn length_agrees(expected: u64, len: u64) -> Result<(), ObjectError> {
+    if expected > len {
+        Err(ObjectError::Truncated {
+            needed: to_usize(expected),
+            have: to_usize(len),
+        })
+    } else if expected < len {
+        Err(ObjectError::TrailingBytes(to_usize(len - expected)))
+    } else {
+        Ok(())
+    }
+}
+
+/// Failures of the checks that look beyond the object's own bytes.
+enum EntryError<E> {
+    Object(ObjectError),
+    Missing(ObjectKind, ObjectId),
+    Timestamp { superblock: u64, commit: u64 },
+    Store(E),
+}
+
+impl<E> EntryError<E> {
+    fn for_object(self, kind: ObjectKind, id: ObjectId) -> InstallError<E> {
+        match self {
+            EntryError::Object(error) => InstallError::Object { kind, id, error },
+            EntryError::Missing(kind, id) => InstallError::MissingObject { kind, id },
+            EntryError::Timestamp { superblock, commit } => {
+                InstallError::MetaMismatch { superblock, commit }
+            }
+            EntryError::Store(e) => InstallError::Store(e),
+        }
+    }
+}

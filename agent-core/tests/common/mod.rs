@@ -1,0 +1,426 @@
+//! Test support: an in-memory store that logs what the installer asks of it, and a tree
+//! builder that turns a small directory tree into objects, bottom-up.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use agent_core::install::{InstallError, Installed, Installer, SignaturePolicy};
+use agent_core::object::{
+    Commit, DirEntry, DirMeta, FileHeader, ObjectId, ObjectKind, Xattrs, FILE_HEADER_LEN, S_IFDIR,
+    S_IFLNK, S_IFREG,
+};
+use agent_core::store::Store;
+use agent_core::write::UpdateWriter;
+
+/// A shared object store in memory (like a Linux repo): objects of earlier installs stay, an
+/// install stages its objects and [`Store::commit`] makes them permanent.
+#[derive(Default, Clone)]
+pub struct MemStore {
+    pub objects: HashMap<(ObjectKind, ObjectId), Vec<u8>>,
+    pub staged: HashMap<(ObjectKind, ObjectId), Vec<u8>>,
+    pub commits: HashSet<ObjectId>,
+    pub refs: HashMap<String, ObjectId>,
+    current: Option<(ObjectKind, ObjectId, u64, Vec<u8>)>,
+    /// Every call except the byte-level `write_object`, in order.
+    pub log: Vec<String>,
+    pub commit_calls: u32,
+    pub abort_calls: u32,
+}
+
+impl MemStore {
+    pub fn has(&self, kind: ObjectKind, id: &ObjectId) -> bool {
+        self.objects.contains_key(&(kind, *id)) || self.staged.contains_key(&(kind, *id))
+    }
+}
+
+impl Store for MemStore {
+    type Error = ();
+
+    fn has_commit(&mut self, id: &ObjectId) -> Result<bool, ()> {
+        self.log.push(format!("has_commit {id}"));
+        Ok(self.commits.contains(id))
+    }
+    fn has_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, ()> {
+        self.log.push(format!("has_object {kind} {id}"));
+        Ok(self.has(kind, id))
+    }
+    fn begin_object(&mut self, kind: ObjectKind, id: &ObjectId, len: u64) -> Result<(), ()> {
+        assert!(
+            self.current.is_none(),
+            "begin_object while another object is open"
+        );
+        self.log.push(format!("begin {kind} {id} {len}"));
+        self.current = Some((kind, *id, len, Vec::new()));
+        Ok(())
+    }
+    fn write_object(&mut self, data: &[u8]) -> Result<(), ()> {
+        let cur = self
+            .current
+            .as_mut()
+            .expect("write_object without begin_object");
+        cur.3.extend_from_slice(data);
+        assert!(cur.3.len() as u64 <= cur.2, "more bytes than begun with");
+        Ok(())
+    }
+    fn finish_object(&mut self) -> Result<(), ()> {
+        let (kind, id, len, bytes) = self
+            .current
+            .take()
+            .expect("finish_object without begin_object");
+        assert_eq!(bytes.len() as u64, len, "finish_object before all bytes");
+        assert_eq!(
+            ObjectId::of(&bytes),
+            id,
+            "finish_object with bytes that do not hash to the id"
+        );
+        self.log.push(format!("finish {kind} {id}"));
+        self.staged.insert((kind, id), bytes);
+        Ok(())
+    }
+    fn abort_object(&mut self) {
+        assert!(
+            self.current.take().is_some(),
+            "abort_object without an open object"
+        );
+        self.log.push("abort_object".into());
+    }
+    fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, ()> {
+        let ok = self.objects.contains_key(&(kind, *id));
+        self.log.push(format!("reuse {kind} {id} {ok}"));
+        Ok(ok)
+    }
+    fn commit(&mut self, ref_name: &str, id: &ObjectId) -> Result<(), ()> {
+        assert!(self.current.is_none());
+        self.log.push(format!("commit {ref_name} {id}"));
+        self.commit_calls += 1;
+        for (k, v) in self.staged.drain() {
+            self.objects.insert(k, v);
+        }
+        self.commits.insert(*id);
+        self.refs.insert(ref_name.into(), *id);
+        Ok(())
+    }
+    fn abort(&mut self) {
+        assert!(self.current.is_none(), "abort with an object still open");
+        self.log.push("abort".into());
+        self.abort_calls += 1;
+        self.staged.clear();
+    }
+}
+
+/// A directory tree to build objects from.
+#[derive(Clone, Default)]
+pub struct Tree(pub BTreeMap<String, Node>);
+
+#[derive(Clone)]
+pub enum Node {
+    File(Vec<u8>),
+    Link(String),
+    Dir(Tree),
+}
+
+impl Tree {
+    pub fn file(mut self, name: &str, content: impl Into<Vec<u8>>) -> Self {
+        self.0.insert(name.into(), Node::File(content.into()));
+        self
+    }
+    pub fn link(mut self, name: &str, target: &str) -> Self {
+        self.0.insert(name.into(), Node::Link(target.into()));
+        self
+    }
+    pub fn dir(mut self, name: &str, t: Tree) -> Self {
+        self.0.insert(name.into(), Node::Dir(t));
+        self
+    }
+}
+
+/// One operation for the writer.
+#[derive(Clone, Debug)]
+pub enum Op {
+    Write(ObjectKind, ObjectId, Vec<u8>),
+    Reuse(ObjectKind, ObjectId),
+}
+
+pub fn file_object(content: &[u8]) -> Vec<u8> {
+    let h = FileHeader {
+        mode: S_IFREG | 0o644,
+        uid: 0,
+        gid: 0,
+        size: content.len() as u64,
+        target_len: 0,
+        xattrs_len: 0,
+    };
+    let mut b = vec![0u8; FILE_HEADER_LEN];
+    h.emit(&mut b);
+    b.extend_from_slice(content);
+    b
+}
+
+pub fn link_object(target: &str) -> Vec<u8> {
+    let h = FileHeader {
+        mode: S_IFLNK | 0o777,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        target_len: target.len() as u16,
+        xattrs_len: 0,
+    };
+    let mut b = vec![0u8; FILE_HEADER_LEN];
+    h.emit(&mut b);
+    b.extend_from_slice(target.as_bytes());
+    b
+}
+
+pub fn dirmeta_object() -> Vec<u8> {
+    let m = DirMeta {
+        mode: S_IFDIR | 0o755,
+        uid: 0,
+        gid: 0,
+        xattrs: Xattrs::EMPTY,
+    };
+    let mut b = vec![0u8; m.buffer_len()];
+    m.emit(&mut b);
+    b
+}
+
+/// A dirtree object from entries already sorted by name.
+pub fn dirtree_object(entries: &[DirEntry<'_>]) -> Vec<u8> {
+    let mut b = (entries.len() as u32).to_le_bytes().to_vec();
+    for e in entries {
+        let at = b.len();
+        b.resize(at + e.buffer_len(), 0);
+        e.emit(&mut b[at..]);
+    }
+    b
+}
+
+pub fn commit_object(
+    parent: Option<ObjectId>,
+    timestamp: u64,
+    tree: ObjectId,
+    meta: ObjectId,
+    version: &str,
+) -> Vec<u8> {
+    let c = Commit {
+        parent,
+        timestamp,
+        root_tree: tree,
+        root_meta: meta,
+        version,
+        subject: "test commit",
+        body: "",
+    };
+    let mut b = vec![0u8; c.buffer_len()];
+    c.emit(&mut b);
+    b
+}
+
+/// Builds the operations for `tree` bottom-up. Objects whose id is in `source` become reuses
+/// (a reused dirtree covers its whole tree). Returns (root dirtree id, root dirmeta id).
+pub fn tree_ops(
+    tree: &Tree,
+    source: &HashSet<ObjectId>,
+    seen: &mut HashSet<ObjectId>,
+    ops: &mut Vec<Op>,
+) -> (ObjectId, ObjectId) {
+    let mut children = Vec::new();
+    let mut entries_owned: Vec<(String, ObjectId, Option<ObjectId>)> = Vec::new();
+    let mut child_seen = seen.clone();
+    for (name, node) in &tree.0 {
+        match node {
+            Node::File(_) | Node::Link(_) => {
+                let bytes = match node {
+                    Node::File(c) => file_object(c),
+                    Node::Link(t) => link_object(t),
+                    Node::Dir(_) => unreachable!(),
+                };
+                let id = ObjectId::of(&bytes);
+                push_obj(
+                    ObjectKind::File,
+                    id,
+                    bytes,
+                    source,
+                    &mut child_seen,
+                    &mut children,
+                );
+                entries_owned.push((name.clone(), id, None));
+            }
+            Node::Dir(t) => {
+                let (tid, mid) = tree_ops(t, source, &mut child_seen, &mut children);
+                entries_owned.push((name.clone(), tid, Some(mid)));
+            }
+        }
+    }
+    let entries: Vec<DirEntry<'_>> = entries_owned
+        .iter()
+        .map(|(n, id, m)| match m {
+            None => DirEntry::File {
+                name: n.as_bytes(),
+                id: *id,
+            },
+            Some(m) => DirEntry::Dir {
+                name: n.as_bytes(),
+                tree: *id,
+                meta: *m,
+            },
+        })
+        .collect();
+    let tree_bytes = dirtree_object(&entries);
+    let tree_id = ObjectId::of(&tree_bytes);
+    let meta = dirmeta_object();
+    let meta_id = ObjectId::of(&meta);
+    if source.contains(&tree_id) {
+        if seen.insert(tree_id) {
+            ops.push(Op::Reuse(ObjectKind::DirTree, tree_id));
+        }
+    } else {
+        *seen = child_seen;
+        ops.append(&mut children);
+        push_obj(ObjectKind::DirTree, tree_id, tree_bytes, source, seen, ops);
+    }
+    push_obj(ObjectKind::DirMeta, meta_id, meta, source, seen, ops);
+    (tree_id, meta_id)
+}
+
+fn push_obj(
+    kind: ObjectKind,
+    id: ObjectId,
+    bytes: Vec<u8>,
+    source: &HashSet<ObjectId>,
+    seen: &mut HashSet<ObjectId>,
+    ops: &mut Vec<Op>,
+) {
+    if !seen.insert(id) {
+        return;
+    }
+    if source.contains(&id) {
+        ops.push(Op::Reuse(kind, id));
+    } else {
+        ops.push(Op::Write(kind, id, bytes));
+    }
+}
+
+/// A commit of `tree` with every object, bottom-up, and the commit last.
+pub struct Built {
+    pub ops: Vec<Op>,
+    pub commit: ObjectId,
+    pub timestamp: u64,
+    /// Every object id of the commit (for later deltas).
+    pub ids: HashSet<ObjectId>,
+}
+
+pub fn build(
+    tree: &Tree,
+    parent: Option<ObjectId>,
+    timestamp: u64,
+    source: &HashSet<ObjectId>,
+) -> Built {
+    let mut ops = Vec::new();
+    let mut seen = HashSet::new();
+    let (t, m) = tree_ops(tree, source, &mut seen, &mut ops);
+    let c = commit_object(parent, timestamp, t, m, "1.0");
+    let commit = ObjectId::of(&c);
+    ops.push(Op::Write(ObjectKind::Commit, commit, c));
+    // All ids of the full tree (without reuse) for the next delta.
+    let mut all = Vec::new();
+    tree_ops(tree, &HashSet::new(), &mut HashSet::new(), &mut all);
+    let mut ids: HashSet<ObjectId> = all
+        .iter()
+        .map(|o| match o {
+            Op::Write(_, id, _) | Op::Reuse(_, id) => *id,
+        })
+        .collect();
+    ids.insert(commit);
+    Built {
+        ops,
+        commit,
+        timestamp,
+        ids,
+    }
+}
+
+pub const REF: &str = "ecu/test/main";
+pub const SEED: [u8; 32] = [7; 32];
+pub const OTHER_SEED: [u8; 32] = [9; 32];
+
+pub fn public_key(seed: &[u8; 32]) -> [u8; 32] {
+    ed25519_dalek::SigningKey::from_bytes(seed)
+        .verifying_key()
+        .to_bytes()
+}
+
+/// Writes an update of `built` with the writer.
+pub fn write_update(
+    built: &Built,
+    from: Option<ObjectId>,
+    seed: Option<&[u8; 32]>,
+    part_size: usize,
+) -> Vec<u8> {
+    let mut w = UpdateWriter::new(
+        REF,
+        from,
+        built.commit,
+        built.timestamp,
+        "1.0",
+        "test commit",
+    )
+    .part_size(part_size);
+    for op in &built.ops {
+        match op {
+            Op::Write(k, id, b) => {
+                if b.len() > 4096 {
+                    w.write_object_from(*k, *id, b.len() as u64, &mut &b[..])
+                        .unwrap();
+                } else {
+                    w.write_object(*k, *id, b).unwrap();
+                }
+            }
+            Op::Reuse(k, id) => w.reuse_object(*k, *id),
+        }
+    }
+    let mut out = Vec::new();
+    let s = w.finish(seed, &mut out).unwrap();
+    assert_eq!(s.bytes, out.len() as u64);
+    out
+}
+
+/// A tree with small text files, a compressible 100 KB file, a symlink and a subdirectory.
+pub fn sample_tree() -> Tree {
+    let big: Vec<u8> = (0..100_000u32)
+        .map(|i| (i % 251) as u8 ^ (i / 997) as u8)
+        .collect();
+    Tree::default()
+        .file("a.txt", "hello\n")
+        .file("big.bin", big)
+        .link("link", "a.txt")
+        .dir(
+            "etc",
+            Tree::default()
+                .file("hostname", "ecu\n")
+                .file("os-release", "ID=test\nVERSION=1\n"),
+        )
+        .dir("empty", Tree::default())
+}
+
+/// Feeds `file` in chunks of the given sizes (cycled), then finishes.
+pub fn install_chunks(
+    inst: &mut Installer<'_>,
+    store: &mut MemStore,
+    file: &[u8],
+    sizes: &[usize],
+) -> Result<Installed, InstallError<()>> {
+    let mut rest = file;
+    let mut i = 0;
+    while !rest.is_empty() {
+        let n = sizes[i % sizes.len()].clamp(1, rest.len());
+        i += 1;
+        let (a, b) = rest.split_at(n);
+        rest = b;
+        let _ = inst.feed(store, a)?;
+    }
+    inst.finish(store)
+}
+
+pub fn policy(keys: &[[u8; 32]]) -> SignaturePolicy<'_> {
+    SignaturePolicy::Required(keys)
+}
