@@ -3,15 +3,19 @@
 //! and checking commits out.
 //!
 //! - [`repo`]: the repository layout (`docs/REPO.md`), objects, refs, history.
+//! - [`sysroot`]: the device side's root, holding the repository at `S/repo`.
 //! - [`tree`]: directory (or in-memory tree) → objects, bottom-up.
+//! - [`checkout`]: a commit's tree into a directory, never writing outside it.
 //! - [`keys`]: ed25519 key files.
 //! - [`fsmeta`]: xattrs, modes and owners on Linux.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod checkout;
 pub mod fsmeta;
 pub mod keys;
 pub mod repo;
+pub mod sysroot;
 pub mod tree;
 
 pub use repo::{CommitInfo, CommitMeta, Repo, RepoError, TreeRoot};

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod build;
+mod device;
 mod output;
 
 /// Offline OTA updates for ECUs: build commits from directory trees, generate `.update` files
@@ -38,6 +39,8 @@ enum Command {
     Log(build::LogArgs),
     /// Generate an ed25519 key pair for signing updates.
     Keygen(build::KeygenArgs),
+    /// Materialize a commit of a sysroot's repository in a directory.
+    Checkout(device::CheckoutArgs),
     /// Inspect a bootloader environment (U-Boot or GRUB) and the boot state it holds.
     Bootenv {
         #[command(subcommand)]
@@ -81,6 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Refs(a) => build::refs(a),
         Command::Log(a) => build::log(a),
         Command::Keygen(a) => build::keygen(a),
+        Command::Checkout(a) => device::checkout(a),
         Command::Bootenv { cmd } => crate::bootenv::run(cmd),
     }
 }
