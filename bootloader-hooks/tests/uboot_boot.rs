@@ -1,0 +1,362 @@
+//! The shipped U-Boot script (`boot/uboot/boot.cmd`, built with mkimage) in real U-Boot
+//! (Debian u-boot-qemu, qemu-system-arm -machine virt). Between boots the state is read and
+//! changed with this crate and with fw_printenv/fw_setenv; every boot's decision printed by
+//! U-Boot must equal `BootState::decide`, and the stored state must equal its result.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use bootloader_hooks::host::{Backend, BootEnv};
+use bootloader_hooks::{BootState, DecisionKind, Operation, Scheme, Slot, SlotName};
+use common::*;
+
+const UBOOT: &str = "/usr/lib/u-boot/qemu_arm/u-boot.bin";
+const SIZE: usize = 0x4000;
+const CRATE: &str = env!("CARGO_MANIFEST_DIR");
+
+struct Rig {
+    dir: tempfile::TempDir,
+    copies: [PathBuf; 2],
+    env: BootEnv,
+    cfg: PathBuf,
+    boots: usize,
+}
+
+fn tools_present(test: &str) -> bool {
+    [
+        "qemu-system-arm",
+        "mkimage",
+        "mkenvimage",
+        "mkfs.vfat",
+        "mcopy",
+        "fw_printenv",
+    ]
+    .iter()
+    .all(|t| have(t, test))
+        && have_file(UBOOT, test)
+}
+
+impl Rig {
+    fn new(initial: &BootState) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        run(Command::new("mkimage")
+            .args([
+                "-A", "arm", "-O", "linux", "-T", "script", "-C", "none", "-n", "ecu-ab", "-d",
+            ])
+            .arg(Path::new(CRATE).join("boot/uboot/boot.cmd"))
+            .arg(d.join("boot.scr")));
+        run(Command::new("mkfs.vfat")
+            .args(["-C", "-n", "BOOT"])
+            .arg(d.join("bootfs.img"))
+            .arg("8192"));
+        run(Command::new("mcopy")
+            .arg("-i")
+            .arg(d.join("bootfs.img"))
+            .arg(d.join("boot.scr"))
+            .arg("::boot.scr"));
+        run(Command::new("mkenvimage")
+            .args(["-s", "0x40000", "-o"])
+            .arg(d.join("flashenv.bin"))
+            .arg(Path::new(CRATE).join("boot/uboot/qemu-virtio-state.env")));
+        let mut flash = std::fs::read(d.join("flashenv.bin")).unwrap();
+        flash.resize(64 << 20, 0);
+        std::fs::write(d.join("flash1.img"), flash).unwrap();
+        let copies = [d.join("c0.img"), d.join("c1.img")];
+        let env = BootEnv::new(
+            Backend::uboot_redundant(&copies[0], 0, &copies[1], 0, SIZE),
+            Scheme::Native,
+        );
+        env.init(initial).unwrap();
+        let cfg = fw_config_redundant(d, &copies[0], &copies[1], SIZE);
+        Rig {
+            dir,
+            copies,
+            env,
+            cfg,
+            boots: 0,
+        }
+    }
+
+    fn raw(&self) -> (Vec<u8>, Vec<u8>) {
+        (
+            std::fs::read(&self.copies[0]).unwrap(),
+            std::fs::read(&self.copies[1]).unwrap(),
+        )
+    }
+
+    /// One boot in U-Boot: returns (slot, kind, changed) as printed.
+    fn boot_raw(&mut self) -> (Slot, String, bool) {
+        let d = self.dir.path();
+        let drive = |id: &str, f: &Path| {
+            [
+                "-drive".to_string(),
+                format!("if=none,id={id},format=raw,file={}", f.display()),
+                "-device".to_string(),
+                format!("virtio-blk-device,drive={id}"),
+            ]
+        };
+        let t = Instant::now();
+        // U-Boot numbers virtio devices in reverse order: boot = 0, c0 = 1, c1 = 2.
+        let out = run(Command::new("timeout")
+            .args([
+                "60",
+                "qemu-system-arm",
+                "-machine",
+                "virt",
+                "-cpu",
+                "cortex-a15",
+                "-m",
+                "256M",
+            ])
+            .args(["-nographic", "-no-reboot", "-bios", UBOOT])
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,index=1,file={}",
+                d.join("flash1.img").display()
+            ))
+            .args(drive("c1", &self.copies[1]))
+            .args(drive("c0", &self.copies[0]))
+            .args(drive("boot", &d.join("bootfs.img")))
+            .stdin(std::process::Stdio::null()));
+        self.boots += 1;
+        let log = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = log
+            .lines()
+            .find(|l| l.starts_with("ECU-DECISION:"))
+            .unwrap_or_else(|| panic!("no decision printed:\n{log}"));
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+                .to_string()
+        };
+        let slot = Slot::parse(&field("slot=")).unwrap();
+        let booted = format!("ECU-BOOT: {slot}");
+        assert!(log.contains(&booted), "{booted} missing:\n{log}");
+        eprintln!(
+            "boot {}: {line} ({:.2} s)",
+            self.boots,
+            t.elapsed().as_secs_f64()
+        );
+        (slot, field("kind="), field("changed=") == "1")
+    }
+
+    /// Boots once and checks U-Boot against the decision function; returns the booted slot.
+    fn boot(&mut self) -> Slot {
+        let before = self.env.load().unwrap();
+        let expected = before.decide();
+        let raw_before = self.raw();
+        let (slot, kind, changed) = self.boot_raw();
+        assert_eq!(slot, expected.slot, "slot, from {before:?}");
+        let kind_expected = match expected.kind {
+            DecisionKind::Confirmed => "confirmed",
+            DecisionKind::Trial => "trial",
+            DecisionKind::LastResort => "last-resort",
+        };
+        assert_eq!(kind, kind_expected);
+        assert_eq!(changed, expected.changed);
+        let after = self.env.load().unwrap();
+        assert_eq!(after, expected.state, "stored state after boot");
+        if !expected.changed {
+            assert_eq!(
+                self.raw(),
+                raw_before,
+                "a boot without change writes nothing"
+            );
+        }
+        // fw_printenv reads what U-Boot wrote
+        let listed = fw_printenv(&self.cfg);
+        let get = |k: &str| {
+            listed
+                .iter()
+                .find(|(kk, _)| kk == k)
+                .map(|(_, v)| v.clone())
+        };
+        for s in Slot::ALL {
+            let st = after.slot(s);
+            assert_eq!(
+                get(&format!("ECU_{s}_TRIES")),
+                Some(format!("{:x}", st.tries_left))
+            );
+            assert_eq!(
+                get(&format!("ECU_{s}_PRIO")),
+                Some(format!("{:x}", st.priority))
+            );
+        }
+        slot
+    }
+
+    fn corrupt_current(&self) -> usize {
+        let (a, b) = self.raw();
+        let (cur, _) = bootloader_hooks::uboot_env::parse_redundant(&a, &b).unwrap();
+        let mut raw = std::fs::read(&self.copies[cur]).unwrap();
+        raw[20] ^= 0xA5;
+        std::fs::write(&self.copies[cur], raw).unwrap();
+        cur
+    }
+}
+
+fn name(s: &str) -> SlotName {
+    SlotName::from_str(s).unwrap()
+}
+
+#[test]
+fn uboot_script_scenario() {
+    if !tools_present("uboot_script_scenario") {
+        return;
+    }
+    let t = Instant::now();
+    let mut rig = Rig::new(&BootState::initial(Slot::A, name("base")));
+    // a confirmed slot reboots without a write
+    assert_eq!(rig.boot(), Slot::A);
+    // staged with our crate: B tried exactly 3 times, then back to A
+    assert!(
+        rig.env
+            .apply(&Operation::Stage {
+                slot: Slot::B,
+                tries: 3,
+                name: name("new1")
+            })
+            .unwrap()
+            .changed
+    );
+    for _ in 0..3 {
+        assert_eq!(rig.boot(), Slot::B);
+    }
+    assert_eq!(rig.env.load().unwrap().slot(Slot::B).tries_left, 0);
+    assert_eq!(rig.boot(), Slot::A, "never marked good: rolled back");
+    assert_eq!(rig.boot(), Slot::A);
+    // staged by hand with fw_setenv (hex values), marked good with our crate: B stays
+    fw_setenv(
+        &rig.cfg,
+        &[
+            ("ECU_B_TRIES", "2"),
+            ("ECU_B_PRIO", "2"),
+            ("ECU_A_PRIO", "1"),
+            ("ECU_B_NAME", "new2"),
+        ],
+    );
+    assert_eq!(rig.boot(), Slot::B);
+    assert!(
+        rig.env
+            .apply(&Operation::MarkGood { slot: Slot::B })
+            .unwrap()
+            .changed
+    );
+    assert_eq!(rig.boot(), Slot::B);
+    assert_eq!(rig.boot(), Slot::B);
+    // a corrupted copy is survived: stage A, corrupt the newest copy, U-Boot and we both use
+    // the older one (B confirmed)
+    assert!(
+        rig.env
+            .apply(&Operation::Stage {
+                slot: Slot::A,
+                tries: 2,
+                name: name("new3")
+            })
+            .unwrap()
+            .changed
+    );
+    rig.corrupt_current();
+    assert_eq!(rig.env.load().unwrap().slot(Slot::B).successful, true);
+    assert_eq!(rig.boot(), Slot::B);
+    // stage again (the write replaces the corrupted copy) and U-Boot tries A
+    assert!(
+        rig.env
+            .apply(&Operation::Stage {
+                slot: Slot::A,
+                tries: 1,
+                name: name("new4")
+            })
+            .unwrap()
+            .changed
+    );
+    assert_eq!(rig.boot(), Slot::A);
+    assert_eq!(rig.boot(), Slot::B, "A used its only try");
+    // nothing bootable: the second slot in order boots as a last resort, nothing written
+    fw_setenv(&rig.cfg, &[("ECU_B_OK", "0"), ("ECU_B_TRIES", "0")]);
+    assert_eq!(
+        rig.env.load().unwrap().decide().kind,
+        DecisionKind::LastResort
+    );
+    assert_eq!(rig.boot(), Slot::B);
+    eprintln!("{} boots in {:.1} s", rig.boots, t.elapsed().as_secs_f64());
+}
+
+/// xorshift64*, seeded: reproducible random sequences.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn uboot_script_random_sequences_agree() {
+    if !tools_present("uboot_script_random_sequences_agree") {
+        return;
+    }
+    let t = Instant::now();
+    let mut rng = Rng(0x5EED_0001);
+    let mut rig = Rig::new(&BootState::initial(Slot::A, name("r0")));
+    let mut booted = Slot::A;
+    let mut n = 0;
+    while rig.boots < 20 {
+        n += 1;
+        match rng.below(8) {
+            0 | 1 => {
+                let slot = booted.other();
+                let tries = 1 + rng.below(4) as u8;
+                let _ = rig.env.apply(&Operation::Stage {
+                    slot,
+                    tries,
+                    name: SlotName::from_str(&format!("r{n}")).unwrap(),
+                });
+            }
+            2 => {
+                let _ = rig.env.apply(&Operation::MarkGood { slot: booted });
+            }
+            3 => {
+                let _ = rig.env.apply(&Operation::Rollback {
+                    abandon: booted.other(),
+                });
+            }
+            4 => {
+                // change tries with fw_setenv (a digit, as the agent of another vendor might)
+                let s = if rng.below(2) == 0 { "A" } else { "B" };
+                let v = rng.below(10).to_string();
+                fw_setenv(&rig.cfg, &[(&format!("ECU_{s}_TRIES"), &v)]);
+            }
+            5 if rng.below(3) == 0 => {
+                // only while both copies are valid, so one always survives
+                let (a, b) = rig.raw();
+                let valid = |c: &[u8]| {
+                    bootloader_hooks::uboot_env::Env::parse(
+                        c,
+                        bootloader_hooks::uboot_env::Layout::Redundant,
+                    )
+                    .is_ok()
+                };
+                if valid(&a) && valid(&b) {
+                    rig.corrupt_current();
+                }
+            }
+            _ => booted = rig.boot(),
+        }
+    }
+    eprintln!(
+        "{} boots, {n} steps in {:.1} s",
+        rig.boots,
+        t.elapsed().as_secs_f64()
+    );
+}
