@@ -262,7 +262,7 @@ fn uboot_script_scenario() {
             .changed
     );
     rig.corrupt_current();
-    assert_eq!(rig.env.load().unwrap().slot(Slot::B).successful, true);
+    assert!(rig.env.load().unwrap().slot(Slot::B).successful);
     assert_eq!(rig.boot(), Slot::B);
     // stage again (the write replaces the corrupted copy) and U-Boot tries A
     assert!(
