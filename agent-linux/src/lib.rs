@@ -5,16 +5,22 @@
 //! - [`repo`]: the repository layout (`docs/REPO.md`), objects, refs, history.
 //! - [`sysroot`]: the device side's root, holding the repository at `S/repo`.
 //! - [`tree`]: directory (or in-memory tree) → objects, bottom-up.
+//! - [`store`]: [`agent_core::store::Store`] over a repository (what the installer writes through).
+//! - [`generate`]: `.update` files (from scratch and deltas) with `agent_core::write::UpdateWriter`.
+//! - [`apply`]: an `.update` stream into a repository through `agent_core::install::Installer`.
 //! - [`checkout`]: a commit's tree into a directory, never writing outside it.
 //! - [`keys`]: ed25519 key files.
 //! - [`fsmeta`]: xattrs, modes and owners on Linux.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod checkout;
 pub mod fsmeta;
+pub mod generate;
 pub mod keys;
 pub mod repo;
+pub mod store;
 pub mod sysroot;
 pub mod tree;
 

@@ -10,12 +10,13 @@ use clap::{Parser, Subcommand};
 mod build;
 mod device;
 mod output;
+mod update;
 
 /// Offline OTA updates for ECUs: build commits from directory trees, generate `.update` files
 /// (from scratch or deltas) and install them on a device.
 ///
-/// Build side: `init`, `commit`, `refs`, `log`, `keygen`.
-/// Device side: `apply-offline`, `checkout`.
+/// Build side: `init`, `commit`, `refs`, `log`, `keygen`, `delta generate`, `generate-deltas`.
+/// Device side: `apply-offline`, `checkout`, `bootenv`.
 #[derive(Debug, Parser)]
 #[command(name = "ecu-agent", version, max_term_width = 100)]
 pub struct Cli {
@@ -39,6 +40,16 @@ enum Command {
     Log(build::LogArgs),
     /// Generate an ed25519 key pair for signing updates.
     Keygen(build::KeygenArgs),
+    /// Write update files (`delta generate`).
+    Delta {
+        #[command(subcommand)]
+        cmd: update::DeltaCommand,
+    },
+    /// For the newest commit of every ref, write a from-scratch update and deltas from the
+    /// previous commits, and print each file with its size.
+    GenerateDeltas(update::GenerateDeltasArgs),
+    /// Install an `.update` file (or standard input) into a sysroot's repository.
+    ApplyOffline(update::ApplyArgs),
     /// Materialize a commit of a sysroot's repository in a directory.
     Checkout(device::CheckoutArgs),
     /// Inspect a bootloader environment (U-Boot or GRUB) and the boot state it holds.
@@ -84,6 +95,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Refs(a) => build::refs(a),
         Command::Log(a) => build::log(a),
         Command::Keygen(a) => build::keygen(a),
+        Command::Delta { cmd } => update::delta(cmd),
+        Command::GenerateDeltas(a) => update::generate_deltas(a),
+        Command::ApplyOffline(a) => update::apply_offline(a),
         Command::Checkout(a) => device::checkout(a),
         Command::Bootenv { cmd } => crate::bootenv::run(cmd),
     }

@@ -1,0 +1,238 @@
+//! Update files: delta generate, generate-deltas (build side), apply-offline (device side).
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use agent_linux::generate::{self, GenerateOptions};
+use agent_linux::repo::{self, Repo};
+use agent_linux::sysroot::Sysroot;
+use agent_linux::{apply, keys};
+use anyhow::{bail, Context};
+
+use super::output::{self, human_bytes, Progress};
+use super::RepoArg;
+
+/// `ecu-agent delta ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum DeltaCommand {
+    /// Write one `.update` file: from scratch (`--empty`) or a delta from `--from` to `--to`.
+    Generate(DeltaGenerateArgs),
+}
+
+/// Options shared by the generating commands.
+#[derive(Debug, clap::Args)]
+pub struct WriterArgs {
+    /// Sign the file with this ed25519 secret key (from `ecu-agent keygen`); unsigned without.
+    #[arg(long, value_name = "K")]
+    sign_key: Option<PathBuf>,
+    /// Target decoded size of a part in bytes (default 512 KiB); larger objects get a part of
+    /// their own.
+    #[arg(long, value_name = "BYTES")]
+    part_size: Option<usize>,
+    /// Deflate level, 0 (fastest) to 10 (smallest); default 6.
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=10))]
+    compression: Option<u8>,
+}
+
+impl WriterArgs {
+    fn options(&self) -> anyhow::Result<GenerateOptions> {
+        let sign_key = self.sign_key.as_deref().map(keys::read_key).transpose()?;
+        Ok(GenerateOptions {
+            sign_key,
+            part_size: self.part_size,
+            compression: self.compression,
+        })
+    }
+}
+
+/// Arguments of `ecu-agent delta generate`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["from", "empty"])))]
+pub struct DeltaGenerateArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    /// The source commit the device has (a ref, a full id or a unique prefix).
+    #[arg(long, value_name = "C")]
+    from: Option<String>,
+    /// Write a from-scratch file holding every object of the target.
+    #[arg(long)]
+    empty: bool,
+    /// The target commit (a ref, a full id or a unique prefix).
+    #[arg(long, value_name = "C")]
+    to: String,
+    /// The ref the update moves (default: `--to` when it is a ref, else the first ref whose
+    /// history holds the target).
+    #[arg(long = "ref", value_name = "REF")]
+    ref_name: Option<String>,
+    /// Where to write the file (written to a temporary name, then renamed).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    #[command(flatten)]
+    writer: WriterArgs,
+    /// Print what was written as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn delta(cmd: DeltaCommand) -> anyhow::Result<()> {
+    let DeltaCommand::Generate(a) = cmd;
+    if let Some(r) = &a.ref_name {
+        repo::validate_ref(r)?;
+    }
+    let opts = a.writer.options()?;
+    let repo = Repo::open(&a.repo.repo)?;
+    let to = repo.resolve(&a.to).with_context(|| "cannot resolve --to")?;
+    let from = a
+        .from
+        .as_deref()
+        .map(|f| repo.resolve(f))
+        .transpose()
+        .with_context(|| "cannot resolve --from")?;
+    let ref_name = match a.ref_name {
+        Some(r) => r,
+        None if repo::validate_ref(&a.to).is_ok() && repo.read_ref(&a.to)?.is_some() => {
+            a.to.clone()
+        }
+        None => generate::ref_for_commit(&repo, &to)?,
+    };
+    let mut progress = Progress::new();
+    let s = generate::generate_file(&repo, &ref_name, from, &to, &opts, &a.out, &mut |n, b| {
+        progress.update(|| format!("generating: {n} objects, {}", human_bytes(b)))
+    })
+    .with_context(|| format!("cannot write {}", a.out.display()))?;
+    progress.finish();
+    if a.json {
+        return output::json(&serde_json::json!({"path": a.out, "update": s}));
+    }
+    eprintln!(
+        "{}: {} ({} objects written, {} reused, {} parts)",
+        a.out.display(),
+        human_bytes(s.bytes),
+        s.written,
+        s.reused,
+        s.parts
+    );
+    Ok(())
+}
+
+/// Arguments of `ecu-agent generate-deltas`.
+#[derive(Debug, clap::Args)]
+pub struct GenerateDeltasArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    /// Directory to write the files into (created if missing). Names:
+    /// `<ref with / as ->-<to>.update` from scratch, `<ref with / as ->-<from>-<to>.update`
+    /// for deltas, ids in full hex.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// How many previous commits of each ref get a delta to its newest commit.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    depth: usize,
+    #[command(flatten)]
+    writer: WriterArgs,
+    /// Print the files as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn generate_deltas(a: GenerateDeltasArgs) -> anyhow::Result<()> {
+    let opts = a.writer.options()?;
+    let repo = Repo::open(&a.repo.repo)?;
+    let mut progress = Progress::new();
+    let mut count = 0;
+    let files = generate::generate_deltas(&repo, &a.out, a.depth, &opts, &mut |f| {
+        count += 1;
+        progress.update(|| format!("generated {count} files, last {}", f.path.display()));
+    })
+    .with_context(|| format!("cannot generate updates into {}", a.out.display()))?;
+    progress.finish();
+    if a.json {
+        return output::json(&files);
+    }
+    let mut s = String::new();
+    for f in &files {
+        s.push_str(&format!("{} {}\n", f.path.display(), f.summary.bytes));
+    }
+    output::out(&s)?;
+    eprintln!("{} files", files.len());
+    Ok(())
+}
+
+/// Arguments of `ecu-agent apply-offline`.
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// The sysroot to install into; its repository (`S/repo`) is created when missing.
+    #[arg(long, value_name = "S")]
+    sysroot: PathBuf,
+    /// A trusted ed25519 public key file (`K.pub` from `ecu-agent keygen`); repeat for
+    /// several. With any, only files signed by one of them are installed; with none, unsigned
+    /// files are accepted (with a warning) and signatures are not checked.
+    #[arg(long = "trusted-key", value_name = "K.pub")]
+    trusted_keys: Vec<PathBuf>,
+    /// The `.update` file, or `-` for standard input.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Print what was installed as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn apply_offline(a: ApplyArgs) -> anyhow::Result<()> {
+    let keys = a
+        .trusted_keys
+        .iter()
+        .map(|k| keys::read_key(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut input: Box<dyn Read> = if a.file.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(&a.file).with_context(|| format!("cannot open {}", a.file.display()))?)
+    };
+    let sysroot = Sysroot::open_or_create(&a.sysroot)?;
+    let mut progress = Progress::new();
+    let res = apply::apply(sysroot.repo(), &mut input, &keys, &mut |p| {
+        progress.update(|| match p.bytes_total {
+            Some(t) if t > 0 => format!(
+                "installing: {} of {} ({}%), {}/{} objects",
+                human_bytes(p.bytes),
+                human_bytes(t),
+                p.bytes * 100 / t,
+                p.objects,
+                p.objects_total
+            ),
+            _ => format!("installing: {}", human_bytes(p.bytes)),
+        })
+    });
+    progress.finish();
+    let applied = match res {
+        Ok(a) => a,
+        Err(e) => bail!("cannot install {}: {e}", a.file.display()),
+    };
+    if keys.is_empty() {
+        if applied.signed {
+            eprintln!("warning: the update is signed but its signature was not checked (no --trusted-key given)");
+        } else {
+            eprintln!("warning: the update is not signed; it was accepted because no --trusted-key was given");
+        }
+    }
+    if a.json {
+        return output::json(&applied);
+    }
+    eprintln!(
+        "installed {} on {}{}{}",
+        applied.commit,
+        applied.ref_name,
+        if applied.version.is_empty() {
+            String::new()
+        } else {
+            format!(" (version {})", applied.version)
+        },
+        applied
+            .from
+            .as_ref()
+            .map(|f| format!(", delta from {f}"))
+            .unwrap_or_default()
+    );
+    Ok(output::out(&format!("{}\n", applied.commit))?)
+}
