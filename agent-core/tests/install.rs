@@ -67,3 +67,708 @@ fn chunk_sizes_give_the_same_store_calls() {
         }
     }
 }
+
+use agent_core::install::{InstallError, SignaturePolicy};
+use agent_core::object::{DirEntry, NameError, ObjectError, ObjectId};
+use agent_core::wire::{Codec, FormatError};
+use sha2::Digest;
+
+const TS: u64 = 1_700_000_000;
+
+fn v1() -> Built {
+    build(&sample_tree(), None, TS, &HashSet::new())
+}
+
+fn v2_tree() -> Tree {
+    let mut t = sample_tree();
+    t.0.insert(
+        "etc".into(),
+        Node::Dir(
+            Tree::default()
+                .file("hostname", "ecu-2\n")
+                .file("os-release", "ID=test\nVERSION=1\n"),
+        ),
+    );
+    t.file("new.txt", "added in v2\n")
+}
+
+/// A store holding v1, installed from its from-scratch file.
+fn store_with_v1(keys: &[[u8; 32]]) -> (MemStore, Built) {
+    let v1 = v1();
+    let file = write_update(&v1, None, Some(&SEED), 4096);
+    let mut store = MemStore::default();
+    install_all(&mut store, &file, policy(keys)).unwrap();
+    (store, v1)
+}
+
+#[test]
+fn delta_round_trip() {
+    let keys = [public_key(&SEED)];
+    let (mut store, v1) = store_with_v1(&keys);
+    let v2 = build(&v2_tree(), Some(v1.commit), TS + 10, &v1.ids);
+    // The delta reuses the unchanged file objects, and the empty directory's tree, and writes the rest.
+    let reuses = v2.ops.iter().filter(|o| matches!(o, Op::Reuse(..))).count();
+    assert!(reuses >= 3, "{:?}", v2.ops);
+    assert!(v2
+        .ops
+        .iter()
+        .any(|o| matches!(o, Op::Reuse(ObjectKind::DirTree, _))));
+    let file = write_update(&v2, Some(v1.commit), Some(&SEED), 4096);
+    let full = write_update(
+        &build(&v2_tree(), Some(v1.commit), TS + 10, &HashSet::new()),
+        None,
+        Some(&SEED),
+        4096,
+    );
+    assert!(
+        file.len() * 2 < full.len(),
+        "delta {} vs full {}",
+        file.len(),
+        full.len()
+    );
+
+    let installed = install_all(&mut store, &file, policy(&keys)).unwrap();
+    assert_eq!(installed.commit, v2.commit);
+    assert_eq!(installed.from, Some(v1.commit));
+    assert_eq!(installed.ref_name.as_str(), REF);
+    assert_eq!(store.refs[REF], v2.commit);
+    assert!(store.commits.contains(&v1.commit) && store.commits.contains(&v2.commit));
+    for id in &v2.ids {
+        assert!(
+            store.objects.keys().any(|(_, i)| i == id),
+            "object {id} of v2 missing"
+        );
+    }
+    assert!(store
+        .log
+        .iter()
+        .any(|l| l == &format!("has_commit {}", v1.commit)));
+}
+
+#[test]
+fn delta_without_its_source() {
+    let keys = [public_key(&SEED)];
+    let v1 = v1();
+    let v2 = build(&v2_tree(), Some(v1.commit), TS + 10, &v1.ids);
+    let file = write_update(&v2, Some(v1.commit), Some(&SEED), 4096);
+    let mut store = MemStore::default();
+    let err = install_all(&mut store, &file, policy(&keys)).unwrap_err();
+    assert_eq!(err, InstallError::MissingSource(v1.commit));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "commit {}, the source of this delta, is not in the store",
+            v1.commit.to_hex().as_str()
+        )
+    );
+    assert_eq!(store.commit_calls, 0);
+    assert_eq!(store.abort_calls, 1);
+    // Nothing was asked of the store but the source.
+    assert_eq!(
+        store.log,
+        vec![format!("has_commit {}", v1.commit), "abort".to_string()]
+    );
+}
+
+#[test]
+fn delta_whose_reused_object_is_gone() {
+    let keys = [public_key(&SEED)];
+    let (mut store, v1) = store_with_v1(&keys);
+    let a = ObjectId::of(&file_object(b"hello\n"));
+    assert!(store.objects.remove(&(ObjectKind::File, a)).is_some());
+    let v2 = build(&v2_tree(), Some(v1.commit), TS + 10, &v1.ids);
+    let file = write_update(&v2, Some(v1.commit), Some(&SEED), 4096);
+    let err = install_all(&mut store, &file, policy(&keys)).unwrap_err();
+    assert_eq!(
+        err,
+        InstallError::MissingObject {
+            kind: ObjectKind::File,
+            id: a
+        }
+    );
+    assert_eq!(store.refs[REF], v1.commit);
+}
+
+#[test]
+fn signature_policies() {
+    let good = [public_key(&SEED)];
+    let other = [public_key(&OTHER_SEED)];
+    let built = v1();
+    let signed = write_update(&built, None, Some(&SEED), 4096);
+    let unsigned = write_update(&built, None, None, 4096);
+
+    let mut s = MemStore::default();
+    assert_eq!(
+        install_all(&mut s, &signed, policy(&other)),
+        Err(InstallError::BadSignature)
+    );
+    assert!(
+        s.log.iter().all(|l| l == "abort"),
+        "the store saw {:?}",
+        s.log
+    );
+    let mut s = MemStore::default();
+    assert_eq!(
+        install_all(&mut s, &unsigned, policy(&good)),
+        Err(InstallError::Unsigned)
+    );
+    assert_eq!(s.log, vec!["abort".to_string()]);
+    let mut s = MemStore::default();
+    assert_eq!(
+        install_all(&mut s, &signed, SignaturePolicy::Required(&[])),
+        Err(InstallError::NoTrustedKeys)
+    );
+    let mut s = MemStore::default();
+    assert_eq!(
+        install_all(&mut s, &signed, SignaturePolicy::AllowUnsigned(&other)),
+        Err(InstallError::BadSignature)
+    );
+    // Accepted: the right key among others; unsigned when allowed; signed with no keys to check.
+    let both = [other[0], good[0]];
+    assert!(install_all(&mut MemStore::default(), &signed, policy(&both)).is_ok());
+    assert!(install_all(
+        &mut MemStore::default(),
+        &unsigned,
+        SignaturePolicy::AllowUnsigned(&good)
+    )
+    .is_ok());
+    let mut inst = Installer::new(SignaturePolicy::AllowUnsigned(&[]));
+    install_chunks(&mut inst, &mut MemStore::default(), &signed, &[100]).unwrap();
+    assert!(!inst.superblock_info().unwrap().verified);
+    // A key that is not a curve point is a configuration error, reported as such.
+    let bad_key = (0u8..=255)
+        .map(|b| [b; 32])
+        .find(|k| ed25519_dalek::VerifyingKey::from_bytes(k).is_err())
+        .unwrap();
+    let keys = [bad_key];
+    assert_eq!(
+        install_all(&mut MemStore::default(), &signed, policy(&keys)),
+        Err(InstallError::BadTrustedKey { index: 0 })
+    );
+}
+
+#[test]
+fn unknown_codes_are_reported_precisely() {
+    let keys = [public_key(&SEED)];
+    let (records, ops, to) = minimal_records(TS);
+    let ok = raw_update(
+        None,
+        to,
+        TS,
+        ops,
+        &[RawPart::deflate(records.clone(), ops)],
+        Some(&SEED),
+        |_, _| {},
+    );
+    install_all(&mut MemStore::default(), &ok, policy(&keys)).unwrap();
+
+    // Unknown op code 0x03 (reserved for patches) at the start of the part.
+    let mut r = vec![0x03];
+    r.extend(&records);
+    let f = raw_update(
+        None,
+        to,
+        TS,
+        ops,
+        &[RawPart::stored(r, ops)],
+        Some(&SEED),
+        |_, _| {},
+    );
+    let e = install_all(&mut MemStore::default(), &f, policy(&keys)).unwrap_err();
+    assert_eq!(e, InstallError::Format(FormatError::UnknownOp(3)));
+    assert!(e.to_string().contains("operation code 0x03"), "{e}");
+
+    // Unknown object kind 9.
+    let mut r = records.clone();
+    r[1] = 9;
+    let f = raw_update(
+        None,
+        to,
+        TS,
+        ops,
+        &[RawPart::deflate(r, ops)],
+        Some(&SEED),
+        |_, _| {},
+    );
+    assert_eq!(
+        install_all(&mut MemStore::default(), &f, policy(&keys)),
+        Err(InstallError::Format(FormatError::UnknownKind(9)))
+    );
+
+    // Unknown codec 7.
+    let f = raw_update(
+        None,
+        to,
+        TS,
+        ops,
+        &[RawPart::stored(records.clone(), ops)],
+        Some(&SEED),
+        |sb, _| {
+            sb.parts[0].codec = Codec::Unknown(7);
+        },
+    );
+    assert_eq!(
+        install_all(&mut MemStore::default(), &f, policy(&keys)),
+        Err(InstallError::Format(FormatError::UnknownCodec {
+            part: 0,
+            codec: 7
+        }))
+    );
+
+    // Unknown signature algorithm 2.
+    let mut f = raw_update(
+        None,
+        to,
+        TS,
+        ops,
+        &[RawPart::stored(records.clone(), ops)],
+        None,
+        |_, _| {},
+    );
+    let sb_len = u32::from_le_bytes(f[12..16].try_into().unwrap()) as usize;
+    f[16 + sb_len] = 2;
+    assert_eq!(
+        install_all(
+            &mut MemStore::default(),
+            &f,
+            SignaturePolicy::AllowUnsigned(&[])
+        ),
+        Err(InstallError::Format(FormatError::UnknownSignature(2)))
+    );
+}
+
+#[test]
+fn trailing_data_is_refused_before_commit() {
+    let keys = [public_key(&SEED)];
+    let mut f = write_update(&v1(), None, Some(&SEED), 4096);
+    let len = f.len() as u64;
+    f.push(0);
+    for sizes in [&[f.len()][..], &[1], &[7], &[512]] {
+        let mut store = MemStore::default();
+        let mut inst = Installer::new(policy(&keys));
+        let e = install_chunks(&mut inst, &mut store, &f, sizes).unwrap_err();
+        assert_eq!(e, InstallError::TrailingData { offset: len });
+        assert_eq!(store.commit_calls, 0);
+        assert!(store.refs.is_empty());
+    }
+}
+
+fn bad_name_update(name: &[u8]) -> Vec<u8> {
+    let file = file_object(b"x");
+    let fid = ObjectId::of(&file);
+    let tree = dirtree_object(&[DirEntry::File { name, id: fid }]);
+    let meta = dirmeta_object();
+    let commit = commit_object(None, TS, ObjectId::of(&tree), ObjectId::of(&meta), "1.0");
+    let to = ObjectId::of(&commit);
+    let mut r = rec_obj(ObjectKind::File, &file);
+    r.extend(rec_obj(ObjectKind::DirTree, &tree));
+    r.extend(rec_obj(ObjectKind::DirMeta, &meta));
+    r.extend(rec_obj(ObjectKind::Commit, &commit));
+    raw_update(
+        None,
+        to,
+        TS,
+        4,
+        &[RawPart::deflate(r, 4)],
+        Some(&SEED),
+        |_, _| {},
+    )
+}
+
+#[test]
+fn dirtree_names_that_are_not_one_component() {
+    let keys = [public_key(&SEED)];
+    for (name, why) in [
+        (&b".."[..], NameError::Dots),
+        (b".", NameError::Dots),
+        (b"a/b", NameError::Slash),
+        (b"a\0b", NameError::Nul),
+    ] {
+        let f = bad_name_update(name);
+        let mut store = MemStore::default();
+        let e = install_all(&mut store, &f, policy(&keys)).unwrap_err();
+        match e {
+            InstallError::Object {
+                kind: ObjectKind::DirTree,
+                error: ObjectError::BadName(n),
+                ..
+            } => assert_eq!(n, why),
+            e => panic!("{name:?}: {e:?}"),
+        }
+        assert_eq!(store.commit_calls, 0);
+    }
+    // The writer writes whatever it is given; the same bytes with a good name install.
+    assert!(install_all(
+        &mut MemStore::default(),
+        &bad_name_update(b"ok"),
+        policy(&keys)
+    )
+    .is_ok());
+}
+
+#[test]
+fn structural_errors() {
+    let keys = [public_key(&SEED)];
+    let p = policy(&keys);
+    let (records, ops, to) = minimal_records(TS);
+    let run = |f: &[u8]| {
+        let mut s = MemStore::default();
+        let r = install_all(&mut s, f, p);
+        assert_eq!(s.commit_calls, 0);
+        r.unwrap_err()
+    };
+    let one = |r: Vec<u8>, ops: u32, objects: u32| {
+        raw_update(
+            None,
+            to,
+            TS,
+            objects,
+            &[RawPart::deflate(r, ops)],
+            Some(&SEED),
+            |_, _| {},
+        )
+    };
+
+    // Counts.
+    assert_eq!(
+        run(&one(records.clone(), ops, ops + 1)),
+        InstallError::ObjectCount {
+            declared: 5,
+            found: 4
+        }
+    );
+    assert_eq!(
+        run(&one(records.clone(), ops, ops - 1)),
+        InstallError::ObjectCount {
+            declared: 3,
+            found: 4
+        }
+    );
+    assert_eq!(
+        run(&one(records.clone(), ops - 1, ops)),
+        InstallError::OpCount {
+            part: 0,
+            declared: 3,
+            found: 4
+        }
+    );
+    assert_eq!(
+        run(&one(records.clone(), ops + 1, ops)),
+        InstallError::CommitNotLast { id: to }
+    );
+
+    // Declared sizes.
+    let f = raw_update(
+        None,
+        to,
+        TS,
+        ops,
+        &[RawPart::deflate(records.clone(), ops)],
+        Some(&SEED),
+        |sb, _| {
+            sb.parts[0].uncompressed_size += 1;
+        },
+    );
+    assert_eq!(run(&f), InstallError::CommitNotLast { id: to });
+    let f = raw_update(
+        None,
+        to,
+        TS,
+        ops,
+        &[RawPart::deflate(records.clone(), ops)],
+        Some(&SEED),
+        |sb, _| {
+            sb.parts[0].uncompressed_size -= 1;
+        },
+    );
+    assert!(matches!(
+        run(&f),
+        InstallError::ObjectTooLong {
+            kind: ObjectKind::Commit,
+            ..
+        }
+    ));
+    let f = raw_update(
+        None,
+        to,
+        TS,
+        ops,
+        &[RawPart::deflate(records.clone(), ops)],
+        Some(&SEED),
+        |sb, parts| {
+            sb.parts[0].size += 1;
+            parts[0].push(0);
+            sb.parts[0].sha256 = sha2::Sha256::digest(&parts[0]).into();
+        },
+    );
+    assert_eq!(run(&f), InstallError::PartTrailing { part: 0 });
+    let f = raw_update(
+        None,
+        to,
+        TS,
+        ops,
+        &[RawPart::deflate(records.clone(), ops)],
+        Some(&SEED),
+        |sb, parts| {
+            sb.parts[0].size -= 1;
+            parts[0].pop();
+            sb.parts[0].sha256 = sha2::Sha256::digest(&parts[0]).into();
+        },
+    );
+    assert_eq!(run(&f), InstallError::Inflate { part: 0 });
+    let f = raw_update(
+        None,
+        to,
+        TS,
+        ops,
+        &[RawPart::deflate(records.clone(), ops)],
+        Some(&SEED),
+        |sb, _| {
+            sb.parts[0].sha256[0] ^= 1;
+        },
+    );
+    assert_eq!(run(&f), InstallError::PartHash { part: 0 });
+
+    // The commit: not the target, not last, missing, reused, timestamps differ.
+    let other = ObjectId([5; 32]);
+    let f = raw_update(
+        None,
+        other,
+        TS,
+        ops,
+        &[RawPart::deflate(records.clone(), ops)],
+        Some(&SEED),
+        |_, _| {},
+    );
+    assert_eq!(
+        run(&f),
+        InstallError::CommitNotTarget {
+            expected: other,
+            found: to
+        }
+    );
+    let mut r = records.clone();
+    r.extend(rec_obj(ObjectKind::File, &file_object(b"late")));
+    assert_eq!(
+        run(&one(r, ops + 1, ops + 1)),
+        InstallError::CommitNotLast { id: to }
+    );
+    let n = records.len();
+    let commit_rec_len = 42 + commit_object(None, TS, ObjectId::ZERO, ObjectId::ZERO, "1.0").len();
+    assert_eq!(
+        run(&one(
+            records[..n - commit_rec_len].to_vec(),
+            ops - 1,
+            ops - 1
+        )),
+        InstallError::NoCommit
+    );
+    let mut r = records[..n - commit_rec_len].to_vec();
+    r.extend(rec_reuse(ObjectKind::Commit, to));
+    assert_eq!(run(&one(r, ops, ops)), InstallError::ReuseCommit { id: to });
+    let f = raw_update(
+        None,
+        to,
+        TS + 1,
+        ops,
+        &[RawPart::deflate(records.clone(), ops)],
+        Some(&SEED),
+        |_, _| {},
+    );
+    assert_eq!(
+        run(&f),
+        InstallError::MetaMismatch {
+            superblock: TS + 1,
+            commit: TS
+        }
+    );
+
+    // Objects: wrong id, lengths that disagree with the header, missing references, unsorted.
+    let file = file_object(b"x");
+    let mut r = rec_write(ObjectKind::File, ObjectId([1; 32]), &file);
+    r.extend(&records[42 + file.len()..]);
+    assert_eq!(
+        run(&one(r, ops, ops)),
+        InstallError::ObjectHash {
+            kind: ObjectKind::File,
+            expected: ObjectId([1; 32]),
+            found: ObjectId::of(&file)
+        }
+    );
+    let mut long = file.clone();
+    long.push(b'!');
+    let mut r = rec_obj(ObjectKind::File, &long);
+    r.extend(&records[42 + file.len()..]);
+    assert_eq!(
+        run(&one(r, ops, ops)),
+        InstallError::Object {
+            kind: ObjectKind::File,
+            id: ObjectId::of(&long),
+            error: ObjectError::TrailingBytes(1)
+        }
+    );
+    let short = &file[..file.len() - 1];
+    let mut r = rec_obj(ObjectKind::File, short);
+    r.extend(&records[42 + file.len()..]);
+    assert!(matches!(
+        run(&one(r, ops, ops)),
+        InstallError::Object {
+            kind: ObjectKind::File,
+            error: ObjectError::Truncated { .. },
+            ..
+        }
+    ));
+    // The dirtree names a file that was never written.
+    let r = records[42 + file.len()..].to_vec();
+    assert_eq!(
+        run(&one(r, ops - 1, ops - 1)),
+        InstallError::MissingObject {
+            kind: ObjectKind::File,
+            id: ObjectId::of(&file)
+        }
+    );
+    // Unsorted entries.
+    let (fa, fb) = (file_object(b"a"), file_object(b"b"));
+    let tree = dirtree_object(&[
+        DirEntry::File {
+            name: b"b",
+            id: ObjectId::of(&fb),
+        },
+        DirEntry::File {
+            name: b"a",
+            id: ObjectId::of(&fa),
+        },
+    ]);
+    let mut r = rec_obj(ObjectKind::File, &fa);
+    r.extend(rec_obj(ObjectKind::File, &fb));
+    r.extend(rec_obj(ObjectKind::DirTree, &tree));
+    assert_eq!(
+        run(&one(r, 3, 3)),
+        InstallError::Object {
+            kind: ObjectKind::DirTree,
+            id: ObjectId::of(&tree),
+            error: ObjectError::Unsorted
+        }
+    );
+    // A part ending inside a record.
+    let mut r = records.clone();
+    r.extend([1, 1, 0]);
+    let f = raw_update(
+        None,
+        to,
+        TS,
+        ops,
+        &[
+            RawPart::deflate(records.clone(), ops),
+            RawPart::stored(vec![1, 1, 0], 0),
+        ],
+        Some(&SEED),
+        |_, _| {},
+    );
+    assert_eq!(run(&f), InstallError::CommitNotLast { id: to });
+    let f = raw_update(
+        None,
+        to,
+        TS,
+        ops,
+        &[
+            RawPart::stored(vec![2, 1], 0),
+            RawPart::deflate(records.clone(), ops),
+        ],
+        Some(&SEED),
+        |_, _| {},
+    );
+    assert_eq!(run(&f), InstallError::PartEndsInsideOp { part: 0 });
+    let _ = r;
+}
+
+#[test]
+fn truncated_at_every_length() {
+    let keys = [public_key(&SEED)];
+    let (records, ops, to) = minimal_records(TS);
+    let f = raw_update(
+        None,
+        to,
+        TS,
+        ops,
+        &[RawPart::deflate(records, ops)],
+        Some(&SEED),
+        |_, _| {},
+    );
+    let sb_len = u32::from_le_bytes(f[12..16].try_into().unwrap()) as u64;
+    for len in 0..f.len() {
+        let mut store = MemStore::default();
+        let mut inst = Installer::new(policy(&keys));
+        let e = install_chunks(&mut inst, &mut store, &f[..len], &[len.max(1)]).unwrap_err();
+        let expected = (len as u64 >= 16 + sb_len + 65).then_some(f.len() as u64);
+        assert_eq!(
+            e,
+            InstallError::Truncated {
+                expected,
+                got: len as u64
+            },
+            "at {len}"
+        );
+        assert_eq!(store.commit_calls, 0);
+        assert_eq!(store.abort_calls, 1);
+    }
+}
+
+#[test]
+fn a_flipped_bit_anywhere_fails() {
+    let keys = [public_key(&SEED)];
+    let built = build(
+        &Tree::default()
+            .file("a", "hello")
+            .dir("d", Tree::default().file("b", "x".repeat(300))),
+        None,
+        TS,
+        &HashSet::new(),
+    );
+    let f = write_update(&built, None, Some(&SEED), 4096);
+    assert!(f.len() < 2000, "{}", f.len());
+    for at in 0..f.len() {
+        for bit in [0u8, 3, 7] {
+            let mut g = f.clone();
+            g[at] ^= 1 << bit;
+            let mut store = MemStore::default();
+            let r = install_all(&mut store, &g, policy(&keys));
+            assert!(r.is_err(), "flip at {at} bit {bit} installed");
+            assert_eq!(store.commit_calls, 0);
+            assert!(store.refs.is_empty() && store.objects.is_empty());
+        }
+    }
+}
+
+#[test]
+fn failed_installer_stays_failed_until_reset() {
+    let keys = [public_key(&SEED)];
+    let f = write_update(&v1(), None, Some(&SEED), 4096);
+    let mut store = MemStore::default();
+    let mut inst = Installer::new(policy(&keys));
+    let mut g = f.clone();
+    g[0] = b'X';
+    assert_eq!(
+        inst.feed(&mut store, &g),
+        Err(InstallError::Format(FormatError::BadMagic))
+    );
+    assert_eq!(inst.feed(&mut store, &f), Err(InstallError::Failed));
+    assert_eq!(inst.finish(&mut store), Err(InstallError::Failed));
+    inst.reset();
+    let p = inst.feed(&mut store, &f).unwrap();
+    assert!(
+        p.done
+            && p.parts == p.parts_total
+            && p.objects == p.objects_total
+            && p.bytes == f.len() as u64
+    );
+    let a = inst.finish(&mut store).unwrap();
+    assert_eq!(inst.finish(&mut store).unwrap(), a);
+    assert_eq!(store.commit_calls, 1);
+    assert_eq!(
+        inst.feed(&mut store, &[0]),
+        Err(InstallError::TrailingData {
+            offset: f.len() as u64
+        })
+    );
+}

@@ -424,3 +424,158 @@ pub fn install_chunks(
 pub fn policy(keys: &[[u8; 32]]) -> SignaturePolicy<'_> {
     SignaturePolicy::Required(keys)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hand-made files, for what the writer refuses to produce.
+
+use agent_core::wire::{
+    Codec, Header, HeaderRepr, OpRepr, PartEntry, Superblock, TargetMeta, HEADER_LEN,
+};
+use sha2::{Digest, Sha256};
+
+/// A `Write` record.
+pub fn rec_write(kind: ObjectKind, id: ObjectId, bytes: &[u8]) -> Vec<u8> {
+    let op = OpRepr::Write {
+        kind,
+        id,
+        len: bytes.len() as u64,
+    };
+    let mut b = vec![0u8; op.buffer_len()];
+    op.emit(&mut b);
+    b.extend_from_slice(bytes);
+    b
+}
+
+/// A `Write` record whose id is the hash of its bytes.
+pub fn rec_obj(kind: ObjectKind, bytes: &[u8]) -> Vec<u8> {
+    rec_write(kind, ObjectId::of(bytes), bytes)
+}
+
+/// A `Reuse` record.
+pub fn rec_reuse(kind: ObjectKind, id: ObjectId) -> Vec<u8> {
+    let op = OpRepr::Reuse { kind, id };
+    let mut b = vec![0u8; op.buffer_len()];
+    op.emit(&mut b);
+    b
+}
+
+/// A part: its codec, decoded records and operation count.
+pub struct RawPart {
+    pub codec: Codec,
+    pub records: Vec<u8>,
+    pub ops: u32,
+}
+
+impl RawPart {
+    pub fn deflate(records: Vec<u8>, ops: u32) -> RawPart {
+        RawPart {
+            codec: Codec::Deflate,
+            records,
+            ops,
+        }
+    }
+    pub fn stored(records: Vec<u8>, ops: u32) -> RawPart {
+        RawPart {
+            codec: Codec::Stored,
+            records,
+            ops,
+        }
+    }
+}
+
+/// Assembles a file by hand: the parts are encoded, hashed and listed; `tweak` may then change
+/// the superblock (and the part bytes) before it is signed with `seed`.
+pub fn raw_update(
+    from: Option<ObjectId>,
+    to: ObjectId,
+    timestamp: u64,
+    objects: u32,
+    parts: &[RawPart],
+    seed: Option<&[u8; 32]>,
+    tweak: impl FnOnce(&mut Superblock<'_>, &mut Vec<Vec<u8>>),
+) -> Vec<u8> {
+    let mut encoded = Vec::new();
+    let mut entries = heapless::Vec::new();
+    for p in parts {
+        let bytes = match p.codec {
+            Codec::Deflate => miniz_oxide::deflate::compress_to_vec(&p.records, 6),
+            _ => p.records.clone(),
+        };
+        let e = PartEntry {
+            codec: p.codec,
+            size: bytes.len() as u32,
+            uncompressed_size: p.records.len() as u32,
+            ops: p.ops,
+            sha256: Sha256::digest(&bytes).into(),
+        };
+        entries.push(e).unwrap();
+        encoded.push(bytes);
+    }
+    let mut sb = Superblock {
+        ref_name: REF,
+        from,
+        to,
+        meta: TargetMeta {
+            timestamp,
+            version: "1.0",
+            subject: "test commit",
+        },
+        objects,
+        parts: entries,
+    };
+    tweak(&mut sb, &mut encoded);
+    let mut head = vec![0u8; HEADER_LEN + 32 * 1024];
+    let n = sb.emit(&mut head[HEADER_LEN..]).unwrap().len();
+    HeaderRepr {
+        superblock_len: n as u32,
+    }
+    .emit(&mut Header::new_unchecked(&mut head[..HEADER_LEN]));
+    head.truncate(HEADER_LEN + n);
+    match seed {
+        Some(seed) => {
+            use ed25519_dalek::Signer;
+            let sig = ed25519_dalek::SigningKey::from_bytes(seed).sign(&head);
+            head.push(1);
+            head.extend_from_slice(&sig.to_bytes());
+        }
+        None => head.push(0),
+    }
+    for e in encoded {
+        head.extend_from_slice(&e);
+    }
+    head
+}
+
+/// The records of a minimal valid commit: one file, the root dirtree and dirmeta, the commit.
+/// Returns (records, ops, commit id).
+pub fn minimal_records(timestamp: u64) -> (Vec<u8>, u32, ObjectId) {
+    let file = file_object(b"x");
+    let fid = ObjectId::of(&file);
+    let tree = dirtree_object(&[DirEntry::File {
+        name: b"f",
+        id: fid,
+    }]);
+    let meta = dirmeta_object();
+    let commit = commit_object(
+        None,
+        timestamp,
+        ObjectId::of(&tree),
+        ObjectId::of(&meta),
+        "1.0",
+    );
+    let mut r = rec_obj(ObjectKind::File, &file);
+    r.extend(rec_obj(ObjectKind::DirTree, &tree));
+    r.extend(rec_obj(ObjectKind::DirMeta, &meta));
+    r.extend(rec_obj(ObjectKind::Commit, &commit));
+    (r, 4, ObjectId::of(&commit))
+}
+
+/// Installs a whole file at once into `store` under `policy`.
+pub fn install_all(
+    store: &mut MemStore,
+    file: &[u8],
+    policy: SignaturePolicy<'_>,
+) -> Result<Installed, InstallError<()>> {
+    let mut inst = Installer::new(policy);
+    install_chunks(&mut inst, store, file, &[file.len().max(1)])
+}
