@@ -104,7 +104,7 @@ pub enum StateError {
         /// Tries asked for.
         tries: u8,
     },
-    /// `rollback` of a slot whose other slot can never boot (priority 0 and not successful).
+    /// `rollback` of a slot whose other slot cannot boot (neither successful nor with tries).
     NoFallback {
         /// The slot that was to be abandoned.
         abandon: Slot,
@@ -128,7 +128,7 @@ impl fmt::Display for StateError {
             ),
             StateError::NoFallback { abandon } => write!(
                 f,
-                "cannot roll back from slot {abandon}: slot {} is neither marked good nor bootable",
+                "cannot roll back from slot {abandon}: slot {} was never marked good and has no tries left",
                 abandon.other()
             ),
         }
@@ -418,11 +418,12 @@ impl BootState {
     }
 
     /// Rolls back from `abandon`: it gets priority 0, no tries and no success flag, so the
-    /// other slot boots next. Fails if the other slot could not boot (priority 0 and not
-    /// successful). Returns whether anything changed.
+    /// other slot boots next (its priority is raised to 1 if it was 0). Fails if the other
+    /// slot could not boot (neither successful nor with tries left). Returns whether anything
+    /// changed.
     pub fn rollback(&mut self, abandon: Slot) -> Result<bool, StateError> {
         let other = *self.slot(abandon.other());
-        if !other.successful && other.priority == 0 {
+        if !other.successful && other.tries_left == 0 {
             return Err(StateError::NoFallback { abandon });
         }
         let before = *self;

@@ -132,10 +132,17 @@ impl Rig {
         assert_eq!(kind, kind_expected);
         assert_eq!(changed, expected.changed);
         self.pull();
-        assert_eq!(self.env.load().unwrap(), expected.state, "stored state after boot");
+        assert_eq!(
+            self.env.load().unwrap(),
+            expected.state,
+            "stored state after boot"
+        );
         let raw_after = std::fs::read(&self.local).unwrap();
         if !expected.changed {
-            assert_eq!(raw_after, raw_before, "a boot without change writes nothing");
+            assert_eq!(
+                raw_after, raw_before,
+                "a boot without change writes nothing"
+            );
         }
         assert_eq!(raw_after.len(), 1024);
         slot
@@ -159,11 +166,16 @@ fn grub_snippet_scenario() {
     let mut rig = Rig::new(&BootState::initial(Slot::A, name("base")));
     assert_eq!(rig.boot(), Slot::A);
     rig.change(|r| {
-        assert!(r
-            .env
-            .apply(&Operation::Stage { slot: Slot::B, tries: 9, name: name("new1") })
-            .unwrap()
-            .changed)
+        assert!(
+            r.env
+                .apply(&Operation::Stage {
+                    slot: Slot::B,
+                    tries: 9,
+                    name: name("new1")
+                })
+                .unwrap()
+                .changed
+        )
     });
     for _ in 0..9 {
         assert_eq!(rig.boot(), Slot::B);
@@ -171,11 +183,19 @@ fn grub_snippet_scenario() {
     assert_eq!(rig.boot(), Slot::A, "never marked good: rolled back");
     // staged by hand with grub-editenv, marked good with our crate
     rig.change(|r| {
-        editenv(&r.local, &["set", "ECU_B_TRIES=2", "ECU_B_PRIO=2", "ECU_A_PRIO=1"]);
+        editenv(
+            &r.local,
+            &["set", "ECU_B_TRIES=2", "ECU_B_PRIO=2", "ECU_A_PRIO=1"],
+        );
     });
     assert_eq!(rig.boot(), Slot::B);
     rig.change(|r| {
-        assert!(r.env.apply(&Operation::MarkGood { slot: Slot::B }).unwrap().changed);
+        assert!(
+            r.env
+                .apply(&Operation::MarkGood { slot: Slot::B })
+                .unwrap()
+                .changed
+        );
     });
     assert_eq!(rig.boot(), Slot::B);
     assert_eq!(rig.boot(), Slot::B);
@@ -186,7 +206,10 @@ fn grub_snippet_scenario() {
         std::fs::write(&r.local, raw).unwrap();
     });
     let (slot, kind, changed) = rig.boot_raw();
-    assert_eq!((slot, kind.as_str(), changed), (Slot::A, "confirmed", false));
+    assert_eq!(
+        (slot, kind.as_str(), changed),
+        (Slot::A, "confirmed", false)
+    );
     rig.pull();
     assert!(rig.env.load().is_err());
     assert_eq!(std::fs::read(&rig.local).unwrap()[0], b'X');
@@ -235,12 +258,18 @@ fn grub_snippet_random_sequences_agree() {
                     let _ = r.env.apply(&Operation::MarkGood { slot: booted });
                 }),
                 3 => rig.change(|r| {
-                    let _ = r.env.apply(&Operation::Rollback { abandon: booted.other() });
+                    let _ = r.env.apply(&Operation::Rollback {
+                        abandon: booted.other(),
+                    });
                 }),
                 4 => {
                     let s = if rng.below(2) == 0 { "A" } else { "B" };
                     let k = ["TRIES", "PRIO", "OK"][rng.below(3) as usize];
-                    let v = if k == "OK" { rng.below(2) } else { rng.below(10) };
+                    let v = if k == "OK" {
+                        rng.below(2)
+                    } else {
+                        rng.below(10)
+                    };
                     rig.change(|r| editenv(&r.local, &["set", &format!("ECU_{s}_{k}={v}")]));
                 }
                 _ => booted = rig.boot(),
