@@ -1,0 +1,38 @@
+/* Runs the header's plain-C decision on two record copies read from files.
+ * usage: decide COPY0 COPY1 OUT_RECORD
+ * prints: rc=<rc> slot=<0|1> kind=<k> write=<0|1> copy=<0|1> sizeof=<n> offsetof_record=<n>
+ * and writes the new record to OUT_RECORD when write=1. */
+#include <stdio.h>
+#include <stdlib.h>
+#include "ecu_boot_state.h"
+
+static void read_file(const char *path, uint8_t *buf)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f || fread(buf, 1, ECU_BOOT_RECORD_LEN, f) != ECU_BOOT_RECORD_LEN) {
+        fprintf(stderr, "cannot read %s\n", path);
+        exit(2);
+    }
+    fclose(f);
+}
+
+int main(int argc, char **argv)
+{
+    static uint8_t c0[ECU_BOOT_RECORD_LEN], c1[ECU_BOOT_RECORD_LEN];
+    struct ecu_boot_decision d;
+    if (argc != 4)
+        return 2;
+    read_file(argv[1], c0);
+    read_file(argv[2], c1);
+    int32_t rc = ecu_boot_decide_c(c0, c1, &d);
+    printf("rc=%d slot=%u kind=%u write=%u copy=%u sizeof=%zu offsetof_record=%zu\n", (int)rc,
+           d.slot, d.kind, d.write_needed, d.write_copy, sizeof(struct ecu_boot_decision),
+           offsetof(struct ecu_boot_decision, record));
+    if (rc == ECU_BOOT_OK && d.write_needed) {
+        FILE *f = fopen(argv[3], "wb");
+        if (!f || fwrite(d.record, 1, ECU_BOOT_RECORD_LEN, f) != ECU_BOOT_RECORD_LEN)
+            return 2;
+        fclose(f);
+    }
+    return 0;
+}
