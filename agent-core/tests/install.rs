@@ -772,3 +772,203 @@ fn failed_installer_stays_failed_until_reset() {
         })
     );
 }
+
+/// A reader that yields `n` bytes at a time and fails after `fail_after` bytes.
+struct Trickle<'a> {
+    data: &'a [u8],
+    n: usize,
+    fail_after: Option<usize>,
+    given: usize,
+}
+
+#[derive(Debug, PartialEq)]
+struct Broken;
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("broken transport")
+    }
+}
+
+impl std::error::Error for Broken {}
+
+impl embedded_io::Error for Broken {
+    fn kind(&self) -> embedded_io::ErrorKind {
+        embedded_io::ErrorKind::Other
+    }
+}
+
+impl embedded_io::ErrorType for Trickle<'_> {
+    type Error = Broken;
+}
+
+impl embedded_io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Broken> {
+        if self.fail_after.is_some_and(|f| self.given >= f) {
+            return Err(Broken);
+        }
+        let n = self.n.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        self.given += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn embedded_io_adapter() {
+    use agent_core::io::{install_from_reader, ReadInstallError};
+    let keys = [public_key(&SEED)];
+    let built = v1();
+    let f = write_update(&built, None, Some(&SEED), 4096);
+    for (n, buf_len) in [(7, 256), (1000, 64), (1 << 20, 4096)] {
+        let mut store = MemStore::default();
+        let mut inst = Installer::new(policy(&keys));
+        let mut buf = vec![0u8; buf_len];
+        let mut r = Trickle {
+            data: &f,
+            n,
+            fail_after: None,
+            given: 0,
+        };
+        let installed = install_from_reader(&mut inst, &mut store, &mut r, &mut buf).unwrap();
+        assert_eq!(installed.commit, built.commit);
+        assert_eq!(store.refs[REF], built.commit);
+    }
+    // A transport failure abandons the install.
+    let mut store = MemStore::default();
+    let mut inst = Installer::new(policy(&keys));
+    let mut r = Trickle {
+        data: &f,
+        n: 100,
+        fail_after: Some(f.len() / 2),
+        given: 0,
+    };
+    let e = install_from_reader(&mut inst, &mut store, &mut r, &mut [0u8; 128]).unwrap_err();
+    assert!(matches!(e, ReadInstallError::Read(Broken)));
+    assert_eq!((store.abort_calls, store.commit_calls), (1, 0));
+    // A short file is reported by the installer.
+    let mut store = MemStore::default();
+    let mut inst = Installer::new(policy(&keys));
+    let mut r = Trickle {
+        data: &f[..f.len() - 1],
+        n: 100,
+        fail_after: None,
+        given: 0,
+    };
+    let e = install_from_reader(&mut inst, &mut store, &mut r, &mut [0u8; 128]).unwrap_err();
+    assert!(
+        matches!(e, ReadInstallError::Install(InstallError::Truncated { .. })),
+        "{e:?}"
+    );
+    assert!(matches!(
+        install_from_reader(
+            &mut Installer::new(policy(&keys)),
+            &mut store,
+            &mut &f[..],
+            &mut []
+        ),
+        Err(ReadInstallError::EmptyBuffer)
+    ));
+}
+
+#[test]
+fn writer_refuses_what_the_installer_would() {
+    use agent_core::write::{UpdateWriter, WriteError};
+    let built = v1();
+    let (commit_bytes, commit_id) = match built.ops.last().unwrap() {
+        Op::Write(_, id, b) => (b.clone(), *id),
+        _ => unreachable!(),
+    };
+    let file = file_object(b"z");
+    let finish = |w: UpdateWriter| w.finish(None, &mut Vec::new());
+    // No commit.
+    let mut w = UpdateWriter::new(REF, None, commit_id, TS, "1.0", "s");
+    w.write_object(ObjectKind::File, ObjectId::of(&file), &file)
+        .unwrap();
+    assert!(matches!(finish(w), Err(WriteError::NoCommit)));
+    // Something after the commit.
+    let mut w = UpdateWriter::new(REF, None, commit_id, TS, "1.0", "s");
+    w.write_object(ObjectKind::Commit, commit_id, &commit_bytes)
+        .unwrap();
+    w.write_object(ObjectKind::File, ObjectId::of(&file), &file)
+        .unwrap();
+    assert!(matches!(finish(w), Err(WriteError::CommitNotLast)));
+    // Another commit than the target; another timestamp.
+    let mut w = UpdateWriter::new(REF, None, ObjectId([1; 32]), TS, "1.0", "s");
+    w.write_object(ObjectKind::Commit, commit_id, &commit_bytes)
+        .unwrap();
+    assert!(matches!(finish(w), Err(WriteError::CommitNotTarget { .. })));
+    let mut w = UpdateWriter::new(REF, None, commit_id, TS + 1, "1.0", "s");
+    w.write_object(ObjectKind::Commit, commit_id, &commit_bytes)
+        .unwrap();
+    assert!(
+        matches!(finish(w), Err(WriteError::MetaMismatch { writer, commit }) if writer == TS + 1 && commit == TS)
+    );
+    // Bad ref; bytes that do not hash to the id; a reader that ends early.
+    let mut w = UpdateWriter::new("", None, commit_id, TS, "1.0", "s");
+    w.write_object(ObjectKind::Commit, commit_id, &commit_bytes)
+        .unwrap();
+    assert!(matches!(finish(w), Err(WriteError::BadRef)));
+    let mut w = UpdateWriter::new(REF, None, commit_id, TS, "1.0", "s");
+    assert!(w
+        .write_object(ObjectKind::File, ObjectId([1; 32]), &file)
+        .is_err());
+    let e = w.write_object_from(
+        ObjectKind::File,
+        ObjectId::of(&file),
+        file.len() as u64 + 1,
+        &mut &file[..],
+    );
+    assert_eq!(e.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+    w.write_object(ObjectKind::Commit, commit_id, &commit_bytes)
+        .unwrap_err();
+}
+
+#[test]
+fn many_small_objects_share_parts_and_large_ones_get_their_own() {
+    use agent_core::wire::{Superblock, MAX_PARTS};
+    // 300 small files, one 200 KB file.
+    let mut t = Tree::default().file("large", vec![7u8; 200_000]);
+    for i in 0..300 {
+        t = t.file(&format!("f{i:03}"), format!("file number {i}\n"));
+    }
+    let built = build(&t, None, TS, &HashSet::new());
+    let parts_of = |f: &[u8]| {
+        let n = u32::from_le_bytes(f[12..16].try_into().unwrap()) as usize;
+        Superblock::parse(&f[16..16 + n]).unwrap().parts.to_vec()
+    };
+    let f = write_update(&built, None, None, 16 * 1024);
+    let parts = parts_of(&f);
+    let big = parts
+        .iter()
+        .filter(|p| p.uncompressed_size > 100_000)
+        .collect::<Vec<_>>();
+    assert_eq!(big.len(), 1);
+    assert_eq!(big[0].ops, 1, "the large file is alone in its part");
+    assert!(parts
+        .iter()
+        .all(|p| p.uncompressed_size <= 16 * 1024 || p.ops == 1));
+    assert!(parts.iter().any(|p| p.ops > 50), "small files are grouped");
+    assert!(parts.iter().all(|p| p.codec == Codec::Deflate));
+    install_all(
+        &mut MemStore::default(),
+        &f,
+        SignaturePolicy::AllowUnsigned(&[]),
+    )
+    .unwrap();
+    // A tiny part size would need hundreds of parts: the writer raises it to stay within MAX_PARTS.
+    let f = write_update(&built, None, None, 64);
+    let parts = parts_of(&f);
+    assert!(
+        parts.len() <= MAX_PARTS && parts.len() > 8,
+        "{}",
+        parts.len()
+    );
+    install_all(
+        &mut MemStore::default(),
+        &f,
+        SignaturePolicy::AllowUnsigned(&[]),
+    )
+    .unwrap();
+}
