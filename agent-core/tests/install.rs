@@ -972,3 +972,107 @@ fn many_small_objects_share_parts_and_large_ones_get_their_own() {
     )
     .unwrap();
 }
+
+/// Yields `len` bytes of a repeating, mildly compressible pattern without holding them.
+struct Pattern {
+    left: u64,
+    state: u32,
+}
+
+impl std::io::Read for Pattern {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        for b in &mut buf[..n] {
+            self.state = self.state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            *b = b"abcdefgh"[(self.state >> 29) as usize];
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A 100 MiB file object streamed through the writer and the installer, never held whole.
+#[test]
+fn hundred_mib_object_streams_through() {
+    use agent_core::object::{FileHeader, FILE_HEADER_LEN, S_IFREG};
+    use agent_core::write::UpdateWriter;
+    use sha2::Sha256;
+    const LEN: u64 = 100 << 20;
+    let h = FileHeader { mode: S_IFREG | 0o644, uid: 0, gid: 0, size: LEN, target_len: 0, xattrs_len: 0 };
+    let mut head = [0u8; FILE_HEADER_LEN];
+    h.emit(&mut head);
+    let mut hasher = Sha256::new();
+    hasher.update(head);
+    std::io::copy(&mut Pattern { left: LEN, state: 1 }, &mut HashWriter(&mut hasher)).unwrap();
+    let fid = ObjectId(hasher.finalize().into());
+    let tree = dirtree_object(&[DirEntry::File { name: b"big", id: fid }]);
+    let meta = dirmeta_object();
+    let commit = commit_object(None, TS, ObjectId::of(&tree), ObjectId::of(&meta), "1.0");
+    let to = ObjectId::of(&commit);
+
+    let mut w = UpdateWriter::new(REF, None, to, TS, "1.0", "big").compression(1);
+    let mut reader = std::io::Read::chain(&head[..], Pattern { left: LEN, state: 1 });
+    w.write_object_from(ObjectKind::File, fid, FILE_HEADER_LEN as u64 + LEN, &mut reader).unwrap();
+    w.write_object(ObjectKind::DirTree, ObjectId::of(&tree), &tree).unwrap();
+    w.write_object(ObjectKind::DirMeta, ObjectId::of(&meta), &meta).unwrap();
+    w.write_object(ObjectKind::Commit, to, &commit).unwrap();
+    let mut out = Vec::new();
+    let s = w.finish(Some(&SEED), &mut out).unwrap();
+    assert!(s.bytes < LEN / 2, "{} bytes", s.bytes);
+
+    /// Keeps only the sizes, like a flash store would.
+    #[derive(Default)]
+    struct Sizes(std::collections::HashMap<ObjectId, u64>, Option<(ObjectId, u64)>, bool);
+    impl agent_core::store::Store for Sizes {
+        type Error = ();
+        fn has_commit(&mut self, _: &ObjectId) -> Result<bool, ()> {
+            Ok(false)
+        }
+        fn has_object(&mut self, _: ObjectKind, id: &ObjectId) -> Result<bool, ()> {
+            Ok(self.0.contains_key(id))
+        }
+        fn begin_object(&mut self, _: ObjectKind, id: &ObjectId, _: u64) -> Result<(), ()> {
+            self.1 = Some((*id, 0));
+            Ok(())
+        }
+        fn write_object(&mut self, d: &[u8]) -> Result<(), ()> {
+            self.1.as_mut().unwrap().1 += d.len() as u64;
+            Ok(())
+        }
+        fn finish_object(&mut self) -> Result<(), ()> {
+            let (id, n) = self.1.take().unwrap();
+            self.0.insert(id, n);
+            Ok(())
+        }
+        fn abort_object(&mut self) {}
+        fn reuse_object(&mut self, _: ObjectKind, _: &ObjectId) -> Result<bool, ()> {
+            Ok(false)
+        }
+        fn commit(&mut self, _: &str, _: &ObjectId) -> Result<(), ()> {
+            self.2 = true;
+            Ok(())
+        }
+        fn abort(&mut self) {}
+    }
+    let keys = [public_key(&SEED)];
+    let mut store = Sizes::default();
+    let mut inst = Installer::new(policy(&keys));
+    for chunk in out.chunks(4096) {
+        let _ = inst.feed(&mut store, chunk).unwrap();
+    }
+    assert_eq!(inst.finish(&mut store).unwrap().commit, to);
+    assert!(store.2);
+    assert_eq!(store.0[&fid], FILE_HEADER_LEN as u64 + LEN);
+}
+
+struct HashWriter<'a>(&'a mut sha2::Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.update(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
