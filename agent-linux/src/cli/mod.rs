@@ -20,7 +20,7 @@ mod update;
 #[derive(Debug, Parser)]
 #[command(name = "ecu-agent", version, max_term_width = 100)]
 pub struct Cli {
-    /// More log output on stderr (-v: info, -vv: debug, -vvv: trace).
+    /// More log output on stderr (-v: warnings and info, -vv: debug, -vvv: trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 

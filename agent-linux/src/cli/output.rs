@@ -119,11 +119,12 @@ impl log::Log for StderrLogger {
     fn flush(&self) {}
 }
 
-/// Installs a logger on stderr: warnings by default, more with each `-v`.
+/// Installs a logger on stderr: errors only by default (a failure is reported once, by the
+/// command), warnings and info with `-v`, more with each further `-v`.
 pub fn init_logger(verbose: u8) {
     static LOGGER: StderrLogger = StderrLogger;
     let level = match verbose {
-        0 => log::LevelFilter::Warn,
+        0 => log::LevelFilter::Error,
         1 => log::LevelFilter::Info,
         2 => log::LevelFilter::Debug,
         _ => log::LevelFilter::Trace,

@@ -1,0 +1,560 @@
+//! The `ecu-agent` binary as a user types it.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use agent_linux::fsmeta::{read_xattrs, XattrPolicy};
+
+const EXE: &str = env!("CARGO_BIN_EXE_ecu-agent");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(EXE)
+        .args(args)
+        .output()
+        .expect("run ecu-agent")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "ecu-agent {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        !o.status.success(),
+        "ecu-agent {args:?} succeeded: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn write_tree(root: &Path, version: u32) {
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    fs::create_dir_all(root.join("var/empty")).unwrap();
+    fs::write(root.join("usr/bin/tool"), b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(root.join("usr/bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(root.join("version"), format!("{version}\n")).unwrap();
+    fs::write(root.join("empty"), b"").unwrap();
+    let _ = fs::remove_file(root.join("link"));
+    std::os::unix::fs::symlink(format!("usr/bin/v{version}"), root.join("link")).unwrap();
+    let deep = root.join("a/b/c/d/e/f/g/h");
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("leaf"), b"deep").unwrap();
+    rustix::fs::lsetxattr(
+        root.join("version"),
+        "user.v",
+        version.to_string().as_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    )
+    .expect("the test directory must support user.* xattrs");
+}
+
+fn same_tree(a: &Path, b: &Path) {
+    let o = Command::new("diff")
+        .args(["-r", "--no-dereference", p(a), p(b)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    for rel in [
+        "usr/bin/tool",
+        "version",
+        "empty",
+        "var/empty",
+        "a/b/c/d/e/f/g/h/leaf",
+    ] {
+        let (ma, mb) = (
+            fs::symlink_metadata(a.join(rel)).unwrap(),
+            fs::symlink_metadata(b.join(rel)).unwrap(),
+        );
+        assert_eq!(ma.permissions().mode(), mb.permissions().mode(), "{rel}");
+        assert_eq!(
+            read_xattrs(&a.join(rel), XattrPolicy::User).unwrap(),
+            read_xattrs(&b.join(rel), XattrPolicy::User).unwrap()
+        );
+    }
+    assert_eq!(
+        fs::read_link(a.join("link")).unwrap(),
+        fs::read_link(b.join("link")).unwrap()
+    );
+}
+
+#[test]
+fn help_of_every_command_explains_its_options() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &[],
+            &[
+                "init",
+                "commit",
+                "refs",
+                "log",
+                "keygen",
+                "delta",
+                "generate-deltas",
+                "apply-offline",
+                "checkout",
+                "bootenv",
+            ],
+        ),
+        (&["init"], &["--repo"]),
+        (
+            &["commit"],
+            &[
+                "--repo",
+                "--branch",
+                "--tree",
+                "--version",
+                "--subject",
+                "--body",
+                "--timestamp",
+                "--sign-key",
+                "--json",
+            ],
+        ),
+        (&["refs"], &["--repo", "--json"]),
+        (&["log"], &["--repo", "REF", "--json"]),
+        (&["keygen"], &["--out", "0600"]),
+        (&["delta"], &["generate"]),
+        (
+            &["delta", "generate"],
+            &[
+                "--repo",
+                "--from",
+                "--empty",
+                "--to",
+                "--out",
+                "--sign-key",
+                "--json",
+            ],
+        ),
+        (
+            &["generate-deltas"],
+            &[
+                "--repo",
+                "--out",
+                "--depth",
+                "--sign-key",
+                "--json",
+                "<ref with / as ->-<to>.update",
+            ],
+        ),
+        (
+            &["apply-offline"],
+            &[
+                "--sysroot",
+                "--trusted-key",
+                "FILE",
+                "standard input",
+                "--json",
+            ],
+        ),
+        (&["checkout"], &["--sysroot", "COMMIT", "DIR", "--hardlink"]),
+        (&["bootenv"], &["show"]),
+    ];
+    for (sub, words) in cases {
+        let mut args: Vec<&str> = sub.to_vec();
+        args.push("--help");
+        let out = ok(&args);
+        for w in *words {
+            assert!(
+                out.contains(w),
+                "`ecu-agent {}` does not mention {w}:\n{out}",
+                args.join(" ")
+            );
+        }
+    }
+    assert!(!run(&["no-such-command"]).status.success());
+    assert!(
+        !run(&["commit"]).status.success(),
+        "missing required options must fail"
+    );
+}
+
+#[test]
+fn build_generate_apply_checkout() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo, src, key) = (
+        t.path().join("repo"),
+        t.path().join("src"),
+        t.path().join("key"),
+    );
+    ok(&["init", "--repo", p(&repo)]);
+    let public = ok(&["keygen", "--out", p(&key)]);
+    assert_eq!(
+        fs::read_to_string(key.with_extension("pub")).unwrap(),
+        public
+    );
+    assert_eq!(
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(fails(&["keygen", "--out", p(&key)]).contains("exists already"));
+
+    // Five commits on one ref, one on another.
+    let mut ids = Vec::new();
+    for v in 1..=5u32 {
+        write_tree(&src, v);
+        let ts = (1_700_000_000 + v).to_string();
+        let id = ok(&[
+            "commit",
+            "--repo",
+            p(&repo),
+            "--branch",
+            "ecu/armv7/main",
+            "--tree",
+            p(&src),
+            "--version",
+            &v.to_string(),
+            "--subject",
+            &format!("release {v}"),
+            "--timestamp",
+            &ts,
+            "--sign-key",
+            p(&key),
+        ]);
+        ids.push(id.trim().to_string());
+    }
+    let other = ok(&[
+        "commit",
+        "--repo",
+        p(&repo),
+        "--branch",
+        "ecu/other",
+        "--tree",
+        p(&src),
+        "--json",
+    ]);
+    let other: serde_json::Value = serde_json::from_str(&other).unwrap();
+    assert_eq!(other["ref"], "ecu/other");
+    assert_eq!(other["parent"], serde_json::Value::Null);
+    let other_id = other["commit"].as_str().unwrap().to_string();
+
+    let refs = ok(&["refs", "--repo", p(&repo)]);
+    assert_eq!(
+        refs,
+        format!("ecu/armv7/main {}\necu/other {other_id}\n", ids[4])
+    );
+    let refs: serde_json::Value =
+        serde_json::from_str(&ok(&["refs", "--repo", p(&repo), "--json"])).unwrap();
+    assert_eq!(refs[0]["commit"], ids[4].as_str());
+
+    // log: unbroken history, newest first, like `ostree log`.
+    let log = ok(&["log", "--repo", p(&repo), "ecu/armv7/main"]);
+    for (i, id) in ids.iter().rev().enumerate() {
+        assert!(log.contains(&format!("commit {id}\n")), "{log}");
+        if i < 4 {
+            assert!(
+                log.contains(&format!("commit {id}\nParent:  {}\n", ids[3 - i])),
+                "{log}"
+            );
+        }
+    }
+    assert!(
+        log.contains("ContentChecksum:  ")
+            && log.contains("Date:  2023-11-14 22:13:25 +0000")
+            && log.contains("Version: 5")
+    );
+    assert!(
+        log.contains("    release 5\n") && log.contains("Signed-by: ed25519 "),
+        "{log}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["log", "--repo", p(&repo), &ids[4][..10], "--json"])).unwrap();
+    let arr = json.as_array().unwrap();
+    assert_eq!(arr.len(), 5);
+    for w in arr.windows(2) {
+        assert_eq!(w[0]["parent"], w[1]["commit"]);
+    }
+    assert_eq!(arr[4]["parent"], serde_json::Value::Null);
+    assert!(fails(&["log", "--repo", p(&repo), "nope"]).contains("neither a ref nor a commit"));
+
+    // generate-deltas: names and count.
+    let out = t.path().join("out");
+    let listing = ok(&[
+        "generate-deltas",
+        "--repo",
+        p(&repo),
+        "--out",
+        p(&out),
+        "--depth",
+        "3",
+        "--sign-key",
+        p(&key),
+    ]);
+    let mut expected = vec![format!("ecu-armv7-main-{}.update", ids[4])];
+    for from in &ids[1..4] {
+        expected.push(format!("ecu-armv7-main-{from}-{}.update", ids[4]));
+    }
+    expected.push(format!("ecu-other-{other_id}.update"));
+    expected.sort();
+    let mut names: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, expected);
+    assert_eq!(listing.lines().count(), 5, "{listing}");
+    for line in listing.lines() {
+        let (path, size) = line.rsplit_once(' ').unwrap();
+        assert_eq!(
+            fs::metadata(path).unwrap().len(),
+            size.parse::<u64>().unwrap()
+        );
+    }
+    let json: serde_json::Value = serde_json::from_str(&ok(&[
+        "generate-deltas",
+        "--repo",
+        p(&repo),
+        "--out",
+        p(&out),
+        "--depth",
+        "1",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 3);
+
+    // One delta by hand, with a short id and a ref name.
+    let delta = t.path().join("d.update");
+    ok(&[
+        "delta",
+        "generate",
+        "--repo",
+        p(&repo),
+        "--from",
+        &ids[3][..12],
+        "--to",
+        "ecu/armv7/main",
+        "--out",
+        p(&delta),
+        "--sign-key",
+        p(&key),
+    ]);
+    let full4 = t.path().join("f4.update");
+    ok(&[
+        "delta",
+        "generate",
+        "--repo",
+        p(&repo),
+        "--empty",
+        "--to",
+        &ids[3],
+        "--out",
+        p(&full4),
+        "--sign-key",
+        p(&key),
+    ]);
+    // Exactly one of --from and --empty.
+    assert!(!run(&[
+        "delta",
+        "generate",
+        "--repo",
+        p(&repo),
+        "--to",
+        &ids[3],
+        "--out",
+        p(&full4)
+    ])
+    .status
+    .success());
+
+    // Device: the delta without its source fails plainly.
+    let sys = t.path().join("sys");
+    let pubkey = format!("{}.pub", p(&key));
+    let err = fails(&[
+        "apply-offline",
+        "--sysroot",
+        p(&sys),
+        "--trusted-key",
+        &pubkey,
+        p(&delta),
+    ]);
+    assert!(
+        err.contains(&format!(
+            "commit {}, the source of this delta, is not in the store",
+            ids[3]
+        )),
+        "{err}"
+    );
+
+    // Full file of version 4, then the delta from standard input.
+    let got = ok(&[
+        "apply-offline",
+        "--sysroot",
+        p(&sys),
+        "--trusted-key",
+        &pubkey,
+        p(&full4),
+    ]);
+    assert_eq!(got.trim(), ids[3]);
+    let mut child = Command::new(EXE)
+        .args([
+            "apply-offline",
+            "--sysroot",
+            p(&sys),
+            "--trusted-key",
+            &pubkey,
+            "--json",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&fs::read(&delta).unwrap())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let applied: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(applied["commit"], ids[4].as_str());
+    assert_eq!(applied["from"], ids[3].as_str());
+    assert_eq!(applied["ref"], "ecu/armv7/main");
+    assert_eq!(applied["verified"], true);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).is_empty(),
+        "quiet when stderr is not a terminal"
+    );
+
+    let co = t.path().join("co");
+    ok(&["checkout", "--sysroot", p(&sys), "ecu/armv7/main", p(&co)]);
+    same_tree(&src, &co);
+    let err = fails(&["checkout", "--sysroot", p(&sys), "ecu/armv7/main", p(&co)]);
+    assert!(err.contains("not empty"), "{err}");
+    let co2 = t.path().join("co2");
+    ok(&[
+        "checkout",
+        "--sysroot",
+        p(&sys),
+        &ids[4][..8],
+        p(&co2),
+        "--hardlink",
+    ]);
+    same_tree(&src, &co2);
+
+    // Unsigned files: refused with trusted keys, accepted with a warning without.
+    let unsigned = t.path().join("u.update");
+    ok(&[
+        "delta",
+        "generate",
+        "--repo",
+        p(&repo),
+        "--empty",
+        "--to",
+        "ecu/other",
+        "--out",
+        p(&unsigned),
+    ]);
+    let err = fails(&[
+        "apply-offline",
+        "--sysroot",
+        p(&sys),
+        "--trusted-key",
+        &pubkey,
+        p(&unsigned),
+    ]);
+    assert!(err.contains("not signed"), "{err}");
+    assert!(!ok(&["refs", "--repo", p(&sys.join("repo"))]).contains("ecu/other"));
+    let o = run(&["apply-offline", "--sysroot", p(&sys), p(&unsigned)]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not signed"));
+    assert!(
+        ok(&["refs", "--repo", p(&sys.join("repo"))]).contains(&format!("ecu/other {other_id}"))
+    );
+
+    // A wrong key.
+    let other_key = t.path().join("other");
+    ok(&["keygen", "--out", p(&other_key)]);
+    let err = fails(&[
+        "apply-offline",
+        "--sysroot",
+        p(&t.path().join("sys2")),
+        "--trusted-key",
+        &format!("{}.pub", p(&other_key)),
+        p(&full4),
+    ]);
+    assert!(err.contains("signature does not verify"), "{err}");
+}
+
+#[test]
+fn clear_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    assert!(fails(&["refs", "--repo", p(&repo)]).contains("not an ecu-agent repository"));
+    ok(&["init", "--repo", p(&repo)]);
+    let src = t.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    assert!(fails(&[
+        "commit",
+        "--repo",
+        p(&repo),
+        "--branch",
+        "../evil",
+        "--tree",
+        p(&src)
+    ])
+    .contains("ref name"));
+    assert!(fails(&[
+        "commit",
+        "--repo",
+        p(&repo),
+        "--branch",
+        "main",
+        "--tree",
+        p(&t.path().join("missing"))
+    ])
+    .contains("missing"));
+    let fifo = src.join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let err = fails(&[
+        "commit",
+        "--repo",
+        p(&repo),
+        "--branch",
+        "main",
+        "--tree",
+        p(&src),
+    ]);
+    assert!(err.contains("FIFO"), "{err}");
+    assert!(ok(&["refs", "--repo", p(&repo)]).is_empty());
+    let junk = t.path().join("junk.update");
+    fs::write(&junk, b"definitely not an update").unwrap();
+    let err = fails(&[
+        "apply-offline",
+        "--sysroot",
+        p(&t.path().join("sys")),
+        p(&junk),
+    ]);
+    assert!(err.contains("junk.update"), "{err}");
+    assert!(fails(&[
+        "apply-offline",
+        "--sysroot",
+        p(&t.path().join("sys")),
+        p(&t.path().join("nope"))
+    ])
+    .contains("cannot open"));
+}
