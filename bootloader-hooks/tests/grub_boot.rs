@@ -29,8 +29,16 @@ fn tools_present(test: &str) -> bool {
         .all(|t| have(t, test))
 }
 
+const ECU_GRUB_CFG: &str = "set timeout=0\nset ecu_env=(hd0)/grubenv\nsource $prefix/ecu-ab.cfg\n\
+                            echo \"ECU-BOOT: $ecu_boot default=$default\"\nhalt\n";
+
 impl Rig {
     fn new(initial: &BootState) -> Rig {
+        Rig::with(ECU_GRUB_CFG, Scheme::Native, initial)
+    }
+
+    /// A rig whose grub.cfg is `grub_cfg`, with the state in `scheme`.
+    fn with(grub_cfg: &str, scheme: Scheme, initial: &BootState) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir(d.join("grub")).unwrap();
@@ -39,12 +47,7 @@ impl Rig {
             d.join("grub/ecu-ab.cfg"),
         )
         .unwrap();
-        std::fs::write(
-            d.join("grub/grub.cfg"),
-            "set timeout=0\nset ecu_env=(hd0)/grubenv\nsource $prefix/ecu-ab.cfg\n\
-             echo \"ECU-BOOT: $ecu_boot default=$default\"\nhalt\n",
-        )
-        .unwrap();
+        std::fs::write(d.join("grub/grub.cfg"), grub_cfg).unwrap();
         let disk = d.join("disk.img");
         run(Command::new("mkfs.vfat")
             .args(["-C", "-n", "GRUBENV"])
@@ -52,7 +55,7 @@ impl Rig {
             .arg("4096"));
         std::fs::write(d.join("device.map"), format!("(hd0) {}\n", disk.display())).unwrap();
         let local = d.join("grubenv");
-        let env = BootEnv::new(Backend::grub(&local), Scheme::Native);
+        let env = BootEnv::new(Backend::grub(&local), scheme);
         env.init(initial).unwrap();
         let rig = Rig {
             dir,
@@ -91,6 +94,21 @@ impl Rig {
     }
 
     fn boot_raw(&mut self) -> (Slot, String, bool) {
+        let (line, log) = self.boot_line("ECU-DECISION:");
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+                .to_string()
+        };
+        let slot = Slot::parse(&field("slot=")).unwrap();
+        let booted = format!("ECU-BOOT: {slot} default=ecu-slot-{slot}");
+        assert!(log.contains(&booted), "{booted} missing:\n{log}");
+        (slot, field("kind="), field("changed=") == "1")
+    }
+
+    /// One boot in grub-emu: the line starting with `prefix`, and the whole log.
+    fn boot_line(&mut self, prefix: &str) -> (String, String) {
         let d = self.dir.path();
         let out = run(Command::new("timeout")
             .args(["20", "grub-emu", "-m"])
@@ -102,19 +120,10 @@ impl Rig {
         let log = strip_ansi(&String::from_utf8_lossy(&out.stdout));
         let line = log
             .lines()
-            .find_map(|l| l.find("ECU-DECISION:").map(|i| &l[i..]))
-            .unwrap_or_else(|| panic!("no decision printed:\n{log}"))
+            .find_map(|l| l.find(prefix).map(|i| &l[i..]))
+            .unwrap_or_else(|| panic!("no {prefix} printed:\n{log}"))
             .to_string();
-        let field = |name: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .unwrap_or_else(|| panic!("no {name} in {line}"))
-                .to_string()
-        };
-        let slot = Slot::parse(&field("slot=")).unwrap();
-        let booted = format!("ECU-BOOT: {slot} default=ecu-slot-{slot}");
-        assert!(log.contains(&booted), "{booted} missing:\n{log}");
-        (slot, field("kind="), field("changed=") == "1")
+        (line, log)
     }
 
     fn boot(&mut self) -> Slot {
@@ -277,4 +286,98 @@ fn grub_snippet_random_sequences_agree() {
         }
     }
     eprintln!("160 boots in {:.2} s", t.elapsed().as_secs_f64());
+}
+
+/// RAUC's GRUB slot selection (fixture) against the decision on the RAUC scheme.
+#[test]
+fn rauc_grub_script_agrees() {
+    if !tools_present("rauc_grub_script_agrees") {
+        return;
+    }
+    let cfg =
+        std::fs::read_to_string(Path::new(CRATE).join("tests/fixtures/rauc-grub.cfg")).unwrap();
+    let rauc = Scheme::Rauc(bootloader_hooks::RaucConfig::default());
+    let mut rig = Rig::with(&cfg, rauc, &BootState::initial(Slot::A, name("base")));
+    let boot = |rig: &mut Rig| {
+        rig.pull();
+        let before = rig.env.load().unwrap();
+        let expected = before.decide();
+        let (line, _) = rig.boot_line("RAUC-DECISION:");
+        rig.pull();
+        let got = line
+            .trim_start_matches("RAUC-DECISION: slot=")
+            .trim()
+            .to_string();
+        if expected.kind == DecisionKind::LastResort {
+            assert_eq!(got, "none", "{before:?}");
+        } else {
+            assert_eq!(got, expected.slot.as_str(), "{before:?}");
+            assert_eq!(rig.env.load().unwrap(), expected.state, "after {line}");
+        }
+        got
+    };
+    assert_eq!(boot(&mut rig), "A");
+    // booted A is tried (A_TRY=1) until marked good
+    rig.change(|r| {
+        assert!(
+            r.env
+                .apply(&Operation::MarkGood { slot: Slot::A })
+                .unwrap()
+                .changed
+        )
+    });
+    rig.change(|r| {
+        assert!(
+            r.env
+                .apply(&Operation::Stage {
+                    slot: Slot::B,
+                    tries: 1,
+                    name: name("rb")
+                })
+                .unwrap()
+                .changed
+        )
+    });
+    assert_eq!(boot(&mut rig), "B");
+    assert_eq!(
+        boot(&mut rig),
+        "A",
+        "B not marked good: RAUC falls back to A"
+    );
+    rig.change(|r| {
+        assert!(
+            r.env
+                .apply(&Operation::MarkGood { slot: Slot::A })
+                .unwrap()
+                .changed
+        )
+    });
+    assert_eq!(boot(&mut rig), "A");
+    rig.change(|r| {
+        assert!(
+            r.env
+                .apply(&Operation::Stage {
+                    slot: Slot::B,
+                    tries: 1,
+                    name: name("rb2")
+                })
+                .unwrap()
+                .changed
+        )
+    });
+    assert_eq!(boot(&mut rig), "B");
+    rig.change(|r| {
+        assert!(
+            r.env
+                .apply(&Operation::MarkGood { slot: Slot::B })
+                .unwrap()
+                .changed
+        )
+    });
+    assert_eq!(boot(&mut rig), "B");
+    // B's boot was not marked good and A's last boot was not either (A_TRY=1): RAUC boots
+    // neither (its rescue entry) and resets the tries of OK slots; our decision reports the
+    // last resort. After that reset both agree on B again.
+    assert_eq!(boot(&mut rig), "none");
+    assert_eq!(boot(&mut rig), "B");
 }

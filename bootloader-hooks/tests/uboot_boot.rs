@@ -39,15 +39,28 @@ fn tools_present(test: &str) -> bool {
         && have_file(UBOOT, test)
 }
 
+const NATIVE_VARS: &str =
+    "ECU_A_PRIO ECU_A_TRIES ECU_A_OK ECU_A_NAME ECU_B_PRIO ECU_B_TRIES ECU_B_OK ECU_B_NAME ECU_REV";
+
 impl Rig {
     fn new(initial: &BootState) -> Rig {
+        Rig::with(
+            &Path::new(CRATE).join("boot/uboot/boot.cmd"),
+            Scheme::Native,
+            NATIVE_VARS,
+            initial,
+        )
+    }
+
+    /// A rig running `script` as boot.scr, with the state env holding `vars` in `scheme`.
+    fn with(script: &Path, scheme: Scheme, vars: &str, initial: &BootState) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         run(Command::new("mkimage")
             .args([
                 "-A", "arm", "-O", "linux", "-T", "script", "-C", "none", "-n", "ecu-ab", "-d",
             ])
-            .arg(Path::new(CRATE).join("boot/uboot/boot.cmd"))
+            .arg(script)
             .arg(d.join("boot.scr")));
         run(Command::new("mkfs.vfat")
             .args(["-C", "-n", "BOOT"])
@@ -58,17 +71,30 @@ impl Rig {
             .arg(d.join("bootfs.img"))
             .arg(d.join("boot.scr"))
             .arg("::boot.scr"));
+        let flashenv: String =
+            std::fs::read_to_string(Path::new(CRATE).join("boot/uboot/qemu-virtio-state.env"))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    if l.starts_with("ecu_vars=") {
+                        format!("ecu_vars={vars}\n")
+                    } else {
+                        format!("{l}\n")
+                    }
+                })
+                .collect();
+        std::fs::write(d.join("flashenv.txt"), flashenv).unwrap();
         run(Command::new("mkenvimage")
             .args(["-s", "0x40000", "-o"])
             .arg(d.join("flashenv.bin"))
-            .arg(Path::new(CRATE).join("boot/uboot/qemu-virtio-state.env")));
+            .arg(d.join("flashenv.txt")));
         let mut flash = std::fs::read(d.join("flashenv.bin")).unwrap();
         flash.resize(64 << 20, 0);
         std::fs::write(d.join("flash1.img"), flash).unwrap();
         let copies = [d.join("c0.img"), d.join("c1.img")];
         let env = BootEnv::new(
             Backend::uboot_redundant(&copies[0], 0, &copies[1], 0, SIZE),
-            Scheme::Native,
+            scheme,
         );
         env.init(initial).unwrap();
         let cfg = fw_config_redundant(d, &copies[0], &copies[1], SIZE);
@@ -90,6 +116,22 @@ impl Rig {
 
     /// One boot in U-Boot: returns (slot, kind, changed) as printed.
     fn boot_raw(&mut self) -> (Slot, String, bool) {
+        let line = self.boot_line("ECU-DECISION:");
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+                .to_string()
+        };
+        (
+            Slot::parse(&field("slot=")).unwrap(),
+            field("kind="),
+            field("changed=") == "1",
+        )
+    }
+
+    /// One boot in U-Boot: returns the line starting with `prefix`.
+    fn boot_line(&mut self, prefix: &str) -> String {
         let d = self.dir.path();
         let drive = |id: &str, f: &Path| {
             [
@@ -126,23 +168,24 @@ impl Rig {
         let log = String::from_utf8_lossy(&out.stdout).into_owned();
         let line = log
             .lines()
-            .find(|l| l.starts_with("ECU-DECISION:"))
-            .unwrap_or_else(|| panic!("no decision printed:\n{log}"));
-        let field = |name: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .unwrap_or_else(|| panic!("no {name} in {line}"))
-                .to_string()
-        };
-        let slot = Slot::parse(&field("slot=")).unwrap();
-        let booted = format!("ECU-BOOT: {slot}");
-        assert!(log.contains(&booted), "{booted} missing:\n{log}");
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} printed:\n{log}"))
+            .to_string();
+        if prefix == "ECU-DECISION:" {
+            let slot = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .trim_start_matches("slot=");
+            let booted = format!("ECU-BOOT: {slot}");
+            assert!(log.contains(&booted), "{booted} missing:\n{log}");
+        }
         eprintln!(
             "boot {}: {line} ({:.2} s)",
             self.boots,
             t.elapsed().as_secs_f64()
         );
-        (slot, field("kind="), field("changed=") == "1")
+        line
     }
 
     /// Boots once and checks U-Boot against the decision function; returns the booted slot.
@@ -359,4 +402,131 @@ fn uboot_script_random_sequences_agree() {
         rig.boots,
         t.elapsed().as_secs_f64()
     );
+}
+
+fn field(line: &str, name: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        .to_string()
+}
+
+/// RAUC's U-Boot slot selection (fixture) against the decision on the RAUC scheme.
+#[test]
+fn rauc_uboot_script_agrees() {
+    if !tools_present("rauc_uboot_script_agrees") {
+        return;
+    }
+    let rauc = Scheme::Rauc(Default::default());
+    let mut rig = Rig::with(
+        &Path::new(CRATE).join("tests/fixtures/rauc-uboot.cmd"),
+        rauc,
+        "BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT ECU_A_NAME ECU_B_NAME ECU_REV",
+        &BootState::initial(Slot::A, name("base")),
+    );
+    let boot = |rig: &mut Rig| {
+        let before = rig.env.load().unwrap();
+        let expected = before.decide();
+        let line = rig.boot_line("RAUC-DECISION:");
+        assert_eq!(field(&line, "slot="), expected.slot.as_str(), "{before:?}");
+        assert_eq!(rig.env.load().unwrap(), expected.state, "after {line}");
+        expected.slot
+    };
+    assert_eq!(boot(&mut rig), Slot::A);
+    assert!(
+        rig.env
+            .apply(&Operation::MarkGood { slot: Slot::A })
+            .unwrap()
+            .changed
+    );
+    assert!(
+        rig.env
+            .apply(&Operation::Stage {
+                slot: Slot::B,
+                tries: 2,
+                name: name("rb")
+            })
+            .unwrap()
+            .changed
+    );
+    assert_eq!(boot(&mut rig), Slot::B);
+    assert_eq!(boot(&mut rig), Slot::B);
+    assert_eq!(
+        boot(&mut rig),
+        Slot::A,
+        "B used its tries: RAUC falls back to A"
+    );
+    assert!(
+        rig.env
+            .apply(&Operation::MarkGood { slot: Slot::A })
+            .unwrap()
+            .changed
+    );
+    assert_eq!(boot(&mut rig), Slot::A);
+    // hex: 0xa tries written by fw_setenv as RAUC's setexpr would
+    fw_setenv(&rig.cfg, &[("BOOT_ORDER", "B A"), ("BOOT_B_LEFT", "a")]);
+    assert_eq!(rig.env.load().unwrap().slot(Slot::B).tries_left, 10);
+    assert_eq!(boot(&mut rig), Slot::B);
+    assert_eq!(rig.env.load().unwrap().slot(Slot::B).tries_left, 9);
+}
+
+/// Mender's U-Boot behaviour (fixture) against the decision on the Mender scheme.
+#[test]
+fn mender_uboot_script_agrees() {
+    if !tools_present("mender_uboot_script_agrees") {
+        return;
+    }
+    let mender = Scheme::Mender(Default::default());
+    let mut rig = Rig::with(
+        &Path::new(CRATE).join("tests/fixtures/mender-uboot.cmd"),
+        mender,
+        "mender_boot_part mender_boot_part_hex upgrade_available bootcount bootlimit ECU_A_NAME ECU_B_NAME ECU_REV",
+        &BootState::initial(Slot::A, name("base")),
+    );
+    let boot = |rig: &mut Rig| {
+        let before = rig.env.load().unwrap();
+        let expected = before.decide();
+        let line = rig.boot_line("MENDER-DECISION:");
+        assert_eq!(field(&line, "slot="), expected.slot.as_str(), "{before:?}");
+        let after = rig.env.load().unwrap();
+        match field(&line, "action=").as_str() {
+            "counted" | "normal" => assert_eq!(after, expected.state, "after {line}"),
+            _ => assert_eq!(after.decide().slot, expected.slot, "after {line}"),
+        }
+        expected.slot
+    };
+    assert_eq!(boot(&mut rig), Slot::A);
+    assert!(
+        rig.env
+            .apply(&Operation::Stage {
+                slot: Slot::B,
+                tries: 2,
+                name: name("mb")
+            })
+            .unwrap()
+            .changed
+    );
+    assert_eq!(boot(&mut rig), Slot::B);
+    assert_eq!(boot(&mut rig), Slot::B);
+    assert_eq!(boot(&mut rig), Slot::A, "bootcount > bootlimit: altbootcmd");
+    assert_eq!(boot(&mut rig), Slot::A);
+    assert!(
+        rig.env
+            .apply(&Operation::Stage {
+                slot: Slot::B,
+                tries: 1,
+                name: name("mb2")
+            })
+            .unwrap()
+            .changed
+    );
+    assert_eq!(boot(&mut rig), Slot::B);
+    assert!(
+        rig.env
+            .apply(&Operation::MarkGood { slot: Slot::B })
+            .unwrap()
+            .changed
+    );
+    assert_eq!(boot(&mut rig), Slot::B);
+    assert_eq!(boot(&mut rig), Slot::B);
 }
