@@ -998,23 +998,54 @@ fn hundred_mib_object_streams_through() {
     use agent_core::write::UpdateWriter;
     use sha2::Sha256;
     const LEN: u64 = 100 << 20;
-    let h = FileHeader { mode: S_IFREG | 0o644, uid: 0, gid: 0, size: LEN, target_len: 0, xattrs_len: 0 };
+    let h = FileHeader {
+        mode: S_IFREG | 0o644,
+        uid: 0,
+        gid: 0,
+        size: LEN,
+        target_len: 0,
+        xattrs_len: 0,
+    };
     let mut head = [0u8; FILE_HEADER_LEN];
     h.emit(&mut head);
     let mut hasher = Sha256::new();
     hasher.update(head);
-    std::io::copy(&mut Pattern { left: LEN, state: 1 }, &mut HashWriter(&mut hasher)).unwrap();
+    std::io::copy(
+        &mut Pattern {
+            left: LEN,
+            state: 1,
+        },
+        &mut HashWriter(&mut hasher),
+    )
+    .unwrap();
     let fid = ObjectId(hasher.finalize().into());
-    let tree = dirtree_object(&[DirEntry::File { name: b"big", id: fid }]);
+    let tree = dirtree_object(&[DirEntry::File {
+        name: b"big",
+        id: fid,
+    }]);
     let meta = dirmeta_object();
     let commit = commit_object(None, TS, ObjectId::of(&tree), ObjectId::of(&meta), "1.0");
     let to = ObjectId::of(&commit);
 
     let mut w = UpdateWriter::new(REF, None, to, TS, "1.0", "big").compression(1);
-    let mut reader = std::io::Read::chain(&head[..], Pattern { left: LEN, state: 1 });
-    w.write_object_from(ObjectKind::File, fid, FILE_HEADER_LEN as u64 + LEN, &mut reader).unwrap();
-    w.write_object(ObjectKind::DirTree, ObjectId::of(&tree), &tree).unwrap();
-    w.write_object(ObjectKind::DirMeta, ObjectId::of(&meta), &meta).unwrap();
+    let mut reader = std::io::Read::chain(
+        &head[..],
+        Pattern {
+            left: LEN,
+            state: 1,
+        },
+    );
+    w.write_object_from(
+        ObjectKind::File,
+        fid,
+        FILE_HEADER_LEN as u64 + LEN,
+        &mut reader,
+    )
+    .unwrap();
+    w.write_object(ObjectKind::DirTree, ObjectId::of(&tree), &tree)
+        .unwrap();
+    w.write_object(ObjectKind::DirMeta, ObjectId::of(&meta), &meta)
+        .unwrap();
     w.write_object(ObjectKind::Commit, to, &commit).unwrap();
     let mut out = Vec::new();
     let s = w.finish(Some(&SEED), &mut out).unwrap();
@@ -1022,7 +1053,11 @@ fn hundred_mib_object_streams_through() {
 
     /// Keeps only the sizes, like a flash store would.
     #[derive(Default)]
-    struct Sizes(std::collections::HashMap<ObjectId, u64>, Option<(ObjectId, u64)>, bool);
+    struct Sizes(
+        std::collections::HashMap<ObjectId, u64>,
+        Option<(ObjectId, u64)>,
+        bool,
+    );
     impl agent_core::store::Store for Sizes {
         type Error = ();
         fn has_commit(&mut self, _: &ObjectId) -> Result<bool, ()> {
@@ -1075,4 +1110,84 @@ impl std::io::Write for HashWriter<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// The worked example of docs/FORMAT.md: a signed from-scratch update of a tree holding one
+/// file, `hello` = "hi\n", written uncompressed so that it reads well.
+fn format_example() -> (Vec<u8>, Vec<(&'static str, usize)>) {
+    use agent_core::write::UpdateWriter;
+    let file = file_object(b"hi\n");
+    let fid = ObjectId::of(&file);
+    let tree = dirtree_object(&[DirEntry::File {
+        name: b"hello",
+        id: fid,
+    }]);
+    let meta = dirmeta_object();
+    let commit = {
+        let c = agent_core::object::Commit {
+            parent: None,
+            timestamp: 1_700_000_000,
+            root_tree: ObjectId::of(&tree),
+            root_meta: ObjectId::of(&meta),
+            version: "1",
+            subject: "demo",
+            body: "",
+        };
+        let mut b = vec![0u8; c.buffer_len()];
+        c.emit(&mut b);
+        b
+    };
+    let to = ObjectId::of(&commit);
+    let mut w = UpdateWriter::new("ecu/demo", None, to, 1_700_000_000, "1", "demo").compression(0);
+    w.write_object(ObjectKind::File, fid, &file).unwrap();
+    w.write_object(ObjectKind::DirTree, ObjectId::of(&tree), &tree)
+        .unwrap();
+    w.write_object(ObjectKind::DirMeta, ObjectId::of(&meta), &meta)
+        .unwrap();
+    w.write_object(ObjectKind::Commit, to, &commit).unwrap();
+    let mut out = Vec::new();
+    w.finish(Some(&SEED), &mut out).unwrap();
+    let sb_len = u32::from_le_bytes(out[12..16].try_into().unwrap()) as usize;
+    let sections = vec![
+        ("header", 16),
+        ("superblock", sb_len),
+        ("signature", 65),
+        ("part 0, record 0: Write file", 42 + file.len()),
+        ("part 0, record 1: Write dirtree", 42 + tree.len()),
+        ("part 0, record 2: Write dirmeta", 42 + meta.len()),
+        ("part 0, record 3: Write commit", 42 + commit.len()),
+    ];
+    (out, sections)
+}
+
+fn hex_dump(file: &[u8], sections: &[(&str, usize)]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let mut at = 0;
+    for (name, len) in sections {
+        writeln!(s, "# {name} ({len} bytes)").unwrap();
+        for line in file[at..at + len].chunks(16) {
+            let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+            writeln!(s, "{at:04x}: {}", hex.join(" ")).unwrap();
+            at += line.len();
+        }
+    }
+    assert_eq!(at, file.len());
+    s
+}
+
+/// docs/FORMAT.md shows the example byte for byte; this keeps it true.
+#[test]
+fn format_example_matches_the_spec() {
+    let (file, sections) = format_example();
+    let dump = hex_dump(&file, &sections);
+    let keys = [public_key(&SEED)];
+    install_all(&mut MemStore::default(), &file, policy(&keys)).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md");
+    if std::env::var_os("PRINT_FORMAT_EXAMPLE").is_some() {
+        println!("public key: {}", ObjectId(keys[0]));
+        println!("{dump}");
+    }
+    let doc = std::fs::read_to_string(path).expect("docs/FORMAT.md");
+    assert!(doc.contains(&dump), "the hex example in docs/FORMAT.md is out of date; run with PRINT_FORMAT_EXAMPLE=1 and paste");
 }
