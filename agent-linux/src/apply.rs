@@ -70,7 +70,7 @@ pub struct Applied {
     pub objects: u32,
 }
 
-/// Installs the update read from `input` into `repo`. With `trusted_keys` non-empty, only
+/// Installs the update read from `input` into `repo`, holding the repository's write lock. With `trusted_keys` non-empty, only
 /// files signed by one of them are accepted; with none, unsigned files are accepted (and a
 /// signed file's signature is not checked: [`Applied::verified`] is false). `progress` is
 /// called after each chunk.
@@ -85,6 +85,9 @@ pub fn apply(
     } else {
         SignaturePolicy::Required(trusted_keys)
     };
+    let _lock = repo
+        .lock()
+        .map_err(|e| ApplyError::Install(InstallError::Store(e)))?;
     let mut inst = Box::new(Installer::new(policy));
     let mut store = RepoStore::new(repo);
     let mut buf = vec![0u8; READ_CHUNK];

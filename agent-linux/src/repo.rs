@@ -10,6 +10,7 @@
 //! R/refs/heads/<ref path>          64 hex characters and a newline
 //! R/tmp/                           staging: every write lands here first, then is renamed
 //! R/state/                         reserved for partial installs
+//! R/lock                           flock()ed by a writer (commit, install)
 //! ```
 //!
 //! A file object is kept as a plain file (or a real symlink) so that a checkout can
@@ -340,6 +341,12 @@ impl FileObjectReader {
     }
 }
 
+/// The repository's write lock, released when dropped. See [`Repo::lock`].
+#[derive(Debug)]
+pub struct RepoLock {
+    _file: File,
+}
+
 /// An object repository. See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct Repo {
@@ -406,6 +413,29 @@ impl Repo {
     /// The repository's directory.
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// Takes the repository's write lock (an exclusive `flock` on `R/lock`), waiting for
+    /// another writer to finish, then removes whatever a crashed writer left in `R/tmp` (no
+    /// other writer can be using it). Hold it while building commits or installing.
+    pub fn lock(&self) -> Result<RepoLock, RepoError> {
+        let p = self.root.join("lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o644)
+            .open(&p)
+            .map_err(io_err("open", &p))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_err("lock", &p)(e.into()))?;
+        let tmp = self.tmp_dir();
+        if let Ok(rd) = fs::read_dir(&tmp) {
+            for e in rd.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(RepoLock { _file: f })
     }
 
     /// The staging directory `R/tmp`.

@@ -119,6 +119,7 @@ pub fn commit(a: CommitArgs) -> anyhow::Result<()> {
     };
     let seed = a.sign_key.as_deref().map(keys::read_key).transpose()?;
     let repo = Repo::open(&a.repo.repo)?;
+    let _lock = repo.lock()?;
     let opts = tree::BuildOptions {
         xattrs: match a.xattrs {
             XattrsArg::User => XattrPolicy::User,
