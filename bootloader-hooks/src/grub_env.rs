@@ -272,7 +272,7 @@ where
     Ok(())
 }
 
-/// An empty variable list, for [`write`] when creating a block from scratch.
+/// An empty variable list, for [`write()`] when creating a block from scratch.
 pub fn no_vars<'a>() -> core::iter::Empty<(&'a [u8], &'a [u8])> {
     core::iter::empty()
 }

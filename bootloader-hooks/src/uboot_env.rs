@@ -397,7 +397,7 @@ where
     Ok(needed)
 }
 
-/// Calls `f` for every variable of the merge of `vars` and `updates` (see [`write`]).
+/// Calls `f` for every variable of the merge of `vars` and `updates` (see [`write()`]).
 fn for_each_merged<'v, I, F>(vars: I, updates: &VarSet<'_>, mut f: F) -> Result<(), EnvError>
 where
     I: Iterator<Item = (&'v [u8], &'v [u8])>,
@@ -426,7 +426,7 @@ where
     Ok(())
 }
 
-/// An empty variable list, for [`write`] when creating an environment from scratch.
+/// An empty variable list, for [`write()`] when creating an environment from scratch.
 pub fn no_vars<'a>() -> core::iter::Empty<(&'a [u8], &'a [u8])> {
     core::iter::empty()
 }
