@@ -400,6 +400,17 @@ impl<F: NorFlash> FlashStore<F> {
         self.active
     }
 
+    /// After a reboot into `active`, in place (no temporaries): forgets any install state and
+    /// takes `active` as the booted slot.
+    pub fn set_active(&mut self, active: FlashSlot) {
+        self.active = active;
+        self.phase = Phase::Idle;
+        self.open = None;
+        self.fill = 0;
+        self.entries = 0;
+        self.walk.clear();
+    }
+
     /// The slot installs write.
     pub fn inactive(&self) -> FlashSlot {
         self.active.other()

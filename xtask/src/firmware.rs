@@ -1,0 +1,680 @@
+//! The Cortex-M firmware (`tests/firmware`, its own workspace): test data, builds, the
+//! scenarios under QEMU, and the flash/RAM/stack budget.
+//!
+//! - [`firmware`]: generates the update files (signed with the test key whose public half is
+//!   compiled into the firmware), builds the firmware with `defmt`, with `log` and with no
+//!   logging, and runs the scenarios (from scratch, delta, one flipped byte) under
+//!   `qemu-system-arm -machine mps2-an386 -cpu cortex-m4` for transport blocks of 8, 64 and
+//!   4093 bytes. Fails when any run fails.
+//! - [`size`]: the budget of the firmware built with opt-level "s" and LTO (no logging):
+//!   flash of `agent-core` + `bootloader-hooks`, the installer's static RAM and the install's
+//!   stack high-water mark, each also as a `key: N` line. `docs/BUDGET.md` says how each is
+//!   measured.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use agent_core::object::{
+    Commit, DirEntry, DirMeta, DirTree, FileHeader, ObjectId, ObjectKind, Xattrs, FILE_HEADER_LEN,
+    S_IFDIR, S_IFREG,
+};
+use agent_core::write::UpdateWriter;
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::tools::{ensure_cargo_tool, have, in_ci, root};
+
+/// Transport block sizes the scenarios run with: a classic CAN frame, a CAN FD frame and a
+/// UDS TransferData block.
+pub const BLOCK_SIZES: [usize; 3] = [8, 64, 4093];
+/// Budget targets (bytes).
+const FLASH_TARGET: u64 = 64 * 1024;
+const RAM_TARGET: u64 = 48 * 1024;
+const STACK_TARGET: u64 = 4 * 1024;
+const TARGET: &str = "thumbv7em-none-eabihf";
+const REF: &str = "ecu/cortex-m4/main";
+
+fn fw_dir() -> PathBuf {
+    root().join("tests/firmware")
+}
+
+fn data_dir() -> PathBuf {
+    fw_dir().join("target/fw-data")
+}
+
+/// A firmware build variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    Defmt,
+    Log,
+    Plain,
+    NoAgent,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Defmt => "defmt",
+            Variant::Log => "log",
+            Variant::Plain => "plain",
+            Variant::NoAgent => "no-agent",
+        }
+    }
+    fn features(self) -> Option<&'static str> {
+        match self {
+            Variant::Defmt => Some("defmt"),
+            Variant::Log => Some("log"),
+            Variant::Plain => None,
+            Variant::NoAgent => Some("no-agent"),
+        }
+    }
+}
+
+/// `cargo xtask firmware`: every scenario, every block size, with defmt; then the `log` and the
+/// no-logging builds once each. Fails when any run fails.
+pub fn firmware() -> Result<()> {
+    ensure_tools()?;
+    gen_data()?;
+    let defmt = build(Variant::Defmt)?;
+    let mut failed = Vec::new();
+    for block in BLOCK_SIZES {
+        let out = run_qemu(&defmt, block, true)?;
+        report("defmt", block, &out, &mut failed);
+    }
+    for v in [Variant::Log, Variant::Plain] {
+        let elf = build(v)?;
+        let out = run_qemu(&elf, 64, false)?;
+        report(v.name(), 64, &out, &mut failed);
+    }
+    if !failed.is_empty() {
+        bail!("firmware scenarios failed: {}", failed.join(", "));
+    }
+    println!("firmware: all scenarios passed (defmt: blocks {BLOCK_SIZES:?}; log and no logging: block 64)");
+    Ok(())
+}
+
+/// `cargo xtask size`: the budget, as a table and as `key: N` lines.
+pub fn size() -> Result<()> {
+    ensure_tools()?;
+    gen_data()?;
+    let plain = build(Variant::Plain)?;
+    let base = build(Variant::NoAgent)?;
+    let mut stack = 0u64;
+    let mut init_stack = 0u64;
+    for block in BLOCK_SIZES {
+        let out = run_qemu(&plain, block, false)?;
+        ensure!(
+            out.ok,
+            "the firmware failed under QEMU (block {block}):\n{}",
+            out.text
+        );
+        stack = stack.max(value(&out.text, "install-stack-bytes")?);
+        init_stack = init_stack.max(value(&out.text, "init-stack-bytes")?);
+    }
+    let syms = symbols(&plain)?;
+    let by_crate = attribute(&syms);
+    let agent_syms: u64 = by_crate
+        .iter()
+        .filter(|(k, _)| is_agent(k))
+        .map(|(_, v)| v)
+        .sum();
+    let total = code_size(&plain)?;
+    let baseline = code_size(&base)?;
+    let subtracted = total - baseline;
+    let ram_of = |name: &str| syms.iter().find(|s| s.name.ends_with(name)).map(|s| s.size);
+    let installer = ram_of("agent::INSTALLER").context("no INSTALLER symbol in the firmware")?;
+    let store = ram_of("agent::STORE").context("no STORE symbol in the firmware")?;
+
+    println!("Firmware budget ({TARGET}, opt-level \"s\", LTO, codegen-units 1, no logging)");
+    println!("  code + constants of the whole image:       {total:>7} B (.vector_table + .text + .rodata)");
+    println!("  the same firmware without the agent:       {baseline:>7} B (feature no-agent)");
+    println!("  difference (agent + its glue):             {subtracted:>7} B");
+    println!("  symbols of agent crates and dependencies:  {agent_syms:>7} B, by crate:");
+    for (k, v) in by_crate.iter().filter(|(k, _)| is_agent(k)) {
+        println!("      {k:<24} {v:>7}");
+    }
+    println!("  other symbols, by crate:");
+    for (k, v) in by_crate.iter().filter(|(k, _)| !is_agent(k)) {
+        println!("      {k:<24} {v:>7}");
+    }
+    println!("  Installer (static):                        {installer:>7} B (of which 32768 inflate window)");
+    println!("  FlashStore (static):                       {store:>7} B");
+    println!("  stack while constructing the Installer:    {init_stack:>7} B (once, at start-up)");
+    println!("  stack high-water during an install:        {stack:>7} B (max over blocks {BLOCK_SIZES:?})");
+    let verdict = |name: &str, n: u64, target: u64, under: bool| {
+        let ok = if under { n < target } else { n <= target };
+        if ok {
+            println!("  target {name}: {n} B, met ({} B to spare)", target - n);
+        } else {
+            println!("  target {name}: {n} B, MISSED by {} B", n - target);
+        }
+    };
+    verdict("agent flash < 64 KiB", subtracted, FLASH_TARGET, true);
+    verdict("installer RAM <= 48 KiB", installer, RAM_TARGET, false);
+    verdict(
+        "installer + store RAM <= 48 KiB",
+        installer + store,
+        RAM_TARGET,
+        false,
+    );
+    verdict("install stack < 4 KiB", stack, STACK_TARGET, true);
+    println!("agent-flash-bytes: {subtracted}");
+    println!("installer-ram-bytes: {installer}");
+    println!("flash-store-ram-bytes: {store}");
+    println!("install-stack-bytes: {stack}");
+    Ok(())
+}
+
+fn ensure_tools() -> Result<()> {
+    for tool in ["qemu-system-arm", "arm-none-eabi-nm", "arm-none-eabi-size"] {
+        if !have(tool) {
+            bail!("{tool} is missing: apt-get install -y qemu-system-arm binutils-arm-none-eabi");
+        }
+    }
+    ensure_cargo_tool("defmt-print", "defmt-print")?;
+    let _ = in_ci();
+    Ok(())
+}
+
+/// Builds a variant; returns a copy of its ELF named after it.
+fn build(v: Variant) -> Result<PathBuf> {
+    let dir = fw_dir();
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&dir)
+        .args(["build", "--release", "--target", TARGET])
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    if let Some(f) = v.features() {
+        cmd.args(["--features", f]);
+    }
+    eprintln!("xtask: building the firmware ({})", v.name());
+    let status = cmd.status().context("could not start cargo")?;
+    ensure!(
+        status.success(),
+        "building the firmware ({}) failed",
+        v.name()
+    );
+    let elf = dir.join("target").join(TARGET).join("release/ecu-fw");
+    let copy = dir.join("target").join(format!("ecu-fw-{}.elf", v.name()));
+    fs::copy(&elf, &copy).with_context(|| format!("copying {}", elf.display()))?;
+    Ok(copy)
+}
+
+struct Run {
+    ok: bool,
+    text: String,
+}
+
+/// Runs the firmware under QEMU with the data folder as working directory.
+fn run_qemu(elf: &Path, block: usize, defmt: bool) -> Result<Run> {
+    let data = data_dir();
+    fs::write(data.join("params.txt"), format!("block={block}\n"))?;
+    let mut qemu = Command::new("timeout");
+    qemu.current_dir(&data)
+        .args([
+            "120",
+            "qemu-system-arm",
+            "-cpu",
+            "cortex-m4",
+            "-machine",
+            "mps2-an386",
+            "-nographic",
+        ])
+        .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
+        .arg(elf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = qemu.spawn().context("could not start qemu-system-arm")?;
+    let stdout = child.stdout.take().context("qemu stdout")?;
+    let text = if defmt {
+        let out = Command::new("defmt-print")
+            .arg("-e")
+            .arg(elf)
+            .stdin(stdout)
+            .stderr(Stdio::inherit())
+            .output()
+            .context("could not start defmt-print")?;
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    } else {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut { stdout }, &mut s)?;
+        s
+    };
+    let out = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ok = out.status.success() && text.lines().any(|l| l.contains("RESULT: PASS"));
+    let mut text = text;
+    if !stderr.trim().is_empty() {
+        text.push_str(&format!("[qemu stderr] {stderr}"));
+    }
+    if !out.status.success() {
+        text.push_str(&format!("[qemu exit status] {}\n", out.status));
+    }
+    Ok(Run { ok, text })
+}
+
+fn report(variant: &str, block: usize, run: &Run, failed: &mut Vec<String>) {
+    println!(
+        "---- firmware ({variant}), block {block} bytes: {}",
+        if run.ok { "PASS" } else { "FAIL" }
+    );
+    for l in run.text.lines() {
+        println!("  {l}");
+    }
+    if !run.ok {
+        failed.push(format!("{variant}/block {block}"));
+    }
+}
+
+/// The number after `key: ` on a line of `text`.
+fn value(text: &str, key: &str) -> Result<u64> {
+    let pat = format!("{key}: ");
+    text.lines()
+        .find_map(|l| {
+            l.split_once(&pat)
+                .and_then(|(_, v)| v.split_whitespace().next()?.parse().ok())
+        })
+        .with_context(|| format!("the firmware printed no `{key}` line"))
+}
+
+/// `.vector_table + .text + .rodata` of an ELF.
+fn code_size(elf: &Path) -> Result<u64> {
+    let out = Command::new("arm-none-eabi-size")
+        .arg("-A")
+        .arg(elf)
+        .output()?;
+    ensure!(out.status.success(), "arm-none-eabi-size failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut n = 0;
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        if let (Some(sec), Some(size)) = (f.next(), f.next()) {
+            if matches!(sec, ".vector_table" | ".text" | ".rodata" | ".data") {
+                n += size.parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Ok(n)
+}
+
+struct Sym {
+    size: u64,
+    kind: char,
+    name: String,
+}
+
+fn symbols(elf: &Path) -> Result<Vec<Sym>> {
+    let out = Command::new("arm-none-eabi-nm")
+        .args(["-S", "-C", "--size-sort", "--radix=d"])
+        .arg(elf)
+        .output()?;
+    ensure!(out.status.success(), "arm-none-eabi-nm failed");
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(4, ' ');
+            let _addr = f.next()?;
+            let size = u64::from_str_radix(f.next()?, 10).ok()?;
+            let kind = f.next()?.chars().next()?;
+            Some(Sym {
+                size,
+                kind,
+                name: f.next()?.to_string(),
+            })
+        })
+        .collect())
+}
+
+/// Crates whose code is the agent's: the two crates and what they pull in.
+const AGENT_CRATES: &[&str] = &[
+    "agent_core",
+    "bootloader_hooks",
+    "miniz_oxide",
+    "sha2",
+    "digest",
+    "block_buffer",
+    "ed25519",
+    "ed25519_dalek",
+    "curve25519_dalek",
+    "postcard",
+    "heapless",
+    "serde",
+    "serde_core",
+    "embedded_storage",
+    "crc",
+    "subtle",
+    "adler2",
+    "hybrid_array",
+    "signature",
+    "cobs",
+];
+
+fn is_agent(krate: &str) -> bool {
+    AGENT_CRATES.contains(&krate)
+}
+
+/// Code and constant bytes per crate, from demangled symbol names (`<T as crate::..>` counts for
+/// the crate of `T`'s impl path; anonymous constants go to `(anonymous constants)`).
+fn attribute(syms: &[Sym]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for s in syms
+        .iter()
+        .filter(|s| matches!(s.kind, 't' | 'T' | 'r' | 'R'))
+    {
+        let name = s
+            .name
+            .trim_start_matches(['<', '&', ' '])
+            .trim_start_matches("mut ");
+        let krate = if name.starts_with(".L") {
+            "(anonymous constants)".to_string()
+        } else {
+            let end = name.find("::").unwrap_or(name.len());
+            let k = &name[..end];
+            let k = k.split(['<', ' ']).next().unwrap_or(k);
+            if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !k.is_empty()
+                && end < name.len()
+            {
+                k.to_string()
+            } else {
+                "(other)".to_string()
+            }
+        };
+        *m.entry(krate).or_insert(0) += s.size;
+    }
+    m
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test data: two commits sharing most objects, the updates between them, the expected images.
+
+/// A directory tree.
+enum Node {
+    File(Vec<u8>),
+    Dir(BTreeMap<String, Node>),
+}
+
+fn dir(entries: Vec<(&str, Node)>) -> Node {
+    Node::Dir(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
+}
+
+/// A deterministic firmware-like image: Thumb-ish code words and string tables.
+fn image(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x % 5 == 0 {
+            out.extend_from_slice(b"ECU diagnostic string table entry ");
+        } else {
+            out.extend_from_slice(&((x as u16 & 0x0fff) | 0x4600).to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+type Objects = BTreeMap<(u8, ObjectId), Vec<u8>>;
+
+fn put(objects: &mut Objects, kind: ObjectKind, bytes: Vec<u8>) -> ObjectId {
+    let id = ObjectId::of(&bytes);
+    objects.insert((kind.code(), id), bytes);
+    id
+}
+
+fn build_dir(node: &BTreeMap<String, Node>, objects: &mut Objects) -> (ObjectId, ObjectId) {
+    let m = DirMeta {
+        mode: S_IFDIR | 0o755,
+        uid: 0,
+        gid: 0,
+        xattrs: Xattrs::EMPTY,
+    };
+    let mut mb = vec![0u8; m.buffer_len()];
+    m.emit(&mut mb);
+    let meta = put(objects, ObjectKind::DirMeta, mb);
+    let mut body = (node.len() as u32).to_le_bytes().to_vec();
+    for (name, child) in node {
+        let e = match child {
+            Node::File(c) => {
+                let h = FileHeader {
+                    mode: S_IFREG | 0o644,
+                    uid: 0,
+                    gid: 0,
+                    size: c.len() as u64,
+                    target_len: 0,
+                    xattrs_len: 0,
+                };
+                let mut b = vec![0u8; FILE_HEADER_LEN];
+                h.emit(&mut b);
+                b.extend_from_slice(c);
+                DirEntry::File {
+                    name: name.as_bytes(),
+                    id: put(objects, ObjectKind::File, b),
+                }
+            }
+            Node::Dir(d) => {
+                let (tree, meta) = build_dir(d, objects);
+                DirEntry::Dir {
+                    name: name.as_bytes(),
+                    tree,
+                    meta,
+                }
+            }
+        };
+        let mut b = vec![0u8; e.buffer_len()];
+        e.emit(&mut b);
+        body.extend_from_slice(&b);
+    }
+    (put(objects, ObjectKind::DirTree, body), meta)
+}
+
+struct Built {
+    commit: ObjectId,
+    objects: Objects,
+    root: (ObjectId, ObjectId),
+    version: String,
+}
+
+fn build_commit(tree: &Node, parent: Option<ObjectId>, version: &str) -> Built {
+    let Node::Dir(root) = tree else {
+        unreachable!("the root is a directory")
+    };
+    let mut objects = BTreeMap::new();
+    let (rt, rm) = build_dir(root, &mut objects);
+    let c = Commit {
+        parent,
+        timestamp: 1_760_000_000,
+        root_tree: rt,
+        root_meta: rm,
+        version,
+        subject: "ECU firmware",
+        body: "",
+    };
+    let mut b = vec![0u8; c.buffer_len()];
+    c.emit(&mut b);
+    let commit = put(&mut objects, ObjectKind::Commit, b);
+    Built {
+        commit,
+        objects,
+        root: (rt, rm),
+        version: version.to_string(),
+    }
+}
+
+/// An update file to `to` (from scratch, or a delta reusing what `from` has).
+fn update_file(to: &Built, from: Option<&Built>, seed: &[u8; 32]) -> Result<Vec<u8>> {
+    let have: BTreeSet<(u8, ObjectId)> = from
+        .map(|f| f.objects.keys().copied().collect())
+        .unwrap_or_default();
+    let mut w = UpdateWriter::new(
+        REF,
+        from.map(|f| f.commit),
+        to.commit,
+        1_760_000_000,
+        &to.version,
+        "ECU firmware",
+    )
+    .part_size(32 * 1024);
+    let mut done = BTreeSet::new();
+    emit_tree(to, to.root.0, to.root.1, &have, &mut done, &mut w)?;
+    let ck = (ObjectKind::Commit.code(), to.commit);
+    w.write_object(ObjectKind::Commit, to.commit, &to.objects[&ck])?;
+    let mut out = Vec::new();
+    w.finish(Some(seed), &mut out)
+        .map_err(|e| anyhow::anyhow!("writing the update: {e}"))?;
+    Ok(out)
+}
+
+/// Writes or reuses one object; true when done (a dirtree still to be written says false).
+fn emit_one(
+    b: &Built,
+    kind: ObjectKind,
+    id: ObjectId,
+    have: &BTreeSet<(u8, ObjectId)>,
+    done: &mut BTreeSet<(u8, ObjectId)>,
+    w: &mut UpdateWriter,
+) -> Result<bool> {
+    let key = (kind.code(), id);
+    if !done.insert(key) {
+        return Ok(true);
+    }
+    if have.contains(&key) {
+        w.reuse_object(kind, id);
+        return Ok(true);
+    }
+    if kind != ObjectKind::DirTree {
+        w.write_object(kind, id, &b.objects[&key])?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+fn emit_tree(
+    b: &Built,
+    tree: ObjectId,
+    meta: ObjectId,
+    have: &BTreeSet<(u8, ObjectId)>,
+    done: &mut BTreeSet<(u8, ObjectId)>,
+    w: &mut UpdateWriter,
+) -> Result<()> {
+    emit_one(b, ObjectKind::DirMeta, meta, have, done, w)?;
+    if emit_one(b, ObjectKind::DirTree, tree, have, done, w)? {
+        return Ok(());
+    }
+    let body = b.objects[&(ObjectKind::DirTree.code(), tree)].clone();
+    let t = DirTree::parse(&body).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for e in t.entries() {
+        match e {
+            DirEntry::File { id, .. } => {
+                emit_one(b, ObjectKind::File, id, have, done, w)?;
+            }
+            DirEntry::Dir { tree, meta, .. } => emit_tree(b, tree, meta, have, done, w)?,
+        }
+    }
+    w.write_object(ObjectKind::DirTree, tree, &body)?;
+    Ok(())
+}
+
+fn hex_bytes<const N: usize>(s: &str) -> Result<[u8; N]> {
+    let s = s.trim();
+    ensure!(
+        s.len() == 2 * N,
+        "expected {} hex digits, found {}",
+        2 * N,
+        s.len()
+    );
+    let mut out = [0u8; N];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)?;
+    }
+    Ok(out)
+}
+
+/// Writes the scenario files into `tests/firmware/target/fw-data`: `v1.update` (from scratch),
+/// `v1-v2.update` (delta), `v2-flipped.update` (v2 from scratch, one byte flipped in the
+/// middle), `v1.bin` and `v2.bin` (the images the slots must hold).
+fn gen_data() -> Result<()> {
+    let fw = fw_dir();
+    let seed: [u8; 32] =
+        hex_bytes(&fs::read_to_string(fw.join("test-key")).context("tests/firmware/test-key")?)?;
+    let public: [u8; 32] = hex_bytes(&fs::read_to_string(fw.join("test-key.pub"))?)?;
+    let derived = ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes();
+    ensure!(
+        derived == public,
+        "tests/firmware/test-key.pub is not the public key of tests/firmware/test-key"
+    );
+
+    let fw1 = image(1, 72 * 1024 + 13);
+    let mut fw2 = fw1.clone();
+    fw2[4096..4196].fill(0x55);
+    fw2.extend_from_slice(&image(9, 1500));
+    let cal = image(3, 2048);
+    let tree = |fw: Vec<u8>, extra: bool| {
+        let mut lib = vec![
+            ("crypto.bin", Node::File(image(4, 6000))),
+            (
+                "deep",
+                dir(vec![(
+                    "a",
+                    dir(vec![(
+                        "b",
+                        dir(vec![("c.txt", Node::File(b"c\n".to_vec()))]),
+                    )]),
+                )]),
+            ),
+        ];
+        if extra {
+            lib.push(("uds.bin", Node::File(image(5, 900))));
+        }
+        dir(vec![
+            (
+                "config",
+                dir(vec![
+                    ("app.cfg", Node::File(b"can.bitrate=500000\n".to_vec())),
+                    ("cal.bin", Node::File(cal.clone())),
+                ]),
+            ),
+            ("firmware.bin", Node::File(fw)),
+            ("lib", dir(lib)),
+        ])
+    };
+    let v1 = build_commit(&tree(fw1.clone(), false), None, "1.0.0");
+    let v2 = build_commit(&tree(fw2.clone(), true), Some(v1.commit), "1.1.0");
+    let full1 = update_file(&v1, None, &seed)?;
+    let delta = update_file(&v2, Some(&v1), &seed)?;
+    let mut flipped = update_file(&v2, None, &seed)?;
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    let data = data_dir();
+    fs::create_dir_all(&data)?;
+    for (name, bytes) in [
+        ("v1.update", &full1),
+        ("v1-v2.update", &delta),
+        ("v2-flipped.update", &flipped),
+        ("v1.bin", &fw1),
+        ("v2.bin", &fw2),
+    ] {
+        fs::write(data.join(name), bytes)?;
+    }
+    eprintln!(
+        "xtask: firmware data: v1.update {} B, v1-v2.update {} B (delta), v2-flipped.update {} B (byte {mid} flipped), images {} and {} B",
+        full1.len(),
+        delta.len(),
+        flipped.len(),
+        fw1.len(),
+        fw2.len()
+    );
+    Ok(())
+}
