@@ -103,6 +103,51 @@ fn c_program() -> Option<PathBuf> {
     .clone()
 }
 
+/// decide.c linked against the crate built as a staticlib (`cargo rustc --crate-type
+/// staticlib`), so it calls the Rust `ecu_boot_decide` through the header's declaration.
+fn c_program_with_rust() -> Option<PathBuf> {
+    static BIN: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if !have("gcc", "c_header_with_rust") {
+            return None;
+        }
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let target = tmp.join("staticlib");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        run(Command::new(cargo)
+            .args([
+                "rustc",
+                "-q",
+                "-p",
+                "bootloader-hooks",
+                "--release",
+                "--features",
+                "std",
+            ])
+            .args(["--crate-type", "staticlib", "--manifest-path"])
+            .arg(Path::new(CRATE).join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target));
+        let out = tmp.join("ecu-boot-decide-rust");
+        run(Command::new("gcc")
+            .args([
+                "-std=c99",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-O1",
+                "-DWITH_RUST",
+                "-I",
+            ])
+            .arg(Path::new(CRATE).join("include"))
+            .arg(Path::new(CRATE).join("tests/c/decide.c"))
+            .arg(target.join("release/libbootloader_hooks.a"))
+            .args(["-lpthread", "-ldl", "-lm", "-o"])
+            .arg(&out));
+        Some(out)
+    })
+    .clone()
+}
+
 fn slot_state() -> impl Strategy<Value = SlotState> {
     (0u8..4, 0u8..4, any::<bool>(), "[a-z0-9]{0,20}").prop_map(
         |(priority, tries_left, successful, n)| SlotState {
@@ -152,5 +197,26 @@ proptest! {
             prop_assert_eq!(field("copy=") as u8, rust.write_copy);
             prop_assert_eq!(std::fs::read(&pout).unwrap(), rust.record.to_vec());
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn rust_c_abi_called_from_c_equals_c_decision(a in slot_state(), b in slot_state(), rev in any::<u32>(), corrupt in any::<bool>()) {
+        let Some(bin) = c_program_with_rust() else { return Ok(()) };
+        let state = BootState { slots: [a, b], revision: rev };
+        let mut c0 = [0u8; RECORD_LEN];
+        flash_record::emit(&state, &mut c0);
+        let mut c1 = [0xFFu8; RECORD_LEN];
+        if corrupt { c1 = c0; c1[7] ^= 0x40; }
+        let dir = tempfile::tempdir().unwrap();
+        let (p0, p1, pout) = (dir.path().join("c0"), dir.path().join("c1"), dir.path().join("out"));
+        std::fs::write(&p0, c0).unwrap();
+        std::fs::write(&p1, c1).unwrap();
+        let out = String::from_utf8(run(Command::new(&bin).arg(&p0).arg(&p1).arg(&pout)).stdout).unwrap();
+        prop_assert!(out.contains("rust_equal=1"), "{}", out);
+        prop_assert!(!out.contains("rust_einval=0"), "{}", out);
     }
 }
