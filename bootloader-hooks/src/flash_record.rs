@@ -177,8 +177,7 @@ impl fmt::Display for RecordError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for RecordError {}
+impl core::error::Error for RecordError {}
 
 fn u16_at(b: &[u8], o: usize) -> u16 {
     u16::from_le_bytes([b[o], b[o + 1]])

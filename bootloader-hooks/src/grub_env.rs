@@ -61,8 +61,7 @@ impl fmt::Display for GrubEnvError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for GrubEnvError {}
+impl core::error::Error for GrubEnvError {}
 
 /// A checked view of a GRUB environment block.
 #[derive(Clone, Copy, Debug)]

@@ -1,18 +1,4 @@
-//! Boot state for A/B updates, shared by the update agent and the bootloader.
-//!
-//! - [`state`]: the model (two slots with priority, tries left, success flag and name, plus a
-//!   revision), the pure boot decision [`BootState::decide`] and the operations `stage`,
-//!   `mark_good`, `rollback`.
-//! - [`uboot_env`]: U-Boot environment images, single and redundant, as `mkenvimage`,
-//!   `fw_printenv`/`fw_setenv` and U-Boot's `env import -c`/`env export -c` read and write them.
-//! - [`grub_env`]: the 1024-byte GRUB environment block of `grub-editenv`, `load_env`, `save_env`.
-//! - [`flash_record`]: a fixed little-endian record in two copies for microcontroller
-//!   bootloaders, with a C header in `include/ecu_boot_state.h` and a C ABI decision in [`ffi`].
-//! - [`scheme`]: which env variables hold the state: ours (`ECU_*`), RAUC's or Mender's.
-//! - `host` (feature `std`): the file-backed API the Linux agent calls (load, apply, store).
-//!
-//! Everything except `host` is `no_std` without `alloc`: encoders and decoders work on buffers
-//! the caller lends. The byte layouts and variable mappings are specified in `docs/BOOTSTATE.md`.
+#![doc = include_str!("../README.md")]
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -196,8 +196,7 @@ impl fmt::Display for SchemeError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for SchemeError {}
+impl core::error::Error for SchemeError {}
 
 impl From<VarSetFull> for SchemeError {
     fn from(_: VarSetFull) -> Self {

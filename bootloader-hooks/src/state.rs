@@ -135,8 +135,7 @@ impl fmt::Display for StateError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for StateError {}
+impl core::error::Error for StateError {}
 
 /// What a slot holds: a commit id or deployment name, at most [`MAX_NAME_LEN`] bytes of
 /// ASCII letters, digits and `._-:/+@,~`. Empty means "nothing recorded".

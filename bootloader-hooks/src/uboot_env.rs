@@ -94,6 +94,8 @@ impl fmt::Display for CopyError {
     }
 }
 
+impl core::error::Error for CopyError {}
+
 /// U-Boot environment errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -154,8 +156,7 @@ impl fmt::Display for EnvError {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for EnvError {}
+impl core::error::Error for EnvError {}
 
 impl From<CopyError> for EnvError {
     fn from(e: CopyError) -> Self {

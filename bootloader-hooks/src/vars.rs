@@ -10,6 +10,16 @@ pub trait EnvRead {
     fn get_raw(&self, key: &str) -> Option<&[u8]>;
 }
 
+/// An environment without variables (for encoding into a fresh environment).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Empty;
+
+impl EnvRead for Empty {
+    fn get_raw(&self, _key: &str) -> Option<&[u8]> {
+        None
+    }
+}
+
 /// Longest value a [`VarSet`] holds (a slot name plus room).
 pub const MAX_VALUE_LEN: usize = 136;
 
@@ -105,8 +115,7 @@ impl fmt::Display for VarSetFull {
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for VarSetFull {}
+impl core::error::Error for VarSetFull {}
 
 /// A set of variable updates: set `key` to a value, or delete it (`None`). Fixed capacity
 /// ([`MAX_VARS`] entries of at most [`MAX_VALUE_LEN`] bytes, about 2.3 KiB).
