@@ -1191,3 +1191,194 @@ fn format_example_matches_the_spec() {
     let doc = std::fs::read_to_string(path).expect("docs/FORMAT.md");
     assert!(doc.contains(&dump), "the hex example in docs/FORMAT.md is out of date; run with PRINT_FORMAT_EXAMPLE=1 and paste");
 }
+
+fn xattr_block(entries: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (n, v) in entries {
+        b.push(n.len() as u8);
+        b.extend_from_slice(n);
+        b.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        b.extend_from_slice(v);
+    }
+    b
+}
+
+/// A file (or symlink) object with an xattr block, and a dirmeta with one.
+fn with_xattrs(block: &[u8], target: Option<&str>, content: &[u8]) -> Vec<u8> {
+    use agent_core::object::{FileHeader, FILE_HEADER_LEN, S_IFLNK, S_IFREG};
+    let (mode, t) = match target {
+        Some(t) => (S_IFLNK | 0o777, t.as_bytes()),
+        None => (S_IFREG | 0o600, &b""[..]),
+    };
+    let h = FileHeader {
+        mode,
+        uid: 1,
+        gid: 2,
+        size: content.len() as u64,
+        target_len: t.len() as u16,
+        xattrs_len: block.len() as u16,
+    };
+    let mut b = vec![0u8; FILE_HEADER_LEN];
+    h.emit(&mut b);
+    b.extend_from_slice(t);
+    b.extend_from_slice(block);
+    b.extend_from_slice(content);
+    b
+}
+
+fn one_file_update(file: &[u8], meta: &[u8]) -> Vec<u8> {
+    let fid = ObjectId::of(file);
+    let tree = dirtree_object(&[DirEntry::File {
+        name: b"f",
+        id: fid,
+    }]);
+    let commit = commit_object(None, TS, ObjectId::of(&tree), ObjectId::of(meta), "1.0");
+    let mut r = rec_obj(ObjectKind::File, file);
+    r.extend(rec_obj(ObjectKind::DirTree, &tree));
+    r.extend(rec_obj(ObjectKind::DirMeta, meta));
+    r.extend(rec_obj(ObjectKind::Commit, &commit));
+    raw_update(
+        None,
+        ObjectId::of(&commit),
+        TS,
+        4,
+        &[RawPart::deflate(r, 4)],
+        None,
+        |_, _| {},
+    )
+}
+
+#[test]
+fn xattr_blocks_are_checked_as_they_stream() {
+    use agent_core::object::{DirMeta, FileObject, Xattrs, S_IFDIR};
+    let p = SignaturePolicy::AllowUnsigned(&[]);
+    let good = xattr_block(&[
+        (b"security.selinux", b"system_u:object_r:etc_t:s0\0"),
+        (b"user.a", b""),
+        (b"user.b", b"xyz"),
+    ]);
+    assert!(Xattrs::parse(&good).is_ok());
+    let dirmeta = |block: &[u8]| {
+        let mut b = (S_IFDIR | 0o700).to_le_bytes().to_vec();
+        b.extend_from_slice(&[0; 8]);
+        b.extend_from_slice(&(block.len() as u16).to_le_bytes());
+        b.extend_from_slice(block);
+        if let Ok(x) = Xattrs::parse(block) {
+            assert_eq!(DirMeta::parse(&b).unwrap().xattrs, x);
+        }
+        b
+    };
+    for (file, meta) in [
+        (with_xattrs(&good, None, b"content"), dirmeta(&good)),
+        (with_xattrs(&good, Some("target"), b""), dirmeta(&[])),
+        (with_xattrs(&[], None, b""), dirmeta(&good)),
+    ] {
+        assert!(FileObject::parse(&file).is_ok());
+        for sizes in [&[1usize][..], &[5], &[100_000]] {
+            let f = one_file_update(&file, &meta);
+            let mut inst = Installer::new(p);
+            install_chunks(&mut inst, &mut MemStore::default(), &f, sizes).unwrap();
+        }
+    }
+    let meta = dirmeta(&[]);
+    let bad_blocks: Vec<Vec<u8>> = vec![
+        xattr_block(&[(b"user.b", b""), (b"user.a", b"")]), // unsorted
+        xattr_block(&[(b"user.a", b""), (b"user.a", b"")]), // repeated
+        xattr_block(&[(b"", b"v")]),                        // empty name
+        xattr_block(&[(b"user\0a", b"v")]),                 // NUL in the name
+        {
+            // A value running past the end of the block.
+            let mut b = xattr_block(&[(b"user.a", b"xyz")]);
+            b.pop();
+            b
+        },
+        (0..33)
+            .flat_map(|i| xattr_block(&[(format!("user.{i:02}").as_bytes(), b"")]))
+            .collect(), // 33 entries
+    ];
+    for block in bad_blocks {
+        assert!(Xattrs::parse(&block).is_err());
+        let file = with_xattrs(&block, None, b"c");
+        let f = one_file_update(&file, &meta);
+        for sizes in [&[1usize][..], &[100_000]] {
+            let e = install_chunks(&mut Installer::new(p), &mut MemStore::default(), &f, sizes)
+                .unwrap_err();
+            assert_eq!(
+                e,
+                InstallError::Object {
+                    kind: ObjectKind::File,
+                    id: ObjectId::of(&file),
+                    error: ObjectError::BadXattrs
+                },
+                "{block:?}"
+            );
+        }
+        // The same block in a dirmeta.
+        let m = dirmeta(&block);
+        let f = one_file_update(&with_xattrs(&[], None, b""), &m);
+        let e = install_all(&mut MemStore::default(), &f, p).unwrap_err();
+        assert_eq!(
+            e,
+            InstallError::Object {
+                kind: ObjectKind::DirMeta,
+                id: ObjectId::of(&m),
+                error: ObjectError::BadXattrs
+            }
+        );
+    }
+}
+
+#[test]
+fn commit_texts_must_be_utf8() {
+    let file = file_object(b"x");
+    let fid = ObjectId::of(&file);
+    let tree = dirtree_object(&[DirEntry::File {
+        name: b"f",
+        id: fid,
+    }]);
+    let meta = dirmeta_object();
+    let c = agent_core::object::Commit {
+        parent: None,
+        timestamp: TS,
+        root_tree: ObjectId::of(&tree),
+        root_meta: ObjectId::of(&meta),
+        version: "1",
+        subject: "ünïcode subject",
+        body: "body ✓",
+    };
+    let mut good = vec![0u8; c.buffer_len()];
+    c.emit(&mut good);
+    let subject_at = 105 + 2 + 2;
+    for (at, field) in [
+        (106, "version"),
+        (subject_at, "subject"),
+        (subject_at + 1, "subject"),
+        (good.len() - 1, "body"),
+    ] {
+        let mut commit = good.clone();
+        commit[at] = 0xff;
+        let to = ObjectId::of(&commit);
+        let mut r = rec_obj(ObjectKind::File, &file);
+        r.extend(rec_obj(ObjectKind::DirTree, &tree));
+        r.extend(rec_obj(ObjectKind::DirMeta, &meta));
+        r.extend(rec_obj(ObjectKind::Commit, &commit));
+        let f = raw_update(None, to, TS, 4, &[RawPart::stored(r, 4)], None, |_, _| {});
+        for sizes in [&[1usize][..], &[100_000]] {
+            let e = install_chunks(
+                &mut Installer::new(SignaturePolicy::AllowUnsigned(&[])),
+                &mut MemStore::default(),
+                &f,
+                sizes,
+            );
+            assert_eq!(
+                e,
+                Err(InstallError::Object {
+                    kind: ObjectKind::Commit,
+                    id: to,
+                    error: ObjectError::NotUtf8(field)
+                }),
+                "{at}"
+            );
+        }
+    }
+}

@@ -13,7 +13,7 @@ use super::InstallError;
 use crate::object::{
     commit_roots, dir_entry_len, parse_dir_entry, DirEntry, FileHeader, ObjectError, ObjectId,
     ObjectKind, COMMIT_HEADER_LEN, DIRMETA_HEADER_LEN, DIRTREE_HEADER_LEN, FILE_HEADER_LEN,
-    MAX_BODY_LEN, MAX_COMMIT_LEN, MAX_DIR_ENTRY_LEN, MAX_NAME_LEN, MAX_SUBJECT_LEN,
+    MAX_BODY_LEN, MAX_COMMIT_LEN, MAX_DIR_ENTRY_LEN, MAX_NAME_LEN, MAX_SUBJECT_LEN, MAX_XATTRS,
     MAX_XATTR_BYTES, S_IFDIR, S_IFMT, S_IPERM,
 };
 use crate::store::Store;
@@ -81,11 +81,42 @@ enum Check {
     CommitLen { field: u8 },
     /// Commit: inside text `field`.
     CommitText { field: u8, left: u16 },
+    /// Inside an xattr block (of a file or a dirmeta) with `left` bytes to come; `count`
+    /// entries begun so far; then `Rest` (file content follows) or `End` (dirmeta).
+    Xattrs {
+        left: u16,
+        stage: XStage,
+        count: u8,
+        then_end: bool,
+    },
     /// Everything that needs checking is checked; the remaining bytes are free-form
-    /// (xattr blocks, file content).
+    /// (file content).
     Rest,
     /// The object is complete: any further byte is too many.
     End,
+}
+
+/// Where an xattr block check is inside an entry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum XStage {
+    NameLen,
+    Name { need: usize },
+    ValueLen,
+    Value { left: u16 },
+}
+
+/// The check for an xattr block of `len` bytes, then `Rest` or `End`.
+fn xattrs_then(len: u16, then_end: bool) -> Check {
+    match (len, then_end) {
+        (0, true) => Check::End,
+        (0, false) => Check::Rest,
+        (left, then_end) => Check::Xattrs {
+            left,
+            stage: XStage::NameLen,
+            count: 0,
+            then_end,
+        },
+    }
 }
 
 /// The record and object state machine of one install.
@@ -120,9 +151,62 @@ pub(crate) struct Ops {
     check: Check,
     buf: [u8; MAX_DIR_ENTRY_LEN],
     have: usize,
+    /// The previous dirtree entry or xattr name of the current object.
     prev_name: [u8; MAX_NAME_LEN],
-    /// Length of `prev_name`; `None` before the first entry of a dirtree.
+    /// Length of `prev_name`; `None` before the first entry of a dirtree or xattr block.
     prev_len: Option<u8>,
+    /// The current file object's xattr block length, for after its symlink target.
+    file_xattrs: u16,
+    /// UTF-8 check of the commit text being streamed.
+    utf8: Utf8,
+}
+
+/// A UTF-8 check over text that arrives in pieces: holds the first bytes of a character split
+/// between two pieces.
+#[derive(Clone, Copy, Default)]
+struct Utf8 {
+    carry: [u8; 4],
+    len: u8,
+}
+
+impl Utf8 {
+    /// Takes the next bytes; false once the text cannot be UTF-8.
+    fn feed(&mut self, mut text: &[u8]) -> bool {
+        // Complete a character begun in an earlier piece, one byte at a time.
+        while self.len > 0 {
+            let Some((&b, rest)) = text.split_first() else {
+                return true;
+            };
+            text = rest;
+            let n = usize::from(self.len);
+            if n >= self.carry.len() {
+                return false;
+            }
+            self.carry[n] = b;
+            self.len += 1;
+            match core::str::from_utf8(&self.carry[..=n]) {
+                Ok(_) => self.len = 0,
+                Err(e) if e.error_len().is_none() => {}
+                Err(_) => return false,
+            }
+        }
+        match core::str::from_utf8(text) {
+            Ok(_) => true,
+            Err(e) if e.error_len().is_none() => {
+                let tail = text.get(e.valid_up_to()..).unwrap_or(&[]);
+                let n = tail.len().min(self.carry.len());
+                self.carry[..n].copy_from_slice(&tail[..n]);
+                self.len = n as u8;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// True when no character is left half-way.
+    fn at_boundary(&self) -> bool {
+        self.len == 0
+    }
 }
 
 impl Ops {
@@ -150,6 +234,11 @@ impl Ops {
             have: 0,
             prev_name: [0; MAX_NAME_LEN],
             prev_len: None,
+            file_xattrs: 0,
+            utf8: Utf8 {
+                carry: [0; 4],
+                len: 0,
+            },
         }
     }
 
@@ -353,6 +442,7 @@ impl Ops {
                 };
                 self.have = 0;
                 self.prev_len = None;
+                self.utf8 = Utf8::default();
                 Digest::reset(&mut self.hash);
                 store
                     .begin_object(kind, &id, len)
@@ -446,10 +536,12 @@ impl Ops {
                     if fill(&mut self.buf[..FILE_HEADER_LEN], &mut self.have, &mut data) {
                         let h = FileHeader::parse(&self.buf[..FILE_HEADER_LEN]).map_err(obj_err)?;
                         length_agrees(h.object_len(), len).map_err(obj_err)?;
+                        self.have = 0;
+                        self.file_xattrs = h.xattrs_len;
                         self.check = if h.target_len > 0 {
                             Check::FileTarget { left: h.target_len }
                         } else {
-                            Check::Rest
+                            xattrs_then(h.xattrs_len, false)
                         };
                     }
                 }
@@ -462,9 +554,38 @@ impl Ops {
                     data = rest;
                     let left = left - n as u16;
                     self.check = if left == 0 {
-                        Check::Rest
+                        xattrs_then(self.file_xattrs, false)
                     } else {
                         Check::FileTarget { left }
+                    };
+                }
+                Check::Xattrs {
+                    left,
+                    stage,
+                    count,
+                    then_end,
+                } => {
+                    let avail = usize::from(left).min(data.len());
+                    let mut block = &data[..avail];
+                    let (stage, count) = self
+                        .xattr_bytes(stage, count, &mut block)
+                        .map_err(obj_err)?;
+                    let used = avail - block.len();
+                    data = &data[used..];
+                    let left = left - used as u16;
+                    self.check = if left > 0 {
+                        Check::Xattrs {
+                            left,
+                            stage,
+                            count,
+                            then_end,
+                        }
+                    } else if stage != XStage::NameLen {
+                        return Err(obj_err(ObjectError::BadXattrs));
+                    } else if then_end {
+                        Check::End
+                    } else {
+                        Check::Rest
                     };
                 }
                 Check::DirMetaHeader => {
@@ -488,7 +609,8 @@ impl Ops {
                             return Err(obj_err(error));
                         }
                         length_agrees((DIRMETA_HEADER_LEN + xlen) as u64, len).map_err(obj_err)?;
-                        self.check = Check::Rest;
+                        self.have = 0;
+                        self.check = xattrs_then(xlen as u16, true);
                     }
                 }
                 Check::TreeCount => {
@@ -562,13 +684,88 @@ impl Ops {
                 }
                 Check::CommitText { field, left } => {
                     let n = usize::from(left).min(data.len());
-                    data = &data[n..];
-                    self.check = next_commit_field(field, left - n as u16);
+                    let (text, rest) = data.split_at(n);
+                    data = rest;
+                    let left = left - n as u16;
+                    let name = match field {
+                        0 => "version",
+                        1 => "subject",
+                        _ => "body",
+                    };
+                    if !self.utf8.feed(text) || (left == 0 && !self.utf8.at_boundary()) {
+                        return Err(obj_err(ObjectError::NotUtf8(name)));
+                    }
+                    self.check = next_commit_field(field, left);
                 }
             }
             pos += (before - data.len()) as u64;
         }
         Ok(())
+    }
+
+    /// Checks the next bytes of an xattr block (at least one, none past the block's end): each
+    /// name non-empty, without NUL, strictly after the previous one, at most [`MAX_XATTRS`]
+    /// entries. Returns where the entry stands after them.
+    fn xattr_bytes(
+        &mut self,
+        stage: XStage,
+        count: u8,
+        input: &mut &[u8],
+    ) -> Result<(XStage, u8), ObjectError> {
+        Ok(match stage {
+            XStage::NameLen => {
+                let Some((&n, rest)) = input.split_first() else {
+                    return Ok((stage, count));
+                };
+                *input = rest;
+                if n == 0 || usize::from(count) >= MAX_XATTRS {
+                    return Err(ObjectError::BadXattrs);
+                }
+                self.have = 0;
+                (
+                    XStage::Name {
+                        need: usize::from(n),
+                    },
+                    count + 1,
+                )
+            }
+            XStage::Name { need } => {
+                let need = need.min(MAX_NAME_LEN);
+                if !fill(&mut self.buf[..need], &mut self.have, input) {
+                    return Ok((stage, count));
+                }
+                self.have = 0;
+                let name = &self.buf[..need];
+                let after_prev = match self.prev_len {
+                    Some(p) => self.prev_name.get(..usize::from(p)).unwrap_or(&[]) < name,
+                    None => true,
+                };
+                if name.contains(&0) || !after_prev {
+                    return Err(ObjectError::BadXattrs);
+                }
+                self.prev_name[..need].copy_from_slice(name);
+                self.prev_len = Some(need as u8);
+                (XStage::ValueLen, count)
+            }
+            XStage::ValueLen => {
+                if !fill(&mut self.buf[..2], &mut self.have, input) {
+                    return Ok((stage, count));
+                }
+                self.have = 0;
+                match le_u16(&self.buf[..2]) {
+                    0 => (XStage::NameLen, count),
+                    left => (XStage::Value { left }, count),
+                }
+            }
+            XStage::Value { left } => {
+                let n = usize::from(left).min(input.len());
+                *input = &input[n..];
+                match left - n as u16 {
+                    0 => (XStage::NameLen, count),
+                    left => (XStage::Value { left }, count),
+                }
+            }
+        })
     }
 
     /// Checks the dirtree entry held in `buf[..need]`: its name, its order and that what it
@@ -673,5 +870,51 @@ impl<E> EntryError<E> {
             }
             EntryError::Store(e) => InstallError::Store(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn check_split(text: &[u8], at: usize, at2: usize) -> bool {
+        let mut u = Utf8::default();
+        let (a, rest) = text.split_at(at.min(text.len()));
+        let (b, c) = rest.split_at(at2.min(rest.len()));
+        u.feed(a) && u.feed(b) && u.feed(c) && u.at_boundary()
+    }
+
+    #[test]
+    fn utf8_across_any_split() {
+        let good = "héllo wörld ✓ 𝄞 end".as_bytes();
+        let mut bad = good.to_vec();
+        bad[2] = 0xff; // inside "é"
+        let cut_char = &"𝄞".as_bytes()[..3];
+        for i in 0..=good.len() {
+            for j in 0..=good.len() - i {
+                assert!(check_split(good, i, j), "{i} {j}");
+                assert!(!check_split(&bad, i, j), "{i} {j}");
+            }
+        }
+        assert!(
+            !check_split(&good[..good.len() - 5], 3, 3),
+            "ends inside the last character"
+        );
+        for i in 0..=3 {
+            assert!(!check_split(cut_char, i, 1));
+        }
+        // An overlong encoding and a lone continuation byte.
+        assert!(!check_split(&[0xc0, 0x80], 1, 0));
+        assert!(!check_split(&[0x80], 0, 0));
+    }
+
+    #[test]
+    fn fill_stops_at_the_buffer() {
+        let mut buf = [0u8; 4];
+        let mut have = 0;
+        let mut input = &b"abcdef"[..];
+        assert!(!fill(&mut buf, &mut have, &mut &b"ab"[..]));
+        assert!(fill(&mut buf, &mut have, &mut input));
+        assert_eq!((&buf, have, input), (b"abab", 4, &b"cdef"[..]));
     }
 }
