@@ -247,3 +247,25 @@ fn damaged_records_reach_every_check() {
         assert!(kinds.contains(k), "no {k} among {kinds:?}");
     }
 }
+
+/// A dense sample of bit flips over the multi-part signed file (deflated parts, a 100 KB
+/// object): every one is refused, in any chunking, and nothing is committed.
+#[test]
+fn dense_bit_flips_over_a_large_file() {
+    let f = signed_file();
+    let step = (f.len() / 400).max(1);
+    let mut at = 0;
+    while at < f.len() {
+        let mut g = f.to_vec();
+        g[at] ^= 1 << (at % 8);
+        let (r, s) = install_split(
+            &g,
+            &[at, at + 1, at + 4000],
+            SignaturePolicy::Required(keys()),
+        );
+        assert!(r.is_err(), "flip at {at} installed");
+        assert_eq!(s.commit_calls, 0);
+        assert!(s.refs.is_empty());
+        at += step;
+    }
+}

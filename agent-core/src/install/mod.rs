@@ -109,6 +109,7 @@ pub struct Progress {
 
 /// What [`Installer::finish`] installed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Installed {
     /// The commit now recorded on the ref.
     pub commit: ObjectId,
@@ -120,6 +121,7 @@ pub struct Installed {
 
 /// What a file installs, as its verified superblock says ([`Installer::superblock_info`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct UpdateInfo<'a> {
     /// The ref the update moves.
     pub ref_name: &'a str,
