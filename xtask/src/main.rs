@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod demo;
+mod firmware;
 mod test;
 mod tools;
 
@@ -40,8 +41,8 @@ fn main() -> ExitCode {
         "demo" => demo::run(rest),
         "test" => test::run(rest),
         "bench" => bench::run(rest),
-        "firmware" => test::firmware(),
-        "size" => test::size(),
+        "firmware" => firmware::firmware(),
+        "size" => firmware::size(),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

@@ -135,7 +135,6 @@ pub fn ensure_packages() -> Result<()> {
 }
 
 /// Installs a cargo-installed tool when missing (`cargo install --locked`).
-#[allow(dead_code)] // used by the firmware task once it is wired in
 pub fn ensure_cargo_tool(bin: &str, krate: &str) -> Result<()> {
     if have(bin) {
         return Ok(());
