@@ -298,3 +298,148 @@ fn check_id(c: &Current) -> Result<(), RepoError> {
         })
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use agent_core::object::{DirMeta, Xattrs, S_IFDIR, S_IFREG};
+
+    fn file_object(content: &[u8]) -> Vec<u8> {
+        let h = FileHeader {
+            mode: S_IFREG | 0o640,
+            uid: 0,
+            gid: 0,
+            size: content.len() as u64,
+            target_len: 0,
+            xattrs_len: 0,
+        };
+        let mut b = vec![0u8; FILE_HEADER_LEN];
+        h.emit(&mut b);
+        b.extend_from_slice(content);
+        b
+    }
+
+    #[test]
+    fn objects_publish_early_commit_and_ref_only_at_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&d.path().join("r")).unwrap();
+        let mut s = RepoStore::new(&repo);
+        // A file object split at every possible point.
+        let obj = file_object(b"hello world");
+        let id = ObjectId::of(&obj);
+        s.begin_object(ObjectKind::File, &id, obj.len() as u64)
+            .unwrap();
+        for b in obj.chunks(1) {
+            s.write_object(b).unwrap();
+        }
+        s.finish_object().unwrap();
+        assert!(s.has_object(ObjectKind::File, &id).unwrap());
+        assert_eq!(
+            fs::read(repo.object_path(ObjectKind::File, &id)).unwrap(),
+            b"hello world"
+        );
+
+        let tree = 0u32.to_le_bytes().to_vec();
+        let meta = DirMeta {
+            mode: S_IFDIR | 0o755,
+            uid: 0,
+            gid: 0,
+            xattrs: Xattrs::EMPTY,
+        };
+        let mut mb = vec![0u8; meta.buffer_len()];
+        meta.emit(&mut mb);
+        for (k, b) in [(ObjectKind::DirTree, &tree), (ObjectKind::DirMeta, &mb)] {
+            s.begin_object(k, &ObjectId::of(b), b.len() as u64).unwrap();
+            s.write_object(b).unwrap();
+            s.finish_object().unwrap();
+        }
+        let c = Commit {
+            parent: None,
+            timestamp: 1,
+            root_tree: ObjectId::of(&tree),
+            root_meta: ObjectId::of(&mb),
+            version: "1",
+            subject: "",
+            body: "",
+        };
+        let mut cb = vec![0u8; c.buffer_len()];
+        c.emit(&mut cb);
+        let cid = ObjectId::of(&cb);
+        s.begin_object(ObjectKind::Commit, &cid, cb.len() as u64)
+            .unwrap();
+        s.write_object(&cb).unwrap();
+        s.finish_object().unwrap();
+        // Verified but not committed: invisible.
+        assert!(!s.has_commit(&cid).unwrap());
+        assert!(!repo.object_path(ObjectKind::Commit, &cid).exists());
+        // A ref from the file that would escape refs/heads is refused.
+        assert!(matches!(
+            s.commit("../../evil", &cid),
+            Err(RepoError::BadRefName { .. })
+        ));
+        assert!(matches!(
+            s.commit("main", &ObjectId::ZERO),
+            Err(RepoError::CommitMismatch { .. })
+        ));
+        // The staged commit was consumed by the failed call above: stage it again.
+        s.begin_object(ObjectKind::Commit, &cid, cb.len() as u64)
+            .unwrap();
+        s.write_object(&cb).unwrap();
+        s.finish_object().unwrap();
+        s.commit("main", &cid).unwrap();
+        assert!(repo.has_commit(&cid).unwrap());
+        assert_eq!(repo.read_ref("main").unwrap(), Some(cid));
+    }
+
+    #[test]
+    fn bad_sequences_and_lengths_are_errors_and_leave_nothing_staged() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&d.path().join("r")).unwrap();
+        let mut s = RepoStore::new(&repo);
+        let obj = file_object(&[7u8; 100]);
+        let id = ObjectId::of(&obj);
+        assert!(matches!(s.write_object(b"x"), Err(RepoError::Sequence(_))));
+        // The header says 124 bytes, the installer announced 50: caught once the header is in.
+        s.begin_object(ObjectKind::File, &id, 50).unwrap();
+        s.write_object(&obj[..20]).unwrap();
+        assert!(matches!(
+            s.write_object(&obj[20..40]),
+            Err(RepoError::ObjectLength {
+                expected: 50,
+                found: 124,
+                ..
+            })
+        ));
+        s.abort_object();
+        // More bytes than announced.
+        s.begin_object(ObjectKind::DirTree, &id, 4).unwrap();
+        assert!(matches!(
+            s.write_object(&[0; 5]),
+            Err(RepoError::ObjectLength { .. })
+        ));
+        s.abort_object();
+        // Short object.
+        s.begin_object(ObjectKind::File, &id, obj.len() as u64)
+            .unwrap();
+        s.write_object(&obj[..60]).unwrap();
+        assert!(matches!(
+            s.finish_object(),
+            Err(RepoError::ObjectLength { .. })
+        ));
+        // Aborted midway: the staged content file is removed.
+        s.begin_object(ObjectKind::File, &id, obj.len() as u64)
+            .unwrap();
+        s.write_object(&obj[..60]).unwrap();
+        s.abort();
+        assert_eq!(fs::read_dir(repo.tmp_dir()).unwrap().count(), 0);
+        assert!(!repo.has_object(ObjectKind::File, &id).unwrap());
+        assert!(matches!(
+            s.begin_object(ObjectKind::Unknown(9), &id, 1),
+            Err(RepoError::UnknownKind(_))
+        ));
+        assert!(matches!(
+            s.begin_object(ObjectKind::Commit, &id, 1 << 20),
+            Err(RepoError::ObjectTooLarge { .. })
+        ));
+    }
+}

@@ -8,7 +8,7 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -317,8 +317,9 @@ impl DirBuilder<'_> {
         if !self.repo.has_object(ObjectKind::File, &id)? {
             let (mut tmp, tmp_path) = self.repo.create_tmp("build")?;
             let copied = (|| {
-                let mut src = File::open(path).map_err(io_at("open", path))?;
-                let again = hash_stream(&meta, &mut src, size, path, Some(&mut tmp))?;
+                // The same descriptor (opened with O_NOFOLLOW), from the start again.
+                f.seek(SeekFrom::Start(0)).map_err(io_at("rewind", path))?;
+                let again = hash_stream(&meta, &mut f, size, path, Some(&mut tmp))?;
                 if again != id {
                     return Err(BuildError::Changed(path.to_path_buf()));
                 }
