@@ -11,12 +11,19 @@
 //! - [`checkout`]: a commit's tree into a directory, never writing outside it.
 //! - [`keys`]: ed25519 key files.
 //! - [`fsmeta`]: xattrs, modes and owners on Linux.
+//! - [`deploy`]: A/B deployments in a sysroot: install, stage, mark-good, rollback, status,
+//!   cleanup, a simulated boot, and a check of a deployment against its commit.
+//! - [`bootcfg`]: the sysroot's `agent.conf` (which bootloader environment, scheme, tries).
+//! - [`fsops`]: filesystem mutations with named interruption points (power-loss tests).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod bootcfg;
 pub mod checkout;
+pub mod deploy;
 pub mod fsmeta;
+pub mod fsops;
 pub mod generate;
 pub mod keys;
 pub mod repo;

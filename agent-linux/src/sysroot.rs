@@ -1,5 +1,12 @@
-//! The device side's root: a sysroot `S` holds the object repository at `S/repo` (a later
-//! change adds deployments and boot state beside it).
+//! The device side's root. `docs/SYSROOT.md` specifies the layout:
+//!
+//! ```text
+//! S/agent.conf                 boot configuration (crate::bootcfg; defaults without it)
+//! S/repo/                      the object repository (crate::repo)
+//! S/deploy/<commit>.<serial>/  deployments: checkouts hard-linked from the repository
+//! S/boot/                      the default bootloader environment (redundant U-Boot env)
+//! S/run/booted                 the slot a simulated boot took (crate::deploy)
+//! ```
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,6 +23,14 @@ pub struct Sysroot {
 impl Sysroot {
     /// The repository's place inside a sysroot.
     pub const REPO_DIR: &'static str = "repo";
+    /// The deployments' directory inside a sysroot.
+    pub const DEPLOY_DIR: &'static str = "deploy";
+    /// The default place of the bootloader environment inside a sysroot.
+    pub const BOOT_DIR: &'static str = "boot";
+    /// Run-time state (the simulated booted slot) inside a sysroot.
+    pub const RUN_DIR: &'static str = "run";
+    /// The file in [`Sysroot::RUN_DIR`] naming the booted slot (`A` or `B`).
+    pub const BOOTED_FILE: &'static str = "booted";
 
     /// Opens an existing sysroot.
     pub fn open(path: &Path) -> Result<Sysroot, RepoError> {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod build;
+mod deploy;
 mod device;
 mod output;
 mod update;
@@ -17,6 +18,8 @@ mod update;
 ///
 /// Build side: `init`, `commit`, `refs`, `log`, `keygen`, `delta generate`, `generate-deltas`.
 /// Device side: `apply-offline`, `checkout`, `bootenv`.
+/// A/B deployments: `install`, `deploy`, `status`, `mark-good`, `rollback`, `cleanup`,
+/// `simulate-boot`, `verify`.
 #[derive(Debug, Parser)]
 #[command(name = "ecu-agent", version, max_term_width = 100)]
 pub struct Cli {
@@ -57,6 +60,25 @@ enum Command {
         #[command(subcommand)]
         cmd: crate::bootenv::BootenvCommand,
     },
+    /// Install an update and stage its commit for the next boot (an empty sysroot gets it as
+    /// its first, booted deployment).
+    Install(deploy::InstallArgs),
+    /// Stage a commit that is already in the sysroot's repository for the next boot.
+    Deploy(deploy::DeployArgs),
+    /// Show the deployments, which one is booted (●), which one the next boot takes, tries
+    /// left and whether the booted one is confirmed good.
+    Status(deploy::StatusArgs),
+    /// The booted deployment reports a successful boot: its try counter is cleared.
+    MarkGood(deploy::PlainArgs),
+    /// Make the other deployment the default for the next boot.
+    Rollback(deploy::PlainArgs),
+    /// Remove deployments and objects that no slot or ref needs, and report what was freed.
+    Cleanup(deploy::PlainArgs),
+    /// Do what the bootloader does at the next boot (decision, try counting) and make the
+    /// chosen deployment the booted one (written to S/run/booted).
+    SimulateBoot(deploy::PlainArgs),
+    /// Check a deployment's files against its commit (contents, modes, symlinks).
+    Verify(deploy::VerifyArgs),
 }
 
 /// Runs the command line and maps the outcome to an exit code: 0 on success (and when
@@ -100,6 +122,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ApplyOffline(a) => update::apply_offline(a),
         Command::Checkout(a) => device::checkout(a),
         Command::Bootenv { cmd } => crate::bootenv::run(cmd),
+        Command::Install(a) => deploy::install(a),
+        Command::Deploy(a) => deploy::deploy(a),
+        Command::Status(a) => deploy::status(a),
+        Command::MarkGood(a) => deploy::mark_good(a),
+        Command::Rollback(a) => deploy::rollback(a),
+        Command::Cleanup(a) => deploy::cleanup(a),
+        Command::SimulateBoot(a) => deploy::simulate_boot(a),
+        Command::Verify(a) => deploy::verify(a),
     }
 }
 

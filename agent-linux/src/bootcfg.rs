@@ -1,0 +1,442 @@
+//! The sysroot's boot configuration, `S/agent.conf`: which bootloader environment holds the
+//! boot state, with which variables, how many tries a new deployment gets and the kernel
+//! arguments each slot boots with.
+//!
+//! ```text
+//! # ecu-agent sysroot configuration
+//! backend = uboot-redundant          # uboot | uboot-redundant | grub
+//! env = boot/uboot.env               # relative to the sysroot, or absolute (/dev/mtd1)
+//! env-redundant = boot/uboot-redund.env
+//! env-offset = 0
+//! env-redundant-offset = 0
+//! env-size = 0x4000                  # CONFIG_ENV_SIZE (U-Boot only)
+//! scheme = native                    # native | rauc | mender
+//! tries = 3                          # boots a new deployment gets to be marked good
+//! kargs = ecu.slot=${slot} ecu.deployment=${name}
+//! ```
+//!
+//! Without the file the defaults above apply (a redundant U-Boot environment in two 16 KiB
+//! files under `S/boot/`), so a sysroot works with no setup; `install` writes the file when it
+//! provisions a sysroot, so the choice stays fixed afterwards. `docs/SYSROOT.md` explains the
+//! choice of default.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bootloader_hooks::host::{Backend, BootEnv};
+use bootloader_hooks::{MenderConfig, RaucConfig, Scheme, MAX_TRIES};
+
+/// The configuration file's name in the sysroot.
+pub const CONFIG_FILE: &str = "agent.conf";
+/// Default size of one U-Boot environment copy (`CONFIG_ENV_SIZE`).
+pub const DEFAULT_ENV_SIZE: usize = 0x4000;
+/// Default tries for a staged deployment.
+pub const DEFAULT_TRIES: u8 = 3;
+/// Default kernel-argument template.
+pub const DEFAULT_KARGS: &str = "ecu.slot=${slot} ecu.deployment=${name}";
+/// Longest kernel-argument line written for a slot.
+pub const MAX_KARGS_LEN: usize = 1024;
+
+/// The environment variable holding slot A's and slot B's kernel arguments.
+pub const KARGS_VARS: [&str; 2] = ["ECU_A_ARGS", "ECU_B_ARGS"];
+
+/// Which kind of environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// One U-Boot environment copy.
+    Uboot,
+    /// Two U-Boot environment copies with a flag (what power loss needs).
+    UbootRedundant,
+    /// A GRUB environment block.
+    Grub,
+}
+
+impl BackendKind {
+    /// The name in `agent.conf`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Uboot => "uboot",
+            BackendKind::UbootRedundant => "uboot-redundant",
+            BackendKind::Grub => "grub",
+        }
+    }
+}
+
+/// Why `agent.conf` was not accepted.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A line is not understood.
+    Line {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Io { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            ConfigError::Line { path, line, reason } => {
+                write!(
+                    f,
+                    "{}:{line}: {reason}; fix or delete the line",
+                    path.display()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Io { source, .. } => Some(source),
+            ConfigError::Line { .. } => None,
+        }
+    }
+}
+
+/// The parsed `agent.conf`, paths resolved against the sysroot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootConfig {
+    /// The environment's kind.
+    pub kind: BackendKind,
+    /// First (or only) copy: path and offset.
+    pub env: (PathBuf, u64),
+    /// Second copy of a redundant U-Boot environment.
+    pub env_redundant: (PathBuf, u64),
+    /// Size of one U-Boot copy.
+    pub env_size: usize,
+    /// The variable scheme.
+    pub scheme: Scheme,
+    /// Tries a staged deployment gets.
+    pub tries: u8,
+    /// Kernel-argument template (`${slot}`, `${name}`, `${sysroot}` are replaced).
+    pub kargs: String,
+    /// Whether the values came from a file (false: all defaults).
+    pub from_file: bool,
+}
+
+fn default_paths(kind: BackendKind) -> (&'static str, &'static str) {
+    match kind {
+        BackendKind::Grub => ("boot/grubenv", ""),
+        BackendKind::Uboot => ("boot/uboot.env", ""),
+        BackendKind::UbootRedundant => ("boot/uboot.env", "boot/uboot-redund.env"),
+    }
+}
+
+fn parse_num(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+impl BootConfig {
+    /// The defaults, for a sysroot at `root`.
+    pub fn defaults(root: &Path) -> BootConfig {
+        let kind = BackendKind::UbootRedundant;
+        let (a, b) = default_paths(kind);
+        BootConfig {
+            kind,
+            env: (root.join(a), 0),
+            env_redundant: (root.join(b), 0),
+            env_size: DEFAULT_ENV_SIZE,
+            scheme: Scheme::Native,
+            tries: DEFAULT_TRIES,
+            kargs: DEFAULT_KARGS.to_string(),
+            from_file: false,
+        }
+    }
+
+    /// Reads `root/agent.conf`, or returns the defaults when there is none.
+    pub fn load(root: &Path) -> Result<BootConfig, ConfigError> {
+        let path = root.join(CONFIG_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => BootConfig::parse(root, &path, &text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(BootConfig::defaults(root)),
+            Err(source) => Err(ConfigError::Io { path, source }),
+        }
+    }
+
+    /// Parses the text of `agent.conf` (`path` is for messages).
+    pub fn parse(root: &Path, path: &Path, text: &str) -> Result<BootConfig, ConfigError> {
+        let mut kind = BackendKind::UbootRedundant;
+        let mut env: Option<String> = None;
+        let mut env2: Option<String> = None;
+        let (mut off, mut off2) = (0u64, 0u64);
+        let mut size = DEFAULT_ENV_SIZE;
+        let mut scheme_name = "native".to_string();
+        let mut rauc = RaucConfig::default();
+        let mut mender = MenderConfig::default();
+        let mut tries = DEFAULT_TRIES;
+        let mut kargs = DEFAULT_KARGS.to_string();
+        for (i, raw) in text.lines().enumerate() {
+            let bad = |reason: String| ConfigError::Line {
+                path: path.to_path_buf(),
+                line: i + 1,
+                reason,
+            };
+            // `#` starts a comment except inside the kargs value, which may need it rarely;
+            // a comment there must follow whitespace.
+            let line = match raw.find(" #").or_else(|| raw.starts_with('#').then_some(0)) {
+                Some(p) => &raw[..p],
+                None => raw,
+            }
+            .trim();
+            if line.is_empty() {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                return Err(bad(format!("expected `key = value`, found {line:?}")));
+            };
+            let (k, v) = (k.trim(), v.trim());
+            let num = |max: u64| {
+                parse_num(v)
+                    .filter(|n| *n <= max)
+                    .ok_or_else(|| bad(format!("{k} must be a number up to {max}, found {v:?}")))
+            };
+            match k {
+                "backend" => {
+                    kind = match v {
+                        "uboot" => BackendKind::Uboot,
+                        "uboot-redundant" => BackendKind::UbootRedundant,
+                        "grub" => BackendKind::Grub,
+                        _ => {
+                            return Err(bad(format!(
+                                "backend must be uboot, uboot-redundant or grub, found {v:?}"
+                            )))
+                        }
+                    }
+                }
+                "env" => env = Some(v.to_string()),
+                "env-redundant" => env2 = Some(v.to_string()),
+                "env-offset" => off = num(u64::MAX)?,
+                "env-redundant-offset" => off2 = num(u64::MAX)?,
+                "env-size" => size = num(16 * 1024 * 1024)? as usize,
+                "scheme" => {
+                    if !matches!(v, "native" | "rauc" | "mender") {
+                        return Err(bad(format!(
+                            "scheme must be native, rauc or mender, found {v:?}"
+                        )));
+                    }
+                    scheme_name = v.to_string();
+                }
+                "rauc-max-tries" => rauc.max_tries = num(MAX_TRIES.into())? as u8,
+                "mender-part-a" => mender.part_a = num(255)? as u8,
+                "mender-part-b" => mender.part_b = num(255)? as u8,
+                "tries" => {
+                    let n = num(MAX_TRIES.into())?;
+                    if n == 0 {
+                        return Err(bad(format!("tries must be 1 to {MAX_TRIES}")));
+                    }
+                    tries = n as u8;
+                }
+                "kargs" => {
+                    if v.len() > MAX_KARGS_LEN || v.contains('\0') {
+                        return Err(bad(format!(
+                            "kargs must be at most {MAX_KARGS_LEN} bytes without NUL"
+                        )));
+                    }
+                    kargs = v.to_string();
+                }
+                _ => return Err(bad(format!("unknown key {k:?}"))),
+            }
+        }
+        let scheme = match scheme_name.as_str() {
+            "rauc" => Scheme::Rauc(rauc),
+            "mender" => Scheme::Mender(mender),
+            _ => Scheme::Native,
+        };
+        let (da, db) = default_paths(kind);
+        let resolve = |p: Option<String>, d: &str| root.join(p.as_deref().unwrap_or(d));
+        if kind == BackendKind::UbootRedundant && env.is_some() != env2.is_some() {
+            return Err(ConfigError::Line {
+                path: path.to_path_buf(),
+                line: 0,
+                reason: "a redundant environment needs both env and env-redundant (or neither)"
+                    .into(),
+            });
+        }
+        Ok(BootConfig {
+            kind,
+            env: (resolve(env, da), off),
+            env_redundant: (resolve(env2, db), off2),
+            env_size: size,
+            scheme,
+            tries,
+            kargs,
+            from_file: true,
+        })
+    }
+
+    /// The text of an `agent.conf` holding this configuration (paths as given, absolute).
+    pub fn to_text(&self, root: &Path) -> String {
+        let rel = |p: &Path| {
+            p.strip_prefix(root)
+                .map(|r| r.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| p.to_string_lossy().into_owned())
+        };
+        let mut s = String::from(
+            "# ecu-agent sysroot configuration (docs/SYSROOT.md)\n\
+             # backend: uboot | uboot-redundant | grub; paths relative to the sysroot or absolute\n",
+        );
+        s.push_str(&format!("backend = {}\n", self.kind.name()));
+        s.push_str(&format!("env = {}\n", rel(&self.env.0)));
+        if self.env.1 != 0 {
+            s.push_str(&format!("env-offset = {:#x}\n", self.env.1));
+        }
+        if self.kind == BackendKind::UbootRedundant {
+            s.push_str(&format!("env-redundant = {}\n", rel(&self.env_redundant.0)));
+            if self.env_redundant.1 != 0 {
+                s.push_str(&format!(
+                    "env-redundant-offset = {:#x}\n",
+                    self.env_redundant.1
+                ));
+            }
+        }
+        if self.kind != BackendKind::Grub {
+            s.push_str(&format!("env-size = {:#x}\n", self.env_size));
+        }
+        s.push_str(&format!("scheme = {}\n", self.scheme.name()));
+        match self.scheme {
+            Scheme::Rauc(r) => s.push_str(&format!("rauc-max-tries = {}\n", r.max_tries)),
+            Scheme::Mender(m) => s.push_str(&format!(
+                "mender-part-a = {}\nmender-part-b = {}\n",
+                m.part_a, m.part_b
+            )),
+            Scheme::Native => {}
+        }
+        s.push_str(&format!("tries = {}\n", self.tries));
+        s.push_str(&format!("kargs = {}\n", self.kargs));
+        s
+    }
+
+    /// The `bootloader-hooks` backend.
+    pub fn backend(&self) -> Backend {
+        match self.kind {
+            BackendKind::Uboot => Backend::uboot_single(&self.env.0, self.env.1, self.env_size),
+            BackendKind::UbootRedundant => Backend::uboot_redundant(
+                &self.env.0,
+                self.env.1,
+                &self.env_redundant.0,
+                self.env_redundant.1,
+                self.env_size,
+            ),
+            BackendKind::Grub => Backend::grub(&self.env.0),
+        }
+    }
+
+    /// The environment as `bootloader-hooks` opens it.
+    pub fn boot_env(&self) -> BootEnv {
+        BootEnv::new(self.backend(), self.scheme)
+    }
+
+    /// The files or devices of the environment, first copy first.
+    pub fn env_paths(&self) -> Vec<(PathBuf, u64)> {
+        match self.kind {
+            BackendKind::UbootRedundant => vec![self.env.clone(), self.env_redundant.clone()],
+            _ => vec![self.env.clone()],
+        }
+    }
+
+    /// A `fw_env.config` for `fw_printenv -c` / `fw_setenv -c` (U-Boot backends), or `None`
+    /// for GRUB (use `grub-editenv FILE list`).
+    pub fn fw_env_config(&self) -> Option<String> {
+        if self.kind == BackendKind::Grub {
+            return None;
+        }
+        let mut s = String::from("# device offset envsize (fw_printenv -c THIS_FILE)\n");
+        for (p, off) in self.env_paths() {
+            let abs = if p.is_absolute() {
+                p
+            } else {
+                std::env::current_dir().unwrap_or_default().join(p)
+            };
+            s.push_str(&format!(
+                "{} {:#x} {:#x}\n",
+                abs.display(),
+                off,
+                self.env_size
+            ));
+        }
+        Some(s)
+    }
+
+    /// The kernel arguments for `slot` booting deployment `name`.
+    pub fn kargs_for(&self, root: &Path, slot: bootloader_hooks::Slot, name: &str) -> String {
+        self.kargs
+            .replace("${slot}", slot.as_str())
+            .replace("${name}", name)
+            .replace("${sysroot}", &root.to_string_lossy())
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_errors() {
+        let root = Path::new("/s");
+        let d = BootConfig::defaults(root);
+        assert_eq!(d.kind, BackendKind::UbootRedundant);
+        assert_eq!(d.env.0, Path::new("/s/boot/uboot.env"));
+        let text = d.to_text(root);
+        let p = BootConfig::parse(root, Path::new("/s/agent.conf"), &text).unwrap();
+        assert_eq!(
+            BootConfig {
+                from_file: false,
+                ..p
+            },
+            d
+        );
+
+        let g = BootConfig::parse(
+            root,
+            Path::new("x"),
+            "backend = grub # comment\n# all comment\nscheme=rauc\ntries = 5\nkargs = root=/dev/x ${slot}\n",
+        )
+        .unwrap();
+        assert_eq!(g.kind, BackendKind::Grub);
+        assert_eq!(g.env.0, Path::new("/s/boot/grubenv"));
+        assert_eq!(g.tries, 5);
+        assert_eq!(
+            g.kargs_for(root, bootloader_hooks::Slot::B, "n"),
+            "root=/dev/x B"
+        );
+        assert!(g.fw_env_config().is_none());
+        assert!(d
+            .fw_env_config()
+            .unwrap()
+            .contains("/s/boot/uboot-redund.env 0x0 0x4000"));
+
+        for bad in [
+            "backend = lilo",
+            "tries = 0",
+            "tries = 10",
+            "nonsense",
+            "color = blue",
+            "backend = uboot-redundant\nenv = /dev/mtd1",
+        ] {
+            let e = BootConfig::parse(root, Path::new("c"), bad).unwrap_err();
+            assert!(e.to_string().contains("fix or delete"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! A/B deployment commands: install, deploy, status, mark-good, rollback, cleanup,
+//! simulate-boot, verify. A thin layer over `agent_linux::deploy`.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use agent_linux::deploy::{self, Deployer, Options, Status};
+use agent_linux::keys;
+use anyhow::{bail, Context};
+use bootloader_hooks::Slot;
+
+use super::output::{self, format_utc, human_bytes, Progress};
+
+fn parse_slot(s: &str) -> Result<Slot, String> {
+    deploy::parse_slot(s).ok_or_else(|| format!("{s:?} is not a slot; give A or B"))
+}
+
+/// Options every deployment command takes.
+#[derive(Debug, clap::Args)]
+pub struct SysrootOpts {
+    /// The sysroot (holds `repo/`, `deploy/`, `boot/`, `agent.conf`; see docs/SYSROOT.md).
+    #[arg(long, value_name = "S")]
+    sysroot: PathBuf,
+    /// The booted slot, instead of the kernel command line (`ecu.slot=` / `rauc.slot=`),
+    /// `ECU_AGENT_BOOTED_SLOT` or `S/run/booted`.
+    #[arg(long, value_name = "A|B", value_parser = parse_slot)]
+    booted_slot: Option<Slot>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl SysrootOpts {
+    fn options(&self, tries: Option<u8>) -> Options {
+        Options {
+            booted: self.booted_slot,
+            tries,
+        }
+    }
+    fn open(&self, tries: Option<u8>) -> anyhow::Result<Deployer> {
+        Ok(Deployer::open(&self.sysroot, &self.options(tries))?)
+    }
+}
+
+/// Arguments of `ecu-agent install`.
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    s: SysrootOpts,
+    /// A trusted ed25519 public key file (`K.pub`); repeat for several. With any, only files
+    /// signed by one of them are installed.
+    #[arg(long = "trusted-key", value_name = "K.pub")]
+    trusted_keys: Vec<PathBuf>,
+    /// Boots the new deployment gets to be marked good (default: agent.conf's `tries`, 3).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=9))]
+    tries: Option<u8>,
+    /// The `.update` file, or `-` for standard input.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+/// Arguments of `ecu-agent deploy`.
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    s: SysrootOpts,
+    /// Boots the new deployment gets to be marked good (default: agent.conf's `tries`, 3).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=9))]
+    tries: Option<u8>,
+    /// The commit: a ref, a full id or a unique prefix (at least 4 hex characters).
+    #[arg(value_name = "COMMIT")]
+    commit: String,
+}
+
+/// Arguments of `ecu-agent status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    s: SysrootOpts,
+    /// Print a `fw_env.config` for `fw_printenv -c` / `fw_setenv -c` (U-Boot backends) and
+    /// nothing else.
+    #[arg(long)]
+    show_env_config: bool,
+}
+
+/// Arguments of `ecu-agent mark-good`, `rollback`, `cleanup`, `simulate-boot`.
+#[derive(Debug, clap::Args)]
+pub struct PlainArgs {
+    #[command(flatten)]
+    s: SysrootOpts,
+}
+
+/// Arguments of `ecu-agent verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    s: SysrootOpts,
+    /// The slot whose deployment to check (default: the booted one).
+    #[arg(long, value_name = "A|B", value_parser = parse_slot)]
+    slot: Option<Slot>,
+}
+
+pub fn install(a: InstallArgs) -> anyhow::Result<()> {
+    let keys = a
+        .trusted_keys
+        .iter()
+        .map(|k| keys::read_key(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut input: Box<dyn Read> = if a.file.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(&a.file).with_context(|| format!("cannot open {}", a.file.display()))?)
+    };
+    let d = Deployer::open_or_create(&a.s.sysroot, &a.s.options(a.tries))?;
+    let mut progress = Progress::new();
+    let res = d.install(&mut input, &keys, &mut |p| {
+        progress.update(|| format!("installing: {}", human_bytes(p.bytes)))
+    });
+    progress.finish();
+    let r = res.with_context(|| format!("cannot install {}", a.file.display()))?;
+    if keys.is_empty() {
+        eprintln!("warning: no --trusted-key given: the update's signature was not required");
+    }
+    if a.s.json {
+        return output::json(&r);
+    }
+    let what = match r.action.as_str() {
+        "provisioned" => format!(
+            "provisioned {} ({}) as the booted deployment in slot {}",
+            r.deployment, r.version, r.slot
+        ),
+        "unchanged" => format!(
+            "{} ({}) is already what slot {} boots next; nothing changed",
+            r.commit, r.version, r.slot
+        ),
+        _ => format!(
+            "staged {} ({}) in slot {}: the next boot tries it ({} tries){}",
+            r.deployment,
+            r.version,
+            r.slot,
+            r.tries,
+            r.replaced
+                .as_ref()
+                .map(|o| format!(", replacing {o}"))
+                .unwrap_or_default()
+        ),
+    };
+    output::out(&format!("{what}\n"))?;
+    Ok(())
+}
+
+pub fn deploy(a: DeployArgs) -> anyhow::Result<()> {
+    let d = a.s.open(a.tries)?;
+    let r = d
+        .deploy(&a.commit)
+        .with_context(|| format!("cannot deploy {}", a.commit))?;
+    if a.s.json {
+        return output::json(&r);
+    }
+    output::out(&match r.action.as_str() {
+        "unchanged" => format!(
+            "{} ({}) is already what slot {} boots next; nothing changed\n",
+            r.commit, r.version, r.slot
+        ),
+        "provisioned" => format!(
+            "provisioned {} ({}) as the booted deployment in slot {}\n",
+            r.deployment, r.version, r.slot
+        ),
+        _ => format!(
+            "staged {} ({}) in slot {}: the next boot tries it ({} tries){}\n",
+            r.deployment,
+            r.version,
+            r.slot,
+            r.tries,
+            r.replaced
+                .as_ref()
+                .map(|o| format!(", replacing {o}"))
+                .unwrap_or_default()
+        ),
+    })?;
+    Ok(())
+}
+
+fn status_json(st: &Status) -> anyhow::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(st)?;
+    if let Some(list) = v.get_mut("deployments").and_then(|d| d.as_array_mut()) {
+        for d in list {
+            let ts = d.get("timestamp").and_then(|t| t.as_u64()).unwrap_or(0);
+            d["date"] = serde_json::Value::String(format_utc(ts));
+        }
+    }
+    Ok(v)
+}
+
+/// The text `status` prints.
+pub fn status_text(st: &Status) -> String {
+    let mut s = format!("State: {} ({})\n", st.state, st.message);
+    if st.deployments.is_empty() {
+        s.push_str("Deployments: none\n");
+    } else {
+        s.push_str("Deployments:\n");
+    }
+    for d in &st.deployments {
+        s.push_str(&format!(
+            "{} {}: {}\n",
+            if d.booted { "●" } else { " " },
+            d.slot,
+            d.ref_name.as_deref().unwrap_or("(no ref)")
+        ));
+        s.push_str(&format!(
+            "       Version: {} ({})\n",
+            if d.version.is_empty() {
+                "-"
+            } else {
+                &d.version
+            },
+            format_utc(d.timestamp)
+        ));
+        s.push_str(&format!("        Commit: {}\n", d.commit));
+        let mut what = vec![d.role.clone()];
+        if d.good {
+            what.push("good".into());
+        } else {
+            what.push("not marked good".into());
+        }
+        if d.next_boot {
+            what.push("next boot".into());
+        }
+        if d.tries_left > 0 {
+            what.push(format!("{} tries left", d.tries_left));
+        }
+        if !d.present {
+            what.push("DIRECTORY MISSING".into());
+        }
+        s.push_str(&format!("        Status: {}\n", what.join(", ")));
+    }
+    s.push_str(&format!(
+        "Boot: slot {} booted{}, next boot {}{}; {} env ({}) rev {}\n",
+        st.booted_slot.as_deref().unwrap_or("?"),
+        match st.booted_good {
+            Some(true) => " (good)",
+            Some(false) => " (not marked good)",
+            None => "",
+        },
+        st.next_boot.as_deref().unwrap_or("-"),
+        st.next_boot_kind
+            .as_deref()
+            .map(|k| format!(" ({k})"))
+            .unwrap_or_default(),
+        st.env.backend,
+        st.env.scheme,
+        st.env
+            .revision
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "-".into())
+    ));
+    s
+}
+
+pub fn status(a: StatusArgs) -> anyhow::Result<()> {
+    let d = a.s.open(None)?;
+    if a.show_env_config {
+        match d.config().fw_env_config() {
+            Some(c) => return Ok(output::out(&c)?),
+            None => bail!(
+                "the environment is a GRUB block; read it with `grub-editenv {} list`",
+                d.config().env.0.display()
+            ),
+        }
+    }
+    let st = d.status()?;
+    if a.s.json {
+        return output::json(&status_json(&st)?);
+    }
+    Ok(output::out(&status_text(&st))?)
+}
+
+pub fn mark_good(a: PlainArgs) -> anyhow::Result<()> {
+    let r = a.s.open(None)?.mark_good().context("cannot mark good")?;
+    if a.s.json {
+        return output::json(&r);
+    }
+    output::out(&if r.changed {
+        format!(
+            "slot {} ({}) marked good; its try counter is cleared\n",
+            r.slot, r.deployment
+        )
+    } else {
+        format!(
+            "slot {} ({}) was already good; nothing written\n",
+            r.slot, r.deployment
+        )
+    })?;
+    Ok(())
+}
+
+pub fn rollback(a: PlainArgs) -> anyhow::Result<()> {
+    let r = a.s.open(None)?.rollback().context("cannot roll back")?;
+    if a.s.json {
+        return output::json(&r);
+    }
+    output::out(&format!(
+        "the next boot takes slot {} ({})\n",
+        r.slot, r.deployment
+    ))?;
+    Ok(())
+}
+
+pub fn cleanup(a: PlainArgs) -> anyhow::Result<()> {
+    let r = a.s.open(None)?.cleanup().context("cannot clean up")?;
+    if a.s.json {
+        return output::json(&r);
+    }
+    output::out(&format!(
+        "freed {}: {} deployments, {} commits, {} dirtrees, {} dirmetas, {} files, {} staging leftovers removed; kept {} commits\n",
+        human_bytes(r.bytes_freed),
+        r.deployments.len(),
+        r.commits,
+        r.dirtrees,
+        r.dirmetas,
+        r.files,
+        r.tmp_files,
+        r.kept_commits.len()
+    ))?;
+    Ok(())
+}
+
+pub fn simulate_boot(a: PlainArgs) -> anyhow::Result<()> {
+    let r =
+        a.s.open(None)?
+            .simulate_boot()
+            .context("cannot simulate a boot")?;
+    if a.s.json {
+        return output::json(&r);
+    }
+    let kind = r.kind.as_deref().unwrap_or("");
+    output::out(&format!(
+        "booted slot {} ({}): {}{}{}\n",
+        r.slot,
+        r.deployment,
+        kind,
+        if kind == "trial" {
+            format!(", {} tries left after this one", r.tries_left)
+        } else {
+            String::new()
+        },
+        match r.verified {
+            Some(true) => "; its files match its commit",
+            Some(false) => "; ITS FILES DO NOT MATCH ITS COMMIT",
+            None => "",
+        }
+    ))?;
+    if r.verified == Some(false) {
+        bail!("the booted deployment {} is damaged", r.deployment);
+    }
+    Ok(())
+}
+
+pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+    let (name, r) = a.s.open(None)?.verify_slot(a.slot)?;
+    if a.s.json {
+        output::json(&serde_json::json!({"deployment": name, "ok": r.ok(), "report": r}))?;
+    } else {
+        let mut s = format!(
+            "{name}: {} files, {} symlinks, {} directories checked\n",
+            r.files, r.symlinks, r.dirs
+        );
+        for p in &r.problems {
+            s.push_str(&format!("  {p}\n"));
+        }
+        output::out(&s)?;
+    }
+    if !r.ok() {
+        bail!("deployment {name} does not match its commit");
+    }
+    Ok(())
+}

@@ -1,0 +1,1116 @@
+//! A/B deployments in a sysroot: install, stage, boot switch, mark-good, rollback, status,
+//! cleanup and a simulated boot. `docs/SYSROOT.md` is the specification.
+//!
+//! ```text
+//! S/agent.conf                 boot configuration (crate::bootcfg); defaults without it
+//! S/repo/                      the object repository (crate::repo)
+//! S/deploy/<commit>.<serial>/  a checkout of a commit, hard-linked from the repository
+//! S/deploy/.tmp-<name>/        a checkout being written (garbage after a crash)
+//! S/deploy/.del-<name>/        a deployment being removed
+//! S/boot/uboot.env             the default environment: redundant U-Boot, two 16 KiB copies
+//! S/boot/uboot-redund.env
+//! S/run/booted                 "A" or "B": the slot a simulated boot took
+//! ```
+//!
+//! The environment is the authority: slot A and slot B each name a deployment directory
+//! (`ECU_A_NAME`, `ECU_B_NAME`), with its priority, tries left, success flag and kernel
+//! arguments (`ECU_A_ARGS`, `ECU_B_ARGS`). A directory that no slot names is garbage. Every
+//! change of what boots is one atomic environment update, made only after the deployment it
+//! names is complete on disk; removing the deployment a slot held comes after that update.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use agent_core::object::ObjectId;
+use bootloader_hooks::host::HostError;
+use bootloader_hooks::{BootState, DecisionKind, Slot, SlotName, SlotState, StateError};
+
+use crate::apply::{self, Applied, ApplyError};
+use crate::bootcfg::{self, BootConfig, ConfigError, KARGS_VARS};
+use crate::checkout::{self, CheckoutError, CheckoutMode};
+use crate::fsops::{self, Point};
+use crate::repo::{CommitInfo, RepoError};
+use crate::sysroot::Sysroot;
+
+pub mod env;
+pub mod verify;
+
+pub use env::EnvContent;
+pub use verify::{verify, VerifyReport};
+
+mod cleanup;
+pub use cleanup::CleanupReport;
+
+/// The environment variable that says which slot is booted (`A` or `B`), for tests and dry
+/// runs.
+pub const BOOTED_SLOT_VAR: &str = "ECU_AGENT_BOOTED_SLOT";
+/// The environment variable naming the kernel command line to read instead of
+/// `/proc/cmdline`.
+pub const CMDLINE_VAR: &str = "ECU_AGENT_CMDLINE";
+
+/// Why a deployment command failed or refused.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DeployError {
+    /// The repository failed.
+    Repo(RepoError),
+    /// Writing a checkout failed.
+    Checkout(CheckoutError),
+    /// The update was not installed.
+    Apply(ApplyError),
+    /// `agent.conf` is wrong.
+    Config(ConfigError),
+    /// The bootloader environment could not be read or written.
+    Env(HostError),
+    /// A filesystem call failed.
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The sysroot has no boot state yet.
+    NotProvisioned(PathBuf),
+    /// The environment is missing or holds no boot state, but deployments exist.
+    EnvLost(PathBuf),
+    /// Nothing says which slot is booted.
+    BootedUnknown,
+    /// The booted slot holds no deployment in the environment.
+    BootedSlotEmpty(Slot),
+    /// A slot name in the environment is not a deployment name.
+    BadDeploymentName(String),
+    /// The booted deployment is on trial and the other slot is the only good fallback.
+    BootedOnTrial {
+        /// The booted slot.
+        booted: Slot,
+    },
+    /// The booted deployment was rolled back; the next boot leaves it.
+    BootedAbandoned {
+        /// The booted slot.
+        booted: Slot,
+    },
+    /// A rollback would leave nothing bootable.
+    NoFallback {
+        /// The slot the rollback would give up.
+        abandon: Slot,
+    },
+    /// There is no other deployment to roll back to.
+    NoOtherDeployment {
+        /// The slot the rollback would give up.
+        abandon: Slot,
+    },
+    /// A deployment does not match its commit.
+    Corrupt {
+        /// The deployment.
+        name: String,
+        /// The first differences.
+        problems: Vec<String>,
+    },
+}
+
+impl fmt::Display for DeployError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeployError::Repo(e) => e.fmt(f),
+            DeployError::Checkout(e) => e.fmt(f),
+            DeployError::Apply(e) => e.fmt(f),
+            DeployError::Config(e) => e.fmt(f),
+            DeployError::Env(e) => write!(f, "bootloader environment: {e}"),
+            DeployError::Io { what, path, source } => {
+                write!(f, "cannot {what} {}: {source}", path.display())
+            }
+            DeployError::NotProvisioned(p) => write!(
+                f,
+                "{} holds no deployment yet; install a from-scratch update first (`ecu-agent install --sysroot {} FILE`)",
+                p.display(),
+                p.display()
+            ),
+            DeployError::EnvLost(p) => write!(
+                f,
+                "the bootloader environment {} holds no boot state but deployments exist; restore the environment or move the deployments away before installing",
+                p.display()
+            ),
+            DeployError::BootedUnknown => write!(
+                f,
+                "cannot tell which slot is booted: the kernel command line has no ecu.slot= or rauc.slot=; pass --booted-slot A|B, set {BOOTED_SLOT_VAR}, or run `ecu-agent simulate-boot`"
+            ),
+            DeployError::BootedSlotEmpty(s) => write!(
+                f,
+                "slot {s} is said to be booted but the environment holds no deployment for it; check --booted-slot / {BOOTED_SLOT_VAR} or the kernel command line"
+            ),
+            DeployError::BadDeploymentName(n) => write!(
+                f,
+                "the environment names {n:?}, which is not a deployment (<commit>.<serial>); repair the environment"
+            ),
+            DeployError::BootedOnTrial { booted } => write!(
+                f,
+                "refused: the booted deployment (slot {booted}) is on trial and slot {} holds the only good fallback; mark the booted deployment good (`ecu-agent mark-good`) or roll back (`ecu-agent rollback`) first",
+                booted.other()
+            ),
+            DeployError::BootedAbandoned { booted } => write!(
+                f,
+                "refused: the booted deployment (slot {booted}) was rolled back and slot {} holds the only good deployment; reboot into slot {} first",
+                booted.other(),
+                booted.other()
+            ),
+            DeployError::NoFallback { abandon } => write!(
+                f,
+                "refused: rolling back from slot {abandon} would leave nothing bootable, because slot {} was never marked good and has no tries left",
+                abandon.other()
+            ),
+            DeployError::NoOtherDeployment { abandon } => write!(
+                f,
+                "refused: there is no deployment to roll back to (slot {} is empty; slot {abandon} is the only deployment)",
+                abandon.other()
+            ),
+            DeployError::Corrupt { name, problems } => write!(
+                f,
+                "deployment {name} does not match its commit ({} problems, first: {}); deploy the commit again",
+                problems.len(),
+                problems.first().map(String::as_str).unwrap_or("?")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DeployError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DeployError::Repo(e) => Some(e),
+            DeployError::Checkout(e) => Some(e),
+            DeployError::Apply(e) => Some(e),
+            DeployError::Config(e) => Some(e),
+            DeployError::Env(e) => Some(e),
+            DeployError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<RepoError> for DeployError {
+    fn from(e: RepoError) -> Self {
+        DeployError::Repo(e)
+    }
+}
+impl From<CheckoutError> for DeployError {
+    fn from(e: CheckoutError) -> Self {
+        DeployError::Checkout(e)
+    }
+}
+impl From<ConfigError> for DeployError {
+    fn from(e: ConfigError) -> Self {
+        DeployError::Config(e)
+    }
+}
+impl From<HostError> for DeployError {
+    fn from(e: HostError) -> Self {
+        DeployError::Env(e)
+    }
+}
+impl From<StateError> for DeployError {
+    fn from(e: StateError) -> Self {
+        DeployError::Env(HostError::State(e))
+    }
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DeployError + 'a {
+    move |source| DeployError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where the booted slot was learnt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootedSource {
+    /// `--booted-slot`.
+    Flag,
+    /// [`BOOTED_SLOT_VAR`].
+    EnvVar,
+    /// `ecu.slot=` or `rauc.slot=` on the kernel command line.
+    Cmdline,
+    /// `S/run/booted`, written by `simulate-boot` and by provisioning.
+    RunFile,
+}
+
+/// Parses `A`/`B` (any case) and RAUC's `rootfs.0`/`rootfs.1`.
+pub fn parse_slot(s: &str) -> Option<Slot> {
+    match s.trim() {
+        "rootfs.0" | "system0" => Some(Slot::A),
+        "rootfs.1" | "system1" => Some(Slot::B),
+        other => Slot::parse(other),
+    }
+}
+
+/// The slot named on a kernel command line by `ecu.slot=` (or else `rauc.slot=`).
+pub fn slot_from_cmdline(cmdline: &str) -> Option<Slot> {
+    let find = |key: &str| {
+        cmdline
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix(key))
+            .next_back()
+            .and_then(parse_slot)
+    };
+    find("ecu.slot=").or_else(|| find("rauc.slot="))
+}
+
+/// A deployment's directory name: `<commit hex>.<serial>`.
+pub fn deployment_name(commit: &ObjectId, serial: u32) -> String {
+    format!("{commit}.{serial}")
+}
+
+/// Splits a deployment name into its commit and serial.
+pub fn parse_deployment_name(name: &str) -> Option<(ObjectId, u32)> {
+    let (hex, serial) = name.split_once('.')?;
+    if serial.is_empty() || !serial.bytes().all(|b| b.is_ascii_digit()) || serial.len() > 9 {
+        return None;
+    }
+    Some((ObjectId::from_hex(hex).ok()?, serial.parse().ok()?))
+}
+
+/// Options shared by the deployment commands.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The booted slot as the caller says (`--booted-slot`).
+    pub booted: Option<Slot>,
+    /// Tries for a staged deployment (default: `agent.conf`).
+    pub tries: Option<u8>,
+}
+
+/// An open sysroot with its configuration and booted slot.
+#[derive(Debug)]
+pub struct Deployer {
+    sysroot: Sysroot,
+    cfg: BootConfig,
+    booted: Option<(Slot, BootedSource)>,
+    tries: u8,
+}
+
+/// What `install` or `deploy` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageReport {
+    /// What was applied (`install` only).
+    pub applied: Option<Applied>,
+    /// The commit staged.
+    pub commit: String,
+    /// Its version.
+    pub version: String,
+    /// The deployment directory's name.
+    pub deployment: String,
+    /// The slot it is in.
+    pub slot: String,
+    /// `provisioned` (first deployment, booted), `staged` (next boot tries it) or
+    /// `unchanged` (it was already the next boot).
+    pub action: String,
+    /// Tries it got.
+    pub tries: u8,
+    /// The deployment it replaced.
+    pub replaced: Option<String>,
+    /// Files, symlinks and directories checked out.
+    pub checkout: Option<checkout::CheckoutStats>,
+    /// Whether the checkout hard-linked (else it copied).
+    pub hardlinked: bool,
+}
+
+/// What `mark-good`, `rollback` and `simulate-boot` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BootReport {
+    /// The slot concerned (booted for mark-good, next boot for rollback and simulate-boot).
+    pub slot: String,
+    /// The deployment in it.
+    pub deployment: String,
+    /// Whether the environment was written.
+    pub changed: bool,
+    /// For `simulate-boot`: `confirmed`, `trial` or `last-resort`.
+    pub kind: Option<String>,
+    /// Tries the slot has left afterwards.
+    pub tries_left: u8,
+    /// For `simulate-boot`: whether the booted deployment matches its commit.
+    pub verified: Option<bool>,
+}
+
+/// One deployment as `status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeploymentStatus {
+    /// `A` or `B`.
+    pub slot: String,
+    /// Directory name under `S/deploy`.
+    pub name: String,
+    /// Commit id.
+    pub commit: String,
+    /// A ref whose head or history holds the commit.
+    #[serde(rename = "ref")]
+    pub ref_name: Option<String>,
+    /// Commit version.
+    pub version: String,
+    /// Commit subject.
+    pub subject: String,
+    /// Commit timestamp (seconds since the epoch).
+    pub timestamp: u64,
+    /// The booted deployment.
+    pub booted: bool,
+    /// The next boot takes it.
+    pub next_boot: bool,
+    /// Marked good (successful).
+    pub good: bool,
+    /// Boots left while on trial.
+    pub tries_left: u8,
+    /// Boot priority (0: never, unless as last resort).
+    pub priority: u8,
+    /// `booted`, `staged`, `trial`, `rollback`, `failed` or `rolled-back`.
+    pub role: String,
+    /// Its directory exists.
+    pub present: bool,
+    /// Kernel arguments recorded for the slot.
+    pub kargs: Option<String>,
+}
+
+/// What `status` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    /// The sysroot.
+    pub sysroot: PathBuf,
+    /// `empty`, `idle`, `staged`, `trial`, `rolled-back` or `rollback-pending`.
+    pub state: String,
+    /// A sentence about the state.
+    pub message: String,
+    /// The booted slot, when known.
+    pub booted_slot: Option<String>,
+    /// Where the booted slot was learnt.
+    pub booted_source: Option<BootedSource>,
+    /// Whether the booted deployment is confirmed good.
+    pub booted_good: Option<bool>,
+    /// The slot the next boot takes.
+    pub next_boot: Option<String>,
+    /// `confirmed`, `trial` or `last-resort`.
+    pub next_boot_kind: Option<String>,
+    /// Whether a deployment failed its trial and the device fell back (or was rolled back).
+    pub rolled_back: bool,
+    /// Both slots' deployments, A first.
+    pub deployments: Vec<DeploymentStatus>,
+    /// The environment: backend and paths.
+    pub env: EnvInfo,
+}
+
+/// Where the boot state lives.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EnvInfo {
+    /// `uboot`, `uboot-redundant` or `grub`.
+    pub backend: String,
+    /// `native`, `rauc` or `mender`.
+    pub scheme: String,
+    /// The files or devices.
+    pub paths: Vec<PathBuf>,
+    /// Boot-state revision.
+    pub revision: Option<u32>,
+}
+
+fn kind_name(k: DecisionKind) -> &'static str {
+    match k {
+        DecisionKind::Confirmed => "confirmed",
+        DecisionKind::Trial => "trial",
+        DecisionKind::LastResort => "last-resort",
+    }
+}
+
+impl Deployer {
+    /// Opens an existing sysroot.
+    pub fn open(path: &Path, opts: &Options) -> Result<Deployer, DeployError> {
+        Deployer::with(Sysroot::open(path)?, opts)
+    }
+
+    /// Opens a sysroot, creating it (and its repository) when missing.
+    pub fn open_or_create(path: &Path, opts: &Options) -> Result<Deployer, DeployError> {
+        Deployer::with(Sysroot::open_or_create(path)?, opts)
+    }
+
+    fn with(sysroot: Sysroot, opts: &Options) -> Result<Deployer, DeployError> {
+        let cfg = BootConfig::load(sysroot.path())?;
+        let booted = detect_booted(sysroot.path(), opts.booted)?;
+        let tries = opts.tries.unwrap_or(cfg.tries);
+        if tries == 0 || tries > bootloader_hooks::MAX_TRIES {
+            return Err(StateError::TriesOutOfRange { tries }.into());
+        }
+        Ok(Deployer {
+            sysroot,
+            cfg,
+            booted,
+            tries,
+        })
+    }
+
+    /// The sysroot.
+    pub fn sysroot(&self) -> &Sysroot {
+        &self.sysroot
+    }
+
+    /// The boot configuration.
+    pub fn config(&self) -> &BootConfig {
+        &self.cfg
+    }
+
+    /// The booted slot and where it was learnt.
+    pub fn booted(&self) -> Option<(Slot, BootedSource)> {
+        self.booted
+    }
+
+    fn booted_slot(&self) -> Result<Slot, DeployError> {
+        self.booted.map(|b| b.0).ok_or(DeployError::BootedUnknown)
+    }
+
+    /// Reads the environment.
+    pub fn env(&self) -> Result<EnvContent, DeployError> {
+        Ok(env::read(&self.cfg)?)
+    }
+
+    fn ready(&self) -> Result<(env::EnvImage, BootState), DeployError> {
+        match self.env()? {
+            EnvContent::Ready(img, st) => Ok((img, *st)),
+            _ if self.deployment_dirs()?.iter().any(|n| !n.starts_with('.')) => {
+                Err(DeployError::EnvLost(self.cfg.env.0.clone()))
+            }
+            _ => Err(DeployError::NotProvisioned(
+                self.sysroot.path().to_path_buf(),
+            )),
+        }
+    }
+
+    /// `S/deploy`.
+    pub fn deploy_dir(&self) -> PathBuf {
+        self.sysroot.path().join(Sysroot::DEPLOY_DIR)
+    }
+
+    /// The directory of deployment `name`.
+    pub fn deployment_path(&self, name: &str) -> PathBuf {
+        self.deploy_dir().join(name)
+    }
+
+    /// Entries of `S/deploy` (names).
+    pub fn deployment_dirs(&self) -> Result<Vec<String>, DeployError> {
+        let dir = self.deploy_dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("read directory", &dir)(e)),
+        };
+        let mut out = Vec::new();
+        for e in rd {
+            let e = e.map_err(io_err("read directory", &dir))?;
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn commit_of_slot(st: &SlotState) -> Result<Option<ObjectId>, DeployError> {
+        if st.name.is_empty() {
+            return Ok(None);
+        }
+        parse_deployment_name(st.name.as_str())
+            .map(|(c, _)| Some(c))
+            .ok_or_else(|| DeployError::BadDeploymentName(st.name.as_str().to_string()))
+    }
+
+    /// Checks that staging into the slot that is not booted leaves a bootable device.
+    fn check_can_stage(&self, state: &BootState) -> Result<Slot, DeployError> {
+        let x = self.booted_slot()?;
+        let (xs, ys) = (state.slot(x), state.slot(x.other()));
+        if xs.name.is_empty() {
+            return Err(DeployError::BootedSlotEmpty(x));
+        }
+        let y_fallback = ys.successful || ys.tries_left > 0;
+        if !xs.successful && y_fallback && !ys.name.is_empty() {
+            if xs.priority == 0 {
+                return Err(DeployError::BootedAbandoned { booted: x });
+            }
+            return Err(DeployError::BootedOnTrial { booted: x });
+        }
+        Ok(x.other())
+    }
+
+    /// Installs an update and stages its commit for the next boot (on a sysroot without boot
+    /// state, provisions it as the booted deployment). Refuses before reading the update when
+    /// staging would leave no good fallback.
+    pub fn install(
+        &self,
+        input: &mut dyn Read,
+        trusted_keys: &[[u8; 32]],
+        progress: &mut dyn FnMut(&agent_core::install::Progress),
+    ) -> Result<StageReport, DeployError> {
+        if let EnvContent::Ready(_, st) = self.env()? {
+            self.check_can_stage(&st)?;
+        }
+        fsops::point(Point::Step, &self.sysroot.repo().path().join("apply"));
+        let applied = apply::apply(self.sysroot.repo(), input, trusted_keys, progress)
+            .map_err(DeployError::Apply)?;
+        let commit = ObjectId::from_hex(&applied.commit)
+            .map_err(|_| DeployError::BadDeploymentName(applied.commit.clone()))?;
+        let mut r = self.deploy_commit(&commit)?;
+        r.applied = Some(applied);
+        Ok(r)
+    }
+
+    /// Stages a commit that is in the repository (a ref, an id or a unique prefix).
+    pub fn deploy(&self, rev: &str) -> Result<StageReport, DeployError> {
+        let commit = self.sysroot.repo().resolve(rev)?;
+        self.deploy_commit(&commit)
+    }
+
+    fn deploy_commit(&self, commit: &ObjectId) -> Result<StageReport, DeployError> {
+        let info = self.sysroot.repo().read_commit(commit)?;
+        let (img, state) = match self.env()? {
+            EnvContent::Ready(img, st) => (Some(img), Some(*st)),
+            EnvContent::NoBootState(img) => (Some(img), None),
+            EnvContent::Missing => (None, None),
+        };
+        let Some(state) = state else {
+            return self.provision(img.as_ref(), &info);
+        };
+        let img = img.expect("a boot state comes from an image");
+        let y = self.check_can_stage(&state)?;
+        let x = y.other();
+        let next = state.decide();
+        // Already what the next boot takes: nothing to do.
+        for s in [x, y] {
+            let st = state.slot(s);
+            if next.slot == s
+                && Self::commit_of_slot(st)? == Some(*commit)
+                && (st.successful || st.tries_left > 0)
+                && self.deployment_path(st.name.as_str()).is_dir()
+            {
+                return Ok(StageReport {
+                    applied: None,
+                    commit: commit.to_string(),
+                    version: info.version.clone(),
+                    deployment: st.name.as_str().to_string(),
+                    slot: s.to_string(),
+                    action: "unchanged".into(),
+                    tries: st.tries_left,
+                    replaced: None,
+                    checkout: None,
+                    hardlinked: false,
+                });
+            }
+        }
+        let names = [state.slot(x).name, state.slot(y).name];
+        let (name, stats, hardlinked) = self.create_deployment(commit, &names)?;
+        let slot_name = SlotName::from_str(&name)?;
+        let mut new_state = state;
+        new_state.stage(y, self.tries, slot_name)?;
+        let kargs = self.cfg.kargs_for(self.sysroot.path(), y, &name);
+        fsops::point(Point::Step, &self.cfg.env.0);
+        env::write(
+            &self.cfg,
+            Some(&img),
+            &new_state,
+            &[(KARGS_VARS[y.index()], Some(&kargs))],
+        )?;
+        let old = state.slot(y).name;
+        let replaced = (!old.is_empty() && old.as_str() != name).then(|| old.as_str().to_string());
+        self.remove_unnamed(&new_state)?;
+        Ok(StageReport {
+            applied: None,
+            commit: commit.to_string(),
+            version: info.version,
+            deployment: name,
+            slot: y.to_string(),
+            action: "staged".into(),
+            tries: self.tries,
+            replaced,
+            checkout: Some(stats),
+            hardlinked,
+        })
+    }
+
+    fn provision(
+        &self,
+        img: Option<&env::EnvImage>,
+        info: &CommitInfo,
+    ) -> Result<StageReport, DeployError> {
+        let slot = self.booted.map(|b| b.0).unwrap_or(Slot::A);
+        // A directory no environment names is garbage from an interrupted provisioning.
+        self.remove_unnamed(&BootState::default())?;
+        let (name, stats, hardlinked) =
+            self.create_deployment(&info.id, &[SlotName::EMPTY, SlotName::EMPTY])?;
+        let conf = self.sysroot.path().join(bootcfg::CONFIG_FILE);
+        if !conf.exists() {
+            fsops::write_atomic(
+                &conf,
+                self.cfg.to_text(self.sysroot.path()).as_bytes(),
+                0o644,
+            )
+            .map_err(io_err("write", &conf))?;
+        }
+        for (p, _) in self.cfg.env_paths() {
+            let dir = fsops::parent_of(&p);
+            fsops::mkdir_all(&dir, 0o755).map_err(io_err("create", &dir))?;
+        }
+        let state = BootState::initial(slot, SlotName::from_str(&name)?);
+        let kargs = self.cfg.kargs_for(self.sysroot.path(), slot, &name);
+        fsops::point(Point::Step, &self.cfg.env.0);
+        env::write(
+            &self.cfg,
+            img,
+            &state,
+            &[(KARGS_VARS[slot.index()], Some(&kargs))],
+        )?;
+        self.write_booted(slot)?;
+        Ok(StageReport {
+            applied: None,
+            commit: info.id.to_string(),
+            version: info.version.clone(),
+            deployment: name,
+            slot: slot.to_string(),
+            action: "provisioned".into(),
+            tries: 0,
+            replaced: None,
+            checkout: Some(stats),
+            hardlinked,
+        })
+    }
+
+    /// Checks `commit` out as a new deployment directory (temp name, synced, renamed into
+    /// place). Returns its name.
+    fn create_deployment(
+        &self,
+        commit: &ObjectId,
+        in_use: &[SlotName],
+    ) -> Result<(String, checkout::CheckoutStats, bool), DeployError> {
+        let dir = self.deploy_dir();
+        fsops::mkdir_all(&dir, 0o755).map_err(io_err("create", &dir))?;
+        let mut serial = 0u32;
+        let name = loop {
+            let n = deployment_name(commit, serial);
+            if !in_use.iter().any(|u| u.as_str() == n) && !dir.join(&n).exists() {
+                break n;
+            }
+            serial += 1;
+        };
+        let tmp = dir.join(format!(".tmp-{name}"));
+        fsops::remove_tree(&tmp).map_err(io_err("remove", &tmp))?;
+        fsops::point(Point::Step, &tmp);
+        let repo = self.sysroot.repo();
+        let (stats, hardlinked) =
+            match checkout::checkout(repo, commit, &tmp, CheckoutMode::HardLink) {
+                Ok(s) => (s, true),
+                Err(CheckoutError::Io { source, .. })
+                    if matches!(source.raw_os_error(), Some(18) | Some(1) | Some(31)) =>
+                {
+                    // EXDEV, EPERM, EMLINK: the repository cannot be linked from here; copy.
+                    log::info!("hard links not possible ({source}); copying the checkout");
+                    fsops::remove_tree(&tmp).map_err(io_err("remove", &tmp))?;
+                    fsops::point(Point::Step, &tmp);
+                    (
+                        checkout::checkout(repo, commit, &tmp, CheckoutMode::Copy)?,
+                        false,
+                    )
+                }
+                Err(e) => {
+                    let _ = fsops::remove_tree(&tmp);
+                    return Err(e.into());
+                }
+            };
+        fsops::syncfs(&tmp).map_err(io_err("sync", &tmp))?;
+        let final_path = dir.join(&name);
+        fsops::rename(&tmp, &final_path).map_err(io_err("rename into", &final_path))?;
+        fsops::fsync_dir(&dir).map_err(io_err("fsync", &dir))?;
+        Ok((name, stats, hardlinked))
+    }
+
+    /// Removes every directory of `S/deploy` that `state` does not name (renamed to
+    /// `.del-<name>` first, so that a half-removed deployment never looks like one). Returns
+    /// the names removed.
+    fn remove_unnamed(&self, state: &BootState) -> Result<Vec<String>, DeployError> {
+        let dir = self.deploy_dir();
+        let mut removed = Vec::new();
+        for n in self.deployment_dirs()? {
+            if Slot::ALL.iter().any(|s| state.slot(*s).name.as_str() == n) {
+                continue;
+            }
+            let p = dir.join(&n);
+            if n.starts_with('.') {
+                fsops::remove_tree(&p).map_err(io_err("remove", &p))?;
+                continue;
+            }
+            let del = dir.join(format!(".del-{n}"));
+            fsops::remove_tree(&del).map_err(io_err("remove", &del))?;
+            fsops::rename(&p, &del).map_err(io_err("rename", &p))?;
+            fsops::fsync_dir(&dir).map_err(io_err("fsync", &dir))?;
+            fsops::remove_tree(&del).map_err(io_err("remove", &del))?;
+            removed.push(n);
+        }
+        Ok(removed)
+    }
+
+    fn write_booted(&self, slot: Slot) -> Result<(), DeployError> {
+        let run = self.sysroot.path().join(Sysroot::RUN_DIR);
+        fsops::mkdir_all(&run, 0o755).map_err(io_err("create", &run))?;
+        let p = run.join(Sysroot::BOOTED_FILE);
+        fsops::write_atomic(&p, format!("{slot}\n").as_bytes(), 0o644).map_err(io_err("write", &p))
+    }
+
+    /// The booted deployment reports a successful boot.
+    pub fn mark_good(&self) -> Result<BootReport, DeployError> {
+        let (img, mut state) = self.ready()?;
+        let x = self.booted_slot()?;
+        if state.slot(x).name.is_empty() {
+            return Err(DeployError::BootedSlotEmpty(x));
+        }
+        let changed = state.mark_good(x);
+        if changed {
+            fsops::point(Point::Step, &self.cfg.env.0);
+            env::write(&self.cfg, Some(&img), &state, &[])?;
+        }
+        Ok(BootReport {
+            slot: x.to_string(),
+            deployment: state.slot(x).name.as_str().to_string(),
+            changed,
+            kind: None,
+            tries_left: state.slot(x).tries_left,
+            verified: None,
+        })
+    }
+
+    /// Makes the other deployment the default for the next boot: the slot the next boot
+    /// would take is given up.
+    pub fn rollback(&self) -> Result<BootReport, DeployError> {
+        let (img, mut state) = self.ready()?;
+        let abandon = state.decide().slot;
+        let other = abandon.other();
+        if state.slot(other).name.is_empty() {
+            return Err(DeployError::NoOtherDeployment { abandon });
+        }
+        match state.rollback(abandon) {
+            Ok(true) => {
+                fsops::point(Point::Step, &self.cfg.env.0);
+                env::write(&self.cfg, Some(&img), &state, &[])?;
+            }
+            Ok(false) => {}
+            Err(StateError::NoFallback { abandon }) => {
+                return Err(DeployError::NoFallback { abandon })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(BootReport {
+            slot: other.to_string(),
+            deployment: state.slot(other).name.as_str().to_string(),
+            changed: true,
+            kind: None,
+            tries_left: state.slot(other).tries_left,
+            verified: None,
+        })
+    }
+
+    /// Does what the bootloader does at the next boot (the decision of `bootloader-hooks`
+    /// on the configured environment, counting a try), then records the chosen slot as booted
+    /// in `S/run/booted` and checks its deployment against its commit.
+    pub fn simulate_boot(&self) -> Result<BootReport, DeployError> {
+        let (img, state) = self.ready()?;
+        let d = state.decide();
+        if d.changed {
+            fsops::point(Point::Step, &self.cfg.env.0);
+            env::write(&self.cfg, Some(&img), &d.state, &[])?;
+        }
+        self.write_booted(d.slot)?;
+        let st = d.state.slot(d.slot);
+        let verified = match Self::commit_of_slot(st)? {
+            Some(c) => {
+                let r = verify(
+                    self.sysroot.repo(),
+                    &c,
+                    &self.deployment_path(st.name.as_str()),
+                )?;
+                Some(r.ok())
+            }
+            None => None,
+        };
+        Ok(BootReport {
+            slot: d.slot.to_string(),
+            deployment: st.name.as_str().to_string(),
+            changed: d.changed,
+            kind: Some(kind_name(d.kind).into()),
+            tries_left: st.tries_left,
+            verified,
+        })
+    }
+
+    /// Verifies the deployment in `slot` (default: the booted one) against its commit.
+    pub fn verify_slot(&self, slot: Option<Slot>) -> Result<(String, VerifyReport), DeployError> {
+        let (_, state) = self.ready()?;
+        let s = match slot {
+            Some(s) => s,
+            None => self.booted_slot()?,
+        };
+        let st = state.slot(s);
+        let Some(c) = Self::commit_of_slot(st)? else {
+            return Err(DeployError::BootedSlotEmpty(s));
+        };
+        let name = st.name.as_str().to_string();
+        let r = verify(self.sysroot.repo(), &c, &self.deployment_path(&name))?;
+        Ok((name, r))
+    }
+
+    /// Removes deployment directories no slot names and objects that neither a deployment
+    /// nor a ref needs.
+    pub fn cleanup(&self) -> Result<CleanupReport, DeployError> {
+        let (_, state) = self.ready()?;
+        cleanup::cleanup(self, &state)
+    }
+
+    /// The state of the sysroot, like `rpm-ostree status`.
+    pub fn status(&self) -> Result<Status, DeployError> {
+        let cfg = &self.cfg;
+        let env_info = |rev| EnvInfo {
+            backend: cfg.kind.name().into(),
+            scheme: cfg.scheme.name().into(),
+            paths: cfg.env_paths().into_iter().map(|(p, _)| p).collect(),
+            revision: rev,
+        };
+        let booted = self.booted;
+        let (img, state) = match self.env()? {
+            EnvContent::Ready(img, st) => (img, *st),
+            _ => {
+                let lost = self.deployment_dirs()?.iter().any(|n| !n.starts_with('.'));
+                return Ok(Status {
+                    sysroot: self.sysroot.path().to_path_buf(),
+                    state: if lost { "env-lost" } else { "empty" }.into(),
+                    message: if lost {
+                        DeployError::EnvLost(cfg.env.0.clone()).to_string()
+                    } else {
+                        "no deployment yet: install a from-scratch update".into()
+                    },
+                    booted_slot: booted.map(|b| b.0.to_string()),
+                    booted_source: booted.map(|b| b.1),
+                    booted_good: None,
+                    next_boot: None,
+                    next_boot_kind: None,
+                    rolled_back: false,
+                    deployments: Vec::new(),
+                    env: env_info(None),
+                });
+            }
+        };
+        let d = state.decide();
+        let refs = self.sysroot.repo().list_refs()?;
+        let booted_slot = booted.map(|b| b.0);
+        let mut deployments = Vec::new();
+        for s in Slot::ALL {
+            let st = state.slot(s);
+            let Some(c) = Self::commit_of_slot(st)? else {
+                continue;
+            };
+            let info = self.sysroot.repo().read_commit(&c).ok();
+            let ref_name = refs
+                .iter()
+                .find(|(_, id)| *id == c)
+                .or_else(|| {
+                    refs.iter().find(|(_, head)| {
+                        self.sysroot
+                            .repo()
+                            .history(head)
+                            .map(|(h, _)| h.iter().any(|i| i.id == c))
+                            .unwrap_or(false)
+                    })
+                })
+                .map(|(n, _)| n.clone());
+            let is_booted = booted_slot == Some(s);
+            let role = if is_booted {
+                if st.successful || st.tries_left == 0 && st.priority > 0 {
+                    "booted"
+                } else {
+                    "trial"
+                }
+            } else if st.successful {
+                "rollback"
+            } else if st.tries_left > 0 && st.priority > 0 {
+                "staged"
+            } else if st.priority == 0 {
+                "rolled-back"
+            } else {
+                "failed"
+            };
+            let role = if is_booted && !st.successful {
+                "trial"
+            } else {
+                role
+            };
+            deployments.push(DeploymentStatus {
+                slot: s.to_string(),
+                name: st.name.as_str().to_string(),
+                commit: c.to_string(),
+                ref_name,
+                version: info.as_ref().map(|i| i.version.clone()).unwrap_or_default(),
+                subject: info.as_ref().map(|i| i.subject.clone()).unwrap_or_default(),
+                timestamp: info.as_ref().map(|i| i.timestamp).unwrap_or_default(),
+                booted: is_booted,
+                next_boot: d.slot == s,
+                good: st.successful,
+                tries_left: st.tries_left,
+                priority: st.priority,
+                role: role.into(),
+                present: self.deployment_path(st.name.as_str()).is_dir(),
+                kargs: env::get(&img, KARGS_VARS[s.index()]).map(str::to_string),
+            });
+        }
+        let version_of = |s: Slot| {
+            deployments
+                .iter()
+                .find(|d| d.slot == s.as_str())
+                .map(|d| {
+                    if d.version.is_empty() {
+                        d.commit[..12].to_string()
+                    } else {
+                        d.version.clone()
+                    }
+                })
+                .unwrap_or_else(|| "-".into())
+        };
+        let failed = Slot::ALL.into_iter().find(|&s| {
+            let st = state.slot(s);
+            !st.name.is_empty() && !st.successful && st.tries_left == 0 && Some(s) != booted_slot
+        });
+        let (st_name, message) = match (booted_slot, failed) {
+            (Some(b), Some(f)) if d.slot == b => (
+                "rolled-back",
+                if state.slot(f).priority == 0 {
+                    format!(
+                        "rolled back: slot {f} ({}) was given up; slot {b} ({}) boots",
+                        version_of(f),
+                        version_of(b)
+                    )
+                } else {
+                    format!(
+                        "rolled back: slot {f} ({}) used its tries without being marked good; the device is back on slot {b} ({})",
+                        version_of(f),
+                        version_of(b)
+                    )
+                },
+            ),
+            (Some(b), _) if !state.slot(b).successful && d.slot == b => (
+                "trial",
+                format!(
+                    "the booted deployment ({}) is on trial with {} tries left; run `ecu-agent mark-good` once it works",
+                    version_of(b),
+                    state.slot(b).tries_left
+                ),
+            ),
+            (Some(b), _) if d.slot != b && d.kind == DecisionKind::Trial => (
+                "staged",
+                format!(
+                    "slot {} ({}) is staged: the next boot tries it ({} tries left)",
+                    d.slot,
+                    version_of(d.slot),
+                    state.slot(d.slot).tries_left
+                ),
+            ),
+            (Some(b), _) if d.slot != b => (
+                "rollback-pending",
+                format!(
+                    "the next boot goes to slot {} ({})",
+                    d.slot,
+                    version_of(d.slot)
+                ),
+            ),
+            (Some(b), _) => (
+                "idle",
+                format!("booted slot {b} ({}) is good", version_of(b)),
+            ),
+            (None, _) => (
+                if d.kind == DecisionKind::Trial { "staged" } else { "idle" },
+                format!(
+                    "booted slot unknown; the next boot takes slot {} ({})",
+                    d.slot,
+                    version_of(d.slot)
+                ),
+            ),
+        };
+        Ok(Status {
+            sysroot: self.sysroot.path().to_path_buf(),
+            state: st_name.into(),
+            message,
+            booted_slot: booted_slot.map(|b| b.to_string()),
+            booted_source: booted.map(|b| b.1),
+            booted_good: booted_slot.map(|b| state.slot(b).successful),
+            next_boot: Some(d.slot.to_string()),
+            next_boot_kind: Some(kind_name(d.kind).into()),
+            rolled_back: st_name == "rolled-back",
+            deployments,
+            env: env_info(Some(state.revision)),
+        })
+    }
+}
+
+/// Learns the booted slot: `flag`, else [`BOOTED_SLOT_VAR`], else the kernel command line
+/// (`ecu.slot=`, `rauc.slot=`; [`CMDLINE_VAR`] names another file than `/proc/cmdline`), else
+/// `S/run/booted`. `None` when nothing says.
+pub fn detect_booted(
+    root: &Path,
+    flag: Option<Slot>,
+) -> Result<Option<(Slot, BootedSource)>, DeployError> {
+    if let Some(s) = flag {
+        return Ok(Some((s, BootedSource::Flag)));
+    }
+    if let Ok(v) = std::env::var(BOOTED_SLOT_VAR) {
+        if !v.is_empty() {
+            return match parse_slot(&v) {
+                Some(s) => Ok(Some((s, BootedSource::EnvVar))),
+                None => Err(DeployError::Io {
+                    what: "use",
+                    path: PathBuf::from(format!("{BOOTED_SLOT_VAR}={v}")),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, "not A or B"),
+                }),
+            };
+        }
+    }
+    let cmdline = std::env::var_os(CMDLINE_VAR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/proc/cmdline"));
+    if let Ok(text) = fs::read_to_string(&cmdline) {
+        if let Some(s) = slot_from_cmdline(&text) {
+            return Ok(Some((s, BootedSource::Cmdline)));
+        }
+    }
+    let run = root.join(Sysroot::RUN_DIR).join(Sysroot::BOOTED_FILE);
+    match fs::read_to_string(&run) {
+        Ok(t) => Ok(parse_slot(&t).map(|s| (s, BootedSource::RunFile))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("read", &run)(e)),
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn cmdline_and_names() {
+        assert_eq!(
+            slot_from_cmdline("console=ttyS0 root=/dev/mmcblk0p2 ecu.slot=B quiet"),
+            Some(Slot::B)
+        );
+        assert_eq!(slot_from_cmdline("rauc.slot=A"), Some(Slot::A));
+        assert_eq!(slot_from_cmdline("rauc.slot=rootfs.1"), Some(Slot::B));
+        assert_eq!(slot_from_cmdline("ecu.slot=A rauc.slot=B"), Some(Slot::A));
+        assert_eq!(slot_from_cmdline("ecu.slot=C root=x"), None);
+        assert_eq!(slot_from_cmdline(""), None);
+        let id = ObjectId::of(b"x");
+        let n = deployment_name(&id, 3);
+        assert_eq!(parse_deployment_name(&n), Some((id, 3)));
+        assert!(SlotName::from_str(&n).is_ok());
+        for bad in [
+            "",
+            "abc.0",
+            &format!("{id}"),
+            &format!("{id}."),
+            &format!("{id}.x"),
+        ] {
+            assert_eq!(parse_deployment_name(bad), None, "{bad}");
+        }
+    }
+}
