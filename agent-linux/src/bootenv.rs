@@ -117,7 +117,7 @@ pub fn show_output(args: &ShowArgs) -> anyhow::Result<String> {
     let env = boot_env(args)?;
     let report = env
         .report()
-        .with_context(|| format!("cannot decode the {} boot state", env.scheme.name()))?;
+        .with_context(|| format!("cannot read the boot state ({} scheme)", env.scheme.name()))?;
     if args.json {
         let v: serde_json::Value = serde_json::from_str(&report.to_json())
             .context("internal error: the report is not valid JSON")?;

@@ -162,18 +162,9 @@ impl fmt::Display for HostError {
     }
 }
 
-impl std::error::Error for HostError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            HostError::Io { source, .. } => Some(source),
-            HostError::UbootEnv { error, .. } => Some(error),
-            HostError::GrubEnv { error, .. } => Some(error),
-            HostError::Scheme(e) => Some(e),
-            HostError::State(e) => Some(e),
-            HostError::Short { .. } => None,
-        }
-    }
-}
+/// `Display` already includes the underlying error, so `source()` is `None` (no duplicate
+/// lines in an error chain).
+impl std::error::Error for HostError {}
 
 impl From<SchemeError> for HostError {
     fn from(e: SchemeError) -> Self {
