@@ -693,6 +693,73 @@ mod test {
     }
 
     #[test]
+    fn superblock_validation() {
+        let part = PartEntry {
+            codec: Codec::Stored,
+            size: 10,
+            uncompressed_size: 10,
+            ops: 1,
+            sha256: [0; 32],
+        };
+        let sb = |parts: &[PartEntry], version: &'static str, subject: &'static str| {
+            let mut v = heapless::Vec::new();
+            for p in parts {
+                v.push(*p).unwrap();
+            }
+            Superblock {
+                ref_name: "r",
+                from: None,
+                to: ObjectId::ZERO,
+                meta: TargetMeta {
+                    timestamp: 0,
+                    version,
+                    subject,
+                },
+                objects: 1,
+                parts: v,
+            }
+        };
+        let check = |s: Superblock<'_>| {
+            let mut buf = [0u8; 4096];
+            let n = s.emit(&mut buf).unwrap().len();
+            Superblock::parse(&buf[..n]).map(|_| ())
+        };
+        assert_eq!(check(sb(&[part], "1", "s")), Ok(()));
+        assert_eq!(check(sb(&[], "1", "s")), Err(FormatError::NoParts));
+        let long_version: &'static str = "v".repeat(256).leak();
+        assert_eq!(
+            check(sb(&[part], long_version, "s")),
+            Err(FormatError::BadMeta)
+        );
+        let long_subject: &'static str = "s".repeat(1025).leak();
+        assert_eq!(
+            check(sb(&[part], "1", long_subject)),
+            Err(FormatError::BadMeta)
+        );
+        let odd = PartEntry {
+            uncompressed_size: 11,
+            ..part
+        };
+        assert_eq!(
+            check(sb(&[part, odd], "1", "s")),
+            Err(FormatError::StoredSize { part: 1 })
+        );
+        let deflated = PartEntry {
+            codec: Codec::Deflate,
+            ..odd
+        };
+        assert_eq!(check(sb(&[deflated], "1", "s")), Ok(()));
+        let unknown = PartEntry {
+            codec: Codec::Unknown(2),
+            ..part
+        };
+        assert_eq!(
+            check(sb(&[part, unknown], "1", "s")),
+            Err(FormatError::UnknownCodec { part: 1, codec: 2 })
+        );
+    }
+
+    #[test]
     fn op_round_trip_and_unknown() {
         for op in [
             OpRepr::Write {

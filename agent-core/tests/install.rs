@@ -234,7 +234,12 @@ fn signature_policies() {
     .is_ok());
     let mut inst = Installer::new(SignaturePolicy::AllowUnsigned(&[]));
     install_chunks(&mut inst, &mut MemStore::default(), &signed, &[100]).unwrap();
-    assert!(!inst.superblock_info().unwrap().verified);
+    let info = inst.superblock_info().unwrap();
+    assert!(info.signed && !info.verified);
+    let mut inst = Installer::new(SignaturePolicy::AllowUnsigned(&[]));
+    install_chunks(&mut inst, &mut MemStore::default(), &unsigned, &[100]).unwrap();
+    let info = inst.superblock_info().unwrap();
+    assert!(!info.signed && !info.verified);
     // A key that is not a curve point is a configuration error, reported as such.
     let bad_key = (0u8..=255)
         .map(|b| [b; 32])

@@ -141,6 +141,8 @@ pub struct UpdateInfo<'a> {
     pub parts: u32,
     /// Bytes of the whole file.
     pub bytes: u64,
+    /// Whether the file carries a signature.
+    pub signed: bool,
     /// Whether the signature was verified against a trusted key (false for an unsigned file,
     /// or a signed one under [`SignaturePolicy::AllowUnsigned`] with no keys).
     pub verified: bool,
@@ -355,6 +357,7 @@ impl<'k> Installer<'k> {
             objects: self.info.objects,
             parts: self.parts.len() as u32,
             bytes: self.info.total,
+            signed: self.signature_kind != SignatureKind::None,
             verified: self.info.verified,
         })
     }
