@@ -178,7 +178,7 @@ proptest! {
             f[at] = b;
         }
         let cut = cut % (f.len() + 1);
-        let f = if cut % 3 == 0 { &f[..cut] } else { &f[..] };
+        let f = if cut.is_multiple_of(3) { &f[..cut] } else { &f[..] };
         let _ = install_split(f, &cuts, SignaturePolicy::AllowUnsigned(&[]));
     }
 
