@@ -62,7 +62,6 @@ fn run(case: &Case<'_>, label: &str) -> u32 {
     let mut f = Nor::new(&mut mem);
     let (_, switch) = update(&mut f, case.from, case.new.commit, &case.ops, 64).unwrap();
     let total = f.stats().ops;
-    drop(f);
     let mut cuts: Vec<u32> = if total <= MAX_CUTS {
         (0..total).collect()
     } else {
@@ -94,7 +93,6 @@ fn run(case: &Case<'_>, label: &str) -> u32 {
             !want_new,
             "cut {cut}: booted slot {booted}"
         );
-        drop(f);
         assert_eq!(
             slot_bytes(&mem, old_slot),
             old_bytes,

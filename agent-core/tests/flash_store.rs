@@ -25,7 +25,6 @@ fn from_scratch_then_delta_with_every_chunk_size() {
         let (now, _) = update(&mut f, None, v1.commit, &ops(&v1, None), chunk).unwrap();
         assert_eq!(slot_of(now), FlashSlot::B);
         assert_eq!(image_in(&mut f, FlashSlot::B), v1.image);
-        drop(f);
         // The active slot was only read.
         assert_eq!(slot_bytes(&mem, FlashSlot::A), a_before);
 
@@ -44,7 +43,6 @@ fn from_scratch_then_delta_with_every_chunk_size() {
         let info: SlotInfo = store.verify_slot(FlashSlot::A).unwrap().unwrap();
         assert_eq!(info.objects as usize, v2.objects.len());
         drop(store);
-        drop(f);
         assert_eq!(slot_bytes(&mem, FlashSlot::B), b_before);
     }
 }

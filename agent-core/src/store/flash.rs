@@ -358,18 +358,24 @@ impl<F: NorFlash> FlashStore<F> {
             F::READ_SIZE == 1,
             "the device must be readable byte by byte (READ_SIZE 1)",
         )?;
-        check(w > 0 && BUF_LEN % w == 0, "WRITE_SIZE must divide 512")?;
         check(
-            e > 0 && e % w == 0,
+            w > 0 && BUF_LEN.is_multiple_of(w),
+            "WRITE_SIZE must divide 512",
+        )?;
+        check(
+            e > 0 && e.is_multiple_of(w),
             "ERASE_SIZE must be a multiple of WRITE_SIZE",
         )?;
         let size = layout.slot_size as usize;
         check(
-            size % e == 0 && size >= 2 * e,
+            size.is_multiple_of(e) && size >= 2 * e,
             "the slot size must be at least two sectors, in whole sectors",
         )?;
         for s in layout.slots {
-            check(s as usize % e == 0, "slots must start on a sector boundary")?;
+            check(
+                (s as usize).is_multiple_of(e),
+                "slots must start on a sector boundary",
+            )?;
             check(
                 (s as usize)
                     .checked_add(size)

@@ -77,9 +77,14 @@ struct Ctx {
 type Res<T = ()> = Result<T, ()>;
 
 fn fail(what: &str, e: &dyn core::fmt::Display) {
-    #[cfg(feature = "defmt")]
+    #[cfg(feature = "quiet")]
+    {
+        let _ = e;
+        say!("FAIL {}", what);
+    }
+    #[cfg(all(feature = "defmt", not(feature = "quiet")))]
     defmt::println!("FAIL {}: {}", what, defmt::Display2Format(e));
-    #[cfg(not(feature = "defmt"))]
+    #[cfg(not(any(feature = "defmt", feature = "quiet")))]
     cortex_m_semihosting::hprintln!("FAIL {}: {}", what, e);
 }
 
@@ -186,9 +191,14 @@ fn install(c: &mut Ctx, file: &str) -> Res<Result<ObjectId, ()>> {
         peak as u32
     );
     Ok(verdict.map_err(|e| {
-        #[cfg(feature = "defmt")]
+        #[cfg(feature = "quiet")]
+        {
+            let _ = e;
+            say!("install refused");
+        }
+        #[cfg(all(feature = "defmt", not(feature = "quiet")))]
         defmt::println!("install refused: {}", defmt::Display2Format(&e));
-        #[cfg(not(feature = "defmt"))]
+        #[cfg(not(any(feature = "defmt", feature = "quiet")))]
         cortex_m_semihosting::hprintln!("install refused: {}", e);
     }))
 }

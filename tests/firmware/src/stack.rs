@@ -44,11 +44,13 @@ pub fn peak(base: usize) -> usize {
     base.saturating_sub(lowest())
 }
 
+#[allow(dead_code)] // not in the no-agent build
 /// Bytes of stack used from the top of RAM at the deepest point since [`paint`].
 pub fn peak_total() -> usize {
     addr_of!(_stack_start) as usize - lowest()
 }
 
+#[allow(dead_code)] // not in the no-agent build
 /// Bytes between the end of static RAM and the top of RAM.
 pub fn available() -> usize {
     addr_of!(_stack_start) as usize - addr_of_mut!(__euninit) as usize

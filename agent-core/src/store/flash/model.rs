@@ -117,7 +117,7 @@ impl<'m, const W: usize, const E: usize> NorModel<'m, W, E> {
     /// `E` (a misconfigured model, not an input).
     pub fn new(mem: &'m mut [u8]) -> Self {
         assert!(
-            W > 0 && E > 0 && E % W == 0 && mem.len() % E == 0,
+            W > 0 && E > 0 && E.is_multiple_of(W) && mem.len().is_multiple_of(E),
             "bad NOR model geometry"
         );
         NorModel {
@@ -214,7 +214,7 @@ impl<const W: usize, const E: usize> NorFlash for NorModel<'_, W, E> {
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), NorModelError> {
         let len = to.saturating_sub(from) as usize;
-        if to < from || from as usize % E != 0 || len % E != 0 {
+        if to < from || !(from as usize).is_multiple_of(E) || !len.is_multiple_of(E) {
             return Err(NorModelError::NotAligned {
                 offset: from,
                 len: len as u32,
@@ -234,7 +234,7 @@ impl<const W: usize, const E: usize> NorFlash for NorModel<'_, W, E> {
     }
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), NorModelError> {
-        if offset as usize % W != 0 || bytes.len() % W != 0 {
+        if !(offset as usize).is_multiple_of(W) || !bytes.len().is_multiple_of(W) {
             return Err(NorModelError::NotAligned {
                 offset,
                 len: bytes.len() as u32,
@@ -303,10 +303,13 @@ mod test {
         f.power_on();
         f.read(0, &mut b).unwrap();
         assert_eq!(b, [1]);
-        f.cut_at(3);
+        f.write(12, &[7; 4]).unwrap();
+        f.cut_at(4);
         assert_eq!(f.erase(0, 16), Err(NorModelError::PowerCut));
         f.power_on();
+        // Half the sector erased, the rest as it was.
         assert_eq!(&f.bytes()[..8], &[0xFF; 8]);
-        assert_eq!(&f.bytes()[8..12], &[9; 4]);
+        assert_eq!(&f.bytes()[12..16], &[7; 4]);
+        assert_eq!(f.stats().erases, 2);
     }
 }
