@@ -107,7 +107,11 @@ fn fixed_chunk_sizes_agree() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+    // 128 cases by default; PROPTEST_CASES=N for a longer run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128),
+        .. ProptestConfig::default()
+    })]
 
     /// Random splits of a valid file: the same result and the same store calls as whole.
     #[test]
