@@ -208,6 +208,23 @@ fn grub_snippet_scenario() {
     });
     assert_eq!(rig.boot(), Slot::B);
     assert_eq!(rig.boot(), Slot::B);
+    // equal priorities: A first, in GRUB as in the decision
+    rig.change(|r| {
+        editenv(
+            &r.local,
+            &[
+                "set",
+                "ECU_A_PRIO=2",
+                "ECU_A_OK=1",
+                "ECU_B_PRIO=2",
+                "ECU_B_OK=1",
+            ],
+        );
+    });
+    assert_eq!(rig.boot(), Slot::A);
+    rig.change(|r| editenv(&r.local, &["set", "ECU_A_OK=0", "ECU_A_TRIES=1"]));
+    assert_eq!(rig.boot(), Slot::A, "tie: A on trial still goes first");
+    assert_eq!(rig.boot(), Slot::B);
     // a block GRUB cannot read: GRUB boots A as confirmed and writes nothing; we refuse to guess
     rig.change(|r| {
         let mut raw = std::fs::read(&r.local).unwrap();

@@ -320,6 +320,18 @@ fn uboot_script_scenario() {
     );
     assert_eq!(rig.boot(), Slot::A);
     assert_eq!(rig.boot(), Slot::B, "A used its only try");
+    // equal priorities: A first, in U-Boot as in the decision
+    fw_setenv(
+        &rig.cfg,
+        &[
+            ("ECU_A_PRIO", "2"),
+            ("ECU_A_OK", "0"),
+            ("ECU_A_TRIES", "1"),
+            ("ECU_B_PRIO", "2"),
+        ],
+    );
+    assert_eq!(rig.boot(), Slot::A);
+    assert_eq!(rig.boot(), Slot::B);
     // nothing bootable: the second slot in order boots as a last resort, nothing written
     fw_setenv(&rig.cfg, &[("ECU_B_OK", "0"), ("ECU_B_TRIES", "0")]);
     assert_eq!(
