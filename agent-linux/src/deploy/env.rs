@@ -43,7 +43,8 @@ pub struct EnvImage {
 /// What the environment holds.
 #[derive(Debug, Clone)]
 pub enum EnvContent {
-    /// The environment's file does not exist, or (a device) holds no valid copy.
+    /// The environment's file does not exist, or is blank (erased flash or zeroes), or (a
+    /// device) holds no valid copy.
     Missing,
     /// A valid environment without the scheme's variables.
     NoBootState(EnvImage),
@@ -77,6 +78,11 @@ fn read_at(path: &Path, offset: u64, size: usize) -> Result<Vec<u8>, HostError> 
 
 fn is_regular(p: &Path) -> bool {
     fs::metadata(p).map(|m| m.is_file()).unwrap_or(false)
+}
+
+/// Erased flash (all 0xFF) or zeroes: an environment never written.
+fn blank(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0xff) || b.iter().all(|&x| x == 0)
 }
 
 fn own(k: &[u8], v: &[u8]) -> (Vec<u8>, Vec<u8>) {
@@ -117,7 +123,7 @@ pub fn read(cfg: &BootConfig) -> Result<EnvContent, HostError> {
             let b = read_at(first, cfg.env.1, cfg.env_size)?;
             match Env::parse(&b, Layout::Single) {
                 Ok(env) => (env.vars().map(|(k, v)| own(k, v)).collect(), None, 0),
-                Err(_) if !is_regular(first) => return Ok(EnvContent::Missing),
+                Err(_) if !is_regular(first) || blank(&b) => return Ok(EnvContent::Missing),
                 Err(e) => {
                     return Err(HostError::UbootEnv {
                         path: first.clone(),
@@ -135,7 +141,9 @@ pub fn read(cfg: &BootConfig) -> Result<EnvContent, HostError> {
                     Some((i, env.flag().unwrap_or(0))),
                     0,
                 ),
-                Err(_) if !is_regular(first) => return Ok(EnvContent::Missing),
+                Err(_) if !is_regular(first) || (blank(&a) && blank(&b)) => {
+                    return Ok(EnvContent::Missing)
+                }
                 Err(error) => {
                     return Err(HostError::UbootEnv {
                         path: first.clone(),

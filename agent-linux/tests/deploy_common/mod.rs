@@ -1,0 +1,263 @@
+//! Helpers for the deployment tests: the real `ecu-agent` binary, small image trees, update
+//! files, and the bootloader (the boot decision of `bootloader-hooks` on the real
+//! environment files named by the sysroot's configuration).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use agent_linux::bootcfg::BootConfig;
+use bootloader_hooks::{DecisionKind, Operation, Slot};
+
+/// The `ecu-agent` binary built for these tests.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ecu-agent"))
+}
+
+/// A scratch directory with a build repository and update files.
+pub struct Lab {
+    /// Keeps the directory alive.
+    pub dir: tempfile::TempDir,
+    /// The commits made, in order, with their versions.
+    pub commits: Vec<(String, String)>,
+}
+
+/// Output of a run: success, stdout, stderr.
+pub struct Run {
+    /// Exit status was 0.
+    pub ok: bool,
+    /// The process was killed by a signal (SIGABRT at a fault point).
+    pub killed: bool,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+fn run_of(o: Output) -> Run {
+    use std::os::unix::process::ExitStatusExt;
+    Run {
+        ok: o.status.success(),
+        killed: o.status.signal().is_some(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Runs `ecu-agent args` in `cwd` with extra environment variables; the booted slot comes
+/// only from what the test says (never from this machine's /proc/cmdline).
+pub fn agent_env(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .current_dir(cwd)
+        .env("ECU_AGENT_CMDLINE", "/dev/null")
+        .env_remove("ECU_AGENT_BOOTED_SLOT")
+        .env_remove("ECU_AGENT_FAULT_AT");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    run_of(c.output().expect("running ecu-agent"))
+}
+
+/// Runs `ecu-agent args` and requires success.
+pub fn ok(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> String {
+    let r = agent_env(cwd, args, envs);
+    assert!(
+        r.ok,
+        "ecu-agent {} failed:\n{}{}",
+        args.join(" "),
+        r.stdout,
+        r.stderr
+    );
+    r.stdout
+}
+
+/// Runs `ecu-agent args` and requires failure; returns stderr.
+pub fn fails(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> String {
+    let r = agent_env(cwd, args, envs);
+    assert!(
+        !r.ok && !r.killed,
+        "ecu-agent {} should have been refused:\n{}{}",
+        args.join(" "),
+        r.stdout,
+        r.stderr
+    );
+    r.stderr
+}
+
+fn write(p: &Path, content: &[u8], mode: u32) {
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, content).unwrap();
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A small image tree for version `v` (`n` selects contents: every version changes the
+/// program and adds a file; a config file, a symlink and an empty directory stay).
+pub fn image(root: &Path, n: usize) {
+    write(
+        &root.join("usr/bin/ecu-main"),
+        format!("#!/bin/sh\necho version {n}\n")
+            .repeat(20)
+            .as_bytes(),
+        0o755,
+    );
+    write(&root.join("etc/ecu.conf"), b"bitrate=500000\n", 0o644);
+    write(&root.join("etc/secret"), b"s3cr3t\n", 0o600);
+    symlink("ecu-main", root.join("usr/bin/ecu")).unwrap();
+    fs::create_dir_all(root.join("var/log")).unwrap();
+    for i in 0..n {
+        write(
+            &root.join(format!("usr/lib/plugin{i}.so")),
+            format!("plugin {i} of {n}\n").repeat(50).as_bytes(),
+            0o644,
+        );
+    }
+}
+
+impl Lab {
+    /// Commits images for `versions` on ref `os/main` in a build repository.
+    pub fn new(versions: &[&str]) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        ok(d, &["init", "--repo", "build"], &[]);
+        let mut commits = Vec::new();
+        for (i, v) in versions.iter().enumerate() {
+            let tree = d.join(format!("tree-{v}"));
+            image(&tree, i + 1);
+            let out = ok(
+                d,
+                &[
+                    "commit",
+                    "--repo",
+                    "build",
+                    "--branch",
+                    "os/main",
+                    "--tree",
+                    tree.to_str().unwrap(),
+                    "--version",
+                    v,
+                    "--subject",
+                    &format!("image {v}"),
+                ],
+                &[],
+            );
+            let id = out
+                .split_whitespace()
+                .find(|w| w.len() == 64)
+                .expect("commit id")
+                .to_string();
+            commits.push((id, v.to_string()));
+        }
+        Lab { dir, commits }
+    }
+
+    /// The lab directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The commit of version `v`.
+    pub fn commit(&self, v: &str) -> &str {
+        &self
+            .commits
+            .iter()
+            .find(|(_, x)| x == v)
+            .expect("version")
+            .0
+    }
+
+    /// The source tree of version `v`.
+    pub fn tree(&self, v: &str) -> PathBuf {
+        self.path().join(format!("tree-{v}"))
+    }
+
+    /// Writes a from-scratch update of `v` (or a delta from `from`), returns its path.
+    pub fn update(&self, from: Option<&str>, v: &str) -> String {
+        let name = match from {
+            Some(f) => format!("{f}-{v}.update"),
+            None => format!("{v}.update"),
+        };
+        let to = self.commit(v).to_string();
+        let mut args = vec![
+            "delta", "generate", "--repo", "build", "--to", &to, "--ref", "os/main", "--out", &name,
+        ];
+        let from_id;
+        match from {
+            Some(f) => {
+                from_id = self.commit(f).to_string();
+                args.push("--from");
+                args.push(&from_id);
+            }
+            None => args.push("--empty"),
+        }
+        ok(self.path(), &args, &[]);
+        self.path().join(name).to_string_lossy().into_owned()
+    }
+}
+
+/// One boot by the bootloader: the decision of `bootloader-hooks` on the sysroot's real
+/// environment (read through `bootloader_hooks::host`, the configuration from
+/// `S/agent.conf`), try counting stored. Returns the slot booted and why.
+pub fn boot(sysroot: &Path) -> (Slot, DecisionKind) {
+    let cfg = BootConfig::load(sysroot).unwrap();
+    let applied = cfg.boot_env().apply(&Operation::Boot).unwrap();
+    let d = applied.decision.expect("a boot decides");
+    (d.slot, d.kind)
+}
+
+/// `status --json` of the sysroot as the given booted slot sees it.
+pub fn status(cwd: &Path, sysroot: &str, booted: Slot) -> serde_json::Value {
+    let out = ok(
+        cwd,
+        &["status", "--sysroot", sysroot, "--json"],
+        &[("ECU_AGENT_BOOTED_SLOT", booted.as_str())],
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Snapshot of a tree: path → (type, mode, content or link target).
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, (char, u32, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let md = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            let mode = md.mode() & 0o7777;
+            if md.file_type().is_symlink() {
+                out.insert(
+                    rel,
+                    (
+                        'l',
+                        0,
+                        fs::read_link(&p)
+                            .unwrap()
+                            .into_os_string()
+                            .into_encoded_bytes(),
+                    ),
+                );
+            } else if md.is_dir() {
+                out.insert(rel, ('d', mode, Vec::new()));
+                stack.push(p);
+            } else {
+                out.insert(rel, ('f', mode, fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// The deployment directory of the slot `slot` in a status.
+pub fn deployment_of(st: &serde_json::Value, slot: &str) -> serde_json::Value {
+    st["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["slot"] == slot)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
