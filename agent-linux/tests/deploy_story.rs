@@ -295,7 +295,7 @@ fn deploy_stages_a_commit_from_the_store_and_rollback_switches_back() {
     // Deploying the booted commit while it is the next boot is a no-op.
     let out = ok(
         d,
-        &["deploy", "--sysroot", S, &lab.commit("9")],
+        &["deploy", "--sysroot", S, lab.commit("9")],
         &booted_env(Slot::A),
     );
     assert!(out.contains("nothing changed"), "{out}");
