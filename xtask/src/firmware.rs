@@ -116,35 +116,54 @@ pub fn size() -> Result<()> {
         init_stack = init_stack.max(value(&out.text, "init-stack-bytes")?);
     }
     let syms = symbols(&plain)?;
-    let by_crate = attribute(&syms);
-    let agent_syms: u64 = by_crate
+    let code = code_by_crate(&plain)?;
+    let consts = consts_by_crate(&syms);
+    let agent_code: u64 = code
         .iter()
         .filter(|(k, _)| is_agent(k))
         .map(|(_, v)| v)
         .sum();
+    let agent_consts: u64 = consts
+        .iter()
+        .filter(|(k, _)| is_agent(k))
+        .map(|(_, v)| v)
+        .sum();
+    let rodata = section_size(&plain, ".rodata")?;
+    // Every constant not named by a non-agent crate is counted as the agent's (conservative:
+    // string literals and panic locations of every crate are anonymous).
+    let others: u64 = consts
+        .iter()
+        .filter(|(k, _)| !is_agent(k) && k.as_str() != UNNAMED && k.as_str() != "(other)")
+        .map(|(_, v)| v)
+        .sum();
+    let unnamed = rodata.saturating_sub(others + agent_consts);
+    let agent_flash = agent_code + agent_consts + unnamed;
     let total = code_size(&plain)?;
     let baseline = code_size(&base)?;
-    let subtracted = total - baseline;
+    let subtracted = total.saturating_sub(baseline);
     let ram_of = |name: &str| syms.iter().find(|s| s.name.ends_with(name)).map(|s| s.size);
     let installer = ram_of("agent::INSTALLER").context("no INSTALLER symbol in the firmware")?;
     let store = ram_of("agent::STORE").context("no STORE symbol in the firmware")?;
 
     println!("Firmware budget ({TARGET}, opt-level \"s\", LTO, codegen-units 1, no logging, errors not formatted)");
-    println!("  code + constants of the whole image:       {total:>7} B (.vector_table + .text + .rodata)");
-    println!("  the same firmware without the agent:       {baseline:>7} B (feature no-agent)");
-    println!("  difference (agent + its glue):             {subtracted:>7} B");
-    println!("  symbols of agent crates and dependencies:  {agent_syms:>7} B, by crate:");
-    for (k, v) in by_crate.iter().filter(|(k, _)| is_agent(k)) {
-        println!("      {k:<24} {v:>7}");
+    println!("  flash (code + constants) of the whole image: {total:>7} B");
+    println!(
+        "  code by the crate its source lines belong to (DWARF line table; inlined code counts"
+    );
+    println!("  for the crate that wrote it, inlined `core` code for the crate that called it):");
+    for (k, v) in &code {
+        let mark = if is_agent(k) { "agent" } else { "" };
+        println!("      {k:<24} {v:>7}  {mark}");
     }
-    println!("  other symbols, by crate:");
-    for (k, v) in by_crate.iter().filter(|(k, _)| !is_agent(k)) {
-        println!("      {k:<24} {v:>7}");
-    }
+    println!("  named constants of the agent's crates:       {agent_consts:>7} B");
+    println!("  other constants not named by a non-agent crate (counted as the agent's): {unnamed:>7} B (.rodata: {rodata} B)");
+    println!("  => agent-core + bootloader-hooks + their dependencies: {agent_flash} B");
+    println!("  cross-check: image minus the same firmware without the agent (feature no-agent, {baseline} B): {subtracted} B");
+    println!("     (an upper bound: it also holds the scenario glue and the Rust runtime the agent pulls in)");
     println!("  Installer (static):                        {installer:>7} B (of which 32768 inflate window)");
     println!("  FlashStore (static):                       {store:>7} B");
     println!("  stack while constructing the Installer:    {init_stack:>7} B (once, at start-up)");
-    println!("  stack high-water during an install:        {stack:>7} B (max over blocks {BLOCK_SIZES:?})");
+    println!("  stack high-water during an install:        {stack:>7} B (feed + finish, max over blocks {BLOCK_SIZES:?})");
     let verdict = |name: &str, n: u64, target: u64, under: bool| {
         let ok = if under { n < target } else { n <= target };
         if ok {
@@ -153,16 +172,16 @@ pub fn size() -> Result<()> {
             println!("  target {name}: {n} B, MISSED by {} B", n - target);
         }
     };
-    verdict("agent flash < 64 KiB", subtracted, FLASH_TARGET, true);
+    verdict("agent flash < 64 KiB", agent_flash, FLASH_TARGET, true);
     verdict("installer RAM <= 48 KiB", installer, RAM_TARGET, false);
     verdict(
-        "installer + store RAM <= 48 KiB",
+        "installer + flash store RAM <= 48 KiB",
         installer + store,
         RAM_TARGET,
         false,
     );
     verdict("install stack < 4 KiB", stack, STACK_TARGET, true);
-    println!("agent-flash-bytes: {subtracted}");
+    println!("agent-flash-bytes: {agent_flash}");
     println!("installer-ram-bytes: {installer}");
     println!("flash-store-ram-bytes: {store}");
     println!("install-stack-bytes: {stack}");
@@ -282,6 +301,24 @@ fn value(text: &str, key: &str) -> Result<u64> {
         .with_context(|| format!("the firmware printed no `{key}` line"))
 }
 
+/// Bytes of one section of an ELF.
+fn section_size(elf: &Path, name: &str) -> Result<u64> {
+    let out = Command::new("arm-none-eabi-size")
+        .arg("-A")
+        .arg(elf)
+        .output()?;
+    ensure!(out.status.success(), "arm-none-eabi-size failed");
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(name))
+                .then(|| f.next()?.parse().ok())
+                .flatten()
+        })
+        .unwrap_or(0))
+}
+
 /// `.vector_table + .text + .rodata` of an ELF.
 fn code_size(elf: &Path) -> Result<u64> {
     let out = Command::new("arm-none-eabi-size")
@@ -358,27 +395,93 @@ fn is_agent(krate: &str) -> bool {
     AGENT_CRATES.contains(&krate)
 }
 
-/// Code and constant bytes per crate, from demangled symbol names (`<T as crate::..>` counts for
-/// the crate of `T`'s impl path; anonymous constants go to `(anonymous constants)`).
-fn attribute(syms: &[Sym]) -> BTreeMap<String, u64> {
+const UNNAMED: &str = "(unnamed constants)";
+
+/// Crate of a source path in the DWARF line table.
+fn crate_of_path(path: &str) -> String {
+    if path.contains("/agent-core/") {
+        return "agent_core".into();
+    }
+    if path.contains("/bootloader-hooks/") {
+        return "bootloader_hooks".into();
+    }
+    if path.contains("/tests/firmware/") {
+        return "(firmware)".into();
+    }
+    if let Some(rest) = path.split("/registry/src/").nth(1) {
+        // index.crates.io-XXXX/name-1.2.3/src/...
+        if let Some(dir) = rest.split('/').nth(1) {
+            let name = dir.rsplit_once('-').map_or(dir, |(n, _)| n);
+            return name.replace('-', "_");
+        }
+    }
+    if path.contains("/library/core/") {
+        return "(Rust core)".into();
+    }
+    "(no line info)".into()
+}
+
+/// `.text` bytes per crate: every instruction goes to the crate of the source line it was
+/// compiled from (`objdump -d -l`), so code inlined into the firmware's functions still counts
+/// for the crate that wrote it.
+fn code_by_crate(elf: &Path) -> Result<BTreeMap<String, u64>> {
+    let out = Command::new("arm-none-eabi-objdump")
+        .args(["-d", "-l", "--no-show-raw-insn"])
+        .arg(elf)
+        .output()?;
+    ensure!(out.status.success(), "arm-none-eabi-objdump failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut current = "(no line info)".to_string();
+    // Within a function, lines of Rust's `core` (inlined slice, iterator, Option code) are
+    // charged to the crate of the last non-core line before them: the code that called them.
+    let mut caller: Option<String> = None;
+    let mut insns: Vec<(u64, String)> = Vec::new();
+    for l in text.lines() {
+        if l.starts_with('/') {
+            let path = l.rsplit_once(':').map_or(l, |(p, _)| p);
+            current = crate_of_path(path);
+            if current == "(Rust core)" {
+                if let Some(c) = &caller {
+                    current = c.clone();
+                }
+            } else {
+                caller = Some(current.clone());
+            }
+        } else if l.ends_with(">:") {
+            current = "(no line info)".into();
+            caller = None;
+        } else if let Some((addr, _)) = l.trim_start().split_once(":\t") {
+            if l.starts_with(' ') {
+                if let Ok(a) = u64::from_str_radix(addr, 16) {
+                    insns.push((a, current.clone()));
+                }
+            }
+        }
+    }
     let mut m = BTreeMap::new();
-    for s in syms
-        .iter()
-        .filter(|s| matches!(s.kind, 't' | 'T' | 'r' | 'R'))
-    {
-        let name = s
-            .name
-            .trim_start_matches(['<', '&', ' '])
-            .trim_start_matches("mut ");
+    for w in insns.windows(2) {
+        // Gaps (alignment, the next section) are not charged: an instruction is 2 or 4 bytes.
+        *m.entry(w[0].1.clone()).or_insert(0) += (w[1].0 - w[0].0).min(4);
+    }
+    if let Some(last) = insns.last() {
+        *m.entry(last.1.clone()).or_insert(0) += 2;
+    }
+    Ok(m)
+}
+
+/// Constant bytes per crate, from the demangled names of read-only symbols; anonymous
+/// constants (string literals, panic locations) under [`UNNAMED`].
+fn consts_by_crate(syms: &[Sym]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for s in syms.iter().filter(|s| matches!(s.kind, 'r' | 'R')) {
+        let name = s.name.trim_start_matches(['<', '&', ' ']);
         let krate = if name.starts_with(".L") {
-            "(anonymous constants)".to_string()
+            UNNAMED.to_string()
         } else {
-            let end = name.find("::").unwrap_or(name.len());
-            let k = &name[..end];
-            let k = k.split(['<', ' ']).next().unwrap_or(k);
-            if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            let k = name.split("::").next().unwrap_or("");
+            if name.contains("::")
                 && !k.is_empty()
-                && end < name.len()
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             {
                 k.to_string()
             } else {
