@@ -725,7 +725,7 @@ impl Deployer {
 
     /// Removes every directory of `S/deploy` that `state` does not name (renamed to
     /// `.del-<name>` first, so that a half-removed deployment never looks like one). Returns
-    /// the names removed.
+    /// the names removed (leftovers of interrupted checkouts and removals included).
     fn remove_unnamed(&self, state: &BootState) -> Result<Vec<String>, DeployError> {
         let dir = self.deploy_dir();
         let mut removed = Vec::new();
@@ -736,6 +736,7 @@ impl Deployer {
             let p = dir.join(&n);
             if n.starts_with('.') {
                 fsops::remove_tree(&p).map_err(io_err("remove", &p))?;
+                removed.push(n);
                 continue;
             }
             let del = dir.join(format!(".del-{n}"));
