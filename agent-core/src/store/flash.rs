@@ -72,7 +72,7 @@ pub const ENTRY_LEN: usize = 48;
 /// Bytes of the store's copy and write buffer (in the store, not on the stack). `WRITE_SIZE`
 /// must divide it.
 pub const BUF_LEN: usize = 512;
-/// Deepest directory nesting a reused dirtree may have below it. Each level costs 12 bytes of
+/// Deepest directory nesting a reused dirtree may have below it. Each level costs 16 bytes of
 /// the store's RAM; a deeper tree is refused with [`FlashStoreError::TreeTooDeep`].
 pub const MAX_TREE_DEPTH: usize = 32;
 /// `image_offset` in a header whose commit has no image (never written by this store).
