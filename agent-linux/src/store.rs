@@ -1,18 +1,18 @@
 //! [`agent_core::store::Store`] over a [`Repo`]: what the installer writes through on Linux.
 //!
-//! - Files, dirtrees and dirmetas are staged in `R/tmp`, fsynced and renamed into place (and
-//!   the directory fsynced) as soon as the installer has verified them. They are
-//!   content-addressed, so publishing a verified object early is harmless: a failed install
-//!   leaves only valid, unreferenced objects behind (a later prune may remove them).
-//! - The commit object is held back: it is written (temp + fsync + rename) only in
-//!   [`Store::commit`], followed by the ref (temp + fsync + rename). Until then
-//!   [`Store::has_commit`] is false for it and the ref is unchanged, so a failed or interrupted
-//!   install never shows up as installed.
-//! - [`Store::has_object`] is presence on disk: the repository keeps the bottom-up invariant
-//!   (a dirtree is present only once its whole tree is), and [`Store::reuse_object`] checks
-//!   presence, since a shared store holds the source commit's objects already.
-//! - [`Store::abort`] removes the staged temp file of the object in progress and forgets the
-//!   staged commit.
+//! - Files, dirtrees and dirmetas are staged in `R/tmp` as the installer verifies them, in a
+//!   [`Transaction`]: no fsync per object. [`Store::commit`] makes them all durable with one
+//!   `syncfs` and renames them into place (leaves first, then dirtrees bottom-up, each phase
+//!   followed by one fsync per touched directory), so the bottom-up invariant holds at every
+//!   point. Only then is the commit object written (temp + fsync + rename + directory fsync),
+//!   and last the ref (the same). Until then [`Store::has_commit`] is false for it and the ref
+//!   is unchanged, so a failed or interrupted install never shows up as installed.
+//! - [`Store::has_object`] is "staged by this install, or present": the repository keeps the
+//!   bottom-up invariant (a dirtree is present only once its whole tree is), and
+//!   [`Store::reuse_object`] checks presence, since a shared store holds the source commit's
+//!   objects already.
+//! - [`Store::abort`] (and dropping the store) removes everything the install staged: a failed
+//!   install leaves the repository as it was.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -23,12 +23,13 @@ use agent_core::object::{
 };
 use agent_core::store::Store;
 
-use crate::repo::{io_err, validate_ref, Repo, RepoError, MAX_METADATA_OBJECT};
+use crate::repo::{io_err, validate_ref, Repo, RepoError, Transaction, MAX_METADATA_OBJECT};
 
 /// The installer's view of a repository. See the [module docs](self).
 #[derive(Debug)]
 pub struct RepoStore<'r> {
     repo: &'r Repo,
+    txn: Transaction<'r>,
     current: Option<Current>,
     staged_commit: Option<(ObjectId, Vec<u8>)>,
 }
@@ -52,6 +53,7 @@ impl<'r> RepoStore<'r> {
     pub fn new(repo: &'r Repo) -> RepoStore<'r> {
         RepoStore {
             repo,
+            txn: Transaction::new(repo),
             current: None,
             staged_commit: None,
         }
@@ -86,7 +88,7 @@ impl Store for RepoStore<'_> {
     }
 
     fn has_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, RepoError> {
-        self.repo.has_object(kind, id)
+        self.txn.has_object(kind, id)
     }
 
     fn begin_object(&mut self, kind: ObjectKind, id: &ObjectId, len: u64) -> Result<(), RepoError> {
@@ -223,7 +225,7 @@ impl Store for RepoStore<'_> {
                         },
                     });
                 }
-                self.repo
+                self.txn
                     .publish_file_object(&c.id, &c.bytes, c.content.take())
             }
             ObjectKind::Commit => {
@@ -238,7 +240,7 @@ impl Store for RepoStore<'_> {
             }
             kind => {
                 check_id(&c)?;
-                self.repo.write_metadata_object(kind, &c.bytes).map(|_| ())
+                self.txn.write_metadata_object(kind, &c.bytes).map(|_| ())
             }
         }
     }
@@ -250,7 +252,7 @@ impl Store for RepoStore<'_> {
     fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, RepoError> {
         match kind {
             ObjectKind::Commit => self.repo.has_commit(id),
-            k => self.repo.has_object(k, id),
+            k => self.txn.has_object(k, id),
         }
     }
 
@@ -259,6 +261,9 @@ impl Store for RepoStore<'_> {
         validate_ref(ref_name)?;
         match self.staged_commit.take() {
             Some((staged, bytes)) if staged == *id => {
+                // Everything the commit names, durable and in place; then the commit; then
+                // the ref.
+                self.txn.commit()?;
                 if !self.repo.has_commit(id)? {
                     self.repo
                         .write_atomic(&self.repo.object_path(ObjectKind::Commit, id), &bytes)?;
@@ -282,6 +287,7 @@ impl Store for RepoStore<'_> {
 
     fn abort(&mut self) {
         self.drop_current();
+        self.txn.abort();
         self.staged_commit = None;
     }
 }
@@ -333,11 +339,9 @@ mod test {
             s.write_object(b).unwrap();
         }
         s.finish_object().unwrap();
+        // Staged for this install, not yet visible in the repository.
         assert!(s.has_object(ObjectKind::File, &id).unwrap());
-        assert_eq!(
-            fs::read(repo.object_path(ObjectKind::File, &id)).unwrap(),
-            b"hello world"
-        );
+        assert!(!repo.has_object(ObjectKind::File, &id).unwrap());
 
         let tree = 0u32.to_le_bytes().to_vec();
         let meta = DirMeta {
@@ -389,6 +393,11 @@ mod test {
         s.commit("main", &cid).unwrap();
         assert!(repo.has_commit(&cid).unwrap());
         assert_eq!(repo.read_ref("main").unwrap(), Some(cid));
+        assert_eq!(
+            fs::read(repo.object_path(ObjectKind::File, &id)).unwrap(),
+            b"hello world"
+        );
+        assert_eq!(fs::read_dir(repo.tmp_dir()).unwrap().count(), 0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use agent_core::object::{
 use sha2::{Digest, Sha256};
 
 use crate::fsmeta::{self, XattrPolicy};
-use crate::repo::{Repo, RepoError, TreeRoot, MAX_TREE_DEPTH};
+use crate::repo::{Repo, RepoError, Transaction, TreeRoot, MAX_TREE_DEPTH};
 
 const COPY_BUF: usize = 64 * 1024;
 
@@ -181,17 +181,18 @@ pub fn build_dir(
         return Err(BuildError::NotADirectory(root.to_path_buf()));
     }
     let mut b = DirBuilder {
-        repo,
+        txn: Transaction::new(repo),
         opts,
         stats: BuildStats::default(),
         progress,
     };
     let (tree, meta) = b.dir(root, &md, 0)?;
+    b.txn.commit()?;
     Ok((TreeRoot { tree, meta }, b.stats))
 }
 
 struct DirBuilder<'a> {
-    repo: &'a Repo,
+    txn: Transaction<'a>,
     opts: &'a BuildOptions,
     stats: BuildStats,
     progress: &'a mut dyn FnMut(&BuildStats),
@@ -259,11 +260,11 @@ impl DirBuilder<'_> {
             };
             entries.push((name, entry));
         }
-        let tree = write_dirtree(self.repo, path, &entries, &mut self.stats)?;
+        let tree = write_dirtree(&mut self.txn, path, &entries, &mut self.stats)?;
         let (uid, gid) = self.owner(md);
         let xattrs = self.xattrs(path)?;
         let meta = write_dirmeta(
-            self.repo,
+            &mut self.txn,
             path,
             md.mode() & S_IPERM,
             uid,
@@ -280,7 +281,7 @@ impl DirBuilder<'_> {
         let xattrs = self.xattrs(path)?;
         self.stats.files += 1;
         let id = write_symlink(
-            self.repo,
+            &mut self.txn,
             path,
             target.as_os_str().as_bytes(),
             uid,
@@ -314,8 +315,8 @@ impl DirBuilder<'_> {
         let id = hash_stream(&meta, &mut f, size, path, None)?;
         self.stats.files += 1;
         self.stats.bytes += size;
-        if !self.repo.has_object(ObjectKind::File, &id)? {
-            let (mut tmp, tmp_path) = self.repo.create_tmp("build")?;
+        if !self.txn.has_object(ObjectKind::File, &id)? {
+            let (mut tmp, tmp_path) = self.txn.repo().create_tmp("build")?;
             let copied = (|| {
                 // The same descriptor (opened with O_NOFOLLOW), from the start again.
                 f.seek(SeekFrom::Start(0)).map_err(io_at("rewind", path))?;
@@ -329,7 +330,7 @@ impl DirBuilder<'_> {
                 let _ = fs::remove_file(&tmp_path);
                 return Err(e);
             }
-            self.repo
+            self.txn
                 .publish_file_object(&id, &meta, Some((tmp, tmp_path)))?;
             self.stats.new_objects += 1;
         }
@@ -414,7 +415,7 @@ fn file_meta(
 }
 
 fn write_symlink(
-    repo: &Repo,
+    txn: &mut Transaction<'_>,
     path: &Path,
     target: &[u8],
     uid: u32,
@@ -424,15 +425,15 @@ fn write_symlink(
 ) -> Result<ObjectId, BuildError> {
     let meta = file_meta(path, S_IFLNK | 0o777, uid, gid, 0, target, xattrs)?;
     let id = ObjectId::of(&meta);
-    if !repo.has_object(ObjectKind::File, &id)? {
-        repo.publish_file_object(&id, &meta, None)?;
+    if !txn.has_object(ObjectKind::File, &id)? {
+        txn.publish_file_object(&id, &meta, None)?;
         stats.new_objects += 1;
     }
     Ok(id)
 }
 
 fn write_small_file(
-    repo: &Repo,
+    txn: &mut Transaction<'_>,
     path: &Path,
     mode: u32,
     content: &[u8],
@@ -452,13 +453,13 @@ fn write_small_file(
     h.update(&meta);
     h.update(content);
     let id = ObjectId(h.finalize().into());
-    if !repo.has_object(ObjectKind::File, &id)? {
-        let (mut tmp, tmp_path) = repo.create_tmp("build")?;
+    if !txn.has_object(ObjectKind::File, &id)? {
+        let (mut tmp, tmp_path) = txn.repo().create_tmp("build")?;
         if let Err(e) = tmp.write_all(content) {
             let _ = fs::remove_file(&tmp_path);
             return Err(io_at("write", &tmp_path)(e));
         }
-        repo.publish_file_object(&id, &meta, Some((tmp, tmp_path)))?;
+        txn.publish_file_object(&id, &meta, Some((tmp, tmp_path)))?;
         stats.new_objects += 1;
     }
     Ok(id)
@@ -472,7 +473,7 @@ enum Node {
 /// Encodes and writes a dirtree. Entries must be sorted; names are validated here, so a
 /// tree that a filesystem could never hold (`..`, `a/b`, a NUL) is refused.
 fn write_dirtree(
-    repo: &Repo,
+    txn: &mut Transaction<'_>,
     dir: &Path,
     entries: &[(Vec<u8>, Node)],
     stats: &mut BuildStats,
@@ -505,15 +506,15 @@ fn write_dirtree(
         e.emit(&mut bytes[at..]);
     }
     let id = ObjectId::of(&bytes);
-    if !repo.has_object(ObjectKind::DirTree, &id)? {
-        repo.write_metadata_object(ObjectKind::DirTree, &bytes)?;
+    if !txn.has_object(ObjectKind::DirTree, &id)? {
+        txn.write_metadata_object(ObjectKind::DirTree, &bytes)?;
         stats.new_objects += 1;
     }
     Ok(id)
 }
 
 fn write_dirmeta(
-    repo: &Repo,
+    txn: &mut Transaction<'_>,
     path: &Path,
     perm: u32,
     uid: u32,
@@ -534,8 +535,8 @@ fn write_dirmeta(
     let mut bytes = vec![0u8; m.buffer_len()];
     m.emit(&mut bytes);
     let id = ObjectId::of(&bytes);
-    if !repo.has_object(ObjectKind::DirMeta, &id)? {
-        repo.write_metadata_object(ObjectKind::DirMeta, &bytes)?;
+    if !txn.has_object(ObjectKind::DirMeta, &id)? {
+        txn.write_metadata_object(ObjectKind::DirMeta, &bytes)?;
         stats.new_objects += 1;
     }
     Ok(id)
@@ -595,12 +596,14 @@ impl MemDir {
 /// Builds an in-memory tree into `repo`. Names are validated like those read from disk.
 pub fn build_mem(repo: &Repo, dir: &MemDir) -> Result<(TreeRoot, BuildStats), BuildError> {
     let mut stats = BuildStats::default();
-    let (tree, meta) = mem_dir(repo, dir, Path::new("/"), 0, &mut stats)?;
+    let mut txn = Transaction::new(repo);
+    let (tree, meta) = mem_dir(&mut txn, dir, Path::new("/"), 0, &mut stats)?;
+    txn.commit()?;
     Ok((TreeRoot { tree, meta }, stats))
 }
 
 fn mem_dir(
-    repo: &Repo,
+    txn: &mut Transaction<'_>,
     dir: &MemDir,
     path: &Path,
     depth: usize,
@@ -633,25 +636,25 @@ fn mem_dir(
                 stats.files += 1;
                 stats.bytes += content.len() as u64;
                 let x = fsmeta::encode_xattrs(xattrs).map_err(obj_err)?;
-                Node::File(write_small_file(repo, &child, *mode, content, &x, stats)?)
+                Node::File(write_small_file(txn, &child, *mode, content, &x, stats)?)
             }
             MemNode::Symlink { target } => {
                 stats.files += 1;
-                Node::File(write_symlink(repo, &child, target, 0, 0, b"", stats)?)
+                Node::File(write_symlink(txn, &child, target, 0, 0, b"", stats)?)
             }
             MemNode::Dir(d) => {
-                let (tree, meta) = mem_dir(repo, d, &child, depth + 1, stats)?;
+                let (tree, meta) = mem_dir(txn, d, &child, depth + 1, stats)?;
                 Node::Dir { tree, meta }
             }
         };
         entries.push((name.clone(), n));
     }
-    let tree = write_dirtree(repo, path, &entries, stats)?;
+    let tree = write_dirtree(txn, path, &entries, stats)?;
     let x = fsmeta::encode_xattrs(&dir.xattrs).map_err(|error| BuildError::Object {
         path: path.to_path_buf(),
         error,
     })?;
-    let meta = write_dirmeta(repo, path, dir.mode, 0, 0, &x, stats)?;
+    let meta = write_dirmeta(txn, path, dir.mode, 0, 0, &x, stats)?;
     Ok((tree, meta))
 }
 

@@ -558,3 +558,85 @@ fn clear_errors() {
     ])
     .contains("cannot open"));
 }
+
+/// Runs `ecu-agent args` with a terminal as stdout and stderr (util-linux `script`), returning
+/// what the terminal showed; `None` (after a visible SKIP) when `script` is missing and CI is
+/// not set.
+fn on_terminal(args: &[&str]) -> Option<String> {
+    let mut cmd = EXE.to_string();
+    for a in args {
+        cmd.push_str(&format!(" '{a}'"));
+    }
+    match Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+    {
+        Ok(o) => {
+            assert!(
+                o.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&o.stdout)
+            );
+            Some(String::from_utf8_lossy(&o.stdout).into_owned())
+        }
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "util-linux `script` is needed: {e}"
+            );
+            eprintln!("SKIP progress_on_a_terminal: util-linux `script` not available ({e})");
+            None
+        }
+    }
+}
+
+#[test]
+fn progress_on_a_terminal_only() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo, src) = (t.path().join("repo"), t.path().join("src"));
+    write_tree(&src, 1);
+    ok(&["init", "--repo", p(&repo)]);
+    let Some(shown) = on_terminal(&[
+        "commit",
+        "--repo",
+        p(&repo),
+        "--branch",
+        "main",
+        "--tree",
+        p(&src),
+    ]) else {
+        return;
+    };
+    assert!(shown.contains("reading tree: "), "{shown:?}");
+    let update = t.path().join("u.update");
+    let shown = on_terminal(&[
+        "delta",
+        "generate",
+        "--repo",
+        p(&repo),
+        "--empty",
+        "--to",
+        "main",
+        "--out",
+        p(&update),
+    ])
+    .unwrap();
+    assert!(shown.contains("generating: "), "{shown:?}");
+    let shown = on_terminal(&[
+        "apply-offline",
+        "--sysroot",
+        p(&t.path().join("sys")),
+        p(&update),
+    ])
+    .unwrap();
+    assert!(shown.contains("installing: "), "{shown:?}");
+    // The line is cleared afterwards, and nothing of it goes to a pipe.
+    assert!(shown.contains("\r\x1b[2K"), "{shown:?}");
+    let o = run(&[
+        "apply-offline",
+        "--sysroot",
+        p(&t.path().join("sys2")),
+        p(&update),
+    ]);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("installing"));
+}
