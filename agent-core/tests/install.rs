@@ -1396,3 +1396,90 @@ fn commit_texts_must_be_utf8() {
         }
     }
 }
+
+/// A store that fails its `n`th call of `write_object` (or `commit`).
+struct Failing {
+    inner: MemStore,
+    writes_left: u32,
+    fail_commit: bool,
+}
+
+impl agent_core::store::Store for Failing {
+    type Error = &'static str;
+    fn has_commit(&mut self, id: &ObjectId) -> Result<bool, &'static str> {
+        Ok(self.inner.has_commit(id).unwrap())
+    }
+    fn has_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, &'static str> {
+        Ok(self.inner.has_object(kind, id).unwrap())
+    }
+    fn begin_object(
+        &mut self,
+        kind: ObjectKind,
+        id: &ObjectId,
+        len: u64,
+    ) -> Result<(), &'static str> {
+        self.inner.begin_object(kind, id, len).map_err(|()| "begin")
+    }
+    fn write_object(&mut self, data: &[u8]) -> Result<(), &'static str> {
+        if self.writes_left == 0 {
+            return Err("disk full");
+        }
+        self.writes_left -= 1;
+        self.inner.write_object(data).map_err(|()| "write")
+    }
+    fn finish_object(&mut self) -> Result<(), &'static str> {
+        self.inner.finish_object().map_err(|()| "finish")
+    }
+    fn abort_object(&mut self) {
+        self.inner.abort_object()
+    }
+    fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, &'static str> {
+        Ok(self.inner.reuse_object(kind, id).unwrap())
+    }
+    fn commit(&mut self, r: &str, id: &ObjectId) -> Result<(), &'static str> {
+        if self.fail_commit {
+            return Err("commit failed");
+        }
+        self.inner.commit(r, id).map_err(|()| "commit")
+    }
+    fn abort(&mut self) {
+        self.inner.abort()
+    }
+}
+
+#[test]
+fn store_errors_abort_the_install() {
+    let keys = [public_key(&SEED)];
+    let f = write_update(&v1(), None, Some(&SEED), 4096);
+    for writes in [0, 1, 3, 6] {
+        let mut store = Failing {
+            inner: MemStore::default(),
+            writes_left: writes,
+            fail_commit: false,
+        };
+        let mut inst = Installer::new(policy(&keys));
+        let e = inst.feed(&mut store, &f).unwrap_err();
+        assert_eq!(e, InstallError::Store("disk full"));
+        assert_eq!(e.to_string(), "the store failed: \"disk full\"");
+        // The open object was dropped before the install was (MemStore asserts the order).
+        assert_eq!(store.inner.log.last().map(String::as_str), Some("abort"));
+        assert_eq!(
+            store.inner.log.iter().rev().nth(1).map(String::as_str),
+            Some("abort_object")
+        );
+        assert_eq!(store.inner.commit_calls, 0);
+    }
+    let mut store = Failing {
+        inner: MemStore::default(),
+        writes_left: u32::MAX,
+        fail_commit: true,
+    };
+    let mut inst = Installer::new(policy(&keys));
+    assert!(inst.feed(&mut store, &f).unwrap().done);
+    assert_eq!(
+        inst.finish(&mut store),
+        Err(InstallError::Store("commit failed"))
+    );
+    assert_eq!(store.inner.abort_calls, 1);
+    assert_eq!(inst.finish(&mut store), Err(InstallError::Failed));
+}
