@@ -1,7 +1,8 @@
 //! Power cut at every flash write and erase of an update (from scratch, then a delta), then a
 //! reboot over the same flash: the boot decision must start a complete, verified slot (the old
 //! commit before the boot record switched, the new one after), the old slot must be
-//! byte-for-byte untouched, and the update started again must succeed.
+//! byte-for-byte untouched, and the update started again must succeed. The updates are real
+//! signed `.update` files fed to the installer in 64-byte pieces (a CAN FD frame).
 #![cfg(feature = "_test-flash")]
 
 mod flash_common;
@@ -20,7 +21,7 @@ struct Case<'a> {
     from: Option<ObjectId>,
     old: &'a Built,
     new: &'a Built,
-    ops: Vec<Op>,
+    file: Vec<u8>,
 }
 
 fn slot_bytes(mem: &[u8], s: FlashSlot) -> Vec<u8> {
@@ -60,7 +61,14 @@ fn run(case: &Case<'_>, label: &str) -> u32 {
     // Dry run: how many operations, and where the switch is.
     let mut mem = case.base.clone();
     let mut f = Nor::new(&mut mem);
-    let (_, switch) = update(&mut f, case.from, case.new.commit, &case.ops, 64).unwrap();
+    let (_, switch) = update(
+        &mut f,
+        case.from,
+        case.new.commit,
+        Payload::File(&case.file),
+        64,
+    )
+    .unwrap();
     let total = f.stats().ops;
     let mut cuts: Vec<u32> = if total <= MAX_CUTS {
         (0..total).collect()
@@ -78,7 +86,13 @@ fn run(case: &Case<'_>, label: &str) -> u32 {
         let mut mem = case.base.clone();
         let mut f = Nor::new(&mut mem);
         f.cut_at(cut);
-        let r = update(&mut f, case.from, case.new.commit, &case.ops, 64);
+        let r = update(
+            &mut f,
+            case.from,
+            case.new.commit,
+            Payload::File(&case.file),
+            64,
+        );
         assert!(
             r.is_err() && f.is_cut(),
             "cut {cut}: the update did not see the cut: {r:?}"
@@ -104,8 +118,14 @@ fn run(case: &Case<'_>, label: &str) -> u32 {
         } else {
             old_boots += 1;
             // The update started again succeeds.
-            let (now, _) = update(&mut f, case.from, case.new.commit, &case.ops, 64)
-                .unwrap_or_else(|e| panic!("cut {cut}: the update run again failed: {e:?}"));
+            let (now, _) = update(
+                &mut f,
+                case.from,
+                case.new.commit,
+                Payload::File(&case.file),
+                64,
+            )
+            .unwrap_or_else(|e| panic!("cut {cut}: the update run again failed: {e:?}"));
             assert_eq!(slot_of(now), old_slot.other());
         }
         // And the new commit boots, confirmed, from now on.
@@ -134,21 +154,28 @@ fn power_cut_at_every_write_and_erase() {
         from: None,
         old: &v0,
         new: &v1,
-        ops: ops(&v1, None),
+        file: update_file(&v1, None),
     };
     let n1 = run(&scratch, "from scratch (v0 -> v1)");
 
     let mut after_v1 = base.clone();
     {
         let mut f = Nor::new(&mut after_v1);
-        update(&mut f, None, v1.commit, &ops(&v1, None), 4096).unwrap();
+        update(
+            &mut f,
+            None,
+            v1.commit,
+            Payload::File(&update_file(&v1, None)),
+            4096,
+        )
+        .unwrap();
     }
     let delta = Case {
         base: after_v1,
         from: Some(v1.commit),
         old: &v1,
         new: &v2,
-        ops: ops(&v2, Some(&v1)),
+        file: update_file(&v2, Some(&v1)),
     };
     let n2 = run(&delta, "delta (v1 -> v2)");
     println!("cut points tried in total: {}", n1 + n2);

@@ -22,7 +22,14 @@ fn from_scratch_then_delta_with_every_chunk_size() {
         provisioned(&mut mem, &v0);
         let a_before = slot_bytes(&mem, FlashSlot::A);
         let mut f = Nor::new(&mut mem);
-        let (now, _) = update(&mut f, None, v1.commit, &ops(&v1, None), chunk).unwrap();
+        let (now, _) = update(
+            &mut f,
+            None,
+            v1.commit,
+            Payload::Ops(&ops(&v1, None)),
+            chunk,
+        )
+        .unwrap();
         assert_eq!(slot_of(now), FlashSlot::B);
         assert_eq!(image_in(&mut f, FlashSlot::B), v1.image);
         // The active slot was only read.
@@ -35,7 +42,14 @@ fn from_scratch_then_delta_with_every_chunk_size() {
             delta.iter().filter(|o| matches!(o, Op::Reuse(..))).count() >= 3,
             "{delta:?}"
         );
-        let (now, _) = update(&mut f, Some(v1.commit), v2.commit, &delta, chunk).unwrap();
+        let (now, _) = update(
+            &mut f,
+            Some(v1.commit),
+            v2.commit,
+            Payload::Ops(&delta),
+            chunk,
+        )
+        .unwrap();
         assert_eq!(slot_of(now), FlashSlot::A);
         assert_eq!(image_in(&mut f, FlashSlot::A), v2.image);
         // Every object of v2 is in slot A, including those reused from slot B.
@@ -181,4 +195,42 @@ fn store_ram_is_small_and_fixed() {
     let n = core::mem::size_of::<FlashStore<Nor<'static>>>();
     eprintln!("size_of FlashStore<NorModel> = {n}");
     assert!(n < 1400, "{n}");
+}
+
+#[test]
+fn real_update_files_through_the_installer_in_bus_sized_blocks() {
+    let (v0, v1, v2) = commits();
+    let full = update_file(&v1, None);
+    let delta = update_file(&v2, Some(&v1));
+    assert!(delta.len() < full.len(), "{} {}", delta.len(), full.len());
+    for chunk in [8, 64, 4093] {
+        let mut mem = vec![0u8; DEVICE];
+        provisioned(&mut mem, &v0);
+        let mut f = Nor::new(&mut mem);
+        let (now, _) = update(&mut f, None, v1.commit, Payload::File(&full), chunk).unwrap();
+        assert_eq!(image_in(&mut f, slot_of(now)), v1.image);
+        let (now, _) = update(
+            &mut f,
+            Some(v1.commit),
+            v2.commit,
+            Payload::File(&delta),
+            chunk,
+        )
+        .unwrap();
+        assert_eq!(slot_of(now), FlashSlot::A);
+        assert_eq!(image_in(&mut f, FlashSlot::A), v2.image);
+        // A flipped byte anywhere in the parts is refused, the booted slot stays as it was.
+        let before = slot_bytes(f.bytes(), FlashSlot::A);
+        let mut bad = update_file(&v1, None);
+        let at = bad.len() * 2 / 3;
+        bad[at] ^= 0x40;
+        let r = update(&mut f, None, v1.commit, Payload::File(&bad), chunk);
+        assert!(matches!(r, Err(StepError::Install(_))), "{r:?}");
+        assert_eq!(slot_bytes(f.bytes(), FlashSlot::A), before);
+        let (slot, kind, _) = boot(&mut f).unwrap();
+        assert_eq!(
+            (slot_of(slot), kind),
+            (FlashSlot::A, bootloader_hooks::DecisionKind::Confirmed)
+        );
+    }
 }

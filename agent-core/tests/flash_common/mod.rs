@@ -10,6 +10,8 @@ use agent_core::object::{
 use agent_core::store::flash::model::NorModel;
 use agent_core::store::flash::{FlashLayout, FlashSlot, FlashStore, FlashStoreError};
 use agent_core::store::Store;
+use agent_core::write::UpdateWriter;
+use agent_core::{InstallError, Installer, SignaturePolicy};
 use bootloader_hooks::flash_record;
 use bootloader_hooks::{BootState, DecisionKind, Slot, SlotName};
 use embedded_storage::nor_flash::NorFlash;
@@ -322,8 +324,64 @@ pub fn boot<F: NorFlash>(f: &mut F) -> Result<(Slot, DecisionKind, BootState), S
     Ok((d.slot, d.kind, d.state))
 }
 
+/// What an update delivers to the store: the store calls themselves (what an installer makes),
+/// or an `.update` file fed through the real installer.
+#[derive(Clone, Copy, Debug)]
+pub enum Payload<'a> {
+    Ops(&'a [Op]),
+    File(&'a [u8]),
+}
+
+/// The test signing key (ed25519 seed).
+pub const SEED: [u8; 32] = [0x5e; 32];
+
+/// The public key of [`SEED`].
+pub fn public_key() -> [u8; 32] {
+    ed25519_dalek::SigningKey::from_bytes(&SEED)
+        .verifying_key()
+        .to_bytes()
+}
+
+/// A signed `.update` file to `to`: from scratch, or a delta from `from`, in parts of about
+/// 8 KiB so that files have several.
+pub fn update_file(to: &Built, from: Option<&Built>) -> Vec<u8> {
+    let mut w = UpdateWriter::new(
+        "ecu/test/main",
+        from.map(|f| f.commit),
+        to.commit,
+        1_700_000_000,
+        "test",
+        "test",
+    )
+    .part_size(8 * 1024);
+    for op in ops(to, from) {
+        match op {
+            Op::Write(kind, id, bytes) => w.write_object(kind, id, &bytes).unwrap(),
+            Op::Reuse(kind, id) => w.reuse_object(kind, id),
+        }
+    }
+    let mut out = Vec::new();
+    w.finish(Some(&SEED), &mut out).unwrap();
+    out
+}
+
+/// Feeds `file` to a real installer in `chunk`-byte pieces.
+pub fn install_file<S: Store>(
+    s: &mut S,
+    file: &[u8],
+    chunk: usize,
+) -> Result<ObjectId, InstallError<S::Error>> {
+    let keys = [public_key()];
+    let mut inst = Box::new(Installer::new(SignaturePolicy::Required(&keys)));
+    for c in file.chunks(chunk) {
+        let _ = inst.feed(s, c)?;
+    }
+    Ok(inst.finish(s)?.commit)
+}
+
 #[derive(Debug)]
 pub enum StepError {
+    Install(InstallError<FlashStoreError<agent_core::store::flash::model::NorModelError>>),
     Store(FlashStoreError<agent_core::store::flash::model::NorModelError>),
     Flash(agent_core::store::flash::model::NorModelError),
     Boot(String),
@@ -336,7 +394,7 @@ pub fn update(
     f: &mut Nor<'_>,
     from: Option<ObjectId>,
     to: ObjectId,
-    ops: &[Op],
+    payload: Payload<'_>,
     chunk: usize,
 ) -> Result<(Slot, u32), StepError> {
     let (booted, _, mut st) = boot(f).map_err(StepError::Boot)?;
@@ -351,7 +409,13 @@ pub fn update(
         write_record(f, &st).map_err(StepError::Flash)?;
     }
     let mut store = FlashStore::new(&mut *f, LAYOUT, slot_of(booted)).map_err(StepError::Store)?;
-    apply(&mut store, from, to, ops, chunk).map_err(StepError::Store)?;
+    match payload {
+        Payload::Ops(ops) => apply(&mut store, from, to, ops, chunk).map_err(StepError::Store)?,
+        Payload::File(file) => {
+            let got = install_file(&mut store, file, chunk).map_err(StepError::Install)?;
+            assert_eq!(got, to);
+        }
+    }
     let staged = store.staged().expect("staged after commit");
     assert_eq!(staged.commit, to);
     st.stage(target, 3, name(&to)).unwrap();
