@@ -300,10 +300,14 @@ pub fn rollback(a: PlainArgs) -> anyhow::Result<()> {
     if a.s.json {
         return output::json(&r);
     }
-    output::out(&format!(
-        "the next boot takes slot {} ({})\n",
-        r.slot, r.deployment
-    ))?;
+    output::out(&if r.changed {
+        format!("the next boot takes slot {} ({})\n", r.slot, r.deployment)
+    } else {
+        format!(
+            "already rolled back: the next boot takes slot {} ({}); the other slot was given up\n",
+            r.slot, r.deployment
+        )
+    })?;
     Ok(())
 }
 

@@ -584,6 +584,7 @@ impl Deployer {
                 && (st.successful || st.tries_left > 0)
                 && self.deployment_path(st.name.as_str()).is_dir()
             {
+                self.remove_unnamed(&state)?;
                 return Ok(StageReport {
                     applied: None,
                     commit: commit.to_string(),
@@ -598,6 +599,8 @@ impl Deployer {
                 });
             }
         }
+        // Leftovers of an interrupted run go first, so that their names can be reused.
+        self.remove_unnamed(&state)?;
         let names = [state.slot(x).name, state.slot(y).name];
         let (name, stats, hardlinked) = self.create_deployment(commit, &names)?;
         let slot_name = SlotName::from_str(&name)?;
@@ -653,6 +656,8 @@ impl Deployer {
         }
         let state = BootState::initial(slot, SlotName::from_str(&name)?);
         let kargs = self.cfg.kargs_for(self.sysroot.path(), slot, &name);
+        // The booted slot first: once the boot state exists, a rerun must know it.
+        self.write_booted(slot)?;
         fsops::point(Point::Step, &self.cfg.env.0);
         env::write(
             &self.cfg,
@@ -660,7 +665,6 @@ impl Deployer {
             &state,
             &[(KARGS_VARS[slot.index()], Some(&kargs))],
         )?;
-        self.write_booted(slot)?;
         Ok(StageReport {
             applied: None,
             commit: info.id.to_string(),
@@ -779,13 +783,28 @@ impl Deployer {
     }
 
     /// Makes the other deployment the default for the next boot: the slot the next boot
-    /// would take is given up.
+    /// would take is given up (as `rpm-ostree rollback` swaps the first two deployments).
+    /// When the other slot was already given up by a rollback, nothing changes and the
+    /// report's `slot` is the one the next boot keeps taking (`changed` false).
     pub fn rollback(&self) -> Result<BootReport, DeployError> {
         let (img, mut state) = self.ready()?;
         let abandon = state.decide().slot;
         let other = abandon.other();
-        if state.slot(other).name.is_empty() {
+        let o = *state.slot(other);
+        if o.name.is_empty() {
             return Err(DeployError::NoOtherDeployment { abandon });
+        }
+        if o.priority == 0 && !o.successful && o.tries_left == 0 {
+            // The other slot was given up by an earlier rollback: this one already happened
+            // (a rerun after an interruption lands here), there is nothing to go back to.
+            return Ok(BootReport {
+                slot: abandon.to_string(),
+                deployment: state.slot(abandon).name.as_str().to_string(),
+                changed: false,
+                kind: None,
+                tries_left: state.slot(abandon).tries_left,
+                verified: None,
+            });
         }
         match state.rollback(abandon) {
             Ok(true) => {

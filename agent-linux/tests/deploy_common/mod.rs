@@ -120,7 +120,15 @@ pub fn image(root: &Path, n: usize) {
 impl Lab {
     /// Commits images for `versions` on ref `os/main` in a build repository.
     pub fn new(versions: &[&str]) -> Lab {
-        let dir = tempfile::tempdir().unwrap();
+        Lab::new_in(versions, None)
+    }
+
+    /// The same in a directory under `base` (e.g. a tmpfs).
+    pub fn new_in(versions: &[&str], base: Option<&Path>) -> Lab {
+        let dir = match base {
+            Some(b) => tempfile::tempdir_in(b).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
         let d = dir.path();
         ok(d, &["init", "--repo", "build"], &[]);
         let mut commits = Vec::new();
