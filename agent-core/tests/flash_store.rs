@@ -234,3 +234,41 @@ fn real_update_files_through_the_installer_in_bus_sized_blocks() {
         );
     }
 }
+
+/// From scratch then delta on devices of other geometries: byte-writable (W = 1), 32-byte
+/// words (as STM32H7), 256-byte pages with 4 KiB sectors.
+fn other_geometry<const GW: usize, const GE: usize>() {
+    use agent_core::store::flash::model::NorModel;
+    use agent_core::store::flash::FlashLayout;
+    let (_, v1, v2) = commits();
+    let slot = (160 * 1024 / GE * GE) as u32;
+    let layout = FlashLayout {
+        slots: [0, slot],
+        slot_size: slot,
+    };
+    let mut mem = vec![0u8; 2 * slot as usize];
+    let mut f: NorModel<'_, GW, GE> = NorModel::new(&mut mem);
+    f.erase_all();
+    let mut store = FlashStore::new(&mut f, layout, FlashSlot::B).unwrap();
+    install_file(&mut store, &update_file(&v1, None), 64).unwrap();
+    assert_eq!(store.staged().unwrap().slot, FlashSlot::A);
+    store.set_active(FlashSlot::A);
+    install_file(&mut store, &update_file(&v2, Some(&v1)), 7).unwrap();
+    let info = store.verify_slot(FlashSlot::B).unwrap().unwrap();
+    assert_eq!(info.commit, v2.commit);
+    let mut img = vec![0u8; info.image_len as usize];
+    store.read_image(FlashSlot::B, 0, &mut img).unwrap();
+    assert_eq!(img, v2.image);
+    // The source slot still verifies with v1.
+    assert_eq!(
+        store.verify_slot(FlashSlot::A).unwrap().unwrap().commit,
+        v1.commit
+    );
+}
+
+#[test]
+fn other_device_geometries() {
+    other_geometry::<1, 4096>();
+    other_geometry::<32, 8192>();
+    other_geometry::<256, 4096>();
+}
