@@ -343,6 +343,8 @@ fn story(a: &Agent, tmp: &Path) -> Result<()> {
         "the refusal does not say `{expected}`"
     );
 
+    crate::demo_ab::story(&|args| a.ok(args), &|args| a.fails(args), tmp, &ids)?;
+
     println!("\n# demo: all steps behaved as expected");
     Ok(())
 }

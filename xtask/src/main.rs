@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod demo;
+mod demo_ab;
 mod firmware;
 mod test;
 mod tools;
