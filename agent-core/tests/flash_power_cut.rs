@@ -12,8 +12,8 @@ use agent_core::store::flash::{FlashSlot, FlashStore};
 use bootloader_hooks::DecisionKind;
 use flash_common::*;
 
-/// Cut points tried at most per scenario; above this an evenly spread sample is taken (the
-/// last 200 operations, where the commit and the switch happen, are always all tried).
+/// Operations cut at most per scenario; above this an evenly spread sample is taken (the last
+/// 200 operations, where the commit and the switch happen, are always all tried).
 const MAX_CUTS: u32 = 4000;
 
 struct Case<'a> {
@@ -82,10 +82,17 @@ fn run(case: &Case<'_>, label: &str) -> u32 {
     };
     cuts.dedup();
     let (mut old_boots, mut new_boots) = (0, 0);
-    for &cut in &cuts {
+    // Each operation is cut twice: halfway through (a torn write or a half-erased sector), and
+    // just before it (the operations before it complete, nothing after).
+    let points: Vec<(u32, bool)> = cuts.iter().flat_map(|&c| [(c, false), (c, true)]).collect();
+    for &(cut, before) in &points {
         let mut mem = case.base.clone();
         let mut f = Nor::new(&mut mem);
-        f.cut_at(cut);
+        if before {
+            f.cut_at_keeping(cut, 0);
+        } else {
+            f.cut_at(cut);
+        }
         let r = update(
             &mut f,
             case.from,
@@ -134,14 +141,14 @@ fn run(case: &Case<'_>, label: &str) -> u32 {
         assert_eq!(kind, DecisionKind::Confirmed, "cut {cut}");
     }
     println!(
-        "{label}: {} flash operations, {} cut points tried ({} booted the old commit, {} the new one)",
+        "{label}: {} flash operations, {} cut points tried, 2 per operation ({} booted the old commit, {} the new one)",
         total,
-        cuts.len(),
+        points.len(),
         old_boots,
         new_boots
     );
     assert!(old_boots > 0 && new_boots > 0);
-    cuts.len() as u32
+    points.len() as u32
 }
 
 #[test]

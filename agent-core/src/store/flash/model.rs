@@ -106,6 +106,8 @@ pub struct NorModel<'m, const W: usize, const E: usize> {
     mem: &'m mut [u8],
     stats: NorStats,
     cut_at: Option<u32>,
+    /// Bytes the cut operation still applies (`None`: half of them).
+    cut_keep: Option<usize>,
     powered: bool,
 }
 
@@ -124,6 +126,7 @@ impl<'m, const W: usize, const E: usize> NorModel<'m, W, E> {
             mem,
             stats: NorStats::default(),
             cut_at: None,
+            cut_keep: None,
             powered: true,
         }
     }
@@ -142,6 +145,14 @@ impl<'m, const W: usize, const E: usize> NorModel<'m, W, E> {
     /// the [module docs](self) for what a cut operation leaves behind.
     pub fn cut_at(&mut self, op: u32) {
         self.cut_at = Some(op);
+        self.cut_keep = None;
+    }
+
+    /// Like [`NorModel::cut_at`], but the cut operation applies its first `bytes` bytes (0: it
+    /// does nothing at all, as if power failed just before it).
+    pub fn cut_at_keeping(&mut self, op: u32, bytes: usize) {
+        self.cut_at = Some(op);
+        self.cut_keep = Some(bytes);
     }
 
     /// Whether power has been cut.
@@ -153,6 +164,7 @@ impl<'m, const W: usize, const E: usize> NorModel<'m, W, E> {
     pub fn power_on(&mut self) {
         self.powered = true;
         self.cut_at = None;
+        self.cut_keep = None;
     }
 
     /// The device's bytes.
@@ -223,7 +235,11 @@ impl<const W: usize, const E: usize> NorFlash for NorModel<'_, W, E> {
         let r = self.range(from, len)?;
         let cut = self.start_op()?;
         self.stats.erases += 1;
-        let done = if cut { len / 2 } else { len };
+        let done = if cut {
+            self.cut_keep.unwrap_or(len / 2).min(len)
+        } else {
+            len
+        };
         self.mem[r.start..r.start + done].fill(0xFF);
         self.stats.bytes_erased += done as u64;
         if cut {
@@ -251,7 +267,11 @@ impl<const W: usize, const E: usize> NorFlash for NorModel<'_, W, E> {
         }
         let cut = self.start_op()?;
         self.stats.writes += 1;
-        let done = if cut { bytes.len() / 2 } else { bytes.len() };
+        let done = if cut {
+            self.cut_keep.unwrap_or(bytes.len() / 2).min(bytes.len())
+        } else {
+            bytes.len()
+        };
         self.mem[r.start..r.start + done].copy_from_slice(&bytes[..done]);
         self.stats.bytes_written += done as u64;
         if cut {
@@ -311,5 +331,10 @@ mod test {
         assert_eq!(&f.bytes()[..8], &[0xFF; 8]);
         assert_eq!(&f.bytes()[12..16], &[7; 4]);
         assert_eq!(f.stats().erases, 2);
+        // A cut that keeps nothing: the write does not happen at all.
+        f.cut_at_keeping(5, 0);
+        assert_eq!(f.write(8, &[1; 4]), Err(NorModelError::PowerCut));
+        f.power_on();
+        assert_eq!(&f.bytes()[8..12], &[0xFF; 4]);
     }
 }
