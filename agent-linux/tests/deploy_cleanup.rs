@@ -67,7 +67,9 @@ fn cleanup_bounds_disk_use_over_update_cycles() {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names.len(), 2, "{names:?}");
+        // Two deployments and their origin files.
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert_eq!(names.iter().filter(|n| n.ends_with(".origin")).count(), 2);
         // Both live deployments still match their commits.
         for s in ["A", "B"] {
             ok(d, &["verify", "--sysroot", S, "--slot", s], &env);

@@ -200,6 +200,7 @@ fn next_boot_is(root: &Path, version: &str, lab: &Lab) {
         .collect();
     for e in fs::read_dir(root.join("deploy")).unwrap() {
         let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        let n = n.strip_suffix(".origin").unwrap_or(&n).to_string();
         assert!(
             live.contains(&n),
             "leftover {n} in S/deploy (live: {live:?})"

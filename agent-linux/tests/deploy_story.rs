@@ -234,8 +234,11 @@ fn refusals_leave_a_bootable_device() {
     assert_eq!(deployment_of(&st, "B")["version"], "9.2");
     assert_eq!(
         std::fs::read_dir(d.join(S).join("deploy")).unwrap().count(),
-        2
+        4,
+        "two deployments and their origin files"
     );
+    // The ref comes from the origin file even when the store holds no history linking them.
+    assert_eq!(deployment_of(&st, "A")["ref"], "os/main");
 }
 
 #[test]

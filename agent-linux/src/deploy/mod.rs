@@ -5,6 +5,7 @@
 //! S/agent.conf                 boot configuration (crate::bootcfg); defaults without it
 //! S/repo/                      the object repository (crate::repo)
 //! S/deploy/<commit>.<serial>/  a checkout of a commit, hard-linked from the repository
+//! S/deploy/<name>.origin       the ref the deployment came from
 //! S/deploy/.tmp-<name>/        a checkout being written (garbage after a crash)
 //! S/deploy/.del-<name>/        a deployment being removed
 //! S/boot/uboot.env             the default environment: redundant U-Boot, two 16 KiB copies
@@ -49,6 +50,8 @@ pub const BOOTED_SLOT_VAR: &str = "ECU_AGENT_BOOTED_SLOT";
 /// The environment variable naming the kernel command line to read instead of
 /// `/proc/cmdline`.
 pub const CMDLINE_VAR: &str = "ECU_AGENT_CMDLINE";
+/// Suffix of a deployment's origin file in `S/deploy` (`<name>.origin`: `commit=`, `ref=`).
+pub const ORIGIN_SUFFIX: &str = ".origin";
 
 /// Why a deployment command failed or refused.
 #[derive(Debug)]
@@ -472,9 +475,7 @@ impl Deployer {
     fn ready(&self) -> Result<(env::EnvImage, BootState), DeployError> {
         match self.env()? {
             EnvContent::Ready(img, st) => Ok((img, *st)),
-            _ if self.deployment_dirs()?.iter().any(|n| !n.starts_with('.')) => {
-                Err(DeployError::EnvLost(self.cfg.env.0.clone()))
-            }
+            _ if self.has_deployment_dirs()? => Err(DeployError::EnvLost(self.cfg.env.0.clone())),
             _ => Err(DeployError::NotProvisioned(
                 self.sysroot.path().to_path_buf(),
             )),
@@ -506,6 +507,23 @@ impl Deployer {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// Whether `S/deploy` holds a deployment-like directory.
+    fn has_deployment_dirs(&self) -> Result<bool, DeployError> {
+        Ok(self
+            .deployment_dirs()?
+            .iter()
+            .any(|n| !n.starts_with('.') && !n.ends_with(ORIGIN_SUFFIX)))
+    }
+
+    /// The ref recorded in a deployment's origin file.
+    pub fn origin_ref(&self, name: &str) -> Option<String> {
+        let text =
+            fs::read_to_string(self.deploy_dir().join(format!("{name}{ORIGIN_SUFFIX}"))).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("ref="))
+            .map(str::to_string)
     }
 
     fn commit_of_slot(st: &SlotState) -> Result<Option<ObjectId>, DeployError> {
@@ -551,18 +569,31 @@ impl Deployer {
             .map_err(DeployError::Apply)?;
         let commit = ObjectId::from_hex(&applied.commit)
             .map_err(|_| DeployError::BadDeploymentName(applied.commit.clone()))?;
-        let mut r = self.deploy_commit(&commit)?;
+        let mut r = self.deploy_commit(&commit, Some(&applied.ref_name))?;
         r.applied = Some(applied);
         Ok(r)
     }
 
     /// Stages a commit that is in the repository (a ref, an id or a unique prefix).
     pub fn deploy(&self, rev: &str) -> Result<StageReport, DeployError> {
-        let commit = self.sysroot.repo().resolve(rev)?;
-        self.deploy_commit(&commit)
+        let repo = self.sysroot.repo();
+        let commit = repo.resolve(rev)?;
+        let ref_name = if crate::repo::validate_ref(rev).is_ok() && repo.read_ref(rev)?.is_some() {
+            Some(rev.to_string())
+        } else {
+            repo.list_refs()?
+                .into_iter()
+                .find(|(_, id)| *id == commit)
+                .map(|(n, _)| n)
+        };
+        self.deploy_commit(&commit, ref_name.as_deref())
     }
 
-    fn deploy_commit(&self, commit: &ObjectId) -> Result<StageReport, DeployError> {
+    fn deploy_commit(
+        &self,
+        commit: &ObjectId,
+        ref_name: Option<&str>,
+    ) -> Result<StageReport, DeployError> {
         let info = self.sysroot.repo().read_commit(commit)?;
         let (img, state) = match self.env()? {
             EnvContent::Ready(img, st) => (Some(img), Some(*st)),
@@ -570,7 +601,7 @@ impl Deployer {
             EnvContent::Missing => (None, None),
         };
         let Some(state) = state else {
-            return self.provision(img.as_ref(), &info);
+            return self.provision(img.as_ref(), &info, ref_name);
         };
         let img = img.expect("a boot state comes from an image");
         let y = self.check_can_stage(&state)?;
@@ -602,7 +633,7 @@ impl Deployer {
         // Leftovers of an interrupted run go first, so that their names can be reused.
         self.remove_unnamed(&state)?;
         let names = [state.slot(x).name, state.slot(y).name];
-        let (name, stats, hardlinked) = self.create_deployment(commit, &names)?;
+        let (name, stats, hardlinked) = self.create_deployment(commit, &names, ref_name)?;
         let slot_name = SlotName::from_str(&name)?;
         let mut new_state = state;
         new_state.stage(y, self.tries, slot_name)?;
@@ -635,12 +666,13 @@ impl Deployer {
         &self,
         img: Option<&env::EnvImage>,
         info: &CommitInfo,
+        ref_name: Option<&str>,
     ) -> Result<StageReport, DeployError> {
         let slot = self.booted.map(|b| b.0).unwrap_or(Slot::A);
         // A directory no environment names is garbage from an interrupted provisioning.
         self.remove_unnamed(&BootState::default())?;
         let (name, stats, hardlinked) =
-            self.create_deployment(&info.id, &[SlotName::EMPTY, SlotName::EMPTY])?;
+            self.create_deployment(&info.id, &[SlotName::EMPTY, SlotName::EMPTY], ref_name)?;
         let conf = self.sysroot.path().join(bootcfg::CONFIG_FILE);
         if !conf.exists() {
             fsops::write_atomic(
@@ -680,11 +712,13 @@ impl Deployer {
     }
 
     /// Checks `commit` out as a new deployment directory (temp name, synced, renamed into
-    /// place). Returns its name.
+    /// place), with its origin file (`<name>.origin`: the ref it came from) written before
+    /// the rename. Returns its name.
     fn create_deployment(
         &self,
         commit: &ObjectId,
         in_use: &[SlotName],
+        ref_name: Option<&str>,
     ) -> Result<(String, checkout::CheckoutStats, bool), DeployError> {
         let dir = self.deploy_dir();
         fsops::mkdir_all(&dir, 0o755).map_err(io_err("create", &dir))?;
@@ -721,6 +755,12 @@ impl Deployer {
                 }
             };
         fsops::syncfs(&tmp).map_err(io_err("sync", &tmp))?;
+        let origin = dir.join(format!("{name}{ORIGIN_SUFFIX}"));
+        let text = match ref_name {
+            Some(r) => format!("commit={commit}\nref={r}\n"),
+            None => format!("commit={commit}\n"),
+        };
+        fsops::write_atomic(&origin, text.as_bytes(), 0o644).map_err(io_err("write", &origin))?;
         let final_path = dir.join(&name);
         fsops::rename(&tmp, &final_path).map_err(io_err("rename into", &final_path))?;
         fsops::fsync_dir(&dir).map_err(io_err("fsync", &dir))?;
@@ -734,10 +774,17 @@ impl Deployer {
         let dir = self.deploy_dir();
         let mut removed = Vec::new();
         for n in self.deployment_dirs()? {
-            if Slot::ALL.iter().any(|s| state.slot(*s).name.as_str() == n) {
+            let named = |x: &str| Slot::ALL.iter().any(|s| state.slot(*s).name.as_str() == x);
+            let p = dir.join(&n);
+            if let Some(stem) = n.strip_suffix(ORIGIN_SUFFIX) {
+                if !named(stem) {
+                    fsops::remove_file_if_exists(&p).map_err(io_err("remove", &p))?;
+                }
                 continue;
             }
-            let p = dir.join(&n);
+            if named(&n) {
+                continue;
+            }
             if n.starts_with('.') {
                 fsops::remove_tree(&p).map_err(io_err("remove", &p))?;
                 removed.push(n);
@@ -896,7 +943,7 @@ impl Deployer {
         let (img, state) = match self.env()? {
             EnvContent::Ready(img, st) => (img, *st),
             _ => {
-                let lost = self.deployment_dirs()?.iter().any(|n| !n.starts_with('.'));
+                let lost = self.has_deployment_dirs()?;
                 return Ok(Status {
                     sysroot: self.sysroot.path().to_path_buf(),
                     state: if lost { "env-lost" } else { "empty" }.into(),
@@ -926,19 +973,20 @@ impl Deployer {
                 continue;
             };
             let info = self.sysroot.repo().read_commit(&c).ok();
-            let ref_name = refs
-                .iter()
-                .find(|(_, id)| *id == c)
-                .or_else(|| {
-                    refs.iter().find(|(_, head)| {
-                        self.sysroot
-                            .repo()
-                            .history(head)
-                            .map(|(h, _)| h.iter().any(|i| i.id == c))
-                            .unwrap_or(false)
+            let ref_name = self.origin_ref(st.name.as_str()).or_else(|| {
+                refs.iter()
+                    .find(|(_, id)| *id == c)
+                    .or_else(|| {
+                        refs.iter().find(|(_, head)| {
+                            self.sysroot
+                                .repo()
+                                .history(head)
+                                .map(|(h, _)| h.iter().any(|i| i.id == c))
+                                .unwrap_or(false)
+                        })
                     })
-                })
-                .map(|(n, _)| n.clone());
+                    .map(|(n, _)| n.clone())
+            });
             let is_booted = booted_slot == Some(s);
             let role = if is_booted {
                 if st.successful || st.tries_left == 0 && st.priority > 0 {
