@@ -208,15 +208,40 @@ fn next_boot_is(root: &Path, version: &str, lab: &Lab) {
     }
 }
 
-fn sysroot_state(lab: &Lab, name: &str, steps: &dyn Fn(&Path)) -> PathBuf {
+fn sysroot_state(lab: &Lab, conf: &str, name: &str, steps: &dyn Fn(&Path)) -> PathBuf {
     let dir = lab.path().join(format!("tpl-{name}"));
-    fs::create_dir_all(&dir).unwrap();
+    fs::create_dir_all(dir.join(S)).unwrap();
+    if !conf.is_empty() {
+        fs::write(dir.join(S).join("agent.conf"), conf).unwrap();
+    }
     steps(&dir);
     dir.join(S)
 }
 
 #[test]
 fn power_loss_at_every_point() {
+    power_loss("", None);
+}
+
+#[test]
+fn power_loss_grub_env() {
+    power_loss(
+        "backend = grub\n",
+        Some(&["install (stage", "mark-good", "rollback (from"]),
+    );
+}
+
+#[test]
+fn power_loss_single_uboot_env() {
+    power_loss(
+        "backend = uboot\n",
+        Some(&["install (stage", "mark-good", "rollback (from"]),
+    );
+}
+
+/// Runs the cases whose names start with one of `only` (all without), on sysroots with
+/// `agent.conf` = `conf` (the defaults when empty).
+fn power_loss(conf: &str, only: Option<&[&str]>) {
     // On a tmpfs when there is one: fsync costs nothing there, and thousands of runs fsync.
     // (What an abort cannot show, losing unsynced data, is argued in agent_linux::fsops.)
     let shm = Path::new("/dev/shm");
@@ -230,26 +255,26 @@ fn power_loss_at_every_point() {
     let b = [("ECU_AGENT_BOOTED_SLOT", "B")];
     let s = |x: &str| x.to_string();
 
-    let empty = sysroot_state(&lab, "empty", &|t| fs::create_dir_all(t.join(S)).unwrap());
-    let provisioned = sysroot_state(&lab, "prov", &|t| {
+    let empty = sysroot_state(&lab, conf, "empty", &|_| {});
+    let provisioned = sysroot_state(&lab, conf, "prov", &|t| {
         ok(t, &["install", "--sysroot", S, &full9], &[]);
     });
-    let trial_b = sysroot_state(&lab, "trial", &|t| {
+    let trial_b = sysroot_state(&lab, conf, "trial", &|t| {
         ok(t, &["install", "--sysroot", S, &full9], &[]);
         ok(t, &["install", "--sysroot", S, &delta], &a);
         boot(&t.join(S));
     });
-    let in_store = sysroot_state(&lab, "store", &|t| {
+    let in_store = sysroot_state(&lab, conf, "store", &|t| {
         ok(t, &["install", "--sysroot", S, &full9], &[]);
         ok(t, &["apply-offline", "--sysroot", S, &delta], &[]);
     });
-    let two_good = sysroot_state(&lab, "twogood", &|t| {
+    let two_good = sysroot_state(&lab, conf, "twogood", &|t| {
         ok(t, &["install", "--sysroot", S, &full9], &[]);
         ok(t, &["install", "--sysroot", S, &delta], &a);
         boot(&t.join(S));
         ok(t, &["mark-good", "--sysroot", S], &b);
     });
-    let garbage = sysroot_state(&lab, "garbage", &|t| {
+    let garbage = sysroot_state(&lab, conf, "garbage", &|t| {
         ok(t, &["install", "--sysroot", S, &full9], &[]);
         ok(t, &["install", "--sysroot", S, &delta], &a);
         boot(&t.join(S));
@@ -331,6 +356,9 @@ fn power_loss_at_every_point() {
     let mut report = String::new();
     let mut total = 0;
     for case in &cases {
+        if only.is_some_and(|o| !o.iter().any(|p| case.name.starts_with(p))) {
+            continue;
+        }
         let t = std::time::Instant::now();
         let points = run_case(&lab, case);
         assert!(
@@ -346,5 +374,10 @@ fn power_loss_at_every_point() {
         ));
     }
     let _ = d;
-    eprintln!("power loss: {total} interruption points tried\n{report}");
+    let backend = if conf.is_empty() {
+        "default (uboot-redundant)"
+    } else {
+        conf.trim()
+    };
+    eprintln!("power loss, {backend}: {total} interruption points tried\n{report}");
 }
