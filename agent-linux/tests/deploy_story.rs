@@ -416,3 +416,40 @@ fn fw_printenv_reads_the_environment() {
         "{env}"
     );
 }
+
+#[test]
+fn install_from_stdin_and_copy_across_filesystems() {
+    let lab = Lab::new(&["9", "9.1"]);
+    let d = lab.path();
+    // S/deploy on another filesystem than S/repo: hard links fail, the checkout copies.
+    let shm = std::path::Path::new("/dev/shm");
+    let other = shm
+        .is_dir()
+        .then(|| tempfile::tempdir_in(shm).ok())
+        .flatten();
+    std::fs::create_dir_all(d.join(S)).unwrap();
+    if let Some(o) = &other {
+        std::os::unix::fs::symlink(o.path(), d.join(S).join("deploy")).unwrap();
+    } else {
+        eprintln!("SKIP the cross-filesystem part: no /dev/shm");
+    }
+    let file = std::fs::File::open(lab.update(None, "9")).unwrap();
+    let o = std::process::Command::new(bin())
+        .args(["install", "--sysroot", S, "-", "--json"])
+        .current_dir(d)
+        .env("ECU_AGENT_CMDLINE", "/dev/null")
+        .stdin(file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["action"], "provisioned");
+    assert_eq!(r["applied"]["version"], "9");
+    assert_eq!(r["hardlinked"], other.is_none());
+    let name = r["deployment"].as_str().unwrap();
+    assert_eq!(
+        snapshot(&d.join(S).join("deploy").join(name)),
+        snapshot(&lab.tree("9"))
+    );
+    ok(d, &["verify", "--sysroot", S], &booted_env(Slot::A));
+}

@@ -366,7 +366,8 @@ pub struct DeploymentStatus {
     pub tries_left: u8,
     /// Boot priority (0: never, unless as last resort).
     pub priority: u8,
-    /// `booted`, `staged`, `trial`, `rollback`, `failed` or `rolled-back`.
+    /// `booted` (good), `trial` (booted, not marked good), `staged` (next boot tries it),
+    /// `rollback` (good, not booted), `failed` (used its tries) or `rolled-back` (given up).
     pub role: String,
     /// Its directory exists.
     pub present: bool,
@@ -988,25 +989,14 @@ impl Deployer {
                     .map(|(n, _)| n.clone())
             });
             let is_booted = booted_slot == Some(s);
-            let role = if is_booted {
-                if st.successful || st.tries_left == 0 && st.priority > 0 {
-                    "booted"
-                } else {
-                    "trial"
-                }
-            } else if st.successful {
-                "rollback"
-            } else if st.tries_left > 0 && st.priority > 0 {
-                "staged"
-            } else if st.priority == 0 {
-                "rolled-back"
-            } else {
-                "failed"
-            };
-            let role = if is_booted && !st.successful {
-                "trial"
-            } else {
-                role
+            let role = match (is_booted, st.successful) {
+                (true, true) => "booted",
+                (true, false) if st.priority == 0 => "rolled-back",
+                (true, false) => "trial",
+                (false, true) => "rollback",
+                (false, false) if st.tries_left > 0 && st.priority > 0 => "staged",
+                (false, false) if st.priority == 0 => "rolled-back",
+                (false, false) => "failed",
             };
             deployments.push(DeploymentStatus {
                 slot: s.to_string(),
