@@ -28,6 +28,7 @@
 //! leaves the installer failed until [`Installer::reset`].
 
 mod state;
+mod superblock;
 
 use core::fmt;
 
@@ -40,10 +41,11 @@ use sha2::{Digest, Sha256};
 use crate::object::{ObjectError, ObjectId, ObjectKind, MAX_VERSION_LEN};
 use crate::store::Store;
 use crate::wire::{
-    Codec, FormatError, Header, HeaderRepr, PartEntry, SignatureKind, Superblock, HEADER_LEN,
-    MAX_PARTS, MAX_REF_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN,
+    Codec, FormatError, Header, HeaderRepr, PartEntry, SignatureKind, HEADER_LEN, MAX_REF_LEN,
+    PUBLIC_KEY_LEN, SIGNATURE_LEN,
 };
 use state::{fill, Ops};
+use superblock::Parts;
 
 /// Bytes of the inflate window: deflate refers back up to 32 KiB, and miniz_oxide's wrapping
 /// output buffer must be a power of two. Before the parts start, the same buffer holds the
@@ -173,6 +175,22 @@ struct Meta {
     verified: bool,
 }
 
+impl Meta {
+    const fn new() -> Meta {
+        Meta {
+            ref_name: heapless::String::new(),
+            version: heapless::String::new(),
+            subject: heapless::String::new(),
+            from: None,
+            to: ObjectId::ZERO,
+            timestamp: 0,
+            objects: 0,
+            total: 0,
+            verified: false,
+        }
+    }
+}
+
 /// The streaming installer. See the [module docs](self).
 ///
 /// Its size is fixed: `size_of::<Installer>()` is at most [`INSTALLER_SIZE_BUDGET`] (48 KiB;
@@ -193,7 +211,7 @@ pub struct Installer<'k> {
     /// `info` and `parts` hold the verified superblock (from `Phase::Parts` on).
     known: bool,
     info: Meta,
-    parts: heapless::Vec<PartEntry, MAX_PARTS>,
+    parts: Parts,
     /// Index of the current part.
     part: usize,
     /// Raw bytes of the current part still to come.
@@ -223,18 +241,8 @@ impl<'k> Installer<'k> {
             signature_kind: SignatureKind::None,
             signature: [0; SIGNATURE_LEN],
             known: false,
-            info: Meta {
-                ref_name: heapless::String::new(),
-                version: heapless::String::new(),
-                subject: heapless::String::new(),
-                from: None,
-                to: ObjectId::ZERO,
-                timestamp: 0,
-                objects: 0,
-                total: 0,
-                verified: false,
-            },
-            parts: heapless::Vec::new(),
+            info: Meta::new(),
+            parts: Parts::new(),
             part: 0,
             part_left: 0,
             part_hash: Sha256::new(),
@@ -471,6 +479,10 @@ impl<'k> Installer<'k> {
 
     /// The signature byte (and bytes) are in: check the signature, decode the superblock and
     /// start the parts.
+    ///
+    /// The signature check and the superblock decoding are out of line: each has its own
+    /// frame (ed25519 about 6 KB, serde about 1 KB), popped before the parts start, rather than
+    /// one frame holding both on the path of every part.
     fn verified<S: Store>(&mut self, store: &mut S) -> Res<S::Error> {
         let message = self
             .window
@@ -478,37 +490,16 @@ impl<'k> Installer<'k> {
             .unwrap_or(&[]);
         self.info.verified =
             check_signature(self.policy, self.signature_kind, &self.signature, message)?;
-        let sb = Superblock::parse(
+        let parts_size = superblock::decode(
             self.window
                 .get(HEADER_LEN..HEADER_LEN + self.superblock_len)
                 .unwrap_or(&[]),
+            &mut self.info,
+            &mut self.parts,
         )
         .map_err(InstallError::Format)?;
-        self.info.ref_name.clear();
-        self.info.version.clear();
-        self.info.subject.clear();
-        // `Superblock::parse` bounds all three.
-        let copied = self.info.ref_name.push_str(sb.ref_name).is_ok()
-            && self.info.version.push_str(sb.meta.version).is_ok()
-            && self
-                .info
-                .subject
-                .push_str(prefix(sb.meta.subject, INFO_SUBJECT_LEN))
-                .is_ok();
-        if !copied {
-            return Err(InstallError::Format(FormatError::BadSuperblock));
-        }
-        self.info.from = sb.from;
-        self.info.to = sb.to;
-        self.info.timestamp = sb.meta.timestamp;
-        self.info.objects = sb.objects;
         let sig_len = self.signature_kind.len().unwrap_or(0) as u64;
-        self.info.total = (HEADER_LEN + self.superblock_len) as u64 + 1 + sig_len + sb.parts_size();
-        self.parts.clear();
-        for p in &sb.parts {
-            // Same capacity on both sides.
-            let _ = self.parts.push(*p);
-        }
+        self.info.total = (HEADER_LEN + self.superblock_len) as u64 + 1 + sig_len + parts_size;
         self.known = true;
         debug!(
             "update for {} installs {} ({} parts)",
@@ -532,7 +523,7 @@ impl<'k> Installer<'k> {
     /// runs the final checks.
     fn open_parts<S: Store>(&mut self, store: &mut S) -> Res<S::Error> {
         loop {
-            let Some(p) = self.parts.get(self.part).copied() else {
+            let Some(p) = self.parts.get(self.part) else {
                 self.ops.end_file()?;
                 self.phase = Phase::Done;
                 return Ok(());
@@ -556,7 +547,7 @@ impl<'k> Installer<'k> {
 
     /// Takes the next raw bytes of the current part (at most what is left of it).
     fn part_bytes<S: Store>(&mut self, store: &mut S, chunk: &[u8]) -> Res<S::Error> {
-        let Some(p) = self.parts.get(self.part).copied() else {
+        let Some(p) = self.parts.get(self.part) else {
             return Ok(());
         };
         self.part_hash.update(chunk);
@@ -632,6 +623,7 @@ fn prefix(s: &str, max: usize) -> &str {
 }
 
 /// Checks the signature as `policy` says; returns whether it was verified against a key.
+#[inline(never)]
 fn check_signature<E>(
     policy: SignaturePolicy<'_>,
     kind: SignatureKind,
@@ -904,7 +896,7 @@ mod test {
     use crate::object::{
         Commit, DirEntry, DirMeta, FileHeader, Xattrs, FILE_HEADER_LEN, S_IFDIR, S_IFREG,
     };
-    use crate::wire::{OpRepr, TargetMeta};
+    use crate::wire::{OpRepr, Superblock, TargetMeta};
 
     /// Records what reaches it; a shared store as in the integration tests, reduced.
     #[derive(Default)]

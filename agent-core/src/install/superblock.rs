@@ -1,0 +1,408 @@
+//! The installer's superblock decoder and its part table.
+//!
+//! [`decode`] reads the superblock field by field, straight into the installer's own copies
+//! ([`Meta`]) and its part table ([`Parts`]), instead of building a [`crate::wire::Superblock`]
+//! value: that value holds a 3 KB `heapless::Vec<PartEntry, 64>` which serde moves by value
+//! through several frames, and cost the install about 12 KB of stack. The encoding read is the
+//! same (postcard, `docs/FORMAT.md` section 2), and so are the checks, their order and their
+//! errors: [`crate::wire::Superblock::parse`] stays the reference, and a test compares the two.
+//!
+//! [`Parts`] keeps each part in 44 bytes (sizes, op count, SHA-256) with the codecs in a bit
+//! mask, instead of 48-byte [`PartEntry`] values: 260 bytes less installer RAM.
+
+use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::{prefix, Meta, INFO_SUBJECT_LEN};
+use crate::object::{ObjectId, MAX_SUBJECT_LEN, MAX_VERSION_LEN};
+use crate::wire::{Codec, FormatError, PartEntry, MAX_PARTS, MAX_REF_LEN};
+
+// One bit of `Parts::deflate` per part.
+const _: () = assert!(MAX_PARTS <= 64);
+
+/// One part as the installer keeps it (its codec is a bit of [`Parts::deflate`]).
+#[derive(Clone, Copy)]
+struct Slot {
+    size: u32,
+    uncompressed_size: u32,
+    ops: u32,
+    sha256: [u8; 32],
+}
+
+const EMPTY: Slot = Slot {
+    size: 0,
+    uncompressed_size: 0,
+    ops: 0,
+    sha256: [0; 32],
+};
+
+/// The verified superblock's part table, in fixed memory: at most [`MAX_PARTS`] parts, each
+/// stored or deflate-coded (a decoded table never holds another codec).
+pub(crate) struct Parts {
+    len: u8,
+    /// Bit `i` set: part `i` is [`Codec::Deflate`], else [`Codec::Stored`].
+    deflate: u64,
+    slots: [Slot; MAX_PARTS],
+}
+
+impl Parts {
+    pub(crate) const fn new() -> Parts {
+        Parts {
+            len: 0,
+            deflate: 0,
+            slots: [EMPTY; MAX_PARTS],
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+        self.deflate = 0;
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Part `i`, if there is one.
+    pub(crate) fn get(&self, i: usize) -> Option<PartEntry> {
+        if i >= self.len() {
+            return None;
+        }
+        let s = self.slots.get(i)?;
+        let codec = if self.deflate >> i & 1 == 1 {
+            Codec::Deflate
+        } else {
+            Codec::Stored
+        };
+        Some(PartEntry {
+            codec,
+            size: s.size,
+            uncompressed_size: s.uncompressed_size,
+            ops: s.ops,
+            sha256: s.sha256,
+        })
+    }
+
+    /// Appends a stored or deflate part; false when the table is full.
+    fn push(&mut self, p: &PartEntry) -> bool {
+        let i = self.len();
+        let Some(slot) = self.slots.get_mut(i) else {
+            return false;
+        };
+        *slot = Slot {
+            size: p.size,
+            uncompressed_size: p.uncompressed_size,
+            ops: p.ops,
+            sha256: p.sha256,
+        };
+        if p.codec == Codec::Deflate {
+            self.deflate |= 1 << i;
+        }
+        self.len += 1;
+        true
+    }
+
+    /// Bytes of all parts in the file.
+    pub(crate) fn total_size(&self) -> u64 {
+        self.slots
+            .iter()
+            .take(self.len())
+            .map(|s| u64::from(s.size))
+            .sum()
+    }
+}
+
+/// Reads the part sequence into a [`Parts`], as `heapless::Vec`'s `Deserialize` reads it into
+/// a vector (one too many is an error), and remembers the first part-level error for after
+/// the superblock-wide checks.
+struct PartsSeed<'p> {
+    parts: &'p mut Parts,
+    first_bad: &'p mut Option<FormatError>,
+}
+
+impl<'de> DeserializeSeed<'de> for PartsSeed<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PartsSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("a sequence of at most 64 parts")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(p) = seq.next_element::<PartEntry>()? {
+            let part = self.parts.len() as u32;
+            if self.first_bad.is_none() {
+                *self.first_bad = match p.codec {
+                    Codec::Unknown(codec) => Some(FormatError::UnknownCodec { part, codec }),
+                    Codec::Stored if p.size != p.uncompressed_size => {
+                        Some(FormatError::StoredSize { part })
+                    }
+                    _ => None,
+                };
+            }
+            if !self.parts.push(&p) {
+                return Err(A::Error::invalid_length(MAX_PARTS + 1, &self));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes and validates the superblock `bytes` into `meta` (ref, ids, metadata, object
+/// count) and `parts`, with the checks of [`crate::wire::Superblock::parse`] in its order:
+/// decodes exactly (`BadSuperblock`), ref length (`BadRef`), version and subject lengths
+/// (`BadMeta`), at least one part (`NoParts`), then each part's codec (`UnknownCodec`) and a
+/// stored part's sizes (`StoredSize`). Returns the bytes of all parts. On error `meta` and
+/// `parts` hold partial values; the installer is failed then and never reads them.
+///
+/// Out of line on purpose: its frame (serde's) is popped before the parts start.
+#[inline(never)]
+pub(crate) fn decode(bytes: &[u8], meta: &mut Meta, parts: &mut Parts) -> Result<u64, FormatError> {
+    let bad = |_| FormatError::BadSuperblock;
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let ref_name = <&str>::deserialize(&mut de).map_err(bad)?;
+    let from = Option::<ObjectId>::deserialize(&mut de).map_err(bad)?;
+    let to = ObjectId::deserialize(&mut de).map_err(bad)?;
+    let timestamp = u64::deserialize(&mut de).map_err(bad)?;
+    let version = <&str>::deserialize(&mut de).map_err(bad)?;
+    let subject = <&str>::deserialize(&mut de).map_err(bad)?;
+    let objects = u32::deserialize(&mut de).map_err(bad)?;
+    parts.clear();
+    let mut first_bad = None;
+    PartsSeed {
+        parts,
+        first_bad: &mut first_bad,
+    }
+    .deserialize(&mut de)
+    .map_err(bad)?;
+    if !de.finalize().map_err(bad)?.is_empty() {
+        return Err(FormatError::BadSuperblock);
+    }
+    if ref_name.is_empty() || ref_name.len() > MAX_REF_LEN {
+        return Err(FormatError::BadRef);
+    }
+    if version.len() > MAX_VERSION_LEN || subject.len() > MAX_SUBJECT_LEN {
+        return Err(FormatError::BadMeta);
+    }
+    if parts.is_empty() {
+        return Err(FormatError::NoParts);
+    }
+    if let Some(e) = first_bad {
+        return Err(e);
+    }
+    meta.ref_name.clear();
+    meta.version.clear();
+    meta.subject.clear();
+    // All three are bounded by the checks above.
+    let copied = meta.ref_name.push_str(ref_name).is_ok()
+        && meta.version.push_str(version).is_ok()
+        && meta
+            .subject
+            .push_str(prefix(subject, INFO_SUBJECT_LEN))
+            .is_ok();
+    if !copied {
+        return Err(FormatError::BadSuperblock);
+    }
+    meta.from = from;
+    meta.to = to;
+    meta.timestamp = timestamp;
+    meta.objects = objects;
+    Ok(parts.total_size())
+}
+
+#[cfg(test)]
+mod test {
+    extern crate std;
+
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::wire::{Superblock, TargetMeta};
+
+    fn part(codec: Codec, size: u32, uncompressed_size: u32, seed: u8) -> PartEntry {
+        PartEntry {
+            codec,
+            size,
+            uncompressed_size,
+            ops: u32::from(seed) * 3,
+            sha256: [seed; 32],
+        }
+    }
+
+    fn encode(sb: &Superblock<'_>) -> Vec<u8> {
+        let mut buf = [0u8; 8192];
+        let n = sb.emit(&mut buf).unwrap().len();
+        buf[..n].to_vec()
+    }
+
+    /// `decode` and `Superblock::parse` agree: the same error, or the same fields.
+    fn agree(bytes: &[u8]) {
+        let mut meta = Meta::new();
+        let mut parts = Parts::new();
+        let got = decode(bytes, &mut meta, &mut parts);
+        match Superblock::parse(bytes) {
+            Err(e) => assert_eq!(got, Err(e), "{bytes:02x?}"),
+            Ok(sb) => {
+                assert_eq!(got, Ok(sb.parts_size()), "{bytes:02x?}");
+                assert_eq!(meta.ref_name.as_str(), sb.ref_name);
+                assert_eq!(meta.version.as_str(), sb.meta.version);
+                assert_eq!(
+                    meta.subject.as_str(),
+                    prefix(sb.meta.subject, INFO_SUBJECT_LEN)
+                );
+                assert_eq!(
+                    (meta.from, meta.to, meta.timestamp, meta.objects),
+                    (sb.from, sb.to, sb.meta.timestamp, sb.objects)
+                );
+                assert_eq!(parts.len(), sb.parts.len());
+                for (i, p) in sb.parts.iter().enumerate() {
+                    assert_eq!(parts.get(i), Some(*p));
+                }
+                assert_eq!(parts.get(sb.parts.len()), None);
+            }
+        }
+    }
+
+    fn superblocks() -> Vec<Vec<u8>> {
+        let long_subject: &'static str = "ü".repeat(600).leak();
+        let mut out = Vec::new();
+        for (n, from, subject) in [
+            (1usize, None, "s"),
+            (3, Some(ObjectId([9; 32])), "a subject"),
+            (64, None, long_subject),
+            (2, None, ""),
+        ] {
+            let mut parts = heapless::Vec::new();
+            for i in 0..n {
+                let codec = if i % 2 == 0 {
+                    Codec::Deflate
+                } else {
+                    Codec::Stored
+                };
+                let size = 300 + i as u32 * 1000;
+                let un = if codec == Codec::Stored {
+                    size
+                } else {
+                    size * 3
+                };
+                parts.push(part(codec, size, un, i as u8)).unwrap();
+            }
+            out.push(encode(&Superblock {
+                ref_name: "ecu/main",
+                from,
+                to: ObjectId([2; 32]),
+                meta: TargetMeta {
+                    timestamp: 1_700_000_000,
+                    version: "1.2.3",
+                    subject,
+                },
+                objects: 17,
+                parts,
+            }));
+        }
+        out
+    }
+
+    #[test]
+    fn valid_superblocks_decode_as_parse_does() {
+        for sb in superblocks() {
+            agree(&sb);
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_extension_fails_as_parse_does() {
+        for sb in superblocks() {
+            for n in 0..sb.len() {
+                agree(&sb[..n]);
+            }
+            let mut longer = sb.clone();
+            longer.push(0);
+            agree(&longer);
+        }
+    }
+
+    #[test]
+    fn every_byte_changed_fails_or_decodes_as_parse_does() {
+        for sb in superblocks().iter().take(2) {
+            for i in 0..sb.len() {
+                for v in [0x00, 0x01, 0x02, 0x41, 0x7f, 0x80, 0xc3, 0xff] {
+                    let mut b = sb.clone();
+                    b[i] = v;
+                    agree(&b);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn checks_come_in_parse_order() {
+        let p = part(Codec::Stored, 10, 10, 1);
+        let sb = |ref_name: &'static str, version: &'static str, parts: &[PartEntry]| {
+            let mut v = heapless::Vec::new();
+            for p in parts {
+                v.push(*p).unwrap();
+            }
+            encode(&Superblock {
+                ref_name,
+                from: None,
+                to: ObjectId::ZERO,
+                meta: TargetMeta {
+                    timestamp: 0,
+                    version,
+                    subject: "s",
+                },
+                objects: 1,
+                parts: v,
+            })
+        };
+        let long: &'static str = "v".repeat(256).leak();
+        let unknown = part(Codec::Unknown(7), 10, 10, 2);
+        let odd = part(Codec::Stored, 10, 11, 3);
+        let cases = [
+            (sb("", long, &[]), FormatError::BadRef),
+            (sb("r", long, &[]), FormatError::BadMeta),
+            (sb("r", "1", &[]), FormatError::NoParts),
+            (
+                sb("r", "1", &[p, odd, unknown]),
+                FormatError::StoredSize { part: 1 },
+            ),
+            (
+                sb("r", "1", &[p, unknown, odd]),
+                FormatError::UnknownCodec { part: 1, codec: 7 },
+            ),
+        ];
+        for (bytes, want) in cases {
+            let mut meta = Meta::new();
+            let mut parts = Parts::new();
+            assert_eq!(decode(&bytes, &mut meta, &mut parts), Err(want));
+            agree(&bytes);
+        }
+        // 65 parts: one too many for the table, as for `heapless::Vec`.
+        let mut b = sb("r", "1", &[p]);
+        let count_at = b.len() - 1 - 1 - 3 - 32; // codec, 3 one-byte varints, hash
+        assert_eq!(b[count_at], 1);
+        b[count_at] = 65;
+        let entry = b[count_at + 1..].to_vec();
+        for _ in 0..64 {
+            b.extend_from_slice(&entry);
+        }
+        let mut meta = Meta::new();
+        let mut parts = Parts::new();
+        assert_eq!(
+            decode(&b, &mut meta, &mut parts),
+            Err(FormatError::BadSuperblock)
+        );
+        agree(&b);
+    }
+}
