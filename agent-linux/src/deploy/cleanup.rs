@@ -89,6 +89,18 @@ fn all_objects(objects: &Path) -> Result<HashMap<&'static str, Vec<ObjectId>>, D
     Ok(out)
 }
 
+/// Entries in the repository's staging directory and their bytes.
+pub(super) fn tmp_leftovers(tmp: &Path) -> (u64, u64) {
+    let mut n = (0, 0);
+    if let Ok(rd) = fs::read_dir(tmp) {
+        for e in rd.flatten() {
+            n.0 += 1;
+            n.1 += freed(&e.path());
+        }
+    }
+    n
+}
+
 pub(super) fn cleanup(d: &Deployer, state: &BootState) -> Result<CleanupReport, DeployError> {
     let mut r = CleanupReport {
         deployments: d.remove_unnamed(state)?,

@@ -468,6 +468,24 @@ impl Deployer {
         self.booted.map(|b| b.0).ok_or(DeployError::BootedUnknown)
     }
 
+    /// Takes the sysroot's lock (an exclusive `flock` on `S/lock`), waiting for another
+    /// deployment command to finish. Every command that changes deployments or the boot state
+    /// holds it; `cleanup` also holds the repository's lock.
+    pub fn lock(&self) -> Result<fs::File, DeployError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = self.sysroot.path().join("lock");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o644)
+            .open(&p)
+            .map_err(io_err("open", &p))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_err("lock", &p)(e.into()))?;
+        Ok(f)
+    }
+
     /// Reads the environment.
     pub fn env(&self) -> Result<EnvContent, DeployError> {
         Ok(env::read(&self.cfg)?)
@@ -562,6 +580,7 @@ impl Deployer {
         trusted_keys: &[[u8; 32]],
         progress: &mut dyn FnMut(&agent_core::install::Progress),
     ) -> Result<StageReport, DeployError> {
+        let _lock = self.lock()?;
         if let EnvContent::Ready(_, st) = self.env()? {
             self.check_can_stage(&st)?;
         }
@@ -577,6 +596,7 @@ impl Deployer {
 
     /// Stages a commit that is in the repository (a ref, an id or a unique prefix).
     pub fn deploy(&self, rev: &str) -> Result<StageReport, DeployError> {
+        let _lock = self.lock()?;
         let repo = self.sysroot.repo();
         let commit = repo.resolve(rev)?;
         let ref_name = if crate::repo::validate_ref(rev).is_ok() && repo.read_ref(rev)?.is_some() {
@@ -810,6 +830,7 @@ impl Deployer {
 
     /// The booted deployment reports a successful boot.
     pub fn mark_good(&self) -> Result<BootReport, DeployError> {
+        let _lock = self.lock()?;
         let (img, mut state) = self.ready()?;
         let x = self.booted_slot()?;
         if state.slot(x).name.is_empty() {
@@ -835,6 +856,7 @@ impl Deployer {
     /// When the other slot was already given up by a rollback, nothing changes and the
     /// report's `slot` is the one the next boot keeps taking (`changed` false).
     pub fn rollback(&self) -> Result<BootReport, DeployError> {
+        let _lock = self.lock()?;
         let (img, mut state) = self.ready()?;
         let abandon = state.decide().slot;
         let other = abandon.other();
@@ -879,6 +901,7 @@ impl Deployer {
     /// on the configured environment, counting a try), then records the chosen slot as booted
     /// in `S/run/booted` and checks its deployment against its commit.
     pub fn simulate_boot(&self) -> Result<BootReport, DeployError> {
+        let _lock = self.lock()?;
         let (img, state) = self.ready()?;
         let d = state.decide();
         if d.changed {
@@ -927,8 +950,16 @@ impl Deployer {
     /// Removes deployment directories no slot names and objects that neither a deployment
     /// nor a ref needs.
     pub fn cleanup(&self) -> Result<CleanupReport, DeployError> {
+        let _lock = self.lock()?;
+        // Staging leftovers of crashed writers: the repository's lock removes them.
+        let tmp = cleanup::tmp_leftovers(&self.sysroot.repo().tmp_dir());
+        // No install may write objects while unreferenced ones are removed.
+        let _repo_lock = self.sysroot.repo().lock()?;
         let (_, state) = self.ready()?;
-        cleanup::cleanup(self, &state)
+        let mut r = cleanup::cleanup(self, &state)?;
+        r.tmp_files += tmp.0;
+        r.bytes_freed += tmp.1;
+        Ok(r)
     }
 
     /// The state of the sysroot, like `rpm-ostree status`.
