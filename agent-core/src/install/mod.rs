@@ -27,12 +27,12 @@
 //! Any error calls [`Store::abort_object`] (when an object is open) and [`Store::abort`], and
 //! leaves the installer failed until [`Installer::reset`].
 
+mod signature;
 mod state;
 mod superblock;
 
 use core::fmt;
 
-use ed25519_dalek::{Signature, VerifyingKey};
 use miniz_oxide::inflate::core::inflate_flags::TINFL_FLAG_HAS_MORE_INPUT;
 use miniz_oxide::inflate::core::{decompress, DecompressorOxide};
 use miniz_oxide::inflate::TINFLStatus;
@@ -636,11 +636,10 @@ fn check_signature<E>(
     };
     match kind {
         SignatureKind::Ed25519 if !keys.is_empty() => {
-            let signature = Signature::from_bytes(signature);
             for (index, key) in keys.iter().enumerate() {
-                let key = VerifyingKey::from_bytes(key)
+                let verified = signature::verify(key, message, signature)
                     .map_err(|_| InstallError::BadTrustedKey { index })?;
-                if key.verify_strict(message, &signature).is_ok() {
+                if verified {
                     return Ok(true);
                 }
             }
