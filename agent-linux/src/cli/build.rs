@@ -304,3 +304,61 @@ pub fn keygen(a: KeygenArgs) -> anyhow::Result<()> {
     );
     Ok(output::out(&format!("{}\n", agent_core::ObjectId(public)))?)
 }
+
+/// Arguments of `ecu-agent fsck`.
+#[derive(Debug, clap::Args)]
+pub struct FsckArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    /// Commits to check (refs, ids or unique prefixes); every ref's head when none is given.
+    #[arg(value_name = "REF")]
+    revs: Vec<String>,
+    /// Also check every ancestor that is in the repository.
+    #[arg(long)]
+    history: bool,
+    /// Print what was checked as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn fsck(a: FsckArgs) -> anyhow::Result<()> {
+    let repo = Repo::open(&a.repo.repo)?;
+    let mut ids = Vec::new();
+    if a.revs.is_empty() {
+        ids.extend(repo.list_refs()?.into_iter().map(|(_, id)| id));
+    } else {
+        for r in &a.revs {
+            ids.push(repo.resolve(r)?);
+        }
+    }
+    if a.history {
+        let heads = std::mem::take(&mut ids);
+        for h in heads {
+            ids.extend(repo.history(&h)?.0.into_iter().map(|c| c.id));
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    let mut out = Vec::new();
+    let mut progress = Progress::new();
+    for id in &ids {
+        progress.update(|| format!("checking {id}"));
+        let stats = repo
+            .fsck_commit(id)
+            .with_context(|| format!("commit {id} is damaged"))?;
+        out.push(serde_json::json!({"commit": id.to_string(), "stats": stats}));
+        if !a.json {
+            eprintln!(
+                "{id}: ok ({} files, {} directories, {})",
+                stats.files,
+                stats.dirtrees,
+                human_bytes(stats.bytes)
+            );
+        }
+    }
+    progress.finish();
+    if a.json {
+        return output::json(&out);
+    }
+    Ok(())
+}

@@ -16,7 +16,7 @@ mod update;
 /// Offline OTA updates for ECUs: build commits from directory trees, generate `.update` files
 /// (from scratch or deltas) and install them on a device.
 ///
-/// Build side: `init`, `commit`, `refs`, `log`, `keygen`, `delta generate`, `generate-deltas`.
+/// Build side: `init`, `commit`, `refs`, `log`, `fsck`, `keygen`, `delta generate`, `generate-deltas`.
 /// Device side: `apply-offline`, `checkout`, `bootenv`.
 /// A/B deployments: `install`, `deploy`, `status`, `mark-good`, `rollback`, `cleanup`,
 /// `simulate-boot`, `verify`.
@@ -41,6 +41,8 @@ enum Command {
     Refs(build::RefsArgs),
     /// Show the history of a ref or commit, newest first.
     Log(build::LogArgs),
+    /// Check commits completely: every object present, well-formed and matching its hash.
+    Fsck(build::FsckArgs),
     /// Generate an ed25519 key pair for signing updates.
     Keygen(build::KeygenArgs),
     /// Write update files (`delta generate`).
@@ -117,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Refs(a) => build::refs(a),
         Command::Log(a) => build::log(a),
         Command::Keygen(a) => build::keygen(a),
+        Command::Fsck(a) => build::fsck(a),
         Command::Delta { cmd } => update::delta(cmd),
         Command::GenerateDeltas(a) => update::generate_deltas(a),
         Command::ApplyOffline(a) => update::apply_offline(a),
