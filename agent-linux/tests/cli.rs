@@ -130,6 +130,7 @@ fn help_of_every_command_explains_its_options() {
         (&["refs"], &["--repo", "--json"]),
         (&["log"], &["--repo", "REF", "--json"]),
         (&["keygen"], &["--out", "0600"]),
+        (&["fsck"], &["--repo", "REF", "--history", "--json"]),
         (&["delta"], &["generate"]),
         (
             &["delta", "generate"],
@@ -436,6 +437,16 @@ fn build_generate_apply_checkout() {
         "quiet when stderr is not a terminal"
     );
 
+    let fsck: serde_json::Value = serde_json::from_str(&ok(&[
+        "fsck",
+        "--repo",
+        p(&sys.join("repo")),
+        "--history",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(fsck.as_array().unwrap().len(), 2, "{fsck}");
+    ok(&["fsck", "--repo", p(&repo), "--history"]);
     let co = t.path().join("co");
     ok(&["checkout", "--sysroot", p(&sys), "ecu/armv7/main", p(&co)]);
     same_tree(&src, &co);
