@@ -53,19 +53,19 @@ use superblock::Parts;
 pub const INFLATE_WINDOW: usize = 32 * 1024;
 
 /// The most memory an [`Installer`] may take (`size_of::<Installer>()`), checked by a test:
-/// 48 KiB. A compile-time assertion checks it on every target; measured: 48328 bytes on
-/// `thumbv7em-none-eabihf`, 48392 on x86_64. On a 32-bit target it is made of
+/// 48 KiB. A compile-time assertion checks it on every target; measured: 47840 bytes on
+/// `thumbv7em-none-eabihf`, 47888 on x86_64. On a 32-bit target it is made of
 ///
 /// | what | bytes |
 /// | --- | --- |
 /// | inflate window ([`INFLATE_WINDOW`], also holds header + superblock) | 32768 |
 /// | miniz_oxide `DecompressorOxide` (Huffman tables) | 10504 |
-/// | part table: [`MAX_PARTS`] × `PartEntry` (48) | 3076 |
-/// | copies for [`UpdateInfo`]: ref 255, version 255, subject [`INFO_SUBJECT_LEN`] | ~780 |
-/// | dirtree entry / object header buffer, previous entry name | 321 + 255 |
-/// | record header buffer, signature | 42 + 64 |
+/// | part table: [`crate::wire::MAX_PARTS`] × 44 (sizes, op count, SHA-256) + codec bits | 2832 |
+/// | copies for [`UpdateInfo`]: ref 255, version 255, subject [`INFO_SUBJECT_LEN`] (128) | ~690 |
+/// | dirtree entry / object header buffer (also holds the signature), previous entry name | 321 + 255 |
+/// | record header buffer | 42 |
 /// | two SHA-256 states (part, object) | 2 × 104 |
-/// | counters, ids, phase | ~300 |
+/// | counters, ids, phase | ~250 |
 ///
 /// None of it grows with the update's size, its object count, path depth or the chunk size.
 pub const INSTALLER_SIZE_BUDGET: usize = 48 * 1024;
@@ -73,10 +73,11 @@ pub const INSTALLER_SIZE_BUDGET: usize = 48 * 1024;
 // Every build, on every target, proves the budget.
 const _: () = assert!(core::mem::size_of::<Installer<'static>>() <= INSTALLER_SIZE_BUDGET);
 
-/// Bytes of the target commit's subject kept for [`UpdateInfo::subject`] (a commit's subject
-/// may be up to [`crate::object::MAX_SUBJECT_LEN`] bytes; a longer one is cut at a character boundary). The
-/// commit object itself always carries the whole subject.
-pub const INFO_SUBJECT_LEN: usize = 256;
+/// Bytes of the target commit's subject kept for [`UpdateInfo::subject`]: 128, enough for a
+/// subject line as written (git wraps at 72) and for a device's display. A commit's subject
+/// may be up to [`crate::object::MAX_SUBJECT_LEN`] bytes; a longer one is cut at a character
+/// boundary. The commit object itself always carries the whole subject.
+pub const INFO_SUBJECT_LEN: usize = 128;
 
 /// Which signatures an [`Installer`] accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,15 +163,13 @@ enum Phase {
     Failed,
 }
 
-/// Bounded copies of the superblock fields that outlive the superblock buffer.
+/// Bounded copies of the superblock fields that outlive the superblock buffer. The target
+/// commit, its timestamp and the object count are kept once, in [`Ops`], which checks them.
 struct Meta {
-    ref_name: heapless::String<MAX_REF_LEN>,
-    version: heapless::String<MAX_VERSION_LEN>,
-    subject: heapless::String<INFO_SUBJECT_LEN>,
+    ref_name: heapless::String<MAX_REF_LEN, u8>,
+    version: heapless::String<MAX_VERSION_LEN, u8>,
+    subject: heapless::String<INFO_SUBJECT_LEN, u8>,
     from: Option<ObjectId>,
-    to: ObjectId,
-    timestamp: u64,
-    objects: u32,
     total: u64,
     verified: bool,
 }
@@ -182,9 +181,6 @@ impl Meta {
             version: heapless::String::new(),
             subject: heapless::String::new(),
             from: None,
-            to: ObjectId::ZERO,
-            timestamp: 0,
-            objects: 0,
             total: 0,
             verified: false,
         }
@@ -207,7 +203,6 @@ pub struct Installer<'k> {
     have: usize,
     superblock_len: usize,
     signature_kind: SignatureKind,
-    signature: [u8; SIGNATURE_LEN],
     /// `info` and `parts` hold the verified superblock (from `Phase::Parts` on).
     known: bool,
     info: Meta,
@@ -239,7 +234,6 @@ impl<'k> Installer<'k> {
             have: 0,
             superblock_len: 0,
             signature_kind: SignatureKind::None,
-            signature: [0; SIGNATURE_LEN],
             known: false,
             info: Meta::new(),
             parts: Parts::new(),
@@ -267,9 +261,6 @@ impl<'k> Installer<'k> {
         self.info.version.clear();
         self.info.subject.clear();
         self.info.from = None;
-        self.info.to = ObjectId::ZERO;
-        self.info.timestamp = 0;
-        self.info.objects = 0;
         self.info.total = 0;
         self.info.verified = false;
         self.parts.clear();
@@ -322,11 +313,11 @@ impl<'k> Installer<'k> {
     pub fn finish<S: Store>(&mut self, store: &mut S) -> Result<Installed, InstallError<S::Error>> {
         match self.phase {
             Phase::Done => {
-                if let Err(e) = store.commit(&self.info.ref_name, &self.info.to) {
+                if let Err(e) = store.commit(&self.info.ref_name, &self.ops.to) {
                     self.fail(store);
                     return Err(InstallError::Store(e));
                 }
-                info!("installed commit {}", self.info.to);
+                info!("installed commit {}", self.ops.to);
                 self.phase = Phase::Committed;
                 Ok(self.installed())
             }
@@ -358,11 +349,11 @@ impl<'k> Installer<'k> {
         self.known.then(|| UpdateInfo {
             ref_name: &self.info.ref_name,
             from: self.info.from,
-            to: self.info.to,
-            timestamp: self.info.timestamp,
+            to: self.ops.to,
+            timestamp: self.ops.timestamp,
             version: &self.info.version,
             subject: &self.info.subject,
-            objects: self.info.objects,
+            objects: self.ops.objects_declared,
             parts: self.parts.len() as u32,
             bytes: self.info.total,
             signed: self.signature_kind != SignatureKind::None,
@@ -377,7 +368,7 @@ impl<'k> Installer<'k> {
             bytes: self.consumed,
             bytes_total: self.known.then_some(self.info.total),
             objects: self.ops.objects_done,
-            objects_total: if known { self.info.objects } else { 0 },
+            objects_total: if known { self.ops.objects_declared } else { 0 },
             parts: if matches!(self.phase, Phase::Done | Phase::Committed) {
                 self.parts.len() as u32
             } else {
@@ -390,9 +381,10 @@ impl<'k> Installer<'k> {
 
     fn installed(&self) -> Installed {
         Installed {
-            commit: self.info.to,
+            commit: self.ops.to,
             from: self.info.from,
-            ref_name: self.info.ref_name.clone(),
+            // Same capacity.
+            ref_name: heapless::String::try_from(self.info.ref_name.as_str()).unwrap_or_default(),
         }
     }
 
@@ -449,7 +441,7 @@ impl<'k> Installer<'k> {
                     }
                 }
                 Phase::Signature => {
-                    if fill(&mut self.signature, &mut self.have, &mut input) {
+                    if fill(self.ops.signature_buf(), &mut self.have, &mut input) {
                         self.have = 0;
                         self.consumed += (before - input.len()) as u64;
                         self.verified(store)?;
@@ -488,9 +480,13 @@ impl<'k> Installer<'k> {
             .window
             .get(..HEADER_LEN + self.superblock_len)
             .unwrap_or(&[]);
-        self.info.verified =
-            check_signature(self.policy, self.signature_kind, &self.signature, message)?;
-        let parts_size = superblock::decode(
+        self.info.verified = check_signature(
+            self.policy,
+            self.signature_kind,
+            self.ops.signature(),
+            message,
+        )?;
+        let target = superblock::decode(
             self.window
                 .get(HEADER_LEN..HEADER_LEN + self.superblock_len)
                 .unwrap_or(&[]),
@@ -498,13 +494,16 @@ impl<'k> Installer<'k> {
             &mut self.parts,
         )
         .map_err(InstallError::Format)?;
+        self.ops
+            .start_file(target.to, target.timestamp, target.objects);
         let sig_len = self.signature_kind.len().unwrap_or(0) as u64;
-        self.info.total = (HEADER_LEN + self.superblock_len) as u64 + 1 + sig_len + parts_size;
+        self.info.total =
+            (HEADER_LEN + self.superblock_len) as u64 + 1 + sig_len + target.parts_size;
         self.known = true;
         debug!(
             "update for {} installs {} ({} parts)",
             self.info.ref_name.as_str(),
-            self.info.to,
+            self.ops.to,
             self.parts.len()
         );
         if let Some(from) = self.info.from {
@@ -512,8 +511,6 @@ impl<'k> Installer<'k> {
                 return Err(InstallError::MissingSource(from));
             }
         }
-        self.ops
-            .start_file(self.info.to, self.info.timestamp, self.info.objects);
         self.phase = Phase::Parts;
         self.part = 0;
         self.open_parts(store)

@@ -17,7 +17,10 @@ use crate::object::{
     MAX_XATTR_BYTES, S_IFDIR, S_IFMT, S_IPERM,
 };
 use crate::store::Store;
-use crate::wire::{OpRepr, MAX_OP_HEADER_LEN};
+use crate::wire::{OpRepr, MAX_OP_HEADER_LEN, SIGNATURE_LEN};
+
+// The entry buffer holds the file's signature before the parts start.
+const _: () = assert!(MAX_DIR_ENTRY_LEN >= SIGNATURE_LEN);
 
 type Res<E> = Result<(), InstallError<E>>;
 
@@ -122,11 +125,11 @@ fn xattrs_then(len: u16, then_end: bool) -> Check {
 /// The record and object state machine of one install.
 pub(crate) struct Ops {
     /// The commit the file installs.
-    to: ObjectId,
+    pub(crate) to: ObjectId,
     /// The superblock's timestamp, checked against the commit object.
-    timestamp: u64,
+    pub(crate) timestamp: u64,
     /// Objects the superblock declares.
-    objects_declared: u32,
+    pub(crate) objects_declared: u32,
     /// Operations started so far.
     objects_started: u32,
     /// Operations completed (object verified or reused).
@@ -264,6 +267,17 @@ impl Ops {
         self.check = Check::Rest;
         self.have = 0;
         self.prev_len = None;
+    }
+
+    /// Where the file's signature is gathered: the entry buffer, which has no other use before
+    /// the parts start (64 bytes less installer RAM than a field of its own).
+    pub(crate) fn signature_buf(&mut self) -> &mut [u8] {
+        &mut self.buf[..SIGNATURE_LEN]
+    }
+
+    /// The signature gathered in [`Ops::signature_buf`].
+    pub(crate) fn signature(&self) -> &[u8; SIGNATURE_LEN] {
+        self.buf.first_chunk().unwrap_or(&[0; SIGNATURE_LEN])
     }
 
     /// Sets what the whole file declares, once the superblock is verified.
