@@ -61,24 +61,35 @@ pub(crate) fn verify(
     message: &[u8],
     signature: &[u8; SIGNATURE_LEN],
 ) -> Result<bool, BadKey> {
-    // Decoded twice (here and in `PublicKey::try_from`): `salty` keeps its point private.
-    let point = CompressedY(*key).decompressed().map_err(|_| BadKey)?;
-    let key = PublicKey::try_from(key).map_err(|_| BadKey)?;
-    let mut r = [0u8; 32];
-    let mut s = [0u8; 32];
-    r.copy_from_slice(&signature[..32]);
-    s.copy_from_slice(&signature[32..]);
-    if !canonical_scalar(&s) {
+    Ok(strict(key, signature)? && equation(key, message, signature))
+}
+
+/// Checks 1 to 3 of the [module docs](self). Out of line, as [`equation`]: the stack holds
+/// one of the two frames at a time, never both.
+#[inline(never)]
+fn strict(key: &[u8; PUBLIC_KEY_LEN], signature: &[u8; SIGNATURE_LEN]) -> Result<bool, BadKey> {
+    let a = CompressedY(*key).decompressed().map_err(|_| BadKey)?;
+    if small_order(&a) {
         return Ok(false);
     }
-    if small_order(&point) {
+    let Some((r, s)) = signature.split_first_chunk::<32>() else {
+        return Ok(false);
+    };
+    let Some(s) = s.first_chunk::<32>() else {
+        return Ok(false);
+    };
+    if !canonical_scalar(s) {
         return Ok(false);
     }
-    match CompressedY(r).decompressed() {
-        Ok(point) if !small_order(&point) => {}
-        _ => return Ok(false),
-    }
-    Ok(key.verify(message, &Signature::from(signature)).is_ok())
+    Ok(matches!(CompressedY(*r).decompressed(), Ok(r) if !small_order(&r)))
+}
+
+/// Check 4 of the [module docs](self): `salty`'s verification.
+#[inline(never)]
+fn equation(key: &[u8; PUBLIC_KEY_LEN], message: &[u8], signature: &[u8; SIGNATURE_LEN]) -> bool {
+    // `strict` decoded the key already; salty keeps its point private, so it decodes it again.
+    PublicKey::try_from(key)
+        .is_ok_and(|key| key.verify(message, &Signature::from(signature)).is_ok())
 }
 
 #[cfg(test)]

@@ -29,49 +29,39 @@ struct Slot {
     sha256: [u8; 32],
 }
 
-const EMPTY: Slot = Slot {
-    size: 0,
-    uncompressed_size: 0,
-    ops: 0,
-    sha256: [0; 32],
-};
-
 /// The verified superblock's part table, in fixed memory: at most [`MAX_PARTS`] parts, each
 /// stored or deflate-coded (a decoded table never holds another codec).
 pub(crate) struct Parts {
-    len: u8,
     /// Bit `i` set: part `i` is [`Codec::Deflate`], else [`Codec::Stored`].
     deflate: u64,
-    slots: [Slot; MAX_PARTS],
+    /// A `heapless::Vec`, not an array: a new one is not zeroed, so [`Parts::new`] (and the
+    /// installer's) builds no 2.8 KB temporary on the stack.
+    slots: heapless::Vec<Slot, MAX_PARTS, u8>,
 }
 
 impl Parts {
     pub(crate) const fn new() -> Parts {
         Parts {
-            len: 0,
             deflate: 0,
-            slots: [EMPTY; MAX_PARTS],
+            slots: heapless::Vec::new(),
         }
     }
 
     pub(crate) fn clear(&mut self) {
-        self.len = 0;
         self.deflate = 0;
+        self.slots.clear();
     }
 
     pub(crate) fn len(&self) -> usize {
-        usize::from(self.len)
+        self.slots.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.slots.is_empty()
     }
 
     /// Part `i`, if there is one.
     pub(crate) fn get(&self, i: usize) -> Option<PartEntry> {
-        if i >= self.len() {
-            return None;
-        }
         let s = self.slots.get(i)?;
         let codec = if self.deflate >> i & 1 == 1 {
             Codec::Deflate
@@ -90,29 +80,24 @@ impl Parts {
     /// Appends a stored or deflate part; false when the table is full.
     fn push(&mut self, p: &PartEntry) -> bool {
         let i = self.len();
-        let Some(slot) = self.slots.get_mut(i) else {
-            return false;
-        };
-        *slot = Slot {
+        let slot = Slot {
             size: p.size,
             uncompressed_size: p.uncompressed_size,
             ops: p.ops,
             sha256: p.sha256,
         };
+        if self.slots.push(slot).is_err() {
+            return false;
+        }
         if p.codec == Codec::Deflate {
             self.deflate |= 1 << i;
         }
-        self.len += 1;
         true
     }
 
     /// Bytes of all parts in the file.
     pub(crate) fn total_size(&self) -> u64 {
-        self.slots
-            .iter()
-            .take(self.len())
-            .map(|s| u64::from(s.size))
-            .sum()
+        self.slots.iter().map(|s| u64::from(s.size)).sum()
     }
 }
 
