@@ -31,7 +31,12 @@ pub struct CheckoutArgs {
 }
 
 pub fn checkout(a: CheckoutArgs) -> anyhow::Result<()> {
-    let sysroot = Sysroot::open(&a.sysroot)?;
+    let sysroot = Sysroot::open(&a.sysroot).with_context(|| {
+        format!(
+            "{} is not a sysroot yet; install an update into it with `ecu-agent apply-offline`",
+            a.sysroot.display()
+        )
+    })?;
     let id = sysroot.repo().resolve(&a.commit)?;
     let mode = if a.hardlink {
         CheckoutMode::HardLink
