@@ -61,7 +61,8 @@ pub fn require_user_xattrs(dir: &Path) {
 
 /// Writes the sample tree the round-trip tests use into `root` (created): regular files, an
 /// executable, a setgid file, symlinks (relative, absolute, dangling), empty files, empty
-/// directories, a deep path, xattrs on a file and a directory, and a 200 KiB text file.
+/// directories, a deep path, xattrs on a file and a directory, names that are not UTF-8, and a
+/// 200 KiB text file.
 pub fn write_sample_tree(root: &Path) {
     fs::create_dir_all(root).unwrap();
     require_user_xattrs(root);
@@ -91,6 +92,14 @@ pub fn write_sample_tree(root: &Path) {
     std::os::unix::fs::symlink("../usr/bin/tool", root.join("etc/tool-link")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", root.join("abs-link")).unwrap();
     std::os::unix::fs::symlink("does/not/exist", root.join("dangling")).unwrap();
+    // Names are bytes: not UTF-8, with spaces and a newline.
+    use std::os::unix::ffi::OsStrExt;
+    fs::write(
+        root.join(std::ffi::OsStr::from_bytes(b"etc/caf\xe9 latin1")),
+        b"bytes\n",
+    )
+    .unwrap();
+    fs::write(root.join("etc/two\nlines"), b"").unwrap();
     set_xattr(&root.join("usr/bin/tool"), "user.checksum", b"abc123");
     set_xattr(&root.join("usr/bin/tool"), "user.empty", b"");
     set_xattr(&root.join("etc"), "user.dir-label", b"config");
