@@ -437,6 +437,16 @@ fn build_generate_apply_checkout() {
         "quiet when stderr is not a terminal"
     );
 
+    // The device holds versions 4 and 5 only: its log says where its history stops.
+    let dev_log = ok(&["log", "--repo", p(&sys.join("repo")), "ecu/armv7/main"]);
+    assert_eq!(dev_log.matches("\ncommit ").count() + 1, 2, "{dev_log}");
+    assert!(
+        dev_log.contains(&format!(
+            "History beyond this commit not fetched ({} is not in the repository)",
+            ids[2]
+        )),
+        "{dev_log}"
+    );
     let fsck: serde_json::Value = serde_json::from_str(&ok(&[
         "fsck",
         "--repo",
