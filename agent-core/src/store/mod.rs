@@ -38,7 +38,12 @@ pub trait Store {
 
     /// Starts a new object of `len` bytes. Its bytes follow through
     /// [`Store::write_object`].
-    fn begin_object(&mut self, kind: ObjectKind, id: &ObjectId, len: u64) -> Result<(), Self::Error>;
+    fn begin_object(
+        &mut self,
+        kind: ObjectKind,
+        id: &ObjectId,
+        len: u64,
+    ) -> Result<(), Self::Error>;
 
     /// The next bytes of the object begun last.
     fn write_object(&mut self, data: &[u8]) -> Result<(), Self::Error>;
