@@ -16,7 +16,7 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -176,6 +176,7 @@ pub fn checkout_tree(
         }
         Ok(_) => return Err(CheckoutError::NotADirectory(dest.to_path_buf())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            crate::fsops::point(crate::fsops::Point::Mkdir, dest);
             rustix::fs::mkdirat(CWD, dest, Mode::from_raw_mode(0o700))
                 .map_err(errno_at("create directory", dest))?;
         }
@@ -198,6 +199,7 @@ pub fn checkout_tree(
     w.dir(&fd, &root.tree, &mut path, 0)?;
     apply_dirmeta(&fd, &root.meta, &meta_bytes, dest)?;
     w.stats.dirs += 1;
+    crate::fsops::point(crate::fsops::Point::Fsync, dest);
     rustix::fs::fsync(&fd).map_err(errno_at("fsync", dest))?;
     Ok(w.stats)
 }
@@ -213,6 +215,7 @@ fn apply_dirmeta(
         id: *id,
         error,
     })?;
+    crate::fsops::point(crate::fsops::Point::Meta, path);
     fsmeta::apply_fd_meta(fd, m.mode, m.uid, m.gid, m.xattrs)
         .map_err(io_at("set metadata of", path))
 }
@@ -243,6 +246,7 @@ impl Writer<'_> {
                 OwnedEntry::File { id, .. } => self.file(fd, name, id, path)?,
                 OwnedEntry::Dir { tree, meta, .. } => {
                     let meta_bytes = self.repo.read_metadata_object(ObjectKind::DirMeta, meta)?;
+                    crate::fsops::point(crate::fsops::Point::Mkdir, path);
                     rustix::fs::mkdirat(fd, name, Mode::from_raw_mode(0o700))
                         .map_err(errno_at("create directory", path))?;
                     let sub = rustix::fs::openat(
@@ -280,6 +284,7 @@ impl Writer<'_> {
                 .into());
             }
             // Without AT_SYMLINK_FOLLOW, a symlink object is linked as the symlink itself.
+            crate::fsops::point(crate::fsops::Point::Link, path);
             rustix::fs::linkat(CWD, &obj, dir, name, AtFlags::empty())
                 .map_err(errno_at("hard-link", path))?;
             let md = fs::symlink_metadata(&obj).map_err(io_at("stat", &obj))?;
@@ -294,6 +299,7 @@ impl Writer<'_> {
         let obj = self.repo.open_file_object(id)?;
         if obj.header.is_symlink() {
             let target = OsStr::from_bytes(obj.target());
+            crate::fsops::point(crate::fsops::Point::Symlink, path);
             rustix::fs::symlinkat(target, dir, name).map_err(errno_at("create symlink", path))?;
             if fsmeta::is_root() {
                 rustix::fs::chownat(
@@ -317,6 +323,7 @@ impl Writer<'_> {
             self.stats.symlinks += 1;
             return Ok(());
         }
+        crate::fsops::point(crate::fsops::Point::Create, path);
         let out = rustix::fs::openat(
             dir,
             name,
@@ -343,7 +350,7 @@ impl Writer<'_> {
             };
             total += n as u64;
             h.update(&self.buf[..n]);
-            out.write_all(&self.buf[..n])
+            crate::fsops::write_all(&mut out, path, &self.buf[..n])
                 .map_err(io_at("write", path))?;
         }
         let found = ObjectId(h.finalize().into());
@@ -363,6 +370,7 @@ impl Writer<'_> {
             id: *id,
             error,
         })?;
+        crate::fsops::point(crate::fsops::Point::Meta, path);
         fsmeta::apply_file_meta(&out, &header, xattrs).map_err(io_at("set metadata of", path))?;
         self.stats.files += 1;
         self.stats.bytes += total;

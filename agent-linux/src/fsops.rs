@@ -1,4 +1,6 @@
-//! Every filesystem mutation of the deployment code, with named interruption points.
+//! Every filesystem mutation of the agent on a device, with named interruption points: the
+//! repository's object and ref writes (`repo`, `store`), checkouts (`checkout`), deployments,
+//! the boot environment and cleanup (`deploy`).
 //!
 //! Each function here announces its mutation with [`point`] before making it: a write, an
 //! fsync, a rename, an unlink, a mkdir... Points are counted in the process. When the

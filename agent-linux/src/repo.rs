@@ -24,7 +24,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -361,11 +361,13 @@ impl Repo {
         match fs::read_dir(path) {
             Ok(mut it) => {
                 if it.next().is_some() {
-                    return if path.join("config").exists() {
-                        Repo::open(path)
-                    } else {
-                        Err(RepoError::NotEmpty(path.to_path_buf()))
-                    };
+                    if path.join("config").exists() {
+                        return Repo::open(path);
+                    }
+                    // An init interrupted before its config was written is finished.
+                    if !interrupted_init(path) {
+                        return Err(RepoError::NotEmpty(path.to_path_buf()));
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -375,7 +377,7 @@ impl Repo {
         }
         for sub in ["objects", "refs/heads", "tmp", "state"] {
             let p = path.join(sub);
-            fs::create_dir_all(&p).map_err(io_err("create", &p))?;
+            crate::fsops::mkdir_all(&p, 0o755).map_err(io_err("create", &p))?;
         }
         let repo = Repo {
             root: path.to_path_buf(),
@@ -432,7 +434,7 @@ impl Repo {
         let tmp = self.tmp_dir();
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
-                let _ = fs::remove_file(e.path());
+                let _ = crate::fsops::remove_file(&e.path());
             }
         }
         Ok(RepoLock { _file: f })
@@ -489,6 +491,7 @@ impl Repo {
         loop {
             let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
             let p = dir.join(format!("{prefix}-{}-{n}", std::process::id()));
+            crate::fsops::point(crate::fsops::Point::Create, &p);
             match OpenOptions::new()
                 .write(true)
                 .read(true)
@@ -524,8 +527,8 @@ impl Repo {
     /// Renames `tmp` to `path` (creating `path`'s directory) and fsyncs that directory.
     pub(crate) fn rename_into_place(&self, tmp: &Path, path: &Path) -> Result<(), RepoError> {
         let dir = path.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-        fs::rename(tmp, path).map_err(io_err("rename into", path))?;
+        crate::fsops::mkdir_all(dir, 0o755).map_err(io_err("create", dir))?;
+        crate::fsops::rename(tmp, path).map_err(io_err("rename into", path))?;
         sync_dir(dir)
     }
 
@@ -634,6 +637,7 @@ impl Repo {
                 return Err(corrupt(ObjectError::BadSymlinkTarget));
             }
             let tmp = self.tmp_path("symlink");
+            crate::fsops::point(crate::fsops::Point::Symlink, &tmp);
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &tmp)
                 .map_err(io_err("create symlink", &tmp))?;
             staged.push((tmp.clone(), final_path));
@@ -654,10 +658,11 @@ impl Repo {
                     found: len,
                 });
             }
+            crate::fsops::point(crate::fsops::Point::Meta, &tmp);
             crate::fsmeta::apply_file_meta(&file, &header, xattrs)
                 .map_err(io_err("set metadata of", &tmp))?;
             if sync {
-                file.sync_all().map_err(io_err("fsync", &tmp))?;
+                crate::fsops::fsync(&file, &tmp).map_err(io_err("fsync", &tmp))?;
             }
         }
         Ok(())
@@ -667,11 +672,11 @@ impl Repo {
     fn write_tmp(&self, bytes: &[u8], sync: bool) -> Result<PathBuf, RepoError> {
         let (mut f, tmp) = self.create_tmp("write")?;
         let res = (|| {
-            f.write_all(bytes).map_err(io_err("write", &tmp))?;
+            crate::fsops::write_all(&mut f, &tmp, bytes).map_err(io_err("write", &tmp))?;
             f.set_permissions(fs::Permissions::from_mode(0o644))
                 .map_err(io_err("set mode of", &tmp))?;
             if sync {
-                f.sync_all().map_err(io_err("fsync", &tmp))?;
+                crate::fsops::fsync(&f, &tmp).map_err(io_err("fsync", &tmp))?;
             }
             Ok(())
         })();
@@ -1247,8 +1252,7 @@ impl<'r> Transaction<'r> {
             return Ok(());
         }
         let tmp = self.repo.tmp_dir();
-        let dir = File::open(&tmp).map_err(io_err("open", &tmp))?;
-        rustix::fs::syncfs(&dir).map_err(|e| io_err("sync the filesystem of", &tmp)(e.into()))?;
+        crate::fsops::syncfs(&tmp).map_err(io_err("sync the filesystem of", &tmp))?;
         for phase in [
             std::mem::take(&mut self.leaves),
             std::mem::take(&mut self.trees),
@@ -1259,13 +1263,13 @@ impl<'r> Transaction<'r> {
             for (tmp, dest) in iter.by_ref() {
                 let d = dest.parent().unwrap_or(self.repo.path()).to_path_buf();
                 if !dirs.contains(&d) {
-                    if let Err(e) = fs::create_dir_all(&d) {
+                    if let Err(e) = crate::fsops::mkdir_all(&d, 0o755) {
                         res = Err(io_err("create", &d)(e));
                     }
                     dirs.insert(d);
                 }
                 if res.is_ok() {
-                    res = fs::rename(&tmp, &dest).map_err(io_err("rename into", &dest));
+                    res = crate::fsops::rename(&tmp, &dest).map_err(io_err("rename into", &dest));
                 }
                 if res.is_err() {
                     let _ = fs::remove_file(&tmp);
@@ -1345,6 +1349,37 @@ impl OwnedEntry {
     }
 }
 
+/// Whether `path` holds only what an interrupted [`Repo::init`] leaves: the layout's empty
+/// directories (`objects`, `refs/heads`, `state`) and staging files in `tmp`.
+fn interrupted_init(path: &Path) -> bool {
+    let entries = |p: &Path| -> Option<Vec<(String, bool)>> {
+        fs::read_dir(p)
+            .ok()?
+            .map(|e| {
+                let e = e.ok()?;
+                let dir = e.file_type().ok()?.is_dir();
+                Some((e.file_name().to_string_lossy().into_owned(), dir))
+            })
+            .collect()
+    };
+    let Some(top) = entries(path) else {
+        return false;
+    };
+    top.iter().all(|(name, dir)| {
+        *dir && match name.as_str() {
+            "objects" | "state" => entries(&path.join(name)).is_some_and(|v| v.is_empty()),
+            "tmp" => entries(&path.join(name)).is_some_and(|v| v.iter().all(|(_, d)| !d)),
+            "refs" => entries(&path.join(name)).is_some_and(|v| {
+                v.iter().all(|(n, d)| {
+                    *d && n == "heads"
+                        && entries(&path.join("refs/heads")).is_some_and(|h| h.is_empty())
+                })
+            }),
+            _ => false,
+        }
+    })
+}
+
 fn prefix_compatible(dir: &str, prefix: &str) -> bool {
     dir.bytes().zip(prefix.bytes()).all(|(a, b)| a == b)
 }
@@ -1370,9 +1405,7 @@ pub(crate) fn check_metadata(
 
 /// fsyncs a directory so that a rename into it survives power loss.
 pub fn sync_dir(dir: &Path) -> Result<(), RepoError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
+    crate::fsops::fsync_dir(dir).map_err(io_err("fsync directory", dir))
 }
 
 /// Checks a ref name: `/`-separated components, each a valid name of `[A-Za-z0-9._-]` not

@@ -15,7 +15,6 @@
 //!   install leaves the repository as it was.
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::PathBuf;
 
 use agent_core::object::{
@@ -187,7 +186,7 @@ impl Store for RepoStore<'_> {
                             error: ObjectError::BadSymlinkTarget,
                         });
                     };
-                    f.write_all(data).map_err(io_err("write", p))?;
+                    crate::fsops::write_all(f, p, data).map_err(io_err("write", p))?;
                     c.written += data.len() as u64;
                     data = &[];
                 }
