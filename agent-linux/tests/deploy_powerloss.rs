@@ -69,6 +69,9 @@ fn check_store(repo: &Repo) {
         }
     }
     for c in repo.list_commits().unwrap() {
+        // Every object present, well-formed and hashing to its name.
+        repo.fsck_commit(&c)
+            .unwrap_or_else(|e| panic!("commit {c} fails fsck: {e}"));
         let set = repo
             .reachable(&c)
             .unwrap_or_else(|e| panic!("commit {c} is not whole: {e}"));
