@@ -63,7 +63,17 @@ impl Agent {
     }
 
     fn show(&self, args: &[&str]) -> Result<(bool, String)> {
-        println!("$ ecu-agent {}", args.join(" "));
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains(' ') {
+                    format!("\"{a}\"")
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        println!("$ ecu-agent {}", shown.join(" "));
         let out = Command::new(&self.bin)
             .args(args)
             .current_dir(&self.dir)
