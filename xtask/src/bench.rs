@@ -134,6 +134,14 @@ pub fn run(args: &[String]) -> Result<()> {
     r
 }
 
+/// Runs of each measured step; the median is reported.
+const RUNS: usize = 3;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
 fn bench(bin: &Path, tmp: &Path, size_mib: f64) -> Result<()> {
     let base: u64 = MIX.iter().map(|&(c, s)| (c * s) as u64).sum();
     let scale = size_mib * 1024.0 * 1024.0 / base as f64;
@@ -152,24 +160,36 @@ fn bench(bin: &Path, tmp: &Path, size_mib: f64) -> Result<()> {
         content(&mut Rng(7), 96 * 1024),
     )?;
 
-    println!("tree: {files} files, {:.1} MiB", mib(total));
-    timed(bin, tmp, &["init", "--repo", "repo"])?;
-    let (t_commit, out) = timed(
-        bin,
-        tmp,
-        &[
-            "commit",
-            "--repo",
-            "repo",
-            "--branch",
-            "bench",
-            "--tree",
-            "v1",
-            "--version",
-            "1",
-        ],
-    )?;
-    let c1 = id_in(&out)?;
+    println!(
+        "tree: {files} files, {:.1} MiB; each step run {RUNS} times, medians shown (release build)",
+        mib(total)
+    );
+    // Commit into fresh repositories; the last one keeps going.
+    let mut t_commit = Vec::new();
+    let mut c1 = String::new();
+    for i in 0..RUNS {
+        let repo = format!("repo{i}");
+        timed(bin, tmp, &["init", "--repo", &repo])?;
+        let (t, out) = timed(
+            bin,
+            tmp,
+            &[
+                "commit",
+                "--repo",
+                &repo,
+                "--branch",
+                "bench",
+                "--tree",
+                "v1",
+                "--version",
+                "1",
+            ],
+        )?;
+        t_commit.push(t);
+        c1 = id_in(&out)?;
+    }
+    let repo = format!("repo{}", RUNS - 1);
+    let t_commit = median(t_commit);
     println!(
         "commit:                 {:>8.2} s  ({:.1} MiB/s)",
         t_commit.as_secs_f64(),
@@ -181,7 +201,7 @@ fn bench(bin: &Path, tmp: &Path, size_mib: f64) -> Result<()> {
         &[
             "commit",
             "--repo",
-            "repo",
+            &repo,
             "--branch",
             "bench",
             "--tree",
@@ -192,71 +212,91 @@ fn bench(bin: &Path, tmp: &Path, size_mib: f64) -> Result<()> {
     )?;
     let c2 = id_in(&out)?;
 
-    let (t_gen, _) = timed(
-        bin,
-        tmp,
-        &[
-            "delta",
-            "generate",
-            "--repo",
-            "repo",
-            "--empty",
-            "--to",
-            &c1,
-            "--out",
-            "full.update",
-        ],
-    )?;
+    let mut t_gen = Vec::new();
+    let mut t_delta = Vec::new();
+    for _ in 0..RUNS {
+        let (t, _) = timed(
+            bin,
+            tmp,
+            &[
+                "delta",
+                "generate",
+                "--repo",
+                &repo,
+                "--empty",
+                "--to",
+                &c1,
+                "--out",
+                "full.update",
+            ],
+        )?;
+        t_gen.push(t);
+        let (t, _) = timed(
+            bin,
+            tmp,
+            &[
+                "delta",
+                "generate",
+                "--repo",
+                &repo,
+                "--from",
+                &c1,
+                "--to",
+                &c2,
+                "--out",
+                "delta.update",
+            ],
+        )?;
+        t_delta.push(t);
+    }
     let full = fs::metadata(tmp.join("full.update"))?.len();
+    let delta = fs::metadata(tmp.join("delta.update"))?.len();
+    let t_gen = median(t_gen);
     println!(
-        "from-scratch generate:  {:>8.2} s  size {:.1} MiB ({:.1}% of the tree)",
+        "from-scratch generate:  {:>8.2} s  ({:.1} MiB/s); size {:.1} MiB = {:.1}% of the tree",
         t_gen.as_secs_f64(),
+        mib(total) / t_gen.as_secs_f64(),
         mib(full),
         100.0 * full as f64 / total as f64
     );
-    let (t_delta, _) = timed(
-        bin,
-        tmp,
-        &[
-            "delta",
-            "generate",
-            "--repo",
-            "repo",
-            "--from",
-            &c1,
-            "--to",
-            &c2,
-            "--out",
-            "delta.update",
-        ],
-    )?;
-    let delta = fs::metadata(tmp.join("delta.update"))?.len();
     println!(
-        "small-change delta:     {:>8.2} s  size {} bytes",
-        t_delta.as_secs_f64(),
-        delta
+        "small-change delta:     {:>8.2} s  size {} bytes ({:.4}% of the from-scratch file)",
+        median(t_delta).as_secs_f64(),
+        delta,
+        100.0 * delta as f64 / full as f64
     );
 
-    let (t_apply, rss) = timed_rss(
-        bin,
-        tmp,
-        &["apply-offline", "--sysroot", "dev", "full.update"],
-    )?;
+    let mut t_apply = Vec::new();
+    let mut t_apply_d = Vec::new();
+    let (mut rss, mut rss_d) = (0, 0);
+    for i in 0..RUNS {
+        let dev = format!("dev{i}");
+        let (t, r) = timed_rss(
+            bin,
+            tmp,
+            &["apply-offline", "--sysroot", &dev, "full.update"],
+        )?;
+        t_apply.push(t);
+        rss = rss.max(r);
+        let (t, r) = timed_rss(
+            bin,
+            tmp,
+            &["apply-offline", "--sysroot", &dev, "delta.update"],
+        )?;
+        t_apply_d.push(t);
+        rss_d = rss_d.max(r);
+    }
+    let t_apply = median(t_apply);
     println!(
-        "apply from scratch:     {:>8.2} s  {:.1} MiB/s of tree, {:.1} MiB/s of file; peak RSS {} KiB",
+        "apply from scratch:     {:>8.2} s  {:.1} MiB/s of tree, {:.1} MiB/s of file; peak RSS {} KiB (largest of {RUNS})",
         t_apply.as_secs_f64(),
         mib(total) / t_apply.as_secs_f64(),
         mib(full) / t_apply.as_secs_f64(),
         rss
     );
-    let (t_apply_d, rss_d) = timed_rss(
-        bin,
-        tmp,
-        &["apply-offline", "--sysroot", "dev", "delta.update"],
-    )?;
     println!(
-        "apply delta:            {:>8.2} s  peak RSS {} KiB",
-        t_apply_d.as_secs_f64(),
+        "apply delta:            {:>8.2} s  peak RSS {} KiB (largest of {RUNS})",
+        median(t_apply_d).as_secs_f64(),
         rss_d
     );
     Ok(())
