@@ -1137,20 +1137,17 @@ fn format_example() -> (Vec<u8>, Vec<(&'static str, usize)>) {
         id: fid,
     }]);
     let meta = dirmeta_object();
-    let commit = {
-        let c = agent_core::object::Commit {
-            parent: None,
-            timestamp: 1_700_000_000,
-            root_tree: ObjectId::of(&tree),
-            root_meta: ObjectId::of(&meta),
-            version: "1",
-            subject: "demo",
-            body: "",
-        };
-        let mut b = vec![0u8; c.buffer_len()];
-        c.emit(&mut b);
-        b
-    };
+    let commit = agent_core::object::Commit {
+        parent: None,
+        timestamp: 1_700_000_000,
+        root_tree: ObjectId::of(&tree),
+        root_meta: ObjectId::of(&meta),
+        version: "1",
+        subject: "demo",
+        body: "",
+    }
+    .to_vec()
+    .unwrap();
     let to = ObjectId::of(&commit);
     let mut w = UpdateWriter::new("ecu/demo", None, to, 1_700_000_000, "1", "demo").compression(0);
     w.write_object(ObjectKind::File, fid, &file).unwrap();
@@ -1360,8 +1357,7 @@ fn commit_texts_must_be_utf8() {
         subject: "ünïcode subject",
         body: "body ✓",
     };
-    let mut good = vec![0u8; c.buffer_len()];
-    c.emit(&mut good);
+    let good = c.to_vec().unwrap();
     let subject_at = 105 + 2 + 2;
     for (at, field) in [
         (106, "version"),

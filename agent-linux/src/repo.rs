@@ -831,13 +831,11 @@ impl Repo {
             subject: &meta.subject,
             body: &meta.body,
         };
-        c.check().map_err(|error| RepoError::CorruptObject {
+        let bytes = c.to_vec().map_err(|error| RepoError::CorruptObject {
             kind: ObjectKind::Commit,
             id: ObjectId::ZERO,
             error,
         })?;
-        let mut bytes = vec![0u8; c.buffer_len()];
-        c.emit(&mut bytes);
         let id = self.write_metadata_object(ObjectKind::Commit, &bytes)?;
         self.write_ref(ref_name, &id)?;
         Ok(id)
@@ -1467,14 +1465,13 @@ mod test {
             Repo::open(dir.path()),
             Err(RepoError::NotARepo(_))
         ));
-        let meta = object::DirMeta {
+        let mb = object::DirMeta {
             mode: object::S_IFDIR | 0o755,
             uid: 0,
             gid: 0,
             xattrs: Xattrs::EMPTY,
-        };
-        let mut mb = vec![0u8; meta.buffer_len()];
-        meta.emit(&mut mb);
+        }
+        .to_vec();
         let m = r.write_metadata_object(ObjectKind::DirMeta, &mb).unwrap();
         let t = r
             .write_metadata_object(ObjectKind::DirTree, &0u32.to_le_bytes())

@@ -307,21 +307,10 @@ fn check_id(c: &Current) -> Result<(), RepoError> {
 #[cfg(test)]
 mod test {
     use super::*;
-    use agent_core::object::{DirMeta, Xattrs, S_IFDIR, S_IFREG};
+    use agent_core::object::{DirMeta, Xattrs, S_IFDIR};
 
     fn file_object(content: &[u8]) -> Vec<u8> {
-        let h = FileHeader {
-            mode: S_IFREG | 0o640,
-            uid: 0,
-            gid: 0,
-            size: content.len() as u64,
-            target_len: 0,
-            xattrs_len: 0,
-        };
-        let mut b = vec![0u8; FILE_HEADER_LEN];
-        h.emit(&mut b);
-        b.extend_from_slice(content);
-        b
+        agent_core::object::file_object(0o640, 0, 0, content)
     }
 
     #[test]
@@ -343,14 +332,13 @@ mod test {
         assert!(!repo.has_object(ObjectKind::File, &id).unwrap());
 
         let tree = 0u32.to_le_bytes().to_vec();
-        let meta = DirMeta {
+        let mb = DirMeta {
             mode: S_IFDIR | 0o755,
             uid: 0,
             gid: 0,
             xattrs: Xattrs::EMPTY,
-        };
-        let mut mb = vec![0u8; meta.buffer_len()];
-        meta.emit(&mut mb);
+        }
+        .to_vec();
         for (k, b) in [(ObjectKind::DirTree, &tree), (ObjectKind::DirMeta, &mb)] {
             s.begin_object(k, &ObjectId::of(b), b.len() as u64).unwrap();
             s.write_object(b).unwrap();
@@ -365,8 +353,7 @@ mod test {
             subject: "",
             body: "",
         };
-        let mut cb = vec![0u8; c.buffer_len()];
-        c.emit(&mut cb);
+        let cb = c.to_vec().unwrap();
         let cid = ObjectId::of(&cb);
         s.begin_object(ObjectKind::Commit, &cid, cb.len() as u64)
             .unwrap();

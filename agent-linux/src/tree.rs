@@ -526,14 +526,13 @@ fn write_dirmeta(
         path: path.to_path_buf(),
         error,
     })?;
-    let m = DirMeta {
+    let bytes = DirMeta {
         mode: S_IFDIR | (perm & S_IPERM),
         uid,
         gid,
         xattrs: x,
-    };
-    let mut bytes = vec![0u8; m.buffer_len()];
-    m.emit(&mut bytes);
+    }
+    .to_vec();
     let id = ObjectId::of(&bytes);
     if !txn.has_object(ObjectKind::DirMeta, &id)? {
         txn.write_metadata_object(ObjectKind::DirMeta, &bytes)?;

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use agent_core::install::{InstallError, SignaturePolicy};
-use agent_core::object::{self, DirEntry, DirMeta, ObjectId, ObjectKind, Xattrs, S_IFDIR, S_IFREG};
+use agent_core::object::{self, DirEntry, DirMeta, ObjectId, ObjectKind, Xattrs, S_IFDIR};
 use agent_core::write::UpdateWriter;
 use agent_linux::checkout::{checkout, CheckoutMode};
 use agent_linux::generate::{generate, GenerateError, GenerateOptions};
@@ -319,45 +319,18 @@ fn a_delta_whose_source_is_missing_says_so() {
     assert_eq!(dev.read_ref(REF).unwrap(), None);
 }
 
-fn dirtree_bytes(entries: &[DirEntry<'_>]) -> Vec<u8> {
-    let mut b = (entries.len() as u32).to_le_bytes().to_vec();
-    for e in entries {
-        let at = b.len();
-        b.resize(at + e.buffer_len(), 0);
-        e.emit(&mut b[at..]);
-    }
-    b
-}
-
 fn dirmeta_bytes() -> Vec<u8> {
-    let m = DirMeta {
+    DirMeta {
         mode: S_IFDIR | 0o755,
         uid: 0,
         gid: 0,
         xattrs: Xattrs::EMPTY,
-    };
-    let mut b = vec![0u8; m.buffer_len()];
-    m.emit(&mut b);
-    b
-}
-
-fn file_bytes(content: &[u8]) -> Vec<u8> {
-    let h = object::FileHeader {
-        mode: S_IFREG | 0o644,
-        uid: 0,
-        gid: 0,
-        size: content.len() as u64,
-        target_len: 0,
-        xattrs_len: 0,
-    };
-    let mut b = vec![0u8; object::FILE_HEADER_LEN];
-    h.emit(&mut b);
-    b.extend_from_slice(content);
-    b
+    }
+    .to_vec()
 }
 
 fn commit_bytes(tree: ObjectId, meta: ObjectId) -> Vec<u8> {
-    let c = object::Commit {
+    object::Commit {
         parent: None,
         timestamp: 1,
         root_tree: tree,
@@ -365,10 +338,9 @@ fn commit_bytes(tree: ObjectId, meta: ObjectId) -> Vec<u8> {
         version: "x",
         subject: "",
         body: "",
-    };
-    let mut b = vec![0u8; c.buffer_len()];
-    c.emit(&mut b);
-    b
+    }
+    .to_vec()
+    .unwrap()
 }
 
 #[test]
@@ -398,9 +370,10 @@ fn names_that_are_not_one_component_are_refused_by_generator_and_installer() {
         ));
 
         // A repository that somehow holds such a dirtree: the generator refuses to read it.
-        let file = file_bytes(b"payload");
+        let file = object::file_object(0o644, 0, 0, b"payload");
         let file_id = ObjectId::of(&file);
-        let tree = dirtree_bytes(&[DirEntry::File {
+        // Unchecked: the checked encoder refuses the bad name.
+        let tree = object::dirtree_object_unchecked(&[DirEntry::File {
             name: bad,
             id: file_id,
         }]);
@@ -470,11 +443,12 @@ fn names_that_are_not_one_component_are_refused_by_generator_and_installer() {
         }
     }
     // The control: the same shape with a good name installs.
-    let file = file_bytes(b"payload");
-    let tree = dirtree_bytes(&[DirEntry::File {
+    let file = object::file_object(0o644, 0, 0, b"payload");
+    let tree = object::dirtree_object(&[DirEntry::File {
         name: b"good",
         id: ObjectId::of(&file),
-    }]);
+    }])
+    .unwrap();
     let meta = dirmeta_bytes();
     let commit = commit_bytes(ObjectId::of(&tree), ObjectId::of(&meta));
     let mut w = UpdateWriter::new(REF, None, ObjectId::of(&commit), 1, "x", "");

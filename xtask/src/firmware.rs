@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use agent_core::object::{
-    Commit, DirEntry, DirMeta, DirTree, FileHeader, ObjectId, ObjectKind, Xattrs, FILE_HEADER_LEN,
-    S_IFDIR, S_IFREG,
+    self, Commit, DirEntry, DirMeta, DirTree, ObjectId, ObjectKind, Xattrs, S_IFDIR,
 };
 use agent_core::write::UpdateWriter;
 use anyhow::{bail, ensure, Context, Result};
@@ -544,38 +543,27 @@ fn put(objects: &mut Objects, kind: ObjectKind, bytes: Vec<u8>) -> ObjectId {
     id
 }
 
-fn build_dir(node: &BTreeMap<String, Node>, objects: &mut Objects) -> (ObjectId, ObjectId) {
+fn build_dir(node: &BTreeMap<String, Node>, objects: &mut Objects) -> Result<(ObjectId, ObjectId)> {
     let m = DirMeta {
         mode: S_IFDIR | 0o755,
         uid: 0,
         gid: 0,
         xattrs: Xattrs::EMPTY,
     };
-    let mut mb = vec![0u8; m.buffer_len()];
-    m.emit(&mut mb);
-    let meta = put(objects, ObjectKind::DirMeta, mb);
-    let mut body = (node.len() as u32).to_le_bytes().to_vec();
+    let meta = put(objects, ObjectKind::DirMeta, m.to_vec());
+    let mut entries = Vec::with_capacity(node.len());
     for (name, child) in node {
         let e = match child {
-            Node::File(c) => {
-                let h = FileHeader {
-                    mode: S_IFREG | 0o644,
-                    uid: 0,
-                    gid: 0,
-                    size: c.len() as u64,
-                    target_len: 0,
-                    xattrs_len: 0,
-                };
-                let mut b = vec![0u8; FILE_HEADER_LEN];
-                h.emit(&mut b);
-                b.extend_from_slice(c);
-                DirEntry::File {
-                    name: name.as_bytes(),
-                    id: put(objects, ObjectKind::File, b),
-                }
-            }
+            Node::File(c) => DirEntry::File {
+                name: name.as_bytes(),
+                id: put(
+                    objects,
+                    ObjectKind::File,
+                    object::file_object(0o644, 0, 0, c),
+                ),
+            },
             Node::Dir(d) => {
-                let (tree, meta) = build_dir(d, objects);
+                let (tree, meta) = build_dir(d, objects)?;
                 DirEntry::Dir {
                     name: name.as_bytes(),
                     tree,
@@ -583,11 +571,10 @@ fn build_dir(node: &BTreeMap<String, Node>, objects: &mut Objects) -> (ObjectId,
                 }
             }
         };
-        let mut b = vec![0u8; e.buffer_len()];
-        e.emit(&mut b);
-        body.extend_from_slice(&b);
+        entries.push(e);
     }
-    (put(objects, ObjectKind::DirTree, body), meta)
+    let tree = object::dirtree_object(&entries).context("encoding a test dirtree")?;
+    Ok((put(objects, ObjectKind::DirTree, tree), meta))
 }
 
 struct Built {
@@ -597,12 +584,12 @@ struct Built {
     version: String,
 }
 
-fn build_commit(tree: &Node, parent: Option<ObjectId>, version: &str) -> Built {
+fn build_commit(tree: &Node, parent: Option<ObjectId>, version: &str) -> Result<Built> {
     let Node::Dir(root) = tree else {
         unreachable!("the root is a directory")
     };
     let mut objects = BTreeMap::new();
-    let (rt, rm) = build_dir(root, &mut objects);
+    let (rt, rm) = build_dir(root, &mut objects)?;
     let c = Commit {
         parent,
         timestamp: 1_760_000_000,
@@ -612,15 +599,14 @@ fn build_commit(tree: &Node, parent: Option<ObjectId>, version: &str) -> Built {
         subject: "ECU firmware",
         body: "",
     };
-    let mut b = vec![0u8; c.buffer_len()];
-    c.emit(&mut b);
+    let b = c.to_vec().context("encoding a test commit")?;
     let commit = put(&mut objects, ObjectKind::Commit, b);
-    Built {
+    Ok(Built {
         commit,
         objects,
         root: (rt, rm),
         version: version.to_string(),
-    }
+    })
 }
 
 /// An update file to `to` (from scratch, or a delta reusing what `from` has).
@@ -762,8 +748,8 @@ fn gen_data() -> Result<()> {
             ("lib", dir(lib)),
         ])
     };
-    let v1 = build_commit(&tree(fw1.clone(), false), None, "1.0.0");
-    let v2 = build_commit(&tree(fw2.clone(), true), Some(v1.commit), "1.1.0");
+    let v1 = build_commit(&tree(fw1.clone(), false), None, "1.0.0")?;
+    let v2 = build_commit(&tree(fw2.clone(), true), Some(v1.commit), "1.1.0")?;
     let full1 = update_file(&v1, None, &seed)?;
     let delta = update_file(&v2, Some(&v1), &seed)?;
     let mut flipped = update_file(&v2, None, &seed)?;

@@ -903,9 +903,7 @@ mod test {
     use std::vec::Vec;
 
     use super::*;
-    use crate::object::{
-        Commit, DirEntry, DirMeta, FileHeader, Xattrs, FILE_HEADER_LEN, S_IFDIR, S_IFREG,
-    };
+    use crate::object::{self, Commit, DirEntry, DirMeta, Xattrs, S_IFDIR};
     use crate::wire::{OpRepr, Superblock, TargetMeta};
 
     /// Records what reaches it; a shared store as in the integration tests, reduced.
@@ -968,35 +966,22 @@ mod test {
     /// An unsigned file with one stored part: a file, the root dirtree and dirmeta, the commit.
     fn tiny_file() -> (Vec<u8>, ObjectId) {
         let mut records = Vec::new();
-        let mut file = vec![0u8; FILE_HEADER_LEN];
-        FileHeader {
-            mode: S_IFREG | 0o644,
-            uid: 0,
-            gid: 0,
-            size: 2,
-            target_len: 0,
-            xattrs_len: 0,
-        }
-        .emit(&mut file);
-        file.extend_from_slice(b"hi");
+        let file = object::file_object(0o644, 0, 0, b"hi");
         let fid = record(&mut records, ObjectKind::File, &file);
-        let entry = DirEntry::File {
+        let tree = object::dirtree_object(&[DirEntry::File {
             name: b"greeting",
             id: fid,
-        };
-        let mut tree = vec![0u8; 4 + entry.buffer_len()];
-        tree[..4].copy_from_slice(&1u32.to_le_bytes());
-        entry.emit(&mut tree[4..]);
+        }])
+        .unwrap();
         let tid = record(&mut records, ObjectKind::DirTree, &tree);
         let meta = DirMeta {
             mode: S_IFDIR | 0o755,
             uid: 0,
             gid: 0,
             xattrs: Xattrs::EMPTY,
-        };
-        let mut mb = vec![0u8; meta.buffer_len()];
-        meta.emit(&mut mb);
-        let mid = record(&mut records, ObjectKind::DirMeta, &mb);
+        }
+        .to_vec();
+        let mid = record(&mut records, ObjectKind::DirMeta, &meta);
         let c = Commit {
             parent: None,
             timestamp: 7,
@@ -1006,9 +991,7 @@ mod test {
             subject: "s",
             body: "",
         };
-        let mut cb = vec![0u8; c.buffer_len()];
-        c.emit(&mut cb);
-        let to = record(&mut records, ObjectKind::Commit, &cb);
+        let to = record(&mut records, ObjectKind::Commit, &c.to_vec().unwrap());
         let mut parts = heapless::Vec::new();
         let part = PartEntry {
             codec: Codec::Stored,

@@ -5,10 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use agent_core::install::{InstallError, Installed, Installer, SignaturePolicy};
-use agent_core::object::{
-    Commit, DirEntry, DirMeta, FileHeader, ObjectId, ObjectKind, Xattrs, FILE_HEADER_LEN, S_IFDIR,
-    S_IFLNK, S_IFREG,
-};
+use agent_core::object::{self, Commit, DirEntry, DirMeta, ObjectId, ObjectKind, Xattrs, S_IFDIR};
 use agent_core::store::Store;
 use agent_core::write::UpdateWriter;
 
@@ -142,56 +139,26 @@ pub enum Op {
 }
 
 pub fn file_object(content: &[u8]) -> Vec<u8> {
-    let h = FileHeader {
-        mode: S_IFREG | 0o644,
-        uid: 0,
-        gid: 0,
-        size: content.len() as u64,
-        target_len: 0,
-        xattrs_len: 0,
-    };
-    let mut b = vec![0u8; FILE_HEADER_LEN];
-    h.emit(&mut b);
-    b.extend_from_slice(content);
-    b
+    object::file_object(0o644, 0, 0, content)
 }
 
 pub fn link_object(target: &str) -> Vec<u8> {
-    let h = FileHeader {
-        mode: S_IFLNK | 0o777,
-        uid: 0,
-        gid: 0,
-        size: 0,
-        target_len: target.len() as u16,
-        xattrs_len: 0,
-    };
-    let mut b = vec![0u8; FILE_HEADER_LEN];
-    h.emit(&mut b);
-    b.extend_from_slice(target.as_bytes());
-    b
+    object::symlink_object(0, 0, target.as_bytes()).unwrap()
 }
 
 pub fn dirmeta_object() -> Vec<u8> {
-    let m = DirMeta {
+    DirMeta {
         mode: S_IFDIR | 0o755,
         uid: 0,
         gid: 0,
         xattrs: Xattrs::EMPTY,
-    };
-    let mut b = vec![0u8; m.buffer_len()];
-    m.emit(&mut b);
-    b
+    }
+    .to_vec()
 }
 
-/// A dirtree object from entries already sorted by name.
+/// A dirtree object of `entries` in the order given, unchecked (tests make unsorted ones).
 pub fn dirtree_object(entries: &[DirEntry<'_>]) -> Vec<u8> {
-    let mut b = (entries.len() as u32).to_le_bytes().to_vec();
-    for e in entries {
-        let at = b.len();
-        b.resize(at + e.buffer_len(), 0);
-        e.emit(&mut b[at..]);
-    }
-    b
+    object::dirtree_object_unchecked(entries)
 }
 
 pub fn commit_object(
@@ -201,7 +168,7 @@ pub fn commit_object(
     meta: ObjectId,
     version: &str,
 ) -> Vec<u8> {
-    let c = Commit {
+    Commit {
         parent,
         timestamp,
         root_tree: tree,
@@ -209,10 +176,9 @@ pub fn commit_object(
         version,
         subject: "test commit",
         body: "",
-    };
-    let mut b = vec![0u8; c.buffer_len()];
-    c.emit(&mut b);
-    b
+    }
+    .to_vec()
+    .unwrap()
 }
 
 /// Builds the operations for `tree` bottom-up. Objects whose id is in `source` become reuses

@@ -4,9 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use agent_core::object::{
-    Commit, DirEntry, DirMeta, FileHeader, ObjectId, ObjectKind, Xattrs, S_IFDIR, S_IFREG,
-};
+use agent_core::object::{self, Commit, DirEntry, DirMeta, ObjectId, ObjectKind, Xattrs, S_IFDIR};
 use agent_core::store::flash::model::NorModel;
 use agent_core::store::flash::{FlashLayout, FlashSlot, FlashStore, FlashStoreError};
 use agent_core::store::Store;
@@ -79,31 +77,14 @@ pub struct Built {
     pub root: (ObjectId, ObjectId),
 }
 
-fn file_object(content: &[u8]) -> Vec<u8> {
-    let h = FileHeader {
-        mode: S_IFREG | 0o644,
-        uid: 0,
-        gid: 0,
-        size: content.len() as u64,
-        target_len: 0,
-        xattrs_len: 0,
-    };
-    let mut b = vec![0u8; 24];
-    h.emit(&mut b);
-    b.extend_from_slice(content);
-    b
-}
-
 fn dirmeta() -> Vec<u8> {
-    let m = DirMeta {
+    DirMeta {
         mode: S_IFDIR | 0o755,
         uid: 0,
         gid: 0,
         xattrs: Xattrs::EMPTY,
-    };
-    let mut b = vec![0u8; m.buffer_len()];
-    m.emit(&mut b);
-    b
+    }
+    .to_vec()
 }
 
 fn put(
@@ -122,12 +103,16 @@ fn build_dir(
     objects: &mut BTreeMap<(u8, ObjectId), Vec<u8>>,
 ) -> (ObjectId, ObjectId) {
     let meta = put(objects, ObjectKind::DirMeta, dirmeta());
-    let mut body = (node.len() as u32).to_le_bytes().to_vec();
+    let mut entries = Vec::with_capacity(node.len());
     for (name, child) in node {
         let e = match child {
             Node::File(c) => DirEntry::File {
                 name: name.as_bytes(),
-                id: put(objects, ObjectKind::File, file_object(c)),
+                id: put(
+                    objects,
+                    ObjectKind::File,
+                    object::file_object(0o644, 0, 0, c),
+                ),
             },
             Node::Dir(d) => {
                 let (tree, meta) = build_dir(d, objects);
@@ -138,11 +123,10 @@ fn build_dir(
                 }
             }
         };
-        let mut b = vec![0u8; e.buffer_len()];
-        e.emit(&mut b);
-        body.extend_from_slice(&b);
+        entries.push(e);
     }
-    (put(objects, ObjectKind::DirTree, body), meta)
+    let tree = object::dirtree_object(&entries).unwrap();
+    (put(objects, ObjectKind::DirTree, tree), meta)
 }
 
 pub fn build(tree: &Node, parent: Option<ObjectId>, version: &str) -> Built {
@@ -160,9 +144,7 @@ pub fn build(tree: &Node, parent: Option<ObjectId>, version: &str) -> Built {
         subject: "test",
         body: "",
     };
-    let mut b = vec![0u8; c.buffer_len()];
-    c.emit(&mut b);
-    let commit = put(&mut objects, ObjectKind::Commit, b);
+    let commit = put(&mut objects, ObjectKind::Commit, c.to_vec().unwrap());
     let image = match &root["firmware.bin"] {
         Node::File(c) => c.clone(),
         Node::Dir(_) => panic!("firmware.bin must be a file"),
