@@ -384,8 +384,8 @@ impl BootState {
     }
 
     /// Stages `slot` for trial: it becomes first in order, holds `name`, is not successful and
-    /// has `tries` boots to be marked good. Returns whether anything changed (always true for
-    /// a valid call: the revision moves). `tries` must be 1..=[`MAX_TRIES`].
+    /// has `tries` boots to be marked good. Returns whether anything changed (false only when
+    /// `slot` was already staged exactly so). `tries` must be 1..=[`MAX_TRIES`].
     pub fn stage(&mut self, slot: Slot, tries: u8, name: SlotName) -> Result<bool, StateError> {
         if tries == 0 || tries > MAX_TRIES {
             return Err(StateError::TriesOutOfRange { tries });
