@@ -1,16 +1,14 @@
 //! A/B deployment commands: install, deploy, status, mark-good, rollback, cleanup,
 //! simulate-boot, verify. A thin layer over `agent_linux::deploy`.
 
-use std::fs::File;
-use std::io::{self, Read};
 use std::path::PathBuf;
 
-use agent_linux::deploy::{self, Deployer, Options, Status};
-use agent_linux::keys;
+use agent_linux::deploy::{self, Deployer, Options, StageReport, Status};
 use anyhow::{bail, Context};
 use bootloader_hooks::Slot;
 
 use super::output::{self, format_utc, human_bytes, Progress};
+use super::{open_update, read_trusted_keys};
 
 fn parse_slot(s: &str) -> Result<Slot, String> {
     deploy::parse_slot(s).ok_or_else(|| format!("{s:?} is not a slot; give A or B"))
@@ -102,16 +100,8 @@ pub struct VerifyArgs {
 }
 
 pub fn install(a: InstallArgs) -> anyhow::Result<()> {
-    let keys = a
-        .trusted_keys
-        .iter()
-        .map(|k| keys::read_key(k))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut input: Box<dyn Read> = if a.file.as_os_str() == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        Box::new(File::open(&a.file).with_context(|| format!("cannot open {}", a.file.display()))?)
-    };
+    let keys = read_trusted_keys(&a.trusted_keys)?;
+    let mut input = open_update(&a.file)?;
     let d = Deployer::open_or_create(&a.s.sysroot, &a.s.options(a.tries))?;
     let mut progress = Progress::new();
     let res = d.install(&mut input, &keys, &mut |p| {
@@ -122,8 +112,22 @@ pub fn install(a: InstallArgs) -> anyhow::Result<()> {
     if keys.is_empty() {
         eprintln!("warning: no --trusted-key given: the update's signature was not required");
     }
-    if a.s.json {
-        return output::json(&r);
+    print_staged(&r, a.s.json)
+}
+
+pub fn deploy(a: DeployArgs) -> anyhow::Result<()> {
+    let d = a.s.open(a.tries)?;
+    let r = d
+        .deploy(&a.commit)
+        .with_context(|| format!("cannot deploy {}", a.commit))?;
+    print_staged(&r, a.s.json)
+}
+
+/// What `install` and `deploy` print: the report as JSON, or one line saying what the next
+/// boot will do.
+fn print_staged(r: &StageReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        return output::json(r);
     }
     let what = match r.action.as_str() {
         "provisioned" => format!(
@@ -147,38 +151,6 @@ pub fn install(a: InstallArgs) -> anyhow::Result<()> {
         ),
     };
     output::out(&format!("{what}\n"))?;
-    Ok(())
-}
-
-pub fn deploy(a: DeployArgs) -> anyhow::Result<()> {
-    let d = a.s.open(a.tries)?;
-    let r = d
-        .deploy(&a.commit)
-        .with_context(|| format!("cannot deploy {}", a.commit))?;
-    if a.s.json {
-        return output::json(&r);
-    }
-    output::out(&match r.action.as_str() {
-        "unchanged" => format!(
-            "{} ({}) is already what slot {} boots next; nothing changed\n",
-            r.commit, r.version, r.slot
-        ),
-        "provisioned" => format!(
-            "provisioned {} ({}) as the booted deployment in slot {}\n",
-            r.deployment, r.version, r.slot
-        ),
-        _ => format!(
-            "staged {} ({}) in slot {}: the next boot tries it ({} tries){}\n",
-            r.deployment,
-            r.version,
-            r.slot,
-            r.tries,
-            r.replaced
-                .as_ref()
-                .map(|o| format!(", replacing {o}"))
-                .unwrap_or_default()
-        ),
-    })?;
     Ok(())
 }
 

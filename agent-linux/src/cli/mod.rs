@@ -1,10 +1,12 @@
 //! The command line: clap definitions (raw arguments), validated into the library's types
 //! before anything is done. Errors get their context here and only here.
 
-use std::io::{self, Write};
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod build;
@@ -134,6 +136,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SimulateBoot(a) => deploy::simulate_boot(a),
         Command::Verify(a) => deploy::verify(a),
     }
+}
+
+/// The keys of `--trusted-key K.pub` options (`install`, `apply-offline`).
+fn read_trusted_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<[u8; 32]>> {
+    Ok(paths
+        .iter()
+        .map(|k| agent_linux::keys::read_key(k))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The `.update` file argument opened for reading: standard input for `-`.
+fn open_update(file: &Path) -> anyhow::Result<Box<dyn Read>> {
+    Ok(if file.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(file).with_context(|| format!("cannot open {}", file.display()))?)
+    })
 }
 
 /// `--repo R`, shared by the build-side commands.

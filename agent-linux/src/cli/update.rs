@@ -1,7 +1,5 @@
 //! Update files: delta generate, generate-deltas (build side), apply-offline (device side).
 
-use std::fs::File;
-use std::io::{self, Read};
 use std::path::PathBuf;
 
 use agent_linux::generate::{self, GenerateOptions};
@@ -11,7 +9,7 @@ use agent_linux::{apply, keys};
 use anyhow::{bail, Context};
 
 use super::output::{self, human_bytes, Progress};
-use super::RepoArg;
+use super::{open_update, read_trusted_keys, RepoArg};
 
 /// `ecu-agent delta ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -179,16 +177,8 @@ pub struct ApplyArgs {
 }
 
 pub fn apply_offline(a: ApplyArgs) -> anyhow::Result<()> {
-    let keys = a
-        .trusted_keys
-        .iter()
-        .map(|k| keys::read_key(k))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut input: Box<dyn Read> = if a.file.as_os_str() == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        Box::new(File::open(&a.file).with_context(|| format!("cannot open {}", a.file.display()))?)
-    };
+    let keys = read_trusted_keys(&a.trusted_keys)?;
+    let mut input = open_update(&a.file)?;
     let sysroot = Sysroot::open_or_create(&a.sysroot)?;
     let mut progress = Progress::new();
     let res = apply::apply(sysroot.repo(), &mut input, &keys, &mut |p| {
