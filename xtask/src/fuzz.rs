@@ -1,0 +1,112 @@
+//! `cargo xtask fuzz`: checks the seed corpus, then runs every cargo-fuzz target in `fuzz/`
+//! for a while (`docs/FUZZ.md`).
+//!
+//! Options: `--seconds N` per target (default 20), `--target T` (repeatable; default all),
+//! `--asan` to build with AddressSanitizer (default: no sanitizer, as the fuzzed code is safe
+//! Rust; debug assertions and overflow checks are always on).
+//!
+//! New inputs the fuzzer finds go to `<target dir>/fuzz-corpus/<target>/`; the committed seeds
+//! in `fuzz/corpus/<target>/` are only read. A crash fails the task and leaves its input in
+//! `fuzz/artifacts/<target>/`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::tools;
+
+/// The fuzz targets, in the order they run.
+pub const TARGETS: &[&str] = &[
+    "installer_bytes",
+    "installer_mutated",
+    "bootenv_parse",
+    "bootstate_ops",
+];
+
+const NIGHTLY: &str = "nightly";
+
+fn nightly_installed() -> Result<bool> {
+    let out = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .context("could not run `rustup toolchain list` (cargo-fuzz needs rustup's nightly)")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("nightly")))
+}
+
+/// Runs the task with `args` (see the module docs).
+pub fn run(args: &[String]) -> Result<()> {
+    let mut seconds: u64 = 20;
+    let mut targets: Vec<String> = Vec::new();
+    let mut asan = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--seconds" => {
+                let v = it.next().context("--seconds needs a number")?;
+                seconds = v
+                    .parse()
+                    .with_context(|| format!("--seconds {v}: not a whole number of seconds"))?;
+            }
+            "--target" => {
+                let t = it.next().context("--target needs a fuzz target name")?;
+                if !TARGETS.contains(&t.as_str()) {
+                    bail!("unknown fuzz target `{t}`; the targets are {TARGETS:?}");
+                }
+                targets.push(t.clone());
+            }
+            "--asan" => asan = true,
+            other => bail!("unknown option `{other}` (use --seconds N, --target T, --asan)"),
+        }
+    }
+    if targets.is_empty() {
+        targets = TARGETS.iter().map(|t| t.to_string()).collect();
+    }
+
+    if !nightly_installed()? {
+        bail!("cargo-fuzz needs the nightly toolchain; install it with `rustup toolchain install nightly`");
+    }
+    tools::ensure_cargo_tool("cargo-fuzz", "cargo-fuzz")?;
+
+    let root = tools::root();
+    let fuzz_dir = root.join("fuzz");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+
+    // The seeds are what the corpus test builds, and each reaches what it is meant to.
+    eprintln!("xtask fuzz: checking the seed corpus (cargo test in fuzz/)");
+    tools::run(
+        Command::new("rustup")
+            .args(["run", NIGHTLY, "cargo", "test", "--lib", "--quiet"])
+            .current_dir(&fuzz_dir),
+    )?;
+
+    for t in &targets {
+        let scratch = target_dir.join("fuzz-corpus").join(t);
+        std::fs::create_dir_all(&scratch)
+            .with_context(|| format!("could not create {}", scratch.display()))?;
+        let seeds = fuzz_dir.join("corpus").join(t);
+        eprintln!("xtask fuzz: {t} for {seconds} s");
+        let mut cmd = Command::new("rustup");
+        cmd.args(["run", NIGHTLY, "cargo", "fuzz", "run", "--debug-assertions"]);
+        if !asan {
+            cmd.args(["--sanitizer", "none"]);
+        }
+        cmd.arg(t)
+            .arg(&scratch)
+            .arg(&seeds)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .current_dir(&fuzz_dir);
+        tools::run(&mut cmd).with_context(|| {
+            format!(
+                "fuzz target {t} failed; the input is in {}",
+                fuzz_dir.join("artifacts").join(t).display()
+            )
+        })?;
+    }
+    Ok(())
+}
