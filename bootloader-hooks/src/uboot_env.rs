@@ -233,10 +233,7 @@ impl<'a> Env<'a> {
 
 impl EnvRead for Env<'_> {
     fn get_raw(&self, key: &str) -> Option<&[u8]> {
-        self.vars()
-            .filter(|(k, _)| *k == key.as_bytes())
-            .last()
-            .map(|(_, v)| v)
+        crate::vars::last_value(self.vars(), key)
     }
 }
 

@@ -10,6 +10,17 @@ pub trait EnvRead {
     fn get_raw(&self, key: &str) -> Option<&[u8]>;
 }
 
+/// [`EnvRead::get_raw`] over an environment stored as a list of `(name, value)`: the value of
+/// the last pair named `key`.
+pub(crate) fn last_value<'a>(
+    vars: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    key: &str,
+) -> Option<&'a [u8]> {
+    vars.filter(|(k, _)| *k == key.as_bytes())
+        .last()
+        .map(|(_, v)| v)
+}
+
 /// An environment without variables (for encoding into a fresh environment).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Empty;
