@@ -413,6 +413,7 @@ fn dirtree_names_that_are_not_one_component() {
 
 #[test]
 fn structural_errors() {
+    use agent_core::wire::Superblock;
     let keys = [public_key(&SEED)];
     let p = policy(&keys);
     let (records, ops, to) = minimal_records(TS);
@@ -431,6 +432,18 @@ fn structural_errors() {
             &[RawPart::deflate(r, ops)],
             Some(&SEED),
             |_, _| {},
+        )
+    };
+    // The good file with `tweak` applied to its superblock and parts before they are signed.
+    let tweaked = |tweak: &dyn Fn(&mut Superblock<'_>, &mut Vec<Vec<u8>>)| {
+        raw_update(
+            None,
+            to,
+            TS,
+            ops,
+            &[RawPart::deflate(records.clone(), ops)],
+            Some(&SEED),
+            tweak,
         )
     };
 
@@ -463,29 +476,13 @@ fn structural_errors() {
     );
 
     // Declared sizes.
-    let f = raw_update(
-        None,
-        to,
-        TS,
-        ops,
-        &[RawPart::deflate(records.clone(), ops)],
-        Some(&SEED),
-        |sb, _| {
-            sb.parts[0].uncompressed_size += 1;
-        },
-    );
+    let f = tweaked(&|sb, _| {
+        sb.parts[0].uncompressed_size += 1;
+    });
     assert_eq!(run(&f), InstallError::CommitNotLast { id: to });
-    let f = raw_update(
-        None,
-        to,
-        TS,
-        ops,
-        &[RawPart::deflate(records.clone(), ops)],
-        Some(&SEED),
-        |sb, _| {
-            sb.parts[0].uncompressed_size -= 1;
-        },
-    );
+    let f = tweaked(&|sb, _| {
+        sb.parts[0].uncompressed_size -= 1;
+    });
     assert!(matches!(
         run(&f),
         InstallError::ObjectTooLong {
@@ -493,45 +490,21 @@ fn structural_errors() {
             ..
         }
     ));
-    let f = raw_update(
-        None,
-        to,
-        TS,
-        ops,
-        &[RawPart::deflate(records.clone(), ops)],
-        Some(&SEED),
-        |sb, parts| {
-            sb.parts[0].size += 1;
-            parts[0].push(0);
-            sb.parts[0].sha256 = sha2::Sha256::digest(&parts[0]).into();
-        },
-    );
+    let f = tweaked(&|sb, parts| {
+        sb.parts[0].size += 1;
+        parts[0].push(0);
+        sb.parts[0].sha256 = sha2::Sha256::digest(&parts[0]).into();
+    });
     assert_eq!(run(&f), InstallError::PartTrailing { part: 0 });
-    let f = raw_update(
-        None,
-        to,
-        TS,
-        ops,
-        &[RawPart::deflate(records.clone(), ops)],
-        Some(&SEED),
-        |sb, parts| {
-            sb.parts[0].size -= 1;
-            parts[0].pop();
-            sb.parts[0].sha256 = sha2::Sha256::digest(&parts[0]).into();
-        },
-    );
+    let f = tweaked(&|sb, parts| {
+        sb.parts[0].size -= 1;
+        parts[0].pop();
+        sb.parts[0].sha256 = sha2::Sha256::digest(&parts[0]).into();
+    });
     assert_eq!(run(&f), InstallError::Inflate { part: 0 });
-    let f = raw_update(
-        None,
-        to,
-        TS,
-        ops,
-        &[RawPart::deflate(records.clone(), ops)],
-        Some(&SEED),
-        |sb, _| {
-            sb.parts[0].sha256[0] ^= 1;
-        },
-    );
+    let f = tweaked(&|sb, _| {
+        sb.parts[0].sha256[0] ^= 1;
+    });
     assert_eq!(run(&f), InstallError::PartHash { part: 0 });
 
     // The commit: not the target, not last, missing, reused, timestamps differ.
