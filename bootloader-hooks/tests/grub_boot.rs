@@ -93,6 +93,11 @@ impl Rig {
         self.push();
     }
 
+    /// Applies `op` with the host API between boots and checks that it changed the state.
+    fn apply(&self, op: Operation) {
+        self.change(|r| assert!(r.env.apply(&op).unwrap().changed, "{op:?} changed nothing"));
+    }
+
     fn boot_raw(&mut self) -> (Slot, String, bool) {
         let (line, log) = self.boot_line("ECU-DECISION:");
         let field = |name: &str| {
@@ -174,17 +179,10 @@ fn grub_snippet_scenario() {
     let t = Instant::now();
     let mut rig = Rig::new(&BootState::initial(Slot::A, name("base")));
     assert_eq!(rig.boot(), Slot::A);
-    rig.change(|r| {
-        assert!(
-            r.env
-                .apply(&Operation::Stage {
-                    slot: Slot::B,
-                    tries: 9,
-                    name: name("new1")
-                })
-                .unwrap()
-                .changed
-        )
+    rig.apply(Operation::Stage {
+        slot: Slot::B,
+        tries: 9,
+        name: name("new1"),
     });
     for _ in 0..9 {
         assert_eq!(rig.boot(), Slot::B);
@@ -198,14 +196,7 @@ fn grub_snippet_scenario() {
         );
     });
     assert_eq!(rig.boot(), Slot::B);
-    rig.change(|r| {
-        assert!(
-            r.env
-                .apply(&Operation::MarkGood { slot: Slot::B })
-                .unwrap()
-                .changed
-        );
-    });
+    rig.apply(Operation::MarkGood { slot: Slot::B });
     assert_eq!(rig.boot(), Slot::B);
     assert_eq!(rig.boot(), Slot::B);
     // equal priorities: A first, in GRUB as in the decision
@@ -240,19 +231,6 @@ fn grub_snippet_scenario() {
     assert!(rig.env.load().is_err());
     assert_eq!(std::fs::read(&rig.local).unwrap()[0], b'X');
     eprintln!("{} boots in {:.2} s", rig.boots, t.elapsed().as_secs_f64());
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 #[test]
@@ -335,25 +313,11 @@ fn rauc_grub_script_agrees() {
     };
     assert_eq!(boot(&mut rig), "A");
     // booted A is tried (A_TRY=1) until marked good
-    rig.change(|r| {
-        assert!(
-            r.env
-                .apply(&Operation::MarkGood { slot: Slot::A })
-                .unwrap()
-                .changed
-        )
-    });
-    rig.change(|r| {
-        assert!(
-            r.env
-                .apply(&Operation::Stage {
-                    slot: Slot::B,
-                    tries: 1,
-                    name: name("rb")
-                })
-                .unwrap()
-                .changed
-        )
+    rig.apply(Operation::MarkGood { slot: Slot::A });
+    rig.apply(Operation::Stage {
+        slot: Slot::B,
+        tries: 1,
+        name: name("rb"),
     });
     assert_eq!(boot(&mut rig), "B");
     assert_eq!(
@@ -361,36 +325,15 @@ fn rauc_grub_script_agrees() {
         "A",
         "B not marked good: RAUC falls back to A"
     );
-    rig.change(|r| {
-        assert!(
-            r.env
-                .apply(&Operation::MarkGood { slot: Slot::A })
-                .unwrap()
-                .changed
-        )
-    });
+    rig.apply(Operation::MarkGood { slot: Slot::A });
     assert_eq!(boot(&mut rig), "A");
-    rig.change(|r| {
-        assert!(
-            r.env
-                .apply(&Operation::Stage {
-                    slot: Slot::B,
-                    tries: 1,
-                    name: name("rb2")
-                })
-                .unwrap()
-                .changed
-        )
+    rig.apply(Operation::Stage {
+        slot: Slot::B,
+        tries: 1,
+        name: name("rb2"),
     });
     assert_eq!(boot(&mut rig), "B");
-    rig.change(|r| {
-        assert!(
-            r.env
-                .apply(&Operation::MarkGood { slot: Slot::B })
-                .unwrap()
-                .changed
-        )
-    });
+    rig.apply(Operation::MarkGood { slot: Slot::B });
     assert_eq!(boot(&mut rig), "B");
     // B's boot was not marked good and A's last boot was not either (A_TRY=1): RAUC boots
     // neither (its rescue entry) and resets the tries of OK slots; our decision reports the

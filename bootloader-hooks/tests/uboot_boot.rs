@@ -342,20 +342,6 @@ fn uboot_script_scenario() {
     eprintln!("{} boots in {:.1} s", rig.boots, t.elapsed().as_secs_f64());
 }
 
-/// xorshift64*, seeded: reproducible random sequences.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 #[test]
 fn uboot_script_random_sequences_agree() {
     if !tools_present("uboot_script_random_sequences_agree") {
