@@ -7,6 +7,7 @@
 //! | `bench` | commit, generate and apply a 100+ MiB tree and print times, sizes and peak RSS |
 //! | `firmware` | only the firmware scenarios under QEMU |
 //! | `size` | the firmware's flash, RAM and stack budget |
+//! | `fuzz` | each cargo-fuzz target for a few seconds (needs the nightly toolchain) |
 
 use std::process::ExitCode;
 
@@ -14,6 +15,7 @@ mod bench;
 mod demo;
 mod demo_ab;
 mod firmware;
+mod fuzz;
 mod test;
 mod tools;
 
@@ -28,6 +30,8 @@ tasks:
               options: --size-mib N  (default 128)
   firmware    build the Cortex-M firmware and run its scenarios under QEMU
   size        print the firmware's flash, RAM and stack budget
+  fuzz        run each cargo-fuzz target (nightly) for a while
+              options: --seconds N  (default 20)
 
 Environment: CI=true makes a missing real tool an error instead of a skip.";
 
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
         "bench" => bench::run(rest),
         "firmware" => firmware::firmware(),
         "size" => firmware::size(),
+        "fuzz" => fuzz::run(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
