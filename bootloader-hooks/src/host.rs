@@ -185,7 +185,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> HostError + '_ {
     }
 }
 
-fn read_at(path: &Path, offset: u64, size: usize) -> Result<Vec<u8>, HostError> {
+/// Reads `size` bytes at `offset` of `path` (a file or a block device); a regular file too
+/// short to hold them is [`HostError::Short`].
+pub fn read_at(path: &Path, offset: u64, size: usize) -> Result<Vec<u8>, HostError> {
     let mut f = File::open(path).map_err(io_err(path))?;
     let len = f.metadata().map_err(io_err(path))?.len();
     // Block devices report 0; rely on read_exact there.
@@ -252,6 +254,81 @@ pub enum Raw {
     UbootRedundant([Vec<u8>; 2]),
     /// A GRUB block.
     Grub(Vec<u8>),
+}
+
+/// The variables of an environment exactly as stored, in stored order: what a writer that
+/// keeps every other variable byte for byte starts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredVars {
+    /// `(name, value)`; GRUB values keep their `\` escapes.
+    pub vars: Vec<(Vec<u8>, Vec<u8>)>,
+    /// For a redundant U-Boot env: the current copy (0 or 1) and its flag.
+    pub current_copy: Option<(usize, u8)>,
+}
+
+impl Raw {
+    /// Checks the environment (CRC; for a redundant U-Boot env, which copy is current; the
+    /// GRUB block's signature and layout) and returns its variables as stored. `path` names
+    /// the environment in errors.
+    pub fn stored_vars(&self, path: &Path) -> Result<StoredVars, HostError> {
+        let own = |(k, v): (&[u8], &[u8])| (k.to_vec(), v.to_vec());
+        Ok(match self {
+            Raw::UbootSingle(b) => {
+                let env = Env::parse(b, Layout::Single).map_err(|e| HostError::UbootEnv {
+                    path: path.to_path_buf(),
+                    error: e.into(),
+                })?;
+                StoredVars {
+                    vars: env.vars().map(own).collect(),
+                    current_copy: None,
+                }
+            }
+            Raw::UbootRedundant([a, b]) => {
+                let (i, env) =
+                    uboot_env::parse_redundant(a, b).map_err(|error| HostError::UbootEnv {
+                        path: path.to_path_buf(),
+                        error,
+                    })?;
+                StoredVars {
+                    vars: env.vars().map(own).collect(),
+                    current_copy: Some((i, env.flag().unwrap_or(0))),
+                }
+            }
+            Raw::Grub(b) => {
+                let env = GrubEnv::parse(b).map_err(|error| HostError::GrubEnv {
+                    path: path.to_path_buf(),
+                    error,
+                })?;
+                StoredVars {
+                    vars: env.vars().map(own).collect(),
+                    current_copy: None,
+                }
+            }
+        })
+    }
+}
+
+impl StoredVars {
+    /// The variables decoded for the schemes: GRUB values (`flavor`) unescaped, names and
+    /// values as UTF-8 (invalid bytes replaced).
+    pub fn loaded(&self, flavor: Flavor) -> Loaded {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        Loaded {
+            vars: self
+                .vars
+                .iter()
+                .map(|(k, v)| match flavor {
+                    Flavor::Grub => {
+                        let mut out = vec![0u8; v.len()];
+                        let n = grub_env::unescape(v, &mut out).unwrap_or(0);
+                        (text(k), text(&out[..n]))
+                    }
+                    Flavor::UBoot => (text(k), text(v)),
+                })
+                .collect(),
+            current_copy: self.current_copy,
+        }
+    }
 }
 
 /// The variables of an environment, owned, in stored order, with where they came from.
@@ -322,47 +399,7 @@ impl BootEnv {
     }
 
     fn vars_of(&self, raw: &Raw) -> Result<Loaded, HostError> {
-        let path = self.first_path().to_path_buf();
-        let own = |k: &[u8], v: &[u8]| {
-            (
-                String::from_utf8_lossy(k).into_owned(),
-                String::from_utf8_lossy(v).into_owned(),
-            )
-        };
-        Ok(match raw {
-            Raw::UbootSingle(b) => {
-                let env = Env::parse(b, Layout::Single).map_err(|e| HostError::UbootEnv {
-                    path,
-                    error: e.into(),
-                })?;
-                Loaded {
-                    vars: env.vars().map(|(k, v)| own(k, v)).collect(),
-                    current_copy: None,
-                }
-            }
-            Raw::UbootRedundant([a, b]) => {
-                let (i, env) = uboot_env::parse_redundant(a, b)
-                    .map_err(|error| HostError::UbootEnv { path, error })?;
-                Loaded {
-                    vars: env.vars().map(|(k, v)| own(k, v)).collect(),
-                    current_copy: Some((i, env.flag().unwrap_or(0))),
-                }
-            }
-            Raw::Grub(b) => {
-                let env = GrubEnv::parse(b).map_err(|error| HostError::GrubEnv { path, error })?;
-                Loaded {
-                    vars: env
-                        .vars()
-                        .map(|(k, v)| {
-                            let mut out = vec![0u8; v.len()];
-                            let n = grub_env::unescape(v, &mut out).unwrap_or(0);
-                            own(k, &out[..n])
-                        })
-                        .collect(),
-                    current_copy: None,
-                }
-            }
-        })
+        Ok(raw.stored_vars(self.first_path())?.loaded(self.flavor()))
     }
 
     /// Loads the boot state.
@@ -616,5 +653,54 @@ impl fmt::Display for Report {
                 ", nothing written"
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn stored_vars_keep_what_is_stored_and_loaded_decodes_it() {
+        // GRUB: the stored value keeps its escape; the loaded one is unescaped.
+        let mut block = vec![b'#'; grub_env::DEFAULT_SIZE];
+        let vars = [(&b"k"[..], &b"a\\\\b"[..])];
+        grub_env::write(&mut block, vars.iter().copied(), &VarSet::new()).unwrap();
+        let stored = Raw::Grub(block).stored_vars(Path::new("grubenv")).unwrap();
+        assert_eq!(stored.vars, [(b"k".to_vec(), b"a\\\\b".to_vec())]);
+        assert_eq!(stored.current_copy, None);
+        let loaded = stored.loaded(Flavor::Grub);
+        assert_eq!(loaded.vars, [("k".to_string(), "a\\b".to_string())]);
+        assert_eq!(loaded.get_raw("k"), Some(&b"a\\b"[..]));
+        assert!(matches!(
+            Raw::Grub(vec![0; 1024]).stored_vars(Path::new("grubenv")),
+            Err(HostError::GrubEnv { .. })
+        ));
+
+        // Redundant U-Boot: the copy with the newer flag is current, whichever file it is in.
+        let copy = |flag: u8, value: &[u8]| {
+            let mut b = vec![0u8; 256];
+            let vars = [(&b"v"[..], value)];
+            uboot_env::write(
+                &mut b,
+                Layout::Redundant,
+                flag,
+                vars.iter().copied(),
+                &VarSet::new(),
+            )
+            .unwrap();
+            b
+        };
+        let raw = Raw::UbootRedundant([copy(1, b"old"), copy(2, b"new")]);
+        let stored = raw.stored_vars(Path::new("env")).unwrap();
+        assert_eq!(stored.current_copy, Some((1, 2)));
+        assert_eq!(stored.vars, [(b"v".to_vec(), b"new".to_vec())]);
+        let loaded = stored.loaded(Flavor::UBoot);
+        assert_eq!(loaded.vars, [("v".to_string(), "new".to_string())]);
+        assert_eq!(loaded.current_copy, Some((1, 2)));
+        assert!(matches!(
+            Raw::UbootSingle(vec![0xff; 256]).stored_vars(Path::new("env")),
+            Err(HostError::UbootEnv { .. })
+        ));
     }
 }

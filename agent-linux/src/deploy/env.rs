@@ -1,10 +1,11 @@
 //! Reading and writing the bootloader environment of a sysroot.
 //!
-//! Decoding and encoding are `bootloader-hooks`' (its U-Boot and GRUB encoders and its
-//! variable schemes); this module adds the two things the agent needs on top: the per-slot
-//! kernel arguments (`ECU_A_ARGS`, `ECU_B_ARGS`) written in the same atomic update as the
-//! boot state, and every write going through [`crate::fsops`] so that the power-loss tests can
-//! interrupt it. The write discipline is `bootloader_hooks::host`'s:
+//! Reading, decoding (including which redundant copy is current) and encoding are
+//! `bootloader-hooks`' (`host::read_at`, `host::Raw::stored_vars`, its U-Boot and GRUB
+//! encoders and its variable schemes); this module adds the two things the agent needs on
+//! top: the per-slot kernel arguments (`ECU_A_ARGS`, `ECU_B_ARGS`) written in the same
+//! atomic update as the boot state, and every write going through [`crate::fsops`] so that the
+//! power-loss tests can interrupt it. The write discipline is `bootloader_hooks::host`'s:
 //!
 //! - redundant U-Boot: the copy that is not current is rewritten in place with the next flag
 //!   and fsynced; a torn write fails its CRC and the current copy stays in force;
@@ -20,10 +21,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use bootloader_hooks::grub_env::{self, GrubEnv};
-use bootloader_hooks::host::{HostError, Loaded};
+use bootloader_hooks::grub_env;
+use bootloader_hooks::host::{read_at, HostError, Loaded, Raw};
 use bootloader_hooks::scheme::SchemeError;
-use bootloader_hooks::uboot_env::{self, Env, Layout};
+use bootloader_hooks::uboot_env::{self, Layout};
 use bootloader_hooks::{BootState, Flavor, VarSet};
 
 use crate::bootcfg::{BackendKind, BootConfig};
@@ -59,23 +60,6 @@ fn host_io(path: &Path) -> impl FnOnce(io::Error) -> HostError + '_ {
     }
 }
 
-fn read_at(path: &Path, offset: u64, size: usize) -> Result<Vec<u8>, HostError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = fs::File::open(path).map_err(host_io(path))?;
-    let len = f.metadata().map_err(host_io(path))?.len();
-    if len != 0 && len < offset + size as u64 {
-        return Err(HostError::Short {
-            path: path.to_path_buf(),
-            needed: offset + size as u64,
-            len,
-        });
-    }
-    f.seek(SeekFrom::Start(offset)).map_err(host_io(path))?;
-    let mut buf = vec![0u8; size];
-    f.read_exact(&mut buf).map_err(host_io(path))?;
-    Ok(buf)
-}
-
 fn is_regular(p: &Path) -> bool {
     fs::metadata(p).map(|m| m.is_file()).unwrap_or(false)
 }
@@ -85,88 +69,38 @@ fn blank(b: &[u8]) -> bool {
     b.iter().all(|&x| x == 0xff) || b.iter().all(|&x| x == 0)
 }
 
-fn own(k: &[u8], v: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    (k.to_vec(), v.to_vec())
-}
-
-fn loaded_of(raw: &[(Vec<u8>, Vec<u8>)], grub: bool) -> Loaded {
-    Loaded {
-        vars: raw
-            .iter()
-            .map(|(k, v)| {
-                let v = if grub {
-                    let mut out = vec![0u8; v.len()];
-                    let n = grub_env::unescape(v, &mut out).unwrap_or(0);
-                    out.truncate(n);
-                    out
-                } else {
-                    v.clone()
-                };
-                (
-                    String::from_utf8_lossy(k).into_owned(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                )
-            })
-            .collect(),
-        current_copy: None,
-    }
-}
-
 /// Reads the environment named by `cfg`.
 pub fn read(cfg: &BootConfig) -> Result<EnvContent, HostError> {
     let first = &cfg.env.0;
     if !first.exists() {
         return Ok(EnvContent::Missing);
     }
-    let (raw_vars, current, grub_size): (Vec<(Vec<u8>, Vec<u8>)>, _, _) = match cfg.kind {
-        BackendKind::Uboot => {
-            let b = read_at(first, cfg.env.1, cfg.env_size)?;
-            match Env::parse(&b, Layout::Single) {
-                Ok(env) => (env.vars().map(|(k, v)| own(k, v)).collect(), None, 0),
-                Err(_) if !is_regular(first) || blank(&b) => return Ok(EnvContent::Missing),
-                Err(e) => {
-                    return Err(HostError::UbootEnv {
-                        path: first.clone(),
-                        error: e.into(),
-                    })
-                }
-            }
-        }
-        BackendKind::UbootRedundant => {
-            let a = read_at(first, cfg.env.1, cfg.env_size)?;
-            let b = read_at(&cfg.env_redundant.0, cfg.env_redundant.1, cfg.env_size)?;
-            match uboot_env::parse_redundant(&a, &b) {
-                Ok((i, env)) => (
-                    env.vars().map(|(k, v)| own(k, v)).collect(),
-                    Some((i, env.flag().unwrap_or(0))),
-                    0,
-                ),
-                Err(_) if !is_regular(first) || (blank(&a) && blank(&b)) => {
-                    return Ok(EnvContent::Missing)
-                }
-                Err(error) => {
-                    return Err(HostError::UbootEnv {
-                        path: first.clone(),
-                        error,
-                    })
-                }
-            }
-        }
-        BackendKind::Grub => {
-            let b = fs::read(first).map_err(host_io(first))?;
-            let env = GrubEnv::parse(&b).map_err(|error| HostError::GrubEnv {
-                path: first.clone(),
-                error,
-            })?;
-            (env.vars().map(|(k, v)| own(k, v)).collect(), None, b.len())
-        }
+    let raw = match cfg.kind {
+        BackendKind::Uboot => Raw::UbootSingle(read_at(first, cfg.env.1, cfg.env_size)?),
+        BackendKind::UbootRedundant => Raw::UbootRedundant([
+            read_at(first, cfg.env.1, cfg.env_size)?,
+            read_at(&cfg.env_redundant.0, cfg.env_redundant.1, cfg.env_size)?,
+        ]),
+        BackendKind::Grub => Raw::Grub(fs::read(first).map_err(host_io(first))?),
     };
-    let mut loaded = loaded_of(&raw_vars, cfg.kind == BackendKind::Grub);
-    loaded.current_copy = current;
+    let stored = match (raw.stored_vars(first), &raw) {
+        (Ok(s), _) => s,
+        // Never written (or not a regular file holding no valid copy): nothing to decode.
+        (Err(_), Raw::UbootSingle(b)) if !is_regular(first) || blank(b) => {
+            return Ok(EnvContent::Missing)
+        }
+        (Err(_), Raw::UbootRedundant([a, b])) if !is_regular(first) || (blank(a) && blank(b)) => {
+            return Ok(EnvContent::Missing)
+        }
+        (Err(e), _) => return Err(e),
+    };
     let img = EnvImage {
-        raw_vars,
-        loaded,
-        grub_size,
+        loaded: stored.loaded(flavor(cfg)),
+        raw_vars: stored.vars,
+        grub_size: match &raw {
+            Raw::Grub(b) => b.len(),
+            _ => 0,
+        },
     };
     match cfg.scheme.decode(flavor(cfg), &img.loaded) {
         Ok(state) => Ok(EnvContent::Ready(img, Box::new(state))),
