@@ -281,6 +281,23 @@ pub fn write_in_place(path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> 
     fsync(&f, path)
 }
 
+/// Opens `path` (created with mode 0644 when missing, never truncated) and takes an exclusive
+/// `flock` on it, waiting while another process holds it; the lock lasts as long as the
+/// returned file. Not an interruption point: a lock leaves nothing to recover. On failure,
+/// says which step failed (`"open"` or `"lock"`).
+pub fn lock_exclusive(path: &Path) -> Result<File, (&'static str, io::Error)> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| ("open", e))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| ("lock", e.into()))?;
+    Ok(f)
+}
+
 /// The directory holding `path` (`.` for a bare name).
 pub fn parent_of(path: &Path) -> PathBuf {
     match path.parent() {

@@ -422,15 +422,7 @@ impl Repo {
     /// other writer can be using it). Hold it while building commits or installing.
     pub fn lock(&self) -> Result<RepoLock, RepoError> {
         let p = self.root.join("lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o644)
-            .open(&p)
-            .map_err(io_err("open", &p))?;
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| io_err("lock", &p)(e.into()))?;
+        let f = crate::fsops::lock_exclusive(&p).map_err(|(what, e)| io_err(what, &p)(e))?;
         let tmp = self.tmp_dir();
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {

@@ -472,18 +472,8 @@ impl Deployer {
     /// deployment command to finish. Every command that changes deployments or the boot state
     /// holds it; `cleanup` also holds the repository's lock.
     pub fn lock(&self) -> Result<fs::File, DeployError> {
-        use std::os::unix::fs::OpenOptionsExt;
         let p = self.sysroot.path().join("lock");
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o644)
-            .open(&p)
-            .map_err(io_err("open", &p))?;
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| io_err("lock", &p)(e.into()))?;
-        Ok(f)
+        fsops::lock_exclusive(&p).map_err(|(what, e)| io_err(what, &p)(e))
     }
 
     /// Reads the environment.

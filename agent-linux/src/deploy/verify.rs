@@ -115,7 +115,23 @@ pub fn verify(repo: &Repo, commit: &ObjectId, dir: &Path) -> Result<VerifyReport
     Ok(r)
 }
 
-fn check_owner(uid: u32, gid: u32, md: &fs::Metadata, p: &Path, r: &mut VerifyReport) {
+/// Checks permission bits and (when running as root) the owner against the commit's.
+fn check_mode_owner(
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    md: &fs::Metadata,
+    p: &Path,
+    r: &mut VerifyReport,
+) {
+    if md.mode() & S_IPERM != mode & S_IPERM {
+        r.problems.push(format!(
+            "{}: mode {:o} but the commit says {:o}",
+            p.display(),
+            md.mode() & S_IPERM,
+            mode & S_IPERM
+        ));
+    }
     if crate::fsmeta::is_root() && (md.uid() != uid || md.gid() != gid) {
         r.problems.push(format!(
             "{}: owner {}:{} but the commit says {uid}:{gid}",
@@ -138,15 +154,7 @@ fn check_dirmeta(
         id: *id,
         error,
     })?;
-    if md.mode() & S_IPERM != m.mode & S_IPERM {
-        r.problems.push(format!(
-            "{}: mode {:o} but the commit says {:o}",
-            p.display(),
-            md.mode() & S_IPERM,
-            m.mode & S_IPERM
-        ));
-    }
-    check_owner(m.uid, m.gid, md, p, r);
+    check_mode_owner(m.mode, m.uid, m.gid, md, p, r);
     Ok(())
 }
 
@@ -184,15 +192,7 @@ fn check_file(
             .push(format!("{}: should be a regular file", p.display()));
         return Ok(());
     }
-    if md.mode() & S_IPERM != h.mode & S_IPERM {
-        r.problems.push(format!(
-            "{}: mode {:o} but the commit says {:o}",
-            p.display(),
-            md.mode() & S_IPERM,
-            h.mode & S_IPERM
-        ));
-    }
-    check_owner(h.uid, h.gid, md, p, r);
+    check_mode_owner(h.mode, h.uid, h.gid, md, p, r);
     if md.len() != h.size {
         r.problems.push(format!(
             "{}: {} bytes but the commit says {}",
