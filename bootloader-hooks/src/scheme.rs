@@ -260,7 +260,7 @@ fn parse_order(v: &[u8], var: &'static str) -> Result<[u8; 2], SchemeError> {
     Ok(prio)
 }
 
-/// Formats the order of slots with priority above 0, highest first.
+/// Formats the order of slots with priority above 0, highest first; `" "` when there is none.
 fn order_value(state: &BootState) -> Value {
     let [first, second] = state.order();
     let p1 = state.slot(first).priority > 0;
@@ -274,7 +274,9 @@ fn order_value(state: &BootState) -> Value {
         (true, true) => &both,
         (true, false) => first.as_str().as_bytes(),
         (false, true) => second.as_str().as_bytes(),
-        (false, false) => b"",
+        // No slot enabled. An empty value would read back as RAUC's default "A B"; a lone
+        // space lists no slot and reads back as it was (found by fuzz/bootenv_parse).
+        (false, false) => b" ",
     };
     // at most 3 bytes
     Value::new(v).unwrap_or(Value::hex(0))

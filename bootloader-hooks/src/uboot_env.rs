@@ -172,6 +172,9 @@ pub struct Env<'a> {
     /// Offset of `list` in the copy.
     base: usize,
     flag: Option<u8>,
+    /// Whether the list ends with its terminating NUL inside the copy. U-Boot also imports a
+    /// list whose last entry ends exactly at the end of the copy, with no room for it.
+    terminated: bool,
 }
 
 impl<'a> Env<'a> {
@@ -207,6 +210,7 @@ impl<'a> Env<'a> {
             list: &data[..p],
             base: hdr,
             flag,
+            terminated: p < data.len(),
         })
     }
 
@@ -220,9 +224,10 @@ impl<'a> Env<'a> {
         Vars { rest: self.list }
     }
 
-    /// Bytes used by the list including its terminator, from the start of the data.
+    /// Bytes used by the list including its terminator, from the start of the data. Never
+    /// more than the data holds: a list that fills the copy to its last byte has no terminator.
     pub fn used_len(&self) -> usize {
-        self.list.len() + 1
+        self.list.len() + usize::from(self.terminated)
     }
 
     /// Offset of the data in the copy.
@@ -486,6 +491,19 @@ mod test {
             Env::parse(&[0; 5], Layout::Single).unwrap_err(),
             CopyError::TooSmall { size: 5 }
         );
+    }
+
+    #[test]
+    fn list_filling_the_copy_has_no_terminator_byte() {
+        // "a=1\0b=2\0" ends exactly at the copy's last byte: U-Boot imports it; the used length
+        // stays inside the copy (found by fuzz/bootenv_parse).
+        let img = image(Layout::Single, 12, 0, b"a=1\0b=2\0", 0);
+        let env = Env::parse(&img, Layout::Single).unwrap();
+        assert_eq!(env.vars().count(), 2);
+        assert_eq!(env.used_len(), 8);
+        assert!(env.data_offset() + env.used_len() <= img.len());
+        let img = image(Layout::Single, 13, 0, b"a=1\0b=2\0\0", 0);
+        assert_eq!(Env::parse(&img, Layout::Single).unwrap().used_len(), 9);
     }
 
     #[test]
