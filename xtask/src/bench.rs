@@ -74,7 +74,13 @@ fn make_tree(root: &Path, scale: f64, seed: u64) -> Result<u64> {
     Ok(total)
 }
 
+/// Flushes what earlier steps left dirty, so that a step's fsyncs pay only for its own writes.
+fn settle() {
+    let _ = Command::new("sync").status();
+}
+
 fn timed(bin: &Path, dir: &Path, args: &[&str]) -> Result<(Duration, String)> {
+    settle();
     let t = Instant::now();
     let out = Command::new(bin).args(args).current_dir(dir).output()?;
     let took = t.elapsed();
@@ -89,8 +95,15 @@ fn timed(bin: &Path, dir: &Path, args: &[&str]) -> Result<(Duration, String)> {
 
 /// Runs `bin args` and returns its wall time and peak RSS in KiB (from wait4's rusage).
 fn timed_rss(bin: &Path, dir: &Path, args: &[&str]) -> Result<(Duration, u64)> {
+    settle();
     let t = Instant::now();
-    let child = Command::new(bin).args(args).current_dir(dir).spawn()?;
+    let errors = dir.join("child.stderr");
+    let child = Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&errors)?)
+        .spawn()?;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: plain FFI call with valid pointers to locals; the child is ours and not yet reaped.
@@ -100,8 +113,9 @@ fn timed_rss(bin: &Path, dir: &Path, args: &[&str]) -> Result<(Duration, u64)> {
     ensure!(r == pid, "wait4 failed");
     ensure!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "ecu-agent {} failed",
-        args.join(" ")
+        "ecu-agent {} failed: {}",
+        args.join(" "),
+        fs::read_to_string(&errors).unwrap_or_default()
     );
     std::mem::forget(child);
     Ok((took, usage.ru_maxrss as u64))
@@ -164,6 +178,8 @@ fn bench(bin: &Path, tmp: &Path, size_mib: f64) -> Result<()> {
         "tree: {files} files, {:.1} MiB; each step run {RUNS} times, medians shown (release build)",
         mib(total)
     );
+    // Signed files, verified on apply, as a vehicle would take them.
+    timed(bin, tmp, &["keygen", "--out", "bench.key"])?;
     // Commit into fresh repositories; the last one keeps going.
     let mut t_commit = Vec::new();
     let mut c1 = String::new();
