@@ -23,6 +23,8 @@
 use crate::object::{ObjectId, ObjectKind};
 
 pub mod flash;
+#[cfg(feature = "std")]
+pub mod mem;
 
 /// Object storage for the installer. See the [module docs](self) for the calling sequence.
 pub trait Store {

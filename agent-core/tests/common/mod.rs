@@ -2,108 +2,14 @@
 //! builder that turns a small directory tree into objects, bottom-up.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use agent_core::install::{InstallError, Installed, Installer, SignaturePolicy};
 use agent_core::object::{self, Commit, DirEntry, DirMeta, ObjectId, ObjectKind, Xattrs, S_IFDIR};
-use agent_core::store::Store;
 use agent_core::write::UpdateWriter;
 
-/// A shared object store in memory (like a Linux repo): objects of earlier installs stay, an
-/// install stages its objects and [`Store::commit`] makes them permanent.
-#[derive(Default, Clone)]
-pub struct MemStore {
-    pub objects: HashMap<(ObjectKind, ObjectId), Vec<u8>>,
-    pub staged: HashMap<(ObjectKind, ObjectId), Vec<u8>>,
-    pub commits: HashSet<ObjectId>,
-    pub refs: HashMap<String, ObjectId>,
-    current: Option<(ObjectKind, ObjectId, u64, Vec<u8>)>,
-    /// Every call except the byte-level `write_object`, in order.
-    pub log: Vec<String>,
-    pub commit_calls: u32,
-    pub abort_calls: u32,
-}
-
-impl MemStore {
-    pub fn has(&self, kind: ObjectKind, id: &ObjectId) -> bool {
-        self.objects.contains_key(&(kind, *id)) || self.staged.contains_key(&(kind, *id))
-    }
-}
-
-impl Store for MemStore {
-    type Error = ();
-
-    fn has_commit(&mut self, id: &ObjectId) -> Result<bool, ()> {
-        self.log.push(format!("has_commit {id}"));
-        Ok(self.commits.contains(id))
-    }
-    fn has_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, ()> {
-        self.log.push(format!("has_object {kind} {id}"));
-        Ok(self.has(kind, id))
-    }
-    fn begin_object(&mut self, kind: ObjectKind, id: &ObjectId, len: u64) -> Result<(), ()> {
-        assert!(
-            self.current.is_none(),
-            "begin_object while another object is open"
-        );
-        self.log.push(format!("begin {kind} {id} {len}"));
-        self.current = Some((kind, *id, len, Vec::new()));
-        Ok(())
-    }
-    fn write_object(&mut self, data: &[u8]) -> Result<(), ()> {
-        let cur = self
-            .current
-            .as_mut()
-            .expect("write_object without begin_object");
-        cur.3.extend_from_slice(data);
-        assert!(cur.3.len() as u64 <= cur.2, "more bytes than begun with");
-        Ok(())
-    }
-    fn finish_object(&mut self) -> Result<(), ()> {
-        let (kind, id, len, bytes) = self
-            .current
-            .take()
-            .expect("finish_object without begin_object");
-        assert_eq!(bytes.len() as u64, len, "finish_object before all bytes");
-        assert_eq!(
-            ObjectId::of(&bytes),
-            id,
-            "finish_object with bytes that do not hash to the id"
-        );
-        self.log.push(format!("finish {kind} {id}"));
-        self.staged.insert((kind, id), bytes);
-        Ok(())
-    }
-    fn abort_object(&mut self) {
-        assert!(
-            self.current.take().is_some(),
-            "abort_object without an open object"
-        );
-        self.log.push("abort_object".into());
-    }
-    fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, ()> {
-        let ok = self.objects.contains_key(&(kind, *id));
-        self.log.push(format!("reuse {kind} {id} {ok}"));
-        Ok(ok)
-    }
-    fn commit(&mut self, ref_name: &str, id: &ObjectId) -> Result<(), ()> {
-        assert!(self.current.is_none());
-        self.log.push(format!("commit {ref_name} {id}"));
-        self.commit_calls += 1;
-        for (k, v) in self.staged.drain() {
-            self.objects.insert(k, v);
-        }
-        self.commits.insert(*id);
-        self.refs.insert(ref_name.into(), *id);
-        Ok(())
-    }
-    fn abort(&mut self) {
-        assert!(self.current.is_none(), "abort with an object still open");
-        self.log.push("abort".into());
-        self.abort_calls += 1;
-        self.staged.clear();
-    }
-}
+/// The protocol-checking in-memory store the tests drive the installer over.
+pub use agent_core::store::mem::MemStore;
 
 /// A directory tree to build objects from.
 #[derive(Clone, Default)]

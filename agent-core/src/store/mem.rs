@@ -1,0 +1,172 @@
+//! An object store in memory that checks the [`Store`] protocol (feature `std`).
+//!
+//! It behaves like a shared repository: objects of committed installs stay, an install stages
+//! its objects and [`Store::commit`] makes them permanent, [`Store::abort`] drops them. Every
+//! rule of the calling sequence in the [module docs](super) is an assertion, and every finished
+//! object must hash to its id, so a test or a fuzz target that drives the installer over it
+//! fails as soon as the installer breaks the protocol. It also serves to check an update file
+//! completely without a device (a dry run).
+
+use std::borrow::ToOwned;
+use std::collections::{BTreeMap, BTreeSet};
+use std::format;
+use std::string::String;
+use std::vec::Vec;
+
+use crate::object::{ObjectId, ObjectKind};
+use crate::store::Store;
+
+/// An object store in memory. See the [module docs](self).
+///
+/// # Panics
+/// The [`Store`] methods panic when called out of the protocol's order (an object begun while
+/// another is open, more bytes than declared, a finished object that does not hash to its id,
+/// a commit or abort with an object open): that is a bug in the caller, never bad input.
+#[derive(Default, Clone, Debug)]
+pub struct MemStore {
+    /// Objects of committed installs.
+    pub objects: BTreeMap<(ObjectKind, ObjectId), Vec<u8>>,
+    /// Objects of the install in progress.
+    pub staged: BTreeMap<(ObjectKind, ObjectId), Vec<u8>>,
+    /// Committed commit ids.
+    pub commits: BTreeSet<ObjectId>,
+    /// Each ref and the commit it was last moved to.
+    pub refs: BTreeMap<String, ObjectId>,
+    /// The object being written: kind, id, declared length, bytes so far.
+    pub current: Option<(ObjectKind, ObjectId, u64, Vec<u8>)>,
+    /// Every call except `write_object`, in order (what the chunking of the input must not
+    /// change).
+    pub log: Vec<String>,
+    /// Calls of [`Store::commit`].
+    pub commit_calls: u32,
+    /// Calls of [`Store::abort`].
+    pub abort_calls: u32,
+}
+
+impl MemStore {
+    /// Whether the object is committed or staged.
+    pub fn has(&self, kind: ObjectKind, id: &ObjectId) -> bool {
+        self.objects.contains_key(&(kind, *id)) || self.staged.contains_key(&(kind, *id))
+    }
+
+    /// Checks the store after a failed install into an empty store: nothing committed,
+    /// nothing staged, no object open, aborted exactly once.
+    ///
+    /// # Panics
+    /// When any of that does not hold.
+    pub fn assert_failed_cleanly(&self) {
+        assert!(self.commits.is_empty(), "a failed install committed");
+        assert_eq!(self.commit_calls, 0, "a failed install called commit");
+        assert!(
+            self.current.is_none(),
+            "a failed install left an object open"
+        );
+        assert!(
+            self.staged.is_empty(),
+            "a failed install left staged objects"
+        );
+        assert_eq!(
+            self.abort_calls, 1,
+            "a failed install must abort exactly once"
+        );
+    }
+
+    /// Checks the store after one successful install of commit `id` into an empty store.
+    ///
+    /// # Panics
+    /// When that is not what happened.
+    pub fn assert_committed(&self, id: &ObjectId) {
+        assert_eq!(self.commit_calls, 1);
+        assert_eq!(self.abort_calls, 0);
+        assert!(self.current.is_none());
+        assert!(self.staged.is_empty());
+        assert_eq!(self.commits.iter().collect::<Vec<_>>(), [id]);
+        let commit = self
+            .objects
+            .get(&(ObjectKind::Commit, *id))
+            .expect("the committed commit object is in the store");
+        assert_eq!(ObjectId::of(commit), *id);
+    }
+}
+
+impl Store for MemStore {
+    type Error = ();
+
+    fn has_commit(&mut self, id: &ObjectId) -> Result<bool, ()> {
+        self.log.push(format!("has_commit {id}"));
+        Ok(self.commits.contains(id))
+    }
+
+    fn has_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, ()> {
+        self.log.push(format!("has_object {kind} {id}"));
+        Ok(self.has(kind, id))
+    }
+
+    fn begin_object(&mut self, kind: ObjectKind, id: &ObjectId, len: u64) -> Result<(), ()> {
+        assert!(
+            self.current.is_none(),
+            "begin_object while another object is open"
+        );
+        self.log.push(format!("begin {kind} {id} {len}"));
+        self.current = Some((kind, *id, len, Vec::new()));
+        Ok(())
+    }
+
+    fn write_object(&mut self, data: &[u8]) -> Result<(), ()> {
+        let cur = self
+            .current
+            .as_mut()
+            .expect("write_object without begin_object");
+        cur.3.extend_from_slice(data);
+        assert!(cur.3.len() as u64 <= cur.2, "more bytes than begun with");
+        Ok(())
+    }
+
+    fn finish_object(&mut self) -> Result<(), ()> {
+        let (kind, id, len, bytes) = self
+            .current
+            .take()
+            .expect("finish_object without begin_object");
+        assert_eq!(bytes.len() as u64, len, "finish_object before all bytes");
+        assert_eq!(
+            ObjectId::of(&bytes),
+            id,
+            "finish_object with bytes that do not hash to the id"
+        );
+        self.log.push(format!("finish {kind} {id}"));
+        self.staged.insert((kind, id), bytes);
+        Ok(())
+    }
+
+    fn abort_object(&mut self) {
+        assert!(
+            self.current.take().is_some(),
+            "abort_object without an open object"
+        );
+        self.log.push("abort_object".to_owned());
+    }
+
+    fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, ()> {
+        let ok = self.objects.contains_key(&(kind, *id));
+        self.log.push(format!("reuse {kind} {id} {ok}"));
+        Ok(ok)
+    }
+
+    fn commit(&mut self, ref_name: &str, id: &ObjectId) -> Result<(), ()> {
+        assert!(self.current.is_none(), "commit with an object open");
+        self.log.push(format!("commit {ref_name} {id}"));
+        self.commit_calls += 1;
+        let staged = core::mem::take(&mut self.staged);
+        self.objects.extend(staged);
+        self.commits.insert(*id);
+        self.refs.insert(ref_name.to_owned(), *id);
+        Ok(())
+    }
+
+    fn abort(&mut self) {
+        assert!(self.current.is_none(), "abort with an object still open");
+        self.log.push("abort".to_owned());
+        self.abort_calls += 1;
+        self.staged.clear();
+    }
+}
