@@ -317,7 +317,8 @@ pub fn simulate_boot(a: PlainArgs) -> anyhow::Result<()> {
         r.deployment,
         kind,
         if kind == "trial" {
-            format!(", {} tries left after this one", r.tries_left)
+            let tries = if r.tries_left == 1 { "try" } else { "tries" };
+            format!(", {} {tries} left after this one", r.tries_left)
         } else {
             String::new()
         },
