@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 
-use crate::demo::build_agent;
+use crate::demo::{build_agent, commit_id};
 
 /// A file-size mix like a Linux ECU image: many small config and script files, a body of
 /// shared libraries and programs, a few large blobs (firmware, models, a kernel).
@@ -125,13 +125,6 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn id_in(out: &str) -> Result<String> {
-    out.split_whitespace()
-        .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_owned)
-        .context("no commit id in the output")
-}
-
 pub fn run(args: &[String]) -> Result<()> {
     let size_mib: f64 = match args.iter().position(|a| a == "--size-mib") {
         Some(i) => args
@@ -180,29 +173,32 @@ fn bench(bin: &Path, tmp: &Path, size_mib: f64) -> Result<()> {
     );
     // Signed files, verified on apply, as a vehicle would take them.
     timed(bin, tmp, &["keygen", "--out", "bench.key"])?;
+    let commit = |repo: &str, tree: &str, version: &str| {
+        timed(
+            bin,
+            tmp,
+            &[
+                "commit",
+                "--repo",
+                repo,
+                "--branch",
+                "bench",
+                "--tree",
+                tree,
+                "--version",
+                version,
+            ],
+        )
+    };
     // Commit into fresh repositories; the last one keeps going.
     let mut t_commit = Vec::new();
     let mut c1 = String::new();
     for i in 0..RUNS {
         let repo = format!("repo{i}");
         timed(bin, tmp, &["init", "--repo", &repo])?;
-        let (t, out) = timed(
-            bin,
-            tmp,
-            &[
-                "commit",
-                "--repo",
-                &repo,
-                "--branch",
-                "bench",
-                "--tree",
-                "v1",
-                "--version",
-                "1",
-            ],
-        )?;
+        let (t, out) = commit(&repo, "v1", "1")?;
         t_commit.push(t);
-        c1 = id_in(&out)?;
+        c1 = commit_id(&out)?;
     }
     let repo = format!("repo{}", RUNS - 1);
     let t_commit = median(t_commit);
@@ -211,22 +207,8 @@ fn bench(bin: &Path, tmp: &Path, size_mib: f64) -> Result<()> {
         t_commit.as_secs_f64(),
         mib(total) / t_commit.as_secs_f64()
     );
-    let (_, out) = timed(
-        bin,
-        tmp,
-        &[
-            "commit",
-            "--repo",
-            &repo,
-            "--branch",
-            "bench",
-            "--tree",
-            "v2",
-            "--version",
-            "2",
-        ],
-    )?;
-    let c2 = id_in(&out)?;
+    let (_, out) = commit(&repo, "v2", "2")?;
+    let c2 = commit_id(&out)?;
 
     let mut t_gen = Vec::new();
     let mut t_delta = Vec::new();

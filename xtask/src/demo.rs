@@ -164,7 +164,8 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     tools::run(Command::new("cp").arg("-a").arg(from).arg(to))
 }
 
-fn commit_id(out: &str) -> Result<String> {
+/// The commit id (64 hex characters) that `ecu-agent commit` printed.
+pub fn commit_id(out: &str) -> Result<String> {
     out.split_whitespace()
         .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
         .map(str::to_owned)
