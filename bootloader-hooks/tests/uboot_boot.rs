@@ -154,7 +154,9 @@ impl Rig {
                 "-m",
                 "256M",
             ])
-            .args(["-nographic", "-no-reboot", "-bios", UBOOT])
+            // No network: the virt board's default NIC needs an option ROM (efi-virtio.rom) that
+            // qemu-system-arm only recommends, and U-Boot boots from the virtio disks here.
+            .args(["-nographic", "-no-reboot", "-nic", "none", "-bios", UBOOT])
             .arg("-drive")
             .arg(format!(
                 "if=pflash,format=raw,index=1,file={}",
