@@ -8,7 +8,8 @@
 //! R/objects/ab/cdef….file          a regular file's content with its mode applied, or a symlink
 //! R/objects/ab/cdef….filemeta      the file object's canonical metadata (header, target, xattrs)
 //! R/refs/heads/<ref path>          64 hex characters and a newline
-//! R/tmp/                           staging: every write lands here first, then is renamed
+//! R/tmp/                           staging (mode 0700): every write lands here first, then
+//!                                  is renamed
 //! R/state/                         reserved for partial installs
 //! R/lock                           flock()ed by a writer (commit, install)
 //! ```
@@ -49,6 +50,9 @@ pub const FILEMETA_SUFFIX: &str = "filemeta";
 pub const MAX_METADATA_OBJECT: u64 = 16 * 1024 * 1024;
 /// Longest ref name in bytes (as the `.update` format allows).
 pub const MAX_REF_LEN: usize = agent_core::wire::MAX_REF_LEN;
+/// Mode of the staging directory `R/tmp`: private, so that nothing staged there can be run,
+/// read or linked by anyone else before it is verified and published.
+pub const TMP_DIR_MODE: u32 = 0o700;
 /// Deepest directory nesting walked (a Linux path of 4096 bytes holds at most 2048 levels).
 pub const MAX_TREE_DEPTH: usize = 2048;
 
@@ -377,7 +381,8 @@ impl Repo {
         }
         for sub in ["objects", "refs/heads", "tmp", "state"] {
             let p = path.join(sub);
-            crate::fsops::mkdir_all(&p, 0o755).map_err(io_err("create", &p))?;
+            let mode = if sub == "tmp" { TMP_DIR_MODE } else { 0o755 };
+            crate::fsops::mkdir_all(&p, mode).map_err(io_err("create", &p))?;
         }
         let repo = Repo {
             root: path.to_path_buf(),
@@ -418,12 +423,25 @@ impl Repo {
     }
 
     /// Takes the repository's write lock (an exclusive `flock` on `R/lock`), waiting for
-    /// another writer to finish, then removes whatever a crashed writer left in `R/tmp` (no
-    /// other writer can be using it). Hold it while building commits or installing.
+    /// another writer to finish, then makes `R/tmp` private (mode 0700: a repository made by an
+    /// older version had it 0755) and removes whatever a crashed writer left in it (no other
+    /// writer can be using it). Hold it while building commits or installing.
     pub fn lock(&self) -> Result<RepoLock, RepoError> {
         let p = self.root.join("lock");
         let f = crate::fsops::lock_exclusive(&p).map_err(|(what, e)| io_err(what, &p)(e))?;
         let tmp = self.tmp_dir();
+        crate::fsops::mkdir_all(&tmp, TMP_DIR_MODE).map_err(io_err("create", &tmp))?;
+        let md = fs::symlink_metadata(&tmp).map_err(io_err("look up", &tmp))?;
+        if !md.is_dir() {
+            return Err(io_err("use", &tmp)(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the staging directory is not a directory",
+            )));
+        }
+        if md.permissions().mode() & 0o7777 != TMP_DIR_MODE {
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(TMP_DIR_MODE))
+                .map_err(io_err("make private", &tmp))?;
+        }
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
                 let _ = crate::fsops::remove_file(&e.path());
@@ -558,7 +576,7 @@ impl Repo {
             }
             return Ok(());
         }
-        let staged = self.stage_file_object(id, meta, content, true)?;
+        let staged = self.stage_file_object(id, meta, content, true, None)?;
         let mut res = Ok(());
         for (tmp, dest) in &staged {
             if res.is_ok() {
@@ -572,17 +590,20 @@ impl Repo {
     }
 
     /// Writes a file object's two parts into `R/tmp` (fsynced when `sync`): returns the
-    /// renames that publish it, `.filemeta` first. On error nothing is left behind.
+    /// renames that publish it, `.filemeta` first. With `defer`, the object's owner, xattrs
+    /// and mode are not applied: the staged content keeps mode 0600 and the object is pushed
+    /// to `defer` for [`apply_deferred_meta`]. On error nothing is left behind.
     fn stage_file_object(
         &self,
         id: &ObjectId,
         meta: &[u8],
         content: Option<(File, PathBuf)>,
         sync: bool,
+        defer: Option<&mut Vec<Deferred>>,
     ) -> Result<Vec<(PathBuf, PathBuf)>, RepoError> {
         let content_tmp = content.as_ref().map(|(_, p)| p.clone());
         let mut staged = Vec::with_capacity(2);
-        let res = self.stage_file_inner(id, meta, content, sync, &mut staged);
+        let res = self.stage_file_inner(id, meta, content, sync, &mut staged, defer);
         if res.is_err() {
             for (tmp, _) in &staged {
                 let _ = fs::remove_file(tmp);
@@ -602,6 +623,7 @@ impl Repo {
         content: Option<(File, PathBuf)>,
         sync: bool,
         staged: &mut Vec<(PathBuf, PathBuf)>,
+        defer: Option<&mut Vec<Deferred>>,
     ) -> Result<(), RepoError> {
         let kind = ObjectKind::File;
         let corrupt = |error| RepoError::CorruptObject {
@@ -633,7 +655,14 @@ impl Repo {
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &tmp)
                 .map_err(io_err("create symlink", &tmp))?;
             staged.push((tmp.clone(), final_path));
-            crate::fsmeta::apply_symlink_meta(&tmp, &header, xattrs);
+            match defer {
+                Some(d) => d.push(Deferred {
+                    id: *id,
+                    path: tmp,
+                    meta: meta.to_vec(),
+                }),
+                None => crate::fsmeta::apply_symlink_meta(&tmp, &header, xattrs),
+            }
         } else {
             let Some((file, tmp)) = content else {
                 return Err(RepoError::Sequence(
@@ -650,9 +679,18 @@ impl Repo {
                     found: len,
                 });
             }
-            crate::fsops::point(crate::fsops::Point::Meta, &tmp);
-            crate::fsmeta::apply_file_meta(&file, &header, xattrs)
-                .map_err(io_err("set metadata of", &tmp))?;
+            match defer {
+                Some(d) => d.push(Deferred {
+                    id: *id,
+                    path: tmp.clone(),
+                    meta: meta.to_vec(),
+                }),
+                None => {
+                    crate::fsops::point(crate::fsops::Point::Meta, &tmp);
+                    crate::fsmeta::apply_file_meta(&file, &header, xattrs)
+                        .map_err(io_err("set metadata of", &tmp))?;
+                }
+            }
             if sync {
                 crate::fsops::fsync(&file, &tmp).map_err(io_err("fsync", &tmp))?;
             }
@@ -1159,12 +1197,55 @@ impl Repo {
 /// So the bottom-up invariant holds after a crash at any point (renames reach the disk in
 /// order on journaling filesystems: ext4, XFS, btrfs), and nothing is visible before
 /// everything is durable. Dropping it (or [`Transaction::abort`]) removes what it staged.
+///
+/// A file object staged by [`Transaction::publish_file_object`] stays a 0600 file owned by
+/// the writer, without xattrs, until [`Transaction::part_verified`]: what an object's own
+/// hash proves is nothing until the part that carries it (which the signature covers) has
+/// matched its hash. Only then do setuid/setgid and executable bits, owners and capabilities
+/// reach it; [`Transaction::commit`] applies whatever is still deferred (an installer commits
+/// only once everything is verified).
 #[derive(Debug)]
 pub struct Transaction<'r> {
     repo: &'r Repo,
     leaves: Vec<(PathBuf, PathBuf)>,
     trees: Vec<(PathBuf, PathBuf)>,
     pending: HashSet<(u8, ObjectId)>,
+    unverified: Vec<Deferred>,
+}
+
+/// A staged file object whose owner, mode and xattrs wait for its part to be verified.
+#[derive(Debug)]
+struct Deferred {
+    id: ObjectId,
+    /// The staged content file or symlink in `R/tmp`.
+    path: PathBuf,
+    /// Its canonical metadata (header, target, xattrs), already parsed once.
+    meta: Vec<u8>,
+}
+
+/// Applies a deferred object's owner, xattrs and mode to its staged file (opened again with
+/// `O_NOFOLLOW` in the private `R/tmp`), or its owner and xattrs to a staged symlink.
+fn apply_deferred_meta(d: &Deferred) -> Result<(), RepoError> {
+    let corrupt = |error| RepoError::CorruptObject {
+        kind: ObjectKind::File,
+        id: d.id,
+        error,
+    };
+    let header = FileHeader::parse(&d.meta).map_err(corrupt)?;
+    let target_end = FILE_HEADER_LEN + usize::from(header.target_len);
+    let xattrs = Xattrs::parse(d.meta.get(target_end..).unwrap_or(&[])).map_err(corrupt)?;
+    if header.is_symlink() {
+        crate::fsmeta::apply_symlink_meta(&d.path, &header, xattrs);
+        return Ok(());
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&d.path)
+        .map_err(io_err("open", &d.path))?;
+    crate::fsops::point(crate::fsops::Point::Meta, &d.path);
+    crate::fsmeta::apply_file_meta(&file, &header, xattrs)
+        .map_err(io_err("set metadata of", &d.path))
 }
 
 impl<'r> Transaction<'r> {
@@ -1175,6 +1256,7 @@ impl<'r> Transaction<'r> {
             leaves: Vec::new(),
             trees: Vec::new(),
             pending: HashSet::new(),
+            unverified: Vec::new(),
         }
     }
 
@@ -1216,8 +1298,9 @@ impl<'r> Transaction<'r> {
         Ok(id)
     }
 
-    /// Stages a verified file object, as [`Repo::publish_file_object`] describes. Consumes
-    /// `content` in every case.
+    /// Stages a file object whose own hash matched, as [`Repo::publish_file_object`]
+    /// describes, but with its owner, xattrs and mode deferred to
+    /// [`Transaction::part_verified`] (see the type's docs). Consumes `content` in every case.
     pub fn publish_file_object(
         &mut self,
         id: &ObjectId,
@@ -1230,14 +1313,36 @@ impl<'r> Transaction<'r> {
             }
             return Ok(());
         }
-        let staged = self.repo.stage_file_object(id, meta, content, false)?;
+        let staged =
+            self.repo
+                .stage_file_object(id, meta, content, false, Some(&mut self.unverified))?;
         self.leaves.extend(staged);
         self.pending.insert((ObjectKind::File.code(), *id));
         Ok(())
     }
 
-    /// Makes everything staged durable and visible (see the type's docs).
+    /// The part that carried the file objects staged since the last call has matched its
+    /// hash: their owners, xattrs (capabilities included) and modes (setuid, setgid and
+    /// executable bits included) are applied now.
+    pub fn part_verified(&mut self) -> Result<(), RepoError> {
+        for d in std::mem::take(&mut self.unverified) {
+            apply_deferred_meta(&d)?;
+        }
+        Ok(())
+    }
+
+    /// How many staged file objects still wait for [`Transaction::part_verified`].
+    pub fn unverified(&self) -> usize {
+        self.unverified.len()
+    }
+
+    /// Makes everything staged durable and visible (see the type's docs). Metadata still
+    /// deferred is applied first: call this only once everything staged is verified.
     pub fn commit(&mut self) -> Result<(), RepoError> {
+        if let Err(e) = self.part_verified() {
+            self.abort();
+            return Err(e);
+        }
         if self.leaves.is_empty() && self.trees.is_empty() {
             return Ok(());
         }
@@ -1287,6 +1392,7 @@ impl<'r> Transaction<'r> {
             let _ = fs::remove_file(tmp);
         }
         self.pending.clear();
+        self.unverified.clear();
     }
 }
 
