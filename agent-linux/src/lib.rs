@@ -14,6 +14,7 @@
 //! - [`deploy`]: A/B deployments in a sysroot: install, stage, mark-good, rollback, status,
 //!   cleanup, a simulated boot, and a check of a deployment against its commit.
 //! - [`bootcfg`]: the sysroot's `agent.conf` (which bootloader environment, scheme, tries).
+//! - [`text`]: escaping text from updates for a terminal.
 //! - [`fsops`]: filesystem mutations with named interruption points (power-loss tests).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod keys;
 pub mod repo;
 pub mod store;
 pub mod sysroot;
+pub mod text;
 pub mod tree;
 
 pub use repo::{CommitInfo, CommitMeta, Repo, RepoError, TreeRoot};

@@ -9,7 +9,7 @@ use agent_linux::{keys, tree};
 use anyhow::{bail, Context};
 
 use super::output::{self, human_bytes, Progress};
-use super::RepoArg;
+use super::{esc, RepoArg};
 
 /// Arguments of `ecu-agent init`.
 #[derive(Debug, clap::Args)]
@@ -195,7 +195,7 @@ pub fn refs(a: RefsArgs) -> anyhow::Result<()> {
     }
     let mut s = String::new();
     for (r, c) in refs {
-        s.push_str(&format!("{r} {c}\n"));
+        s.push_str(&format!("{} {c}\n", esc(&r)));
     }
     Ok(output::out(&s)?)
 }
@@ -262,18 +262,18 @@ pub fn log(a: LogArgs) -> anyhow::Result<()> {
         s.push_str(&format!("ContentChecksum:  {}\n", e.content_checksum));
         s.push_str(&format!("Date:  {}\n", e.date));
         if !e.version.is_empty() {
-            s.push_str(&format!("Version: {}\n", e.version));
+            s.push_str(&format!("Version: {}\n", esc(&e.version)));
         }
         if let Some(k) = &e.signed_by {
             s.push_str(&format!("Signed-by: ed25519 {k}\n"));
         }
         s.push('\n');
         if !e.subject.is_empty() {
-            s.push_str(&format!("    {}\n\n", e.subject));
+            s.push_str(&format!("    {}\n\n", esc(&e.subject)));
         }
         if !e.body.is_empty() {
             for line in e.body.lines() {
-                s.push_str(&format!("    {line}\n"));
+                s.push_str(&format!("    {}\n", esc(line)));
             }
             s.push('\n');
         }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use bootloader_hooks::Slot;
 
 use super::output::{self, format_utc, human_bytes, Progress};
-use super::{open_update, read_trusted_keys};
+use super::{esc, open_update, read_trusted_keys};
 
 fn parse_slot(s: &str) -> Result<Slot, String> {
     deploy::parse_slot(s).ok_or_else(|| format!("{s:?} is not a slot; give A or B"))
@@ -129,19 +129,19 @@ fn print_staged(r: &StageReport, json: bool) -> anyhow::Result<()> {
     if json {
         return output::json(r);
     }
+    let version = esc(&r.version);
     let what = match r.action.as_str() {
         "provisioned" => format!(
-            "provisioned {} ({}) as the booted deployment in slot {}",
-            r.deployment, r.version, r.slot
+            "provisioned {} ({version}) as the booted deployment in slot {}",
+            r.deployment, r.slot
         ),
         "unchanged" => format!(
-            "{} ({}) is already what slot {} boots next; nothing changed",
-            r.commit, r.version, r.slot
+            "{} ({version}) is already what slot {} boots next; nothing changed",
+            r.commit, r.slot
         ),
         _ => format!(
-            "staged {} ({}) in slot {}: the next boot tries it ({} tries){}",
+            "staged {} ({version}) in slot {}: the next boot tries it ({} tries){}",
             r.deployment,
-            r.version,
             r.slot,
             r.tries,
             r.replaced
@@ -167,7 +167,7 @@ fn status_json(st: &Status) -> anyhow::Result<serde_json::Value> {
 
 /// The text `status` prints.
 pub fn status_text(st: &Status) -> String {
-    let mut s = format!("State: {} ({})\n", st.state, st.message);
+    let mut s = format!("State: {} ({})\n", st.state, esc(&st.message));
     if st.deployments.is_empty() {
         s.push_str("Deployments: none\n");
     } else {
@@ -178,14 +178,14 @@ pub fn status_text(st: &Status) -> String {
             "{} {}: {}\n",
             if d.booted { "●" } else { " " },
             d.slot,
-            d.ref_name.as_deref().unwrap_or("(no ref)")
+            esc(d.ref_name.as_deref().unwrap_or("(no ref)"))
         ));
         s.push_str(&format!(
             "       Version: {} ({})\n",
             if d.version.is_empty() {
-                "-"
+                "-".into()
             } else {
-                &d.version
+                esc(&d.version)
             },
             format_utc(d.timestamp)
         ));
@@ -344,7 +344,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
             r.files, r.symlinks, r.dirs
         );
         for p in &r.problems {
-            s.push_str(&format!("  {p}\n"));
+            s.push_str(&format!("  {}\n", esc(p)));
         }
         output::out(&s)?;
     }

@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use agent_linux::text::escape as esc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
@@ -97,9 +98,11 @@ pub fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            let mut msg = format!("error: {err}");
+            // Messages may quote what an update or a repository holds: escaped, so that
+            // nothing in them reaches the terminal as a control sequence or a forged line.
+            let mut msg = format!("error: {}", esc(&err.to_string()));
             for cause in err.chain().skip(1) {
-                msg.push_str(&format!("\n  caused by: {cause}"));
+                msg.push_str(&format!("\n  caused by: {}", esc(&cause.to_string())));
             }
             let _ = writeln!(io::stderr(), "{msg}");
             ExitCode::FAILURE

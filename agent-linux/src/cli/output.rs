@@ -113,7 +113,15 @@ impl log::Log for StderrLogger {
     }
     fn log(&self, r: &log::Record<'_>) {
         if self.enabled(r.metadata()) {
-            let _ = writeln!(io::stderr(), "[{} {}] {}", r.level(), r.target(), r.args());
+            // Log messages may quote an update's ref or names: escaped.
+            let msg = r.args().to_string();
+            let _ = writeln!(
+                io::stderr(),
+                "[{} {}] {}",
+                r.level(),
+                r.target(),
+                agent_linux::text::escape(&msg)
+            );
         }
     }
     fn flush(&self) {}

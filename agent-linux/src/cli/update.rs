@@ -9,7 +9,7 @@ use agent_linux::{apply, keys};
 use anyhow::{bail, Context};
 
 use super::output::{self, human_bytes, Progress};
-use super::{open_update, read_trusted_keys, RepoArg};
+use super::{esc, open_update, read_trusted_keys, RepoArg};
 
 /// `ecu-agent delta ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -212,11 +212,11 @@ pub fn apply_offline(a: ApplyArgs) -> anyhow::Result<()> {
     eprintln!(
         "installed {} on {}{}{}",
         applied.commit,
-        applied.ref_name,
+        esc(&applied.ref_name),
         if applied.version.is_empty() {
             String::new()
         } else {
-            format!(" (version {})", applied.version)
+            format!(" (version {})", esc(&applied.version))
         },
         applied
             .from
