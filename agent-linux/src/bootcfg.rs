@@ -26,12 +26,15 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use bootloader_hooks::host::{Backend, BootEnv};
+use bootloader_hooks::uboot_env::Layout;
 use bootloader_hooks::{MenderConfig, RaucConfig, Scheme, MAX_TRIES};
 
 /// The configuration file's name in the sysroot.
 pub const CONFIG_FILE: &str = "agent.conf";
 /// Default size of one U-Boot environment copy (`CONFIG_ENV_SIZE`).
 pub const DEFAULT_ENV_SIZE: usize = 0x4000;
+/// Largest `env-size` accepted (16 MiB): every read of an environment is bounded by it.
+pub const MAX_ENV_SIZE: usize = 16 * 1024 * 1024;
 /// Default tries for a staged deployment.
 pub const DEFAULT_TRIES: u8 = 3;
 /// Default kernel-argument template.
@@ -182,6 +185,7 @@ impl BootConfig {
         let mut env2: Option<String> = None;
         let (mut off, mut off2) = (0u64, 0u64);
         let mut size = DEFAULT_ENV_SIZE;
+        let mut size_line = 0;
         let mut scheme_name = "native".to_string();
         let mut rauc = RaucConfig::default();
         let mut mender = MenderConfig::default();
@@ -229,7 +233,10 @@ impl BootConfig {
                 "env-redundant" => env2 = Some(v.to_string()),
                 "env-offset" => off = num(u64::MAX)?,
                 "env-redundant-offset" => off2 = num(u64::MAX)?,
-                "env-size" => size = num(16 * 1024 * 1024)? as usize,
+                "env-size" => {
+                    size = num(MAX_ENV_SIZE as u64)? as usize;
+                    size_line = i + 1;
+                }
                 "scheme" => {
                     if !matches!(v, "native" | "rauc" | "mender") {
                         return Err(bad(format!(
@@ -258,6 +265,22 @@ impl BootConfig {
                 }
                 _ => return Err(bad(format!("unknown key {k:?}"))),
             }
+        }
+        let layout = match kind {
+            BackendKind::Uboot => Some(Layout::Single),
+            BackendKind::UbootRedundant => Some(Layout::Redundant),
+            BackendKind::Grub => None,
+        };
+        if let Some(l) = layout.filter(|l| size < l.min_size()) {
+            return Err(ConfigError::Line {
+                path: path.to_path_buf(),
+                line: size_line,
+                reason: format!(
+                    "env-size is {size} but a {} environment needs at least {} bytes (its header and an empty list); give CONFIG_ENV_SIZE",
+                    kind.name(),
+                    l.min_size()
+                ),
+            });
         }
         let scheme = match scheme_name.as_str() {
             "rauc" => Scheme::Rauc(rauc),
@@ -434,6 +457,9 @@ mod test {
             "nonsense",
             "color = blue",
             "backend = uboot-redundant\nenv = /dev/mtd1",
+            "env-size = 0",
+            "backend = uboot\nenv-size = 5",
+            "env-size = 0x1000001",
         ] {
             let e = BootConfig::parse(root, Path::new("c"), bad).unwrap_err();
             assert!(e.to_string().contains("fix or delete"), "{e}");

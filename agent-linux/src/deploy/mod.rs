@@ -50,6 +50,10 @@ pub const BOOTED_SLOT_VAR: &str = "ECU_AGENT_BOOTED_SLOT";
 /// The environment variable naming the kernel command line to read instead of
 /// `/proc/cmdline`.
 pub const CMDLINE_VAR: &str = "ECU_AGENT_CMDLINE";
+/// The marker a provisioning writes in `S/deploy` (naming the deployment it creates) and
+/// removes once the boot state exists: deployments without a boot state and without this
+/// marker are a lost environment, never garbage.
+pub const PROVISIONING_MARKER: &str = ".provisioning";
 /// Suffix of a deployment's origin file in `S/deploy` (`<name>.origin`: `commit=`, `ref=`).
 pub const ORIGIN_SUFFIX: &str = ".origin";
 
@@ -86,6 +90,9 @@ pub enum DeployError {
     BootedSlotEmpty(Slot),
     /// A slot name in the environment is not a deployment name.
     BadDeploymentName(String),
+    /// The sources that say what runs (kernel command line, `S/run/booted`, the deployments
+    /// on disk, the environment) disagree.
+    SourcesDisagree(String),
     /// The booted deployment is on trial and the other slot is the only good fallback.
     BootedOnTrial {
         /// The booted slot.
@@ -134,7 +141,7 @@ impl fmt::Display for DeployError {
             ),
             DeployError::EnvLost(p) => write!(
                 f,
-                "the bootloader environment {} holds no boot state but deployments exist; restore the environment or move the deployments away before installing",
+                "the bootloader environment {} holds no boot state but deployments exist, so nothing says which one runs and which one is the fallback; nothing was deleted: rebuild the environment from what is on disk with `ecu-agent repair-env`",
                 p.display()
             ),
             DeployError::BootedUnknown => write!(
@@ -147,7 +154,11 @@ impl fmt::Display for DeployError {
             ),
             DeployError::BadDeploymentName(n) => write!(
                 f,
-                "the environment names {n:?}, which is not a deployment (<commit>.<serial>); repair the environment"
+                "the environment names {n:?}, which is not a deployment (<commit>.<serial>); nothing was deleted: rebuild the environment with `ecu-agent repair-env`"
+            ),
+            DeployError::SourcesDisagree(why) => write!(
+                f,
+                "refused: {why}; nothing was deleted: check which deployment runs (`ecu-agent status`) and rebuild the environment with `ecu-agent repair-env`"
             ),
             DeployError::BootedOnTrial { booted } => write!(
                 f,
@@ -263,6 +274,35 @@ pub fn slot_from_cmdline(cmdline: &str) -> Option<Slot> {
     find("ecu.slot=").or_else(|| find("rauc.slot="))
 }
 
+/// The deployment named on a kernel command line by `ecu.deployment=` (the default `kargs`
+/// template writes it), as given (validate it with [`is_deployment_name`]).
+pub fn deployment_from_cmdline(cmdline: &str) -> Option<&str> {
+    cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("ecu.deployment="))
+        .next_back()
+}
+
+/// The kernel command line: the file [`CMDLINE_VAR`] names, else `/proc/cmdline` (`None`
+/// when it cannot be read).
+pub fn read_cmdline() -> Option<String> {
+    let path = std::env::var_os(CMDLINE_VAR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/proc/cmdline"));
+    let f = fs::File::open(path).ok()?;
+    // A command line is at most a few KiB (COMMAND_LINE_SIZE); never read more.
+    let mut text = String::new();
+    f.take(64 * 1024).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// Whether `name` is exactly a deployment directory name: `<64 lowercase hex>.<serial>`,
+/// the serial in decimal without leading zeros. Anything else in the environment (`garbage`,
+/// `../../x`) is never used as a path.
+pub fn is_deployment_name(name: &str) -> bool {
+    parse_deployment_name(name).is_some_and(|(c, n)| deployment_name(&c, n) == name)
+}
+
 /// A deployment's directory name: `<commit hex>.<serial>`.
 pub fn deployment_name(commit: &ObjectId, serial: u32) -> String {
     format!("{commit}.{serial}")
@@ -292,6 +332,8 @@ pub struct Deployer {
     sysroot: Sysroot,
     cfg: BootConfig,
     booted: Option<(Slot, BootedSource)>,
+    /// `ecu.deployment=` of the kernel command line: the deployment the kernel booted.
+    kernel_deployment: Option<String>,
     tries: u8,
 }
 
@@ -423,6 +465,18 @@ fn kind_name(k: DecisionKind) -> &'static str {
     }
 }
 
+impl BootedSource {
+    /// Where the booted slot was learnt, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            BootedSource::Flag => "--booted-slot",
+            BootedSource::EnvVar => BOOTED_SLOT_VAR,
+            BootedSource::Cmdline => "kernel command line",
+            BootedSource::RunFile => "S/run/booted",
+        }
+    }
+}
+
 impl Deployer {
     /// Opens an existing sysroot.
     pub fn open(path: &Path, opts: &Options) -> Result<Deployer, DeployError> {
@@ -441,10 +495,13 @@ impl Deployer {
         if tries == 0 || tries > bootloader_hooks::MAX_TRIES {
             return Err(StateError::TriesOutOfRange { tries }.into());
         }
+        let kernel_deployment =
+            read_cmdline().and_then(|c| deployment_from_cmdline(&c).map(str::to_string));
         Ok(Deployer {
             sysroot,
             cfg,
             booted,
+            kernel_deployment,
             tries,
         })
     }
@@ -561,6 +618,73 @@ impl Deployer {
         Ok(x.other())
     }
 
+    /// Before anything is deleted: the running system and the environment must agree on what
+    /// runs. Every slot name must be exactly a deployment name; the deployment the kernel
+    /// command line names (`ecu.deployment=`) must be the one the environment has in the
+    /// booted slot; the booted slot's deployment must be on disk. Any doubt refuses.
+    fn check_sources(&self, state: &BootState) -> Result<(), DeployError> {
+        for s in Slot::ALL {
+            let n = state.slot(s).name;
+            if !n.is_empty() && !is_deployment_name(n.as_str()) {
+                return Err(DeployError::BadDeploymentName(n.as_str().to_string()));
+            }
+        }
+        if let Some(k) = &self.kernel_deployment {
+            let held = Slot::ALL
+                .into_iter()
+                .find(|&s| state.slot(s).name.as_str() == k.as_str());
+            match (held, self.booted) {
+                (None, _) => {
+                    return Err(DeployError::SourcesDisagree(format!(
+                        "the kernel command line says deployment {k:?} is running, but the environment names it in neither slot (A: {:?}, B: {:?})",
+                        state.slot(Slot::A).name.as_str(),
+                        state.slot(Slot::B).name.as_str()
+                    )))
+                }
+                (Some(h), Some((b, src))) if h != b => {
+                    return Err(DeployError::SourcesDisagree(format!(
+                        "the kernel command line says deployment {k:?} is running, which the environment has in slot {h}, but slot {b} is said to be booted ({})",
+                        src.describe()
+                    )))
+                }
+                _ => {}
+            }
+        }
+        if let Some((b, src)) = self.booted {
+            let n = state.slot(b).name;
+            if n.is_empty() {
+                return Err(DeployError::BootedSlotEmpty(b));
+            }
+            if !self.deployment_path(n.as_str()).is_dir() {
+                return Err(DeployError::SourcesDisagree(format!(
+                    "slot {b} is booted ({}) and the environment says it holds deployment {}, but {} is not on disk",
+                    src.describe(),
+                    n.as_str(),
+                    self.deployment_path(n.as_str()).display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `S/deploy` holds only what an interrupted provisioning leaves (its marker and
+    /// the deployment it was writing): the only case where deployments without a boot state
+    /// are not somebody's running system.
+    fn interrupted_provisioning(&self) -> Result<bool, DeployError> {
+        let marker = self.deploy_dir().join(PROVISIONING_MARKER);
+        let text = match fs::read_to_string(&marker) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err("read", &marker)(e)),
+        };
+        let name = text.trim();
+        Ok(self
+            .deployment_dirs()?
+            .iter()
+            .filter(|n| !n.starts_with('.') && !n.ends_with(ORIGIN_SUFFIX))
+            .all(|n| n == name))
+    }
+
     /// Installs an update and stages its commit for the next boot (on a sysroot without boot
     /// state, provisions it as the booted deployment). Refuses before reading the update when
     /// staging would leave no good fallback.
@@ -571,9 +695,7 @@ impl Deployer {
         progress: &mut dyn FnMut(&agent_core::install::Progress),
     ) -> Result<StageReport, DeployError> {
         let _lock = self.lock()?;
-        if let EnvContent::Ready(_, st) = self.env()? {
-            self.check_can_stage(&st)?;
-        }
+        self.check_can_install()?;
         fsops::point(Point::Step, &self.sysroot.repo().path().join("apply"));
         let applied = apply::apply(self.sysroot.repo(), input, trusted_keys, progress)
             .map_err(DeployError::Apply)?;
@@ -582,6 +704,22 @@ impl Deployer {
         let mut r = self.deploy_commit(&commit, Some(&applied.ref_name))?;
         r.applied = Some(applied);
         Ok(r)
+    }
+
+    /// Refuses what staging would refuse, before the update is read: an environment that
+    /// leaves no fallback, that disagrees with the running system, or that is lost while
+    /// deployments exist.
+    fn check_can_install(&self) -> Result<(), DeployError> {
+        match self.env()? {
+            EnvContent::Ready(_, st) => {
+                self.check_can_stage(&st)?;
+                self.check_sources(&st)
+            }
+            _ if self.has_deployment_dirs()? && !self.interrupted_provisioning()? => {
+                Err(DeployError::EnvLost(self.cfg.env.0.clone()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Stages a commit that is in the repository (a ref, an id or a unique prefix).
@@ -612,10 +750,14 @@ impl Deployer {
             EnvContent::Missing => (None, None),
         };
         let Some(state) = state else {
+            if self.has_deployment_dirs()? && !self.interrupted_provisioning()? {
+                return Err(DeployError::EnvLost(self.cfg.env.0.clone()));
+            }
             return self.provision(img.as_ref(), &info, ref_name);
         };
         let img = img.expect("a boot state comes from an image");
         let y = self.check_can_stage(&state)?;
+        self.check_sources(&state)?;
         let x = y.other();
         let next = state.decide();
         // Already what the next boot takes: nothing to do.
@@ -680,8 +822,15 @@ impl Deployer {
         ref_name: Option<&str>,
     ) -> Result<StageReport, DeployError> {
         let slot = self.booted.map(|b| b.0).unwrap_or(Slot::A);
-        // A directory no environment names is garbage from an interrupted provisioning.
+        // Only an interrupted provisioning (its marker present) or an empty S/deploy gets
+        // here: a directory no environment names is that provisioning's garbage.
         self.remove_unnamed(&BootState::default())?;
+        let dir = self.deploy_dir();
+        fsops::mkdir_all(&dir, 0o755).map_err(io_err("create", &dir))?;
+        let marker = dir.join(PROVISIONING_MARKER);
+        let planned = deployment_name(&info.id, 0);
+        fsops::write_atomic(&marker, format!("{planned}\n").as_bytes(), 0o644)
+            .map_err(io_err("write", &marker))?;
         let (name, stats, hardlinked) =
             self.create_deployment(&info.id, &[SlotName::EMPTY, SlotName::EMPTY], ref_name)?;
         let conf = self.sysroot.path().join(bootcfg::CONFIG_FILE);
@@ -708,6 +857,7 @@ impl Deployer {
             &state,
             &[(KARGS_VARS[slot.index()], Some(&kargs))],
         )?;
+        self.remove_provisioning_marker()?;
         Ok(StageReport {
             applied: None,
             commit: info.id.to_string(),
@@ -781,10 +931,15 @@ impl Deployer {
     /// Removes every directory of `S/deploy` that `state` does not name (renamed to
     /// `.del-<name>` first, so that a half-removed deployment never looks like one). Returns
     /// the names removed (leftovers of interrupted checkouts and removals included).
+    /// The provisioning marker stays while `state` names nothing (a provisioning in
+    /// progress) and goes last otherwise.
     fn remove_unnamed(&self, state: &BootState) -> Result<Vec<String>, DeployError> {
         let dir = self.deploy_dir();
         let mut removed = Vec::new();
         for n in self.deployment_dirs()? {
+            if n == PROVISIONING_MARKER {
+                continue;
+            }
             let named = |x: &str| Slot::ALL.iter().any(|s| state.slot(*s).name.as_str() == x);
             let p = dir.join(&n);
             if let Some(stem) = n.strip_suffix(ORIGIN_SUFFIX) {
@@ -808,7 +963,19 @@ impl Deployer {
             fsops::remove_tree(&del).map_err(io_err("remove", &del))?;
             removed.push(n);
         }
+        if Slot::ALL.iter().any(|s| !state.slot(*s).name.is_empty()) {
+            self.remove_provisioning_marker()?;
+        }
         Ok(removed)
+    }
+
+    fn remove_provisioning_marker(&self) -> Result<(), DeployError> {
+        let dir = self.deploy_dir();
+        let marker = dir.join(PROVISIONING_MARKER);
+        if fsops::remove_file_if_exists(&marker).map_err(io_err("remove", &marker))? {
+            fsops::fsync_dir(&dir).map_err(io_err("fsync", &dir))?;
+        }
+        Ok(())
     }
 
     fn write_booted(&self, slot: Slot) -> Result<(), DeployError> {
@@ -946,6 +1113,7 @@ impl Deployer {
         // No install may write objects while unreferenced ones are removed.
         let _repo_lock = self.sysroot.repo().lock()?;
         let (_, state) = self.ready()?;
+        self.check_sources(&state)?;
         let mut r = cleanup::cleanup(self, &state)?;
         r.tmp_files += tmp.0;
         r.bytes_freed += tmp.1;
@@ -1147,10 +1315,7 @@ pub fn detect_booted(
             };
         }
     }
-    let cmdline = std::env::var_os(CMDLINE_VAR)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/proc/cmdline"));
-    if let Ok(text) = fs::read_to_string(&cmdline) {
+    if let Some(text) = read_cmdline() {
         if let Some(s) = slot_from_cmdline(&text) {
             return Ok(Some((s, BootedSource::Cmdline)));
         }

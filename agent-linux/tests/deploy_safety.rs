@@ -1,0 +1,240 @@
+//! "Never delete what runs": a lost, invalid or contradicted boot environment makes `install`
+//! and `cleanup` refuse with a message that says what to do, and delete nothing.
+
+mod deploy_common;
+
+use deploy_common::*;
+
+use std::fs;
+use std::path::Path;
+
+use agent_linux::bootcfg::BootConfig;
+use agent_linux::deploy::{self, EnvContent};
+use bootloader_hooks::{BootState, Slot, SlotName};
+
+const S: &str = "sysroot";
+
+fn booted(s: Slot) -> [(&'static str, &'static str); 1] {
+    [(
+        "ECU_AGENT_BOOTED_SLOT",
+        match s {
+            Slot::A => "A",
+            Slot::B => "B",
+        },
+    )]
+}
+
+/// Names in `S/deploy`, sorted.
+fn deploy_listing(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(root.join("deploy"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A sysroot with 9 (slot A, the fallback, good) and 9.1 (slot B, booted, good).
+fn two_good(lab: &Lab) {
+    let d = lab.path();
+    ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
+    ok(
+        d,
+        &["install", "--sysroot", S, &lab.update(Some("9"), "9.1")],
+        &booted(Slot::A),
+    );
+    assert_eq!(boot(&d.join(S)).0, Slot::B);
+    ok(d, &["mark-good", "--sysroot", S], &booted(Slot::B));
+}
+
+fn blank_env(root: &Path) {
+    for f in ["boot/uboot.env", "boot/uboot-redund.env"] {
+        let p = root.join(f);
+        let len = fs::metadata(&p).unwrap().len() as usize;
+        fs::write(&p, vec![0u8; len]).unwrap();
+    }
+}
+
+/// Case 2: both environment copies blank. `status` says the environment is lost; `install`
+/// used to delete both deployments (the booted one included) and provision the new commit as
+/// booted and good with no fallback.
+#[test]
+fn lost_environment_makes_install_and_cleanup_refuse() {
+    let lab = Lab::new(&["9", "9.1", "9.2"]);
+    let d = lab.path();
+    let root = d.join(S);
+    two_good(&lab);
+    blank_env(&root);
+    let before = deploy_listing(&root);
+    assert_eq!(before.len(), 4, "{before:?}");
+    let st = status(d, S, Slot::B);
+    assert_eq!(st["state"], "env-lost", "{st}");
+
+    for upd in [lab.update(None, "9.2"), lab.update(Some("9.1"), "9.2")] {
+        let e = fails(d, &["install", "--sysroot", S, &upd], &booted(Slot::B));
+        assert!(e.contains("repair-env"), "{e}");
+        assert!(e.contains("nothing was deleted"), "{e}");
+        assert_eq!(deploy_listing(&root), before);
+    }
+    let e = fails(d, &["cleanup", "--sysroot", S], &booted(Slot::B));
+    assert!(e.contains("repair-env"), "{e}");
+    let e = fails(d, &["deploy", "--sysroot", S, "os/main"], &booted(Slot::B));
+    assert!(e.contains("repair-env"), "{e}");
+    assert_eq!(deploy_listing(&root), before);
+    // Without a booted slot either.
+    let e = fails(
+        d,
+        &["install", "--sysroot", S, &lab.update(None, "9.2")],
+        &[],
+    );
+    assert!(e.contains("repair-env"), "{e}");
+    assert_eq!(deploy_listing(&root), before);
+}
+
+/// Case 2 with `env-size = 0` in agent.conf: refused as a configuration error, nothing deleted.
+#[test]
+fn env_size_zero_is_a_clear_error_and_deletes_nothing() {
+    let lab = Lab::new(&["9", "9.1", "9.2"]);
+    let d = lab.path();
+    let root = d.join(S);
+    two_good(&lab);
+    let before = deploy_listing(&root);
+    let conf = fs::read_to_string(root.join("agent.conf")).unwrap();
+    let conf: String = conf
+        .lines()
+        .map(|l| {
+            if l.starts_with("env-size") {
+                "env-size = 0\n".to_string()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    fs::write(root.join("agent.conf"), conf).unwrap();
+    for args in [
+        vec!["install", "--sysroot", S, &lab.update(None, "9.2")],
+        vec!["cleanup", "--sysroot", S],
+        vec!["status", "--sysroot", S],
+    ] {
+        let e = fails(d, &args, &booted(Slot::B));
+        assert!(e.contains("env-size"), "{e}");
+        assert!(e.contains("fix or delete the line"), "{e}");
+    }
+    assert_eq!(deploy_listing(&root), before);
+}
+
+/// Rewrites the boot state with slot `slot` naming `name` (CRC-valid: written by the agent's
+/// own environment writer).
+fn set_slot_name(root: &Path, slot: Slot, name: &str) {
+    let cfg = BootConfig::load(root).unwrap();
+    let EnvContent::Ready(img, st) = deploy::env::read(&cfg).unwrap() else {
+        panic!("no boot state")
+    };
+    let mut st: BootState = *st;
+    st.slot_mut(slot).name = SlotName::from_str(name).unwrap();
+    deploy::env::write(&cfg, Some(&img), &st, &[]).unwrap();
+}
+
+/// Case 3: a CRC-valid environment whose booted slot names something that is not a
+/// deployment made `cleanup` delete the booted deployment before it checked the name.
+#[test]
+fn invalid_slot_names_are_refused_before_anything_is_deleted() {
+    let lab = Lab::new(&["9", "9.1", "9.2"]);
+    let d = lab.path();
+    let root = d.join(S);
+    two_good(&lab);
+    let before = deploy_listing(&root);
+    let real = format!("{}.0", lab.commit("9.1"));
+    assert!(before.contains(&real), "{before:?}");
+    fs::create_dir_all(d.join("x")).unwrap();
+    fs::write(d.join("x/keep"), b"outside").unwrap();
+    for bad in [
+        "garbage".to_string(),
+        "../../x".to_string(),
+        "../x".to_string(),
+        format!("{}.00", lab.commit("9.1")),
+        format!("{}.0", lab.commit("9.1").to_uppercase()),
+    ] {
+        for slot in [Slot::B, Slot::A] {
+            set_slot_name(&root, slot, &bad);
+            let e = fails(d, &["cleanup", "--sysroot", S], &booted(Slot::B));
+            assert!(e.contains("repair-env"), "{bad}: {e}");
+            assert!(e.contains("not a deployment"), "{bad}: {e}");
+            let e = fails(
+                d,
+                &["install", "--sysroot", S, &lab.update(None, "9.2")],
+                &booted(Slot::B),
+            );
+            assert!(e.contains("repair-env"), "{bad}: {e}");
+            assert_eq!(deploy_listing(&root), before, "{bad}");
+            assert_eq!(fs::read(d.join("x/keep")).unwrap(), b"outside");
+        }
+        set_slot_name(&root, Slot::A, &format!("{}.0", lab.commit("9")));
+        set_slot_name(&root, Slot::B, &real);
+    }
+    // Repaired by hand, everything works again.
+    ok(d, &["cleanup", "--sysroot", S], &booted(Slot::B));
+    assert_eq!(deploy_listing(&root), before);
+}
+
+/// The kernel command line says which deployment runs; an environment that disagrees (or a
+/// booted slot whose deployment is not on disk) is refused before anything is deleted.
+#[test]
+fn kernel_command_line_and_disk_are_checked_against_the_environment() {
+    let lab = Lab::new(&["9", "9.1", "9.2"]);
+    let d = lab.path();
+    let root = d.join(S);
+    two_good(&lab);
+    let before = deploy_listing(&root);
+    let a = format!("{}.0", lab.commit("9"));
+    let b = format!("{}.0", lab.commit("9.1"));
+    let cmdline = d.join("cmdline");
+    let cl = cmdline.to_str().unwrap();
+
+    // The kernel booted slot B's deployment but says slot A.
+    fs::write(
+        &cmdline,
+        format!("root=/dev/x ecu.slot=A ecu.deployment={b}\n"),
+    )
+    .unwrap();
+    let e = fails(
+        d,
+        &["cleanup", "--sysroot", S],
+        &[("ECU_AGENT_CMDLINE", cl)],
+    );
+    assert!(e.contains("kernel command line"), "{e}");
+    assert!(e.contains("repair-env"), "{e}");
+    // A deployment the environment does not name at all.
+    fs::write(
+        &cmdline,
+        format!("ecu.slot=B ecu.deployment={}.5\n", lab.commit("9.2")),
+    )
+    .unwrap();
+    let e = fails(
+        d,
+        &["install", "--sysroot", S, &lab.update(None, "9.2")],
+        &[("ECU_AGENT_CMDLINE", cl)],
+    );
+    assert!(e.contains("names it in neither slot"), "{e}");
+    assert_eq!(deploy_listing(&root), before);
+
+    // What the kernel says agrees: fine.
+    fs::write(&cmdline, format!("ecu.slot=B ecu.deployment={b}\n")).unwrap();
+    ok(
+        d,
+        &["cleanup", "--sysroot", S],
+        &[("ECU_AGENT_CMDLINE", cl)],
+    );
+
+    // The booted slot's deployment is gone from disk: install would delete the only one left.
+    fs::rename(root.join("deploy").join(&b), d.join("moved")).unwrap();
+    let e = fails(
+        d,
+        &["install", "--sysroot", S, &lab.update(None, "9.2")],
+        &booted(Slot::B),
+    );
+    assert!(e.contains("not on disk"), "{e}");
+    assert!(root.join("deploy").join(&a).is_dir());
+    fs::rename(d.join("moved"), root.join("deploy").join(&b)).unwrap();
+    assert_eq!(deploy_listing(&root), before);
+}
