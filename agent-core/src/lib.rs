@@ -30,5 +30,5 @@ pub mod wire;
 #[cfg(feature = "std")]
 pub mod write;
 
-pub use install::{InstallError, Installer, SignaturePolicy};
+pub use install::{InstallError, Installer, Policy};
 pub use object::{ObjectId, ObjectKind};

@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
-use agent_core::install::{InstallError, Installed, Installer, SignaturePolicy};
+use agent_core::install::{InstallError, Installed, Installer, Policy};
 use agent_core::object::ObjectKind;
 use agent_core::wire::Codec;
 use common::*;
@@ -49,7 +49,7 @@ fn keys() -> &'static [[u8; 32]] {
 fn install_split(
     file: &[u8],
     cuts: &[usize],
-    policy: SignaturePolicy<'_>,
+    policy: Policy<'_>,
 ) -> (Result<Installed, InstallError<()>>, MemStore) {
     let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (file.len() + 1)).collect();
     cuts.push(0);
@@ -67,17 +67,14 @@ fn install_split(
     (r, store)
 }
 
-fn whole(
-    file: &[u8],
-    policy: SignaturePolicy<'_>,
-) -> (Result<Installed, InstallError<()>>, MemStore) {
+fn whole(file: &[u8], policy: Policy<'_>) -> (Result<Installed, InstallError<()>>, MemStore) {
     install_split(file, &[], policy)
 }
 
 #[test]
 fn files_have_both_codecs_and_several_parts() {
     for f in [signed_file(), unsigned_file()] {
-        let mut inst = Installer::new(SignaturePolicy::AllowUnsigned(&[]));
+        let mut inst = Installer::new(Policy::require(keys()).allow_unsigned());
         let _ = inst
             .feed(&mut MemStore::default(), &f[..f.len() - 1])
             .unwrap();
@@ -95,11 +92,11 @@ fn files_have_both_codecs_and_several_parts() {
 #[test]
 fn fixed_chunk_sizes_agree() {
     let f = signed_file();
-    let (r0, s0) = whole(f, SignaturePolicy::Required(keys()));
+    let (r0, s0) = whole(f, Policy::require(keys()));
     assert!(r0.is_ok());
     for size in [1usize, 7, 512, 64 * 1024] {
         let cuts: Vec<usize> = (size..f.len()).step_by(size).collect();
-        let (r, s) = install_split(f, &cuts, SignaturePolicy::Required(keys()));
+        let (r, s) = install_split(f, &cuts, Policy::require(keys()));
         assert_eq!(r, r0, "chunk size {size}");
         assert_eq!(s.log, s0.log, "chunk size {size}");
         assert_eq!(s.objects, s0.objects);
@@ -117,8 +114,8 @@ proptest! {
     #[test]
     fn random_splits_of_a_valid_file(cuts in prop::collection::vec(any::<usize>(), 0..40)) {
         let f = signed_file();
-        let (r0, s0) = whole(f, SignaturePolicy::Required(keys()));
-        let (r, s) = install_split(f, &cuts, SignaturePolicy::Required(keys()));
+        let (r0, s0) = whole(f, Policy::require(keys()));
+        let (r, s) = install_split(f, &cuts, Policy::require(keys()));
         prop_assert!(r.is_ok());
         prop_assert_eq!(r, r0);
         prop_assert_eq!(&s.log, &s0.log);
@@ -134,7 +131,7 @@ proptest! {
         let mut f = unsigned_file().to_vec();
         let at = at % f.len();
         f[at] ^= xor;
-        let p = SignaturePolicy::AllowUnsigned(&[]);
+        let p = Policy::require(&[]).allow_unsigned();
         let (r0, s0) = whole(&f, p);
         let (r, s) = install_split(&f, &cuts, p);
         prop_assert_eq!(&r, &r0);
@@ -150,7 +147,7 @@ proptest! {
         bytes in prop::collection::vec(any::<u8>(), 0..4096),
         cuts in prop::collection::vec(any::<usize>(), 0..20),
     ) {
-        let (r, s) = install_split(&bytes, &cuts, SignaturePolicy::AllowUnsigned(&[]));
+        let (r, s) = install_split(&bytes, &cuts, Policy::require(&[]).allow_unsigned());
         prop_assert!(r.is_err());
         prop_assert_eq!(s.commit_calls, 0);
     }
@@ -164,7 +161,7 @@ proptest! {
         let mut f = b"ECUPDATE\x01\x00\x00\x00".to_vec();
         f.extend_from_slice(&sb_len.to_le_bytes());
         f.extend_from_slice(&tail);
-        let (r, _) = whole(&f, SignaturePolicy::AllowUnsigned(&[]));
+        let (r, _) = whole(&f, Policy::require(&[]).allow_unsigned());
         prop_assert!(r.is_err());
     }
 
@@ -183,7 +180,7 @@ proptest! {
         }
         let cut = cut % (f.len() + 1);
         let f = if cut.is_multiple_of(3) { &f[..cut] } else { &f[..] };
-        let _ = install_split(f, &cuts, SignaturePolicy::AllowUnsigned(&[]));
+        let _ = install_split(f, &cuts, Policy::require(&[]).allow_unsigned());
     }
 
     /// Mutated records, re-encoded with correct part hashes: deep into the object checks, the
@@ -201,7 +198,7 @@ proptest! {
         }
         let part = if deflate { RawPart::deflate(records, ops) } else { RawPart::stored(records, ops) };
         let f = raw_update(None, to, TS, ops, &[part], None, |_, _| {});
-        let p = SignaturePolicy::AllowUnsigned(&[]);
+        let p = Policy::require(&[]).allow_unsigned();
         let (r0, s0) = whole(&f, p);
         let (r, s) = install_split(&f, &cuts, p);
         prop_assert_eq!(&r, &r0);
@@ -233,7 +230,7 @@ fn damaged_records_reach_every_check() {
                 None,
                 |_, _| {},
             );
-            let (res, s) = install_split(&f, &[at, at + 50], SignaturePolicy::AllowUnsigned(&[]));
+            let (res, s) = install_split(&f, &[at, at + 50], Policy::require(&[]).allow_unsigned());
             let e = res.expect_err("damaged records installed");
             assert_eq!(s.commit_calls, 0);
             let d = format!("{e:?}");
@@ -262,11 +259,7 @@ fn dense_bit_flips_over_a_large_file() {
     while at < f.len() {
         let mut g = f.to_vec();
         g[at] ^= 1 << (at % 8);
-        let (r, s) = install_split(
-            &g,
-            &[at, at + 1, at + 4000],
-            SignaturePolicy::Required(keys()),
-        );
+        let (r, s) = install_split(&g, &[at, at + 1, at + 4000], Policy::require(keys()));
         assert!(r.is_err(), "flip at {at} installed");
         assert_eq!(s.commit_calls, 0);
         assert!(s.refs.is_empty());

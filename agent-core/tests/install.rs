@@ -68,7 +68,7 @@ fn chunk_sizes_give_the_same_store_calls() {
     }
 }
 
-use agent_core::install::{InstallError, SignaturePolicy};
+use agent_core::install::{InstallError, Policy};
 use agent_core::object::{DirEntry, NameError, ObjectError, ObjectId};
 use agent_core::wire::{Codec, FormatError};
 use sha2::Digest;
@@ -215,28 +215,39 @@ fn signature_policies() {
     assert_eq!(s.log, vec!["abort".to_string()]);
     let mut s = MemStore::default();
     assert_eq!(
-        install_all(&mut s, &signed, SignaturePolicy::Required(&[])),
+        install_all(&mut s, &signed, Policy::require(&[])),
         Err(InstallError::NoTrustedKeys)
     );
     let mut s = MemStore::default();
     assert_eq!(
-        install_all(&mut s, &signed, SignaturePolicy::AllowUnsigned(&other)),
+        install_all(&mut s, &signed, Policy::require(&other).allow_unsigned()),
         Err(InstallError::BadSignature)
     );
-    // Accepted: the right key among others; unsigned when allowed; signed with no keys to check.
+    // A signed file with no key to check it is refused, also when unsigned files are allowed:
+    // an unchecked signature is never taken for a checked one.
+    let mut s = MemStore::default();
+    let mut inst = Installer::new(Policy::require(&[]).allow_unsigned());
+    assert_eq!(
+        install_chunks(&mut inst, &mut s, &signed, &[100]),
+        Err(InstallError::NoTrustedKeys)
+    );
+    assert_eq!(s.log, vec!["abort".to_string()]);
+    assert!(inst.superblock_info().is_none());
+    // Accepted: the right key among others; unsigned when allowed; signed and verified when
+    // unsigned files are allowed too.
     let both = [other[0], good[0]];
     assert!(install_all(&mut MemStore::default(), &signed, policy(&both)).is_ok());
     assert!(install_all(
         &mut MemStore::default(),
         &unsigned,
-        SignaturePolicy::AllowUnsigned(&good)
+        Policy::require(&good).allow_unsigned()
     )
     .is_ok());
-    let mut inst = Installer::new(SignaturePolicy::AllowUnsigned(&[]));
+    let mut inst = Installer::new(Policy::require(&good).allow_unsigned());
     install_chunks(&mut inst, &mut MemStore::default(), &signed, &[100]).unwrap();
     let info = inst.superblock_info().unwrap();
-    assert!(info.signed && !info.verified);
-    let mut inst = Installer::new(SignaturePolicy::AllowUnsigned(&[]));
+    assert!(info.signed && info.verified);
+    let mut inst = Installer::new(Policy::require(&[]).allow_unsigned());
     install_chunks(&mut inst, &mut MemStore::default(), &unsigned, &[100]).unwrap();
     let info = inst.superblock_info().unwrap();
     assert!(!info.signed && !info.verified);
@@ -250,6 +261,92 @@ fn signature_policies() {
         install_all(&mut MemStore::default(), &signed, policy(&keys)),
         Err(InstallError::BadTrustedKey { index: 0 })
     );
+}
+
+/// Installs `file` under `policy` in several chunkings, expects `want` every time, and checks
+/// that the store saw nothing but the abort: the policy is checked at the superblock.
+fn refused_at_the_superblock(file: &[u8], policy: Policy<'_>, want: &InstallError<()>) {
+    for sizes in [&[file.len()][..], &[1], &[7], &[512]] {
+        let mut s = MemStore::default();
+        let mut inst = Installer::new(policy);
+        assert_eq!(
+            install_chunks(&mut inst, &mut s, file, sizes).as_ref(),
+            Err(want),
+            "chunks {sizes:?}"
+        );
+        assert_eq!(s.log, vec!["abort".to_string()], "chunks {sizes:?}");
+        s.assert_failed_cleanly();
+        assert!(inst.superblock_info().is_none());
+    }
+}
+
+#[test]
+fn revoked_keys_are_refused_by_name_even_when_trusted() {
+    let good = [public_key(&SEED)];
+    let other = [public_key(&OTHER_SEED)];
+    let signed = write_update(&v1(), None, Some(&SEED), 4096);
+    let revoked = InstallError::RevokedKey { key: good[0] };
+    // Trusted and revoked: refused.
+    refused_at_the_superblock(&signed, policy(&good).with_revoked(&good), &revoked);
+    // Revoked, trusted is another key: refused naming the revoked key, not "bad signature".
+    refused_at_the_superblock(&signed, policy(&other).with_revoked(&good), &revoked);
+    // Revoked, unsigned files allowed, no trusted key: still refused by name.
+    refused_at_the_superblock(
+        &signed,
+        Policy::require(&[]).allow_unsigned().with_revoked(&good),
+        &revoked,
+    );
+    let msg = revoked.to_string();
+    let hex: String = good[0][..8].iter().map(|b| format!("{b:02x}")).collect();
+    assert!(msg.contains(&hex), "{msg}");
+    assert!(msg.contains("revoked"), "{msg}");
+    // Another key revoked (and one that is no curve point): the file installs.
+    let not_a_point = (0u8..=255)
+        .map(|b| [b; 32])
+        .find(|k| ed25519_dalek::VerifyingKey::from_bytes(k).is_err())
+        .unwrap();
+    let revoked = [other[0], not_a_point];
+    let mut s = MemStore::default();
+    let installed = install_all(&mut s, &signed, policy(&good).with_revoked(&revoked)).unwrap();
+    s.assert_committed(&installed.commit);
+}
+
+#[test]
+fn refs_not_followed_are_refused_naming_the_ref() {
+    let keys = [public_key(&SEED)];
+    let signed = write_update(&v1(), None, Some(&SEED), 4096);
+    let want = InstallError::RefNotFollowed {
+        ref_name: REF.try_into().unwrap(),
+        cut: false,
+    };
+    refused_at_the_superblock(&signed, policy(&keys).with_refs(&["ecu/other"]), &want);
+    refused_at_the_superblock(&signed, policy(&keys).with_refs(&[]), &want);
+    let msg = want.to_string();
+    assert!(msg.contains(&format!("{REF:?}")), "{msg}");
+    // A followed ref installs, among others.
+    let refs = ["ecu/other", REF];
+    let mut s = MemStore::default();
+    let installed = install_all(&mut s, &signed, policy(&keys).with_refs(&refs)).unwrap();
+    s.assert_committed(&installed.commit);
+}
+
+#[test]
+fn unsigned_files_need_allow_unsigned() {
+    let keys = [public_key(&SEED)];
+    let unsigned = write_update(&v1(), None, None, 4096);
+    refused_at_the_superblock(&unsigned, policy(&keys), &InstallError::Unsigned);
+    refused_at_the_superblock(&unsigned, policy(&[]), &InstallError::Unsigned);
+    let msg = InstallError::<()>::Unsigned.to_string();
+    assert!(msg.contains("not signed"), "{msg}");
+}
+
+#[test]
+fn signed_files_without_trusted_keys_are_refused_under_allow_unsigned() {
+    let signed = write_update(&v1(), None, Some(&SEED), 4096);
+    let p = Policy::require(&[]).allow_unsigned();
+    refused_at_the_superblock(&signed, p, &InstallError::NoTrustedKeys);
+    let msg = InstallError::<()>::NoTrustedKeys.to_string();
+    assert!(msg.contains("no trusted key"), "{msg}");
 }
 
 #[test]
@@ -336,7 +433,7 @@ fn unknown_codes_are_reported_precisely() {
         install_all(
             &mut MemStore::default(),
             &f,
-            SignaturePolicy::AllowUnsigned(&[])
+            Policy::require(&[]).allow_unsigned()
         ),
         Err(InstallError::Format(FormatError::UnknownSignature(2)))
     );
@@ -932,7 +1029,7 @@ fn many_small_objects_share_parts_and_large_ones_get_their_own() {
     install_all(
         &mut MemStore::default(),
         &f,
-        SignaturePolicy::AllowUnsigned(&[]),
+        Policy::require(&[]).allow_unsigned(),
     )
     .unwrap();
     // A tiny part size would need hundreds of parts: the writer raises it to stay within MAX_PARTS.
@@ -946,7 +1043,7 @@ fn many_small_objects_share_parts_and_large_ones_get_their_own() {
     install_all(
         &mut MemStore::default(),
         &f,
-        SignaturePolicy::AllowUnsigned(&[]),
+        Policy::require(&[]).allow_unsigned(),
     )
     .unwrap();
 }
@@ -1235,7 +1332,7 @@ fn one_file_update(file: &[u8], meta: &[u8]) -> Vec<u8> {
 #[test]
 fn xattr_blocks_are_checked_as_they_stream() {
     use agent_core::object::{DirMeta, FileObject, Xattrs, S_IFDIR};
-    let p = SignaturePolicy::AllowUnsigned(&[]);
+    let p = Policy::require(&[]).allow_unsigned();
     let good = xattr_block(&[
         (b"security.selinux", b"system_u:object_r:etc_t:s0\0"),
         (b"user.a", b""),
@@ -1348,7 +1445,7 @@ fn commit_texts_must_be_utf8() {
         let f = raw_update(None, to, TS, 4, &[RawPart::stored(r, 4)], None, |_, _| {});
         for sizes in [&[1usize][..], &[100_000]] {
             let e = install_chunks(
-                &mut Installer::new(SignaturePolicy::AllowUnsigned(&[])),
+                &mut Installer::new(Policy::require(&[]).allow_unsigned()),
                 &mut MemStore::default(),
                 &f,
                 sizes,
@@ -1451,4 +1548,67 @@ fn store_errors_abort_the_install() {
     );
     assert_eq!(store.inner.abort_calls, 1);
     assert_eq!(inst.finish(&mut store), Err(InstallError::Failed));
+}
+
+/// `Store::part_verified` comes after each part, before anything of the next part, and the
+/// objects of a part whose hash does not match are never covered by it.
+#[test]
+fn each_part_is_verified_before_the_next_reaches_the_store() {
+    let keys = [public_key(&SEED)];
+    let built = v1();
+    let file = write_update(&built, None, Some(&SEED), 256);
+    let mut s = MemStore::default();
+    let mut inst = Installer::new(policy(&keys));
+    install_chunks(&mut inst, &mut s, &file, &[7]).unwrap();
+    let parts = inst.superblock_info().unwrap().parts;
+    assert!(parts >= 3, "{parts} parts");
+    assert_eq!(s.part_verified_calls, parts);
+    // The log: every part's objects, then `part_verified`; the last one right before commit.
+    let pos: Vec<usize> = (0..s.log.len())
+        .filter(|&i| s.log[i] == "part_verified")
+        .collect();
+    assert_eq!(pos.len(), parts as usize);
+    assert_eq!(*pos.last().unwrap() + 1, s.log.len() - 1);
+    assert!(s.log.last().unwrap().starts_with("commit "));
+    for w in pos.windows(2) {
+        assert!(w[1] > w[0] + 1, "a part with no store call: {:?}", s.log);
+    }
+
+    // Part 1's hash altered in the superblock (unsigned, so the signature does not stop it):
+    // part 0 is verified, part 1's objects finish (each hashes to its id) but are never
+    // covered, and nothing is committed.
+    let unsigned = write_update(&built, None, None, 256);
+    let n = u32::from_le_bytes(unsigned[12..16].try_into().unwrap()) as usize;
+    let mut sb = agent_core::wire::Superblock::parse(&unsigned[16..16 + n]).unwrap();
+    sb.parts[1].sha256[0] ^= 1;
+    let mut bad = unsigned.clone();
+    assert_eq!(sb.emit(&mut bad[16..16 + n]).unwrap().len(), n);
+    let mut s = MemStore::default();
+    let err = install_all(&mut s, &bad, Policy::require(&[]).allow_unsigned());
+    assert_eq!(err, Err(InstallError::PartHash { part: 1 }));
+    assert_eq!(s.part_verified_calls, 1);
+    let first = s.log.iter().position(|l| l == "part_verified").unwrap();
+    assert!(
+        s.log[first + 1..].iter().any(|l| l.starts_with("finish ")),
+        "part 1 finished no object before its hash failed: {:?}",
+        s.log
+    );
+    s.assert_failed_cleanly();
+}
+
+#[test]
+fn files_below_the_floor_are_refused_naming_both_numbers() {
+    let keys = [public_key(&SEED)];
+    // A format-version-1 file counts as security version 0.
+    let signed = write_update(&v1(), None, Some(&SEED), 4096);
+    let want = InstallError::BelowFloor {
+        security_version: 0,
+        floor: 1,
+    };
+    refused_at_the_superblock(&signed, policy(&keys).with_floor(1), &want);
+    let msg = want.to_string();
+    assert!(msg.contains(" 0 ") && msg.contains(" 1;"), "{msg}");
+    let mut s = MemStore::default();
+    let installed = install_all(&mut s, &signed, policy(&keys).with_floor(0)).unwrap();
+    s.assert_committed(&installed.commit);
 }

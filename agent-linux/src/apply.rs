@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io::{self, Read};
 
-use agent_core::install::{InstallError, Installer, Progress, SignaturePolicy};
+use agent_core::install::{InstallError, Installer, Policy, Progress};
 use agent_core::object::ObjectId;
 use agent_core::wire::{SignatureKind, HEADER_LEN, MAX_SUPERBLOCK_LEN};
 
@@ -71,9 +71,9 @@ pub struct Applied {
 }
 
 /// Installs the update read from `input` into `repo`, holding the repository's write lock. With `trusted_keys` non-empty, only
-/// files signed by one of them are accepted; with none, unsigned files are accepted (and a
-/// signed file's signature is not checked: [`Applied::verified`] is false). `progress` is
-/// called after each chunk.
+/// files signed by one of them are accepted; with none, unsigned files are accepted
+/// ([`Applied::verified`] is false) and a signed file is refused, since there is no key to
+/// check its signature with. `progress` is called after each chunk.
 pub fn apply(
     repo: &Repo,
     input: &mut dyn Read,
@@ -81,9 +81,9 @@ pub fn apply(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Applied, ApplyError> {
     let policy = if trusted_keys.is_empty() {
-        SignaturePolicy::AllowUnsigned(&[])
+        Policy::require(&[]).allow_unsigned()
     } else {
-        SignaturePolicy::Required(trusted_keys)
+        Policy::require(trusted_keys)
     };
     let _lock = repo
         .lock()

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use agent_core::install::{InstallError, Installed, Installer, SignaturePolicy};
+use agent_core::install::{InstallError, Installed, Installer, Policy};
 use agent_core::object::{
     Commit, DirEntry, DirMeta, FileHeader, ObjectId, ObjectKind, Xattrs, FILE_HEADER_LEN, S_IFDIR,
     S_IFLNK, S_IFREG,
@@ -19,7 +19,7 @@ pub use agent_core::store::mem::MemStore;
 /// Feeds `file` in chunks of `sizes` (cycled; each at least 1 byte), then finishes. Stops at
 /// the first error, as a caller would.
 pub fn install_chunks(
-    policy: SignaturePolicy<'_>,
+    policy: Policy<'_>,
     store: &mut MemStore,
     file: &[u8],
     sizes: &[usize],
@@ -198,13 +198,15 @@ mod corpus;
 
 /// The `installer_bytes` check: `data` is a chunk-size prefix ([`split_chunk_prefix`]) and a
 /// file. The file is installed chunked and whole (each into a fresh store, unsigned files
-/// allowed so that the fuzzer gets past the signature). Asserts: no panic; a failure leaves
+/// allowed so that the fuzzer gets past the signature, and [`SEED`]'s key trusted so that a
+/// signed seed installs too). Asserts: no panic; a failure leaves
 /// nothing committed or staged and aborted once; success commits exactly the file's commit;
 /// chunked and whole give the same result (error included) and the same store calls.
 /// Returns the result.
 pub fn check_installer_bytes(data: &[u8]) -> Option<Result<Installed, InstallError<()>>> {
     let (sizes, file) = split_chunk_prefix(data)?;
-    let policy = SignaturePolicy::AllowUnsigned(&[]);
+    let key = [public_key()];
+    let policy = Policy::require(&key).allow_unsigned();
     let mut chunked_store = MemStore::default();
     let chunked = install_chunks(policy, &mut chunked_store, file, &sizes);
     let mut whole_store = MemStore::default();
@@ -327,7 +329,7 @@ pub fn check_mutated(original: &[u8], commit: &ObjectId, mutated: &[u8], chunk: 
     let key = [public_key()];
     let mut store = MemStore::default();
     let r = install_chunks(
-        SignaturePolicy::Required(&key),
+        Policy::require(&key),
         &mut store,
         mutated,
         &[chunk.max(1)],

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use agent_core::install::{InstallError, Installed, Installer, SignaturePolicy};
+use agent_core::install::{InstallError, Installed, Installer, Policy};
 use agent_core::object::{ObjectId, ObjectKind};
 use agent_linux::fsmeta::{read_xattrs, XattrPolicy};
 use agent_linux::repo::{Repo, RepoError};
@@ -184,7 +184,7 @@ pub fn install_chunked(
     repo: &Repo,
     update: &[u8],
     chunk: usize,
-    policy: SignaturePolicy<'_>,
+    policy: Policy<'_>,
 ) -> Result<Installed, InstallError<RepoError>> {
     let mut inst = Box::new(Installer::new(policy));
     let mut store = RepoStore::new(repo);

@@ -3,7 +3,7 @@
 //! `Reuse` for every unchanged subtree and file the new tree references, so a copying store
 //! gets everything it needs.
 
-use agent_core::install::{InstallError, Installer, SignaturePolicy};
+use agent_core::install::{InstallError, Installer, Policy};
 use agent_core::object::ObjectId;
 use agent_core::store::flash::model::NorModel;
 use agent_core::store::flash::{FlashLayout, FlashSlot, FlashStore, IMAGE_NAME};
@@ -51,7 +51,7 @@ fn install(
     file: &[u8],
     chunk: usize,
 ) -> Result<ObjectId, String> {
-    let mut inst = Box::new(Installer::new(SignaturePolicy::AllowUnsigned(&[])));
+    let mut inst = Box::new(Installer::new(Policy::require(&[]).allow_unsigned()));
     for c in file.chunks(chunk) {
         let _ = inst
             .feed(store, c)

@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use agent_core::install::{InstallError, SignaturePolicy};
+use agent_core::install::{InstallError, Policy};
 use agent_core::object::{self, DirEntry, DirMeta, ObjectId, ObjectKind, Xattrs, S_IFDIR};
 use agent_core::write::UpdateWriter;
 use agent_linux::checkout::{checkout, CheckoutMode};
@@ -89,14 +89,14 @@ fn from_scratch_and_delta_round_trip_at_every_chunk_size() {
     let keys = [public];
     for chunk in [1, 7, 512, 64 * 1024, usize::MAX] {
         let dev = Repo::init(&tmp.path().join(format!("dev-{chunk}"))).unwrap();
-        let i1 = install_chunked(&dev, &full1, chunk, SignaturePolicy::Required(&keys)).unwrap();
+        let i1 = install_chunked(&dev, &full1, chunk, Policy::require(&keys)).unwrap();
         assert_eq!((i1.commit, i1.from), (c1, None));
         assert_eq!(dev.read_ref(REF).unwrap(), Some(c1));
         let co1 = tmp.path().join(format!("co1-{chunk}"));
         checkout(&dev, &c1, &co1, CheckoutMode::Copy).unwrap();
         assert_same_tree(&src1, &co1);
 
-        let i2 = install_chunked(&dev, &delta, chunk, SignaturePolicy::Required(&keys)).unwrap();
+        let i2 = install_chunked(&dev, &delta, chunk, Policy::require(&keys)).unwrap();
         assert_eq!((i2.commit, i2.from), (c2, Some(c1)));
         assert_eq!(dev.read_ref(REF).unwrap(), Some(c2));
         assert_eq!(dev.read_commit(&c2).unwrap().parent, Some(c1));
@@ -109,7 +109,7 @@ fn from_scratch_and_delta_round_trip_at_every_chunk_size() {
 
         // The newest from-scratch file on a fresh device gives the same tree.
         let fresh = Repo::init(&tmp.path().join(format!("fresh-{chunk}"))).unwrap();
-        install_chunked(&fresh, &full2, chunk, SignaturePolicy::Required(&keys)).unwrap();
+        install_chunked(&fresh, &full2, chunk, Policy::require(&keys)).unwrap();
         let co = tmp.path().join(format!("co3-{chunk}"));
         checkout(&fresh, &c2, &co, CheckoutMode::Copy).unwrap();
         assert_same_tree(&src2, &co);
@@ -186,7 +186,7 @@ fn every_flipped_bit_truncation_wrong_key_and_unsigned_file_is_refused() {
     let (_, public) = key_pair();
     let keys = [public];
     let dev = Repo::init(&tmp.path().join("dev")).unwrap();
-    install_chunked(&dev, &full1, usize::MAX, SignaturePolicy::Required(&keys)).unwrap();
+    install_chunked(&dev, &full1, usize::MAX, Policy::require(&keys)).unwrap();
     assert!(
         full2.len() < 4096,
         "the test wants a small file, got {}",
@@ -197,14 +197,14 @@ fn every_flipped_bit_truncation_wrong_key_and_unsigned_file_is_refused() {
     for offset in 0..full2.len() {
         let mut bad = full2.clone();
         bad[offset] ^= 1 << (offset % 8);
-        let err = install_chunked(&dev, &bad, 97, SignaturePolicy::Required(&keys))
+        let err = install_chunked(&dev, &bad, 97, Policy::require(&keys))
             .expect_err(&format!("flip at {offset} was accepted"));
         assert!(!err.to_string().is_empty());
         assert_untouched(&dev, &c1, &c2, &format!("flip at {offset}"));
     }
     // Cut short at every length.
     for len in 0..full2.len() {
-        let err = install_chunked(&dev, &full2[..len], 64, SignaturePolicy::Required(&keys))
+        let err = install_chunked(&dev, &full2[..len], 64, Policy::require(&keys))
             .expect_err(&format!("truncation to {len} was accepted"));
         assert!(!err.to_string().is_empty());
         assert_untouched(&dev, &c1, &c2, &format!("truncated to {len}"));
@@ -212,12 +212,12 @@ fn every_flipped_bit_truncation_wrong_key_and_unsigned_file_is_refused() {
     // Trailing garbage.
     let mut long = full2.clone();
     long.push(0);
-    assert!(install_chunked(&dev, &long, 512, SignaturePolicy::Required(&keys)).is_err());
+    assert!(install_chunked(&dev, &long, 512, Policy::require(&keys)).is_err());
     assert_untouched(&dev, &c1, &c2, "trailing byte");
 
     // Signed by another key.
     let other = [keys::public_key(&[9u8; 32])];
-    let err = install_chunked(&dev, &full2, 512, SignaturePolicy::Required(&other)).unwrap_err();
+    let err = install_chunked(&dev, &full2, 512, Policy::require(&other)).unwrap_err();
     assert!(matches!(err, InstallError::BadSignature), "{err}");
     assert!(
         err.to_string().contains("signature does not verify"),
@@ -227,13 +227,13 @@ fn every_flipped_bit_truncation_wrong_key_and_unsigned_file_is_refused() {
 
     // Unsigned while keys are required.
     let unsigned = update_bytes(&build, None, &c2, None);
-    let err = install_chunked(&dev, &unsigned, 512, SignaturePolicy::Required(&keys)).unwrap_err();
+    let err = install_chunked(&dev, &unsigned, 512, Policy::require(&keys)).unwrap_err();
     assert!(matches!(err, InstallError::Unsigned), "{err}");
     assert!(err.to_string().contains("not signed"), "{err}");
     assert_untouched(&dev, &c1, &c2, "unsigned");
 
     // The intact file still installs afterwards.
-    install_chunked(&dev, &full2, 512, SignaturePolicy::Required(&keys)).unwrap();
+    install_chunked(&dev, &full2, 512, Policy::require(&keys)).unwrap();
     assert_eq!(dev.read_ref(REF).unwrap(), Some(c2));
 }
 
@@ -241,12 +241,12 @@ fn every_flipped_bit_truncation_wrong_key_and_unsigned_file_is_refused() {
 fn an_abandoned_install_leaves_no_commit_and_nothing_staged() {
     let tmp = tempfile::tempdir().unwrap();
     let (_, c1, c2, full1, full2) = small_tree_update(tmp.path());
+    let (_, public) = key_pair();
+    let keys = [public];
     let dev = Repo::init(&tmp.path().join("dev")).unwrap();
-    install_chunked(&dev, &full1, 4096, SignaturePolicy::AllowUnsigned(&[])).unwrap();
+    install_chunked(&dev, &full1, 4096, Policy::require(&keys)).unwrap();
     for cut in [full2.len() / 3, full2.len() / 2, full2.len() - 1] {
-        let mut inst = Box::new(agent_core::install::Installer::new(
-            SignaturePolicy::AllowUnsigned(&[]),
-        ));
+        let mut inst = Box::new(agent_core::install::Installer::new(Policy::require(&keys)));
         let mut store = agent_linux::store::RepoStore::new(&dev);
         let _ = inst.feed(&mut store, &full2[..cut]);
         // Power is cut, or the transport gives up: the store is simply dropped.
@@ -295,10 +295,10 @@ fn delta_of_one_changed_file_is_small() {
         &dev,
         &update_bytes(&build, None, &c1, None),
         4096,
-        SignaturePolicy::AllowUnsigned(&[]),
+        Policy::require(&[]).allow_unsigned(),
     )
     .unwrap();
-    install_chunked(&dev, &delta, 4096, SignaturePolicy::AllowUnsigned(&[])).unwrap();
+    install_chunked(&dev, &delta, 4096, Policy::require(&[]).allow_unsigned()).unwrap();
     let co = tmp.path().join("co");
     checkout(&dev, &c2, &co, CheckoutMode::Copy).unwrap();
     assert_same_tree(&src, &co);
@@ -421,7 +421,7 @@ fn names_that_are_not_one_component_are_refused_by_generator_and_installer() {
         let mut update = Vec::new();
         w.finish(None, &mut update).unwrap();
         for chunk in [1, 7, 512, usize::MAX] {
-            let err = install_chunked(&dev, &update, chunk, SignaturePolicy::AllowUnsigned(&[]))
+            let err = install_chunked(&dev, &update, chunk, Policy::require(&[]).allow_unsigned())
                 .unwrap_err();
             assert!(
                 matches!(
@@ -462,7 +462,7 @@ fn names_that_are_not_one_component_are_refused_by_generator_and_installer() {
         .unwrap();
     let mut update = Vec::new();
     w.finish(None, &mut update).unwrap();
-    install_chunked(&dev, &update, 7, SignaturePolicy::AllowUnsigned(&[])).unwrap();
+    install_chunked(&dev, &update, 7, Policy::require(&[]).allow_unsigned()).unwrap();
     let co = tmp.path().join("co");
     checkout(&dev, &ObjectId::of(&commit), &co, CheckoutMode::Copy).unwrap();
     assert_eq!(fs::read(co.join("good")).unwrap(), b"payload");

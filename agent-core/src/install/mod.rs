@@ -11,9 +11,10 @@
 //!
 //! 1. The 16-byte header is checked (magic, version, flags, superblock length).
 //! 2. The superblock is gathered into the inflate window, which has no other use yet.
-//! 3. The signature is checked against the [`SignaturePolicy`] over `header || superblock`,
-//!    **before anything reaches the store**; only then is the superblock decoded, and what
-//!    later steps need is copied out of it (part table, ref, ids, metadata).
+//! 3. The signature is checked against the [`Policy`] over `header || superblock`,
+//!    **before anything reaches the store**; only then is the superblock decoded, what later
+//!    steps need copied out of it (part table, ref, ids, metadata), and its ref and security
+//!    version checked against the policy, still before any store call.
 //! 4. A delta's source commit must be in the store ([`InstallError::MissingSource`]).
 //! 5. Each part is hashed as it arrives (checked at its end), inflated through the 32 KiB
 //!    window, and split into operation records. Each object is checked as it streams: its
@@ -79,14 +80,99 @@ const _: () = assert!(core::mem::size_of::<Installer<'static>>() <= INSTALLER_SI
 /// boundary. The commit object itself always carries the whole subject.
 pub const INFO_SUBJECT_LEN: usize = 128;
 
-/// Which signatures an [`Installer`] accepts.
+/// Bytes of a ref kept in [`InstallError::RefNotFollowed`]: 64, enough for the refs a car
+/// uses (`cs9/x86_64/qemu-minimal` is 23) while the error stays small (it is returned by
+/// value through every step of the installer).
+pub const ERROR_REF_LEN: usize = 64;
+
+/// What a device accepts: one value, handed to the [`Installer`] and checked at the superblock,
+/// before anything reaches the store.
+///
+/// - A signed file is always verified against [`Policy::trusted_keys`]: it installs only when
+///   one of them verifies it. With no trusted key a signed file is refused
+///   ([`InstallError::NoTrustedKeys`]), whatever [`Policy::allow_unsigned`] says: an
+///   unchecked signature is never taken for a checked one.
+/// - An unsigned file installs only with [`Policy::allow_unsigned`].
+/// - A file whose signature verifies against one of [`Policy::revoked_keys`] is refused
+///   ([`InstallError::RevokedKey`]), even when that key is also trusted.
+/// - A file whose security version is below [`Policy::min_security_version`] is refused
+///   ([`InstallError::BelowFloor`]); a format-version-1 file has security version 0.
+/// - With [`Policy::refs`] set, a file for a ref not in the list is refused
+///   ([`InstallError::RefNotFollowed`]).
+///
+/// ```
+/// # use agent_core::install::Policy;
+/// const KEYS: [[u8; 32]; 1] = [[7; 32]];
+/// const REVOKED: [[u8; 32]; 1] = [[9; 32]];
+/// const REFS: [&str; 1] = ["ecu/main"];
+/// let policy = Policy::require(&KEYS)
+///     .with_revoked(&REVOKED)
+///     .with_floor(3)
+///     .with_refs(&REFS);
+/// assert!(!policy.allow_unsigned);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignaturePolicy<'k> {
-    /// Only files signed by one of these ed25519 public keys.
-    Required(&'k [[u8; PUBLIC_KEY_LEN]]),
-    /// Unsigned files too. A signed file is still verified against these keys when any are
-    /// given (and refused when it does not verify); with no keys its signature is not checked.
-    AllowUnsigned(&'k [[u8; PUBLIC_KEY_LEN]]),
+pub struct Policy<'k> {
+    /// The ed25519 public keys whose signatures are accepted.
+    pub trusted_keys: &'k [[u8; PUBLIC_KEY_LEN]],
+    /// Keys whose signatures are refused, even when also trusted.
+    pub revoked_keys: &'k [[u8; PUBLIC_KEY_LEN]],
+    /// Whether unsigned files are accepted.
+    pub allow_unsigned: bool,
+    /// The anti-rollback floor: the lowest security version accepted.
+    pub min_security_version: u64,
+    /// The refs this device follows; `None` accepts any ref.
+    pub refs: Option<&'k [&'k str]>,
+}
+
+impl<'k> Policy<'k> {
+    /// Signatures required, by one of `trusted_keys`; nothing revoked, no floor, any ref.
+    pub const fn require(trusted_keys: &'k [[u8; PUBLIC_KEY_LEN]]) -> Policy<'k> {
+        Policy {
+            trusted_keys,
+            revoked_keys: &[],
+            allow_unsigned: false,
+            min_security_version: 0,
+            refs: None,
+        }
+    }
+
+    /// The same, refusing files signed by any of `revoked_keys`.
+    pub const fn with_revoked(self, revoked_keys: &'k [[u8; PUBLIC_KEY_LEN]]) -> Policy<'k> {
+        Policy {
+            revoked_keys,
+            ..self
+        }
+    }
+
+    /// The same, refusing files whose security version is below `min_security_version`.
+    pub const fn with_floor(self, min_security_version: u64) -> Policy<'k> {
+        Policy {
+            min_security_version,
+            ..self
+        }
+    }
+
+    /// The same, accepting only files for one of `refs`.
+    pub const fn with_refs(self, refs: &'k [&'k str]) -> Policy<'k> {
+        Policy {
+            refs: Some(refs),
+            ..self
+        }
+    }
+
+    /// The same, accepting unsigned files too (a signed file is still verified).
+    pub const fn allow_unsigned(self) -> Policy<'k> {
+        Policy {
+            allow_unsigned: true,
+            ..self
+        }
+    }
+
+    /// Whether the policy accepts a file for `ref_name`.
+    pub fn follows(&self, ref_name: &str) -> bool {
+        self.refs.is_none_or(|refs| refs.contains(&ref_name))
+    }
 }
 
 /// How far an install has come. Returned by every successful [`Installer::feed`].
@@ -147,7 +233,7 @@ pub struct UpdateInfo<'a> {
     /// Whether the file carries a signature.
     pub signed: bool,
     /// Whether the signature was verified against a trusted key (false for an unsigned file,
-    /// or a signed one under [`SignaturePolicy::AllowUnsigned`] with no keys).
+    /// which only installs under [`Policy::allow_unsigned`]).
     pub verified: bool,
 }
 
@@ -170,6 +256,8 @@ struct Meta {
     version: heapless::String<MAX_VERSION_LEN, u8>,
     subject: heapless::String<INFO_SUBJECT_LEN, u8>,
     from: Option<ObjectId>,
+    /// The file's security version (0 for format version 1).
+    security_version: u64,
     total: u64,
     verified: bool,
 }
@@ -181,6 +269,7 @@ impl Meta {
             version: heapless::String::new(),
             subject: heapless::String::new(),
             from: None,
+            security_version: 0,
             total: 0,
             verified: false,
         }
@@ -195,7 +284,7 @@ impl Meta {
 /// enough: [`Installer::new`] may build the 10.5 KB decompressor on the stack) and call
 /// [`Installer::reset`] before each further install, which works in place.
 pub struct Installer<'k> {
-    policy: SignaturePolicy<'k>,
+    policy: Policy<'k>,
     phase: Phase,
     /// Bytes consumed from the file.
     consumed: u64,
@@ -226,7 +315,7 @@ impl<'k> Installer<'k> {
     ///
     /// This builds the 10.5 KB decompressor and the 32 KiB window by value; on a small stack,
     /// construct it once into a `static` and use [`Installer::reset`] afterwards.
-    pub fn new(policy: SignaturePolicy<'k>) -> Self {
+    pub fn new(policy: Policy<'k>) -> Self {
         Installer {
             policy,
             phase: Phase::Header,
@@ -261,6 +350,7 @@ impl<'k> Installer<'k> {
         self.info.version.clear();
         self.info.subject.clear();
         self.info.from = None;
+        self.info.security_version = 0;
         self.info.total = 0;
         self.info.verified = false;
         self.parts.clear();
@@ -272,8 +362,8 @@ impl<'k> Installer<'k> {
         self.inflater.init();
     }
 
-    /// Replaces the signature policy (and resets, as [`Installer::reset`]).
-    pub fn set_policy(&mut self, policy: SignaturePolicy<'k>) {
+    /// Replaces the policy (and resets, as [`Installer::reset`]).
+    pub fn set_policy(&mut self, policy: Policy<'k>) {
         self.reset();
         self.policy = policy;
     }
@@ -489,7 +579,7 @@ impl<'k> Installer<'k> {
             .get(..HEADER_LEN + self.superblock_len)
             .unwrap_or(&[]);
         self.info.verified = check_signature(
-            self.policy,
+            &self.policy,
             self.signature_kind,
             self.ops.signature(),
             message,
@@ -502,6 +592,11 @@ impl<'k> Installer<'k> {
             &mut self.parts,
         )
         .map_err(InstallError::Format)?;
+        check_superblock(
+            &self.policy,
+            &self.info.ref_name,
+            self.info.security_version,
+        )?;
         self.ops
             .start_file(target.to, target.timestamp, target.objects);
         let sig_len = self.signature_kind.len().unwrap_or(0) as u64;
@@ -552,7 +647,7 @@ impl<'k> Installer<'k> {
             if p.codec == Codec::Deflate {
                 self.inflate(store, &[], true)?;
             }
-            self.close_part(p)?;
+            self.close_part(store, p)?;
         }
     }
 
@@ -569,7 +664,7 @@ impl<'k> Installer<'k> {
             _ => self.ops.decoded(store, chunk)?,
         }
         if last {
-            self.close_part(p)?;
+            self.close_part(store, p)?;
             self.open_parts(store)?;
         }
         Ok(())
@@ -609,8 +704,9 @@ impl<'k> Installer<'k> {
         }
     }
 
-    /// All raw bytes of part `p` are in and decoded: check its hash and its declared sizes.
-    fn close_part<E>(&mut self, p: PartEntry) -> Res<E> {
+    /// All raw bytes of part `p` are in and decoded: check its hash and its declared sizes,
+    /// then tell the store ([`Store::part_verified`]).
+    fn close_part<S: Store>(&mut self, store: &mut S, p: PartEntry) -> Res<S::Error> {
         let found: [u8; 32] = self.part_hash.finalize_reset().into();
         if found != p.sha256 {
             return Err(InstallError::PartHash {
@@ -618,6 +714,7 @@ impl<'k> Installer<'k> {
             });
         }
         self.ops.end_part()?;
+        store.part_verified().map_err(InstallError::Store)?;
         debug!("part {} verified", self.part);
         self.part += 1;
         Ok(())
@@ -633,33 +730,65 @@ fn prefix(s: &str, max: usize) -> &str {
     s.get(..end).unwrap_or("")
 }
 
-/// Checks the signature as `policy` says; returns whether it was verified against a key.
+/// Checks the signature as `policy` says; returns whether it was verified against a trusted
+/// key (false only for an unsigned file under [`Policy::allow_unsigned`]).
 #[inline(never)]
 fn check_signature<E>(
-    policy: SignaturePolicy<'_>,
+    policy: &Policy<'_>,
     kind: SignatureKind,
     signature: &[u8; SIGNATURE_LEN],
     message: &[u8],
 ) -> Result<bool, InstallError<E>> {
-    let (keys, required) = match policy {
-        SignaturePolicy::Required(k) => (k, true),
-        SignaturePolicy::AllowUnsigned(k) => (k, false),
-    };
     match kind {
-        SignatureKind::Ed25519 if !keys.is_empty() => {
-            for (index, key) in keys.iter().enumerate() {
-                let verified = signature::verify(key, message, signature)
-                    .map_err(|_| InstallError::BadTrustedKey { index })?;
-                if verified {
-                    return Ok(true);
+        SignatureKind::Ed25519 => {
+            let mut trusted = false;
+            for (index, key) in policy.trusted_keys.iter().enumerate() {
+                if signature::verify(key, message, signature)
+                    .map_err(|_| InstallError::BadTrustedKey { index })?
+                {
+                    trusted = true;
+                    break;
                 }
             }
-            Err(InstallError::BadSignature)
+            // A revoked key is refused by name, also when it is trusted too. A revoked key
+            // that is not a curve point signs nothing: it is skipped.
+            for key in policy.revoked_keys {
+                if signature::verify(key, message, signature) == Ok(true) {
+                    return Err(InstallError::RevokedKey { key: *key });
+                }
+            }
+            match (trusted, policy.trusted_keys.is_empty()) {
+                (true, _) => Ok(true),
+                (false, true) => Err(InstallError::NoTrustedKeys),
+                (false, false) => Err(InstallError::BadSignature),
+            }
         }
-        SignatureKind::Ed25519 if required => Err(InstallError::NoTrustedKeys),
-        _ if required => Err(InstallError::Unsigned),
-        _ => Ok(false),
+        SignatureKind::None if policy.allow_unsigned => Ok(false),
+        SignatureKind::None => Err(InstallError::Unsigned),
+        SignatureKind::Unknown(c) => Err(InstallError::Format(FormatError::UnknownSignature(c))),
     }
+}
+
+/// Checks the decoded superblock's ref and security version against `policy`.
+fn check_superblock<E>(
+    policy: &Policy<'_>,
+    ref_name: &str,
+    security_version: u64,
+) -> Result<(), InstallError<E>> {
+    if !policy.follows(ref_name) {
+        let cut = prefix(ref_name, ERROR_REF_LEN);
+        return Err(InstallError::RefNotFollowed {
+            ref_name: heapless::String::try_from(cut).unwrap_or_default(),
+            cut: cut.len() < ref_name.len(),
+        });
+    }
+    if security_version < policy.min_security_version {
+        return Err(InstallError::BelowFloor {
+            security_version,
+            floor: policy.min_security_version,
+        });
+    }
+    Ok(())
 }
 
 /// Why an install failed. Each variant says what and where; `E` is the store's error.
@@ -678,12 +807,32 @@ pub enum InstallError<E> {
         /// What is wrong.
         error: ObjectError,
     },
-    /// The file is not signed and the policy requires a signature.
+    /// The file is not signed and the policy does not allow unsigned files.
     Unsigned,
     /// The signature verifies against none of the trusted keys.
     BadSignature,
-    /// The policy requires signatures but lists no trusted key.
+    /// The file is signed and the policy lists no trusted key to verify it with.
     NoTrustedKeys,
+    /// The file is signed by a key the policy revokes.
+    RevokedKey {
+        /// The revoked public key.
+        key: [u8; PUBLIC_KEY_LEN],
+    },
+    /// The file's security version is below the device's anti-rollback floor.
+    BelowFloor {
+        /// The file's security version (0 for a format-version-1 file).
+        security_version: u64,
+        /// The lowest security version the device accepts.
+        floor: u64,
+    },
+    /// The file is for a ref the device does not follow.
+    RefNotFollowed {
+        /// The file's ref, its first [`ERROR_REF_LEN`] bytes at most (cut at a character
+        /// boundary), so that the error stays small.
+        ref_name: heapless::String<ERROR_REF_LEN, u8>,
+        /// Whether `ref_name` was cut.
+        cut: bool,
+    },
     /// A configured trusted key is not a valid ed25519 public key.
     BadTrustedKey {
         /// Its index in the policy's key list.
@@ -821,11 +970,30 @@ impl<E: fmt::Debug> fmt::Display for InstallError<E> {
         match self {
             I::Format(e) => fmt::Display::fmt(e, f),
             I::Object { kind, id, error } => write!(f, "{kind} object {id} is malformed: {error}"),
-            I::Unsigned => f.write_str("the update is not signed and this device only accepts signed updates"),
+            I::Unsigned => f.write_str(
+                "the update is not signed and this device only accepts signed updates; sign it with a trusted key",
+            ),
             I::BadSignature => f.write_str(
                 "the update's signature does not verify against any trusted key: it was signed with another key or altered",
             ),
-            I::NoTrustedKeys => f.write_str("signed updates are required but no trusted key is configured"),
+            I::NoTrustedKeys => f.write_str(
+                "the update is signed but no trusted key is configured to verify it; configure the signer's public key as trusted",
+            ),
+            I::RevokedKey { key } => write!(
+                f,
+                "the update is signed by key {}…, which this device has revoked; ask for an update signed with a current key",
+                HexPrefix(key)
+            ),
+            I::BelowFloor { security_version, floor } => write!(
+                f,
+                "the update's security version {security_version} is below this device's floor {floor}; an update at security version {floor} or later is needed"
+            ),
+            I::RefNotFollowed { ref_name, cut } => write!(
+                f,
+                "the update is for ref {:?}{}, which this device does not follow; use an update for a ref it follows",
+                ref_name.as_str(),
+                if *cut { " (cut)" } else { "" }
+            ),
             I::BadTrustedKey { index } => write!(f, "trusted key {index} is not a valid ed25519 public key"),
             I::MissingSource(id) => write!(f, "commit {id}, the source of this delta, is not in the store"),
             I::MissingObject { kind, id } => {
@@ -888,6 +1056,18 @@ impl<E: fmt::Debug> fmt::Display for InstallError<E> {
 }
 
 impl<E: fmt::Debug> core::error::Error for InstallError<E> {}
+
+/// The first 8 bytes of a key in hex, enough to tell keys apart in a message.
+struct HexPrefix<'a>(&'a [u8; PUBLIC_KEY_LEN]);
+
+impl fmt::Display for HexPrefix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0.iter().take(8) {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
 
 impl<E> From<FormatError> for InstallError<E> {
     fn from(e: FormatError) -> Self {
@@ -1028,7 +1208,7 @@ mod test {
     #[test]
     fn one_byte_at_a_time_then_reset_and_again() {
         let (file, to) = tiny_file();
-        let mut inst = Installer::new(SignaturePolicy::AllowUnsigned(&[]));
+        let mut inst = Installer::new(Policy::require(&[]).allow_unsigned());
         for _ in 0..2 {
             let mut store = Recorder::default();
             assert!(inst.superblock_info().is_none());
@@ -1070,7 +1250,7 @@ mod test {
     fn required_signature_refuses_before_the_store_sees_anything() {
         let (file, _) = tiny_file();
         let keys = [[0u8; 32]];
-        let mut inst = Installer::new(SignaturePolicy::Required(&keys));
+        let mut inst = Installer::new(Policy::require(&keys));
         let mut store = Recorder::default();
         assert_eq!(inst.feed(&mut store, &file), Err(InstallError::Unsigned));
         assert!(store.objects.is_empty() && store.open.is_none());
@@ -1080,7 +1260,7 @@ mod test {
     #[test]
     fn abort_tells_the_store_once() {
         let (file, _) = tiny_file();
-        let mut inst = Installer::new(SignaturePolicy::AllowUnsigned(&[]));
+        let mut inst = Installer::new(Policy::require(&[]).allow_unsigned());
         let mut store = Recorder::default();
         let _ = inst.feed(&mut store, &file[..file.len() - 10]).unwrap();
         inst.abort(&mut store);
@@ -1090,6 +1270,21 @@ mod test {
             inst.feed(&mut store, &file[file.len() - 10..]),
             Err(InstallError::Failed)
         );
+    }
+
+    #[test]
+    fn long_refs_are_cut_in_the_error() {
+        let long = "r".repeat(100);
+        let refs = ["ecu/main"];
+        let policy = Policy::require(&[]).with_refs(&refs);
+        let e = check_superblock::<()>(&policy, &long, 0).unwrap_err();
+        let InstallError::RefNotFollowed { ref_name, cut } = &e else {
+            panic!("{e:?}");
+        };
+        assert!(*cut);
+        assert_eq!(ref_name.as_str(), &long[..ERROR_REF_LEN]);
+        assert!(e.to_string().contains("(cut)"), "{e}");
+        assert_eq!(check_superblock::<()>(&policy, "ecu/main", 0), Ok(()));
     }
 
     #[test]

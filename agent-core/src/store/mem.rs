@@ -41,6 +41,11 @@ pub struct MemStore {
     pub commit_calls: u32,
     /// Calls of [`Store::abort`].
     pub abort_calls: u32,
+    /// Calls of [`Store::part_verified`].
+    pub part_verified_calls: u32,
+    /// Objects finished since the last [`Store::part_verified`]: not yet covered by a verified
+    /// part hash. [`Store::commit`] requires it empty.
+    pub unverified: Vec<(ObjectKind, ObjectId)>,
 }
 
 impl MemStore {
@@ -135,6 +140,7 @@ impl Store for MemStore {
         );
         self.log.push(format!("finish {kind} {id}"));
         self.staged.insert((kind, id), bytes);
+        self.unverified.push((kind, id));
         Ok(())
     }
 
@@ -152,8 +158,21 @@ impl Store for MemStore {
         Ok(ok)
     }
 
+    fn part_verified(&mut self) -> Result<(), ()> {
+        assert!(self.current.is_none(), "part_verified with an object open");
+        self.log.push("part_verified".to_owned());
+        self.part_verified_calls += 1;
+        self.unverified.clear();
+        Ok(())
+    }
+
     fn commit(&mut self, ref_name: &str, id: &ObjectId) -> Result<(), ()> {
         assert!(self.current.is_none(), "commit with an object open");
+        assert!(
+            self.unverified.is_empty(),
+            "commit before part_verified covered {:?}",
+            self.unverified
+        );
         self.log.push(format!("commit {ref_name} {id}"));
         self.commit_calls += 1;
         let staged = core::mem::take(&mut self.staged);
@@ -168,5 +187,6 @@ impl Store for MemStore {
         self.log.push("abort".to_owned());
         self.abort_calls += 1;
         self.staged.clear();
+        self.unverified.clear();
     }
 }

@@ -8,6 +8,8 @@
 //!    object's SHA-256, or [`Store::abort_object`] if it did not match; or
 //!    [`Store::reuse_object`] for an object the target shares with the source.
 //!    [`Store::has_object`] answers whether an object the target references is in place.
+//!    After the last operation of each part, once the part's SHA-256 matched the superblock,
+//!    [`Store::part_verified`].
 //! 3. [`Store::commit`] when the signature, every part, every object and the commit checked
 //!    out; [`Store::abort`] when the install fails or is dropped.
 //!
@@ -15,6 +17,16 @@
 //! commit object comes last. A store may therefore rely on this invariant: **a dirtree is
 //! present only if everything under it is present**, and reusing a dirtree reuses its
 //! whole tree.
+//!
+//! **Verify before privilege.** An object's SHA-256 matching its own id proves nothing about
+//! where it came from: the signature covers the superblock, the superblock covers each part's
+//! SHA-256, and only a part's hash ties its objects to the signature. So the objects finished
+//! ([`Store::finish_object`]) since the previous [`Store::part_verified`] (or since the install
+//! began) belong to a part whose hash matched only when [`Store::part_verified`] is called. A
+//! store must not give any object a privileged mode (setuid, setgid, executable bits where
+//! others can reach it), an owner or a capability, nor put it where others can read or run
+//! it, before that call; until then it stays private to the install. The installer calls it
+//! before anything of the next part reaches the store.
 //!
 //! Nothing an install writes may become visible as an installed commit before
 //! [`Store::commit`]; a store that is interrupted at any point (power loss) must come back
@@ -59,6 +71,15 @@ pub trait Store {
     /// Puts in place, for the commit being installed, an object the source commit has (for a
     /// dirtree, with everything under it). Returns `Ok(false)` when the store does not have it.
     fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, Self::Error>;
+
+    /// The part whose operations came last matched its SHA-256 (which the signature covers):
+    /// every object finished since the previous call (or since the install began) is now
+    /// verified, and may be given its privileged mode, owner and capabilities. See "Verify
+    /// before privilege" in the [module docs](self). Called after each part, before any call
+    /// for the next part, and before [`Store::commit`]; never with an object open.
+    fn part_verified(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
 
     /// Everything checked out: record commit `id` on `ref_name` as installed, atomically.
     fn commit(&mut self, ref_name: &str, id: &ObjectId) -> Result<(), Self::Error>;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use agent_core::install::{InstallError, Installed, Installer, SignaturePolicy};
+use agent_core::install::{InstallError, Installed, Installer, Policy};
 use agent_core::object::{self, Commit, DirEntry, DirMeta, ObjectId, ObjectKind, Xattrs, S_IFDIR};
 use agent_core::write::UpdateWriter;
 
@@ -293,8 +293,8 @@ pub fn install_chunks(
     inst.finish(store)
 }
 
-pub fn policy(keys: &[[u8; 32]]) -> SignaturePolicy<'_> {
-    SignaturePolicy::Required(keys)
+pub fn policy(keys: &[[u8; 32]]) -> Policy<'_> {
+    Policy::require(keys)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -446,7 +446,7 @@ pub fn minimal_records(timestamp: u64) -> (Vec<u8>, u32, ObjectId) {
 pub fn install_all(
     store: &mut MemStore,
     file: &[u8],
-    policy: SignaturePolicy<'_>,
+    policy: Policy<'_>,
 ) -> Result<Installed, InstallError<()>> {
     let mut inst = Installer::new(policy);
     install_chunks(&mut inst, store, file, &[file.len().max(1)])

@@ -9,7 +9,7 @@ use agent_core::store::flash::model::NorModel;
 use agent_core::store::flash::{FlashLayout, FlashSlot, FlashStore, FlashStoreError};
 use agent_core::store::Store;
 use agent_core::write::UpdateWriter;
-use agent_core::{InstallError, Installer, SignaturePolicy};
+use agent_core::{InstallError, Installer, Policy};
 use bootloader_hooks::flash_record;
 use bootloader_hooks::{BootState, DecisionKind, Slot, SlotName};
 use embedded_storage::nor_flash::NorFlash;
@@ -354,7 +354,7 @@ pub fn install_file<S: Store>(
     chunk: usize,
 ) -> Result<ObjectId, InstallError<S::Error>> {
     let keys = [public_key()];
-    let mut inst = Box::new(Installer::new(SignaturePolicy::Required(&keys)));
+    let mut inst = Box::new(Installer::new(Policy::require(&keys)));
     for c in file.chunks(chunk) {
         let _ = inst.feed(s, c)?;
     }

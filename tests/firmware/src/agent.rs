@@ -4,7 +4,7 @@
 use core::mem::MaybeUninit;
 use core::ptr::addr_of_mut;
 
-use agent_core::install::{Installer, SignaturePolicy};
+use agent_core::install::{Installer, Policy};
 use agent_core::object::ObjectId;
 use agent_core::store::flash::model::NorModel;
 use agent_core::store::flash::{FlashLayout, FlashSlot, FlashStore};
@@ -324,7 +324,7 @@ fn construct(
     &'static mut FlashStore<Nor>,
 )> {
     let inst = unsafe {
-        (*addr_of_mut!(INSTALLER)).write(Installer::new(SignaturePolicy::Required(&KEYS)))
+        (*addr_of_mut!(INSTALLER)).write(Installer::new(Policy::require(&KEYS)))
     };
     match FlashStore::new(nor, LAYOUT, FlashSlot::A) {
         Ok(s) => Some((inst, unsafe { (*addr_of_mut!(STORE)).write(s) })),
