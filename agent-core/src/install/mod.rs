@@ -1283,7 +1283,7 @@ mod test {
         };
         assert!(*cut);
         assert_eq!(ref_name.as_str(), &long[..ERROR_REF_LEN]);
-        assert!(e.to_string().contains("(cut)"), "{e}");
+        assert!(std::format!("{e}").contains("(cut)"), "{e}");
         assert_eq!(check_superblock::<()>(&policy, "ecu/main", 0), Ok(()));
     }
 
