@@ -176,9 +176,7 @@ pub fn checkout_tree(
         }
         Ok(_) => return Err(CheckoutError::NotADirectory(dest.to_path_buf())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            crate::fsops::point(crate::fsops::Point::Mkdir, dest);
-            rustix::fs::mkdirat(CWD, dest, Mode::from_raw_mode(0o700))
-                .map_err(errno_at("create directory", dest))?;
+            crate::fsops::mkdir(dest, 0o700).map_err(io_at("create directory", dest))?;
         }
         Err(e) => return Err(io_at("look up", dest)(e)),
     }
@@ -199,8 +197,7 @@ pub fn checkout_tree(
     w.dir(&fd, &root.tree, &mut path, 0)?;
     apply_dirmeta(&fd, &root.meta, &meta_bytes, dest)?;
     w.stats.dirs += 1;
-    crate::fsops::point(crate::fsops::Point::Fsync, dest);
-    rustix::fs::fsync(&fd).map_err(errno_at("fsync", dest))?;
+    crate::fsops::fsync_fd(&fd, dest).map_err(io_at("fsync", dest))?;
     Ok(w.stats)
 }
 
@@ -215,9 +212,10 @@ fn apply_dirmeta(
         id: *id,
         error,
     })?;
-    crate::fsops::point(crate::fsops::Point::Meta, path);
-    fsmeta::apply_fd_meta(fd, m.mode, m.uid, m.gid, m.xattrs)
-        .map_err(io_at("set metadata of", path))
+    crate::fsops::set_meta(fd, path, |fd| {
+        fsmeta::apply_fd_meta(fd, m.mode, m.uid, m.gid, m.xattrs)
+    })
+    .map_err(io_at("set metadata of", path))
 }
 
 struct Writer<'a> {
@@ -246,9 +244,8 @@ impl Writer<'_> {
                 OwnedEntry::File { id, .. } => self.file(fd, name, id, path)?,
                 OwnedEntry::Dir { tree, meta, .. } => {
                     let meta_bytes = self.repo.read_metadata_object(ObjectKind::DirMeta, meta)?;
-                    crate::fsops::point(crate::fsops::Point::Mkdir, path);
-                    rustix::fs::mkdirat(fd, name, Mode::from_raw_mode(0o700))
-                        .map_err(errno_at("create directory", path))?;
+                    crate::fsops::mkdir_at(fd.as_fd(), name, 0o700, path)
+                        .map_err(io_at("create directory", path))?;
                     let sub = rustix::fs::openat(
                         fd,
                         name,
@@ -284,9 +281,8 @@ impl Writer<'_> {
                 .into());
             }
             // Without AT_SYMLINK_FOLLOW, a symlink object is linked as the symlink itself.
-            crate::fsops::point(crate::fsops::Point::Link, path);
-            rustix::fs::linkat(CWD, &obj, dir, name, AtFlags::empty())
-                .map_err(errno_at("hard-link", path))?;
+            crate::fsops::link_at(&obj, dir.as_fd(), name, path)
+                .map_err(io_at("hard-link", path))?;
             let md = fs::symlink_metadata(&obj).map_err(io_at("stat", &obj))?;
             if md.file_type().is_symlink() {
                 self.stats.symlinks += 1;
@@ -299,8 +295,8 @@ impl Writer<'_> {
         let obj = self.repo.open_file_object(id)?;
         if obj.header.is_symlink() {
             let target = OsStr::from_bytes(obj.target());
-            crate::fsops::point(crate::fsops::Point::Symlink, path);
-            rustix::fs::symlinkat(target, dir, name).map_err(errno_at("create symlink", path))?;
+            crate::fsops::symlink_at(target, dir.as_fd(), name, path)
+                .map_err(io_at("create symlink", path))?;
             if fsmeta::is_root() {
                 rustix::fs::chownat(
                     dir,
@@ -323,15 +319,8 @@ impl Writer<'_> {
             self.stats.symlinks += 1;
             return Ok(());
         }
-        crate::fsops::point(crate::fsops::Point::Create, path);
-        let out = rustix::fs::openat(
-            dir,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(errno_at("create", path))?;
-        let mut out = fs::File::from(out);
+        let mut out = crate::fsops::create_at(dir.as_fd(), name, 0o600, path)
+            .map_err(io_at("create", path))?;
         let mut h = Sha256::new();
         h.update(&obj.meta);
         let header = obj.header;
@@ -370,8 +359,10 @@ impl Writer<'_> {
             id: *id,
             error,
         })?;
-        crate::fsops::point(crate::fsops::Point::Meta, path);
-        fsmeta::apply_file_meta(&out, &header, xattrs).map_err(io_at("set metadata of", path))?;
+        crate::fsops::set_meta(&out, path, |fd| {
+            fsmeta::apply_fd_meta(fd, header.mode, header.uid, header.gid, xattrs)
+        })
+        .map_err(io_at("set metadata of", path))?;
         self.stats.files += 1;
         self.stats.bytes += total;
         Ok(())

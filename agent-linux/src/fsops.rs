@@ -14,14 +14,24 @@
 //! reaching `N`, and check after each interruption that a simulated boot comes up on a
 //! complete deployment and that the command run again succeeds.
 //!
-//! What an abort cannot show is the loss of data that was written but not yet fsynced (the
-//! page cache survives a killed process); the code therefore fsyncs before every rename and
-//! the directory after it, and the tests check the order of these calls by construction
-//! rather than by losing cached data.
+//! An abort alone would keep the page cache: everything written before the cut would
+//! survive. So the cut is a power loss: with fault injection on, [`powerloss`] journals every
+//! mutation made here and, at the cut, undoes what was not made durable (contents not
+//! fsynced, names whose directory was not fsynced) before the process aborts. The model and
+//! its rules are in `docs/POWERLOSS.md`; `ECU_AGENT_FAULT_KEEP_CACHE=1` turns it off.
+//!
+//! Every mutation of a sysroot goes through a function of this module (by path, or by
+//! directory descriptor and name: [`create_at`], [`mkdir_at`], [`symlink_at`], [`link_at`],
+//! [`set_meta`], [`fsync_fd`]); a new one announces its point and records itself in
+//! [`powerloss`] as that module's docs say.
 
+pub mod powerloss;
+
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,6 +107,11 @@ fn config() -> &'static (Option<u64>, bool) {
     })
 }
 
+/// The point to die at, when fault injection is on.
+pub(crate) fn fault_at() -> Option<u64> {
+    config().0
+}
+
 /// Announces a mutation. Returns `true` when this is the point to die at; the caller then
 /// does its partial work (if any) and calls [`die`]. Most callers use [`point`].
 pub fn reached(kind: Point, path: &Path) -> bool {
@@ -108,7 +123,8 @@ pub fn reached(kind: Point, path: &Path) -> bool {
     at == Some(n)
 }
 
-/// Kills the process at an interruption point.
+/// Kills the process at an interruption point, after the power-loss model has undone what
+/// was not durable.
 pub fn die(kind: Point, path: &Path) -> ! {
     let _ = writeln!(
         io::stderr(),
@@ -116,6 +132,7 @@ pub fn die(kind: Point, path: &Path) -> ! {
         COUNT.load(Ordering::SeqCst),
         path.display()
     );
+    powerloss::cut();
     std::process::abort()
 }
 
@@ -132,24 +149,50 @@ pub fn points_passed() -> u64 {
 }
 
 /// Writes all of `bytes` to `f` (a torn write when the point is hit).
+/// (The write in flight at a cut is torn: its first half reaches the disk.)
 pub fn write_all(f: &mut File, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    powerloss::before_write(f);
     if reached(Point::Write, path) {
         let _ = f.write_all(&bytes[..bytes.len() / 2]);
+        powerloss::torn(f);
         die(Point::Write, path)
     }
     f.write_all(bytes)
 }
 
-/// fsyncs a file.
+/// fsyncs a file: its contents, mode and owner are durable afterwards (its name is not: that
+/// takes an fsync of its directory).
 pub fn fsync(f: &File, path: &Path) -> io::Result<()> {
     point(Point::Fsync, path);
-    f.sync_all()
+    f.sync_all()?;
+    powerloss::synced(f.as_fd());
+    Ok(())
+}
+
+/// fsyncs an open file or directory (`path` names it in errors and traces).
+pub fn fsync_fd<Fd: AsFd>(fd: Fd, path: &Path) -> io::Result<()> {
+    let is_dir = rustix::fs::fstat(&fd)
+        .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir())
+        .unwrap_or(false);
+    point(if is_dir { Point::FsyncDir } else { Point::Fsync }, path);
+    if is_dir && powerloss::skip_fsync_dir(path) {
+        return Ok(());
+    }
+    rustix::fs::fsync(&fd)?;
+    powerloss::synced(fd.as_fd());
+    Ok(())
 }
 
 /// fsyncs a directory so that the entries created, renamed or removed in it are durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     point(Point::FsyncDir, dir);
-    File::open(dir)?.sync_all()
+    if powerloss::skip_fsync_dir(dir) {
+        return Ok(());
+    }
+    let f = File::open(dir)?;
+    f.sync_all()?;
+    powerloss::synced(f.as_fd());
+    Ok(())
 }
 
 /// syncfs of the filesystem holding `path`: everything written there is durable afterwards
@@ -157,30 +200,123 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 pub fn syncfs(path: &Path) -> io::Result<()> {
     point(Point::Syncfs, path);
     let f = File::open(path)?;
-    rustix::fs::syncfs(&f).map_err(io::Error::from)
+    rustix::fs::syncfs(&f)?;
+    powerloss::synced_fs(f.as_fd());
+    Ok(())
 }
 
-/// Creates a new file exclusively (mode `mode`).
+/// Creates a new file exclusively (mode `mode`), open for reading and writing.
 pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
     point(Point::Create, path);
-    OpenOptions::new()
-        .write(true)
-        .read(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
+    powerloss::record_create(powerloss::At::Path(path), || {
+        OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+    })
+}
+
+/// Creates a new file `name` in the open directory `dir` exclusively (mode `mode`, not
+/// following a symlink), open for writing. `path` names it in errors and traces.
+pub fn create_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, path: &Path) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    point(Point::Create, path);
+    powerloss::record_create(powerloss::At::Fd(dir, name), || {
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        )?;
+        Ok(File::from(fd))
+    })
+}
+
+/// Creates directory `name` in the open directory `dir` (mode `mode`; fails on anything
+/// existing). `path` names it in errors and traces.
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, path: &Path) -> io::Result<()> {
+    point(Point::Mkdir, path);
+    powerloss::record_create(powerloss::At::Fd(dir, name), || {
+        Ok(rustix::fs::mkdirat(
+            dir,
+            name,
+            rustix::fs::Mode::from_raw_mode(mode),
+        )?)
+    })
+}
+
+/// Creates symlink `name` to `target` in the open directory `dir`.
+pub fn symlink_at(target: &OsStr, dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> io::Result<()> {
+    point(Point::Symlink, path);
+    powerloss::record_create(powerloss::At::Fd(dir, name), || {
+        Ok(rustix::fs::symlinkat(target, dir, name)?)
+    })
+}
+
+/// Creates symlink `path` to `target`.
+pub fn symlink(target: &OsStr, path: &Path) -> io::Result<()> {
+    point(Point::Symlink, path);
+    powerloss::record_create(powerloss::At::Path(path), || {
+        std::os::unix::fs::symlink(target, path)
+    })
+}
+
+/// Hard-links `existing` (a symlink is linked as itself, not followed) as `name` in the open
+/// directory `dir`.
+pub fn link_at(existing: &Path, dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> io::Result<()> {
+    point(Point::Link, path);
+    powerloss::record_create(powerloss::At::Fd(dir, name), || {
+        Ok(rustix::fs::linkat(
+            rustix::fs::CWD,
+            existing,
+            dir,
+            name,
+            rustix::fs::AtFlags::empty(),
+        )?)
+    })
+}
+
+/// Changes the metadata (mode, owner, xattrs) of the open file or directory `fd` by running
+/// `f` on it (durable once `fd` is fsynced). `path` names it in errors and traces.
+pub fn set_meta<Fd: AsFd, T>(
+    fd: Fd,
+    path: &Path,
+    f: impl FnOnce(BorrowedFd<'_>) -> io::Result<T>,
+) -> io::Result<T> {
+    point(Point::Meta, path);
+    powerloss::before_meta(fd.as_fd());
+    f(fd.as_fd())
+}
+
+/// Sets the permission bits of `f`, a file this process created and has not published yet
+/// (nothing can see it, so this is not an interruption point; the model still reverts it).
+pub fn set_mode_unpublished(f: &File, mode: u32) -> io::Result<()> {
+    powerloss::before_meta(f.as_fd());
+    f.set_permissions(fs::Permissions::from_mode(mode))
+}
+
+/// Changes the metadata of `path` by running `f` (a symlink's owner and xattrs are not
+/// modeled by [`powerloss`]).
+pub fn set_meta_path<T>(path: &Path, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    point(Point::Meta, path);
+    powerloss::before_meta_path(path);
+    f()
 }
 
 /// Renames `from` to `to` (replacing `to` if it is a file or an empty directory).
 pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
     point(Point::Rename, to);
-    fs::rename(from, to)
+    powerloss::record_rename(powerloss::At::Path(from), powerloss::At::Path(to), || {
+        fs::rename(from, to)
+    })
 }
 
 /// Removes a file or symlink.
 pub fn remove_file(path: &Path) -> io::Result<()> {
     point(Point::Unlink, path);
-    fs::remove_file(path)
+    powerloss::record_remove(powerloss::At::Path(path), || fs::remove_file(path))
 }
 
 /// Removes a file if it exists; `Ok(false)` when it did not.
@@ -197,13 +333,17 @@ pub fn remove_file_if_exists(path: &Path) -> io::Result<bool> {
     }
 }
 
-/// Creates one directory (mode `mode`).
+/// Creates one directory (mode `mode`). Its name is durable once its parent is fsynced.
 pub fn mkdir(path: &Path, mode: u32) -> io::Result<()> {
     point(Point::Mkdir, path);
-    fs::DirBuilder::new().mode(mode).create(path)
+    powerloss::record_create(powerloss::At::Path(path), || {
+        fs::DirBuilder::new().mode(mode).create(path)
+    })
 }
 
-/// Creates a directory and its missing parents (each creation is a point).
+/// Creates a directory and its missing parents (each creation is a point), each durably:
+/// the parent of every directory created is fsynced, so that what is later made durable
+/// inside it is reachable after a power loss.
 pub fn mkdir_all(path: &Path, mode: u32) -> io::Result<()> {
     if path.is_dir() {
         return Ok(());
@@ -215,7 +355,8 @@ pub fn mkdir_all(path: &Path, mode: u32) -> io::Result<()> {
     }
     match mkdir(path, mode) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
-        r => r,
+        Err(e) => Err(e),
+        Ok(()) => fsync_dir(&parent_of(path)),
     }
 }
 
@@ -232,8 +373,9 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     }
     // A read-only directory (a checkout applies the tree's modes) must be writable to empty.
     if md.permissions().mode() & 0o700 != 0o700 {
-        point(Point::Meta, path);
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+        set_meta_path(path, || {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+        })?;
     }
     for entry in fs::read_dir(path)? {
         let entry = entry?;
@@ -245,7 +387,7 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
         }
     }
     point(Point::Rmdir, path);
-    fs::remove_dir(path)
+    powerloss::record_remove(powerloss::At::Path(path), || fs::remove_dir(path))
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it (written, fsynced),
@@ -257,7 +399,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
+    remove_file_if_exists(&tmp)?;
     let res = (|| {
         let mut f = create_new(&tmp, mode)?;
         write_all(&mut f, &tmp, bytes)?;
@@ -267,7 +409,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         fsync_dir(&dir)
     })();
     if res.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = remove_file(&tmp);
     }
     res
 }
@@ -286,13 +428,20 @@ pub fn write_in_place(path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> 
 /// returned file. Not an interruption point: a lock leaves nothing to recover. On failure,
 /// says which step failed (`"open"` or `"lock"`).
 pub fn lock_exclusive(path: &Path) -> Result<File, (&'static str, io::Error)> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o644)
-        .open(path)
-        .map_err(|e| ("open", e))?;
+    let open = || {
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o644)
+            .open(path)
+    };
+    let f = if fs::symlink_metadata(path).is_ok() {
+        open()
+    } else {
+        powerloss::record_create(powerloss::At::Path(path), open)
+    }
+    .map_err(|e| ("open", e))?;
     rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
         .map_err(|e| ("lock", e.into()))?;
     Ok(f)

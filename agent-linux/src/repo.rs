@@ -375,7 +375,7 @@ impl Repo {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(path).map_err(io_err("create", path))?
+                crate::fsops::mkdir_all(path, 0o755).map_err(io_err("create", path))?
             }
             Err(e) => return Err(io_err("read directory", path)(e)),
         }
@@ -439,8 +439,10 @@ impl Repo {
             )));
         }
         if md.permissions().mode() & 0o7777 != TMP_DIR_MODE {
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(TMP_DIR_MODE))
-                .map_err(io_err("make private", &tmp))?;
+            crate::fsops::set_meta_path(&tmp, || {
+                fs::set_permissions(&tmp, fs::Permissions::from_mode(TMP_DIR_MODE))
+            })
+            .map_err(io_err("make private", &tmp))?;
         }
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
@@ -501,14 +503,7 @@ impl Repo {
         loop {
             let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
             let p = dir.join(format!("{prefix}-{}-{n}", std::process::id()));
-            crate::fsops::point(crate::fsops::Point::Create, &p);
-            match OpenOptions::new()
-                .write(true)
-                .read(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&p)
-            {
+            match crate::fsops::create_new(&p, 0o600) {
                 Ok(f) => return Ok((f, p)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(io_err("create", &p)(e)),
@@ -529,7 +524,7 @@ impl Repo {
         let tmp = self.write_tmp(bytes, true)?;
         let res = self.rename_into_place(&tmp, path);
         if res.is_err() {
-            let _ = fs::remove_file(&tmp);
+            let _ = crate::fsops::remove_file(&tmp);
         }
         res
     }
@@ -572,7 +567,7 @@ impl Repo {
     ) -> Result<(), RepoError> {
         if self.has_object(ObjectKind::File, id)? {
             if let Some((_, p)) = content {
-                let _ = fs::remove_file(p);
+                let _ = crate::fsops::remove_file(&p);
             }
             return Ok(());
         }
@@ -583,7 +578,7 @@ impl Repo {
                 res = self.rename_into_place(tmp, dest);
             }
             if res.is_err() {
-                let _ = fs::remove_file(tmp);
+                let _ = crate::fsops::remove_file(tmp);
             }
         }
         res
@@ -606,10 +601,10 @@ impl Repo {
         let res = self.stage_file_inner(id, meta, content, sync, &mut staged, defer);
         if res.is_err() {
             for (tmp, _) in &staged {
-                let _ = fs::remove_file(tmp);
+                let _ = crate::fsops::remove_file(tmp);
             }
             if let Some(p) = content_tmp {
-                let _ = fs::remove_file(p);
+                let _ = crate::fsops::remove_file(&p);
             }
             staged.clear();
         }
@@ -651,8 +646,7 @@ impl Repo {
                 return Err(corrupt(ObjectError::BadSymlinkTarget));
             }
             let tmp = self.tmp_path("symlink");
-            crate::fsops::point(crate::fsops::Point::Symlink, &tmp);
-            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &tmp)
+            crate::fsops::symlink(std::ffi::OsStr::from_bytes(target), &tmp)
                 .map_err(io_err("create symlink", &tmp))?;
             staged.push((tmp.clone(), final_path));
             match defer {
@@ -686,9 +680,10 @@ impl Repo {
                     meta: meta.to_vec(),
                 }),
                 None => {
-                    crate::fsops::point(crate::fsops::Point::Meta, &tmp);
-                    crate::fsmeta::apply_file_meta(&file, &header, xattrs)
-                        .map_err(io_err("set metadata of", &tmp))?;
+                    crate::fsops::set_meta(&file, &tmp, |fd| {
+                        crate::fsmeta::apply_fd_meta(fd, header.mode, header.uid, header.gid, xattrs)
+                    })
+                    .map_err(io_err("set metadata of", &tmp))?;
                 }
             }
             if sync {
@@ -703,8 +698,7 @@ impl Repo {
         let (mut f, tmp) = self.create_tmp("write")?;
         let res = (|| {
             crate::fsops::write_all(&mut f, &tmp, bytes).map_err(io_err("write", &tmp))?;
-            f.set_permissions(fs::Permissions::from_mode(0o644))
-                .map_err(io_err("set mode of", &tmp))?;
+            crate::fsops::set_mode_unpublished(&f, 0o644).map_err(io_err("set mode of", &tmp))?;
             if sync {
                 crate::fsops::fsync(&f, &tmp).map_err(io_err("fsync", &tmp))?;
             }
@@ -713,7 +707,7 @@ impl Repo {
         match res {
             Ok(()) => Ok(tmp),
             Err(e) => {
-                let _ = fs::remove_file(&tmp);
+                let _ = crate::fsops::remove_file(&tmp);
                 Err(e)
             }
         }
@@ -1243,9 +1237,10 @@ fn apply_deferred_meta(d: &Deferred) -> Result<(), RepoError> {
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(&d.path)
         .map_err(io_err("open", &d.path))?;
-    crate::fsops::point(crate::fsops::Point::Meta, &d.path);
-    crate::fsmeta::apply_file_meta(&file, &header, xattrs)
-        .map_err(io_err("set metadata of", &d.path))
+    crate::fsops::set_meta(&file, &d.path, |fd| {
+        crate::fsmeta::apply_fd_meta(fd, header.mode, header.uid, header.gid, xattrs)
+    })
+    .map_err(io_err("set metadata of", &d.path))
 }
 
 impl<'r> Transaction<'r> {
@@ -1309,7 +1304,7 @@ impl<'r> Transaction<'r> {
     ) -> Result<(), RepoError> {
         if self.has_object(ObjectKind::File, id)? {
             if let Some((_, p)) = content {
-                let _ = fs::remove_file(p);
+                let _ = crate::fsops::remove_file(&p);
             }
             return Ok(());
         }
@@ -1367,13 +1362,13 @@ impl<'r> Transaction<'r> {
                     res = crate::fsops::rename(&tmp, &dest).map_err(io_err("rename into", &dest));
                 }
                 if res.is_err() {
-                    let _ = fs::remove_file(&tmp);
+                    let _ = crate::fsops::remove_file(&tmp);
                     break;
                 }
             }
             if let Err(e) = res {
                 for (tmp, _) in iter {
-                    let _ = fs::remove_file(tmp);
+                    let _ = crate::fsops::remove_file(&tmp);
                 }
                 self.abort();
                 return Err(e);
@@ -1389,7 +1384,7 @@ impl<'r> Transaction<'r> {
     /// Drops everything staged.
     pub fn abort(&mut self) {
         for (tmp, _) in self.leaves.drain(..).chain(self.trees.drain(..)) {
-            let _ = fs::remove_file(tmp);
+            let _ = crate::fsops::remove_file(&tmp);
         }
         self.pending.clear();
         self.unverified.clear();

@@ -18,7 +18,7 @@
 //! - [`Store::abort`] (and dropping the store) removes everything the install staged: a failed
 //!   install leaves the repository as it was.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::PathBuf;
 
 use agent_core::object::{
@@ -78,7 +78,7 @@ impl<'r> RepoStore<'r> {
         if let Some(c) = self.current.take() {
             if let Some((f, p)) = c.content {
                 drop(f);
-                let _ = fs::remove_file(p);
+                let _ = crate::fsops::remove_file(&p);
             }
         }
     }
@@ -318,6 +318,7 @@ fn check_id(c: &Current) -> Result<(), RepoError> {
 #[cfg(test)]
 mod test {
     use super::*;
+    use std::fs;
     use agent_core::object::{DirMeta, Xattrs, S_IFDIR};
 
     fn file_object(content: &[u8]) -> Vec<u8> {

@@ -8,7 +8,6 @@
 //! S/run/booted                 the slot a simulated boot took (crate::deploy)
 //! ```
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::repo::{io_err, Repo, RepoError};
@@ -47,7 +46,7 @@ impl Sysroot {
         if repo_path.join("config").exists() {
             return Sysroot::open(path);
         }
-        fs::create_dir_all(path).map_err(io_err("create", path))?;
+        crate::fsops::mkdir_all(path, 0o755).map_err(io_err("create", path))?;
         let repo = Repo::init(&repo_path)?;
         Ok(Sysroot {
             root: path.to_path_buf(),
