@@ -174,7 +174,14 @@ pub fn fsync_fd<Fd: AsFd>(fd: Fd, path: &Path) -> io::Result<()> {
     let is_dir = rustix::fs::fstat(&fd)
         .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir())
         .unwrap_or(false);
-    point(if is_dir { Point::FsyncDir } else { Point::Fsync }, path);
+    point(
+        if is_dir {
+            Point::FsyncDir
+        } else {
+            Point::Fsync
+        },
+        path,
+    );
     if is_dir && powerloss::skip_fsync_dir(path) {
         return Ok(());
     }
@@ -248,7 +255,12 @@ pub fn mkdir_at(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, path: &Path) -> io
 }
 
 /// Creates symlink `name` to `target` in the open directory `dir`.
-pub fn symlink_at(target: &OsStr, dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> io::Result<()> {
+pub fn symlink_at(
+    target: &OsStr,
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    path: &Path,
+) -> io::Result<()> {
     point(Point::Symlink, path);
     powerloss::record_create(powerloss::At::Fd(dir, name), || {
         Ok(rustix::fs::symlinkat(target, dir, name)?)

@@ -22,7 +22,7 @@
 //! `.commit` object is only written once everything it references is in place, so its
 //! presence means "this commit is complete".
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -1186,11 +1186,13 @@ impl Repo {
 
 /// Objects written together, fast and safely: each is staged in `R/tmp` without an fsync;
 /// [`Transaction::commit`] makes them all durable with one `syncfs`, then publishes them by
-/// rename — files, file metadata and dirmetas first, then dirtrees in the order they were
-/// written (bottom-up) — with one fsync per touched directory after each of the two phases.
-/// So the bottom-up invariant holds after a crash at any point (renames reach the disk in
-/// order on journaling filesystems: ext4, XFS, btrfs), and nothing is visible before
-/// everything is durable. Dropping it (or [`Transaction::abort`]) removes what it staged.
+/// rename in waves, with one fsync of every directory a wave renamed into before the next
+/// wave starts: files, file metadata and dirmetas first, then dirtrees by height (those
+/// whose subdirectories are all outside the transaction, then those whose highest staged
+/// subdirectory is in the wave before, ...). So the bottom-up invariant holds after a power
+/// loss at any point without relying on renames reaching the disk in order, and nothing is
+/// visible before everything is durable. Dropping it (or [`Transaction::abort`]) removes what
+/// it staged.
 ///
 /// A file object staged by [`Transaction::publish_file_object`] stays a 0600 file owned by
 /// the writer, without xattrs, until [`Transaction::part_verified`]: what an object's own
@@ -1202,7 +1204,10 @@ impl Repo {
 pub struct Transaction<'r> {
     repo: &'r Repo,
     leaves: Vec<(PathBuf, PathBuf)>,
-    trees: Vec<(PathBuf, PathBuf)>,
+    /// Dirtrees staged, with their height (1 + the highest of their subdirectories staged in
+    /// this transaction, 0 without one).
+    trees: Vec<(PathBuf, PathBuf, u32)>,
+    heights: HashMap<ObjectId, u32>,
     pending: HashSet<(u8, ObjectId)>,
     unverified: Vec<Deferred>,
 }
@@ -1250,6 +1255,7 @@ impl<'r> Transaction<'r> {
             repo,
             leaves: Vec::new(),
             trees: Vec::new(),
+            heights: HashMap::new(),
             pending: HashSet::new(),
             unverified: Vec::new(),
         }
@@ -1284,7 +1290,21 @@ impl<'r> Transaction<'r> {
             let tmp = self.repo.write_tmp(bytes, false)?;
             let dest = self.repo.object_path(kind, &id);
             if kind == ObjectKind::DirTree {
-                self.trees.push((tmp, dest));
+                let height = DirTree::parse(bytes)
+                    .map(|t| {
+                        t.entries()
+                            .filter_map(|e| match e {
+                                DirEntry::Dir { tree, .. } => {
+                                    self.heights.get(&tree).map(|h| h + 1)
+                                }
+                                DirEntry::File { .. } => None,
+                            })
+                            .max()
+                            .unwrap_or(0)
+                    })
+                    .unwrap_or(0);
+                self.heights.insert(id, height);
+                self.trees.push((tmp, dest, height));
             } else {
                 self.leaves.push((tmp, dest));
             }
@@ -1343,10 +1363,19 @@ impl<'r> Transaction<'r> {
         }
         let tmp = self.repo.tmp_dir();
         crate::fsops::syncfs(&tmp).map_err(io_err("sync the filesystem of", &tmp))?;
-        for phase in [
-            std::mem::take(&mut self.leaves),
-            std::mem::take(&mut self.trees),
-        ] {
+        let mut trees = std::mem::take(&mut self.trees);
+        trees.sort_by_key(|t| t.2);
+        let mut waves = vec![std::mem::take(&mut self.leaves)];
+        for (tmp, dest, h) in trees {
+            if waves.len() < h as usize + 2 {
+                waves.push(Vec::new());
+            }
+            if let Some(w) = waves.last_mut() {
+                w.push((tmp, dest));
+            }
+        }
+        let mut waves = waves.into_iter();
+        while let Some(phase) = waves.next() {
             let mut dirs = std::collections::BTreeSet::new();
             let mut iter = phase.into_iter();
             let mut res = Ok(());
@@ -1367,7 +1396,7 @@ impl<'r> Transaction<'r> {
                 }
             }
             if let Err(e) = res {
-                for (tmp, _) in iter {
+                for (tmp, _) in iter.chain(waves.by_ref().flatten()) {
                     let _ = crate::fsops::remove_file(&tmp);
                 }
                 self.abort();
@@ -1383,9 +1412,11 @@ impl<'r> Transaction<'r> {
 
     /// Drops everything staged.
     pub fn abort(&mut self) {
-        for (tmp, _) in self.leaves.drain(..).chain(self.trees.drain(..)) {
+        let trees = self.trees.drain(..).map(|(tmp, dest, _)| (tmp, dest));
+        for (tmp, _) in self.leaves.drain(..).chain(trees) {
             let _ = crate::fsops::remove_file(&tmp);
         }
+        self.heights.clear();
         self.pending.clear();
         self.unverified.clear();
     }

@@ -318,8 +318,8 @@ fn check_id(c: &Current) -> Result<(), RepoError> {
 #[cfg(test)]
 mod test {
     use super::*;
-    use std::fs;
     use agent_core::object::{DirMeta, Xattrs, S_IFDIR};
+    use std::fs;
 
     fn file_object(content: &[u8]) -> Vec<u8> {
         agent_core::object::file_object(0o640, 0, 0, content)

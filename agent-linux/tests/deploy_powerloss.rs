@@ -1,6 +1,8 @@
 //! Power loss during `install`, `deploy`, `mark-good`, `rollback` and `cleanup`: the real
 //! `ecu-agent` is killed (SIGABRT, nothing flushed) at its 1st, 2nd, ... interruption point
-//! (every write, fsync, rename, unlink, mkdir of `agent_linux::fsops`) until a run completes.
+//! (every write, fsync, rename, unlink, mkdir of `agent_linux::fsops`) until a run completes,
+//! and the power-loss model (`agent_linux::fsops::powerloss`, docs/POWERLOSS.md) first undoes
+//! whatever was not durable: unsynced contents, names whose directory was not fsynced.
 //! After each interruption:
 //! - the bootloader (the decision of `bootloader-hooks` on the real environment) boots a
 //!   deployment that is complete: its files match its commit;
@@ -131,6 +133,11 @@ struct Case<'a> {
 
 /// Runs the case at every interruption point; returns how many points there were.
 fn run_case(lab: &Lab, case: &Case<'_>) -> u64 {
+    run_case_with(lab, case, &[])
+}
+
+/// [`run_case`] with more variables for the interrupted runs (the fault knobs).
+fn run_case_with(lab: &Lab, case: &Case<'_>, fault_env: &[(&str, &str)]) -> u64 {
     let d = lab.path();
     let work = d.join("work");
     fs::create_dir_all(&work).unwrap();
@@ -141,6 +148,7 @@ fn run_case(lab: &Lab, case: &Case<'_>) -> u64 {
         copy_tree(&case.template, &work.join(S));
         let n_s = n.to_string();
         let mut envs = vec![("ECU_AGENT_FAULT_AT", n_s.as_str())];
+        envs.extend_from_slice(fault_env);
         if !booted.is_empty() {
             envs.push(("ECU_AGENT_BOOTED_SLOT", booted));
         }
@@ -246,6 +254,44 @@ fn power_loss_single_uboot_env() {
     power_loss(
         "backend = uboot\n",
         Some(&["install (stage", "mark-good", "rollback (from"]),
+    );
+}
+
+/// The model is not vacuous: with the fsyncs of `S/deploy` left out (a test-only knob of
+/// `fsops`), a power loss after the boot environment names the new deployment loses the
+/// deployment's directory, and the bootloader would boot a deployment that is not there. With
+/// the page cache kept (the model off), the same runs pass: only the model sees the loss.
+#[test]
+fn power_loss_model_loses_what_a_missing_directory_fsync_leaves() {
+    let shm = Path::new("/dev/shm");
+    let base = (shm.is_dir() && tempfile::tempdir_in(shm).is_ok()).then_some(shm);
+    let lab = Lab::new_in(&["9", "9.1"], base);
+    let full9 = lab.update(None, "9");
+    let delta = lab.update(Some("9"), "9.1");
+    let provisioned = sysroot_state(&lab, "", "prov", &|t| {
+        ok(t, &["install", "--sysroot", S, &full9], &[]);
+    });
+    let s = |x: &str| x.to_string();
+    let lab_ref = &lab;
+    let case = Case {
+        name: "install (stage a delta, S/deploy never fsynced)",
+        template: provisioned,
+        args: vec![s("install"), s("--sysroot"), s(S), delta],
+        booted: Some(Slot::A),
+        check: &|r| next_boot_is(r, "9.1", lab_ref),
+    };
+    let skip = ("ECU_AGENT_FAULT_SKIP_FSYNC_DIR", "deploy");
+    let points = run_case_with(&lab, &case, &[skip, ("ECU_AGENT_FAULT_KEEP_CACHE", "1")]);
+    assert!(points > 10, "{points}");
+    eprintln!("expected below: the model's loss caught by the checks (a panic message)");
+    let lost = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_case_with(&lab, &case, &[skip])
+    }))
+    .expect_err("the model kept a deployment whose directory was never fsynced");
+    let msg = lost.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains("booted deployment") && msg.contains("No such file"),
+        "{msg}"
     );
 }
 

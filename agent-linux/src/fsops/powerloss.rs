@@ -115,10 +115,7 @@ impl At<'_> {
 /// What a removed or replaced entry was, to put it back.
 #[derive(Debug)]
 enum Saved {
-    File {
-        content: Vec<u8>,
-        meta: Meta,
-    },
+    File { content: Vec<u8>, meta: Meta },
     Symlink(PathBuf),
     Dir(Meta),
 }
@@ -214,8 +211,8 @@ pub struct Journal {
 fn global() -> Option<&'static Mutex<Journal>> {
     static J: OnceLock<Option<Mutex<Journal>>> = OnceLock::new();
     J.get_or_init(|| {
-        let on = super::fault_at().is_some()
-            && std::env::var(KEEP_CACHE_VAR).map_or(true, |v| v != "1");
+        let on =
+            super::fault_at().is_some() && std::env::var(KEEP_CACHE_VAR).map_or(true, |v| v != "1");
         if on {
             // The journal holds directories open; allow as many as the hard limit does.
             let l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
@@ -797,7 +794,10 @@ mod test {
         let f = fs::File::open(p.join("f")).unwrap();
         test_begin();
         set_meta(&f, &p.join("f"), |fd| {
-            Ok(rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(0o400))?)
+            Ok(rustix::fs::fchmod(
+                fd,
+                rustix::fs::Mode::from_raw_mode(0o400),
+            )?)
         })
         .unwrap();
         test_cut();
@@ -805,7 +805,10 @@ mod test {
 
         test_begin();
         set_meta(&f, &p.join("f"), |fd| {
-            Ok(rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(0o400))?)
+            Ok(rustix::fs::fchmod(
+                fd,
+                rustix::fs::Mode::from_raw_mode(0o400),
+            )?)
         })
         .unwrap();
         replace(p, "g", b"g", false);
