@@ -681,7 +681,13 @@ impl Repo {
                 }),
                 None => {
                     crate::fsops::set_meta(&file, &tmp, |fd| {
-                        crate::fsmeta::apply_fd_meta(fd, header.mode, header.uid, header.gid, xattrs)
+                        crate::fsmeta::apply_fd_meta(
+                            fd,
+                            header.mode,
+                            header.uid,
+                            header.gid,
+                            xattrs,
+                        )
                     })
                     .map_err(io_err("set metadata of", &tmp))?;
                 }
