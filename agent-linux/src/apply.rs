@@ -22,6 +22,8 @@ pub enum ApplyError {
     Install(InstallError<RepoError>),
     /// Reading the input failed.
     Read(io::Error),
+    /// No key to check a signature with, and unsigned files were not allowed.
+    NoTrustedKeys,
 }
 
 impl fmt::Display for ApplyError {
@@ -30,6 +32,9 @@ impl fmt::Display for ApplyError {
             ApplyError::Install(InstallError::Store(e)) => write!(f, "the repository failed: {e}"),
             ApplyError::Install(e) => e.fmt(f),
             ApplyError::Read(e) => write!(f, "reading the update failed: {e}"),
+            ApplyError::NoTrustedKeys => f.write_str(
+                "refused: no trusted key to check the update's signature with; add `trusted-key = <64 hex characters or the path of a K.pub file>` to the sysroot's agent.conf (docs/SYSROOT.md) or pass --trusted-key K.pub (to install a file nobody signed, pass --allow-unsigned)",
+            ),
         }
     }
 }
@@ -39,7 +44,7 @@ impl std::error::Error for ApplyError {
         match self {
             ApplyError::Install(InstallError::Store(e)) => Some(e),
             ApplyError::Read(e) => Some(e),
-            ApplyError::Install(_) => None,
+            ApplyError::Install(_) | ApplyError::NoTrustedKeys => None,
         }
     }
 }
@@ -64,27 +69,61 @@ pub struct Applied {
     pub signed: bool,
     /// Whether the signature was verified against a trusted key.
     pub verified: bool,
+    /// Whether unsigned files were allowed (`--allow-unsigned`).
+    pub allow_unsigned: bool,
+    /// The update's security version (0 for a format-version-1 file).
+    pub security_version: u64,
     /// Bytes of the file.
     pub bytes: u64,
     /// Operations in the file.
     pub objects: u32,
 }
 
-/// Installs the update read from `input` into `repo`, holding the repository's write lock. With `trusted_keys` non-empty, only
-/// files signed by one of them are accepted; with none, unsigned files are accepted
-/// ([`Applied::verified`] is false) and a signed file is refused, since there is no key to
-/// check its signature with. `progress` is called after each chunk.
+/// What a device accepts, owned: built from the sysroot's `agent.conf`, its anti-rollback
+/// floor and the command line (`crate::deploy::Deployer::trust`), handed to the installer as
+/// one `agent_core::install::Policy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trust {
+    /// Keys whose signatures install.
+    pub trusted_keys: Vec<[u8; 32]>,
+    /// Keys whose signatures are refused even when trusted.
+    pub revoked_keys: Vec<[u8; 32]>,
+    /// Whether an unsigned file installs (`--allow-unsigned`).
+    pub allow_unsigned: bool,
+    /// The lowest security version accepted.
+    pub floor: u64,
+    /// The refs accepted; `None`: any.
+    pub refs: Option<Vec<String>>,
+}
+
+/// Installs the update read from `input` into `repo`, holding the repository's write lock,
+/// accepting only what `trust` accepts: a signature by one of its trusted keys and none of
+/// its revoked ones (or no signature with [`Trust::allow_unsigned`]), a security version at
+/// least its floor, one of its refs. With neither a trusted key nor
+/// [`Trust::allow_unsigned`], refuses before reading anything ([`ApplyError::NoTrustedKeys`]).
+/// `progress` is called after each chunk.
 pub fn apply(
     repo: &Repo,
     input: &mut dyn Read,
-    trusted_keys: &[[u8; 32]],
+    trust: &Trust,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Applied, ApplyError> {
-    let policy = if trusted_keys.is_empty() {
-        Policy::require(&[]).allow_unsigned()
-    } else {
-        Policy::require(trusted_keys)
-    };
+    if trust.trusted_keys.is_empty() && !trust.allow_unsigned {
+        return Err(ApplyError::NoTrustedKeys);
+    }
+    let refs: Option<Vec<&str>> = trust
+        .refs
+        .as_ref()
+        .map(|r| r.iter().map(String::as_str).collect());
+    let mut policy = Policy::require(&trust.trusted_keys)
+        .with_revoked(&trust.revoked_keys)
+        .with_floor(trust.floor);
+    if let Some(r) = &refs {
+        policy = policy.with_refs(r);
+    }
+    if trust.allow_unsigned {
+        policy = policy.allow_unsigned();
+    }
     let _lock = repo
         .lock()
         .map_err(|e| ApplyError::Install(InstallError::Store(e)))?;
@@ -123,6 +162,8 @@ pub fn apply(
         timestamp: info.map(|i| i.timestamp).unwrap_or_default(),
         signed: signature_kind(&prefix) != Some(SignatureKind::None),
         verified: info.is_some_and(|i| i.verified),
+        allow_unsigned: trust.allow_unsigned,
+        security_version: 0,
         bytes: info.map(|i| i.bytes).unwrap_or_default(),
         objects: info.map(|i| i.objects).unwrap_or_default(),
     })

@@ -13,12 +13,16 @@
 //! scheme = native                    # native | rauc | mender
 //! tries = 3                          # boots a new deployment gets to be marked good
 //! kargs = ecu.slot=${slot} ecu.deployment=${name}
+//! trusted-key = 5f3a…(64 hex)        # repeatable: keys whose signatures install
+//! trusted-key = keys/release-2027.pub  # or a key file (relative to the sysroot, or absolute)
+//! revoked-key = 9c1e…(64 hex)        # repeatable: refused even when also trusted
+//! ref = cs9/x86_64/qemu-minimal      # repeatable: the refs the device follows
 //! ```
 //!
 //! Without the file the defaults above apply (a redundant U-Boot environment in two 16 KiB
-//! files under `S/boot/`), so a sysroot works with no setup; `install` writes the file when it
-//! provisions a sysroot, so the choice stays fixed afterwards. `docs/SYSROOT.md` explains the
-//! choice of default.
+//! files under `S/boot/`, no key, no ref), so a sysroot works with no setup; `install` writes
+//! the file when it provisions a sysroot, with the ref it installed, so the choice stays fixed
+//! afterwards. `docs/SYSROOT.md` explains the choice of default.
 
 use std::fmt;
 use std::fs;
@@ -41,6 +45,11 @@ pub const DEFAULT_TRIES: u8 = 3;
 pub const DEFAULT_KARGS: &str = "ecu.slot=${slot} ecu.deployment=${name}";
 /// Longest kernel-argument line written for a slot.
 pub const MAX_KARGS_LEN: usize = 1024;
+
+/// Most `trusted-key` (and, separately, `revoked-key`) lines accepted.
+pub const MAX_KEYS: usize = 64;
+/// Most `ref` lines accepted.
+pub const MAX_REFS: usize = 16;
 
 /// The environment variable holding slot A's and slot B's kernel arguments.
 pub const KARGS_VARS: [&str; 2] = ["ECU_A_ARGS", "ECU_B_ARGS"];
@@ -78,6 +87,13 @@ pub enum ConfigError {
         /// The OS error.
         source: io::Error,
     },
+    /// The file could not be written.
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
     /// A line is not understood.
     Line {
         /// The file.
@@ -95,6 +111,9 @@ impl fmt::Display for ConfigError {
             ConfigError::Io { path, source } => {
                 write!(f, "cannot read {}: {source}", path.display())
             }
+            ConfigError::Write { path, source } => {
+                write!(f, "cannot write {}: {source}", path.display())
+            }
             ConfigError::Line { path, line, reason } => {
                 write!(
                     f,
@@ -109,7 +128,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ConfigError::Io { source, .. } => Some(source),
+            ConfigError::Io { source, .. } | ConfigError::Write { source, .. } => Some(source),
             ConfigError::Line { .. } => None,
         }
     }
@@ -132,6 +151,16 @@ pub struct BootConfig {
     pub tries: u8,
     /// Kernel-argument template (`${slot}`, `${name}`, `${sysroot}` are replaced).
     pub kargs: String,
+    /// Public keys whose signatures install (`trusted-key`), in file order.
+    pub trusted_keys: Vec<[u8; 32]>,
+    /// Public keys whose signatures are refused even when trusted (`revoked-key`).
+    pub revoked_keys: Vec<[u8; 32]>,
+    /// The refs the device follows (`ref`); empty: not set (any ref, until provisioning
+    /// records one).
+    pub refs: Vec<String>,
+    /// The `trusted-key` and `revoked-key` values as written (hex or a path), for
+    /// [`BootConfig::to_text`].
+    pub key_lines: Vec<(&'static str, String)>,
     /// Whether the values came from a file (false: all defaults).
     pub from_file: bool,
 }
@@ -142,6 +171,52 @@ fn default_paths(kind: BackendKind) -> (&'static str, &'static str) {
         BackendKind::Uboot => ("boot/uboot.env", ""),
         BackendKind::UbootRedundant => ("boot/uboot.env", "boot/uboot-redund.env"),
     }
+}
+
+/// A `trusted-key`/`revoked-key` value: 64 hex characters, or the path of a key file
+/// (`K.pub` from `ecu-agent keygen`; relative to the sysroot) holding them.
+fn parse_key(root: &Path, v: &str) -> Result<[u8; 32], String> {
+    if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return agent_core::object::ObjectId::from_hex(v)
+            .map(|id| id.0)
+            .map_err(|_| format!("{v:?} is not a key in hex"));
+    }
+    if v.is_empty() {
+        return Err("a key must be 64 hex characters or the path of a key file".into());
+    }
+    crate::keys::read_key(&root.join(v)).map_err(|e| {
+        format!("{e} (a key is 64 hex characters or the path of a `K.pub` file)")
+    })
+}
+
+/// Rewrites `root/agent.conf` (the defaults when it is missing) with `refs` as its only
+/// `ref` lines, every other line kept as it is; atomically (temp, fsync, rename, fsync of the
+/// directory, through `crate::fsops`).
+pub fn write_refs(root: &Path, refs: &[String]) -> Result<(), ConfigError> {
+    let path = root.join(CONFIG_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            BootConfig::defaults(root).to_text(root)
+        }
+        Err(source) => return Err(ConfigError::Io { path, source }),
+    };
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.lines() {
+        let key = line.split_once('=').map(|(k, _)| k.trim());
+        if key == Some("ref") && !line.trim_start().starts_with('#') {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    for r in refs {
+        out.push_str(&format!("ref = {r}\n"));
+    }
+    // What is written must load.
+    BootConfig::parse(root, &path, &out)?;
+    crate::fsops::write_atomic(&path, out.as_bytes(), 0o644)
+        .map_err(|source| ConfigError::Write { path, source })
 }
 
 fn parse_num(s: &str) -> Option<u64> {
@@ -164,6 +239,10 @@ impl BootConfig {
             scheme: Scheme::Native,
             tries: DEFAULT_TRIES,
             kargs: DEFAULT_KARGS.to_string(),
+            trusted_keys: Vec::new(),
+            revoked_keys: Vec::new(),
+            refs: Vec::new(),
+            key_lines: Vec::new(),
             from_file: false,
         }
     }
@@ -191,6 +270,8 @@ impl BootConfig {
         let mut mender = MenderConfig::default();
         let mut tries = DEFAULT_TRIES;
         let mut kargs = DEFAULT_KARGS.to_string();
+        let (mut trusted, mut revoked, mut refs) = (Vec::new(), Vec::new(), Vec::<String>::new());
+        let mut key_lines = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let bad = |reason: String| ConfigError::Line {
                 path: path.to_path_buf(),
@@ -263,6 +344,32 @@ impl BootConfig {
                     }
                     kargs = v.to_string();
                 }
+                "trusted-key" | "revoked-key" => {
+                    let list = if k == "trusted-key" {
+                        &mut trusted
+                    } else {
+                        &mut revoked
+                    };
+                    if list.len() == MAX_KEYS {
+                        return Err(bad(format!("more than {MAX_KEYS} {k} lines")));
+                    }
+                    let key = parse_key(root, v).map_err(bad)?;
+                    if !list.contains(&key) {
+                        list.push(key);
+                    }
+                    key_lines.push((if k == "trusted-key" { "trusted-key" } else { "revoked-key" }, v.to_string()));
+                }
+                "ref" => {
+                    if let Err(e) = crate::repo::validate_ref(v) {
+                        return Err(bad(e.to_string()));
+                    }
+                    if refs.len() == MAX_REFS {
+                        return Err(bad(format!("more than {MAX_REFS} ref lines")));
+                    }
+                    if !refs.iter().any(|r| r == v) {
+                        refs.push(v.to_string());
+                    }
+                }
                 _ => return Err(bad(format!("unknown key {k:?}"))),
             }
         }
@@ -305,6 +412,10 @@ impl BootConfig {
             scheme,
             tries,
             kargs,
+            trusted_keys: trusted,
+            revoked_keys: revoked,
+            refs,
+            key_lines,
             from_file: true,
         })
     }
@@ -348,6 +459,12 @@ impl BootConfig {
         }
         s.push_str(&format!("tries = {}\n", self.tries));
         s.push_str(&format!("kargs = {}\n", self.kargs));
+        for (k, v) in &self.key_lines {
+            s.push_str(&format!("{k} = {v}\n"));
+        }
+        for r in &self.refs {
+            s.push_str(&format!("ref = {r}\n"));
+        }
         s
     }
 

@@ -13,6 +13,7 @@
 //! - [`fsmeta`]: xattrs, modes and owners on Linux.
 //! - [`deploy`]: A/B deployments in a sysroot: install, stage, mark-good, rollback, status,
 //!   cleanup, a simulated boot, and a check of a deployment against its commit.
+//! - [`floor`]: the sysroot's anti-rollback floor (`S/security-floor`).
 //! - [`bootcfg`]: the sysroot's `agent.conf` (which bootloader environment, scheme, tries).
 //! - [`text`]: escaping text from updates for a terminal.
 //! - [`fsops`]: filesystem mutations with named interruption points (power-loss tests).
@@ -23,6 +24,7 @@ pub mod apply;
 pub mod bootcfg;
 pub mod checkout;
 pub mod deploy;
+pub mod floor;
 pub mod fsmeta;
 pub mod fsops;
 pub mod generate;

@@ -36,7 +36,16 @@ fn fails(args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stdout)
     );
     let err = String::from_utf8(o.stderr).unwrap();
-    assert!(err.starts_with("error: "), "{err}");
+    // --allow-unsigned says what it does before anything else.
+    let msg = match args.contains(&"--allow-unsigned") {
+        true => err
+            .strip_prefix("WARNING: --allow-unsigned: ")
+            .and_then(|r| r.split_once('\n'))
+            .map(|(_, rest)| rest)
+            .unwrap_or_else(|| panic!("no --allow-unsigned warning first: {err}")),
+        false => &err,
+    };
+    assert!(msg.starts_with("error: "), "{err}");
     err
 }
 
@@ -160,8 +169,20 @@ fn help_of_every_command_explains_its_options() {
             &[
                 "--sysroot",
                 "--trusted-key",
+                "--allow-unsigned",
                 "FILE",
                 "standard input",
+                "--json",
+            ],
+        ),
+        (
+            &["install"],
+            &[
+                "--sysroot",
+                "--trusted-key",
+                "--allow-unsigned",
+                "--rebase",
+                "--tries",
                 "--json",
             ],
         ),
@@ -473,7 +494,8 @@ fn build_generate_apply_checkout() {
     ]);
     same_tree(&src, &co2);
 
-    // Unsigned files: refused with trusted keys, accepted with a warning without.
+    // Unsigned files: refused with trusted keys, refused without any key (saying how to
+    // configure keys), accepted only with --allow-unsigned, loudly.
     let unsigned = t.path().join("u.update");
     ok(&[
         "delta",
@@ -496,9 +518,34 @@ fn build_generate_apply_checkout() {
     ]);
     assert!(err.contains("not signed"), "{err}");
     assert!(!ok(&["refs", "--repo", p(&sys.join("repo"))]).contains("ecu/other"));
-    let o = run(&["apply-offline", "--sysroot", p(&sys), p(&unsigned)]);
-    assert!(o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not signed"));
+    let err = fails(&["apply-offline", "--sysroot", p(&sys), p(&unsigned)]);
+    assert!(
+        err.contains("no trusted key")
+            && err.contains("trusted-key =")
+            && err.contains("agent.conf")
+            && err.contains("--trusted-key")
+            && err.contains("--allow-unsigned"),
+        "{err}"
+    );
+    assert!(!ok(&["refs", "--repo", p(&sys.join("repo"))]).contains("ecu/other"));
+    let o = run(&[
+        "apply-offline",
+        "--sysroot",
+        p(&sys),
+        "--allow-unsigned",
+        "--json",
+        p(&unsigned),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("WARNING: --allow-unsigned") && stderr.contains("NOT SIGNED"),
+        "{stderr}"
+    );
+    let applied: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(applied["allow_unsigned"], true);
+    assert_eq!(applied["signed"], false);
+    assert_eq!(applied["verified"], false);
     assert!(
         ok(&["refs", "--repo", p(&sys.join("repo"))]).contains(&format!("ecu/other {other_id}"))
     );
@@ -568,6 +615,7 @@ fn clear_errors() {
         "apply-offline",
         "--sysroot",
         p(&t.path().join("sys")),
+        "--allow-unsigned",
         p(&junk),
     ]);
     assert!(err.contains("junk.update"), "{err}");
@@ -575,6 +623,7 @@ fn clear_errors() {
         "apply-offline",
         "--sysroot",
         p(&t.path().join("sys")),
+        "--allow-unsigned",
         p(&t.path().join("nope"))
     ])
     .contains("cannot open"));
@@ -647,6 +696,7 @@ fn progress_on_a_terminal_only() {
         "apply-offline",
         "--sysroot",
         p(&t.path().join("sys")),
+        "--allow-unsigned",
         p(&update),
     ])
     .unwrap();
@@ -657,6 +707,7 @@ fn progress_on_a_terminal_only() {
         "apply-offline",
         "--sysroot",
         p(&t.path().join("sys2")),
+        "--allow-unsigned",
         p(&update),
     ]);
     assert!(!String::from_utf8_lossy(&o.stderr).contains("installing"));

@@ -48,26 +48,25 @@ fn commit(repo: &Repo, src: &Path, v: u32) -> ObjectId {
     repo.commit(REF, root, &meta).unwrap()
 }
 
-fn update(repo: &Repo, from: Option<ObjectId>, to: &ObjectId) -> Vec<u8> {
+/// A signed update (by `key`, a secret seed).
+fn update(repo: &Repo, from: Option<ObjectId>, to: &ObjectId, key: &[u8; 32]) -> Vec<u8> {
     let mut out = Vec::new();
-    generate(
-        repo,
-        REF,
-        from,
-        to,
-        &GenerateOptions::default(),
-        &mut out,
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let opts = GenerateOptions {
+        sign_key: Some(*key),
+        ..GenerateOptions::default()
+    };
+    generate(repo, REF, from, to, &opts, &mut out, &mut |_, _| {}).unwrap();
     out
 }
 
 /// Starts `apply-offline -` on `sysroot`, feeds it `input`, then kills it after `delay`
 /// (or lets it finish if it is faster). Returns whether it exited on its own successfully.
 fn apply_and_kill(sysroot: &Path, input: &[u8], close_stdin: bool, delay: Duration) -> bool {
+    let key = sysroot.with_file_name("key.pub");
     let mut child = Command::new(EXE)
         .args(["apply-offline", "--sysroot", sysroot.to_str().unwrap(), "-"])
+        .arg("--trusted-key")
+        .arg(&key)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -133,8 +132,12 @@ fn killed_installs_leave_a_complete_commit_and_recover() {
     let c1 = commit(&build, &src, 1);
     tree(&src, 2);
     let c2 = commit(&build, &src, 2);
-    let full1 = update(&build, None, &c1);
-    let delta = update(&build, Some(c1), &c2);
+    // Signed files, checked against `key.pub` beside the device.
+    let key = t.path().join("key");
+    agent_linux::keys::keygen(&key).unwrap();
+    let seed = agent_linux::keys::read_key(&key).unwrap();
+    let full1 = update(&build, None, &c1, &seed);
+    let delta = update(&build, Some(c1), &c2, &seed);
     let dev = t.path().join("dev");
 
     // Input cut short, then killed: never installed.

@@ -31,6 +31,7 @@ fn count_objects(repo: &Path) -> (usize, usize) {
 fn cleanup_bounds_disk_use_over_update_cycles() {
     let versions = ["1", "2", "3", "4", "5"];
     let lab = Lab::new(&versions);
+    lab.trust(S);
     let d = lab.path();
     let root = d.join(S);
     ok(d, &["install", "--sysroot", S, &lab.update(None, "1")], &[]);
@@ -108,6 +109,7 @@ fn cleanup_bounds_disk_use_over_update_cycles() {
 #[test]
 fn cleanup_refuses_without_boot_state() {
     let lab = Lab::new(&["1"]);
+    lab.trust(S);
     let d = lab.path();
     ok(
         d,

@@ -232,6 +232,8 @@ fn sysroot_state(lab: &Lab, conf: &str, name: &str, steps: &dyn Fn(&Path)) -> Pa
     if !conf.is_empty() {
         fs::write(dir.join(S).join("agent.conf"), conf).unwrap();
     }
+    // Signed updates only, by the lab's key.
+    lab.trust(&format!("tpl-{name}/{S}"));
     steps(&dir);
     dir.join(S)
 }

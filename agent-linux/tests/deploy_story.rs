@@ -71,6 +71,7 @@ fn install_9_then_91(lab: &Lab) {
 #[test]
 fn primer_story_install_reboot_mark_good() {
     let lab = Lab::new(&["9", "9.1"]);
+    lab.trust(S);
     let d = lab.path();
     install_9_then_91(&lab);
 
@@ -132,6 +133,7 @@ fn primer_story_install_reboot_mark_good() {
 #[test]
 fn failure_story_tries_used_up_rolls_back() {
     let lab = Lab::new(&["9", "9.1"]);
+    lab.trust(S);
     let d = lab.path();
     install_9_then_91(&lab);
     // 9.1 never reports success: three trial boots, then the bootloader falls back.
@@ -175,6 +177,7 @@ fn failure_story_tries_used_up_rolls_back() {
 #[test]
 fn refusals_leave_a_bootable_device() {
     let lab = Lab::new(&["9", "9.1", "9.2"]);
+    lab.trust(S);
     let d = lab.path();
     let e = fails(d, &["mark-good", "--sysroot", S], &booted_env(Slot::A));
     assert!(
@@ -244,6 +247,7 @@ fn refusals_leave_a_bootable_device() {
 #[test]
 fn deploy_stages_a_commit_from_the_store_and_rollback_switches_back() {
     let lab = Lab::new(&["9", "9.1"]);
+    lab.trust(S);
     let d = lab.path();
     ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
     // apply-offline only fills the store (the `rpm-ostree rebase` primer step comes next).
@@ -307,6 +311,7 @@ fn deploy_stages_a_commit_from_the_store_and_rollback_switches_back() {
 #[test]
 fn simulate_boot_rehearses_the_cycle() {
     let lab = Lab::new(&["9", "9.1"]);
+    lab.trust(S);
     let d = lab.path();
     ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
     // No override: provisioning recorded A in S/run/booted.
@@ -344,6 +349,7 @@ fn every_backend_runs_the_story() {
         let d = lab.path();
         std::fs::create_dir_all(d.join(S)).unwrap();
         std::fs::write(d.join(S).join("agent.conf"), conf).unwrap();
+        lab.trust(S);
         if conf.contains("one.img") {
             std::fs::create_dir_all(d.join(S).join("envs")).unwrap();
             std::fs::write(d.join(S).join("envs/one.img"), vec![0xffu8; 0x4000]).unwrap();
@@ -373,6 +379,7 @@ fn fw_printenv_reads_the_environment() {
         return;
     }
     let lab = Lab::new(&["9", "9.1"]);
+    lab.trust(S);
     let d = lab.path();
     ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
     ok(
@@ -420,6 +427,7 @@ fn fw_printenv_reads_the_environment() {
 #[test]
 fn install_from_stdin_and_copy_across_filesystems() {
     let lab = Lab::new(&["9", "9.1"]);
+    lab.trust(S);
     let d = lab.path();
     // S/deploy on another filesystem than S/repo: hard links fail, the checkout copies.
     let shm = std::path::Path::new("/dev/shm");

@@ -81,7 +81,10 @@ fn a_100_mib_file_streams_through_every_step() {
     let applied = apply::apply(
         &dev,
         &mut File::open(&update).unwrap(),
-        &[keys::public_key(&seed)],
+        &apply::Trust {
+            trusted_keys: vec![keys::public_key(&seed)],
+            ..apply::Trust::default()
+        },
         &mut |_| {},
     )
     .unwrap();

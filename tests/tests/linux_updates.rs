@@ -310,7 +310,11 @@ fn a_delta_whose_source_is_missing_says_so() {
     let (build, c1, c2, _, _) = small_tree_update(tmp.path());
     let delta = update_bytes(&build, Some(c1), &c2, None);
     let dev = Repo::init(&tmp.path().join("dev")).unwrap();
-    let err = apply::apply(&dev, &mut &delta[..], &[], &mut |_| {}).unwrap_err();
+    let trust = apply::Trust {
+        allow_unsigned: true,
+        ..apply::Trust::default()
+    };
+    let err = apply::apply(&dev, &mut &delta[..], &trust, &mut |_| {}).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("commit {c1}, the source of this delta, is not in the store")

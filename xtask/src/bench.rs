@@ -226,6 +226,8 @@ fn bench(bin: &Path, tmp: &Path, size_mib: f64) -> Result<()> {
                 &c1,
                 "--out",
                 "full.update",
+                "--sign-key",
+                "bench.key",
             ],
         )?;
         t_gen.push(t);
@@ -243,6 +245,8 @@ fn bench(bin: &Path, tmp: &Path, size_mib: f64) -> Result<()> {
                 &c2,
                 "--out",
                 "delta.update",
+                "--sign-key",
+                "bench.key",
             ],
         )?;
         t_delta.push(t);
@@ -272,14 +276,28 @@ fn bench(bin: &Path, tmp: &Path, size_mib: f64) -> Result<()> {
         let (t, r) = timed_rss(
             bin,
             tmp,
-            &["apply-offline", "--sysroot", &dev, "full.update"],
+            &[
+                "apply-offline",
+                "--sysroot",
+                &dev,
+                "--trusted-key",
+                "bench.key.pub",
+                "full.update",
+            ],
         )?;
         t_apply.push(t);
         rss = rss.max(r);
         let (t, r) = timed_rss(
             bin,
             tmp,
-            &["apply-offline", "--sysroot", &dev, "delta.update"],
+            &[
+                "apply-offline",
+                "--sysroot",
+                &dev,
+                "--trusted-key",
+                "bench.key.pub",
+                "delta.update",
+            ],
         )?;
         t_apply_d.push(t);
         rss_d = rss_d.max(r);

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use bootloader_hooks::Slot;
 
 use super::output::{self, format_utc, human_bytes, Progress};
-use super::{esc, open_update, read_trusted_keys};
+use super::{esc, open_update, warn_unsigned, TrustArgs};
 
 fn parse_slot(s: &str) -> Result<Slot, String> {
     deploy::parse_slot(s).ok_or_else(|| format!("{s:?} is not a slot; give A or B"))
@@ -46,10 +46,14 @@ impl SysrootOpts {
 pub struct InstallArgs {
     #[command(flatten)]
     s: SysrootOpts,
-    /// A trusted ed25519 public key file (`K.pub`); repeat for several. With any, only files
-    /// signed by one of them are installed.
-    #[arg(long = "trusted-key", value_name = "K.pub")]
-    trusted_keys: Vec<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Install an update for REF although the device follows another ref (agent.conf's
+    /// `ref` lines, or the ref it was provisioned with), and follow REF from now on, as
+    /// `rpm-ostree rebase` does. Without it, an update for a ref the device does not follow
+    /// is refused.
+    #[arg(long, value_name = "REF")]
+    rebase: Option<String>,
     /// Boots the new deployment gets to be marked good (default: agent.conf's `tries`, 3).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=9))]
     tries: Option<u8>,
@@ -100,17 +104,28 @@ pub struct VerifyArgs {
 }
 
 pub fn install(a: InstallArgs) -> anyhow::Result<()> {
-    let keys = read_trusted_keys(&a.trusted_keys)?;
-    let mut input = open_update(&a.file)?;
+    let mut opts = a.trust.install_options()?;
+    opts.rebase = a.rebase.clone();
+    let cfg = agent_linux::bootcfg::BootConfig::load(&a.s.sysroot)?;
+    let trust = deploy::trust_for(&a.s.sysroot, &cfg, &opts)?;
+    if trust.trusted_keys.is_empty() && !trust.allow_unsigned {
+        // Before the sysroot is created or anything read.
+        return Err(agent_linux::apply::ApplyError::NoTrustedKeys)
+            .with_context(|| format!("cannot install {}", a.file.display()));
+    }
     let d = Deployer::open_or_create(&a.s.sysroot, &a.s.options(a.tries))?;
+    let mut input = open_update(&a.file)?;
     let mut progress = Progress::new();
-    let res = d.install(&mut input, &keys, &mut |p| {
+    let res = d.install(&mut input, &opts, &mut |p| {
         progress.update(|| format!("installing: {}", human_bytes(p.bytes)))
     });
     progress.finish();
     let r = res.with_context(|| format!("cannot install {}", a.file.display()))?;
-    if keys.is_empty() {
-        eprintln!("warning: no --trusted-key given: the update's signature was not required");
+    if let Some(applied) = &r.applied {
+        warn_unsigned(applied);
+    }
+    if let Some(to) = &a.rebase {
+        eprintln!("the device now follows {}", esc(to));
     }
     print_staged(&r, a.s.json)
 }

@@ -141,12 +141,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The keys of `--trusted-key K.pub` options (`install`, `apply-offline`).
-fn read_trusted_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<[u8; 32]>> {
-    Ok(paths
-        .iter()
-        .map(|k| agent_linux::keys::read_key(k))
-        .collect::<Result<Vec<_>, _>>()?)
+/// What every command that installs an update takes about trust (`install`,
+/// `apply-offline`).
+#[derive(Debug, clap::Args)]
+struct TrustArgs {
+    /// Also trust this ed25519 public key file (`K.pub` from `ecu-agent keygen`) for this
+    /// install, besides the sysroot's `trusted-key` lines in agent.conf; repeat for several.
+    /// A signature by one trusted (and not revoked) key is required unless --allow-unsigned.
+    #[arg(long = "trusted-key", value_name = "K.pub")]
+    trusted_keys: Vec<PathBuf>,
+    /// Accept an update that carries no signature at all: nothing then proves who made it
+    /// (its hashes only prove it arrived whole). Said loudly on stderr and recorded as
+    /// `allow_unsigned` in the JSON output. A signed update is still verified against the
+    /// trusted keys (and refused when there are none).
+    #[arg(long)]
+    allow_unsigned: bool,
+}
+
+impl TrustArgs {
+    /// The keys of the `--trusted-key` files, and the loud warning of `--allow-unsigned`.
+    fn install_options(&self) -> anyhow::Result<agent_linux::deploy::InstallOptions> {
+        let extra_keys = self
+            .trusted_keys
+            .iter()
+            .map(|k| agent_linux::keys::read_key(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.allow_unsigned {
+            eprintln!(
+                "WARNING: --allow-unsigned: an update that carries no signature will be installed; nothing proves who made it, only that it arrived whole"
+            );
+        }
+        Ok(agent_linux::deploy::InstallOptions {
+            extra_keys,
+            allow_unsigned: self.allow_unsigned,
+            rebase: None,
+        })
+    }
+}
+
+/// After an install: says loudly when what was installed was not signed.
+fn warn_unsigned(applied: &agent_linux::apply::Applied) {
+    if !applied.signed {
+        eprintln!(
+            "WARNING: the update installed ({}) was NOT SIGNED; it was accepted because of --allow-unsigned",
+            applied.commit
+        );
+    }
 }
 
 /// The `.update` file argument opened for reading: standard input for `-`.

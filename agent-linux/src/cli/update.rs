@@ -4,12 +4,13 @@ use std::path::PathBuf;
 
 use agent_linux::generate::{self, GenerateOptions};
 use agent_linux::repo::{self, Repo};
+use agent_linux::bootcfg::BootConfig;
 use agent_linux::sysroot::Sysroot;
-use agent_linux::{apply, keys};
+use agent_linux::{apply, deploy, keys};
 use anyhow::{bail, Context};
 
 use super::output::{self, human_bytes, Progress};
-use super::{esc, open_update, read_trusted_keys, RepoArg};
+use super::{esc, open_update, warn_unsigned, RepoArg, TrustArgs};
 
 /// `ecu-agent delta ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -160,14 +161,13 @@ pub fn generate_deltas(a: GenerateDeltasArgs) -> anyhow::Result<()> {
 /// Arguments of `ecu-agent apply-offline`.
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
-    /// The sysroot to install into; its repository (`S/repo`) is created when missing.
+    /// The sysroot to install into; its repository (`S/repo`) is created when missing. Its
+    /// agent.conf (if any) says which keys are trusted or revoked and which refs are
+    /// followed; its security-floor file the lowest security version accepted.
     #[arg(long, value_name = "S")]
     sysroot: PathBuf,
-    /// A trusted ed25519 public key file (`K.pub` from `ecu-agent keygen`); repeat for
-    /// several. With any, only files signed by one of them are installed; with none, unsigned
-    /// files are accepted (with a warning) and signatures are not checked.
-    #[arg(long = "trusted-key", value_name = "K.pub")]
-    trusted_keys: Vec<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// The `.update` file, or `-` for standard input.
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -177,11 +177,18 @@ pub struct ApplyArgs {
 }
 
 pub fn apply_offline(a: ApplyArgs) -> anyhow::Result<()> {
-    let keys = read_trusted_keys(&a.trusted_keys)?;
+    let opts = a.trust.install_options()?;
+    let cfg = BootConfig::load(&a.sysroot)?;
+    let trust = deploy::trust_for(&a.sysroot, &cfg, &opts)?;
+    if trust.trusted_keys.is_empty() && !trust.allow_unsigned {
+        // Before anything is created or read.
+        return Err(apply::ApplyError::NoTrustedKeys)
+            .with_context(|| format!("cannot install {}", a.file.display()));
+    }
     let mut input = open_update(&a.file)?;
     let sysroot = Sysroot::open_or_create(&a.sysroot)?;
     let mut progress = Progress::new();
-    let res = apply::apply(sysroot.repo(), &mut input, &keys, &mut |p| {
+    let res = apply::apply(sysroot.repo(), &mut input, &trust, &mut |p| {
         progress.update(|| match p.bytes_total {
             Some(t) if t > 0 => format!(
                 "installing: {} of {} ({}%), {}/{} objects",
@@ -199,13 +206,7 @@ pub fn apply_offline(a: ApplyArgs) -> anyhow::Result<()> {
         Ok(a) => a,
         Err(e) => bail!("cannot install {}: {e}", a.file.display()),
     };
-    if keys.is_empty() {
-        if applied.signed {
-            eprintln!("warning: the update is signed but its signature was not checked (no --trusted-key given)");
-        } else {
-            eprintln!("warning: the update is not signed; it was accepted because no --trusted-key was given");
-        }
-    }
+    warn_unsigned(&applied);
     if a.json {
         return output::json(&applied);
     }

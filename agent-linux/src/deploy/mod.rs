@@ -28,9 +28,10 @@ use agent_core::object::ObjectId;
 use bootloader_hooks::host::HostError;
 use bootloader_hooks::{BootState, DecisionKind, Slot, SlotName, SlotState, StateError};
 
-use crate::apply::{self, Applied, ApplyError};
+use crate::apply::{self, Applied, ApplyError, Trust};
 use crate::bootcfg::{self, BootConfig, ConfigError, KARGS_VARS};
 use crate::checkout::{self, CheckoutError, CheckoutMode};
+use crate::floor::{self, FloorError};
 use crate::fsops::{self, Point};
 use crate::repo::{CommitInfo, RepoError};
 use crate::sysroot::Sysroot;
@@ -69,6 +70,8 @@ pub enum DeployError {
     Apply(ApplyError),
     /// `agent.conf` is wrong.
     Config(ConfigError),
+    /// The anti-rollback floor could not be read or written.
+    Floor(FloorError),
     /// The bootloader environment could not be read or written.
     Env(HostError),
     /// A filesystem call failed.
@@ -129,6 +132,7 @@ impl fmt::Display for DeployError {
             DeployError::Checkout(e) => e.fmt(f),
             DeployError::Apply(e) => e.fmt(f),
             DeployError::Config(e) => e.fmt(f),
+            DeployError::Floor(e) => e.fmt(f),
             DeployError::Env(e) => write!(f, "bootloader environment: {e}"),
             DeployError::Io { what, path, source } => {
                 write!(f, "cannot {what} {}: {source}", path.display())
@@ -198,6 +202,7 @@ impl std::error::Error for DeployError {
             DeployError::Checkout(e) => Some(e),
             DeployError::Apply(e) => Some(e),
             DeployError::Config(e) => Some(e),
+            DeployError::Floor(e) => Some(e),
             DeployError::Env(e) => Some(e),
             DeployError::Io { source, .. } => Some(source),
             _ => None,
@@ -218,6 +223,11 @@ impl From<CheckoutError> for DeployError {
 impl From<ConfigError> for DeployError {
     fn from(e: ConfigError) -> Self {
         DeployError::Config(e)
+    }
+}
+impl From<FloorError> for DeployError {
+    fn from(e: FloorError) -> Self {
+        DeployError::Floor(e)
     }
 }
 impl From<HostError> for DeployError {
@@ -324,6 +334,45 @@ pub struct Options {
     pub booted: Option<Slot>,
     /// Tries for a staged deployment (default: `agent.conf`).
     pub tries: Option<u8>,
+}
+
+/// What the caller of an install adds to the device's own configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstallOptions {
+    /// Keys trusted for this install besides `agent.conf`'s (`--trusted-key`).
+    pub extra_keys: Vec<[u8; 32]>,
+    /// Accept a file nobody signed (`--allow-unsigned`).
+    pub allow_unsigned: bool,
+    /// Accept a file for this ref, and follow it from now on (`--rebase REF`).
+    pub rebase: Option<String>,
+}
+
+/// What a sysroot at `root` with configuration `cfg` accepts for an install with `opts`: the
+/// trusted keys of `agent.conf` and of `opts`, `agent.conf`'s revoked keys, the floor of
+/// `S/security-floor`, and the refs `agent.conf` follows (only `opts.rebase` when given; any
+/// when `agent.conf` names none).
+pub fn trust_for(root: &Path, cfg: &BootConfig, opts: &InstallOptions) -> Result<Trust, DeployError> {
+    let mut trusted_keys = cfg.trusted_keys.clone();
+    for k in &opts.extra_keys {
+        if !trusted_keys.contains(k) {
+            trusted_keys.push(*k);
+        }
+    }
+    if let Some(r) = &opts.rebase {
+        crate::repo::validate_ref(r)?;
+    }
+    let refs = match &opts.rebase {
+        Some(r) => Some(vec![r.clone()]),
+        None if cfg.refs.is_empty() => None,
+        None => Some(cfg.refs.clone()),
+    };
+    Ok(Trust {
+        trusted_keys,
+        revoked_keys: cfg.revoked_keys.clone(),
+        allow_unsigned: opts.allow_unsigned,
+        floor: floor::read(root)?,
+        refs,
+    })
 }
 
 /// An open sysroot with its configuration and booted slot.
@@ -685,23 +734,36 @@ impl Deployer {
             .all(|n| n == name))
     }
 
+    /// What this sysroot accepts for an install with `opts` ([`trust_for`]).
+    pub fn trust(&self, opts: &InstallOptions) -> Result<Trust, DeployError> {
+        trust_for(self.sysroot.path(), &self.cfg, opts)
+    }
+
     /// Installs an update and stages its commit for the next boot (on a sysroot without boot
-    /// state, provisions it as the booted deployment). Refuses before reading the update when
-    /// staging would leave no good fallback.
+    /// state, provisions it as the booted deployment), accepting only what [`Deployer::trust`]
+    /// accepts. Refuses before reading the update when staging would leave no good fallback
+    /// or no key could check a signature. With `opts.rebase`, the ref installed becomes the
+    /// one the device follows (`agent.conf`'s `ref` lines) once the commit is staged.
     pub fn install(
         &self,
         input: &mut dyn Read,
-        trusted_keys: &[[u8; 32]],
+        opts: &InstallOptions,
         progress: &mut dyn FnMut(&agent_core::install::Progress),
     ) -> Result<StageReport, DeployError> {
         let _lock = self.lock()?;
+        let trust = self.trust(opts)?;
         self.check_can_install()?;
         fsops::point(Point::Step, &self.sysroot.repo().path().join("apply"));
-        let applied = apply::apply(self.sysroot.repo(), input, trusted_keys, progress)
+        let applied = apply::apply(self.sysroot.repo(), input, &trust, progress)
             .map_err(DeployError::Apply)?;
         let commit = ObjectId::from_hex(&applied.commit)
             .map_err(|_| DeployError::BadDeploymentName(applied.commit.clone()))?;
         let mut r = self.deploy_commit(&commit, Some(&applied.ref_name))?;
+        if let Some(to) = &opts.rebase {
+            if self.cfg.refs != [to.clone()] {
+                bootcfg::write_refs(self.sysroot.path(), std::slice::from_ref(to))?;
+            }
+        }
         r.applied = Some(applied);
         Ok(r)
     }
@@ -834,13 +896,20 @@ impl Deployer {
         let (name, stats, hardlinked) =
             self.create_deployment(&info.id, &[SlotName::EMPTY, SlotName::EMPTY], ref_name)?;
         let conf = self.sysroot.path().join(bootcfg::CONFIG_FILE);
+        // The device follows the ref it was provisioned with, unless agent.conf says otherwise.
+        let record: Vec<String> = match ref_name {
+            Some(r) if self.cfg.refs.is_empty() => vec![r.to_string()],
+            _ => self.cfg.refs.clone(),
+        };
         if !conf.exists() {
-            fsops::write_atomic(
-                &conf,
-                self.cfg.to_text(self.sysroot.path()).as_bytes(),
-                0o644,
-            )
-            .map_err(io_err("write", &conf))?;
+            let cfg = BootConfig {
+                refs: record,
+                ..self.cfg.clone()
+            };
+            fsops::write_atomic(&conf, cfg.to_text(self.sysroot.path()).as_bytes(), 0o644)
+                .map_err(io_err("write", &conf))?;
+        } else if record != self.cfg.refs {
+            bootcfg::write_refs(self.sysroot.path(), &record)?;
         }
         for (p, _) in self.cfg.env_paths() {
             let dir = fsops::parent_of(&p);

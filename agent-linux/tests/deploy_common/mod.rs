@@ -17,6 +17,9 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ecu-agent"))
 }
 
+/// The lab's signing key (in the lab directory; `lab.key.pub` beside it).
+pub const LAB_KEY: &str = "lab.key";
+
 /// A scratch directory with a build repository and update files.
 pub struct Lab {
     /// Keeps the directory alive.
@@ -131,6 +134,8 @@ impl Lab {
         };
         let d = dir.path();
         ok(d, &["init", "--repo", "build"], &[]);
+        // Every update of the lab is signed: devices require signatures.
+        ok(d, &["keygen", "--out", LAB_KEY], &[]);
         let mut commits = Vec::new();
         for (i, v) in versions.iter().enumerate() {
             let tree = d.join(format!("tree-{v}"));
@@ -167,6 +172,24 @@ impl Lab {
         self.dir.path()
     }
 
+    /// The lab key's public half in hex.
+    pub fn key_hex(&self) -> String {
+        fs::read_to_string(self.path().join(format!("{LAB_KEY}.pub")))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Makes the sysroot `sysroot` (relative to the lab) trust the lab's key: a `trusted-key`
+    /// line appended to its agent.conf (created when missing, so the defaults apply).
+    pub fn trust(&self, sysroot: &str) {
+        let p = self.path().join(sysroot).join("agent.conf");
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let mut text = fs::read_to_string(&p).unwrap_or_default();
+        text.push_str(&format!("trusted-key = {}\n", self.key_hex()));
+        fs::write(&p, text).unwrap();
+    }
+
     /// The commit of version `v`.
     pub fn commit(&self, v: &str) -> &str {
         &self
@@ -201,6 +224,7 @@ impl Lab {
             }
             None => args.push("--empty"),
         }
+        args.extend(["--sign-key", LAB_KEY]);
         ok(self.path(), &args, &[]);
         self.path().join(name).to_string_lossy().into_owned()
     }
