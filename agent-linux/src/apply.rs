@@ -30,6 +30,11 @@ impl fmt::Display for ApplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ApplyError::Install(InstallError::Store(e)) => write!(f, "the repository failed: {e}"),
+            ApplyError::Install(e @ InstallError::RefNotFollowed { ref_name, cut: false }) => write!(
+                f,
+                "{e}; to make the device follow it, install with `--rebase {}`",
+                ref_name.as_str()
+            ),
             ApplyError::Install(e) => e.fmt(f),
             ApplyError::Read(e) => write!(f, "reading the update failed: {e}"),
             ApplyError::NoTrustedKeys => f.write_str(

@@ -184,9 +184,8 @@ fn parse_key(root: &Path, v: &str) -> Result<[u8; 32], String> {
     if v.is_empty() {
         return Err("a key must be 64 hex characters or the path of a key file".into());
     }
-    crate::keys::read_key(&root.join(v)).map_err(|e| {
-        format!("{e} (a key is 64 hex characters or the path of a `K.pub` file)")
-    })
+    crate::keys::read_key(&root.join(v))
+        .map_err(|e| format!("{e} (a key is 64 hex characters or the path of a `K.pub` file)"))
 }
 
 /// Rewrites `root/agent.conf` (the defaults when it is missing) with `refs` as its only
@@ -196,9 +195,7 @@ pub fn write_refs(root: &Path, refs: &[String]) -> Result<(), ConfigError> {
     let path = root.join(CONFIG_FILE);
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            BootConfig::defaults(root).to_text(root)
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => BootConfig::defaults(root).to_text(root),
         Err(source) => return Err(ConfigError::Io { path, source }),
     };
     let mut out = String::with_capacity(text.len() + 64);
@@ -357,7 +354,14 @@ impl BootConfig {
                     if !list.contains(&key) {
                         list.push(key);
                     }
-                    key_lines.push((if k == "trusted-key" { "trusted-key" } else { "revoked-key" }, v.to_string()));
+                    key_lines.push((
+                        if k == "trusted-key" {
+                            "trusted-key"
+                        } else {
+                            "revoked-key"
+                        },
+                        v.to_string(),
+                    ));
                 }
                 "ref" => {
                     if let Err(e) = crate::repo::validate_ref(v) {

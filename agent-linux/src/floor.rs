@@ -83,9 +83,15 @@ pub fn read(root: &Path) -> Result<u64, FloorError> {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(64)]).into_owned();
     let t = text.strip_suffix('\n').unwrap_or(&text);
     if bytes.len() > 21 || t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(FloorError::Malformed { path: p, found: text });
+        return Err(FloorError::Malformed {
+            path: p,
+            found: text,
+        });
     }
-    t.parse().map_err(|_| FloorError::Malformed { path: p, found: text })
+    t.parse().map_err(|_| FloorError::Malformed {
+        path: p,
+        found: text,
+    })
 }
 
 /// Raises the floor to `to` when it is lower; returns the floor before and after. Never lowers

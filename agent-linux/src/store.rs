@@ -13,7 +13,7 @@
 //!   objects already.
 //! - Nothing from a part gets privilege before the part's hash matched: a staged file object
 //!   stays a 0600 file owned by the installing user, without xattrs, in the 0700 `R/tmp`, until
-//!   [`RepoStore::part_verified`]; only then are its owner, capabilities and setuid, setgid and
+//!   [`Store::part_verified`]; only then are its owner, capabilities and setuid, setgid and
 //!   executable bits applied.
 //! - [`Store::abort`] (and dropping the store) removes everything the install staged: a failed
 //!   install leaves the repository as it was.
@@ -65,13 +65,6 @@ impl<'r> RepoStore<'r> {
     /// The repository.
     pub fn repo(&self) -> &'r Repo {
         self.repo
-    }
-
-    /// The part that carried the file objects staged since the last call matched its hash:
-    /// their owners, xattrs and modes are applied now ([`Transaction::part_verified`]). Until
-    /// then a staged file is a private 0600 file in the private `R/tmp`.
-    pub fn part_verified(&mut self) -> Result<(), RepoError> {
-        self.txn.part_verified()
     }
 
     fn drop_current(&mut self) {
@@ -257,6 +250,13 @@ impl Store for RepoStore<'_> {
 
     fn abort_object(&mut self) {
         self.drop_current();
+    }
+
+    /// The part that carried the file objects staged since the last call matched its hash:
+    /// their owners, xattrs and modes are applied now ([`Transaction::part_verified`]). Until
+    /// then a staged file is a private 0600 file in the private `R/tmp`.
+    fn part_verified(&mut self) -> Result<(), RepoError> {
+        self.txn.part_verified()
     }
 
     fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, RepoError> {

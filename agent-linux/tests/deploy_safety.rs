@@ -61,6 +61,7 @@ fn blank_env(root: &Path) {
 #[test]
 fn lost_environment_makes_install_and_cleanup_refuse() {
     let lab = Lab::new(&["9", "9.1", "9.2"]);
+    lab.trust(S);
     let d = lab.path();
     let root = d.join(S);
     two_good(&lab);
@@ -95,6 +96,7 @@ fn lost_environment_makes_install_and_cleanup_refuse() {
 #[test]
 fn env_size_zero_is_a_clear_error_and_deletes_nothing() {
     let lab = Lab::new(&["9", "9.1", "9.2"]);
+    lab.trust(S);
     let d = lab.path();
     let root = d.join(S);
     two_good(&lab);
@@ -140,6 +142,7 @@ fn set_slot_name(root: &Path, slot: Slot, name: &str) {
 #[test]
 fn invalid_slot_names_are_refused_before_anything_is_deleted() {
     let lab = Lab::new(&["9", "9.1", "9.2"]);
+    lab.trust(S);
     let d = lab.path();
     let root = d.join(S);
     two_good(&lab);
@@ -182,6 +185,7 @@ fn invalid_slot_names_are_refused_before_anything_is_deleted() {
 #[test]
 fn kernel_command_line_and_disk_are_checked_against_the_environment() {
     let lab = Lab::new(&["9", "9.1", "9.2"]);
+    lab.trust(S);
     let d = lab.path();
     let root = d.join(S);
     two_good(&lab);

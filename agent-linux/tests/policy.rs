@@ -95,21 +95,31 @@ fn signatures_are_required_by_default_and_keys_live_in_agent_conf() {
     assert_eq!(r["applied"]["allow_unsigned"], false);
     // The configuration is kept (comments and keys) and records the ref followed.
     let conf = fs::read_to_string(d.join(S).join("agent.conf")).unwrap();
-    assert!(conf.starts_with("# keys for rotation\ntrusted-key = ../old.key.pub\n"), "{conf}");
+    assert!(
+        conf.starts_with("# keys for rotation\ntrusted-key = ../old.key.pub\n"),
+        "{conf}"
+    );
     assert!(conf.contains("\nref = os/main\n"), "{conf}");
     // An unsigned file is refused although keys are configured, and changes nothing.
     let raw91 = unsigned(&lab, "9.1");
     let before = tree_of(&d.join(S));
     let e = fails(d, &["install", "--sysroot", S, &raw91], &booted(Slot::A));
     assert!(e.contains("not signed"), "{e}");
-    assert_eq!(tree_of(&d.join(S)), before, "a refused install changed the sysroot");
+    assert_eq!(
+        tree_of(&d.join(S)),
+        before,
+        "a refused install changed the sysroot"
+    );
 
     // A bad key line is an error naming the line, for every command that reads the file.
     let good_conf = conf.clone();
     for (bad, says) in [
         ("trusted-key = 1234\n", "key"),
         ("trusted-key = nosuch.pub\n", "nosuch.pub"),
-        (&format!("revoked-key = {}zz\n", &lab.key_hex()[..62]), "key"),
+        (
+            &format!("revoked-key = {}zz\n", &lab.key_hex()[..62]),
+            "key",
+        ),
         ("ref = ../evil\n", "ref name"),
     ] {
         fs::write(d.join(S).join("agent.conf"), format!("{good_conf}{bad}")).unwrap();
@@ -126,18 +136,181 @@ fn signatures_are_required_by_default_and_keys_live_in_agent_conf() {
     let plain = "plain";
     ok(
         d,
-        &["apply-offline", "--sysroot", plain, "--trusted-key", "lab.key.pub", &full9],
+        &[
+            "apply-offline",
+            "--sysroot",
+            plain,
+            "--trusted-key",
+            "lab.key.pub",
+            &full9,
+        ],
         &[],
     );
     // --allow-unsigned takes an unsigned file, loudly, and says so in the JSON.
     let r = agent_env(
         d,
-        &["apply-offline", "--sysroot", "plain2", "--allow-unsigned", "--json", &raw9],
+        &[
+            "apply-offline",
+            "--sysroot",
+            "plain2",
+            "--allow-unsigned",
+            "--json",
+            &raw9,
+        ],
         &[],
     );
     assert!(r.ok, "{}", r.stderr);
-    assert!(r.stderr.contains("WARNING: --allow-unsigned"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("WARNING: --allow-unsigned"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("NOT SIGNED"), "{}", r.stderr);
     let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!((&j["allow_unsigned"], &j["signed"]), (&true.into(), &false.into()));
+    assert_eq!(
+        (&j["allow_unsigned"], &j["signed"]),
+        (&true.into(), &false.into())
+    );
+}
+
+/// A from-scratch file of version `v` for ref `r`, signed by the lab key.
+fn for_ref(lab: &Lab, v: &str, r: &str) -> String {
+    let out = format!("{v}-{}.update", r.replace('/', "-"));
+    ok(
+        lab.path(),
+        &[
+            "delta",
+            "generate",
+            "--repo",
+            "build",
+            "--to",
+            lab.commit(v),
+            "--ref",
+            r,
+            "--empty",
+            "--out",
+            &out,
+            "--sign-key",
+            LAB_KEY,
+        ],
+        &[],
+    );
+    out
+}
+
+/// What a refused install must not change: refs, deployments, boot environment, floor,
+/// configuration.
+fn device_state(root: &Path) -> Vec<(String, Vec<u8>)> {
+    tree_of(root)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("repo/tmp/"))
+        .collect()
+}
+
+#[test]
+fn a_revoked_key_is_refused_by_name() {
+    let lab = Lab::new(&["9", "9.1"]);
+    let d = lab.path();
+    lab.trust(S);
+    ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
+    let before = device_state(&d.join(S));
+    let conf = fs::read_to_string(d.join(S).join("agent.conf")).unwrap();
+    // Revoked while still trusted: revocation wins.
+    fs::write(
+        d.join(S).join("agent.conf"),
+        format!("{conf}revoked-key = {}\n", lab.key_hex()),
+    )
+    .unwrap();
+    let before_conf = device_state(&d.join(S));
+    for cmd in ["install", "apply-offline"] {
+        let e = fails(
+            d,
+            &[cmd, "--sysroot", S, &lab.update(Some("9"), "9.1")],
+            &booted(Slot::A),
+        );
+        assert!(
+            e.contains("revoked") && e.contains(&lab.key_hex()[..16]),
+            "{cmd}: {e}"
+        );
+        assert_eq!(
+            device_state(&d.join(S)),
+            before_conf,
+            "{cmd} changed the device"
+        );
+    }
+    assert_ne!(before, before_conf);
+}
+
+#[test]
+fn an_update_for_another_ref_needs_rebase() {
+    let lab = Lab::new(&["9", "9.1", "9.2"]);
+    let d = lab.path();
+    lab.trust(S);
+    ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
+    let st = status(d, S, Slot::A);
+    assert_eq!(st["refs_followed"], serde_json::json!(["os/main"]), "{st}");
+    let text = ok(d, &["status", "--sysroot", S], &booted(Slot::A));
+    assert!(text.contains("Follows: os/main;"), "{text}");
+
+    // Another ECU type's update: refused, naming the ref and --rebase; nothing changes.
+    let other = for_ref(&lab, "9.1", "os/other");
+    let before = device_state(&d.join(S));
+    for cmd in ["install", "apply-offline"] {
+        let e = fails(d, &[cmd, "--sysroot", S, &other], &booted(Slot::A));
+        assert!(
+            e.contains("\"os/other\"")
+                && e.contains("does not follow")
+                && e.contains("--rebase os/other"),
+            "{cmd}: {e}"
+        );
+        assert_eq!(device_state(&d.join(S)), before, "{cmd} changed the device");
+    }
+
+    // --rebase names it: staged, and followed from now on.
+    let out = agent_env(
+        d,
+        &["install", "--sysroot", S, "--rebase", "os/other", &other],
+        &booted(Slot::A),
+    );
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("staged"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("now follows os/other"),
+        "{}",
+        out.stderr
+    );
+    let st = status(d, S, Slot::A);
+    assert_eq!(st["refs_followed"], serde_json::json!(["os/other"]), "{st}");
+    assert_eq!(deployment_of(&st, "B")["ref"], "os/other");
+    // The old ref is now the foreign one.
+    boot(&d.join(S));
+    ok(d, &["mark-good", "--sysroot", S], &booted(Slot::B));
+    let e = fails(
+        d,
+        &["install", "--sysroot", S, &lab.update(None, "9.2")],
+        &booted(Slot::B),
+    );
+    assert!(
+        e.contains("\"os/main\"") && e.contains("does not follow"),
+        "{e}"
+    );
+    // A bad --rebase is refused before anything is read.
+    let e = fails(
+        d,
+        &["install", "--sysroot", S, "--rebase", "../x", &other],
+        &booted(Slot::B),
+    );
+    assert!(e.contains("ref name"), "{e}");
+    // agent.conf pins refs: several may be followed at once.
+    let conf = fs::read_to_string(d.join(S).join("agent.conf")).unwrap();
+    fs::write(
+        d.join(S).join("agent.conf"),
+        format!("{conf}ref = os/main\n"),
+    )
+    .unwrap();
+    ok(
+        d,
+        &["install", "--sysroot", S, &lab.update(None, "9.2")],
+        &booted(Slot::B),
+    );
 }

@@ -223,6 +223,19 @@ pub fn status_text(st: &Status) -> String {
         s.push_str(&format!("        Status: {}\n", what.join(", ")));
     }
     s.push_str(&format!(
+        "Follows: {}; security floor {}\n",
+        if st.refs_followed.is_empty() {
+            "any ref (none recorded)".to_string()
+        } else {
+            st.refs_followed
+                .iter()
+                .map(|r| esc(r).into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        st.security_floor
+    ));
+    s.push_str(&format!(
         "Boot: slot {} booted{}, next boot {}{}; {} env ({}) rev {}\n",
         st.booted_slot.as_deref().unwrap_or("?"),
         match st.booted_good {

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
+use agent_linux::bootcfg::BootConfig;
 use agent_linux::generate::{self, GenerateOptions};
 use agent_linux::repo::{self, Repo};
-use agent_linux::bootcfg::BootConfig;
 use agent_linux::sysroot::Sysroot;
 use agent_linux::{apply, deploy, keys};
 use anyhow::{bail, Context};

@@ -351,7 +351,11 @@ pub struct InstallOptions {
 /// trusted keys of `agent.conf` and of `opts`, `agent.conf`'s revoked keys, the floor of
 /// `S/security-floor`, and the refs `agent.conf` follows (only `opts.rebase` when given; any
 /// when `agent.conf` names none).
-pub fn trust_for(root: &Path, cfg: &BootConfig, opts: &InstallOptions) -> Result<Trust, DeployError> {
+pub fn trust_for(
+    root: &Path,
+    cfg: &BootConfig,
+    opts: &InstallOptions,
+) -> Result<Trust, DeployError> {
     let mut trusted_keys = cfg.trusted_keys.clone();
     for k in &opts.extra_keys {
         if !trusted_keys.contains(k) {
@@ -489,6 +493,10 @@ pub struct Status {
     pub rolled_back: bool,
     /// Both slots' deployments, A first.
     pub deployments: Vec<DeploymentStatus>,
+    /// The refs the device follows (`agent.conf`'s `ref` lines; empty: any).
+    pub refs_followed: Vec<String>,
+    /// The anti-rollback floor (`S/security-floor`).
+    pub security_floor: u64,
     /// The environment: backend and paths.
     pub env: EnvInfo,
 }
@@ -1218,6 +1226,8 @@ impl Deployer {
                     next_boot_kind: None,
                     rolled_back: false,
                     deployments: Vec::new(),
+                    refs_followed: self.cfg.refs.clone(),
+                    security_floor: floor::read(self.sysroot.path())?,
                     env: env_info(None),
                 });
             }
@@ -1357,6 +1367,8 @@ impl Deployer {
             next_boot_kind: Some(kind_name(d.kind).into()),
             rolled_back: st_name == "rolled-back",
             deployments,
+            refs_followed: self.cfg.refs.clone(),
+            security_floor: floor::read(self.sysroot.path())?,
             env: env_info(Some(state.revision)),
         })
     }

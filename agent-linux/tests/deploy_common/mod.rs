@@ -181,11 +181,14 @@ impl Lab {
     }
 
     /// Makes the sysroot `sysroot` (relative to the lab) trust the lab's key: a `trusted-key`
-    /// line appended to its agent.conf (created when missing, so the defaults apply).
+    /// line appended to its agent.conf (when missing, created with the defaults written out,
+    /// as provisioning writes them).
     pub fn trust(&self, sysroot: &str) {
-        let p = self.path().join(sysroot).join("agent.conf");
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        let mut text = fs::read_to_string(&p).unwrap_or_default();
+        let root = self.path().join(sysroot);
+        let p = root.join("agent.conf");
+        fs::create_dir_all(&root).unwrap();
+        let mut text = fs::read_to_string(&p)
+            .unwrap_or_else(|_| BootConfig::defaults(&root).to_text(&root));
         text.push_str(&format!("trusted-key = {}\n", self.key_hex()));
         fs::write(&p, text).unwrap();
     }
