@@ -9,7 +9,7 @@
 //! env-redundant = boot/uboot-redund.env
 //! env-offset = 0
 //! env-redundant-offset = 0
-//! env-size = 0x4000                  # CONFIG_ENV_SIZE (U-Boot only)
+//! env-size = 0x4000                  # CONFIG_ENV_SIZE (U-Boot); GRUB: the largest block read
 //! scheme = native                    # native | rauc | mender
 //! tries = 3                          # boots a new deployment gets to be marked good
 //! kargs = ecu.slot=${slot} ecu.deployment=${name}
@@ -29,7 +29,6 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use bootloader_hooks::host::{Backend, BootEnv};
 use bootloader_hooks::uboot_env::Layout;
 use bootloader_hooks::{MenderConfig, RaucConfig, Scheme, MAX_TRIES};
 
@@ -143,7 +142,8 @@ pub struct BootConfig {
     pub env: (PathBuf, u64),
     /// Second copy of a redundant U-Boot environment.
     pub env_redundant: (PathBuf, u64),
-    /// Size of one U-Boot copy.
+    /// Size of one U-Boot copy; for GRUB, the largest block read (every read of an
+    /// environment is bounded by it).
     pub env_size: usize,
     /// The variable scheme.
     pub scheme: Scheme,
@@ -470,26 +470,6 @@ impl BootConfig {
             s.push_str(&format!("ref = {r}\n"));
         }
         s
-    }
-
-    /// The `bootloader-hooks` backend.
-    pub fn backend(&self) -> Backend {
-        match self.kind {
-            BackendKind::Uboot => Backend::uboot_single(&self.env.0, self.env.1, self.env_size),
-            BackendKind::UbootRedundant => Backend::uboot_redundant(
-                &self.env.0,
-                self.env.1,
-                &self.env_redundant.0,
-                self.env_redundant.1,
-                self.env_size,
-            ),
-            BackendKind::Grub => Backend::grub(&self.env.0),
-        }
-    }
-
-    /// The environment as `bootloader-hooks` opens it.
-    pub fn boot_env(&self) -> BootEnv {
-        BootEnv::new(self.backend(), self.scheme)
     }
 
     /// The files or devices of the environment, first copy first.

@@ -1,13 +1,16 @@
 //! `ecu-agent bootenv ...`: inspect a bootloader environment the way an integrator checks one.
-//! A thin adapter over `bootloader_hooks::host`; all decoding lives there.
+//! A thin adapter over `agent_linux::deploy::env` (the one reader of environments, bounded by
+//! the size given) and the decoding of `bootloader-hooks`.
 //!
 //! Wire it in with `Bootenv { #[command(subcommand)] cmd: bootenv::BootenvCommand }` and
 //! `bootenv::run(cmd)`.
 
 use std::path::{Path, PathBuf};
 
+use agent_linux::bootcfg::{BackendKind, BootConfig, DEFAULT_ENV_SIZE, MAX_ENV_SIZE};
+use agent_linux::deploy::env;
 use anyhow::{bail, Context};
-use bootloader_hooks::host::{Backend, BootEnv};
+use bootloader_hooks::uboot_env::Layout;
 use bootloader_hooks::{MenderConfig, RaucConfig, Scheme};
 
 /// Bootloader environment commands.
@@ -49,8 +52,8 @@ pub struct ShowArgs {
     /// GRUB environment block (grubenv).
     #[arg(long = "grub-env", value_name = "FILE", conflicts_with = "uboot_env")]
     pub grub_env: Option<PathBuf>,
-    /// Size of one U-Boot environment copy (CONFIG_ENV_SIZE), decimal or 0x-hex; default: the
-    /// file's size.
+    /// Size of one U-Boot environment copy (CONFIG_ENV_SIZE), decimal or 0x-hex, at most 16 MiB;
+    /// default: the file's size.
     #[arg(long = "env-size", value_name = "N", value_parser = parse_size)]
     pub env_size: Option<usize>,
     /// Which variables hold the boot state.
@@ -73,55 +76,76 @@ fn file_len(p: &Path) -> anyhow::Result<usize> {
     let len = std::fs::metadata(p)
         .with_context(|| format!("cannot read {}", p.display()))?
         .len();
-    Ok(len as usize)
+    Ok(usize::try_from(len).unwrap_or(usize::MAX))
 }
 
-/// Validates the arguments into a [`BootEnv`].
-pub fn boot_env(args: &ShowArgs) -> anyhow::Result<BootEnv> {
-    let backend = match (&args.grub_env, args.uboot_env.as_slice()) {
+/// Validates the arguments into the configuration of the environment to read.
+pub fn boot_config(args: &ShowArgs) -> anyhow::Result<BootConfig> {
+    let mut cfg = BootConfig::defaults(Path::new("/"));
+    cfg.scheme = args.scheme.into();
+    let check_size = |size: usize, layout: Layout, what: &str| {
+        if size > MAX_ENV_SIZE {
+            bail!("{what} is {size} bytes, more than the {MAX_ENV_SIZE} an environment may have; give --env-size");
+        }
+        if size < layout.min_size() {
+            bail!(
+                "{what} is {size} bytes but a U-Boot environment needs at least {} (its header and an empty list); give --env-size",
+                layout.min_size()
+            );
+        }
+        Ok(size)
+    };
+    match (&args.grub_env, args.uboot_env.as_slice()) {
         (Some(g), []) => {
             if args.env_size.is_some() {
                 bail!("--env-size applies to U-Boot environments only");
             }
-            Backend::grub(g)
+            cfg.kind = BackendKind::Grub;
+            cfg.env = (g.clone(), 0);
+            // GRUB blocks are 1 KiB; read at most the default U-Boot size.
+            cfg.env_size = DEFAULT_ENV_SIZE;
         }
         (None, [one]) => {
-            let size = match args.env_size {
-                Some(n) => n,
-                None => file_len(one)?,
+            cfg.kind = BackendKind::Uboot;
+            cfg.env = (one.clone(), 0);
+            cfg.env_size = match args.env_size {
+                Some(n) => check_size(n, Layout::Single, "--env-size")?,
+                None => check_size(
+                    file_len(one)?,
+                    Layout::Single,
+                    &format!("{}", one.display()),
+                )?,
             };
-            Backend::uboot_single(one, 0, size)
         }
         (None, [a, b]) => {
-            let size = match args.env_size {
-                Some(n) => n,
+            cfg.kind = BackendKind::UbootRedundant;
+            cfg.env = (a.clone(), 0);
+            cfg.env_redundant = (b.clone(), 0);
+            cfg.env_size = match args.env_size {
+                Some(n) => check_size(n, Layout::Redundant, "--env-size")?,
                 None => {
                     let (la, lb) = (file_len(a)?, file_len(b)?);
                     if la != lb {
                         bail!("the two U-Boot env copies are {la} and {lb} bytes; give --env-size");
                     }
-                    la
+                    check_size(la, Layout::Redundant, &format!("{}", a.display()))?
                 }
             };
-            Backend::uboot_redundant(a, 0, b, 0, size)
         }
         (None, []) => bail!("give --uboot-env FILE [--uboot-env FILE2] or --grub-env FILE"),
         (None, _) => bail!("--uboot-env takes at most two files (the two redundant copies)"),
         (Some(_), _) => bail!("give either --uboot-env or --grub-env, not both"),
     };
-    Ok(BootEnv::new(backend, args.scheme.into()))
+    Ok(cfg)
 }
 
 /// The text `bootenv show` prints.
 pub fn show_output(args: &ShowArgs) -> anyhow::Result<String> {
-    let env = boot_env(args)?;
-    let report = env
-        .report()
-        .with_context(|| format!("cannot read the boot state ({} scheme)", env.scheme.name()))?;
+    let cfg = boot_config(args)?;
+    let report = env::report(&cfg)
+        .with_context(|| format!("cannot read the boot state ({} scheme)", cfg.scheme.name()))?;
     if args.json {
-        let v: serde_json::Value = serde_json::from_str(&report.to_json())
-            .context("internal error: the report is not valid JSON")?;
-        Ok(serde_json::to_string_pretty(&v)?)
+        Ok(serde_json::to_string_pretty(&report)?)
     } else {
         Ok(report.to_string())
     }
@@ -144,6 +168,15 @@ mod tests {
     use bootloader_hooks::{BootState, Slot, SlotName};
     use clap::Parser;
 
+    /// Creates the environment `cfg` names, holding only `st`.
+    fn init(kind: BackendKind, path: &Path, size: usize, st: &BootState) {
+        let mut cfg = BootConfig::defaults(Path::new("/"));
+        cfg.kind = kind;
+        cfg.env = (path.to_path_buf(), 0);
+        cfg.env_size = size;
+        env::write(&cfg, None, st, &[]).unwrap();
+    }
+
     #[derive(Debug, Parser)]
     struct T {
         #[command(subcommand)]
@@ -163,9 +196,7 @@ mod tests {
         let mut st = BootState::initial(Slot::A, SlotName::from_str("c0").unwrap());
         st.stage(Slot::B, 3, SlotName::from_str("c1").unwrap())
             .unwrap();
-        BootEnv::new(Backend::uboot_single(&u, 0, 0x2000), Scheme::Native)
-            .init(&st)
-            .unwrap();
+        init(BackendKind::Uboot, &u, 0x2000, &st);
         let out = show(&["show", "--uboot-env", u.to_str().unwrap(), "--json"]).unwrap();
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["next_boot"], "B");
@@ -174,9 +205,7 @@ mod tests {
         assert_eq!(v["slots"]["A"]["successful"], true);
 
         let g = dir.path().join("grubenv");
-        BootEnv::new(Backend::grub(&g), Scheme::Native)
-            .init(&st)
-            .unwrap();
+        init(BackendKind::Grub, &g, 0, &st);
         let out = show(&["show", "--grub-env", g.to_str().unwrap()]).unwrap();
         assert!(out.contains("next boot: B"), "{out}");
     }
@@ -204,5 +233,38 @@ mod tests {
             "c"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn show_reads_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("empty");
+        std::fs::write(&f, b"").unwrap();
+        let fp = f.to_str().unwrap();
+        // A huge --env-size on an empty file: a clear error, no allocation.
+        let err = show(&["show", "--uboot-env", fp, "--env-size", "0xffffffffffff"]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("more than the 16777216"),
+            "{err:#}"
+        );
+        let err = show(&["show", "--uboot-env", fp, "--env-size", "0x1000000"]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("holds 0 bytes but the environment needs 16777216"),
+            "{err:#}"
+        );
+        let err = show(&["show", "--uboot-env", fp, "--uboot-env", fp]).unwrap_err();
+        assert!(format!("{err:#}").contains("needs at least 7"), "{err:#}");
+        let err = show(&["show", "--uboot-env", fp]).unwrap_err();
+        assert!(format!("{err:#}").contains("needs at least 6"), "{err:#}");
+        // Devices that never end.
+        let err = show(&["show", "--grub-env", "/dev/zero"]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("longer than 16384 bytes"),
+            "{err:#}"
+        );
+        let err = show(&["show", "--uboot-env", "/dev/zero", "--env-size", "0x1000"]).unwrap_err();
+        assert!(format!("{err:#}").contains("CRC mismatch"), "{err:#}");
+        let err = show(&["show", "--uboot-env", "/dev/zero"]).unwrap_err();
+        assert!(format!("{err:#}").contains("needs at least"), "{err:#}");
     }
 }

@@ -242,3 +242,31 @@ fn kernel_command_line_and_disk_are_checked_against_the_environment() {
     fs::rename(d.join("moved"), root.join("deploy").join(&b)).unwrap();
     assert_eq!(deploy_listing(&root), before);
 }
+
+/// Case 4: a GRUB environment configured as a device that never ends is read up to its bound
+/// (`env-size`, 16 KiB by default) and refused, instead of growing until the process dies.
+#[test]
+fn endless_grub_environment_is_refused_quickly() {
+    let lab = Lab::new(&["9"]);
+    let d = lab.path();
+    fs::create_dir_all(d.join(S)).unwrap();
+    fs::write(
+        d.join(S).join("agent.conf"),
+        "backend = grub\nenv = /dev/zero\n",
+    )
+    .unwrap();
+    let t = std::time::Instant::now();
+    for args in [
+        vec!["install", "--sysroot", S, &lab.update(None, "9")],
+        vec!["status", "--sysroot", S],
+    ] {
+        let e = fails(d, &args, &[]);
+        assert!(e.contains("/dev/zero: longer than 16384 bytes"), "{e}");
+    }
+    assert!(t.elapsed().as_secs() < 30);
+    assert!(!d
+        .join(S)
+        .join("deploy")
+        .join(format!("{}.0", lab.commit("9")))
+        .exists());
+}

@@ -175,8 +175,24 @@ pub fn unescape(raw: &[u8], out: &mut [u8]) -> Option<usize> {
     Some(n)
 }
 
-fn escaped_len(v: &[u8]) -> usize {
+/// The length of `v` escaped as a stored value ([`escape`]).
+pub fn escaped_len(v: &[u8]) -> usize {
     v.len() + v.iter().filter(|&&b| b == b'\\' || b == b'\n').count()
+}
+
+/// Escapes a value as GRUB stores it (`\` before every `\` and newline) into `out`;
+/// returns the length, or `None` if `out` is shorter than [`escaped_len`].
+pub fn escape(v: &[u8], out: &mut [u8]) -> Option<usize> {
+    let mut n = 0;
+    for &b in v {
+        if b == b'\\' || b == b'\n' {
+            *out.get_mut(n)? = b'\\';
+            n += 1;
+        }
+        *out.get_mut(n)? = b;
+        n += 1;
+    }
+    Some(n)
 }
 
 fn check_key(k: &[u8]) -> Result<(), GrubEnvError> {
@@ -215,26 +231,22 @@ where
     }
     out.fill(b'#');
     let mut pos = 0;
-    let mut put = |bytes: &[u8], pos: &mut usize| {
+    fn put(out: &mut [u8], bytes: &[u8], pos: &mut usize) {
         out[*pos..*pos + bytes.len()].copy_from_slice(bytes);
         *pos += bytes.len();
-    };
-    put(SIGNATURE, &mut pos);
-    put(WARNING, &mut pos);
+    }
+    put(out, SIGNATURE, &mut pos);
+    put(out, WARNING, &mut pos);
     merged(vars, updates, |k, v, escape| {
-        put(k, &mut pos);
-        put(b"=", &mut pos);
+        put(out, k, &mut pos);
+        put(out, b"=", &mut pos);
         if escape {
-            for &b in v {
-                if b == b'\\' || b == b'\n' {
-                    put(b"\\", &mut pos);
-                }
-                put(&[b], &mut pos);
-            }
+            // `needed` counted escaped_len(v): the room is there.
+            pos += self::escape(v, &mut out[pos..]).unwrap_or(0);
         } else {
-            put(v, &mut pos);
+            put(out, v, &mut pos);
         }
-        put(b"\n", &mut pos);
+        put(out, b"\n", &mut pos);
         Ok(())
     })?;
     Ok(pos)
@@ -278,6 +290,19 @@ mod test {
     use super::*;
     use std::vec;
     use std::vec::Vec;
+
+    #[test]
+    fn escape_is_the_inverse_of_unescape() {
+        let v = b"a\\b\nc";
+        assert_eq!(escaped_len(v), 7);
+        let mut esc = [0u8; 7];
+        assert_eq!(escape(v, &mut esc), Some(7));
+        assert_eq!(&esc, b"a\\\\b\\\nc");
+        let mut back = [0u8; 7];
+        assert_eq!(unescape(&esc, &mut back), Some(5));
+        assert_eq!(&back[..5], v);
+        assert_eq!(escape(v, &mut [0u8; 6]), None);
+    }
 
     #[test]
     fn roundtrip_with_escapes() {

@@ -19,9 +19,6 @@ pub mod vars;
 #[allow(unsafe_code)]
 pub mod ffi;
 
-#[cfg(feature = "std")]
-pub mod host;
-
 pub use scheme::{Flavor, MenderConfig, RaucConfig, Scheme, SchemeError};
 pub use state::{
     Applied, BootState, Decision, DecisionKind, Operation, Slot, SlotName, SlotState, StateError,

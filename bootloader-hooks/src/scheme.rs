@@ -26,6 +26,16 @@ pub enum Flavor {
     Grub,
 }
 
+impl Flavor {
+    /// `uboot` or `grub`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Flavor::UBoot => "uboot",
+            Flavor::Grub => "grub",
+        }
+    }
+}
+
 /// Options of the RAUC scheme.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -283,6 +283,17 @@ pub enum DecisionKind {
     LastResort,
 }
 
+impl DecisionKind {
+    /// `confirmed`, `trial` or `last-resort`: the name reports and scripts use.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Confirmed => "confirmed",
+            DecisionKind::Trial => "trial",
+            DecisionKind::LastResort => "last-resort",
+        }
+    }
+}
+
 /// The outcome of [`BootState::decide`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -429,6 +429,13 @@ where
     Ok(())
 }
 
+/// The copy a change of a redundant environment rewrites and the flag it gets: the copy
+/// that is not `current`, with `flag` (the current copy's) plus one, wrapping as U-Boot's
+/// counter does. The current copy stays untouched, so a torn write leaves it in force.
+pub const fn next_copy(current: usize, flag: u8) -> (usize, u8) {
+    ((current + 1) % 2, flag.wrapping_add(1))
+}
+
 /// An empty variable list, for [`write()`] when creating an environment from scratch.
 pub fn no_vars<'a>() -> core::iter::Empty<(&'a [u8], &'a [u8])> {
     core::iter::empty()
@@ -439,6 +446,13 @@ mod test {
     use super::*;
     use std::vec;
     use std::vec::Vec;
+
+    #[test]
+    fn next_copy_is_the_other_with_the_next_flag() {
+        assert_eq!(next_copy(0, 1), (1, 2));
+        assert_eq!(next_copy(1, 2), (0, 3));
+        assert_eq!(next_copy(1, 255), (0, 0));
+    }
 
     fn image(layout: Layout, size: usize, flag: u8, body: &[u8], pad: u8) -> Vec<u8> {
         let mut v = vec![pad; size];

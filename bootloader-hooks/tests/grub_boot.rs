@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use bootloader_hooks::host::{Backend, BootEnv};
 use bootloader_hooks::{BootState, DecisionKind, Operation, Scheme, Slot, SlotName};
+use common::host::{Backend, BootEnv};
 use common::*;
 
 const CRATE: &str = env!("CARGO_MANIFEST_DIR");

@@ -4,8 +4,8 @@ mod common;
 
 use std::process::Command;
 
-use bootloader_hooks::host::{Backend, BootEnv};
 use bootloader_hooks::{BootState, Operation, RaucConfig, Scheme, Slot, SlotName};
+use common::host::{Backend, BootEnv};
 use common::*;
 
 fn editenv(file: &std::path::Path, args: &[&str]) {

@@ -6,12 +6,12 @@ mod common;
 
 use std::process::Command;
 
-use bootloader_hooks::host::{Backend, BootEnv};
 use bootloader_hooks::uboot_env::{self, Env, Layout};
 use bootloader_hooks::{
     flash_record, grub_env, BootState, DecisionKind, EnvRead, Flavor, MenderConfig, Operation,
     RaucConfig, Scheme, Slot, SlotName, SlotState, VarSet, MAX_TRIES,
 };
+use common::host::{Backend, BootEnv};
 use common::*;
 use proptest::prelude::*;
 

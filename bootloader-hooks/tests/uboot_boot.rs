@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use bootloader_hooks::host::{Backend, BootEnv};
 use bootloader_hooks::{BootState, DecisionKind, Operation, Scheme, Slot, SlotName};
+use common::host::{Backend, BootEnv};
 use common::*;
 
 const UBOOT: &str = "/usr/lib/u-boot/qemu_arm/u-boot.bin";

@@ -2,9 +2,9 @@
 
 mod common;
 
-use bootloader_hooks::host::{Backend, BootEnv};
 use bootloader_hooks::uboot_env::{self, Env, Layout};
 use bootloader_hooks::{BootState, Operation, Scheme, Slot, SlotName};
+use common::host::{Backend, BootEnv};
 use common::*;
 
 const SIZE: usize = 0x4000;

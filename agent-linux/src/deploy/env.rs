@@ -1,34 +1,303 @@
-//! Reading and writing the bootloader environment of a sysroot.
+//! The boot environment's one reader and writer on Linux: every file or device access to a
+//! U-Boot or GRUB environment (the deployment commands, `bootenv show`, the tests' bootloader)
+//! goes through here. `bootloader-hooks` holds only the pure parts: the encodings
+//! (`uboot_env`, `grub_env`), the variable schemes and the boot decision.
 //!
-//! Reading, decoding (including which redundant copy is current) and encoding are
-//! `bootloader-hooks`' (`host::read_at`, `host::Raw::stored_vars`, its U-Boot and GRUB
-//! encoders and its variable schemes); this module adds the two things the agent needs on
-//! top: the per-slot kernel arguments (`ECU_A_ARGS`, `ECU_B_ARGS`) written in the same
-//! atomic update as the boot state, and every write going through [`crate::fsops`] so that the
-//! power-loss tests can interrupt it. The write discipline is `bootloader_hooks::host`'s:
+//! **Reads are bounded.** A U-Boot copy is exactly `env-size` bytes at its offset (a regular
+//! file too short for it is an error, a device that ends early too); a GRUB block is read up
+//! to `env-size` bytes (default 16 KiB; a file or device longer than that, such as
+//! `/dev/zero`, is refused). Nothing is allocated beyond the configured size, which
+//! `agent.conf` bounds to 16 MiB ([`crate::bootcfg::MAX_ENV_SIZE`]).
+//!
+//! **Writes** go through [`crate::fsops`] (so the power-loss tests can cut them), one atomic
+//! update per change, with this discipline:
 //!
 //! - redundant U-Boot: the copy that is not current is rewritten in place with the next flag
-//!   and fsynced; a torn write fails its CRC and the current copy stays in force;
-//! - single U-Boot in a regular file of exactly the env size, and GRUB: temp file, fsync,
-//!   rename, fsync of the directory;
-//! - a fresh redundant environment in regular files: the second copy's file is created first
-//!   (temp + rename), the first copy's last, so "the first file exists" means "both do".
+//!   (`uboot_env::next_copy`) and fsynced; a torn write fails its CRC and the current copy
+//!   stays in force;
+//! - single U-Boot in a regular file of exactly the env size at offset 0, and GRUB: temp file,
+//!   fsync, rename, fsync of the directory; a single U-Boot env anywhere else (a device, an
+//!   offset) is rewritten in place and fsynced (not atomic: use the redundant layout where
+//!   power can fail);
+//! - a fresh redundant environment: the second copy first, the first copy last, each created
+//!   as above (temp + rename when it is a whole regular file), so "the first file exists"
+//!   means "both do".
 //!
-//! `bootloader_hooks::host::BootEnv` reads what this module writes (the tests use it as the
-//! bootloader).
+//! The per-slot kernel arguments (`ECU_A_ARGS`, `ECU_B_ARGS`) are written in the same atomic
+//! update as the boot state.
 
-use std::fs;
-use std::io;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use bootloader_hooks::grub_env;
-use bootloader_hooks::host::{read_at, HostError, Loaded, Raw};
+use bootloader_hooks::grub_env::{self, GrubEnv, GrubEnvError};
 use bootloader_hooks::scheme::SchemeError;
-use bootloader_hooks::uboot_env::{self, Layout};
-use bootloader_hooks::{BootState, Flavor, VarSet};
+use bootloader_hooks::uboot_env::{self, Env, Layout};
+use bootloader_hooks::{
+    Applied, BootState, Decision, EnvRead, Flavor, Operation, Scheme, Slot, StateError, VarSet,
+};
 
 use crate::bootcfg::{BackendKind, BootConfig};
 use crate::fsops;
+
+/// Why a boot environment could not be read, decoded or written.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BootEnvError {
+    /// Reading or writing a file failed.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// A file or device is shorter than the environment it should hold.
+    Short {
+        /// The file.
+        path: PathBuf,
+        /// Bytes needed from the start of the file.
+        needed: u64,
+        /// Bytes there are.
+        len: u64,
+    },
+    /// A GRUB environment longer than the configured bound (`env-size`).
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The bound.
+        limit: usize,
+    },
+    /// The U-Boot environment is invalid or the update does not fit.
+    Uboot {
+        /// The file (the first copy's for a redundant env).
+        path: PathBuf,
+        /// Why.
+        error: uboot_env::EnvError,
+    },
+    /// The GRUB environment block is invalid or the update does not fit.
+    Grub {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: GrubEnvError,
+    },
+    /// The variables do not describe a boot state in the chosen scheme.
+    Scheme(SchemeError),
+    /// The operation is not possible in this state.
+    State(StateError),
+}
+
+impl fmt::Display for BootEnvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootEnvError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            BootEnvError::Short { path, needed, len } => write!(
+                f,
+                "{}: holds {len} bytes but the environment needs {needed}; check the env size and offset",
+                path.display()
+            ),
+            BootEnvError::TooLarge { path, limit } => write!(
+                f,
+                "{}: longer than {limit} bytes, the most an environment may have here (env-size); check that it names the environment block",
+                path.display()
+            ),
+            BootEnvError::Uboot { path, error } => write!(f, "{}: {error}", path.display()),
+            BootEnvError::Grub { path, error } => write!(f, "{}: {error}", path.display()),
+            BootEnvError::Scheme(e) => write!(f, "{e}"),
+            BootEnvError::State(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// `Display` already includes the underlying error, so `source()` is `None` (no duplicate
+/// lines in an error chain).
+impl std::error::Error for BootEnvError {}
+
+impl From<SchemeError> for BootEnvError {
+    fn from(e: SchemeError) -> Self {
+        BootEnvError::Scheme(e)
+    }
+}
+
+impl From<StateError> for BootEnvError {
+    fn from(e: StateError) -> Self {
+        BootEnvError::State(e)
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BootEnvError + '_ {
+    move |source| BootEnvError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads exactly `size` bytes at `offset` of `path` (a file or a device), allocating no more
+/// than `size`.
+fn read_at(path: &Path, offset: u64, size: usize) -> Result<Vec<u8>, BootEnvError> {
+    let mut f = File::open(path).map_err(io_err(path))?;
+    let md = f.metadata().map_err(io_err(path))?;
+    let needed = offset.saturating_add(size as u64);
+    if md.is_file() && md.len() < needed {
+        return Err(BootEnvError::Short {
+            path: path.to_path_buf(),
+            needed,
+            len: md.len(),
+        });
+    }
+    f.seek(SeekFrom::Start(offset)).map_err(io_err(path))?;
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(size)
+        .map_err(|e| io_err(path)(io::Error::new(io::ErrorKind::OutOfMemory, e)))?;
+    f.take(size as u64)
+        .read_to_end(&mut buf)
+        .map_err(io_err(path))?;
+    if buf.len() < size {
+        return Err(BootEnvError::Short {
+            path: path.to_path_buf(),
+            needed,
+            len: offset + buf.len() as u64,
+        });
+    }
+    Ok(buf)
+}
+
+/// Reads a whole file or device of at most `limit` bytes.
+fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, BootEnvError> {
+    let f = File::open(path).map_err(io_err(path))?;
+    let mut buf = Vec::new();
+    f.take(limit as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(io_err(path))?;
+    if buf.len() > limit {
+        return Err(BootEnvError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        });
+    }
+    Ok(buf)
+}
+
+/// The raw bytes of an environment as loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Raw {
+    UbootSingle(Vec<u8>),
+    UbootRedundant([Vec<u8>; 2]),
+    Grub(Vec<u8>),
+}
+
+fn read_raw(cfg: &BootConfig) -> Result<Raw, BootEnvError> {
+    let first = &cfg.env.0;
+    Ok(match cfg.kind {
+        BackendKind::Uboot => Raw::UbootSingle(read_at(first, cfg.env.1, cfg.env_size)?),
+        BackendKind::UbootRedundant => Raw::UbootRedundant([
+            read_at(first, cfg.env.1, cfg.env_size)?,
+            read_at(&cfg.env_redundant.0, cfg.env_redundant.1, cfg.env_size)?,
+        ]),
+        BackendKind::Grub => Raw::Grub(read_bounded(first, cfg.env_size)?),
+    })
+}
+
+/// The variables of an environment exactly as stored, in stored order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct StoredVars {
+    /// `(name, value)`; GRUB values keep their `\` escapes.
+    vars: Vec<(Vec<u8>, Vec<u8>)>,
+    /// For a redundant U-Boot env: the current copy (0 or 1) and its flag.
+    current_copy: Option<(usize, u8)>,
+}
+
+impl Raw {
+    /// Checks the environment (CRC; for a redundant U-Boot env, which copy is current; the
+    /// GRUB block's signature and layout) and returns its variables as stored. `path` names
+    /// the environment in errors.
+    fn stored_vars(&self, path: &Path) -> Result<StoredVars, BootEnvError> {
+        let own = |(k, v): (&[u8], &[u8])| (k.to_vec(), v.to_vec());
+        Ok(match self {
+            Raw::UbootSingle(b) => {
+                let env = Env::parse(b, Layout::Single).map_err(|e| BootEnvError::Uboot {
+                    path: path.to_path_buf(),
+                    error: e.into(),
+                })?;
+                StoredVars {
+                    vars: env.vars().map(own).collect(),
+                    current_copy: None,
+                }
+            }
+            Raw::UbootRedundant([a, b]) => {
+                let (i, env) =
+                    uboot_env::parse_redundant(a, b).map_err(|error| BootEnvError::Uboot {
+                        path: path.to_path_buf(),
+                        error,
+                    })?;
+                StoredVars {
+                    vars: env.vars().map(own).collect(),
+                    current_copy: Some((i, env.flag().unwrap_or(0))),
+                }
+            }
+            Raw::Grub(b) => {
+                let env = GrubEnv::parse(b).map_err(|error| BootEnvError::Grub {
+                    path: path.to_path_buf(),
+                    error,
+                })?;
+                StoredVars {
+                    vars: env.vars().map(own).collect(),
+                    current_copy: None,
+                }
+            }
+        })
+    }
+}
+
+impl StoredVars {
+    /// The variables decoded for the schemes: GRUB values unescaped, names and values as
+    /// UTF-8 (invalid bytes replaced).
+    fn loaded(&self, flavor: Flavor) -> Loaded {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        Loaded {
+            vars: self
+                .vars
+                .iter()
+                .map(|(k, v)| match flavor {
+                    Flavor::Grub => {
+                        let mut out = vec![0u8; v.len()];
+                        let n = grub_env::unescape(v, &mut out).unwrap_or(0);
+                        (text(k), text(&out[..n]))
+                    }
+                    Flavor::UBoot => (text(k), text(v)),
+                })
+                .collect(),
+            current_copy: self.current_copy,
+        }
+    }
+}
+
+/// The variables of an environment, decoded, in stored order, with where they came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Loaded {
+    /// `(name, value)`; GRUB values are unescaped.
+    pub vars: Vec<(String, String)>,
+    /// For a redundant U-Boot env: the current copy (0 or 1) and its flag.
+    pub current_copy: Option<(usize, u8)>,
+}
+
+impl Loaded {
+    /// The value of `key` (the last one when it is set twice, as the bootloaders read it).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl EnvRead for Loaded {
+    fn get_raw(&self, key: &str) -> Option<&[u8]> {
+        self.get(key).map(str::as_bytes)
+    }
+}
 
 /// An environment as read: its variables (raw, as stored) and which copy was current.
 #[derive(Debug, Clone)]
@@ -39,6 +308,13 @@ pub struct EnvImage {
     pub loaded: Loaded,
     /// GRUB block size.
     pub grub_size: usize,
+}
+
+impl EnvImage {
+    /// The decoded value of a variable.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.loaded.get(key)
+    }
 }
 
 /// What the environment holds.
@@ -53,13 +329,6 @@ pub enum EnvContent {
     Ready(EnvImage, Box<BootState>),
 }
 
-fn host_io(path: &Path) -> impl FnOnce(io::Error) -> HostError + '_ {
-    move |source| HostError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 fn is_regular(p: &Path) -> bool {
     fs::metadata(p).map(|m| m.is_file()).unwrap_or(false)
 }
@@ -69,20 +338,24 @@ fn blank(b: &[u8]) -> bool {
     b.iter().all(|&x| x == 0xff) || b.iter().all(|&x| x == 0)
 }
 
-/// Reads the environment named by `cfg`.
-pub fn read(cfg: &BootConfig) -> Result<EnvContent, HostError> {
+/// The bootloader flavor of the configured backend.
+pub fn flavor(cfg: &BootConfig) -> Flavor {
+    if cfg.kind == BackendKind::Grub {
+        Flavor::Grub
+    } else {
+        Flavor::UBoot
+    }
+}
+
+/// Reads the environment named by `cfg`, leniently: a missing file or a blank environment is
+/// [`EnvContent::Missing`], a valid one without the scheme's variables
+/// [`EnvContent::NoBootState`].
+pub fn read(cfg: &BootConfig) -> Result<EnvContent, BootEnvError> {
     let first = &cfg.env.0;
     if !first.exists() {
         return Ok(EnvContent::Missing);
     }
-    let raw = match cfg.kind {
-        BackendKind::Uboot => Raw::UbootSingle(read_at(first, cfg.env.1, cfg.env_size)?),
-        BackendKind::UbootRedundant => Raw::UbootRedundant([
-            read_at(first, cfg.env.1, cfg.env_size)?,
-            read_at(&cfg.env_redundant.0, cfg.env_redundant.1, cfg.env_size)?,
-        ]),
-        BackendKind::Grub => Raw::Grub(fs::read(first).map_err(host_io(first))?),
-    };
+    let raw = read_raw(cfg)?;
     let stored = match (raw.stored_vars(first), &raw) {
         (Ok(s), _) => s,
         // Never written (or not a regular file holding no valid copy): nothing to decode.
@@ -105,37 +378,64 @@ pub fn read(cfg: &BootConfig) -> Result<EnvContent, HostError> {
     match cfg.scheme.decode(flavor(cfg), &img.loaded) {
         Ok(state) => Ok(EnvContent::Ready(img, Box::new(state))),
         Err(SchemeError::NotThisScheme { .. }) => Ok(EnvContent::NoBootState(img)),
-        Err(e) => Err(HostError::Scheme(e)),
+        Err(e) => Err(BootEnvError::Scheme(e)),
     }
 }
 
-fn flavor(cfg: &BootConfig) -> Flavor {
-    if cfg.kind == BackendKind::Grub {
-        Flavor::Grub
-    } else {
-        Flavor::UBoot
-    }
+/// Reads the environment strictly, as a bootloader or an integrator's check does: anything
+/// but a valid environment holding a boot state is an error saying what is wrong.
+pub fn load(cfg: &BootConfig) -> Result<(EnvImage, BootState), BootEnvError> {
+    let raw = read_raw(cfg)?;
+    let stored = raw.stored_vars(&cfg.env.0)?;
+    let img = EnvImage {
+        loaded: stored.loaded(flavor(cfg)),
+        raw_vars: stored.vars,
+        grub_size: match &raw {
+            Raw::Grub(b) => b.len(),
+            _ => 0,
+        },
+    };
+    let state = cfg.scheme.decode(flavor(cfg), &img.loaded)?;
+    Ok((img, state))
 }
 
-fn grub_escape(v: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len());
-    for &b in v {
-        if b == b'\\' || b == b'\n' {
-            out.push(b'\\');
-        }
-        out.push(b);
+/// Loads the state, applies `op` and, if it changed anything, stores the result (what the
+/// bootloader does at a boot with [`Operation::Boot`]).
+pub fn apply(cfg: &BootConfig, op: &Operation) -> Result<Applied, BootEnvError> {
+    let (img, mut state) = load(cfg)?;
+    let applied = state.apply(op)?;
+    if applied.changed {
+        write(cfg, Some(&img), &state, &[])?;
+        log::info!("boot state updated: {op:?}");
     }
+    Ok(applied)
+}
+
+/// The value `v` as a GRUB block stores it (escaped).
+fn grub_escaped(v: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; grub_env::escaped_len(v)];
+    let n = grub_env::escape(v, &mut out).unwrap_or(0);
+    out.truncate(n);
     out
 }
 
+/// Whether `p` is a regular file of exactly `size` bytes, or missing: written whole by temp +
+/// rename; anything else (a device, a larger file) is rewritten in place.
+fn whole_file(p: &Path, offset: u64, size: usize) -> bool {
+    offset == 0
+        && fs::metadata(p)
+            .map(|m| m.is_file() && m.len() == size as u64)
+            .unwrap_or(true)
+}
+
 /// Stores `state` (and sets or deletes the `extra` variables) as one atomic update of the
-/// environment `img` (`None`: create it from nothing).
+/// environment `img` (`None`: create it from nothing). See the module docs for the order.
 pub fn write(
     cfg: &BootConfig,
     img: Option<&EnvImage>,
     state: &BootState,
     extra: &[(&str, Option<&str>)],
-) -> Result<(), HostError> {
+) -> Result<(), BootEnvError> {
     let empty = Loaded {
         vars: Vec::new(),
         current_copy: None,
@@ -156,7 +456,7 @@ pub fn write(
         });
         let value = v.map(|v| {
             if grub {
-                grub_escape(v.as_bytes())
+                grub_escaped(v.as_bytes())
             } else {
                 v.as_bytes().to_vec()
             }
@@ -176,19 +476,15 @@ pub fn write(
         BackendKind::Uboot => {
             let mut buf = vec![0u8; cfg.env_size];
             uboot_env::write(&mut buf, Layout::Single, 0, vars, &set).map_err(|error| {
-                HostError::UbootEnv {
+                BootEnvError::Uboot {
                     path: path0.clone(),
                     error,
                 }
             })?;
-            let whole_file = cfg.env.1 == 0
-                && fs::metadata(&path0)
-                    .map(|m| m.is_file() && m.len() == cfg.env_size as u64)
-                    .unwrap_or(true);
-            if whole_file {
-                fsops::write_atomic(&path0, &buf, 0o644).map_err(host_io(&path0))
+            if whole_file(&path0, cfg.env.1, cfg.env_size) {
+                fsops::write_atomic(&path0, &buf, 0o644).map_err(io_err(&path0))
             } else {
-                fsops::write_in_place(&path0, cfg.env.1, &buf).map_err(host_io(&path0))
+                fsops::write_in_place(&path0, cfg.env.1, &buf).map_err(io_err(&path0))
             }
         }
         BackendKind::UbootRedundant => {
@@ -197,38 +493,30 @@ pub fn write(
             let mut buf = vec![0u8; cfg.env_size];
             match current {
                 Some((cur, flag)) => {
-                    let target = 1 - cur;
+                    let (target, flag) = uboot_env::next_copy(cur, flag);
                     let (p, off) = &copies[target];
-                    uboot_env::write(
-                        &mut buf,
-                        Layout::Redundant,
-                        flag.wrapping_add(1),
-                        vars,
-                        &set,
-                    )
-                    .map_err(|error| HostError::UbootEnv {
-                        path: p.clone(),
-                        error,
-                    })?;
-                    fsops::write_in_place(p, *off, &buf).map_err(host_io(p))
+                    uboot_env::write(&mut buf, Layout::Redundant, flag, vars, &set).map_err(
+                        |error| BootEnvError::Uboot {
+                            path: p.clone(),
+                            error,
+                        },
+                    )?;
+                    log::debug!("writing U-Boot env copy {target} with flag {flag}");
+                    fsops::write_in_place(p, *off, &buf).map_err(io_err(p))
                 }
                 None => {
                     uboot_env::write(&mut buf, Layout::Redundant, 1, vars, &set).map_err(
-                        |error| HostError::UbootEnv {
+                        |error| BootEnvError::Uboot {
                             path: path0.clone(),
                             error,
                         },
                     )?;
                     // Second copy first: the first copy's file appearing means both exist.
                     for (p, off) in copies.iter().rev() {
-                        let whole_file = *off == 0
-                            && fs::metadata(p)
-                                .map(|m| m.is_file() && m.len() == cfg.env_size as u64)
-                                .unwrap_or(true);
-                        if whole_file {
-                            fsops::write_atomic(p, &buf, 0o644).map_err(host_io(p))?;
+                        if whole_file(p, *off, cfg.env_size) {
+                            fsops::write_atomic(p, &buf, 0o644).map_err(io_err(p))?;
                         } else {
-                            fsops::write_in_place(p, *off, &buf).map_err(host_io(p))?;
+                            fsops::write_in_place(p, *off, &buf).map_err(io_err(p))?;
                         }
                     }
                     Ok(())
@@ -241,23 +529,145 @@ pub fn write(
                 .filter(|&n| n > 0)
                 .unwrap_or(grub_env::DEFAULT_SIZE);
             let mut buf = vec![b'#'; size];
-            grub_env::write(&mut buf, vars, &set).map_err(|error| HostError::GrubEnv {
+            grub_env::write(&mut buf, vars, &set).map_err(|error| BootEnvError::Grub {
                 path: path0.clone(),
                 error,
             })?;
-            fsops::write_atomic(&path0, &buf, 0o644).map_err(host_io(&path0))
+            fsops::write_atomic(&path0, &buf, 0o644).map_err(io_err(&path0))
         }
     }
 }
 
-/// The value of a variable, decoded.
-pub fn get<'a>(img: &'a EnvImage, key: &str) -> Option<&'a str> {
-    img.loaded
-        .vars
-        .iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+/// One slot in a [`Report`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SlotReport {
+    /// Boot priority.
+    pub priority: u8,
+    /// Boots left on trial.
+    pub tries_left: u8,
+    /// Marked good.
+    pub successful: bool,
+    /// The deployment or commit it holds (empty: none).
+    pub name: String,
+}
+
+/// Both slots of a [`Report`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SlotsReport {
+    /// Slot A.
+    #[serde(rename = "A")]
+    pub a: SlotReport,
+    /// Slot B.
+    #[serde(rename = "B")]
+    pub b: SlotReport,
+}
+
+/// The current copy of a redundant U-Boot environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CopyReport {
+    /// 0 or 1.
+    pub index: usize,
+    /// Its flag.
+    pub flag: u8,
+}
+
+/// The decoded state of an environment and the decision the next boot takes: what
+/// `ecu-agent bootenv show` prints (as a table, or this structure as JSON).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    /// `native`, `rauc` or `mender`.
+    pub scheme: &'static str,
+    /// `uboot` or `grub`.
+    pub bootloader: &'static str,
+    /// Boot-state revision.
+    pub revision: u32,
+    /// The slot the next boot takes (`A` or `B`).
+    pub next_boot: &'static str,
+    /// `confirmed`, `trial` or `last-resort`.
+    pub next_boot_kind: &'static str,
+    /// Whether the next boot writes the environment (uses a try).
+    pub next_boot_writes: bool,
+    /// Both slots.
+    pub slots: SlotsReport,
+    /// For a redundant U-Boot env: the current copy and its flag.
+    pub current_copy: Option<CopyReport>,
+}
+
+impl Report {
+    /// The report of `state`, decoded with `scheme` from a `flavor` environment.
+    pub fn new(
+        scheme: Scheme,
+        flavor: Flavor,
+        state: &BootState,
+        current_copy: Option<(usize, u8)>,
+    ) -> Report {
+        let d: Decision = state.decide();
+        let slot = |s: Slot| {
+            let st = state.slot(s);
+            SlotReport {
+                priority: st.priority,
+                tries_left: st.tries_left,
+                successful: st.successful,
+                name: st.name.as_str().to_string(),
+            }
+        };
+        Report {
+            scheme: scheme.name(),
+            bootloader: flavor.as_str(),
+            revision: state.revision,
+            next_boot: d.slot.as_str(),
+            next_boot_kind: d.kind.as_str(),
+            next_boot_writes: d.changed,
+            slots: SlotsReport {
+                a: slot(Slot::A),
+                b: slot(Slot::B),
+            },
+            current_copy: current_copy.map(|(index, flag)| CopyReport { index, flag }),
+        }
+    }
+}
+
+/// Reads the environment strictly and reports its state and the next boot's decision.
+pub fn report(cfg: &BootConfig) -> Result<Report, BootEnvError> {
+    let (img, state) = load(cfg)?;
+    Ok(Report::new(
+        cfg.scheme,
+        flavor(cfg),
+        &state,
+        img.loaded.current_copy,
+    ))
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "scheme: {}  revision: {}", self.scheme, self.revision)?;
+        if let Some(c) = self.current_copy {
+            writeln!(f, "current copy: {} (flag {})", c.index + 1, c.flag)?;
+        }
+        writeln!(f, "slot  priority  tries_left  successful  name")?;
+        for (s, st) in [(Slot::A, &self.slots.a), (Slot::B, &self.slots.b)] {
+            writeln!(
+                f,
+                "{:<5} {:<9} {:<11} {:<11} {}",
+                s.as_str(),
+                st.priority,
+                st.tries_left,
+                if st.successful { "yes" } else { "no" },
+                if st.name.is_empty() { "-" } else { &st.name }
+            )?;
+        }
+        write!(
+            f,
+            "next boot: {} ({}{})",
+            self.next_boot,
+            self.next_boot_kind,
+            if self.next_boot_writes {
+                ", one try used"
+            } else {
+                ", nothing written"
+            }
+        )
+    }
 }
 
 #[cfg(test)]
@@ -273,10 +683,9 @@ mod test {
             panic!("not ready")
         };
         assert_eq!(*got, st);
-        assert_eq!(get(&img, "ECU_A_ARGS"), Some("ecu.slot=A x\\y"));
-        // The bootloader's view (bootloader-hooks host API) agrees, and its writes are read back.
-        let host = cfg.boot_env();
-        assert_eq!(host.load().unwrap(), st);
+        assert_eq!(img.get("ECU_A_ARGS"), Some("ecu.slot=A x\\y"));
+        // The strict reader (the bootloader's view) agrees, and a boot's write is read back.
+        assert_eq!(load(cfg).unwrap().1, st);
         let mut st2 = st;
         st2.stage(Slot::B, 3, SlotName::from_str("c1.0").unwrap())
             .unwrap();
@@ -287,18 +696,18 @@ mod test {
             &[("ECU_B_ARGS", Some("b")), ("ECU_A_ARGS", None)],
         )
         .unwrap();
-        assert_eq!(host.load().unwrap(), st2);
-        let _ = host.apply(&Operation::Boot).unwrap();
+        assert_eq!(load(cfg).unwrap().1, st2);
+        let _ = apply(cfg, &Operation::Boot).unwrap();
         let EnvContent::Ready(img, got) = read(cfg).unwrap() else {
             panic!("not ready")
         };
         assert_eq!(got.slot(Slot::B).tries_left, 2);
-        assert_eq!(get(&img, "ECU_B_ARGS"), Some("b"));
-        assert_eq!(get(&img, "ECU_A_ARGS"), None);
+        assert_eq!(img.get("ECU_B_ARGS"), Some("b"));
+        assert_eq!(img.get("ECU_A_ARGS"), None);
     }
 
     #[test]
-    fn every_backend_round_trips_with_the_host_api() {
+    fn every_backend_round_trips() {
         for text in [
             "backend = uboot-redundant\n",
             "backend = uboot\n",
@@ -317,5 +726,126 @@ mod test {
             }
             roundtrip(&cfg);
         }
+    }
+
+    #[test]
+    fn stored_vars_keep_what_is_stored_and_loaded_decodes_it() {
+        // GRUB: the stored value keeps its escape; the loaded one is unescaped.
+        let mut block = vec![b'#'; grub_env::DEFAULT_SIZE];
+        let vars = [(&b"k"[..], &b"a\\\\b"[..])];
+        grub_env::write(&mut block, vars.iter().copied(), &VarSet::new()).unwrap();
+        let stored = Raw::Grub(block).stored_vars(Path::new("grubenv")).unwrap();
+        assert_eq!(stored.vars, [(b"k".to_vec(), b"a\\\\b".to_vec())]);
+        assert_eq!(stored.current_copy, None);
+        let loaded = stored.loaded(Flavor::Grub);
+        assert_eq!(loaded.vars, [("k".to_string(), "a\\b".to_string())]);
+        assert_eq!(loaded.get_raw("k"), Some(&b"a\\b"[..]));
+        assert!(matches!(
+            Raw::Grub(vec![0; 1024]).stored_vars(Path::new("grubenv")),
+            Err(BootEnvError::Grub { .. })
+        ));
+
+        // Redundant U-Boot: the copy with the newer flag is current, whichever file it is in.
+        let copy = |flag: u8, value: &[u8]| {
+            let mut b = vec![0u8; 256];
+            let vars = [(&b"v"[..], value)];
+            uboot_env::write(
+                &mut b,
+                Layout::Redundant,
+                flag,
+                vars.iter().copied(),
+                &VarSet::new(),
+            )
+            .unwrap();
+            b
+        };
+        let raw = Raw::UbootRedundant([copy(1, b"old"), copy(2, b"new")]);
+        let stored = raw.stored_vars(Path::new("env")).unwrap();
+        assert_eq!(stored.current_copy, Some((1, 2)));
+        assert_eq!(stored.vars, [(b"v".to_vec(), b"new".to_vec())]);
+        let loaded = stored.loaded(Flavor::UBoot);
+        assert_eq!(loaded.vars, [("v".to_string(), "new".to_string())]);
+        assert_eq!(loaded.current_copy, Some((1, 2)));
+        assert!(matches!(
+            Raw::UbootSingle(vec![0xff; 256]).stored_vars(Path::new("env")),
+            Err(BootEnvError::Uboot { .. })
+        ));
+    }
+
+    #[test]
+    fn reads_are_bounded_by_the_configured_size() {
+        let d = tempfile::tempdir().unwrap();
+        // A GRUB environment that never ends.
+        let cfg = BootConfig::parse(
+            d.path(),
+            Path::new("c"),
+            "backend = grub\nenv = /dev/zero\n",
+        )
+        .unwrap();
+        let e = read(&cfg).unwrap_err();
+        assert!(
+            matches!(e, BootEnvError::TooLarge { limit, .. } if limit == cfg.env_size),
+            "{e}"
+        );
+        assert!(e.to_string().contains("longer than 16384 bytes"), "{e}");
+        // A U-Boot env in a file shorter than env-size: refused before any allocation.
+        let f = d.path().join("empty.env");
+        fs::write(&f, b"").unwrap();
+        let text = format!(
+            "backend = uboot\nenv = {}\nenv-size = 0x1000000\n",
+            f.display()
+        );
+        let cfg = BootConfig::parse(d.path(), Path::new("c"), &text).unwrap();
+        let e = read(&cfg).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BootEnvError::Short {
+                    needed: 0x1000000,
+                    len: 0,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // A device that ends before the environment does.
+        let e = read_at(Path::new("/dev/null"), 0, 16).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BootEnvError::Short {
+                    needed: 16,
+                    len: 0,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // A device that does not end: exactly env-size bytes are read.
+        assert_eq!(read_at(Path::new("/dev/zero"), 7, 100).unwrap().len(), 100);
+    }
+
+    #[test]
+    fn report_json_is_typed() {
+        let mut st = BootState::initial(Slot::A, SlotName::from_str("c0").unwrap());
+        st.stage(Slot::B, 3, SlotName::from_str("c1").unwrap())
+            .unwrap();
+        let r = Report::new(Scheme::Native, Flavor::UBoot, &st, Some((1, 7)));
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["scheme"], "native");
+        assert_eq!(v["bootloader"], "uboot");
+        assert_eq!(v["next_boot"], "B");
+        assert_eq!(v["next_boot_kind"], "trial");
+        assert_eq!(v["next_boot_writes"], true);
+        assert_eq!(v["slots"]["B"]["tries_left"], 3);
+        assert_eq!(v["slots"]["A"]["name"], "c0");
+        assert_eq!(v["current_copy"]["index"], 1);
+        assert_eq!(v["current_copy"]["flag"], 7);
+        let text = r.to_string();
+        assert!(text.contains("current copy: 2 (flag 7)"), "{text}");
+        assert!(
+            text.contains("next boot: B (trial, one try used)"),
+            "{text}"
+        );
     }
 }

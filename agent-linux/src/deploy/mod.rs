@@ -25,7 +25,6 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use agent_core::object::ObjectId;
-use bootloader_hooks::host::HostError;
 use bootloader_hooks::{BootState, DecisionKind, Slot, SlotName, SlotState, StateError};
 
 use crate::apply::{self, Applied, ApplyError, Trust};
@@ -39,7 +38,7 @@ use crate::sysroot::Sysroot;
 pub mod env;
 pub mod verify;
 
-pub use env::EnvContent;
+pub use env::{BootEnvError, EnvContent};
 pub use verify::{verify, VerifyReport};
 
 mod cleanup;
@@ -73,7 +72,7 @@ pub enum DeployError {
     /// The anti-rollback floor could not be read or written.
     Floor(FloorError),
     /// The bootloader environment could not be read or written.
-    Env(HostError),
+    Env(BootEnvError),
     /// A filesystem call failed.
     Io {
         /// What was being done.
@@ -230,14 +229,14 @@ impl From<FloorError> for DeployError {
         DeployError::Floor(e)
     }
 }
-impl From<HostError> for DeployError {
-    fn from(e: HostError) -> Self {
+impl From<BootEnvError> for DeployError {
+    fn from(e: BootEnvError) -> Self {
         DeployError::Env(e)
     }
 }
 impl From<StateError> for DeployError {
     fn from(e: StateError) -> Self {
-        DeployError::Env(HostError::State(e))
+        DeployError::Env(BootEnvError::State(e))
     }
 }
 
@@ -512,14 +511,6 @@ pub struct EnvInfo {
     pub paths: Vec<PathBuf>,
     /// Boot-state revision.
     pub revision: Option<u32>,
-}
-
-fn kind_name(k: DecisionKind) -> &'static str {
-    match k {
-        DecisionKind::Confirmed => "confirmed",
-        DecisionKind::Trial => "trial",
-        DecisionKind::LastResort => "last-resort",
-    }
 }
 
 impl BootedSource {
@@ -1159,7 +1150,7 @@ impl Deployer {
             slot: d.slot.to_string(),
             deployment: st.name.as_str().to_string(),
             changed: d.changed,
-            kind: Some(kind_name(d.kind).into()),
+            kind: Some(d.kind.as_str().into()),
             tries_left: st.tries_left,
             verified,
         })
@@ -1281,7 +1272,7 @@ impl Deployer {
                 priority: st.priority,
                 role: role.into(),
                 present: self.deployment_path(st.name.as_str()).is_dir(),
-                kargs: env::get(&img, KARGS_VARS[s.index()]).map(str::to_string),
+                kargs: img.get(KARGS_VARS[s.index()]).map(str::to_string),
             });
         }
         let version_of = |s: Slot| {
@@ -1364,7 +1355,7 @@ impl Deployer {
             booted_source: booted.map(|b| b.1),
             booted_good: booted_slot.map(|b| state.slot(b).successful),
             next_boot: Some(d.slot.to_string()),
-            next_boot_kind: Some(kind_name(d.kind).into()),
+            next_boot_kind: Some(d.kind.as_str().into()),
             rolled_back: st_name == "rolled-back",
             deployments,
             refs_followed: self.cfg.refs.clone(),

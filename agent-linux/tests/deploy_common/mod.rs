@@ -234,11 +234,11 @@ impl Lab {
 }
 
 /// One boot by the bootloader: the decision of `bootloader-hooks` on the sysroot's real
-/// environment (read through `bootloader_hooks::host`, the configuration from
+/// environment (read and written through `agent_linux::deploy::env`, the configuration from
 /// `S/agent.conf`), try counting stored. Returns the slot booted and why.
 pub fn boot(sysroot: &Path) -> (Slot, DecisionKind) {
     let cfg = BootConfig::load(sysroot).unwrap();
-    let applied = cfg.boot_env().apply(&Operation::Boot).unwrap();
+    let applied = agent_linux::deploy::env::apply(&cfg, &Operation::Boot).unwrap();
     let d = applied.decision.expect("a boot decides");
     (d.slot, d.kind)
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests that run real tools.
 #![allow(dead_code)]
 
+pub mod host;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
