@@ -252,7 +252,10 @@ fn endless_grub_environment_is_refused_quickly() {
     fs::create_dir_all(d.join(S)).unwrap();
     fs::write(
         d.join(S).join("agent.conf"),
-        "backend = grub\nenv = /dev/zero\n",
+        format!(
+            "backend = grub\nenv = /dev/zero\ntrusted-key = {}\n",
+            lab.key_hex()
+        ),
     )
     .unwrap();
     let t = std::time::Instant::now();

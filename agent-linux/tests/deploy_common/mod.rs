@@ -187,8 +187,8 @@ impl Lab {
         let root = self.path().join(sysroot);
         let p = root.join("agent.conf");
         fs::create_dir_all(&root).unwrap();
-        let mut text = fs::read_to_string(&p)
-            .unwrap_or_else(|_| BootConfig::defaults(&root).to_text(&root));
+        let mut text =
+            fs::read_to_string(&p).unwrap_or_else(|_| BootConfig::defaults(&root).to_text(&root));
         text.push_str(&format!("trusted-key = {}\n", self.key_hex()));
         fs::write(&p, text).unwrap();
     }
