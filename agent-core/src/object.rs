@@ -34,6 +34,18 @@ pub const MAX_VERSION_LEN: usize = 255;
 pub const MAX_SUBJECT_LEN: usize = 1024;
 /// Longest commit body, in bytes.
 pub const MAX_BODY_LEN: usize = 8192;
+/// Deepest directory nesting of a commit's tree: the number of directories below the root on
+/// the longest path (a root with no subdirectory has depth 0, `a/b/` has depth 2). The
+/// installer refuses a dirtree deeper than this ([`crate::install::InstallError::TreeTooDeep`]),
+/// and every command of the Linux agent (commit, checkout, verify, fsck, cleanup, deployment
+/// removal) uses the same limit, so that any tree the installer accepts can be deployed,
+/// verified and removed.
+///
+/// Why 2048: real root filesystems nest a few dozen levels; 2048 levels of one-byte names
+/// already make paths longer than Linux's `PATH_MAX` (4096 bytes), which the Linux agent
+/// handles by working through directory descriptors, a bounded number of them open
+/// whatever the depth. A depth is a `u16` everywhere, with room above the limit.
+pub const MAX_TREE_DEPTH: u16 = 2048;
 /// Size of the fixed part of a file object's header.
 pub const FILE_HEADER_LEN: usize = 24;
 /// Size of the fixed part of a dirmeta object.

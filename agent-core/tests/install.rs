@@ -1502,6 +1502,9 @@ impl agent_core::store::Store for Failing {
     fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, &'static str> {
         Ok(self.inner.reuse_object(kind, id).unwrap())
     }
+    fn tree_depth(&mut self, id: &ObjectId) -> Result<Option<u16>, &'static str> {
+        Ok(self.inner.tree_depth(id).unwrap())
+    }
     fn commit(&mut self, r: &str, id: &ObjectId) -> Result<(), &'static str> {
         if self.fail_commit {
             return Err("commit failed");
@@ -1611,4 +1614,102 @@ fn files_below_the_floor_are_refused_naming_both_numbers() {
     let mut s = MemStore::default();
     let installed = install_all(&mut s, &signed, policy(&keys).with_floor(0)).unwrap();
     s.assert_committed(&installed.commit);
+}
+
+/// A chain of `levels` directories named `d` below a root (the root is `levels` deep), each
+/// level with one file, optionally ending in a reused dirtree `reuse` instead of an empty one.
+fn chain(levels: u16, parent: Option<ObjectId>, ts: u64, reuse: Option<ObjectId>) -> Built {
+    let mut ops = Vec::new();
+    let meta = dirmeta_object();
+    let meta_id = ObjectId::of(&meta);
+    let file = file_object(b"leaf\n");
+    let file_id = ObjectId::of(&file);
+    ops.push(Op::Write(ObjectKind::File, file_id, file));
+    ops.push(Op::Write(ObjectKind::DirMeta, meta_id, meta));
+    let mut below = match reuse {
+        Some(t) => {
+            ops.push(Op::Reuse(ObjectKind::DirTree, t));
+            Some(t)
+        }
+        None => None,
+    };
+    let mut ids: HashSet<ObjectId> = [file_id, meta_id].into();
+    for _ in 0..=levels {
+        let mut entries = Vec::new();
+        if let Some(t) = below {
+            entries.push(agent_core::object::DirEntry::Dir {
+                name: b"d",
+                tree: t,
+                meta: meta_id,
+            });
+        }
+        entries.push(agent_core::object::DirEntry::File {
+            name: b"f",
+            id: file_id,
+        });
+        let bytes = dirtree_object(&entries);
+        let id = ObjectId::of(&bytes);
+        ops.push(Op::Write(ObjectKind::DirTree, id, bytes));
+        ids.insert(id);
+        below = Some(id);
+    }
+    let root = below.unwrap();
+    let c = commit_object(parent, ts, root, meta_id, "1.0");
+    let commit = ObjectId::of(&c);
+    ops.push(Op::Write(ObjectKind::Commit, commit, c));
+    ids.insert(commit);
+    Built {
+        ops,
+        commit,
+        timestamp: ts,
+        ids,
+    }
+}
+
+#[test]
+fn trees_deeper_than_the_limit_are_refused_in_fixed_memory() {
+    use agent_core::object::MAX_TREE_DEPTH;
+    let keys = [public_key(&SEED)];
+    // The limit itself installs, whatever the chunking.
+    let at = chain(MAX_TREE_DEPTH, None, TS, None);
+    let file = write_update(&at, None, Some(&SEED), 1 << 20);
+    for sizes in [&[file.len()][..], &[7]] {
+        let mut store = MemStore::default();
+        let mut inst = Installer::new(policy(&keys));
+        install_chunks(&mut inst, &mut store, &file, sizes).unwrap();
+        store.assert_committed(&at.commit);
+        let root = store.depth_of(&root_of(&store, &at.commit)).unwrap();
+        assert_eq!(root, MAX_TREE_DEPTH);
+    }
+    // One level more is refused, naming the depth and the limit, with nothing committed.
+    let over = chain(MAX_TREE_DEPTH + 1, None, TS, None);
+    let file = write_update(&over, None, Some(&SEED), 1 << 20);
+    let mut store = MemStore::default();
+    let err = install_all(&mut store, &file, policy(&keys)).unwrap_err();
+    assert!(
+        matches!(err, InstallError::TreeTooDeep { depth, max, .. } if depth == MAX_TREE_DEPTH + 1 && max == MAX_TREE_DEPTH),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("2049") && msg.contains("2048"), "{msg}");
+    store.assert_failed_cleanly();
+    // A delta that puts one directory above a reused tree at the limit is refused too: the
+    // depth of a reused dirtree comes from the store.
+    let mut store = MemStore::default();
+    let file = write_update(&at, None, Some(&SEED), 1 << 20);
+    install_all(&mut store, &file, policy(&keys)).unwrap();
+    let top = root_of(&store, &at.commit);
+    let delta = chain(0, Some(at.commit), TS + 1, Some(top));
+    let file = write_update(&delta, Some(at.commit), Some(&SEED), 1 << 20);
+    let err = install_all(&mut store, &file, policy(&keys)).unwrap_err();
+    assert!(
+        matches!(err, InstallError::TreeTooDeep { depth, .. } if depth == MAX_TREE_DEPTH + 1),
+        "{err}"
+    );
+    assert!(!store.commits.contains(&delta.commit));
+}
+
+fn root_of(store: &MemStore, commit: &ObjectId) -> ObjectId {
+    let c = &store.objects[&(ObjectKind::Commit, *commit)];
+    agent_core::object::Commit::parse(c).unwrap().root_tree
 }

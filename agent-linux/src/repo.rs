@@ -53,8 +53,10 @@ pub const MAX_REF_LEN: usize = agent_core::wire::MAX_REF_LEN;
 /// Mode of the staging directory `R/tmp`: private, so that nothing staged there can be run,
 /// read or linked by anyone else before it is verified and published.
 pub const TMP_DIR_MODE: u32 = 0o700;
-/// Deepest directory nesting walked (a Linux path of 4096 bytes holds at most 2048 levels).
-pub const MAX_TREE_DEPTH: usize = 2048;
+/// Deepest directory nesting of a tree ([`agent_core::object::MAX_TREE_DEPTH`], the limit the
+/// installer enforces), as a `usize`: commit, checkout, verify, fsck, cleanup and deployment
+/// removal use this one limit.
+pub const MAX_TREE_DEPTH: usize = agent_core::object::MAX_TREE_DEPTH as usize;
 
 /// Why a repository operation failed.
 #[derive(Debug)]
@@ -1159,6 +1161,75 @@ impl Repo {
             stats.files += 1;
         }
         Ok(stats)
+    }
+
+    /// The depth of dirtree `id` (0 without subdirectories, else one more than its deepest
+    /// subdirectory's), counted without recursion; `memo` remembers the depths computed, so
+    /// asking about every dirtree of a tree costs one read of each. Counting stops past
+    /// [`MAX_TREE_DEPTH`] (the answer is then `MAX_TREE_DEPTH + 1`).
+    pub fn tree_depth(
+        &self,
+        id: &ObjectId,
+        memo: &mut HashMap<ObjectId, u16>,
+    ) -> Result<u16, RepoError> {
+        let cap = agent_core::object::MAX_TREE_DEPTH + 1;
+        if let Some(d) = memo.get(id) {
+            return Ok(*d);
+        }
+        // One frame per level of the path being walked: a dirtree, its subdirectories and how
+        // many of them are counted, and the deepest of those.
+        struct Frame {
+            tree: ObjectId,
+            kids: Vec<ObjectId>,
+            next: usize,
+            deepest: Option<u16>,
+        }
+        let kids_of = |t: &ObjectId| -> Result<Vec<ObjectId>, RepoError> {
+            Ok(self
+                .read_dirtree(t)?
+                .into_iter()
+                .filter_map(|e| match e {
+                    OwnedEntry::Dir { tree, .. } => Some(tree),
+                    OwnedEntry::File { .. } => None,
+                })
+                .collect())
+        };
+        let mut stack = vec![Frame {
+            tree: *id,
+            kids: kids_of(id)?,
+            next: 0,
+            deepest: None,
+        }];
+        loop {
+            let levels = stack.len();
+            let Some(top) = stack.last_mut() else { break };
+            if let Some(k) = top.kids.get(top.next).copied() {
+                top.next += 1;
+                let d = match memo.get(&k) {
+                    Some(d) => *d,
+                    None if levels > MAX_TREE_DEPTH => cap,
+                    None => {
+                        let kids = kids_of(&k)?;
+                        stack.push(Frame {
+                            tree: k,
+                            kids,
+                            next: 0,
+                            deepest: None,
+                        });
+                        continue;
+                    }
+                };
+                top.deepest = Some(top.deepest.map_or(d, |x| x.max(d)));
+                continue;
+            }
+            let done = stack.pop().expect("a frame is on the stack");
+            let d = done.deepest.map_or(0, |x| x.saturating_add(1)).min(cap);
+            memo.insert(done.tree, d);
+            if let Some(parent) = stack.last_mut() {
+                parent.deepest = Some(parent.deepest.map_or(d, |x| x.max(d)));
+            }
+        }
+        Ok(memo.get(id).copied().unwrap_or(cap))
     }
 
     /// Every object the tree of `commit` references.

@@ -18,11 +18,13 @@
 //! - [`Store::abort`] (and dropping the store) removes everything the install staged: a failed
 //!   install leaves the repository as it was.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 
 use agent_core::object::{
-    Commit, FileHeader, ObjectError, ObjectId, ObjectKind, FILE_HEADER_LEN, MAX_COMMIT_LEN,
+    Commit, DirEntry, DirTree, FileHeader, ObjectError, ObjectId, ObjectKind, FILE_HEADER_LEN,
+    MAX_COMMIT_LEN,
 };
 use agent_core::store::Store;
 
@@ -35,6 +37,8 @@ pub struct RepoStore<'r> {
     txn: Transaction<'r>,
     current: Option<Current>,
     staged_commit: Option<(ObjectId, Vec<u8>)>,
+    /// Depths of the dirtrees this install wrote or asked about.
+    depths: HashMap<ObjectId, u16>,
 }
 
 #[derive(Debug)]
@@ -59,6 +63,7 @@ impl<'r> RepoStore<'r> {
             txn: Transaction::new(repo),
             current: None,
             staged_commit: None,
+            depths: HashMap::new(),
         }
     }
 
@@ -73,6 +78,17 @@ impl<'r> RepoStore<'r> {
                 drop(f);
                 let _ = crate::fsops::remove_file(&p);
             }
+        }
+    }
+}
+
+impl RepoStore<'_> {
+    /// The depth of a dirtree in place: remembered from when this install wrote it, or
+    /// counted in the repository (and remembered).
+    fn depth(&mut self, id: &ObjectId) -> Result<u16, RepoError> {
+        match self.depths.get(id) {
+            Some(d) => Ok(*d),
+            None => self.repo.tree_depth(id, &mut self.depths),
         }
     }
 }
@@ -243,6 +259,24 @@ impl Store for RepoStore<'_> {
             }
             kind => {
                 check_id(&c)?;
+                if kind == ObjectKind::DirTree {
+                    // Its depth, while its bytes are at hand: everything it names is in place
+                    // and was asked about by the installer already.
+                    let tree =
+                        DirTree::parse(&c.bytes).map_err(|error| RepoError::CorruptObject {
+                            kind,
+                            id: c.id,
+                            error,
+                        })?;
+                    let mut depth = 0u16;
+                    for e in tree.entries() {
+                        if let DirEntry::Dir { tree, .. } = e {
+                            let d = self.depth(&tree)?;
+                            depth = depth.max(d.saturating_add(1));
+                        }
+                    }
+                    self.depths.insert(c.id, depth);
+                }
                 self.txn.write_metadata_object(kind, &c.bytes).map(|_| ())
             }
         }
@@ -257,6 +291,10 @@ impl Store for RepoStore<'_> {
     /// then a staged file is a private 0600 file in the private `R/tmp`.
     fn part_verified(&mut self) -> Result<(), RepoError> {
         self.txn.part_verified()
+    }
+
+    fn tree_depth(&mut self, id: &ObjectId) -> Result<Option<u16>, RepoError> {
+        self.depth(id).map(Some)
     }
 
     fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, RepoError> {

@@ -848,6 +848,22 @@ pub enum InstallError<E> {
         /// Its id.
         id: ObjectId,
     },
+    /// A dirtree would nest deeper than [`crate::object::MAX_TREE_DEPTH`] directories (refused
+    /// at the entry that makes it so, before the dirtree reaches the store).
+    TreeTooDeep {
+        /// The dirtree being written.
+        id: ObjectId,
+        /// The depth it would have (its deepest subdirectory's depth plus one).
+        depth: u16,
+        /// The limit.
+        max: u16,
+    },
+    /// The store cannot tell how deep a dirtree it holds is, so the depth limit cannot be
+    /// checked ([`Store::tree_depth`] answered `None`).
+    TreeDepthUnknown {
+        /// The dirtree whose depth is unknown.
+        id: ObjectId,
+    },
     /// An object's bytes do not hash to its id.
     ObjectHash {
         /// The object's kind.
@@ -999,6 +1015,14 @@ impl<E: fmt::Debug> fmt::Display for InstallError<E> {
             I::MissingObject { kind, id } => {
                 write!(f, "{kind} object {id}, which the update references, is not in the store")
             }
+            I::TreeTooDeep { id, depth, max } => write!(
+                f,
+                "dirtree {id} nests {depth} directories deep, deeper than the {max} this device accepts; flatten the image's tree"
+            ),
+            I::TreeDepthUnknown { id } => write!(
+                f,
+                "the store cannot tell how deep dirtree {id} is, so the depth limit cannot be checked; the store must implement tree_depth"
+            ),
             I::ObjectHash { kind, expected, found } => {
                 write!(f, "{kind} object {expected} is corrupt: its bytes hash to {found}")
             }
@@ -1119,6 +1143,9 @@ mod test {
         }
         fn reuse_object(&mut self, _: ObjectKind, _: &ObjectId) -> Result<bool, ()> {
             Ok(false)
+        }
+        fn tree_depth(&mut self, _: &ObjectId) -> Result<Option<u16>, ()> {
+            Ok(Some(0))
         }
         fn commit(&mut self, _: &str, id: &ObjectId) -> Result<(), ()> {
             self.committed = Some(*id);

@@ -13,8 +13,8 @@ use super::InstallError;
 use crate::object::{
     commit_roots, dir_entry_len, parse_dir_entry, DirEntry, FileHeader, ObjectError, ObjectId,
     ObjectKind, COMMIT_HEADER_LEN, DIRMETA_HEADER_LEN, DIRTREE_HEADER_LEN, FILE_HEADER_LEN,
-    MAX_BODY_LEN, MAX_COMMIT_LEN, MAX_DIR_ENTRY_LEN, MAX_NAME_LEN, MAX_SUBJECT_LEN, MAX_XATTRS,
-    MAX_XATTR_BYTES, S_IFDIR, S_IFMT, S_IPERM,
+    MAX_BODY_LEN, MAX_COMMIT_LEN, MAX_DIR_ENTRY_LEN, MAX_NAME_LEN, MAX_SUBJECT_LEN, MAX_TREE_DEPTH,
+    MAX_XATTRS, MAX_XATTR_BYTES, S_IFDIR, S_IFMT, S_IPERM,
 };
 use crate::store::Store;
 use crate::wire::{OpRepr, MAX_OP_HEADER_LEN, SIGNATURE_LEN};
@@ -809,7 +809,16 @@ impl Ops {
             DirEntry::File { id, .. } => present(store, ObjectKind::File, &id),
             DirEntry::Dir { tree, meta, .. } => {
                 present(store, ObjectKind::DirTree, &tree)?;
-                present(store, ObjectKind::DirMeta, &meta)
+                present(store, ObjectKind::DirMeta, &meta)?;
+                // The depth limit, in fixed memory: the store knows the depth of every dirtree
+                // in place (they arrive bottom-up), so a dirtree's depth is one more than its
+                // deepest entry's, checked entry by entry.
+                match store.tree_depth(&tree) {
+                    Ok(Some(d)) if d < MAX_TREE_DEPTH => Ok(()),
+                    Ok(Some(d)) => Err(EntryError::TooDeep(d.saturating_add(1))),
+                    Ok(None) => Err(EntryError::DepthUnknown(tree)),
+                    Err(e) => Err(EntryError::Store(e)),
+                }
             }
         }
     }
@@ -871,6 +880,8 @@ enum EntryError<E> {
     Object(ObjectError),
     Missing(ObjectKind, ObjectId),
     Timestamp { superblock: u64, commit: u64 },
+    TooDeep(u16),
+    DepthUnknown(ObjectId),
     Store(E),
 }
 
@@ -882,6 +893,12 @@ impl<E> EntryError<E> {
             EntryError::Timestamp { superblock, commit } => {
                 InstallError::MetaMismatch { superblock, commit }
             }
+            EntryError::TooDeep(depth) => InstallError::TreeTooDeep {
+                id,
+                depth,
+                max: MAX_TREE_DEPTH,
+            },
+            EntryError::DepthUnknown(id) => InstallError::TreeDepthUnknown { id },
             EntryError::Store(e) => InstallError::Store(e),
         }
     }

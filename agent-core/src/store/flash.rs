@@ -829,14 +829,18 @@ impl<F: NorFlash> FlashStore<F> {
     }
 
     fn push_frame(&mut self, src: Entry) -> Result<(), F::Error> {
+        self.push_frame_in(self.active, src)
+    }
+
+    fn push_frame_in(&mut self, slot: FlashSlot, src: Entry) -> Result<(), F::Error> {
         let mut count = [0u8; 4];
         if src.len < 4 {
             return Err(FlashStoreError::Corrupted {
-                slot: self.active,
+                slot,
                 offset: src.offset,
             });
         }
-        self.read(self.active, src.offset, &mut count)?;
+        self.read(slot, src.offset, &mut count)?;
         let frame = Frame {
             index: src.index,
             end: src.offset + src.len,
@@ -849,6 +853,55 @@ impl<F: NorFlash> FlashStore<F> {
     }
 
     /// Finds the image file of the commit `id` in the install in progress.
+    /// The depth of dirtree `id` written or reused by this install: a walk of its tree in the
+    /// inactive slot with the store's bounded stack (a tree deeper than [`MAX_TREE_DEPTH`] is
+    /// [`FlashStoreError::TreeTooDeep`]). `None` when the dirtree is not in the slot.
+    fn new_tree_depth(&mut self, id: &ObjectId) -> Result<Option<u16>, F::Error> {
+        let slot = self.inactive();
+        let Some(root) = self.find_new(ObjectKind::DirTree, id)? else {
+            return Ok(None);
+        };
+        self.walk.clear();
+        self.push_frame_in(slot, root)?;
+        let mut deepest = 0usize;
+        while let Some(top) = self.walk.last().copied() {
+            if top.remaining == 0 {
+                self.walk.pop();
+                continue;
+            }
+            let bad = FlashStoreError::Corrupted {
+                slot,
+                offset: top.cursor,
+            };
+            let mut head = [0u8; 2];
+            if top.cursor + 2 > top.end {
+                return Err(bad);
+            }
+            self.read(slot, top.cursor, &mut head)?;
+            let Some(len) = dir_entry_len(head[0], head[1]) else {
+                return Err(bad);
+            };
+            let len = len as u32;
+            if top.cursor + len > top.end {
+                return Err(bad);
+            }
+            if let Some(f) = self.walk.last_mut() {
+                f.cursor += len;
+                f.remaining -= 1;
+            }
+            if head[0] != 1 {
+                let mut tree = [0u8; ID_LEN];
+                self.read(slot, top.cursor + 2 + u32::from(head[1]), &mut tree)?;
+                let sub = self
+                    .find_new(ObjectKind::DirTree, &ObjectId(tree))?
+                    .ok_or(bad)?;
+                self.push_frame_in(slot, sub)?;
+                deepest = deepest.max(self.walk.len() - 1);
+            }
+        }
+        Ok(Some(deepest as u16))
+    }
+
     fn find_image(&mut self, id: &ObjectId) -> Result<(u32, u32), F::Error> {
         let slot = self.inactive();
         let commit = self
@@ -1002,6 +1055,10 @@ impl<F: NorFlash> Store for FlashStore<F> {
             self.data_end = o.start + o.flushed;
             self.fill = 0;
         }
+    }
+
+    fn tree_depth(&mut self, id: &ObjectId) -> Result<Option<u16>, F::Error> {
+        self.new_tree_depth(id)
     }
 
     fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, F::Error> {

@@ -13,7 +13,7 @@ use std::format;
 use std::string::String;
 use std::vec::Vec;
 
-use crate::object::{ObjectId, ObjectKind};
+use crate::object::{DirEntry, DirTree, ObjectId, ObjectKind, MAX_TREE_DEPTH};
 use crate::store::Store;
 
 /// An object store in memory. See the [module docs](self).
@@ -52,6 +52,41 @@ impl MemStore {
     /// Whether the object is committed or staged.
     pub fn has(&self, kind: ObjectKind, id: &ObjectId) -> bool {
         self.objects.contains_key(&(kind, *id)) || self.staged.contains_key(&(kind, *id))
+    }
+
+    /// The depth of dirtree `id` (committed or staged), computed from the dirtrees' bytes
+    /// without recursion; counting stops past [`MAX_TREE_DEPTH`]. `None` when the dirtree or
+    /// one under it is missing or malformed.
+    pub fn depth_of(&self, id: &ObjectId) -> Option<u16> {
+        let mut depth: BTreeMap<ObjectId, u16> = BTreeMap::new();
+        let mut stack = std::vec![(*id, false)];
+        while let Some((t, expanded)) = stack.pop() {
+            if depth.contains_key(&t) {
+                continue;
+            }
+            let bytes = self
+                .objects
+                .get(&(ObjectKind::DirTree, t))
+                .or_else(|| self.staged.get(&(ObjectKind::DirTree, t)))?;
+            let kids = DirTree::parse(bytes)
+                .ok()?
+                .entries()
+                .filter_map(|e| match e {
+                    DirEntry::Dir { tree, .. } => Some(tree),
+                    DirEntry::File { .. } => None,
+                });
+            if expanded {
+                let mut d = 0u16;
+                for k in kids {
+                    d = d.max(depth.get(&k)?.saturating_add(1));
+                }
+                depth.insert(t, d.min(MAX_TREE_DEPTH + 1));
+            } else {
+                stack.push((t, true));
+                stack.extend(kids.map(|k| (k, false)));
+            }
+        }
+        depth.get(id).copied()
     }
 
     /// Checks the store after a failed install into an empty store: nothing committed,
@@ -150,6 +185,10 @@ impl Store for MemStore {
             "abort_object without an open object"
         );
         self.log.push("abort_object".to_owned());
+    }
+
+    fn tree_depth(&mut self, id: &ObjectId) -> Result<Option<u16>, ()> {
+        Ok(self.depth_of(id))
     }
 
     fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, ()> {

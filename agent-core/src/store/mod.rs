@@ -28,6 +28,15 @@
 //! it, before that call; until then it stays private to the install. The installer calls it
 //! before anything of the next part reaches the store.
 //!
+//! **Tree depth.** The installer refuses trees that nest deeper than
+//! [`MAX_TREE_DEPTH`](crate::object::MAX_TREE_DEPTH) directories without keeping a map of
+//! depths: when a dirtree entry names a subdirectory, it asks the store for that dirtree's
+//! depth ([`Store::tree_depth`]), and refuses the entry when the subdirectory is already
+//! [`MAX_TREE_DEPTH`](crate::object::MAX_TREE_DEPTH) deep. Since a dirtree is in place only
+//! with its whole tree, a store can always answer, from the dirtree's bytes and the depths of
+//! the dirtrees it names (the Linux store remembers the depths it computed; the flash store
+//! walks the tree in the slot with its bounded stack).
+//!
 //! Nothing an install writes may become visible as an installed commit before
 //! [`Store::commit`]; a store that is interrupted at any point (power loss) must come back
 //! with the previously installed commits intact.
@@ -79,6 +88,18 @@ pub trait Store {
     /// for the next part, and before [`Store::commit`]; never with an object open.
     fn part_verified(&mut self) -> Result<(), Self::Error> {
         Ok(())
+    }
+
+    /// The depth of dirtree `id`, which is in place for this install ([`Store::has_object`] said
+    /// so): 0 when it names no subdirectory, else one more than its deepest subdirectory's.
+    /// A store may stop counting past [`MAX_TREE_DEPTH`](crate::object::MAX_TREE_DEPTH) and
+    /// answer any larger value. `Ok(None)` means the store cannot tell; the installer then
+    /// refuses the tree ([`InstallError::TreeDepthUnknown`](crate::install::InstallError)),
+    /// since the limit could not be checked. The default answers `None`, so every store that
+    /// holds nested trees implements it.
+    fn tree_depth(&mut self, id: &ObjectId) -> Result<Option<u16>, Self::Error> {
+        let _ = id;
+        Ok(None)
     }
 
     /// Everything checked out: record commit `id` on `ref_name` as installed, atomically.
