@@ -197,6 +197,74 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         "mixed",
         (0u8..=255).map(|i| i.wrapping_mul(37) | 1).collect(),
     ));
+
+    // env_load: backend, scheme, env-size, two offsets, flags, then the file(s).
+    let env_input = |backend: u8, scheme: u8, size: u32, flags: u8, body: &[u8]| {
+        let mut v = vec![backend, scheme];
+        v.extend_from_slice(&size.to_le_bytes());
+        v.extend_from_slice(&[0; 8]);
+        v.push(flags);
+        v.extend_from_slice(body);
+        v
+    };
+    let mut pair = uboot(Layout::Redundant, 1024, 4, bootcmd, &native_u);
+    pair.extend(uboot(Layout::Redundant, 1024, 5, bootcmd, &native_u));
+    out.push((
+        "env_load",
+        "uboot-redundant-native",
+        env_input(1, 0, 1024, 0, &pair),
+    ));
+    out.push((
+        "env_load",
+        "uboot-single-rauc",
+        env_input(0, 1, 256, 1, &uboot(Layout::Single, 256, 0, &[], &rauc)),
+    ));
+    let mut g = vec![0u8; grub_env::DEFAULT_SIZE];
+    grub_env::write(
+        &mut g,
+        grub_env::no_vars(),
+        &encoded(Scheme::Native, Flavor::Grub, &st),
+    )
+    .unwrap();
+    out.push(("env_load", "grub-native", env_input(2, 0, 0x4000, 1, &g)));
+    out.push(("env_load", "dev-zero", env_input(1, 0, 0x100000, 3, &[])));
+    out.push((
+        "env_load",
+        "size-refused",
+        env_input(0, 0, u32::MAX, 1, &[0; 64]),
+    ));
+
+    // sysroot_ops: arbitrary-encoded command lists (crate::sysroot::encode).
+    use crate::sysroot::{encode, Op};
+    out.push((
+        "sysroot_ops",
+        "install-boot-good",
+        encode(&[
+            Op::Install(0),
+            Op::Install(2),
+            Op::SimulateBoot,
+            Op::MarkGood,
+            Op::Install(3),
+            Op::SimulateBoot,
+            Op::Cleanup,
+        ]),
+    ));
+    out.push((
+        "sysroot_ops",
+        "trial-fails-rollback",
+        encode(&[
+            Op::Install(1),
+            Op::Install(3),
+            Op::SimulateBoot,
+            Op::SimulateBoot,
+            Op::SimulateBoot,
+            Op::SimulateBoot,
+            Op::Rollback,
+            Op::Deploy,
+            Op::Cleanup,
+            Op::SimulateBoot,
+        ]),
+    ));
     out
 }
 
@@ -258,6 +326,22 @@ fn corpus() {
                 assert!(!steps.is_empty(), "{name}");
                 let (written, torn) = crate::bootstate::run(&steps);
                 assert!(written + torn > 1, "{name} writes nothing: {steps:?}");
+            }
+            "env_load" => {
+                use crate::envload::Loaded;
+                let want = match name {
+                    "dev-zero" => Loaded::Missing,
+                    "size-refused" => Loaded::ConfigRefused,
+                    _ => Loaded::RoundTripped,
+                };
+                assert_eq!(crate::envload::check(&bytes), want, "{name}");
+            }
+            "sysroot_ops" => {
+                let ops = Vec::<crate::sysroot::Op>::arbitrary_take_rest(Unstructured::new(&bytes))
+                    .unwrap();
+                assert_eq!(crate::sysroot::encode(&ops), bytes, "{name}: {ops:?}");
+                let r = crate::sysroot::run(&ops);
+                assert!(r.trial_boots > 0 && r.ok >= 5, "{name}: {r:?}");
             }
             _ => unreachable!(),
         }

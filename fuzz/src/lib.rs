@@ -193,6 +193,61 @@ pub fn chunk_prefix(sizes: &[u16]) -> Vec<u8> {
 
 pub mod bootenv;
 pub mod bootstate;
+pub mod envload;
+pub mod sysroot;
+
+/// The global allocator of every target and of the seed test: the system's, counting the
+/// bytes in use and their peak, so that a target can bound what one input makes it allocate
+/// ([`peak_during`]).
+pub struct CountingAlloc;
+
+static IN_USE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use std::sync::atomic::Ordering::Relaxed;
+        // SAFETY: the caller's contract is the system allocator's.
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            let now = IN_USE.fetch_add(layout.size(), Relaxed) + layout.size();
+            PEAK.fetch_max(now, Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        IN_USE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: `ptr` came from `alloc` above with this layout.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// Runs `f` and returns its result and the most bytes it had allocated at once (above what
+/// was in use when it started; other threads' allocations count too).
+pub fn peak_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let start = IN_USE.load(Relaxed);
+    PEAK.store(start, Relaxed);
+    let r = f();
+    (r, PEAK.load(Relaxed).saturating_sub(start))
+}
+
+/// A fresh temporary directory, on `/dev/shm` when there is one (the sysroot targets fsync
+/// a lot; a tmpfs makes that free).
+pub fn scratch_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::tempdir_in(shm) {
+            return d;
+        }
+    }
+    tempfile::tempdir().expect("a temporary directory")
+}
 #[cfg(test)]
 mod corpus;
 
@@ -328,12 +383,7 @@ pub fn mutate(file: &[u8], muts: &[Mutation]) -> Vec<u8> {
 pub fn check_mutated(original: &[u8], commit: &ObjectId, mutated: &[u8], chunk: usize) {
     let key = [public_key()];
     let mut store = MemStore::default();
-    let r = install_chunks(
-        Policy::require(&key),
-        &mut store,
-        mutated,
-        &[chunk.max(1)],
-    );
+    let r = install_chunks(Policy::require(&key), &mut store, mutated, &[chunk.max(1)]);
     match r {
         Ok(i) => {
             assert!(

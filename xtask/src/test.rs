@@ -95,6 +95,13 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     if !quick {
+        step(
+            &format!(
+                "fuzz smoke run: seeds, then every target for {} s (nightly, cargo-fuzz)",
+                crate::fuzz::SMOKE_SECONDS
+            ),
+            crate::fuzz::smoke,
+        )?;
         step("firmware scenarios under QEMU", crate::firmware::firmware)?;
         step("firmware size report", crate::firmware::size)?;
     }
