@@ -230,6 +230,11 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     out.push(("env_load", "dev-zero", env_input(1, 0, 0x100000, 3, &[])));
     out.push((
         "env_load",
+        "grub-dev-zero",
+        env_input(2, 0, 0x1000000, 3, &[]),
+    ));
+    out.push((
+        "env_load",
         "size-refused",
         env_input(0, 0, u32::MAX, 1, &[0; 64]),
     ));
@@ -331,6 +336,7 @@ fn corpus() {
                 use crate::envload::Loaded;
                 let want = match name {
                     "dev-zero" => Loaded::Missing,
+                    "grub-dev-zero" => Loaded::Failed,
                     "size-refused" => Loaded::ConfigRefused,
                     _ => Loaded::RoundTripped,
                 };

@@ -4,7 +4,7 @@
 //! Input: byte 0 the backend (`% 3`: uboot, uboot-redundant, grub), byte 1 the scheme (`% 3`:
 //! native, rauc, mender), bytes 2..6 `env-size` (LE `u32`), 6..10 and 10..14 the two offsets
 //! (LE `u32`), byte 14 flags (bit 0: both copies in one file; bit 1: the first copy is
-//! `/dev/zero`, a device that never ends; U-Boot only), then the file contents (for two
+//! `/dev/zero`, a device that never ends), then the file contents (for two
 //! files, split in the middle). What one load allocates is bounded ([`ALLOC_FACTOR`]).
 
 use std::fs;
@@ -50,7 +50,7 @@ pub fn check(data: &[u8]) -> Loaded {
     let dir = crate::scratch_dir();
     let root = dir.path();
     let one_file = flags & 1 != 0;
-    let zero = flags & 2 != 0 && backend != "grub";
+    let zero = flags & 2 != 0;
     let (a, b) = if one_file {
         (body, &body[..0])
     } else {

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 use agent_core::object::ObjectId;
 use agent_linux::deploy::env::{self, EnvContent};
-use agent_linux::deploy::{self, Deployer, Options};
+use agent_linux::deploy::{self, Deployer, InstallOptions, Options};
 use agent_linux::generate::{generate, GenerateOptions};
 use agent_linux::repo::{CommitMeta, Repo};
 use agent_linux::tree::{build_mem, MemDir, MemNode};
@@ -322,13 +322,19 @@ pub fn run(ops: &[Op]) -> Reached {
     let root = dir.path().join("sysroot");
     let mut model = Model::default();
     let mut reached = Reached::default();
+    // The fixture's updates are unsigned: signatures are the installer's concern, fuzzed
+    // by installer_mutated; here they would only hide the commands behind a refusal.
+    let unsigned = InstallOptions {
+        allow_unsigned: true,
+        ..InstallOptions::default()
+    };
     for (i, op) in ops.iter().take(24).enumerate() {
         let what = format!("step {i} ({op:?})");
         let d = Deployer::open_or_create(&root, &Options::default()).unwrap();
         let ok = match *op {
             Op::Install(n) => {
                 let mut input = fs::File::open(&f.updates[n as usize % 4]).unwrap();
-                d.install(&mut input, &[], &mut |_| {}).map(Some)
+                d.install(&mut input, &unsigned, &mut |_| {}).map(Some)
             }
             Op::Deploy => d.deploy(REF).map(Some),
             Op::MarkGood => d.mark_good().map(|r| {
