@@ -749,12 +749,15 @@ impl Deployer {
         opts: &InstallOptions,
         progress: &mut dyn FnMut(&agent_core::install::Progress),
     ) -> Result<StageReport, DeployError> {
-        let _lock = self.lock()?;
         let trust = self.trust(opts)?;
+        // Refused early, before the update is read; staging checks again under the lock.
         self.check_can_install()?;
+        // Reading and importing the update holds only the repository's lock (which serialises
+        // imports), so a slow or stalled input never blocks `mark-good` or `rollback`.
         fsops::point(Point::Step, &self.sysroot.repo().path().join("apply"));
         let applied = apply::apply(self.sysroot.repo(), input, &trust, progress)
             .map_err(DeployError::Apply)?;
+        let _lock = self.lock()?;
         let commit = ObjectId::from_hex(&applied.commit)
             .map_err(|_| DeployError::BadDeploymentName(applied.commit.clone()))?;
         let mut r = self.deploy_commit(&commit, Some(&applied.ref_name))?;
@@ -1053,6 +1056,28 @@ impl Deployer {
         fsops::write_atomic(&p, format!("{slot}\n").as_bytes(), 0o644).map_err(io_err("write", &p))
     }
 
+    /// Writes `S/run/booted.next` naming `slot` (complete and fsynced), for
+    /// [`Deployer::commit_booted`] to rename over `S/run/booted`: what needs disk space is
+    /// done before anything else changes.
+    fn prepare_booted(&self, slot: Slot) -> Result<PathBuf, DeployError> {
+        let run = self.sysroot.path().join(Sysroot::RUN_DIR);
+        fsops::mkdir_all(&run, 0o755).map_err(io_err("create", &run))?;
+        let next = run.join(format!("{}.next", Sysroot::BOOTED_FILE));
+        fsops::write_atomic(&next, format!("{slot}\n").as_bytes(), 0o644).map_err(|e| {
+            let _ = fs::remove_file(&next);
+            io_err("write", &next)(e)
+        })?;
+        Ok(next)
+    }
+
+    /// Renames what [`Deployer::prepare_booted`] wrote over `S/run/booted` (no new space).
+    fn commit_booted(&self, next: &Path) -> Result<(), DeployError> {
+        let run = self.sysroot.path().join(Sysroot::RUN_DIR);
+        let p = run.join(Sysroot::BOOTED_FILE);
+        fsops::rename(next, &p).map_err(io_err("rename into", &p))?;
+        fsops::fsync_dir(&run).map_err(io_err("fsync", &run))
+    }
+
     /// The booted deployment reports a successful boot.
     pub fn mark_good(&self) -> Result<BootReport, DeployError> {
         let _lock = self.lock()?;
@@ -1129,11 +1154,18 @@ impl Deployer {
         let _lock = self.lock()?;
         let (img, state) = self.ready()?;
         let d = state.decide();
+        // The run file first (written aside, fsynced): on a full disk this fails before a try
+        // is counted. The environment's own write is atomic (in place for a redundant U-Boot
+        // env, needing no new space), and the rename after it needs no new space either.
+        let next = self.prepare_booted(d.slot)?;
         if d.changed {
             fsops::point(Point::Step, &self.cfg.env.0);
-            env::write(&self.cfg, Some(&img), &d.state, &[])?;
+            if let Err(e) = env::write(&self.cfg, Some(&img), &d.state, &[]) {
+                let _ = fs::remove_file(&next);
+                return Err(e.into());
+            }
         }
-        self.write_booted(d.slot)?;
+        self.commit_booted(&next)?;
         let st = d.state.slot(d.slot);
         let verified = match Self::commit_of_slot(st)? {
             Some(c) => {
