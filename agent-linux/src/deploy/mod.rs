@@ -196,12 +196,14 @@ impl fmt::Display for DeployError {
 
 impl std::error::Error for DeployError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The wrapped errors' messages are this one's: their causes come next (else every
+        // message would be printed twice in a chain).
         match self {
-            DeployError::Repo(e) => Some(e),
-            DeployError::Checkout(e) => Some(e),
-            DeployError::Apply(e) => Some(e),
-            DeployError::Config(e) => Some(e),
-            DeployError::Floor(e) => Some(e),
+            DeployError::Repo(e) => e.source(),
+            DeployError::Checkout(e) => e.source(),
+            DeployError::Apply(e) => e.source(),
+            DeployError::Config(e) => e.source(),
+            DeployError::Floor(e) => e.source(),
             DeployError::Env(e) => Some(e),
             DeployError::Io { source, .. } => Some(source),
             _ => None,
