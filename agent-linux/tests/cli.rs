@@ -188,6 +188,10 @@ fn help_of_every_command_explains_its_options() {
         ),
         (&["checkout"], &["--sysroot", "COMMIT", "DIR", "--hardlink"]),
         (&["bootenv"], &["show"]),
+        (
+            &["repair-env"],
+            &["--sysroot", "--dry-run", "--json", "--booted-slot"],
+        ),
     ];
     for (sub, words) in cases {
         let mut args: Vec<&str> = sub.to_vec();

@@ -93,6 +93,16 @@ pub struct PlainArgs {
     s: SysrootOpts,
 }
 
+/// Arguments of `ecu-agent repair-env`.
+#[derive(Debug, clap::Args)]
+pub struct RepairArgs {
+    #[command(flatten)]
+    s: SysrootOpts,
+    /// Say what would be written, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
 /// Arguments of `ecu-agent verify`.
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
@@ -379,5 +389,37 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     if !r.ok() {
         bail!("deployment {name} does not match its commit");
     }
+    Ok(())
+}
+
+pub fn repair_env(a: RepairArgs) -> anyhow::Result<()> {
+    let r =
+        a.s.open(None)?
+            .repair_env(a.dry_run)
+            .context("cannot repair the boot environment")?;
+    if a.s.json {
+        return output::json(&r);
+    }
+    let fallback = match &r.fallback {
+        Some(f) => format!(
+            "; slot {} holds {f}, given up (nothing says it ever booted well; the next install replaces it)",
+            if r.booted_slot == "A" { "B" } else { "A" }
+        ),
+        None => "; the other slot is empty".into(),
+    };
+    output::out(&match r.action.as_str() {
+        "unchanged" => format!(
+            "the boot environment agrees with what runs (slot {} boots {}); nothing written\n",
+            r.booted_slot, r.booted
+        ),
+        "would-repair" => format!(
+            "would rebuild the boot environment ({}): slot {} boots {} (booted, identified by the {}; marked good){fallback}\n",
+            r.found, r.booted_slot, r.booted, r.booted_from
+        ),
+        _ => format!(
+            "rebuilt the boot environment ({}): slot {} boots {} (booted, identified by the {}; marked good){fallback}\n",
+            r.found, r.booted_slot, r.booted, r.booted_from
+        ),
+    })?;
     Ok(())
 }

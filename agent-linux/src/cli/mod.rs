@@ -84,6 +84,10 @@ enum Command {
     SimulateBoot(deploy::PlainArgs),
     /// Check a deployment's files against its commit (contents, modes, symlinks).
     Verify(deploy::VerifyArgs),
+    /// Rebuild a lost or invalid boot environment from the deployments on disk and what the
+    /// running system says (kernel command line `ecu.slot=`/`ecu.deployment=`, S/run/booted);
+    /// refuses when it cannot tell which deployment runs.
+    RepairEnv(deploy::RepairArgs),
 }
 
 /// Runs the command line and maps the outcome to an exit code: 0 on success (and when
@@ -138,6 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cleanup(a) => deploy::cleanup(a),
         Command::SimulateBoot(a) => deploy::simulate_boot(a),
         Command::Verify(a) => deploy::verify(a),
+        Command::RepairEnv(a) => deploy::repair_env(a),
     }
 }
 

@@ -95,6 +95,8 @@ pub enum DeployError {
     /// The sources that say what runs (kernel command line, `S/run/booted`, the deployments
     /// on disk, the environment) disagree.
     SourcesDisagree(String),
+    /// `repair-env` cannot tell what runs or what the fallback is.
+    CannotRepair(String),
     /// The booted deployment is on trial and the other slot is the only good fallback.
     BootedOnTrial {
         /// The booted slot.
@@ -158,6 +160,10 @@ impl fmt::Display for DeployError {
             DeployError::BadDeploymentName(n) => write!(
                 f,
                 "the environment names {n:?}, which is not a deployment (<commit>.<serial>); nothing was deleted: rebuild the environment with `ecu-agent repair-env`"
+            ),
+            DeployError::CannotRepair(why) => write!(
+                f,
+                "cannot rebuild the boot environment: {why}; nothing was written"
             ),
             DeployError::SourcesDisagree(why) => write!(
                 f,
@@ -432,6 +438,30 @@ pub struct BootReport {
     pub tries_left: u8,
     /// For `simulate-boot`: whether the booted deployment matches its commit.
     pub verified: Option<bool>,
+}
+
+/// What `repair-env` found and wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RepairReport {
+    /// `repaired`, `would-repair` (`--dry-run`) or `unchanged` (the environment already agrees
+    /// with what runs).
+    pub action: String,
+    /// Why the environment needed rebuilding (`lost`, `no-boot-state`, `invalid`,
+    /// `disagrees`), or `ok`.
+    pub found: String,
+    /// The booted slot.
+    pub booted_slot: String,
+    /// Where the booted slot was learnt.
+    pub booted_source: BootedSource,
+    /// The booted deployment.
+    pub booted: String,
+    /// How the booted deployment was identified: `kernel command line`, `only deployment on
+    /// disk`, or `environment` (unchanged).
+    pub booted_from: String,
+    /// The other deployment on disk (recorded in the other slot as given up), if any.
+    pub fallback: Option<String>,
+    /// The boot state written (or that would be).
+    pub state: env::Report,
 }
 
 /// One deployment as `status` shows it.
@@ -1190,6 +1220,140 @@ impl Deployer {
         })
     }
 
+    /// Rebuilds the boot environment from what is on disk and what the running system says:
+    /// the booted slot (kernel command line, `S/run/booted`, or what the caller says), the
+    /// booted deployment (the kernel command line's `ecu.deployment=`, or the only deployment
+    /// on disk) and the deployments present. The booted deployment becomes the booted slot's,
+    /// marked good (it is running); the other deployment, if there is one, goes into the other
+    /// slot given up (priority 0, not marked good, no tries: nothing says it ever booted
+    /// well), as after a rollback, so the next `install` replaces it. Refuses when it cannot tell; never a default. With `dry_run`,
+    /// writes nothing.
+    pub fn repair_env(&self, dry_run: bool) -> Result<RepairReport, DeployError> {
+        let _lock = self.lock()?;
+        let Some((b, source)) = self.booted else {
+            return Err(DeployError::CannotRepair(format!(
+                "nothing says which slot is booted (no ecu.slot= on the kernel command line, no S/run/booted); pass --booted-slot A|B or set {BOOTED_SLOT_VAR}"
+            )));
+        };
+        let (img, found, old) = match env::read(&self.cfg) {
+            Ok(EnvContent::Ready(img, st)) => {
+                let found = if self.check_sources(&st).is_err() {
+                    if Slot::ALL.iter().any(|s| {
+                        let n = st.slot(*s).name;
+                        !n.is_empty() && !is_deployment_name(n.as_str())
+                    }) {
+                        "invalid"
+                    } else {
+                        "disagrees"
+                    }
+                } else {
+                    "ok"
+                };
+                (Some(img), found, Some(*st))
+            }
+            Ok(EnvContent::NoBootState(img)) => (Some(img), "no-boot-state", None),
+            Ok(EnvContent::Missing) => (None, "lost", None),
+            // A CRC-bad or undecodable environment is lost; an I/O error is not ours to paper
+            // over.
+            Err(BootEnvError::Uboot { .. } | BootEnvError::Grub { .. })
+            | Err(BootEnvError::Scheme(_)) => (None, "lost", None),
+            Err(e) => return Err(e.into()),
+        };
+        if let (Some(o), "ok") = (&old, found) {
+            // The environment agrees with what runs: nothing to repair.
+            let name = o.slot(b).name.as_str().to_string();
+            let other = o.slot(b.other()).name;
+            return Ok(RepairReport {
+                action: "unchanged".into(),
+                found: found.into(),
+                booted_slot: b.to_string(),
+                booted_source: source,
+                booted: name,
+                booted_from: "environment".into(),
+                fallback: (!other.is_empty()).then(|| other.as_str().to_string()),
+                state: env::Report::new(self.cfg.scheme, env::flavor(&self.cfg), o, None),
+            });
+        }
+        let on_disk: Vec<String> = self
+            .deployment_dirs()?
+            .into_iter()
+            .filter(|n| is_deployment_name(n) && self.deployment_path(n).is_dir())
+            .collect();
+        let (booted, booted_from) = match &self.kernel_deployment {
+            Some(k) if on_disk.contains(k) => (k.clone(), "kernel command line"),
+            Some(k) => {
+                return Err(DeployError::CannotRepair(format!(
+                    "the kernel command line says deployment {k:?} is running, but {} holds no such deployment (found: {})",
+                    self.deploy_dir().display(),
+                    list_or_none(&on_disk)
+                )))
+            }
+            None if on_disk.len() == 1 => (on_disk[0].clone(), "only deployment on disk"),
+            None => {
+                return Err(DeployError::CannotRepair(format!(
+                    "cannot tell which of the {} deployments on disk runs ({}): the kernel command line has no ecu.deployment= (the default kargs write it); boot with it",
+                    on_disk.len(),
+                    list_or_none(&on_disk)
+                )))
+            }
+        };
+        let others: Vec<&String> = on_disk.iter().filter(|n| **n != booted).collect();
+        let fallback = match others.as_slice() {
+            [] => None,
+            [one] => Some((*one).clone()),
+            many => {
+                return Err(DeployError::CannotRepair(format!(
+                    "besides the booted {booted}, {} deployments are on disk ({}) and only one can be the fallback; move the others out of {}",
+                    many.len(),
+                    many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                    self.deploy_dir().display()
+                )))
+            }
+        };
+        // The booted deployment's commit must be in the repository.
+        let (commit, _) = parse_deployment_name(&booted)
+            .ok_or_else(|| DeployError::BadDeploymentName(booted.clone()))?;
+        self.sysroot.repo().read_commit(&commit)?;
+
+        let mut state = BootState::initial(b, SlotName::from_str(&booted)?);
+        if let Some(f) = &fallback {
+            state.slot_mut(b.other()).name = SlotName::from_str(f)?;
+        }
+        if let Some(o) = &old {
+            state.revision = o.revision.wrapping_add(1);
+        }
+        let action = if dry_run {
+            "would-repair"
+        } else {
+            let kb = self.cfg.kargs_for(self.sysroot.path(), b, &booted);
+            let ko = fallback
+                .as_ref()
+                .map(|f| self.cfg.kargs_for(self.sysroot.path(), b.other(), f));
+            fsops::point(Point::Step, &self.cfg.env.0);
+            env::write(
+                &self.cfg,
+                img.as_ref(),
+                &state,
+                &[
+                    (KARGS_VARS[b.index()], Some(&kb)),
+                    (KARGS_VARS[b.other().index()], ko.as_deref()),
+                ],
+            )?;
+            self.remove_provisioning_marker()?;
+            "repaired"
+        };
+        Ok(RepairReport {
+            action: action.into(),
+            found: found.into(),
+            booted_slot: b.to_string(),
+            booted_source: source,
+            booted,
+            booted_from: booted_from.into(),
+            fallback,
+            state: env::Report::new(self.cfg.scheme, env::flavor(&self.cfg), &state, None),
+        })
+    }
+
     /// Verifies the deployment in `slot` (default: the booted one) against its commit.
     pub fn verify_slot(&self, slot: Option<Slot>) -> Result<(String, VerifyReport), DeployError> {
         let (_, state) = self.ready()?;
@@ -1396,6 +1560,14 @@ impl Deployer {
             security_floor: floor::read(self.sysroot.path())?,
             env: env_info(Some(state.revision)),
         })
+    }
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
     }
 }
 
