@@ -1,12 +1,19 @@
 //! Installing an `.update` stream into a repository: a thin loop that reads into a buffer and
 //! feeds [`agent_core::install::Installer`] over a [`RepoStore`].
+//!
+//! Installs are resumable (`docs/RESUME.md`): after each verified part the store records a
+//! checkpoint in `R/state/`; the next install of the same file resumes after the last verified
+//! part. A seekable input ([`Input::Seekable`]) seeks over the verified parts; a stream sent
+//! again from its start has those bytes read and skipped; a stream holding only the rest of
+//! the file ([`Input::Stream`] with an `offset`) is preceded by the file's signed prefix kept in
+//! `R/state/`, verified again.
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 
 use agent_core::install::{InstallError, Installer, Policy, Progress};
 use agent_core::object::ObjectId;
-use agent_core::wire::{SignatureKind, HEADER_LEN, MAX_SUPERBLOCK_LEN};
+use agent_core::wire::{SignatureKind, HEADER_LEN};
 
 use crate::repo::{Repo, RepoError};
 use crate::store::RepoStore;
@@ -24,6 +31,25 @@ pub enum ApplyError {
     Read(io::Error),
     /// No key to check a signature with, and unsigned files were not allowed.
     NoTrustedKeys,
+    /// Reading the input failed after some parts were verified: the install can resume.
+    Interrupted {
+        /// What failed.
+        error: io::Error,
+        /// The file offset the next attempt resumes at (a stream may start there).
+        resume_at: u64,
+    },
+    /// A stream that starts inside the file, with no checkpoint of that file to resume from.
+    NoResumePoint {
+        /// Where the stream starts.
+        offset: u64,
+    },
+    /// A stream that starts after the point the install can resume at.
+    ResumeGap {
+        /// Where the stream starts.
+        offset: u64,
+        /// Where the install can resume.
+        resume_at: u64,
+    },
 }
 
 impl fmt::Display for ApplyError {
@@ -40,6 +66,18 @@ impl fmt::Display for ApplyError {
             ApplyError::NoTrustedKeys => f.write_str(
                 "refused: no trusted key to check the update's signature with; add `trusted-key = <64 hex characters or the path of a K.pub file>` to the sysroot's agent.conf (docs/SYSROOT.md) or pass --trusted-key K.pub (to install a file nobody signed, pass --allow-unsigned)",
             ),
+            ApplyError::Interrupted { error, resume_at } => write!(
+                f,
+                "reading the update failed: {error}; the parts before byte {resume_at} are verified and kept: install the same file again (or send the rest from byte {resume_at} with --resume-from-offset {resume_at}) to resume"
+            ),
+            ApplyError::NoResumePoint { offset } => write!(
+                f,
+                "the input starts at byte {offset} of the update, but no interrupted install of this file can be resumed; send the whole file from byte 0"
+            ),
+            ApplyError::ResumeGap { offset, resume_at } => write!(
+                f,
+                "the input starts at byte {offset} of the update, but the install can only resume at byte {resume_at}; send the file from byte {resume_at} (or from 0)"
+            ),
         }
     }
 }
@@ -48,8 +86,8 @@ impl std::error::Error for ApplyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ApplyError::Install(InstallError::Store(e)) => Some(e),
-            ApplyError::Read(e) => Some(e),
-            ApplyError::Install(_) | ApplyError::NoTrustedKeys => None,
+            ApplyError::Read(e) | ApplyError::Interrupted { error: e, .. } => Some(e),
+            _ => None,
         }
     }
 }
@@ -82,6 +120,29 @@ pub struct Applied {
     pub bytes: u64,
     /// Operations in the file.
     pub objects: u32,
+    /// The byte of the file the install resumed at, after an interrupted attempt
+    /// (`null` when it ran from byte 0).
+    pub resumed_from: Option<u64>,
+}
+
+/// Something seekable to read an update from.
+pub trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
+
+/// Where an update's bytes come from.
+pub enum Input<'a> {
+    /// A file (or anything seekable) holding the whole update: a resumed install seeks over
+    /// the verified parts.
+    Seekable(&'a mut dyn ReadSeek),
+    /// A stream holding the update from byte `offset` on: 0 for the whole file (a resumed
+    /// install reads and skips the verified parts), more for the rest of an interrupted
+    /// transfer (the install must have a checkpoint of that file at or after `offset`).
+    Stream {
+        /// The stream.
+        read: &'a mut dyn Read,
+        /// The file offset of its first byte.
+        offset: u64,
+    },
 }
 
 /// What a device accepts, owned: built from the sysroot's `agent.conf`, its anti-rollback
@@ -106,10 +167,28 @@ pub struct Trust {
 /// its revoked ones (or no signature with [`Trust::allow_unsigned`]), a security version at
 /// least its floor, one of its refs. With neither a trusted key nor
 /// [`Trust::allow_unsigned`], refuses before reading anything ([`ApplyError::NoTrustedKeys`]).
-/// `progress` is called after each chunk.
+/// `progress` is called after each chunk. Resumes an interrupted install of the same file
+/// ([`apply_from`]).
 pub fn apply(
     repo: &Repo,
     input: &mut dyn Read,
+    trust: &Trust,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Applied, ApplyError> {
+    let input = Input::Stream {
+        read: input,
+        offset: 0,
+    };
+    apply_from(repo, input, trust, progress)
+}
+
+/// As [`apply`], from any [`Input`]. If `R/state/` holds a checkpoint of this very file (its
+/// signature and superblock verified again) whose objects are still in the repository, the
+/// install resumes after the last verified part ([`Applied::resumed_from`]); a checkpoint of
+/// another file is discarded.
+pub fn apply_from(
+    repo: &Repo,
+    input: Input<'_>,
     trust: &Trust,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Applied, ApplyError> {
@@ -129,32 +208,82 @@ pub fn apply(
     if trust.allow_unsigned {
         policy = policy.allow_unsigned();
     }
-    let _lock = repo
-        .lock()
-        .map_err(|e| ApplyError::Install(InstallError::Store(e)))?;
+    let store_err = |e| ApplyError::Install(InstallError::Store(e));
+    let _lock = repo.lock().map_err(store_err)?;
     let mut inst = Box::new(Installer::new(policy));
-    let mut store = RepoStore::new(repo);
+    let mut store = RepoStore::resumable(repo);
+    let saved = crate::resume::load(repo).map_err(store_err)?;
+    if let Some(s) = &saved {
+        let _ = inst.resume(s.checkpoint);
+    }
+    let mut src = match input {
+        Input::Seekable(r) => Src::Seek(r),
+        Input::Stream { read, offset } => {
+            if offset > 0 {
+                if let Err(e) = resume_stream(repo, &mut inst, &mut store, read, offset) {
+                    inst.abort(&mut store);
+                    return Err(e);
+                }
+            }
+            Src::Read(read)
+        }
+    };
     let mut buf = vec![0u8; READ_CHUNK];
-    // The start of the file, to tell whether it carries a signature.
+    // The start of the file: whether it carries a signature, and its signed prefix.
     let mut prefix: Vec<u8> = Vec::new();
+    let mut prefix_saved = inst.progress().bytes > 0;
+    let mut stale_checked = false;
     loop {
-        let n = match input.read(&mut buf) {
+        let n = match src.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                inst.abort(&mut store);
-                return Err(ApplyError::Read(e));
-            }
+            Err(e) => return Err(interrupted(&mut inst, &mut store, e)),
         };
-        let want = HEADER_LEN + MAX_SUPERBLOCK_LEN + 1;
-        if prefix.len() < want {
-            prefix.extend_from_slice(&buf[..n.min(want - prefix.len())]);
+        let mut data = &buf[..n];
+        while !data.is_empty() {
+            let at = inst.progress().bytes;
+            if prefix.len() < crate::resume::MAX_PREFIX_LEN && (at as usize) == prefix.len() {
+                let want = crate::resume::MAX_PREFIX_LEN - prefix.len();
+                prefix.extend_from_slice(&data[..data.len().min(want)]);
+            }
+            // Feed up to the end of the signed prefix first, so that it is saved before the
+            // first checkpoint.
+            let take = match prefix_len(&prefix) {
+                Some(end) if !prefix_saved && (at as usize) < end => {
+                    (end - at as usize).min(data.len())
+                }
+                _ => data.len(),
+            };
+            let p = inst
+                .feed(&mut store, &data[..take])
+                .map_err(ApplyError::Install)?;
+            data = &data[take..];
+            if !prefix_saved && inst.superblock_info().is_some() {
+                if let Some(end) = prefix_len(&prefix) {
+                    crate::resume::save_prefix(repo, &prefix[..end]).map_err(store_err)?;
+                }
+                prefix_saved = true;
+            }
+            if let Src::Seek(r) = &mut src {
+                if p.resume_offset.is_some_and(|o| o > p.bytes) {
+                    // Over the verified parts; the rest of the buffer lies before them.
+                    let to = inst.skip();
+                    if let Err(e) = r.seek(SeekFrom::Start(to)) {
+                        return Err(interrupted(&mut inst, &mut store, e));
+                    }
+                    data = &[];
+                }
+            }
+            if !stale_checked && inst.superblock_info().is_some() {
+                stale_checked = true;
+                if saved.is_some() && p.resume_offset.is_none() {
+                    // Another file's checkpoint (or one whose objects are gone).
+                    let _ = crate::resume::discard(repo);
+                }
+            }
+            progress(&p);
         }
-        let p = inst
-            .feed(&mut store, &buf[..n])
-            .map_err(ApplyError::Install)?;
-        progress(&p);
     }
     let installed = inst.finish(&mut store).map_err(ApplyError::Install)?;
     let info = inst.superblock_info();
@@ -165,19 +294,84 @@ pub fn apply(
         version: info.map(|i| i.version.to_string()).unwrap_or_default(),
         subject: info.map(|i| i.subject.to_string()).unwrap_or_default(),
         timestamp: info.map(|i| i.timestamp).unwrap_or_default(),
-        signed: signature_kind(&prefix) != Some(SignatureKind::None),
+        signed: info.is_some_and(|i| i.signed),
         verified: info.is_some_and(|i| i.verified),
         allow_unsigned: trust.allow_unsigned,
         security_version: 0,
         bytes: info.map(|i| i.bytes).unwrap_or_default(),
         objects: info.map(|i| i.objects).unwrap_or_default(),
+        resumed_from: inst.progress().resume_offset,
     })
 }
 
-/// The signature algorithm byte of a file whose first bytes are `prefix` (the installer has
-/// validated the header by the time this is asked).
-fn signature_kind(prefix: &[u8]) -> Option<SignatureKind> {
+/// The input, seekable or not.
+enum Src<'a> {
+    Seek(&'a mut dyn ReadSeek),
+    Read(&'a mut dyn Read),
+}
+
+impl Src<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Src::Seek(r) => r.read(buf),
+            Src::Read(r) => r.read(buf),
+        }
+    }
+}
+
+/// A read error: abort (the store keeps its last checkpoint) and say where to resume.
+fn interrupted(
+    inst: &mut Installer<'_>,
+    store: &mut RepoStore<'_>,
+    error: io::Error,
+) -> ApplyError {
+    let cp = inst.checkpoint();
+    inst.abort(store);
+    match cp {
+        Some(cp) => ApplyError::Interrupted {
+            error,
+            resume_at: cp.offset,
+        },
+        None => ApplyError::Read(error),
+    }
+}
+
+/// A stream that starts at `offset` of the file: feed the saved signed prefix (verified again),
+/// then skip to the resume point, dropping the stream's bytes before it.
+fn resume_stream(
+    repo: &Repo,
+    inst: &mut Installer<'_>,
+    store: &mut RepoStore<'_>,
+    read: &mut dyn Read,
+    offset: u64,
+) -> Result<(), ApplyError> {
+    let prefix = crate::resume::load_prefix(repo)
+        .map_err(|e| ApplyError::Install(InstallError::Store(e)))?
+        .ok_or(ApplyError::NoResumePoint { offset })?;
+    let p = inst.feed(store, &prefix).map_err(ApplyError::Install)?;
+    match p.resume_offset {
+        Some(resume_at) if offset <= resume_at => {
+            let to = inst.skip();
+            let drop = to - offset;
+            let n = io::copy(&mut read.take(drop), &mut io::sink()).map_err(ApplyError::Read)?;
+            if n < drop {
+                return Err(ApplyError::Install(InstallError::Truncated {
+                    expected: Some(p.bytes_total.unwrap_or(0)),
+                    got: offset + n,
+                }));
+            }
+            Ok(())
+        }
+        Some(resume_at) => Err(ApplyError::ResumeGap { offset, resume_at }),
+        None => Err(ApplyError::NoResumePoint { offset }),
+    }
+}
+
+/// Bytes of the signed prefix (`header || superblock || signature`) of a file whose first
+/// bytes are `prefix`, once its algorithm byte is in.
+fn prefix_len(prefix: &[u8]) -> Option<usize> {
     let h = agent_core::wire::Header::new_checked(prefix).ok()?;
     let at = HEADER_LEN + h.superblock_len() as usize;
-    prefix.get(at).map(|c| SignatureKind::from_code(*c))
+    let kind = SignatureKind::from_code(*prefix.get(at)?);
+    Some(at + 1 + kind.len()?)
 }

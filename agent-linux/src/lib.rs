@@ -30,6 +30,7 @@ pub mod fsops;
 pub mod generate;
 pub mod keys;
 pub mod repo;
+pub mod resume;
 pub mod store;
 pub mod sysroot;
 pub mod text;

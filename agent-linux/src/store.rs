@@ -17,11 +17,18 @@
 //!   executable bits applied.
 //! - [`Store::abort`] (and dropping the store) removes everything the install staged: a failed
 //!   install leaves the repository as it was.
+//! - A **resumable** store ([`RepoStore::resumable`]) also takes checkpoints: after each verified
+//!   part (but the last) it commits the transaction (the part's objects become durable and
+//!   present, unreferenced until the commit) and records the installer's checkpoint with the
+//!   list of those objects in `R/state/` ([`crate::resume`]). An abort keeps them, so a later
+//!   install of the same file resumes after that part ([`Store::resume`] checks that the
+//!   objects are still there); `cleanup` removes both when the install is abandoned.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 
+use agent_core::install::Checkpoint;
 use agent_core::object::{
     Commit, DirEntry, DirTree, FileHeader, ObjectError, ObjectId, ObjectKind, FILE_HEADER_LEN,
     MAX_COMMIT_LEN,
@@ -39,6 +46,10 @@ pub struct RepoStore<'r> {
     staged_commit: Option<(ObjectId, Vec<u8>)>,
     /// Depths of the dirtrees this install wrote or asked about.
     depths: HashMap<ObjectId, u16>,
+    /// Checkpoints are taken (`R/state/`).
+    resumable: bool,
+    /// Objects finished or reused by this install so far (for a checkpoint).
+    done: Vec<(ObjectKind, ObjectId)>,
 }
 
 #[derive(Debug)]
@@ -64,7 +75,17 @@ impl<'r> RepoStore<'r> {
             current: None,
             staged_commit: None,
             depths: HashMap::new(),
+            resumable: false,
+            done: Vec::new(),
         }
+    }
+
+    /// A store over `repo` that takes checkpoints, so that an interrupted install of the same
+    /// file can resume after its last verified part (see the [module docs](self)).
+    pub fn resumable(repo: &'r Repo) -> RepoStore<'r> {
+        let mut s = RepoStore::new(repo);
+        s.resumable = true;
+        s
     }
 
     /// The repository.
@@ -245,7 +266,9 @@ impl Store for RepoStore<'_> {
                     });
                 }
                 self.txn
-                    .publish_file_object(&c.id, &c.bytes, c.content.take())
+                    .publish_file_object(&c.id, &c.bytes, c.content.take())?;
+                self.done.push((c.kind, c.id));
+                Ok(())
             }
             ObjectKind::Commit => {
                 Commit::parse(&c.bytes).map_err(|error| RepoError::CorruptObject {
@@ -277,7 +300,9 @@ impl Store for RepoStore<'_> {
                     }
                     self.depths.insert(c.id, depth);
                 }
-                self.txn.write_metadata_object(kind, &c.bytes).map(|_| ())
+                self.txn.write_metadata_object(kind, &c.bytes)?;
+                self.done.push((kind, c.id));
+                Ok(())
             }
         }
     }
@@ -300,7 +325,13 @@ impl Store for RepoStore<'_> {
     fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, RepoError> {
         match kind {
             ObjectKind::Commit => self.repo.has_commit(id),
-            k => self.txn.has_object(k, id),
+            k => {
+                let there = self.txn.has_object(k, id)?;
+                if there {
+                    self.done.push((k, *id));
+                }
+                Ok(there)
+            }
         }
     }
 
@@ -330,13 +361,52 @@ impl Store for RepoStore<'_> {
                 })
             }
         }
-        self.repo.write_ref(ref_name, id)
+        self.repo.write_ref(ref_name, id)?;
+        if self.resumable {
+            // Installed: nothing to resume any more.
+            if let Err(e) = crate::resume::discard(self.repo) {
+                log::warn!("cannot remove the install checkpoint: {e}");
+            }
+        }
+        Ok(())
     }
 
     fn abort(&mut self) {
         self.drop_current();
         self.txn.abort();
         self.staged_commit = None;
+        self.done.clear();
+    }
+
+    fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), RepoError> {
+        if !self.resumable {
+            return Ok(());
+        }
+        // The objects of the verified parts: durable and in place, then the checkpoint.
+        self.txn.commit()?;
+        crate::resume::save(
+            self.repo,
+            &crate::resume::Saved {
+                checkpoint: *checkpoint,
+                objects: self.done.clone(),
+            },
+        )
+    }
+
+    fn resume(&mut self, checkpoint: &Checkpoint) -> Result<bool, RepoError> {
+        if !self.resumable {
+            return Ok(false);
+        }
+        if let Some(saved) = crate::resume::load(self.repo)? {
+            if saved.checkpoint == *checkpoint && crate::resume::objects_present(self.repo, &saved)?
+            {
+                self.done = saved.objects;
+                return Ok(true);
+            }
+            log::info!("the saved install checkpoint no longer applies: it is discarded");
+        }
+        crate::resume::discard(self.repo)?;
+        Ok(false)
     }
 }
 

@@ -27,10 +27,18 @@
 //!
 //! Any error calls [`Store::abort_object`] (when an object is open) and [`Store::abort`], and
 //! leaves the installer failed until [`Installer::reset`].
+//!
+//! An interrupted install can resume at its last verified part: after each part but the last
+//! the store is handed a [`Checkpoint`] ([`Store::checkpoint`]); give it back to
+//! [`Installer::resume`] and feed the file again from its first byte (see [`Checkpoint`]'s
+//! module, `resume`, and `docs/RESUME.md`).
 
+mod resume;
 mod signature;
 mod state;
 mod superblock;
+
+pub use resume::{Checkpoint, CheckpointError, CHECKPOINT_LEN, CHECKPOINT_MAGIC};
 
 use core::fmt;
 
@@ -54,8 +62,8 @@ use superblock::Parts;
 pub const INFLATE_WINDOW: usize = 32 * 1024;
 
 /// The most memory an [`Installer`] may take (`size_of::<Installer>()`), checked by a test:
-/// 48 KiB. A compile-time assertion checks it on every target; measured: 47840 bytes on
-/// `thumbv7em-none-eabihf`, 47888 on x86_64. On a 32-bit target it is made of
+/// 48 KiB. A compile-time assertion checks it on every target; measured: 47880 bytes on
+/// `thumbv7em-none-eabihf`, 47936 on x86_64. On a 32-bit target it is made of
 ///
 /// | what | bytes |
 /// | --- | --- |
@@ -63,7 +71,7 @@ pub const INFLATE_WINDOW: usize = 32 * 1024;
 /// | miniz_oxide `DecompressorOxide` (Huffman tables) | 10504 |
 /// | part table: [`crate::wire::MAX_PARTS`] × 44 (sizes, op count, SHA-256) + codec bits | 2832 |
 /// | copies for [`UpdateInfo`]: ref 255, version 255, subject [`INFO_SUBJECT_LEN`] (128) | ~690 |
-/// | dirtree entry / object header buffer (also holds the signature), previous entry name | 321 + 255 |
+/// | dirtree entry / object header buffer (also holds the signature and a checkpoint to resume from), previous entry name | 321 + 255 |
 /// | record header buffer | 42 |
 /// | two SHA-256 states (part, object) | 2 × 104 |
 /// | counters, ids, phase | ~250 |
@@ -194,6 +202,10 @@ pub struct Progress {
     pub parts_total: u32,
     /// Everything is verified: call [`Installer::finish`] to commit. More bytes are an error.
     pub done: bool,
+    /// The install resumed from a [`Checkpoint`]: the file offset of the first part it still
+    /// needs. Until [`Progress::bytes`] reaches it, fed bytes are skipped unread; a caller
+    /// that can seek calls [`Installer::skip`] and continues from this offset instead.
+    pub resume_offset: Option<u64>,
 }
 
 /// What [`Installer::finish`] installed.
@@ -243,6 +255,8 @@ enum Phase {
     Superblock,
     SignatureKind,
     Signature,
+    /// Resuming: the bytes up to `Installer::resumed` are skipped.
+    Skip,
     Parts,
     Done,
     Committed,
@@ -303,6 +317,12 @@ pub struct Installer<'k> {
     part_hash: Sha256,
     /// Where the inflater writes next in `window`.
     out_pos: usize,
+    /// A checkpoint given to [`Installer::resume`] waits in `ops`' entry buffer (unused
+    /// before the parts) until it is checked against the file.
+    pending: bool,
+    /// The parts skipped by resuming (0: not resumed). While skipping, `part_left` holds the
+    /// offset to skip to.
+    resumed_parts: u8,
     ops: Ops,
     inflater: DecompressorOxide,
     window: [u8; INFLATE_WINDOW],
@@ -330,6 +350,8 @@ impl<'k> Installer<'k> {
             part_left: 0,
             part_hash: Sha256::new(),
             out_pos: 0,
+            pending: false,
+            resumed_parts: 0,
             ops: Ops::new(),
             inflater: DecompressorOxide::new(),
             window: [0; INFLATE_WINDOW],
@@ -358,8 +380,108 @@ impl<'k> Installer<'k> {
         self.part_left = 0;
         Digest::reset(&mut self.part_hash);
         self.out_pos = 0;
+        self.pending = false;
+        self.resumed_parts = 0;
         self.ops.reset();
         self.inflater.init();
+    }
+
+    /// Resume an interrupted install from `checkpoint` (what the store recorded through
+    /// [`Store::checkpoint`]). Call it after [`Installer::new`] or [`Installer::reset`], before
+    /// the first [`Installer::feed`], then feed the file from its first byte: the header,
+    /// superblock and signature are verified again. If the checkpoint was taken for this very
+    /// file (same signed `header || superblock`, same target), agrees with its part table, and
+    /// [`Store::resume`] confirms the objects of the completed parts are in place, the
+    /// installer skips to the next part ([`Progress::resume_offset`]); otherwise it installs
+    /// from the first part. Returns false (and does nothing) once feeding has begun.
+    pub fn resume(&mut self, checkpoint: Checkpoint) -> bool {
+        if self.phase != Phase::Header || self.consumed != 0 {
+            return false;
+        }
+        self.ops.stash().copy_from_slice(&checkpoint.to_bytes());
+        self.pending = true;
+        true
+    }
+
+    /// While resuming ([`Progress::resume_offset`] is ahead of [`Progress::bytes`]): skips the
+    /// bytes up to the resume offset without reading them, for a caller that can seek its
+    /// input. Returns the file offset of the next byte to feed (unchanged when there is
+    /// nothing to skip).
+    pub fn skip(&mut self) -> u64 {
+        if self.phase == Phase::Skip {
+            self.consumed = self.consumed.max(self.part_left);
+        }
+        self.consumed
+    }
+
+    /// The checkpoint of the last verified part boundary of the install in progress: `None`
+    /// before the first part is verified, after the last one, and after a failure. The same
+    /// value the store was given through [`Store::checkpoint`].
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        if !matches!(self.phase, Phase::Parts | Phase::Skip) {
+            return None;
+        }
+        self.checkpoint_at(self.part)
+    }
+
+    /// The checkpoint after the first `parts` parts (1 ..= the number of parts − 1).
+    fn checkpoint_at(&self, parts: usize) -> Option<Checkpoint> {
+        let (offset, objects) = self.boundary(parts)?;
+        Some(Checkpoint {
+            file: self.file_id(),
+            target: self.ops.to,
+            offset,
+            parts: parts as u32,
+            objects,
+        })
+    }
+
+    /// The file offset where part `parts` starts and the operations before it, for
+    /// `1 ..= the number of parts − 1`.
+    fn boundary(&self, parts: usize) -> Option<(u64, u32)> {
+        if !self.known || parts == 0 || parts >= self.parts.len() {
+            return None;
+        }
+        let sig_len = self.signature_kind.len().unwrap_or(0) as u64;
+        let mut offset = (HEADER_LEN + self.superblock_len) as u64 + 1 + sig_len;
+        let mut objects = 0u32;
+        for i in 0..parts {
+            let p = self.parts.get(i)?;
+            offset += u64::from(p.size);
+            objects = objects.saturating_add(p.ops);
+        }
+        Some((offset, objects))
+    }
+
+    /// What a checkpoint is bound to (`docs/RESUME.md`): the SHA-256 of the verified
+    /// superblock's ref, source, target and part table (every part's sizes, operation count and
+    /// SHA-256). Two files with the same value have byte-identical parts for the same commit.
+    /// Computed when needed, so that it costs no installer RAM.
+    #[inline(never)]
+    fn file_id(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(CHECKPOINT_MAGIC);
+        h.update([self.info.ref_name.len() as u8]);
+        h.update(self.info.ref_name.as_bytes());
+        match self.info.from {
+            Some(f) => {
+                h.update([1]);
+                h.update(f.0);
+            }
+            None => h.update([0]),
+        }
+        h.update(self.ops.to.0);
+        h.update([self.parts.len() as u8]);
+        for i in 0..self.parts.len() {
+            if let Some(p) = self.parts.get(i) {
+                h.update([u8::from(p.codec)]);
+                h.update(p.size.to_le_bytes());
+                h.update(p.uncompressed_size.to_le_bytes());
+                h.update(p.ops.to_le_bytes());
+                h.update(p.sha256);
+            }
+        }
+        h.finalize().into()
     }
 
     /// Replaces the policy (and resets, as [`Installer::reset`]).
@@ -466,7 +588,14 @@ impl<'k> Installer<'k> {
             },
             parts_total: self.parts.len() as u32,
             done: matches!(self.phase, Phase::Done | Phase::Committed),
+            resume_offset: self.resume_offset(),
         }
+    }
+
+    /// Where a resumed install resumed.
+    fn resume_offset(&self) -> Option<u64> {
+        self.boundary(usize::from(self.resumed_parts))
+            .map(|(offset, _)| offset)
     }
 
     fn installed(&self) -> Installed {
@@ -488,6 +617,8 @@ impl<'k> Installer<'k> {
     }
 
     fn feed_inner<S: Store>(&mut self, store: &mut S, mut input: &[u8]) -> Res<S::Error> {
+        // After `skip`, the next part starts here.
+        self.end_skip(store)?;
         while !input.is_empty() {
             let before = input.len();
             match self.phase {
@@ -537,6 +668,14 @@ impl<'k> Installer<'k> {
                         self.verified(store)?;
                         continue;
                     }
+                }
+                Phase::Skip => {
+                    let left = self.part_left.saturating_sub(self.consumed);
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(input.len());
+                    input = input.get(n..).unwrap_or(&[]);
+                    self.consumed += n as u64;
+                    self.end_skip(store)?;
+                    continue;
                 }
                 Phase::Parts => {
                     let n = usize::try_from(self.part_left)
@@ -622,7 +761,43 @@ impl<'k> Installer<'k> {
         }
         self.phase = Phase::Parts;
         self.part = 0;
+        if core::mem::take(&mut self.pending) {
+            // Only a checkpoint of this very file, at one of its part boundaries, whose
+            // objects the store still holds.
+            let cp = Checkpoint::from_bytes(self.ops.stash()).ok();
+            if let Some(cp) = cp.filter(|cp| self.checkpoint_at(cp.parts as usize) == Some(*cp)) {
+                if store.resume(&cp).map_err(InstallError::Store)? {
+                    info!("resuming at part {} (byte {})", cp.parts, cp.offset);
+                    self.part = cp.parts as usize;
+                    self.ops.resume(cp.objects);
+                    // `checkpoint_at` accepted it: fewer parts than `MAX_PARTS`.
+                    self.resumed_parts = cp.parts as u8;
+                    self.part_left = cp.offset;
+                    self.phase = Phase::Skip;
+                    return self.end_skip(store);
+                }
+            }
+            info!("checkpoint does not apply to this file: installing from the first part");
+        }
         self.open_parts(store)
+    }
+
+    /// Resuming: once every byte before the resume offset is consumed, opens the next part.
+    fn end_skip<S: Store>(&mut self, store: &mut S) -> Res<S::Error> {
+        if self.phase == Phase::Skip && self.consumed >= self.part_left {
+            self.phase = Phase::Parts;
+            return self.open_parts(store);
+        }
+        Ok(())
+    }
+
+    /// Part `self.part - 1` was just verified (and [`Store::part_verified`] told): the store
+    /// may record the checkpoint.
+    fn take_checkpoint<S: Store>(&mut self, store: &mut S) -> Res<S::Error> {
+        match self.checkpoint_at(self.part) {
+            Some(cp) => store.checkpoint(&cp).map_err(InstallError::Store),
+            None => Ok(()),
+        }
     }
 
     /// Opens the part at `self.part`, closing at once any that are empty; after the last part,
@@ -648,6 +823,7 @@ impl<'k> Installer<'k> {
                 self.inflate(store, &[], true)?;
             }
             self.close_part(store, p)?;
+            self.take_checkpoint(store)?;
         }
     }
 
@@ -665,6 +841,7 @@ impl<'k> Installer<'k> {
         }
         if last {
             self.close_part(store, p)?;
+            self.take_checkpoint(store)?;
             self.open_parts(store)?;
         }
         Ok(())
@@ -1257,6 +1434,7 @@ mod test {
                     parts: 1,
                     parts_total: 1,
                     done: true,
+                    resume_offset: None,
                 }
             );
             assert_eq!(store.committed, None, "commit waits for finish");

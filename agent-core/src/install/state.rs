@@ -9,7 +9,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::InstallError;
+use super::{InstallError, CHECKPOINT_LEN};
 use crate::object::{
     commit_roots, dir_entry_len, parse_dir_entry, DirEntry, FileHeader, ObjectError, ObjectId,
     ObjectKind, COMMIT_HEADER_LEN, DIRMETA_HEADER_LEN, DIRTREE_HEADER_LEN, FILE_HEADER_LEN,
@@ -19,8 +19,9 @@ use crate::object::{
 use crate::store::Store;
 use crate::wire::{OpRepr, MAX_OP_HEADER_LEN, SIGNATURE_LEN};
 
-// The entry buffer holds the file's signature before the parts start.
-const _: () = assert!(MAX_DIR_ENTRY_LEN >= SIGNATURE_LEN);
+// The entry buffer holds the file's signature and a checkpoint to resume from before the
+// parts start.
+const _: () = assert!(MAX_DIR_ENTRY_LEN >= SIGNATURE_LEN + CHECKPOINT_LEN);
 
 type Res<E> = Result<(), InstallError<E>>;
 
@@ -275,6 +276,12 @@ impl Ops {
         &mut self.buf[..SIGNATURE_LEN]
     }
 
+    /// Where a checkpoint to resume from waits until the superblock is verified: the entry
+    /// buffer after the signature.
+    pub(crate) fn stash(&mut self) -> &mut [u8] {
+        &mut self.buf[SIGNATURE_LEN..SIGNATURE_LEN + CHECKPOINT_LEN]
+    }
+
     /// The signature gathered in [`Ops::signature_buf`].
     pub(crate) fn signature(&self) -> &[u8; SIGNATURE_LEN] {
         self.buf.first_chunk().unwrap_or(&[0; SIGNATURE_LEN])
@@ -285,6 +292,12 @@ impl Ops {
         self.to = to;
         self.timestamp = timestamp;
         self.objects_declared = objects;
+    }
+
+    /// Resuming after `objects` operations of completed parts (a verified checkpoint).
+    pub(crate) fn resume(&mut self, objects: u32) {
+        self.objects_started = objects;
+        self.objects_done = objects;
     }
 
     /// Enters part `index`, which decodes to `len` bytes holding `ops` records.

@@ -312,7 +312,7 @@ const fn round_up(n: usize, to: usize) -> usize {
 }
 
 /// CRC-32 (IEEE, as zlib; bitwise, no table).
-fn crc32(data: &[u8]) -> u32 {
+pub(crate) fn crc32(data: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in data {
         crc ^= u32::from(b);

@@ -13,8 +13,12 @@ use std::format;
 use std::string::String;
 use std::vec::Vec;
 
+use crate::install::Checkpoint;
 use crate::object::{DirEntry, DirTree, ObjectId, ObjectKind, MAX_TREE_DEPTH};
 use crate::store::Store;
+
+/// Objects by kind and id, with their bytes.
+pub type Objects = BTreeMap<(ObjectKind, ObjectId), Vec<u8>>;
 
 /// An object store in memory. See the [module docs](self).
 ///
@@ -25,9 +29,9 @@ use crate::store::Store;
 #[derive(Default, Clone, Debug)]
 pub struct MemStore {
     /// Objects of committed installs.
-    pub objects: BTreeMap<(ObjectKind, ObjectId), Vec<u8>>,
+    pub objects: Objects,
     /// Objects of the install in progress.
-    pub staged: BTreeMap<(ObjectKind, ObjectId), Vec<u8>>,
+    pub staged: Objects,
     /// Committed commit ids.
     pub commits: BTreeSet<ObjectId>,
     /// Each ref and the commit it was last moved to.
@@ -46,9 +50,26 @@ pub struct MemStore {
     /// Objects finished since the last [`Store::part_verified`]: not yet covered by a verified
     /// part hash. [`Store::commit`] requires it empty.
     pub unverified: Vec<(ObjectKind, ObjectId)>,
+    /// The last [`Store::checkpoint`] of the install in progress and the objects staged up to
+    /// it: what a resumable store keeps across an interrupted install (kept by
+    /// [`Store::abort`] and [`MemStore::after_power_cut`], dropped by [`Store::commit`]).
+    pub resumable: Option<(Checkpoint, Objects)>,
 }
 
 impl MemStore {
+    /// The store as a device finds it after a power cut at any point: committed objects,
+    /// commits, refs and the last checkpoint with its objects survive; the install in
+    /// progress (staged objects, the open object), the log and the call counts do not.
+    pub fn after_power_cut(&self) -> MemStore {
+        MemStore {
+            objects: self.objects.clone(),
+            commits: self.commits.clone(),
+            refs: self.refs.clone(),
+            resumable: self.resumable.clone(),
+            ..MemStore::default()
+        }
+    }
+
     /// Whether the object is committed or staged.
     pub fn has(&self, kind: ObjectKind, id: &ObjectId) -> bool {
         self.objects.contains_key(&(kind, *id)) || self.staged.contains_key(&(kind, *id))
@@ -216,6 +237,7 @@ impl Store for MemStore {
         self.commit_calls += 1;
         let staged = core::mem::take(&mut self.staged);
         self.objects.extend(staged);
+        self.resumable = None;
         self.commits.insert(*id);
         self.refs.insert(ref_name.to_owned(), *id);
         Ok(())
@@ -227,5 +249,36 @@ impl Store for MemStore {
         self.abort_calls += 1;
         self.staged.clear();
         self.unverified.clear();
+    }
+
+    fn checkpoint(&mut self, cp: &Checkpoint) -> Result<(), ()> {
+        assert!(self.current.is_none(), "checkpoint with an object open");
+        assert!(
+            self.unverified.is_empty(),
+            "checkpoint before part_verified covered the part's objects"
+        );
+        self.log.push(format!(
+            "checkpoint {} {} {}",
+            cp.parts, cp.offset, cp.objects
+        ));
+        self.resumable = Some((*cp, self.staged.clone()));
+        Ok(())
+    }
+
+    fn resume(&mut self, cp: &Checkpoint) -> Result<bool, ()> {
+        assert!(
+            self.current.is_none() && self.staged.is_empty(),
+            "resume after the install began"
+        );
+        let ok = match self.resumable.take() {
+            Some((kept, staged)) if kept == *cp => {
+                self.staged = staged.clone();
+                self.resumable = Some((kept, staged));
+                true
+            }
+            _ => false,
+        };
+        self.log.push(format!("resume {} {ok}", cp.parts));
+        Ok(ok)
     }
 }

@@ -41,6 +41,7 @@
 //! [`Store::commit`]; a store that is interrupted at any point (power loss) must come back
 //! with the previously installed commits intact.
 
+use crate::install::Checkpoint;
 use crate::object::{ObjectId, ObjectKind};
 
 pub mod flash;
@@ -106,5 +107,28 @@ pub trait Store {
     fn commit(&mut self, ref_name: &str, id: &ObjectId) -> Result<(), Self::Error>;
 
     /// The install failed or was abandoned: drop what it staged. Installed commits stay.
+    ///
+    /// A store that resumes installs ([`Store::checkpoint`]) may keep what the completed
+    /// parts staged, for a later [`Store::resume`]; it must never make it look installed.
     fn abort(&mut self);
+
+    /// Every part before `checkpoint.parts` is verified and its objects were finished or
+    /// reused: a store that can resume an interrupted install records the checkpoint durably
+    /// (after making those objects durable), to hand it to [`crate::install::Installer::resume`]
+    /// after a transfer failure or a power cut. Called after each part but the last. The
+    /// default records nothing (the install then always starts over).
+    fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), Self::Error> {
+        let _ = checkpoint;
+        Ok(())
+    }
+
+    /// Called once, before any object call, when the file being installed is the one
+    /// `checkpoint` was taken for (its signature and superblock verified again): `Ok(true)` when
+    /// every object the completed parts staged is still in place for this install (the
+    /// installer then skips those parts), `Ok(false)` to install from the first part (the
+    /// store then drops what an earlier attempt left). The default is `Ok(false)`.
+    fn resume(&mut self, checkpoint: &Checkpoint) -> Result<bool, Self::Error> {
+        let _ = checkpoint;
+        Ok(false)
+    }
 }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use bootloader_hooks::Slot;
 
 use super::output::{self, format_utc, human_bytes, Progress};
-use super::{esc, open_update, warn_unsigned, TrustArgs};
+use super::{esc, open_source, warn_unsigned, TrustArgs};
 
 fn parse_slot(s: &str) -> Result<Slot, String> {
     deploy::parse_slot(s).ok_or_else(|| format!("{s:?} is not a slot; give A or B"))
@@ -57,9 +57,15 @@ pub struct InstallArgs {
     /// Boots the new deployment gets to be marked good (default: agent.conf's `tries`, 3).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=9))]
     tries: Option<u8>,
-    /// The `.update` file, or `-` for standard input.
+    /// The `.update` file, or `-` for standard input. An install interrupted earlier resumes
+    /// after its last verified part (`applied.resumed_from` in `--json`).
     #[arg(value_name = "FILE")]
     file: PathBuf,
+    /// Standard input holds the update from this byte on (the rest of an interrupted
+    /// transfer): the install resumes from its checkpoint, which must be at or after this
+    /// byte (an interrupted install prints where).
+    #[arg(long, value_name = "BYTE")]
+    resume_from_offset: Option<u64>,
 }
 
 /// Arguments of `ecu-agent deploy`.
@@ -124,9 +130,10 @@ pub fn install(a: InstallArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot install {}", a.file.display()));
     }
     let d = Deployer::open_or_create(&a.s.sysroot, &a.s.options(a.tries))?;
-    let mut input = open_update(&a.file)?;
+    let mut source = open_source(&a.file)?;
+    let input = source.input(a.resume_from_offset)?;
     let mut progress = Progress::new();
-    let res = d.install(&mut input, &opts, &mut |p| {
+    let res = d.install_from(input, &opts, &mut |p| {
         progress.update(|| format!("installing: {}", human_bytes(p.bytes)))
     });
     progress.finish();

@@ -2,7 +2,7 @@
 //! before anything is done. Errors get their context here and only here.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -195,11 +195,38 @@ fn warn_unsigned(applied: &agent_linux::apply::Applied) {
 }
 
 /// The `.update` file argument opened for reading: standard input for `-`.
-fn open_update(file: &Path) -> anyhow::Result<Box<dyn Read>> {
+/// An update to install: a file (seekable: a resumed install seeks over the verified parts)
+/// or standard input.
+enum UpdateSource {
+    File(File),
+    Stdin(io::StdinLock<'static>),
+}
+
+impl UpdateSource {
+    /// The installer's input; `resume_from` is where standard input starts in the file.
+    fn input(&mut self, resume_from: Option<u64>) -> anyhow::Result<agent_linux::apply::Input<'_>> {
+        Ok(match self {
+            UpdateSource::File(f) => {
+                if resume_from.is_some() {
+                    anyhow::bail!("--resume-from-offset is for standard input (`-`); a file resumes by itself");
+                }
+                agent_linux::apply::Input::Seekable(f)
+            }
+            UpdateSource::Stdin(s) => agent_linux::apply::Input::Stream {
+                read: s,
+                offset: resume_from.unwrap_or(0),
+            },
+        })
+    }
+}
+
+fn open_source(file: &Path) -> anyhow::Result<UpdateSource> {
     Ok(if file.as_os_str() == "-" {
-        Box::new(io::stdin().lock())
+        UpdateSource::Stdin(io::stdin().lock())
     } else {
-        Box::new(File::open(file).with_context(|| format!("cannot open {}", file.display()))?)
+        UpdateSource::File(
+            File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+        )
     })
 }
 

@@ -10,7 +10,7 @@ use agent_linux::{apply, deploy, keys};
 use anyhow::{bail, Context};
 
 use super::output::{self, human_bytes, Progress};
-use super::{esc, open_update, warn_unsigned, RepoArg, TrustArgs};
+use super::{esc, open_source, warn_unsigned, RepoArg, TrustArgs};
 
 /// `ecu-agent delta ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -168,10 +168,17 @@ pub struct ApplyArgs {
     sysroot: PathBuf,
     #[command(flatten)]
     trust: TrustArgs,
-    /// The `.update` file, or `-` for standard input.
+    /// The `.update` file, or `-` for standard input. An install interrupted earlier (a read
+    /// error, a kill, a power cut) resumes after its last verified part: a file seeks there,
+    /// standard input sent again from byte 0 has those bytes skipped.
     #[arg(value_name = "FILE")]
     file: PathBuf,
-    /// Print what was installed as JSON on stdout.
+    /// Standard input holds the update from this byte on (the rest of an interrupted
+    /// transfer): the install resumes from its checkpoint, which must be at or after this
+    /// byte (an interrupted install prints where).
+    #[arg(long, value_name = "BYTE")]
+    resume_from_offset: Option<u64>,
+    /// Print what was installed as JSON on stdout (`resumed_from`: where it resumed, or null).
     #[arg(long)]
     json: bool,
 }
@@ -185,10 +192,11 @@ pub fn apply_offline(a: ApplyArgs) -> anyhow::Result<()> {
         return Err(apply::ApplyError::NoTrustedKeys)
             .with_context(|| format!("cannot install {}", a.file.display()));
     }
-    let mut input = open_update(&a.file)?;
+    let mut source = open_source(&a.file)?;
+    let input = source.input(a.resume_from_offset)?;
     let sysroot = Sysroot::open_or_create(&a.sysroot)?;
     let mut progress = Progress::new();
-    let res = apply::apply(sysroot.repo(), &mut input, &trust, &mut |p| {
+    let res = apply::apply_from(sysroot.repo(), input, &trust, &mut |p| {
         progress.update(|| match p.bytes_total {
             Some(t) if t > 0 => format!(
                 "installing: {} of {} ({}%), {}/{} objects",
@@ -209,6 +217,9 @@ pub fn apply_offline(a: ApplyArgs) -> anyhow::Result<()> {
     warn_unsigned(&applied);
     if a.json {
         return output::json(&applied);
+    }
+    if let Some(at) = applied.resumed_from {
+        eprintln!("resumed at byte {at}: the parts before it were verified by an earlier attempt");
     }
     eprintln!(
         "installed {} on {}{}{}",

@@ -7,7 +7,8 @@
 //! then unneeded commits (the `.commit`, then its `.commitsig`), then unneeded dirtrees
 //! parents before children (a dirtree's presence promises its whole tree), then dirmetas, then
 //! file objects (the content, which marks the object complete, before its `.filemeta`), and
-//! finally leftovers in `R/tmp`.
+//! finally leftovers in `R/tmp`. An interrupted install's checkpoint (`R/state/`) is removed
+//! first, so its verified parts' objects go with the rest.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -37,6 +38,10 @@ pub struct CleanupReport {
     pub files: u64,
     /// Staging leftovers removed.
     pub tmp_files: u64,
+    /// The checkpoint of an interrupted install was removed (`R/state/`); the objects of its
+    /// verified parts, referenced by nothing, are removed with the other unneeded objects, and
+    /// the next install of that file starts from byte 0.
+    pub install_checkpoint: bool,
     /// Bytes freed (files whose last link was removed).
     pub bytes_freed: u64,
     /// Commits kept.
@@ -107,6 +112,8 @@ pub(super) fn cleanup(d: &Deployer, state: &BootState) -> Result<CleanupReport, 
         ..CleanupReport::default()
     };
     let repo = d.sysroot().repo();
+    // An abandoned resumable install: its checkpoint first, then (below) its objects.
+    r.install_checkpoint = crate::resume::discard(repo)?;
     let mut keep: Vec<ObjectId> = Vec::new();
     for s in Slot::ALL {
         let n = state.slot(s).name;

@@ -781,13 +781,28 @@ impl Deployer {
         opts: &InstallOptions,
         progress: &mut dyn FnMut(&agent_core::install::Progress),
     ) -> Result<StageReport, DeployError> {
+        let input = apply::Input::Stream {
+            read: input,
+            offset: 0,
+        };
+        self.install_from(input, opts, progress)
+    }
+
+    /// As [`Deployer::install`], from a seekable file or a stream that starts inside the file
+    /// (resuming an interrupted install: [`apply::apply_from`]).
+    pub fn install_from(
+        &self,
+        input: apply::Input<'_>,
+        opts: &InstallOptions,
+        progress: &mut dyn FnMut(&agent_core::install::Progress),
+    ) -> Result<StageReport, DeployError> {
         let trust = self.trust(opts)?;
         // Refused early, before the update is read; staging checks again under the lock.
         self.check_can_install()?;
         // Reading and importing the update holds only the repository's lock (which serialises
         // imports), so a slow or stalled input never blocks `mark-good` or `rollback`.
         fsops::point(Point::Step, &self.sysroot.repo().path().join("apply"));
-        let applied = apply::apply(self.sysroot.repo(), input, &trust, progress)
+        let applied = apply::apply_from(self.sysroot.repo(), input, &trust, progress)
             .map_err(DeployError::Apply)?;
         let _lock = self.lock()?;
         let commit = ObjectId::from_hex(&applied.commit)
