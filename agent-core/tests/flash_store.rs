@@ -272,3 +272,45 @@ fn other_device_geometries() {
     other_geometry::<32, 8192>();
     other_geometry::<256, 4096>();
 }
+
+#[test]
+fn an_update_larger_than_the_slot_is_refused_before_anything_is_written() {
+    let (v0, _, _) = commits();
+    // Three files that each fit a slot (192 KiB) but not together; noise barely compresses.
+    let big = build(
+        &dir(vec![
+            ("firmware.bin", Node::File(noise(9, 70 * 1024))),
+            ("a.bin", Node::File(noise(10, 70 * 1024))),
+            ("b.bin", Node::File(noise(11, 70 * 1024))),
+        ]),
+        None,
+        "big",
+    );
+    let file = update_file(&big, None);
+    let mut mem = vec![0u8; DEVICE];
+    provisioned(&mut mem, &v0);
+    let before = mem.clone();
+    let mut f = Nor::new(&mut mem);
+    let stats = f.stats();
+    let mut store = FlashStore::new(&mut f, LAYOUT, FlashSlot::A).unwrap();
+    let err = install_file(&mut store, &file, 512).unwrap_err();
+    match err {
+        agent_core::InstallError::Store(FlashStoreError::SlotTooSmall { needed, slot_size }) => {
+            assert_eq!(slot_size, SLOT);
+            assert!(needed > u64::from(SLOT) && needed < 220 * 1024, "{needed}");
+            let text = FlashStoreError::<()>::SlotTooSmall { needed, slot_size }.to_string();
+            assert!(text.contains(&needed.to_string()) && text.contains(&SLOT.to_string()));
+        }
+        e => panic!("{e:?}"),
+    }
+    drop(store);
+    let after = f.stats();
+    assert_eq!((after.writes, after.erases), (stats.writes, stats.erases));
+    assert!(f.bytes() == &before[..], "the flash changed");
+    // What fits still installs.
+    let (_, v1, _) = commits();
+    let mut f = Nor::new(&mut mem);
+    let file = update_file(&v1, None);
+    let (now, _) = update(&mut f, None, v1.commit, Payload::File(&file), 512).unwrap();
+    assert_eq!(image_in(&mut f, slot_of(now)), v1.image);
+}

@@ -759,6 +759,18 @@ impl<'k> Installer<'k> {
                 return Err(InstallError::MissingSource(from));
             }
         }
+        let mut records = 0u64;
+        for i in 0..self.parts.len() {
+            records += self
+                .parts
+                .get(i)
+                .map_or(0, |p| u64::from(p.uncompressed_size));
+        }
+        let declared = crate::store::Declared {
+            records,
+            ops: self.ops.objects_declared,
+        };
+        store.declared(&declared).map_err(InstallError::Store)?;
         self.phase = Phase::Parts;
         self.part = 0;
         if core::mem::take(&mut self.pending) {

@@ -53,7 +53,7 @@ use crate::object::{
     commit_roots, dir_entry_len, FileHeader, ObjectId, ObjectKind, COMMIT_HEADER_LEN,
     FILE_HEADER_LEN, ID_LEN,
 };
-use crate::store::Store;
+use crate::store::{Declared, Store};
 
 #[cfg(any(test, feature = "_test-flash"))]
 pub mod model;
@@ -169,6 +169,13 @@ pub enum FlashStoreError<E> {
         /// Bytes left.
         free: u32,
     },
+    /// The update declares more than a slot can hold (refused before anything is written).
+    SlotTooSmall {
+        /// Bytes the update needs at least: slot header, its objects' bytes, an index entry.
+        needed: u64,
+        /// Bytes of a slot.
+        slot_size: u32,
+    },
     /// An object longer than a slot can ever hold.
     TooLarge {
         /// Its length.
@@ -206,6 +213,10 @@ impl<E: fmt::Debug> fmt::Display for FlashStoreError<E> {
             FlashStoreError::NoSpace { needed, free } => write!(
                 f,
                 "the inactive slot is full: {needed} bytes needed, {free} free; make the slots larger or the image smaller"
+            ),
+            FlashStoreError::SlotTooSmall { needed, slot_size } => write!(
+                f,
+                "the update needs at least {needed} bytes of a flash slot but a slot holds {slot_size}; nothing was written: make the slots larger or the image smaller"
             ),
             FlashStoreError::TooLarge { len } => write!(f, "an object of {len} bytes cannot fit in a slot"),
             FlashStoreError::Corrupted { slot, offset } => write!(
@@ -972,6 +983,20 @@ impl<F: NorFlash> Store for FlashStore<F> {
 
     fn has_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, F::Error> {
         Ok(self.find_new(kind, id)?.is_some())
+    }
+
+    /// Refuses, before the slot is touched, an update whose objects cannot fit: the slot
+    /// header, at least [`Declared::object_bytes_at_least`] bytes of objects, and the index
+    /// entry of the commit.
+    fn declared(&mut self, declared: &Declared) -> Result<(), F::Error> {
+        let needed = u64::from(Self::HEADER_AREA)
+            .saturating_add(declared.object_bytes_at_least())
+            .saturating_add(u64::from(Self::ENTRY_AREA));
+        let slot_size = self.layout.slot_size;
+        if needed > u64::from(slot_size) {
+            return Err(FlashStoreError::SlotTooSmall { needed, slot_size });
+        }
+        Ok(())
     }
 
     fn begin_object(&mut self, kind: ObjectKind, id: &ObjectId, len: u64) -> Result<(), F::Error> {

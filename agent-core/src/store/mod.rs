@@ -48,6 +48,30 @@ pub mod flash;
 #[cfg(feature = "std")]
 pub mod mem;
 
+/// What an update declares it writes, from its verified superblock ([`Store::declared`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Declared {
+    /// Bytes of operation records over all parts (the sum of the parts' `uncompressed_size`):
+    /// every record is at least [`Declared::MIN_RECORD`] bytes of framing, the rest is object
+    /// bytes to store.
+    pub records: u64,
+    /// Operation records in the file.
+    pub ops: u32,
+}
+
+impl Declared {
+    /// Framing bytes of the shortest record (a reuse: code, kind, id); a write has 42.
+    pub const MIN_RECORD: u64 = 34;
+
+    /// A lower bound of the object bytes the update stores: its record bytes less the
+    /// shortest framing of each record.
+    pub fn object_bytes_at_least(&self) -> u64 {
+        self.records
+            .saturating_sub(Self::MIN_RECORD.saturating_mul(u64::from(self.ops)))
+    }
+}
+
 /// Object storage for the installer. See the [module docs](self) for the calling sequence.
 pub trait Store {
     /// The platform's error.
@@ -111,6 +135,14 @@ pub trait Store {
     /// A store that resumes installs ([`Store::checkpoint`]) may keep what the completed
     /// parts staged, for a later [`Store::resume`]; it must never make it look installed.
     fn abort(&mut self);
+
+    /// What the update declares, once its signature and superblock are verified and before
+    /// any object call: a store that cannot hold that much refuses here, before it writes
+    /// anything. The default accepts.
+    fn declared(&mut self, declared: &Declared) -> Result<(), Self::Error> {
+        let _ = declared;
+        Ok(())
+    }
 
     /// Every part before `checkpoint.parts` is verified and its objects were finished or
     /// reused: a store that can resume an interrupted install records the checkpoint durably
