@@ -57,7 +57,7 @@ pub fn ensure_nightly() -> Result<()> {
 }
 
 /// Seconds each target runs in the smoke run of `cargo xtask test`.
-pub const SMOKE_SECONDS: u64 = 20;
+pub const SMOKE_SECONDS: u64 = 10;
 
 /// The smoke run of `cargo xtask test`: installs nightly and cargo-fuzz when missing (the
 /// tool goes to cargo's own bin directory, outside the clone, and is reused), then checks the

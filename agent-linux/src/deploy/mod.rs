@@ -1111,7 +1111,7 @@ impl Deployer {
         fsops::mkdir_all(&run, 0o755).map_err(io_err("create", &run))?;
         let next = run.join(format!("{}.next", Sysroot::BOOTED_FILE));
         fsops::write_atomic(&next, format!("{slot}\n").as_bytes(), 0o644).map_err(|e| {
-            let _ = fs::remove_file(&next);
+            let _ = fsops::remove_file(&next);
             io_err("write", &next)(e)
         })?;
         Ok(next)
@@ -1208,7 +1208,7 @@ impl Deployer {
         if d.changed {
             fsops::point(Point::Step, &self.cfg.env.0);
             if let Err(e) = env::write(&self.cfg, Some(&img), &d.state, &[]) {
-                let _ = fs::remove_file(&next);
+                let _ = fsops::remove_file(&next);
                 return Err(e.into());
             }
         }

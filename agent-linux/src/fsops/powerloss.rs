@@ -564,8 +564,12 @@ pub fn record_remove<T>(at: At<'_>, op: impl FnOnce() -> io::Result<T>) -> io::R
     Ok(r)
 }
 
-/// Call before changing the contents of `file`: keeps its durable contents.
+/// Call before changing the contents of `file`: keeps its durable contents. (A device or
+/// other non-regular file is not modeled: its writes count as durable.)
 pub fn before_write(file: &File) {
+    if !active() || !file.metadata().is_ok_and(|m| m.is_file()) {
+        return;
+    }
     with(|j| {
         let p = j.pending(file.as_fd());
         if p.content.is_none() {
