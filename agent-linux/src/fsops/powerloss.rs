@@ -675,6 +675,7 @@ mod test {
     use super::super::*;
     use super::{test_begin, test_cut};
     use std::fs;
+    use std::os::fd::AsFd;
     use std::os::unix::fs::PermissionsExt;
 
     fn mode(p: &Path) -> u32 {
@@ -824,6 +825,48 @@ mod test {
         assert_eq!(mode(&p.join("f")), 0o400);
         assert_eq!(fs::read(p.join("g")).unwrap(), b"g");
         assert_eq!(fs::read(p.join("d/h")).unwrap(), b"h");
+    }
+
+    #[test]
+    fn operations_by_directory_descriptor_follow_the_same_rules() {
+        use std::ffi::OsStr;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        fs::write(p.join("object"), b"obj").unwrap();
+        let dir = fs::File::open(p).unwrap();
+        let at = |n: &str| p.join(n);
+        test_begin();
+        // A new directory and what is inside it, its contents fsynced, its names not.
+        mkdir_at(dir.as_fd(), OsStr::new("dep"), 0o755, &at("dep")).unwrap();
+        let sub = fs::File::open(at("dep")).unwrap();
+        let mut f = create_at(sub.as_fd(), OsStr::new("f"), 0o644, &at("dep/f")).unwrap();
+        write_all(&mut f, &at("dep/f"), b"data").unwrap();
+        fsync_fd(&f, &at("dep/f")).unwrap();
+        symlink_at(OsStr::new("f"), sub.as_fd(), OsStr::new("l"), &at("dep/l")).unwrap();
+        link_at(&at("object"), sub.as_fd(), OsStr::new("h"), &at("dep/h")).unwrap();
+        test_cut();
+        assert!(!at("dep").exists());
+        assert_eq!(
+            fs::read(at("object")).unwrap(),
+            b"obj",
+            "a hard link's undo keeps its inode"
+        );
+
+        test_begin();
+        mkdir_at(dir.as_fd(), OsStr::new("dep"), 0o755, &at("dep")).unwrap();
+        let sub = fs::File::open(at("dep")).unwrap();
+        let mut f = create_at(sub.as_fd(), OsStr::new("f"), 0o644, &at("dep/f")).unwrap();
+        write_all(&mut f, &at("dep/f"), b"data").unwrap();
+        let mut g = create_at(sub.as_fd(), OsStr::new("g"), 0o644, &at("dep/g")).unwrap();
+        write_all(&mut g, &at("dep/g"), b"unsynced").unwrap();
+        fsync_fd(&f, &at("dep/f")).unwrap();
+        link_at(&at("object"), sub.as_fd(), OsStr::new("h"), &at("dep/h")).unwrap();
+        fsync_fd(&sub, &at("dep")).unwrap();
+        fsync_fd(&dir, p).unwrap();
+        test_cut();
+        assert_eq!(fs::read(at("dep/f")).unwrap(), b"data");
+        assert_eq!(fs::read(at("dep/g")).unwrap(), b"", "never fsynced: empty");
+        assert_eq!(fs::read(at("dep/h")).unwrap(), b"obj");
     }
 
     fn umask() -> u32 {
