@@ -49,6 +49,7 @@ use core::fmt;
 use embedded_storage::nor_flash::NorFlash;
 use sha2::{Digest, Sha256};
 
+use crate::install::{Checkpoint, CHECKPOINT_LEN};
 use crate::object::{
     commit_roots, dir_entry_len, FileHeader, ObjectId, ObjectKind, COMMIT_HEADER_LEN,
     FILE_HEADER_LEN, ID_LEN,
@@ -77,6 +78,14 @@ pub const BUF_LEN: usize = 512;
 pub const MAX_TREE_DEPTH: usize = 32;
 /// `image_offset` in a header whose commit has no image (never written by this store).
 const NO_IMAGE: u32 = u32::MAX;
+/// Kind byte of an index entry that marks a resume checkpoint: its data is the 96-byte
+/// [`Checkpoint`] encoding, its id that encoding's SHA-256. The position after it is kept
+/// erased for a link.
+pub const ENTRY_CHECKPOINT: u8 = 0xC0;
+/// Kind byte of an index entry written when an install resumes: its offset field is the
+/// position where the index goes on (the positions between hold what the interrupted attempt
+/// wrote after its checkpoint); that position is kept erased for the next link.
+pub const ENTRY_LINK: u8 = 0xC1;
 
 /// One of the two slots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -520,7 +529,8 @@ impl<F: NorFlash> FlashStore<F> {
         let Some(info) = self.slot_info(slot)? else {
             return Ok(None);
         };
-        for i in 0..info.objects {
+        let mut i = 0;
+        while i < info.objects {
             let e = self.entry(slot, i, info.data_end)?;
             if self.hash(slot, e.offset, e.len)? != e.id.0 {
                 return Err(FlashStoreError::Verify {
@@ -528,6 +538,7 @@ impl<F: NorFlash> FlashStore<F> {
                     id: e.id,
                 });
             }
+            i = self.next_position(slot, &e)?;
         }
         let rel = info.image_offset - self.layout.start(slot);
         if self.hash(slot, rel, info.image_len)? != info.image_sha256 {
@@ -575,7 +586,7 @@ impl<F: NorFlash> FlashStore<F> {
         let len = le32(&b, 8);
         let kind = ObjectKind::from_code(b[0]);
         let ok = le32(&b, 44) == crc32(&b[..44])
-            && !matches!(kind, ObjectKind::Unknown(_))
+            && (!matches!(kind, ObjectKind::Unknown(_)) || b[0] == ENTRY_CHECKPOINT)
             && u64::from(offset) + u64::from(len) <= u64::from(data_end);
         if !ok {
             return Err(FlashStoreError::Corrupted { slot, offset: at });
@@ -598,13 +609,124 @@ impl<F: NorFlash> FlashStore<F> {
         kind: ObjectKind,
         id: &ObjectId,
     ) -> Result<Option<Entry>, F::Error> {
-        for i in 0..count {
+        let mut i = 0;
+        while i < count {
             let e = self.entry(slot, i, data_end)?;
             if e.kind == kind && e.id == *id {
                 return Ok(Some(e));
             }
+            i = self.next_position(slot, &e)?;
         }
         Ok(None)
+    }
+
+    /// Slot-relative start of index position `i`, if it lies inside the slot.
+    fn position(&self, i: u32) -> Option<u32> {
+        i.checked_add(1)
+            .and_then(|n| n.checked_mul(Self::ENTRY_AREA))
+            .and_then(|n| self.layout.slot_size.checked_sub(n))
+    }
+
+    /// The position after entry `e`: the next one, or after a checkpoint, past its reserved
+    /// position and the links resumed installs wrote there.
+    fn next_position(&mut self, slot: FlashSlot, e: &Entry) -> Result<u32, F::Error> {
+        if e.kind != ObjectKind::Unknown(ENTRY_CHECKPOINT) {
+            return Ok(e.index + 1);
+        }
+        let (_, free) = self.reserved_after(slot, e.index)?;
+        Ok(free + 1)
+    }
+
+    /// Follows the links from the position reserved after checkpoint `i`: returns how many
+    /// links there were and the reserved position at the end of the chain.
+    fn reserved_after(&mut self, slot: FlashSlot, i: u32) -> Result<(u32, u32), F::Error> {
+        let mut pos = i + 1;
+        let mut links = 0;
+        while let Some(next) = self.link_at(slot, pos)? {
+            // Links only go further down the index.
+            if next <= pos {
+                return Err(FlashStoreError::Corrupted {
+                    slot,
+                    offset: self.position(pos).unwrap_or(0),
+                });
+            }
+            pos = next;
+            links += 1;
+        }
+        Ok((links, pos))
+    }
+
+    /// The target of the link at position `pos`, if a valid link is there.
+    fn link_at(&mut self, slot: FlashSlot, pos: u32) -> Result<Option<u32>, F::Error> {
+        let Some(at) = self.position(pos) else {
+            return Ok(None);
+        };
+        let mut b = [0u8; ENTRY_LEN];
+        self.read(slot, at, &mut b)?;
+        let ok = b[0] == ENTRY_LINK && le32(&b, 44) == crc32(&b[..44]);
+        Ok(ok.then(|| le32(&b, 4)))
+    }
+
+    /// Whether the `n` bytes at slot-relative `at` of `slot` are all erased (`0xFF`).
+    fn erased(&mut self, slot: FlashSlot, at: u32, n: u32) -> Result<bool, F::Error> {
+        let mut done = 0;
+        while done < n {
+            let k = (n - done).min(BUF_LEN as u32) as usize;
+            self.read_buf(slot, at + done, k)?;
+            if self.buf[..k].iter().any(|&b| b != 0xFF) {
+                return Ok(false);
+            }
+            done += k as u32;
+        }
+        Ok(true)
+    }
+
+    /// The checkpoint of the last verified part of the install that was interrupted in the
+    /// inactive slot (by a power cut, a reset or an abandoned transfer), if there is one: give
+    /// it to [`crate::install::Installer::resume`] with the same file, and the install
+    /// continues after that part ([`Store::resume`] checks every object before it again).
+    /// `None` when the inactive slot holds a valid (staged) commit or no checkpoint.
+    pub fn saved_checkpoint(&mut self) -> Result<Option<Checkpoint>, F::Error> {
+        let slot = self.inactive();
+        if self.slot_info(slot)?.is_some() {
+            return Ok(None);
+        }
+        let mut last = None;
+        let mut i = 0;
+        let max = self.layout.slot_size / Self::ENTRY_AREA;
+        while i < max {
+            let Ok(e) = self.entry(slot, i, self.layout.slot_size) else {
+                break;
+            };
+            if e.kind == ObjectKind::Unknown(ENTRY_CHECKPOINT) {
+                match self.checkpoint_blob(slot, &e)? {
+                    Some(cp) => last = Some(cp),
+                    None => break,
+                }
+            }
+            i = match self.next_position(slot, &e) {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+        }
+        Ok(last)
+    }
+
+    /// The checkpoint a checkpoint entry names, if its data is intact.
+    fn checkpoint_blob(
+        &mut self,
+        slot: FlashSlot,
+        e: &Entry,
+    ) -> Result<Option<Checkpoint>, F::Error> {
+        if e.len as usize != CHECKPOINT_LEN {
+            return Ok(None);
+        }
+        let mut b = [0u8; CHECKPOINT_LEN];
+        self.read(slot, e.offset, &mut b)?;
+        if ObjectId::of(&b) != e.id {
+            return Ok(None);
+        }
+        Ok(Checkpoint::from_bytes(&b).ok())
     }
 
     /// Finds an object in the install in progress.
@@ -1150,6 +1272,139 @@ impl<F: NorFlash> Store for FlashStore<F> {
         if self.phase == Phase::Writing {
             self.phase = Phase::Idle;
         }
+    }
+
+    /// Records the checkpoint in the inactive slot: its 96 bytes as data (read back and
+    /// hashed), the position after its index entry erased and kept for a link, then the entry.
+    fn checkpoint(&mut self, cp: &Checkpoint) -> Result<(), F::Error> {
+        if self.phase != Phase::Writing || self.open.is_some() {
+            return Err(FlashStoreError::Sequence("checkpoint outside an install"));
+        }
+        let bytes = cp.to_bytes();
+        let id = ObjectId::of(&bytes);
+        let kind = ObjectKind::Unknown(ENTRY_CHECKPOINT);
+        // The data, the entry and the reserved position.
+        self.reserve(CHECKPOINT_LEN as u64 + u64::from(Self::ENTRY_AREA))?;
+        let dst = self.data_end;
+        self.buf[..CHECKPOINT_LEN].copy_from_slice(&bytes);
+        let padded = self.program(dst, CHECKPOINT_LEN)?;
+        self.data_end = dst + padded;
+        self.verify_new(kind, &id, dst, CHECKPOINT_LEN as u32)?;
+        // The reserved position is erased before the checkpoint that promises it exists.
+        let reserved = self
+            .position(self.entries + 1)
+            .ok_or(FlashStoreError::NoSpace {
+                needed: 2 * Self::ENTRY_AREA,
+                free: 0,
+            })?;
+        self.erase_down_to(reserved)?;
+        self.push_entry(Entry {
+            index: self.entries,
+            kind,
+            id,
+            offset: dst,
+            len: CHECKPOINT_LEN as u32,
+        })?;
+        self.entries += 1;
+        debug!("flash store: checkpoint after part {}", cp.parts);
+        Ok(())
+    }
+
+    /// Resumes the install interrupted in the inactive slot at checkpoint `cp`: every index
+    /// entry before it must be intact and every object must hash to its id again. The index
+    /// goes on in a freshly erased sector below anything the interrupted attempt wrote (a link
+    /// at the position the checkpoint reserved says where), the data in a fresh sector above.
+    fn resume(&mut self, cp: &Checkpoint) -> Result<bool, F::Error> {
+        if self.phase != Phase::Idle {
+            return Ok(false);
+        }
+        let slot = self.inactive();
+        // A valid slot is not an interrupted install; a header cut while being written (the
+        // last step) cannot be written again without erasing the objects beside it.
+        if self.slot_info(slot)?.is_some() || !self.erased(slot, 0, Self::HEADER_AREA)? {
+            return Ok(false);
+        }
+        let size = self.layout.slot_size;
+        let max = size / Self::ENTRY_AREA;
+        let mut data_max = Self::HEADER_AREA;
+        let mut i = 0;
+        let found = loop {
+            if i >= max {
+                return Ok(false);
+            }
+            let Ok(e) = self.entry(slot, i, size) else {
+                return Ok(false);
+            };
+            if self.hash(slot, e.offset, e.len)? != e.id.0 {
+                return Ok(false);
+            }
+            let end = e.offset + round_up(e.len as usize, F::WRITE_SIZE) as u32;
+            data_max = data_max.max(end);
+            if e.kind == ObjectKind::Unknown(ENTRY_CHECKPOINT)
+                && self.checkpoint_blob(slot, &e)? == Some(*cp)
+            {
+                break e;
+            }
+            i = match self.next_position(slot, &e) {
+                Ok(n) => n,
+                Err(_) => return Ok(false),
+            };
+        };
+        // The reserved position at the end of the links, and what the attempt wrote after.
+        let (_, free) = match self.reserved_after(slot, found.index) {
+            Ok(r) => r,
+            Err(_) => return Ok(false),
+        };
+        let Some(free_at) = self.position(free) else {
+            return Ok(false);
+        };
+        if !self.erased(slot, free_at, Self::ENTRY_AREA)? {
+            return Ok(false);
+        }
+        let mut lowest = free;
+        while let Some(at) = self.position(lowest + 1) {
+            if self.erased(slot, at, Self::ENTRY_AREA)? {
+                break;
+            }
+            lowest += 1;
+        }
+        // Below everything written: the sector boundary under the lowest used position.
+        let lowest_at = self.position(lowest).unwrap_or(0);
+        let boundary = lowest_at / Self::E * Self::E;
+        let next = (size - boundary).div_ceil(Self::ENTRY_AREA);
+        let data_end = round_up(data_max as usize, F::ERASE_SIZE) as u32;
+        let room = self.position(next + 1).is_some_and(|at| at >= data_end);
+        if !room {
+            return Ok(false);
+        }
+        // Fresh sectors for the index from `boundary` down (the new reserved position
+        // included), then the link that points there.
+        self.erased_low = data_end;
+        self.erased_high = boundary;
+        let next_at = self.position(next).unwrap_or(0);
+        self.erase_down_to(next_at)?;
+        let area = Self::ENTRY_AREA as usize;
+        self.buf[..area].fill(0xFF);
+        self.buf[0] = ENTRY_LINK;
+        self.buf[1..4].fill(0);
+        self.buf[4..8].copy_from_slice(&next.to_le_bytes());
+        self.buf[8..44].fill(0);
+        let crc = crc32(&self.buf[..44]);
+        self.buf[44..48].copy_from_slice(&crc.to_le_bytes());
+        let abs = self.abs(slot, free_at);
+        self.flash
+            .write(abs, &self.buf[..area])
+            .map_err(FlashStoreError::Flash)?;
+        info!(
+            "flash store: resuming after part {} (index goes on at {})",
+            cp.parts, next
+        );
+        self.phase = Phase::Writing;
+        self.entries = next + 1;
+        self.data_end = data_end;
+        self.open = None;
+        self.fill = 0;
+        Ok(true)
     }
 }
 
