@@ -52,9 +52,17 @@ pub const FILE_HEADER_LEN: usize = 24;
 pub const DIRMETA_HEADER_LEN: usize = 14;
 /// Size of the fixed part of a commit object.
 pub const COMMIT_HEADER_LEN: usize = 105;
+/// Bytes of a commit's optional security-version trailer.
+pub const COMMIT_TRAILER_LEN: usize = 8;
 /// Largest possible commit object.
-pub const MAX_COMMIT_LEN: usize =
-    COMMIT_HEADER_LEN + 1 + MAX_VERSION_LEN + 2 + MAX_SUBJECT_LEN + 2 + MAX_BODY_LEN;
+pub const MAX_COMMIT_LEN: usize = COMMIT_HEADER_LEN
+    + 1
+    + MAX_VERSION_LEN
+    + 2
+    + MAX_SUBJECT_LEN
+    + 2
+    + MAX_BODY_LEN
+    + COMMIT_TRAILER_LEN;
 
 /// File type bits of `st_mode`.
 pub const S_IFMT: u32 = 0o170000;
@@ -287,6 +295,9 @@ pub enum ObjectError {
     BadSymlinkTarget,
     /// A flag byte that is neither 0 nor 1.
     BadFlag(u8),
+    /// A commit's security-version trailer holds 0 (a commit at security version 0 has no
+    /// trailer, so that each commit has one encoding).
+    ZeroSecurityVersion,
     /// Extended attributes out of order, repeated, empty-named or too many.
     BadXattrs,
 }
@@ -318,6 +329,9 @@ impl fmt::Display for ObjectError {
                 f.write_str("symlink target is empty or holds a NUL byte")
             }
             ObjectError::BadFlag(b) => write!(f, "flag byte {b} is neither 0 nor 1"),
+            ObjectError::ZeroSecurityVersion => f.write_str(
+                "the commit's security-version trailer is 0; a commit at security version 0 must leave it out",
+            ),
             ObjectError::BadXattrs => {
                 f.write_str("extended attributes are unsorted, repeated, empty-named or too many")
             }
@@ -865,6 +879,10 @@ impl<'a> DirTree<'a> {
 /// | 105 | 1 + n | version: `u8` length, UTF-8 |
 /// | | 2 + n | subject: `u16` length, UTF-8 |
 /// | | 2 + n | body: `u16` length, UTF-8 |
+/// | | 0 or 8 | security version, `u64` LE: present only when not 0 |
+///
+/// The trailer keeps the id of every commit at security version 0 what it was before security
+/// versions existed (`docs/FORMAT.md` section 7).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Commit<'a> {
     /// The previous commit on the ref, if any.
@@ -881,6 +899,9 @@ pub struct Commit<'a> {
     pub subject: &'a str,
     /// Longer description.
     pub body: &'a str,
+    /// The anti-rollback security version: a device refuses commits below its floor. 0 (no
+    /// trailer) for commits made before security versions existed.
+    pub security_version: u64,
 }
 
 impl<'a> Commit<'a> {
@@ -900,9 +921,15 @@ impl<'a> Commit<'a> {
         at += vlen;
         let (subject, next) = text16(b, at, "subject", MAX_SUBJECT_LEN)?;
         let (body, next) = text16(b, next, "body", MAX_BODY_LEN)?;
-        if b.len() > next {
-            return Err(ObjectError::TrailingBytes(b.len() - next));
-        }
+        let security_version = match b.len() - next {
+            0 => 0,
+            COMMIT_TRAILER_LEN => match le_u64(b, next) {
+                0 => return Err(ObjectError::ZeroSecurityVersion),
+                v => v,
+            },
+            n if n < COMMIT_TRAILER_LEN => return Err(ObjectError::TrailingBytes(n)),
+            n => return Err(ObjectError::TrailingBytes(n - COMMIT_TRAILER_LEN)),
+        };
         Ok(Commit {
             parent,
             timestamp: le_u64(b, 33),
@@ -911,12 +938,25 @@ impl<'a> Commit<'a> {
             version,
             subject,
             body,
+            security_version,
         })
     }
 
     /// Bytes [`Commit::emit`] writes.
     pub fn buffer_len(&self) -> usize {
-        COMMIT_HEADER_LEN + 1 + self.version.len() + 2 + self.subject.len() + 2 + self.body.len()
+        let trailer = if self.security_version == 0 {
+            0
+        } else {
+            COMMIT_TRAILER_LEN
+        };
+        COMMIT_HEADER_LEN
+            + 1
+            + self.version.len()
+            + 2
+            + self.subject.len()
+            + 2
+            + self.body.len()
+            + trailer
     }
 
     /// Checks the bounds [`Commit::emit`] relies on.
@@ -954,6 +994,9 @@ impl<'a> Commit<'a> {
             at += 2;
             out[at..at + text.len()].copy_from_slice(text.as_bytes());
             at += text.len();
+        }
+        if self.security_version != 0 {
+            out[at..at + COMMIT_TRAILER_LEN].copy_from_slice(&self.security_version.to_le_bytes());
         }
     }
 }
@@ -1262,6 +1305,7 @@ mod test {
             version: "9.1",
             subject: "Update",
             body: "",
+            security_version: 0,
         };
         let mut buf = [0u8; 200];
         let n = c.buffer_len();
@@ -1280,6 +1324,54 @@ mod test {
         );
         buf[0] = 2;
         assert_eq!(Commit::parse(&buf[..n]), Err(ObjectError::BadFlag(2)));
+    }
+
+    #[test]
+    fn commit_security_version_is_an_optional_trailer() {
+        let c0 = Commit {
+            parent: None,
+            timestamp: 7,
+            root_tree: ObjectId([1; 32]),
+            root_meta: ObjectId([2; 32]),
+            version: "1",
+            subject: "s",
+            body: "b",
+            security_version: 0,
+        };
+        let mut buf = [0u8; 200];
+        let n0 = c0.buffer_len();
+        c0.emit(&mut buf[..n0]);
+        let v0 = buf[..n0].to_vec();
+        // Security version 0: the encoding (and so the id) of a commit without the field.
+        assert_eq!(n0, COMMIT_HEADER_LEN + 1 + 1 + 2 + 1 + 2 + 1);
+        for sv in [1u64, 3, u64::MAX] {
+            let c = Commit {
+                security_version: sv,
+                ..c0
+            };
+            let n = c.buffer_len();
+            assert_eq!(n, n0 + COMMIT_TRAILER_LEN);
+            let mut buf = [0u8; 200];
+            c.emit(&mut buf[..n]);
+            assert_eq!(&buf[..n0], &v0[..], "the trailer only appends");
+            assert_eq!(&buf[n0..n], &sv.to_le_bytes());
+            assert_eq!(Commit::parse(&buf[..n]), Ok(c));
+            assert_eq!(
+                Commit::parse(&buf[..n + 1]),
+                Err(ObjectError::TrailingBytes(1))
+            );
+        }
+        let mut zero = v0.clone();
+        zero.extend_from_slice(&[0; 8]);
+        assert_eq!(Commit::parse(&zero), Err(ObjectError::ZeroSecurityVersion));
+        for extra in 1..COMMIT_TRAILER_LEN {
+            let mut short = v0.clone();
+            short.extend(core::iter::repeat_n(1, extra));
+            assert_eq!(
+                Commit::parse(&short),
+                Err(ObjectError::TrailingBytes(extra))
+            );
+        }
     }
 
     #[test]
@@ -1368,6 +1460,7 @@ mod test {
             version: "1.2",
             subject: "s",
             body: "b",
+            security_version: 0,
         };
         assert_eq!(Commit::parse(&c.to_vec().unwrap()), Ok(c));
         let long = "v".repeat(MAX_VERSION_LEN + 1);

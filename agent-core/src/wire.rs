@@ -25,8 +25,11 @@ use crate::object::{ObjectId, ObjectKind, ID_LEN, MAX_SUBJECT_LEN, MAX_VERSION_L
 
 /// The first eight bytes of every `.update` file.
 pub const MAGIC: [u8; 8] = *b"ECUPDATE";
-/// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this crate writes: 2, whose superblock ends with the security version.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this crate reads: 1 (no security version; such a file counts as
+/// security version 0).
+pub const MIN_FORMAT_VERSION: u16 = 1;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 16;
 /// Largest superblock accepted: 32 KiB less the header. The installer buffers the header and
@@ -95,7 +98,7 @@ impl<T: AsRef<[u8]>> Header<T> {
         u16::from_le_bytes([b[0], b[1]])
     }
 
-    /// The flags (all zero in version 1).
+    /// The flags (all zero in versions 1 and 2).
     pub fn flags(&self) -> u16 {
         let b = &self.buffer.as_ref()[field::FLAGS];
         u16::from_le_bytes([b[0], b[1]])
@@ -136,6 +139,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Header<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct HeaderRepr {
+    /// The format version, [`MIN_FORMAT_VERSION`]..=[`FORMAT_VERSION`]: it says how the
+    /// superblock is encoded.
+    pub version: u16,
     /// Length of the superblock that follows, at most [`MAX_SUPERBLOCK_LEN`].
     pub superblock_len: u32,
 }
@@ -147,8 +153,9 @@ impl HeaderRepr {
         if h.magic() != MAGIC {
             return Err(FormatError::BadMagic);
         }
-        if h.version() != FORMAT_VERSION {
-            return Err(FormatError::UnsupportedVersion(h.version()));
+        let version = h.version();
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
+            return Err(FormatError::UnsupportedVersion(version));
         }
         if h.flags() != 0 {
             return Err(FormatError::UnknownFlags(h.flags()));
@@ -158,6 +165,7 @@ impl HeaderRepr {
             return Err(FormatError::SuperblockLength(len));
         }
         Ok(HeaderRepr {
+            version,
             superblock_len: len,
         })
     }
@@ -170,7 +178,7 @@ impl HeaderRepr {
     /// Writes the header.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, h: &mut Header<T>) {
         h.set_magic(MAGIC);
-        h.set_version(FORMAT_VERSION);
+        h.set_version(self.version);
         h.set_flags(0);
         h.set_superblock_len(self.superblock_len);
     }
@@ -243,7 +251,9 @@ pub struct TargetMeta<'a> {
     pub subject: &'a str,
 }
 
-/// The superblock: what the file updates from and to, and its parts. Encoded with postcard.
+/// The superblock: what the file updates from and to, and its parts. Encoded with postcard,
+/// in field order; [`Superblock::security_version`] is the last field and exists from format
+/// version 2 on ([`Superblock::parse_version`], [`Superblock::emit_version`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Superblock<'a> {
     /// The ref this update moves, e.g. `ecu/armv7/main`.
@@ -259,13 +269,49 @@ pub struct Superblock<'a> {
     pub objects: u32,
     /// The parts, in file order.
     pub parts: heapless::Vec<PartEntry, MAX_PARTS>,
+    /// The target commit's security version (anti-rollback): the installer checks it against
+    /// the device's floor before anything reaches the store, and against the commit object.
+    /// Format version 2 on; 0 for a version-1 file.
+    pub security_version: u64,
 }
 
+/// A format-version-1 superblock: [`Superblock`] without its last field.
+type SuperblockV1<'a> = (
+    &'a str,
+    Option<ObjectId>,
+    ObjectId,
+    TargetMeta<'a>,
+    u32,
+    heapless::Vec<PartEntry, MAX_PARTS>,
+);
+
 impl<'a> Superblock<'a> {
-    /// Decodes and validates a superblock.
+    /// Decodes and validates a superblock of the current format ([`FORMAT_VERSION`]).
     pub fn parse(bytes: &'a [u8]) -> Result<Superblock<'a>, FormatError> {
-        let (sb, rest): (Superblock<'a>, _) =
-            postcard::take_from_bytes(bytes).map_err(|_| FormatError::BadSuperblock)?;
+        Superblock::parse_version(bytes, FORMAT_VERSION)
+    }
+
+    /// Decodes and validates a superblock of format `version` (as the header says).
+    pub fn parse_version(bytes: &'a [u8], version: u16) -> Result<Superblock<'a>, FormatError> {
+        let bad = |_| FormatError::BadSuperblock;
+        let (sb, rest) = match version {
+            1 => {
+                let ((ref_name, from, to, meta, objects, parts), rest): (SuperblockV1<'a>, _) =
+                    postcard::take_from_bytes(bytes).map_err(bad)?;
+                let sb = Superblock {
+                    ref_name,
+                    from,
+                    to,
+                    meta,
+                    objects,
+                    parts,
+                    security_version: 0,
+                };
+                (sb, rest)
+            }
+            FORMAT_VERSION => postcard::take_from_bytes(bytes).map_err(bad)?,
+            v => return Err(FormatError::UnsupportedVersion(v)),
+        };
         if !rest.is_empty() {
             return Err(FormatError::BadSuperblock);
         }
@@ -297,9 +343,37 @@ impl<'a> Superblock<'a> {
         self.parts.iter().map(|p| u64::from(p.size)).sum()
     }
 
-    /// Encodes the superblock into `out`, returning the bytes used.
+    /// Encodes the superblock in the current format ([`FORMAT_VERSION`]) into `out`,
+    /// returning the bytes used.
     pub fn emit<'o>(&self, out: &'o mut [u8]) -> Result<&'o mut [u8], FormatError> {
-        postcard::to_slice(self, out).map_err(|_| FormatError::BufferTooSmall)
+        self.emit_version(out, FORMAT_VERSION)
+    }
+
+    /// Encodes the superblock in format `version` into `out`, returning the bytes used.
+    /// Version 1 has no security version: one other than 0 is
+    /// [`FormatError::SecurityVersionNeedsV2`].
+    pub fn emit_version<'o>(
+        &self,
+        out: &'o mut [u8],
+        version: u16,
+    ) -> Result<&'o mut [u8], FormatError> {
+        let full = |_| FormatError::BufferTooSmall;
+        match version {
+            1 if self.security_version != 0 => Err(FormatError::SecurityVersionNeedsV2),
+            1 => {
+                let v1: SuperblockV1<'_> = (
+                    self.ref_name,
+                    self.from,
+                    self.to,
+                    self.meta,
+                    self.objects,
+                    self.parts.clone(),
+                );
+                postcard::to_slice(&v1, out).map_err(full)
+            }
+            FORMAT_VERSION => postcard::to_slice(self, out).map_err(full),
+            v => Err(FormatError::UnsupportedVersion(v)),
+        }
     }
 }
 
@@ -526,6 +600,8 @@ pub enum FormatError {
         /// Which part.
         part: u32,
     },
+    /// A security version other than 0 cannot be written in format version 1.
+    SecurityVersionNeedsV2,
 }
 
 impl fmt::Display for FormatError {
@@ -537,7 +613,7 @@ impl fmt::Display for FormatError {
             FormatError::BadMagic => f.write_str("this is not an update file (bad magic)"),
             FormatError::UnsupportedVersion(v) => write!(
                 f,
-                "update format version {v} is not supported (this agent reads version {FORMAT_VERSION}); upgrade the agent"
+                "update format version {v} is not supported (this agent reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION}); upgrade the agent"
             ),
             FormatError::UnknownFlags(v) => {
                 write!(f, "the header has flags {v:#06x} this agent does not know; upgrade the agent")
@@ -562,6 +638,10 @@ impl fmt::Display for FormatError {
                 f,
                 "the superblock's version is over {MAX_VERSION_LEN} bytes or its subject over {MAX_SUBJECT_LEN}"
             ),
+            FormatError::SecurityVersionNeedsV2 => write!(
+                f,
+                "format version 1 has no security version; write format version {FORMAT_VERSION} for a commit whose security version is not 0"
+            ),
             FormatError::NoParts => f.write_str("the superblock lists no parts, so the update has no commit"),
             FormatError::StoredSize { part } => {
                 write!(f, "part {part} is stored uncompressed but declares two different sizes")
@@ -574,6 +654,8 @@ impl core::error::Error for FormatError {}
 
 #[cfg(test)]
 mod test {
+    extern crate std;
+
     use super::*;
 
     static HEADER_BYTES: [u8; 16] = [
@@ -596,6 +678,7 @@ mod test {
     fn header_construct_and_emit() {
         let mut buf = [0xaau8; 16];
         let repr = HeaderRepr {
+            version: 1,
             superblock_len: 0x1234,
         };
         repr.emit(&mut Header::new_unchecked(&mut buf[..]));
@@ -608,9 +691,17 @@ mod test {
         assert_eq!(
             HeaderRepr::parse(&h),
             Ok(HeaderRepr {
+                version: 1,
                 superblock_len: 0x1234
             })
         );
+        let mut b = HEADER_BYTES;
+        b[8] = 2;
+        let repr = HeaderRepr::parse(&Header::new_unchecked(&b[..])).unwrap();
+        assert_eq!(repr.version, 2);
+        let mut out = [0u8; 16];
+        repr.emit(&mut Header::new_unchecked(&mut out[..]));
+        assert_eq!(out, b);
     }
 
     #[test]
@@ -628,12 +719,14 @@ mod test {
             HeaderRepr::parse(&Header::new_unchecked(&b[..])),
             Err(FormatError::BadMagic)
         );
-        let mut b = HEADER_BYTES;
-        b[8] = 2;
-        assert_eq!(
-            HeaderRepr::parse(&Header::new_unchecked(&b[..])),
-            Err(FormatError::UnsupportedVersion(2))
-        );
+        for v in [0u16, 3, 0x0100, u16::MAX] {
+            let mut b = HEADER_BYTES;
+            b[8..10].copy_from_slice(&v.to_le_bytes());
+            let e = HeaderRepr::parse(&Header::new_unchecked(&b[..])).unwrap_err();
+            assert_eq!(e, FormatError::UnsupportedVersion(v));
+            let msg = std::format!("{e}");
+            assert!(msg.contains(&std::format!("version {v} ")), "{msg}");
+        }
         let mut b = HEADER_BYTES;
         b[10] = 1;
         assert_eq!(
@@ -676,10 +769,41 @@ mod test {
             },
             objects: 2,
             parts,
+            security_version: 0,
         };
         let mut buf = [0u8; 256];
         let n = sb.emit(&mut buf).unwrap().len();
         assert_eq!(Superblock::parse(&buf[..n]).unwrap(), sb);
+        // Version 1: the same fields without the last; version 2 appends it.
+        let mut v1 = [0u8; 256];
+        let n1 = sb.emit_version(&mut v1, 1).unwrap().len();
+        assert_eq!((n1, &v1[..n1]), (n - 1, &buf[..n - 1]));
+        assert_eq!(buf[n - 1], 0);
+        assert_eq!(Superblock::parse_version(&v1[..n1], 1).unwrap(), sb);
+        assert_eq!(
+            Superblock::parse_version(&v1[..n1], 2),
+            Err(FormatError::BadSuperblock)
+        );
+        assert_eq!(
+            Superblock::parse_version(&buf[..n], 1),
+            Err(FormatError::BadSuperblock)
+        );
+        assert_eq!(
+            Superblock::parse_version(&buf[..n], 3),
+            Err(FormatError::UnsupportedVersion(3))
+        );
+        let sv = Superblock {
+            security_version: 300,
+            ..sb.clone()
+        };
+        let mut sv_buf = [0u8; 256];
+        let m = sv.emit(&mut sv_buf).unwrap().len();
+        assert_eq!((m, &sv_buf[m - 2..m]), (n + 1, &[0xac, 0x02][..]));
+        assert_eq!(Superblock::parse(&sv_buf[..m]).unwrap(), sv);
+        assert_eq!(
+            sv.emit_version(&mut v1, 1),
+            Err(FormatError::SecurityVersionNeedsV2)
+        );
         assert_eq!(
             Superblock::parse(&buf[..n - 1]),
             Err(FormatError::BadSuperblock)
@@ -717,6 +841,7 @@ mod test {
                 },
                 objects: 1,
                 parts: v,
+                security_version: 0,
             }
         };
         let check = |s: Superblock<'_>| {

@@ -35,8 +35,8 @@ use crate::object::{
 };
 use crate::wire::{
     Codec, Header, HeaderRepr, OpRepr, PartEntry, SignatureKind, Superblock, TargetMeta,
-    HEADER_LEN, MAX_PARTS, MAX_REF_LEN, MAX_SUPERBLOCK_LEN, REUSE_LEN, SIGNATURE_LEN,
-    WRITE_HEADER_LEN,
+    FORMAT_VERSION, HEADER_LEN, MAX_PARTS, MAX_REF_LEN, MAX_SUPERBLOCK_LEN, MIN_FORMAT_VERSION,
+    REUSE_LEN, SIGNATURE_LEN, WRITE_HEADER_LEN,
 };
 
 /// Default target for the decoded size of a part: 512 KiB.
@@ -90,6 +90,14 @@ pub enum WriteError {
     TooLarge,
     /// The superblock does not fit in [`MAX_SUPERBLOCK_LEN`] bytes.
     SuperblockTooLarge,
+    /// The format version asked for ([`UpdateWriter::format_version`]) cannot carry the
+    /// commit: version 1 has no security version, other versions are unknown.
+    FormatVersion {
+        /// The version asked for.
+        version: u16,
+        /// The commit's security version.
+        security_version: u64,
+    },
 }
 
 impl fmt::Display for WriteError {
@@ -126,6 +134,13 @@ impl fmt::Display for WriteError {
             WriteError::SuperblockTooLarge => {
                 write!(f, "the superblock is over {MAX_SUPERBLOCK_LEN} bytes")
             }
+            WriteError::FormatVersion {
+                version,
+                security_version,
+            } => write!(
+                f,
+                "format version {version} cannot carry a commit at security version {security_version}; write format version {FORMAT_VERSION}"
+            ),
         }
     }
 }
@@ -155,11 +170,13 @@ pub struct UpdateWriter {
     subject: String,
     part_size: usize,
     level: u8,
+    format_version: u16,
     spool: Option<BufWriter<File>>,
     /// Record lengths (header + object bytes), in order.
     records: Vec<u64>,
-    /// The commit written: id and timestamp, and whether operations followed it.
-    commit: Option<(ObjectId, u64)>,
+    /// The commit written: id, timestamp and security version, and whether operations
+    /// followed it.
+    commit: Option<(ObjectId, u64, u64)>,
     after_commit: bool,
     /// The first error of an operation that cannot return one (`reuse_object`) or that left
     /// the spool in an unknown state.
@@ -203,6 +220,7 @@ impl UpdateWriter {
             subject: subject.into(),
             part_size: DEFAULT_PART_SIZE,
             level: 6,
+            format_version: FORMAT_VERSION,
             spool: None,
             records: Vec::new(),
             commit: None,
@@ -216,6 +234,14 @@ impl UpdateWriter {
     /// automatically when the update would need more than [`MAX_PARTS`] parts.
     pub fn part_size(mut self, target_uncompressed_bytes: usize) -> Self {
         self.part_size = target_uncompressed_bytes.max(1);
+        self
+    }
+
+    /// Sets the format version written (default [`FORMAT_VERSION`]). Version 1 is for devices
+    /// whose agent predates security versions (and for tests); it cannot carry a commit whose
+    /// security version is not 0 ([`WriteError::FormatVersion`]).
+    pub fn format_version(mut self, version: u16) -> Self {
+        self.format_version = version;
         self
     }
 
@@ -238,14 +264,21 @@ impl UpdateWriter {
         self.spool.as_mut().ok_or_else(|| invalid("no spool"))
     }
 
-    fn note_op(&mut self, kind: ObjectKind, id: ObjectId, record_len: u64, commit_ts: Option<u64>) {
+    /// `commit_meta`: a commit's timestamp and security version.
+    fn note_op(
+        &mut self,
+        kind: ObjectKind,
+        id: ObjectId,
+        record_len: u64,
+        commit_meta: Option<(u64, u64)>,
+    ) {
         self.records.push(record_len);
         if self.commit.is_some() {
             self.after_commit = true;
         }
         if kind == ObjectKind::Commit {
-            if let Some(ts) = commit_ts {
-                self.commit = Some((id, ts));
+            if let Some((ts, sv)) = commit_meta {
+                self.commit = Some((id, ts, sv));
             }
         }
     }
@@ -258,10 +291,10 @@ impl UpdateWriter {
         if ObjectId::of(bytes) != id {
             return Err(invalid("object bytes do not hash to the id given"));
         }
-        let commit_ts = if kind == ObjectKind::Commit {
+        let commit_meta = if kind == ObjectKind::Commit {
             let c = Commit::parse(bytes)
                 .map_err(|e| invalid(&std::format!("commit object is invalid: {e}")))?;
-            Some(c.timestamp)
+            Some((c.timestamp, c.security_version))
         } else {
             None
         };
@@ -281,7 +314,7 @@ impl UpdateWriter {
             kind,
             id,
             (WRITE_HEADER_LEN as u64).saturating_add(len),
-            commit_ts,
+            commit_meta,
         );
         Ok(())
     }
@@ -377,7 +410,7 @@ impl UpdateWriter {
         if self.version.len() > MAX_VERSION_LEN || self.subject.len() > MAX_SUBJECT_LEN {
             return Err(WriteError::BadMeta);
         }
-        let Some((id, ts)) = self.commit else {
+        let Some((id, ts, sv)) = self.commit else {
             return Err(WriteError::NoCommit);
         };
         if self.after_commit {
@@ -397,6 +430,13 @@ impl UpdateWriter {
         }
         if u32::try_from(self.records.len()).is_err() {
             return Err(WriteError::TooManyObjects);
+        }
+        let v = self.format_version;
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&v) || (v == 1 && sv != 0) {
+            return Err(WriteError::FormatVersion {
+                version: v,
+                security_version: sv,
+            });
         }
         Ok(())
     }
@@ -509,13 +549,15 @@ impl UpdateWriter {
             },
             objects: self.records.len() as u32,
             parts,
+            security_version: self.commit.map_or(0, |(_, _, sv)| sv),
         };
         let mut head = vec![0u8; HEADER_LEN + MAX_SUPERBLOCK_LEN];
         let sb_len = sb
-            .emit(&mut head[HEADER_LEN..])
+            .emit_version(&mut head[HEADER_LEN..], self.format_version)
             .map_err(|_| WriteError::SuperblockTooLarge)?
             .len();
         HeaderRepr {
+            version: self.format_version,
             superblock_len: sb_len as u32,
         }
         .emit(&mut Header::new_unchecked(&mut head[..HEADER_LEN]));

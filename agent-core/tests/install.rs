@@ -1215,6 +1215,7 @@ fn format_example() -> (Vec<u8>, Vec<(&'static str, usize)>) {
         version: "1",
         subject: "demo",
         body: "",
+        security_version: 1,
     }
     .to_vec()
     .unwrap();
@@ -1426,6 +1427,7 @@ fn commit_texts_must_be_utf8() {
         version: "1",
         subject: "ünïcode subject",
         body: "body ✓",
+        security_version: 0,
     };
     let good = c.to_vec().unwrap();
     let subject_at = 105 + 2 + 2;
@@ -1712,4 +1714,280 @@ fn trees_deeper_than_the_limit_are_refused_in_fixed_memory() {
 fn root_of(store: &MemStore, commit: &ObjectId) -> ObjectId {
     let c = &store.objects[&(ObjectKind::Commit, *commit)];
     agent_core::object::Commit::parse(c).unwrap().root_tree
+}
+
+/// The records of a minimal commit whose commit object is `commit_bytes(tree, meta)`.
+fn records_with_commit(
+    commit_bytes: impl Fn(ObjectId, ObjectId) -> Vec<u8>,
+) -> (Vec<u8>, ObjectId) {
+    let file = file_object(b"x");
+    let fid = ObjectId::of(&file);
+    let tree = dirtree_object(&[DirEntry::File {
+        name: b"f",
+        id: fid,
+    }]);
+    let meta = dirmeta_object();
+    let commit = commit_bytes(ObjectId::of(&tree), ObjectId::of(&meta));
+    let mut r = rec_obj(ObjectKind::File, &file);
+    r.extend(rec_obj(ObjectKind::DirTree, &tree));
+    r.extend(rec_obj(ObjectKind::DirMeta, &meta));
+    r.extend(rec_obj(ObjectKind::Commit, &commit));
+    (r, ObjectId::of(&commit))
+}
+
+/// An unsigned format-2 file turned into format 1: its superblock must end with security
+/// version 0 (one byte), which version 1 does not have.
+fn to_format_1(file: &[u8]) -> Vec<u8> {
+    assert_eq!(file[8..10], [2, 0]);
+    let n = u32::from_le_bytes(file[12..16].try_into().unwrap()) as usize;
+    assert_eq!(file[16 + n - 1], 0, "security version 0");
+    assert_eq!(file[16 + n], 0, "unsigned");
+    let mut out = file[..16 + n - 1].to_vec();
+    out[8] = 1;
+    out[12..16].copy_from_slice(&(n as u32 - 1).to_le_bytes());
+    out.extend_from_slice(&file[16 + n..]);
+    out
+}
+
+#[test]
+fn security_versions_are_reported_and_checked_against_the_floor() {
+    let keys = [public_key(&SEED)];
+    let built = build_sv(&sample_tree(), None, TS, &HashSet::new(), 5);
+    let file = write_update(&built, None, Some(&SEED), 4096);
+    assert_eq!(file[8..10], [2, 0], "the writer writes format version 2");
+    for floor in [0, 4, 5] {
+        let mut s = MemStore::default();
+        let mut inst = Installer::new(policy(&keys).with_floor(floor));
+        let installed = install_chunks(&mut inst, &mut s, &file, &[7]).unwrap();
+        assert_eq!(installed.security_version, 5);
+        let info = inst.superblock_info().unwrap();
+        assert_eq!((info.security_version, info.format_version), (5, 2));
+        s.assert_committed(&built.commit);
+    }
+    let want = InstallError::BelowFloor {
+        security_version: 5,
+        floor: 6,
+    };
+    refused_at_the_superblock(&file, policy(&keys).with_floor(6), &want);
+    refused_at_the_superblock(
+        &file,
+        policy(&keys).with_floor(u64::MAX),
+        &InstallError::BelowFloor {
+            security_version: 5,
+            floor: u64::MAX,
+        },
+    );
+    let msg = want.to_string();
+    assert!(
+        msg.contains("security version 5") && msg.contains("floor 6"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn format_1_files_install_as_security_version_0() {
+    let keys = [public_key(&SEED)];
+    let v1_commit = v1();
+    let old = write_update_format(&v1_commit, None, Some(&SEED), 4096, 1);
+    assert_eq!(old[8..10], [1, 0]);
+    let mut s = MemStore::default();
+    let mut inst = Installer::new(policy(&keys));
+    let installed = install_chunks(&mut inst, &mut s, &old, &[1]).unwrap();
+    assert_eq!(installed.security_version, 0);
+    let info = inst.superblock_info().unwrap();
+    assert_eq!((info.security_version, info.format_version), (0, 1));
+    s.assert_committed(&v1_commit.commit);
+    refused_at_the_superblock(
+        &old,
+        policy(&keys).with_floor(1),
+        &InstallError::BelowFloor {
+            security_version: 0,
+            floor: 1,
+        },
+    );
+    // Format 1 and format 2 of the same commit install the same objects in the same order.
+    let new = write_update(&v1_commit, None, Some(&SEED), 4096);
+    let mut s2 = MemStore::default();
+    install_all(&mut s2, &new, policy(&keys)).unwrap();
+    assert_eq!(s2.log, s.log);
+    // A commit at a security version other than 0 cannot be written as format 1.
+    let sv = build_sv(&sample_tree(), None, TS, &HashSet::new(), 2);
+    let mut w = agent_core::write::UpdateWriter::new(REF, None, sv.commit, TS, "1.0", "s")
+        .format_version(1);
+    for op in &sv.ops {
+        if let Op::Write(k, id, b) = op {
+            w.write_object(*k, *id, b).unwrap();
+        }
+    }
+    let err = w.finish(None, &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            agent_core::write::WriteError::FormatVersion {
+                version: 1,
+                security_version: 2
+            }
+        ),
+        "{err}"
+    );
+    // Unknown versions are still named precisely.
+    for v in [0u16, 3, 0xffff] {
+        let mut f = new.clone();
+        f[8..10].copy_from_slice(&v.to_le_bytes());
+        refused_at_the_superblock(
+            &f,
+            policy(&keys),
+            &InstallError::Format(FormatError::UnsupportedVersion(v)),
+        );
+    }
+}
+
+#[test]
+fn commit_and_superblock_security_versions_must_agree() {
+    let unsigned = Policy::require(&[]).allow_unsigned();
+    let run = |file: &[u8]| {
+        let mut s = MemStore::default();
+        let r = install_all(&mut s, file, unsigned);
+        assert_eq!(s.commit_calls, 0, "nothing committed");
+        s.assert_failed_cleanly();
+        r.unwrap_err()
+    };
+    // Superblock 3, commit without a trailer (0).
+    let (records, to) = records_with_commit(|t, m| commit_object(None, TS, t, m, "1.0"));
+    let f = raw_update(
+        None,
+        to,
+        TS,
+        4,
+        &[RawPart::deflate(records.clone(), 4)],
+        None,
+        |sb, _| {
+            sb.security_version = 3;
+        },
+    );
+    assert_eq!(
+        run(&f),
+        InstallError::SecurityVersionMismatch {
+            superblock: 3,
+            commit: 0
+        }
+    );
+    // Superblock 3, commit 4.
+    let (records4, to4) = records_with_commit(|t, m| commit_object_sv(None, TS, t, m, "1.0", 4));
+    let f = raw_update(
+        None,
+        to4,
+        TS,
+        4,
+        &[RawPart::deflate(records4.clone(), 4)],
+        None,
+        |sb, _| {
+            sb.security_version = 3;
+        },
+    );
+    let e = run(&f);
+    assert_eq!(
+        e,
+        InstallError::SecurityVersionMismatch {
+            superblock: 3,
+            commit: 4
+        }
+    );
+    let msg = e.to_string();
+    assert!(msg.contains(" 3 ") && msg.contains(" 4;"), "{msg}");
+    // A format-1 file (security version 0) carrying a commit at 4.
+    let f = raw_update(
+        None,
+        to4,
+        TS,
+        4,
+        &[RawPart::deflate(records4.clone(), 4)],
+        None,
+        |_, _| {},
+    );
+    assert_eq!(
+        run(&to_format_1(&f)),
+        InstallError::SecurityVersionMismatch {
+            superblock: 0,
+            commit: 4
+        }
+    );
+    // Agreeing: installs, also as format 1 at 0.
+    let f = raw_update(
+        None,
+        to4,
+        TS,
+        4,
+        &[RawPart::deflate(records4, 4)],
+        None,
+        |sb, _| {
+            sb.security_version = 4;
+        },
+    );
+    let mut s = MemStore::default();
+    assert_eq!(
+        install_all(&mut s, &f, unsigned).unwrap().security_version,
+        4
+    );
+    let f = raw_update(
+        None,
+        to,
+        TS,
+        4,
+        &[RawPart::stored(records, 4)],
+        None,
+        |_, _| {},
+    );
+    let mut s = MemStore::default();
+    assert_eq!(
+        install_all(&mut s, &to_format_1(&f), unsigned)
+            .unwrap()
+            .security_version,
+        0
+    );
+    // A trailer of 0 (a second encoding of a commit at 0) and a cut trailer are malformed.
+    let (zero, to0) = records_with_commit(|t, m| {
+        let mut c = commit_object(None, TS, t, m, "1.0");
+        c.extend_from_slice(&[0; 8]);
+        c
+    });
+    let f = raw_update(
+        None,
+        to0,
+        TS,
+        4,
+        &[RawPart::stored(zero, 4)],
+        None,
+        |_, _| {},
+    );
+    assert_eq!(
+        run(&f),
+        InstallError::Object {
+            kind: ObjectKind::Commit,
+            id: to0,
+            error: ObjectError::ZeroSecurityVersion
+        }
+    );
+    let (cut, to_cut) = records_with_commit(|t, m| {
+        let mut c = commit_object(None, TS, t, m, "1.0");
+        c.extend_from_slice(&[4, 0, 0]);
+        c
+    });
+    let f = raw_update(
+        None,
+        to_cut,
+        TS,
+        4,
+        &[RawPart::stored(cut, 4)],
+        None,
+        |_, _| {},
+    );
+    assert_eq!(
+        run(&f),
+        InstallError::Object {
+            kind: ObjectKind::Commit,
+            id: to_cut,
+            error: ObjectError::TrailingBytes(3)
+        }
+    );
 }

@@ -160,6 +160,16 @@ pub enum RepoError {
         /// The commit staged, if any.
         staged: Option<ObjectId>,
     },
+    /// A new commit's security version is below its parent's (security versions never go
+    /// down along a ref).
+    SecurityVersionBelowParent {
+        /// The security version asked for.
+        given: u64,
+        /// The parent commit.
+        parent: ObjectId,
+        /// The parent's security version.
+        parent_security_version: u64,
+    },
 }
 
 impl fmt::Display for RepoError {
@@ -208,6 +218,10 @@ impl fmt::Display for RepoError {
             RepoError::CommitMismatch { expected, staged: None } => {
                 write!(f, "asked to record commit {expected} but the install staged no commit object")
             }
+            RepoError::SecurityVersionBelowParent { given, parent, parent_security_version } => write!(
+                f,
+                "security version {given} is below {parent_security_version}, the security version of the parent commit {parent}; security versions never go down along a ref: give {parent_security_version} or more"
+            ),
         }
     }
 }
@@ -253,6 +267,8 @@ pub struct CommitInfo {
     pub subject: String,
     /// Body.
     pub body: String,
+    /// Anti-rollback security version (0 for a commit that carries none).
+    pub security_version: u64,
 }
 
 impl CommitInfo {
@@ -833,16 +849,32 @@ impl Repo {
             version: c.version.to_string(),
             subject: c.subject.to_string(),
             body: c.body.to_string(),
+            security_version: c.security_version,
         })
     }
 
     /// Records a new commit of `root` on `ref_name`: its parent is the ref's current head.
     /// The commit object is written (it names only objects already in place), then the ref.
+    /// Its security version is the parent's (0 without a parent): see
+    /// [`Repo::commit_with_security_version`].
     pub fn commit(
         &self,
         ref_name: &str,
         root: TreeRoot,
         meta: &CommitMeta,
+    ) -> Result<ObjectId, RepoError> {
+        self.commit_with_security_version(ref_name, root, meta, None)
+    }
+
+    /// [`Repo::commit`] at security version `security_version`; `None` takes the parent's
+    /// (0 without a parent). A version below the parent's is refused
+    /// ([`RepoError::SecurityVersionBelowParent`]) before anything is written.
+    pub fn commit_with_security_version(
+        &self,
+        ref_name: &str,
+        root: TreeRoot,
+        meta: &CommitMeta,
+        security_version: Option<u64>,
     ) -> Result<ObjectId, RepoError> {
         validate_ref(ref_name)?;
         for (kind, id) in [
@@ -854,6 +886,18 @@ impl Repo {
             }
         }
         let parent = self.read_ref(ref_name)?;
+        let parent_sv = match parent {
+            Some(p) => self.read_commit(&p)?.security_version,
+            None => 0,
+        };
+        let security_version = security_version.unwrap_or(parent_sv);
+        if let (Some(parent), true) = (parent, security_version < parent_sv) {
+            return Err(RepoError::SecurityVersionBelowParent {
+                given: security_version,
+                parent,
+                parent_security_version: parent_sv,
+            });
+        }
         let c = Commit {
             parent,
             timestamp: meta.timestamp,
@@ -862,6 +906,7 @@ impl Repo {
             version: &meta.version,
             subject: &meta.subject,
             body: &meta.body,
+            security_version,
         };
         let bytes = c.to_vec().map_err(|error| RepoError::CorruptObject {
             kind: ObjectKind::Commit,
@@ -1705,6 +1750,28 @@ mod test {
         let (h, missing) = r.history(&c2).unwrap();
         assert_eq!(h.iter().map(|c| c.id).collect::<Vec<_>>(), vec![c2, c1]);
         assert_eq!(missing, None);
+        // Security versions: the parent's by default, never below it, ids of 0 unchanged.
+        let root = TreeRoot { tree: t, meta: m };
+        let meta7 = CommitMeta {
+            timestamp: 7,
+            ..CommitMeta::default()
+        };
+        let c3 = r
+            .commit_with_security_version("a/b", root, &meta7, Some(4))
+            .unwrap();
+        assert_eq!(r.read_commit(&c3).unwrap().security_version, 4);
+        assert_eq!(r.read_commit(&c2).unwrap().security_version, 0);
+        let c4 = r.commit("a/b", root, &meta7).unwrap();
+        assert_eq!(r.read_commit(&c4).unwrap().security_version, 4);
+        assert!(matches!(
+            r.commit_with_security_version("a/b", root, &meta7, Some(3)),
+            Err(RepoError::SecurityVersionBelowParent {
+                given: 3,
+                parent,
+                parent_security_version: 4
+            }) if parent == c4
+        ));
+        assert_eq!(r.read_ref("a/b").unwrap(), Some(c4));
         // A corrupted object is caught on read.
         fs::write(r.object_path(ObjectKind::Commit, &c1), b"junk").unwrap();
         assert!(matches!(

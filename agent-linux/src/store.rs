@@ -472,6 +472,7 @@ mod test {
             version: "1",
             subject: "",
             body: "",
+            security_version: 0,
         };
         let cb = c.to_vec().unwrap();
         let cid = ObjectId::of(&cb);

@@ -132,6 +132,8 @@ fn help_of_every_command_explains_its_options() {
                 "--subject",
                 "--body",
                 "--timestamp",
+                "--security-version",
+                "anti-rollback",
                 "--sign-key",
                 "--json",
             ],
@@ -566,6 +568,84 @@ fn build_generate_apply_checkout() {
         p(&full4),
     ]);
     assert!(err.contains("signature does not verify"), "{err}");
+}
+
+/// `commit --security-version`: kept along the ref, never lowered, shown by `log` and `refs`,
+/// and carried into the update's signed superblock.
+#[test]
+fn commit_security_version() {
+    let t = tempfile::tempdir().unwrap();
+    let repo = t.path().join("repo");
+    let tree = t.path().join("tree");
+    ok(&["init", "--repo", p(&repo)]);
+    let commit = |version: u32, sv: Option<&str>| {
+        write_tree(&tree, version);
+        let mut args = vec![
+            "commit",
+            "--repo",
+            p(&repo),
+            "--branch",
+            "ecu/main",
+            "--tree",
+            p(&tree),
+            "--json",
+        ];
+        if let Some(sv) = sv {
+            args.extend(["--security-version", sv]);
+        }
+        run(&args)
+    };
+    let json = |o: Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    // No parent, no flag: 0. Then 3; then the parent's (3) by default.
+    assert_eq!(json(commit(1, None))["security_version"], 0);
+    assert_eq!(json(commit(2, Some("3")))["security_version"], 3);
+    let c3 = json(commit(3, None));
+    assert_eq!(c3["security_version"], 3);
+    // Lower than the parent's: refused, naming both numbers, the ref not moved.
+    let o = commit(4, Some("2"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("security version 2 is below 3"), "{err}");
+    let refs: serde_json::Value =
+        serde_json::from_str(&ok(&["refs", "--repo", p(&repo), "--json"])).unwrap();
+    assert_eq!(refs[0]["commit"], c3["commit"]);
+    assert_eq!(refs[0]["security_version"], 3);
+    let log: serde_json::Value =
+        serde_json::from_str(&ok(&["log", "--repo", p(&repo), "ecu/main", "--json"])).unwrap();
+    let svs: Vec<u64> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["security_version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(svs, [3, 3, 0]);
+    assert!(ok(&["log", "--repo", p(&repo), "ecu/main"]).contains("Security-Version: 3\n"));
+    // The same value again is fine; the update carries it in its superblock (format 2).
+    assert_eq!(json(commit(5, Some("3")))["security_version"], 3);
+    let update = t.path().join("u.update");
+    ok(&[
+        "delta",
+        "generate",
+        "--repo",
+        p(&repo),
+        "--empty",
+        "--to",
+        "ecu/main",
+        "--out",
+        p(&update),
+    ]);
+    let bytes = fs::read(&update).unwrap();
+    let h = agent_core::wire::Header::new_checked(&bytes[..]).unwrap();
+    assert_eq!(h.version(), 2);
+    let n = h.superblock_len() as usize;
+    let sb = agent_core::wire::Superblock::parse(&bytes[16..16 + n]).unwrap();
+    assert_eq!(sb.security_version, 3);
+    // Not a number: clap refuses it.
+    let o = commit(6, Some("-1"));
+    assert!(!o.status.success());
 }
 
 #[test]

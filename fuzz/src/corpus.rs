@@ -59,6 +59,26 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut p = crate::chunk_prefix(&[4096]);
     p.extend_from_slice(&signed);
     out.push(("installer_bytes", "signed-4096", p));
+    // Format version 1, a security version, and each policy refusal (`policy_for` bits).
+    let (v1, _) = crate::sample_update_with(true, 300, 256, 0, 1);
+    let (sv3, _) = crate::sample_update_with(true, 300, 256, 3, 2);
+    let mut p = crate::chunk_prefix(&[64]);
+    p.extend_from_slice(&v1);
+    out.push(("installer_bytes", "v1-signed-64", p));
+    let mut p = crate::chunk_prefix_policy(&[13, 200], 4);
+    p.extend_from_slice(&sv3);
+    out.push(("installer_bytes", "sv3-signed-floor", p));
+    for (name, bits, file) in [
+        ("refused-revoked", 1, &signed),
+        ("refused-ref", 2, &one),
+        ("refused-floor", 4, &one),
+        ("refused-unsigned", 8, &one),
+        ("refused-no-keys", 16, &signed),
+    ] {
+        let mut p = crate::chunk_prefix_policy(&[512], bits);
+        p.extend_from_slice(file);
+        out.push(("installer_bytes", name, p));
+    }
 
     // installer_mutated (arbitrary-encoded MutatedInput: base, chunk, mutations).
     out.push(("installer_mutated", "unchanged-base0", vec![0, 0xFF, 0xFF]));
@@ -67,6 +87,13 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         "installer_mutated",
         "xor-base2",
         vec![2, 0, 2, 1, 0, 0, 0, 0, 40, 0, 0, 0, 1],
+    ));
+    out.push(("installer_mutated", "unchanged-base3-v1", vec![3, 64, 0]));
+    out.push(("installer_mutated", "unchanged-base4-sv3", vec![4, 13, 0]));
+    out.push((
+        "installer_mutated",
+        "xor-base4-sv3",
+        vec![4, 0, 2, 1, 0, 0, 0, 0, 40, 0, 0, 0, 1],
     ));
 
     // bootenv_parse: mode byte 0 (CRCs as written), then the body.
@@ -303,7 +330,28 @@ fn corpus() {
         match target {
             "installer_bytes" => {
                 let r = crate::check_installer_bytes(&bytes).expect("the prefix is complete");
-                assert!(r.is_ok(), "{name}: {r:?}");
+                use agent_core::install::InstallError as E;
+                match name {
+                    "refused-revoked" => assert!(matches!(r, Err(E::RevokedKey { .. })), "{r:?}"),
+                    "refused-ref" => assert!(matches!(r, Err(E::RefNotFollowed { .. })), "{r:?}"),
+                    "refused-floor" => assert!(
+                        matches!(
+                            r,
+                            Err(E::BelowFloor {
+                                security_version: 0,
+                                floor: 2
+                            })
+                        ),
+                        "{r:?}"
+                    ),
+                    "refused-unsigned" => assert!(matches!(r, Err(E::Unsigned)), "{r:?}"),
+                    "refused-no-keys" => assert!(matches!(r, Err(E::NoTrustedKeys)), "{r:?}"),
+                    _ => {
+                        let i = r.unwrap_or_else(|e| panic!("{name}: {e}"));
+                        let sv = if name.starts_with("sv3") { 3 } else { 0 };
+                        assert_eq!(i.security_version, sv, "{name}");
+                    }
+                }
             }
             "installer_mutated" => {
                 let input =

@@ -93,8 +93,21 @@ fn dirtree_object(entries: &[DirEntry<'_>]) -> Vec<u8> {
 
 /// A valid update file of a small tree (`/a.txt`, `/etc/hostname`, `/link -> a.txt`, and a
 /// `data.bin` of `big` bytes that compress well): from scratch, signed with [`SEED`] when
-/// `signed`, parts of about `part_size` decoded bytes. Returns the file and its commit id.
+/// `signed`, parts of about `part_size` decoded bytes, format version 2, security version 0.
+/// Returns the file and its commit id.
 pub fn sample_update(signed: bool, big: usize, part_size: usize) -> (Vec<u8>, ObjectId) {
+    sample_update_with(signed, big, part_size, 0, agent_core::wire::FORMAT_VERSION)
+}
+
+/// [`sample_update`] of a commit at `security_version`, written in format `format_version`
+/// (1 only with security version 0).
+pub fn sample_update_with(
+    signed: bool,
+    big: usize,
+    part_size: usize,
+    security_version: u64,
+    format_version: u16,
+) -> (Vec<u8>, ObjectId) {
     let mut ops: Vec<(ObjectKind, Vec<u8>)> = Vec::new();
     let a = file_object(S_IFREG | 0o644, b"hello\n", b"");
     let host = file_object(S_IFREG | 0o644, b"ecu\n", b"");
@@ -136,6 +149,7 @@ pub fn sample_update(signed: bool, big: usize, part_size: usize) -> (Vec<u8>, Ob
         version: "1.0",
         subject: "fuzz sample",
         body: "",
+        security_version,
     };
     let mut c = vec![0u8; commit.buffer_len()];
     commit.emit(&mut c);
@@ -149,7 +163,8 @@ pub fn sample_update(signed: bool, big: usize, part_size: usize) -> (Vec<u8>, Ob
     ops.push((ObjectKind::DirTree, root));
     ops.push((ObjectKind::Commit, c));
     let mut w = UpdateWriter::new(REF, None, commit_id, 1_700_000_000, "1.0", "fuzz sample")
-        .part_size(part_size);
+        .part_size(part_size)
+        .format_version(format_version);
     let mut seen = BTreeSet::new();
     for (k, b) in ops {
         let id = ObjectId::of(&b);
@@ -164,9 +179,57 @@ pub fn sample_update(signed: bool, big: usize, part_size: usize) -> (Vec<u8>, Ob
     (out, commit_id)
 }
 
+/// A ref no generated file moves.
+pub const OTHER_REF: &str = "ecu/fuzz/other";
+/// The floor [`policy_for`] sets with bit 2.
+pub const FUZZ_FLOOR: u64 = 2;
+
+/// The keys a [`policy_for`] policy names: [`SEED`]'s public key, or none.
+pub struct PolicyKeys {
+    trusted: [[u8; 32]; 1],
+}
+
+impl PolicyKeys {
+    /// The sample key.
+    pub fn new() -> PolicyKeys {
+        PolicyKeys {
+            trusted: [public_key()],
+        }
+    }
+}
+
+impl Default for PolicyKeys {
+    fn default() -> Self {
+        PolicyKeys::new()
+    }
+}
+
+/// The `installer_bytes` policy for the 5 bits `bits` (the top bits of the prefix byte):
+/// with all clear, [`SEED`]'s key trusted and unsigned files allowed, no floor, any ref. Bit 0
+/// revokes [`SEED`]'s key (still trusted); bit 1 follows only [`OTHER_REF`]; bit 2 sets the
+/// floor [`FUZZ_FLOOR`]; bit 3 requires signatures; bit 4 trusts no key.
+pub fn policy_for(keys: &PolicyKeys, bits: u8) -> Policy<'_> {
+    const REFS: [&str; 1] = [OTHER_REF];
+    let trusted: &[[u8; 32]] = if bits & 16 != 0 { &[] } else { &keys.trusted };
+    let mut p = Policy::require(trusted);
+    if bits & 8 == 0 {
+        p = p.allow_unsigned();
+    }
+    if bits & 1 != 0 {
+        p = p.with_revoked(&keys.trusted);
+    }
+    if bits & 2 != 0 {
+        p = p.with_refs(&REFS);
+    }
+    if bits & 4 != 0 {
+        p = p.with_floor(FUZZ_FLOOR);
+    }
+    p
+}
+
 /// Chunk sizes for `installer_bytes`: the first byte `k` gives `(k & 7) + 1` little-endian
 /// `u16` sizes (0 reads as 1), the rest of the input is the file. `None` when the input is
-/// shorter than its own prefix.
+/// shorter than its own prefix. (`k >> 3` picks the policy: [`policy_for`].)
 pub fn split_chunk_prefix(data: &[u8]) -> Option<(Vec<usize>, &[u8])> {
     let (&k, rest) = data.split_first()?;
     let n = (k as usize & 7) + 1;
@@ -181,10 +244,16 @@ pub fn split_chunk_prefix(data: &[u8]) -> Option<(Vec<usize>, &[u8])> {
     Some((sizes, file))
 }
 
-/// The `installer_bytes` prefix for `sizes` (1 to 8 sizes).
+/// The `installer_bytes` prefix for `sizes` (1 to 8 sizes), default policy.
 pub fn chunk_prefix(sizes: &[u16]) -> Vec<u8> {
-    assert!((1..=8).contains(&sizes.len()));
-    let mut p = vec![(sizes.len() - 1) as u8];
+    chunk_prefix_policy(sizes, 0)
+}
+
+/// The `installer_bytes` prefix for `sizes` (1 to 8 sizes) and the policy bits `bits`
+/// ([`policy_for`], 0 to 31).
+pub fn chunk_prefix_policy(sizes: &[u16], bits: u8) -> Vec<u8> {
+    assert!((1..=8).contains(&sizes.len()) && bits < 32);
+    let mut p = vec![(sizes.len() - 1) as u8 | bits << 3];
     for s in sizes {
         p.extend_from_slice(&s.to_le_bytes());
     }
@@ -252,16 +321,18 @@ pub fn scratch_dir() -> tempfile::TempDir {
 mod corpus;
 
 /// The `installer_bytes` check: `data` is a chunk-size prefix ([`split_chunk_prefix`]) and a
-/// file. The file is installed chunked and whole (each into a fresh store, unsigned files
-/// allowed so that the fuzzer gets past the signature, and [`SEED`]'s key trusted so that a
-/// signed seed installs too). Asserts: no panic; a failure leaves
-/// nothing committed or staged and aborted once; success commits exactly the file's commit;
-/// chunked and whole give the same result (error included) and the same store calls.
-/// Returns the result.
+/// file. The file is installed chunked and whole (each into a fresh store) under the policy
+/// the prefix's top bits pick ([`policy_for`]; with them clear, unsigned files are allowed
+/// so that the fuzzer gets past the signature, and [`SEED`]'s key is trusted so that a signed
+/// seed installs too). Asserts: no panic; a failure leaves nothing committed or staged and
+/// aborted once; success commits exactly the file's commit, and only what the policy
+/// accepts (a signature only with a trusted key that is not revoked, an unsigned file only
+/// when allowed, the ref followed, the security version at or above the floor); chunked and
+/// whole give the same result (error included) and the same store calls. Returns the result.
 pub fn check_installer_bytes(data: &[u8]) -> Option<Result<Installed, InstallError<()>>> {
     let (sizes, file) = split_chunk_prefix(data)?;
-    let key = [public_key()];
-    let policy = Policy::require(&key).allow_unsigned();
+    let keys = PolicyKeys::new();
+    let policy = policy_for(&keys, data[0] >> 3);
     let mut chunked_store = MemStore::default();
     let chunked = install_chunks(policy, &mut chunked_store, file, &sizes);
     let mut whole_store = MemStore::default();
@@ -276,12 +347,54 @@ pub fn check_installer_bytes(data: &[u8]) -> Option<Result<Installed, InstallErr
         chunked, whole,
         "chunks {sizes:?} and the whole file disagree"
     );
+    if let Ok(i) = &chunked {
+        assert_policy_held(&policy, file, i);
+    }
     assert_eq!(
         chunked_store.log, whole_store.log,
         "chunks {sizes:?} change the store calls"
     );
     assert_eq!(chunked_store.objects, whole_store.objects);
     Some(chunked)
+}
+
+/// Asserts that `policy` accepts the installed file `file` (`installed`): signed only with a
+/// trusted, not revoked key; unsigned only when allowed; its ref followed; its security
+/// version at or above the floor.
+fn assert_policy_held(policy: &Policy<'_>, file: &[u8], installed: &Installed) {
+    let n = u32::from_le_bytes(
+        file[12..16]
+            .try_into()
+            .expect("an installed file has a header"),
+    ) as usize;
+    match file[16 + n] {
+        0 => assert!(policy.allow_unsigned, "an unsigned file installed"),
+        _ => {
+            assert!(
+                !policy.trusted_keys.is_empty(),
+                "a signature was not checked"
+            );
+            // `policy_for` revokes the only key there is to sign with.
+            assert!(
+                policy
+                    .revoked_keys
+                    .iter()
+                    .all(|k| !policy.trusted_keys.contains(k)),
+                "a file signed by a revoked key installed"
+            );
+        }
+    }
+    assert!(
+        policy.follows(&installed.ref_name),
+        "ref {} is not followed",
+        installed.ref_name
+    );
+    assert!(
+        installed.security_version >= policy.min_security_version,
+        "security version {} below the floor {}",
+        installed.security_version,
+        policy.min_security_version
+    );
 }
 
 /// One change `installer_mutated` makes to a valid file. Positions are taken modulo the
@@ -319,7 +432,8 @@ pub enum Mutation {
 /// The `installer_mutated` input: which base file, the feed chunk size, the mutations.
 #[derive(arbitrary::Arbitrary, Debug, Clone)]
 pub struct MutatedInput {
-    /// Base file: 0 one deflated part, 1 many small parts, 2 a larger file (modulo 3).
+    /// Base file: 0 one deflated part, 1 many small parts, 2 a larger file, 3 format version
+    /// 1, 4 security version 3 (modulo 5).
     pub base: u8,
     /// Feed chunk size (0 reads as 1).
     pub chunk: u16,
@@ -327,24 +441,32 @@ pub struct MutatedInput {
     pub muts: Vec<Mutation>,
 }
 
-/// The three base files of `installer_mutated`, built once: a signed sample as one part, as
-/// parts of about 64 decoded bytes, and with a 5000-byte file in 1 KiB parts.
-pub fn mutated_bases() -> &'static [(Vec<u8>, ObjectId); 3] {
-    static BASES: std::sync::OnceLock<[(Vec<u8>, ObjectId); 3]> = std::sync::OnceLock::new();
+/// Bases of `installer_mutated`.
+pub const MUTATED_BASES: usize = 5;
+
+/// The base files of `installer_mutated`, built once: a signed sample as one part, as parts
+/// of about 64 decoded bytes, with a 5000-byte file in 1 KiB parts, in format version 1 (as
+/// security version 0), and at security version 3. Each with the security version it holds.
+pub fn mutated_bases() -> &'static [(Vec<u8>, ObjectId, u64); MUTATED_BASES] {
+    type Bases = [(Vec<u8>, ObjectId, u64); MUTATED_BASES];
+    static BASES: std::sync::OnceLock<Bases> = std::sync::OnceLock::new();
     BASES.get_or_init(|| {
+        let with = |(f, c): (Vec<u8>, ObjectId), sv| (f, c, sv);
         [
-            sample_update(true, 300, 1 << 20),
-            sample_update(true, 300, 64),
-            sample_update(true, 5000, 1024),
+            with(sample_update(true, 300, 1 << 20), 0),
+            with(sample_update(true, 300, 64), 0),
+            with(sample_update(true, 5000, 1024), 0),
+            with(sample_update_with(true, 300, 256, 0, 1), 0),
+            with(sample_update_with(true, 300, 256, 3, 2), 3),
         ]
     })
 }
 
 /// Runs one `installer_mutated` input ([`check_mutated`]). Returns whether the file changed.
 pub fn run_mutated(input: &MutatedInput) -> bool {
-    let (file, commit) = &mutated_bases()[input.base as usize % 3];
+    let (file, commit, sv) = &mutated_bases()[input.base as usize % MUTATED_BASES];
     let mutated = mutate(file, &input.muts);
-    check_mutated(file, commit, &mutated, input.chunk as usize);
+    check_mutated(file, commit, *sv, &mutated, input.chunk as usize);
     mutated != *file
 }
 
@@ -377,13 +499,22 @@ pub fn mutate(file: &[u8], muts: &[Mutation]) -> Vec<u8> {
 }
 
 /// The `installer_mutated` check: installs `mutated` (chunks of `chunk` bytes) under a policy
-/// that requires [`SEED`]'s signature. Asserts: an accepted file is byte for byte `original`
-/// and installs `commit`; the original itself is accepted; a refused file leaves nothing
-/// committed or staged.
-pub fn check_mutated(original: &[u8], commit: &ObjectId, mutated: &[u8], chunk: usize) {
+/// that requires [`SEED`]'s signature, revokes another key, follows [`REF`] and has the
+/// floor `floor` (the original's security version). Asserts: an accepted file is byte for
+/// byte `original` and installs `commit`; the original itself is accepted; a refused file
+/// leaves nothing committed or staged.
+pub fn check_mutated(original: &[u8], commit: &ObjectId, floor: u64, mutated: &[u8], chunk: usize) {
+    const REFS: [&str; 1] = [REF];
     let key = [public_key()];
+    let revoked = [ed25519_dalek::SigningKey::from_bytes(&[9; 32])
+        .verifying_key()
+        .to_bytes()];
+    let policy = Policy::require(&key)
+        .with_revoked(&revoked)
+        .with_refs(&REFS)
+        .with_floor(floor);
     let mut store = MemStore::default();
-    let r = install_chunks(Policy::require(&key), &mut store, mutated, &[chunk.max(1)]);
+    let r = install_chunks(policy, &mut store, mutated, &[chunk.max(1)]);
     match r {
         Ok(i) => {
             assert!(
@@ -394,6 +525,7 @@ pub fn check_mutated(original: &[u8], commit: &ObjectId, mutated: &[u8], chunk: 
                 i.commit
             );
             assert_eq!(i.commit, *commit);
+            assert_eq!(i.security_version, floor);
             store.assert_committed(commit);
         }
         Err(e) => {

@@ -342,6 +342,7 @@ fn commit_bytes(tree: ObjectId, meta: ObjectId) -> Vec<u8> {
         version: "x",
         subject: "",
         body: "",
+        security_version: 0,
     }
     .to_vec()
     .unwrap()

@@ -598,6 +598,7 @@ fn build_commit(tree: &Node, parent: Option<ObjectId>, version: &str) -> Result<
         version,
         subject: "ECU firmware",
         body: "",
+        security_version: 0,
     };
     let b = c.to_vec().context("encoding a test commit")?;
     let commit = put(&mut objects, ObjectKind::Commit, b);

@@ -218,6 +218,9 @@ pub struct Installed {
     pub from: Option<ObjectId>,
     /// The ref the commit was recorded on.
     pub ref_name: heapless::String<MAX_REF_LEN>,
+    /// The commit's security version (0 for a format-version-1 file). A device raises its
+    /// anti-rollback floor to it once the commit has booted and been marked good, not before.
+    pub security_version: u64,
 }
 
 /// What a file installs, as its verified superblock says ([`Installer::superblock_info`]).
@@ -242,6 +245,11 @@ pub struct UpdateInfo<'a> {
     pub parts: u32,
     /// Bytes of the whole file.
     pub bytes: u64,
+    /// The target commit's security version (0 for a format-version-1 file); the installer
+    /// checks that the commit object carries the same.
+    pub security_version: u64,
+    /// The file's format version (1 or 2).
+    pub format_version: u16,
     /// Whether the file carries a signature.
     pub signed: bool,
     /// Whether the signature was verified against a trusted key (false for an unsigned file,
@@ -300,6 +308,8 @@ impl Meta {
 pub struct Installer<'k> {
     policy: Policy<'k>,
     phase: Phase,
+    /// The file's format version, from its header.
+    format_version: u16,
     /// Bytes consumed from the file.
     consumed: u64,
     /// Bytes of the current fixed-size field held (header, superblock, signature).
@@ -339,6 +349,7 @@ impl<'k> Installer<'k> {
         Installer {
             policy,
             phase: Phase::Header,
+            format_version: 0,
             consumed: 0,
             have: 0,
             superblock_len: 0,
@@ -363,6 +374,7 @@ impl<'k> Installer<'k> {
     /// store holds its staged objects.
     pub fn reset(&mut self) {
         self.phase = Phase::Header;
+        self.format_version = 0;
         self.consumed = 0;
         self.have = 0;
         self.superblock_len = 0;
@@ -568,6 +580,8 @@ impl<'k> Installer<'k> {
             objects: self.ops.objects_declared,
             parts: self.parts.len() as u32,
             bytes: self.info.total,
+            security_version: self.info.security_version,
+            format_version: self.format_version,
             signed: self.signature_kind != SignatureKind::None,
             verified: self.info.verified,
         })
@@ -604,6 +618,7 @@ impl<'k> Installer<'k> {
             from: self.info.from,
             // Same capacity.
             ref_name: heapless::String::try_from(self.info.ref_name.as_str()).unwrap_or_default(),
+            security_version: self.info.security_version,
         }
     }
 
@@ -628,6 +643,7 @@ impl<'k> Installer<'k> {
                             HeaderRepr::parse(&Header::new_unchecked(&self.window[..HEADER_LEN]))
                                 .map_err(InstallError::Format)?;
                         self.superblock_len = header.superblock_len as usize;
+                        self.format_version = header.version;
                         self.have = 0;
                         self.phase = Phase::Superblock;
                     }
@@ -727,17 +743,23 @@ impl<'k> Installer<'k> {
             self.window
                 .get(HEADER_LEN..HEADER_LEN + self.superblock_len)
                 .unwrap_or(&[]),
+            self.format_version,
             &mut self.info,
             &mut self.parts,
         )
         .map_err(InstallError::Format)?;
+        self.info.security_version = target.security_version;
         check_superblock(
             &self.policy,
             &self.info.ref_name,
             self.info.security_version,
         )?;
-        self.ops
-            .start_file(target.to, target.timestamp, target.objects);
+        self.ops.start_file(
+            target.to,
+            target.timestamp,
+            target.objects,
+            target.security_version,
+        );
         let sig_len = self.signature_kind.len().unwrap_or(0) as u64;
         self.info.total =
             (HEADER_LEN + self.superblock_len) as u64 + 1 + sig_len + target.parts_size;
@@ -1144,6 +1166,13 @@ pub enum InstallError<E> {
     },
     /// The file ends without writing its commit object.
     NoCommit,
+    /// The superblock's security version is not the commit object's.
+    SecurityVersionMismatch {
+        /// The superblock's security version (0 for a format-version-1 file).
+        superblock: u64,
+        /// The commit's security version (0 when it carries none).
+        commit: u64,
+    },
     /// The superblock's timestamp is not the commit object's.
     MetaMismatch {
         /// The superblock's timestamp.
@@ -1249,6 +1278,10 @@ impl<E: fmt::Debug> fmt::Display for InstallError<E> {
             }
             I::ReuseCommit { id } => write!(f, "the update reuses commit object {id}; a commit must be written"),
             I::NoCommit => f.write_str("the update ends without its commit object"),
+            I::SecurityVersionMismatch { superblock, commit } => write!(
+                f,
+                "the superblock's security version {superblock} differs from the commit's {commit}; the file was built wrongly, rebuild it"
+            ),
             I::MetaMismatch { superblock, commit } => write!(
                 f,
                 "the superblock's timestamp {superblock} differs from the commit's {commit}"
@@ -1386,6 +1419,7 @@ mod test {
             version: "1",
             subject: "s",
             body: "",
+            security_version: 0,
         };
         let to = record(&mut records, ObjectKind::Commit, &c.to_vec().unwrap());
         let mut parts = heapless::Vec::new();
@@ -1408,10 +1442,12 @@ mod test {
             },
             objects: 4,
             parts,
+            security_version: 0,
         };
         let mut out = vec![0u8; 4096];
         let n = sb.emit(&mut out[HEADER_LEN..]).unwrap().len();
         HeaderRepr {
+            version: crate::wire::FORMAT_VERSION,
             superblock_len: n as u32,
         }
         .emit(&mut Header::new_unchecked(&mut out[..HEADER_LEN]));

@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256};
 use super::{InstallError, CHECKPOINT_LEN};
 use crate::object::{
     commit_roots, dir_entry_len, parse_dir_entry, DirEntry, FileHeader, ObjectError, ObjectId,
-    ObjectKind, COMMIT_HEADER_LEN, DIRMETA_HEADER_LEN, DIRTREE_HEADER_LEN, FILE_HEADER_LEN,
-    MAX_BODY_LEN, MAX_COMMIT_LEN, MAX_DIR_ENTRY_LEN, MAX_NAME_LEN, MAX_SUBJECT_LEN, MAX_TREE_DEPTH,
-    MAX_XATTRS, MAX_XATTR_BYTES, S_IFDIR, S_IFMT, S_IPERM,
+    ObjectKind, COMMIT_HEADER_LEN, COMMIT_TRAILER_LEN, DIRMETA_HEADER_LEN, DIRTREE_HEADER_LEN,
+    FILE_HEADER_LEN, MAX_BODY_LEN, MAX_COMMIT_LEN, MAX_DIR_ENTRY_LEN, MAX_NAME_LEN,
+    MAX_SUBJECT_LEN, MAX_TREE_DEPTH, MAX_XATTRS, MAX_XATTR_BYTES, S_IFDIR, S_IFMT, S_IPERM,
 };
 use crate::store::Store;
 use crate::wire::{OpRepr, MAX_OP_HEADER_LEN, SIGNATURE_LEN};
@@ -85,6 +85,9 @@ enum Check {
     CommitLen { field: u8 },
     /// Commit: inside text `field`.
     CommitText { field: u8, left: u16 },
+    /// Commit: after the body, its optional security-version trailer (`Ops::have` bytes of
+    /// it held).
+    CommitTrailer,
     /// Inside an xattr block (of a file or a dirmeta) with `left` bytes to come; `count`
     /// entries begun so far; then `Rest` (file content follows) or `End` (dirmeta).
     Xattrs {
@@ -129,6 +132,11 @@ pub(crate) struct Ops {
     pub(crate) to: ObjectId,
     /// The superblock's timestamp, checked against the commit object.
     pub(crate) timestamp: u64,
+    /// The superblock's security version, checked against the commit object.
+    security_version: u64,
+    /// The security version the commit object being checked carries so far (0 until its
+    /// trailer is read).
+    commit_security_version: u64,
     /// Objects the superblock declares.
     pub(crate) objects_declared: u32,
     /// Operations started so far.
@@ -218,6 +226,8 @@ impl Ops {
         Ops {
             to: ObjectId::ZERO,
             timestamp: 0,
+            security_version: 0,
+            commit_security_version: 0,
             objects_declared: 0,
             objects_started: 0,
             objects_done: 0,
@@ -251,6 +261,8 @@ impl Ops {
     pub(crate) fn reset(&mut self) {
         self.to = ObjectId::ZERO;
         self.timestamp = 0;
+        self.security_version = 0;
+        self.commit_security_version = 0;
         self.objects_declared = 0;
         self.objects_started = 0;
         self.objects_done = 0;
@@ -288,9 +300,16 @@ impl Ops {
     }
 
     /// Sets what the whole file declares, once the superblock is verified.
-    pub(crate) fn start_file(&mut self, to: ObjectId, timestamp: u64, objects: u32) {
+    pub(crate) fn start_file(
+        &mut self,
+        to: ObjectId,
+        timestamp: u64,
+        objects: u32,
+        security_version: u64,
+    ) {
         self.to = to;
         self.timestamp = timestamp;
+        self.security_version = security_version;
         self.objects_declared = objects;
     }
 
@@ -470,6 +489,7 @@ impl Ops {
                 self.have = 0;
                 self.prev_len = None;
                 self.utf8 = Utf8::default();
+                self.commit_security_version = 0;
                 Digest::reset(&mut self.hash);
                 store
                     .begin_object(kind, &id, len)
@@ -512,6 +532,14 @@ impl Ops {
         let Rec::Body { kind, id, len, .. } = self.rec else {
             return Ok(());
         };
+        if let Check::CommitTrailer = self.check {
+            // The object ends in its trailer: 0 bytes of it is a commit without one.
+            if self.have > 0 {
+                let error = ObjectError::TrailingBytes(self.have);
+                return Err(InstallError::Object { kind, id, error });
+            }
+            self.check = Check::End;
+        }
         let complete = matches!(self.check, Check::Rest | Check::End);
         if !complete {
             let error = ObjectError::Truncated {
@@ -519,6 +547,12 @@ impl Ops {
                 have: to_usize(len),
             };
             return Err(InstallError::Object { kind, id, error });
+        }
+        if kind == ObjectKind::Commit && self.commit_security_version != self.security_version {
+            return Err(InstallError::SecurityVersionMismatch {
+                superblock: self.security_version,
+                commit: self.commit_security_version,
+            });
         }
         let found = ObjectId(self.hash.finalize_reset().into());
         if found != id {
@@ -724,6 +758,22 @@ impl Ops {
                     }
                     self.check = next_commit_field(field, left);
                 }
+                Check::CommitTrailer => {
+                    if fill(
+                        &mut self.buf[..COMMIT_TRAILER_LEN],
+                        &mut self.have,
+                        &mut data,
+                    ) {
+                        self.have = 0;
+                        let mut v = [0u8; COMMIT_TRAILER_LEN];
+                        v.copy_from_slice(&self.buf[..COMMIT_TRAILER_LEN]);
+                        self.commit_security_version = u64::from_le_bytes(v);
+                        if self.commit_security_version == 0 {
+                            return Err(obj_err(ObjectError::ZeroSecurityVersion));
+                        }
+                        self.check = Check::End;
+                    }
+                }
             }
             pos += (before - data.len()) as u64;
         }
@@ -870,7 +920,7 @@ fn next_commit_field(field: u8, left: u16) -> Check {
         (f, l) if l > 0 => Check::CommitText { field: f, left: l },
         (0, _) => Check::CommitLen { field: 1 },
         (1, _) => Check::CommitLen { field: 2 },
-        _ => Check::End,
+        _ => Check::CommitTrailer,
     }
 }
 

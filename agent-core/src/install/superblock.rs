@@ -112,6 +112,8 @@ pub(crate) struct Target {
     pub(crate) objects: u32,
     /// Bytes of all parts.
     pub(crate) parts_size: u64,
+    /// The target commit's security version (0 in format version 1).
+    pub(crate) security_version: u64,
 }
 
 /// Reads the part sequence into a [`Parts`], as `heapless::Vec`'s `Deserialize` reads it into
@@ -156,7 +158,8 @@ impl<'de> Visitor<'de> for PartsSeed<'_> {
     }
 }
 
-/// Decodes and validates the superblock `bytes` into `meta` (ref, source, version, subject),
+/// Decodes and validates the superblock `bytes` of format `version` (1 or 2, as the header
+/// said: version 2 ends with the security version) into `meta` (ref, source, version, subject),
 /// `parts` and the returned [`Target`], with the checks of [`crate::wire::Superblock::parse`] in its order:
 /// decodes exactly (`BadSuperblock`), ref length (`BadRef`), version and subject lengths
 /// (`BadMeta`), at least one part (`NoParts`), then each part's codec (`UnknownCodec`) and a
@@ -167,6 +170,7 @@ impl<'de> Visitor<'de> for PartsSeed<'_> {
 #[inline(never)]
 pub(crate) fn decode(
     bytes: &[u8],
+    format_version: u16,
     meta: &mut Meta,
     parts: &mut Parts,
 ) -> Result<Target, FormatError> {
@@ -187,6 +191,11 @@ pub(crate) fn decode(
     }
     .deserialize(&mut de)
     .map_err(bad)?;
+    let security_version = if format_version >= 2 {
+        u64::deserialize(&mut de).map_err(bad)?
+    } else {
+        0
+    };
     if !de.finalize().map_err(bad)?.is_empty() {
         return Err(FormatError::BadSuperblock);
     }
@@ -221,6 +230,7 @@ pub(crate) fn decode(
         timestamp,
         objects,
         parts_size: parts.total_size(),
+        security_version,
     })
 }
 
@@ -251,10 +261,15 @@ mod test {
 
     /// `decode` and `Superblock::parse` agree: the same error, or the same fields.
     fn agree(bytes: &[u8]) {
+        agree_version(bytes, 1);
+        agree_version(bytes, 2);
+    }
+
+    fn agree_version(bytes: &[u8], version: u16) {
         let mut meta = Meta::new();
         let mut parts = Parts::new();
-        let got = decode(bytes, &mut meta, &mut parts);
-        match Superblock::parse(bytes) {
+        let got = decode(bytes, version, &mut meta, &mut parts);
+        match Superblock::parse_version(bytes, version) {
             Err(e) => assert_eq!(got.map(|_| ()), Err(e), "{bytes:02x?}"),
             Ok(sb) => {
                 let t = got.unwrap();
@@ -262,6 +277,7 @@ mod test {
                     (t.to, t.timestamp, t.objects, t.parts_size),
                     (sb.to, sb.meta.timestamp, sb.objects, sb.parts_size())
                 );
+                assert_eq!(t.security_version, sb.security_version);
                 assert_eq!(meta.ref_name.as_str(), sb.ref_name);
                 assert_eq!(meta.version.as_str(), sb.meta.version);
                 let cut = prefix(sb.meta.subject, INFO_SUBJECT_LEN);
@@ -281,11 +297,11 @@ mod test {
         // 1001 bytes: cut inside a character at INFO_SUBJECT_LEN.
         let long_subject: &'static str = std::format!("a{}", "ü".repeat(500)).leak();
         let mut out = Vec::new();
-        for (n, from, subject) in [
-            (1usize, None, "s"),
-            (3, Some(ObjectId([9; 32])), "a subject"),
-            (64, None, long_subject),
-            (2, None, ""),
+        for (n, from, subject, security_version) in [
+            (1usize, None, "s", 0),
+            (3, Some(ObjectId([9; 32])), "a subject", 5),
+            (64, None, long_subject, 1 << 40),
+            (2, None, "", 0),
         ] {
             let mut parts = heapless::Vec::new();
             for i in 0..n {
@@ -302,7 +318,7 @@ mod test {
                 };
                 parts.push(part(codec, size, un, i as u8)).unwrap();
             }
-            out.push(encode(&Superblock {
+            let sb = Superblock {
                 ref_name: "ecu/main",
                 from,
                 to: ObjectId([2; 32]),
@@ -313,7 +329,14 @@ mod test {
                 },
                 objects: 17,
                 parts,
-            }));
+                security_version,
+            };
+            if security_version == 0 {
+                let mut buf = [0u8; 8192];
+                let n = sb.emit_version(&mut buf, 1).unwrap().len();
+                out.push(buf[..n].to_vec());
+            }
+            out.push(encode(&sb));
         }
         out
     }
@@ -369,6 +392,7 @@ mod test {
                 },
                 objects: 1,
                 parts: v,
+                security_version: 0,
             })
         };
         let long: &'static str = "v".repeat(256).leak();
@@ -390,11 +414,16 @@ mod test {
         for (bytes, want) in cases {
             let mut meta = Meta::new();
             let mut parts = Parts::new();
-            assert_eq!(decode(&bytes, &mut meta, &mut parts).map(|_| ()), Err(want));
+            assert_eq!(
+                decode(&bytes, 2, &mut meta, &mut parts).map(|_| ()),
+                Err(want)
+            );
             agree(&bytes);
         }
         // 65 parts: one too many for the table, as for `heapless::Vec`.
         let mut b = sb("r", "1", &[p]);
+        // The security version (0: one byte) ends a version-2 superblock.
+        assert_eq!(b.pop(), Some(0));
         let count_at = b.len() - 1 - 1 - 3 - 32; // codec, 3 one-byte varints, hash
         assert_eq!(b[count_at], 1);
         b[count_at] = 65;
@@ -402,10 +431,11 @@ mod test {
         for _ in 0..64 {
             b.extend_from_slice(&entry);
         }
+        b.push(0);
         let mut meta = Meta::new();
         let mut parts = Parts::new();
         assert_eq!(
-            decode(&b, &mut meta, &mut parts).map(|_| ()),
+            decode(&b, 2, &mut meta, &mut parts).map(|_| ()),
             Err(FormatError::BadSuperblock)
         );
         agree(&b);

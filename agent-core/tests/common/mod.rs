@@ -74,6 +74,18 @@ pub fn commit_object(
     meta: ObjectId,
     version: &str,
 ) -> Vec<u8> {
+    commit_object_sv(parent, timestamp, tree, meta, version, 0)
+}
+
+/// [`commit_object`] at security version `security_version`.
+pub fn commit_object_sv(
+    parent: Option<ObjectId>,
+    timestamp: u64,
+    tree: ObjectId,
+    meta: ObjectId,
+    version: &str,
+    security_version: u64,
+) -> Vec<u8> {
     Commit {
         parent,
         timestamp,
@@ -82,6 +94,7 @@ pub fn commit_object(
         version,
         subject: "test commit",
         body: "",
+        security_version,
     }
     .to_vec()
     .unwrap()
@@ -187,10 +200,21 @@ pub fn build(
     timestamp: u64,
     source: &HashSet<ObjectId>,
 ) -> Built {
+    build_sv(tree, parent, timestamp, source, 0)
+}
+
+/// [`build`] with a commit at security version `security_version`.
+pub fn build_sv(
+    tree: &Tree,
+    parent: Option<ObjectId>,
+    timestamp: u64,
+    source: &HashSet<ObjectId>,
+    security_version: u64,
+) -> Built {
     let mut ops = Vec::new();
     let mut seen = HashSet::new();
     let (t, m) = tree_ops(tree, source, &mut seen, &mut ops);
-    let c = commit_object(parent, timestamp, t, m, "1.0");
+    let c = commit_object_sv(parent, timestamp, t, m, "1.0", security_version);
     let commit = ObjectId::of(&c);
     ops.push(Op::Write(ObjectKind::Commit, commit, c));
     // All ids of the full tree (without reuse) for the next delta.
@@ -228,6 +252,23 @@ pub fn write_update(
     seed: Option<&[u8; 32]>,
     part_size: usize,
 ) -> Vec<u8> {
+    write_update_format(
+        built,
+        from,
+        seed,
+        part_size,
+        agent_core::wire::FORMAT_VERSION,
+    )
+}
+
+/// [`write_update`] in format version `format_version`.
+pub fn write_update_format(
+    built: &Built,
+    from: Option<ObjectId>,
+    seed: Option<&[u8; 32]>,
+    part_size: usize,
+    format_version: u16,
+) -> Vec<u8> {
     let mut w = UpdateWriter::new(
         REF,
         from,
@@ -236,7 +277,8 @@ pub fn write_update(
         "1.0",
         "test commit",
     )
-    .part_size(part_size);
+    .part_size(part_size)
+    .format_version(format_version);
     for op in &built.ops {
         match op {
             Op::Write(k, id, b) => {
@@ -394,11 +436,13 @@ pub fn raw_update(
         },
         objects,
         parts: entries,
+        security_version: 0,
     };
     tweak(&mut sb, &mut encoded);
     let mut head = vec![0u8; HEADER_LEN + 32 * 1024];
     let n = sb.emit(&mut head[HEADER_LEN..]).unwrap().len();
     HeaderRepr {
+        version: agent_core::wire::FORMAT_VERSION,
         superblock_len: n as u32,
     }
     .emit(&mut Header::new_unchecked(&mut head[..HEADER_LEN]));

@@ -130,6 +130,16 @@ fn build_dir(
 }
 
 pub fn build(tree: &Node, parent: Option<ObjectId>, version: &str) -> Built {
+    build_sv(tree, parent, version, 0)
+}
+
+/// [`build`] with a commit at security version `security_version`.
+pub fn build_sv(
+    tree: &Node,
+    parent: Option<ObjectId>,
+    version: &str,
+    security_version: u64,
+) -> Built {
     let Node::Dir(root) = tree else {
         panic!("root must be a directory")
     };
@@ -143,6 +153,7 @@ pub fn build(tree: &Node, parent: Option<ObjectId>, version: &str) -> Built {
         version,
         subject: "test",
         body: "",
+        security_version,
     };
     let commit = put(&mut objects, ObjectKind::Commit, c.to_vec().unwrap());
     let image = match &root["firmware.bin"] {

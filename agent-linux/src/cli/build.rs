@@ -62,6 +62,13 @@ pub struct CommitArgs {
     /// commits.
     #[arg(long, value_name = "T")]
     timestamp: Option<u64>,
+    /// The commit's security version, for anti-rollback: a device refuses updates whose
+    /// security version is below its floor, and raises the floor once an update has booted
+    /// and been marked good. Raise it when the commit fixes a vulnerability that an older
+    /// commit must not bring back. Default: the parent commit's (0 without a parent); a value
+    /// below the parent's is refused.
+    #[arg(long, value_name = "N")]
+    security_version: Option<u64>,
     /// Also sign the commit with this ed25519 secret key (from `ecu-agent keygen`); the
     /// detached signature is stored beside the commit and shown by `log`.
     #[arg(long, value_name = "K")]
@@ -94,6 +101,7 @@ struct CommitOut<'a> {
     version: &'a str,
     subject: &'a str,
     timestamp: u64,
+    security_version: u64,
     files: u64,
     directories: u64,
     bytes: u64,
@@ -120,6 +128,18 @@ pub fn commit(a: CommitArgs) -> anyhow::Result<()> {
     let seed = a.sign_key.as_deref().map(keys::read_key).transpose()?;
     let repo = Repo::open(&a.repo.repo)?;
     let _lock = repo.lock()?;
+    // Refuse a security version below the parent's before reading the tree.
+    if let (Some(given), Some(parent)) = (a.security_version, repo.read_ref(&a.branch)?) {
+        let parent_security_version = repo.read_commit(&parent)?.security_version;
+        if given < parent_security_version {
+            return Err(repo::RepoError::SecurityVersionBelowParent {
+                given,
+                parent,
+                parent_security_version,
+            })
+            .with_context(|| format!("cannot commit on {}", a.branch));
+        }
+    }
     let opts = tree::BuildOptions {
         xattrs: match a.xattrs {
             XattrsArg::User => XattrPolicy::User,
@@ -141,7 +161,7 @@ pub fn commit(a: CommitArgs) -> anyhow::Result<()> {
         timestamp,
     };
     let id = repo
-        .commit(&a.branch, root, &meta)
+        .commit_with_security_version(&a.branch, root, &meta, a.security_version)
         .with_context(|| format!("cannot commit on {}", a.branch))?;
     if let Some(seed) = seed {
         repo.sign_commit(&id, &seed)?;
@@ -155,6 +175,7 @@ pub fn commit(a: CommitArgs) -> anyhow::Result<()> {
             version: &a.version,
             subject: &a.subject,
             timestamp,
+            security_version: info.security_version,
             files: stats.files,
             directories: stats.dirs,
             bytes: stats.bytes,
@@ -178,7 +199,7 @@ pub fn commit(a: CommitArgs) -> anyhow::Result<()> {
 pub struct RefsArgs {
     #[command(flatten)]
     repo: RepoArg,
-    /// Print the refs as JSON on stdout (`[{"ref": .., "commit": ..}]`).
+    /// Print the refs as JSON on stdout (`[{"ref": .., "commit": .., "security_version": ..}]`).
     #[arg(long)]
     json: bool,
 }
@@ -187,10 +208,18 @@ pub fn refs(a: RefsArgs) -> anyhow::Result<()> {
     let repo = Repo::open(&a.repo.repo)?;
     let refs = repo.list_refs()?;
     if a.json {
-        let v: Vec<_> = refs
+        let v = refs
             .iter()
-            .map(|(r, c)| serde_json::json!({"ref": r, "commit": c.to_string()}))
-            .collect();
+            .map(|(r, c)| {
+                // A ref whose commit is missing (a partial repository) has no security version.
+                let sv = match repo.read_commit(c) {
+                    Ok(info) => Some(info.security_version),
+                    Err(repo::RepoError::MissingObject { .. }) => None,
+                    Err(e) => return Err(e),
+                };
+                Ok(serde_json::json!({"ref": r, "commit": c.to_string(), "security_version": sv}))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         return output::json(&v);
     }
     let mut s = String::new();
@@ -223,6 +252,7 @@ struct LogEntry {
     version: String,
     subject: String,
     body: String,
+    security_version: u64,
     signed_by: Option<String>,
 }
 
@@ -236,6 +266,7 @@ fn log_entry(repo: &Repo, c: &CommitInfo) -> anyhow::Result<LogEntry> {
         version: c.version.clone(),
         subject: c.subject.clone(),
         body: c.body.clone(),
+        security_version: c.security_version,
         signed_by: repo
             .commit_signer(&c.id)?
             .map(|k| agent_core::ObjectId(k).to_string()),
@@ -263,6 +294,9 @@ pub fn log(a: LogArgs) -> anyhow::Result<()> {
         s.push_str(&format!("Date:  {}\n", e.date));
         if !e.version.is_empty() {
             s.push_str(&format!("Version: {}\n", esc(&e.version)));
+        }
+        if e.security_version != 0 {
+            s.push_str(&format!("Security-Version: {}\n", e.security_version));
         }
         if let Some(k) = &e.signed_by {
             s.push_str(&format!("Signed-by: ed25519 {k}\n"));
