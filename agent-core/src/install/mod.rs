@@ -278,9 +278,6 @@ struct Meta {
     version: heapless::String<MAX_VERSION_LEN, u8>,
     subject: heapless::String<INFO_SUBJECT_LEN, u8>,
     from: Option<ObjectId>,
-    /// The file's security version (0 for format version 1).
-    security_version: u64,
-    total: u64,
     verified: bool,
 }
 
@@ -291,8 +288,6 @@ impl Meta {
             version: heapless::String::new(),
             subject: heapless::String::new(),
             from: None,
-            security_version: 0,
-            total: 0,
             verified: false,
         }
     }
@@ -384,8 +379,6 @@ impl<'k> Installer<'k> {
         self.info.version.clear();
         self.info.subject.clear();
         self.info.from = None;
-        self.info.security_version = 0;
-        self.info.total = 0;
         self.info.verified = false;
         self.parts.clear();
         self.part = 0;
@@ -548,7 +541,7 @@ impl<'k> Installer<'k> {
             Phase::Committed => Ok(self.installed()),
             Phase::Failed => Err(InstallError::Failed),
             _ => {
-                let expected = self.known.then_some(self.info.total);
+                let expected = self.known.then(|| self.total());
                 self.fail(store);
                 Err(InstallError::Truncated {
                     expected,
@@ -579,8 +572,8 @@ impl<'k> Installer<'k> {
             subject: &self.info.subject,
             objects: self.ops.objects_declared,
             parts: self.parts.len() as u32,
-            bytes: self.info.total,
-            security_version: self.info.security_version,
+            bytes: self.total(),
+            security_version: self.ops.security_version,
             format_version: self.format_version,
             signed: self.signature_kind != SignatureKind::None,
             verified: self.info.verified,
@@ -592,7 +585,7 @@ impl<'k> Installer<'k> {
         let known = self.known;
         Progress {
             bytes: self.consumed,
-            bytes_total: self.known.then_some(self.info.total),
+            bytes_total: self.known.then(|| self.total()),
             objects: self.ops.objects_done,
             objects_total: if known { self.ops.objects_declared } else { 0 },
             parts: if matches!(self.phase, Phase::Done | Phase::Committed) {
@@ -612,13 +605,20 @@ impl<'k> Installer<'k> {
             .map(|(offset, _)| offset)
     }
 
+    /// Bytes of the whole file, once the superblock is known: computed from the part table
+    /// rather than kept (8 bytes less installer RAM).
+    fn total(&self) -> u64 {
+        let sig_len = self.signature_kind.len().unwrap_or(0) as u64;
+        (HEADER_LEN + self.superblock_len) as u64 + 1 + sig_len + self.parts.total_size()
+    }
+
     fn installed(&self) -> Installed {
         Installed {
             commit: self.ops.to,
             from: self.info.from,
             // Same capacity.
             ref_name: heapless::String::try_from(self.info.ref_name.as_str()).unwrap_or_default(),
-            security_version: self.info.security_version,
+            security_version: self.ops.security_version,
         }
     }
 
@@ -748,21 +748,13 @@ impl<'k> Installer<'k> {
             &mut self.parts,
         )
         .map_err(InstallError::Format)?;
-        self.info.security_version = target.security_version;
-        check_superblock(
-            &self.policy,
-            &self.info.ref_name,
-            self.info.security_version,
-        )?;
+        check_superblock(&self.policy, &self.info.ref_name, target.security_version)?;
         self.ops.start_file(
             target.to,
             target.timestamp,
             target.objects,
             target.security_version,
         );
-        let sig_len = self.signature_kind.len().unwrap_or(0) as u64;
-        self.info.total =
-            (HEADER_LEN + self.superblock_len) as u64 + 1 + sig_len + target.parts_size;
         self.known = true;
         debug!(
             "update for {} installs {} ({} parts)",

@@ -133,10 +133,7 @@ pub(crate) struct Ops {
     /// The superblock's timestamp, checked against the commit object.
     pub(crate) timestamp: u64,
     /// The superblock's security version, checked against the commit object.
-    security_version: u64,
-    /// The security version the commit object being checked carries so far (0 until its
-    /// trailer is read).
-    commit_security_version: u64,
+    pub(crate) security_version: u64,
     /// Objects the superblock declares.
     pub(crate) objects_declared: u32,
     /// Operations started so far.
@@ -227,7 +224,6 @@ impl Ops {
             to: ObjectId::ZERO,
             timestamp: 0,
             security_version: 0,
-            commit_security_version: 0,
             objects_declared: 0,
             objects_started: 0,
             objects_done: 0,
@@ -262,7 +258,6 @@ impl Ops {
         self.to = ObjectId::ZERO;
         self.timestamp = 0;
         self.security_version = 0;
-        self.commit_security_version = 0;
         self.objects_declared = 0;
         self.objects_started = 0;
         self.objects_done = 0;
@@ -489,7 +484,6 @@ impl Ops {
                 self.have = 0;
                 self.prev_len = None;
                 self.utf8 = Utf8::default();
-                self.commit_security_version = 0;
                 Digest::reset(&mut self.hash);
                 store
                     .begin_object(kind, &id, len)
@@ -533,10 +527,17 @@ impl Ops {
             return Ok(());
         };
         if let Check::CommitTrailer = self.check {
-            // The object ends in its trailer: 0 bytes of it is a commit without one.
+            // The object ends in its trailer: 0 bytes of it is a commit without one, at
+            // security version 0.
             if self.have > 0 {
                 let error = ObjectError::TrailingBytes(self.have);
                 return Err(InstallError::Object { kind, id, error });
+            }
+            if self.security_version != 0 {
+                return Err(InstallError::SecurityVersionMismatch {
+                    superblock: self.security_version,
+                    commit: 0,
+                });
             }
             self.check = Check::End;
         }
@@ -547,12 +548,6 @@ impl Ops {
                 have: to_usize(len),
             };
             return Err(InstallError::Object { kind, id, error });
-        }
-        if kind == ObjectKind::Commit && self.commit_security_version != self.security_version {
-            return Err(InstallError::SecurityVersionMismatch {
-                superblock: self.security_version,
-                commit: self.commit_security_version,
-            });
         }
         let found = ObjectId(self.hash.finalize_reset().into());
         if found != id {
@@ -767,9 +762,15 @@ impl Ops {
                         self.have = 0;
                         let mut v = [0u8; COMMIT_TRAILER_LEN];
                         v.copy_from_slice(&self.buf[..COMMIT_TRAILER_LEN]);
-                        self.commit_security_version = u64::from_le_bytes(v);
-                        if self.commit_security_version == 0 {
+                        let commit = u64::from_le_bytes(v);
+                        if commit == 0 {
                             return Err(obj_err(ObjectError::ZeroSecurityVersion));
+                        }
+                        if commit != self.security_version {
+                            return Err(InstallError::SecurityVersionMismatch {
+                                superblock: self.security_version,
+                                commit,
+                            });
                         }
                         self.check = Check::End;
                     }

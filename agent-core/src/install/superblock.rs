@@ -110,8 +110,6 @@ pub(crate) struct Target {
     pub(crate) timestamp: u64,
     /// Operations in the file.
     pub(crate) objects: u32,
-    /// Bytes of all parts.
-    pub(crate) parts_size: u64,
     /// The target commit's security version (0 in format version 1).
     pub(crate) security_version: u64,
 }
@@ -229,7 +227,6 @@ pub(crate) fn decode(
         to,
         timestamp,
         objects,
-        parts_size: parts.total_size(),
         security_version,
     })
 }
@@ -274,7 +271,7 @@ mod test {
             Ok(sb) => {
                 let t = got.unwrap();
                 assert_eq!(
-                    (t.to, t.timestamp, t.objects, t.parts_size),
+                    (t.to, t.timestamp, t.objects, parts.total_size()),
                     (sb.to, sb.meta.timestamp, sb.objects, sb.parts_size())
                 );
                 assert_eq!(t.security_version, sb.security_version);
