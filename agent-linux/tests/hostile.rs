@@ -82,6 +82,7 @@ fn update(
         version,
         subject: "hostile",
         body: "",
+        security_version: 0,
     }
     .to_vec()
     .unwrap();
