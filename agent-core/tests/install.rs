@@ -1805,11 +1805,18 @@ fn format_1_files_install_as_security_version_0() {
             floor: 1,
         },
     );
-    // Format 1 and format 2 of the same commit install the same objects in the same order.
+    // Format 1 and format 2 of the same commit install the same objects in the same order
+    // (checkpoints name file offsets: format 2's superblock is one byte longer).
     let new = write_update(&v1_commit, None, Some(&SEED), 4096);
     let mut s2 = MemStore::default();
     install_all(&mut s2, &new, policy(&keys)).unwrap();
-    assert_eq!(s2.log, s.log);
+    let calls = |log: &[String]| -> Vec<String> {
+        log.iter()
+            .filter(|l| !l.starts_with("checkpoint "))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(calls(&s2.log), calls(&s.log));
     // A commit at a security version other than 0 cannot be written as format 1.
     let sv = build_sv(&sample_tree(), None, TS, &HashSet::new(), 2);
     let mut w = agent_core::write::UpdateWriter::new(REF, None, sv.commit, TS, "1.0", "s")
