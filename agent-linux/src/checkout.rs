@@ -17,7 +17,7 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,7 @@ use rustix::fs::{AtFlags, Gid, Mode, OFlags, Uid, CWD};
 use sha2::{Digest, Sha256};
 
 use crate::fsmeta;
+use crate::fsops::walk::DirStack;
 use crate::repo::{OwnedEntry, Repo, RepoError, TreeRoot, MAX_TREE_DEPTH};
 
 /// How file objects get into the checkout.
@@ -193,16 +194,16 @@ pub fn checkout_tree(
         stats: CheckoutStats::default(),
         buf: vec![0u8; 64 * 1024],
     };
-    let mut path = dest.to_path_buf();
-    w.dir(&fd, &root.tree, &mut path, 0)?;
-    apply_dirmeta(&fd, &root.meta, &meta_bytes, dest)?;
+    let keep = rustix::io::dup(&fd).map_err(errno_at("open directory", dest))?;
+    w.tree(keep, &root.tree, dest)?;
+    apply_dirmeta(fd.as_fd(), &root.meta, &meta_bytes, dest)?;
     w.stats.dirs += 1;
     crate::fsops::fsync_fd(&fd, dest).map_err(io_at("fsync", dest))?;
     Ok(w.stats)
 }
 
 fn apply_dirmeta(
-    fd: &OwnedFd,
+    fd: BorrowedFd<'_>,
     id: &ObjectId,
     bytes: &[u8],
     path: &Path,
@@ -226,47 +227,69 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    fn dir(
-        &mut self,
-        fd: &OwnedFd,
-        tree: &ObjectId,
-        path: &mut PathBuf,
-        depth: usize,
-    ) -> Result<(), CheckoutError> {
-        if depth > MAX_TREE_DEPTH {
-            return Err(CheckoutError::TooDeep(path.clone()));
+    /// Writes the tree `tree` into the directory `root` (`dest` in messages): depth first,
+    /// without recursion, through directory descriptors of which a bounded number is open
+    /// ([`DirStack`]), so any tree within [`MAX_TREE_DEPTH`] checks out, whatever its path
+    /// lengths and the process's limit of open files.
+    fn tree(&mut self, root: OwnedFd, tree: &ObjectId, dest: &Path) -> Result<(), CheckoutError> {
+        struct Frame {
+            entries: Vec<OwnedEntry>,
+            next: usize,
+            /// The directory's dirmeta (the root's is applied by the caller).
+            meta: Option<(ObjectId, Vec<u8>)>,
         }
+        let mut s = DirStack::new(root, dest);
         // `read_dirtree` parses the object: every name is one path component.
-        for entry in self.repo.read_dirtree(tree)? {
-            let name = OsStr::from_bytes(entry.name());
-            path.push(name);
-            match &entry {
-                OwnedEntry::File { id, .. } => self.file(fd, name, id, path)?,
-                OwnedEntry::Dir { tree, meta, .. } => {
-                    let meta_bytes = self.repo.read_metadata_object(ObjectKind::DirMeta, meta)?;
-                    crate::fsops::mkdir_at(fd.as_fd(), name, 0o700, path)
-                        .map_err(io_at("create directory", path))?;
-                    let sub = rustix::fs::openat(
-                        fd,
-                        name,
-                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    )
-                    .map_err(errno_at("open directory", path))?;
-                    self.dir(&sub, tree, path, depth + 1)?;
+        let mut frames = vec![Frame {
+            entries: self.repo.read_dirtree(tree)?,
+            next: 0,
+            meta: None,
+        }];
+        while let Some(f) = frames.last_mut() {
+            let Some(entry) = f.entries.get(f.next) else {
+                let done = frames.pop().expect("a frame is on the stack");
+                if let Some((id, bytes)) = done.meta {
+                    let path = s.path();
                     // Metadata last, so that a read-only directory could be filled first.
-                    apply_dirmeta(&sub, meta, &meta_bytes, path)?;
+                    let fd = s.top().map_err(io_at("open directory", &path))?;
+                    apply_dirmeta(fd, &id, &bytes, &path)?;
+                    s.leave();
                     self.stats.dirs += 1;
                 }
+                continue;
+            };
+            f.next += 1;
+            let name = OsStr::from_bytes(entry.name()).to_os_string();
+            let path = s.short_child_path(&name);
+            match entry.clone() {
+                OwnedEntry::File { id, .. } => {
+                    let dir = s.top().map_err(io_at("open directory", &path))?;
+                    self.file(dir, &name, &id, &path)?;
+                }
+                OwnedEntry::Dir { tree, meta, .. } => {
+                    if frames.len() > MAX_TREE_DEPTH {
+                        return Err(CheckoutError::TooDeep(path));
+                    }
+                    let meta_bytes = self.repo.read_metadata_object(ObjectKind::DirMeta, &meta)?;
+                    let entries = self.repo.read_dirtree(&tree)?;
+                    let dir = s.top().map_err(io_at("open directory", &path))?;
+                    crate::fsops::mkdir_at(dir, &name, 0o700, &path)
+                        .map_err(io_at("create directory", &path))?;
+                    s.enter(&name).map_err(io_at("open directory", &path))?;
+                    frames.push(Frame {
+                        entries,
+                        next: 0,
+                        meta: Some((meta, meta_bytes)),
+                    });
+                }
             }
-            path.pop();
         }
         Ok(())
     }
 
     fn file(
         &mut self,
-        dir: &OwnedFd,
+        dir: BorrowedFd<'_>,
         name: &OsStr,
         id: &ObjectId,
         path: &Path,

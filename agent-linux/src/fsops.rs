@@ -26,8 +26,9 @@
 //! [`powerloss`] as that module's docs say.
 
 pub mod powerloss;
+pub mod walk;
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -373,33 +374,119 @@ pub fn mkdir_all(path: &Path, mode: u32) -> io::Result<()> {
 }
 
 /// Removes a directory tree, one point per entry removed (symlinks are removed, never
-/// followed). Missing is fine.
+/// followed). Missing is fine. Works through directory descriptors ([`walk::DirStack`]): any
+/// depth, paths longer than `PATH_MAX`, at most [`walk::MAX_OPEN_DIRS`] directories open,
+/// no recursion, time linear in what it removes (plus the re-opening of closed levels of a
+/// chain deeper than [`walk::MAX_OPEN_DIRS`]). The directory holding `path` is opened by
+/// path: it must be a checked directory of the sysroot.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
-    let md = match fs::symlink_metadata(path) {
-        Ok(m) => m,
+    let Some(name) = path.file_name() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} names no directory entry to remove", path.display()),
+        ));
+    };
+    let parent = match walk::open_dir(&parent_of(path)) {
+        Ok(fd) => fd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    if !md.is_dir() {
-        return remove_file(path);
+    remove_tree_at(parent.as_fd(), name, path)
+}
+
+/// Removes `name` in the open directory `dir` and everything under it, as [`remove_tree`]
+/// does. `path` names it in errors and traces.
+pub fn remove_tree_at(dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> io::Result<()> {
+    match walk::type_at(dir, name)? {
+        None => return Ok(()),
+        Some(t) if !t.is_dir() => return unlink_at(dir, name, path),
+        Some(_) => {}
     }
-    // A read-only directory (a checkout applies the tree's modes) must be writable to empty.
-    if md.permissions().mode() & 0o700 != 0o700 {
-        set_meta_path(path, || {
-            fs::set_permissions(path, fs::Permissions::from_mode(0o700))
-        })?;
-    }
-    for entry in fs::read_dir(path)? {
-        let entry = entry?;
-        let p = entry.path();
-        if entry.file_type()?.is_dir() {
-            remove_tree(&p)?;
-        } else {
-            remove_file(&p)?;
+    make_enterable(dir, name, path)?;
+    let mut s = walk::DirStack::new(walk::open_dir_at(dir, name)?, path);
+    // The subdirectories still to remove, one list per level of the walk.
+    let mut pending: Vec<Vec<OsString>> = Vec::new();
+    let mut listed = false;
+    loop {
+        if !listed {
+            let mut subdirs = Vec::new();
+            // Files, symlinks and others go now; subdirectories one by one.
+            for (n, t) in walk::list(s.top()?)? {
+                if t.is_dir() {
+                    subdirs.push(n);
+                } else {
+                    let p = s.short_child_path(&n);
+                    unlink_at(s.top()?, &n, &p)?;
+                }
+            }
+            pending.push(subdirs);
+            listed = true;
+        }
+        match pending.last_mut().and_then(Vec::pop) {
+            Some(n) => {
+                let p = s.short_child_path(&n);
+                make_enterable(s.top()?, &n, &p)?;
+                s.enter(&n)?;
+                listed = false;
+            }
+            None => {
+                pending.pop();
+                let Some(n) = s.leave() else { break };
+                let p = s.short_child_path(&n);
+                rmdir_at(s.top()?, &n, &p)?;
+            }
         }
     }
+    drop(s);
+    rmdir_at(dir, name, path)
+}
+
+/// Gives directory `name` in `dir` the owner's read, write and search bits when it lacks
+/// them (a checkout applies the tree's modes; a read-only directory must be writable to be
+/// emptied), without following a symlink.
+fn make_enterable(dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> io::Result<()> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if st.st_mode & 0o700 == 0o700 {
+        return Ok(());
+    }
+    // O_PATH opens even a directory without read permission; chmod through its
+    // /proc/self/fd link changes that very directory.
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    set_meta(&fd, path, |fd| {
+        use std::os::fd::AsRawFd;
+        let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        fs::set_permissions(p, fs::Permissions::from_mode((st.st_mode & 0o7777) | 0o700))
+    })
+}
+
+/// Removes the file or symlink `name` in the open directory `dir`.
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> io::Result<()> {
+    point(Point::Unlink, path);
+    powerloss::record_remove(powerloss::At::Fd(dir, name), || {
+        Ok(rustix::fs::unlinkat(
+            dir,
+            name,
+            rustix::fs::AtFlags::empty(),
+        )?)
+    })
+}
+
+/// Removes the empty directory `name` in the open directory `dir`.
+pub fn rmdir_at(dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> io::Result<()> {
     point(Point::Rmdir, path);
-    powerloss::record_remove(powerloss::At::Path(path), || fs::remove_dir(path))
+    powerloss::record_remove(powerloss::At::Fd(dir, name), || {
+        Ok(rustix::fs::unlinkat(
+            dir,
+            name,
+            rustix::fs::AtFlags::REMOVEDIR,
+        )?)
+    })
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it (written, fsynced),

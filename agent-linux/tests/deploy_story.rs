@@ -424,22 +424,43 @@ fn fw_printenv_reads_the_environment() {
     );
 }
 
+/// A tmpfs mounted on a directory for the life of the value (unmounted on drop, also when the
+/// test fails).
+struct TmpfsMount(std::path::PathBuf);
+
+impl TmpfsMount {
+    fn new(at: &std::path::Path) -> Option<TmpfsMount> {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "mode=0755", "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| TmpfsMount(at.to_path_buf()))
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
 #[test]
 fn install_from_stdin_and_copy_across_filesystems() {
     let lab = Lab::new(&["9", "9.1"]);
     lab.trust(S);
     let d = lab.path();
-    // S/deploy on another filesystem than S/repo: hard links fail, the checkout copies.
-    let shm = std::path::Path::new("/dev/shm");
-    let other = shm
-        .is_dir()
-        .then(|| tempfile::tempdir_in(shm).ok())
-        .flatten();
-    std::fs::create_dir_all(d.join(S)).unwrap();
-    if let Some(o) = &other {
-        std::os::unix::fs::symlink(o.path(), d.join(S).join("deploy")).unwrap();
-    } else {
-        eprintln!("SKIP the cross-filesystem part: no /dev/shm");
+    // S/deploy on another filesystem than S/repo: hard links fail, the checkout copies. The
+    // other filesystem is a tmpfs mounted on S/deploy (a symlink there would be refused as a
+    // planted link: the sysroot's directories are opened without following links).
+    std::fs::create_dir_all(d.join(S).join("deploy")).unwrap();
+    let other = TmpfsMount::new(&d.join(S).join("deploy"));
+    if other.is_none() {
+        eprintln!("SKIP the cross-filesystem part: cannot mount a tmpfs (not root?)");
     }
     let file = std::fs::File::open(lab.update(None, "9")).unwrap();
     let o = std::process::Command::new(bin())

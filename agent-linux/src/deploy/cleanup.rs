@@ -199,30 +199,50 @@ pub(super) fn cleanup(d: &Deployer, state: &BootState) -> Result<CleanupReport, 
             .unwrap_or_default();
         children.insert(*t, kids);
     }
-    while !garbage.is_empty() {
-        let referenced: HashSet<ObjectId> = garbage
-            .iter()
-            .flat_map(|t| children.get(t).into_iter().flatten().copied())
-            .collect();
-        let mut roots: Vec<ObjectId> = garbage
-            .iter()
-            .filter(|t| !referenced.contains(t))
-            .copied()
-            .collect();
-        if roots.is_empty() {
-            // Impossible with content addressing; take them all rather than loop.
-            roots = garbage.iter().copied().collect();
+    // In waves (Kahn's order): a wave is the garbage dirtrees no remaining garbage dirtree
+    // names; each wave's removals are durable before the next starts. Every dirtree and every
+    // edge is looked at once, so the time is linear in the garbage (a chain of n dirtrees is
+    // n waves of one).
+    let mut named_by: HashMap<ObjectId, usize> = HashMap::new();
+    for t in &garbage {
+        for k in children.get(t).into_iter().flatten() {
+            if garbage.contains(k) {
+                *named_by.entry(*k).or_default() += 1;
+            }
         }
-        roots.sort();
-        for t in roots {
-            garbage.remove(&t);
+    }
+    let mut wave: Vec<ObjectId> = garbage
+        .iter()
+        .filter(|t| !named_by.contains_key(t))
+        .copied()
+        .collect();
+    while !garbage.is_empty() {
+        if wave.is_empty() {
+            // Impossible with content addressing (no cycles); take the rest rather than loop.
+            wave = garbage.iter().copied().collect();
+        }
+        wave.sort();
+        let mut next = Vec::new();
+        for t in wave.drain(..) {
+            if !garbage.remove(&t) {
+                continue;
+            }
             let p = repo.object_path(ObjectKind::DirTree, &t);
             touched_dirs.insert(fsops::parent_of(&p));
             if remove(p, &mut bytes)? {
                 r.dirtrees += 1;
             }
+            for k in children.get(&t).into_iter().flatten() {
+                if let Some(n) = named_by.get_mut(k) {
+                    *n -= 1;
+                    if *n == 0 {
+                        next.push(*k);
+                    }
+                }
+            }
         }
         flush(&mut touched_dirs)?;
+        wave = next;
     }
     for m in get("dirmeta") {
         if live.dirmetas.contains(&m) {
