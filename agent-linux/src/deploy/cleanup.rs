@@ -21,7 +21,7 @@ use bootloader_hooks::{BootState, Slot};
 
 use super::{io_err, parse_deployment_name, DeployError, Deployer};
 use crate::fsops;
-use crate::repo::{ObjectSet, OwnedEntry, FILEMETA_SUFFIX};
+use crate::repo::{ObjectSet, FILEMETA_SUFFIX};
 
 /// What `cleanup` removed.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -179,71 +179,18 @@ pub(super) fn cleanup(d: &Deployer, state: &BootState) -> Result<CleanupReport, 
         }
     }
     flush(&mut touched_dirs)?;
-    // Dirtrees, parents before children.
-    let mut garbage: HashSet<ObjectId> = get("dirtree")
+    // Dirtrees: a dirtree's presence promises its whole tree, so removing them one by one
+    // would need parents before children with a directory fsync between levels (a chain of n
+    // dirtrees: n fsyncs). The repository removes them all under a journal instead: linear
+    // time and a fixed number of fsyncs (see `Repo::remove_dirtrees`).
+    let mut garbage: Vec<ObjectId> = get("dirtree")
         .into_iter()
         .filter(|t| !live.dirtrees.contains(t))
         .collect();
-    let mut children: HashMap<ObjectId, Vec<ObjectId>> = HashMap::new();
-    for t in &garbage {
-        let kids = repo
-            .read_dirtree(t)
-            .map(|es| {
-                es.into_iter()
-                    .filter_map(|e| match e {
-                        OwnedEntry::Dir { tree, .. } => Some(tree),
-                        OwnedEntry::File { .. } => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        children.insert(*t, kids);
-    }
-    // In waves (Kahn's order): a wave is the garbage dirtrees no remaining garbage dirtree
-    // names; each wave's removals are durable before the next starts. Every dirtree and every
-    // edge is looked at once, so the time is linear in the garbage (a chain of n dirtrees is
-    // n waves of one).
-    let mut named_by: HashMap<ObjectId, usize> = HashMap::new();
-    for t in &garbage {
-        for k in children.get(t).into_iter().flatten() {
-            if garbage.contains(k) {
-                *named_by.entry(*k).or_default() += 1;
-            }
-        }
-    }
-    let mut wave: Vec<ObjectId> = garbage
-        .iter()
-        .filter(|t| !named_by.contains_key(t))
-        .copied()
-        .collect();
-    while !garbage.is_empty() {
-        if wave.is_empty() {
-            // Impossible with content addressing (no cycles); take the rest rather than loop.
-            wave = garbage.iter().copied().collect();
-        }
-        wave.sort();
-        let mut next = Vec::new();
-        for t in wave.drain(..) {
-            if !garbage.remove(&t) {
-                continue;
-            }
-            let p = repo.object_path(ObjectKind::DirTree, &t);
-            touched_dirs.insert(fsops::parent_of(&p));
-            if remove(p, &mut bytes)? {
-                r.dirtrees += 1;
-            }
-            for k in children.get(&t).into_iter().flatten() {
-                if let Some(n) = named_by.get_mut(k) {
-                    *n -= 1;
-                    if *n == 0 {
-                        next.push(*k);
-                    }
-                }
-            }
-        }
-        flush(&mut touched_dirs)?;
-        wave = next;
-    }
+    garbage.sort();
+    let (n, b) = repo.remove_dirtrees(&garbage)?;
+    r.dirtrees += n;
+    bytes += b;
     for m in get("dirmeta") {
         if live.dirmetas.contains(&m) {
             continue;
