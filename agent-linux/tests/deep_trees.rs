@@ -138,7 +138,12 @@ fn a_tree_at_the_depth_limit_installs_deploys_verifies_fscks_and_is_removed() {
     let repo = root.join("repo");
     ok(
         d,
-        &["fsck", "--repo", repo.to_str().unwrap(), &commit.to_string()],
+        &[
+            "fsck",
+            "--repo",
+            repo.to_str().unwrap(),
+            &commit.to_string(),
+        ],
         &[],
     );
     // Replace the deep deployment: it is removed, then cleanup removes its 2049 dirtrees.
@@ -212,11 +217,7 @@ fn the_deepest_tree_deploys_with_1024_open_files() {
         .env_remove("ECU_AGENT_BOOTED_SLOT")
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = std::process::Command::new("sh")
         .arg("-c")
         .arg("ulimit -n 1024 && exec \"$0\" \"$@\"")
@@ -227,11 +228,7 @@ fn the_deepest_tree_deploys_with_1024_open_files() {
         .env("ECU_AGENT_BOOTED_SLOT", "A")
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]
