@@ -75,6 +75,7 @@ fn chain_update(lab: &Lab, out: &str, levels: u16, name: &str) -> (String, Objec
         version: "deep",
         subject: "a deep tree",
         body: "",
+        security_version: 0,
     }
     .to_vec()
     .unwrap();
