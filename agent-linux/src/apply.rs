@@ -55,6 +55,7 @@ pub enum ApplyError {
 impl fmt::Display for ApplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ApplyError::Install(InstallError::Store(e @ RepoError::NoSpace { .. })) => e.fmt(f),
             ApplyError::Install(InstallError::Store(e)) => write!(f, "the repository failed: {e}"),
             ApplyError::Install(e @ InstallError::RefNotFollowed { ref_name, cut: false }) => write!(
                 f,

@@ -173,6 +173,15 @@ pub enum RepoError {
         /// The parent's security version.
         parent_security_version: u64,
     },
+    /// The filesystem cannot hold what the update declares.
+    NoSpace {
+        /// The repository's directory.
+        path: PathBuf,
+        /// Bytes the update's parts decode to.
+        needed: u64,
+        /// Bytes available to the agent on that filesystem (statvfs).
+        available: u64,
+    },
 }
 
 impl fmt::Display for RepoError {
@@ -224,6 +233,12 @@ impl fmt::Display for RepoError {
             RepoError::SecurityVersionBelowParent { given, parent, parent_security_version } => write!(
                 f,
                 "security version {given} is below {parent_security_version}, the security version of the parent commit {parent}; security versions never go down along a ref: give {parent_security_version} or more"
+            ),
+            RepoError::NoSpace { path, needed, available } => write!(
+                f,
+                "refused before writing anything: the update declares {needed} bytes of objects but the filesystem holding {} has {available} bytes available; free {} bytes (`ecu-agent cleanup` removes what nothing needs) and install again",
+                path.display(),
+                needed.saturating_sub(*available)
             ),
         }
     }

@@ -33,7 +33,7 @@ use agent_core::object::{
     Commit, DirEntry, DirTree, FileHeader, ObjectError, ObjectId, ObjectKind, FILE_HEADER_LEN,
     MAX_COMMIT_LEN,
 };
-use agent_core::store::Store;
+use agent_core::store::{Declared, Store};
 
 use crate::repo::{io_err, validate_ref, Repo, RepoError, Transaction, MAX_METADATA_OBJECT};
 
@@ -125,6 +125,28 @@ impl Store for RepoStore<'_> {
 
     fn has_commit(&mut self, id: &ObjectId) -> Result<bool, RepoError> {
         self.repo.has_commit(id)
+    }
+
+    /// Refuses, before anything is written, when the filesystem holding the repository has
+    /// fewer bytes available (statvfs: `f_bavail * f_frsize`) than the object bytes the update
+    /// declares (at least: its record bytes less their framing).
+    fn declared(&mut self, declared: &Declared) -> Result<(), RepoError> {
+        let bytes = declared.object_bytes_at_least();
+        let path = self.repo.path();
+        let st = rustix::fs::statvfs(path).map_err(|e| RepoError::Io {
+            what: "statvfs",
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        let available = st.f_bavail.saturating_mul(st.f_frsize);
+        if bytes > available {
+            return Err(RepoError::NoSpace {
+                path: path.to_path_buf(),
+                needed: bytes,
+                available,
+            });
+        }
+        Ok(())
     }
 
     fn has_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, RepoError> {

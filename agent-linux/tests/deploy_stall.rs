@@ -1,5 +1,6 @@
 //! Case 7 of "Never lose what runs": a stalled `install -` must not block `mark-good` or
-//! `rollback`, and `simulate-boot` on a full disk must not use up a boot try and then fail.
+//! `rollback`, and `simulate-boot` on a full disk must not use up a boot try and then fail;
+//! and an update the filesystem cannot hold is refused up front, with the numbers.
 
 mod deploy_common;
 
@@ -218,4 +219,77 @@ fn simulate_boot_on_a_full_disk_keeps_its_tries() {
     let out = ok(d, &["simulate-boot", "--sysroot", S], &[]);
     assert!(out.contains("booted slot B"), "{out}");
     assert_eq!(state(&root).slot(Slot::B).tries_left, tries - 1);
+}
+
+/// Files under `dir`, recursively.
+fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// An update whose objects (3 MiB, compressing to a few KiB) do not fit the 2 MiB filesystem
+/// of the sysroot is refused before any object is written, saying how much it needs and how
+/// much there is.
+#[test]
+fn install_refuses_up_front_when_the_filesystem_cannot_hold_the_update() {
+    let Some(fs_) = Tmpfs::mount("2m") else {
+        return;
+    };
+    let mut lab = Lab::new(&["9"]);
+    let tree = lab.path().join("tree-big");
+    fs::create_dir_all(tree.join("usr/share")).unwrap();
+    fs::write(
+        tree.join("usr/share/big.dat"),
+        "all work and no play\n".repeat(150_000),
+    )
+    .unwrap();
+    let out = ok(
+        lab.path(),
+        &[
+            "commit",
+            "--repo",
+            "build",
+            "--branch",
+            "os/main",
+            "--tree",
+            tree.to_str().unwrap(),
+            "--version",
+            "big",
+            "--subject",
+            "big",
+        ],
+        &[],
+    );
+    let id = out.split_whitespace().find(|w| w.len() == 64).unwrap();
+    lab.commits.push((id.to_string(), "big".into()));
+    let update = lab.update(None, "big");
+    assert!(fs::metadata(&update).unwrap().len() < 512 * 1024);
+
+    let d = fs_.path();
+    lab.trust(d.join(S).to_str().unwrap());
+    for args in [
+        vec!["install", "--sysroot", S, &update],
+        vec!["apply-offline", "--sysroot", S, &update],
+    ] {
+        let e = fails(d, &args, &[]);
+        assert!(e.contains("refused before writing anything"), "{e}");
+        assert!(e.contains("declares 3"), "{e}");
+        assert!(e.contains("bytes available"), "{e}");
+        assert_eq!(count_files(&d.join(S).join("repo/objects")), 0, "{e}");
+        assert!(!d.join(S).join("deploy").join(format!("{id}.0")).exists());
+    }
+    // What fits still installs.
+    ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
 }
