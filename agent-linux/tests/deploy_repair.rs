@@ -16,32 +16,6 @@ use serde_json::Value;
 
 const S: &str = "sysroot";
 
-fn booted(s: Slot) -> [(&'static str, &'static str); 1] {
-    [("ECU_AGENT_BOOTED_SLOT", s.as_str())]
-}
-
-/// A sysroot with 9 (slot A, the fallback, good) and 9.1 (slot B, booted, good).
-fn two_good(lab: &Lab) {
-    let d = lab.path();
-    lab.trust(S);
-    ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
-    ok(
-        d,
-        &["install", "--sysroot", S, &lab.update(Some("9"), "9.1")],
-        &booted(Slot::A),
-    );
-    assert_eq!(boot(&d.join(S)).0, Slot::B);
-    ok(d, &["mark-good", "--sysroot", S], &booted(Slot::B));
-}
-
-fn blank_env(root: &Path) {
-    for f in ["boot/uboot.env", "boot/uboot-redund.env"] {
-        let p = root.join(f);
-        let len = fs::metadata(&p).unwrap().len() as usize;
-        fs::write(&p, vec![0u8; len]).unwrap();
-    }
-}
-
 fn env_bytes(root: &Path) -> Vec<Vec<u8>> {
     ["boot/uboot.env", "boot/uboot-redund.env"]
         .iter()
@@ -54,7 +28,8 @@ fn blank_env_install_refuses_repair_env_rebuilds_install_works() {
     let lab = Lab::new(&["9", "9.1", "9.2"]);
     let d = lab.path();
     let root = d.join(S);
-    two_good(&lab);
+    lab.trust(S);
+    two_good(&lab, d);
     let a = format!("{}.0", lab.commit("9"));
     let b = format!("{}.0", lab.commit("9.1"));
     blank_env(&root);

@@ -14,16 +14,6 @@ use bootloader_hooks::{BootState, Slot, SlotName};
 
 const S: &str = "sysroot";
 
-fn booted(s: Slot) -> [(&'static str, &'static str); 1] {
-    [(
-        "ECU_AGENT_BOOTED_SLOT",
-        match s {
-            Slot::A => "A",
-            Slot::B => "B",
-        },
-    )]
-}
-
 /// Names in `S/deploy`, sorted.
 fn deploy_listing(root: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(root.join("deploy"))
@@ -32,27 +22,6 @@ fn deploy_listing(root: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-/// A sysroot with 9 (slot A, the fallback, good) and 9.1 (slot B, booted, good).
-fn two_good(lab: &Lab) {
-    let d = lab.path();
-    ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
-    ok(
-        d,
-        &["install", "--sysroot", S, &lab.update(Some("9"), "9.1")],
-        &booted(Slot::A),
-    );
-    assert_eq!(boot(&d.join(S)).0, Slot::B);
-    ok(d, &["mark-good", "--sysroot", S], &booted(Slot::B));
-}
-
-fn blank_env(root: &Path) {
-    for f in ["boot/uboot.env", "boot/uboot-redund.env"] {
-        let p = root.join(f);
-        let len = fs::metadata(&p).unwrap().len() as usize;
-        fs::write(&p, vec![0u8; len]).unwrap();
-    }
 }
 
 /// Case 2: both environment copies blank. `status` says the environment is lost; `install`
@@ -64,7 +33,7 @@ fn lost_environment_makes_install_and_cleanup_refuse() {
     lab.trust(S);
     let d = lab.path();
     let root = d.join(S);
-    two_good(&lab);
+    two_good(&lab, lab.path());
     blank_env(&root);
     let before = deploy_listing(&root);
     assert_eq!(before.len(), 4, "{before:?}");
@@ -99,7 +68,7 @@ fn env_size_zero_is_a_clear_error_and_deletes_nothing() {
     lab.trust(S);
     let d = lab.path();
     let root = d.join(S);
-    two_good(&lab);
+    two_good(&lab, lab.path());
     let before = deploy_listing(&root);
     let conf = fs::read_to_string(root.join("agent.conf")).unwrap();
     let conf: String = conf
@@ -145,7 +114,7 @@ fn invalid_slot_names_are_refused_before_anything_is_deleted() {
     lab.trust(S);
     let d = lab.path();
     let root = d.join(S);
-    two_good(&lab);
+    two_good(&lab, lab.path());
     let before = deploy_listing(&root);
     let real = format!("{}.0", lab.commit("9.1"));
     assert!(before.contains(&real), "{before:?}");
@@ -188,7 +157,7 @@ fn kernel_command_line_and_disk_are_checked_against_the_environment() {
     lab.trust(S);
     let d = lab.path();
     let root = d.join(S);
-    two_good(&lab);
+    two_good(&lab, lab.path());
     let before = deploy_listing(&root);
     let a = format!("{}.0", lab.commit("9"));
     let b = format!("{}.0", lab.commit("9.1"));

@@ -18,23 +18,6 @@ use bootloader_hooks::{BootState, DecisionKind, Slot};
 
 const S: &str = "sysroot";
 
-fn booted(s: Slot) -> [(&'static str, &'static str); 1] {
-    [("ECU_AGENT_BOOTED_SLOT", s.as_str())]
-}
-
-/// A sysroot at `d/S` with 9 (slot A, good) and 9.1 (slot B, booted, good).
-fn two_good(lab: &Lab, d: &Path) {
-    lab.trust(d.join(S).to_str().unwrap());
-    ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
-    ok(
-        d,
-        &["install", "--sysroot", S, &lab.update(Some("9"), "9.1")],
-        &booted(Slot::A),
-    );
-    assert_eq!(boot(&d.join(S)).0, Slot::B);
-    ok(d, &["mark-good", "--sysroot", S], &booted(Slot::B));
-}
-
 fn spawn(cwd: &Path, args: &[&str], envs: &[(&str, &str)], stdin: Stdio) -> Child {
     let mut c = Command::new(bin());
     c.args(args)
@@ -81,6 +64,7 @@ fn state(root: &Path) -> BootState {
 fn stalled_install_does_not_block_mark_good_or_rollback() {
     let lab = Lab::new(&["9", "9.1", "9.2"]);
     let d = lab.path();
+    lab.trust(S);
     two_good(&lab, d);
     let update = fs::read(lab.update(None, "9.2")).unwrap();
     let mut install = spawn(

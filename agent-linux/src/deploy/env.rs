@@ -311,6 +311,17 @@ pub struct EnvImage {
 }
 
 impl EnvImage {
+    fn new(cfg: &BootConfig, raw: &Raw, stored: StoredVars) -> EnvImage {
+        EnvImage {
+            loaded: stored.loaded(flavor(cfg)),
+            raw_vars: stored.vars,
+            grub_size: match raw {
+                Raw::Grub(b) => b.len(),
+                _ => 0,
+            },
+        }
+    }
+
     /// The decoded value of a variable.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.loaded.get(key)
@@ -367,14 +378,7 @@ pub fn read(cfg: &BootConfig) -> Result<EnvContent, BootEnvError> {
         }
         (Err(e), _) => return Err(e),
     };
-    let img = EnvImage {
-        loaded: stored.loaded(flavor(cfg)),
-        raw_vars: stored.vars,
-        grub_size: match &raw {
-            Raw::Grub(b) => b.len(),
-            _ => 0,
-        },
-    };
+    let img = EnvImage::new(cfg, &raw, stored);
     match cfg.scheme.decode(flavor(cfg), &img.loaded) {
         Ok(state) => Ok(EnvContent::Ready(img, Box::new(state))),
         Err(SchemeError::NotThisScheme { .. }) => Ok(EnvContent::NoBootState(img)),
@@ -387,14 +391,7 @@ pub fn read(cfg: &BootConfig) -> Result<EnvContent, BootEnvError> {
 pub fn load(cfg: &BootConfig) -> Result<(EnvImage, BootState), BootEnvError> {
     let raw = read_raw(cfg)?;
     let stored = raw.stored_vars(&cfg.env.0)?;
-    let img = EnvImage {
-        loaded: stored.loaded(flavor(cfg)),
-        raw_vars: stored.vars,
-        grub_size: match &raw {
-            Raw::Grub(b) => b.len(),
-            _ => 0,
-        },
-    };
+    let img = EnvImage::new(cfg, &raw, stored);
     let state = cfg.scheme.decode(flavor(cfg), &img.loaded)?;
     Ok((img, state))
 }

@@ -296,3 +296,31 @@ pub fn deployment_of(st: &serde_json::Value, slot: &str) -> serde_json::Value {
         .cloned()
         .unwrap_or(serde_json::Value::Null)
 }
+
+/// `ECU_AGENT_BOOTED_SLOT` set to `s`.
+pub fn booted(s: Slot) -> [(&'static str, &'static str); 1] {
+    [("ECU_AGENT_BOOTED_SLOT", s.as_str())]
+}
+
+/// Makes the sysroot `d/sysroot` hold 9 (slot A, the fallback, good) and 9.1 (slot B, booted,
+/// good) of `lab` (whose versions start with 9, 9.1). The sysroot must trust the lab's key.
+pub fn two_good(lab: &Lab, d: &Path) {
+    let s = "sysroot";
+    ok(d, &["install", "--sysroot", s, &lab.update(None, "9")], &[]);
+    ok(
+        d,
+        &["install", "--sysroot", s, &lab.update(Some("9"), "9.1")],
+        &booted(Slot::A),
+    );
+    assert_eq!(boot(&d.join(s)).0, Slot::B);
+    ok(d, &["mark-good", "--sysroot", s], &booted(Slot::B));
+}
+
+/// Zeroes both copies of the default (redundant U-Boot) environment of the sysroot `root`.
+pub fn blank_env(root: &Path) {
+    for f in ["boot/uboot.env", "boot/uboot-redund.env"] {
+        let p = root.join(f);
+        let len = fs::metadata(&p).unwrap().len() as usize;
+        fs::write(&p, vec![0u8; len]).unwrap();
+    }
+}
