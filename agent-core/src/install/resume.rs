@@ -36,8 +36,8 @@ mod field {
     pub const CRC: Range<usize> = 92..96;
 }
 
-/// Where an install stood after its last verified part: enough to resume there. See the
-/// [module docs](self); the byte layout is in `docs/RESUME.md`.
+/// Where an install stood after its last verified part: enough to resume there. See
+/// [`Installer::resume`](super::Installer::resume) for the protocol; the byte layout is in `docs/RESUME.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Checkpoint {
