@@ -528,11 +528,13 @@ pub fn write_in_place(path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> 
 /// says which step failed (`"open"` or `"lock"`).
 pub fn lock_exclusive(path: &Path) -> Result<File, (&'static str, io::Error)> {
     let open = || {
+        // Never through a planted symlink (O_NOFOLLOW: a link there fails with ELOOP).
         OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o644)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(path)
     };
     let f = if fs::symlink_metadata(path).is_ok() {

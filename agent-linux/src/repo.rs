@@ -50,6 +50,35 @@ pub const FILEMETA_SUFFIX: &str = "filemeta";
 pub const MAX_METADATA_OBJECT: u64 = 16 * 1024 * 1024;
 /// Longest ref name in bytes (as the `.update` format allows).
 pub const MAX_REF_LEN: usize = agent_core::wire::MAX_REF_LEN;
+/// Checks that `path`, if it exists, is a real directory (not followed if it is a symlink)
+/// owned by the running user. `Ok(false)` when it does not exist.
+pub fn check_trusted_dir(path: &Path) -> Result<bool, RepoError> {
+    use std::os::unix::fs::MetadataExt;
+    let md = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err("look up", path)(e)),
+    };
+    let untrusted = |what: String| RepoError::Untrusted {
+        path: path.to_path_buf(),
+        what,
+    };
+    if md.file_type().is_symlink() {
+        let to = fs::read_link(path)
+            .map(|t| format!(" (to {})", t.display()))
+            .unwrap_or_default();
+        return Err(untrusted(format!("a symbolic link{to}")));
+    }
+    if !md.is_dir() {
+        return Err(untrusted("not a directory".into()));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if md.uid() != me {
+        return Err(untrusted(format!("owned by uid {}", md.uid())));
+    }
+    Ok(true)
+}
+
 /// The journal of an interrupted dirtree removal, in the repository (see
 /// [`Repo::remove_dirtrees`]).
 pub const GC_JOURNAL: &str = "gc-dirtrees";
@@ -76,6 +105,14 @@ pub enum RepoError {
     },
     /// The directory has no `config` of an `ecu-agent` repository.
     NotARepo(PathBuf),
+    /// A directory of the sysroot or repository is a symlink, not a directory, or owned by
+    /// another user: someone planted it, and following it could write or delete outside.
+    Untrusted {
+        /// The directory.
+        path: PathBuf,
+        /// What it is instead ("a symbolic link", "not a directory", "owned by uid 1000").
+        what: String,
+    },
     /// The directory is not empty and not a repository, so `init` will not touch it.
     NotEmpty(PathBuf),
     /// `config` names a layout or version this build does not know.
@@ -188,6 +225,12 @@ impl fmt::Display for RepoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RepoError::Io { what, path, source } => write!(f, "cannot {what} {}: {source}", path.display()),
+            RepoError::Untrusted { path, what } => write!(
+                f,
+                "refused: {} is {what}, but the sysroot's and repository's directories must be real directories owned by uid {} (the user running the agent); nothing was changed. Move it away and put the real directory back (or remove it to have it recreated)",
+                path.display(),
+                rustix::process::geteuid().as_raw()
+            ),
             RepoError::NotARepo(p) => {
                 write!(f, "{} is not an ecu-agent repository (no config); create one with `ecu-agent init`", p.display())
             }
@@ -428,6 +471,40 @@ impl Repo {
         Ok(repo)
     }
 
+    /// Checks the repository's own directories (`objects` and every `objects/xx`, `refs` and
+    /// every directory under it, `tmp`, `state`): each must be a real directory (not a
+    /// symlink) owned by the running user, or missing. The repository's root is the
+    /// caller's (for a sysroot, [`crate::sysroot::Sysroot`] checks it).
+    pub fn check_dirs(&self) -> Result<(), RepoError> {
+        for sub in ["objects", "tmp", "state"] {
+            check_trusted_dir(&self.root.join(sub))?;
+        }
+        let objects = self.root.join("objects");
+        if let Ok(rd) = fs::read_dir(&objects) {
+            for e in rd {
+                let e = e.map_err(io_err("read directory", &objects))?;
+                check_trusted_dir(&e.path())?;
+            }
+        }
+        // Ref names hold `/`: every directory under refs/ is a place a ref is written.
+        let mut todo = vec![self.root.join("refs")];
+        while let Some(d) = todo.pop() {
+            if !check_trusted_dir(&d)? {
+                continue;
+            }
+            for e in fs::read_dir(&d).map_err(io_err("read directory", &d))? {
+                let e = e.map_err(io_err("read directory", &d))?;
+                let ft = e.file_type().map_err(io_err("look up", &e.path()))?;
+                // A symlink there is refused like a directory would be checked: ref writes
+                // would follow it.
+                if ft.is_dir() || ft.is_symlink() {
+                    todo.push(e.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Opens an existing repository.
     pub fn open(path: &Path) -> Result<Repo, RepoError> {
         let config_path = path.join("config");
@@ -448,9 +525,11 @@ impl Repo {
                 found: first.to_string(),
             });
         }
-        Ok(Repo {
+        let repo = Repo {
             root: path.to_path_buf(),
-        })
+        };
+        repo.check_dirs()?;
+        Ok(repo)
     }
 
     /// The repository's directory.

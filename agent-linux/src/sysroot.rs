@@ -31,8 +31,29 @@ impl Sysroot {
     /// The file in [`Sysroot::RUN_DIR`] naming the booted slot (`A` or `B`).
     pub const BOOTED_FILE: &'static str = "booted";
 
+    /// The sysroot's own directories, checked by [`Sysroot::check_dirs`].
+    pub const DIRS: [&'static str; 4] = [
+        Self::REPO_DIR,
+        Self::DEPLOY_DIR,
+        Self::RUN_DIR,
+        Self::BOOT_DIR,
+    ];
+
+    /// Checks the sysroot's directories (`repo`, `deploy`, `run`, `boot`; the repository's
+    /// own are checked by [`Repo::open`]): each must be a real directory, not followed if it is
+    /// a symlink, owned by the running user, or missing (it is then created as a directory).
+    /// A planted symlink or a file there is refused naming it, before anything is read or
+    /// written through it.
+    pub fn check_dirs(path: &Path) -> Result<(), RepoError> {
+        for d in Self::DIRS {
+            crate::repo::check_trusted_dir(&path.join(d))?;
+        }
+        Ok(())
+    }
+
     /// Opens an existing sysroot.
     pub fn open(path: &Path) -> Result<Sysroot, RepoError> {
+        Self::check_dirs(path)?;
         let repo = Repo::open(&path.join(Self::REPO_DIR))?;
         Ok(Sysroot {
             root: path.to_path_buf(),
@@ -42,6 +63,7 @@ impl Sysroot {
 
     /// Opens the sysroot, creating it (and its repository) when missing.
     pub fn open_or_create(path: &Path) -> Result<Sysroot, RepoError> {
+        Self::check_dirs(path)?;
         let repo_path = path.join(Self::REPO_DIR);
         if repo_path.join("config").exists() {
             return Sysroot::open(path);
