@@ -11,6 +11,8 @@ mod fmt;
 
 pub mod flash_record;
 pub mod grub_env;
+#[cfg(feature = "embedded-storage")]
+pub mod nor_record;
 pub mod scheme;
 pub mod state;
 pub mod uboot_env;

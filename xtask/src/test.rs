@@ -94,6 +94,27 @@ pub fn run(args: &[String]) -> Result<()> {
             }
         }
     }
+    // bootloader-hooks' NorFlash record store (feature `embedded-storage`), with a logger.
+    for target in NO_STD_TARGETS {
+        for features in ["embedded-storage,defmt", "embedded-storage,log"] {
+            step(
+                &format!("build bootloader-hooks for {target} (features: {features})"),
+                || {
+                    sh(cargo().args([
+                        "build",
+                        "--quiet",
+                        "-p",
+                        "bootloader-hooks",
+                        "--target",
+                        target,
+                        "--no-default-features",
+                        "--features",
+                        features,
+                    ]))
+                },
+            )?;
+        }
+    }
     if !quick {
         step(
             &format!(

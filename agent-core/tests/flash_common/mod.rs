@@ -10,7 +10,7 @@ use agent_core::store::flash::{FlashLayout, FlashSlot, FlashStore, FlashStoreErr
 use agent_core::store::Store;
 use agent_core::write::UpdateWriter;
 use agent_core::{InstallError, Installer, Policy};
-use bootloader_hooks::flash_record;
+use bootloader_hooks::nor_record::{RecordStore, StoreError};
 use bootloader_hooks::{BootState, DecisionKind, Slot, SlotName};
 use embedded_storage::nor_flash::NorFlash;
 
@@ -282,28 +282,20 @@ pub fn name(id: &ObjectId) -> SlotName {
     SlotName::from_str(id.to_hex().as_str()).unwrap()
 }
 
-/// The boot record's two copies, at sectors 0 and 1 of the device.
+/// The boot record's two copies, at sectors 0 and 1 of the device, through bootloader-hooks'
+/// `NorFlash` record store.
+fn records<F: NorFlash>(f: &mut F) -> RecordStore<&mut F> {
+    RecordStore::new(f, 0, E as u32).expect("sectors 0 and 1 hold the boot record")
+}
+
+/// The current boot state.
 pub fn read_record<F: NorFlash>(f: &mut F) -> Result<BootState, String> {
-    let mut a = [0u8; flash_record::RECORD_LEN];
-    let mut b = [0u8; flash_record::RECORD_LEN];
-    f.read(0, &mut a).map_err(|e| format!("{e:?}"))?;
-    f.read(E as u32, &mut b).map_err(|e| format!("{e:?}"))?;
-    flash_record::select(&a, &b)
-        .map(|(_, s)| s)
-        .map_err(|e| format!("{e:?}"))
+    records(f).read().map_err(|e| format!("{e:?}"))
 }
 
 /// Writes `state` to the copy that is not current: erase its sector, program the record.
-pub fn write_record<F: NorFlash>(f: &mut F, state: &BootState) -> Result<(), F::Error> {
-    let mut a = [0u8; flash_record::RECORD_LEN];
-    let mut b = [0u8; flash_record::RECORD_LEN];
-    f.read(0, &mut a)?;
-    f.read(E as u32, &mut b)?;
-    let mut out = [0xFFu8; 288];
-    let copy = flash_record::prepare_write(&a, &b, state, &mut out);
-    let at = (copy * E) as u32;
-    f.erase(at, at + E as u32)?;
-    f.write(at, &out)
+pub fn write_record<F: NorFlash>(f: &mut F, state: &BootState) -> Result<(), StoreError> {
+    records(f).write(state).map(|_| ())
 }
 
 /// One boot: the decision over the record (written back when it changed); returns the slot
@@ -376,7 +368,7 @@ pub fn install_file<S: Store>(
 pub enum StepError {
     Install(InstallError<FlashStoreError<agent_core::store::flash::model::NorModelError>>),
     Store(FlashStoreError<agent_core::store::flash::model::NorModelError>),
-    Flash(agent_core::store::flash::model::NorModelError),
+    Flash(StoreError),
     Boot(String),
 }
 
