@@ -8,8 +8,8 @@ use agent_core::install::{Installer, Policy};
 use agent_core::object::ObjectId;
 use agent_core::store::flash::model::NorModel;
 use agent_core::store::flash::{FlashLayout, FlashSlot, FlashStore};
-use bootloader_hooks::{flash_record, BootState, DecisionKind, Slot, SlotName};
-use embedded_storage::nor_flash::{NorFlash, ReadNorFlash};
+use bootloader_hooks::nor_record::RecordStore;
+use bootloader_hooks::{BootState, DecisionKind, Slot, SlotName};
 
 use crate::{semi, stack, MAX_BLOCK};
 
@@ -104,33 +104,24 @@ fn flash_slot(s: Slot) -> FlashSlot {
     }
 }
 
+/// The boot record's two copies (sectors 0 and 1), through bootloader-hooks' `NorFlash`
+/// record store.
+fn records(f: &mut Nor) -> Res<RecordStore<&mut Nor>> {
+    RecordStore::new(f, 0, E as u32).map_err(|e| fail("boot record layout", &e))
+}
+
 /// The boot state from the record's two copies.
 fn read_record(f: &mut Nor) -> Res<BootState> {
-    let mut a = [0u8; flash_record::RECORD_LEN];
-    let mut b = [0u8; flash_record::RECORD_LEN];
-    let ok = f.read(0, &mut a).is_ok() && f.read(E as u32, &mut b).is_ok();
-    check(ok, "boot record read")?;
-    flash_record::select(&a, &b)
-        .map(|(_, s)| s)
-        .map_err(|e| fail("boot record", &e))
+    records(f)?.read().map_err(|e| fail("boot record", &e))
 }
 
 /// Writes `state` to the copy that is not current (erase its sector, then program it), so a
 /// power cut leaves the current copy valid.
 fn write_record(f: &mut Nor, state: &BootState) -> Res {
-    let mut a = [0u8; flash_record::RECORD_LEN];
-    let mut b = [0u8; flash_record::RECORD_LEN];
-    check(
-        f.read(0, &mut a).is_ok() && f.read(E as u32, &mut b).is_ok(),
-        "boot record read",
-    )?;
-    let mut out = [0xFFu8; 288];
-    let copy = flash_record::prepare_write(&a, &b, state, &mut out);
-    let at = (copy * E) as u32;
-    check(
-        f.erase(at, at + E as u32).is_ok() && f.write(at, &out).is_ok(),
-        "boot record write",
-    )
+    records(f)?
+        .write(state)
+        .map(|_| ())
+        .map_err(|e| fail("boot record write", &e))
 }
 
 /// One boot as the bootloader runs it: decide, store the decision's state if it changed.
@@ -323,9 +314,7 @@ fn construct(
     &'static mut Installer<'static>,
     &'static mut FlashStore<Nor>,
 )> {
-    let inst = unsafe {
-        (*addr_of_mut!(INSTALLER)).write(Installer::new(Policy::require(&KEYS)))
-    };
+    let inst = unsafe { (*addr_of_mut!(INSTALLER)).write(Installer::new(Policy::require(&KEYS))) };
     match FlashStore::new(nor, LAYOUT, FlashSlot::A) {
         Ok(s) => Some((inst, unsafe { (*addr_of_mut!(STORE)).write(s) })),
         Err(e) => {
