@@ -298,7 +298,7 @@ pub fn apply_from(
         signed: info.is_some_and(|i| i.signed),
         verified: info.is_some_and(|i| i.verified),
         allow_unsigned: trust.allow_unsigned,
-        security_version: 0,
+        security_version: info.map(|i| i.security_version).unwrap_or_default(),
         bytes: info.map(|i| i.bytes).unwrap_or_default(),
         objects: info.map(|i| i.objects).unwrap_or_default(),
         resumed_from: inst.progress().resume_offset,

@@ -46,8 +46,14 @@ fn commit(repo: &Repo, src: &Path, v: u32) -> ObjectId {
         body: String::new(),
         timestamp: u64::from(v),
     };
-    repo.commit(REF, root, &meta).unwrap()
+    // Version v at security version v.
+    repo.commit_with_security_version(REF, root, &meta, Some(u64::from(v)))
+        .unwrap()
 }
+
+/// The anti-rollback floor every device of these tests has: non-zero, and `apply-offline`
+/// never changes it (only `mark-good` raises it).
+const FLOOR: u64 = 1;
 
 /// A signed update (by `key`, a secret seed).
 fn update(repo: &Repo, from: Option<ObjectId>, to: &ObjectId, key: &[u8; 32]) -> Vec<u8> {
@@ -102,11 +108,15 @@ fn fresh_device(dir: &Path, full1: &[u8]) {
         apply_and_kill(dir, full1, true, Duration::from_secs(30)),
         "installing the base failed"
     );
+    agent_linux::floor::raise(dir, FLOOR).unwrap();
 }
 
 /// The device is consistent: the ref names a complete commit, c1 or c2; c2 is either
 /// complete or absent.
 fn check(dir: &Path, c1: &ObjectId, c2: &ObjectId, what: &str) -> bool {
+    let floor = agent_linux::floor::read(dir)
+        .unwrap_or_else(|e| panic!("{what}: the floor cannot be read: {e}"));
+    assert_eq!(floor, FLOOR, "{what}: the floor changed");
     let repo = Repo::open(&dir.join("repo")).unwrap();
     let head = repo
         .read_ref(REF)
@@ -247,6 +257,7 @@ fn power_cuts_during_an_install_lose_nothing_under_the_model() {
         apply_file(&tpl, &full1, &[]).0,
         "installing the base failed"
     );
+    agent_linux::floor::raise(&tpl, FLOOR).unwrap();
     let copy = |from: &Path, to: &Path| {
         let _ = fs::remove_dir_all(to);
         assert!(Command::new("cp")

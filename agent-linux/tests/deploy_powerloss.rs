@@ -20,6 +20,7 @@ use std::process::Command;
 use agent_core::object::ObjectKind;
 use agent_linux::bootcfg::BootConfig;
 use agent_linux::deploy::{self, EnvContent};
+use agent_linux::floor;
 use agent_linux::repo::Repo;
 use bootloader_hooks::Slot;
 
@@ -149,6 +150,11 @@ fn run_case_with(lab: &Lab, case: &Case<'_>, fault_env: &[(&str, &str)]) -> u64 
     fs::create_dir_all(&work).unwrap();
     let booted = case.booted.map(|s| s.as_str()).unwrap_or("");
     let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
+    // The anti-rollback floor: never lower than before, at every cut the old value or the one
+    // a complete run leaves (known once a run completes).
+    let old_floor = floor::read(&case.template).unwrap();
+    assert!(old_floor > 0, "{}: the floor must be in place", case.name);
+    let mut floors_seen: Vec<(String, u64)> = Vec::new();
     let mut n = 1u64;
     loop {
         copy_tree(&case.template, &work.join(S));
@@ -166,6 +172,14 @@ fn run_case_with(lab: &Lab, case: &Case<'_>, fault_env: &[(&str, &str)]) -> u64 
                 case.name, r.stdout, r.stderr
             );
             (case.check)(&work.join(S));
+            let end = floor::read(&work.join(S)).unwrap();
+            assert!(end >= old_floor, "{}: the floor went down", case.name);
+            for (what, f) in &floors_seen {
+                assert!(
+                    *f == old_floor || *f == end,
+                    "{what}: the floor is {f}, neither the old {old_floor} nor the new {end}"
+                );
+            }
             return n - 1;
         }
         assert!(
@@ -178,6 +192,10 @@ fn run_case_with(lab: &Lab, case: &Case<'_>, fault_env: &[(&str, &str)]) -> u64 
         // Power comes back: the bootloader boots a complete deployment.
         let crashed = d.join("crashed");
         copy_tree(&work.join(S), &crashed);
+        let f = floor::read(&crashed)
+            .unwrap_or_else(|e| panic!("{what}: the floor cannot be read: {e}"));
+        assert!(f >= old_floor, "{what}: the floor went down to {f}");
+        floors_seen.push((what.clone(), f));
         match boot_and_verify(&crashed, &what) {
             Some(_) => check_store(&Repo::open(&crashed.join("repo")).unwrap()),
             // Not provisioned yet: the repository may not even be initialised.
@@ -196,6 +214,10 @@ fn run_case_with(lab: &Lab, case: &Case<'_>, fault_env: &[(&str, &str)]) -> u64 
         assert!(r.ok, "{what}: rerun failed:\n{}{}", r.stdout, r.stderr);
         (case.check)(&work.join(S));
         check_store(&Repo::open(&work.join(S).join("repo")).unwrap());
+        floors_seen.push((
+            format!("{what}, run again"),
+            floor::read(&work.join(S)).unwrap(),
+        ));
         n += 1;
         assert!(n < 5000, "{}: no end in sight", case.name);
     }
@@ -238,8 +260,9 @@ fn sysroot_state(lab: &Lab, conf: &str, name: &str, steps: &dyn Fn(&Path)) -> Pa
     if !conf.is_empty() {
         fs::write(dir.join(S).join("agent.conf"), conf).unwrap();
     }
-    // Signed updates only, by the lab's key.
+    // Signed updates only, by the lab's key, and a non-zero anti-rollback floor.
     lab.trust(&format!("tpl-{name}/{S}"));
+    agent_linux::floor::raise(&dir.join(S), 1).unwrap();
     steps(&dir);
     dir.join(S)
 }
@@ -273,7 +296,7 @@ fn power_loss_single_uboot_env() {
 fn power_loss_model_loses_what_a_missing_directory_fsync_leaves() {
     let shm = Path::new("/dev/shm");
     let base = (shm.is_dir() && tempfile::tempdir_in(shm).is_ok()).then_some(shm);
-    let lab = Lab::new_in(&["9", "9.1"], base);
+    let lab = Lab::with_security_versions(&[("9", 1), ("9.1", 2)], base);
     let full9 = lab.update(None, "9");
     let delta = lab.update(Some("9"), "9.1");
     let provisioned = sysroot_state(&lab, "", "prov", &|t| {
@@ -310,7 +333,7 @@ fn power_loss(conf: &str, only: Option<&[&str]>) {
     // (What an abort cannot show, losing unsynced data, is argued in agent_linux::fsops.)
     let shm = Path::new("/dev/shm");
     let base = (shm.is_dir() && tempfile::tempdir_in(shm).is_ok()).then_some(shm);
-    let lab = Lab::new_in(&["9", "9.1", "9.2"], base);
+    let lab = Lab::with_security_versions(&[("9", 1), ("9.1", 2), ("9.2", 3)], base);
     let d = lab.path().to_path_buf();
     let full9 = lab.update(None, "9");
     let delta = lab.update(Some("9"), "9.1");
@@ -388,6 +411,8 @@ fn power_loss(conf: &str, only: Option<&[&str]>) {
             check: &|r| {
                 let st = status(r.parent().unwrap(), S, Slot::B);
                 assert_eq!(st["booted_good"], true, "{st}");
+                // Raised to 9.1's security version by the mark-good (or its rerun).
+                assert_eq!(st["security_floor"], 2, "{st}");
                 next_boot_is(r, "9.1", lab_ref);
             },
         },

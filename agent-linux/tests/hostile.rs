@@ -64,11 +64,28 @@ fn xattr_entry(name: &[u8], value: &[u8]) -> Vec<u8> {
     b
 }
 
+/// The device's anti-rollback floor in these tests (the base image's security version,
+/// confirmed by `mark-good`).
+const FLOOR: u64 = 5;
+
 /// An update of `ref_name` to a commit of `root_tree` (the root dirmeta is 0755 root's)
-/// holding `objects` (leaves first), signed by `seed` (unsigned with `None`).
+/// holding `objects` (leaves first), at a security version above the floor, signed by `seed`
+/// (unsigned with `None`).
 fn update(
     ref_name: &str,
     version: &str,
+    objects: &[Obj],
+    root_tree: &[u8],
+    seed: Option<&[u8; 32]>,
+) -> Vec<u8> {
+    update_at(ref_name, version, FLOOR + 1, objects, root_tree, seed)
+}
+
+/// [`update`] at security version `security_version`.
+fn update_at(
+    ref_name: &str,
+    version: &str,
+    security_version: u64,
     objects: &[Obj],
     root_tree: &[u8],
     seed: Option<&[u8; 32]>,
@@ -82,7 +99,7 @@ fn update(
         version,
         subject: "hostile",
         body: "",
-        security_version: 0,
+        security_version,
     }
     .to_vec()
     .unwrap();
@@ -273,10 +290,24 @@ fn crafted_files_are_refused_each_with_its_own_error_and_change_nothing() {
         ),
     )
     .unwrap();
+    // An old signed release, kept by whoever wants to replay it.
+    let (objs0, root0) = good_tree("0");
+    let replay = update_at(REF, "0", FLOOR - 2, &objs0, &root0, Some(&seed));
+    // The base, at the floor's security version, provisioned and confirmed good.
     let base = d.join("base.update");
-    fs::write(&base, good("1", &seed)).unwrap();
+    let (objs1, root1) = good_tree("1");
+    fs::write(&base, update_at(REF, "1", FLOOR, &objs1, &root1, Some(&seed))).unwrap();
     let (ok, err) = install(d, &base, &[]);
     assert!(ok, "{err}");
+    let o = Command::new(bin())
+        .args(["mark-good", "--sysroot", S])
+        .current_dir(d)
+        .env("ECU_AGENT_CMDLINE", "/dev/null")
+        .env("ECU_AGENT_BOOTED_SLOT", "A")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(agent_linux::floor::read(&d.join(S)).unwrap(), FLOOR);
     let before = device_state(&d.join(S));
 
     let s = Some(&seed);
@@ -444,6 +475,17 @@ fn crafted_files_are_refused_each_with_its_own_error_and_change_nothing() {
         let mut f = update(REF, "2", &objs, &root, s);
         f[HEADER_LEN + 3] ^= 1;
         cases.push(("superblock altered after signing", f, "does not verify"));
+        // A replay of an old signed release, and a new one below the floor.
+        cases.push((
+            "replay of an old signed file",
+            replay.clone(),
+            "security version 3 is below this device's floor 5",
+        ));
+        cases.push((
+            "below the floor",
+            update_at(REF, "2", FLOOR - 1, &objs, &root, s),
+            "security version 4 is below this device's floor 5",
+        ));
         // Truncated in the last part.
         let f = update(REF, "2", &objs, &root, s);
         cases.push(("truncated", f[..f.len() - 10].to_vec(), "truncated"));

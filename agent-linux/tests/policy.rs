@@ -314,3 +314,81 @@ fn an_update_for_another_ref_needs_rebase() {
         &booted(Slot::B),
     );
 }
+
+#[test]
+fn the_floor_rises_only_at_mark_good_and_refuses_older_updates() {
+    let lab = Lab::with_security_versions(&[("8", 1), ("9", 2), ("9.1", 3)], None);
+    let d = lab.path();
+    lab.trust(S);
+    let floor = || agent_linux::floor::read(&d.join(S)).unwrap();
+    ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
+    let st = status(d, S, Slot::A);
+    assert_eq!(st["security_floor"], 0, "{st}");
+    assert_eq!(deployment_of(&st, "A")["security_version"], 2, "{st}");
+    // mark-good raises the floor to the confirmed deployment's security version.
+    let out = ok(d, &["mark-good", "--sysroot", S], &booted(Slot::A));
+    assert!(out.contains("floor raised from 0 to 2"), "{out}");
+    assert_eq!(floor(), 2);
+    let text = ok(d, &["status", "--sysroot", S], &booted(Slot::A));
+    assert!(text.contains("security floor 2"), "{text}");
+    assert!(text.contains("Security: version 2"), "{text}");
+
+    // An older signed update (a replay of 8) is refused by every command that installs,
+    // naming both numbers, and changes nothing.
+    let old = lab.update(None, "8");
+    let before = device_state(&d.join(S));
+    for cmd in ["install", "apply-offline"] {
+        let e = fails(d, &[cmd, "--sysroot", S, &old], &booted(Slot::A));
+        assert!(
+            e.contains("security version 1 is below this device's floor 2"),
+            "{cmd}: {e}"
+        );
+        assert_eq!(device_state(&d.join(S)), before, "{cmd} changed the device");
+    }
+
+    // Installing a newer one does not raise the floor: the old deployment stays a fallback.
+    ok(
+        d,
+        &["install", "--sysroot", S, &lab.update(Some("9"), "9.1")],
+        &booted(Slot::A),
+    );
+    assert_eq!(floor(), 2);
+    assert_eq!(boot(&d.join(S)).0, Slot::B);
+    // The trial is rolled back: the floor does not stop the fallback to 9.
+    ok(d, &["rollback", "--sysroot", S], &booted(Slot::B));
+    assert_eq!(boot(&d.join(S)).0, Slot::A);
+    assert_eq!(floor(), 2);
+    // Staged again and confirmed this time: the floor follows.
+    ok(
+        d,
+        &["deploy", "--sysroot", S, lab.commit("9.1")],
+        &booted(Slot::A),
+    );
+    assert_eq!(boot(&d.join(S)).0, Slot::B);
+    let out = ok(d, &["mark-good", "--sysroot", S], &booted(Slot::B));
+    assert!(out.contains("floor raised from 2 to 3"), "{out}");
+    // `deploy` of a commit in the store below the floor is refused too.
+    let e = fails(
+        d,
+        &["deploy", "--sysroot", S, lab.commit("9")],
+        &booted(Slot::B),
+    );
+    assert!(
+        e.contains("security version 2, below this device's anti-rollback floor 3"),
+        "{e}"
+    );
+    // Nothing lowers it: marking the older deployment good after a rollback keeps 3.
+    ok(d, &["rollback", "--sysroot", S], &booted(Slot::B));
+    assert_eq!(boot(&d.join(S)).0, Slot::A);
+    let out = ok(d, &["mark-good", "--sysroot", S], &booted(Slot::A));
+    assert!(!out.contains("floor raised"), "{out}");
+    assert_eq!(floor(), 3);
+    // A floor file that is not a number is an error, never a floor of 0.
+    fs::write(d.join(S).join("security-floor"), "x\n").unwrap();
+    let e = fails(
+        d,
+        &["install", "--sysroot", S, &old],
+        &booted(Slot::A),
+    );
+    assert!(e.contains("security-floor") && e.contains("not a security version"), "{e}");
+}

@@ -222,6 +222,7 @@ pub fn status_text(st: &Status) -> String {
             format_utc(d.timestamp)
         ));
         s.push_str(&format!("        Commit: {}\n", d.commit));
+        s.push_str(&format!("      Security: version {}\n", d.security_version));
         let mut what = vec![d.role.clone()];
         if d.good {
             what.push("good".into());
@@ -298,7 +299,7 @@ pub fn mark_good(a: PlainArgs) -> anyhow::Result<()> {
     if a.s.json {
         return output::json(&r);
     }
-    output::out(&if r.changed {
+    let mut text = if r.changed {
         format!(
             "slot {} ({}) marked good; its try counter is cleared\n",
             r.slot, r.deployment
@@ -308,7 +309,15 @@ pub fn mark_good(a: PlainArgs) -> anyhow::Result<()> {
             "slot {} ({}) was already good; nothing written\n",
             r.slot, r.deployment
         )
-    })?;
+    };
+    if let Some((old, new)) = r.security_floor {
+        if new > old {
+            text.push_str(&format!(
+                "anti-rollback floor raised from {old} to {new}: updates below security version {new} are refused from now on\n"
+            ));
+        }
+    }
+    output::out(&text)?;
     Ok(())
 }
 

@@ -117,6 +117,15 @@ pub enum DeployError {
         /// The slot the rollback would give up.
         abandon: Slot,
     },
+    /// The commit's security version is below the anti-rollback floor.
+    BelowFloor {
+        /// The commit.
+        commit: ObjectId,
+        /// Its security version.
+        security_version: u64,
+        /// The floor.
+        floor: u64,
+    },
     /// A deployment does not match its commit.
     Corrupt {
         /// The deployment.
@@ -189,6 +198,14 @@ impl fmt::Display for DeployError {
                 f,
                 "refused: there is no deployment to roll back to (slot {} is empty; slot {abandon} is the only deployment)",
                 abandon.other()
+            ),
+            DeployError::BelowFloor {
+                commit,
+                security_version,
+                floor,
+            } => write!(
+                f,
+                "refused: commit {commit} has security version {security_version}, below this device's anti-rollback floor {floor}; deploy a commit at security version {floor} or later"
             ),
             DeployError::Corrupt { name, problems } => write!(
                 f,
@@ -438,6 +455,9 @@ pub struct BootReport {
     pub tries_left: u8,
     /// For `simulate-boot`: whether the booted deployment matches its commit.
     pub verified: Option<bool>,
+    /// For `mark-good`: the anti-rollback floor before and after (raised to the security
+    /// version of the deployment marked good, never lowered).
+    pub security_floor: Option<(u64, u64)>,
 }
 
 /// What `repair-env` found and wrote.
@@ -482,6 +502,8 @@ pub struct DeploymentStatus {
     pub subject: String,
     /// Commit timestamp (seconds since the epoch).
     pub timestamp: u64,
+    /// The commit's security version (anti-rollback; 0 when it carries none).
+    pub security_version: u64,
     /// The booted deployment.
     pub booted: bool,
     /// The next boot takes it.
@@ -855,6 +877,16 @@ impl Deployer {
         ref_name: Option<&str>,
     ) -> Result<StageReport, DeployError> {
         let info = self.sysroot.repo().read_commit(commit)?;
+        // Checked again under the sysroot lock: `mark-good` may have raised the floor while the
+        // update was read, and `deploy` stages commits that were never checked.
+        let floor = floor::read(self.sysroot.path())?;
+        if info.security_version < floor {
+            return Err(DeployError::BelowFloor {
+                commit: *commit,
+                security_version: info.security_version,
+                floor,
+            });
+        }
         let (img, state) = match self.env()? {
             EnvContent::Ready(img, st) => (Some(img), Some(*st)),
             EnvContent::NoBootState(img) => (Some(img), None),
@@ -1138,6 +1170,14 @@ impl Deployer {
             fsops::point(Point::Step, &self.cfg.env.0);
             env::write(&self.cfg, Some(&img), &state, &[])?;
         }
+        // The floor follows the deployment confirmed good, after the environment says so (a
+        // cut in between leaves the old floor; running mark-good again raises it). Never at
+        // install time: a staged deployment that fails must still be able to fall back.
+        let security_version = match Self::commit_of_slot(state.slot(x))? {
+            Some(c) => self.sysroot.repo().read_commit(&c)?.security_version,
+            None => 0,
+        };
+        let floor = floor::raise(self.sysroot.path(), security_version)?;
         Ok(BootReport {
             slot: x.to_string(),
             deployment: state.slot(x).name.as_str().to_string(),
@@ -1145,6 +1185,7 @@ impl Deployer {
             kind: None,
             tries_left: state.slot(x).tries_left,
             verified: None,
+            security_floor: Some(floor),
         })
     }
 
@@ -1171,6 +1212,7 @@ impl Deployer {
                 kind: None,
                 tries_left: state.slot(abandon).tries_left,
                 verified: None,
+                security_floor: None,
             });
         }
         match state.rollback(abandon) {
@@ -1191,6 +1233,7 @@ impl Deployer {
             kind: None,
             tries_left: state.slot(other).tries_left,
             verified: None,
+            security_floor: None,
         })
     }
 
@@ -1232,6 +1275,7 @@ impl Deployer {
             kind: Some(d.kind.as_str().into()),
             tries_left: st.tries_left,
             verified,
+            security_floor: None,
         })
     }
 
@@ -1478,6 +1522,10 @@ impl Deployer {
                 version: info.as_ref().map(|i| i.version.clone()).unwrap_or_default(),
                 subject: info.as_ref().map(|i| i.subject.clone()).unwrap_or_default(),
                 timestamp: info.as_ref().map(|i| i.timestamp).unwrap_or_default(),
+                security_version: info
+                    .as_ref()
+                    .map(|i| i.security_version)
+                    .unwrap_or_default(),
                 booted: is_booted,
                 next_boot: d.slot == s,
                 good: st.successful,

@@ -128,6 +128,13 @@ impl Lab {
 
     /// The same in a directory under `base` (e.g. a tmpfs).
     pub fn new_in(versions: &[&str], base: Option<&Path>) -> Lab {
+        let with: Vec<(&str, u64)> = versions.iter().map(|v| (*v, 0)).collect();
+        Lab::with_security_versions(&with, base)
+    }
+
+    /// Like [`Lab::new_in`], each version committed at the security version given beside it
+    /// (`ecu-agent commit --security-version`; 0: the parent's).
+    pub fn with_security_versions(versions: &[(&str, u64)], base: Option<&Path>) -> Lab {
         let dir = match base {
             Some(b) => tempfile::tempdir_in(b).unwrap(),
             None => tempfile::tempdir().unwrap(),
@@ -137,26 +144,28 @@ impl Lab {
         // Every update of the lab is signed: devices require signatures.
         ok(d, &["keygen", "--out", LAB_KEY], &[]);
         let mut commits = Vec::new();
-        for (i, v) in versions.iter().enumerate() {
+        for (i, (v, sv)) in versions.iter().enumerate() {
             let tree = d.join(format!("tree-{v}"));
             image(&tree, i + 1);
-            let out = ok(
-                d,
-                &[
-                    "commit",
-                    "--repo",
-                    "build",
-                    "--branch",
-                    "os/main",
-                    "--tree",
-                    tree.to_str().unwrap(),
-                    "--version",
-                    v,
-                    "--subject",
-                    &format!("image {v}"),
-                ],
-                &[],
-            );
+            let subject = format!("image {v}");
+            let sv = sv.to_string();
+            let mut args = vec![
+                "commit",
+                "--repo",
+                "build",
+                "--branch",
+                "os/main",
+                "--tree",
+                tree.to_str().unwrap(),
+                "--version",
+                v,
+                "--subject",
+                &subject,
+            ];
+            if sv != "0" {
+                args.extend(["--security-version", sv.as_str()]);
+            }
+            let out = ok(d, &args, &[]);
             let id = out
                 .split_whitespace()
                 .find(|w| w.len() == 64)
