@@ -204,7 +204,9 @@ fn story(a: &Agent, tmp: &Path) -> Result<()> {
     a.ok(&["keygen", "--out", "release.key"])?;
     a.ok(&["init", "--repo", "repo"])?;
     let mut ids = Vec::new();
-    for (tree, version) in [(&v1, "1.0"), (&v2, "1.1"), (&v3, "1.2")] {
+    // 1.2 fixes a vulnerability: its security version rises, so that once a vehicle has
+    // confirmed 1.2, an old signed file can no longer take it back (anti-rollback).
+    for (tree, version, security) in [(&v1, "1.0", "1"), (&v2, "1.1", "1"), (&v3, "1.2", "2")] {
         let subject = format!("ECU image {version}");
         let out = a.ok(&[
             "commit",
@@ -218,6 +220,8 @@ fn story(a: &Agent, tmp: &Path) -> Result<()> {
             version,
             "--subject",
             &subject,
+            "--security-version",
+            security,
         ])?;
         ids.push(commit_id(&out)?);
     }
@@ -328,6 +332,18 @@ fn story(a: &Agent, tmp: &Path) -> Result<()> {
         "updates/v1.0-full.update",
         "--sign-key",
         "release.key",
+    ])?;
+    // The same, unsigned: what a device must refuse (the A/B part shows it).
+    a.ok(&[
+        "delta",
+        "generate",
+        "--repo",
+        "repo",
+        "--empty",
+        "--to",
+        &ids[0],
+        "--out",
+        "updates/v1.0-unsigned.update",
     ])?;
     a.ok(&[
         "apply-offline",

@@ -82,6 +82,36 @@ pub fn story(
         out.contains("confirmed"),
         "a good slot should boot without counting"
     );
+    println!("# 1.2 is confirmed: its security version is the floor. Replaying the signed 1.1 file is refused:");
+    let err = fails(&[
+        "install",
+        "--sysroot",
+        s,
+        "--trusted-key",
+        key,
+        "updates/v1.1-full.update",
+    ])?;
+    ensure!(
+        err.contains("security version 1 is below this device's floor 2"),
+        "the replay was not refused by the floor"
+    );
+
+    println!("\n## Keys on the device: S/agent.conf trusts the release key; no flag needed, nothing unsigned");
+    let s6 = "ecu6";
+    std::fs::create_dir_all(tmp.join(s6))?;
+    std::fs::write(
+        tmp.join(s6).join("agent.conf"),
+        "trusted-key = ../release.key.pub\n",
+    )?;
+    println!("# {s6}/agent.conf: trusted-key = ../release.key.pub");
+    let err = fails(&["install", "--sysroot", s6, "updates/v1.0-unsigned.update"])?;
+    ensure!(err.contains("not signed"), "an unsigned file was not refused");
+    ok(&["install", "--sysroot", s6, "updates/v1.0-full.update"])?;
+    let out = ok(&["status", "--sysroot", s6])?;
+    ensure!(
+        out.contains("Follows: ecu/armv7/main"),
+        "status does not show the ref followed"
+    );
 
     println!("\n## An update that never reports success: tries used up, automatic rollback");
     let s = "ecu5";
