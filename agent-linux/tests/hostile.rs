@@ -296,7 +296,11 @@ fn crafted_files_are_refused_each_with_its_own_error_and_change_nothing() {
     // The base, at the floor's security version, provisioned and confirmed good.
     let base = d.join("base.update");
     let (objs1, root1) = good_tree("1");
-    fs::write(&base, update_at(REF, "1", FLOOR, &objs1, &root1, Some(&seed))).unwrap();
+    fs::write(
+        &base,
+        update_at(REF, "1", FLOOR, &objs1, &root1, Some(&seed)),
+    )
+    .unwrap();
     let (ok, err) = install(d, &base, &[]);
     assert!(ok, "{err}");
     let o = Command::new(bin())

@@ -385,10 +385,9 @@ fn the_floor_rises_only_at_mark_good_and_refuses_older_updates() {
     assert_eq!(floor(), 3);
     // A floor file that is not a number is an error, never a floor of 0.
     fs::write(d.join(S).join("security-floor"), "x\n").unwrap();
-    let e = fails(
-        d,
-        &["install", "--sysroot", S, &old],
-        &booted(Slot::A),
+    let e = fails(d, &["install", "--sysroot", S, &old], &booted(Slot::A));
+    assert!(
+        e.contains("security-floor") && e.contains("not a security version"),
+        "{e}"
     );
-    assert!(e.contains("security-floor") && e.contains("not a security version"), "{e}");
 }

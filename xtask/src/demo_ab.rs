@@ -105,7 +105,10 @@ pub fn story(
     )?;
     println!("# {s6}/agent.conf: trusted-key = ../release.key.pub");
     let err = fails(&["install", "--sysroot", s6, "updates/v1.0-unsigned.update"])?;
-    ensure!(err.contains("not signed"), "an unsigned file was not refused");
+    ensure!(
+        err.contains("not signed"),
+        "an unsigned file was not refused"
+    );
     ok(&["install", "--sysroot", s6, "updates/v1.0-full.update"])?;
     let out = ok(&["status", "--sysroot", s6])?;
     ensure!(
