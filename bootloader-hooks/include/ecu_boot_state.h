@@ -6,13 +6,20 @@
  *
  *   off  size  field
  *     0     4  magic "ECBS" (0x53424345)
- *     4     2  version (1)
- *     6     2  record length (280)
+ *     4     2  version (2)
+ *     6     2  record length (304)
  *     8     4  revision
  *    12   132  slot A: priority u8, tries_left u8, flags u8 (bit 0 = successful),
  *                      name_len u8, name[128] (unused bytes 0)
  *   144   132  slot B: same
- *   276     4  CRC-32 (zlib: reflected 0xEDB88320, init and xor-out 0xFFFFFFFF) of bytes 0..276
+ *   276     8  anti-rollback floor (u64): refuse to install anything with a lower
+ *              security version; raised only when a slot is marked good
+ *   284     8  slot A's security version (u64), recorded when the slot is staged
+ *   292     8  slot B's security version (u64)
+ *   300     4  CRC-32 (zlib: reflected 0xEDB88320, init and xor-out 0xFFFFFFFF) of bytes 0..300
+ *
+ * Version 1 (280 bytes) lacks bytes 276..300; its CRC of bytes 0..276 is at 276. It is still
+ * valid (floor 0, security versions 0, see ecu_boot_floor()); every write is version 2.
  *
  * Current copy: the valid one; of two valid ones the newer revision
  * ((int32_t)(rev1 - rev0) > 0 picks copy 1, equal picks copy 0).
@@ -39,10 +46,12 @@ extern "C" {
 #endif
 
 #define ECU_BOOT_MAGIC 0x53424345u /* "ECBS" */
-#define ECU_BOOT_VERSION 1u
+#define ECU_BOOT_VERSION 2u
+#define ECU_BOOT_VERSION_1 1u
 #define ECU_BOOT_MAX_NAME_LEN 128u
 #define ECU_BOOT_SLOT_LEN (4u + ECU_BOOT_MAX_NAME_LEN) /* 132 */
-#define ECU_BOOT_RECORD_LEN (12u + 2u * ECU_BOOT_SLOT_LEN + 4u) /* 280 */
+#define ECU_BOOT_RECORD_LEN (12u + 2u * ECU_BOOT_SLOT_LEN + 28u) /* 304 */
+#define ECU_BOOT_V1_RECORD_LEN (12u + 2u * ECU_BOOT_SLOT_LEN + 4u) /* 280 */
 
 #define ECU_BOOT_OFF_MAGIC 0u
 #define ECU_BOOT_OFF_VERSION 4u
@@ -50,7 +59,10 @@ extern "C" {
 #define ECU_BOOT_OFF_REVISION 8u
 #define ECU_BOOT_OFF_SLOT_A 12u
 #define ECU_BOOT_OFF_SLOT_B (ECU_BOOT_OFF_SLOT_A + ECU_BOOT_SLOT_LEN) /* 144 */
-#define ECU_BOOT_OFF_CRC (ECU_BOOT_OFF_SLOT_B + ECU_BOOT_SLOT_LEN)   /* 276 */
+#define ECU_BOOT_OFF_FLOOR (ECU_BOOT_OFF_SLOT_B + ECU_BOOT_SLOT_LEN) /* 276 */
+#define ECU_BOOT_OFF_SECURITY_VERSION (ECU_BOOT_OFF_FLOOR + 8u)    /* 284; slot B at +8 */
+#define ECU_BOOT_OFF_CRC (ECU_BOOT_OFF_SECURITY_VERSION + 16u)     /* 300 */
+#define ECU_BOOT_V1_OFF_CRC ECU_BOOT_OFF_FLOOR                     /* 276 */
 
 /* Within a slot entry. */
 #define ECU_BOOT_SLOT_OFF_PRIORITY 0u
@@ -103,7 +115,17 @@ static inline void ecu_boot_wr32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)(v >> 24);
 }
 
-/* CRC-32 (zlib), bitwise: small and slow enough for 276 bytes once per boot. */
+static inline uint64_t ecu_boot_rd64(const uint8_t *p)
+{
+    return (uint64_t)ecu_boot_rd32(p) | ((uint64_t)ecu_boot_rd32(p + 4) << 32);
+}
+
+static inline unsigned ecu_boot_rd16(const uint8_t *p)
+{
+    return (unsigned)p[0] | ((unsigned)p[1] << 8);
+}
+
+/* CRC-32 (zlib), bitwise: small and slow enough for 300 bytes once per boot. */
 static inline uint32_t ecu_boot_crc32(const uint8_t *p, size_t n)
 {
     uint32_t crc = 0xFFFFFFFFu;
@@ -115,16 +137,19 @@ static inline uint32_t ecu_boot_crc32(const uint8_t *p, size_t n)
     return ~crc;
 }
 
-/* 1 if `r` (ECU_BOOT_RECORD_LEN bytes) is a valid record. */
+/* 1 if `r` (ECU_BOOT_RECORD_LEN bytes) is a valid record (version 2, or version 1). */
 static inline int ecu_boot_record_valid(const uint8_t *r)
 {
+    unsigned version = ecu_boot_rd16(r + ECU_BOOT_OFF_VERSION);
+    unsigned len = version == ECU_BOOT_VERSION ? ECU_BOOT_RECORD_LEN : ECU_BOOT_V1_RECORD_LEN;
+    unsigned crc = len - 4u;
     if (ecu_boot_rd32(r + ECU_BOOT_OFF_MAGIC) != ECU_BOOT_MAGIC)
         return 0;
-    if ((r[ECU_BOOT_OFF_VERSION] | (r[ECU_BOOT_OFF_VERSION + 1] << 8)) != ECU_BOOT_VERSION)
+    if (version != ECU_BOOT_VERSION && version != ECU_BOOT_VERSION_1)
         return 0;
-    if ((r[ECU_BOOT_OFF_LENGTH] | (r[ECU_BOOT_OFF_LENGTH + 1] << 8)) != ECU_BOOT_RECORD_LEN)
+    if (ecu_boot_rd16(r + ECU_BOOT_OFF_LENGTH) != len)
         return 0;
-    if (ecu_boot_rd32(r + ECU_BOOT_OFF_CRC) != ecu_boot_crc32(r, ECU_BOOT_OFF_CRC))
+    if (ecu_boot_rd32(r + crc) != ecu_boot_crc32(r, crc))
         return 0;
     for (unsigned s = 0; s < 2; s++) {
         const uint8_t *e = r + ECU_BOOT_OFF_SLOT_A + s * ECU_BOOT_SLOT_LEN;
@@ -133,6 +158,24 @@ static inline int ecu_boot_record_valid(const uint8_t *r)
             return 0;
     }
     return 1;
+}
+
+/* The anti-rollback floor of a valid record `r` (0 in a version-1 record). A bootloader or
+ * installer refuses an image whose security version is below it. */
+static inline uint64_t ecu_boot_floor(const uint8_t *r)
+{
+    if (ecu_boot_rd16(r + ECU_BOOT_OFF_VERSION) != ECU_BOOT_VERSION)
+        return 0;
+    return ecu_boot_rd64(r + ECU_BOOT_OFF_FLOOR);
+}
+
+/* The security version recorded for `slot` (ECU_BOOT_SLOT_A or _B) in a valid record `r`
+ * (0 in a version-1 record). */
+static inline uint64_t ecu_boot_security_version(const uint8_t *r, unsigned slot)
+{
+    if (ecu_boot_rd16(r + ECU_BOOT_OFF_VERSION) != ECU_BOOT_VERSION || slot > 1u)
+        return 0;
+    return ecu_boot_rd64(r + ECU_BOOT_OFF_SECURITY_VERSION + 8u * slot);
 }
 
 /* The current copy: 0 or 1, or -1 if neither is valid. */
@@ -175,8 +218,14 @@ static inline int32_t ecu_boot_decide_c(const uint8_t *c0, const uint8_t *c1,
             return ECU_BOOT_OK;
         }
         if (e[ECU_BOOT_SLOT_OFF_TRIES] > 0) {
-            for (size_t k = 0; k < ECU_BOOT_RECORD_LEN; k++)
-                out->record[k] = r[k];
+            /* Written as version 2 (a version-1 record gets floor 0, versions 0). */
+            int v2 = ecu_boot_rd16(r + ECU_BOOT_OFF_VERSION) == ECU_BOOT_VERSION;
+            for (size_t k = 0; k < ECU_BOOT_OFF_CRC; k++)
+                out->record[k] = (k < ECU_BOOT_OFF_FLOOR || v2) ? r[k] : 0;
+            out->record[ECU_BOOT_OFF_VERSION] = (uint8_t)ECU_BOOT_VERSION;
+            out->record[ECU_BOOT_OFF_VERSION + 1] = 0;
+            out->record[ECU_BOOT_OFF_LENGTH] = (uint8_t)ECU_BOOT_RECORD_LEN;
+            out->record[ECU_BOOT_OFF_LENGTH + 1] = (uint8_t)(ECU_BOOT_RECORD_LEN >> 8);
             out->record[ECU_BOOT_OFF_SLOT_A + order[i] * ECU_BOOT_SLOT_LEN + ECU_BOOT_SLOT_OFF_TRIES]--;
             ecu_boot_wr32(out->record + ECU_BOOT_OFF_REVISION,
                           ecu_boot_rd32(r + ECU_BOOT_OFF_REVISION) + 1u);

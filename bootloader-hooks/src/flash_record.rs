@@ -1,20 +1,26 @@
 //! A raw flash record for microcontroller bootloaders: fixed size, little-endian, with a CRC,
 //! kept in two copies (two flash sectors) so that a write cut at any byte leaves the other copy
-//! valid. The layout, byte by byte (also in `docs/BOOTSTATE.md` and
+//! valid. The layout of version 2, byte by byte (also in `docs/BOOTSTATE.md` and
 //! `include/ecu_boot_state.h`):
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `"ECBS"` (`0x53424345` LE) |
-//! | 4 | 2 | format version, 1 |
-//! | 6 | 2 | record length, 280 |
+//! | 4 | 2 | format version, 2 |
+//! | 6 | 2 | record length, 304 |
 //! | 8 | 4 | revision |
 //! | 12 | 132 | slot A |
 //! | 144 | 132 | slot B |
-//! | 276 | 4 | CRC-32 (zlib) of bytes 0..276 |
+//! | 276 | 8 | anti-rollback floor (`u64`) |
+//! | 284 | 8 | slot A's security version (`u64`) |
+//! | 292 | 8 | slot B's security version (`u64`) |
+//! | 300 | 4 | CRC-32 (zlib) of bytes 0..300 |
 //!
 //! A slot is `priority: u8, tries_left: u8, flags: u8 (bit 0 = successful, others 0),
 //! name_len: u8, name: [u8; 128]` (unused name bytes 0).
+//!
+//! Version 1 (280 bytes) is version 2 without bytes 276..300: its CRC-32 of bytes 0..276 is at
+//! 276. It still decodes, with floor 0 and slot security versions 0; every write is version 2.
 //!
 //! Of two valid copies the one with the newer revision wins (`(int32_t)(r1 - r0) > 0` picks
 //! copy 1; equal picks copy 0); an invalid copy is ignored. Writes go to the copy that is not
@@ -26,12 +32,16 @@ use crate::state::{BootState, Slot, SlotName, SlotState, MAX_NAME_LEN};
 
 /// `"ECBS"` read as a little-endian `u32`.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"ECBS");
-/// Format version this crate writes and reads.
-pub const VERSION: u16 = 1;
+/// Format version this crate writes (it also reads [`VERSION_1`]).
+pub const VERSION: u16 = 2;
+/// The previous format version: no floor, no security versions; still read.
+pub const VERSION_1: u16 = 1;
 /// Bytes of one slot entry.
 pub const SLOT_LEN: usize = 4 + MAX_NAME_LEN;
-/// Bytes of one record (one copy).
-pub const RECORD_LEN: usize = 12 + 2 * SLOT_LEN + 4;
+/// Bytes of one record (one copy) as written, version 2.
+pub const RECORD_LEN: usize = 12 + 2 * SLOT_LEN + 3 * 8 + 4;
+/// Bytes of a version-1 record.
+pub const V1_RECORD_LEN: usize = 12 + 2 * SLOT_LEN + 4;
 
 /// Byte offsets of the fields.
 pub mod field {
@@ -48,8 +58,14 @@ pub mod field {
     pub const SLOT_A: usize = 12;
     /// Slot B's entry.
     pub const SLOT_B: usize = SLOT_A + SLOT_LEN;
-    /// CRC, `u32`.
-    pub const CRC: usize = SLOT_B + SLOT_LEN;
+    /// Anti-rollback floor, `u64` (version 2).
+    pub const FLOOR: usize = SLOT_B + SLOT_LEN;
+    /// Slot A's security version, `u64`; slot B's follows (version 2).
+    pub const SECURITY_VERSION: usize = FLOOR + 8;
+    /// CRC, `u32` (version 2).
+    pub const CRC: usize = SECURITY_VERSION + 16;
+    /// CRC, `u32`, of a version-1 record.
+    pub const V1_CRC: usize = FLOOR;
     /// Within a slot entry: priority.
     pub const SLOT_PRIORITY: usize = 0;
     /// Within a slot entry: tries left.
@@ -70,7 +86,7 @@ pub const FLAG_SUCCESSFUL: u8 = 0x01;
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum RecordError {
-    /// Fewer than [`RECORD_LEN`] bytes.
+    /// Fewer bytes than a record of its version ([`RECORD_LEN`], [`V1_RECORD_LEN`]).
     TooShort {
         /// Bytes given.
         len: usize,
@@ -85,10 +101,12 @@ pub enum RecordError {
         /// The version found.
         version: u16,
     },
-    /// The length field is not [`RECORD_LEN`].
+    /// The length field is not the length of its version.
     BadLength {
         /// The length found.
         length: u16,
+        /// The length of the record's version.
+        expected: usize,
     },
     /// The CRC does not match (torn or corrupted write).
     BadCrc {
@@ -147,7 +165,7 @@ impl fmt::Display for RecordError {
         match *self {
             RecordError::TooShort { len } => write!(
                 f,
-                "{len} bytes is shorter than a boot-state record ({RECORD_LEN} bytes)"
+                "{len} bytes is shorter than a boot-state record ({RECORD_LEN} bytes, {V1_RECORD_LEN} for version 1)"
             ),
             RecordError::BadMagic { found } => write!(
                 f,
@@ -155,11 +173,11 @@ impl fmt::Display for RecordError {
             ),
             RecordError::UnsupportedVersion { version } => write!(
                 f,
-                "boot-state record version {version} is not supported (this build reads {VERSION})"
+                "boot-state record version {version} is not supported (this build reads {VERSION_1} and {VERSION})"
             ),
-            RecordError::BadLength { length } => write!(
+            RecordError::BadLength { length, expected } => write!(
                 f,
-                "boot-state record length field is {length}, expected {RECORD_LEN}"
+                "boot-state record length field is {length}, expected {expected}"
             ),
             RecordError::BadCrc { stored, computed } => write!(
                 f,
@@ -187,31 +205,45 @@ fn u32_at(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
 
-/// Parses one copy (the first [`RECORD_LEN`] bytes of `buf`; more are ignored).
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from(u32_at(b, o)) | u64::from(u32_at(b, o + 4)) << 32
+}
+
+/// Parses one copy: a version-2 record (the first [`RECORD_LEN`] bytes of `buf`) or a
+/// version-1 one (the first [`V1_RECORD_LEN`], floor and security versions 0); more bytes are
+/// ignored.
 pub fn parse(buf: &[u8]) -> Result<BootState, RecordError> {
-    if buf.len() < RECORD_LEN {
-        return Err(RecordError::TooShort { len: buf.len() });
+    let too_short = RecordError::TooShort { len: buf.len() };
+    if buf.len() < V1_RECORD_LEN {
+        return Err(too_short);
     }
-    let b = &buf[..RECORD_LEN];
-    let magic = u32_at(b, field::MAGIC);
+    let magic = u32_at(buf, field::MAGIC);
     if magic != MAGIC {
         return Err(RecordError::BadMagic { found: magic });
     }
-    let version = u16_at(b, field::VERSION);
-    if version != VERSION {
-        return Err(RecordError::UnsupportedVersion { version });
-    }
+    let version = u16_at(buf, field::VERSION);
+    let (len, crc_at) = match version {
+        VERSION => (RECORD_LEN, field::CRC),
+        VERSION_1 => (V1_RECORD_LEN, field::V1_CRC),
+        _ => return Err(RecordError::UnsupportedVersion { version }),
+    };
+    let b = buf.get(..len).ok_or(too_short)?;
     let length = u16_at(b, field::LENGTH);
-    if length as usize != RECORD_LEN {
-        return Err(RecordError::BadLength { length });
+    if length as usize != len {
+        return Err(RecordError::BadLength {
+            length,
+            expected: len,
+        });
     }
-    let stored = u32_at(b, field::CRC);
-    let computed = crate::crc32(&b[..field::CRC]);
+    let stored = u32_at(b, crc_at);
+    let computed = crate::crc32(&b[..crc_at]);
     if stored != computed {
         return Err(RecordError::BadCrc { stored, computed });
     }
+    let v2 = version == VERSION;
     let mut st = BootState {
         revision: u32_at(b, field::REVISION),
+        floor: if v2 { u64_at(b, field::FLOOR) } else { 0 },
         ..BootState::default()
     };
     for s in Slot::ALL {
@@ -228,6 +260,11 @@ pub fn parse(buf: &[u8]) -> Result<BootState, RecordError> {
             tries_left: e[field::SLOT_TRIES],
             successful: flags & FLAG_SUCCESSFUL != 0,
             name,
+            security_version: if v2 {
+                u64_at(b, field::SECURITY_VERSION + 8 * s.index())
+            } else {
+                0
+            },
         };
     }
     Ok(st)
@@ -244,6 +281,7 @@ pub fn emit(state: &BootState, out: &mut [u8]) {
     b[field::VERSION..field::VERSION + 2].copy_from_slice(&VERSION.to_le_bytes());
     b[field::LENGTH..field::LENGTH + 2].copy_from_slice(&(RECORD_LEN as u16).to_le_bytes());
     b[field::REVISION..field::REVISION + 4].copy_from_slice(&state.revision.to_le_bytes());
+    b[field::FLOOR..field::FLOOR + 8].copy_from_slice(&state.floor.to_le_bytes());
     for s in Slot::ALL {
         let st = state.slot(s);
         let e = &mut b[field::SLOT_A + s.index() * SLOT_LEN..][..SLOT_LEN];
@@ -252,6 +290,8 @@ pub fn emit(state: &BootState, out: &mut [u8]) {
         e[field::SLOT_FLAGS] = if st.successful { FLAG_SUCCESSFUL } else { 0 };
         e[field::SLOT_NAME_LEN] = st.name.len() as u8;
         e[field::SLOT_NAME..field::SLOT_NAME + st.name.len()].copy_from_slice(st.name.as_bytes());
+        let at = field::SECURITY_VERSION + 8 * s.index();
+        b[at..at + 8].copy_from_slice(&st.security_version.to_le_bytes());
     }
     let crc = crate::crc32(&b[..field::CRC]);
     b[field::CRC..field::CRC + 4].copy_from_slice(&crc.to_le_bytes());
@@ -309,9 +349,27 @@ mod test {
 
     fn sample() -> BootState {
         let mut s = BootState::initial(Slot::A, SlotName::from_str("c0ffee").unwrap());
-        s.stage(Slot::B, 3, SlotName::from_str("b4dc0de").unwrap())
-            .unwrap();
+        s.floor = 0x0102_0304_0506_0708;
+        s.stage_versioned(
+            Slot::B,
+            3,
+            SlotName::from_str("b4dc0de").unwrap(),
+            0x1_0000_0009,
+        )
+        .unwrap();
         s
+    }
+
+    /// `s` as a version-1 record (what an older build wrote).
+    fn emit_v1(s: &BootState) -> [u8; V1_RECORD_LEN] {
+        let mut full = [0u8; RECORD_LEN];
+        emit(s, &mut full);
+        let mut b = [0u8; V1_RECORD_LEN];
+        b[..field::V1_CRC].copy_from_slice(&full[..field::V1_CRC]);
+        b[4..8].copy_from_slice(&[1, 0, 0x18, 0x01]);
+        let crc = crate::crc32(&b[..field::V1_CRC]);
+        b[field::V1_CRC..].copy_from_slice(&crc.to_le_bytes());
+        b
     }
 
     #[test]
@@ -320,13 +378,59 @@ mod test {
         let mut b = [0xFFu8; RECORD_LEN];
         emit(&s, &mut b);
         assert_eq!(&b[0..4], b"ECBS");
-        assert_eq!(&b[4..8], &[1, 0, 0x18, 0x01]);
+        assert_eq!(&b[4..8], &[2, 0, 0x30, 0x01]);
         assert_eq!(u32_at(&b, 8), s.revision);
         assert_eq!(&b[field::SLOT_B..field::SLOT_B + 4], &[2, 3, 0, 7]);
         assert_eq!(&b[field::SLOT_A..field::SLOT_A + 4], &[1, 0, 1, 6]);
         assert_eq!(&b[field::SLOT_B + 4..field::SLOT_B + 11], b"b4dc0de");
+        assert_eq!(&b[276..284], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(&b[284..292], &[0; 8]);
+        assert_eq!(&b[292..300], &[9, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(u32_at(&b, 300), crate::crc32(&b[..300]));
         assert_eq!(parse(&b), Ok(s));
-        assert_eq!(RECORD_LEN, 280);
+        assert_eq!((RECORD_LEN, V1_RECORD_LEN, field::CRC), (304, 280, 300));
+    }
+
+    #[test]
+    fn version_1_decodes_with_floor_0_and_is_rewritten_as_version_2() {
+        let s = sample();
+        let v1 = emit_v1(&s);
+        let mut want = s;
+        want.floor = 0;
+        want.slots[1].security_version = 0;
+        assert_eq!(parse(&v1), Ok(want));
+        let mut c = v1;
+        c[100] ^= 1;
+        assert!(matches!(parse(&c), Err(RecordError::BadCrc { .. })));
+        // a version-2 length in a version-1 record is refused
+        let mut c = v1;
+        c[6..8].copy_from_slice(&(RECORD_LEN as u16).to_le_bytes());
+        let crc = crate::crc32(&c[..field::V1_CRC]);
+        c[field::V1_CRC..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            parse(&c),
+            Err(RecordError::BadLength {
+                length: 304,
+                expected: 280
+            })
+        );
+        // a version-2 record cut to version-1 length is too short
+        let mut b = [0u8; RECORD_LEN];
+        emit(&s, &mut b);
+        assert_eq!(parse(&b[..290]), Err(RecordError::TooShort { len: 290 }));
+        // the next write is version 2 in the other copy, and wins
+        let mut first = [0xFFu8; RECORD_LEN];
+        first[..V1_RECORD_LEN].copy_from_slice(&v1);
+        let second = [0xFFu8; RECORD_LEN];
+        let mut next = want;
+        next.mark_good(Slot::B);
+        let mut out = [0u8; RECORD_LEN];
+        assert_eq!(prepare_write(&first, &second, &next, &mut out), 1);
+        assert_eq!(u16_at(&out, field::VERSION), VERSION);
+        assert_eq!(
+            select(&first, &out).map(|(i, st)| (i, st.floor)),
+            Ok((1, 0))
+        );
     }
 
     #[test]

@@ -15,8 +15,8 @@ use crate::flash_record::{self, RecordError, RECORD_LEN};
 use crate::state::{BootState, Decision};
 
 /// Bytes programmed per copy: [`RECORD_LEN`] padded with `0xFF` to a multiple of the flash's
-/// write size (288 is a multiple of 1, 2, 4, 8, 16 and 32).
-pub const PROGRAM_LEN: usize = 288;
+/// write size (320 is a multiple of 1, 2, 4, 8, 16, 32 and 64).
+pub const PROGRAM_LEN: usize = 320;
 
 const _: () = assert!(PROGRAM_LEN >= RECORD_LEN);
 

@@ -242,6 +242,10 @@ pub struct SlotState {
     pub successful: bool,
     /// What the slot holds.
     pub name: SlotName,
+    /// The security version of what the slot holds, recorded when it is staged
+    /// ([`BootState::stage_versioned`]); 0 when unknown. Only the flash record stores it (the
+    /// environment schemes read it as 0; the Linux side keeps its floor in the sysroot).
+    pub security_version: u64,
 }
 
 impl SlotState {
@@ -268,6 +272,10 @@ pub struct BootState {
     /// try counting ([`BootState::decide`]) leaves it alone, so the U-Boot script and the
     /// GRUB snippet (which has no arithmetic) store exactly the state `decide` returns.
     pub revision: u32,
+    /// The anti-rollback floor: nothing with a lower security version may be installed. Only
+    /// [`BootState::mark_good`] changes it, raising it to the marked slot's
+    /// [`SlotState::security_version`]; nothing lowers it. Only the flash record stores it.
+    pub floor: u64,
 }
 
 /// Why the decision picked its slot.
@@ -319,6 +327,7 @@ impl BootState {
             tries_left: 0,
             successful: true,
             name,
+            security_version: 0,
         };
         s
     }
@@ -398,6 +407,18 @@ impl BootState {
     /// has `tries` boots to be marked good. Returns whether anything changed (false only when
     /// `slot` was already staged exactly so). `tries` must be 1..=[`MAX_TRIES`].
     pub fn stage(&mut self, slot: Slot, tries: u8, name: SlotName) -> Result<bool, StateError> {
+        self.stage_versioned(slot, tries, name, 0)
+    }
+
+    /// [`stage`](Self::stage), recording `security_version` as what the slot holds; marking
+    /// the slot good later raises the [floor](BootState::floor) to it.
+    pub fn stage_versioned(
+        &mut self,
+        slot: Slot,
+        tries: u8,
+        name: SlotName,
+        security_version: u64,
+    ) -> Result<bool, StateError> {
         if tries == 0 || tries > MAX_TRIES {
             return Err(StateError::TriesOutOfRange { tries });
         }
@@ -407,13 +428,15 @@ impl BootState {
             st.tries_left = tries;
             st.successful = false;
             st.name = name;
+            st.security_version = security_version;
         }
         self.slot_mut(slot).priority = 0; // force promote to reorder
         self.promote(slot);
         Ok(self.bump_if_changed(&before))
     }
 
-    /// Marks `slot` (the booted one) good: successful, no tries counted, first in order.
+    /// Marks `slot` (the booted one) good: successful, no tries counted, first in order, and
+    /// the [floor](BootState::floor) raised to its security version (never lowered).
     /// Returns whether anything changed; an already-good first slot changes nothing, so the
     /// caller writes nothing.
     pub fn mark_good(&mut self, slot: Slot) -> bool {
@@ -423,6 +446,7 @@ impl BootState {
             st.successful = true;
             st.tries_left = 0;
         }
+        self.floor = self.floor.max(self.slot(slot).security_version);
         self.promote(slot);
         self.bump_if_changed(&before)
     }
@@ -573,6 +597,26 @@ mod test {
         }
         assert_eq!(s.slot(Slot::A).priority, 1);
         assert_eq!(s.slot(Slot::B).name.as_str(), "c1");
+    }
+
+    #[test]
+    fn floor_rises_at_mark_good_only_and_never_falls() {
+        let mut s = BootState::initial(Slot::A, name("c0"));
+        s.stage_versioned(Slot::B, 2, name("c1"), 7).unwrap();
+        assert_eq!((s.floor, s.slot(Slot::B).security_version), (0, 7));
+        s = s.decide().state;
+        assert_eq!(s.floor, 0, "booting a staged slot keeps the floor");
+        assert!(s.mark_good(Slot::B));
+        assert_eq!(s.floor, 7);
+        s.stage_versioned(Slot::A, 2, name("c2"), 3).unwrap();
+        s.rollback(Slot::A).unwrap();
+        assert_eq!(s.floor, 7, "staging and rollback keep the floor");
+        s.stage_versioned(Slot::A, 2, name("c2"), 3).unwrap();
+        assert!(s.mark_good(Slot::A));
+        assert_eq!(
+            s.floor, 7,
+            "marking a lower version good does not lower the floor"
+        );
     }
 
     #[test]

@@ -63,6 +63,20 @@ fn header_constants_match_rust_layout() {
     assert_eq!(define(&h, "ECU_BOOT_OFF_SLOT_A"), field::SLOT_A as u64);
     assert_eq!(define(&h, "ECU_BOOT_OFF_SLOT_B"), field::SLOT_B as u64);
     assert_eq!(define(&h, "ECU_BOOT_OFF_CRC"), field::CRC as u64);
+    assert_eq!(define(&h, "ECU_BOOT_OFF_FLOOR"), field::FLOOR as u64);
+    assert_eq!(
+        define(&h, "ECU_BOOT_OFF_SECURITY_VERSION"),
+        field::SECURITY_VERSION as u64
+    );
+    assert_eq!(define(&h, "ECU_BOOT_V1_OFF_CRC"), field::V1_CRC as u64);
+    assert_eq!(
+        define(&h, "ECU_BOOT_V1_RECORD_LEN"),
+        flash_record::V1_RECORD_LEN as u64
+    );
+    assert_eq!(
+        define(&h, "ECU_BOOT_VERSION_1"),
+        flash_record::VERSION_1 as u64
+    );
     assert_eq!(
         define(&h, "ECU_BOOT_SLOT_OFF_TRIES"),
         field::SLOT_TRIES as u64
@@ -149,25 +163,46 @@ fn c_program_with_rust() -> Option<PathBuf> {
 }
 
 fn slot_state() -> impl Strategy<Value = SlotState> {
-    (0u8..4, 0u8..4, any::<bool>(), "[a-z0-9]{0,20}").prop_map(
-        |(priority, tries_left, successful, n)| SlotState {
-            priority,
-            tries_left,
-            successful,
-            name: SlotName::from_str(&n).unwrap(),
-        },
+    (
+        0u8..4,
+        0u8..4,
+        any::<bool>(),
+        "[a-z0-9]{0,20}",
+        any::<u64>(),
     )
+        .prop_map(
+            |(priority, tries_left, successful, n, security_version)| SlotState {
+                priority,
+                tries_left,
+                successful,
+                name: SlotName::from_str(&n).unwrap(),
+                security_version,
+            },
+        )
+}
+
+/// `state` as a version-1 record (floor and security versions dropped), in a buffer of
+/// [`RECORD_LEN`] bytes padded with `0xFF` as on flash.
+fn emit_v1(state: &BootState) -> [u8; RECORD_LEN] {
+    let mut r = [0xFFu8; RECORD_LEN];
+    flash_record::emit(state, &mut r);
+    r[4..8].copy_from_slice(&[1, 0, 0x18, 0x01]);
+    let crc = bootloader_hooks::crc32(&r[..field::V1_CRC]);
+    r[field::V1_CRC..field::V1_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    r[flash_record::V1_RECORD_LEN..].fill(0xFF);
+    r
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn c_decision_equals_rust(a in slot_state(), b in slot_state(), rev in any::<u32>(), other in prop_oneof![Just(0u8), Just(1), Just(2)], swap in any::<bool>()) {
+    fn c_decision_equals_rust(a in slot_state(), b in slot_state(), rev in any::<u32>(), floor in any::<u64>(), v1 in any::<bool>(), other in prop_oneof![Just(0u8), Just(1), Just(2)], swap in any::<bool>()) {
         let Some(bin) = c_program() else { return Ok(()) };
-        let state = BootState { slots: [a, b], revision: rev };
+        let state = BootState { slots: [a, b], revision: rev, floor };
         let mut cur = [0u8; RECORD_LEN];
         flash_record::emit(&state, &mut cur);
+        if v1 { cur = emit_v1(&state); }
         // the other copy: erased, corrupted, or an older valid state
         let mut oth = [0xFFu8; RECORD_LEN];
         match other {
@@ -193,6 +228,16 @@ proptest! {
         prop_assert_eq!(field("write=") as u8, rust.write_needed);
         prop_assert_eq!(field("sizeof=") as usize, std::mem::size_of::<EcuBootDecision>());
         prop_assert_eq!(field("offsetof_record=") as usize, 4);
+        let (_, current) = flash_record::select(&c0, &c1).unwrap();
+        let num = |n: &str| -> u64 {
+            line.split_whitespace().find_map(|w| w.strip_prefix(n)).unwrap().parse().unwrap()
+        };
+        prop_assert_eq!(num("floor="), current.floor);
+        prop_assert_eq!(num("sv_a="), current.slots[0].security_version);
+        prop_assert_eq!(num("sv_b="), current.slots[1].security_version);
+        if v1 {
+            prop_assert_eq!((current.floor, current.slots[1].security_version), (0, 0));
+        }
         if rust.write_needed == 1 {
             prop_assert_eq!(field("copy=") as u8, rust.write_copy);
             prop_assert_eq!(std::fs::read(&pout).unwrap(), rust.record.to_vec());
@@ -204,11 +249,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn rust_c_abi_called_from_c_equals_c_decision(a in slot_state(), b in slot_state(), rev in any::<u32>(), corrupt in any::<bool>()) {
+    fn rust_c_abi_called_from_c_equals_c_decision(a in slot_state(), b in slot_state(), rev in any::<u32>(), floor in any::<u64>(), v1 in any::<bool>(), corrupt in any::<bool>()) {
         let Some(bin) = c_program_with_rust() else { return Ok(()) };
-        let state = BootState { slots: [a, b], revision: rev };
+        let state = BootState { slots: [a, b], revision: rev, floor };
         let mut c0 = [0u8; RECORD_LEN];
         flash_record::emit(&state, &mut c0);
+        if v1 { c0 = emit_v1(&state); }
         let mut c1 = [0xFFu8; RECORD_LEN];
         if corrupt { c1 = c0; c1[7] ^= 0x40; }
         let dir = tempfile::tempdir().unwrap();

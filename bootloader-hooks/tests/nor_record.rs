@@ -174,15 +174,15 @@ fn boot_counts_a_try_and_writes_it_first() {
     assert_eq!(s.flash_mut().mem, before);
 }
 
-/// A power cut at every programmed or erased byte of a write: the old state or the new one.
-#[test]
-fn a_power_cut_at_every_byte_leaves_the_old_or_the_new_state() {
+/// Cuts power at every programmed or erased byte of the write of `new` over `old`: after
+/// every cut the old state or the new one, and the anti-rollback floor the old or the new one,
+/// never lower.
+fn cut_everywhere(old: BootState, change: impl Fn(&mut BootState)) {
     let mut s = store(Nor::new());
-    let old = BootState::initial(Slot::A, name("rel-1"));
     s.write(&old).unwrap();
     let old = s.read().unwrap();
     let mut new = old;
-    new.stage(Slot::B, 3, name("rel-2")).unwrap();
+    change(&mut new);
     let base = s.into_inner();
     let mut cuts = 0;
     let mut saw_old = false;
@@ -195,10 +195,22 @@ fn a_power_cut_at_every_byte_leaves_the_old_or_the_new_state() {
         let mut nor = s.into_inner();
         nor.budget = None;
         let got = store(nor).read().expect("a valid copy after every cut");
-        let is_new =
-            got.slot(Slot::B) == new.slot(Slot::B) && got.slot(Slot::A) == new.slot(Slot::A);
+        let is_new = got.slot(Slot::B) == new.slot(Slot::B)
+            && got.slot(Slot::A) == new.slot(Slot::A)
+            && got.floor == new.floor;
         let is_old = got == old;
         assert!(is_old || is_new, "cut after {budget} bytes: {got:?}");
+        assert!(
+            got.floor == old.floor || got.floor == new.floor,
+            "cut after {budget} bytes: floor {} is neither the old {} nor the new {}",
+            got.floor,
+            old.floor,
+            new.floor
+        );
+        assert!(
+            got.floor >= old.floor,
+            "cut after {budget} bytes lowered the floor"
+        );
         saw_old |= is_old;
         saw_new |= is_new;
         if done {
@@ -209,4 +221,61 @@ fn a_power_cut_at_every_byte_leaves_the_old_or_the_new_state() {
     }
     assert!(cuts >= SECTOR + PROGRAM_LEN - 1, "{cuts} cut points");
     assert!(saw_old && saw_new);
+}
+
+/// A power cut at every programmed or erased byte of a write: the old state or the new one.
+#[test]
+fn a_power_cut_at_every_byte_leaves_the_old_or_the_new_state() {
+    let mut old = BootState::initial(Slot::A, name("rel-1"));
+    old.floor = 3;
+    cut_everywhere(old, |new| {
+        new.stage_versioned(Slot::B, 3, name("rel-2"), 7).unwrap();
+    });
+}
+
+/// The same for the write of a mark-good that raises the floor from 3 to 7.
+#[test]
+fn a_power_cut_while_the_floor_rises_leaves_the_old_or_the_new_floor() {
+    let mut old = BootState::initial(Slot::A, name("rel-1"));
+    old.floor = 3;
+    old.stage_versioned(Slot::B, 3, name("rel-2"), 7).unwrap();
+    cut_everywhere(old, |new| {
+        assert!(new.mark_good(Slot::B));
+        assert_eq!(new.floor, 7);
+    });
+}
+
+/// A version-1 record left by an older build reads with floor 0 and is rewritten as version 2.
+#[test]
+fn a_version_1_record_is_read_and_rewritten_as_version_2() {
+    use bootloader_hooks::flash_record::{self, field, V1_RECORD_LEN, VERSION, VERSION_1};
+    let mut st = BootState::initial(Slot::A, name("rel-1"));
+    st.stage(Slot::B, 2, name("rel-2")).unwrap();
+    let mut nor = Nor::new();
+    let rec = &mut nor.mem[SECTOR..SECTOR + V1_RECORD_LEN];
+    let mut full = [0u8; flash_record::RECORD_LEN];
+    flash_record::emit(&st, &mut full);
+    rec.copy_from_slice(&full[..V1_RECORD_LEN]);
+    rec[4..6].copy_from_slice(&VERSION_1.to_le_bytes());
+    rec[6..8].copy_from_slice(&(V1_RECORD_LEN as u16).to_le_bytes());
+    let crc = bootloader_hooks::crc32(&rec[..field::V1_CRC]);
+    rec[field::V1_CRC..].copy_from_slice(&crc.to_le_bytes());
+    let mut s = store(nor);
+    assert_eq!(s.read().unwrap(), st);
+    let d = s.boot().unwrap();
+    assert_eq!((d.slot, d.kind), (Slot::B, DecisionKind::Trial));
+    let copy1 = 2 * SECTOR;
+    assert_eq!(
+        s.flash_mut().mem[copy1 + 4..copy1 + 6],
+        VERSION.to_le_bytes()
+    );
+    let mut next = s.read().unwrap();
+    assert_eq!(next.floor, 0);
+    assert!(next.mark_good(Slot::B));
+    assert_eq!(s.write(&next).unwrap(), 0);
+    assert_eq!(
+        s.flash_mut().mem[SECTOR + 4..SECTOR + 6],
+        VERSION.to_le_bytes()
+    );
+    assert_eq!(s.read().unwrap(), next);
 }

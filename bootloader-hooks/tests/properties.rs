@@ -30,6 +30,8 @@ fn slot_state() -> impl Strategy<Value = SlotState> {
             tries_left,
             successful,
             name,
+            // the environment schemes do not store it (see `versioned`)
+            security_version: 0,
         },
     )
 }
@@ -38,6 +40,18 @@ fn boot_state() -> impl Strategy<Value = BootState> {
     (slot_state(), slot_state(), any::<u32>()).prop_map(|(a, b, revision)| BootState {
         slots: [a, b],
         revision,
+        floor: 0,
+    })
+}
+
+/// A state with an anti-rollback floor and slot security versions (what the flash record
+/// stores and the environment schemes do not).
+fn versioned() -> impl Strategy<Value = BootState> {
+    (boot_state(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(mut s, f, a, b)| {
+        s.floor = f;
+        s.slots[0].security_version = a;
+        s.slots[1].security_version = b;
+        s
     })
 }
 
@@ -183,6 +197,32 @@ proptest! {
     }
 
     #[test]
+    fn flash_record_keeps_floor_and_versions_and_ops_never_lower_the_floor(s in versioned(), ops in proptest::collection::vec((operation(), any::<u64>()), 0..12)) {
+        let mut rec = [0u8; flash_record::RECORD_LEN];
+        flash_record::emit(&s, &mut rec);
+        prop_assert_eq!(flash_record::parse(&rec).unwrap(), s);
+        let mut m = s;
+        for (op, v) in ops {
+            let before = m;
+            match op {
+                Operation::Stage { slot, tries, name } => {
+                    let _ = m.stage_versioned(slot, tries, name, v);
+                }
+                op => { let _ = m.apply(&op); }
+            }
+            prop_assert!(m.floor >= before.floor, "{:?} lowered the floor", op);
+            if let Operation::MarkGood { slot } = op {
+                prop_assert_eq!(m.floor, before.floor.max(before.slot(slot).security_version));
+            } else {
+                prop_assert_eq!(m.floor, before.floor, "only mark-good moves the floor");
+            }
+            if let Operation::Stage { slot, tries: 1..=9, .. } = op {
+                prop_assert_eq!(m.slot(slot).security_version, v);
+            }
+        }
+    }
+
+    #[test]
     fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let _ = Env::parse(&bytes, Layout::Single).map(|e| e.vars().count());
         let _ = Env::parse(&bytes, Layout::Redundant).map(|e| e.vars().count());
@@ -204,11 +244,11 @@ proptest! {
 }
 
 proptest! {
-    // every cut point of a 512-byte env copy and of a 280-byte record, per case
+    // every cut point of a 512-byte env copy and of a 304-byte record, per case
     #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn torn_write_of_one_copy_gives_old_or_new(old in boot_state(), new in boot_state(), older in boot_state()) {
+    fn torn_write_of_one_copy_gives_old_or_new(old in boot_state(), new in boot_state(), older in boot_state(), floors in any::<(u64, u64, u64)>()) {
         // U-Boot redundant env: copy 0 current (old, flag 5), copy 1 holds an older state
         // (flag 4); the new state goes to copy 1 with flag 6 and is cut at every byte.
         const SIZE: usize = 0x200;
@@ -236,8 +276,9 @@ proptest! {
         }
         // flash record: same with the record pair
         let (mut r0, mut r1) = ([0xFFu8; flash_record::RECORD_LEN], [0xFFu8; flash_record::RECORD_LEN]);
-        let mut o = old; o.revision = 100;
-        let mut ol = older; ol.revision = 99;
+        let mut o = old; o.revision = 100; o.floor = floors.0;
+        let mut ol = older; ol.revision = 99; ol.floor = floors.1;
+        let mut new = new; new.floor = floors.2;
         flash_record::emit(&o, &mut r0);
         flash_record::emit(&ol, &mut r1);
         let mut rec = [0u8; flash_record::RECORD_LEN];
@@ -249,6 +290,7 @@ proptest! {
             c[..cut].copy_from_slice(&rec[..cut]);
             let (_, got) = flash_record::select(&r0, &c).unwrap();
             prop_assert!(got == o || got == new_written, "record cut {}", cut);
+            prop_assert!(got.floor == o.floor || got.floor == new.floor, "record cut {}", cut);
         }
         // and erased-then-partially-written (NOR: erase to 0xFF first)
         for cut in (0..=flash_record::RECORD_LEN).step_by(7) {

@@ -57,7 +57,12 @@ fn fix_uboot_crc(copy: &mut [u8], layout: Layout) {
 
 fn fix_record_crc(copy: &mut [u8]) {
     if copy.len() >= RECORD_LEN {
-        let at = flash_record::field::CRC;
+        // at the CRC offset of the version the copy claims (1 or 2)
+        let at = if copy[4..6] == flash_record::VERSION_1.to_le_bytes() {
+            flash_record::field::V1_CRC
+        } else {
+            flash_record::field::CRC
+        };
         let crc = bootloader_hooks::crc32(&copy[..at]);
         copy[at..at + 4].copy_from_slice(&crc.to_le_bytes());
     }

@@ -16,7 +16,7 @@ pub enum Op {
         b: bool,
         /// Tries.
         tries: u8,
-        /// Length of the generated name (taken modulo 129).
+        /// Length of the generated name (taken modulo 129), also its security version.
         name_len: u8,
     },
     /// `mark_good(slot)`.
@@ -186,6 +186,22 @@ fn check_op(op: &Operation, before: &BootState, after: &BootState, res: &Result<
     }
 }
 
+/// The anti-rollback floor: a staged slot records its security version; only `mark_good`
+/// moves the floor, to the larger of the floor and the slot's version; nothing lowers it.
+fn check_floor(op: &Operation, before: &BootState, after: &BootState, res: &Result<bool, StateError>) {
+    assert!(after.floor >= before.floor, "{op:?} lowered the floor");
+    match *op {
+        Operation::MarkGood { slot } => assert_eq!(
+            after.floor,
+            before.floor.max(before.slot(slot).security_version)
+        ),
+        _ => assert_eq!(after.floor, before.floor, "only mark-good moves the floor"),
+    }
+    if let (Operation::Stage { slot, name, .. }, Ok(_)) = (*op, res) {
+        assert_eq!(after.slot(slot).security_version, name.len() as u64);
+    }
+}
+
 /// Runs `steps` from a fresh A-successful state in a blank two-copy flash (see the module
 /// docs). Returns how many writes completed and how many were torn.
 pub fn run(steps: &[Step]) -> (usize, usize) {
@@ -217,12 +233,16 @@ pub fn run(steps: &[Step]) -> (usize, usize) {
             check_decision(&stored);
         }
         let mut model = stored;
-        let res = model.apply(&op);
-        check_op(&op, &stored, &model, &res.map(|a| a.changed));
-        let changed = match res {
-            Ok(a) => a.changed,
-            Err(_) => false,
+        let res = match op {
+            // the name's length doubles as the security version staged
+            Operation::Stage { slot, tries, name } => {
+                model.stage_versioned(slot, tries, name, name.len() as u64)
+            }
+            _ => model.apply(&op).map(|a| a.changed),
         };
+        check_op(&op, &stored, &model, &res);
+        check_floor(&op, &stored, &model, &res);
+        let changed = res.unwrap_or(false);
         assert_eq!(
             changed,
             model != stored,
@@ -255,6 +275,7 @@ pub fn run(steps: &[Step]) -> (usize, usize) {
                     got == stored || got == new,
                     "torn write after {cut} bytes decoded to neither the old nor the new state: {got:?}"
                 );
+                assert!(got.floor == stored.floor || got.floor == new.floor);
             }
             None => {
                 written += 1;

@@ -187,11 +187,21 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ],
     ));
     let mut rec = vec![0xFFu8; 2 * RECORD_LEN];
-    flash_record::emit(&st, &mut rec[..RECORD_LEN]);
-    let mut next = st.decide().state;
+    let mut vst = st;
+    vst.floor = 4;
+    vst.slots[1].security_version = 5;
+    flash_record::emit(&vst, &mut rec[..RECORD_LEN]);
+    let mut next = vst.decide().state;
     next.revision += 1;
     flash_record::emit(&next, &mut rec[RECORD_LEN..]);
     out.push(("bootenv_parse", "flash-record-pair", with_mode(0, &rec)));
+    // a version-1 record (no floor) in copy 0: mode bit 0 fixes its CRC at offset 276
+    let mut v1 = vec![0xFFu8; RECORD_LEN];
+    flash_record::emit(&st, &mut v1);
+    v1[4..6].copy_from_slice(&flash_record::VERSION_1.to_le_bytes());
+    v1[6..8].copy_from_slice(&(flash_record::V1_RECORD_LEN as u16).to_le_bytes());
+    v1[flash_record::V1_RECORD_LEN..].fill(0xFF);
+    out.push(("bootenv_parse", "flash-record-v1", with_mode(1, &v1)));
 
     // bootstate_ops: arbitrary-encoded step lists.
     // Each step: 1 (another element), the op's variant as a LE u32 (top byte 0x00 stage,

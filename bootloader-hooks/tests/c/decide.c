@@ -1,6 +1,7 @@
 /* Runs the header's plain-C decision on two record copies read from files.
  * usage: decide COPY0 COPY1 OUT_RECORD
  * prints: rc=<rc> slot=<0|1> kind=<k> write=<0|1> copy=<0|1> sizeof=<n> offsetof_record=<n>
+ *         floor=<n> sv_a=<n> sv_b=<n> (of the current copy; 0 when none is valid)
  * and writes the new record to OUT_RECORD when write=1. Built with -DWITH_RUST and linked
  * against the crate's staticlib, it also calls the Rust ecu_boot_decide() and prints
  * rust_equal=1 when both agree on every field and byte. */
@@ -30,6 +31,14 @@ int main(int argc, char **argv)
     printf("rc=%d slot=%u kind=%u write=%u copy=%u sizeof=%zu offsetof_record=%zu\n", (int)rc,
            d.slot, d.kind, d.write_needed, d.write_copy, sizeof(struct ecu_boot_decision),
            offsetof(struct ecu_boot_decision, record));
+    {
+        int cur = ecu_boot_current(c0, c1);
+        const uint8_t *r = cur == 1 ? c1 : c0;
+        printf("floor=%llu sv_a=%llu sv_b=%llu\n",
+               cur < 0 ? 0ull : (unsigned long long)ecu_boot_floor(r),
+               cur < 0 ? 0ull : (unsigned long long)ecu_boot_security_version(r, ECU_BOOT_SLOT_A),
+               cur < 0 ? 0ull : (unsigned long long)ecu_boot_security_version(r, ECU_BOOT_SLOT_B));
+    }
 #ifdef WITH_RUST
     /* The Rust C ABI function must agree with the plain-C decision field by field. */
     {
