@@ -3,9 +3,9 @@
 //!
 //! - [`firmware`]: generates the update files (signed with the test key whose public half is
 //!   compiled into the firmware), builds the firmware with `defmt`, with `log` and with no
-//!   logging, and runs the scenarios (from scratch, delta, one flipped byte) under
-//!   `qemu-system-arm -machine mps2-an386 -cpu cortex-m4` for transport blocks of 8, 64 and
-//!   4093 bytes. Fails when any run fails.
+//!   logging, and runs the scenarios (from scratch, delta, one flipped byte, below the
+//!   anti-rollback floor) under `qemu-system-arm -machine mps2-an386 -cpu cortex-m4` for
+//!   transport blocks of 8, 64 and 4093 bytes. Fails when any run fails.
 //! - [`size`]: the budget of the firmware built with opt-level "s" and LTO (no logging):
 //!   flash of `agent-core` + `bootloader-hooks`, the installer's static RAM and the install's
 //!   stack high-water mark, each also as a `key: N` line. `docs/BUDGET.md` says how each is
@@ -584,7 +584,12 @@ struct Built {
     version: String,
 }
 
-fn build_commit(tree: &Node, parent: Option<ObjectId>, version: &str) -> Result<Built> {
+fn build_commit(
+    tree: &Node,
+    parent: Option<ObjectId>,
+    version: &str,
+    security_version: u64,
+) -> Result<Built> {
     let Node::Dir(root) = tree else {
         unreachable!("the root is a directory")
     };
@@ -598,7 +603,7 @@ fn build_commit(tree: &Node, parent: Option<ObjectId>, version: &str) -> Result<
         version,
         subject: "ECU firmware",
         body: "",
-        security_version: 0,
+        security_version,
     };
     let b = c.to_vec().context("encoding a test commit")?;
     let commit = put(&mut objects, ObjectKind::Commit, b);
@@ -699,9 +704,10 @@ fn hex_bytes<const N: usize>(s: &str) -> Result<[u8; N]> {
     Ok(out)
 }
 
-/// Writes the scenario files into `tests/firmware/target/fw-data`: `v1.update` (from scratch),
-/// `v1-v2.update` (delta), `v2-flipped.update` (v2 from scratch, one byte flipped in the
-/// middle), `v1.bin` and `v2.bin` (the images the slots must hold).
+/// Writes the scenario files into `tests/firmware/target/fw-data`: `v1.update` (from scratch,
+/// security version 1), `v1-v2.update` (delta, security version 2), `v2-flipped.update` (v2
+/// from scratch, one byte flipped in the middle), `v1.bin` and `v2.bin` (the images the slots
+/// must hold). The firmware replays `v1.update` after v2 is marked good: below the floor.
 fn gen_data() -> Result<()> {
     let fw = fw_dir();
     let seed: [u8; 32] =
@@ -749,8 +755,9 @@ fn gen_data() -> Result<()> {
             ("lib", dir(lib)),
         ])
     };
-    let v1 = build_commit(&tree(fw1.clone(), false), None, "1.0.0")?;
-    let v2 = build_commit(&tree(fw2.clone(), true), Some(v1.commit), "1.1.0")?;
+    // v2 at a higher security version: once it is marked good, v1.update is below the floor.
+    let v1 = build_commit(&tree(fw1.clone(), false), None, "1.0.0", 1)?;
+    let v2 = build_commit(&tree(fw2.clone(), true), Some(v1.commit), "1.1.0", 2)?;
     let full1 = update_file(&v1, None, &seed)?;
     let delta = update_file(&v2, Some(&v1), &seed)?;
     let mut flipped = update_file(&v2, None, &seed)?;

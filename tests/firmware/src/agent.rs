@@ -1,10 +1,13 @@
-//! The scenarios: a from-scratch install, a delta install, and a file with one flipped byte
-//! that must be refused with the active slot untouched. Each install reads its file in
+//! The scenarios: a from-scratch install, a delta install, a file with one flipped byte and a
+//! replay of an older file below the anti-rollback floor, both refused with the active slot
+//! and the boot record untouched. The floor lives in the boot record: installs run with
+//! `Policy::with_floor(record floor)`, a slot is staged with its update's security version,
+//! and marking it good raises the floor. Each install reads its file in
 //! `block`-byte pieces, as a bus would deliver it, and feeds them to the installer.
 use core::mem::MaybeUninit;
 use core::ptr::addr_of_mut;
 
-use agent_core::install::{Installer, Policy};
+use agent_core::install::{InstallError, Installer, Policy};
 use agent_core::object::ObjectId;
 use agent_core::store::flash::model::NorModel;
 use agent_core::store::flash::{FlashLayout, FlashSlot, FlashStore};
@@ -157,19 +160,24 @@ fn name(id: &ObjectId) -> SlotName {
     SlotName::from_str(id.to_hex().as_str()).unwrap_or_default()
 }
 
-/// Feeds `file` to the installer in `block`-byte pieces. Returns the installer's verdict.
-fn install(c: &mut Ctx, file: &str) -> Res<Result<ObjectId, ()>> {
+/// Feeds `file` to the installer in `block`-byte pieces, refusing anything below `floor`.
+/// Returns the installer's verdict: the commit and its security version, or whether the
+/// refusal was the floor's.
+fn install(c: &mut Ctx, file: &str, floor: u64) -> Res<Result<(ObjectId, u64), bool>> {
     let Some(mut f) = semi::File::open(file) else {
         say!("FAIL cannot open {}", file);
         return Err(());
     };
-    c.inst.reset();
+    c.inst.set_policy(Policy::require(&KEYS).with_floor(floor));
     let base = stack::paint();
     let mut blocks = 0u32;
     let verdict = loop {
         let n = f.read_full(c.block);
         if n == 0 {
-            break c.inst.finish(c.store).map(|i| i.commit);
+            break c
+                .inst
+                .finish(c.store)
+                .map(|i| (i.commit, i.security_version));
         }
         blocks += 1;
         if let Err(e) = c.inst.feed(c.store, &c.block[..n]) {
@@ -186,6 +194,7 @@ fn install(c: &mut Ctx, file: &str) -> Res<Result<ObjectId, ()>> {
         peak as u32
     );
     Ok(verdict.map_err(|e| {
+        let below = matches!(e, InstallError::BelowFloor { .. });
         #[cfg(feature = "quiet")]
         {
             let _ = e;
@@ -195,6 +204,7 @@ fn install(c: &mut Ctx, file: &str) -> Res<Result<ObjectId, ()>> {
         defmt::println!("install refused: {}", defmt::Display2Format(&e));
         #[cfg(not(any(feature = "defmt", feature = "quiet")))]
         cortex_m_semihosting::hprintln!("install refused: {}", e);
+        below
     }))
 }
 
@@ -236,13 +246,14 @@ fn update(c: &mut Ctx, file: &str, expect: &str) -> Res {
     let target = booted.other();
     retire(c.store.flash(), &mut st, target)?;
     c.store.set_active(flash_slot(booted));
-    let commit = install(c, file)?.map_err(|_| ())?;
+    let floor = st.floor;
+    let (commit, sv) = install(c, file, floor)?.map_err(|_| ())?;
     let staged = c.store.staged();
     check(
         staged.is_some_and(|s| s.commit == commit),
         "slot staged with the commit",
     )?;
-    st.stage(target, 3, name(&commit))
+    st.stage_versioned(target, 3, name(&commit), sv)
         .map_err(|e| fail("stage", &e))?;
     write_record(c.store.flash(), &st)?;
     // Reboot.
@@ -260,14 +271,17 @@ fn update(c: &mut Ctx, file: &str, expect: &str) -> Res {
         info.is_some_and(|i| i.commit == commit),
         "the new slot verifies",
     )?;
+    check(st.floor == floor, "staging and trying keep the floor")?;
     if st.mark_good(now) {
         write_record(c.store.flash(), &st)?;
     }
-    let (again, kind, _) = boot(c.store.flash())?;
+    let (again, kind, st) = boot(c.store.flash())?;
     check(
         again == now && kind == DecisionKind::Confirmed,
         "marked good",
     )?;
+    check(st.floor == floor.max(sv), "mark-good raises the floor")?;
+    say!("floor {} -> {}", floor as u32, st.floor as u32);
     same_image(c, flash_slot(now), expect)
 }
 
@@ -277,16 +291,17 @@ fn slot_crc(c: &mut Ctx, s: FlashSlot) -> u32 {
     bootloader_hooks::crc32(&c.store.flash().bytes()[start..start + SLOT as usize])
 }
 
-/// An install that must be refused, leaving the booted slot and the boot state as they were.
-fn refuse(c: &mut Ctx, file: &str, expect: &str) -> Res {
+/// An install that must be refused (by the floor when `below_floor`), leaving the booted slot
+/// and the boot state as they were.
+fn refuse(c: &mut Ctx, file: &str, expect: &str, below_floor: bool) -> Res {
     let (booted, _, mut st) = boot(c.store.flash())?;
     retire(c.store.flash(), &mut st, booted.other())?;
     c.store.set_active(flash_slot(booted));
     let active = flash_slot(booted);
     let before = slot_crc(c, active);
     let record_before = read_record(c.store.flash())?;
-    let verdict = install(c, file)?;
-    check(verdict.is_err(), "the damaged file is refused")?;
+    let verdict = install(c, file, record_before.floor)?;
+    check(verdict == Err(below_floor), "refused, for the expected reason")?;
     check(c.store.staged().is_none(), "nothing staged")?;
     check(
         slot_crc(c, active) == before,
@@ -352,17 +367,19 @@ pub fn run(block: usize) -> bool {
         core::mem::size_of::<Installer>() as u32,
         core::mem::size_of::<FlashStore<Nor>>() as u32
     );
-    let scenarios: [(&str, &str, &str, bool); 3] = [
-        ("from scratch", "v1.update", "v1.bin", true),
-        ("delta", "v1-v2.update", "v2.bin", true),
-        ("one flipped byte", "v2-flipped.update", "v2.bin", false),
+    // (label, file, image expected in the booted slot, installs, refused by the floor)
+    let scenarios: [(&str, &str, &str, bool, bool); 4] = [
+        ("from scratch", "v1.update", "v1.bin", true, false),
+        ("delta", "v1-v2.update", "v2.bin", true, false),
+        ("one flipped byte", "v2-flipped.update", "v2.bin", false, false),
+        ("below the floor", "v1.update", "v2.bin", false, true),
     ];
     let mut ok = true;
-    for (label, file, expect, good) in scenarios {
+    for (label, file, expect, good, floor) in scenarios {
         let r = if good {
             update(&mut c, file, expect)
         } else {
-            refuse(&mut c, file, expect)
+            refuse(&mut c, file, expect, floor)
         };
         say!(
             "scenario {}: {}",
