@@ -2,7 +2,9 @@
 //! reboot over the same flash: the boot decision must start a complete, verified slot (the old
 //! commit before the boot record switched, the new one after), the old slot must be
 //! byte-for-byte untouched, and the update started again must succeed. The updates are real
-//! signed `.update` files fed to the installer in 64-byte pieces (a CAN FD frame).
+//! signed `.update` files fed to the installer in 64-byte pieces (a CAN FD frame). The device
+//! has a non-zero anti-rollback floor in its boot record; after every cut the floor is the old
+//! one or the new commit's security version, never lower, and the new one once it is confirmed.
 #![cfg(feature = "_test-flash")]
 
 mod flash_common;
@@ -52,10 +54,21 @@ fn boot_and_check(f: &mut Nor<'_>, want: &Built, cut: u32) -> FlashSlot {
 }
 
 fn run(case: &Case<'_>, label: &str) -> u32 {
-    let old_slot = {
+    let (old_slot, old_floor) = {
         let mut mem = case.base.clone();
         let mut f = Nor::new(&mut mem);
-        slot_of(boot(&mut f).unwrap().0)
+        let (slot, _, st) = boot(&mut f).unwrap();
+        (slot_of(slot), st.floor)
+    };
+    assert!(old_floor > 0, "{label}: the device has a floor");
+    let new_floor = old_floor.max(case.new.security_version);
+    assert!(new_floor > old_floor, "{label}: the update raises the floor");
+    let floor_is = |f: &mut Nor<'_>, want: &[u64], cut: u32| {
+        let got = read_record(f).unwrap().floor;
+        assert!(
+            want.contains(&got),
+            "cut {cut}: floor {got}, expected one of {want:?} (old {old_floor}, new {new_floor})"
+        );
     };
     let old_bytes = slot_bytes(&case.base, old_slot);
     // Dry run: how many operations, and where the switch is.
@@ -105,10 +118,13 @@ fn run(case: &Case<'_>, label: &str) -> u32 {
             "cut {cut}: the update did not see the cut: {r:?}"
         );
         f.power_on();
+        floor_is(&mut f, &[old_floor, new_floor], cut);
         // Reboot: old before the switch completed, new after.
         let want_new = cut > switch + 1;
         let want = if want_new { case.new } else { case.old };
         let booted = boot_and_check(&mut f, want, cut);
+        let settled = if want_new { new_floor } else { old_floor };
+        floor_is(&mut f, &[settled], cut);
         assert_eq!(
             booted == old_slot,
             !want_new,
@@ -139,6 +155,7 @@ fn run(case: &Case<'_>, label: &str) -> u32 {
         assert_eq!(boot_and_check(&mut f, case.new, cut), old_slot.other());
         let (_, kind, _) = boot(&mut f).unwrap();
         assert_eq!(kind, DecisionKind::Confirmed, "cut {cut}");
+        floor_is(&mut f, &[new_floor], cut);
     }
     println!(
         "{label}: {} flash operations, {} cut points tried, 2 per operation ({} booted the old commit, {} the new one)",

@@ -75,6 +75,8 @@ pub struct Built {
     pub image: Vec<u8>,
     /// Root dirtree and dirmeta.
     pub root: (ObjectId, ObjectId),
+    /// The commit's security version.
+    pub security_version: u64,
 }
 
 fn dirmeta() -> Vec<u8> {
@@ -165,6 +167,7 @@ pub fn build_sv(
         objects,
         image,
         root: (rt, rm),
+        security_version,
     }
 }
 
@@ -356,12 +359,24 @@ pub fn install_file<S: Store>(
     file: &[u8],
     chunk: usize,
 ) -> Result<ObjectId, InstallError<S::Error>> {
+    install_above(s, file, chunk, 0).map(|(c, _)| c)
+}
+
+/// [`install_file`] refusing anything below the anti-rollback `floor`; returns the commit and
+/// its security version.
+pub fn install_above<S: Store>(
+    s: &mut S,
+    file: &[u8],
+    chunk: usize,
+    floor: u64,
+) -> Result<(ObjectId, u64), InstallError<S::Error>> {
     let keys = [public_key()];
-    let mut inst = Box::new(Installer::new(Policy::require(&keys)));
+    let mut inst = Box::new(Installer::new(Policy::require(&keys).with_floor(floor)));
     for c in file.chunks(chunk) {
         let _ = inst.feed(s, c)?;
     }
-    Ok(inst.finish(s)?.commit)
+    let i = inst.finish(s)?;
+    Ok((i.commit, i.security_version))
 }
 
 #[derive(Debug)]
@@ -373,7 +388,8 @@ pub enum StepError {
 }
 
 /// The device side of one update, from power-on: boot, retire the inactive slot in the boot
-/// state, install, stage, reboot, mark good. Returns the slot booted after it and the flash
+/// state, install (refusing anything below the record's floor), stage (with the update's
+/// security version; 0 for `Payload::Ops`), reboot, mark good (raising the floor). Returns the slot booted after it and the flash
 /// operation index at which the boot record switch starts (its erase; its write is the next).
 pub fn update(
     f: &mut Nor<'_>,
@@ -394,16 +410,21 @@ pub fn update(
         write_record(f, &st).map_err(StepError::Flash)?;
     }
     let mut store = FlashStore::new(&mut *f, LAYOUT, slot_of(booted)).map_err(StepError::Store)?;
-    match payload {
-        Payload::Ops(ops) => apply(&mut store, from, to, ops, chunk).map_err(StepError::Store)?,
-        Payload::File(file) => {
-            let got = install_file(&mut store, file, chunk).map_err(StepError::Install)?;
-            assert_eq!(got, to);
+    let sv = match payload {
+        Payload::Ops(ops) => {
+            apply(&mut store, from, to, ops, chunk).map_err(StepError::Store)?;
+            0
         }
-    }
+        Payload::File(file) => {
+            let (got, sv) =
+                install_above(&mut store, file, chunk, st.floor).map_err(StepError::Install)?;
+            assert_eq!(got, to);
+            sv
+        }
+    };
     let staged = store.staged().expect("staged after commit");
     assert_eq!(staged.commit, to);
-    st.stage(target, 3, name(&to)).unwrap();
+    st.stage_versioned(target, 3, name(&to), sv).unwrap();
     let switch = f.stats().ops;
     write_record(f, &st).map_err(StepError::Flash)?;
     // Reboot into the new slot, check it, mark it good.
@@ -430,23 +451,32 @@ pub fn image_in(f: &mut Nor<'_>, slot: FlashSlot) -> Vec<u8> {
     out
 }
 
-/// A blank device with `v0` installed in slot A and the boot record saying A is good.
+/// The anti-rollback floor of a [`provisioned`] device (non-zero, so that every flash test
+/// runs with a floor in place).
+pub const FACTORY_FLOOR: u64 = 1;
+
+/// A blank device with `v0` installed in slot A and the boot record saying A is good, at
+/// floor [`FACTORY_FLOOR`].
 pub fn provisioned(mem: &mut [u8], v0: &Built) {
     let mut f = Nor::new(mem);
     f.erase_all();
     // Factory: install v0 into A with B as the (empty) active slot, then point the record at A.
     let mut store = FlashStore::new(&mut f, LAYOUT, FlashSlot::B).unwrap();
     apply(&mut store, None, v0.commit, &ops(v0, None), 4096).unwrap();
-    write_record(&mut f, &BootState::initial(Slot::A, name(&v0.commit))).unwrap();
+    let mut st = BootState::initial(Slot::A, name(&v0.commit));
+    st.floor = FACTORY_FLOOR;
+    st.slot_mut(Slot::A).security_version = v0.security_version;
+    write_record(&mut f, &st).unwrap();
 }
 
-/// The three commits the tests use: v0 (factory), v1 (unrelated, from scratch), v2 (a delta
-/// from v1 sharing most objects).
+/// The three commits the tests use: v0 (factory, security version 1), v1 (unrelated, from
+/// scratch, security version 3), v2 (a delta from v1 sharing most objects, security version 4).
 pub fn commits() -> (Built, Built, Built) {
-    let v0 = build(
+    let v0 = build_sv(
         &dir(vec![("firmware.bin", Node::File(noise(0, 20_000)))]),
         None,
         "0",
+        1,
     );
     let t1 = dir(vec![
         ("firmware.bin", Node::File(noise(1, 48 * 1024 + 5))),
@@ -472,7 +502,7 @@ pub fn commits() -> (Built, Built, Built) {
             ]),
         ),
     ]);
-    let v1 = build(&t1, None, "1");
+    let v1 = build_sv(&t1, None, "1", 3);
     let mut t2 = t1.clone();
     if let Node::Dir(root) = &mut t2 {
         let mut fw = noise(1, 48 * 1024 + 5);
@@ -483,6 +513,6 @@ pub fn commits() -> (Built, Built, Built) {
             lib.insert("b.so".into(), Node::File(noise(4, 700)));
         }
     }
-    let v2 = build(&t2, Some(v1.commit), "2");
+    let v2 = build_sv(&t2, Some(v1.commit), "2", 4);
     (v0, v1, v2)
 }
