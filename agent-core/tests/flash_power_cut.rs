@@ -62,7 +62,10 @@ fn run(case: &Case<'_>, label: &str) -> u32 {
     };
     assert!(old_floor > 0, "{label}: the device has a floor");
     let new_floor = old_floor.max(case.new.security_version);
-    assert!(new_floor > old_floor, "{label}: the update raises the floor");
+    assert!(
+        new_floor > old_floor,
+        "{label}: the update raises the floor"
+    );
     let floor_is = |f: &mut Nor<'_>, want: &[u64], cut: u32| {
         let got = read_record(f).unwrap().floor;
         assert!(

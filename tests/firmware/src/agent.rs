@@ -301,7 +301,10 @@ fn refuse(c: &mut Ctx, file: &str, expect: &str, below_floor: bool) -> Res {
     let before = slot_crc(c, active);
     let record_before = read_record(c.store.flash())?;
     let verdict = install(c, file, record_before.floor)?;
-    check(verdict == Err(below_floor), "refused, for the expected reason")?;
+    check(
+        verdict == Err(below_floor),
+        "refused, for the expected reason",
+    )?;
     check(c.store.staged().is_none(), "nothing staged")?;
     check(
         slot_crc(c, active) == before,
@@ -371,7 +374,13 @@ pub fn run(block: usize) -> bool {
     let scenarios: [(&str, &str, &str, bool, bool); 4] = [
         ("from scratch", "v1.update", "v1.bin", true, false),
         ("delta", "v1-v2.update", "v2.bin", true, false),
-        ("one flipped byte", "v2-flipped.update", "v2.bin", false, false),
+        (
+            "one flipped byte",
+            "v2-flipped.update",
+            "v2.bin",
+            false,
+            false,
+        ),
         ("below the floor", "v1.update", "v2.bin", false, true),
     ];
     let mut ok = true;
