@@ -22,7 +22,7 @@ mod update;
 /// Build side: `init`, `commit`, `refs`, `log`, `fsck`, `keygen`, `delta generate`, `generate-deltas`.
 /// Device side: `apply-offline`, `checkout`, `bootenv`.
 /// A/B deployments: `install`, `deploy`, `status`, `mark-good`, `rollback`, `cleanup`,
-/// `simulate-boot`, `verify`.
+/// `simulate-boot`, `verify`, `repair-env`.
 #[derive(Debug, Parser)]
 #[command(name = "ecu-agent", version, max_term_width = 100)]
 pub struct Cli {
