@@ -13,6 +13,10 @@
 //! scheme = native                    # native | rauc | mender
 //! tries = 3                          # boots a new deployment gets to be marked good
 //! kargs = ecu.slot=${slot} ecu.deployment=${name}
+//! slot-a-root = /dev/mmcblk0p2       # the kernel's root= when slot A runs (or PARTUUID=, PARTLABEL=)
+//! slot-b-root = /dev/mmcblk0p3       # the same for slot B (default with scheme mender: Mender's)
+//! env-default = board-env.txt        # the board's default U-Boot env (`fw_printenv` text or an
+//!                                    # env image), the base of an environment written from blank
 //! trusted-key = 5f3a…(64 hex)        # repeatable: keys whose signatures install
 //! trusted-key = keys/release-2027.pub  # or a key file (relative to the sysroot, or absolute)
 //! revoked-key = 9c1e…(64 hex)        # repeatable: refused even when also trusted
@@ -42,6 +46,10 @@ pub const MAX_ENV_SIZE: usize = 16 * 1024 * 1024;
 pub const DEFAULT_TRIES: u8 = 3;
 /// Default kernel-argument template.
 pub const DEFAULT_KARGS: &str = "ecu.slot=${slot} ecu.deployment=${name}";
+/// Mender's default partition base (meta-mender's `MENDER_STORAGE_DEVICE_BASE`, from
+/// `MENDER_STORAGE_DEVICE` `/dev/mmcblk0`): the root device of a slot is this and its
+/// partition number (`mender-part-a`, `mender-part-b`).
+pub const MENDER_STORAGE_BASE: &str = "/dev/mmcblk0p";
 /// Longest kernel-argument line written for a slot.
 pub const MAX_KARGS_LEN: usize = 1024;
 
@@ -151,6 +159,13 @@ pub struct BootConfig {
     pub tries: u8,
     /// Kernel-argument template (`${slot}`, `${name}`, `${sysroot}` are replaced).
     pub kargs: String,
+    /// The root device (`root=` on the kernel command line) of slot A and of slot B, as
+    /// `slot-a-root` / `slot-b-root` give them; `None`: not configured (with the Mender
+    /// scheme, [`BootConfig::root_devices`] then gives Mender's defaults).
+    pub slot_roots: Option<[String; 2]>,
+    /// The board's default U-Boot environment (`env-default`): the base of an environment
+    /// written where there was none.
+    pub env_default: EnvDefault,
     /// Public keys whose signatures install (`trusted-key`), in file order.
     pub trusted_keys: Vec<[u8; 32]>,
     /// Public keys whose signatures are refused even when trusted (`revoked-key`).
@@ -163,6 +178,88 @@ pub struct BootConfig {
     pub key_lines: Vec<(&'static str, String)>,
     /// Whether the values came from a file (false: all defaults).
     pub from_file: bool,
+}
+
+/// What a U-Boot environment written from blank starts from (`env-default`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum EnvDefault {
+    /// Not configured: required for an environment outside the sysroot, none for the
+    /// sysroot's own files (`S/boot/...`), which no board reads unless pointed at them.
+    #[default]
+    Unset,
+    /// `env-default = none`: the environment holds only the agent's variables (U-Boot keeps
+    /// the board's variables elsewhere, e.g. a state-only environment loaded by a script).
+    None,
+    /// `env-default = FILE`: the board's default environment, as `fw_printenv` prints it
+    /// (`name=value` lines) or as an environment image (`mkenvimage`, a dump of the board's
+    /// environment).
+    File(PathBuf),
+}
+
+/// Where the slots' root devices come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RootSource {
+    /// `slot-a-root` / `slot-b-root` in `agent.conf`.
+    Configured,
+    /// Mender's defaults (`/dev/mmcblk0p` and `mender-part-a` / `mender-part-b`, as
+    /// meta-mender's `MENDER_ROOTFS_PART_A`/`_B` default to).
+    MenderDefault,
+}
+
+/// The root devices of the two slots, as `root=` on the kernel command line names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootDevices {
+    /// Slot A's and slot B's.
+    pub devices: [String; 2],
+    /// Where they come from.
+    pub source: RootSource,
+}
+
+impl RootDevices {
+    /// The slot whose root device `root` (the value of `root=`) is: equal strings, with the
+    /// `PARTUUID=` value compared without regard to case (the kernel reads it so).
+    pub fn slot_of(&self, root: &str) -> Option<bootloader_hooks::Slot> {
+        bootloader_hooks::Slot::ALL
+            .into_iter()
+            .find(|s| same_root(&self.devices[s.index()], root))
+    }
+
+    /// `slot-a-root=... slot-b-root=...` (or Mender's defaults), for messages.
+    pub fn describe(&self) -> String {
+        let [a, b] = &self.devices;
+        match self.source {
+            RootSource::Configured => format!("agent.conf: slot-a-root = {a}, slot-b-root = {b}"),
+            RootSource::MenderDefault => format!(
+                "Mender's defaults, as agent.conf sets no slot-a-root/slot-b-root: A = {a}, B = {b}"
+            ),
+        }
+    }
+}
+
+fn same_root(configured: &str, root: &str) -> bool {
+    match (
+        configured.strip_prefix("PARTUUID="),
+        root.strip_prefix("PARTUUID="),
+    ) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        _ => configured == root,
+    }
+}
+
+/// Checks a `slot-a-root`/`slot-b-root` value: a device path or a `PARTUUID=`, `PARTLABEL=`,
+/// `UUID=` or `LABEL=` form, without spaces.
+fn check_root(v: &str) -> Result<(), String> {
+    let forms = ["/dev/", "PARTUUID=", "PARTLABEL=", "UUID=", "LABEL="];
+    let body = forms.iter().find_map(|f| v.strip_prefix(f));
+    match body {
+        Some(b) if !b.is_empty() && !v.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "a root device is written as the kernel's root= names it (/dev/mmcblk0p2, PARTUUID=..., PARTLABEL=...), found {v:?}"
+        )),
+    }
 }
 
 fn default_paths(kind: BackendKind) -> (&'static str, &'static str) {
@@ -236,6 +333,8 @@ impl BootConfig {
             scheme: Scheme::Native,
             tries: DEFAULT_TRIES,
             kargs: DEFAULT_KARGS.to_string(),
+            slot_roots: None,
+            env_default: EnvDefault::Unset,
             trusted_keys: Vec::new(),
             revoked_keys: Vec::new(),
             refs: Vec::new(),
@@ -267,6 +366,9 @@ impl BootConfig {
         let mut mender = MenderConfig::default();
         let mut tries = DEFAULT_TRIES;
         let mut kargs = DEFAULT_KARGS.to_string();
+        let mut roots: [Option<String>; 2] = [None, None];
+        let mut roots_line = 0;
+        let mut env_default = EnvDefault::Unset;
         let (mut trusted, mut revoked, mut refs) = (Vec::new(), Vec::new(), Vec::<String>::new());
         let mut key_lines = Vec::new();
         for (i, raw) in text.lines().enumerate() {
@@ -341,6 +443,22 @@ impl BootConfig {
                     }
                     kargs = v.to_string();
                 }
+                "slot-a-root" | "slot-b-root" => {
+                    check_root(v).map_err(bad)?;
+                    roots[usize::from(k == "slot-b-root")] = Some(v.to_string());
+                    roots_line = i + 1;
+                }
+                "env-default" => {
+                    env_default = match v {
+                        "" => {
+                            return Err(bad(
+                                "env-default must name a file (the board's default environment) or be `none`".into(),
+                            ))
+                        }
+                        "none" => EnvDefault::None,
+                        p => EnvDefault::File(root.join(p)),
+                    }
+                }
                 "trusted-key" | "revoked-key" => {
                     let list = if k == "trusted-key" {
                         &mut trusted
@@ -408,6 +526,24 @@ impl BootConfig {
                     .into(),
             });
         }
+        let slot_roots = match roots {
+            [None, None] => None,
+            [Some(a), Some(b)] if a == b => {
+                return Err(ConfigError::Line {
+                    path: path.to_path_buf(),
+                    line: roots_line,
+                    reason: format!("slot-a-root and slot-b-root are both {a:?}; each slot has its own root device"),
+                })
+            }
+            [Some(a), Some(b)] => Some([a, b]),
+            _ => {
+                return Err(ConfigError::Line {
+                    path: path.to_path_buf(),
+                    line: roots_line,
+                    reason: "give both slot-a-root and slot-b-root (or neither)".into(),
+                })
+            }
+        };
         Ok(BootConfig {
             kind,
             env: (resolve(env, da), off),
@@ -416,6 +552,8 @@ impl BootConfig {
             scheme,
             tries,
             kargs,
+            slot_roots,
+            env_default,
             trusted_keys: trusted,
             revoked_keys: revoked,
             refs,
@@ -463,6 +601,14 @@ impl BootConfig {
         }
         s.push_str(&format!("tries = {}\n", self.tries));
         s.push_str(&format!("kargs = {}\n", self.kargs));
+        if let Some([a, b]) = &self.slot_roots {
+            s.push_str(&format!("slot-a-root = {a}\nslot-b-root = {b}\n"));
+        }
+        match &self.env_default {
+            EnvDefault::Unset => {}
+            EnvDefault::None => s.push_str("env-default = none\n"),
+            EnvDefault::File(p) => s.push_str(&format!("env-default = {}\n", rel(p))),
+        }
         for (k, v) in &self.key_lines {
             s.push_str(&format!("{k} = {v}\n"));
         }
@@ -470,6 +616,34 @@ impl BootConfig {
             s.push_str(&format!("ref = {r}\n"));
         }
         s
+    }
+
+    /// The root devices that tell which slot runs (`root=` on the kernel command line):
+    /// `slot-a-root`/`slot-b-root`, else with the Mender scheme Mender's defaults
+    /// (`/dev/mmcblk0p<mender-part-a>`, `/dev/mmcblk0p<mender-part-b>`), else `None`.
+    pub fn root_devices(&self) -> Option<RootDevices> {
+        if let Some(d) = &self.slot_roots {
+            return Some(RootDevices {
+                devices: d.clone(),
+                source: RootSource::Configured,
+            });
+        }
+        match self.scheme {
+            Scheme::Mender(m) => Some(RootDevices {
+                devices: [
+                    format!("{MENDER_STORAGE_BASE}{}", m.part_a),
+                    format!("{MENDER_STORAGE_BASE}{}", m.part_b),
+                ],
+                source: RootSource::MenderDefault,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether every file of the environment is inside the sysroot `root` (the agent's own
+    /// environment, which no board reads unless pointed at it).
+    pub fn env_inside(&self, root: &Path) -> bool {
+        self.env_paths().iter().all(|(p, _)| p.starts_with(root))
     }
 
     /// The files or devices of the environment, first copy first.
@@ -561,9 +735,47 @@ mod test {
             "env-size = 0",
             "backend = uboot\nenv-size = 5",
             "env-size = 0x1000001",
+            "slot-a-root = /dev/mmcblk0p2",
+            "slot-a-root = /dev/x\nslot-b-root = /dev/x",
+            "slot-a-root = mmcblk0p2\nslot-b-root = /dev/mmcblk0p3",
+            "slot-a-root = PARTUUID=\nslot-b-root = /dev/mmcblk0p3",
+            "env-default =",
         ] {
             let e = BootConfig::parse(root, Path::new("c"), bad).unwrap_err();
             assert!(e.to_string().contains("fix or delete"), "{e}");
         }
+    }
+
+    #[test]
+    fn root_devices_and_env_default() {
+        use bootloader_hooks::Slot;
+        let root = Path::new("/s");
+        let parse = |t: &str| BootConfig::parse(root, Path::new("c"), t).unwrap();
+        // Native and RAUC: no root devices unless configured.
+        assert_eq!(parse("").root_devices(), None);
+        assert_eq!(parse("scheme = rauc\n").root_devices(), None);
+        // Mender: its defaults, from the partition numbers.
+        let m = parse("scheme = mender\nmender-part-a = 5\nmender-part-b = 6\n");
+        let r = m.root_devices().unwrap();
+        assert_eq!(r.devices, ["/dev/mmcblk0p5", "/dev/mmcblk0p6"]);
+        assert_eq!(r.source, RootSource::MenderDefault);
+        assert_eq!(r.slot_of("/dev/mmcblk0p6"), Some(Slot::B));
+        assert_eq!(r.slot_of("/dev/mmcblk0p2"), None);
+        // Configured: any scheme; PARTUUID compared without case; round trip through the text.
+        let c = parse(
+            "scheme = mender\nslot-a-root = PARTUUID=0a1b-02\nslot-b-root = PARTLABEL=rootB\nenv-default = board.env\n",
+        );
+        let r = c.root_devices().unwrap();
+        assert_eq!(r.source, RootSource::Configured);
+        assert_eq!(r.slot_of("PARTUUID=0A1B-02"), Some(Slot::A));
+        assert_eq!(r.slot_of("PARTLABEL=rootB"), Some(Slot::B));
+        assert_eq!(r.slot_of("PARTLABEL=rootb"), None);
+        assert_eq!(r.slot_of("/dev/mmcblk0p2"), None);
+        assert_eq!(c.env_default, EnvDefault::File(root.join("board.env")));
+        assert_eq!(parse(&c.to_text(root)), c);
+        assert_eq!(parse("env-default = none\n").env_default, EnvDefault::None);
+        // The environment's place: the defaults are inside the sysroot, a device is not.
+        assert!(parse("").env_inside(root));
+        assert!(!parse("backend = uboot\nenv = /dev/mtd1\n").env_inside(root));
     }
 }

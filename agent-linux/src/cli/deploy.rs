@@ -20,8 +20,11 @@ pub struct SysrootOpts {
     /// The sysroot (holds `repo/`, `deploy/`, `boot/`, `agent.conf`; see docs/SYSROOT.md).
     #[arg(long, value_name = "S")]
     sysroot: PathBuf,
-    /// The booted slot, instead of the kernel command line (`ecu.slot=` / `rauc.slot=`),
-    /// `ECU_AGENT_BOOTED_SLOT` or `S/run/booted`.
+    /// The booted slot, instead of `ECU_AGENT_BOOTED_SLOT`, the kernel command line
+    /// (`ecu.slot=`, `rauc.slot=`, or `root=` mapped to a slot by agent.conf's
+    /// `slot-a-root`/`slot-b-root`, Mender's /dev/mmcblk0p2 and p3 by default with scheme
+    /// mender) or `S/run/booted` (read only when the command line names no slot and no root
+    /// device). A root= that is neither slot's is refused, never guessed.
     #[arg(long, value_name = "A|B", value_parser = parse_slot)]
     booted_slot: Option<Slot>,
     /// Print the result as JSON on stdout.

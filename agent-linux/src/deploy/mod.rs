@@ -35,8 +35,11 @@ use crate::fsops::{self, Point};
 use crate::repo::{CommitInfo, RepoError};
 use crate::sysroot::Sysroot;
 
+pub mod booted;
 pub mod env;
 pub mod verify;
+
+pub use booted::{detect_booted, Booted, BootedDoubt};
 
 pub use env::{BootEnvError, EnvContent};
 pub use verify::{verify, VerifyReport};
@@ -88,6 +91,9 @@ pub enum DeployError {
     EnvLost(PathBuf),
     /// Nothing says which slot is booted.
     BootedUnknown,
+    /// The kernel command line does not tell which slot is booted although it names a root
+    /// device or a slot (an unknown root device, or sources that disagree).
+    BootedDoubt(BootedDoubt),
     /// The booted slot holds no deployment in the environment.
     BootedSlotEmpty(Slot),
     /// A slot name in the environment is not a deployment name.
@@ -160,8 +166,9 @@ impl fmt::Display for DeployError {
             ),
             DeployError::BootedUnknown => write!(
                 f,
-                "cannot tell which slot is booted: the kernel command line has no ecu.slot= or rauc.slot=; pass --booted-slot A|B, set {BOOTED_SLOT_VAR}, or run `ecu-agent simulate-boot`"
+                "cannot tell which slot is booted: the kernel command line has no ecu.slot= or rauc.slot=, and no root= that agent.conf's slot-a-root/slot-b-root map to a slot; set those, pass --booted-slot A|B, set {BOOTED_SLOT_VAR}, or run `ecu-agent simulate-boot`"
             ),
+            DeployError::BootedDoubt(d) => d.fmt(f),
             DeployError::BootedSlotEmpty(s) => write!(
                 f,
                 "slot {s} is said to be booted but the environment holds no deployment for it; check --booted-slot / {BOOTED_SLOT_VAR} or the kernel command line"
@@ -283,6 +290,9 @@ pub enum BootedSource {
     EnvVar,
     /// `ecu.slot=` or `rauc.slot=` on the kernel command line.
     Cmdline,
+    /// `root=` on the kernel command line, one slot's root device (`slot-a-root`,
+    /// `slot-b-root`, or Mender's defaults).
+    RootDevice,
     /// `S/run/booted`, written by `simulate-boot` and by provisioning.
     RunFile,
 }
@@ -409,6 +419,8 @@ pub struct Deployer {
     sysroot: Sysroot,
     cfg: BootConfig,
     booted: Option<(Slot, BootedSource)>,
+    /// Why the kernel command line does not tell the booted slot although it says something.
+    booted_doubt: Option<BootedDoubt>,
     /// `ecu.deployment=` of the kernel command line: the deployment the kernel booted.
     kernel_deployment: Option<String>,
     tries: u8,
@@ -574,6 +586,7 @@ impl BootedSource {
             BootedSource::Flag => "--booted-slot",
             BootedSource::EnvVar => BOOTED_SLOT_VAR,
             BootedSource::Cmdline => "kernel command line",
+            BootedSource::RootDevice => "root device on the kernel command line",
             BootedSource::RunFile => "S/run/booted",
         }
     }
@@ -592,7 +605,10 @@ impl Deployer {
 
     fn with(sysroot: Sysroot, opts: &Options) -> Result<Deployer, DeployError> {
         let cfg = BootConfig::load(sysroot.path())?;
-        let booted = detect_booted(sysroot.path(), opts.booted)?;
+        let Booted {
+            slot: booted,
+            doubt: booted_doubt,
+        } = detect_booted(sysroot.path(), &cfg, opts.booted)?;
         let tries = opts.tries.unwrap_or(cfg.tries);
         if tries == 0 || tries > bootloader_hooks::MAX_TRIES {
             return Err(StateError::TriesOutOfRange { tries }.into());
@@ -603,6 +619,7 @@ impl Deployer {
             sysroot,
             cfg,
             booted,
+            booted_doubt,
             kernel_deployment,
             tries,
         })
@@ -624,7 +641,17 @@ impl Deployer {
     }
 
     fn booted_slot(&self) -> Result<Slot, DeployError> {
-        self.booted.map(|b| b.0).ok_or(DeployError::BootedUnknown)
+        match (self.booted, &self.booted_doubt) {
+            (Some(b), _) => Ok(b.0),
+            (None, Some(d)) => Err(DeployError::BootedDoubt(d.clone())),
+            (None, None) => Err(DeployError::BootedUnknown),
+        }
+    }
+
+    /// Why the kernel command line does not tell the booted slot although it says something
+    /// about it (`None` when it tells, or says nothing).
+    pub fn booted_doubt(&self) -> Option<&BootedDoubt> {
+        self.booted_doubt.as_ref()
     }
 
     /// Takes the sysroot's lock (an exclusive `flock` on `S/lock`), waiting for another
@@ -964,6 +991,9 @@ impl Deployer {
         info: &CommitInfo,
         ref_name: Option<&str>,
     ) -> Result<StageReport, DeployError> {
+        if let Some(d) = &self.booted_doubt {
+            return Err(DeployError::BootedDoubt(d.clone()));
+        }
         let slot = self.booted.map(|b| b.0).unwrap_or(Slot::A);
         // Only an interrupted provisioning (its marker present) or an empty S/deploy gets
         // here: a directory no environment names is that provisioning's garbage.
@@ -1290,6 +1320,9 @@ impl Deployer {
     pub fn repair_env(&self, dry_run: bool) -> Result<RepairReport, DeployError> {
         let _lock = self.lock()?;
         let Some((b, source)) = self.booted else {
+            if let Some(d) = &self.booted_doubt {
+                return Err(DeployError::BootedDoubt(d.clone()));
+            }
             return Err(DeployError::CannotRepair(format!(
                 "nothing says which slot is booted (no ecu.slot= on the kernel command line, no S/run/booted); pass --booted-slot A|B or set {BOOTED_SLOT_VAR}"
             )));
@@ -1602,7 +1635,11 @@ impl Deployer {
             (None, _) => (
                 if d.kind == DecisionKind::Trial { "staged" } else { "idle" },
                 format!(
-                    "booted slot unknown; the next boot takes slot {} ({})",
+                    "booted slot unknown{}; the next boot takes slot {} ({})",
+                    self.booted_doubt
+                        .as_ref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default(),
                     d.slot,
                     version_of(d.slot)
                 ),
@@ -1631,41 +1668,6 @@ fn list_or_none(names: &[String]) -> String {
         "none".into()
     } else {
         names.join(", ")
-    }
-}
-
-/// Learns the booted slot: `flag`, else [`BOOTED_SLOT_VAR`], else the kernel command line
-/// (`ecu.slot=`, `rauc.slot=`; [`CMDLINE_VAR`] names another file than `/proc/cmdline`), else
-/// `S/run/booted`. `None` when nothing says.
-pub fn detect_booted(
-    root: &Path,
-    flag: Option<Slot>,
-) -> Result<Option<(Slot, BootedSource)>, DeployError> {
-    if let Some(s) = flag {
-        return Ok(Some((s, BootedSource::Flag)));
-    }
-    if let Ok(v) = std::env::var(BOOTED_SLOT_VAR) {
-        if !v.is_empty() {
-            return match parse_slot(&v) {
-                Some(s) => Ok(Some((s, BootedSource::EnvVar))),
-                None => Err(DeployError::Io {
-                    what: "use",
-                    path: PathBuf::from(format!("{BOOTED_SLOT_VAR}={v}")),
-                    source: io::Error::new(io::ErrorKind::InvalidInput, "not A or B"),
-                }),
-            };
-        }
-    }
-    if let Some(text) = read_cmdline() {
-        if let Some(s) = slot_from_cmdline(&text) {
-            return Ok(Some((s, BootedSource::Cmdline)));
-        }
-    }
-    let run = root.join(Sysroot::RUN_DIR).join(Sysroot::BOOTED_FILE);
-    match fs::read_to_string(&run) {
-        Ok(t) => Ok(parse_slot(&t).map(|s| (s, BootedSource::RunFile))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err("read", &run)(e)),
     }
 }
 
