@@ -60,14 +60,23 @@ fn mender_root_device_outvotes_a_stale_run_file_at_mark_good() {
     let a = kernel(d, "console=ttyS0 root=/dev/mmcblk0p2 rootwait");
     let out = ok(
         d,
-        &["install", "--sysroot", S, &lab.update(Some("9"), "9.1"), "--json"],
+        &[
+            "install",
+            "--sysroot",
+            S,
+            &lab.update(Some("9"), "9.1"),
+            "--json",
+        ],
         &with(&a),
     );
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["slot"], "B", "{r}");
     // The real bootloader boots B (nothing rewrites S/run/booted: it still says A).
     assert_eq!(boot(&root).0, Slot::B);
-    assert_eq!(fs::read_to_string(root.join("run/booted")).unwrap().trim(), "A");
+    assert_eq!(
+        fs::read_to_string(root.join("run/booted")).unwrap().trim(),
+        "A"
+    );
     assert_eq!(env_var(&root, "mender_boot_part").as_deref(), Some("3"));
 
     // The booted slot is the one root= names, not the run file's.
@@ -129,12 +138,8 @@ fn configured_root_devices_partuuid_and_partlabel() {
     assert_eq!(boot(&root).0, Slot::B);
     // Stale run file (A), kernel on B: mark-good marks B.
     let b = kernel(d, "root=PARTLABEL=rootB ro");
-    let r: Value = serde_json::from_str(&ok(
-        d,
-        &["mark-good", "--sysroot", S, "--json"],
-        &with(&b),
-    ))
-    .unwrap();
+    let r: Value =
+        serde_json::from_str(&ok(d, &["mark-good", "--sysroot", S, "--json"], &with(&b))).unwrap();
     assert_eq!(r["slot"], "B", "{r}");
     assert_eq!(env_var(&root, "ECU_B_OK").as_deref(), Some("1"));
     // Configured devices are strict: another root= is a doubt even with ecu.slot=; status

@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use bootloader_hooks::Slot;
 
 use super::{
-    io_err, parse_slot, read_cmdline, slot_from_cmdline, BootedSource, DeployError,
-    BOOTED_SLOT_VAR,
+    io_err, parse_slot, read_cmdline, slot_from_cmdline, BootedSource, DeployError, BOOTED_SLOT_VAR,
 };
 use crate::bootcfg::{BootConfig, RootDevices, RootSource};
 use crate::sysroot::Sysroot;
@@ -197,11 +196,24 @@ mod test {
             Ok(Some((Slot::B, BootedSource::Cmdline)))
         );
         let e = k("root=/dev/mmcblk0p3 rauc.slot=A").unwrap_err();
-        assert!(matches!(e, BootedDoubt::Disagree { named: Slot::A, by_root: Slot::B, .. }));
-        assert!(e.to_string().contains("root=/dev/mmcblk0p3 is slot B's"), "{e}");
+        assert!(matches!(
+            e,
+            BootedDoubt::Disagree {
+                named: Slot::A,
+                by_root: Slot::B,
+                ..
+            }
+        ));
+        assert!(
+            e.to_string().contains("root=/dev/mmcblk0p3 is slot B's"),
+            "{e}"
+        );
         // A root device that is neither slot's: nobody can tell.
         let e = k("root=/dev/sda1").unwrap_err();
-        assert!(e.to_string().contains("root=/dev/sda1, which is neither"), "{e}");
+        assert!(
+            e.to_string().contains("root=/dev/sda1, which is neither"),
+            "{e}"
+        );
         assert!(e.to_string().contains("slot-a-root"), "{e}");
         // ... unless a slot is named and the root devices are only Mender's defaults.
         assert_eq!(
