@@ -72,6 +72,9 @@ pub fn decide_into(c0: &[u8], c1: &[u8], out: &mut EcuBootDecision) -> i32 {
         DecisionKind::Confirmed => 0,
         DecisionKind::Trial => 1,
         DecisionKind::LastResort => 2,
+        // Only RAUC's rules give these; a flash record is always read with the native ones.
+        DecisionKind::Refill => 3,
+        DecisionKind::Rescue => 4,
     };
     out.write_needed = u8::from(d.changed);
     out.write_copy = 0;

@@ -23,8 +23,8 @@ pub mod ffi;
 
 pub use scheme::{Flavor, MenderConfig, RaucConfig, Scheme, SchemeError};
 pub use state::{
-    Applied, BootState, Decision, DecisionKind, Operation, Slot, SlotName, SlotState, StateError,
-    MAX_NAME_LEN, MAX_PRIORITY, MAX_TRIES,
+    Applied, BootRules, BootState, Decision, DecisionKind, Operation, Slot, SlotName, SlotState,
+    StateError, MAX_NAME_LEN, MAX_PRIORITY, MAX_TRIES, RAUC_UBOOT_REFILL,
 };
 pub use vars::{EnvRead, VarSet};
 

@@ -13,7 +13,7 @@
 
 use core::fmt;
 
-use crate::state::{BootState, Slot, SlotName, StateError, MAX_PRIORITY, MAX_TRIES};
+use crate::state::{BootRules, BootState, Slot, SlotName, StateError, MAX_PRIORITY, MAX_TRIES};
 use crate::vars::{parse_dec, parse_hex, EnvRead, Value, VarSet, VarSetFull};
 
 /// Which bootloader reads the environment (RAUC uses different variables for each).
@@ -40,7 +40,9 @@ impl Flavor {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct RaucConfig {
-    /// Tries RAUC's U-Boot script gives a slot (`BOOT_x_LEFT` after `mark-good`; default 3).
+    /// RAUC's `boot-attempts` (default 3): what `rauc status mark-good` writes into
+    /// `BOOT_x_LEFT`. On U-Boot a slot in `BOOT_ORDER` with at least this many tries reads as
+    /// good ([`BootRules::RaucUBoot`]); 0 counts as 1.
     pub max_tries: u8,
 }
 
@@ -99,7 +101,9 @@ pub mod native {
 pub mod rauc {
     /// U-Boot: `"A B"`, `"B A"`, `"A"`, `"B"` or empty.
     pub const BOOT_ORDER: &str = "BOOT_ORDER";
-    /// U-Boot: tries left, hex (RAUC's script counts with `setexpr`).
+    /// U-Boot: tries left. RAUC's `contrib/uboot.sh` tests it with `test -gt` (U-Boot's
+    /// `simple_strtol`, base 0: decimal unless `0x`/`0` prefixed) and counts it down with
+    /// `setexpr` (hex in, hex out); see `docs/BOOTSTATE.md` §4.2.
     pub const BOOT_LEFT: [&str; 2] = ["BOOT_A_LEFT", "BOOT_B_LEFT"];
     /// GRUB: slot order.
     pub const ORDER: &str = "ORDER";
@@ -292,6 +296,103 @@ fn order_value(state: &BootState) -> Value {
     Value::new(v).unwrap_or(Value::hex(0))
 }
 
+/// U-Boot's `simple_strtoul` (`lib/strto.c`) on a 32-bit `ulong`: base 0 picks 16 after
+/// `0x`, 8 after a leading `0`, 10 otherwise; base 16 skips a `0x`; digits up to the first
+/// that is not one of the base; wraps.
+fn uboot_strtoul(s: &[u8], base: u32) -> u32 {
+    let mut base = base;
+    let mut s = s;
+    if s.first() == Some(&b'0') {
+        if matches!(s.get(1), Some(b'x' | b'X')) && (base == 0 || base == 16) {
+            base = 16;
+            s = &s[2..];
+        } else if base == 0 {
+            base = 8;
+        }
+    }
+    if base == 0 {
+        base = 10;
+    }
+    let mut n: u32 = 0;
+    for &c in s {
+        match (c as char).to_digit(16) {
+            Some(d) if d < base => n = n.wrapping_mul(base).wrapping_add(d),
+            _ => break,
+        }
+    }
+    n
+}
+
+/// `test X -gt 0` in U-Boot 2023.01 (`cmd/test.c`: `simple_strtol(X, NULL, 0) > 0`).
+fn uboot_test_positive(s: &[u8]) -> bool {
+    let v = match s.split_first() {
+        Some((b'-', rest)) => (uboot_strtoul(rest, 0) as i32).wrapping_neg(),
+        _ => uboot_strtoul(s, 0) as i32,
+    };
+    v > 0
+}
+
+/// Most boots a `BOOT_x_LEFT` value may grant (more is refused, not guessed).
+const RAUC_UBOOT_MAX_BOOTS: u32 = u8::MAX as u32;
+
+/// How many boots RAUC's `contrib/uboot.sh` gives a slot whose `BOOT_x_LEFT` is `v`: it boots
+/// while `test ${BOOT_x_LEFT} -gt 0` (line 10/17) holds and then writes `setexpr BOOT_x_LEFT
+/// ${BOOT_x_LEFT} - 1` (line 12/19: hex in, `%lx` out). `None` if that is more than
+/// [`RAUC_UBOOT_MAX_BOOTS`].
+fn rauc_uboot_boots(v: &[u8]) -> Option<u32> {
+    let mut hex = uboot_strtoul(v, 16);
+    let mut positive = uboot_test_positive(v);
+    let mut n = 0;
+    while positive {
+        if n == RAUC_UBOOT_MAX_BOOTS {
+            return None;
+        }
+        n += 1;
+        hex = hex.wrapping_sub(1);
+        let text = Value::hex(hex);
+        positive = uboot_test_positive(text.as_bytes());
+    }
+    Some(n)
+}
+
+/// The `BOOT_x_LEFT` value that gives exactly `n` boots: the digit for 0-9 (what RAUC and the
+/// script write), else the smallest hex value that does.
+fn rauc_uboot_left(n: u8, var: &'static str) -> Result<Value, SchemeError> {
+    if n <= 9 {
+        return Ok(Value::dec(n.into()));
+    }
+    (0x10..=0xffu32)
+        .map(Value::hex)
+        .find(|v| rauc_uboot_boots(v.as_bytes()) == Some(n.into()))
+        .ok_or(SchemeError::OutOfRange {
+            var,
+            value: n.into(),
+            // "9f": 0x9f - 0xf boots, then "f" reads as 0
+            max: 0x9f - 0xf,
+        })
+}
+
+/// RAUC's `BOOT_x_LEFT` as tries: missing or empty is 3 (`contrib/uboot.sh` lines 2-3), else
+/// the boots the script grants. A value the script's `test` would split or could not read
+/// (anything but letters, digits and `-`) is refused.
+fn rauc_uboot_tries(env: &impl EnvRead, var: &'static str) -> Result<u8, SchemeError> {
+    match env.get_raw(var) {
+        None | Some(b"") => Ok(3),
+        Some(v) => {
+            if !v.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-') {
+                return Err(SchemeError::NotANumber { var });
+            }
+            rauc_uboot_boots(v)
+                .map(|n| n as u8)
+                .ok_or(SchemeError::OutOfRange {
+                    var,
+                    value: uboot_strtoul(v, 16),
+                    max: 0x99,
+                })
+        }
+    }
+}
+
 impl Scheme {
     /// The scheme's name: `native`, `rauc` or `mender`.
     pub fn name(&self) -> &'static str {
@@ -334,13 +435,13 @@ impl Scheme {
                         required(hex_var(env, native::OK[i], 1)?, native::OK[i])? == 1;
                 }
             }
-            Scheme::Rauc(_) if flavor == Flavor::UBoot => {
+            Scheme::Rauc(cfg) if flavor == Flavor::UBoot => {
                 let present = env.get_raw(rauc::BOOT_ORDER).is_some()
                     || rauc::BOOT_LEFT.iter().any(|v| env.get_raw(v).is_some());
                 if !present {
                     return Err(SchemeError::NotThisScheme { scheme: "rauc" });
                 }
-                // RAUC's script defaults: BOOT_ORDER "A B", BOOT_x_LEFT 3.
+                // contrib/uboot.sh line 1: a missing or empty BOOT_ORDER is "A B".
                 let prio = match env.get_raw(rauc::BOOT_ORDER) {
                     Some(v) if !v.is_empty() => parse_order(v, rauc::BOOT_ORDER)?,
                     _ => [2, 1],
@@ -349,14 +450,13 @@ impl Scheme {
                     let i = s.index();
                     let slot = st.slot_mut(s);
                     slot.priority = prio[i];
-                    slot.tries_left = match env.get_raw(rauc::BOOT_LEFT[i]) {
-                        Some(v) if !v.is_empty() => {
-                            hex_var(env, rauc::BOOT_LEFT[i], u8::MAX as u32)?.unwrap_or(0) as u8
-                        }
-                        _ => 3,
-                    };
+                    slot.tries_left = rauc_uboot_tries(env, rauc::BOOT_LEFT[i])?;
                     slot.successful = false;
                 }
+                st.rules = BootRules::RaucUBoot {
+                    full: cfg.max_tries.max(1),
+                };
+                st.normalize();
             }
             Scheme::Rauc(_) => {
                 let present = env.get_raw(rauc::ORDER).is_some()
@@ -367,20 +467,25 @@ impl Scheme {
                 if !present {
                     return Err(SchemeError::NotThisScheme { scheme: "rauc" });
                 }
-                // RAUC's grub.conf defaults: ORDER "A B", OK 0, TRY 0.
+                // contrib/grub.conf lines 4-9: ORDER "A B", x_OK 0 and x_TRY 0 unless the
+                // environment holds them; a stored empty ORDER lists no slot.
                 let prio = match env.get_raw(rauc::ORDER) {
-                    Some(v) if !v.is_empty() => parse_order(v, rauc::ORDER)?,
-                    _ => [2, 1],
+                    Some(v) => parse_order(v, rauc::ORDER)?,
+                    None => [2, 1],
                 };
                 for s in Slot::ALL {
                     let i = s.index();
+                    // line 25: [ "$OK" -eq 1 -a "$TRY" -eq 0 ]
                     let ok = dec_var(env, rauc::OK[i], 1)?.unwrap_or(0) == 1;
                     let tried = dec_var(env, rauc::TRY[i], 1)?.unwrap_or(0) == 1;
                     let slot = st.slot_mut(s);
-                    slot.priority = prio[i];
+                    // A slot marked bad (x_OK=0) never boots, whatever the order says.
+                    slot.priority = if ok { prio[i] } else { 0 };
                     slot.tries_left = u8::from(ok && !tried);
                     slot.successful = false;
                 }
+                st.rules = BootRules::RaucGrub;
+                st.normalize();
             }
             Scheme::Mender(cfg) => {
                 let part = match env.get_raw(mender::BOOT_PART) {
@@ -439,14 +544,18 @@ impl Scheme {
             }
             Scheme::Rauc(cfg) if flavor == Flavor::UBoot => {
                 out.set_value(rauc::BOOT_ORDER, order_value(state))?;
+                let full = cfg.max_tries.max(1);
                 for s in Slot::ALL {
                     let slot = state.slot(s);
+                    // A good slot holds at least `full` tries: what `rauc status mark-good`
+                    // writes (RAUC's src/bootchooser.c, uboot_set_state).
                     let left = if slot.successful {
-                        slot.tries_left.max(cfg.max_tries)
+                        slot.tries_left.max(full)
                     } else {
                         slot.tries_left
                     };
-                    out.set_value(rauc::BOOT_LEFT[s.index()], Value::hex(left.into()))?;
+                    let var = rauc::BOOT_LEFT[s.index()];
+                    out.set_value(var, rauc_uboot_left(left, var)?)?;
                 }
             }
             Scheme::Rauc(_) => {
@@ -454,13 +563,14 @@ impl Scheme {
                 for s in Slot::ALL {
                     let i = s.index();
                     let slot = state.slot(s);
-                    // A bootable slot is OK and untried. A slot without tries is "tried and
-                    // unconfirmed" (OK=1, TRY=1, what RAUC's grub.conf leaves after a boot),
-                    // unless RAUC had already marked it bad (OK=0), which is kept.
-                    let (ok, tried) = if slot.successful || slot.tries_left > 0 {
-                        (1, 0)
-                    } else if env.get_raw(rauc::OK[i]) == Some(b"0") {
+                    // In the order and good or with a try: OK=1 TRY=0 (what `rauc status
+                    // mark-good` and `mark-active` write). In the order without: OK=1 TRY=1,
+                    // what grub.conf leaves after booting it. Out of the order: OK=0 TRY=0,
+                    // what `rauc status mark-bad` writes (GRUB never boots it either way).
+                    let (ok, tried) = if slot.priority == 0 {
                         (0, 0)
+                    } else if slot.successful || slot.tries_left > 0 {
+                        (1, 0)
                     } else {
                         (1, 1)
                     };
@@ -515,6 +625,7 @@ impl Scheme {
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::DecisionKind;
     use std::vec::Vec;
 
     /// A tiny env over a list of pairs, with updates applied.
@@ -589,28 +700,209 @@ mod test {
         );
     }
 
+    fn pairs(vars: &[(&'static str, &str)]) -> Pairs {
+        Pairs(
+            vars.iter()
+                .map(|(k, v)| (*k, v.as_bytes().to_vec()))
+                .collect(),
+        )
+    }
+
+    fn name(s: &str) -> SlotName {
+        SlotName::from_str(s).unwrap()
+    }
+
+    /// BOOT_x_LEFT as contrib/uboot.sh reads it: `test -gt` (base 0) decides, `setexpr` (hex)
+    /// counts. `a` and `19` were booted in real U-Boot 2023.01 (tests/uboot_boot.rs).
     #[test]
-    fn rauc_uboot_reads_hex_and_agrees_with_script() {
-        let env = Pairs(Vec::from([
-            ("BOOT_ORDER", b"B A".to_vec()),
-            ("BOOT_A_LEFT", b"3".to_vec()),
-            ("BOOT_B_LEFT", b"a".to_vec()),
-        ]));
+    fn rauc_uboot_counter_reads_as_the_script_tests_it() {
         let rauc = Scheme::Rauc(RaucConfig::default());
-        let st = rauc.decode(Flavor::UBoot, &env).unwrap();
-        assert_eq!(st.slot(Slot::B).tries_left, 10);
-        assert_eq!(st.slot(Slot::B).priority, 2);
-        let d = st.decide();
-        assert_eq!(d.slot, Slot::B);
-        assert_eq!(d.state.slot(Slot::B).tries_left, 9);
-        // mark-good refills to max_tries as `rauc status mark-good` does
-        let mut st = d.state;
-        st.slot_mut(Slot::B).tries_left = 1;
-        st.mark_good(Slot::B);
-        let mut env = env;
+        let tries = |v: &str| {
+            rauc.decode(Flavor::UBoot, &pairs(&[("BOOT_A_LEFT", v)]))
+                .map(|st| st.slot(Slot::A).tries_left)
+        };
+        assert_eq!(tries("3"), Ok(3));
+        // `test a -gt 0` is false: the slot is skipped although RAUC's userland reads 10
+        assert_eq!(tries("a"), Ok(0));
+        // 0x10 boots once, then setexpr writes "f", which test reads as 0
+        assert_eq!(tries("10"), Ok(1));
+        assert_eq!(tries("19"), Ok(10));
+        assert_eq!(tries("0x3"), Ok(3));
+        assert_eq!(tries("010"), Ok(1), "octal 8 > 0, then hex 0x10 - 1 = f");
+        assert_eq!(tries("-1"), Ok(0));
+        assert_eq!(tries("ffffffff"), Ok(0));
+        assert_eq!(tries(""), Ok(3), "empty is unset: line 2 sets 3");
+        assert!(matches!(
+            tries("99999999"),
+            Err(SchemeError::OutOfRange { .. })
+        ));
+        assert_eq!(
+            tries("3 4"),
+            Err(SchemeError::NotANumber { var: "BOOT_A_LEFT" })
+        );
+        // every count the model can hold is written as a value giving exactly that many boots
+        for n in 0..=(0x9f - 0xf) as u8 {
+            let v = rauc_uboot_left(n, "BOOT_A_LEFT").unwrap();
+            assert_eq!(rauc_uboot_boots(v.as_bytes()), Some(n.into()), "{n}");
+        }
+        assert!(rauc_uboot_left(0x9f - 0xe, "BOOT_A_LEFT").is_err());
+        // B's "a" is no try: the script boots A
+        let env = pairs(&[
+            ("BOOT_ORDER", "B A"),
+            ("BOOT_A_LEFT", "3"),
+            ("BOOT_B_LEFT", "a"),
+        ]);
+        let d = rauc.decode(Flavor::UBoot, &env).unwrap().decide();
+        assert_eq!((d.slot, d.kind), (Slot::A, DecisionKind::Trial));
+        assert_eq!(d.state.slot(Slot::A).tries_left, 2);
+    }
+
+    /// Case 3 of issue 10 on U-Boot: every boot counts, mark-good refills the counter, and the
+    /// refilled booted slot reads as good, so the next update is accepted.
+    #[test]
+    fn rauc_uboot_mark_good_refills_and_reads_good() {
+        let rauc = Scheme::Rauc(RaucConfig::default());
+        let mut env = Pairs(Vec::new());
+        store(
+            rauc,
+            Flavor::UBoot,
+            &mut env,
+            &BootState::initial(Slot::A, name("a")),
+        );
+        assert_eq!(env.get_raw("BOOT_A_LEFT"), Some(&b"3"[..]));
+        let mut st = rauc.decode(Flavor::UBoot, &env).unwrap();
+        assert!(st.slot(Slot::A).successful);
+        assert!(st.stage(Slot::B, 5, name("b")).unwrap());
+        assert_eq!(st.slot(Slot::B).tries_left, 3, "capped at boot-attempts");
+        store(rauc, Flavor::UBoot, &mut env, &st);
+        assert_eq!(env.get_raw("BOOT_ORDER"), Some(&b"B A"[..]));
+        // the boot: B counted (the script writes), and B is on trial
+        let d = rauc.decode(Flavor::UBoot, &env).unwrap().decide();
+        assert_eq!(
+            (d.slot, d.kind, d.changed),
+            (Slot::B, DecisionKind::Trial, true)
+        );
+        store(rauc, Flavor::UBoot, &mut env, &d.state);
+        assert_eq!(env.get_raw("BOOT_B_LEFT"), Some(&b"2"[..]));
+        let mut st = rauc.decode(Flavor::UBoot, &env).unwrap();
+        assert_eq!(st, d.state);
+        assert!(!st.slot(Slot::B).successful, "booted, not yet marked good");
+        // mark-good: BOOT_B_LEFT back to 3, and B is good
+        assert!(st.mark_good(Slot::B));
         store(rauc, Flavor::UBoot, &mut env, &st);
         assert_eq!(env.get_raw("BOOT_B_LEFT"), Some(&b"3"[..]));
         assert_eq!(env.get_raw("BOOT_ORDER"), Some(&b"B A"[..]));
+        let mut back = rauc.decode(Flavor::UBoot, &env).unwrap();
+        assert_eq!(back, st);
+        assert!(back.slot(Slot::B).successful);
+        assert!(
+            !back.mark_good(Slot::B),
+            "a second mark-good writes nothing"
+        );
+        // a good slot still counts every boot
+        let d = back.decide();
+        assert_eq!(
+            (d.slot, d.kind, d.changed),
+            (Slot::B, DecisionKind::Trial, true)
+        );
+        assert!(!d.state.slot(Slot::B).successful);
+    }
+
+    /// Both counters at 0: the script refills both to 3, saves, resets, and the boot after the
+    /// reset takes the first slot of BOOT_ORDER.
+    #[test]
+    fn rauc_uboot_refills_when_no_slot_has_tries() {
+        let rauc = Scheme::Rauc(RaucConfig::default());
+        let env = pairs(&[
+            ("BOOT_ORDER", "B A"),
+            ("BOOT_A_LEFT", "0"),
+            ("BOOT_B_LEFT", "0"),
+        ]);
+        let st = rauc.decode(Flavor::UBoot, &env).unwrap();
+        let d = st.decide();
+        assert_eq!(
+            (d.slot, d.kind, d.changed),
+            (Slot::B, DecisionKind::Refill, true)
+        );
+        assert_eq!(d.state.slot(Slot::A).tries_left, 3);
+        assert_eq!(d.state.slot(Slot::B).tries_left, 2);
+        assert!(d.state.slot(Slot::A).successful);
+        // a slot outside BOOT_ORDER is refilled too, but never booted
+        let env = pairs(&[
+            ("BOOT_ORDER", "A"),
+            ("BOOT_A_LEFT", "0"),
+            ("BOOT_B_LEFT", "0"),
+        ]);
+        let d = rauc.decode(Flavor::UBoot, &env).unwrap().decide();
+        assert_eq!((d.slot, d.kind), (Slot::A, DecisionKind::Refill));
+        assert_eq!(d.state.slot(Slot::B).tries_left, 3);
+        assert!(!d.state.slot(Slot::B).successful);
+    }
+
+    /// Case 3 on GRUB: a boot sets x_TRY=1, mark-good sets x_OK=1 x_TRY=0 and the slot reads
+    /// as good; with no slot left GRUB boots the rescue entry and clears the try flags.
+    #[test]
+    fn rauc_grub_mark_good_and_rescue() {
+        let rauc = Scheme::Rauc(RaucConfig::default());
+        let mut env = pairs(&[
+            ("ORDER", "A B"),
+            ("A_OK", "1"),
+            ("A_TRY", "0"),
+            ("B_OK", "1"),
+            ("B_TRY", "0"),
+        ]);
+        let st = rauc.decode(Flavor::Grub, &env).unwrap();
+        assert!(st.slot(Slot::A).successful && st.slot(Slot::B).successful);
+        let d = st.decide();
+        assert_eq!(
+            (d.slot, d.kind, d.changed),
+            (Slot::A, DecisionKind::Trial, true)
+        );
+        store(rauc, Flavor::Grub, &mut env, &d.state);
+        assert_eq!(env.get_raw("A_TRY"), Some(&b"1"[..]));
+        let mut st = rauc.decode(Flavor::Grub, &env).unwrap();
+        assert!(!st.slot(Slot::A).successful);
+        assert!(st.mark_good(Slot::A));
+        store(rauc, Flavor::Grub, &mut env, &st);
+        assert_eq!(env.get_raw("A_TRY"), Some(&b"0"[..]));
+        assert_eq!(env.get_raw("A_OK"), Some(&b"1"[..]));
+        assert!(
+            rauc.decode(Flavor::Grub, &env)
+                .unwrap()
+                .slot(Slot::A)
+                .successful
+        );
+        // both tried: rescue, both try flags cleared
+        let env = pairs(&[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_TRY", "1"),
+            ("B_OK", "1"),
+            ("B_TRY", "1"),
+        ]);
+        let d = rauc.decode(Flavor::Grub, &env).unwrap().decide();
+        assert_eq!(
+            (d.slot, d.kind, d.changed),
+            (Slot::B, DecisionKind::Rescue, true)
+        );
+        assert_eq!(d.state.slot(Slot::A).tries_left, 1);
+        assert_eq!(d.state.slot(Slot::B).tries_left, 1);
+        // a slot marked bad (OK=0) keeps out, also after the rescue
+        let env = pairs(&[
+            ("ORDER", "B A"),
+            ("A_OK", "1"),
+            ("A_TRY", "1"),
+            ("B_OK", "0"),
+            ("B_TRY", "0"),
+        ]);
+        let d = rauc.decode(Flavor::Grub, &env).unwrap().decide();
+        assert_eq!((d.slot, d.kind), (Slot::A, DecisionKind::Rescue));
+        assert_eq!(d.state.slot(Slot::B).priority, 0);
+        assert_eq!(d.state.slot(Slot::B).tries_left, 0);
+        // a stored empty ORDER lists no slot: rescue every boot, nothing changes
+        let env = pairs(&[("ORDER", ""), ("A_OK", "1"), ("A_TRY", "0")]);
+        let d = rauc.decode(Flavor::Grub, &env).unwrap().decide();
+        assert_eq!((d.kind, d.changed), (DecisionKind::Rescue, false));
     }
 
     #[test]

@@ -261,6 +261,36 @@ impl SlotState {
     }
 }
 
+/// Tries RAUC's `contrib/uboot.sh` gives every slot when none has tries left (its lines 29-31:
+/// `setenv BOOT_A_LEFT 3`, `setenv BOOT_B_LEFT 3`).
+pub const RAUC_UBOOT_REFILL: u8 = 3;
+
+/// Which bootloader logic reads the state: ours, or a foreign script whose rules differ. Set by
+/// the scheme that decoded the state ([`crate::Scheme::decode`]); [`BootState::decide`] and the
+/// operations follow it. Everything but RAUC's scripts (our U-Boot script and GRUB snippet, the
+/// C and flash-record bootloaders, Mender) uses [`BootRules::Native`]. See `docs/BOOTSTATE.md`
+/// §2 and §4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum BootRules {
+    /// A successful slot boots without counting; with no bootable slot the second slot in order
+    /// boots and nothing is written.
+    #[default]
+    Native,
+    /// RAUC's `contrib/uboot.sh`: every boot counts (also of a good slot); a slot is good when
+    /// it is in `BOOT_ORDER` with at least `full` tries (what `rauc status mark-good` refills);
+    /// with no slot left the script refills both counters to [`RAUC_UBOOT_REFILL`], saves and
+    /// resets.
+    RaucUBoot {
+        /// The counter `rauc status mark-good` writes (RAUC's `boot-attempts`, at least 1).
+        full: u8,
+    },
+    /// RAUC's `contrib/grub.conf`: one try per slot (`x_OK=1 x_TRY=0`), every boot sets the
+    /// booted slot's `x_TRY=1`; a slot is good while it is untried; with no slot left GRUB boots
+    /// the rescue entry and clears the try flag of every slot marked OK.
+    RaucGrub,
+}
+
 /// The whole boot state: both slots and a revision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -276,6 +306,9 @@ pub struct BootState {
     /// [`BootState::mark_good`] changes it, raising it to the marked slot's
     /// [`SlotState::security_version`]; nothing lowers it. Only the flash record stores it.
     pub floor: u64,
+    /// The rules of the bootloader that reads the state (not stored: the scheme sets them
+    /// when it decodes).
+    pub rules: BootRules,
 }
 
 /// Why the decision picked its slot.
@@ -289,15 +322,26 @@ pub enum DecisionKind {
     /// No slot is bootable: the slot after the highest-priority one is booted as a last resort,
     /// nothing written.
     LastResort,
+    /// [`BootRules::RaucUBoot`], no slot has tries: the script refills both counters, saves and
+    /// resets; the boot after the reset takes `slot` and counts its try. `state` is what the
+    /// environment holds when the kernel starts (the refill is written first).
+    Refill,
+    /// [`BootRules::RaucGrub`], no slot is bootable: GRUB boots RAUC's rescue entry (neither A
+    /// nor B) and clears the try flag of every slot marked OK; `slot` is the slot the boot after
+    /// that takes (if any can).
+    Rescue,
 }
 
 impl DecisionKind {
-    /// `confirmed`, `trial` or `last-resort`: the name reports and scripts use.
+    /// `confirmed`, `trial`, `last-resort`, `refill` or `rescue`: the name reports and scripts
+    /// use.
     pub const fn as_str(self) -> &'static str {
         match self {
             DecisionKind::Confirmed => "confirmed",
             DecisionKind::Trial => "trial",
             DecisionKind::LastResort => "last-resort",
+            DecisionKind::Refill => "refill",
+            DecisionKind::Rescue => "rescue",
         }
     }
 }
@@ -353,12 +397,25 @@ impl BootState {
 
     /// The boot decision, a pure function.
     ///
-    /// Slots are taken in [`order`](Self::order). The first with priority above 0 that is
-    /// successful boots unchanged; the first that is on trial boots with one try used (the
-    /// revision is not changed, see [`BootState::revision`]). If neither qualifies, the second slot in order boots as a last
-    /// resort and nothing changes. So a confirmed slot reboots without any write, and a slot
-    /// that used its tries without being marked good falls back to the other slot.
+    /// Under [`BootRules::Native`]: slots are taken in [`order`](Self::order). The first with
+    /// priority above 0 that is successful boots unchanged; the first that is on trial boots
+    /// with one try used (the revision is not changed, see [`BootState::revision`]). If neither
+    /// qualifies, the second slot in order boots as a last resort and nothing changes. So a
+    /// confirmed slot reboots without any write, and a slot that used its tries without being
+    /// marked good falls back to the other slot.
+    ///
+    /// Under RAUC's rules every boot counts: the first slot in order with priority above 0 and
+    /// tries left boots with one try used, successful or not ([`DecisionKind::Trial`]). With no
+    /// such slot, U-Boot refills ([`DecisionKind::Refill`]) and GRUB boots its rescue entry
+    /// ([`DecisionKind::Rescue`]); see [`BootRules`].
     pub fn decide(&self) -> Decision {
+        match self.rules {
+            BootRules::Native => self.decide_native(),
+            BootRules::RaucUBoot { .. } | BootRules::RaucGrub => self.decide_rauc(),
+        }
+    }
+
+    fn decide_native(&self) -> Decision {
         let order = self.order();
         for s in order {
             let st = self.slot(s);
@@ -392,6 +449,105 @@ impl BootState {
         }
     }
 
+    /// The first slot in order with priority above 0 and tries left.
+    fn first_with_tries(&self) -> Option<Slot> {
+        self.order().into_iter().find(|&s| {
+            let st = self.slot(s);
+            st.priority > 0 && st.tries_left > 0
+        })
+    }
+
+    fn decide_rauc(&self) -> Decision {
+        // uboot.sh lines 6-24 / grub.conf lines 12-29: the first slot of the order with tries
+        // left boots and its try is used before the boot.
+        let count = |st: &BootState, s: Slot| {
+            let mut next = *st;
+            let slot = next.slot_mut(s);
+            slot.tries_left -= 1;
+            slot.successful = false;
+            next.normalize();
+            next
+        };
+        if let Some(s) = self.first_with_tries() {
+            let next = count(self, s);
+            return Decision {
+                slot: s,
+                kind: DecisionKind::Trial,
+                changed: next != *self,
+                state: next,
+            };
+        }
+        let mut next = *self;
+        if let BootRules::RaucUBoot { .. } = self.rules {
+            // uboot.sh lines 28-33: refill both counters, saveenv, reset; the boot after the
+            // reset runs lines 6-27 again.
+            for slot in &mut next.slots {
+                slot.tries_left = RAUC_UBOOT_REFILL;
+                slot.successful = false;
+            }
+            next.normalize();
+            let (slot, state) = match next.first_with_tries() {
+                Some(s) => (s, count(&next, s)),
+                None => (self.order()[1], next),
+            };
+            return Decision {
+                slot,
+                kind: DecisionKind::Refill,
+                changed: state != *self,
+                state,
+            };
+        }
+        // grub.conf lines 31-39: no slot chosen, `default=0` (the rescue entry); every slot with
+        // x_OK=1 gets x_TRY=0 (a slot with priority 0 is canonical whatever its flags).
+        for s in Slot::ALL {
+            if next.slot(s).priority > 0 {
+                next.slot_mut(s).tries_left = 1;
+            }
+        }
+        next.normalize();
+        let slot = next.first_with_tries().unwrap_or(self.order()[1]);
+        Decision {
+            slot,
+            kind: DecisionKind::Rescue,
+            changed: next != *self,
+            state: next,
+        }
+    }
+
+    /// Brings the slots into the one form the rules' encoding reads back (nothing under
+    /// [`BootRules::Native`]). [`BootRules::RaucUBoot`]: a successful slot holds at least
+    /// `full` tries (`rauc status mark-good` refills the counter), and a slot is successful
+    /// exactly when it has priority above 0 and at least `full` tries (RAUC cannot tell a
+    /// refilled counter from a fresh one). [`BootRules::RaucGrub`]: a slot with priority 0
+    /// has no tries and is not successful (GRUB never boots it, whatever its flags); any
+    /// other holds one try when successful or on trial and is successful exactly when it has
+    /// it (`x_OK=1 x_TRY=0`).
+    pub fn normalize(&mut self) {
+        match self.rules {
+            BootRules::Native => {}
+            BootRules::RaucUBoot { full } => {
+                let full = full.max(1);
+                for st in &mut self.slots {
+                    if st.successful && st.tries_left < full {
+                        st.tries_left = full;
+                    }
+                    st.successful = st.priority > 0 && st.tries_left >= full;
+                }
+            }
+            BootRules::RaucGrub => {
+                for st in &mut self.slots {
+                    if st.priority == 0 {
+                        st.tries_left = 0;
+                        st.successful = false;
+                    } else {
+                        st.tries_left = u8::from(st.successful || st.tries_left > 0);
+                        st.successful = st.tries_left == 1;
+                    }
+                }
+            }
+        }
+    }
+
     /// Gives `s` priority 2 and the other slot priority 1 (or 0 if it had 0), unless `s` is
     /// already strictly first.
     fn promote(&mut self, s: Slot) {
@@ -405,7 +561,10 @@ impl BootState {
 
     /// Stages `slot` for trial: it becomes first in order, holds `name`, is not successful and
     /// has `tries` boots to be marked good. Returns whether anything changed (false only when
-    /// `slot` was already staged exactly so). `tries` must be 1..=[`MAX_TRIES`].
+    /// `slot` was already staged exactly so). `tries` must be 1..=[`MAX_TRIES`]. Under RAUC's
+    /// [rules](BootRules) the result is [normalized](Self::normalize): on U-Boot at most `full`
+    /// tries, and a slot staged with `full` tries reads as good until its first boot (as
+    /// `rauc status` reports it); on GRUB one try, good until its first boot.
     pub fn stage(&mut self, slot: Slot, tries: u8, name: SlotName) -> Result<bool, StateError> {
         self.stage_versioned(slot, tries, name, 0)
     }
@@ -423,6 +582,12 @@ impl BootState {
             return Err(StateError::TriesOutOfRange { tries });
         }
         let before = *self;
+        // RAUC's U-Boot counter cannot hold more tries than a refilled, good slot has without
+        // reading as good (`rauc install` gives the new slot `boot-attempts` tries too).
+        let tries = match self.rules {
+            BootRules::RaucUBoot { full } => tries.min(full.max(1)),
+            _ => tries,
+        };
         {
             let st = self.slot_mut(slot);
             st.tries_left = tries;
@@ -432,13 +597,16 @@ impl BootState {
         }
         self.slot_mut(slot).priority = 0; // force promote to reorder
         self.promote(slot);
+        self.normalize();
         Ok(self.bump_if_changed(&before))
     }
 
     /// Marks `slot` (the booted one) good: successful, no tries counted, first in order, and
     /// the [floor](BootState::floor) raised to its security version (never lowered).
     /// Returns whether anything changed; an already-good first slot changes nothing, so the
-    /// caller writes nothing.
+    /// caller writes nothing. Under RAUC's [rules](BootRules) this is what `rauc status
+    /// mark-good` writes (the U-Boot counter refilled to `full`, GRUB's `x_OK=1 x_TRY=0`), and
+    /// the slot is also put first in the order when it is not.
     pub fn mark_good(&mut self, slot: Slot) -> bool {
         let before = *self;
         {
@@ -448,6 +616,7 @@ impl BootState {
         }
         self.floor = self.floor.max(self.slot(slot).security_version);
         self.promote(slot);
+        self.normalize();
         self.bump_if_changed(&before)
     }
 
@@ -470,6 +639,7 @@ impl BootState {
         if self.slot(abandon.other()).priority == 0 {
             self.slot_mut(abandon.other()).priority = 1;
         }
+        self.normalize();
         Ok(self.bump_if_changed(&before))
     }
 

@@ -199,7 +199,7 @@ proptest! {
     #[test]
     fn c_decision_equals_rust(a in slot_state(), b in slot_state(), rev in any::<u32>(), floor in any::<u64>(), v1 in any::<bool>(), other in prop_oneof![Just(0u8), Just(1), Just(2)], swap in any::<bool>()) {
         let Some(bin) = c_program() else { return Ok(()) };
-        let state = BootState { slots: [a, b], revision: rev, floor };
+        let state = BootState { slots: [a, b], revision: rev, floor, ..Default::default() };
         let mut cur = [0u8; RECORD_LEN];
         flash_record::emit(&state, &mut cur);
         if v1 { cur = emit_v1(&state); }
@@ -251,7 +251,7 @@ proptest! {
     #[test]
     fn rust_c_abi_called_from_c_equals_c_decision(a in slot_state(), b in slot_state(), rev in any::<u32>(), floor in any::<u64>(), v1 in any::<bool>(), corrupt in any::<bool>()) {
         let Some(bin) = c_program_with_rust() else { return Ok(()) };
-        let state = BootState { slots: [a, b], revision: rev, floor };
+        let state = BootState { slots: [a, b], revision: rev, floor, ..Default::default() };
         let mut c0 = [0u8; RECORD_LEN];
         flash_record::emit(&state, &mut c0);
         if v1 { c0 = emit_v1(&state); }

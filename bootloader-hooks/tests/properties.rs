@@ -41,6 +41,7 @@ fn boot_state() -> impl Strategy<Value = BootState> {
         slots: [a, b],
         revision,
         floor: 0,
+        ..Default::default()
     })
 }
 

@@ -197,11 +197,7 @@ impl Rig {
         let raw_before = self.raw();
         let (slot, kind, changed) = self.boot_raw();
         assert_eq!(slot, expected.slot, "slot, from {before:?}");
-        let kind_expected = match expected.kind {
-            DecisionKind::Confirmed => "confirmed",
-            DecisionKind::Trial => "trial",
-            DecisionKind::LastResort => "last-resort",
-        };
+        let kind_expected = expected.kind.as_str();
         assert_eq!(kind, kind_expected);
         assert_eq!(changed, expected.changed);
         let after = self.env.load().unwrap();
@@ -463,8 +459,12 @@ fn rauc_uboot_script_agrees() {
             .changed
     );
     assert_eq!(boot(&mut rig), Slot::A);
-    // hex: 0xa tries written by fw_setenv as RAUC's setexpr would
+    // "a" (hex 10 for setexpr) is no try for RAUC's `test ${BOOT_B_LEFT} -gt 0`: A boots
     fw_setenv(&rig.cfg, &[("BOOT_ORDER", "B A"), ("BOOT_B_LEFT", "a")]);
+    assert_eq!(rig.env.load().unwrap().slot(Slot::B).tries_left, 0);
+    assert_eq!(boot(&mut rig), Slot::A);
+    // "19": ten boots for the script (19 > 0 for test, 0x19 - 1 = 18 for setexpr)
+    fw_setenv(&rig.cfg, &[("BOOT_B_LEFT", "19")]);
     assert_eq!(rig.env.load().unwrap().slot(Slot::B).tries_left, 10);
     assert_eq!(boot(&mut rig), Slot::B);
     assert_eq!(rig.env.load().unwrap().slot(Slot::B).tries_left, 9);

@@ -130,10 +130,28 @@ fn hex_values_from_setexpr_are_read_as_hex() {
         &[("BOOT_ORDER", "B A")],
     );
     fw_setenv(&cfg, &[("BOOT_A_LEFT", "3"), ("BOOT_B_LEFT", "a")]);
+    // RAUC's contrib/uboot.sh tests the counter with `test ${BOOT_B_LEFT} -gt 0`, which reads
+    // "a" as 0 (U-Boot 2023.01, base 0): B is skipped (seen in real U-Boot, rauc_uboot.rs)
+    let st = env.load().unwrap();
+    assert_eq!(st.slot(Slot::B).tries_left, 0);
+    assert_eq!(st.slot(Slot::A).tries_left, 3);
+    assert_eq!(st.decide().slot, Slot::A);
+    // "19" is hex 0x19 for setexpr and 19 for test: ten boots, down to "f"
+    fw_setenv(&cfg, &[("BOOT_B_LEFT", "19")]);
     let st = env.load().unwrap();
     assert_eq!(st.slot(Slot::B).tries_left, 10);
-    assert_eq!(st.slot(Slot::A).tries_left, 3);
-    assert_eq!(st.decide().slot, Slot::B);
+    let d = st.decide();
+    assert_eq!(d.slot, Slot::B);
+    assert_eq!(d.state.slot(Slot::B).tries_left, 9);
+    // the crate writes "9" for that state where setexpr leaves "18": both give nine boots
+    assert!(
+        env.apply(&bootloader_hooks::Operation::Boot)
+            .unwrap()
+            .changed
+    );
+    assert!(fw_printenv(&cfg).contains(&("BOOT_B_LEFT".into(), "9".into())));
+    fw_setenv(&cfg, &[("BOOT_B_LEFT", "18")]);
+    assert_eq!(env.load().unwrap(), d.state);
 }
 
 #[test]

@@ -23,6 +23,9 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("grub-emu", "grub-emu"),
     ("dosfstools", "mkfs.vfat"),
     ("mtools", "mcopy"),
+    // bootloader-hooks/tests/common/upstream.rs fetches upstream tarballs (RAUC) and unpacks them
+    ("curl", "curl"),
+    ("xz-utils", "xz"),
 ];
 
 /// True when running under CI (`CI=true`): a missing tool is then an error, never a skip.
