@@ -528,13 +528,15 @@ impl BootConfig {
         }
         let slot_roots = match roots {
             [None, None] => None,
-            [Some(a), Some(b)] if a == b => return Err(ConfigError::Line {
-                path: path.to_path_buf(),
-                line: roots_line,
-                reason: format!(
+            [Some(a), Some(b)] if a == b => {
+                return Err(ConfigError::Line {
+                    path: path.to_path_buf(),
+                    line: roots_line,
+                    reason: format!(
                     "slot-a-root and slot-b-root are both {a:?}; each slot has its own root device"
                 ),
-            }),
+                })
+            }
             [Some(a), Some(b)] => Some([a, b]),
             _ => {
                 return Err(ConfigError::Line {
