@@ -114,6 +114,12 @@ fn boot_and_verify(root: &Path, what: &str) -> Option<Slot> {
         _ => panic!("{what}: the boot state vanished"),
     };
     let name = st.slot(slot).name;
+    let unowned = Slot::ALL.iter().all(|s| st.slot(*s).name.is_empty());
+    if name.as_str() == deploy::ADOPTED_NAME || unowned {
+        // The system that ran before the agent adopted (or before it adopts) the bootloader's
+        // environment: not the agent's to check.
+        return Some(slot);
+    }
     let (commit, _) = deploy::parse_deployment_name(name.as_str())
         .unwrap_or_else(|| panic!("{what}: slot {slot} names {name:?}"));
     let repo = Repo::open(&root.join("repo")).unwrap();
@@ -153,6 +159,8 @@ fn run_case_with(lab: &Lab, case: &Case<'_>, fault_env: &[(&str, &str)]) -> u64 
     // The anti-rollback floor: never lower than before, at every cut the old value or the one
     // a complete run leaves (known once a run completes).
     let old_floor = floor::read(&case.template).unwrap();
+    // Adopting a bootloader's environment: a boot state exists before the repository does.
+    let adopting = case.name.contains("adopt");
     assert!(old_floor > 0, "{}: the floor must be in place", case.name);
     let mut floors_seen: Vec<(String, u64)> = Vec::new();
     let mut n = 1u64;
@@ -197,9 +205,9 @@ fn run_case_with(lab: &Lab, case: &Case<'_>, fault_env: &[(&str, &str)]) -> u64 
         assert!(f >= old_floor, "{what}: the floor went down to {f}");
         floors_seen.push((what.clone(), f));
         match boot_and_verify(&crashed, &what) {
-            Some(_) => check_store(&Repo::open(&crashed.join("repo")).unwrap()),
-            // Not provisioned yet: the repository may not even be initialised.
-            None => {
+            Some(_) if !adopting => check_store(&Repo::open(&crashed.join("repo")).unwrap()),
+            // Not provisioned (or adopted) yet: the repository may not even be initialised.
+            _ => {
                 if let Ok(repo) = Repo::open(&crashed.join("repo")) {
                     check_store(&repo);
                 }
@@ -292,6 +300,46 @@ fn power_loss_single_uboot_env() {
 /// `fsops`), a power loss after the boot environment names the new deployment loses the
 /// deployment's directory, and the bootloader would boot a deployment that is not there. With
 /// the page cache kept (the model off), the same runs pass: only the model sees the loss.
+#[test]
+fn power_loss_adopting_a_mender_environment() {
+    let shm = Path::new("/dev/shm");
+    let base = (shm.is_dir() && tempfile::tempdir_in(shm).is_ok()).then_some(shm);
+    let lab = Lab::with_security_versions(&[("9", 1)], base);
+    let full9 = lab.update(None, "9");
+    let owned = sysroot_state(&lab, "scheme = mender\n", "mender", &|t| {
+        bootloader_wrote_env(
+            &t.join(S),
+            &[
+                ("mender_boot_part", "2"),
+                ("upgrade_available", "0"),
+                ("bootcount", "0"),
+                ("bootlimit", "1"),
+            ],
+        );
+    });
+    let s = |x: &str| x.to_string();
+    let lab_ref = &lab;
+    let case = Case {
+        name: "install (adopt a Mender environment)",
+        template: owned,
+        args: vec![s("install"), s("--sysroot"), s(S), full9],
+        booted: Some(Slot::A),
+        check: &|r| {
+            next_boot_is(r, "9", lab_ref);
+            let st = status(r.parent().unwrap(), S, Slot::A);
+            assert_eq!(
+                deployment_of(&st, "A")["name"],
+                deploy::ADOPTED_NAME,
+                "{st}"
+            );
+            assert!(!r.join("deploy").join(deploy::PROVISIONING_MARKER).exists());
+        },
+    };
+    let points = run_case(&lab, &case);
+    assert!(points >= 3, "only {points} interruption points");
+    eprintln!("power loss, adopting a Mender environment: {points} interruption points");
+}
+
 #[test]
 fn power_loss_model_loses_what_a_missing_directory_fsync_leaves() {
     let shm = Path::new("/dev/shm");

@@ -166,6 +166,14 @@ fn print_staged(r: &StageReport, json: bool) -> anyhow::Result<()> {
     }
     let version = esc(&r.version);
     let what = match r.action.as_str() {
+        _ if r.adopted.is_some() => format!(
+            "adopted the bootloader's environment (the running system in slot {} is recorded as {}); staged {} ({version}) in slot {}: the next boot tries it ({} tries)",
+            r.adopted.as_deref().unwrap_or("?"),
+            deploy::ADOPTED_NAME,
+            r.deployment,
+            r.slot,
+            r.tries
+        ),
         "provisioned" => format!(
             "provisioned {} ({version}) as the booted deployment in slot {}",
             r.deployment, r.slot
@@ -209,23 +217,34 @@ pub fn status_text(st: &Status) -> String {
         s.push_str("Deployments:\n");
     }
     for d in &st.deployments {
-        s.push_str(&format!(
-            "{} {}: {}\n",
-            if d.booted { "●" } else { " " },
-            d.slot,
-            esc(d.ref_name.as_deref().unwrap_or("(no ref)"))
-        ));
-        s.push_str(&format!(
-            "       Version: {} ({})\n",
-            if d.version.is_empty() {
-                "-".into()
-            } else {
-                esc(&d.version)
-            },
-            format_utc(d.timestamp)
-        ));
-        s.push_str(&format!("        Commit: {}\n", d.commit));
-        s.push_str(&format!("      Security: version {}\n", d.security_version));
+        if d.commit.is_empty() {
+            // The system the bootloader ran before the agent adopted its environment.
+            s.push_str(&format!(
+                "{} {}: {} ({})\n",
+                if d.booted { "●" } else { " " },
+                d.slot,
+                d.name,
+                esc(&d.subject)
+            ));
+        } else {
+            s.push_str(&format!(
+                "{} {}: {}\n",
+                if d.booted { "●" } else { " " },
+                d.slot,
+                esc(d.ref_name.as_deref().unwrap_or("(no ref)"))
+            ));
+            s.push_str(&format!(
+                "       Version: {} ({})\n",
+                if d.version.is_empty() {
+                    "-".into()
+                } else {
+                    esc(&d.version)
+                },
+                format_utc(d.timestamp)
+            ));
+            s.push_str(&format!("        Commit: {}\n", d.commit));
+            s.push_str(&format!("      Security: version {}\n", d.security_version));
+        }
         let mut what = vec![d.role.clone()];
         if d.good {
             what.push("good".into());

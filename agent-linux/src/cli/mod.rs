@@ -66,14 +66,19 @@ enum Command {
         cmd: crate::bootenv::BootenvCommand,
     },
     /// Install an update and stage its commit for the next boot (an empty sysroot gets it as
-    /// its first, booted deployment).
+    /// its first, booted deployment). An environment that a RAUC or Mender bootloader already
+    /// wrote is adopted: the booted slot, learnt from the kernel command line (or
+    /// --booted-slot) and checked against the bootloader's variables, keeps the running system
+    /// (recorded as `adopted-system`) and the update goes into the other slot.
     Install(deploy::InstallArgs),
     /// Stage a commit that is already in the sysroot's repository for the next boot.
     Deploy(deploy::DeployArgs),
     /// Show the deployments, which one is booted (●), which one the next boot takes, tries
     /// left and whether the booted one is confirmed good.
     Status(deploy::StatusArgs),
-    /// The booted deployment reports a successful boot: its try counter is cleared.
+    /// The booted deployment reports a successful boot: its try counter is cleared (on an
+    /// environment a RAUC or Mender bootloader already wrote, the running system is adopted
+    /// first, as by `install`).
     MarkGood(deploy::PlainArgs),
     /// Make the other deployment the default for the next boot.
     Rollback(deploy::PlainArgs),

@@ -35,10 +35,12 @@ use crate::fsops::{self, Point};
 use crate::repo::{CommitInfo, RepoError};
 use crate::sysroot::Sysroot;
 
+pub mod adopt;
 pub mod booted;
 pub mod env;
 pub mod verify;
 
+pub use adopt::ADOPTED_NAME;
 pub use booted::{detect_booted, Booted, BootedDoubt};
 
 pub use env::{BootEnvError, EnvContent};
@@ -96,6 +98,36 @@ pub enum DeployError {
     BootedDoubt(BootedDoubt),
     /// The booted slot holds no deployment in the environment.
     BootedSlotEmpty(Slot),
+    /// The environment is the bootloader's own (no slot names a deployment) and nothing the
+    /// running system says tells which slot it booted.
+    AdoptUnknown {
+        /// The environment.
+        env: PathBuf,
+        /// The scheme.
+        scheme: &'static str,
+        /// What `S/run/booted` says, not trusted for this.
+        run_file: Option<Slot>,
+    },
+    /// The running system and the bootloader's own variables disagree on the booted slot.
+    AdoptDisagree {
+        /// The environment.
+        env: PathBuf,
+        /// The scheme.
+        scheme: &'static str,
+        /// The slot the running system says.
+        slot: Slot,
+        /// Where that was learnt.
+        source: BootedSource,
+        /// What the bootloader's variables say.
+        why: String,
+    },
+    /// The bootloader has the booted slot on trial and the other slot is its good fallback.
+    AdoptOnTrial {
+        /// The booted slot.
+        booted: Slot,
+    },
+    /// The slot holds the system the bootloader ran before the agent adopted it.
+    NotADeployment(Slot),
     /// A slot name in the environment is not a deployment name.
     BadDeploymentName(String),
     /// The sources that say what runs (kernel command line, `S/run/booted`, the deployments
@@ -172,6 +204,36 @@ impl fmt::Display for DeployError {
             DeployError::BootedSlotEmpty(s) => write!(
                 f,
                 "slot {s} is said to be booted but the environment holds no deployment for it; check --booted-slot / {BOOTED_SLOT_VAR} or the kernel command line"
+            ),
+            DeployError::AdoptUnknown { env, scheme, run_file } => write!(
+                f,
+                "the bootloader environment {} holds {scheme} boot state but no deployment of the agent yet, and nothing the running system says tells which slot it booted (the kernel command line has no ecu.slot= or rauc.slot=, and no root= that agent.conf's slot-a-root/slot-b-root map to a slot{}); nothing was written: set slot-a-root and slot-b-root in agent.conf to the root= each slot boots with, or pass --booted-slot A|B",
+                env.display(),
+                match run_file {
+                    Some(s) => format!("; S/run/booted says {s} but may be left from an earlier boot"),
+                    None => String::new(),
+                }
+            ),
+            DeployError::AdoptDisagree {
+                env,
+                scheme,
+                slot,
+                source,
+                why,
+            } => write!(
+                f,
+                "refused to adopt the {scheme} environment {}: the {} says slot {slot} is booted, but {why}; nothing was written: check the kernel command line and agent.conf's slot-a-root/slot-b-root (or --booted-slot), or reboot so that the bootloader boots the slot that runs",
+                env.display(),
+                source.describe()
+            ),
+            DeployError::AdoptOnTrial { booted } => write!(
+                f,
+                "refused: the bootloader has slot {booted} on trial (booted but not confirmed) and slot {} is its good fallback, which a new deployment would replace; nothing was written: confirm slot {booted} first (`ecu-agent mark-good`, or the bootloader's own tool) or let the bootloader roll back",
+                booted.other()
+            ),
+            DeployError::NotADeployment(s) => write!(
+                f,
+                "slot {s} holds the system the bootloader ran before the agent adopted its environment ({ADOPTED_NAME}), not a deployment of the agent: there is no commit to check it against"
             ),
             DeployError::BadDeploymentName(n) => write!(
                 f,
@@ -446,6 +508,9 @@ pub struct StageReport {
     pub tries: u8,
     /// The deployment it replaced.
     pub replaced: Option<String>,
+    /// When this install adopted the bootloader's environment: the booted slot, where the
+    /// running system was recorded as `adopted-system`.
+    pub adopted: Option<String>,
     /// Files, symlinks and directories checked out.
     pub checkout: Option<checkout::CheckoutStats>,
     /// Whether the checkout hard-linked (else it copied).
@@ -722,7 +787,7 @@ impl Deployer {
     }
 
     fn commit_of_slot(st: &SlotState) -> Result<Option<ObjectId>, DeployError> {
-        if st.name.is_empty() {
+        if st.name.is_empty() || adopt::is_adopted(st.name.as_str()) {
             return Ok(None);
         }
         parse_deployment_name(st.name.as_str())
@@ -754,7 +819,7 @@ impl Deployer {
     fn check_sources(&self, state: &BootState) -> Result<(), DeployError> {
         for s in Slot::ALL {
             let n = state.slot(s).name;
-            if !n.is_empty() && !is_deployment_name(n.as_str()) {
+            if !n.is_empty() && !is_deployment_name(n.as_str()) && !adopt::is_adopted(n.as_str()) {
                 return Err(DeployError::BadDeploymentName(n.as_str().to_string()));
             }
         }
@@ -784,7 +849,7 @@ impl Deployer {
             if n.is_empty() {
                 return Err(DeployError::BootedSlotEmpty(b));
             }
-            if !self.deployment_path(n.as_str()).is_dir() {
+            if !adopt::is_adopted(n.as_str()) && !self.deployment_path(n.as_str()).is_dir() {
                 return Err(DeployError::SourcesDisagree(format!(
                     "slot {b} is booted ({}) and the environment says it holds deployment {}, but {} is not on disk",
                     src.describe(),
@@ -871,6 +936,9 @@ impl Deployer {
     /// deployments exist.
     fn check_can_install(&self) -> Result<(), DeployError> {
         match self.env()? {
+            EnvContent::Ready(img, st) if self.adoptable(&st)? => {
+                self.adoption_slot(&img, &st, true).map(|_| ())
+            }
             EnvContent::Ready(_, st) => {
                 self.check_can_stage(&st)?;
                 self.check_sources(&st)
@@ -880,6 +948,125 @@ impl Deployer {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Whether the environment is the bootloader's own (no slot names anything) and nothing
+    /// of the agent's is on disk but what an interrupted adoption or provisioning left: then
+    /// the first `install`, `deploy` or `mark-good` adopts it ([`adopt`]).
+    fn adoptable(&self, state: &BootState) -> Result<bool, DeployError> {
+        Ok(adopt::unowned(state)
+            && (!self.has_deployment_dirs()? || self.interrupted_provisioning()?))
+    }
+
+    /// The booted slot of an environment being adopted: what the running system says
+    /// (`--booted-slot`, [`BOOTED_SLOT_VAR`], the kernel command line; never the run file),
+    /// which the bootloader's own variables must allow ([`adopt::bootloader_allows`]). With
+    /// `staging`, also refused when the bootloader has that slot on trial and the other one is
+    /// its good fallback (a new deployment would replace it).
+    fn adoption_slot(
+        &self,
+        img: &env::EnvImage,
+        state: &BootState,
+        staging: bool,
+    ) -> Result<Slot, DeployError> {
+        let scheme = self.cfg.scheme.name();
+        let (x, source) = match self.booted {
+            Some((s, src)) if src != BootedSource::RunFile => (s, src),
+            _ if self.booted_doubt.is_some() => return self.booted_slot(),
+            other => {
+                return Err(DeployError::AdoptUnknown {
+                    env: self.cfg.env.0.clone(),
+                    scheme,
+                    run_file: other.map(|b| b.0),
+                })
+            }
+        };
+        adopt::bootloader_allows(&self.cfg, img, x).map_err(|why| DeployError::AdoptDisagree {
+            env: self.cfg.env.0.clone(),
+            scheme,
+            slot: x,
+            source,
+            why,
+        })?;
+        if staging && !state.slot(x).successful && state.slot(x.other()).successful {
+            return Err(DeployError::AdoptOnTrial { booted: x });
+        }
+        Ok(x)
+    }
+
+    /// Writes `agent.conf` when it is missing (the configuration in force, so that later
+    /// defaults never change the device) and records `ref_name` as the ref the device follows
+    /// when it follows none yet.
+    fn record_config(&self, ref_name: Option<&str>) -> Result<(), DeployError> {
+        let conf = self.sysroot.path().join(bootcfg::CONFIG_FILE);
+        // The device follows the ref it was provisioned with, unless agent.conf says otherwise.
+        let record: Vec<String> = match ref_name {
+            Some(r) if self.cfg.refs.is_empty() => vec![r.to_string()],
+            _ => self.cfg.refs.clone(),
+        };
+        if !conf.exists() {
+            let cfg = BootConfig {
+                refs: record,
+                ..self.cfg.clone()
+            };
+            fsops::write_atomic(&conf, cfg.to_text(self.sysroot.path()).as_bytes(), 0o644)
+                .map_err(io_err("write", &conf))?;
+        } else if record != self.cfg.refs {
+            bootcfg::write_refs(self.sysroot.path(), &record)?;
+        }
+        Ok(())
+    }
+
+    /// Adopts the bootloader's environment and stages `info` in the slot that is not booted:
+    /// the running system is recorded in the booted slot as [`ADOPTED_NAME`], with the
+    /// bootloader's view of it (confirmed or not) kept, in the same one environment update
+    /// that stages the new deployment. Written like a provisioning: the marker, the checkout,
+    /// `agent.conf`, then the environment last.
+    fn adopt_and_stage(
+        &self,
+        img: &env::EnvImage,
+        state: &BootState,
+        info: &CommitInfo,
+        ref_name: Option<&str>,
+    ) -> Result<StageReport, DeployError> {
+        let x = self.adoption_slot(img, state, true)?;
+        let y = x.other();
+        // Whatever S/deploy holds is this adoption's own interrupted work.
+        self.remove_unnamed(&BootState::default())?;
+        let dir = self.deploy_dir();
+        fsops::mkdir_all(&dir, 0o755).map_err(io_err("create", &dir))?;
+        let marker = dir.join(PROVISIONING_MARKER);
+        let planned = deployment_name(&info.id, 0);
+        fsops::write_atomic(&marker, format!("{planned}\n").as_bytes(), 0o644)
+            .map_err(io_err("write", &marker))?;
+        let (name, stats, hardlinked) =
+            self.create_deployment(&info.id, &[SlotName::EMPTY, SlotName::EMPTY], ref_name)?;
+        self.record_config(ref_name)?;
+        let mut new_state = *state;
+        new_state.slot_mut(x).name = SlotName::from_str(ADOPTED_NAME)?;
+        new_state.stage(y, self.tries, SlotName::from_str(&name)?)?;
+        let kargs = self.cfg.kargs_for(self.sysroot.path(), y, &name);
+        fsops::point(Point::Step, &self.cfg.env.0);
+        env::write(
+            &self.cfg,
+            Some(img),
+            &new_state,
+            &[(KARGS_VARS[y.index()], Some(&kargs))],
+        )?;
+        self.remove_unnamed(&new_state)?;
+        Ok(StageReport {
+            applied: None,
+            commit: info.id.to_string(),
+            version: info.version.clone(),
+            deployment: name,
+            slot: y.to_string(),
+            action: "staged".into(),
+            tries: self.tries,
+            replaced: None,
+            adopted: Some(x.to_string()),
+            checkout: Some(stats),
+            hardlinked,
+        })
     }
 
     /// Stages a commit that is in the repository (a ref, an id or a unique prefix).
@@ -926,6 +1113,9 @@ impl Deployer {
             return self.provision(img.as_ref(), &info, ref_name);
         };
         let img = img.expect("a boot state comes from an image");
+        if self.adoptable(&state)? {
+            return self.adopt_and_stage(&img, &state, &info, ref_name);
+        }
         let y = self.check_can_stage(&state)?;
         self.check_sources(&state)?;
         let x = y.other();
@@ -948,6 +1138,7 @@ impl Deployer {
                     action: "unchanged".into(),
                     tries: st.tries_left,
                     replaced: None,
+                    adopted: None,
                     checkout: None,
                     hardlinked: false,
                 });
@@ -957,6 +1148,11 @@ impl Deployer {
         self.remove_unnamed(&state)?;
         let names = [state.slot(x).name, state.slot(y).name];
         let (name, stats, hardlinked) = self.create_deployment(commit, &names, ref_name)?;
+        if names.iter().any(|n| adopt::is_adopted(n.as_str())) {
+            // The first install since `mark-good` adopted the environment: as a provisioning,
+            // it records the ref the device follows (when agent.conf names none).
+            self.record_config(ref_name)?;
+        }
         let slot_name = SlotName::from_str(&name)?;
         let mut new_state = state;
         new_state.stage(y, self.tries, slot_name)?;
@@ -980,6 +1176,7 @@ impl Deployer {
             action: "staged".into(),
             tries: self.tries,
             replaced,
+            adopted: None,
             checkout: Some(stats),
             hardlinked,
         })
@@ -1006,22 +1203,7 @@ impl Deployer {
             .map_err(io_err("write", &marker))?;
         let (name, stats, hardlinked) =
             self.create_deployment(&info.id, &[SlotName::EMPTY, SlotName::EMPTY], ref_name)?;
-        let conf = self.sysroot.path().join(bootcfg::CONFIG_FILE);
-        // The device follows the ref it was provisioned with, unless agent.conf says otherwise.
-        let record: Vec<String> = match ref_name {
-            Some(r) if self.cfg.refs.is_empty() => vec![r.to_string()],
-            _ => self.cfg.refs.clone(),
-        };
-        if !conf.exists() {
-            let cfg = BootConfig {
-                refs: record,
-                ..self.cfg.clone()
-            };
-            fsops::write_atomic(&conf, cfg.to_text(self.sysroot.path()).as_bytes(), 0o644)
-                .map_err(io_err("write", &conf))?;
-        } else if record != self.cfg.refs {
-            bootcfg::write_refs(self.sysroot.path(), &record)?;
-        }
+        self.record_config(ref_name)?;
         for (p, _) in self.cfg.env_paths() {
             let dir = fsops::parent_of(&p);
             fsops::mkdir_all(&dir, 0o755).map_err(io_err("create", &dir))?;
@@ -1047,6 +1229,7 @@ impl Deployer {
             action: "provisioned".into(),
             tries: 0,
             replaced: None,
+            adopted: None,
             checkout: Some(stats),
             hardlinked,
         })
@@ -1191,11 +1374,24 @@ impl Deployer {
     pub fn mark_good(&self) -> Result<BootReport, DeployError> {
         let _lock = self.lock()?;
         let (img, mut state) = self.ready()?;
-        let x = self.booted_slot()?;
+        let adopted = self.adoptable(&state)?;
+        let x = if adopted {
+            // The bootloader's own environment: the running system is recorded in the booted
+            // slot (one more revision, unless confirming it changes the state anyway).
+            let x = self.adoption_slot(&img, &state, false)?;
+            state.slot_mut(x).name = SlotName::from_str(ADOPTED_NAME)?;
+            x
+        } else {
+            self.booted_slot()?
+        };
         if state.slot(x).name.is_empty() {
             return Err(DeployError::BootedSlotEmpty(x));
         }
-        let changed = state.mark_good(x);
+        let mut changed = state.mark_good(x);
+        if adopted && !changed {
+            state.revision = state.revision.wrapping_add(1);
+            changed = true;
+        }
         if changed {
             fsops::point(Point::Step, &self.cfg.env.0);
             env::write(&self.cfg, Some(&img), &state, &[])?;
@@ -1332,7 +1528,9 @@ impl Deployer {
                 let found = if self.check_sources(&st).is_err() {
                     if Slot::ALL.iter().any(|s| {
                         let n = st.slot(*s).name;
-                        !n.is_empty() && !is_deployment_name(n.as_str())
+                        !n.is_empty()
+                            && !is_deployment_name(n.as_str())
+                            && !adopt::is_adopted(n.as_str())
                     }) {
                         "invalid"
                     } else {
@@ -1454,6 +1652,9 @@ impl Deployer {
             None => self.booted_slot()?,
         };
         let st = state.slot(s);
+        if adopt::is_adopted(st.name.as_str()) {
+            return Err(DeployError::NotADeployment(s));
+        }
         let Some(c) = Self::commit_of_slot(st)? else {
             return Err(DeployError::BootedSlotEmpty(s));
         };
@@ -1514,11 +1715,69 @@ impl Deployer {
             }
         };
         let d = state.decide();
+        if self.adoptable(&state)? {
+            return Ok(Status {
+                sysroot: self.sysroot.path().to_path_buf(),
+                state: "empty".into(),
+                message: format!(
+                    "the {} boot state of the bootloader names no deployment of the agent yet; the first install (or mark-good) adopts the running system in the booted slot{}",
+                    cfg.scheme.name(),
+                    match (booted, &self.booted_doubt) {
+                        (Some((s, src)), _) if src != BootedSource::RunFile =>
+                            format!(" ({s}, from the {})", src.describe()),
+                        (_, Some(doubt)) => format!(", once it is known: {doubt}"),
+                        _ => ", once the running system says which it is (slot-a-root/slot-b-root in agent.conf, or --booted-slot)".into(),
+                    }
+                ),
+                booted_slot: booted.map(|b| b.0.to_string()),
+                booted_source: booted.map(|b| b.1),
+                booted_good: None,
+                next_boot: Some(d.slot.to_string()),
+                next_boot_kind: Some(d.kind.as_str().into()),
+                rolled_back: false,
+                deployments: Vec::new(),
+                refs_followed: self.cfg.refs.clone(),
+                security_floor: floor::read(self.sysroot.path())?,
+                env: env_info(Some(state.revision)),
+            });
+        }
         let refs = self.sysroot.repo().list_refs()?;
         let booted_slot = booted.map(|b| b.0);
         let mut deployments = Vec::new();
         for s in Slot::ALL {
             let st = state.slot(s);
+            let is_booted = booted_slot == Some(s);
+            let role = match (is_booted, st.successful) {
+                (true, true) => "booted",
+                (true, false) if st.priority == 0 => "rolled-back",
+                (true, false) => "trial",
+                (false, true) => "rollback",
+                (false, false) if st.tries_left > 0 && st.priority > 0 => "staged",
+                (false, false) if st.priority == 0 => "rolled-back",
+                (false, false) => "failed",
+            };
+            if adopt::is_adopted(st.name.as_str()) {
+                // The system the bootloader ran before the agent: no commit, no directory.
+                deployments.push(DeploymentStatus {
+                    slot: s.to_string(),
+                    name: ADOPTED_NAME.into(),
+                    commit: String::new(),
+                    ref_name: None,
+                    version: String::new(),
+                    subject: "the system that ran before the agent adopted the environment".into(),
+                    timestamp: 0,
+                    security_version: 0,
+                    booted: is_booted,
+                    next_boot: d.slot == s,
+                    good: st.successful,
+                    tries_left: st.tries_left,
+                    priority: st.priority,
+                    role: role.into(),
+                    present: true,
+                    kargs: img.get(KARGS_VARS[s.index()]).map(str::to_string),
+                });
+                continue;
+            }
             let Some(c) = Self::commit_of_slot(st)? else {
                 continue;
             };
@@ -1537,16 +1796,6 @@ impl Deployer {
                     })
                     .map(|(n, _)| n.clone())
             });
-            let is_booted = booted_slot == Some(s);
-            let role = match (is_booted, st.successful) {
-                (true, true) => "booted",
-                (true, false) if st.priority == 0 => "rolled-back",
-                (true, false) => "trial",
-                (false, true) => "rollback",
-                (false, false) if st.tries_left > 0 && st.priority > 0 => "staged",
-                (false, false) if st.priority == 0 => "rolled-back",
-                (false, false) => "failed",
-            };
             deployments.push(DeploymentStatus {
                 slot: s.to_string(),
                 name: st.name.as_str().to_string(),
@@ -1574,8 +1823,10 @@ impl Deployer {
                 .iter()
                 .find(|d| d.slot == s.as_str())
                 .map(|d| {
-                    if d.version.is_empty() {
-                        d.commit[..12].to_string()
+                    if d.commit.is_empty() {
+                        d.name.clone()
+                    } else if d.version.is_empty() {
+                        d.commit.get(..12).unwrap_or(&d.commit).to_string()
                     } else {
                         d.version.clone()
                     }

@@ -333,3 +333,34 @@ pub fn blank_env(root: &Path) {
         fs::write(&p, vec![0u8; len]).unwrap();
     }
 }
+
+/// Board variables a bootloader's default environment holds (`bootloader_wrote_env`).
+pub const BOARD_VARS: &[(&str, &str)] = &[
+    ("bootdelay", "0"),
+    ("bootcmd", "run distro_bootcmd"),
+    ("fdtfile", "board.dtb"),
+];
+
+/// Writes the sysroot's default environment (redundant U-Boot, 16 KiB copies) as a RAUC or
+/// Mender bootloader leaves it at its first boot: copy 1 with [`BOARD_VARS`] and `vars`,
+/// copy 2 erased.
+pub fn bootloader_wrote_env(root: &Path, vars: &[(&str, &str)]) {
+    use bootloader_hooks::uboot_env::{self, Layout};
+    fs::create_dir_all(root.join("boot")).unwrap();
+    let all: Vec<(&[u8], &[u8])> = BOARD_VARS
+        .iter()
+        .chain(vars)
+        .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+        .collect();
+    let mut c1 = vec![0u8; 0x4000];
+    uboot_env::write(
+        &mut c1,
+        Layout::Redundant,
+        1,
+        all.iter().copied(),
+        &bootloader_hooks::VarSet::new(),
+    )
+    .unwrap();
+    fs::write(root.join("boot/uboot.env"), c1).unwrap();
+    fs::write(root.join("boot/uboot-redund.env"), vec![0xffu8; 0x4000]).unwrap();
+}
