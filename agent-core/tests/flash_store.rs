@@ -4,7 +4,7 @@
 
 mod flash_common;
 
-use agent_core::object::{ObjectId, ObjectKind};
+use agent_core::object::{self, ObjectId, ObjectKind};
 use agent_core::store::flash::{FlashSlot, FlashStore, FlashStoreError, SlotInfo};
 use agent_core::store::Store;
 use flash_common::*;
@@ -313,4 +313,43 @@ fn an_update_larger_than_the_slot_is_refused_before_anything_is_written() {
     let file = update_file(&v1, None);
     let (now, _) = update(&mut f, None, v1.commit, Payload::File(&file), 512).unwrap();
     assert_eq!(image_in(&mut f, slot_of(now)), v1.image);
+}
+
+/// `read_object` serves the objects of the active slot (a delta's source), in any window, and
+/// nothing of the slot being written.
+#[test]
+fn read_object_serves_the_active_slot() {
+    let (v0, v1, _) = commits();
+    let mut mem = vec![0u8; DEVICE];
+    provisioned(&mut mem, &v0);
+    let mut f = Nor::new(&mut mem);
+    let mut store = FlashStore::new(&mut f, LAYOUT, FlashSlot::A).unwrap();
+    let old = object::file_object(0o644, 0, 0, &v0.image);
+    let old_id = ObjectId::of(&old);
+    install_file(&mut store, &update_file(&v1, None), 64).unwrap();
+    // Slot A (active) holds v0: its image object reads back whole in any window.
+    for w in [1usize, 7, 128, 512, 100_000] {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; w];
+        loop {
+            let n = store
+                .read_object(ObjectKind::File, &old_id, got.len() as u64, &mut buf)
+                .unwrap()
+                .unwrap();
+            got.extend_from_slice(&buf[..n]);
+            if n < w {
+                break;
+            }
+        }
+        assert_eq!(got, old, "window {w}");
+    }
+    let mut b = [0u8; 8];
+    let past = store.read_object(ObjectKind::File, &old_id, 1 << 40, &mut b);
+    assert_eq!(past.unwrap(), Some(0));
+    // v1's image is in the inactive slot only: not a source.
+    let new_id = ObjectId::of(&object::file_object(0o644, 0, 0, &v1.image));
+    let r = store.read_object(ObjectKind::File, &new_id, 0, &mut b);
+    assert_eq!(r.unwrap(), None);
+    let r = store.read_object(ObjectKind::DirTree, &old_id, 0, &mut b);
+    assert_eq!(r.unwrap(), None);
 }

@@ -1208,6 +1208,23 @@ impl<F: NorFlash> Store for FlashStore<F> {
         self.new_tree_depth(id)
     }
 
+    /// Reads from the active slot (the source commit of a delta), which stays read-only.
+    fn read_object(
+        &mut self,
+        kind: ObjectKind,
+        id: &ObjectId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<Option<usize>, F::Error> {
+        let Some(e) = self.find_active(kind, id)? else {
+            return Ok(None);
+        };
+        let start = offset.min(u64::from(e.len)) as u32;
+        let n = ((e.len - start) as usize).min(buf.len());
+        self.read(self.active, e.offset + start, &mut buf[..n])?;
+        Ok(Some(n))
+    }
+
     fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, F::Error> {
         self.begin()?;
         if self.open.is_some() {

@@ -47,6 +47,8 @@ pub struct MemStore {
     pub abort_calls: u32,
     /// Calls of [`Store::part_verified`].
     pub part_verified_calls: u32,
+    /// Calls of [`Store::read_object`] that found their object.
+    pub reads: u64,
     /// Objects finished since the last [`Store::part_verified`]: not yet covered by a verified
     /// part hash. [`Store::commit`] requires it empty.
     pub unverified: Vec<(ObjectKind, ObjectId)>,
@@ -210,6 +212,26 @@ impl Store for MemStore {
 
     fn tree_depth(&mut self, id: &ObjectId) -> Result<Option<u16>, ()> {
         Ok(self.depth_of(id))
+    }
+
+    fn read_object(
+        &mut self,
+        kind: ObjectKind,
+        id: &ObjectId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<Option<usize>, ()> {
+        // Only what committed installs left: the source of a delta.
+        let Some(bytes) = self.objects.get(&(kind, *id)) else {
+            return Ok(None);
+        };
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let n = (bytes.len() - start).min(buf.len());
+        buf[..n].copy_from_slice(&bytes[start..start + n]);
+        self.reads += 1;
+        Ok(Some(n))
     }
 
     fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, ()> {

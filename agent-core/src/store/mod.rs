@@ -8,6 +8,8 @@
 //!    object's SHA-256, or [`Store::abort_object`] if it did not match; or
 //!    [`Store::reuse_object`] for an object the target shares with the source.
 //!    [`Store::has_object`] answers whether an object the target references is in place.
+//!    A patch record begins its object the same way and builds its bytes from a source
+//!    object read through [`Store::read_object`] (in small windows) and the patch.
 //!    After the last operation of each part, once the part's SHA-256 matched the superblock,
 //!    [`Store::part_verified`].
 //! 3. [`Store::commit`] when the signature, every part, every object and the commit checked
@@ -101,6 +103,26 @@ pub trait Store {
 
     /// The object begun last failed verification or the install stopped: drop it.
     fn abort_object(&mut self);
+
+    /// Reads bytes of an object the store held before this install began (a delta's source
+    /// objects; for a copying store such as flash A/B, the active slot), for a patch record
+    /// that builds a new object from it (`docs/FORMAT.md` §6, format version 3). Fills `buf` from byte `offset`
+    /// of the object's canonical bytes and returns how many bytes it read: `buf.len()`, or
+    /// fewer only when the object ends first (0 at or past its end). `Ok(None)` means the
+    /// store does not hold the object. The installer reads in small windows (a few hundred
+    /// bytes a call), first the whole object to check its SHA-256, then the ranges the patch
+    /// names. The default holds nothing (`Ok(None)`): a
+    /// store without it refuses every patch record as a missing source.
+    fn read_object(
+        &mut self,
+        kind: ObjectKind,
+        id: &ObjectId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<Option<usize>, Self::Error> {
+        let _ = (kind, id, offset, buf);
+        Ok(None)
+    }
 
     /// Puts in place, for the commit being installed, an object the source commit has (for a
     /// dirtree, with everything under it). Returns `Ok(false)` when the store does not have it.
