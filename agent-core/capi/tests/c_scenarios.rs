@@ -1,0 +1,166 @@
+//! The C firmware's scenarios (`tests/c-firmware/scenario.c`: from scratch, delta, one
+//! flipped byte, below the floor) compiled for Linux with gcc (`-Wall -Wextra -Werror`,
+//! AddressSanitizer and UndefinedBehaviorSanitizer) against this crate's static library, run
+//! with transport blocks of 8, 64 and 4093 bytes. The same C code runs on the Cortex-M4 board
+//! under QEMU in `cargo xtask c-firmware`.
+
+#[path = "../../tests/flash_common/mod.rs"]
+mod flash_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use flash_common::{build_sv, dir, noise, public_key, update_file, Node};
+
+const CRATE: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Whether `tool` is on PATH; missing: a failure under `CI=true`, else a skip.
+fn have(tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is required (CI=true) but not installed"
+        );
+        eprintln!("SKIP: {tool} not installed");
+    }
+    found
+}
+
+/// `libecu_update.a` as cargo built it for this test run (beside the test binary).
+fn static_lib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let mut found: Vec<PathBuf> = std::fs::read_dir(deps)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libecu_update") && n.ends_with(".a"))
+        })
+        .collect();
+    found.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    found
+        .pop()
+        .expect("libecu_update.a was not built beside the test (crate-type staticlib)")
+}
+
+/// The trusted key as the C initialiser `0x.., 0x.., ...`.
+fn key_macro(key: &[u8; 32]) -> String {
+    let bytes: Vec<String> = key.iter().map(|b| format!("0x{b:02x}")).collect();
+    format!("-DECU_TEST_KEY={}", bytes.join(","))
+}
+
+/// The update files and images of the scenarios, as `cargo xtask firmware` writes them.
+fn data(dir_path: &Path) {
+    let fw1 = noise(1, 72 * 1024 + 13);
+    let mut fw2 = fw1.clone();
+    fw2[4096..4196].fill(0x55);
+    fw2.extend_from_slice(&noise(9, 1500));
+    let tree = |fw: Vec<u8>, extra: bool| {
+        let mut lib = vec![
+            ("crypto.bin", Node::File(noise(4, 6000))),
+            (
+                "deep",
+                dir(vec![(
+                    "a",
+                    dir(vec![("c.txt", Node::File(b"c\n".to_vec()))]),
+                )]),
+            ),
+        ];
+        if extra {
+            lib.push(("uds.bin", Node::File(noise(5, 900))));
+        }
+        dir(vec![
+            (
+                "config",
+                dir(vec![(
+                    "app.cfg",
+                    Node::File(b"can.bitrate=500000\n".to_vec()),
+                )]),
+            ),
+            ("firmware.bin", Node::File(fw)),
+            ("lib", dir(lib)),
+        ])
+    };
+    let v1 = build_sv(&tree(fw1.clone(), false), None, "1.0.0", 1);
+    let v2 = build_sv(&tree(fw2.clone(), true), Some(v1.commit), "1.1.0", 2);
+    let mut flipped = update_file(&v2, None);
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 1;
+    for (name, bytes) in [
+        ("v1.update", update_file(&v1, None)),
+        ("v1-v2.update", update_file(&v2, Some(&v1))),
+        ("v2-flipped.update", flipped),
+        ("v1.bin", fw1),
+        ("v2.bin", fw2),
+    ] {
+        std::fs::write(dir_path.join(name), bytes).unwrap();
+    }
+}
+
+#[test]
+fn c_scenarios_under_asan_and_ubsan() {
+    if !have("gcc") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    data(tmp.path());
+    let fw = Path::new(CRATE).join("../../tests/c-firmware");
+    let exe = tmp.path().join("c-scenarios");
+    let out = Command::new("gcc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-g"])
+        .args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
+        .arg(key_macro(&public_key()))
+        .arg("-I")
+        .arg(Path::new(CRATE).join("include"))
+        .arg("-I")
+        .arg(Path::new(CRATE).join("../../bootloader-hooks/include"))
+        .args(["scenario.c", "flash.c", "main_host.c"].map(|f| fw.join(f)))
+        .arg(static_lib())
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gcc failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for block in [8, 64, 4093] {
+        std::fs::write(tmp.path().join("params.txt"), format!("block={block}\n")).unwrap();
+        let run = Command::new(&exe)
+            .current_dir(tmp.path())
+            .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        eprintln!("---- block {block}\n{text}");
+        assert!(run.status.success(), "block {block}:\n{text}");
+        for scenario in [
+            "from scratch",
+            "delta",
+            "one flipped byte",
+            "below the floor",
+        ] {
+            assert!(
+                text.contains(&format!("scenario {scenario}: PASS")),
+                "block {block}, scenario {scenario}:\n{text}"
+            );
+        }
+        assert!(text.contains("RESULT: PASS"), "block {block}:\n{text}");
+        // The refusals say why, with the numbers.
+        assert!(
+            text.contains(
+                "install refused: the update's security version 1 is below this device's floor 2"
+            ),
+            "{text}"
+        );
+    }
+}
