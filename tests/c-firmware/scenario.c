@@ -90,7 +90,13 @@ static void say_error(const char *what)
     memcpy(line, what, n);
     line[n++] = ':';
     line[n++] = ' ';
+#ifdef ECU_FW_QUIET
+    /* The size report's build: no error texts linked (as the Rust firmware's `quiet`). */
+    line[n] = 0;
+    (void)u;
+#else
     ecu_update_message(u, line + n, sizeof line - n);
+#endif
     plat_print(line);
 }
 

@@ -38,7 +38,7 @@ fn fw_dir() -> PathBuf {
     root().join("tests/firmware")
 }
 
-fn data_dir() -> PathBuf {
+pub(crate) fn data_dir() -> PathBuf {
     fw_dir().join("target/fw-data")
 }
 
@@ -184,6 +184,28 @@ pub fn size() -> Result<()> {
     println!("installer-ram-bytes: {installer}");
     println!("flash-store-ram-bytes: {store}");
     println!("install-stack-bytes: {stack}");
+    let c = crate::c_firmware::size()?;
+    println!();
+    println!("C firmware (tests/c-firmware: arm-none-eabi-gcc -Os, libecu_update.a with opt-level \"s\", LTO, panic abort; no error texts), beside the Rust firmware:");
+    println!("  {:<48} {:>9} {:>9}", "", "C", "Rust");
+    println!(
+        "  {:<48} {:>7} B {:>7} B",
+        "flash of the whole image", c.flash, total
+    );
+    println!(
+        "  {:<48} {:>7} B {:>7} B",
+        "static RAM (C: .data + .bss; Rust: Installer + FlashStore)",
+        c.ram,
+        installer + store
+    );
+    println!(
+        "  {:<48} {:>7} B {:>7} B",
+        "stack high-water during an install", c.stack, stack
+    );
+    println!("  (the C image holds the whole C API: both stores, the boot-record steps, the C glue and newlib's string functions; its RAM the 4 KiB block buffer and the lent handle memory)");
+    println!("c-firmware-flash-bytes: {}", c.flash);
+    println!("c-firmware-ram-bytes: {}", c.ram);
+    println!("c-firmware-stack-bytes: {}", c.stack);
     Ok(())
 }
 
@@ -222,13 +244,13 @@ fn build(v: Variant) -> Result<PathBuf> {
     Ok(copy)
 }
 
-struct Run {
-    ok: bool,
-    text: String,
+pub(crate) struct Run {
+    pub(crate) ok: bool,
+    pub(crate) text: String,
 }
 
 /// Runs the firmware under QEMU with the data folder as working directory.
-fn run_qemu(elf: &Path, block: usize, defmt: bool) -> Result<Run> {
+pub(crate) fn run_qemu(elf: &Path, block: usize, defmt: bool) -> Result<Run> {
     let data = data_dir();
     fs::write(data.join("params.txt"), format!("block={block}\n"))?;
     let mut qemu = Command::new("timeout");
@@ -276,7 +298,7 @@ fn run_qemu(elf: &Path, block: usize, defmt: bool) -> Result<Run> {
     Ok(Run { ok, text })
 }
 
-fn report(variant: &str, block: usize, run: &Run, failed: &mut Vec<String>) {
+pub(crate) fn report(variant: &str, block: usize, run: &Run, failed: &mut Vec<String>) {
     println!(
         "---- firmware ({variant}), block {block} bytes: {}",
         if run.ok { "PASS" } else { "FAIL" }
@@ -290,7 +312,7 @@ fn report(variant: &str, block: usize, run: &Run, failed: &mut Vec<String>) {
 }
 
 /// The number after `key: ` on a line of `text`.
-fn value(text: &str, key: &str) -> Result<u64> {
+pub(crate) fn value(text: &str, key: &str) -> Result<u64> {
     let pat = format!("{key}: ");
     text.lines()
         .find_map(|l| {
@@ -301,7 +323,7 @@ fn value(text: &str, key: &str) -> Result<u64> {
 }
 
 /// Bytes of one section of an ELF.
-fn section_size(elf: &Path, name: &str) -> Result<u64> {
+pub(crate) fn section_size(elf: &Path, name: &str) -> Result<u64> {
     let out = Command::new("arm-none-eabi-size")
         .arg("-A")
         .arg(elf)
@@ -708,7 +730,7 @@ fn hex_bytes<const N: usize>(s: &str) -> Result<[u8; N]> {
 /// security version 1), `v1-v2.update` (delta, security version 2), `v2-flipped.update` (v2
 /// from scratch, one byte flipped in the middle), `v1.bin` and `v2.bin` (the images the slots
 /// must hold). The firmware replays `v1.update` after v2 is marked good: below the floor.
-fn gen_data() -> Result<()> {
+pub(crate) fn gen_data() -> Result<()> {
     let fw = fw_dir();
     let seed: [u8; 32] =
         hex_bytes(&fs::read_to_string(fw.join("test-key")).context("tests/firmware/test-key")?)?;

@@ -6,12 +6,14 @@
 //! | `test` | everything CI runs: fmt, clippy, tests, `no_std` builds, firmware under QEMU, size report |
 //! | `bench` | commit, generate and apply a 100+ MiB tree and print times, sizes and peak RSS |
 //! | `firmware` | only the firmware scenarios under QEMU |
-//! | `size` | the firmware's flash, RAM and stack budget |
+//! | `c-firmware` | the C firmware (`tests/c-firmware`, linking `libecu_update.a`) under QEMU |
+//! | `size` | the firmware's flash, RAM and stack budget, the C firmware's beside it |
 //! | `fuzz` | each cargo-fuzz target for a few seconds (needs the nightly toolchain) |
 
 use std::process::ExitCode;
 
 mod bench;
+mod c_firmware;
 mod demo;
 mod demo_ab;
 mod firmware;
@@ -29,7 +31,9 @@ tasks:
   bench       benchmark commit, generate and apply on a generated tree
               options: --size-mib N  (default 128)
   firmware    build the Cortex-M firmware and run its scenarios under QEMU
-  size        print the firmware's flash, RAM and stack budget
+  c-firmware  build the C firmware (tests/c-firmware, linking libecu_update.a) and run its
+              scenarios under QEMU
+  size        print the firmware's flash, RAM and stack budget, and the C firmware's
   fuzz        run each cargo-fuzz target (nightly) for a while
               options: --seconds N  (default 20)
 
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         "test" => test::run(rest),
         "bench" => bench::run(rest),
         "firmware" => firmware::firmware(),
+        "c-firmware" => c_firmware::c_firmware(),
         "size" => firmware::size(),
         "fuzz" => fuzz::run(rest),
         "-h" | "--help" | "help" => {

@@ -124,6 +124,10 @@ pub fn run(args: &[String]) -> Result<()> {
             crate::fuzz::smoke,
         )?;
         step("firmware scenarios under QEMU", crate::firmware::firmware)?;
+        step(
+            "C firmware scenarios under QEMU (libecu_update.a)",
+            crate::c_firmware::c_firmware,
+        )?;
         step("firmware size report", crate::firmware::size)?;
     }
     eprintln!(

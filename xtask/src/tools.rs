@@ -16,6 +16,12 @@ pub const TARGETS: &[&str] = &[
 pub const PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-arm", "qemu-system-arm"),
     ("binutils-arm-none-eabi", "arm-none-eabi-size"),
+    // The C firmware (tests/c-firmware): the compiler and newlib's libc (memcpy, strlen).
+    ("gcc-arm-none-eabi", "arm-none-eabi-gcc"),
+    (
+        "libnewlib-arm-none-eabi",
+        "/usr/lib/arm-none-eabi/newlib/nano.specs",
+    ),
     ("libubootenv-tool", "fw_printenv"),
     ("u-boot-tools", "mkenvimage"),
     ("u-boot-qemu", "/usr/lib/u-boot/qemu_arm/u-boot.bin"),

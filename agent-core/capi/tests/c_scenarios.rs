@@ -164,3 +164,65 @@ fn c_scenarios_under_asan_and_ubsan() {
         );
     }
 }
+
+/// Compiles a C program of this crate's tests/c against the header and the static library
+/// with warnings as errors, AddressSanitizer and UndefinedBehaviorSanitizer.
+fn compile(out: &Path, sources: &[PathBuf]) {
+    let res = Command::new("gcc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-g"])
+        .args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
+        .arg(key_macro(&public_key()))
+        .arg("-I")
+        .arg(Path::new(CRATE).join("include"))
+        .args(sources)
+        .arg(static_lib())
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "gcc failed:\n{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
+/// tests/c/callback_store.c: a store written in C behind `struct ecu_update_store_ops`
+/// installs a signed update fed in 7-byte pieces (progress, part_verified, commit callback,
+/// ref), and every refusal comes back with its code and sentence: lent memory too small or
+/// misaligned, no store, a NULL callback, no trusted key, a failing callback (its own code),
+/// a truncated file, a nested tree without tree_depth, the floor.
+#[test]
+fn c_callback_store() {
+    if !have("gcc") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let flat = dir(vec![
+        ("firmware.bin", Node::File(noise(11, 20_000))),
+        ("app.cfg", Node::File(b"can.bitrate=500000\n".to_vec())),
+    ]);
+    let nested = dir(vec![
+        ("firmware.bin", Node::File(noise(12, 3000))),
+        ("lib", dir(vec![("x.bin", Node::File(noise(13, 100)))])),
+    ]);
+    let flat = build_sv(&flat, None, "1.0.0", 3);
+    let nested = build_sv(&nested, None, "1.0.0", 3);
+    std::fs::write(tmp.path().join("flat.update"), update_file(&flat, None)).unwrap();
+    std::fs::write(tmp.path().join("flat.commit"), flat.commit.0).unwrap();
+    std::fs::write(tmp.path().join("nested.update"), update_file(&nested, None)).unwrap();
+    let exe = tmp.path().join("callback-store");
+    compile(&exe, &[Path::new(CRATE).join("tests/c/callback_store.c")]);
+    let run = Command::new(&exe).current_dir(tmp.path()).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    eprintln!("{text}");
+    assert!(run.status.success(), "{text}");
+    assert!(
+        text.contains("ALL PASS") && !text.contains("FAIL"),
+        "{text}"
+    );
+}
