@@ -156,6 +156,10 @@ pub struct CSize {
     pub ram: u64,
     /// The install's stack high-water mark (feed + finish), max over the block sizes.
     pub stack: u64,
+    /// Bytes of the memory lent to `ecu_update_init` (part of `ram`).
+    pub handle: u64,
+    /// `.text` bytes by crate: the agent's crates, the C API, the C firmware, the rest.
+    pub code: std::collections::BTreeMap<String, u64>,
 }
 
 /// Builds the quiet C firmware, runs it for every block size, measures it.
@@ -183,6 +187,22 @@ pub fn size() -> Result<CSize> {
         "no sections measured in {}",
         elf.display()
     );
+    let handle = firmware::symbol_size(&elf, "update_mem")?;
+    let mut code = std::collections::BTreeMap::new();
+    for (k, v) in firmware::code_by_crate(&elf)? {
+        let k = if firmware::is_agent(&k) {
+            "agent crates".to_string()
+        } else {
+            k
+        };
+        *code.entry(k).or_insert(0) += v;
+    }
     let _ = fs::metadata(&elf).context("the C firmware ELF")?;
-    Ok(CSize { flash, ram, stack })
+    Ok(CSize {
+        flash,
+        ram,
+        stack,
+        handle,
+        code,
+    })
 }

@@ -202,7 +202,11 @@ pub fn size() -> Result<()> {
         "  {:<48} {:>7} B {:>7} B",
         "stack high-water during an install", c.stack, stack
     );
-    println!("  (the C image holds the whole C API: both stores, the boot-record steps, the C glue and newlib's string functions; its RAM the 4 KiB block buffer and the lent handle memory)");
+    println!("  code of the C image by the source its lines belong to:");
+    for (k, v) in &c.code {
+        println!("      {k:<24} {v:>7}");
+    }
+    println!("  (the C image holds the whole C API: both stores, the boot-record steps, the C glue and newlib's string functions; its RAM the 4 KiB block buffer and the lent handle memory, {} B)", c.handle);
     println!("c-firmware-flash-bytes: {}", c.flash);
     println!("c-firmware-ram-bytes: {}", c.ram);
     println!("c-firmware-stack-bytes: {}", c.stack);
@@ -414,7 +418,7 @@ const AGENT_CRATES: &[&str] = &[
 /// arithmetic for the Cortex-M4 (`fe25519_mul_asm`, ...).
 const ASM_FUNCTIONS: &[(&str, &str)] = &[("<fe25519_", "salty")];
 
-fn is_agent(krate: &str) -> bool {
+pub(crate) fn is_agent(krate: &str) -> bool {
     AGENT_CRATES.contains(&krate)
 }
 
@@ -422,6 +426,12 @@ const UNNAMED: &str = "(unnamed constants)";
 
 /// Crate of a source path in the DWARF line table.
 fn crate_of_path(path: &str) -> String {
+    if path.contains("/agent-core/capi/") {
+        return "ecu_update (C API)".into();
+    }
+    if path.contains("/tests/c-firmware/") {
+        return "(C firmware)".into();
+    }
     if path.contains("/agent-core/") {
         return "agent_core".into();
     }
@@ -447,7 +457,7 @@ fn crate_of_path(path: &str) -> String {
 /// `.text` bytes per crate: every instruction goes to the crate of the source line it was
 /// compiled from (`objdump -d -l`), so code inlined into the firmware's functions still counts
 /// for the crate that wrote it.
-fn code_by_crate(elf: &Path) -> Result<BTreeMap<String, u64>> {
+pub(crate) fn code_by_crate(elf: &Path) -> Result<BTreeMap<String, u64>> {
     let out = Command::new("arm-none-eabi-objdump")
         .args(["-d", "-l", "--no-show-raw-insn"])
         .arg(elf)
@@ -805,4 +815,13 @@ pub(crate) fn gen_data() -> Result<()> {
         fw2.len()
     );
     Ok(())
+}
+
+/// Size of the symbol `name` of an ELF (`nm -S`).
+pub(crate) fn symbol_size(elf: &Path, name: &str) -> Result<u64> {
+    symbols(elf)?
+        .into_iter()
+        .find(|s| s.name == name)
+        .map(|s| s.size)
+        .with_context(|| format!("no symbol {name} in {}", elf.display()))
 }
