@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 use agent_core::object::{FileHeader, ObjectError, Xattrs, MAX_XATTRS, MAX_XATTR_BYTES, S_IPERM};
@@ -139,6 +139,91 @@ pub fn apply_symlink_meta(path: &Path, header: &FileHeader, xattrs: Xattrs<'_>) 
     for (name, value) in xattrs.iter() {
         let _ = rustix::fs::lsetxattr(path, name, value, XattrFlags::empty());
     }
+}
+
+/// Where [`inode_meta`] reads an inode: an open regular file, or a symlink by path (not
+/// followed).
+#[derive(Debug, Clone, Copy)]
+pub enum Inode<'a> {
+    /// An open regular file.
+    File(BorrowedFd<'a>),
+    /// A symlink.
+    Symlink(&'a Path),
+}
+
+/// The canonical metadata (header, symlink target, xattr block: `agent_core::object`'s file
+/// object layout) that the inode holds: its type and permission bits, owner, size, symlink
+/// target and every extended attribute the kernel lists, sorted by name. `Ok(None)` when that
+/// is not a valid file object's metadata (an attribute list or value too large for the
+/// format, a directory, ...). A repository in mode `bare` keeps a file object's metadata in
+/// its inode when this reads back its canonical bytes exactly.
+pub fn inode_meta(inode: Inode<'_>) -> io::Result<Option<Vec<u8>>> {
+    use agent_core::object::{FILE_HEADER_LEN, S_IFLNK, S_IFMT, S_IFREG};
+    let st = match inode {
+        Inode::File(fd) => rustix::fs::fstat(fd)?,
+        Inode::Symlink(p) => rustix::fs::lstat(p)?,
+    };
+    let mode = st.st_mode & (S_IFMT | S_IPERM);
+    let target = match (inode, mode & S_IFMT) {
+        (Inode::File(_), S_IFREG) => Vec::new(),
+        (Inode::Symlink(p), S_IFLNK) => rustix::fs::readlink(p, Vec::new())?.into_bytes(),
+        _ => return Ok(None),
+    };
+    // A list or a value longer than the format allows cannot be an object's (ERANGE).
+    let mut list = [0u8; MAX_XATTR_BYTES];
+    let listed = match inode {
+        Inode::File(fd) => rustix::fs::flistxattr(fd, &mut list[..]),
+        Inode::Symlink(p) => rustix::fs::llistxattr(p, &mut list[..]),
+    };
+    let n = match listed {
+        Ok(n) => n,
+        Err(e) if e == rustix::io::Errno::NOTSUP => 0,
+        Err(e) if e == rustix::io::Errno::RANGE => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut pairs = Vec::new();
+    let mut value = [0u8; MAX_XATTR_BYTES];
+    for name in list[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let got = match inode {
+            Inode::File(fd) => rustix::fs::fgetxattr(fd, name, &mut value[..]),
+            Inode::Symlink(p) => rustix::fs::lgetxattr(p, name, &mut value[..]),
+        };
+        match got {
+            Ok(v) => pairs.push((name.to_vec(), value[..v].to_vec())),
+            // Removed since it was listed: not there.
+            Err(e) if e == rustix::io::Errno::NODATA => {}
+            Err(e) if e == rustix::io::Errno::RANGE => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let Ok(xattrs) = encode_xattrs(&pairs) else {
+        return Ok(None);
+    };
+    let (Ok(target_len), Ok(xattrs_len)) =
+        (u16::try_from(target.len()), u16::try_from(xattrs.len()))
+    else {
+        return Ok(None);
+    };
+    let header = FileHeader {
+        mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: if mode & S_IFMT == S_IFREG {
+            st.st_size as u64
+        } else {
+            0
+        },
+        target_len,
+        xattrs_len,
+    };
+    let mut out = vec![0u8; FILE_HEADER_LEN];
+    header.emit(&mut out);
+    if FileHeader::parse(&out).is_err() {
+        return Ok(None);
+    }
+    out.extend_from_slice(&target);
+    out.extend_from_slice(&xattrs);
+    Ok(Some(out))
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -41,8 +42,13 @@ use sha2::{Digest, Sha256};
 pub const CONFIG_MAGIC: &str = "ecu-agent-repo";
 /// The repository layout version this crate reads and writes.
 pub const REPO_VERSION: u32 = 1;
-/// The layout's name in `R/config`: files as plain files plus `.filemeta` side files.
-pub const REPO_MODE: &str = "bare-split";
+/// The layout's name in `R/config`: one file per file object, its metadata in its inode, plus
+/// a `.filemeta` side file only for an object whose inode cannot hold its metadata exactly.
+pub const REPO_MODE: &str = "bare";
+/// The layout before [`REPO_MODE`]: a `.filemeta` side file for every file object. Such a
+/// repository is a valid `bare` one (the side files are read when present); the first writer
+/// to lock it ([`Repo::lock`]) rewrites its config, so older agents no longer write there.
+pub const LEGACY_REPO_MODE: &str = "bare-split";
 /// Suffix of the side file that holds a file object's canonical metadata.
 pub const FILEMETA_SUFFIX: &str = "filemeta";
 /// Largest dirtree, dirmeta or commit object read into memory (a dirtree of 16 MiB holds
@@ -239,7 +245,7 @@ impl fmt::Display for RepoError {
             }
             RepoError::UnsupportedRepo { path, found } => write!(
                 f,
-                "{} is a repository of an unsupported kind ({found:?}); this build reads `{CONFIG_MAGIC} {REPO_VERSION}` mode {REPO_MODE}",
+                "{} is a repository of an unsupported kind ({found:?}); this build reads `{CONFIG_MAGIC} {REPO_VERSION}` mode {REPO_MODE} (or {LEGACY_REPO_MODE}, which it migrates)",
                 path.display()
             ),
             RepoError::BadRefName { name, reason } => write!(f, "ref name {name:?} is not allowed: {reason}"),
@@ -438,6 +444,12 @@ pub struct Repo {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// This process's id (asked once: staging names carry it).
+fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 impl Repo {
     /// Creates a repository at `path` (which may exist if it is an empty directory).
     pub fn init(path: &Path) -> Result<Repo, RepoError> {
@@ -518,7 +530,10 @@ impl Repo {
         let mut lines = config.lines();
         let first = lines.next().unwrap_or("");
         let expected = format!("{CONFIG_MAGIC} {REPO_VERSION}");
-        let mode_ok = lines.any(|l| l.trim() == format!("mode={REPO_MODE}"));
+        let mode_ok = lines.any(|l| {
+            let l = l.trim();
+            l == format!("mode={REPO_MODE}") || l == format!("mode={LEGACY_REPO_MODE}")
+        });
         if first.trim() != expected || !mode_ok {
             return Err(RepoError::UnsupportedRepo {
                 path: path.to_path_buf(),
@@ -565,7 +580,38 @@ impl Repo {
             }
         }
         self.finish_gc()?;
+        self.migrate()?;
         Ok(RepoLock { _file: f })
+    }
+
+    /// Rewrites the config of a [`LEGACY_REPO_MODE`] repository as [`REPO_MODE`]: its objects
+    /// all have side files, which a `bare` repository reads, so nothing else changes. Called
+    /// with the lock held; returns whether the config was rewritten.
+    fn migrate(&self) -> Result<bool, RepoError> {
+        let p = self.root.join("config");
+        let config = fs::read_to_string(&p).map_err(io_err("read", &p))?;
+        if !config
+            .lines()
+            .any(|l| l.trim() == format!("mode={LEGACY_REPO_MODE}"))
+        {
+            return Ok(false);
+        }
+        let new: String = config
+            .lines()
+            .map(|l| {
+                if l.trim() == format!("mode={LEGACY_REPO_MODE}") {
+                    format!("mode={REPO_MODE}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        self.write_atomic(&p, new.as_bytes())?;
+        log::info!(
+            "repository {} migrated from mode {LEGACY_REPO_MODE} to {REPO_MODE}",
+            self.root.display()
+        );
+        Ok(true)
     }
 
     /// The journal of a dirtree removal in progress: `R/gc-dirtrees`, one id per line.
@@ -685,7 +731,7 @@ impl Repo {
         let dir = self.tmp_dir();
         loop {
             let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let p = dir.join(format!("{prefix}-{}-{n}", std::process::id()));
+            let p = dir.join(format!("{prefix}-{}-{n}", pid()));
             match crate::fsops::create_new(&p, 0o600) {
                 Ok(f) => return Ok((f, p)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -697,8 +743,7 @@ impl Repo {
     /// A fresh unused path in `R/tmp` (for a symlink).
     pub(crate) fn tmp_path(&self, prefix: &str) -> PathBuf {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        self.tmp_dir()
-            .join(format!("{prefix}-{}-{n}", std::process::id()))
+        self.tmp_dir().join(format!("{prefix}-{}-{n}", pid()))
     }
 
     /// Writes `bytes` to `path` atomically: a temp file in `R/tmp`, fsync, rename, fsync of
@@ -740,8 +785,9 @@ impl Repo {
     /// `meta` is its canonical metadata (header, target, xattrs), `content` a staged file in
     /// `R/tmp` holding the content of a regular file (`None` for a symlink). Applies mode,
     /// owner (when running as root) and xattrs (where the filesystem allows) to the content so
-    /// that it can be hard-linked into a checkout. Consumes `content` in every case. To write
-    /// many objects, a [`Transaction`] is much faster.
+    /// that it can be hard-linked into a checkout; a `.filemeta` side file is written only when
+    /// the inode cannot hold the metadata exactly ([`Repo::open_file_object`]). Consumes
+    /// `content` in every case. To write many objects, a [`Transaction`] is much faster.
     pub fn publish_file_object(
         &self,
         id: &ObjectId,
@@ -754,9 +800,18 @@ impl Repo {
             }
             return Ok(());
         }
-        let staged = self.stage_file_object(id, meta, content, true, None)?;
-        let mut res = Ok(());
-        for (tmp, dest) in &staged {
+        let mut staged = self.stage_file_object(id, meta, content, None)?;
+        let res = (|| {
+            let d = staged.deferred.take().ok_or(RepoError::Sequence(
+                "a file object was staged without its metadata",
+            ))?;
+            if let Some(side) = self.finish_file_meta(d, true)? {
+                staged.renames.insert(0, (side, self.filemeta_path(id)));
+            }
+            Ok(())
+        })();
+        let mut res = res;
+        for (tmp, dest) in &staged.renames {
             if res.is_ok() {
                 res = self.rename_into_place(tmp, dest);
             }
@@ -767,31 +822,33 @@ impl Repo {
         res
     }
 
-    /// Writes a file object's two parts into `R/tmp` (fsynced when `sync`): returns the
-    /// renames that publish it, `.filemeta` first. With `defer`, the object's owner, xattrs
-    /// and mode are not applied: the staged content keeps mode 0600 and the object is pushed
-    /// to `defer` for [`apply_deferred_meta`]. On error nothing is left behind.
+    /// Checks a file object's metadata and stages its content (a regular file's, given in
+    /// `content`) or creates its symlink in `R/tmp`: returns the rename that publishes it, and
+    /// the object whose owner, xattrs and mode are still to be applied by
+    /// [`Repo::finish_file_meta`]. The content stays open (`keep_open`) for that, unless
+    /// too many already are. On error nothing is left behind.
     fn stage_file_object(
         &self,
         id: &ObjectId,
         meta: &[u8],
         content: Option<(File, PathBuf)>,
-        sync: bool,
-        defer: Option<&mut Vec<Deferred>>,
-    ) -> Result<Vec<(PathBuf, PathBuf)>, RepoError> {
+        keep_open: Option<&mut usize>,
+    ) -> Result<Staged, RepoError> {
         let content_tmp = content.as_ref().map(|(_, p)| p.clone());
-        let mut staged = Vec::with_capacity(2);
-        let res = self.stage_file_inner(id, meta, content, sync, &mut staged, defer);
+        let mut renames = Vec::with_capacity(2);
+        let res = self.stage_file_inner(id, meta, content, &mut renames, keep_open);
         if res.is_err() {
-            for (tmp, _) in &staged {
+            for (tmp, _) in &renames {
                 let _ = crate::fsops::remove_file(tmp);
             }
             if let Some(p) = content_tmp {
                 let _ = crate::fsops::remove_file(&p);
             }
-            staged.clear();
         }
-        res.map(|()| staged)
+        res.map(|d| Staged {
+            renames,
+            deferred: Some(d),
+        })
     }
 
     fn stage_file_inner(
@@ -799,10 +856,9 @@ impl Repo {
         id: &ObjectId,
         meta: &[u8],
         content: Option<(File, PathBuf)>,
-        sync: bool,
         staged: &mut Vec<(PathBuf, PathBuf)>,
-        defer: Option<&mut Vec<Deferred>>,
-    ) -> Result<(), RepoError> {
+        keep_open: Option<&mut usize>,
+    ) -> Result<Deferred, RepoError> {
         let kind = ObjectKind::File;
         let corrupt = |error| RepoError::CorruptObject {
             kind,
@@ -819,10 +875,7 @@ impl Repo {
             });
         }
         let target = &meta[FILE_HEADER_LEN..FILE_HEADER_LEN + usize::from(header.target_len)];
-        let xattrs = Xattrs::parse(&meta[FILE_HEADER_LEN + target.len()..]).map_err(corrupt)?;
-        // The metadata first: the content's presence marks the object as complete.
-        let meta_tmp = self.write_tmp(meta, sync)?;
-        staged.push((meta_tmp, self.filemeta_path(id)));
+        Xattrs::parse(&meta[FILE_HEADER_LEN + target.len()..]).map_err(corrupt)?;
         let final_path = self.object_path(kind, id);
         if header.is_symlink() {
             if target.is_empty() || target.contains(&0) {
@@ -832,54 +885,56 @@ impl Repo {
             crate::fsops::symlink(std::ffi::OsStr::from_bytes(target), &tmp)
                 .map_err(io_err("create symlink", &tmp))?;
             staged.push((tmp.clone(), final_path));
-            match defer {
-                Some(d) => d.push(Deferred {
-                    id: *id,
-                    path: tmp,
-                    meta: meta.to_vec(),
-                }),
-                None => crate::fsmeta::apply_symlink_meta(&tmp, &header, xattrs),
-            }
-        } else {
-            let Some((file, tmp)) = content else {
-                return Err(RepoError::Sequence(
-                    "a regular file object was published without content",
-                ));
-            };
-            staged.push((tmp.clone(), final_path));
-            let len = file.metadata().map_err(io_err("stat", &tmp))?.len();
-            if len != header.size {
-                return Err(RepoError::ObjectLength {
-                    kind,
-                    id: *id,
-                    expected: header.size,
-                    found: len,
-                });
-            }
-            match defer {
-                Some(d) => d.push(Deferred {
-                    id: *id,
-                    path: tmp.clone(),
-                    meta: meta.to_vec(),
-                }),
-                None => {
-                    crate::fsops::set_meta(&file, &tmp, |fd| {
-                        crate::fsmeta::apply_fd_meta(
-                            fd,
-                            header.mode,
-                            header.uid,
-                            header.gid,
-                            xattrs,
-                        )
-                    })
-                    .map_err(io_err("set metadata of", &tmp))?;
-                }
-            }
-            if sync {
-                crate::fsops::fsync(&file, &tmp).map_err(io_err("fsync", &tmp))?;
-            }
+            return Ok(Deferred {
+                id: *id,
+                path: tmp,
+                meta: meta.to_vec(),
+                file: None,
+            });
         }
-        Ok(())
+        let Some((file, tmp)) = content else {
+            return Err(RepoError::Sequence(
+                "a regular file object was published without content",
+            ));
+        };
+        staged.push((tmp.clone(), final_path));
+        let len = file.metadata().map_err(io_err("stat", &tmp))?.len();
+        if len != header.size {
+            return Err(RepoError::ObjectLength {
+                kind,
+                id: *id,
+                expected: header.size,
+                found: len,
+            });
+        }
+        let file = match keep_open {
+            Some(n) if *n >= MAX_OPEN_STAGED => None,
+            Some(n) => {
+                *n += 1;
+                Some(file)
+            }
+            None => Some(file),
+        };
+        Ok(Deferred {
+            id: *id,
+            path: tmp,
+            meta: meta.to_vec(),
+            file,
+        })
+    }
+
+    /// Applies a staged file object's owner, xattrs and mode ([`apply_deferred_meta`]; fsynced
+    /// when `sync`), then reads the inode back: when it holds the canonical metadata exactly,
+    /// the object is one file; otherwise (an owner this process cannot give, an attribute the
+    /// filesystem refuses or adds, a symlink's permission bits) its metadata is written to a
+    /// `.filemeta` side file in `R/tmp`, whose path is returned, to be published before the
+    /// object.
+    fn finish_file_meta(&self, d: Deferred, sync: bool) -> Result<Option<PathBuf>, RepoError> {
+        let exact = apply_deferred_meta(&d, sync)?;
+        if exact {
+            return Ok(None);
+        }
+        self.write_tmp(&d.meta, sync).map(Some)
     }
 
     /// Writes `bytes` to a new file in `R/tmp` (mode 0644, fsynced when `sync`).
@@ -940,21 +995,45 @@ impl Repo {
         Ok(bytes)
     }
 
-    /// Opens a file object: its metadata is read and checked, its content opened.
+    /// Opens a file object: its metadata is read and checked (from its `.filemeta` side file
+    /// when it has one, else from its inode: [`crate::fsmeta::inode_meta`]), its content opened.
     pub fn open_file_object(&self, id: &ObjectId) -> Result<FileObjectReader, RepoError> {
         let kind = ObjectKind::File;
-        let mp = self.filemeta_path(id);
-        let meta = match fs::read(&mp) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(RepoError::MissingObject { kind, id: *id })
-            }
-            Err(e) => return Err(io_err("read", &mp)(e)),
-        };
+        let missing = || RepoError::MissingObject { kind, id: *id };
         let corrupt = |error| RepoError::CorruptObject {
             kind,
             id: *id,
             error,
+        };
+        let p = self.object_path(kind, id);
+        let mp = self.filemeta_path(id);
+        let side = match fs::read(&mp) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err("read", &mp)(e)),
+        };
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&p)
+        {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
+            // ELOOP: the object is a symlink.
+            Err(e) if e.raw_os_error() == Some(40) => None,
+            Err(e) => return Err(io_err("open", &p)(e)),
+        };
+        let meta = match side {
+            Some(m) => m,
+            None => {
+                let inode = match &file {
+                    Some(f) => crate::fsmeta::Inode::File(f.as_fd()),
+                    None => crate::fsmeta::Inode::Symlink(&p),
+                };
+                crate::fsmeta::inode_meta(inode)
+                    .map_err(io_err("read the metadata of", &p))?
+                    .ok_or(corrupt(ObjectError::BadXattrs))?
+            }
         };
         let header = FileHeader::parse(&meta).map_err(corrupt)?;
         if meta.len() as u64 != header.meta_len() {
@@ -964,31 +1043,21 @@ impl Repo {
         }
         Xattrs::parse(&meta[FILE_HEADER_LEN + usize::from(header.target_len)..])
             .map_err(corrupt)?;
-        let content = if header.is_symlink() {
-            None
-        } else {
-            let p = self.object_path(kind, id);
-            let f = match OpenOptions::new()
-                .read(true)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(&p)
-            {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(RepoError::MissingObject { kind, id: *id })
+        let content = match (header.is_symlink(), file) {
+            (true, _) => None,
+            (false, None) => return Err(corrupt(ObjectError::BadMode(header.mode))),
+            (false, Some(f)) => {
+                let len = f.metadata().map_err(io_err("stat", &p))?.len();
+                if len != header.size {
+                    return Err(RepoError::ObjectLength {
+                        kind,
+                        id: *id,
+                        expected: header.size,
+                        found: len,
+                    });
                 }
-                Err(e) => return Err(io_err("open", &p)(e)),
-            };
-            let len = f.metadata().map_err(io_err("stat", &p))?.len();
-            if len != header.size {
-                return Err(RepoError::ObjectLength {
-                    kind,
-                    id: *id,
-                    expected: header.size,
-                    found: len,
-                });
+                Some(f)
             }
-            Some(f)
         };
         Ok(FileObjectReader {
             header,
@@ -1490,6 +1559,8 @@ impl Repo {
 #[derive(Debug)]
 pub struct Transaction<'r> {
     repo: &'r Repo,
+    /// `.filemeta` side files (published first), then file objects and dirmetas.
+    sides: Vec<(PathBuf, PathBuf)>,
     leaves: Vec<(PathBuf, PathBuf)>,
     /// Dirtrees staged, with their height (1 + the highest of their subdirectories staged in
     /// this transaction, 0 without one).
@@ -1497,6 +1568,25 @@ pub struct Transaction<'r> {
     heights: HashMap<ObjectId, u32>,
     pending: HashSet<(u8, ObjectId)>,
     unverified: Vec<Deferred>,
+    /// How many of `unverified` hold their staged file open.
+    open_files: usize,
+}
+
+/// Most directories a wave of [`Transaction::commit`] fsyncs one by one; a wave that renamed
+/// into more is made durable with one `syncfs` of the repository's filesystem instead.
+pub const MAX_DIR_FSYNCS: usize = 8;
+
+/// Most staged files a [`Transaction`] keeps open until their part is verified (so that
+/// their metadata is applied without opening them again); more are closed and reopened.
+pub const MAX_OPEN_STAGED: usize = 256;
+
+/// A file object staged in `R/tmp`, as [`Repo::stage_file_object`] returns it.
+#[derive(Debug)]
+struct Staged {
+    /// The renames that publish it.
+    renames: Vec<(PathBuf, PathBuf)>,
+    /// Its metadata, to apply.
+    deferred: Option<Deferred>,
 }
 
 /// A staged file object whose owner, mode and xattrs wait for its part to be verified.
@@ -1507,11 +1597,15 @@ struct Deferred {
     path: PathBuf,
     /// Its canonical metadata (header, target, xattrs), already parsed once.
     meta: Vec<u8>,
+    /// The staged content file, still open (written by this process).
+    file: Option<File>,
 }
 
-/// Applies a deferred object's owner, xattrs and mode to its staged file (opened again with
-/// `O_NOFOLLOW` in the private `R/tmp`), or its owner and xattrs to a staged symlink.
-fn apply_deferred_meta(d: &Deferred) -> Result<(), RepoError> {
+/// Applies a deferred object's owner, xattrs and mode to its staged file (the descriptor
+/// kept open, else opened again with `O_NOFOLLOW` in the private `R/tmp`; fsynced when
+/// `sync`), or its owner and xattrs to a staged symlink. Returns whether the inode now holds
+/// the object's canonical metadata exactly ([`crate::fsmeta::inode_meta`]).
+fn apply_deferred_meta(d: &Deferred, sync: bool) -> Result<bool, RepoError> {
     let corrupt = |error| RepoError::CorruptObject {
         kind: ObjectKind::File,
         id: d.id,
@@ -1522,17 +1616,32 @@ fn apply_deferred_meta(d: &Deferred) -> Result<(), RepoError> {
     let xattrs = Xattrs::parse(d.meta.get(target_end..).unwrap_or(&[])).map_err(corrupt)?;
     if header.is_symlink() {
         crate::fsmeta::apply_symlink_meta(&d.path, &header, xattrs);
-        return Ok(());
+        let found = crate::fsmeta::inode_meta(crate::fsmeta::Inode::Symlink(&d.path))
+            .map_err(io_err("read the metadata of", &d.path))?;
+        return Ok(found.as_deref() == Some(&d.meta[..]));
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(&d.path)
-        .map_err(io_err("open", &d.path))?;
-    crate::fsops::set_meta(&file, &d.path, |fd| {
+    let reopened;
+    let file = match &d.file {
+        Some(f) => f,
+        None => {
+            reopened = OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&d.path)
+                .map_err(io_err("open", &d.path))?;
+            &reopened
+        }
+    };
+    crate::fsops::set_meta(file, &d.path, |fd| {
         crate::fsmeta::apply_fd_meta(fd, header.mode, header.uid, header.gid, xattrs)
     })
-    .map_err(io_err("set metadata of", &d.path))
+    .map_err(io_err("set metadata of", &d.path))?;
+    if sync {
+        crate::fsops::fsync(file, &d.path).map_err(io_err("fsync", &d.path))?;
+    }
+    let found = crate::fsmeta::inode_meta(crate::fsmeta::Inode::File(file.as_fd()))
+        .map_err(io_err("read the metadata of", &d.path))?;
+    Ok(found.as_deref() == Some(&d.meta[..]))
 }
 
 impl<'r> Transaction<'r> {
@@ -1540,11 +1649,13 @@ impl<'r> Transaction<'r> {
     pub fn new(repo: &'r Repo) -> Transaction<'r> {
         Transaction {
             repo,
+            sides: Vec::new(),
             leaves: Vec::new(),
             trees: Vec::new(),
             heights: HashMap::new(),
             pending: HashSet::new(),
             unverified: Vec::new(),
+            open_files: 0,
         }
     }
 
@@ -1615,10 +1726,11 @@ impl<'r> Transaction<'r> {
             }
             return Ok(());
         }
-        let staged =
-            self.repo
-                .stage_file_object(id, meta, content, false, Some(&mut self.unverified))?;
-        self.leaves.extend(staged);
+        let staged = self
+            .repo
+            .stage_file_object(id, meta, content, Some(&mut self.open_files))?;
+        self.leaves.extend(staged.renames);
+        self.unverified.extend(staged.deferred);
         self.pending.insert((ObjectKind::File.code(), *id));
         Ok(())
     }
@@ -1627,8 +1739,12 @@ impl<'r> Transaction<'r> {
     /// hash: their owners, xattrs (capabilities included) and modes (setuid, setgid and
     /// executable bits included) are applied now.
     pub fn part_verified(&mut self) -> Result<(), RepoError> {
+        self.open_files = 0;
         for d in std::mem::take(&mut self.unverified) {
-            apply_deferred_meta(&d)?;
+            let id = d.id;
+            if let Some(side) = self.repo.finish_file_meta(d, false)? {
+                self.sides.push((side, self.repo.filemeta_path(&id)));
+            }
         }
         Ok(())
     }
@@ -1645,14 +1761,17 @@ impl<'r> Transaction<'r> {
             self.abort();
             return Err(e);
         }
-        if self.leaves.is_empty() && self.trees.is_empty() {
+        if self.sides.is_empty() && self.leaves.is_empty() && self.trees.is_empty() {
             return Ok(());
         }
         let tmp = self.repo.tmp_dir();
         crate::fsops::syncfs(&tmp).map_err(io_err("sync the filesystem of", &tmp))?;
         let mut trees = std::mem::take(&mut self.trees);
         trees.sort_by_key(|t| t.2);
-        let mut waves = vec![std::mem::take(&mut self.leaves)];
+        // Side files before the objects they describe: an object's presence means it is whole.
+        let mut leaves = std::mem::take(&mut self.sides);
+        leaves.append(&mut self.leaves);
+        let mut waves = vec![leaves];
         for (tmp, dest, h) in trees {
             if waves.len() < h as usize + 2 {
                 waves.push(Vec::new());
@@ -1689,8 +1808,13 @@ impl<'r> Transaction<'r> {
                 self.abort();
                 return Err(e);
             }
-            for d in &dirs {
-                sync_dir(d)?;
+            if dirs.len() > MAX_DIR_FSYNCS {
+                // One flush of the filesystem instead of an fsync per directory.
+                crate::fsops::syncfs(&tmp).map_err(io_err("sync the filesystem of", &tmp))?;
+            } else {
+                for d in &dirs {
+                    sync_dir(d)?;
+                }
             }
         }
         self.pending.clear();
@@ -1700,12 +1824,14 @@ impl<'r> Transaction<'r> {
     /// Drops everything staged.
     pub fn abort(&mut self) {
         let trees = self.trees.drain(..).map(|(tmp, dest, _)| (tmp, dest));
-        for (tmp, _) in self.leaves.drain(..).chain(trees) {
+        let leaves = self.sides.drain(..).chain(self.leaves.drain(..));
+        for (tmp, _) in leaves.chain(trees) {
             let _ = crate::fsops::remove_file(&tmp);
         }
         self.heights.clear();
         self.pending.clear();
         self.unverified.clear();
+        self.open_files = 0;
     }
 }
 
@@ -1865,6 +1991,166 @@ mod test {
         ] {
             assert!(validate_ref(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// A file object's canonical metadata and content.
+    fn file_meta(mode: u32, target: &[u8], xattrs: &[(&[u8], &[u8])], size: u64) -> Vec<u8> {
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = xattrs
+            .iter()
+            .map(|(n, v)| (n.to_vec(), v.to_vec()))
+            .collect();
+        let x = crate::fsmeta::encode_xattrs(&pairs).unwrap();
+        let h = FileHeader {
+            mode,
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            size,
+            target_len: target.len() as u16,
+            xattrs_len: x.len() as u16,
+        };
+        let mut meta = vec![0u8; FILE_HEADER_LEN];
+        h.emit(&mut meta);
+        meta.extend_from_slice(target);
+        meta.extend_from_slice(&x);
+        meta
+    }
+
+    /// Stages a file object (regular when `content` is given) in `txn`; returns its id.
+    fn stage(txn: &mut Transaction<'_>, meta: &[u8], content: Option<&[u8]>) -> ObjectId {
+        let mut all = meta.to_vec();
+        all.extend_from_slice(content.unwrap_or(b""));
+        let id = ObjectId::of(&all);
+        let content = content.map(|c| {
+            let (mut f, p) = txn.repo().create_tmp("test").unwrap();
+            std::io::Write::write_all(&mut f, c).unwrap();
+            (f, p)
+        });
+        txn.publish_file_object(&id, meta, content).unwrap();
+        id
+    }
+
+    /// Reads a file object back whole and checks that it hashes to its id.
+    fn read_back(repo: &Repo, id: &ObjectId) {
+        let mut r = repo.open_file_object(id).unwrap().into_reader();
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).unwrap();
+        assert_eq!(ObjectId::of(&all), *id);
+    }
+
+    #[test]
+    fn a_file_object_is_one_file_unless_its_inode_cannot_hold_its_metadata() {
+        use object::{S_IFLNK, S_IFREG};
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&dir.path().join("r")).unwrap();
+        let mut txn = Transaction::new(&repo);
+        // One file: the inode holds mode, owner and size.
+        let plain = stage(
+            &mut txn,
+            &file_meta(S_IFREG | 0o4755, b"", &[], 5),
+            Some(b"hello"),
+        );
+        let link = stage(&mut txn, &file_meta(S_IFLNK | 0o777, b"../t", &[], 0), None);
+        // An attribute in a namespace no filesystem knows cannot be set; a symlink's
+        // permission bits are always 0777 on Linux: both need a side file.
+        let odd_xattr = file_meta(S_IFREG | 0o644, b"", &[(b"bogus.name", b"v")], 2);
+        let odd = stage(&mut txn, &odd_xattr, Some(b"hi"));
+        let odd_link = stage(&mut txn, &file_meta(S_IFLNK | 0o755, b"t", &[], 0), None);
+        // Many files: more than are kept open until their part is verified.
+        let many: Vec<ObjectId> = (0..MAX_OPEN_STAGED + 3)
+            .map(|i| {
+                let c = format!("file {i}");
+                let m = file_meta(S_IFREG | 0o600, b"", &[], c.len() as u64);
+                stage(&mut txn, &m, Some(c.as_bytes()))
+            })
+            .collect();
+        txn.part_verified().unwrap();
+        txn.commit().unwrap();
+        for id in [plain, link].iter().chain(&many) {
+            assert!(repo.has_object(ObjectKind::File, id).unwrap());
+            assert!(!repo.filemeta_path(id).exists(), "{id} has a side file");
+            read_back(&repo, id);
+        }
+        for id in [odd, odd_link] {
+            assert!(repo.filemeta_path(&id).exists(), "{id} has no side file");
+            read_back(&repo, &id);
+        }
+        use std::os::unix::fs::MetadataExt;
+        let md = fs::symlink_metadata(repo.object_path(ObjectKind::File, &plain)).unwrap();
+        assert_eq!(md.mode() & 0o7777, 0o4755);
+        assert_eq!(fs::read_dir(repo.tmp_dir()).unwrap().count(), 0);
+        let same = fs::read_link(repo.object_path(ObjectKind::File, &link)).unwrap();
+        assert_eq!(same, Path::new("../t"));
+        // The path without a transaction does the same.
+        let meta = file_meta(S_IFREG | 0o640, b"", &[(b"bogus.other", b"w")], 3);
+        let mut all = meta.clone();
+        all.extend_from_slice(b"abc");
+        let id = ObjectId::of(&all);
+        let (mut f, p) = repo.create_tmp("test").unwrap();
+        std::io::Write::write_all(&mut f, b"abc").unwrap();
+        repo.publish_file_object(&id, &meta, Some((f, p))).unwrap();
+        assert!(repo.filemeta_path(&id).exists());
+        read_back(&repo, &id);
+        // An object whose inode was changed afterwards no longer reads as itself.
+        let obj = repo.object_path(ObjectKind::File, &plain);
+        fs::set_permissions(&obj, fs::Permissions::from_mode(0o700)).unwrap();
+        let mut r = repo.open_file_object(&plain).unwrap().into_reader();
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).unwrap();
+        assert_ne!(ObjectId::of(&all), plain);
+    }
+
+    #[test]
+    fn a_bare_split_repository_is_read_and_migrated_by_its_first_writer() {
+        use object::S_IFREG;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&dir.path().join("r")).unwrap();
+        let config = repo.path().join("config");
+        assert_eq!(
+            fs::read_to_string(&config).unwrap(),
+            format!("{CONFIG_MAGIC} {REPO_VERSION}\nmode={REPO_MODE}\n")
+        );
+        let mut txn = Transaction::new(&repo);
+        let id = stage(
+            &mut txn,
+            &file_meta(S_IFREG | 0o644, b"", &[], 3),
+            Some(b"old"),
+        );
+        txn.commit().unwrap();
+        drop(txn);
+        // What an older agent wrote: the config's old mode, a side file for every object
+        // (here one that differs from the inode, which it wins over).
+        fs::write(
+            &config,
+            format!("{CONFIG_MAGIC} {REPO_VERSION}\nmode=bare-split\n"),
+        )
+        .unwrap();
+        let obj = repo.object_path(ObjectKind::File, &id);
+        fs::set_permissions(&obj, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(
+            repo.filemeta_path(&id),
+            file_meta(S_IFREG | 0o644, b"", &[], 3),
+        )
+        .unwrap();
+        let repo = Repo::open(repo.path()).unwrap();
+        read_back(&repo, &id);
+        assert!(fs::read_to_string(&config)
+            .unwrap()
+            .contains("mode=bare-split"));
+        let lock = repo.lock().unwrap();
+        assert_eq!(
+            fs::read_to_string(&config).unwrap(),
+            format!("{CONFIG_MAGIC} {REPO_VERSION}\nmode={REPO_MODE}\n")
+        );
+        drop(lock);
+        read_back(&Repo::open(repo.path()).unwrap(), &id);
+        // Another layout is refused, naming what this build reads.
+        fs::write(
+            &config,
+            format!("{CONFIG_MAGIC} {REPO_VERSION}\nmode=archive\n"),
+        )
+        .unwrap();
+        let e = Repo::open(repo.path()).unwrap_err();
+        assert!(e.to_string().contains("mode bare"), "{e}");
     }
 
     #[test]
