@@ -5,8 +5,11 @@
 //! R/objects/ab/cdef….dirtree       canonical bytes of the object (as hashed)
 //! R/objects/ab/cdef….dirmeta       canonical bytes
 //! R/objects/ab/cdef….commit        canonical bytes; present only once complete
-//! R/objects/ab/cdef….file          a regular file's content with its mode applied, or a symlink
-//! R/objects/ab/cdef….filemeta      the file object's canonical metadata (header, target, xattrs)
+//! R/objects/ab/cdef….file          a regular file's content with its mode, owner and xattrs
+//!                                  applied, or a symlink: the file object, its metadata in
+//!                                  its inode
+//! R/objects/ab/cdef….filemeta      only where the inode cannot hold it exactly: the file
+//!                                  object's canonical metadata (header, target, xattrs)
 //! R/refs/heads/<ref path>          64 hex characters and a newline
 //! R/tmp/                           staging (mode 0700): every write lands here first, then
 //!                                  is renamed
@@ -15,8 +18,9 @@
 //! ```
 //!
 //! A file object is kept as a plain file (or a real symlink) so that a checkout can
-//! hard-link it; its canonical metadata lives beside it in `.filemeta` so that the object's
-//! exact bytes (and id) can always be rebuilt, whatever the filesystem could apply. Every
+//! hard-link it; its canonical metadata is read back from its inode (mode, owner, size,
+//! target, xattrs), or from a `.filemeta` side file written where the filesystem could not
+//! apply it exactly, so that the object's exact bytes (and id) can always be rebuilt. Every
 //! write goes to `R/tmp`, is fsynced and renamed into place, and the directory is fsynced.
 //! Objects are content-addressed, so publishing a verified object early is harmless; a
 //! `.commit` object is only written once everything it references is in place, so its

@@ -126,6 +126,9 @@ fn mib(bytes: u64) -> f64 {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a == "--vs-ostree") {
+        return crate::vs_ostree::run(args);
+    }
     let size_mib: f64 = match args.iter().position(|a| a == "--size-mib") {
         Some(i) => args
             .get(i + 1)

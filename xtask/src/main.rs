@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | `demo` | the offline-update story end to end in a temporary directory |
 //! | `test` | everything CI runs: fmt, clippy, tests, `no_std` builds, firmware under QEMU, size report |
-//! | `bench` | commit, generate and apply a 100+ MiB tree and print times, sizes and peak RSS |
+//! | `bench` | commit, generate and apply a 100+ MiB tree and print times, sizes and peak RSS; with `--vs-ostree`, side by side with OSTree on three real Debian trees |
 //! | `firmware` | only the firmware scenarios under QEMU |
 //! | `c-firmware` | the C firmware (`tests/c-firmware`, linking `libecu_update.a`) under QEMU |
 //! | `size` | the firmware's flash, RAM and stack budget, the C firmware's beside it |
@@ -14,12 +14,14 @@ use std::process::ExitCode;
 
 mod bench;
 mod c_firmware;
+mod corpus;
 mod demo;
 mod demo_ab;
 mod firmware;
 mod fuzz;
 mod test;
 mod tools;
+mod vs_ostree;
 
 const USAGE: &str = "\
 usage: cargo xtask <task> [options]
@@ -30,6 +32,13 @@ tasks:
               options: --quick  skip the firmware and the size report
   bench       benchmark commit, generate and apply on a generated tree
               options: --size-mib N  (default 128)
+              --vs-ostree [--trees V1 V2 V3] [--runs N] [--keep]
+                  side by side with OSTree (installed when missing; as root): sizes of the
+                  from-scratch file of V3 and of the deltas V2->V3 and V1->V3, generation and
+                  apply times (medians of N runs, default 3, interleaved) and peak RSS, and
+                  whether each checkout equals V3. Without --trees: three Debian bookworm
+                  minbase trees (+ curl, + curl + less) built once with debootstrap and cached
+                  in ~/.cache/ecu-agent/bench-corpus-v1. --keep keeps the work directory.
   firmware    build the Cortex-M firmware and run its scenarios under QEMU
   c-firmware  build the C firmware (tests/c-firmware, linking libecu_update.a) and run its
               scenarios under QEMU

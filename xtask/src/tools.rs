@@ -57,7 +57,8 @@ pub fn have(cmd: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn is_root() -> bool {
+/// Whether xtask runs as root.
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -150,4 +151,24 @@ pub fn ensure_cargo_tool(bin: &str, krate: &str) -> Result<()> {
     }
     eprintln!("xtask: installing {krate} (cargo install --locked {krate}); this takes a minute or two once");
     run(Command::new("cargo").args(["install", "--locked", krate]))
+}
+
+/// Makes sure the Debian package `pkg`, which provides `cmd`, is installed: installs it when
+/// running as root, otherwise fails with the command that installs it.
+pub fn ensure_package(pkg: &str, cmd: &str) -> Result<()> {
+    if have(cmd) {
+        return Ok(());
+    }
+    if !(is_root() && have("apt-get")) {
+        bail!("`{cmd}` is missing; install it with: sudo apt-get install -y {pkg}");
+    }
+    eprintln!("xtask: installing the Debian package {pkg}");
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends", pkg])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    if !have(cmd) {
+        bail!("installed {pkg} but `{cmd}` is still missing");
+    }
+    Ok(())
 }
