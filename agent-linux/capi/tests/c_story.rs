@@ -1,0 +1,187 @@
+//! tests/c/ab_story.c: an OTA daemon in C drives the whole A/B story through `ecu_agent.h`
+//! (provision from a file descriptor, a delta pushed in 4093-byte blocks staged in slot B,
+//! reboot, mark good raising the floor, a damaged file and a replay below the floor refused,
+//! cancellation by callback and by `ecu_agent_cancel`, rollback), compiled with
+//! `-Wall -Wextra -Werror` under AddressSanitizer and UndefinedBehaviorSanitizer against
+//! `libecu_agent.a`, and again against `libecu_agent.so`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use agent_linux::generate::{generate_file, GenerateOptions};
+use agent_linux::repo::{CommitMeta, Repo};
+use agent_linux::tree::{build_dir, BuildOptions};
+
+const CRATE: &str = env!("CARGO_MANIFEST_DIR");
+
+fn have(tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is required (CI=true) but not installed"
+        );
+        eprintln!("SKIP: {tool} not installed");
+    }
+    found
+}
+
+/// The library cargo built for this test run (beside the test binary), newest first.
+fn built(prefix: &str, suffix: &str) -> PathBuf {
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut found: Vec<PathBuf> = fs::read_dir(&deps)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix))
+        })
+        .collect();
+    found.sort_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok());
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("{prefix}*{suffix} was not built beside the test"))
+}
+
+/// A small image tree for version `n`.
+fn image(root: &Path, n: usize) {
+    let w = |p: &str, c: Vec<u8>| {
+        let p = root.join(p);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, c).unwrap();
+    };
+    w(
+        "usr/bin/ecu-main",
+        format!("#!/bin/sh\necho {n}\n").repeat(40).into_bytes(),
+    );
+    w("etc/ecu.conf", b"bitrate=500000\n".to_vec());
+    for i in 0..n * 3 {
+        w(
+            &format!("usr/lib/plugin{i}.so"),
+            format!("plugin {i} of {n}\n").repeat(200).into_bytes(),
+        );
+    }
+}
+
+/// v1.update, v1-v2.update and v2-bad.update in `dir`, signed with `seed`.
+fn updates(dir: &Path, seed: [u8; 32]) {
+    let repo = Repo::init(&dir.join("build")).unwrap();
+    let mut ids = Vec::new();
+    for (n, sv) in [(1usize, 1u64), (2, 2)] {
+        let tree = dir.join(format!("tree-{n}"));
+        image(&tree, n);
+        let (root, _) = build_dir(&repo, &tree, &BuildOptions::default(), &mut |_| {}).unwrap();
+        let meta = CommitMeta {
+            version: n.to_string(),
+            subject: format!("image {n}"),
+            body: String::new(),
+            timestamp: 1_760_000_000 + n as u64,
+        };
+        ids.push(
+            repo.commit_with_security_version("os/main", root, &meta, Some(sv))
+                .unwrap(),
+        );
+    }
+    let opts = GenerateOptions {
+        sign_key: Some(seed),
+        part_size: Some(16 * 1024),
+        compression: None,
+    };
+    let gen = |from: Option<usize>, to: usize, name: &str| {
+        generate_file(
+            &repo,
+            "os/main",
+            from.map(|f| ids[f]),
+            &ids[to],
+            &opts,
+            &dir.join(name),
+            &mut |_, _| {},
+        )
+        .unwrap();
+    };
+    gen(None, 0, "v1.update");
+    gen(Some(0), 1, "v1-v2.update");
+    gen(None, 1, "v2-bad.update");
+    let bad = dir.join("v2-bad.update");
+    let mut b = fs::read(&bad).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 1;
+    fs::write(bad, b).unwrap();
+}
+
+fn compile(out: &Path, key: &[u8; 32], lib: &[&str]) {
+    let define: Vec<String> = key.iter().map(|b| format!("0x{b:02x}")).collect();
+    let res = Command::new("gcc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-g"])
+        .args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
+        .arg(format!("-DECU_TEST_KEY={}", define.join(",")))
+        .arg("-I")
+        .arg(Path::new(CRATE).join("include"))
+        .arg(Path::new(CRATE).join("tests/c/ab_story.c"))
+        .args(lib)
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "gcc failed:\n{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
+fn story(exe: &Path, dir: &Path, sysroot: &str, lib_dir: Option<&Path>) {
+    let mut cmd = Command::new(exe);
+    cmd.arg(dir.join(sysroot))
+        .current_dir(dir)
+        .env("ECU_AGENT_CMDLINE", "/dev/null")
+        .env_remove("ECU_AGENT_BOOTED_SLOT")
+        .env("ASAN_OPTIONS", "detect_leaks=1");
+    if let Some(l) = lib_dir {
+        cmd.env("LD_LIBRARY_PATH", l);
+    }
+    let run = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    eprintln!("{text}");
+    assert!(run.status.success(), "{text}");
+    assert!(
+        text.contains("ALL PASS") && !text.contains("FAIL "),
+        "{text}"
+    );
+}
+
+#[test]
+fn c_daemon_drives_the_ab_story() {
+    if !have("gcc") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = [0x42u8; 32];
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes();
+    updates(tmp.path(), seed);
+
+    let exe = tmp.path().join("ab-story-static");
+    let a = built("libecu_agent", ".a");
+    compile(&exe, &key, &[a.to_str().unwrap()]);
+    story(&exe, tmp.path(), "sysroot-static", None);
+
+    let so = built("libecu_agent", ".so");
+    let lib_dir = so.parent().unwrap();
+    let exe = tmp.path().join("ab-story-shared");
+    let link_dir = format!("-L{}", lib_dir.display());
+    compile(&exe, &key, &[&link_dir, "-lecu_agent"]);
+    story(&exe, tmp.path(), "sysroot-shared", Some(lib_dir));
+}
