@@ -226,3 +226,63 @@ fn c_callback_store() {
         "{text}"
     );
 }
+
+/// The fenced code block after `<!-- example: NAME -->` in docs/C-API.md.
+fn doc_example(name: &str) -> String {
+    let doc = std::fs::read_to_string(Path::new(CRATE).join("../../docs/C-API.md")).unwrap();
+    let marker = format!("<!-- example: {name} -->");
+    let rest = &doc[doc.find(&marker).expect("example marker in docs/C-API.md")..];
+    let start = rest.find("```").unwrap();
+    let body = &rest[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("\n```").unwrap()].to_string()
+}
+
+/// docs/C-API.md's minimal C firmware compiles with warnings as errors, links with
+/// `libecu_update.a`, installs a signed update (tried, then confirmed in slot B) and refuses
+/// a damaged one (slot A still boots).
+#[test]
+fn doc_firmware_example_installs_and_refuses() {
+    if !have("gcc") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    data(tmp.path());
+    let src = tmp.path().join("firmware_example.c");
+    std::fs::write(&src, doc_example("firmware")).unwrap();
+    let exe = tmp.path().join("doc-firmware");
+    let key: Vec<String> = public_key().iter().map(|b| format!("0x{b:02x}")).collect();
+    let res = Command::new("gcc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-g"])
+        .args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
+        .arg(format!("-DRELEASE_KEY={}", key.join(",")))
+        .arg("-I")
+        .arg(Path::new(CRATE).join("include"))
+        .arg("-I")
+        .arg(Path::new(CRATE).join("../../bootloader-hooks/include"))
+        .arg(&src)
+        .arg(Path::new(CRATE).join("tests/c/doc_firmware_main.c"))
+        .arg(static_lib())
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "gcc failed:\n{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    for (mode, file) in [("install", "v1.update"), ("refuse", "v2-flipped.update")] {
+        let run = Command::new(&exe)
+            .arg(mode)
+            .stdin(std::fs::File::open(tmp.path().join(file)).unwrap())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&run.stdout).into_owned()
+            + &String::from_utf8_lossy(&run.stderr);
+        assert!(
+            run.status.success() && text.contains("DOC FIRMWARE PASS"),
+            "{mode} {file}:\n{text}"
+        );
+    }
+}

@@ -185,3 +185,79 @@ fn c_daemon_drives_the_ab_story() {
     compile(&exe, &key, &[&link_dir, "-lecu_agent"]);
     story(&exe, tmp.path(), "sysroot-shared", Some(lib_dir));
 }
+
+/// The fenced code block after `<!-- example: NAME -->` in docs/C-API.md.
+fn doc_example(name: &str) -> String {
+    let doc = fs::read_to_string(Path::new(CRATE).join("../../docs/C-API.md")).unwrap();
+    let marker = format!("<!-- example: {name} -->");
+    let rest = &doc[doc.find(&marker).expect("example marker in docs/C-API.md")..];
+    let start = rest.find("```").unwrap();
+    let body = &rest[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("\n```").unwrap()].to_string()
+}
+
+/// docs/C-API.md's C++ daemon compiles with `g++ -std=c++17 -Wall -Wextra -Werror`, links
+/// with `libecu_agent.a`, and provisions a fresh sysroot (whose agent.conf trusts the signing
+/// key) by pushing the update as it reads it; a damaged update makes it fail with the reason.
+#[test]
+fn doc_daemon_example_pushes_an_update() {
+    if !have("g++") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = [0x17u8; 32];
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes();
+    updates(tmp.path(), seed);
+    let src = tmp.path().join("daemon.cpp");
+    fs::write(&src, doc_example("daemon")).unwrap();
+    let exe = tmp.path().join("daemon");
+    let res = Command::new("g++")
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-O1", "-g"])
+        .args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
+        .arg("-I")
+        .arg(Path::new(CRATE).join("include"))
+        .arg(&src)
+        .arg(built("libecu_agent", ".a"))
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "g++ failed:\n{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    for (sysroot, file, good) in [("bad", "v2-bad.update", false), ("good", "v1.update", true)] {
+        let root = tmp.path().join(sysroot);
+        fs::create_dir_all(&root).unwrap();
+        let conf = agent_linux::bootcfg::BootConfig::defaults(&root).to_text(&root)
+            + &format!("trusted-key = {hex}\n");
+        fs::write(root.join("agent.conf"), conf).unwrap();
+        let run = Command::new(&exe)
+            .arg(&root)
+            .arg(tmp.path().join(file))
+            .env("ECU_AGENT_CMDLINE", "/dev/null")
+            .env_remove("ECU_AGENT_BOOTED_SLOT")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&run.stdout).into_owned()
+            + &String::from_utf8_lossy(&run.stderr);
+        eprintln!("{text}");
+        if good {
+            assert!(run.status.success(), "{text}");
+            assert!(text.contains("progress: "), "{text}");
+            assert!(text.contains("provisioned version 1 in slot A"), "{text}");
+            assert!(text.contains("slot A: 1 booted (good)"), "{text}");
+        } else {
+            assert_eq!(run.status.code(), Some(1), "{text}");
+            assert!(
+                text.contains("update failed: the update was refused: "),
+                "{text}"
+            );
+        }
+    }
+}
