@@ -115,6 +115,19 @@ pub fn run(args: &[String]) -> Result<()> {
             )?;
         }
     }
+    // libecu_update.a (agent-core's C API) for the Cortex-M targets.
+    for target in NO_STD_TARGETS {
+        step(&format!("build ecu-update-capi for {target}"), || {
+            sh(cargo().args([
+                "build",
+                "--quiet",
+                "-p",
+                "ecu-update-capi",
+                "--target",
+                target,
+            ]))
+        })?;
+    }
     if !quick {
         step(
             &format!(
