@@ -69,7 +69,10 @@ enum Command {
     /// its first, booted deployment). An environment that a RAUC or Mender bootloader already
     /// wrote is adopted: the booted slot, learnt from the kernel command line (or
     /// --booted-slot) and checked against the bootloader's variables, keeps the running system
-    /// (recorded as `adopted-system`) and the update goes into the other slot.
+    /// (recorded as `adopted-system`) and the update goes into the other slot. A blank U-Boot
+    /// environment outside the sysroot is written from the board's default environment
+    /// (agent.conf `env-default = FILE`, e.g. `fw_printenv` output of a booted board), or
+    /// refused without one.
     Install(deploy::InstallArgs),
     /// Stage a commit that is already in the sysroot's repository for the next boot.
     Deploy(deploy::DeployArgs),

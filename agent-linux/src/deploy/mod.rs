@@ -36,6 +36,7 @@ use crate::repo::{CommitInfo, RepoError};
 use crate::sysroot::Sysroot;
 
 pub mod adopt;
+pub mod board_env;
 pub mod booted;
 pub mod env;
 pub mod verify;
@@ -128,6 +129,19 @@ pub enum DeployError {
     },
     /// The slot holds the system the bootloader ran before the agent adopted it.
     NotADeployment(Slot),
+    /// A blank U-Boot environment outside the sysroot and no board default environment
+    /// (`env-default`) to start it from.
+    NoBoardEnv {
+        /// The environment (its first copy).
+        env: PathBuf,
+    },
+    /// The board default environment file (`env-default`) is unusable.
+    BoardEnv {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A slot name in the environment is not a deployment name.
     BadDeploymentName(String),
     /// The sources that say what runs (kernel command line, `S/run/booted`, the deployments
@@ -230,6 +244,12 @@ impl fmt::Display for DeployError {
                 f,
                 "refused: the bootloader has slot {booted} on trial (booted but not confirmed) and slot {} is its good fallback, which a new deployment would replace; nothing was written: confirm slot {booted} first (`ecu-agent mark-good`, or the bootloader's own tool) or let the bootloader roll back",
                 booted.other()
+            ),
+            DeployError::NoBoardEnv { env } => f.write_str(&board_env::no_board_env(env)),
+            DeployError::BoardEnv { path, reason } => write!(
+                f,
+                "the board's default environment {} (env-default in agent.conf) {reason}; fix it or name another file",
+                path.display()
             ),
             DeployError::NotADeployment(s) => write!(
                 f,
@@ -946,7 +966,11 @@ impl Deployer {
             _ if self.has_deployment_dirs()? && !self.interrupted_provisioning()? => {
                 Err(DeployError::EnvLost(self.cfg.env.0.clone()))
             }
-            _ => Ok(()),
+            // A provisioning of a blank environment: it needs the board's defaults.
+            EnvContent::Missing => {
+                board_env::base_for_blank(&self.cfg, self.sysroot.path()).map(|_| ())
+            }
+            EnvContent::NoBootState(_) => Ok(()),
         }
     }
 
@@ -1191,6 +1215,13 @@ impl Deployer {
         if let Some(d) = &self.booted_doubt {
             return Err(DeployError::BootedDoubt(d.clone()));
         }
+        // A blank U-Boot environment starts from the board's default one (or is refused,
+        // before anything is written).
+        let board = match img {
+            Some(_) => None,
+            None => board_env::base_for_blank(&self.cfg, self.sysroot.path())?,
+        };
+        let img = img.or(board.as_ref());
         let slot = self.booted.map(|b| b.0).unwrap_or(Slot::A);
         // Only an interrupted provisioning (its marker present) or an empty S/deploy gets
         // here: a directory no environment names is that provisioning's garbage.
@@ -1548,6 +1579,11 @@ impl Deployer {
             Err(BootEnvError::Uboot { .. } | BootEnvError::Grub { .. })
             | Err(BootEnvError::Scheme(_)) => (None, "lost", None),
             Err(e) => return Err(e.into()),
+        };
+        // A lost U-Boot environment is rebuilt from the board's default one (or refused).
+        let img = match img {
+            Some(i) => Some(i),
+            None => board_env::base_for_blank(&self.cfg, self.sysroot.path())?,
         };
         if let (Some(o), "ok") = (&old, found) {
             // The environment agrees with what runs: nothing to repair.
