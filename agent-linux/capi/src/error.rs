@@ -88,8 +88,8 @@ pub fn deploy_code(e: &DeployError, cancelled: bool) -> i32 {
         D::BelowFloor { .. } => ECU_AGENT_E_BELOW_FLOOR,
         D::Repo(_) => ECU_AGENT_E_REPO,
         D::Checkout(_) | D::Io { .. } | D::Floor(_) => ECU_AGENT_E_IO,
-        D::Config(_) => ECU_AGENT_E_CONFIG,
-        D::Env(_) => ECU_AGENT_E_ENV,
+        D::Config(_) | D::BoardEnv { .. } => ECU_AGENT_E_CONFIG,
+        D::Env(_) | D::NoBoardEnv { .. } => ECU_AGENT_E_ENV,
         D::Corrupt { .. } => ECU_AGENT_E_CORRUPT,
         D::NotProvisioned(_)
         | D::EnvLost(_)
