@@ -267,8 +267,10 @@ int32_t ecu_agent_install_push(struct ecu_agent *a, const uint8_t *data, size_t 
 int32_t ecu_agent_install_end(struct ecu_agent *a, ecu_agent_progress_fn progress, void *user, struct ecu_agent_install_result *out);
 
 // Cancels the install in progress on this handle, from any thread: it stops at its next
-// read with `ECU_AGENT_E_CANCELLED` and nothing of it becomes bootable. Does nothing when no
-// install runs. The next install starts uncancelled.
+// read with `ECU_AGENT_E_CANCELLED` and nothing of it becomes bootable. An install blocked
+// reading its file descriptor notices when that read returns: close or shut down the other
+// end of the pipe or socket after cancelling. Does nothing when no install runs. The next
+// install starts uncancelled.
 //
 // # Safety
 // `a` is a handle (it may be in use by another thread).

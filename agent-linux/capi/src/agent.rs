@@ -80,7 +80,13 @@ impl Read for Cancellable<'_> {
         if self.cancel.load(Ordering::SeqCst) {
             return Err(cancelled());
         }
-        self.inner.read(buf)
+        let n = self.inner.read(buf)?;
+        // A read that was blocked when the caller cancelled (and closed its end) wakes with
+        // the end of the input: the cancellation, not a truncated update.
+        if n == 0 && self.cancel.load(Ordering::SeqCst) {
+            return Err(cancelled());
+        }
+        Ok(n)
     }
 }
 
@@ -163,6 +169,21 @@ impl Agent {
         Failure::new(deploy_code(e, self.was_cancelled()), deploy_message(e))
     }
 
+    /// An install's failure: once the caller cancelled, whatever stopped the install is
+    /// reported as the cancellation.
+    fn install_fail(&self, e: &DeployError) -> Failure {
+        if self.was_cancelled() {
+            return Failure::new(
+                ECU_AGENT_E_CANCELLED,
+                format!(
+                    "the install was cancelled by the caller ({})",
+                    deploy_message(e)
+                ),
+            );
+        }
+        self.fail(e)
+    }
+
     fn deployer(&self, inner: &Inner) -> Result<Deployer, Failure> {
         Deployer::open(&inner.path, &inner.opts).map_err(|e| self.fail(&e))
     }
@@ -193,7 +214,7 @@ impl Agent {
             }
         };
         d.install(&mut input, &inner.install, &mut progress)
-            .map_err(|e| self.fail(&e))
+            .map_err(|e| self.install_fail(&e))
     }
 
     /// Starts an install whose bytes come through [`Agent::push`].
@@ -279,7 +300,7 @@ impl Agent {
             }
         };
         self.drain(&push, sink);
-        result.map_err(|e| self.fail(&e))
+        result.map_err(|e| self.install_fail(&e))
     }
 
     /// The next bytes of the pushed update (copied into the bounded queue).

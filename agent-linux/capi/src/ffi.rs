@@ -327,8 +327,10 @@ pub unsafe extern "C" fn ecu_agent_install_end(
 }
 
 /// Cancels the install in progress on this handle, from any thread: it stops at its next
-/// read with `ECU_AGENT_E_CANCELLED` and nothing of it becomes bootable. Does nothing when no
-/// install runs. The next install starts uncancelled.
+/// read with `ECU_AGENT_E_CANCELLED` and nothing of it becomes bootable. An install blocked
+/// reading its file descriptor notices when that read returns: close or shut down the other
+/// end of the pipe or socket after cancelling. Does nothing when no install runs. The next
+/// install starts uncancelled.
 ///
 /// # Safety
 /// `a` is a handle (it may be in use by another thread).

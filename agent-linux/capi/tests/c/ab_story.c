@@ -4,10 +4,13 @@
  * security version 2) and v2-bad.update (v2 with one byte flipped), with the sysroot path as
  * argument. Prints "ALL PASS" and exits 0 when every check held.
  */
+#define _POSIX_C_SOURCE 200809L
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ecu_agent.h"
@@ -93,6 +96,50 @@ static const ecu_agent_deployment *slot(const ecu_agent_status *st, char s)
         if (st->deployments[i].slot == s)
             return &st->deployments[i];
     return NULL;
+}
+
+/* Another thread of the daemon: gives up on the transfer (cancel, then close its end of the
+ * pipe so that the blocked read wakes). */
+struct canceller {
+    ecu_agent *a;
+    int write_end;
+};
+
+static void *cancel_later(void *arg)
+{
+    struct canceller *c = arg;
+    const struct timespec wait = {0, 200 * 1000 * 1000};
+    nanosleep(&wait, NULL);
+    ecu_agent_cancel(c->a);
+    close(c->write_end);
+    return NULL;
+}
+
+/* Installs from a pipe that delivers the first half of `name` and then stalls, until
+ * another thread cancels. */
+static int32_t install_stalled(ecu_agent *a, const char *name)
+{
+    uint8_t buf[65536];
+    int fds[2];
+    FILE *f = fopen(name, "rb");
+    size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
+    pthread_t t;
+    struct canceller c;
+    int32_t rc;
+    if (f)
+        fclose(f);
+    if (n == 0 || pipe(fds) != 0)
+        return -1000;
+    if (write(fds[1], buf, n / 2) != (ssize_t)(n / 2))
+        return -1001;
+    c.a = a;
+    c.write_end = fds[1];
+    pthread_create(&t, NULL, cancel_later, &c);
+    rc = ecu_agent_install_fd(a, fds[0], NULL, NULL, NULL);
+    pthread_join(t, NULL);
+    close(fds[0]);
+    say(a, "stalled transfer");
+    return rc;
 }
 
 /* Whether two statuses show the same deployments in the same roles. */
@@ -220,6 +267,8 @@ int main(int argc, char **argv)
     CHECK(rc == ECU_AGENT_E_CANCELLED, "the push says cancelled");
     CHECK(ecu_agent_install_end(a, NULL, NULL, NULL) == ECU_AGENT_E_SEQUENCE,
           "the install is over");
+    CHECK(install_stalled(a, "v1-v2.update") == ECU_AGENT_E_CANCELLED,
+          "a stalled transfer cancelled from another thread");
     CHECK(ecu_agent_get_status(a, &st) == ECU_AGENT_OK && same(&st, &before),
           "cancelled installs changed nothing");
 
