@@ -318,3 +318,59 @@ fn first_install_on_an_unowned_env_adopts_in_one_go() {
     assert_eq!(var(&root, "ECU_A_NAME").as_deref(), Some(ADOPTED_NAME));
     assert!(!root.join("deploy/.provisioning").exists());
 }
+
+#[test]
+fn rauc_grub_environment_is_adopted_and_checked() {
+    use bootloader_hooks::grub_env;
+    let lab = Lab::new(&["9"]);
+    let d = lab.path();
+    let root = sysroot(&lab, "backend = grub\nscheme = rauc\n");
+    // As RAUC's grub.conf and `rauc status mark-good` leave it: A booted and confirmed.
+    let vars: &[(&[u8], &[u8])] = &[
+        (b"ORDER", b"A B"),
+        (b"A_OK", b"1"),
+        (b"A_TRY", b"0"),
+        (b"B_OK", b"1"),
+        (b"B_TRY", b"0"),
+        (b"timeout", b"3"),
+    ];
+    let mut block = vec![b'#'; grub_env::DEFAULT_SIZE];
+    grub_env::write(
+        &mut block,
+        vars.iter().copied(),
+        &bootloader_hooks::VarSet::new(),
+    )
+    .unwrap();
+    fs::create_dir_all(root.join("boot")).unwrap();
+    fs::write(root.join("boot/grubenv"), &block).unwrap();
+    let update = lab.update(None, "9");
+
+    // B cannot be what grub.conf booted: A comes first and is bootable.
+    let b = cmdline(d, "rauc.slot=B");
+    let e = fails(
+        d,
+        &["install", "--sysroot", S, &update],
+        &[("ECU_AGENT_CMDLINE", &b)],
+    );
+    assert!(
+        e.contains("ORDER=\"A B\" puts slot A before slot B and A_OK=1, A_TRY=0"),
+        "{e}"
+    );
+    assert_eq!(fs::read(root.join("boot/grubenv")).unwrap(), block);
+
+    let a = cmdline(d, "rauc.slot=A");
+    let out = ok(
+        d,
+        &["install", "--sysroot", S, &update, "--json"],
+        &[("ECU_AGENT_CMDLINE", &a)],
+    );
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["adopted"], "A", "{r}");
+    assert_eq!(r["slot"], "B", "{r}");
+    assert_eq!(var(&root, "ECU_A_NAME").as_deref(), Some(ADOPTED_NAME));
+    assert_eq!(var(&root, "ORDER").as_deref(), Some("B A"));
+    assert_eq!(var(&root, "B_OK").as_deref(), Some("1"));
+    assert_eq!(var(&root, "B_TRY").as_deref(), Some("0"));
+    assert_eq!(var(&root, "timeout").as_deref(), Some("3"));
+    assert_eq!(fs::metadata(root.join("boot/grubenv")).unwrap().len(), 1024);
+}
