@@ -374,3 +374,48 @@ fn rauc_grub_environment_is_adopted_and_checked() {
     assert_eq!(var(&root, "timeout").as_deref(), Some("3"));
     assert_eq!(fs::metadata(root.join("boot/grubenv")).unwrap().len(), 1024);
 }
+
+#[test]
+fn an_unowned_environment_beside_deployments_is_not_adopted() {
+    // The sysroot was provisioned, then the bootloader reset its environment to its own
+    // variables: nothing says which deployment runs; refused, pointing at repair-env.
+    let lab = Lab::new(&["9", "9.1"]);
+    let d = lab.path();
+    let root = sysroot(&lab, "scheme = mender\n");
+    ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
+    bootloader_wrote(
+        &root,
+        &[("mender_boot_part", "2"), ("upgrade_available", "0")],
+    );
+    let before = env_files(&root);
+    let k = cmdline(d, "root=/dev/mmcblk0p2");
+    let e = fails(
+        d,
+        &["install", "--sysroot", S, &lab.update(Some("9"), "9.1")],
+        &[("ECU_AGENT_CMDLINE", &k)],
+    );
+    assert!(e.contains("names no deployment in either slot"), "{e}");
+    assert!(e.contains(&format!("{}.0", lab.commit("9"))), "{e}");
+    assert!(e.contains("repair-env"), "{e}");
+    assert_eq!(env_files(&root), before);
+    // mark-good does not adopt it either.
+    let e = fails(
+        d,
+        &["mark-good", "--sysroot", S],
+        &[("ECU_AGENT_CMDLINE", &k)],
+    );
+    assert!(e.contains("names no deployment in either slot"), "{e}");
+    assert!(e.contains("repair-env"), "{e}");
+    assert_eq!(env_files(&root), before);
+    // repair-env rebuilds it from what is on disk, keeping Mender's and the board's variables.
+    ok(
+        d,
+        &["repair-env", "--sysroot", S],
+        &[("ECU_AGENT_CMDLINE", &k)],
+    );
+    assert_eq!(
+        var(&root, "ECU_A_NAME"),
+        Some(format!("{}.0", lab.commit("9")))
+    );
+    assert_eq!(var(&root, "bootcmd").as_deref(), Some("run distro_bootcmd"));
+}

@@ -815,8 +815,33 @@ impl Deployer {
             .ok_or_else(|| DeployError::BadDeploymentName(st.name.as_str().to_string()))
     }
 
+    /// Refuses a boot state that names nothing (and is not adoptable, which is checked first)
+    /// while deployments are on disk: the environment, rewritten by the bootloader (e.g. after
+    /// a reset to its defaults), names none of them, so nothing says which one runs.
+    fn check_named(&self, state: &BootState) -> Result<(), DeployError> {
+        if adopt::unowned(state) {
+            // Not adoptable (that is checked first): deployments are on disk, but the
+            // environment (rewritten by the bootloader, e.g. after a reset to its defaults)
+            // names none of them.
+            let on_disk: Vec<String> = self
+                .deployment_dirs()?
+                .into_iter()
+                .filter(|n| !n.starts_with('.') && !n.ends_with(ORIGIN_SUFFIX))
+                .collect();
+            return Err(DeployError::SourcesDisagree(format!(
+                "the bootloader environment {} holds {} boot state that names no deployment in either slot, but {} holds {}",
+                self.cfg.env.0.display(),
+                self.cfg.scheme.name(),
+                self.deploy_dir().display(),
+                list_or_none(&on_disk)
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks that staging into the slot that is not booted leaves a bootable device.
     fn check_can_stage(&self, state: &BootState) -> Result<Slot, DeployError> {
+        self.check_named(state)?;
         let x = self.booted_slot()?;
         let (xs, ys) = (state.slot(x), state.slot(x.other()));
         if xs.name.is_empty() {
@@ -1413,6 +1438,7 @@ impl Deployer {
             state.slot_mut(x).name = SlotName::from_str(ADOPTED_NAME)?;
             x
         } else {
+            self.check_named(&state)?;
             self.booted_slot()?
         };
         if state.slot(x).name.is_empty() {
