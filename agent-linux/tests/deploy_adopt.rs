@@ -407,15 +407,50 @@ fn an_unowned_environment_beside_deployments_is_not_adopted() {
     assert!(e.contains("names no deployment in either slot"), "{e}");
     assert!(e.contains("repair-env"), "{e}");
     assert_eq!(env_files(&root), before);
-    // repair-env rebuilds it from what is on disk, keeping Mender's and the board's variables.
+    // repair-env rebuilds it from what is on disk and what the kernel booted (the kargs of
+    // the provisioning name the deployment), keeping Mender's and the board's variables.
+    let booted9 = cmdline(
+        d,
+        &format!(
+            "root=/dev/mmcblk0p2 ecu.slot=A ecu.deployment={}.0",
+            lab.commit("9")
+        ),
+    );
     ok(
         d,
         &["repair-env", "--sysroot", S],
-        &[("ECU_AGENT_CMDLINE", &k)],
+        &[("ECU_AGENT_CMDLINE", &booted9)],
     );
     assert_eq!(
         var(&root, "ECU_A_NAME"),
         Some(format!("{}.0", lab.commit("9")))
     );
     assert_eq!(var(&root, "bootcmd").as_deref(), Some("run distro_bootcmd"));
+}
+
+#[test]
+fn a_lost_environment_after_adoption_is_not_rebuilt_on_a_guess() {
+    // Adopted A, the update staged in B; then the environment is lost. The kernel (root= of
+    // A, no ecu.deployment=) runs the adopted system, not the one deployment on disk: the
+    // rebuild must not record that deployment as what runs.
+    let lab = Lab::new(&["9"]);
+    let d = lab.path();
+    let root = sysroot(&lab, "scheme = mender\n");
+    bootloader_wrote(
+        &root,
+        &[
+            ("mender_boot_part", "2"),
+            ("upgrade_available", "0"),
+            ("bootlimit", "1"),
+        ],
+    );
+    let k = cmdline(d, "root=/dev/mmcblk0p2");
+    let ka = [("ECU_AGENT_CMDLINE", k.as_str())];
+    ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &ka);
+    blank_env(&root);
+    let e = fails(d, &["repair-env", "--sysroot", S], &ka);
+    assert!(e.contains("names no deployment (no ecu.deployment="), "{e}");
+    assert!(e.contains(&format!("{}.0", lab.commit("9"))), "{e}");
+    assert!(e.contains("nothing was written"), "{e}");
+    assert!(env_files(&root).iter().all(|c| c.iter().all(|&b| b == 0)));
 }

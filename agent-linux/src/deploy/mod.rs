@@ -1640,6 +1640,17 @@ impl Deployer {
                     list_or_none(&on_disk)
                 )))
             }
+            // A real kernel command line without ecu.deployment= while every boot of a
+            // deployment carries it (the kargs name it): what runs is none of them (the system
+            // the bootloader ran before the agent adopted its environment, say).
+            None if matches!(source, BootedSource::Cmdline | BootedSource::RootDevice)
+                && self.cfg.kargs.contains("${name}") =>
+            {
+                return Err(DeployError::CannotRepair(format!(
+                    "the kernel command line says slot {b} runs but names no deployment (no ecu.deployment=, which the kargs in agent.conf give every deployment), so what runs is none of the deployments on disk ({}): it may be the system that ran before the agent adopted the environment; boot a deployment of the agent (or give its slot with --booted-slot) to rebuild the environment",
+                    list_or_none(&on_disk)
+                )))
+            }
             None if on_disk.len() == 1 => (on_disk[0].clone(), "only deployment on disk"),
             None => {
                 return Err(DeployError::CannotRepair(format!(
