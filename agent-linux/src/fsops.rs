@@ -113,6 +113,13 @@ pub(crate) fn fault_at() -> Option<u64> {
     config().0
 }
 
+/// Whether points are cut at or traced: the points a command passes must then be the same
+/// from run to run (no other thread may add its own, [`crate::repo::TmpPool`]).
+pub(crate) fn points_observed() -> bool {
+    let (at, trace) = *config();
+    at.is_some() || trace
+}
+
 /// Announces a mutation. Returns `true` when this is the point to die at; the caller then
 /// does its partial work (if any) and calls [`die`]. Most callers use [`point`].
 pub fn reached(kind: Point, path: &Path) -> bool {

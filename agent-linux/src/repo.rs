@@ -1845,6 +1845,88 @@ impl Drop for Transaction<'_> {
     }
 }
 
+/// Empty staging files created ahead of need on another thread: creating a file is most of
+/// the kernel's work per file object, so an install creates them on a second core while it
+/// decodes and hashes on the first. The thread stays at most [`TmpPool::AHEAD`] files ahead;
+/// dropping the pool stops it and removes the files it made that were not taken.
+///
+/// Not used when interruption points are cut at or traced ([`crate::fsops`]): the power-loss
+/// tests count them, and another thread's creates would move them from run to run.
+#[derive(Debug)]
+pub struct TmpPool {
+    repo: Repo,
+    prefix: &'static str,
+    rx: std::sync::mpsc::Receiver<Result<(File, PathBuf), RepoError>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TmpPool {
+    /// Most files created ahead.
+    pub const AHEAD: usize = 32;
+
+    /// Starts the thread, unless fault injection is on or there is one core only.
+    pub fn start(repo: &Repo, prefix: &'static str) -> Option<TmpPool> {
+        if crate::fsops::points_observed()
+            || std::thread::available_parallelism().map_or(1, |n| n.get()) < 2
+        {
+            return None;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(Self::AHEAD);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, halt) = (repo.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("ecu-agent-tmp".into())
+            .spawn(move || {
+                while !halt.load(Ordering::Relaxed) {
+                    let made = r.create_tmp(prefix);
+                    let failed = made.is_err();
+                    if let Err(std::sync::mpsc::SendError(Ok((f, p)))) = tx.send(made) {
+                        drop(f);
+                        let _ = crate::fsops::remove_file(&p);
+                        break;
+                    }
+                    if failed {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(TmpPool {
+            repo: repo.clone(),
+            prefix,
+            rx,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// A new, empty staging file (mode 0600) and its path, as [`Repo::create_tmp`] makes.
+    pub fn take(&mut self) -> Result<(File, PathBuf), RepoError> {
+        match self.rx.recv() {
+            Ok(made) => made,
+            // The thread stopped (after an error it reported): create here.
+            Err(_) => self.repo.create_tmp(self.prefix),
+        }
+    }
+}
+
+impl Drop for TmpPool {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Unblocks the thread if it waits on a full channel; ends when it has exited.
+        while let Ok(made) = self.rx.recv() {
+            if let Ok((f, p)) = made {
+                drop(f);
+                let _ = crate::fsops::remove_file(&p);
+            }
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// What [`Repo::fsck_commit`] checked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FsckStats {
@@ -2101,6 +2183,30 @@ mod test {
         let mut all = Vec::new();
         r.read_to_end(&mut all).unwrap();
         assert_ne!(ObjectId::of(&all), plain);
+    }
+
+    #[test]
+    fn a_tmp_pool_creates_ahead_and_removes_what_was_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&dir.path().join("r")).unwrap();
+        let mut pool = TmpPool::start(&repo, "pool").expect("two cores, no fault injection");
+        let (mut f, p) = pool.take().unwrap();
+        assert_eq!(p.parent(), Some(repo.tmp_dir().as_path()));
+        std::io::Write::write_all(&mut f, b"taken").unwrap();
+        let count = || fs::read_dir(repo.tmp_dir()).unwrap().count();
+        let t = std::time::Instant::now();
+        while count() < TmpPool::AHEAD && t.elapsed().as_secs() < 10 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(count() > TmpPool::AHEAD, "{} files ahead", count() - 1);
+        assert!(count() <= TmpPool::AHEAD + 2);
+        drop(pool);
+        let left: Vec<PathBuf> = fs::read_dir(repo.tmp_dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(left, vec![p.clone()]);
+        assert_eq!(fs::read(&p).unwrap(), b"taken");
     }
 
     #[test]

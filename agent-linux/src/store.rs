@@ -15,6 +15,9 @@
 //!   stays a 0600 file owned by the installing user, without xattrs, in the 0700 `R/tmp`, until
 //!   [`Store::part_verified`]; only then are its owner, capabilities and setuid, setgid and
 //!   executable bits applied.
+//! - Creating a file is most of the kernel's work per file object: once the install has staged
+//!   a few file objects, empty staging files are created ahead on another thread
+//!   ([`TmpPool`]), so that it runs on a second core while this one decodes and hashes.
 //! - [`Store::abort`] (and dropping the store) removes everything the install staged: a failed
 //!   install leaves the repository as it was.
 //! - A **resumable** store ([`RepoStore::resumable`]) also takes checkpoints: after each verified
@@ -35,7 +38,9 @@ use agent_core::object::{
 };
 use agent_core::store::{Declared, Store};
 
-use crate::repo::{io_err, validate_ref, Repo, RepoError, Transaction, MAX_METADATA_OBJECT};
+use crate::repo::{
+    io_err, validate_ref, Repo, RepoError, TmpPool, Transaction, MAX_METADATA_OBJECT,
+};
 
 /// The installer's view of a repository. See the [module docs](self).
 #[derive(Debug)]
@@ -52,7 +57,16 @@ pub struct RepoStore<'r> {
     done: Vec<(ObjectKind, ObjectId)>,
     /// The source object patch records read, kept open between reads.
     source: Option<Source>,
+    /// Staging files created ahead on another core, once the install has written
+    /// [`POOL_AFTER`] file objects.
+    pool: Option<TmpPool>,
+    /// File objects whose content this install staged.
+    files_staged: usize,
 }
+
+/// File objects an install writes before it creates staging files on another core
+/// ([`TmpPool`]): a small delta is not worth a thread.
+const POOL_AFTER: usize = 16;
 
 /// Bytes of a file's content read ahead for [`Store::read_object`]: the installer asks for a
 /// few dozen bytes at a time, mostly in order.
@@ -140,6 +154,8 @@ impl<'r> RepoStore<'r> {
             resumable: false,
             done: Vec::new(),
             source: None,
+            pool: None,
+            files_staged: 0,
         }
     }
 
@@ -250,6 +266,7 @@ impl Store for RepoStore<'_> {
 
     fn write_object(&mut self, mut data: &[u8]) -> Result<(), RepoError> {
         let repo = self.repo;
+        let (pool, files_staged) = (&mut self.pool, &mut self.files_staged);
         let Some(c) = self.current.as_mut() else {
             return Err(RepoError::Sequence(
                 "object bytes arrived with no object begun",
@@ -294,7 +311,14 @@ impl Store for RepoStore<'_> {
                         }
                         c.meta_len = Some(h.meta_len());
                         if !h.is_symlink() {
-                            c.content = Some(repo.create_tmp("install")?);
+                            *files_staged += 1;
+                            if *files_staged == POOL_AFTER {
+                                *pool = TmpPool::start(repo, "install");
+                            }
+                            c.content = Some(match pool.as_mut() {
+                                Some(p) => p.take()?,
+                                None => repo.create_tmp("install")?,
+                            });
                         }
                     }
                 }
@@ -459,6 +483,8 @@ impl Store for RepoStore<'_> {
     }
 
     fn commit(&mut self, ref_name: &str, id: &ObjectId) -> Result<(), RepoError> {
+        // Every object is written: the staging files made ahead and not needed go.
+        self.pool = None;
         // The ref comes from the update file: never let it name a path outside refs/heads.
         validate_ref(ref_name)?;
         match self.staged_commit.take() {
@@ -496,6 +522,7 @@ impl Store for RepoStore<'_> {
 
     fn abort(&mut self) {
         self.drop_current();
+        self.pool = None;
         self.source = None;
         self.txn.abort();
         self.staged_commit = None;
