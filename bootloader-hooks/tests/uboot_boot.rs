@@ -407,69 +407,6 @@ fn field(line: &str, name: &str) -> String {
         .to_string()
 }
 
-/// RAUC's U-Boot slot selection (fixture) against the decision on the RAUC scheme.
-#[test]
-fn rauc_uboot_script_agrees() {
-    if !tools_present("rauc_uboot_script_agrees") {
-        return;
-    }
-    let rauc = Scheme::Rauc(Default::default());
-    let mut rig = Rig::with(
-        &Path::new(CRATE).join("tests/fixtures/rauc-uboot.cmd"),
-        rauc,
-        "BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT ECU_A_NAME ECU_B_NAME ECU_REV",
-        &BootState::initial(Slot::A, name("base")),
-    );
-    let boot = |rig: &mut Rig| {
-        let before = rig.env.load().unwrap();
-        let expected = before.decide();
-        let line = rig.boot_line("RAUC-DECISION:");
-        assert_eq!(field(&line, "slot="), expected.slot.as_str(), "{before:?}");
-        assert_eq!(rig.env.load().unwrap(), expected.state, "after {line}");
-        expected.slot
-    };
-    assert_eq!(boot(&mut rig), Slot::A);
-    assert!(
-        rig.env
-            .apply(&Operation::MarkGood { slot: Slot::A })
-            .unwrap()
-            .changed
-    );
-    assert!(
-        rig.env
-            .apply(&Operation::Stage {
-                slot: Slot::B,
-                tries: 2,
-                name: name("rb")
-            })
-            .unwrap()
-            .changed
-    );
-    assert_eq!(boot(&mut rig), Slot::B);
-    assert_eq!(boot(&mut rig), Slot::B);
-    assert_eq!(
-        boot(&mut rig),
-        Slot::A,
-        "B used its tries: RAUC falls back to A"
-    );
-    assert!(
-        rig.env
-            .apply(&Operation::MarkGood { slot: Slot::A })
-            .unwrap()
-            .changed
-    );
-    assert_eq!(boot(&mut rig), Slot::A);
-    // "a" (hex 10 for setexpr) is no try for RAUC's `test ${BOOT_B_LEFT} -gt 0`: A boots
-    fw_setenv(&rig.cfg, &[("BOOT_ORDER", "B A"), ("BOOT_B_LEFT", "a")]);
-    assert_eq!(rig.env.load().unwrap().slot(Slot::B).tries_left, 0);
-    assert_eq!(boot(&mut rig), Slot::A);
-    // "19": ten boots for the script (19 > 0 for test, 0x19 - 1 = 18 for setexpr)
-    fw_setenv(&rig.cfg, &[("BOOT_B_LEFT", "19")]);
-    assert_eq!(rig.env.load().unwrap().slot(Slot::B).tries_left, 10);
-    assert_eq!(boot(&mut rig), Slot::B);
-    assert_eq!(rig.env.load().unwrap().slot(Slot::B).tries_left, 9);
-}
-
 /// Mender's U-Boot behaviour (fixture) against the decision on the Mender scheme.
 #[test]
 fn mender_uboot_script_agrees() {
