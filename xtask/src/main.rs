@@ -9,6 +9,7 @@
 //! | `c-firmware` | the C firmware (`tests/c-firmware`, linking `libecu_update.a`) under QEMU |
 //! | `size` | the firmware's flash, RAM and stack budget, the C firmware's beside it |
 //! | `fuzz` | each cargo-fuzz target for a few seconds (needs the nightly toolchain) |
+//! | `uboot` | build (once per machine, cached) U-Boot from Debian's source with the environment boot counter, for the Mender tests |
 
 use std::process::ExitCode;
 
@@ -22,6 +23,8 @@ mod fuzz;
 mod test;
 mod tools;
 mod vs_ostree;
+mod uboot;
+mod uboot_key;
 
 const USAGE: &str = "\
 usage: cargo xtask <task> [options]
@@ -45,6 +48,9 @@ tasks:
   size        print the firmware's flash, RAM and stack budget, and the C firmware's
   fuzz        run each cargo-fuzz target (nightly) for a while
               options: --seconds N  (default 20)
+  uboot       build U-Boot from Debian's source package (u-boot 2023.01+dfsg-2+deb12u3, qemu_arm)
+              with CONFIG_BOOTCOUNT_LIMIT/BOOTCOUNT_ENV, once per machine (cached under
+              ~/.cache/ecu-agent, or $ECU_AGENT_CACHE); prints the path of u-boot.bin
 
 Environment: CI=true makes a missing real tool an error instead of a skip.";
 
@@ -63,6 +69,7 @@ fn main() -> ExitCode {
         "c-firmware" => c_firmware::c_firmware(),
         "size" => firmware::size(),
         "fuzz" => fuzz::run(rest),
+        "uboot" => uboot::run_task(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

@@ -53,6 +53,10 @@ pub fn run(args: &[String]) -> Result<()> {
             ]))
         },
     )?;
+    step(
+        "U-Boot with the environment boot counter (built once per machine)",
+        || crate::uboot::ensure().map(|_| ()),
+    )?;
     step("cargo test --workspace", || {
         sh(cargo().args(["test", "--workspace"]))
     })?;

@@ -32,6 +32,13 @@ pub const PACKAGES: &[(&str, &str)] = &[
     // bootloader-hooks/tests/common/upstream.rs fetches upstream tarballs (RAUC) and unpacks them
     ("curl", "curl"),
     ("xz-utils", "xz"),
+    // `cargo xtask uboot`: U-Boot built from Debian's source for the Mender tests.
+    ("gcc-arm-linux-gnueabihf", "arm-linux-gnueabihf-gcc"),
+    ("make", "make"),
+    ("bison", "bison"),
+    ("flex", "flex"),
+    ("bc", "bc"),
+    ("patch", "patch"),
 ];
 
 /// True when running under CI (`CI=true`): a missing tool is then an error, never a skip.
