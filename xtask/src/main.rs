@@ -22,9 +22,9 @@ mod firmware;
 mod fuzz;
 mod test;
 mod tools;
-mod vs_ostree;
 mod uboot;
 mod uboot_key;
+mod vs_ostree;
 
 const USAGE: &str = "\
 usage: cargo xtask <task> [options]

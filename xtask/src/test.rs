@@ -54,7 +54,7 @@ pub fn run(args: &[String]) -> Result<()> {
         },
     )?;
     step(
-        "U-Boot with the environment boot counter (built once per machine)",
+        "U-Boot builds: Mender's boot counter, RAUC's vexpress-a9 (once per machine)",
         || crate::uboot::ensure().map(|_| ()),
     )?;
     step("cargo test --workspace", || {

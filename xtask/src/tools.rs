@@ -32,7 +32,7 @@ pub const PACKAGES: &[(&str, &str)] = &[
     // bootloader-hooks/tests/common/upstream.rs fetches upstream tarballs (RAUC) and unpacks them
     ("curl", "curl"),
     ("xz-utils", "xz"),
-    // `cargo xtask uboot`: U-Boot built from Debian's source for the Mender tests.
+    // `cargo xtask uboot`: U-Boot built from Debian's source for the Mender and RAUC tests.
     ("gcc-arm-linux-gnueabihf", "arm-linux-gnueabihf-gcc"),
     ("make", "make"),
     ("bison", "bison"),

@@ -1,8 +1,10 @@
-//! `cargo xtask uboot`: U-Boot built from Debian's source package for QEMU's `virt` board
-//! (`qemu_arm`) with U-Boot's environment boot counter (`CONFIG_BOOTCOUNT_LIMIT`,
-//! `CONFIG_BOOTCOUNT_ENV`) and a redundant environment that `saveenv` can write
-//! (`xtask/uboot/bootcount.config`). The Mender tests boot it
-//! (`bootloader-hooks/tests/mender_uboot.rs`).
+//! `cargo xtask uboot`: U-Boot built from Debian's source package, one build per
+//! [`Variant`](uboot_key::Variant): for QEMU's `virt` board (`qemu_arm`) with U-Boot's
+//! environment boot counter (`CONFIG_BOOTCOUNT_LIMIT`, `CONFIG_BOOTCOUNT_ENV`) and a redundant
+//! environment that `saveenv` can write (`xtask/uboot/bootcount.config`), which the Mender
+//! tests boot (`bootloader-hooks/tests/mender_uboot.rs`); and for QEMU's `vexpress-a9` with a
+//! redundant environment on the SD card (`xtask/uboot/rauc-vexpress.config`), which runs
+//! RAUC's `contrib/uboot.sh` (`bootloader-hooks/tests/rauc_uboot.rs`).
 //!
 //! The three files of the source package are downloaded from deb.debian.org and checked
 //! against the SHA-256 sums below (those of the package's `.dsc`); Debian's patches are
@@ -18,7 +20,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::tools::{have, run};
-use crate::uboot_key::{self, CONFIG_FRAGMENT, DEBIAN_VERSION};
+use crate::uboot_key::{self, Variant, DEBIAN_VERSION};
 
 const POOL: &str = "http://deb.debian.org/debian/pool/main/u/u-boot";
 
@@ -92,9 +94,17 @@ fn fetch(dir: &Path, name: &str, want: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Builds (once) and returns the path of the bootcount `u-boot.bin`.
-pub fn ensure() -> Result<PathBuf> {
-    let bin = uboot_key::uboot_bin();
+/// Builds (once) every variant; returns their paths.
+pub fn ensure() -> Result<Vec<PathBuf>> {
+    uboot_key::VARIANTS
+        .iter()
+        .map(|v| ensure_variant(v))
+        .collect()
+}
+
+/// Builds (once) and returns the path of `v`'s artifact.
+pub fn ensure_variant(v: &Variant) -> Result<PathBuf> {
+    let bin = v.path();
     if bin.is_file() {
         progress(&format!("cached: {}", bin.display()));
         return Ok(bin);
@@ -112,7 +122,7 @@ pub fn ensure() -> Result<PathBuf> {
         );
     }
     let start = Instant::now();
-    let out_dir = uboot_key::build_dir();
+    let out_dir = v.build_dir();
     let downloads = uboot_key::cache_root().join("downloads");
     fs::create_dir_all(&downloads)
         .with_context(|| format!("cannot create {}", downloads.display()))?;
@@ -127,7 +137,11 @@ pub fn ensure() -> Result<PathBuf> {
     }
     fs::create_dir_all(&work)?;
     progress("unpacking the source package");
-    run(Command::new("tar").arg("xf").arg(&paths[1]).arg("-C").arg(&work))?;
+    run(Command::new("tar")
+        .arg("xf")
+        .arg(&paths[1])
+        .arg("-C")
+        .arg(&work))?;
     let src = work.join("u-boot-2023.01");
     if !src.is_dir() {
         bail!(
@@ -136,7 +150,11 @@ pub fn ensure() -> Result<PathBuf> {
             src.display()
         );
     }
-    run(Command::new("tar").arg("xf").arg(&paths[2]).arg("-C").arg(&src))?;
+    run(Command::new("tar")
+        .arg("xf")
+        .arg(&paths[2])
+        .arg("-C")
+        .arg(&src))?;
     let series = fs::read_to_string(src.join("debian/patches/series"))
         .context("the Debian tarball has no debian/patches/series")?;
     let patches: Vec<&str> = series
@@ -164,35 +182,44 @@ pub fn ensure() -> Result<PathBuf> {
             .args(args)
             .current_dir(&src))
     };
-    progress("configuring qemu_arm_defconfig + xtask/uboot/bootcount.config");
-    make(&["qemu_arm_defconfig"])?;
+    let defconfig = format!("{}_defconfig", v.board);
+    progress(&format!(
+        "configuring {defconfig} + the {} fragment",
+        v.name
+    ));
+    make(&[&defconfig])?;
     let config = build.join(".config");
     let mut text = fs::read_to_string(&config)?;
-    text.push_str(CONFIG_FRAGMENT);
+    text.push_str(v.fragment);
     fs::write(&config, text)?;
     make(&["olddefconfig"])?;
     let merged = fs::read_to_string(&config)?;
-    for line in CONFIG_FRAGMENT.lines() {
+    for line in v.fragment.lines() {
         let l = line.trim();
         let wanted = l.starts_with("CONFIG_") || l.ends_with("is not set");
         if wanted && !merged.lines().any(|m| m.trim() == l) {
-            bail!("Kconfig dropped `{l}` (a missing dependency?); fix xtask/uboot/bootcount.config");
+            bail!(
+                "Kconfig dropped `{l}` (a missing dependency?); fix the {} fragment in xtask/uboot/",
+                v.name
+            );
         }
     }
     let jobs = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     progress(&format!(
-        "building u-boot.bin with {jobs} jobs (about a minute on two cores)"
+        "building {} with {jobs} jobs (about a minute on two cores)",
+        v.artifact
     ));
-    make(&[&format!("-j{jobs}"), "u-boot.bin"])?;
+    make(&[&format!("-j{jobs}"), v.artifact])?;
     fs::create_dir_all(&out_dir)?;
-    let tmp = out_dir.join("u-boot.bin.part");
-    fs::copy(build.join("u-boot.bin"), &tmp)?;
+    let tmp = out_dir.join(format!("{}.part", v.artifact));
+    fs::copy(build.join(v.artifact), &tmp)?;
     fs::write(
         out_dir.join("BUILD-INFO"),
         format!(
-            "Debian u-boot {DEBIAN_VERSION}, qemu_arm_defconfig plus:\n{CONFIG_FRAGMENT}\nsources ({POOL}):\n{}\n",
+            "Debian u-boot {DEBIAN_VERSION}, {defconfig} plus:\n{}\nsources ({POOL}):\n{}\n",
+            v.fragment,
             FILES
                 .iter()
                 .map(|(n, s)| format!("{s}  {n}"))
@@ -210,9 +237,10 @@ pub fn ensure() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// `cargo xtask uboot`: builds (once) and prints the path.
+/// `cargo xtask uboot`: builds (once) every variant and prints their paths.
 pub fn run_task(_args: &[String]) -> Result<()> {
-    let bin = ensure()?;
-    println!("{}", bin.display());
+    for bin in ensure()? {
+        println!("{}", bin.display());
+    }
     Ok(())
 }

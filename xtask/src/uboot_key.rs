@@ -1,5 +1,5 @@
-//! Where the bootcount U-Boot build is cached. Shared (through `#[path]`) by `cargo xtask
-//! uboot`, which builds it, and by the tests that boot it, which only look it up: std only.
+//! Where the U-Boot builds are cached. Shared (through `#[path]`) by `cargo xtask uboot`, which
+//! builds them, and by the tests that boot them, which only look them up: std only.
 
 use std::path::PathBuf;
 
@@ -32,14 +32,60 @@ pub fn cache_root() -> PathBuf {
     PathBuf::from(home).join(".cache").join("ecu-agent")
 }
 
-/// The directory holding `u-boot.bin` for this version and configuration:
-/// `<cache>/u-boot-<version>-bootcount-<16 hex digits>`.
-pub fn build_dir() -> PathBuf {
-    let key = fnv1a64(format!("{DEBIAN_VERSION}\nqemu_arm\n{CONFIG_FRAGMENT}").as_bytes());
-    cache_root().join(format!("u-boot-{DEBIAN_VERSION}-bootcount-{key:016x}"))
+/// One U-Boot build from the same Debian source: a board, the Kconfig lines added to its
+/// defconfig, and the file the tests boot.
+pub struct Variant {
+    /// Names the cache folder.
+    pub name: &'static str,
+    /// The board (`<board>_defconfig`).
+    pub board: &'static str,
+    /// The Kconfig lines added to the defconfig.
+    pub fragment: &'static str,
+    /// The file kept: `u-boot.bin` (QEMU `-bios`) or the ELF `u-boot` (QEMU `-kernel`).
+    pub artifact: &'static str,
 }
 
-/// The cached `u-boot.bin` (it may not exist yet).
+/// QEMU `virt` (`qemu_arm`) with U-Boot's environment boot counter: the Mender tests.
+pub const BOOTCOUNT: Variant = Variant {
+    name: "bootcount",
+    board: "qemu_arm",
+    fragment: CONFIG_FRAGMENT,
+    artifact: "u-boot.bin",
+};
+
+/// QEMU `vexpress-a9` with a redundant environment on the SD card that `saveenv` writes and
+/// a `bootcmd` sourcing `boot.scr` from it: RAUC's `contrib/uboot.sh`
+/// (`bootloader-hooks/tests/rauc_uboot.rs`).
+pub const RAUC_VEXPRESS: Variant = Variant {
+    name: "rauc-vexpress",
+    board: "vexpress_ca9x4",
+    fragment: include_str!("../uboot/rauc-vexpress.config"),
+    artifact: "u-boot",
+};
+
+/// Every variant `cargo xtask uboot` builds.
+pub const VARIANTS: [&Variant; 2] = [&BOOTCOUNT, &RAUC_VEXPRESS];
+
+impl Variant {
+    /// `<cache>/u-boot-<version>-<name>-<16 hex digits of version, board and fragment>`.
+    pub fn build_dir(&self) -> PathBuf {
+        let key =
+            fnv1a64(format!("{DEBIAN_VERSION}\n{}\n{}", self.board, self.fragment).as_bytes());
+        cache_root().join(format!("u-boot-{DEBIAN_VERSION}-{}-{key:016x}", self.name))
+    }
+
+    /// The cached artifact (it may not exist yet).
+    pub fn path(&self) -> PathBuf {
+        self.build_dir().join(self.artifact)
+    }
+}
+
+/// The directory holding the bootcount `u-boot.bin`.
+pub fn build_dir() -> PathBuf {
+    BOOTCOUNT.build_dir()
+}
+
+/// The cached bootcount `u-boot.bin` (it may not exist yet).
 pub fn uboot_bin() -> PathBuf {
-    build_dir().join("u-boot.bin")
+    BOOTCOUNT.path()
 }
