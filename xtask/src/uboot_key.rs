@@ -80,12 +80,15 @@ impl Variant {
     }
 }
 
-/// The directory holding the bootcount `u-boot.bin`.
+/// The directory holding the bootcount `u-boot.bin` (for the tests, through `#[path]`).
+#[allow(dead_code)]
 pub fn build_dir() -> PathBuf {
     BOOTCOUNT.build_dir()
 }
 
-/// The cached bootcount `u-boot.bin` (it may not exist yet).
+/// The cached bootcount `u-boot.bin`, which may not exist yet (for the tests, through
+/// `#[path]`).
+#[allow(dead_code)]
 pub fn uboot_bin() -> PathBuf {
     BOOTCOUNT.path()
 }
