@@ -284,6 +284,7 @@ fn power_cuts_during_an_install_lose_nothing_under_the_model() {
         .filter(|l| l.starts_with("fault point"))
         .count() as u64;
     assert!(total > 100, "{total} points");
+    eprintln!("the install passes {total} points");
     let mut points: Vec<u64> = (1..=16).map(|i| i * total / 17).collect();
     points.extend(total.saturating_sub(7)..=total);
     let mut outcomes = (0, 0);
