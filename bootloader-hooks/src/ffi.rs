@@ -75,6 +75,9 @@ pub fn decide_into(c0: &[u8], c1: &[u8], out: &mut EcuBootDecision) -> i32 {
         // Only RAUC's rules give these; a flash record is always read with the native ones.
         DecisionKind::Refill => 3,
         DecisionKind::Rescue => 4,
+        // Only the environment schemes' bootloaders roll back by themselves; a flash
+        // record's decision never does.
+        DecisionKind::Rollback => 5,
     };
     out.write_needed = u8::from(d.changed);
     out.write_copy = 0;

@@ -10,10 +10,17 @@
 //! Every scheme also keeps `ECU_A_NAME`, `ECU_B_NAME` and `ECU_REV` (the bootloaders of RAUC and
 //! Mender ignore them). The mappings, including what each foreign scheme cannot express, are in
 //! `docs/BOOTSTATE.md`.
+//!
+//! [`Scheme::boot`] is what the scheme's own bootloader code does at one boot, on the
+//! variables: the slot, why, and the variables it stores. The agent's predictions
+//! (`simulate-boot`, `bootenv show`, `status`) come from it.
 
 use core::fmt;
 
-use crate::state::{BootRules, BootState, Slot, SlotName, StateError, MAX_PRIORITY, MAX_TRIES};
+use crate::state::{
+    BootRules, BootState, Decision, DecisionKind, Slot, SlotName, StateError, MAX_PRIORITY,
+    MAX_TRIES,
+};
 use crate::vars::{parse_dec, parse_hex, EnvRead, Value, VarSet, VarSetFull};
 
 /// Which bootloader reads the environment (RAUC uses different variables for each).
@@ -119,12 +126,26 @@ pub mod mender {
     pub const BOOT_PART: &str = "mender_boot_part";
     /// The same in hex.
     pub const BOOT_PART_HEX: &str = "mender_boot_part_hex";
-    /// `1` while the active slot is on trial.
+    /// `1` while the active slot is on trial (U-Boot: any decimal number but 0; GRUB: exactly
+    /// `1`).
     pub const UPGRADE_AVAILABLE: &str = "upgrade_available";
-    /// Boots counted during the trial, hex (U-Boot's bootcount code writes it with `%lx`).
+    /// Boots counted during the trial, decimal: U-Boot's `bootcount_env.c` reads it with
+    /// `env_get_ulong(.., 10, ..)` and writes it with `env_set_ulong` (decimal); Mender's GRUB
+    /// script holds `0` or `1`.
     pub const BOOTCOUNT: &str = "bootcount";
-    /// Boots allowed, decimal (U-Boot reads it with base 10).
+    /// Boots allowed, decimal (U-Boot reads it with base 10; 0 or absent: no limit). Mender's
+    /// GRUB script ignores it.
     pub const BOOTLIMIT: &str = "bootlimit";
+    /// Set to `1` by meta-mender's `mender_setup` the first time it saves the environment.
+    pub const SAVEENV_CANARY: &str = "mender_saveenv_canary";
+    /// meta-mender's setup command, run by `bootcmd` at every boot (it saves the environment
+    /// once, for the canary).
+    pub const SETUP: &str = "mender_setup";
+    /// Ours (Mender's code ignores it): the slot the agent last wrote as the inactive one and
+    /// its state, `A:good`, `A:failed` or `A:off` (likewise for B). Mender keeps nothing about
+    /// the inactive partition; this says whether it holds a good system to roll back to, and
+    /// when it names the slot that is now active, the bootloader switched (rolled back) since.
+    pub const INACTIVE: &str = "ECU_INACTIVE";
 }
 
 /// Scheme errors: the environment is valid but its variables do not describe a boot state.
@@ -393,6 +414,210 @@ fn rauc_uboot_tries(env: &impl EnvRead, var: &'static str) -> Result<u8, SchemeE
     }
 }
 
+/// What the agent last wrote about the inactive slot under Mender ([`mender::INACTIVE`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Inactive {
+    /// Successful: a system to roll back to.
+    Good,
+    /// Used its tries without being marked good.
+    Failed,
+    /// Given up, or nothing in it (priority 0).
+    Off,
+}
+
+impl Inactive {
+    fn value(self, slot: Slot) -> Value {
+        let v: &[u8] = match (slot, self) {
+            (Slot::A, Inactive::Good) => b"A:good",
+            (Slot::A, Inactive::Failed) => b"A:failed",
+            (Slot::A, Inactive::Off) => b"A:off",
+            (Slot::B, Inactive::Good) => b"B:good",
+            (Slot::B, Inactive::Failed) => b"B:failed",
+            (Slot::B, Inactive::Off) => b"B:off",
+        };
+        // at most 8 bytes
+        Value::new(v).unwrap_or(Value::dec(0))
+    }
+
+    fn parse(v: &[u8]) -> Option<(Slot, Inactive)> {
+        let (slot, state) = match v {
+            [b'A', b':', rest @ ..] => (Slot::A, rest),
+            [b'B', b':', rest @ ..] => (Slot::B, rest),
+            _ => return None,
+        };
+        let st = match state {
+            b"good" => Inactive::Good,
+            b"failed" => Inactive::Failed,
+            b"off" => Inactive::Off,
+            _ => return None,
+        };
+        Some((slot, st))
+    }
+}
+
+/// A number as U-Boot's `env_get_ulong(name, 10, 0)` reads it (`simple_strtoul`, base 10):
+/// the leading decimal digits, 0 when there are none, wrapping at 32 bits (`ulong` on a
+/// 32-bit ARM board).
+fn uboot_ulong(v: &[u8]) -> u32 {
+    v.iter()
+        .take_while(|b| b.is_ascii_digit())
+        .fold(0u32, |n, &d| {
+            n.wrapping_mul(10).wrapping_add(u32::from(d - b'0'))
+        })
+}
+
+/// A number as GRUB's `test -eq`/`-ne` reads it (`grub_strtol(s, 0, 0)`): leading blanks, a
+/// sign, `0x` for hex or a leading `0` for octal, the leading digits; 0 when there are none,
+/// saturated on overflow.
+fn grub_strtol(v: &[u8]) -> i64 {
+    let mut i = 0;
+    while i < v.len() && matches!(v[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    let mut neg = false;
+    if i < v.len() && (v[i] == b'-' || v[i] == b'+') {
+        neg = v[i] == b'-';
+        i += 1;
+    }
+    let mut base = 10u32;
+    if v.len() > i + 1 && v[i] == b'0' && (v[i + 1] | 0x20) == b'x' {
+        base = 16;
+        i += 2;
+    } else if i < v.len() && v[i] == b'0' {
+        base = 8;
+    }
+    let mut n: i64 = 0;
+    while i < v.len() {
+        let Some(d) = (v[i] as char).to_digit(base) else {
+            break;
+        };
+        n = n
+            .saturating_mul(i64::from(base))
+            .saturating_add(i64::from(d));
+        i += 1;
+    }
+    if neg {
+        -n
+    } else {
+        n
+    }
+}
+
+impl MenderConfig {
+    /// The partition number of `slot`.
+    pub const fn part(&self, slot: Slot) -> u8 {
+        match slot {
+            Slot::A => self.part_a,
+            Slot::B => self.part_b,
+        }
+    }
+}
+
+/// Mender's variables as the flavor's boot code reads them.
+struct MenderVars {
+    /// The slot `mender_boot_part` names (`None`: neither partition).
+    active: Option<Slot>,
+    /// `mender_boot_part` as a number (for errors).
+    part_number: u32,
+    /// A trial is running (U-Boot: `upgrade_available` is a non-zero number; GRUB: it is `1`).
+    upgrade: bool,
+    /// Boots left in the trial.
+    tries: u8,
+    /// U-Boot only: `upgrade_available` is 0 and `bootcount` exceeds a non-zero `bootlimit`,
+    /// what `altbootcmd` leaves after a rollback.
+    rolled_back_trace: bool,
+    /// [`mender::INACTIVE`], when it holds a valid value.
+    recorded: Option<(Slot, Inactive)>,
+}
+
+impl MenderVars {
+    fn read(
+        cfg: MenderConfig,
+        flavor: Flavor,
+        env: &impl EnvRead,
+    ) -> Result<MenderVars, SchemeError> {
+        let Some(part) = env.get_raw(mender::BOOT_PART) else {
+            if env.get_raw(mender::UPGRADE_AVAILABLE).is_none() {
+                return Err(SchemeError::NotThisScheme { scheme: "mender" });
+            }
+            return Err(SchemeError::Missing {
+                var: mender::BOOT_PART,
+            });
+        };
+        let ua = env.get_raw(mender::UPGRADE_AVAILABLE).unwrap_or(b"");
+        let bc = env.get_raw(mender::BOOTCOUNT).unwrap_or(b"");
+        let recorded = env.get_raw(mender::INACTIVE).and_then(Inactive::parse);
+        Ok(match flavor {
+            Flavor::UBoot => {
+                // meta-mender's scripts compare mender_boot_part as a string
+                // (`test ${mender_boot_part} = 2`).
+                let active = Slot::ALL
+                    .into_iter()
+                    .find(|&s| part == Value::dec(cfg.part(s).into()).as_bytes());
+                let upgrade = uboot_ulong(ua) != 0;
+                let count = uboot_ulong(bc);
+                let limit = env.get_raw(mender::BOOTLIMIT).map_or(0, uboot_ulong);
+                let tries = if limit == 0 {
+                    u8::MAX
+                } else {
+                    limit.saturating_sub(count).min(u8::MAX.into()) as u8
+                };
+                MenderVars {
+                    active,
+                    part_number: uboot_ulong(part),
+                    upgrade,
+                    tries,
+                    rolled_back_trace: !upgrade && limit != 0 && count > limit,
+                    recorded,
+                }
+            }
+            Flavor::Grub => {
+                // grub-mender-grubenv compares mender_boot_part with `-eq`, the others as
+                // strings; a value outside 0 and 1 is "corrupt" and, unless GRUB enforces
+                // signatures, booted on with the same comparisons.
+                let n = grub_strtol(part);
+                let active = Slot::ALL.into_iter().find(|&s| n == i64::from(cfg.part(s)));
+                MenderVars {
+                    active,
+                    part_number: n.clamp(0, u32::MAX.into()) as u32,
+                    upgrade: ua == b"1",
+                    tries: u8::from(bc == b"0"),
+                    rolled_back_trace: false,
+                    recorded,
+                }
+            }
+        })
+    }
+}
+
+/// An environment with updates stored on top: what it reads after they are written.
+pub struct Updated<'a, E: EnvRead + ?Sized> {
+    /// The environment as it was.
+    pub env: &'a E,
+    /// The updates (a deleted variable reads as absent).
+    pub updates: &'a VarSet<'static>,
+}
+
+impl<E: EnvRead + ?Sized> EnvRead for Updated<'_, E> {
+    fn get_raw(&self, key: &str) -> Option<&[u8]> {
+        match self.updates.lookup(key.as_bytes()) {
+            Some(v) => v,
+            None => self.env.get_raw(key),
+        }
+    }
+}
+
+/// One boot as the scheme's own bootloader code runs it ([`Scheme::boot`]).
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct SchemeBoot {
+    /// The slot booted and why; `state` is the boot state read back after the bootloader's
+    /// writes, `changed` whether it writes.
+    pub decision: Decision,
+    /// The variables the bootloader stores before it boots (empty when it writes nothing).
+    pub writes: VarSet<'static>,
+}
+
 impl Scheme {
     /// The scheme's name: `native`, `rauc` or `mender`.
     pub fn name(&self) -> &'static str {
@@ -400,6 +625,15 @@ impl Scheme {
             Scheme::Native => "native",
             Scheme::Rauc(_) => "rauc",
             Scheme::Mender(_) => "mender",
+        }
+    }
+
+    /// The most tries the scheme's bootloader can give a staged slot: 1 for Mender's GRUB
+    /// script (any `bootcount` but 0 rolls back), [`MAX_TRIES`] otherwise.
+    pub fn max_tries(&self, flavor: Flavor) -> u8 {
+        match (self, flavor) {
+            (Scheme::Mender(_), Flavor::Grub) => 1,
+            _ => MAX_TRIES,
         }
     }
 
@@ -488,35 +722,34 @@ impl Scheme {
                 st.normalize();
             }
             Scheme::Mender(cfg) => {
-                let part = match env.get_raw(mender::BOOT_PART) {
-                    Some(_) => required(dec_var(env, mender::BOOT_PART, 255)?, mender::BOOT_PART)?,
-                    None => {
-                        if env.get_raw(mender::UPGRADE_AVAILABLE).is_none() {
-                            return Err(SchemeError::NotThisScheme { scheme: "mender" });
-                        }
-                        return Err(SchemeError::Missing {
-                            var: mender::BOOT_PART,
-                        });
-                    }
-                };
-                let active = if part == cfg.part_a as u32 {
-                    Slot::A
-                } else if part == cfg.part_b as u32 {
-                    Slot::B
-                } else {
-                    return Err(SchemeError::UnknownPartition { part });
-                };
-                let upgrade = dec_var(env, mender::UPGRADE_AVAILABLE, 1)?.unwrap_or(0) == 1;
-                let bootcount = hex_var(env, mender::BOOTCOUNT, u32::MAX)?.unwrap_or(0);
-                let bootlimit = dec_var(env, mender::BOOTLIMIT, 999_999_999)?.unwrap_or(1);
-                let tries = bootlimit.saturating_sub(bootcount).min(u8::MAX as u32) as u8;
+                let m = MenderVars::read(cfg, flavor, env)?;
+                let active = m.active.ok_or(SchemeError::UnknownPartition {
+                    part: m.part_number,
+                })?;
                 let a = st.slot_mut(active);
                 a.priority = 2;
-                a.successful = !upgrade;
-                a.tries_left = if upgrade { tries } else { 0 };
-                let o = st.slot_mut(active.other());
-                o.priority = 1;
-                o.successful = upgrade;
+                a.successful = !m.upgrade;
+                a.tries_left = if m.upgrade { m.tries } else { 0 };
+                let other = active.other();
+                let (priority, successful) = match m.recorded {
+                    // The agent last wrote `active` as the inactive slot: the bootloader switched
+                    // to it since, so the slot the agent had made active failed its trial.
+                    Some((s, _)) if s == active => (1, false),
+                    Some((_, Inactive::Good)) => (1, true),
+                    Some((_, Inactive::Failed)) => (1, false),
+                    Some((_, Inactive::Off)) => (0, false),
+                    // Nothing recorded (an environment Mender set up): while a trial runs, Mender
+                    // rolls back to the other partition, so it is good; afterwards, U-Boot's
+                    // altbootcmd leaves bootcount above bootlimit after a rollback; otherwise
+                    // the other slot is good if it holds something.
+                    None if m.upgrade => (1, true),
+                    None if m.rolled_back_trace => (1, false),
+                    None if !st.slot(other).name.is_empty() => (1, true),
+                    None => (0, false),
+                };
+                let o = st.slot_mut(other);
+                o.priority = priority;
+                o.successful = successful;
                 o.tries_left = 0;
             }
         }
@@ -580,33 +813,47 @@ impl Scheme {
             }
             Scheme::Mender(cfg) => {
                 let active = state.order()[0];
-                let part = match active {
-                    Slot::A => cfg.part_a,
-                    Slot::B => cfg.part_b,
-                };
+                let part = cfg.part(active);
                 out.set_value(mender::BOOT_PART, Value::dec(part.into()))?;
                 out.set_value(mender::BOOT_PART_HEX, Value::hex(part.into()))?;
                 let slot = state.slot(active);
                 if slot.successful {
                     out.set_value(mender::UPGRADE_AVAILABLE, Value::dec(0))?;
-                    out.set_value(mender::BOOTCOUNT, Value::hex(0))?;
+                    out.set_value(mender::BOOTCOUNT, Value::dec(0))?;
                 } else {
-                    let limit = env
-                        .get_raw(mender::BOOTLIMIT)
-                        .and_then(parse_dec)
-                        .unwrap_or(1);
                     let tries = u32::from(slot.tries_left);
                     out.set_value(mender::UPGRADE_AVAILABLE, Value::dec(1))?;
-                    if tries <= limit {
-                        out.set_value(mender::BOOTCOUNT, Value::hex(limit - tries))?;
-                        if env.get_raw(mender::BOOTLIMIT).is_none() {
-                            out.set_value(mender::BOOTLIMIT, Value::dec(limit))?;
+                    match flavor {
+                        // Mender's GRUB script: bootcount 0 is one try, anything else none.
+                        Flavor::Grub => {
+                            out.set_value(mender::BOOTCOUNT, Value::dec(u32::from(tries == 0)))?
                         }
-                    } else {
-                        out.set_value(mender::BOOTCOUNT, Value::hex(0))?;
-                        out.set_value(mender::BOOTLIMIT, Value::dec(tries))?;
+                        // U-Boot falls back once bootcount (incremented at each boot) exceeds
+                        // bootlimit, which is kept unless it allows fewer boots than asked.
+                        Flavor::UBoot => {
+                            let limit = env.get_raw(mender::BOOTLIMIT).map_or(0, uboot_ulong);
+                            if limit != 0 && tries <= limit {
+                                out.set_value(mender::BOOTCOUNT, Value::dec(limit - tries))?;
+                            } else if tries == 0 {
+                                // No limit set: none left is a count at a limit of one.
+                                out.set_value(mender::BOOTCOUNT, Value::dec(1))?;
+                                out.set_value(mender::BOOTLIMIT, Value::dec(1))?;
+                            } else {
+                                out.set_value(mender::BOOTCOUNT, Value::dec(0))?;
+                                out.set_value(mender::BOOTLIMIT, Value::dec(tries))?;
+                            }
+                        }
                     }
                 }
+                let other = state.slot(active.other());
+                let status = if other.priority == 0 {
+                    Inactive::Off
+                } else if other.successful {
+                    Inactive::Good
+                } else {
+                    Inactive::Failed
+                };
+                out.set_value(mender::INACTIVE, status.value(active.other()))?;
             }
         }
         for s in Slot::ALL {
@@ -619,6 +866,127 @@ impl Scheme {
         }
         out.set_value(native::REV, Value::hex(state.revision))?;
         Ok(())
+    }
+
+    /// What the scheme's bootloader does at the next boot with `env`: the slot it boots, why,
+    /// and the variables it stores first. Native and RAUC: [`BootState::decide`] on the decoded
+    /// state, its result encoded. Mender: the shipped boot code itself, variable by variable
+    /// (U-Boot's environment boot counter and meta-mender's `altbootcmd` and `mender_setup`;
+    /// grub-mender-grubenv's script), see `docs/BOOTSTATE.md`.
+    pub fn boot(&self, flavor: Flavor, env: &impl EnvRead) -> Result<SchemeBoot, SchemeError> {
+        let mut writes = VarSet::new();
+        let Scheme::Mender(cfg) = *self else {
+            let d = self.decode(flavor, env)?.decide();
+            if d.changed {
+                self.encode(flavor, &d.state, env, &mut writes)?;
+            }
+            return Ok(SchemeBoot {
+                decision: d,
+                writes,
+            });
+        };
+        // Refuse what the agent cannot decode before predicting anything.
+        self.decode(flavor, env)?;
+        let part = env.get_raw(mender::BOOT_PART).unwrap_or(b"");
+        let ua = env.get_raw(mender::UPGRADE_AVAILABLE).unwrap_or(b"");
+        let bc = env.get_raw(mender::BOOTCOUNT).unwrap_or(b"");
+        let part_value = |s: Slot| Value::dec(cfg.part(s).into());
+        let kind = match flavor {
+            Flavor::UBoot => {
+                // common/autoboot.c: bootcount_inc() then bootcount_error().
+                let upgrade = uboot_ulong(ua) != 0;
+                // bootcount_load() is 0 unless upgrade_available; the new count is stored
+                // (env_save) only then, but always set in the running environment.
+                let count = if upgrade { uboot_ulong(bc) } else { 0 }.wrapping_add(1);
+                let limit = env.get_raw(mender::BOOTLIMIT).map_or(0, uboot_ulong);
+                let mut saved = upgrade;
+                let kind = if upgrade && limit != 0 && count > limit {
+                    // altbootcmd = "run mender_altbootcmd; run bootcmd": the other
+                    // partition (any value but A's string goes to A), upgrade_available=0,
+                    // saveenv.
+                    let to = if part == part_value(Slot::A).as_bytes() {
+                        Slot::B
+                    } else {
+                        Slot::A
+                    };
+                    writes.set_value(mender::BOOT_PART, part_value(to))?;
+                    writes.set_value(mender::BOOT_PART_HEX, Value::hex(cfg.part(to).into()))?;
+                    writes.set_value(mender::UPGRADE_AVAILABLE, Value::dec(0))?;
+                    DecisionKind::Rollback
+                } else if upgrade {
+                    DecisionKind::Trial
+                } else {
+                    DecisionKind::Confirmed
+                };
+                // mender_setup saves the environment once, setting its canary.
+                let has_canary_step = env
+                    .get_raw(mender::SETUP)
+                    .is_some_and(|v| v.windows(21).any(|w| w == b"mender_saveenv_canary"));
+                if has_canary_step && env.get_raw(mender::SAVEENV_CANARY) != Some(b"1") {
+                    writes.set_value(mender::SAVEENV_CANARY, Value::dec(1))?;
+                    saved = true;
+                }
+                if saved {
+                    writes.set_value(mender::BOOTCOUNT, Value::dec(count))?;
+                }
+                kind
+            }
+            Flavor::Grub => {
+                // 04_mender_setup_env_functions_grub.cfg: mender_load_env then
+                // mender_load_env_with_rollback.
+                let is = |v: &[u8], s: Slot| grub_strtol(v) == i64::from(cfg.part(s));
+                let valid = (is(part, Slot::A) || is(part, Slot::B))
+                    && (bc == b"0" || bc == b"1")
+                    && (ua == b"0" || ua == b"1");
+                // mender_boot_part as held in memory: a corrupt environment boots A unless
+                // the value is B's.
+                let mut now = Value::new(part).unwrap_or(part_value(Slot::B));
+                if !valid && !is(part, Slot::B) {
+                    now = part_value(Slot::A);
+                }
+                if ua == b"1" {
+                    let kind = if bc != b"0" {
+                        now = if is(now.as_bytes(), Slot::A) {
+                            part_value(Slot::B)
+                        } else {
+                            part_value(Slot::A)
+                        };
+                        DecisionKind::Rollback
+                    } else {
+                        DecisionKind::Trial
+                    };
+                    let rollback = kind == DecisionKind::Rollback;
+                    // mender_save_env stores the three variables as they are in memory.
+                    writes.set_value(mender::BOOTCOUNT, Value::dec(u32::from(!rollback)))?;
+                    writes.set_value(mender::BOOT_PART, now)?;
+                    writes
+                        .set_value(mender::UPGRADE_AVAILABLE, Value::dec(u32::from(!rollback)))?;
+                    kind
+                } else {
+                    DecisionKind::Confirmed
+                }
+            }
+        };
+        let after = Updated {
+            env,
+            updates: &writes,
+        };
+        let state = self.decode(flavor, &after)?;
+        let slot =
+            MenderVars::read(cfg, flavor, &after)?
+                .active
+                .ok_or(SchemeError::UnknownPartition {
+                    part: uboot_ulong(part),
+                })?;
+        Ok(SchemeBoot {
+            decision: Decision {
+                slot,
+                kind,
+                state,
+                changed: !writes.is_empty(),
+            },
+            writes,
+        })
     }
 }
 
@@ -971,5 +1339,204 @@ mod test {
             m.decode(Flavor::UBoot, &env),
             Err(SchemeError::UnknownPartition { part: 7 })
         );
+    }
+
+    /// Applies what the bootloader stores at one boot and returns its decision.
+    fn boot(m: Scheme, flavor: Flavor, env: &mut Pairs) -> Decision {
+        let b = m.boot(flavor, env).unwrap();
+        assert_eq!(b.decision.changed, !b.writes.is_empty());
+        env.apply(&b.writes);
+        assert_eq!(m.decode(flavor, env).unwrap(), b.decision.state);
+        b.decision
+    }
+
+    #[test]
+    fn mender_uboot_bootcount_is_decimal_past_nine() {
+        let m = Scheme::Mender(MenderConfig::default());
+        // U-Boot's bootcount_env.c: env_get_ulong(.., 10, ..) and env_set_ulong (decimal).
+        let mut env = pairs(&[
+            ("mender_boot_part", "3"),
+            ("upgrade_available", "1"),
+            ("bootlimit", "12"),
+            ("bootcount", "10"),
+            ("ECU_INACTIVE", "A:good"),
+        ]);
+        assert_eq!(
+            m.decode(Flavor::UBoot, &env)
+                .unwrap()
+                .slot(Slot::B)
+                .tries_left,
+            2
+        );
+        for (count, kind) in [("11", DecisionKind::Trial), ("12", DecisionKind::Trial)] {
+            let d = boot(m, Flavor::UBoot, &mut env);
+            assert_eq!((d.slot, d.kind, d.changed), (Slot::B, kind, true));
+            assert_eq!(env.get_raw("bootcount"), Some(count.as_bytes()));
+        }
+        // 13 > 12: altbootcmd switches to A, clears upgrade_available and saves (bootcount 13).
+        let d = boot(m, Flavor::UBoot, &mut env);
+        assert_eq!(
+            (d.slot, d.kind, d.changed),
+            (Slot::A, DecisionKind::Rollback, true)
+        );
+        assert_eq!(env.get_raw("bootcount"), Some(&b"13"[..]));
+        assert_eq!(env.get_raw("mender_boot_part"), Some(&b"2"[..]));
+        assert_eq!(env.get_raw("mender_boot_part_hex"), Some(&b"2"[..]));
+        assert_eq!(env.get_raw("upgrade_available"), Some(&b"0"[..]));
+        // B failed its trial; A is good; further boots write nothing.
+        assert!(d.state.slot(Slot::A).successful);
+        assert!(!d.state.slot(Slot::B).successful);
+        assert_eq!(d.state.slot(Slot::B).priority, 1);
+        let d = boot(m, Flavor::UBoot, &mut env);
+        assert_eq!(
+            (d.slot, d.kind, d.changed),
+            (Slot::A, DecisionKind::Confirmed, false)
+        );
+        // Staging with more tries than bootlimit allows keeps counting in decimal.
+        let mut st = d.state;
+        st.stage(Slot::B, 3, SlotName::EMPTY).unwrap();
+        store(m, Flavor::UBoot, &mut env, &st);
+        assert_eq!(env.get_raw("bootcount"), Some(&b"9"[..]));
+        assert_eq!(env.get_raw("bootlimit"), Some(&b"12"[..]));
+        for count in ["10", "11", "12"] {
+            assert_eq!(boot(m, Flavor::UBoot, &mut env).slot, Slot::B);
+            assert_eq!(env.get_raw("bootcount"), Some(count.as_bytes()));
+        }
+        assert_eq!(
+            boot(m, Flavor::UBoot, &mut env).kind,
+            DecisionKind::Rollback
+        );
+    }
+
+    #[test]
+    fn mender_after_a_good_update_the_previous_slot_is_a_fallback() {
+        let m = Scheme::Mender(MenderConfig::default());
+        for flavor in [Flavor::UBoot, Flavor::Grub] {
+            let mut env = pairs(&[("bootlimit", "1")]);
+            let mut st = BootState::initial(Slot::A, SlotName::from_str("a.0").unwrap());
+            store(m, flavor, &mut env, &st);
+            assert_eq!(m.decode(flavor, &env).unwrap(), st, "{flavor:?}");
+            st.stage(Slot::B, 1, SlotName::from_str("b.0").unwrap())
+                .unwrap();
+            store(m, flavor, &mut env, &st);
+            let d = boot(m, flavor, &mut env);
+            assert_eq!((d.slot, d.kind), (Slot::B, DecisionKind::Trial));
+            let mut st = d.state;
+            assert!(st.mark_good(Slot::B));
+            store(m, flavor, &mut env, &st);
+            let back = m.decode(flavor, &env).unwrap();
+            assert_eq!(back, st, "{flavor:?}: mark-good round trip");
+            // Not a rollback: A is the good previous system, and rolling back to it works.
+            assert!(back.slot(Slot::A).successful);
+            let mut rb = back;
+            assert_eq!(rb.rollback(Slot::B), Ok(true));
+            store(m, flavor, &mut env, &rb);
+            assert_eq!(env.get_raw("mender_boot_part"), Some(&b"2"[..]));
+            assert_eq!(env.get_raw("upgrade_available"), Some(&b"0"[..]));
+            let back = m.decode(flavor, &env).unwrap();
+            assert_eq!(back.slot(Slot::B).priority, 0, "B given up");
+            let d = boot(m, flavor, &mut env);
+            assert_eq!(
+                (d.slot, d.kind, d.changed),
+                (Slot::A, DecisionKind::Confirmed, false)
+            );
+        }
+    }
+
+    #[test]
+    fn mender_grub_gives_one_try_whatever_bootlimit_says() {
+        let m = Scheme::Mender(MenderConfig::default());
+        let mut env = pairs(&[("bootlimit", "5")]);
+        let mut st = BootState::initial(Slot::A, SlotName::EMPTY);
+        st.stage(Slot::B, 3, SlotName::EMPTY).unwrap();
+        store(m, Flavor::Grub, &mut env, &st);
+        assert_eq!(env.get_raw("bootcount"), Some(&b"0"[..]));
+        assert_eq!(env.get_raw("bootlimit"), Some(&b"5"[..]), "GRUB ignores it");
+        assert_eq!(
+            m.decode(Flavor::Grub, &env)
+                .unwrap()
+                .slot(Slot::B)
+                .tries_left,
+            1
+        );
+        let d = boot(m, Flavor::Grub, &mut env);
+        assert_eq!((d.slot, d.kind), (Slot::B, DecisionKind::Trial));
+        assert_eq!(env.get_raw("bootcount"), Some(&b"1"[..]));
+        let d = boot(m, Flavor::Grub, &mut env);
+        assert_eq!((d.slot, d.kind), (Slot::A, DecisionKind::Rollback));
+        assert_eq!(env.get_raw("bootcount"), Some(&b"0"[..]));
+        assert_eq!(env.get_raw("upgrade_available"), Some(&b"0"[..]));
+        assert_eq!(env.get_raw("mender_boot_part"), Some(&b"2"[..]));
+        assert!(!d.state.slot(Slot::B).successful);
+        // Corrupt: bootcount outside 0 and 1 while on trial rolls back; an upgrade_available
+        // other than 1 is no trial (nothing written).
+        for (bc, ua, slot, kind) in [
+            ("2", "1", Slot::A, DecisionKind::Rollback),
+            ("01", "1", Slot::A, DecisionKind::Rollback),
+            ("0", "2", Slot::B, DecisionKind::Confirmed),
+            ("0", "01", Slot::B, DecisionKind::Confirmed),
+        ] {
+            let env = pairs(&[
+                ("mender_boot_part", "3"),
+                ("bootcount", bc),
+                ("upgrade_available", ua),
+            ]);
+            let b = m.boot(Flavor::Grub, &env).unwrap();
+            assert_eq!(
+                (b.decision.slot, b.decision.kind),
+                (slot, kind),
+                "{bc} {ua}"
+            );
+        }
+        // The U-Boot reading of the same variables counts up to bootlimit.
+        let env = pairs(&[
+            ("mender_boot_part", "3"),
+            ("bootcount", "2"),
+            ("upgrade_available", "1"),
+            ("bootlimit", "5"),
+        ]);
+        let b = m.boot(Flavor::UBoot, &env).unwrap();
+        assert_eq!(
+            (b.decision.slot, b.decision.kind),
+            (Slot::B, DecisionKind::Trial)
+        );
+    }
+
+    #[test]
+    fn mender_uboot_canary_is_saved_once_by_mender_setup() {
+        let m = Scheme::Mender(MenderConfig::default());
+        let mut env = pairs(&[
+            ("mender_boot_part", "2"),
+            ("upgrade_available", "0"),
+            ("bootcount", "0"),
+            ("bootlimit", "1"),
+            ("mender_setup", "if test \"${mender_saveenv_canary}\" != \"1\"; then setenv mender_saveenv_canary 1; saveenv; fi"),
+        ]);
+        let d = boot(m, Flavor::UBoot, &mut env);
+        assert_eq!(
+            (d.slot, d.kind, d.changed),
+            (Slot::A, DecisionKind::Confirmed, true)
+        );
+        // The running environment's bootcount (1) is saved with the canary.
+        assert_eq!(env.get_raw("bootcount"), Some(&b"1"[..]));
+        assert_eq!(env.get_raw("mender_saveenv_canary"), Some(&b"1"[..]));
+        assert!(!boot(m, Flavor::UBoot, &mut env).changed);
+    }
+
+    #[test]
+    fn mender_number_readers_follow_the_bootloaders() {
+        assert_eq!(uboot_ulong(b"13"), 13);
+        assert_eq!(uboot_ulong(b"0x10"), 0);
+        assert_eq!(uboot_ulong(b"a"), 0);
+        assert_eq!(uboot_ulong(b"12abc"), 12);
+        assert_eq!(uboot_ulong(b"4294967297"), 1);
+        assert_eq!(grub_strtol(b"3"), 3);
+        assert_eq!(grub_strtol(b" 03"), 3);
+        assert_eq!(grub_strtol(b"0x3"), 3);
+        assert_eq!(grub_strtol(b"-2"), -2);
+        assert_eq!(grub_strtol(b"x"), 0);
+        assert_eq!(grub_strtol(b"99999999999999999999999"), i64::MAX);
+        assert_eq!(Inactive::parse(b"B:off"), Some((Slot::B, Inactive::Off)));
+        assert_eq!(Inactive::parse(b"C:off"), None);
     }
 }

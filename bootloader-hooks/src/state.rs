@@ -330,11 +330,16 @@ pub enum DecisionKind {
     /// nor B) and clears the try flag of every slot marked OK; `slot` is the slot the boot after
     /// that takes (if any can).
     Rescue,
+    /// The slot on trial used its tries and the bootloader's own code switched to the other
+    /// slot, writing the switch before booting it (Mender's `altbootcmd` on U-Boot, the
+    /// rollback in Mender's GRUB script). [`BootState::decide`] never returns it; the schemes'
+    /// [`boot`](crate::Scheme::boot) does.
+    Rollback,
 }
 
 impl DecisionKind {
-    /// `confirmed`, `trial`, `last-resort`, `refill` or `rescue`: the name reports and scripts
-    /// use.
+    /// `confirmed`, `trial`, `last-resort`, `refill`, `rescue` or `rollback`: the name reports
+    /// and scripts use.
     pub const fn as_str(self) -> &'static str {
         match self {
             DecisionKind::Confirmed => "confirmed",
@@ -342,6 +347,7 @@ impl DecisionKind {
             DecisionKind::LastResort => "last-resort",
             DecisionKind::Refill => "refill",
             DecisionKind::Rescue => "rescue",
+            DecisionKind::Rollback => "rollback",
         }
     }
 }

@@ -32,7 +32,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use bootloader_hooks::grub_env::{self, GrubEnv, GrubEnvError};
-use bootloader_hooks::scheme::SchemeError;
+use bootloader_hooks::scheme::{SchemeBoot, SchemeError};
 use bootloader_hooks::uboot_env::{self, Env, Layout};
 use bootloader_hooks::{
     Applied, BootState, Decision, EnvRead, Flavor, Operation, Scheme, Slot, StateError, VarSet,
@@ -396,10 +396,28 @@ pub fn load(cfg: &BootConfig) -> Result<(EnvImage, BootState), BootEnvError> {
     Ok((img, state))
 }
 
-/// Loads the state, applies `op` and, if it changed anything, stores the result (what the
-/// bootloader does at a boot with [`Operation::Boot`]).
+/// What the bootloader does at the next boot of the environment `img`: the scheme's own boot
+/// code ([`Scheme::boot`]) on its variables, with the variables it stores.
+pub fn next_boot(cfg: &BootConfig, img: &EnvImage) -> Result<SchemeBoot, BootEnvError> {
+    Ok(cfg.scheme.boot(flavor(cfg), &img.loaded)?)
+}
+
+/// Loads the state, applies `op` and, if it changed anything, stores the result. With
+/// [`Operation::Boot`] this is what the bootloader does at a boot ([`next_boot`]), its writes
+/// stored as it stores them.
 pub fn apply(cfg: &BootConfig, op: &Operation) -> Result<Applied, BootEnvError> {
     let (img, mut state) = load(cfg)?;
+    if let Operation::Boot = op {
+        let b = next_boot(cfg, &img)?;
+        if b.decision.changed {
+            write_set(cfg, Some(&img), &b.writes, &[])?;
+            log::info!("boot state updated by a boot: {:?}", b.decision.kind);
+        }
+        return Ok(Applied {
+            changed: b.decision.changed,
+            decision: Some(b.decision),
+        });
+    }
     let applied = state.apply(op)?;
     if applied.changed {
         write(cfg, Some(&img), &state, &[])?;
@@ -440,6 +458,18 @@ pub fn write(
     let loaded = img.map(|i| &i.loaded).unwrap_or(&empty);
     let mut set = VarSet::new();
     cfg.scheme.encode(flavor(cfg), state, loaded, &mut set)?;
+    write_set(cfg, img, &set, extra)
+}
+
+/// Stores the variable updates `set` (and the `extra` ones) as one atomic update of the
+/// environment `img` (`None`: create it from nothing): what [`write`] does after encoding a
+/// state, and what a boot stores ([`next_boot`]'s writes).
+pub fn write_set(
+    cfg: &BootConfig,
+    img: Option<&EnvImage>,
+    set: &VarSet<'static>,
+    extra: &[(&str, Option<&str>)],
+) -> Result<(), BootEnvError> {
     let grub = cfg.kind == BackendKind::Grub;
     let mut base: Vec<(Vec<u8>, Vec<u8>)> = img.map(|i| i.raw_vars.clone()).unwrap_or_default();
     for (k, v) in extra {
@@ -472,7 +502,7 @@ pub fn write(
     match cfg.kind {
         BackendKind::Uboot => {
             let mut buf = vec![0u8; cfg.env_size];
-            uboot_env::write(&mut buf, Layout::Single, 0, vars, &set).map_err(|error| {
+            uboot_env::write(&mut buf, Layout::Single, 0, vars, set).map_err(|error| {
                 BootEnvError::Uboot {
                     path: path0.clone(),
                     error,
@@ -492,7 +522,7 @@ pub fn write(
                 Some((cur, flag)) => {
                     let (target, flag) = uboot_env::next_copy(cur, flag);
                     let (p, off) = &copies[target];
-                    uboot_env::write(&mut buf, Layout::Redundant, flag, vars, &set).map_err(
+                    uboot_env::write(&mut buf, Layout::Redundant, flag, vars, set).map_err(
                         |error| BootEnvError::Uboot {
                             path: p.clone(),
                             error,
@@ -502,7 +532,7 @@ pub fn write(
                     fsops::write_in_place(p, *off, &buf).map_err(io_err(p))
                 }
                 None => {
-                    uboot_env::write(&mut buf, Layout::Redundant, 1, vars, &set).map_err(
+                    uboot_env::write(&mut buf, Layout::Redundant, 1, vars, set).map_err(
                         |error| BootEnvError::Uboot {
                             path: path0.clone(),
                             error,
@@ -526,7 +556,7 @@ pub fn write(
                 .filter(|&n| n > 0)
                 .unwrap_or(grub_env::DEFAULT_SIZE);
             let mut buf = vec![b'#'; size];
-            grub_env::write(&mut buf, vars, &set).map_err(|error| BootEnvError::Grub {
+            grub_env::write(&mut buf, vars, set).map_err(|error| BootEnvError::Grub {
                 path: path0.clone(),
                 error,
             })?;
@@ -580,9 +610,9 @@ pub struct Report {
     pub revision: u32,
     /// The slot the next boot takes (`A` or `B`).
     pub next_boot: &'static str,
-    /// `confirmed`, `trial` or `last-resort`.
+    /// `confirmed`, `trial`, `last-resort` or `rollback`.
     pub next_boot_kind: &'static str,
-    /// Whether the next boot writes the environment (uses a try).
+    /// Whether the next boot writes the environment (uses a try, or rolls back).
     pub next_boot_writes: bool,
     /// Both slots.
     pub slots: SlotsReport,
@@ -598,7 +628,18 @@ impl Report {
         state: &BootState,
         current_copy: Option<(usize, u8)>,
     ) -> Report {
-        let d: Decision = state.decide();
+        Report::with_decision(scheme, flavor, state, &state.decide(), current_copy)
+    }
+
+    /// The report of `state` with `d` as the next boot (the scheme's own boot code,
+    /// [`next_boot`]).
+    pub fn with_decision(
+        scheme: Scheme,
+        flavor: Flavor,
+        state: &BootState,
+        d: &Decision,
+        current_copy: Option<(usize, u8)>,
+    ) -> Report {
         let slot = |s: Slot| {
             let st = state.slot(s);
             SlotReport {
@@ -627,10 +668,12 @@ impl Report {
 /// Reads the environment strictly and reports its state and the next boot's decision.
 pub fn report(cfg: &BootConfig) -> Result<Report, BootEnvError> {
     let (img, state) = load(cfg)?;
-    Ok(Report::new(
+    let next = next_boot(cfg, &img)?;
+    Ok(Report::with_decision(
         cfg.scheme,
         flavor(cfg),
         &state,
+        &next.decision,
         img.loaded.current_copy,
     ))
 }
@@ -658,8 +701,10 @@ impl fmt::Display for Report {
             "next boot: {} ({}{})",
             self.next_boot,
             self.next_boot_kind,
-            if self.next_boot_writes {
+            if self.next_boot_writes && self.next_boot_kind == "trial" {
                 ", one try used"
+            } else if self.next_boot_writes {
+                ", the bootloader writes the environment"
             } else {
                 ", nothing written"
             }

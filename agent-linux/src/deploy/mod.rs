@@ -1168,7 +1168,7 @@ impl Deployer {
         let y = self.check_can_stage(&state)?;
         self.check_sources(&state)?;
         let x = y.other();
-        let next = state.decide();
+        let next = env::next_boot(&self.cfg, &img)?.decision;
         // Already what the next boot takes: nothing to do.
         for s in [x, y] {
             let st = state.slot(s);
@@ -1204,7 +1204,11 @@ impl Deployer {
         }
         let slot_name = SlotName::from_str(&name)?;
         let mut new_state = state;
-        new_state.stage(y, self.tries, slot_name)?;
+        // What the bootloader can count (Mender's GRUB script gives exactly one try).
+        let tries = self
+            .tries
+            .min(self.cfg.scheme.max_tries(env::flavor(&self.cfg)));
+        new_state.stage(y, tries, slot_name)?;
         let kargs = self.cfg.kargs_for(self.sysroot.path(), y, &name);
         fsops::point(Point::Step, &self.cfg.env.0);
         env::write(
@@ -1223,7 +1227,7 @@ impl Deployer {
             deployment: name,
             slot: y.to_string(),
             action: "staged".into(),
-            tries: self.tries,
+            tries,
             replaced,
             adopted: None,
             checkout: Some(stats),
@@ -1479,7 +1483,7 @@ impl Deployer {
     pub fn rollback(&self) -> Result<BootReport, DeployError> {
         let _lock = self.lock()?;
         let (img, mut state) = self.ready()?;
-        let abandon = state.decide().slot;
+        let abandon = env::next_boot(&self.cfg, &img)?.decision.slot;
         let other = abandon.other();
         let o = *state.slot(other);
         if o.name.is_empty() {
@@ -1525,15 +1529,16 @@ impl Deployer {
     /// in `S/run/booted` and checks its deployment against its commit.
     pub fn simulate_boot(&self) -> Result<BootReport, DeployError> {
         let _lock = self.lock()?;
-        let (img, state) = self.ready()?;
-        let d = state.decide();
+        let (img, _) = self.ready()?;
+        let boot = env::next_boot(&self.cfg, &img)?;
+        let d = boot.decision;
         // The run file first (written aside, fsynced): on a full disk this fails before a try
         // is counted. The environment's own write is atomic (in place for a redundant U-Boot
         // env, needing no new space), and the rename after it needs no new space either.
         let next = self.prepare_booted(d.slot)?;
         if d.changed {
             fsops::point(Point::Step, &self.cfg.env.0);
-            if let Err(e) = env::write(&self.cfg, Some(&img), &d.state, &[]) {
+            if let Err(e) = env::write_set(&self.cfg, Some(&img), &boot.writes, &[]) {
                 let _ = fsops::remove_file(&next);
                 return Err(e.into());
             }
@@ -1787,7 +1792,7 @@ impl Deployer {
                 });
             }
         };
-        let d = state.decide();
+        let d = env::next_boot(&self.cfg, &img)?.decision;
         if self.adoptable(&state)? {
             return Ok(Status {
                 sysroot: self.sysroot.path().to_path_buf(),
