@@ -138,6 +138,9 @@ pub mod mender {
     pub const BOOTLIMIT: &str = "bootlimit";
     /// Set to `1` by meta-mender's `mender_setup` the first time it saves the environment.
     pub const SAVEENV_CANARY: &str = "mender_saveenv_canary";
+    /// Saved by Mender's GRUB script with the three boot variables (unless GRUB enforces
+    /// signatures).
+    pub const MACHINE_ID: &str = "mender_systemd_machine_id";
     /// meta-mender's setup command, run by `bootcmd` at every boot (it saves the environment
     /// once, for the canary).
     pub const SETUP: &str = "mender_setup";
@@ -961,6 +964,10 @@ impl Scheme {
                     writes.set_value(mender::BOOT_PART, now)?;
                     writes
                         .set_value(mender::UPGRADE_AVAILABLE, Value::dec(u32::from(!rollback)))?;
+                    // ...and mender_systemd_machine_id, empty when it was not set (GRUB 2.06's
+                    // save_env stores an unset variable as empty; seen in grub-emu).
+                    let id = env.get_raw(mender::MACHINE_ID).unwrap_or(b"");
+                    writes.set(mender::MACHINE_ID, id)?;
                     kind
                 } else {
                     DecisionKind::Confirmed
@@ -1462,6 +1469,7 @@ mod test {
         let d = boot(m, Flavor::Grub, &mut env);
         assert_eq!((d.slot, d.kind), (Slot::B, DecisionKind::Trial));
         assert_eq!(env.get_raw("bootcount"), Some(&b"1"[..]));
+        assert_eq!(env.get_raw("mender_systemd_machine_id"), Some(&b""[..]));
         let d = boot(m, Flavor::Grub, &mut env);
         assert_eq!((d.slot, d.kind), (Slot::A, DecisionKind::Rollback));
         assert_eq!(env.get_raw("bootcount"), Some(&b"0"[..]));
