@@ -25,8 +25,12 @@ use crate::object::{ObjectId, ObjectKind, ID_LEN, MAX_SUBJECT_LEN, MAX_VERSION_L
 
 /// The first eight bytes of every `.update` file.
 pub const MAGIC: [u8; 8] = *b"ECUPDATE";
-/// The format version this crate writes: 2, whose superblock ends with the security version.
-pub const FORMAT_VERSION: u16 = 2;
+/// The format version this crate writes: 3, which adds patch records (`docs/FORMAT.md` §6);
+/// its superblock is version 2's, which ends with the security version.
+pub const FORMAT_VERSION: u16 = 3;
+/// The first format version with patch records ([`OpRepr::Patch`]); in an older file the
+/// code is unknown ([`FormatError::UnknownOp`]).
+pub const PATCH_FORMAT_VERSION: u16 = 3;
 /// The oldest format version this crate reads: 1 (no security version; such a file counts as
 /// security version 0).
 pub const MIN_FORMAT_VERSION: u16 = 1;
@@ -309,7 +313,8 @@ impl<'a> Superblock<'a> {
                 };
                 (sb, rest)
             }
-            FORMAT_VERSION => postcard::take_from_bytes(bytes).map_err(bad)?,
+            // Version 3 adds operation records; its superblock is version 2's.
+            2..=FORMAT_VERSION => postcard::take_from_bytes(bytes).map_err(bad)?,
             v => return Err(FormatError::UnsupportedVersion(v)),
         };
         if !rest.is_empty() {
@@ -371,7 +376,7 @@ impl<'a> Superblock<'a> {
                 );
                 postcard::to_slice(&v1, out).map_err(full)
             }
-            FORMAT_VERSION => postcard::to_slice(self, out).map_err(full),
+            2..=FORMAT_VERSION => postcard::to_slice(self, out).map_err(full),
             v => Err(FormatError::UnsupportedVersion(v)),
         }
     }
@@ -420,8 +425,8 @@ impl SignatureKind {
 // ---------------------------------------------------------------------------------------------
 // Operation records
 
-/// Operation codes. 0x03..=0x7f are reserved for patch operations against a source object
-/// (a later format revision); 0x80..=0xff are never assigned.
+/// Operation codes. 0x04..=0x7f are reserved for later operations; 0x80..=0xff are never
+/// assigned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum OpCode {
@@ -430,6 +435,9 @@ pub enum OpCode {
     /// The target reuses an object the device already has (for a dirtree: the whole tree
     /// under it).
     Reuse,
+    /// Build a new object from a source object the device has and a bsdiff-style patch
+    /// (format version 3 on).
+    Patch,
     /// A code this version does not know.
     Unknown(u8),
 }
@@ -440,6 +448,7 @@ impl OpCode {
         match c {
             1 => OpCode::Write,
             2 => OpCode::Reuse,
+            3 => OpCode::Patch,
             c => OpCode::Unknown(c),
         }
     }
@@ -448,6 +457,7 @@ impl OpCode {
         match self {
             OpCode::Write => 1,
             OpCode::Reuse => 2,
+            OpCode::Patch => 3,
             OpCode::Unknown(c) => c,
         }
     }
@@ -457,8 +467,26 @@ impl OpCode {
 pub const REUSE_LEN: usize = 2 + ID_LEN;
 /// Bytes of a `Write` record before the object's bytes: code, kind, id, u64 length.
 pub const WRITE_HEADER_LEN: usize = 2 + ID_LEN + 8;
+/// Bytes of a `Patch` record before its patch: code, kind, id, u64 length, source id.
+pub const PATCH_HEADER_LEN: usize = WRITE_HEADER_LEN + ID_LEN;
 /// Largest operation record header.
-pub const MAX_OP_HEADER_LEN: usize = WRITE_HEADER_LEN;
+pub const MAX_OP_HEADER_LEN: usize = PATCH_HEADER_LEN;
+/// Bytes of a patch control (`docs/FORMAT.md` §6): add length, copy length, seek, each 8
+/// bytes in bsdiff's sign-and-magnitude encoding ([`offtin`]).
+pub const PATCH_CONTROL_LEN: usize = 24;
+
+/// Decodes an 8-byte bsdiff integer: little-endian magnitude in the low 63 bits, the sign in
+/// the top bit. The magnitude 2^63 does not fit: it saturates to `i64::MIN + 1`'s magnitude
+/// (`i64::MIN` is never produced).
+pub fn offtin(b: [u8; 8]) -> i64 {
+    let v = u64::from_le_bytes(b);
+    let mag = (v & (u64::MAX >> 1)) as i64;
+    if v >> 63 == 1 {
+        -mag
+    } else {
+        mag
+    }
+}
 
 /// A decoded operation record header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,6 +508,18 @@ pub enum OpRepr {
         /// Its id.
         id: ObjectId,
     },
+    /// The object's `len` bytes are built from object `source` (same kind, which the device
+    /// holds) by the patch controls that follow, until `len` bytes are produced.
+    Patch {
+        /// The object's kind (and its source's).
+        kind: ObjectKind,
+        /// The id the built bytes must hash to.
+        id: ObjectId,
+        /// Bytes the patch builds.
+        len: u64,
+        /// The object the patch reads from.
+        source: ObjectId,
+    },
 }
 
 impl OpRepr {
@@ -489,6 +529,7 @@ impl OpRepr {
         match OpCode::from_code(code) {
             OpCode::Write => Ok(WRITE_HEADER_LEN),
             OpCode::Reuse => Ok(REUSE_LEN),
+            OpCode::Patch => Ok(PATCH_HEADER_LEN),
             OpCode::Unknown(c) => Err(FormatError::UnknownOp(c)),
         }
     }
@@ -512,14 +553,21 @@ impl OpRepr {
         let mut id = [0u8; ID_LEN];
         id.copy_from_slice(&b[2..2 + ID_LEN]);
         let id = ObjectId(id);
+        let mut l = [0u8; 8];
+        if let Some(f) = b.get(2 + ID_LEN..WRITE_HEADER_LEN) {
+            l.copy_from_slice(f);
+        }
+        let len = u64::from_le_bytes(l);
         Ok(match OpCode::from_code(code) {
-            OpCode::Write => {
-                let mut l = [0u8; 8];
-                l.copy_from_slice(&b[2 + ID_LEN..WRITE_HEADER_LEN]);
-                OpRepr::Write {
+            OpCode::Write => OpRepr::Write { kind, id, len },
+            OpCode::Patch => {
+                let mut source = [0u8; ID_LEN];
+                source.copy_from_slice(&b[WRITE_HEADER_LEN..PATCH_HEADER_LEN]);
+                OpRepr::Patch {
                     kind,
                     id,
-                    len: u64::from_le_bytes(l),
+                    len,
+                    source: ObjectId(source),
                 }
             }
             _ => OpRepr::Reuse { kind, id },
@@ -531,6 +579,7 @@ impl OpRepr {
         match self {
             OpRepr::Write { .. } => WRITE_HEADER_LEN,
             OpRepr::Reuse { .. } => REUSE_LEN,
+            OpRepr::Patch { .. } => PATCH_HEADER_LEN,
         }
     }
 
@@ -542,12 +591,16 @@ impl OpRepr {
         let (code, kind, id) = match self {
             OpRepr::Write { kind, id, .. } => (OpCode::Write, kind, id),
             OpRepr::Reuse { kind, id } => (OpCode::Reuse, kind, id),
+            OpRepr::Patch { kind, id, .. } => (OpCode::Patch, kind, id),
         };
         out[0] = code.code();
         out[1] = kind.code();
         out[2..2 + ID_LEN].copy_from_slice(&id.0);
-        if let OpRepr::Write { len, .. } = self {
+        if let OpRepr::Write { len, .. } | OpRepr::Patch { len, .. } = self {
             out[2 + ID_LEN..WRITE_HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+        }
+        if let OpRepr::Patch { source, .. } = self {
+            out[WRITE_HEADER_LEN..PATCH_HEADER_LEN].copy_from_slice(&source.0);
         }
     }
 }
@@ -719,7 +772,7 @@ mod test {
             HeaderRepr::parse(&Header::new_unchecked(&b[..])),
             Err(FormatError::BadMagic)
         );
-        for v in [0u16, 3, 0x0100, u16::MAX] {
+        for v in [0u16, 4, 0x0100, u16::MAX] {
             let mut b = HEADER_BYTES;
             b[8..10].copy_from_slice(&v.to_le_bytes());
             let e = HeaderRepr::parse(&Header::new_unchecked(&b[..])).unwrap_err();
@@ -789,9 +842,14 @@ mod test {
             Err(FormatError::BadSuperblock)
         );
         assert_eq!(
-            Superblock::parse_version(&buf[..n], 3),
-            Err(FormatError::UnsupportedVersion(3))
+            Superblock::parse_version(&buf[..n], 4),
+            Err(FormatError::UnsupportedVersion(4))
         );
+        // Version 3's superblock is version 2's.
+        assert_eq!(Superblock::parse_version(&buf[..n], 2).unwrap(), sb);
+        let mut v2 = [0u8; 256];
+        let n2 = sb.emit_version(&mut v2, 2).unwrap().len();
+        assert_eq!(&v2[..n2], &buf[..n]);
         let sv = Superblock {
             security_version: 300,
             ..sb.clone()
@@ -884,6 +942,47 @@ mod test {
         );
     }
 
+    static PATCH_RECORD: [u8; PATCH_HEADER_LEN] = {
+        let mut b = [0u8; PATCH_HEADER_LEN];
+        b[0] = 3; // Patch
+        b[1] = 1; // file
+        let mut i = 0;
+        while i < 32 {
+            b[2 + i] = 0xaa; // id
+            b[42 + i] = 0xbb; // source
+            i += 1;
+        }
+        b[34] = 0x10; // length 0x10 + 0x02 << 8
+        b[35] = 0x02;
+        b
+    };
+
+    #[test]
+    fn patch_record_deconstruct_and_construct() {
+        let repr = OpRepr::parse(&PATCH_RECORD).unwrap();
+        assert_eq!(
+            repr,
+            OpRepr::Patch {
+                kind: ObjectKind::File,
+                id: ObjectId([0xaa; 32]),
+                len: 0x210,
+                source: ObjectId([0xbb; 32]),
+            }
+        );
+        let mut out = [0u8; PATCH_HEADER_LEN];
+        repr.emit(&mut out);
+        assert_eq!(out, PATCH_RECORD);
+        assert_eq!(MAX_OP_HEADER_LEN, 74);
+    }
+
+    #[test]
+    fn offtin_is_sign_and_magnitude() {
+        assert_eq!(offtin(5u64.to_le_bytes()), 5);
+        assert_eq!(offtin((5u64 | 1 << 63).to_le_bytes()), -5);
+        assert_eq!(offtin((1u64 << 63).to_le_bytes()), 0);
+        assert_eq!(offtin(u64::MAX.to_le_bytes()), -i64::MAX);
+    }
+
     #[test]
     fn op_round_trip_and_unknown() {
         for op in [
@@ -896,6 +995,12 @@ mod test {
                 kind: ObjectKind::DirTree,
                 id: ObjectId([4; 32]),
             },
+            OpRepr::Patch {
+                kind: ObjectKind::File,
+                id: ObjectId([5; 32]),
+                len: 0x0102_0304,
+                source: ObjectId([6; 32]),
+            },
         ] {
             let mut buf = [0u8; MAX_OP_HEADER_LEN];
             op.emit(&mut buf);
@@ -906,7 +1011,8 @@ mod test {
                 Err(FormatError::Truncated { .. })
             ));
         }
-        assert_eq!(OpRepr::header_len(3), Err(FormatError::UnknownOp(3)));
+        assert_eq!(OpRepr::header_len(4), Err(FormatError::UnknownOp(4)));
+        assert_eq!(OpRepr::header_len(0), Err(FormatError::UnknownOp(0)));
         let mut buf = [0u8; REUSE_LEN];
         buf[0] = 2;
         buf[1] = 9;

@@ -36,7 +36,8 @@ use crate::object::{
 use crate::wire::{
     Codec, Header, HeaderRepr, OpRepr, PartEntry, SignatureKind, Superblock, TargetMeta,
     FORMAT_VERSION, HEADER_LEN, MAX_PARTS, MAX_REF_LEN, MAX_SUPERBLOCK_LEN, MIN_FORMAT_VERSION,
-    REUSE_LEN, SIGNATURE_LEN, WRITE_HEADER_LEN,
+    PATCH_CONTROL_LEN, PATCH_FORMAT_VERSION, PATCH_HEADER_LEN, REUSE_LEN, SIGNATURE_LEN,
+    WRITE_HEADER_LEN,
 };
 
 /// Default target for the decoded size of a part: 512 KiB.
@@ -90,6 +91,12 @@ pub enum WriteError {
     TooLarge,
     /// The superblock does not fit in [`MAX_SUPERBLOCK_LEN`] bytes.
     SuperblockTooLarge,
+    /// The format version asked for ([`UpdateWriter::format_version`]) has no patch records
+    /// (version 3 on), but the update has some.
+    PatchNeedsV3 {
+        /// The version asked for.
+        version: u16,
+    },
     /// The format version asked for ([`UpdateWriter::format_version`]) cannot carry the
     /// commit: version 1 has no security version, other versions are unknown.
     FormatVersion {
@@ -134,6 +141,10 @@ impl fmt::Display for WriteError {
             WriteError::SuperblockTooLarge => {
                 write!(f, "the superblock is over {MAX_SUPERBLOCK_LEN} bytes")
             }
+            WriteError::PatchNeedsV3 { version } => write!(
+                f,
+                "format version {version} has no patch records; write format version {PATCH_FORMAT_VERSION} or later, or write the objects whole"
+            ),
             WriteError::FormatVersion {
                 version,
                 security_version,
@@ -170,7 +181,8 @@ pub struct UpdateWriter {
     subject: String,
     part_size: usize,
     level: u8,
-    format_version: u16,
+    /// `None`: the lowest version that carries the update.
+    format_version: Option<u16>,
     spool: Option<BufWriter<File>>,
     /// Record lengths (header + object bytes), in order.
     records: Vec<u64>,
@@ -178,6 +190,8 @@ pub struct UpdateWriter {
     /// followed it.
     commit: Option<(ObjectId, u64, u64)>,
     after_commit: bool,
+    /// Patch records were added.
+    patches: bool,
     /// The first error of an operation that cannot return one (`reuse_object`) or that left
     /// the spool in an unknown state.
     deferred: Option<io::Error>,
@@ -220,11 +234,12 @@ impl UpdateWriter {
             subject: subject.into(),
             part_size: DEFAULT_PART_SIZE,
             level: 6,
-            format_version: FORMAT_VERSION,
+            format_version: None,
             spool: None,
             records: Vec::new(),
             commit: None,
             after_commit: false,
+            patches: false,
             deferred: None,
         }
     }
@@ -237,11 +252,13 @@ impl UpdateWriter {
         self
     }
 
-    /// Sets the format version written (default [`FORMAT_VERSION`]). Version 1 is for devices
-    /// whose agent predates security versions (and for tests); it cannot carry a commit whose
-    /// security version is not 0 ([`WriteError::FormatVersion`]).
+    /// Sets the format version written (default: the lowest that carries the update, 3 when
+    /// it has patch records, else 2). Version 1 is for devices whose agent predates security
+    /// versions (and for tests); it cannot carry a commit whose security version is not 0
+    /// ([`WriteError::FormatVersion`]); versions 1 and 2 cannot carry patch records
+    /// ([`WriteError::PatchNeedsV3`]).
     pub fn format_version(mut self, version: u16) -> Self {
-        self.format_version = version;
+        self.format_version = Some(version);
         self
     }
 
@@ -387,6 +404,54 @@ impl UpdateWriter {
         Ok(())
     }
 
+    /// Adds an object of `len` bytes built by `patch` from object `source` (of the same kind,
+    /// which the device holds: an object of the delta's source commit). `patch` is a stream
+    /// of controls and their bytes as [`diff`] makes it; its framing is checked (its
+    /// controls build exactly `len` bytes and nothing follows the last), not its result,
+    /// which the caller checks ([`apply_patch`]) if it did not make the patch itself. Needs
+    /// format version 3 ([`WriteError::PatchNeedsV3`]). Commits are always written whole.
+    pub fn patch_object(
+        &mut self,
+        kind: ObjectKind,
+        id: ObjectId,
+        len: u64,
+        source: ObjectId,
+        patch: &[u8],
+    ) -> io::Result<()> {
+        if matches!(kind, ObjectKind::Unknown(_) | ObjectKind::Commit) {
+            return Err(invalid("only files, dirtrees and dirmetas can be patched"));
+        }
+        check_len(len)?;
+        if patch_len(patch) != Some(len) {
+            return Err(invalid(
+                "the patch does not build exactly the object's length",
+            ));
+        }
+        let record = (PATCH_HEADER_LEN as u64).saturating_add(patch.len() as u64);
+        if record > u64::from(u32::MAX) {
+            return Err(invalid("patch too large for one part"));
+        }
+        let mut header = [0u8; PATCH_HEADER_LEN];
+        OpRepr::Patch {
+            kind,
+            id,
+            len,
+            source,
+        }
+        .emit(&mut header);
+        let spool = self.spool()?;
+        let r = spool
+            .write_all(&header)
+            .and_then(|()| spool.write_all(patch));
+        if let Err(e) = r {
+            self.deferred = Some(io::Error::new(e.kind(), e.to_string()));
+            return Err(e);
+        }
+        self.patches = true;
+        self.note_op(kind, id, record, None);
+        Ok(())
+    }
+
     /// Adds a reuse of an object the device already has (for a dirtree: its whole tree).
     /// An error spooling it is reported by [`UpdateWriter::finish`].
     pub fn reuse_object(&mut self, kind: ObjectKind, id: ObjectId) {
@@ -400,6 +465,17 @@ impl UpdateWriter {
                     self.deferred = Some(e);
                 }
             }
+        }
+    }
+
+    /// The format version written: the one asked for, else the lowest that carries the
+    /// update (3 with patch records, else 2), so that an agent that predates patches still
+    /// reads every file without them.
+    fn version(&self) -> u16 {
+        match self.format_version {
+            Some(v) => v,
+            None if self.patches => PATCH_FORMAT_VERSION,
+            None => PATCH_FORMAT_VERSION - 1,
         }
     }
 
@@ -431,7 +507,10 @@ impl UpdateWriter {
         if u32::try_from(self.records.len()).is_err() {
             return Err(WriteError::TooManyObjects);
         }
-        let v = self.format_version;
+        let v = self.version();
+        if self.patches && v < PATCH_FORMAT_VERSION {
+            return Err(WriteError::PatchNeedsV3 { version: v });
+        }
         if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&v) || (v == 1 && sv != 0) {
             return Err(WriteError::FormatVersion {
                 version: v,
@@ -553,11 +632,11 @@ impl UpdateWriter {
         };
         let mut head = vec![0u8; HEADER_LEN + MAX_SUPERBLOCK_LEN];
         let sb_len = sb
-            .emit_version(&mut head[HEADER_LEN..], self.format_version)
+            .emit_version(&mut head[HEADER_LEN..], self.version())
             .map_err(|_| WriteError::SuperblockTooLarge)?
             .len();
         HeaderRepr {
-            version: self.format_version,
+            version: self.version(),
             superblock_len: sb_len as u32,
         }
         .emit(&mut Header::new_unchecked(&mut head[..HEADER_LEN]));
@@ -585,6 +664,54 @@ impl UpdateWriter {
             objects: self.records.len() as u32,
         })
     }
+}
+
+/// A patch that builds `new` from `old`, as a `Patch` record carries it (`docs/FORMAT.md`
+/// §6): bsdiff's suffix-array matching (the `bsdiff` crate), written as one stream of
+/// controls, each followed by its bytes to add to the source's and its bytes to copy.
+pub fn diff(old: &[u8], new: &[u8]) -> Vec<u8> {
+    let mut patch = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = bsdiff::diff(old, new, &mut patch);
+    patch
+}
+
+/// Applies a patch as [`diff`] makes it to `old` (host side: checks and tests; the device
+/// applies patches in the installer, in fixed memory).
+pub fn apply_patch(old: &[u8], patch: &[u8]) -> io::Result<Vec<u8>> {
+    let mut new = Vec::new();
+    bsdiff::patch(old, &mut &patch[..], &mut new)?;
+    Ok(new)
+}
+
+/// The bytes a patch builds, when its framing is sound: every control complete, its add and
+/// copy bytes present, nothing after the last. `None` otherwise.
+pub fn patch_len(mut patch: &[u8]) -> Option<u64> {
+    let mut built = 0u64;
+    while !patch.is_empty() {
+        let control = patch.get(..PATCH_CONTROL_LEN)?;
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&control[i..i + 8]);
+            w
+        };
+        // As the installer reads them: a sign bit makes a length too long.
+        let (add, copy) = (u64::from_le_bytes(word(0)), u64::from_le_bytes(word(8)));
+        let data = add.checked_add(copy)?;
+        patch = patch.get(PATCH_CONTROL_LEN + usize::try_from(data).ok()?..)?;
+        built = built.checked_add(data)?;
+    }
+    Some(built)
+}
+
+/// Whether writing `new` as a patch pays: the patch, deflated, is smaller than `new`
+/// deflated, both at level 3 (a quick stand-in for the part's codec, which compresses both
+/// the same way).
+pub fn patch_pays(new: &[u8], patch: &[u8]) -> bool {
+    use miniz_oxide::deflate::compress_to_vec;
+    let patch = compress_to_vec(patch, 3).len() + PATCH_HEADER_LEN;
+    let whole = compress_to_vec(new, 3).len() + WRITE_HEADER_LEN;
+    patch < whole
 }
 
 /// Splits records (by length) into parts of at most `target` decoded bytes each (a larger
@@ -623,6 +750,26 @@ fn plan_parts(records: &[u64], mut target: u64) -> Result<Vec<usize>, WriteError
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn diff_apply_and_framing() {
+        let old: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut new = old.clone();
+        new[100..110].fill(9);
+        new.splice(2000..2000, b"inserted".iter().copied());
+        let p = diff(&old, &new);
+        assert_eq!(apply_patch(&old, &p).unwrap(), new);
+        assert_eq!(patch_len(&p), Some(new.len() as u64));
+        assert!(patch_pays(&new, &p));
+        assert_eq!(patch_len(&p[..p.len() - 1]), None);
+        let mut longer = p.clone();
+        longer.push(0);
+        assert_eq!(patch_len(&longer), None);
+        assert_eq!(patch_len(&[]), Some(0));
+        let mut negative = p.clone();
+        negative[7] |= 0x80;
+        assert_eq!(patch_len(&negative), None);
+    }
 
     #[test]
     fn plan_groups_small_and_isolates_large() {

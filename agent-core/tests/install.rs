@@ -364,21 +364,26 @@ fn unknown_codes_are_reported_precisely() {
     );
     install_all(&mut MemStore::default(), &ok, policy(&keys)).unwrap();
 
-    // Unknown op code 0x03 (reserved for patches) at the start of the part.
-    let mut r = vec![0x03];
-    r.extend(&records);
-    let f = raw_update(
-        None,
-        to,
-        TS,
-        ops,
-        &[RawPart::stored(r, ops)],
-        Some(&SEED),
-        |_, _| {},
-    );
-    let e = install_all(&mut MemStore::default(), &f, policy(&keys)).unwrap_err();
-    assert_eq!(e, InstallError::Format(FormatError::UnknownOp(3)));
-    assert!(e.to_string().contains("operation code 0x03"), "{e}");
+    // Op code 0x03 (patch) in a format-2 file, which has no patch records, at the start of
+    // the part; and the unknown 0x04 in a format-3 file.
+    for (version, code) in [(2, 3u8), (3, 4)] {
+        let mut r = vec![code];
+        r.extend(&records);
+        let f = raw_update_version(
+            version,
+            None,
+            to,
+            TS,
+            ops,
+            &[RawPart::stored(r, ops)],
+            Some(&SEED),
+            |_, _| {},
+        );
+        let e = install_all(&mut MemStore::default(), &f, policy(&keys)).unwrap_err();
+        assert_eq!(e, InstallError::Format(FormatError::UnknownOp(code)));
+        let text = format!("operation code {code:#04x}");
+        assert!(e.to_string().contains(&text), "{e}");
+    }
 
     // Unknown object kind 9.
     let mut r = records.clone();
@@ -1838,7 +1843,7 @@ fn format_1_files_install_as_security_version_0() {
         "{err}"
     );
     // Unknown versions are still named precisely.
-    for v in [0u16, 3, 0xffff] {
+    for v in [0u16, 4, 0xffff] {
         let mut f = new.clone();
         f[8..10].copy_from_slice(&v.to_le_bytes());
         refused_at_the_superblock(

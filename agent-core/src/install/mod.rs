@@ -51,7 +51,7 @@ use crate::object::{ObjectError, ObjectId, ObjectKind, MAX_VERSION_LEN};
 use crate::store::Store;
 use crate::wire::{
     Codec, FormatError, Header, HeaderRepr, PartEntry, SignatureKind, HEADER_LEN, MAX_REF_LEN,
-    PUBLIC_KEY_LEN, SIGNATURE_LEN,
+    PATCH_FORMAT_VERSION, PUBLIC_KEY_LEN, SIGNATURE_LEN,
 };
 use state::{fill, Ops};
 use superblock::Parts;
@@ -60,6 +60,12 @@ use superblock::Parts;
 /// output buffer must be a power of two. Before the parts start, the same buffer holds the
 /// header and the superblock (hence [`crate::wire::MAX_SUPERBLOCK_LEN`]).
 pub const INFLATE_WINDOW: usize = 32 * 1024;
+
+/// Bytes of a source object read per [`Store::read_object`] call while a patch record builds
+/// an object: 128. The window is a local of the function that applies the patch (on the
+/// stack, not in the installer's RAM), so a larger one costs stack, a smaller one more store
+/// calls.
+pub const PATCH_WINDOW: usize = 128;
 
 /// The most memory an [`Installer`] may take (`size_of::<Installer>()`), checked by a test:
 /// 48 KiB. A compile-time assertion checks it on every target; measured: 47864 bytes on
@@ -750,6 +756,7 @@ impl<'k> Installer<'k> {
         )
         .map_err(InstallError::Format)?;
         check_superblock(&self.policy, &self.info.ref_name, target.security_version)?;
+        self.ops.patches = self.format_version >= PATCH_FORMAT_VERSION;
         self.ops.start_file(
             target.to,
             target.timestamp,
@@ -1068,6 +1075,53 @@ pub enum InstallError<E> {
         /// The dirtree whose depth is unknown.
         id: ObjectId,
     },
+    /// A patch record's source object is not in the store.
+    PatchSourceMissing {
+        /// The kind of both objects.
+        kind: ObjectKind,
+        /// The object the patch builds.
+        id: ObjectId,
+        /// The source it reads.
+        source: ObjectId,
+    },
+    /// A patch record's source object is in the store but its bytes do not hash to its id.
+    PatchSourceDamaged {
+        /// Its kind.
+        kind: ObjectKind,
+        /// The source object's id.
+        source: ObjectId,
+        /// The SHA-256 of the bytes the store holds.
+        found: ObjectId,
+    },
+    /// A patch control reads outside its source object.
+    PatchRange {
+        /// The kind of the object being built.
+        kind: ObjectKind,
+        /// The object being built.
+        id: ObjectId,
+        /// Source offset of the read (negative after a seek before the start).
+        offset: i64,
+        /// Bytes it reads.
+        len: u64,
+        /// Bytes of the source object.
+        source_len: u64,
+    },
+    /// A patch control produces more bytes than the record's length.
+    PatchOverrun {
+        /// The kind of the object being built.
+        kind: ObjectKind,
+        /// The object being built.
+        id: ObjectId,
+        /// The record's length.
+        len: u64,
+        /// Bytes built before the control.
+        at: u64,
+    },
+    /// A patch record names a commit (commits are always written).
+    PatchCommit {
+        /// Its id.
+        id: ObjectId,
+    },
     /// An object's bytes do not hash to its id.
     ObjectHash {
         /// The object's kind.
@@ -1234,6 +1288,23 @@ impl<E: fmt::Debug> fmt::Display for InstallError<E> {
                 f,
                 "the store cannot tell how deep dirtree {id} is, so the depth limit cannot be checked; the store must implement tree_depth"
             ),
+            I::PatchSourceMissing { kind, id, source } => write!(
+                f,
+                "{kind} object {id} is a patch of {kind} object {source}, which is not in the store; install a from-scratch update"
+            ),
+            I::PatchSourceDamaged { kind, source, found } => write!(
+                f,
+                "{kind} object {source}, the source of a patch, is damaged in the store (its bytes hash to {found}); install a from-scratch update"
+            ),
+            I::PatchRange { kind, id, offset, len, source_len } => write!(
+                f,
+                "the patch of {kind} object {id} reads {len} bytes at offset {offset} of a source of {source_len} bytes"
+            ),
+            I::PatchOverrun { kind, id, len, at } => write!(
+                f,
+                "the patch of {kind} object {id} builds more than its {len} bytes (a control at byte {at} goes past the end)"
+            ),
+            I::PatchCommit { id } => write!(f, "the update patches commit object {id}; a commit must be written"),
             I::ObjectHash { kind, expected, found } => {
                 write!(f, "{kind} object {expected} is corrupt: its bytes hash to {found}")
             }

@@ -9,7 +9,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{InstallError, CHECKPOINT_LEN};
+use super::{InstallError, CHECKPOINT_LEN, PATCH_WINDOW};
 use crate::object::{
     commit_roots, dir_entry_len, parse_dir_entry, DirEntry, FileHeader, ObjectError, ObjectId,
     ObjectKind, COMMIT_HEADER_LEN, COMMIT_TRAILER_LEN, DIRMETA_HEADER_LEN, DIRTREE_HEADER_LEN,
@@ -17,7 +17,7 @@ use crate::object::{
     MAX_SUBJECT_LEN, MAX_TREE_DEPTH, MAX_XATTRS, MAX_XATTR_BYTES, S_IFDIR, S_IFMT, S_IPERM,
 };
 use crate::store::Store;
-use crate::wire::{OpRepr, MAX_OP_HEADER_LEN, SIGNATURE_LEN};
+use crate::wire::{offtin, OpCode, OpRepr, MAX_OP_HEADER_LEN, PATCH_CONTROL_LEN, SIGNATURE_LEN};
 
 // The entry buffer holds the file's signature and a checkpoint to resume from before the
 // parts start.
@@ -55,13 +55,40 @@ fn to_usize(v: u64) -> usize {
 enum Rec {
     /// Between records, or inside a record header (`Ops::op_have` bytes held).
     Header,
-    /// Inside a `Write` record's object bytes.
+    /// Inside a `Write` record's object bytes, or a `Patch` record's controls and data.
     Body {
         kind: ObjectKind,
         id: ObjectId,
         len: u64,
+        /// Object bytes produced so far.
         pos: u64,
+        patch: Option<Patch>,
     },
+}
+
+/// A `Patch` record's progress (`docs/FORMAT.md` §6).
+#[derive(Clone, Copy)]
+struct Patch {
+    source: ObjectId,
+    /// Bytes of the source (read whole and hashed when the record began).
+    source_len: u64,
+    /// Where the next added bytes come from in the source.
+    old: i64,
+    /// The current control's copy length and seek.
+    copy: u64,
+    seek: i64,
+    step: Step,
+}
+
+/// Where a patch is inside its current control.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Gathering the 24-byte control (`Ops::op_have` bytes held).
+    Control,
+    /// `left` bytes to add to the source's bytes.
+    Add { left: u64 },
+    /// `left` bytes to copy as they are.
+    Copy { left: u64 },
 }
 
 /// Where the object check is inside the current object.
@@ -142,6 +169,8 @@ pub(crate) struct Ops {
     pub(crate) objects_done: u32,
     /// The commit object was written and verified.
     pub(crate) commit_seen: bool,
+    /// The file's format version has patch records.
+    pub(crate) patches: bool,
 
     part: u32,
     part_len: u64,
@@ -228,6 +257,7 @@ impl Ops {
             objects_started: 0,
             objects_done: 0,
             commit_seen: false,
+            patches: false,
             part: 0,
             part_len: 0,
             part_pos: 0,
@@ -262,6 +292,7 @@ impl Ops {
         self.objects_started = 0;
         self.objects_done = 0;
         self.commit_seen = false;
+        self.patches = false;
         self.part = 0;
         self.part_len = 0;
         self.part_pos = 0;
@@ -373,7 +404,8 @@ impl Ops {
         while !take.is_empty() {
             match self.rec {
                 Rec::Header => self.header_bytes(store, &mut take)?,
-                Rec::Body { .. } => self.body_bytes(store, &mut take)?,
+                Rec::Body { patch: None, .. } => self.body_bytes(store, &mut take)?,
+                Rec::Body { patch: Some(_), .. } => self.patch_bytes(store, &mut take)?,
             }
         }
         if !over.is_empty() {
@@ -392,6 +424,11 @@ impl Ops {
             Some(self.op_buf[0])
         };
         let Some(code) = code else { return Ok(()) };
+        if code == OpCode::Patch.code() && !self.patches {
+            return Err(InstallError::Format(crate::wire::FormatError::UnknownOp(
+                code,
+            )));
+        }
         let need = OpRepr::header_len(code).map_err(InstallError::Format)?;
         let before = input.len();
         let full = fill(
@@ -437,85 +474,318 @@ impl Ops {
                 self.objects_done += 1;
                 Ok(())
             }
-            OpRepr::Write { kind, id, len } => {
-                trace!("write {} {} ({} bytes)", kind, id, len);
-                let room = self.part_len.saturating_sub(self.part_pos);
-                if len > room {
-                    return Err(InstallError::ObjectTooLong {
-                        kind,
-                        id,
-                        len,
-                        room,
-                    });
-                }
-                let max = match kind {
-                    ObjectKind::Commit => Some(MAX_COMMIT_LEN),
-                    ObjectKind::DirMeta => Some(DIRMETA_HEADER_LEN + MAX_XATTR_BYTES),
-                    _ => None,
-                };
-                if let Some(max) = max {
-                    if len > max as u64 {
-                        let error = ObjectError::TooLong {
-                            field: "object",
-                            len: to_usize(len),
-                            max,
-                        };
-                        return Err(InstallError::Object { kind, id, error });
-                    }
-                }
+            OpRepr::Write { kind, id, len } => self.open_object(store, kind, id, len, None),
+            OpRepr::Patch {
+                kind,
+                id,
+                len,
+                source,
+            } => {
+                trace!("patch {} {} from {} ({} bytes)", kind, id, source, len);
                 if kind == ObjectKind::Commit {
-                    if id != self.to {
-                        return Err(InstallError::CommitNotTarget {
-                            expected: self.to,
-                            found: id,
-                        });
-                    }
-                    if !(self.last_part && self.part_ops_seen == self.part_ops && len == room) {
-                        return Err(InstallError::CommitNotLast { id });
-                    }
+                    return Err(InstallError::PatchCommit { id });
                 }
-                self.check = match kind {
-                    ObjectKind::File => Check::FileHeader,
-                    ObjectKind::DirTree => Check::TreeCount,
-                    ObjectKind::DirMeta => Check::DirMetaHeader,
-                    // `OpRepr::parse` refuses unknown kinds.
-                    _ => Check::CommitHeader,
+                let source_len = self.source_len(store, kind, id, source)?;
+                let patch = Patch {
+                    source,
+                    source_len,
+                    old: 0,
+                    copy: 0,
+                    seek: 0,
+                    step: Step::Control,
                 };
-                self.have = 0;
-                self.prev_len = None;
-                self.utf8 = Utf8::default();
-                Digest::reset(&mut self.hash);
-                store
-                    .begin_object(kind, &id, len)
-                    .map_err(InstallError::Store)?;
-                self.object_open = true;
-                self.rec = Rec::Body {
-                    kind,
-                    id,
-                    len,
-                    pos: 0,
-                };
-                if len == 0 {
-                    self.end_object(store)?;
-                }
-                Ok(())
+                self.open_object(store, kind, id, len, Some(patch))
             }
         }
     }
 
+    /// Reads the whole source of a patch through the store, in [`PATCH_WINDOW`]-byte
+    /// windows, and checks its SHA-256: returns its length.
+    #[inline(never)]
+    fn source_len<S: Store>(
+        &mut self,
+        store: &mut S,
+        kind: ObjectKind,
+        id: ObjectId,
+        source: ObjectId,
+    ) -> Result<u64, InstallError<S::Error>> {
+        let mut win = [0u8; PATCH_WINDOW];
+        Digest::reset(&mut self.hash);
+        let mut at = 0u64;
+        loop {
+            let n = match store
+                .read_object(kind, &source, at, &mut win)
+                .map_err(InstallError::Store)?
+            {
+                Some(n) => n.min(PATCH_WINDOW),
+                None => return Err(InstallError::PatchSourceMissing { kind, id, source }),
+            };
+            self.hash.update(&win[..n]);
+            at += n as u64;
+            if n < PATCH_WINDOW {
+                break;
+            }
+        }
+        let found = ObjectId(self.hash.finalize_reset().into());
+        if found != source {
+            return Err(InstallError::PatchSourceDamaged {
+                kind,
+                source,
+                found,
+            });
+        }
+        Ok(at)
+    }
+
+    /// Begins an object of `len` bytes (a `Write` record's, or a `Patch` record's when `patch`
+    /// is given) after the checks of its header.
+    fn open_object<S: Store>(
+        &mut self,
+        store: &mut S,
+        kind: ObjectKind,
+        id: ObjectId,
+        len: u64,
+        patch: Option<Patch>,
+    ) -> Res<S::Error> {
+        trace!("write {} {} ({} bytes)", kind, id, len);
+        // A patch adds one record byte to each source byte or copies one: it never builds more
+        // bytes than its record holds.
+        let room = self.part_len.saturating_sub(self.part_pos);
+        if len > room {
+            return Err(InstallError::ObjectTooLong {
+                kind,
+                id,
+                len,
+                room,
+            });
+        }
+        let max = match kind {
+            ObjectKind::Commit => Some(MAX_COMMIT_LEN),
+            ObjectKind::DirMeta => Some(DIRMETA_HEADER_LEN + MAX_XATTR_BYTES),
+            _ => None,
+        };
+        if let Some(max) = max {
+            if len > max as u64 {
+                let error = ObjectError::TooLong {
+                    field: "object",
+                    len: to_usize(len),
+                    max,
+                };
+                return Err(InstallError::Object { kind, id, error });
+            }
+        }
+        if kind == ObjectKind::Commit {
+            if id != self.to {
+                return Err(InstallError::CommitNotTarget {
+                    expected: self.to,
+                    found: id,
+                });
+            }
+            if !(self.last_part && self.part_ops_seen == self.part_ops && len == room) {
+                return Err(InstallError::CommitNotLast { id });
+            }
+        }
+        self.check = match kind {
+            ObjectKind::File => Check::FileHeader,
+            ObjectKind::DirTree => Check::TreeCount,
+            ObjectKind::DirMeta => Check::DirMetaHeader,
+            // `OpRepr::parse` refuses unknown kinds.
+            _ => Check::CommitHeader,
+        };
+        self.have = 0;
+        self.prev_len = None;
+        self.utf8 = Utf8::default();
+        Digest::reset(&mut self.hash);
+        store
+            .begin_object(kind, &id, len)
+            .map_err(InstallError::Store)?;
+        self.object_open = true;
+        self.rec = Rec::Body {
+            kind,
+            id,
+            len,
+            pos: 0,
+            patch,
+        };
+        if len == 0 {
+            self.end_object(store)?;
+        }
+        Ok(())
+    }
+
+    /// The next bytes of the object: checked, hashed and handed to the store.
+    fn out_bytes<S: Store>(
+        &mut self,
+        store: &mut S,
+        (kind, id, len, pos): (ObjectKind, ObjectId, u64, u64),
+        chunk: &[u8],
+    ) -> Res<S::Error> {
+        self.check_bytes(store, kind, id, len, pos, chunk)?;
+        self.hash.update(chunk);
+        store.write_object(chunk).map_err(InstallError::Store)
+    }
+
+    /// Takes the next bytes of a `Patch` record: controls, bytes to add to the source's,
+    /// bytes to copy. Builds the object's bytes through [`Ops::out_bytes`] as a `Write`
+    /// record's arrive, reading the source in [`PATCH_WINDOW`]-byte windows.
+    fn patch_bytes<S: Store>(&mut self, store: &mut S, input: &mut &[u8]) -> Res<S::Error> {
+        let Rec::Body {
+            kind,
+            id,
+            len,
+            mut pos,
+            patch: Some(mut p),
+        } = self.rec
+        else {
+            return Ok(());
+        };
+        match p.step {
+            Step::Control => {
+                let before = input.len();
+                let full = fill(
+                    &mut self.op_buf[..PATCH_CONTROL_LEN],
+                    &mut self.op_have,
+                    input,
+                );
+                self.part_pos += (before - input.len()) as u64;
+                if !full {
+                    return Ok(());
+                }
+                self.op_have = 0;
+                let word = |i: usize| {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(&self.op_buf[i..i + 8]);
+                    w
+                };
+                // Add and copy lengths are never negative: a sign bit makes them too long.
+                let add = u64::from_le_bytes(word(0));
+                let copy = u64::from_le_bytes(word(8));
+                let left = len - pos;
+                if add > left || copy > left - add {
+                    return Err(InstallError::PatchOverrun {
+                        kind,
+                        id,
+                        len,
+                        at: pos,
+                    });
+                }
+                let in_source = u64::try_from(p.old)
+                    .is_ok_and(|o| o.checked_add(add).is_some_and(|e| e <= p.source_len));
+                if !in_source {
+                    return Err(InstallError::PatchRange {
+                        kind,
+                        id,
+                        offset: p.old,
+                        len: add,
+                        source_len: p.source_len,
+                    });
+                }
+                p.copy = copy;
+                p.seek = offtin(word(16));
+                p.step = Step::Add { left: add };
+            }
+            Step::Add { left } => {
+                let n = to_usize(left).min(input.len()).min(PATCH_WINDOW);
+                let (diff, rest) = input.split_at(n);
+                *input = rest;
+                let mut win = [0u8; PATCH_WINDOW];
+                let win = &mut win[..n];
+                // `old` is within the source (checked at the control).
+                let at = p.old as u64;
+                match store
+                    .read_object(kind, &p.source, at, win)
+                    .map_err(InstallError::Store)?
+                {
+                    Some(k) if k == n => {}
+                    Some(_) => {
+                        return Err(InstallError::PatchRange {
+                            kind,
+                            id,
+                            offset: p.old,
+                            len: n as u64,
+                            source_len: p.source_len,
+                        })
+                    }
+                    None => {
+                        let source = p.source;
+                        return Err(InstallError::PatchSourceMissing { kind, id, source });
+                    }
+                }
+                for (w, d) in win.iter_mut().zip(diff) {
+                    *w = w.wrapping_add(*d);
+                }
+                self.part_pos += n as u64;
+                self.out_bytes(store, (kind, id, len, pos), win)?;
+                pos += n as u64;
+                p.old += n as i64;
+                p.step = Step::Add {
+                    left: left - n as u64,
+                };
+            }
+            Step::Copy { left } => {
+                let n = to_usize(left).min(input.len());
+                let (chunk, rest) = input.split_at(n);
+                *input = rest;
+                self.part_pos += n as u64;
+                self.out_bytes(store, (kind, id, len, pos), chunk)?;
+                pos += n as u64;
+                p.step = Step::Copy {
+                    left: left - n as u64,
+                };
+            }
+        }
+        loop {
+            match p.step {
+                Step::Add { left: 0 } => p.step = Step::Copy { left: p.copy },
+                Step::Copy { left: 0 } => {
+                    let Some(old) = p.old.checked_add(p.seek) else {
+                        return Err(InstallError::PatchRange {
+                            kind,
+                            id,
+                            offset: p.old,
+                            len: 0,
+                            source_len: p.source_len,
+                        });
+                    };
+                    p.old = old;
+                    p.step = Step::Control;
+                }
+                _ => break,
+            }
+        }
+        self.rec = Rec::Body {
+            kind,
+            id,
+            len,
+            pos,
+            patch: Some(p),
+        };
+        if matches!(p.step, Step::Control) && pos == len {
+            self.end_object(store)?;
+        }
+        Ok(())
+    }
+
     fn body_bytes<S: Store>(&mut self, store: &mut S, input: &mut &[u8]) -> Res<S::Error> {
-        let Rec::Body { kind, id, len, pos } = self.rec else {
+        let Rec::Body {
+            kind, id, len, pos, ..
+        } = self.rec
+        else {
             return Ok(());
         };
         let n = to_usize(len.saturating_sub(pos)).min(input.len());
         let (chunk, rest) = input.split_at(n);
         *input = rest;
-        self.check_bytes(store, kind, id, len, pos, chunk)?;
-        self.hash.update(chunk);
-        store.write_object(chunk).map_err(InstallError::Store)?;
+        self.out_bytes(store, (kind, id, len, pos), chunk)?;
         self.part_pos += n as u64;
         let pos = pos + n as u64;
-        self.rec = Rec::Body { kind, id, len, pos };
+        self.rec = Rec::Body {
+            kind,
+            id,
+            len,
+            pos,
+            patch: None,
+        };
         if pos == len {
             self.end_object(store)?;
         }

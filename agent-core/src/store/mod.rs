@@ -109,9 +109,9 @@ pub trait Store {
     /// that builds a new object from it (`docs/FORMAT.md` §6, format version 3). Fills `buf` from byte `offset`
     /// of the object's canonical bytes and returns how many bytes it read: `buf.len()`, or
     /// fewer only when the object ends first (0 at or past its end). `Ok(None)` means the
-    /// store does not hold the object. The installer reads in small windows (a few hundred
-    /// bytes a call), first the whole object to check its SHA-256, then the ranges the patch
-    /// names. The default holds nothing (`Ok(None)`): a
+    /// store does not hold the object. The installer reads in small windows (at most
+    /// [`crate::install::PATCH_WINDOW`] bytes a call), first the whole object to check its
+    /// SHA-256, then the ranges the patch names. The default holds nothing (`Ok(None)`): a
     /// store without it refuses every patch record as a missing source.
     fn read_object(
         &mut self,

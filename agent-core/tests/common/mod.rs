@@ -245,20 +245,14 @@ pub fn public_key(seed: &[u8; 32]) -> [u8; 32] {
         .to_bytes()
 }
 
-/// Writes an update of `built` with the writer.
+/// Writes an update of `built` with the writer, in the format version it chooses.
 pub fn write_update(
     built: &Built,
     from: Option<ObjectId>,
     seed: Option<&[u8; 32]>,
     part_size: usize,
 ) -> Vec<u8> {
-    write_update_format(
-        built,
-        from,
-        seed,
-        part_size,
-        agent_core::wire::FORMAT_VERSION,
-    )
+    write_update_with(built, from, seed, part_size, None, &|_, _| None)
 }
 
 /// [`write_update`] in format version `format_version`.
@@ -269,6 +263,47 @@ pub fn write_update_format(
     part_size: usize,
     format_version: u16,
 ) -> Vec<u8> {
+    let v = Some(format_version);
+    write_update_with(built, from, seed, part_size, v, &|_, _| None)
+}
+
+/// The source object of a patch and the patch, for a written object (its id and bytes).
+pub type PatchFor<'a> = dyn Fn(&ObjectId, &[u8]) -> Option<(ObjectId, Vec<u8>)> + 'a;
+
+/// [`write_update`] writing each object that `patch` gives a patch for as a patch record.
+pub fn write_update_patched(
+    built: &Built,
+    from: Option<ObjectId>,
+    seed: Option<&[u8; 32]>,
+    part_size: usize,
+    patch: &PatchFor<'_>,
+) -> Vec<u8> {
+    write_update_with(built, from, seed, part_size, None, patch)
+}
+
+/// Patches file objects from the file objects of `sources` (canonical bytes): the one with the
+/// same content length first, else the longest, kept when the patch pays.
+pub fn patch_from(
+    sources: Vec<Vec<u8>>,
+) -> impl Fn(&ObjectId, &[u8]) -> Option<(ObjectId, Vec<u8>)> {
+    move |_, new| {
+        let old = sources
+            .iter()
+            .find(|o| o.len() == new.len())
+            .or_else(|| sources.iter().max_by_key(|o| o.len()))?;
+        let p = agent_core::write::diff(old, new);
+        agent_core::write::patch_pays(new, &p).then(|| (ObjectId::of(old), p))
+    }
+}
+
+fn write_update_with(
+    built: &Built,
+    from: Option<ObjectId>,
+    seed: Option<&[u8; 32]>,
+    part_size: usize,
+    format_version: Option<u16>,
+    patch: &PatchFor<'_>,
+) -> Vec<u8> {
     let mut w = UpdateWriter::new(
         REF,
         from,
@@ -277,10 +312,16 @@ pub fn write_update_format(
         "1.0",
         "test commit",
     )
-    .part_size(part_size)
-    .format_version(format_version);
+    .part_size(part_size);
+    if let Some(v) = format_version {
+        w = w.format_version(v);
+    }
     for op in &built.ops {
         match op {
+            Op::Write(k, id, b) if *k == ObjectKind::File && patch(id, b).is_some() => {
+                let (source, p) = patch(id, b).unwrap();
+                w.patch_object(*k, *id, b.len() as u64, source, &p).unwrap();
+            }
             Op::Write(k, id, b) => {
                 if b.len() > 4096 {
                     w.write_object_from(*k, *id, b.len() as u64, &mut &b[..])
@@ -408,6 +449,22 @@ pub fn raw_update(
     seed: Option<&[u8; 32]>,
     tweak: impl FnOnce(&mut Superblock<'_>, &mut Vec<Vec<u8>>),
 ) -> Vec<u8> {
+    // Format version 2, as the writer writes files without patch records.
+    raw_update_version(2, from, to, timestamp, objects, parts, seed, tweak)
+}
+
+/// [`raw_update`] with format version `version` in the header.
+#[allow(clippy::too_many_arguments)]
+pub fn raw_update_version(
+    version: u16,
+    from: Option<ObjectId>,
+    to: ObjectId,
+    timestamp: u64,
+    objects: u32,
+    parts: &[RawPart],
+    seed: Option<&[u8; 32]>,
+    tweak: impl FnOnce(&mut Superblock<'_>, &mut Vec<Vec<u8>>),
+) -> Vec<u8> {
     let mut encoded = Vec::new();
     let mut entries = heapless::Vec::new();
     for p in parts {
@@ -440,9 +497,12 @@ pub fn raw_update(
     };
     tweak(&mut sb, &mut encoded);
     let mut head = vec![0u8; HEADER_LEN + 32 * 1024];
-    let n = sb.emit(&mut head[HEADER_LEN..]).unwrap().len();
+    let n = sb
+        .emit_version(&mut head[HEADER_LEN..], version)
+        .unwrap()
+        .len();
     HeaderRepr {
-        version: agent_core::wire::FORMAT_VERSION,
+        version,
         superblock_len: n as u32,
     }
     .emit(&mut Header::new_unchecked(&mut head[..HEADER_LEN]));

@@ -331,7 +331,8 @@ pub fn public_key() -> [u8; 32] {
 }
 
 /// A signed `.update` file to `to`: from scratch, or a delta from `from`, in parts of about
-/// 8 KiB so that files have several.
+/// 8 KiB so that files have several. A delta patches each new file from the source's image
+/// when the patch pays (the firmware image's always does).
 pub fn update_file(to: &Built, from: Option<&Built>) -> Vec<u8> {
     let mut w = UpdateWriter::new(
         "ecu/test/main",
@@ -342,8 +343,22 @@ pub fn update_file(to: &Built, from: Option<&Built>) -> Vec<u8> {
         "test",
     )
     .part_size(8 * 1024);
+    // A delta patches the new image from the old one (the source's `firmware.bin`, read from
+    // the active slot), when that pays.
+    let source = from.map(|f| object::file_object(0o644, 0, 0, &f.image));
     for op in ops(to, from) {
         match op {
+            Op::Write(kind, id, bytes) if kind == ObjectKind::File && source.is_some() => {
+                let old = source.as_deref().unwrap_or_default();
+                let p = agent_core::write::diff(old, &bytes);
+                if agent_core::write::patch_pays(&bytes, &p) {
+                    let len = bytes.len() as u64;
+                    w.patch_object(kind, id, len, ObjectId::of(old), &p)
+                        .unwrap();
+                } else {
+                    w.write_object(kind, id, &bytes).unwrap();
+                }
+            }
             Op::Write(kind, id, bytes) => w.write_object(kind, id, &bytes).unwrap(),
             Op::Reuse(kind, id) => w.reuse_object(kind, id),
         }
