@@ -99,7 +99,7 @@ pub fn firmware() -> Result<()> {
 /// `cargo xtask size`: the budget, as a table and as `key: N` lines.
 pub fn size() -> Result<()> {
     ensure_tools()?;
-    gen_data()?;
+    let sizes = gen_data()?;
     let plain = build(Variant::Quiet)?;
     let base = build(Variant::NoAgent)?;
     let mut stack = 0u64;
@@ -163,6 +163,12 @@ pub fn size() -> Result<()> {
     println!("  FlashStore (static):                       {store:>7} B");
     println!("  stack while constructing the Installer:    {init_stack:>7} B (once, at start-up)");
     println!("  stack high-water during an install:        {stack:>7} B (feed + finish, max over blocks {BLOCK_SIZES:?})");
+    println!(
+        "  update to the second build: {} B from scratch, {} B as a delta (firmware.bin patched), {:.1}%",
+        sizes.full,
+        sizes.delta,
+        100.0 * sizes.delta as f64 / sizes.full.max(1) as f64
+    );
     let verdict = |name: &str, n: u64, target: u64, under: bool| {
         let ok = if under { n < target } else { n <= target };
         if ok {
@@ -184,6 +190,8 @@ pub fn size() -> Result<()> {
     println!("installer-ram-bytes: {installer}");
     println!("flash-store-ram-bytes: {store}");
     println!("install-stack-bytes: {stack}");
+    println!("firmware-full-update-bytes: {}", sizes.full);
+    println!("firmware-delta-update-bytes: {}", sizes.delta);
     let c = crate::c_firmware::size()?;
     println!();
     println!("C firmware (tests/c-firmware: arm-none-eabi-gcc -Os, libecu_update.a with opt-level \"s\", LTO, panic abort; no error texts), beside the Rust firmware:");
@@ -549,7 +557,11 @@ fn dir(entries: Vec<(&str, Node)>) -> Node {
     )
 }
 
-/// A deterministic firmware-like image: Thumb-ish code words and string tables.
+/// Flash address the test images are linked at (literal words point into it).
+const LINK_BASE: u32 = 0x0800_0000;
+
+/// A deterministic firmware-like image: Thumb-ish code words, string tables, and literal
+/// words (4-byte aligned) holding addresses inside the image, as a linker lays them out.
 fn image(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len);
@@ -559,12 +571,33 @@ fn image(seed: u64, len: usize) -> Vec<u8> {
         x ^= x << 17;
         if x.is_multiple_of(5) {
             out.extend_from_slice(b"ECU diagnostic string table entry ");
+        } else if x.is_multiple_of(7) {
+            out.resize(out.len().next_multiple_of(4), 0);
+            let target = LINK_BASE + (x >> 24) as u32 % len as u32;
+            out.extend_from_slice(&target.to_le_bytes());
         } else {
             out.extend_from_slice(&((x as u16 & 0x0fff) | 0x4600).to_le_bytes());
         }
     }
     out.truncate(len);
     out
+}
+
+/// The next build of `old` after a small code change: `code` inserted at `at` (4-byte
+/// aligned), and every literal word that pointed at or past `at` moved by its length, as a
+/// relink moves them. Everything after the change shifts; few bytes really differ.
+fn rebuilt(old: &[u8], at: usize, code: &[u8]) -> Vec<u8> {
+    let shift = code.len() as u32;
+    let moved = LINK_BASE + at as u32..LINK_BASE + old.len() as u32;
+    let mut new = old.to_vec();
+    for w in new.chunks_exact_mut(4) {
+        let v = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        if moved.contains(&v) {
+            w.copy_from_slice(&(v + shift).to_le_bytes());
+        }
+    }
+    new.splice(at..at, code.iter().copied());
+    new
 }
 
 type Objects = BTreeMap<(u8, ObjectId), Vec<u8>>;
@@ -647,7 +680,8 @@ fn build_commit(
     })
 }
 
-/// An update file to `to` (from scratch, or a delta reusing what `from` has).
+/// An update file to `to` (from scratch, or a delta reusing what `from` has and patching
+/// each new file from the source's `firmware.bin` when the patch pays).
 fn update_file(to: &Built, from: Option<&Built>, seed: &[u8; 32]) -> Result<Vec<u8>> {
     let have: BTreeSet<(u8, ObjectId)> = from
         .map(|f| f.objects.keys().copied().collect())
@@ -662,7 +696,24 @@ fn update_file(to: &Built, from: Option<&Built>, seed: &[u8; 32]) -> Result<Vec<
     )
     .part_size(32 * 1024);
     let mut done = BTreeSet::new();
-    emit_tree(to, to.root.0, to.root.1, &have, &mut done, &mut w)?;
+    let source = from.and_then(|f| {
+        let (tree, _) = f.root;
+        let body = &f.objects[&(ObjectKind::DirTree.code(), tree)];
+        let t = DirTree::parse(body).ok()?;
+        t.entries().find_map(|e| match e {
+            DirEntry::File { name, id } if name == b"firmware.bin" => {
+                f.objects.get(&(ObjectKind::File.code(), id)).cloned()
+            }
+            _ => None,
+        })
+    });
+    let mut e = Emit {
+        have: &have,
+        done: &mut done,
+        source: source.as_deref(),
+        w: &mut w,
+    };
+    emit_tree(to, to.root.0, to.root.1, &mut e)?;
     let ck = (ObjectKind::Commit.code(), to.commit);
     w.write_object(ObjectKind::Commit, to.commit, &to.objects[&ck])?;
     let mut out = Vec::new();
@@ -671,53 +722,58 @@ fn update_file(to: &Built, from: Option<&Built>, seed: &[u8; 32]) -> Result<Vec<
     Ok(out)
 }
 
-/// Writes or reuses one object; true when done (a dirtree still to be written says false).
-fn emit_one(
-    b: &Built,
-    kind: ObjectKind,
-    id: ObjectId,
-    have: &BTreeSet<(u8, ObjectId)>,
-    done: &mut BTreeSet<(u8, ObjectId)>,
-    w: &mut UpdateWriter,
-) -> Result<bool> {
-    let key = (kind.code(), id);
-    if !done.insert(key) {
-        return Ok(true);
-    }
-    if have.contains(&key) {
-        w.reuse_object(kind, id);
-        return Ok(true);
-    }
-    if kind != ObjectKind::DirTree {
-        w.write_object(kind, id, &b.objects[&key])?;
-        return Ok(true);
-    }
-    Ok(false)
+/// What [`emit_tree`] needs: what the source has, what is done, the source image to patch
+/// from, the writer.
+struct Emit<'a> {
+    have: &'a BTreeSet<(u8, ObjectId)>,
+    done: &'a mut BTreeSet<(u8, ObjectId)>,
+    source: Option<&'a [u8]>,
+    w: &'a mut UpdateWriter,
 }
 
-fn emit_tree(
-    b: &Built,
-    tree: ObjectId,
-    meta: ObjectId,
-    have: &BTreeSet<(u8, ObjectId)>,
-    done: &mut BTreeSet<(u8, ObjectId)>,
-    w: &mut UpdateWriter,
-) -> Result<()> {
-    emit_one(b, ObjectKind::DirMeta, meta, have, done, w)?;
-    if emit_one(b, ObjectKind::DirTree, tree, have, done, w)? {
+/// Writes, patches or reuses one object; true when done (a dirtree still to be written says
+/// false).
+fn emit_one(b: &Built, kind: ObjectKind, id: ObjectId, e: &mut Emit<'_>) -> Result<bool> {
+    let key = (kind.code(), id);
+    if !e.done.insert(key) {
+        return Ok(true);
+    }
+    if e.have.contains(&key) {
+        e.w.reuse_object(kind, id);
+        return Ok(true);
+    }
+    if kind == ObjectKind::DirTree {
+        return Ok(false);
+    }
+    let bytes = &b.objects[&key];
+    if let (ObjectKind::File, Some(old)) = (kind, e.source) {
+        let p = agent_core::write::diff(old, bytes);
+        if agent_core::write::patch_pays(bytes, &p) {
+            let len = bytes.len() as u64;
+            e.w.patch_object(kind, id, len, ObjectId::of(old), &p)?;
+            return Ok(true);
+        }
+    }
+    e.w.write_object(kind, id, bytes)?;
+    Ok(true)
+}
+
+fn emit_tree(b: &Built, tree: ObjectId, meta: ObjectId, e: &mut Emit<'_>) -> Result<()> {
+    emit_one(b, ObjectKind::DirMeta, meta, e)?;
+    if emit_one(b, ObjectKind::DirTree, tree, e)? {
         return Ok(());
     }
     let body = b.objects[&(ObjectKind::DirTree.code(), tree)].clone();
     let t = DirTree::parse(&body).map_err(|e| anyhow::anyhow!("{e}"))?;
-    for e in t.entries() {
-        match e {
+    for entry in t.entries() {
+        match entry {
             DirEntry::File { id, .. } => {
-                emit_one(b, ObjectKind::File, id, have, done, w)?;
+                emit_one(b, ObjectKind::File, id, e)?;
             }
-            DirEntry::Dir { tree, meta, .. } => emit_tree(b, tree, meta, have, done, w)?,
+            DirEntry::Dir { tree, meta, .. } => emit_tree(b, tree, meta, e)?,
         }
     }
-    w.write_object(ObjectKind::DirTree, tree, &body)?;
+    e.w.write_object(ObjectKind::DirTree, tree, &body)?;
     Ok(())
 }
 
@@ -740,7 +796,8 @@ fn hex_bytes<const N: usize>(s: &str) -> Result<[u8; N]> {
 /// security version 1), `v1-v2.update` (delta, security version 2), `v2-flipped.update` (v2
 /// from scratch, one byte flipped in the middle), `v1.bin` and `v2.bin` (the images the slots
 /// must hold). The firmware replays `v1.update` after v2 is marked good: below the floor.
-pub(crate) fn gen_data() -> Result<()> {
+/// The delta patches `firmware.bin` (a small code change, relinked) from v1's.
+pub(crate) fn gen_data() -> Result<Sizes> {
     let fw = fw_dir();
     let seed: [u8; 32] =
         hex_bytes(&fs::read_to_string(fw.join("test-key")).context("tests/firmware/test-key")?)?;
@@ -754,9 +811,9 @@ pub(crate) fn gen_data() -> Result<()> {
     );
 
     let fw1 = image(1, 72 * 1024 + 13);
-    let mut fw2 = fw1.clone();
-    fw2[4096..4196].fill(0x55);
-    fw2.extend_from_slice(&image(9, 1500));
+    // The next build: 40 bytes of new code a third of the way in, everything after it
+    // relinked.
+    let fw2 = rebuilt(&fw1, 24 * 1024, &image(9, 40));
     let cal = image(3, 2048);
     let tree = |fw: Vec<u8>, extra: bool| {
         let mut lib = vec![
@@ -792,7 +849,8 @@ pub(crate) fn gen_data() -> Result<()> {
     let v2 = build_commit(&tree(fw2.clone(), true), Some(v1.commit), "1.1.0", 2)?;
     let full1 = update_file(&v1, None, &seed)?;
     let delta = update_file(&v2, Some(&v1), &seed)?;
-    let mut flipped = update_file(&v2, None, &seed)?;
+    let full2 = update_file(&v2, None, &seed)?;
+    let mut flipped = full2.clone();
     let mid = flipped.len() / 2;
     flipped[mid] ^= 0x01;
     let data = data_dir();
@@ -814,7 +872,16 @@ pub(crate) fn gen_data() -> Result<()> {
         fw1.len(),
         fw2.len()
     );
-    Ok(())
+    Ok(Sizes {
+        full: full2.len() as u64,
+        delta: delta.len() as u64,
+    })
+}
+
+/// Bytes of the update files to the second build: from scratch and as a delta from the first.
+struct Sizes {
+    full: u64,
+    delta: u64,
 }
 
 /// Size of the symbol `name` of an ELF (`nm -S`).

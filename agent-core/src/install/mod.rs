@@ -405,9 +405,10 @@ impl<'k> Installer<'k> {
     /// file (same signed `header || superblock`, same target), agrees with its part table, and
     /// [`Store::resume`] confirms the objects of the completed parts are in place, the
     /// installer skips to the next part ([`Progress::resume_offset`]); otherwise it installs
-    /// from the first part. Returns false (and does nothing) once feeding has begun.
+    /// from the first part. Returns false (and does nothing) once feeding has begun, and
+    /// always without the feature `resume` (on with `std`).
     pub fn resume(&mut self, checkpoint: Checkpoint) -> bool {
-        if self.phase != Phase::Header || self.consumed != 0 {
+        if !cfg!(feature = "resume") || self.phase != Phase::Header || self.consumed != 0 {
             return false;
         }
         self.ops.stash().copy_from_slice(&checkpoint.to_bytes());
@@ -795,7 +796,7 @@ impl<'k> Installer<'k> {
         store.declared(&declared).map_err(InstallError::Store)?;
         self.phase = Phase::Parts;
         self.part = 0;
-        if core::mem::take(&mut self.pending) {
+        if cfg!(feature = "resume") && core::mem::take(&mut self.pending) {
             // Only a checkpoint of this very file, at one of its part boundaries, whose
             // objects the store still holds.
             let cp = Checkpoint::from_bytes(self.ops.stash()).ok();
@@ -826,8 +827,11 @@ impl<'k> Installer<'k> {
     }
 
     /// Part `self.part - 1` was just verified (and [`Store::part_verified`] told): the store
-    /// may record the checkpoint.
+    /// may record the checkpoint (with the feature `resume`).
     fn take_checkpoint<S: Store>(&mut self, store: &mut S) -> Res<S::Error> {
+        if !cfg!(feature = "resume") {
+            return Ok(());
+        }
         match self.checkpoint_at(self.part) {
             Some(cp) => store.checkpoint(&cp).map_err(InstallError::Store),
             None => Ok(()),
