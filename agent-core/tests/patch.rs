@@ -58,11 +58,11 @@ struct Case {
 }
 
 fn case() -> Case {
-    let app1 = code(1, 40_000);
-    let app2 = relinked(&app1, 15_000, 24);
-    let lib1 = code(2, 9_000);
+    let app1 = code(1, 16_000);
+    let app2 = relinked(&app1, 6_000, 24);
+    let lib1 = code(2, 5_000);
     let mut lib2 = lib1.clone();
-    lib2[4000..4010].fill(0);
+    lib2[3000..3010].fill(0);
     let t1 = Tree::default()
         .file("app.bin", app1.clone())
         .file("README", "version 1\n")
@@ -137,7 +137,7 @@ fn a_patched_delta_round_trips_and_is_much_smaller() {
     assert!(s.reads > 0, "the sources were read through read_object");
     // Patched objects are begun and finished as written ones are.
     let app2 = c.v2.ops.iter().find_map(|o| match o {
-        Op::Write(ObjectKind::File, id, b) if b.len() > 30_000 => Some(*id),
+        Op::Write(ObjectKind::File, id, b) if b.len() > 12_000 => Some(*id),
         _ => None,
     });
     let app2 = app2.unwrap();
@@ -218,7 +218,7 @@ fn a_missing_or_damaged_source_is_refused_with_nothing_committed() {
         c.v2.ops
             .iter()
             .find_map(|o| match o {
-                Op::Write(ObjectKind::File, id, b) if b.len() > 30_000 => Some(*id),
+                Op::Write(ObjectKind::File, id, b) if b.len() > 12_000 => Some(*id),
                 _ => None,
             })
             .unwrap();
@@ -237,7 +237,7 @@ fn a_missing_or_damaged_source_is_refused_with_nothing_committed() {
         "{msg}"
     );
 
-    for at in [0, 30, 24 + 15_000, c.app1.len() + 23] {
+    for at in [0, 30, 24 + 6_000, c.app1.len() + 23] {
         let mut damaged = store.clone();
         let bytes = damaged.objects.get_mut(&key).unwrap();
         bytes[at] ^= 0x10;
@@ -569,7 +569,7 @@ fn the_writer_checks_patch_framing_and_version() {
     let c = case();
     let old = file_object(&c.app1);
     let new = c.v2.ops.iter().find_map(|o| match o {
-        Op::Write(ObjectKind::File, id, b) if b.len() > 30_000 => Some((*id, b.clone())),
+        Op::Write(ObjectKind::File, id, b) if b.len() > 12_000 => Some((*id, b.clone())),
         _ => None,
     });
     let (id, new) = new.unwrap();

@@ -7,12 +7,21 @@
 //! `Reuse` for every maximal unchanged subtree or file that the new tree references (a store
 //! that copies, like flash A/B, gets everything it needs; a shared store just checks
 //! presence). Each object appears once.
+//!
+//! **Patches.** In a delta, a new regular file is paired with a file of the source commit: the
+//! one at the same path, else a renamed sibling (same directory, same name once its digits are
+//! dropped: `libfoo.so.1.2` for `libfoo.so.1.3`). The pair is diffed (bsdiff's suffix-array
+//! matching, [`agent_core::write::diff`]) on every core, and the file becomes a patch record
+//! when the patch, compressed, is smaller than the file compressed
+//! ([`agent_core::write::patch_pays`]); otherwise it is written whole.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use agent_core::object::{ObjectId, ObjectKind};
 use agent_core::write::{UpdateWriter, WriteError, WriteSummary};
@@ -21,6 +30,12 @@ use crate::repo::{io_err, ObjectSet, OwnedEntry, Repo, RepoError, MAX_TREE_DEPTH
 
 /// Objects up to this size are read whole and handed over in memory; larger ones stream.
 const IN_MEMORY_OBJECT: u64 = 64 * 1024;
+
+/// Files are paired for a patch only when both are at least this long (smaller ones compress
+/// as well as a patch would)...
+const MIN_PATCH_FILE: u64 = 256;
+/// ...and at most this long: bsdiff's suffix array takes 16 bytes of memory per source byte.
+pub const MAX_PATCH_FILE: u64 = 64 * 1024 * 1024;
 
 /// Why an update could not be generated.
 #[derive(Debug)]
@@ -91,6 +106,8 @@ pub struct GenerateOptions {
     pub part_size: Option<usize>,
     /// Deflate level 0..=10 (the writer's default when `None`).
     pub compression: Option<u8>,
+    /// Write every new file whole, never as a patch of a source file.
+    pub no_patches: bool,
 }
 
 /// What one generated file holds.
@@ -113,6 +130,8 @@ pub struct UpdateSummary {
     pub written: u32,
     /// Objects reused from the source.
     pub reused: u32,
+    /// Objects written as patches of a source object (counted in `written`).
+    pub patched: u32,
 }
 
 /// Finds a ref whose history contains `commit` (the first by name).
@@ -157,18 +176,34 @@ pub fn generate(
     if let Some(l) = opts.compression {
         writer = writer.compression(l);
     }
+    let pairs = match from {
+        Some(f) if !opts.no_patches => SourceFiles::of(repo, &repo.read_commit(&f)?.root_tree)?,
+        _ => SourceFiles::default(),
+    };
     let mut walk = Walk {
         repo,
         source: &source,
-        writer,
+        pairs: &pairs,
+        plan: Vec::new(),
         done: HashSet::new(),
+        path: Vec::new(),
+    };
+    walk.tree(&target.root_tree, 0)?;
+    walk.object(ObjectKind::DirMeta, &target.root_meta, None)?;
+    let patches = patches(repo, &walk.plan);
+    let mut emit = Emit {
+        repo,
+        writer,
         written: 0,
         reused: 0,
+        patched: 0,
         bytes: 0,
         progress,
     };
-    walk.tree(&target.root_tree, 0)?;
-    walk.object(ObjectKind::DirMeta, &target.root_meta)?;
+    for (step, patch) in walk.plan.iter().zip(patches) {
+        emit.step(step, patch)?;
+    }
+    let mut walk = emit;
     let commit = repo.read_metadata_object(ObjectKind::Commit, to)?;
     walk.writer
         .write_object(ObjectKind::Commit, *to, &commit)
@@ -177,7 +212,7 @@ pub fn generate(
             path: repo.object_path(ObjectKind::Commit, to),
             source: e,
         })?;
-    let (written, reused) = (walk.written + 1, walk.reused);
+    let (written, reused, patched) = (walk.written + 1, walk.reused, walk.patched);
     let summary: WriteSummary = walk.writer.finish(opts.sign_key.as_ref(), out)?;
     Ok(UpdateSummary {
         ref_name: ref_name.to_string(),
@@ -188,6 +223,7 @@ pub fn generate(
         objects: summary.objects,
         written,
         reused,
+        patched,
     })
 }
 
@@ -279,19 +315,149 @@ pub fn generate_deltas(
     Ok(out)
 }
 
+/// The regular files of a source commit, by path and by sibling key (see the module docs).
+#[derive(Default)]
+struct SourceFiles {
+    by_path: HashMap<Vec<u8>, ObjectId>,
+    /// (directory, name without digits) -> the first such file by name.
+    by_sibling: BTreeMap<(Vec<u8>, Vec<u8>), ObjectId>,
+}
+
+/// The name of `libfoo.so.1.2` without its digits: `libfoo.so..`.
+fn sibling_key(name: &[u8]) -> Vec<u8> {
+    name.iter()
+        .copied()
+        .filter(|b| !b.is_ascii_digit())
+        .collect()
+}
+
+impl SourceFiles {
+    /// Every regular file under `root` (walked with an explicit stack).
+    fn of(repo: &Repo, root: &ObjectId) -> Result<SourceFiles, GenerateError> {
+        let mut files = SourceFiles::default();
+        let mut stack = vec![(*root, Vec::new(), 0usize)];
+        let mut seen = HashSet::new();
+        while let Some((tree, dir, depth)) = stack.pop() {
+            if depth > MAX_TREE_DEPTH || !seen.insert((tree, dir.clone())) {
+                continue;
+            }
+            for e in repo.read_dirtree(&tree)? {
+                match e {
+                    OwnedEntry::File { name, id } => {
+                        let mut path = dir.clone();
+                        path.push(b'/');
+                        path.extend_from_slice(&name);
+                        files
+                            .by_sibling
+                            .entry((dir.clone(), sibling_key(&name)))
+                            .or_insert(id);
+                        files.by_path.insert(path, id);
+                    }
+                    OwnedEntry::Dir { name, tree, .. } => {
+                        let mut path = dir.clone();
+                        path.push(b'/');
+                        path.extend_from_slice(&name);
+                        stack.push((tree, path, depth + 1));
+                    }
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// The source file to patch `dir/name` from, if any.
+    fn pair(&self, dir: &[u8], name: &[u8]) -> Option<ObjectId> {
+        let mut path = dir.to_vec();
+        path.push(b'/');
+        path.extend_from_slice(name);
+        self.by_path.get(&path).copied().or_else(|| {
+            self.by_sibling
+                .get(&(dir.to_vec(), sibling_key(name)))
+                .copied()
+        })
+    }
+}
+
+/// One operation of the update, in file order: a write (with the source file to try a patch
+/// from) or a reuse.
+enum Step {
+    Write(ObjectKind, ObjectId, Option<ObjectId>),
+    Reuse(ObjectKind, ObjectId),
+}
+
+/// A write's patch, when it pays: the source object and the patch.
+type Patch = Option<(ObjectId, Vec<u8>)>;
+
+/// Whole canonical bytes of a regular file object of a patchable size, `None` otherwise.
+fn patchable(repo: &Repo, id: &ObjectId) -> Result<Option<Vec<u8>>, GenerateError> {
+    let obj = repo.open_file_object(id)?;
+    let len = obj.header.object_len();
+    if obj.header.is_symlink() || !(MIN_PATCH_FILE..=MAX_PATCH_FILE).contains(&len) {
+        return Ok(None);
+    }
+    let path = repo.object_path(ObjectKind::File, id);
+    let mut bytes = Vec::with_capacity(len as usize);
+    obj.into_reader()
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", &path))?;
+    Ok(Some(bytes))
+}
+
+/// The patch of each write that has a source, when it pays: computed on every core (each
+/// pair is independent), in the plan's order. A pair that cannot be read is written whole
+/// (the write reports the error).
+fn patches(repo: &Repo, plan: &[Step]) -> Vec<Patch> {
+    let jobs: Vec<usize> = plan
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s, Step::Write(_, _, Some(_))))
+        .map(|(i, _)| i)
+        .collect();
+    let results: Vec<Mutex<Patch>> = plan.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(jobs.len());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while let Some(&i) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let Step::Write(_, id, Some(src)) = &plan[i] else {
+                        continue;
+                    };
+                    let (Ok(Some(new)), Ok(Some(old))) =
+                        (patchable(repo, id), patchable(repo, src))
+                    else {
+                        continue;
+                    };
+                    let p = agent_core::write::diff(&old, &new);
+                    if agent_core::write::patch_pays(&new, &p) {
+                        if let Ok(mut slot) = results[i].lock() {
+                            *slot = Some((*src, p));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or(None))
+        .collect()
+}
+
 struct Walk<'a> {
     repo: &'a Repo,
     source: &'a ObjectSet,
-    writer: UpdateWriter,
+    pairs: &'a SourceFiles,
+    plan: Vec<Step>,
     done: HashSet<(u8, ObjectId)>,
-    written: u32,
-    reused: u32,
-    bytes: u64,
-    progress: &'a mut dyn FnMut(u32, u64),
+    /// The directory being walked, `/`-separated from the root ("" for the root).
+    path: Vec<u8>,
 }
 
 impl Walk<'_> {
-    /// Emits a dirtree and, first, everything under it (or reuses it whole).
+    /// Plans a dirtree and, first, everything under it (or reuses it whole).
     fn tree(&mut self, id: &ObjectId, depth: usize) -> Result<(), GenerateError> {
         if depth > MAX_TREE_DEPTH {
             return Err(RepoError::TooDeep(*id).into());
@@ -302,57 +468,115 @@ impl Walk<'_> {
         if !self.source.contains(ObjectKind::DirTree, id) {
             for e in self.repo.read_dirtree(id)? {
                 match e {
-                    OwnedEntry::File { id, .. } => self.object(ObjectKind::File, &id)?,
-                    OwnedEntry::Dir { tree, meta, .. } => {
-                        self.tree(&tree, depth + 1)?;
-                        self.object(ObjectKind::DirMeta, &meta)?;
+                    OwnedEntry::File { id, name } => {
+                        let pair = self.pairs.pair(&self.path, &name);
+                        self.object(ObjectKind::File, &id, pair)?;
+                    }
+                    OwnedEntry::Dir { tree, meta, name } => {
+                        let len = self.path.len();
+                        self.path.push(b'/');
+                        self.path.extend_from_slice(&name);
+                        let r = self.tree(&tree, depth + 1);
+                        self.path.truncate(len);
+                        r?;
+                        self.object(ObjectKind::DirMeta, &meta, None)?;
                     }
                 }
             }
         }
-        self.object(ObjectKind::DirTree, id)
+        self.object(ObjectKind::DirTree, id, None)
     }
 
-    /// Emits one object as a reuse (when the source has it) or a write.
-    fn object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<(), GenerateError> {
+    /// Plans one object as a reuse (when the source has it) or a write (patched from `pair`
+    /// if that pays).
+    fn object(
+        &mut self,
+        kind: ObjectKind,
+        id: &ObjectId,
+        pair: Option<ObjectId>,
+    ) -> Result<(), GenerateError> {
         if !self.done.insert((kind.code(), *id)) {
             return Ok(());
         }
         if self.source.contains(kind, id) {
-            self.writer.reuse_object(kind, *id);
-            self.reused += 1;
+            self.plan.push(Step::Reuse(kind, *id));
         } else {
-            let path = self.repo.object_path(kind, id);
-            let add = |source| GenerateError::Io {
-                what: "add object",
-                path: path.clone(),
-                source,
-            };
-            match kind {
-                ObjectKind::File => {
-                    let obj = self.repo.open_file_object(id)?;
-                    let len = obj.header.object_len();
-                    let mut r = obj.into_reader();
-                    if len <= IN_MEMORY_OBJECT {
-                        let mut bytes = Vec::with_capacity(len as usize);
-                        r.read_to_end(&mut bytes).map_err(io_err("read", &path))?;
-                        self.writer.write_object(kind, *id, &bytes).map_err(add)?;
-                    } else {
-                        self.writer
-                            .write_object_from(kind, *id, len, &mut r)
-                            .map_err(add)?;
-                    }
-                    self.bytes += len;
-                }
-                _ => {
-                    let bytes = self.repo.read_metadata_object(kind, id)?;
-                    self.writer.write_object(kind, *id, &bytes).map_err(add)?;
-                    self.bytes += bytes.len() as u64;
-                }
+            self.plan.push(Step::Write(kind, *id, pair));
+        }
+        Ok(())
+    }
+}
+
+/// Hands the planned operations to the writer.
+struct Emit<'a> {
+    repo: &'a Repo,
+    writer: UpdateWriter,
+    written: u32,
+    reused: u32,
+    patched: u32,
+    bytes: u64,
+    progress: &'a mut dyn FnMut(u32, u64),
+}
+
+impl Emit<'_> {
+    fn step(&mut self, step: &Step, patch: Patch) -> Result<(), GenerateError> {
+        match (step, patch) {
+            (Step::Reuse(kind, id), _) => {
+                self.writer.reuse_object(*kind, *id);
+                self.reused += 1;
             }
-            self.written += 1;
+            (Step::Write(kind, id, _), Some((source, p))) => {
+                let len = agent_core::write::patch_len(&p).unwrap_or(0);
+                self.writer
+                    .patch_object(*kind, *id, len, source, &p)
+                    .map_err(|source| GenerateError::Io {
+                        what: "add patch of",
+                        path: self.repo.object_path(*kind, id),
+                        source,
+                    })?;
+                self.bytes += len;
+                self.written += 1;
+                self.patched += 1;
+            }
+            (Step::Write(kind, id, _), None) => {
+                self.write(*kind, id)?;
+                self.written += 1;
+            }
         }
         (self.progress)(self.written + self.reused, self.bytes);
+        Ok(())
+    }
+
+    /// Writes one object whole.
+    fn write(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<(), GenerateError> {
+        let path = self.repo.object_path(kind, id);
+        let add = |source| GenerateError::Io {
+            what: "add object",
+            path: path.clone(),
+            source,
+        };
+        match kind {
+            ObjectKind::File => {
+                let obj = self.repo.open_file_object(id)?;
+                let len = obj.header.object_len();
+                let mut r = obj.into_reader();
+                if len <= IN_MEMORY_OBJECT {
+                    let mut bytes = Vec::with_capacity(len as usize);
+                    r.read_to_end(&mut bytes).map_err(io_err("read", &path))?;
+                    self.writer.write_object(kind, *id, &bytes).map_err(add)?;
+                } else {
+                    self.writer
+                        .write_object_from(kind, *id, len, &mut r)
+                        .map_err(add)?;
+                }
+                self.bytes += len;
+            }
+            _ => {
+                let bytes = self.repo.read_metadata_object(kind, id)?;
+                self.writer.write_object(kind, *id, &bytes).map_err(add)?;
+                self.bytes += bytes.len() as u64;
+            }
+        }
         Ok(())
     }
 }

@@ -32,6 +32,12 @@ pub struct WriterArgs {
     /// Deflate level, 0 (fastest) to 10 (smallest); default 6.
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=10))]
     compression: Option<u8>,
+    /// Write every changed file whole. By default a delta writes a changed file as a binary
+    /// patch (bsdiff) of the source commit's file at the same path, or of a renamed sibling
+    /// (`libfoo.so.1.2` for `libfoo.so.1.3`), when the patch is smaller; such a file needs an
+    /// agent that reads format version 3.
+    #[arg(long)]
+    no_patches: bool,
 }
 
 impl WriterArgs {
@@ -41,6 +47,7 @@ impl WriterArgs {
             sign_key,
             part_size: self.part_size,
             compression: self.compression,
+            no_patches: self.no_patches,
         })
     }
 }
@@ -105,10 +112,11 @@ pub fn delta(cmd: DeltaCommand) -> anyhow::Result<()> {
         return output::json(&serde_json::json!({"path": a.out, "update": s}));
     }
     eprintln!(
-        "{}: {} ({} objects written, {} reused, {} parts)",
+        "{}: {} ({} objects written, {} of them as patches, {} reused, {} parts)",
         a.out.display(),
         human_bytes(s.bytes),
         s.written,
+        s.patched,
         s.reused,
         s.parts
     );

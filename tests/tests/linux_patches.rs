@@ -1,0 +1,238 @@
+//! Patch records on Linux: the generator pairs each changed file with the source commit's file
+//! at the same path or a renamed sibling (`libfoo.so.1.2` -> `libfoo.so.1.3`), keeps the patch
+//! when it pays, and the device's repository store serves the sources; a damaged or missing
+//! source is refused with nothing committed.
+
+use std::fs;
+use std::path::Path;
+
+use agent_core::install::{InstallError, Policy};
+use agent_core::object::{ObjectId, ObjectKind};
+use agent_linux::checkout::{checkout, CheckoutMode};
+use agent_linux::generate::{generate, GenerateOptions, UpdateSummary};
+use agent_linux::keys;
+use agent_linux::repo::{CommitMeta, Repo};
+use agent_linux::tree::{build_dir, BuildOptions};
+use tests::{assert_same_tree, commit_objects, install_chunked, semi_random_text, staged_files};
+
+const REF: &str = "ecu/armv7/main";
+
+/// Code-like bytes with literal words pointing into themselves, as a linker lays them out.
+fn code(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 4);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x.is_multiple_of(7) {
+            let target = 0x0040_0000u32 + (x >> 20) as u32 % len as u32;
+            out.extend_from_slice(&target.to_le_bytes());
+        } else {
+            out.extend_from_slice(&((x as u16 & 0x0fff) | 0x4600).to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+/// `old` after a small code change: `n` bytes inserted at `at`, the literals after it moved.
+fn rebuilt(old: &[u8], at: usize, n: usize) -> Vec<u8> {
+    let mut new = old.to_vec();
+    let moved = 0x0040_0000 + at as u32..0x0040_0000 + old.len() as u32;
+    for w in new.chunks_exact_mut(4) {
+        let v = u32::from_le_bytes(w.try_into().unwrap());
+        if moved.contains(&v) {
+            w.copy_from_slice(&(v + n as u32).to_le_bytes());
+        }
+    }
+    new.splice(at..at, (0..n).map(|i| i as u8));
+    new
+}
+
+fn write(root: &Path, rel: &str, content: &[u8]) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, content).unwrap();
+}
+
+struct Trees {
+    src1: std::path::PathBuf,
+    src2: std::path::PathBuf,
+    build: Repo,
+    c1: ObjectId,
+    c2: ObjectId,
+}
+
+/// v1 and v2 of a small system: v2 rebuilds the program (same path), bumps the library's
+/// version (renamed), edits the text file and adds a file.
+fn trees(tmp: &Path) -> Trees {
+    let (src1, src2) = (tmp.join("src1"), tmp.join("src2"));
+    let app = code(1, 120_000);
+    let lib = code(2, 80_000);
+    let text = semi_random_text(3, 20_000);
+    write(&src1, "usr/bin/app", &app);
+    write(&src1, "usr/lib/libfoo.so.1.2", &lib);
+    write(&src1, "usr/share/doc/notes.txt", &text);
+    write(&src1, "etc/hostname", b"ecu\n");
+    write(&src2, "usr/bin/app", &rebuilt(&app, 50_000, 36));
+    write(&src2, "usr/lib/libfoo.so.1.3", &rebuilt(&lib, 1_000, 8));
+    let mut text2 = text.clone();
+    text2.splice(10_000..10_000, b"a new paragraph\n".iter().copied());
+    write(&src2, "usr/share/doc/notes.txt", &text2);
+    write(&src2, "etc/hostname", b"ecu\n");
+    write(&src2, "etc/new", &semi_random_text(4, 3000));
+    let build = Repo::init(&tmp.join("build")).unwrap();
+    let commit = |dir: &Path, v: &str, ts: u64| {
+        let (root, _) = build_dir(&build, dir, &BuildOptions::default(), &mut |_| {}).unwrap();
+        let meta = CommitMeta {
+            version: v.into(),
+            subject: format!("version {v}"),
+            body: String::new(),
+            timestamp: ts,
+        };
+        build.commit(REF, root, &meta).unwrap()
+    };
+    let c1 = commit(&src1, "1", 1_700_000_000);
+    let c2 = commit(&src2, "2", 1_700_000_100);
+    Trees {
+        src1,
+        src2,
+        build,
+        c1,
+        c2,
+    }
+}
+
+fn update(t: &Trees, from: Option<ObjectId>, no_patches: bool) -> (Vec<u8>, UpdateSummary) {
+    let opts = GenerateOptions {
+        sign_key: Some([7; 32]),
+        no_patches,
+        ..GenerateOptions::default()
+    };
+    let mut out = Vec::new();
+    let s = generate(&t.build, REF, from, &t.c2, &opts, &mut out, &mut |_, _| {}).unwrap();
+    (out, s)
+}
+
+/// A device repository holding v1.
+fn device(tmp: &Path, t: &Trees, name: &str) -> Repo {
+    let public = keys::public_key(&[7; 32]);
+    let dev = Repo::init(&tmp.join(name)).unwrap();
+    let opts = GenerateOptions {
+        sign_key: Some([7; 32]),
+        ..GenerateOptions::default()
+    };
+    let mut full = Vec::new();
+    generate(&t.build, REF, None, &t.c1, &opts, &mut full, &mut |_, _| {}).unwrap();
+    install_chunked(&dev, &full, 64 * 1024, Policy::require(&[public])).unwrap();
+    dev
+}
+
+#[test]
+fn changed_and_renamed_files_become_patches_that_install_at_every_chunk_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = trees(tmp.path());
+    let (delta, s) = update(&t, Some(t.c1), false);
+    let (plain, p) = update(&t, Some(t.c1), true);
+    // The program (same path), the library (renamed sibling) and the text file are patched.
+    assert_eq!((s.patched, p.patched), (3, 0), "{s:?}");
+    assert_eq!(s.written, p.written);
+    assert_eq!(delta[8..10], [3, 0]);
+    assert_eq!(plain[8..10], [2, 0]);
+    assert!(
+        delta.len() * 10 < plain.len(),
+        "patched {} vs whole {}",
+        delta.len(),
+        plain.len()
+    );
+    let public = keys::public_key(&[7; 32]);
+    for chunk in [1, 7, 512, 64 * 1024, usize::MAX] {
+        let dev = device(tmp.path(), &t, &format!("dev-{chunk}"));
+        let co1 = tmp.path().join(format!("co1-{chunk}"));
+        checkout(&dev, &t.c1, &co1, CheckoutMode::Copy).unwrap();
+        assert_same_tree(&t.src1, &co1);
+        let i = install_chunked(&dev, &delta, chunk, Policy::require(&[public])).unwrap();
+        assert_eq!((i.commit, i.from), (t.c2, Some(t.c1)));
+        let co2 = tmp.path().join(format!("co2-{chunk}"));
+        checkout(&dev, &t.c2, &co2, CheckoutMode::Copy).unwrap();
+        assert_same_tree(&t.src2, &co2);
+        assert!(staged_files(&dev).is_empty());
+    }
+}
+
+/// The file object of `rel` in commit `c` of `repo`.
+fn file_id(repo: &Repo, c: &ObjectId, rel: &str) -> ObjectId {
+    let mut tree = repo.read_commit(c).unwrap().root_tree;
+    let parts: Vec<&str> = rel.split('/').collect();
+    for (i, name) in parts.iter().enumerate() {
+        for e in repo.read_dirtree(&tree).unwrap() {
+            match e {
+                agent_linux::repo::OwnedEntry::File { name: n, id } if n == name.as_bytes() => {
+                    assert_eq!(i, parts.len() - 1);
+                    return id;
+                }
+                agent_linux::repo::OwnedEntry::Dir {
+                    name: n, tree: t, ..
+                } if n == name.as_bytes() => {
+                    tree = t;
+                }
+                _ => {}
+            }
+        }
+    }
+    panic!("{rel} not in {c}")
+}
+
+#[test]
+fn a_damaged_or_missing_source_is_refused_with_nothing_committed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = trees(tmp.path());
+    let (delta, _) = update(&t, Some(t.c1), false);
+    let public = keys::public_key(&[7; 32]);
+    let app1 = file_id(&t.build, &t.c1, "usr/bin/app");
+    let app2 = file_id(&t.build, &t.c2, "usr/bin/app");
+
+    let untouched = |dev: &Repo| {
+        assert_eq!(dev.read_ref(REF).unwrap(), Some(t.c1));
+        assert_eq!(commit_objects(dev), vec![t.c1]);
+        assert!(staged_files(dev).is_empty(), "{:?}", staged_files(dev));
+        assert!(!dev.has_object(ObjectKind::File, &app2).unwrap());
+    };
+
+    // Damaged: one byte of the program's content changed in place.
+    let dev = device(tmp.path(), &t, "damaged");
+    let path = dev.object_path(ObjectKind::File, &app1);
+    let mut perms = fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    fs::set_permissions(&path, perms).unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[70_000] ^= 1;
+    fs::write(&path, &bytes).unwrap();
+    let e = install_chunked(&dev, &delta, 4096, Policy::require(&[public])).unwrap_err();
+    assert!(
+        matches!(e, InstallError::PatchSourceDamaged { source, .. } if source == app1),
+        "{e}"
+    );
+    assert!(e.to_string().contains("damaged"), "{e}");
+    untouched(&dev);
+
+    // Missing: the program's object removed (content and any metadata beside it).
+    let dev = device(tmp.path(), &t, "missing");
+    let content = dev.object_path(ObjectKind::File, &app1);
+    fs::remove_file(&content).unwrap();
+    let meta = dev.filemeta_path(&app1);
+    if meta.exists() {
+        fs::remove_file(&meta).unwrap();
+    }
+    let e = install_chunked(&dev, &delta, 4096, Policy::require(&[public])).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            InstallError::PatchSourceMissing { kind: ObjectKind::File, id, source }
+                if id == app2 && source == app1
+        ),
+        "{e}"
+    );
+    untouched(&dev);
+}
