@@ -606,7 +606,10 @@ fn the_writer_checks_patch_framing_and_version() {
 
 /// The worked example of docs/FORMAT.md §6: a patch record that builds the file object of
 /// "hello, world!\n" from that of "hello world\n".
-fn format_patch_example() -> (Vec<u8>, Vec<(&'static str, usize)>, Hand, Vec<u8>) {
+/// A record, its sections (name, length), the store and file around it, the object it builds.
+type Example = (Vec<u8>, Vec<(&'static str, usize)>, Hand, Vec<u8>);
+
+fn format_patch_example() -> Example {
     let old = file_object(b"hello world\n");
     let new = file_object(b"hello, world!\n");
     let h = hand(b"hello world\n", b"hello, world!\n");

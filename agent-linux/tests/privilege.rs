@@ -130,7 +130,7 @@ fn nothing_staged_is_privileged_before_its_part_is_verified() {
     let opts = GenerateOptions {
         sign_key: Some(agent_linux::keys::read_key(&key).unwrap()),
         part_size: Some(64 << 20),
-        compression: None,
+        ..GenerateOptions::default()
     };
     let mut file = Vec::new();
     let s = generate(&build, REF, None, &c, &opts, &mut file, &mut |_, _| {}).unwrap();

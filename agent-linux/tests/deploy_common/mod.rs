@@ -111,6 +111,13 @@ pub fn image(root: &Path, n: usize) {
     write(&root.join("etc/secret"), b"s3cr3t\n", 0o600);
     symlink("ecu-main", root.join("usr/bin/ecu")).unwrap();
     fs::create_dir_all(root.join("var/log")).unwrap();
+    // A library whose name carries the version and whose code changes a little with it: a
+    // delta carries it as a patch of the previous version's (a renamed sibling).
+    let mut lib: Vec<u8> = (0..6000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    lib[3000..3000 + n.min(64)].fill(0x90);
+    write(&root.join(format!("usr/lib/libecu.so.{n}")), &lib, 0o644);
     for i in 0..n {
         write(
             &root.join(format!("usr/lib/plugin{i}.so")),
