@@ -80,6 +80,12 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         out.push(("installer_bytes", name, p));
     }
 
+    // A delta with a patch record, from the sample the store starts with.
+    let (delta, _) = crate::sample_delta(false);
+    let mut p = crate::chunk_prefix(&[5, 129]);
+    p.extend_from_slice(&delta);
+    out.push(("installer_bytes", "patch-delta-5-129", p));
+
     // installer_mutated (arbitrary-encoded MutatedInput: base, chunk, mutations).
     out.push(("installer_mutated", "unchanged-base0", vec![0, 0xFF, 0xFF]));
     out.push(("installer_mutated", "unchanged-base1-chunk7", vec![1, 7, 0]));
@@ -94,6 +100,12 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         "installer_mutated",
         "xor-base4-sv3",
         vec![4, 0, 2, 1, 0, 0, 0, 0, 40, 0, 0, 0, 1],
+    ));
+    out.push(("installer_mutated", "unchanged-base5-patch", vec![5, 7, 0]));
+    out.push((
+        "installer_mutated",
+        "xor-base5-patch",
+        vec![5, 0, 2, 1, 0, 0, 0, 0, 0xf0, 0, 0, 0, 1],
     ));
 
     // bootenv_parse: mode byte 0 (CRCs as written), then the body.

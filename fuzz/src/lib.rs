@@ -96,7 +96,144 @@ fn dirtree_object(entries: &[DirEntry<'_>]) -> Vec<u8> {
 /// `signed`, parts of about `part_size` decoded bytes, format version 2, security version 0.
 /// Returns the file and its commit id.
 pub fn sample_update(signed: bool, big: usize, part_size: usize) -> (Vec<u8>, ObjectId) {
-    sample_update_with(signed, big, part_size, 0, agent_core::wire::FORMAT_VERSION)
+    // Format version 2: what the writer writes for files without patch records.
+    sample_update_with(signed, big, part_size, 0, 2)
+}
+
+/// The store every installer check starts from: the sample of [`sample_update`] (`data.bin`
+/// of 300 bytes) installed and committed, which holds the source of [`sample_delta`]'s patch.
+pub fn source_store() -> &'static MemStore {
+    static STORE: std::sync::OnceLock<MemStore> = std::sync::OnceLock::new();
+    STORE.get_or_init(|| {
+        let (file, _) = sample_update(false, 300, 1 << 20);
+        let mut s = MemStore::default();
+        let policy = Policy::require(&[]).allow_unsigned();
+        install_chunks(policy, &mut s, &file, &[file.len()]).expect("the sample installs");
+        s.after_power_cut()
+    })
+}
+
+/// A delta (format version 3) from [`sample_update`]'s commit (`data.bin` of 300 bytes) to
+/// the same tree with `data.bin` changed in 8 bytes: `data.bin` is a patch record, everything
+/// else reused; signed with [`SEED`] when `signed`. Returns the file and its commit id.
+pub fn sample_delta(signed: bool) -> (Vec<u8>, ObjectId) {
+    let (_, from) = sample_update(false, 300, 1 << 20);
+    let base = source_store();
+    let root_of = |c: &ObjectId| {
+        let bytes = &base.objects[&(ObjectKind::Commit, *c)];
+        Commit::parse(bytes).expect("the sample commit").root_tree
+    };
+    let root =
+        agent_core::object::DirTree::parse(&base.objects[&(ObjectKind::DirTree, root_of(&from))])
+            .expect("the sample root")
+            .entries()
+            .collect::<Vec<_>>();
+    let old_data = root
+        .iter()
+        .find_map(|e| match e {
+            DirEntry::File { name, id } if *name == b"data.bin" => Some(*id),
+            _ => None,
+        })
+        .expect("data.bin");
+    let old = &base.objects[&(ObjectKind::File, old_data)];
+    let mut new = old.clone();
+    let at = new.len() / 2;
+    new[at..at + 8].fill(0xA5);
+    let new_id = ObjectId::of(&new);
+    let entries: Vec<DirEntry<'_>> = root
+        .iter()
+        .map(|e| match e {
+            DirEntry::File { name, .. } if *name == b"data.bin" => {
+                DirEntry::File { name, id: new_id }
+            }
+            e => *e,
+        })
+        .collect();
+    let tree = dirtree_object(&entries);
+    let meta_id = ObjectId::of(&dirmeta_object());
+    let commit = Commit {
+        parent: Some(from),
+        timestamp: 1_700_000_100,
+        root_tree: ObjectId::of(&tree),
+        root_meta: meta_id,
+        version: "1.1",
+        subject: "fuzz delta",
+        body: "",
+        security_version: 0,
+    };
+    let mut c = vec![0u8; commit.buffer_len()];
+    commit.emit(&mut c);
+    let commit_id = ObjectId::of(&c);
+    let mut w = UpdateWriter::new(
+        REF,
+        Some(from),
+        commit_id,
+        1_700_000_100,
+        "1.1",
+        "fuzz delta",
+    );
+    for e in &entries {
+        match e {
+            DirEntry::File { id, .. } if *id == new_id => {
+                let p = agent_core::write::diff(old, &new);
+                w.patch_object(ObjectKind::File, new_id, new.len() as u64, old_data, &p)
+                    .expect("the writer takes the patch");
+            }
+            DirEntry::File { id, .. } => w.reuse_object(ObjectKind::File, *id),
+            DirEntry::Dir { tree, meta, .. } => {
+                w.reuse_object(ObjectKind::DirTree, *tree);
+                w.reuse_object(ObjectKind::DirMeta, *meta);
+            }
+        }
+    }
+    w.reuse_object(ObjectKind::DirMeta, meta_id);
+    w.write_object(ObjectKind::DirTree, ObjectId::of(&tree), &tree)
+        .expect("the writer takes the tree");
+    w.write_object(ObjectKind::Commit, commit_id, &c)
+        .expect("the writer takes the commit");
+    let mut out = Vec::new();
+    w.finish(signed.then_some(&SEED), &mut out)
+        .expect("writer finishes the delta");
+    (out, commit_id)
+}
+
+/// Checks `store` after a failed install over `base`: nothing committed, nothing staged, no
+/// object open, aborted exactly once, `base`'s objects, commits and refs as they were.
+pub fn assert_failed_over(store: &MemStore, base: &MemStore) {
+    assert_eq!(store.commit_calls, 0, "a failed install called commit");
+    assert_eq!(
+        store.abort_calls, 1,
+        "a failed install must abort exactly once"
+    );
+    assert!(
+        store.current.is_none(),
+        "a failed install left an object open"
+    );
+    assert!(
+        store.staged.is_empty(),
+        "a failed install left staged objects"
+    );
+    assert_eq!(store.objects, base.objects);
+    assert_eq!(store.commits, base.commits);
+    assert_eq!(store.refs, base.refs);
+}
+
+/// Checks `store` after one successful install of commit `id` over `base`.
+pub fn assert_committed_over(store: &MemStore, base: &MemStore, id: &ObjectId) {
+    assert_eq!((store.commit_calls, store.abort_calls), (1, 0));
+    assert!(store.current.is_none() && store.staged.is_empty());
+    let mut want = base.commits.clone();
+    want.insert(*id);
+    assert_eq!(store.commits, want);
+    let commit = &store.objects[&(ObjectKind::Commit, *id)];
+    assert_eq!(ObjectId::of(commit), *id);
+    for (k, v) in &base.objects {
+        assert_eq!(
+            store.objects.get(k),
+            Some(v),
+            "an object of the base changed"
+        );
+    }
 }
 
 /// [`sample_update`] of a commit at `security_version`, written in format `format_version`
@@ -333,14 +470,15 @@ pub fn check_installer_bytes(data: &[u8]) -> Option<Result<Installed, InstallErr
     let (sizes, file) = split_chunk_prefix(data)?;
     let keys = PolicyKeys::new();
     let policy = policy_for(&keys, data[0] >> 3);
-    let mut chunked_store = MemStore::default();
+    let base = source_store();
+    let mut chunked_store = base.clone();
     let chunked = install_chunks(policy, &mut chunked_store, file, &sizes);
-    let mut whole_store = MemStore::default();
+    let mut whole_store = base.clone();
     let whole = install_chunks(policy, &mut whole_store, file, &[file.len().max(1)]);
     for (r, s) in [(&chunked, &chunked_store), (&whole, &whole_store)] {
         match r {
-            Ok(i) => s.assert_committed(&i.commit),
-            Err(_) => s.assert_failed_cleanly(),
+            Ok(i) => assert_committed_over(s, base, &i.commit),
+            Err(_) => assert_failed_over(s, base),
         }
     }
     assert_eq!(
@@ -442,7 +580,7 @@ pub struct MutatedInput {
 }
 
 /// Bases of `installer_mutated`.
-pub const MUTATED_BASES: usize = 5;
+pub const MUTATED_BASES: usize = 6;
 
 /// The base files of `installer_mutated`, built once: a signed sample as one part, as parts
 /// of about 64 decoded bytes, with a 5000-byte file in 1 KiB parts, in format version 1 (as
@@ -458,6 +596,7 @@ pub fn mutated_bases() -> &'static [(Vec<u8>, ObjectId, u64); MUTATED_BASES] {
             with(sample_update(true, 5000, 1024), 0),
             with(sample_update_with(true, 300, 256, 0, 1), 0),
             with(sample_update_with(true, 300, 256, 3, 2), 3),
+            with(sample_delta(true), 0),
         ]
     })
 }
@@ -513,7 +652,8 @@ pub fn check_mutated(original: &[u8], commit: &ObjectId, floor: u64, mutated: &[
         .with_revoked(&revoked)
         .with_refs(&REFS)
         .with_floor(floor);
-    let mut store = MemStore::default();
+    let base = source_store();
+    let mut store = base.clone();
     let r = install_chunks(policy, &mut store, mutated, &[chunk.max(1)]);
     match r {
         Ok(i) => {
@@ -526,14 +666,14 @@ pub fn check_mutated(original: &[u8], commit: &ObjectId, floor: u64, mutated: &[
             );
             assert_eq!(i.commit, *commit);
             assert_eq!(i.security_version, floor);
-            store.assert_committed(commit);
+            assert_committed_over(&store, base, commit);
         }
         Err(e) => {
             assert!(
                 mutated != original,
                 "the unchanged valid file was refused: {e}"
             );
-            store.assert_failed_cleanly();
+            assert_failed_over(&store, base);
         }
     }
 }
