@@ -879,9 +879,9 @@ pub(crate) fn gen_data() -> Result<Sizes> {
 }
 
 /// Bytes of the update files to the second build: from scratch and as a delta from the first.
-struct Sizes {
-    full: u64,
-    delta: u64,
+pub(crate) struct Sizes {
+    pub(crate) full: u64,
+    pub(crate) delta: u64,
 }
 
 /// Size of the symbol `name` of an ELF (`nm -S`).
