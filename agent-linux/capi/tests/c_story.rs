@@ -92,7 +92,7 @@ fn updates(dir: &Path, seed: [u8; 32]) {
     let opts = GenerateOptions {
         sign_key: Some(seed),
         part_size: Some(16 * 1024),
-        compression: None,
+        ..GenerateOptions::default()
     };
     let gen = |from: Option<usize>, to: usize, name: &str| {
         generate_file(
