@@ -267,6 +267,13 @@ typedef struct ecu_update_store_ops {
   // Optional (NULL: start over). Sets `*resumed` to whether the objects of the parts before
   // `checkpoint` are still in place.
   int32_t (*resume)(void *ctx, const uint8_t *checkpoint, bool *resumed);
+  // Optional (NULL: the store holds no source, so patch records are refused as a missing
+  // source). Reads bytes of object `id` of `kind` that the store held before this install
+  // began (the source of a patch record): up to `len` bytes from byte `offset` of its
+  // canonical bytes into `buf`; sets `*read` to how many (`len`, fewer only when the object
+  // ends first, 0 at or past its end) and `*found` to false when the store does not hold
+  // the object. Called with small buffers (a few hundred bytes).
+  int32_t (*read_object)(void *ctx, uint8_t kind, const uint8_t *id, uint64_t offset, uint8_t *buf, size_t len, size_t *read, bool *found);
 } ecu_update_store_ops;
 
 // A NOR flash driver in C, for the ready flash store (`ecu_update_use_flash`). Offsets are

@@ -137,6 +137,15 @@ pub enum StoreFail {
         /// What it returned.
         code: i32,
     },
+    /// A store callback reported more bytes than its buffer holds.
+    TooManyBytes {
+        /// The callback's name.
+        call: &'static str,
+        /// What it reported.
+        read: usize,
+        /// The buffer's length.
+        len: usize,
+    },
     /// The flash store failed.
     Flash(FlashStoreError<DriverError>),
     /// No store is set.
@@ -149,6 +158,10 @@ impl fmt::Display for StoreFail {
             StoreFail::Callback { call, code } => {
                 write!(f, "the store callback {call} failed with code {code}")
             }
+            StoreFail::TooManyBytes { call, read, len } => write!(
+                f,
+                "the store callback {call} reported {read} bytes read into a {len}-byte buffer; fix the callback"
+            ),
             StoreFail::Flash(FlashStoreError::Flash(DriverError(code))) => write!(
                 f,
                 "the flash driver failed with code {code}; check the device and its driver"
@@ -165,7 +178,7 @@ impl StoreFail {
     /// The C code of this failure.
     pub fn code(&self) -> i32 {
         match self {
-            StoreFail::Callback { .. } => ECU_UPDATE_E_STORE,
+            StoreFail::Callback { .. } | StoreFail::TooManyBytes { .. } => ECU_UPDATE_E_STORE,
             StoreFail::NoStore => ECU_UPDATE_E_NO_STORE,
             StoreFail::Flash(e) => match e {
                 FlashStoreError::Flash(_) => ECU_UPDATE_E_FLASH,

@@ -56,6 +56,15 @@ impl Store for Backend {
             Backend::Flash(s) => s.abort_object(),
         }
     }
+    fn read_object(
+        &mut self,
+        kind: ObjectKind,
+        id: &ObjectId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<Option<usize>, StoreFail> {
+        dispatch!(self, s => s.read_object(kind, id, offset, buf))
+    }
     fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, StoreFail> {
         dispatch!(self, s => s.reuse_object(kind, id))
     }

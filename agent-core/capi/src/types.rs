@@ -165,6 +165,24 @@ pub struct EcuUpdateStoreOps {
     pub resume: Option<
         unsafe extern "C" fn(ctx: *mut c_void, checkpoint: *const u8, resumed: *mut bool) -> i32,
     >,
+    /// Optional (NULL: the store holds no source, so patch records are refused as a missing
+    /// source). Reads bytes of object `id` of `kind` that the store held before this install
+    /// began (the source of a patch record): up to `len` bytes from byte `offset` of its
+    /// canonical bytes into `buf`; sets `*read` to how many (`len`, fewer only when the object
+    /// ends first, 0 at or past its end) and `*found` to false when the store does not hold
+    /// the object. Called with small buffers (a few hundred bytes).
+    pub read_object: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            kind: u8,
+            id: *const u8,
+            offset: u64,
+            buf: *mut u8,
+            len: usize,
+            read: *mut usize,
+            found: *mut bool,
+        ) -> i32,
+    >,
 }
 
 /// A NOR flash driver in C, for the ready flash store (`ecu_update_use_flash`). Offsets are

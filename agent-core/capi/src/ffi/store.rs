@@ -103,6 +103,42 @@ impl Store for CallbackStore {
         }
     }
 
+    fn read_object(
+        &mut self,
+        kind: ObjectKind,
+        id: &ObjectId,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<Option<usize>, StoreFail> {
+        let Some(f) = self.ops.read_object else {
+            return Ok(None);
+        };
+        let (mut read, mut found) = (0usize, false);
+        check("read_object", unsafe {
+            f(
+                self.ctx,
+                kind.code(),
+                id.0.as_ptr(),
+                offset,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut read,
+                &mut found,
+            )
+        })?;
+        if !found {
+            return Ok(None);
+        }
+        if read > buf.len() {
+            return Err(StoreFail::TooManyBytes {
+                call: "read_object",
+                read,
+                len: buf.len(),
+            });
+        }
+        Ok(Some(read))
+    }
+
     fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, StoreFail> {
         let f = self.ops.reuse_object.ok_or(MISSING)?;
         let mut found = false;
@@ -253,5 +289,100 @@ impl NorFlash for CFlash {
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), DriverError> {
         let f = self.driver.program.ok_or(DriverError(0))?;
         driver(unsafe { f(self.driver.ctx, offset, bytes.as_ptr(), bytes.len()) })
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// A C-style source object: the bytes 0, 1, 2, ... 99 under id [7; 32].
+    unsafe extern "C" fn read_object(
+        _ctx: *mut c_void,
+        kind: u8,
+        id: *const u8,
+        offset: u64,
+        buf: *mut u8,
+        len: usize,
+        read: *mut usize,
+        found: *mut bool,
+    ) -> i32 {
+        let id = unsafe { core::slice::from_raw_parts(id, 32) };
+        let held = kind == ObjectKind::File.code() && id == [7u8; 32];
+        unsafe { found.write(held) };
+        if held {
+            let n = 100u64.saturating_sub(offset).min(len as u64) as usize;
+            for i in 0..n {
+                unsafe { buf.add(i).write((offset as usize + i) as u8) };
+            }
+            // A broken callback: claims one byte more than the buffer when asked at 1000.
+            unsafe { read.write(if offset == 1000 { len + 1 } else { n }) };
+        }
+        0
+    }
+
+    unsafe extern "C" fn nop(_: *mut c_void) {}
+
+    fn store(with_read: bool) -> CallbackStore {
+        let ops = EcuUpdateStoreOps {
+            has_commit: None,
+            has_object: None,
+            begin_object: None,
+            write_object: None,
+            finish_object: None,
+            abort_object: Some(nop),
+            reuse_object: None,
+            commit: None,
+            abort: Some(nop),
+            part_verified: None,
+            tree_depth: None,
+            declared: None,
+            checkpoint: None,
+            resume: None,
+            read_object: if with_read { Some(read_object) } else { None },
+        };
+        CallbackStore {
+            ops,
+            ctx: core::ptr::null_mut(),
+        }
+    }
+
+    #[test]
+    fn read_object_forwards_windows_and_checks_the_count() {
+        let mut s = store(true);
+        let mut buf = [0u8; 16];
+        let id = ObjectId([7; 32]);
+        assert_eq!(
+            s.read_object(ObjectKind::File, &id, 90, &mut buf),
+            Ok(Some(10))
+        );
+        assert_eq!(&buf[..10], &[90, 91, 92, 93, 94, 95, 96, 97, 98, 99]);
+        assert_eq!(
+            s.read_object(ObjectKind::File, &id, 0, &mut buf),
+            Ok(Some(16))
+        );
+        assert_eq!(buf[15], 15);
+        assert_eq!(
+            s.read_object(ObjectKind::File, &id, 100, &mut buf),
+            Ok(Some(0))
+        );
+        assert_eq!(
+            s.read_object(ObjectKind::DirTree, &id, 0, &mut buf),
+            Ok(None),
+            "another kind is not held"
+        );
+        assert_eq!(
+            s.read_object(ObjectKind::File, &id, 1000, &mut buf),
+            Err(StoreFail::TooManyBytes {
+                call: "read_object",
+                read: 17,
+                len: 16
+            })
+        );
+        assert_eq!(
+            store(false).read_object(ObjectKind::File, &id, 0, &mut buf),
+            Ok(None),
+            "without the callback nothing is held"
+        );
     }
 }
