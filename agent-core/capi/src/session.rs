@@ -68,15 +68,6 @@ impl Store for Backend {
     fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, StoreFail> {
         dispatch!(self, s => s.reuse_object(kind, id))
     }
-    fn read_object(
-        &mut self,
-        kind: ObjectKind,
-        id: &ObjectId,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> Result<Option<usize>, StoreFail> {
-        dispatch!(self, s => s.read_object(kind, id, offset, buf))
-    }
     fn part_verified(&mut self) -> Result<(), StoreFail> {
         dispatch!(self, s => s.part_verified())
     }
