@@ -610,7 +610,7 @@ pub struct Report {
     pub revision: u32,
     /// The slot the next boot takes (`A` or `B`).
     pub next_boot: &'static str,
-    /// `confirmed`, `trial`, `last-resort` or `rollback`.
+    /// `confirmed`, `trial`, `last-resort`, `rollback`, `refill` or `rescue`.
     pub next_boot_kind: &'static str,
     /// Whether the next boot writes the environment (uses a try, or rolls back).
     pub next_boot_writes: bool,

@@ -540,13 +540,15 @@ pub struct StageReport {
 /// What `mark-good`, `rollback` and `simulate-boot` did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BootReport {
-    /// The slot concerned (booted for mark-good, next boot for rollback and simulate-boot).
+    /// The slot concerned (booted for mark-good, next boot for rollback and simulate-boot;
+    /// `rescue` when simulate-boot boots RAUC's GRUB rescue entry).
     pub slot: String,
     /// The deployment in it.
     pub deployment: String,
     /// Whether the environment was written.
     pub changed: bool,
-    /// For `simulate-boot`: `confirmed`, `trial` or `last-resort`.
+    /// For `simulate-boot`: `confirmed`, `trial`, `last-resort`, `rollback`, `refill` or
+    /// `rescue` (`DecisionKind::as_str`).
     pub kind: Option<String>,
     /// Tries the slot has left afterwards.
     pub tries_left: u8,
@@ -637,7 +639,7 @@ pub struct Status {
     pub booted_good: Option<bool>,
     /// The slot the next boot takes.
     pub next_boot: Option<String>,
-    /// `confirmed`, `trial` or `last-resort`.
+    /// `confirmed`, `trial`, `last-resort`, `rollback`, `refill` or `rescue`.
     pub next_boot_kind: Option<String>,
     /// Whether a deployment failed its trial and the device fell back (or was rolled back).
     pub rolled_back: bool,
@@ -1532,6 +1534,9 @@ impl Deployer {
         let (img, _) = self.ready()?;
         let boot = env::next_boot(&self.cfg, &img)?;
         let d = boot.decision;
+        if d.kind == DecisionKind::Rescue {
+            return self.simulate_rescue(&img, &boot.writes, d.changed);
+        }
         // The run file first (written aside, fsynced): on a full disk this fails before a try
         // is counted. The environment's own write is atomic (in place for a redundant U-Boot
         // env, needing no new space), and the rename after it needs no new space either.
@@ -1563,6 +1568,38 @@ impl Deployer {
             kind: Some(d.kind.as_str().into()),
             tries_left: st.tries_left,
             verified,
+            security_floor: None,
+        })
+    }
+
+    /// [`Deployer::simulate_boot`] when GRUB boots RAUC's rescue entry: the environment gets
+    /// the bootloader's writes, and no slot is recorded as booted (`S/run/booted` is removed:
+    /// the rescue system is neither slot, so later commands must learn the booted slot from
+    /// the running system, never from a stale file).
+    fn simulate_rescue(
+        &self,
+        img: &env::EnvImage,
+        writes: &bootloader_hooks::VarSet<'static>,
+        changed: bool,
+    ) -> Result<BootReport, DeployError> {
+        let run = self.sysroot.path().join(Sysroot::RUN_DIR);
+        let booted = run.join(Sysroot::BOOTED_FILE);
+        match fsops::remove_file(&booted) {
+            Ok(()) => fsops::fsync_dir(&run).map_err(io_err("fsync", &run))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove", &booted)(e)),
+        }
+        if changed {
+            fsops::point(Point::Step, &self.cfg.env.0);
+            env::write_set(&self.cfg, Some(img), writes, &[])?;
+        }
+        Ok(BootReport {
+            slot: "rescue".into(),
+            deployment: String::new(),
+            changed,
+            kind: Some(DecisionKind::Rescue.as_str().into()),
+            tries_left: 0,
+            verified: None,
             security_floor: None,
         })
     }
