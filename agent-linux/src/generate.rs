@@ -407,12 +407,20 @@ fn patchable(repo: &Repo, id: &ObjectId) -> Result<Option<Vec<u8>>, GenerateErro
 /// pair is independent), in the plan's order. A pair that cannot be read is written whole
 /// (the write reports the error).
 fn patches(repo: &Repo, plan: &[Step]) -> Vec<Patch> {
-    let jobs: Vec<usize> = plan
+    let mut jobs: Vec<(u64, usize)> = plan
         .iter()
         .enumerate()
-        .filter(|(_, s)| matches!(s, Step::Write(_, _, Some(_))))
-        .map(|(i, _)| i)
+        .filter_map(|(i, s)| match s {
+            Step::Write(_, id, Some(_)) => {
+                let size = std::fs::symlink_metadata(repo.object_path(ObjectKind::File, id));
+                Some((size.map_or(0, |m| m.len()), i))
+            }
+            _ => None,
+        })
         .collect();
+    // The largest pairs first, so that the cores finish together.
+    jobs.sort_unstable_by(|a, b| b.cmp(a));
+    let jobs: Vec<usize> = jobs.into_iter().map(|(_, i)| i).collect();
     let results: Vec<Mutex<Patch>> = plan.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let workers = std::thread::available_parallelism()
