@@ -142,7 +142,17 @@ fn help_of_every_command_explains_its_options() {
         (&["log"], &["--repo", "REF", "--json"]),
         (&["keygen"], &["--out", "0600"]),
         (&["fsck"], &["--repo", "REF", "--history", "--json"]),
-        (&["delta"], &["generate"]),
+        (&["delta"], &["generate", "show"]),
+        (
+            &["delta", "show"],
+            &[
+                "FILE",
+                "standard input",
+                "--sysroot",
+                "--trusted-key",
+                "--json",
+            ],
+        ),
         (
             &["delta", "generate"],
             &[

@@ -20,7 +20,7 @@ mod update;
 /// (from scratch or deltas) and install them on a device.
 ///
 /// Build side: `init`, `commit`, `refs`, `log`, `fsck`, `keygen`, `delta generate`, `generate-deltas`.
-/// Device side: `apply-offline`, `checkout`, `bootenv`.
+/// Device side: `delta show`, `apply-offline`, `checkout`, `bootenv`.
 /// A/B deployments: `install`, `deploy`, `status`, `mark-good`, `rollback`, `cleanup`,
 /// `simulate-boot`, `verify`, `repair-env`.
 #[derive(Debug, Parser)]
@@ -48,7 +48,7 @@ enum Command {
     Fsck(build::FsckArgs),
     /// Generate an ed25519 key pair for signing updates.
     Keygen(build::KeygenArgs),
-    /// Write update files (`delta generate`).
+    /// Write update files (`delta generate`) and describe them (`delta show`).
     Delta {
         #[command(subcommand)]
         cmd: update::DeltaCommand,

@@ -6,7 +6,7 @@ use agent_linux::bootcfg::BootConfig;
 use agent_linux::generate::{self, GenerateOptions};
 use agent_linux::repo::{self, Repo};
 use agent_linux::sysroot::Sysroot;
-use agent_linux::{apply, deploy, keys};
+use agent_linux::{apply, deploy, inspect, keys};
 use anyhow::{bail, Context};
 
 use super::output::{self, human_bytes, Progress};
@@ -17,6 +17,34 @@ use super::{esc, open_source, warn_unsigned, RepoArg, TrustArgs};
 pub enum DeltaCommand {
     /// Write one `.update` file: from scratch (`--empty`) or a delta from `--from` to `--to`.
     Generate(DeltaGenerateArgs),
+    /// Describe an `.update` file without installing it or touching any store: ref, from,
+    /// to, version, subject, timestamp, security version, format version, every part (codec,
+    /// size, operations), objects, signature algorithm and whether it verifies under the
+    /// trusted keys (and which key). A damaged file (bad header or superblock, a part whose
+    /// SHA-256 differs, truncation, trailing bytes) is an error.
+    Show(DeltaShowArgs),
+}
+
+/// Arguments of `ecu-agent delta show`.
+#[derive(Debug, clap::Args)]
+pub struct DeltaShowArgs {
+    /// The `.update` file, or `-` for standard input.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Check the signature against the `trusted-key` (and `revoked-key`) lines of this
+    /// sysroot's agent.conf.
+    #[arg(long, value_name = "S")]
+    sysroot: Option<PathBuf>,
+    /// Check the signature against this ed25519 public key file (`K.pub` from
+    /// `ecu-agent keygen`); repeat for several; adds to --sysroot's keys.
+    #[arg(long = "trusted-key", value_name = "K.pub")]
+    trusted_keys: Vec<PathBuf>,
+    /// Print the description as JSON on stdout (fields `ref`, `from`, `to`, `version`,
+    /// `subject`, `timestamp`, `security_version`, `format_version`, `objects`, `size`,
+    /// `parts[]` with `codec`, `codec_code`, `size`, `uncompressed_size`, `ops`, `sha256`,
+    /// and `signature` with `algorithm`, `verified`, `key`, `revoked`, `keys_checked`).
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options shared by the generating commands.
@@ -82,7 +110,86 @@ pub struct DeltaGenerateArgs {
 }
 
 pub fn delta(cmd: DeltaCommand) -> anyhow::Result<()> {
-    let DeltaCommand::Generate(a) = cmd;
+    match cmd {
+        DeltaCommand::Generate(a) => delta_generate(a),
+        DeltaCommand::Show(a) => delta_show(a),
+    }
+}
+
+fn delta_show(a: DeltaShowArgs) -> anyhow::Result<()> {
+    let (mut trusted, mut revoked) = (Vec::new(), Vec::new());
+    if let Some(s) = &a.sysroot {
+        let cfg = BootConfig::load(s)?;
+        trusted = cfg.trusted_keys;
+        revoked = cfg.revoked_keys;
+    }
+    for k in &a.trusted_keys {
+        let k = keys::read_key(k)?;
+        if !trusted.contains(&k) {
+            trusted.push(k);
+        }
+    }
+    let mut source = open_source(&a.file)?;
+    let read: &mut dyn std::io::Read = match &mut source {
+        super::UpdateSource::File(f) => f,
+        super::UpdateSource::Stdin(s) => s,
+    };
+    let s = inspect::inspect(read, &trusted, &revoked)
+        .with_context(|| format!("cannot show {}", a.file.display()))?;
+    if a.json {
+        return output::json(&s);
+    }
+    let mut t = String::new();
+    t.push_str(&format!("ref:              {}\n", esc(&s.ref_name)));
+    t.push_str(&format!(
+        "from:             {}\n",
+        s.from.as_deref().unwrap_or("(none: from scratch)")
+    ));
+    t.push_str(&format!("to:               {}\n", s.to));
+    t.push_str(&format!("version:          {}\n", esc(&s.version)));
+    t.push_str(&format!("subject:          {}\n", esc(&s.subject)));
+    t.push_str(&format!(
+        "timestamp:        {} ({})\n",
+        output::format_utc(s.timestamp),
+        s.timestamp
+    ));
+    t.push_str(&format!("security version: {}\n", s.security_version));
+    t.push_str(&format!("format version:   {}\n", s.format_version));
+    t.push_str(&format!("objects:          {}\n", s.objects));
+    t.push_str(&format!(
+        "size:             {} ({} bytes)\n",
+        human_bytes(s.size),
+        s.size
+    ));
+    t.push_str(&format!("parts:            {}\n", s.parts.len()));
+    for (i, p) in s.parts.iter().enumerate() {
+        t.push_str(&format!(
+            "  {i:>3} {:<10} {:>10} bytes, {:>10} decoded, {} ops\n",
+            p.codec, p.size, p.uncompressed_size, p.ops
+        ));
+    }
+    let sig = &s.signature;
+    let verdict = match (sig.algorithm.as_str(), &sig.key) {
+        ("none", _) => "unsigned".to_string(),
+        (_, Some(k)) if sig.revoked => format!("signed by REVOKED key {k}"),
+        (_, Some(k)) => format!("verified by key {k}"),
+        _ if sig.keys_checked == 0 => {
+            "not checked: no trusted key given (--sysroot or --trusted-key)".to_string()
+        }
+        _ => format!(
+            "DOES NOT VERIFY under any of {} trusted keys",
+            sig.keys_checked
+        ),
+    };
+    t.push_str(&format!(
+        "signature:        {} ({verdict})\n",
+        sig.algorithm
+    ));
+    output::out(&t)?;
+    Ok(())
+}
+
+fn delta_generate(a: DeltaGenerateArgs) -> anyhow::Result<()> {
     if let Some(r) = &a.ref_name {
         repo::validate_ref(r)?;
     }
