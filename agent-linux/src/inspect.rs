@@ -182,10 +182,11 @@ fn codec_name(c: Codec) -> String {
 }
 
 /// Decodes a superblock; a part codec this agent does not know is kept (by its code), so
-/// that the file can still be described.
+/// that the file can still be described. From format version 2 on, the superblock is
+/// [`Superblock`] as postcard encodes it (version 1 predates any codec but deflate).
 fn superblock(bytes: &[u8], version: u16) -> Result<Superblock<'_>, FormatError> {
     match Superblock::parse_version(bytes, version) {
-        Err(FormatError::UnknownCodec { .. }) if version == FORMAT_VERSION => {
+        Err(FormatError::UnknownCodec { .. }) if (2..=FORMAT_VERSION).contains(&version) => {
             match postcard::take_from_bytes::<Superblock<'_>>(bytes) {
                 Ok((sb, [])) => Ok(sb),
                 _ => Err(FormatError::BadSuperblock),
