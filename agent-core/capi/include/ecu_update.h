@@ -108,7 +108,7 @@
 // The update is a delta whose source commit is not in the store.
 #define ECU_UPDATE_E_MISSING_SOURCE -19
 
-// An object the update references is not in the store.
+// An object the update references, or the source of a patch record, is not in the store.
 #define ECU_UPDATE_E_MISSING_OBJECT -20
 
 // A directory tree nests too deep, or the store cannot tell how deep it is.
@@ -141,7 +141,8 @@
 // The update does not fit in a flash slot.
 #define ECU_UPDATE_E_NO_SPACE -33
 
-// A flash slot's contents are corrupt, or bytes read back after writing differ.
+// A flash slot's contents are corrupt, bytes read back after writing differ, or a patch's
+// source object in the store does not hash to its id.
 #define ECU_UPDATE_E_CORRUPT -34
 
 // The commit has no `firmware.bin` at its root, so there is no image to boot.

@@ -42,7 +42,7 @@ pub const ECU_UPDATE_E_REF: i32 = -17;
 pub const ECU_UPDATE_E_BAD_KEY: i32 = -18;
 /// The update is a delta whose source commit is not in the store.
 pub const ECU_UPDATE_E_MISSING_SOURCE: i32 = -19;
-/// An object the update references is not in the store.
+/// An object the update references, or the source of a patch record, is not in the store.
 pub const ECU_UPDATE_E_MISSING_OBJECT: i32 = -20;
 /// A directory tree nests too deep, or the store cannot tell how deep it is.
 pub const ECU_UPDATE_E_TREE_DEPTH: i32 = -21;
@@ -64,7 +64,8 @@ pub const ECU_UPDATE_E_FLASH: i32 = -31;
 pub const ECU_UPDATE_E_LAYOUT: i32 = -32;
 /// The update does not fit in a flash slot.
 pub const ECU_UPDATE_E_NO_SPACE: i32 = -33;
-/// A flash slot's contents are corrupt, or bytes read back after writing differ.
+/// A flash slot's contents are corrupt, bytes read back after writing differ, or a patch's
+/// source object in the store does not hash to its id.
 pub const ECU_UPDATE_E_CORRUPT: i32 = -34;
 /// The commit has no `firmware.bin` at its root, so there is no image to boot.
 pub const ECU_UPDATE_E_NO_IMAGE: i32 = -35;
@@ -221,7 +222,10 @@ pub fn install_code(e: &InstallError<StoreFail>) -> i32 {
         I::RefNotFollowed { .. } => ECU_UPDATE_E_REF,
         I::BadTrustedKey { .. } => ECU_UPDATE_E_BAD_KEY,
         I::MissingSource(_) => ECU_UPDATE_E_MISSING_SOURCE,
-        I::MissingObject { .. } => ECU_UPDATE_E_MISSING_OBJECT,
+        I::MissingObject { .. } | I::PatchSourceMissing { .. } => ECU_UPDATE_E_MISSING_OBJECT,
+        I::PatchSourceDamaged { .. } => ECU_UPDATE_E_CORRUPT,
+        I::PatchRange { .. } | I::PatchOverrun { .. } => ECU_UPDATE_E_OBJECT,
+        I::PatchCommit { .. } => ECU_UPDATE_E_CONTENT,
         I::TreeTooDeep { .. } | I::TreeDepthUnknown { .. } => ECU_UPDATE_E_TREE_DEPTH,
         I::PartHash { .. }
         | I::PartSize { .. }
