@@ -462,7 +462,7 @@ pub fn write(
 }
 
 /// Stores the variable updates `set` (and the `extra` ones) as one atomic update of the
-/// environment `img` (`None`: create it from nothing): what [`write`] does after encoding a
+/// environment `img` (`None`: create it from nothing): what [`write()`] does after encoding a
 /// state, and what a boot stores ([`next_boot`]'s writes).
 pub fn write_set(
     cfg: &BootConfig,
