@@ -5,7 +5,9 @@
 //! ```text
 //! # ecu-agent sysroot configuration
 //! backend = uboot-redundant          # uboot | uboot-redundant | grub
-//! env = boot/uboot.env               # relative to the sysroot, or absolute (/dev/mtd1)
+//! env = boot/uboot.env               # relative to the sysroot, or absolute (/dev/mtd1); for
+//!                                    # grub, a directory holding Mender's mender_grubenv1/2
+//!                                    # (docs/BOOTSTATE.md §6)
 //! env-redundant = boot/uboot-redund.env
 //! env-offset = 0
 //! env-redundant-offset = 0

@@ -19,6 +19,9 @@
 //!   fsync, rename, fsync of the directory; a single U-Boot env anywhere else (a device, an
 //!   offset) is rewritten in place and fsynced (not atomic: use the redundant layout where
 //!   power can fail);
+//! - Mender's GRUB layout (`env` a directory with `mender_grubenv1/2`, see
+//!   [`mender_grubenv`]): both env files, each between its lock's `editing=1` and `editing=0`,
+//!   2 before 1, as `grub-mender-grubenv-set` does; reads take the file GRUB's script uses;
 //! - a fresh redundant environment: the second copy first, the first copy last, each created
 //!   as above (temp + rename when it is a whole regular file), so "the first file exists"
 //!   means "both do".
@@ -195,7 +198,7 @@ fn read_raw(cfg: &BootConfig) -> Result<Raw, BootEnvError> {
             read_at(first, cfg.env.1, cfg.env_size)?,
             read_at(&cfg.env_redundant.0, cfg.env_redundant.1, cfg.env_size)?,
         ]),
-        BackendKind::Grub => Raw::Grub(read_bounded(first, cfg.env_size)?),
+        BackendKind::Grub => Raw::Grub(read_bounded(&grub_file(cfg)?, cfg.env_size)?),
     })
 }
 
@@ -363,7 +366,7 @@ pub fn flavor(cfg: &BootConfig) -> Flavor {
 /// [`EnvContent::NoBootState`].
 pub fn read(cfg: &BootConfig) -> Result<EnvContent, BootEnvError> {
     let first = &cfg.env.0;
-    if !first.exists() {
+    if !first.exists() || mender_grubenv(cfg).is_some_and(|m| !m[0].0.exists()) {
         return Ok(EnvContent::Missing);
     }
     let raw = read_raw(cfg)?;
@@ -560,9 +563,102 @@ pub fn write_set(
                 path: path0.clone(),
                 error,
             })?;
-            fsops::write_atomic(&path0, &buf, 0o644).map_err(io_err(&path0))
+            match mender_grubenv(cfg) {
+                Some(files) => write_mender_grubenv(&files, &buf),
+                None => fsops::write_atomic(&path0, &buf, 0o644).map_err(io_err(&path0)),
+            }
         }
     }
+}
+
+/// Mender's GRUB layout (grub-mender-grubenv): when a GRUB `env` names a directory, it holds
+/// `mender_grubenv1/{env,lock}` and `mender_grubenv2/{env,lock}`; `None` otherwise.
+pub fn mender_grubenv(cfg: &BootConfig) -> Option<[(PathBuf, PathBuf); 2]> {
+    if cfg.kind != BackendKind::Grub || !cfg.env.0.is_dir() {
+        return None;
+    }
+    let pair = |n: u8| {
+        let d = cfg.env.0.join(format!("mender_grubenv{n}"));
+        (d.join("env"), d.join("lock"))
+    };
+    Some([pair(1), pair(2)])
+}
+
+/// The `editing` value of a Mender lock file; `None` when it cannot be read (GRUB's
+/// `editing=invalid`).
+fn lock_editing(lock: &Path) -> Option<Vec<u8>> {
+    let b = read_bounded(lock, grub_env::DEFAULT_SIZE * 16).ok()?;
+    let env = GrubEnv::parse(&b).ok()?;
+    let v = env.vars().filter(|(k, _)| *k == b"editing").last()?.1;
+    Some(v.to_vec())
+}
+
+/// The GRUB environment file the bootloader reads: the one file, or under Mender's layout the
+/// one `mender_grub.cfg` uses (04_mender_setup_env_functions_grub.cfg, `mender_check_and_
+/// restore_env`): env 1, unless lock 2 is settled (`editing=0`) and lock 1 is not, when GRUB
+/// first restores env 1 from env 2.
+fn grub_file(cfg: &BootConfig) -> Result<PathBuf, BootEnvError> {
+    let Some([(env1, lock1), (env2, lock2)]) = mender_grubenv(cfg) else {
+        return Ok(cfg.env.0.clone());
+    };
+    let settled = |l: &Path| lock_editing(l).as_deref() == Some(b"0");
+    Ok(if settled(&lock2) && !settled(&lock1) {
+        env2
+    } else {
+        env1
+    })
+}
+
+/// A Mender lock file saying `editing=<value>`: the existing block with the value's byte
+/// flipped in place (what `grub-editenv lock set editing=…` does, so `lock.sha256sum`, the
+/// hash of the settled lock, keeps matching), or a fresh block as grub-mender-grubenv's
+/// `make-env-and-lock-files` makes it.
+fn lock_bytes(existing: Option<&[u8]>, value: u8) -> Vec<u8> {
+    if let Some((b, i)) = existing.and_then(|b| editing_at(b).map(|i| (b, i))) {
+        let mut out = b.to_vec();
+        out[i] = value;
+        return out;
+    }
+    let mut out = Vec::with_capacity(grub_env::DEFAULT_SIZE);
+    out.extend_from_slice(b"# GRUB Environment Block\nediting=");
+    out.push(value);
+    out.push(b'\n');
+    out.resize(grub_env::DEFAULT_SIZE, b'#');
+    out
+}
+
+/// The offset of the `0`/`1` of an `editing=` line in a valid GRUB block.
+fn editing_at(b: &[u8]) -> Option<usize> {
+    GrubEnv::parse(b).ok()?;
+    let i = b.windows(11).position(|w| {
+        w.starts_with(b"\nediting=") && matches!(w[9], b'0' | b'1') && w[10] == b'\n'
+    })?;
+    Some(i + 9)
+}
+
+/// Writes `block` to both Mender environment files with grub-mender-grubenv-set's protocol
+/// (`grub-mender-grubenv-print` lines 227-247): lock 2 `editing=1`, env 2, lock 2
+/// `editing=0`, then the same for 1; each file replaced atomically. A lock that had to be
+/// made afresh gets its `lock.sha256sum` rewritten.
+fn write_mender_grubenv(files: &[(PathBuf, PathBuf); 2], block: &[u8]) -> Result<(), BootEnvError> {
+    for (env, lock) in files.iter().rev() {
+        let old = read_bounded(lock, grub_env::DEFAULT_SIZE * 16).ok();
+        let settled = lock_bytes(old.as_deref(), b'0');
+        let fresh = old.as_deref().and_then(editing_at).is_none();
+        fsops::write_atomic(lock, &lock_bytes(Some(&settled), b'1'), 0o644)
+            .map_err(io_err(lock))?;
+        fsops::write_atomic(env, block, 0o644).map_err(io_err(env))?;
+        fsops::write_atomic(lock, &settled, 0o644).map_err(io_err(lock))?;
+        if fresh {
+            use sha2::Digest;
+            let sum = sha2::Sha256::digest(&settled);
+            let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
+            let path = lock.with_file_name("lock.sha256sum");
+            fsops::write_atomic(&path, format!("{hex}  lock\n").as_bytes(), 0o644)
+                .map_err(io_err(&path))?;
+        }
+    }
+    Ok(())
 }
 
 /// One slot in a [`Report`].
@@ -889,5 +985,96 @@ mod test {
             text.contains("next boot: B (trial, one try used)"),
             "{text}"
         );
+    }
+
+    /// Mender's GRUB layout: both env files written with the lock protocol, read back by the
+    /// real grub-editenv, locks settled and `lock.sha256sum` still valid; a torn write (a lock
+    /// left at `editing=1`) reads the file GRUB's `mender_grub.cfg` would use.
+    #[test]
+    fn mender_grubenv_writes_both_files_and_reads_the_one_grub_uses() {
+        let tool = |c: &str| {
+            std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(c).is_file()))
+        };
+        if !tool("grub-editenv") || !tool("sha256sum") {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "grub-editenv needed"
+            );
+            eprintln!("SKIP: grub-editenv not installed");
+            return;
+        }
+        let run = |c: &mut std::process::Command| {
+            let o = c.output().unwrap();
+            assert!(
+                o.status.success(),
+                "{c:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            String::from_utf8(o.stdout).unwrap()
+        };
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("grub-mender-grubenv");
+        for n in [1, 2] {
+            let sub = dir.join(format!("mender_grubenv{n}"));
+            fs::create_dir_all(&sub).unwrap();
+            let env = sub.join("env");
+            run(std::process::Command::new("grub-editenv")
+                .arg(&env)
+                .arg("create"));
+            run(std::process::Command::new("grub-editenv").arg(&env).args([
+                "set",
+                "bootcount=0",
+                "mender_boot_part=2",
+                "upgrade_available=0",
+            ]));
+            // As grub-mender-grubenv's make-env-and-lock-files makes them.
+            fs::write(sub.join("lock"), lock_bytes(None, b'0')).unwrap();
+            run(std::process::Command::new("sh")
+                .arg("-c")
+                .arg("sha256sum lock > lock.sha256sum")
+                .current_dir(&sub));
+        }
+        let text = format!("backend = grub\nscheme = mender\nenv = {}\n", dir.display());
+        let cfg = BootConfig::parse(d.path(), Path::new("agent.conf"), &text).unwrap();
+        let (img, st) = load(&cfg).unwrap();
+        assert!(st.slot(Slot::A).successful);
+        let mut st2 = st;
+        st2.stage(Slot::B, 1, SlotName::from_str("v1.0").unwrap())
+            .unwrap();
+        write(&cfg, Some(&img), &st2, &[]).unwrap();
+        for n in [1, 2] {
+            let sub = dir.join(format!("mender_grubenv{n}"));
+            let list = run(std::process::Command::new("grub-editenv")
+                .arg(sub.join("env"))
+                .arg("list"));
+            for kv in ["mender_boot_part=3", "upgrade_available=1", "bootcount=0"] {
+                assert!(list.lines().any(|l| l == kv), "env {n}: {list}");
+            }
+            let lock = run(std::process::Command::new("grub-editenv")
+                .arg(sub.join("lock"))
+                .arg("list"));
+            assert_eq!(lock, "editing=0\n", "lock {n}");
+            run(std::process::Command::new("sha256sum")
+                .args(["-c", "lock.sha256sum"])
+                .current_dir(&sub));
+        }
+        assert_eq!(load(&cfg).unwrap().1, st2);
+        // A write cut after env 2: lock 1 still says editing=1 and env 1 holds the old values.
+        let (img2, _) = load(&cfg).unwrap();
+        let mut st3 = st2;
+        assert!(st3.mark_good(Slot::B));
+        let env1 = dir.join("mender_grubenv1/env");
+        let old_env1 = fs::read(&env1).unwrap();
+        write(&cfg, Some(&img2), &st3, &[]).unwrap();
+        fs::write(&env1, &old_env1).unwrap();
+        let lock1 = dir.join("mender_grubenv1/lock");
+        fs::write(&lock1, lock_bytes(Some(&fs::read(&lock1).unwrap()), b'1')).unwrap();
+        assert_eq!(load(&cfg).unwrap().1, st3, "GRUB restores env 1 from env 2");
+        // Lock 2 unsettled: env 1 is read (GRUB restores env 2 from it).
+        fs::write(&lock1, lock_bytes(Some(&fs::read(&lock1).unwrap()), b'0')).unwrap();
+        let lock2 = dir.join("mender_grubenv2/lock");
+        fs::write(&lock2, lock_bytes(Some(&fs::read(&lock2).unwrap()), b'1')).unwrap();
+        assert_eq!(load(&cfg).unwrap().1, st2);
     }
 }
