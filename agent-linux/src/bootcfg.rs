@@ -44,6 +44,13 @@ pub const CONFIG_FILE: &str = "agent.conf";
 pub const DEFAULT_ENV_SIZE: usize = 0x4000;
 /// Largest `env-size` accepted (16 MiB): every read of an environment is bounded by it.
 pub const MAX_ENV_SIZE: usize = 16 * 1024 * 1024;
+/// Default directory of the health checks (`health-dir`), relative to the sysroot: its
+/// `required.d` and `wanted.d` hold the executables `ecu-agent health-check` runs.
+pub const DEFAULT_HEALTH_DIR: &str = "etc/ecu-agent/health.d";
+/// Default seconds one health check may run before it is killed (`health-timeout`).
+pub const DEFAULT_HEALTH_TIMEOUT: u64 = 300;
+/// Longest `health-timeout` accepted, in seconds (one day).
+pub const MAX_HEALTH_TIMEOUT: u64 = 86_400;
 /// Default tries for a staged deployment.
 pub const DEFAULT_TRIES: u8 = 3;
 /// Default kernel-argument template.
@@ -178,6 +185,11 @@ pub struct BootConfig {
     /// The `trusted-key` and `revoked-key` values as written (hex or a path), for
     /// [`BootConfig::to_text`].
     pub key_lines: Vec<(&'static str, String)>,
+    /// The health checks' directory (`health-dir`; default [`DEFAULT_HEALTH_DIR`] in the
+    /// sysroot), with `required.d` and `wanted.d`.
+    pub health_dir: PathBuf,
+    /// Seconds each health check may run before it is killed (`health-timeout`).
+    pub health_timeout: u64,
     /// Whether the values came from a file (false: all defaults).
     pub from_file: bool,
 }
@@ -341,6 +353,8 @@ impl BootConfig {
             revoked_keys: Vec::new(),
             refs: Vec::new(),
             key_lines: Vec::new(),
+            health_dir: root.join(DEFAULT_HEALTH_DIR),
+            health_timeout: DEFAULT_HEALTH_TIMEOUT,
             from_file: false,
         }
     }
@@ -373,6 +387,8 @@ impl BootConfig {
         let mut env_default = EnvDefault::Unset;
         let (mut trusted, mut revoked, mut refs) = (Vec::new(), Vec::new(), Vec::<String>::new());
         let mut key_lines = Vec::new();
+        let mut health_dir = root.join(DEFAULT_HEALTH_DIR);
+        let mut health_timeout = DEFAULT_HEALTH_TIMEOUT;
         for (i, raw) in text.lines().enumerate() {
             let bad = |reason: String| ConfigError::Line {
                 path: path.to_path_buf(),
@@ -494,6 +510,20 @@ impl BootConfig {
                         refs.push(v.to_string());
                     }
                 }
+                "health-dir" => {
+                    if v.is_empty() || v.contains('\0') {
+                        return Err(bad("health-dir must name a directory".into()));
+                    }
+                    health_dir = root.join(v);
+                }
+                "health-timeout" => {
+                    health_timeout = num(MAX_HEALTH_TIMEOUT)?;
+                    if health_timeout == 0 {
+                        return Err(bad(format!(
+                            "health-timeout must be 1 to {MAX_HEALTH_TIMEOUT} seconds"
+                        )));
+                    }
+                }
                 _ => return Err(bad(format!("unknown key {k:?}"))),
             }
         }
@@ -562,6 +592,8 @@ impl BootConfig {
             revoked_keys: revoked,
             refs,
             key_lines,
+            health_dir,
+            health_timeout,
             from_file: true,
         })
     }
@@ -618,6 +650,12 @@ impl BootConfig {
         }
         for r in &self.refs {
             s.push_str(&format!("ref = {r}\n"));
+        }
+        if self.health_dir != root.join(DEFAULT_HEALTH_DIR) {
+            s.push_str(&format!("health-dir = {}\n", rel(&self.health_dir)));
+        }
+        if self.health_timeout != DEFAULT_HEALTH_TIMEOUT {
+            s.push_str(&format!("health-timeout = {}\n", self.health_timeout));
         }
         s
     }
@@ -693,6 +731,31 @@ impl BootConfig {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn health_keys() {
+        let root = Path::new("/s");
+        let path = Path::new("/s/agent.conf");
+        let d = BootConfig::defaults(root);
+        assert_eq!(d.health_dir, Path::new("/s/etc/ecu-agent/health.d"));
+        assert_eq!(d.health_timeout, DEFAULT_HEALTH_TIMEOUT);
+        let c = BootConfig::parse(root, path, "health-dir = checks\nhealth-timeout = 7\n").unwrap();
+        assert_eq!(c.health_dir, Path::new("/s/checks"));
+        assert_eq!(c.health_timeout, 7);
+        let again = BootConfig::parse(root, path, &c.to_text(root)).unwrap();
+        assert_eq!((again.health_dir, again.health_timeout), (c.health_dir, 7));
+        for (text, want) in [
+            ("health-timeout = 0", "health-timeout must be 1 to 86400"),
+            (
+                "health-timeout = 86401",
+                "health-timeout must be a number up to 86400",
+            ),
+            ("health-dir =", "health-dir must name a directory"),
+        ] {
+            let e = BootConfig::parse(root, path, text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
 
     #[test]
     fn defaults_round_trip_and_errors() {

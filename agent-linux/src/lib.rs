@@ -7,6 +7,7 @@
 //! - [`tree`]: directory (or in-memory tree) → objects, bottom-up.
 //! - [`store`]: [`agent_core::store::Store`] over a repository (what the installer writes through).
 //! - [`generate`]: `.update` files (from scratch and deltas) with `agent_core::write::UpdateWriter`.
+//! - [`health`]: boot health checks (required and wanted, with timeouts) and their record.
 //! - [`inspect`]: what an `.update` file holds and whether its signature verifies (`delta show`).
 //! - [`apply`]: an `.update` stream into a repository through `agent_core::install::Installer`.
 //! - [`checkout`]: a commit's tree into a directory, never writing outside it.
@@ -29,6 +30,7 @@ pub mod floor;
 pub mod fsmeta;
 pub mod fsops;
 pub mod generate;
+pub mod health;
 pub mod inspect;
 pub mod keys;
 pub mod repo;

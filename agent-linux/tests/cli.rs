@@ -201,6 +201,18 @@ fn help_of_every_command_explains_its_options() {
         (&["checkout"], &["--sysroot", "COMMIT", "DIR", "--hardlink"]),
         (&["bootenv"], &["show"]),
         (
+            &["health-check"],
+            &[
+                "--sysroot",
+                "--dir",
+                "--timeout",
+                "required.d",
+                "wanted.d",
+                "code 3",
+                "--json",
+            ],
+        ),
+        (
             &["repair-env"],
             &["--sysroot", "--dry-run", "--json", "--booted-slot"],
         ),

@@ -26,6 +26,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("u-boot-tools", "mkenvimage"),
     ("u-boot-qemu", "/usr/lib/u-boot/qemu_arm/u-boot.bin"),
     ("grub-common", "grub-editenv"),
+    // agent-linux/tests/health_check.rs verifies the shipped units with systemd's verifier.
+    ("systemd", "systemd-analyze"),
     ("grub-emu", "grub-emu"),
     ("dosfstools", "mkfs.vfat"),
     ("mtools", "mcopy"),

@@ -21,7 +21,7 @@ mod update;
 ///
 /// Build side: `init`, `commit`, `refs`, `log`, `fsck`, `keygen`, `delta generate`, `generate-deltas`.
 /// Device side: `delta show`, `apply-offline`, `checkout`, `bootenv`.
-/// A/B deployments: `install`, `deploy`, `status`, `mark-good`, `rollback`, `cleanup`,
+/// A/B deployments: `install`, `deploy`, `status`, `mark-good`, `health-check`, `rollback`, `cleanup`,
 /// `simulate-boot`, `verify`, `repair-env`.
 #[derive(Debug, Parser)]
 #[command(name = "ecu-agent", version, max_term_width = 100)]
@@ -85,6 +85,15 @@ enum Command {
     MarkGood(deploy::PlainArgs),
     /// Make the other deployment the default for the next boot.
     Rollback(deploy::PlainArgs),
+    /// Run the boot health checks (greenboot's model) and judge the booted deployment: the
+    /// executables in `required.d` and `wanted.d` of agent.conf's `health-dir` (default
+    /// S/etc/ecu-agent/health.d) run in name order, each killed at its timeout. All required
+    /// ones pass: the deployment is marked good (as `mark-good`); a wanted one failing only
+    /// warns. A required one fails or times out: the other deployment is made the default
+    /// (as `rollback`) and the command exits with code 3: reboot. Every outcome is recorded
+    /// in S/health.json and shown by `status` (`health` in --json). Shipped as the systemd
+    /// unit ecu-agent-health-check.service.
+    HealthCheck(deploy::HealthCheckArgs),
     /// Remove deployments and objects that no slot or ref needs, and report what was freed.
     Cleanup(deploy::PlainArgs),
     /// Do what the bootloader does at the next boot (decision, try counting) and make the
@@ -100,7 +109,7 @@ enum Command {
 
 /// Runs the command line and maps the outcome to an exit code: 0 on success (and when
 /// stdout is a closed pipe), 1 on failure with the error and its causes on stderr, 2 for
-/// usage errors (by clap).
+/// usage errors (by clap), 3 when `health-check` rolled back and a reboot is needed.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init_logger(cli.verbose);
@@ -109,6 +118,10 @@ pub fn main() -> ExitCode {
         Err(err) => {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
+            }
+            if let Some(r) = err.downcast_ref::<deploy::RebootNeeded>() {
+                let _ = writeln!(io::stderr(), "reboot needed: {}", esc(&r.0));
+                return ExitCode::from(deploy::EXIT_REBOOT_NEEDED);
             }
             // Messages may quote what an update or a repository holds: escaped, so that
             // nothing in them reaches the terminal as a control sequence or a forged line.
@@ -147,6 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(a) => deploy::status(a),
         Command::MarkGood(a) => deploy::mark_good(a),
         Command::Rollback(a) => deploy::rollback(a),
+        Command::HealthCheck(a) => deploy::health_check(a),
         Command::Cleanup(a) => deploy::cleanup(a),
         Command::SimulateBoot(a) => deploy::simulate_boot(a),
         Command::Verify(a) => deploy::verify(a),
