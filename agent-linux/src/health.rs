@@ -112,7 +112,8 @@ fn executables(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Runs one check with `timeout`; on timeout its whole process group is killed.
+/// Runs one check with `timeout` in a process group of its own; on timeout the whole group
+/// is killed (SIGKILL), so that nothing it started outlives it.
 fn run_one(path: &Path, required: bool, timeout: Duration) -> CheckOutcome {
     let name = path
         .file_name()
@@ -127,8 +128,11 @@ fn run_one(path: &Path, required: bool, timeout: Duration) -> CheckOutcome {
         duration_ms: 0,
         error: None,
     };
+    // What a check prints goes to stderr (the journal under systemd), so that stdout keeps
+    // only the agent's own output (`--json`).
     let child = Command::new(path)
         .stdin(Stdio::null())
+        .stdout(Stdio::from(io::stderr()))
         .process_group(0)
         .spawn();
     let mut child = match child {

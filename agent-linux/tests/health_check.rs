@@ -67,7 +67,13 @@ fn exit_code(d: &Path, extra: &[&str]) -> Option<i32> {
 fn passing_checks_mark_good() {
     let lab = on_trial();
     let d = lab.path();
-    check(d, "required", "10-fs", "test -d /");
+    // What a check prints goes to stderr (the journal), never into --json.
+    check(
+        d,
+        "required",
+        "10-fs",
+        "echo checking the filesystem; test -d /",
+    );
     check(d, "wanted", "20-net", "exit 0");
     // Not executable: skipped.
     fs::write(
@@ -149,11 +155,13 @@ fn hanging_check_is_killed_at_its_timeout() {
     text.push_str("health-timeout = 1\n");
     fs::write(&conf, text).unwrap();
     let marker = d.join("survived");
+    // A child in the background would touch the marker after 2 s unless the check's whole
+    // process group is killed.
     check(
         d,
         "required",
         "10-hang",
-        &format!("sleep 30; touch {}", marker.display()),
+        &format!("(sleep 2; touch {}) &\nsleep 30", marker.display()),
     );
     let start = Instant::now();
     assert_eq!(exit_code(d, &[]), Some(3));
@@ -167,8 +175,8 @@ fn hanging_check_is_killed_at_its_timeout() {
     let ms = st["health"]["checks"][0]["duration_ms"].as_u64().unwrap();
     assert!((1000..5000).contains(&ms), "{ms}");
     assert_eq!(st["next_boot"], "A", "{st}");
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(!marker.exists());
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(!marker.exists(), "a child of the timed-out check survived");
 }
 
 /// The shipped units, checked by systemd's own verifier.
