@@ -271,6 +271,19 @@ fn story(a: &Agent, tmp: &Path) -> Result<()> {
         "the delta is not smaller than the from-scratch file"
     );
 
+    println!("\n## What the delta holds, before anything is installed (no store is touched)");
+    let shown = a.ok(&[
+        "delta",
+        "show",
+        &delta_23,
+        "--trusted-key",
+        "release.key.pub",
+    ])?;
+    ensure!(
+        shown.contains("verified by key") && shown.contains("version:          1.2"),
+        "delta show did not report the signed 1.2 delta: {shown}"
+    );
+
     println!("\n## Device 1 holds 1.1 and applies the small delta to 1.2");
     a.ok(&[
         "apply-offline",
