@@ -224,3 +224,43 @@ fn systemd_units_verify() {
         .collect();
     assert!(ours.is_empty(), "systemd-analyze verify warns: {err}");
 }
+
+/// A required check fails where there is nothing to roll back to: the command fails (exit 1,
+/// not 3: no reboot helps) and the record says why.
+#[test]
+fn failing_check_without_a_fallback_is_recorded_as_failed() {
+    let lab = Lab::new(&["9"]);
+    let d = lab.path();
+    lab.trust(S);
+    ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
+    let dir = d.join(S).join("etc/ecu-agent/health.d/required.d");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("10-bad"), "#!/bin/sh\nexit 1\n").unwrap();
+    fs::set_permissions(dir.join("10-bad"), fs::Permissions::from_mode(0o755)).unwrap();
+    let r = agent_env(d, &["health-check", "--sysroot", S], &booted(Slot::A));
+    assert!(!r.ok);
+    assert!(
+        r.stderr.starts_with("error: cannot roll back"),
+        "{}",
+        r.stderr
+    );
+    let code = Command::new(bin())
+        .args(["health-check", "--sysroot", S])
+        .current_dir(d)
+        .env("ECU_AGENT_CMDLINE", "/dev/null")
+        .env("ECU_AGENT_BOOTED_SLOT", "A")
+        .status()
+        .unwrap()
+        .code();
+    assert_eq!(code, Some(1));
+    let st = status(d, S, Slot::A);
+    assert_eq!(st["health"]["verdict"], "failed", "{st}");
+    assert_eq!(st["health"]["reboot_needed"], false);
+    assert!(
+        st["health"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot roll back"),
+        "{st}"
+    );
+}
