@@ -224,7 +224,7 @@ impl Rig {
 fn uboot_vexpress(test: &str) -> Option<PathBuf> {
     let path = std::env::var_os("ECU_RAUC_UBOOT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| uboot_cache::RAUC_VEXPRESS.path());
+        .unwrap_or_else(|| uboot_cache::VEXPRESS.path());
     have_file(path.to_str().expect("a UTF-8 path"), test).then_some(path)
 }
 

@@ -48,7 +48,7 @@ tasks:
   size        print the firmware's flash, RAM and stack budget, and the C firmware's
   fuzz        run each cargo-fuzz target (nightly) for a while
               options: --seconds N  (default 20)
-  uboot       build U-Boot from Debian's source package (u-boot 2023.01+dfsg-2+deb12u3, qemu_arm)
+  uboot       build U-Boot from Debian's source package (u-boot 2023.01+dfsg-2+deb12u3, vexpress-a9)
               with CONFIG_BOOTCOUNT_LIMIT/BOOTCOUNT_ENV, once per machine (cached under
               ~/.cache/ecu-agent, or $ECU_AGENT_CACHE); prints the path of u-boot.bin
 

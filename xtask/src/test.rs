@@ -54,7 +54,7 @@ pub fn run(args: &[String]) -> Result<()> {
         },
     )?;
     step(
-        "U-Boot builds: Mender's boot counter, RAUC's vexpress-a9 (once per machine)",
+        "U-Boot build: vexpress-a9 for RAUC and Mender (once per machine)",
         || crate::uboot::ensure().map(|_| ()),
     )?;
     step("cargo test --workspace", || {

@@ -1,16 +1,15 @@
 //! `cargo xtask uboot`: U-Boot built from Debian's source package, one build per
-//! [`Variant`](uboot_key::Variant): for QEMU's `virt` board (`qemu_arm`) with U-Boot's
-//! environment boot counter (`CONFIG_BOOTCOUNT_LIMIT`, `CONFIG_BOOTCOUNT_ENV`) and a redundant
-//! environment that `saveenv` can write (`xtask/uboot/bootcount.config`), which the Mender
-//! tests boot (`bootloader-hooks/tests/mender_uboot.rs`); and for QEMU's `vexpress-a9` with a
-//! redundant environment on the SD card (`xtask/uboot/rauc-vexpress.config`), which runs
-//! RAUC's `contrib/uboot.sh` (`bootloader-hooks/tests/rauc_uboot.rs`).
+//! [`Variant`](uboot_key::Variant); the one there is: QEMU's `vexpress-a9` with a redundant
+//! environment on the SD card that `saveenv` writes and U-Boot's environment boot counter
+//! (`CONFIG_BOOTCOUNT_LIMIT`, `CONFIG_BOOTCOUNT_ENV`; `xtask/uboot/vexpress.config`), which
+//! runs RAUC's `contrib/uboot.sh` (`bootloader-hooks/tests/rauc_uboot.rs`) and counts Mender's
+//! trial boots (`bootloader-hooks/tests/mender_uboot.rs`).
 //!
 //! The three files of the source package are downloaded from deb.debian.org and checked
 //! against the SHA-256 sums below (those of the package's `.dsc`); Debian's patches are
 //! applied in `debian/patches/series` order; the build runs with Debian's
 //! `gcc-arm-linux-gnueabihf`. The result is cached outside the clone, keyed by the version and
-//! the configuration ([`uboot_key::build_dir`]), so a machine builds it once.
+//! the configuration ([`Variant::build_dir`](uboot_key::Variant::build_dir)), so a machine builds it once.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -6,9 +6,6 @@ use std::path::PathBuf;
 /// The Debian source package version built.
 pub const DEBIAN_VERSION: &str = "2023.01+dfsg-2+deb12u3";
 
-/// The Kconfig lines added to `qemu_arm_defconfig`.
-pub const CONFIG_FRAGMENT: &str = include_str!("../uboot/bootcount.config");
-
 /// FNV-1a, 64 bits: a stable key for the cache directory (not a security hash; the sources
 /// themselves are pinned by SHA-256 in `uboot.rs`).
 pub fn fnv1a64(data: &[u8]) -> u64 {
@@ -45,26 +42,19 @@ pub struct Variant {
     pub artifact: &'static str,
 }
 
-/// QEMU `virt` (`qemu_arm`) with U-Boot's environment boot counter: the Mender tests.
-pub const BOOTCOUNT: Variant = Variant {
-    name: "bootcount",
-    board: "qemu_arm",
-    fragment: CONFIG_FRAGMENT,
-    artifact: "u-boot.bin",
-};
-
-/// QEMU `vexpress-a9` with a redundant environment on the SD card that `saveenv` writes and
-/// a `bootcmd` sourcing `boot.scr` from it: RAUC's `contrib/uboot.sh`
-/// (`bootloader-hooks/tests/rauc_uboot.rs`).
-pub const RAUC_VEXPRESS: Variant = Variant {
-    name: "rauc-vexpress",
+/// QEMU `vexpress-a9` with a redundant environment on the SD card that `saveenv` writes, a
+/// `bootcmd` sourcing `boot.scr` from it (RAUC's `contrib/uboot.sh`,
+/// `bootloader-hooks/tests/rauc_uboot.rs`), and U-Boot's environment boot counter
+/// (`CONFIG_BOOTCOUNT_ENV`: Mender, `bootloader-hooks/tests/mender_uboot.rs`).
+pub const VEXPRESS: Variant = Variant {
+    name: "vexpress",
     board: "vexpress_ca9x4",
-    fragment: include_str!("../uboot/rauc-vexpress.config"),
+    fragment: include_str!("../uboot/vexpress.config"),
     artifact: "u-boot",
 };
 
 /// Every variant `cargo xtask uboot` builds.
-pub const VARIANTS: [&Variant; 2] = [&BOOTCOUNT, &RAUC_VEXPRESS];
+pub const VARIANTS: [&Variant; 1] = [&VEXPRESS];
 
 impl Variant {
     /// `<cache>/u-boot-<version>-<name>-<16 hex digits of version, board and fragment>`.
@@ -78,17 +68,4 @@ impl Variant {
     pub fn path(&self) -> PathBuf {
         self.build_dir().join(self.artifact)
     }
-}
-
-/// The directory holding the bootcount `u-boot.bin` (for the tests, through `#[path]`).
-#[allow(dead_code)]
-pub fn build_dir() -> PathBuf {
-    BOOTCOUNT.build_dir()
-}
-
-/// The cached bootcount `u-boot.bin`, which may not exist yet (for the tests, through
-/// `#[path]`).
-#[allow(dead_code)]
-pub fn uboot_bin() -> PathBuf {
-    BOOTCOUNT.path()
 }
