@@ -25,10 +25,10 @@ use crate::object::{ObjectId, ObjectKind, ID_LEN, MAX_SUBJECT_LEN, MAX_VERSION_L
 
 /// The first eight bytes of every `.update` file.
 pub const MAGIC: [u8; 8] = *b"ECUPDATE";
-/// The format version this crate writes: 3, which adds patch records (`docs/FORMAT.md` §6);
-/// its superblock is version 2's, which ends with the security version.
+/// The format version this crate writes: 3, which adds patch records (`docs/FORMAT.md` §6),
+/// xz parts with a filter byte in each part entry, and the dictionary size at the end of the
+/// superblock (after the security version).
 pub const FORMAT_VERSION: u16 = 3;
-/// The first format version with patch records ([`OpRepr::Patch`]); in an older file the
 /// code is unknown ([`FormatError::UnknownOp`]).
 pub const PATCH_FORMAT_VERSION: u16 = 3;
 /// The oldest format version this crate reads: 1 (no security version; such a file counts as
@@ -37,8 +37,8 @@ pub const MIN_FORMAT_VERSION: u16 = 1;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 16;
 /// Largest superblock accepted: 32 KiB less the header. The installer buffers the header and
-/// the superblock (the signed message) in its 32 KiB inflate window, so this bound costs no
-/// memory of its own.
+/// the superblock (the signed message) in the window its caller lends, so this bound costs no
+/// memory of its own (a device that lends less refuses a longer superblock).
 pub const MAX_SUPERBLOCK_LEN: usize = 32 * 1024 - HEADER_LEN;
 /// Most parts in one file. Each costs the installer [`PartEntry`]'s size in RAM.
 pub const MAX_PARTS: usize = 64;
@@ -197,6 +197,9 @@ pub enum Codec {
     Stored,
     /// Raw deflate (RFC 1951, no zlib or gzip wrapper).
     Deflate,
+    /// A raw LZMA2 stream (format version 3 on), through the part's [`Filter`], with the
+    /// superblock's dictionary size ([`Superblock::dictionary`]).
+    Xz,
     /// A code this version does not know.
     Unknown(u8),
 }
@@ -206,6 +209,7 @@ impl From<u8> for Codec {
         match c {
             0 => Codec::Stored,
             1 => Codec::Deflate,
+            2 => Codec::Xz,
             c => Codec::Unknown(c),
         }
     }
@@ -216,9 +220,117 @@ impl From<Codec> for u8 {
         match c {
             Codec::Stored => 0,
             Codec::Deflate => 1,
+            Codec::Xz => 2,
             Codec::Unknown(c) => c,
         }
     }
+}
+
+/// The branch/call/jump filter (BCJ) an [`Codec::Xz`] part's records went through before
+/// LZMA2: it turns relative branch targets of one instruction set into absolute ones, so that
+/// machine code compresses better. Format version 3 on; other codecs have [`Filter::None`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[serde(from = "u8", into = "u8")]
+pub enum Filter {
+    /// No filter.
+    None,
+    /// x86 and x86-64 (xz's filter 0x04).
+    X86,
+    /// 32-bit ARM (xz's filter 0x07).
+    Arm,
+    /// ARM Thumb and Thumb-2 (xz's filter 0x08).
+    ArmThumb,
+    /// 64-bit ARM (xz's filter 0x0A).
+    Arm64,
+    /// A code this version does not know.
+    Unknown(u8),
+}
+
+impl Filter {
+    /// The xz filter id of a BCJ filter (`None` for no filter or an unknown one).
+    pub const fn xz_id(self) -> Option<u8> {
+        match self {
+            Filter::X86 => Some(0x04),
+            Filter::Arm => Some(0x07),
+            Filter::ArmThumb => Some(0x08),
+            Filter::Arm64 => Some(0x0a),
+            Filter::None | Filter::Unknown(_) => None,
+        }
+    }
+}
+
+impl From<u8> for Filter {
+    fn from(c: u8) -> Filter {
+        match c {
+            0 => Filter::None,
+            1 => Filter::X86,
+            2 => Filter::Arm,
+            3 => Filter::ArmThumb,
+            4 => Filter::Arm64,
+            c => Filter::Unknown(c),
+        }
+    }
+}
+
+impl From<Filter> for u8 {
+    fn from(f: Filter) -> u8 {
+        match f {
+            Filter::None => 0,
+            Filter::X86 => 1,
+            Filter::Arm => 2,
+            Filter::ArmThumb => 3,
+            Filter::Arm64 => 4,
+            Filter::Unknown(c) => c,
+        }
+    }
+}
+
+/// The window of a format-version-1 or -2 file: deflate's 32 KiB.
+pub const DEFLATE_DICTIONARY: u32 = 32 * 1024;
+/// The smallest dictionary a file may declare: 4 KiB.
+pub const MIN_DICTIONARY: u32 = 4 * 1024;
+/// The largest dictionary a file may declare: 1.5 GiB (3 · 2^29).
+pub const MAX_DICTIONARY: u32 = 3 << 29;
+
+/// Whether `d` is a dictionary size a file may declare: 2^n or 2^n + 2^(n-1) bytes (the sizes
+/// an LZMA2 dictionary byte can say exactly), from [`MIN_DICTIONARY`] to [`MAX_DICTIONARY`].
+pub const fn dictionary_is_valid(d: u32) -> bool {
+    if d < MIN_DICTIONARY || d > MAX_DICTIONARY {
+        return false;
+    }
+    let low = d.trailing_zeros();
+    let rest = d >> low;
+    rest == 1 || rest == 3
+}
+
+/// The LZMA2 dictionary byte (xz's filter property) for a valid dictionary size `d`: the
+/// byte `b` with `(2 | (b & 1)) << (b / 2 + 11) == d`.
+pub const fn lzma2_dictionary_byte(d: u32) -> u8 {
+    let low = d.trailing_zeros();
+    if d >> low == 3 {
+        // 3 << (low) = (2 | 1) << (b / 2 + 11) with b odd: b / 2 + 11 = low.
+        ((low - 11) * 2 + 1) as u8
+    } else {
+        // 2 << (low - 1): b even, b / 2 + 11 = low - 1.
+        ((low - 12) * 2) as u8
+    }
+}
+
+/// The largest valid dictionary size (see [`dictionary_is_valid`]) at most `max`, or `None`
+/// when `max` is below [`MIN_DICTIONARY`].
+pub const fn dictionary_at_most(max: u64) -> Option<u32> {
+    if max < MIN_DICTIONARY as u64 {
+        return None;
+    }
+    let max = if max > MAX_DICTIONARY as u64 {
+        MAX_DICTIONARY
+    } else {
+        max as u32
+    };
+    let pow = 1u32 << (31 - max.leading_zeros());
+    let three = pow | (pow >> 1);
+    Some(if three <= max { three } else { pow })
 }
 
 /// One part as the superblock describes it.
@@ -227,6 +339,9 @@ impl From<Codec> for u8 {
 pub struct PartEntry {
     /// How the part is encoded.
     pub codec: Codec,
+    /// The filter an [`Codec::Xz`] part's records went through (format version 3 on;
+    /// [`Filter::None`] for every other codec).
+    pub filter: Filter,
     /// Bytes of the part in the file.
     pub size: u32,
     /// Bytes of operation records once decoded.
@@ -256,8 +371,9 @@ pub struct TargetMeta<'a> {
 }
 
 /// The superblock: what the file updates from and to, and its parts. Encoded with postcard,
-/// in field order; [`Superblock::security_version`] is the last field and exists from format
-/// version 2 on ([`Superblock::parse_version`], [`Superblock::emit_version`]).
+/// in field order. [`Superblock::security_version`] exists from format version 2 on;
+/// [`PartEntry::filter`] and [`Superblock::dictionary`] from version 3 on
+/// ([`Superblock::parse_version`], [`Superblock::emit_version`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Superblock<'a> {
     /// The ref this update moves, e.g. `ecu/armv7/main`.
@@ -277,17 +393,51 @@ pub struct Superblock<'a> {
     /// the device's floor before anything reaches the store, and against the commit object.
     /// Format version 2 on; 0 for a version-1 file.
     pub security_version: u64,
+    /// The window the parts need, in bytes: every deflate part's back-references reach at most
+    /// this far (and never beyond 32 KiB), and every xz part is decoded with an LZMA2
+    /// dictionary of exactly this size. A valid size ([`dictionary_is_valid`]); format version
+    /// 3 on, [`DEFLATE_DICTIONARY`] for older files. A device that lends less refuses the file
+    /// before anything reaches its store.
+    pub dictionary: u32,
 }
 
-/// A format-version-1 superblock: [`Superblock`] without its last field.
+/// A part entry of format versions 1 and 2: [`PartEntry`] without its filter.
+type PartEntryV1 = (Codec, u32, u32, u32, [u8; 32]);
+
+/// A format-version-1 superblock: [`Superblock`] without its last two fields, and parts
+/// without a filter.
 type SuperblockV1<'a> = (
     &'a str,
     Option<ObjectId>,
     ObjectId,
     TargetMeta<'a>,
     u32,
-    heapless::Vec<PartEntry, MAX_PARTS>,
+    heapless::Vec<PartEntryV1, MAX_PARTS>,
 );
+
+/// A format-version-2 superblock: version 1 and the security version.
+type SuperblockV2<'a> = (
+    &'a str,
+    Option<ObjectId>,
+    ObjectId,
+    TargetMeta<'a>,
+    u32,
+    heapless::Vec<PartEntryV1, MAX_PARTS>,
+    u64,
+);
+
+fn parts_v3(v1: &heapless::Vec<PartEntryV1, MAX_PARTS>) -> heapless::Vec<PartEntry, MAX_PARTS> {
+    v1.iter()
+        .map(|&(codec, size, uncompressed_size, ops, sha256)| PartEntry {
+            codec,
+            filter: Filter::None,
+            size,
+            uncompressed_size,
+            ops,
+            sha256,
+        })
+        .collect()
+}
 
 impl<'a> Superblock<'a> {
     /// Decodes and validates a superblock of the current format ([`FORMAT_VERSION`]).
@@ -308,13 +458,31 @@ impl<'a> Superblock<'a> {
                     to,
                     meta,
                     objects,
-                    parts,
+                    parts: parts_v3(&parts),
                     security_version: 0,
+                    dictionary: DEFLATE_DICTIONARY,
                 };
                 (sb, rest)
             }
-            // Version 3 adds operation records; its superblock is version 2's.
-            2..=FORMAT_VERSION => postcard::take_from_bytes(bytes).map_err(bad)?,
+            2 => {
+                let ((ref_name, from, to, meta, objects, parts, security_version), rest): (
+                    SuperblockV2<'a>,
+                    _,
+                ) = postcard::take_from_bytes(bytes).map_err(bad)?;
+                let sb = Superblock {
+                    ref_name,
+                    from,
+                    to,
+                    meta,
+                    objects,
+                    parts: parts_v3(&parts),
+                    security_version,
+                    dictionary: DEFLATE_DICTIONARY,
+                };
+                (sb, rest)
+            }
+            // Version 3 adds patch records, part filters and the dictionary.
+            FORMAT_VERSION => postcard::take_from_bytes(bytes).map_err(bad)?,
             v => return Err(FormatError::UnsupportedVersion(v)),
         };
         if !rest.is_empty() {
@@ -330,15 +498,10 @@ impl<'a> Superblock<'a> {
             return Err(FormatError::NoParts);
         }
         for (i, p) in sb.parts.iter().enumerate() {
-            if let Codec::Unknown(c) = p.codec {
-                return Err(FormatError::UnknownCodec {
-                    part: i as u32,
-                    codec: c,
-                });
-            }
-            if p.codec == Codec::Stored && p.size != p.uncompressed_size {
-                return Err(FormatError::StoredSize { part: i as u32 });
-            }
+            check_part(i as u32, p)?;
+        }
+        if !dictionary_is_valid(sb.dictionary) {
+            return Err(FormatError::BadDictionary(sb.dictionary));
         }
         Ok(sb)
     }
@@ -356,13 +519,29 @@ impl<'a> Superblock<'a> {
 
     /// Encodes the superblock in format `version` into `out`, returning the bytes used.
     /// Version 1 has no security version: one other than 0 is
-    /// [`FormatError::SecurityVersionNeedsV2`].
+    /// [`FormatError::SecurityVersionNeedsV2`]. Versions 1 and 2 have no filters, no xz parts
+    /// and a 32 KiB window: anything else is [`FormatError::NeedsV3`].
     pub fn emit_version<'o>(
         &self,
         out: &'o mut [u8],
         version: u16,
     ) -> Result<&'o mut [u8], FormatError> {
         let full = |_| FormatError::BufferTooSmall;
+        if version < FORMAT_VERSION
+            && (self.dictionary != DEFLATE_DICTIONARY
+                || self
+                    .parts
+                    .iter()
+                    .any(|p| p.codec == Codec::Xz || p.filter != Filter::None))
+        {
+            return Err(FormatError::NeedsV3);
+        }
+        let v1_parts = || -> heapless::Vec<PartEntryV1, MAX_PARTS> {
+            self.parts
+                .iter()
+                .map(|p| (p.codec, p.size, p.uncompressed_size, p.ops, p.sha256))
+                .collect()
+        };
         match version {
             1 if self.security_version != 0 => Err(FormatError::SecurityVersionNeedsV2),
             1 => {
@@ -372,14 +551,48 @@ impl<'a> Superblock<'a> {
                     self.to,
                     self.meta,
                     self.objects,
-                    self.parts.clone(),
+                    v1_parts(),
                 );
                 postcard::to_slice(&v1, out).map_err(full)
             }
-            2..=FORMAT_VERSION => postcard::to_slice(self, out).map_err(full),
+            2 => {
+                let v2: SuperblockV2<'_> = (
+                    self.ref_name,
+                    self.from,
+                    self.to,
+                    self.meta,
+                    self.objects,
+                    v1_parts(),
+                    self.security_version,
+                );
+                postcard::to_slice(&v2, out).map_err(full)
+            }
+            FORMAT_VERSION => postcard::to_slice(self, out).map_err(full),
             v => Err(FormatError::UnsupportedVersion(v)),
         }
     }
+}
+
+/// The checks of one part entry, in order: a known codec (`UnknownCodec`), a stored part's
+/// sizes (`StoredSize`), a known filter (`UnknownFilter`), a filter only on an xz part
+/// (`FilterWithoutXz`).
+pub fn check_part(part: u32, p: &PartEntry) -> Result<(), FormatError> {
+    if let Codec::Unknown(codec) = p.codec {
+        return Err(FormatError::UnknownCodec { part, codec });
+    }
+    if p.codec == Codec::Stored && p.size != p.uncompressed_size {
+        return Err(FormatError::StoredSize { part });
+    }
+    if let Filter::Unknown(filter) = p.filter {
+        return Err(FormatError::UnknownFilter { part, filter });
+    }
+    if p.filter != Filter::None && p.codec != Codec::Xz {
+        return Err(FormatError::FilterWithoutXz {
+            part,
+            codec: p.codec.into(),
+        });
+    }
+    Ok(())
 }
 
 /// The signature algorithm byte.
@@ -655,6 +868,33 @@ pub enum FormatError {
     },
     /// A security version other than 0 cannot be written in format version 1.
     SecurityVersionNeedsV2,
+    /// A part filter this agent does not know.
+    UnknownFilter {
+        /// Which part.
+        part: u32,
+        /// Its filter code.
+        filter: u8,
+    },
+    /// A filter on a part that is not xz-coded.
+    FilterWithoutXz {
+        /// Which part.
+        part: u32,
+        /// Its codec code.
+        codec: u8,
+    },
+    /// A dictionary size that is not 2^n or 2^n + 2^(n-1) bytes from 4 KiB to 1.5 GiB.
+    BadDictionary(u32),
+    /// Xz parts, filters or a window other than 32 KiB cannot be written in format version 1
+    /// or 2.
+    NeedsV3,
+    /// A part uses a codec this agent knows but was built without (`agent-core`'s feature
+    /// `xz`).
+    CodecNotBuilt {
+        /// Which part.
+        part: u32,
+        /// Its codec code.
+        codec: u8,
+    },
 }
 
 impl fmt::Display for FormatError {
@@ -699,6 +939,23 @@ impl fmt::Display for FormatError {
             FormatError::StoredSize { part } => {
                 write!(f, "part {part} is stored uncompressed but declares two different sizes")
             }
+            FormatError::UnknownFilter { part, filter } => {
+                write!(f, "part {part} uses filter {filter}, which this agent does not know; upgrade the agent")
+            }
+            FormatError::FilterWithoutXz { part, codec } => {
+                write!(f, "part {part} has a filter but codec {codec}; only xz parts (codec 2) have filters")
+            }
+            FormatError::BadDictionary(d) => write!(
+                f,
+                "dictionary size {d} is not 2^n or 2^n + 2^(n-1) bytes from {MIN_DICTIONARY} to {MAX_DICTIONARY}"
+            ),
+            FormatError::CodecNotBuilt { part, codec } => write!(
+                f,
+                "part {part} uses codec {codec} (xz), which this agent was built without; ask for an update generated with --codec deflate"
+            ),
+            FormatError::NeedsV3 => f.write_str(
+                "format versions 1 and 2 carry only stored and deflate parts with a 32 KiB window; write format version 3"
+            ),
         }
     }
 }
@@ -805,6 +1062,7 @@ mod test {
         parts
             .push(PartEntry {
                 codec: Codec::Deflate,
+                filter: Filter::None,
                 size: 10,
                 uncompressed_size: 20,
                 ops: 2,
@@ -823,10 +1081,11 @@ mod test {
             objects: 2,
             parts,
             security_version: 0,
+            dictionary: DEFLATE_DICTIONARY,
         };
         let mut buf = [0u8; 256];
-        let n = sb.emit(&mut buf).unwrap().len();
-        assert_eq!(Superblock::parse(&buf[..n]).unwrap(), sb);
+        let n = sb.emit_version(&mut buf, 2).unwrap().len();
+        assert_eq!(Superblock::parse_version(&buf[..n], 2).unwrap(), sb);
         // Version 1: the same fields without the last; version 2 appends it.
         let mut v1 = [0u8; 256];
         let n1 = sb.emit_version(&mut v1, 1).unwrap().len();
@@ -845,7 +1104,22 @@ mod test {
             Superblock::parse_version(&buf[..n], 4),
             Err(FormatError::UnsupportedVersion(4))
         );
-        // Version 3's superblock is version 2's.
+        // Version 3: a filter byte after each part's codec, the dictionary after the security
+        // version.
+        let mut v3 = [0u8; 256];
+        let n3 = sb.emit(&mut v3).unwrap().len();
+        assert_eq!(n3, n + 1 + 3);
+        let codec_at = n - 1 - 32 - 3 - 1;
+        assert_eq!(&v3[..=codec_at], &buf[..=codec_at]);
+        assert_eq!(v3[codec_at + 1], 0, "filter none");
+        assert_eq!(&v3[codec_at + 2..n + 1], &buf[codec_at + 1..n]);
+        assert_eq!(&v3[n + 1..n3], &[0x80, 0x80, 0x02], "dictionary 32768");
+        assert_eq!(Superblock::parse(&v3[..n3]).unwrap(), sb);
+        assert_eq!(
+            Superblock::parse_version(&v3[..n3], 2),
+            Err(FormatError::BadSuperblock)
+        );
+        // Version 2 reads and writes as before.
         assert_eq!(Superblock::parse_version(&buf[..n], 2).unwrap(), sb);
         let mut v2 = [0u8; 256];
         let n2 = sb.emit_version(&mut v2, 2).unwrap().len();
@@ -855,29 +1129,51 @@ mod test {
             ..sb.clone()
         };
         let mut sv_buf = [0u8; 256];
-        let m = sv.emit(&mut sv_buf).unwrap().len();
+        let m = sv.emit_version(&mut sv_buf, 2).unwrap().len();
         assert_eq!((m, &sv_buf[m - 2..m]), (n + 1, &[0xac, 0x02][..]));
-        assert_eq!(Superblock::parse(&sv_buf[..m]).unwrap(), sv);
+        assert_eq!(Superblock::parse_version(&sv_buf[..m], 2).unwrap(), sv);
+        let m3 = sv.emit(&mut sv_buf).unwrap().len();
+        assert_eq!(Superblock::parse(&sv_buf[..m3]).unwrap(), sv);
         assert_eq!(
             sv.emit_version(&mut v1, 1),
             Err(FormatError::SecurityVersionNeedsV2)
         );
         assert_eq!(
-            Superblock::parse(&buf[..n - 1]),
+            Superblock::parse_version(&buf[..n - 1], 2),
+            Err(FormatError::BadSuperblock)
+        );
+        assert_eq!(
+            Superblock::parse(&v3[..n3 - 1]),
             Err(FormatError::BadSuperblock)
         );
         let mut longer = buf;
         longer[n] = 0;
         assert_eq!(
-            Superblock::parse(&longer[..n + 1]),
+            Superblock::parse_version(&longer[..n + 1], 2),
             Err(FormatError::BadSuperblock)
         );
+        let mut longer = v3;
+        longer[n3] = 0;
+        assert_eq!(
+            Superblock::parse(&longer[..n3 + 1]),
+            Err(FormatError::BadSuperblock)
+        );
+        // What only version 3 carries.
+        let mut xz = sb.clone();
+        xz.parts[0].codec = Codec::Xz;
+        assert_eq!(xz.emit_version(&mut v1, 2), Err(FormatError::NeedsV3));
+        let mut small = sb.clone();
+        small.dictionary = 8192;
+        assert_eq!(small.emit_version(&mut v1, 1), Err(FormatError::NeedsV3));
+        let n = small.emit(&mut v3).unwrap().len();
+        assert_eq!(Superblock::parse(&v3[..n]).unwrap(), small);
     }
 
     #[test]
     fn superblock_validation() {
         let part = PartEntry {
             codec: Codec::Stored,
+            filter: Filter::None,
             size: 10,
             uncompressed_size: 10,
             ops: 1,
@@ -900,6 +1196,7 @@ mod test {
                 objects: 1,
                 parts: v,
                 security_version: 0,
+                dictionary: DEFLATE_DICTIONARY,
             }
         };
         let check = |s: Superblock<'_>| {
@@ -933,13 +1230,72 @@ mod test {
         };
         assert_eq!(check(sb(&[deflated], "1", "s")), Ok(()));
         let unknown = PartEntry {
-            codec: Codec::Unknown(2),
+            codec: Codec::Unknown(3),
             ..part
         };
         assert_eq!(
             check(sb(&[part, unknown], "1", "s")),
-            Err(FormatError::UnknownCodec { part: 1, codec: 2 })
+            Err(FormatError::UnknownCodec { part: 1, codec: 3 })
         );
+        // Filters: known, and only on xz parts.
+        let xz = PartEntry {
+            codec: Codec::Xz,
+            filter: Filter::Arm64,
+            ..odd
+        };
+        assert_eq!(check(sb(&[xz], "1", "s")), Ok(()));
+        let strange = PartEntry {
+            filter: Filter::Unknown(5),
+            ..xz
+        };
+        let e = check(sb(&[xz, strange], "1", "s")).unwrap_err();
+        assert_eq!(e, FormatError::UnknownFilter { part: 1, filter: 5 });
+        assert!(std::format!("{e}").contains("filter 5"), "{e}");
+        let misplaced = PartEntry {
+            codec: Codec::Deflate,
+            ..xz
+        };
+        assert_eq!(
+            check(sb(&[misplaced], "1", "s")),
+            Err(FormatError::FilterWithoutXz { part: 0, codec: 1 })
+        );
+        // The dictionary: 2^n or 3 * 2^(n-1), 4 KiB ..= 1.5 GiB.
+        for (d, ok) in [
+            (4096, true),
+            (6144, true),
+            (8 << 20, true),
+            (12 << 20, true),
+            (MAX_DICTIONARY, true),
+            (2048, false),
+            (5000, false),
+            (5 << 12, false),
+            (1 << 31, false),
+            (0, false),
+        ] {
+            let mut s = sb(&[xz], "1", "s");
+            s.dictionary = d;
+            let want = if ok {
+                Ok(())
+            } else {
+                Err(FormatError::BadDictionary(d))
+            };
+            assert_eq!(check(s), want, "{d}");
+        }
+    }
+
+    #[test]
+    fn dictionary_sizes_and_their_lzma2_bytes() {
+        // xz's own table: byte b means (2 | (b & 1)) << (b / 2 + 11).
+        for b in 0u8..=37 {
+            let d = (2u32 | u32::from(b & 1)) << (u32::from(b) / 2 + 11);
+            assert!(dictionary_is_valid(d), "{d}");
+            assert_eq!(lzma2_dictionary_byte(d), b, "{d}");
+            assert_eq!(dictionary_at_most(u64::from(d)), Some(d));
+            assert_eq!(dictionary_at_most(u64::from(d) + 1), Some(d));
+        }
+        assert_eq!(dictionary_at_most(4095), None);
+        assert_eq!(dictionary_at_most(100_000), Some(98_304));
+        assert_eq!(dictionary_at_most(u64::MAX), Some(MAX_DICTIONARY));
     }
 
     static PATCH_RECORD: [u8; PATCH_HEADER_LEN] = {

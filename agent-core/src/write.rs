@@ -2,23 +2,40 @@
 //!
 //! [`UpdateWriter`] takes the operations of one update in install order (bottom-up: every
 //! object before anything that names it, the commit last), spools their records to an
-//! anonymous temporary file, and at [`UpdateWriter::finish`] groups them into parts, deflates
-//! each part, hashes it, fills in and signs the superblock and writes the file.
+//! anonymous temporary file, and at [`UpdateWriter::finish`] groups them into parts,
+//! compresses each part (xz by default, or deflate: [`UpdateWriter::codec`]) on every core,
+//! hashes it, fills in and signs the superblock and writes the file.
 //!
 //! Grouping: consecutive records are packed into one part until it would exceed the part size
-//! ([`UpdateWriter::part_size`], 512 KiB by default) so that many small objects compress
-//! together; a record larger than the part size gets a part of its own. When a file would need
-//! more than [`MAX_PARTS`] parts, the part size is doubled until it does not. A part that does
-//! not get smaller by deflating is stored as it is.
+//! ([`UpdateWriter::part_size`]: 512 KiB for deflate, the dictionary for xz) so that many small
+//! objects compress together; a record larger than the part size gets a part of its own. When
+//! a file would need more than [`MAX_PARTS`] parts, the part size is doubled until it does
+//! not. A part that does not get smaller by compressing is stored as it is.
+//!
+//! Locality (xz): file objects have no dependencies, so the writer moves every written file
+//! ahead of the dirtrees, dirmetas, reuses and the commit (which keep their order, so the file
+//! stays bottom-up), grouped by the instruction set of ELF executables (read from their
+//! `e_machine`: each group's parts go through the matching BCJ filter) and, within a group, by
+//! file name extension and name ([`UpdateWriter::name_next`]), so that similar files share a
+//! part and the dictionary.
+//!
+//! Dictionary: [`UpdateWriter::max_dictionary`] bounds what a device must lend. Xz parts use an
+//! LZMA2 dictionary no larger (and no larger than the part needs); deflate's back-references
+//! reach at most as far (below 32 KiB the compressor's dictionary is reset with a full flush
+//! every that many bytes).
 //!
 //! Memory stays bounded whatever the tree's size: object bytes go to the spool file as they are
 //! read ([`UpdateWriter::write_object_from`] streams), and parts are compressed from the spool
-//! into a second temporary file in 64 KiB steps. What stays in memory is 8 bytes per operation.
+//! into a temporary file each, in 64 KiB steps (the xz encoder holds its dictionary, about ten
+//! times its size, per core). What stays in memory is 24 bytes per operation.
 
 use std::boxed::Box;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::string::{String, ToString};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::vec;
 use std::vec::Vec;
 
@@ -31,17 +48,23 @@ use miniz_oxide::deflate::core::{
 use sha2::{Digest, Sha256};
 
 use crate::object::{
-    Commit, ObjectId, ObjectKind, MAX_COMMIT_LEN, MAX_SUBJECT_LEN, MAX_VERSION_LEN,
+    Commit, FileHeader, ObjectId, ObjectKind, FILE_HEADER_LEN, MAX_COMMIT_LEN, MAX_SUBJECT_LEN,
+    MAX_SYMLINK_TARGET, MAX_VERSION_LEN, MAX_XATTR_BYTES,
 };
 use crate::wire::{
-    Codec, Header, HeaderRepr, OpRepr, PartEntry, SignatureKind, Superblock, TargetMeta,
-    FORMAT_VERSION, HEADER_LEN, MAX_PARTS, MAX_REF_LEN, MAX_SUPERBLOCK_LEN, MIN_FORMAT_VERSION,
-    PATCH_CONTROL_LEN, PATCH_FORMAT_VERSION, PATCH_HEADER_LEN, REUSE_LEN, SIGNATURE_LEN,
-    WRITE_HEADER_LEN,
+    dictionary_at_most, Codec, Filter, Header, HeaderRepr, OpRepr, PartEntry, SignatureKind,
+    Superblock, TargetMeta, DEFLATE_DICTIONARY, FORMAT_VERSION, HEADER_LEN, MAX_PARTS, MAX_REF_LEN,
+    MAX_SUPERBLOCK_LEN, MIN_DICTIONARY, MIN_FORMAT_VERSION, PATCH_CONTROL_LEN,
+    PATCH_FORMAT_VERSION, PATCH_HEADER_LEN, REUSE_LEN, SIGNATURE_LEN, WRITE_HEADER_LEN,
 };
 
-/// Default target for the decoded size of a part: 512 KiB.
+/// Default target for the decoded size of a deflate part: 512 KiB. (An xz part's default is
+/// the dictionary.)
 pub const DEFAULT_PART_SIZE: usize = 512 * 1024;
+
+/// Default [`UpdateWriter::max_dictionary`]: 8 MiB, what `xz -6` uses and what the Linux agent
+/// lends (`ecu-agent apply` stays within 16 MiB of memory with it).
+pub const DEFAULT_MAX_DICTIONARY: u32 = 8 << 20;
 
 /// Bytes read or compressed per step.
 const STEP: usize = 64 * 1024;
@@ -97,8 +120,11 @@ pub enum WriteError {
         /// The version asked for.
         version: u16,
     },
+    /// [`UpdateWriter::max_dictionary`] is below the 4 KiB every codec needs.
+    DictionaryTooSmall(u64),
     /// The format version asked for ([`UpdateWriter::format_version`]) cannot carry the
-    /// commit: version 1 has no security version, other versions are unknown.
+    /// update: version 1 has no security version, versions 1 and 2 no xz and no dictionary
+    /// other than 32 KiB, other versions are unknown.
     FormatVersion {
         /// The version asked for.
         version: u16,
@@ -145,12 +171,16 @@ impl fmt::Display for WriteError {
                 f,
                 "format version {version} has no patch records; write format version {PATCH_FORMAT_VERSION} or later, or write the objects whole"
             ),
+            WriteError::DictionaryTooSmall(d) => write!(
+                f,
+                "a dictionary of {d} bytes is too small: every codec needs at least {MIN_DICTIONARY}"
+            ),
             WriteError::FormatVersion {
                 version,
                 security_version,
             } => write!(
                 f,
-                "format version {version} cannot carry a commit at security version {security_version}; write format version {FORMAT_VERSION}"
+                "format version {version} cannot carry this update (security version {security_version}, or xz parts, or a dictionary other than 32 KiB); write format version {FORMAT_VERSION}"
             ),
         }
     }
@@ -179,13 +209,17 @@ pub struct UpdateWriter {
     timestamp: u64,
     version: String,
     subject: String,
-    part_size: usize,
+    part_size: Option<usize>,
     level: u8,
     /// `None`: the lowest version that carries the update.
     format_version: Option<u16>,
+    codec: Option<Codec>,
+    max_dictionary: u64,
     spool: Option<BufWriter<File>>,
-    /// Record lengths (header + object bytes), in order.
-    records: Vec<u64>,
+    /// The records, in the order written.
+    records: Vec<Rec>,
+    /// Sort key of the next object ([`UpdateWriter::name_next`]).
+    next_key: u64,
     /// The commit written: id, timestamp and security version, and whether operations
     /// followed it.
     commit: Option<(ObjectId, u64, u64)>,
@@ -199,6 +233,72 @@ pub struct UpdateWriter {
 
 fn invalid(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+/// One record as the writer remembers it: 24 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    /// Header and object bytes.
+    len: u64,
+    /// Locality key of a written file: file name extension and name (0 for the rest).
+    key: u64,
+    /// Whether it writes a file object (which may move ahead, see the module docs).
+    file: bool,
+    /// The BCJ filter for a written ELF file.
+    filter: Filter,
+}
+
+/// The filter for an ELF file object's content (`object` starts with the file object's
+/// header): by its `e_machine`, x86 for `EM_386` and `EM_X86_64`, ARM-Thumb for `EM_ARM` with
+/// an odd entry point (Thumb code, as Cortex-M firmware and Debian's armhf are), ARM for other
+/// `EM_ARM`, ARM64 for `EM_AARCH64`; none for anything else. Little-endian ELF only (the BCJ
+/// filters are for little-endian code).
+pub fn elf_filter(object: &[u8]) -> Filter {
+    let Some(h) = object
+        .get(..FILE_HEADER_LEN)
+        .and_then(|b| FileHeader::parse(b).ok())
+    else {
+        return Filter::None;
+    };
+    let start = FILE_HEADER_LEN + usize::from(h.target_len) + usize::from(h.xattrs_len);
+    let Some(elf) = object.get(start..start.saturating_add(28)) else {
+        return Filter::None;
+    };
+    if elf[..4] != *b"\x7fELF" || elf[5] != 1 {
+        return Filter::None;
+    }
+    let machine = u16::from_le_bytes([elf[18], elf[19]]);
+    let entry = u32::from_le_bytes([elf[24], elf[25], elf[26], elf[27]]);
+    match machine {
+        3 | 62 => Filter::X86,
+        40 if entry & 1 == 1 => Filter::ArmThumb,
+        40 => Filter::Arm,
+        183 => Filter::Arm64,
+        _ => Filter::None,
+    }
+}
+
+/// Bytes of a file object [`elf_filter`] may need to read: header, the longest symlink target
+/// and xattr block, the ELF header's first 28 bytes.
+const SNIFF_LEN: usize = FILE_HEADER_LEN + MAX_SYMLINK_TARGET + MAX_XATTR_BYTES + 28;
+
+/// The locality key for a file named `name`: its extension's hash, then the name's first four
+/// bytes.
+fn name_key(name: &[u8]) -> u64 {
+    let ext = match name.iter().rposition(|&b| b == b'.') {
+        Some(dot) if dot > 0 => &name[dot..],
+        _ => &b""[..],
+    };
+    // FNV-1a, 24 bits: enough to keep extensions apart.
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in ext {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let mut prefix = [0u8; 4];
+    for (d, s) in prefix.iter_mut().zip(name) {
+        *d = *s;
+    }
+    (u64::from(h & 0xff_ffff) << 32) | u64::from(u32::from_be_bytes(prefix))
 }
 
 /// A part decodes to at most `u32::MAX` bytes, so an object must fit in that with its record
@@ -232,11 +332,14 @@ impl UpdateWriter {
             timestamp,
             version: version.into(),
             subject: subject.into(),
-            part_size: DEFAULT_PART_SIZE,
+            part_size: None,
             level: 6,
             format_version: None,
+            codec: None,
+            max_dictionary: u64::from(DEFAULT_MAX_DICTIONARY),
             spool: None,
             records: Vec::new(),
+            next_key: 0,
             commit: None,
             after_commit: false,
             patches: false,
@@ -244,12 +347,51 @@ impl UpdateWriter {
         }
     }
 
-    /// Sets the target decoded size of a part (default [`DEFAULT_PART_SIZE`]). Records are
-    /// packed into a part up to this size; a larger one gets a part of its own. Raised
-    /// automatically when the update would need more than [`MAX_PARTS`] parts.
+    /// Sets the target decoded size of a part (default: [`DEFAULT_PART_SIZE`] for deflate,
+    /// the dictionary for xz). Records are packed into a part up to this size; a larger one
+    /// gets a part of its own. Raised automatically when the update would need more than
+    /// [`MAX_PARTS`] parts.
     pub fn part_size(mut self, target_uncompressed_bytes: usize) -> Self {
-        self.part_size = target_uncompressed_bytes.max(1);
+        self.part_size = Some(target_uncompressed_bytes.max(1));
         self
+    }
+
+    /// Sets the codec of the parts: [`Codec::Xz`] (the default for format version 3: LZMA2,
+    /// with a BCJ filter for parts of executables) or [`Codec::Deflate`] (for devices built
+    /// without xz; the default, and the only codec, for format versions 1 and 2). Parts that
+    /// do not get smaller are stored either way. Any other value means deflate.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = Some(if codec == Codec::Xz {
+            Codec::Xz
+        } else {
+            Codec::Deflate
+        });
+        self
+    }
+
+    /// The codec the parts get.
+    fn effective_codec(&self) -> Codec {
+        match (self.codec, self.format_version) {
+            (Some(c), _) => c,
+            (None, Some(v)) if v < FORMAT_VERSION => Codec::Deflate,
+            (None, _) => Codec::Xz,
+        }
+    }
+
+    /// Sets the largest dictionary a device must lend to install the file (default
+    /// [`DEFAULT_MAX_DICTIONARY`]): the xz parts' LZMA2 dictionary is the largest valid size
+    /// (2^n or 2^n + 2^(n-1)) no larger, and deflate's back-references reach at most the
+    /// largest power of two no larger (at most 32 KiB). At least 4 KiB
+    /// ([`WriteError::DictionaryTooSmall`] from [`UpdateWriter::finish`]).
+    pub fn max_dictionary(mut self, bytes: u64) -> Self {
+        self.max_dictionary = bytes;
+        self
+    }
+
+    /// Names the next object written (its file name in the tree, for a file object), so that
+    /// xz parts keep files of one kind together. Optional; a hint only.
+    pub fn name_next(&mut self, name: &[u8]) {
+        self.next_key = name_key(name);
     }
 
     /// Sets the format version written (default: the lowest that carries the update, 3 when
@@ -262,7 +404,9 @@ impl UpdateWriter {
         self
     }
 
-    /// Sets the deflate level, 0 (fastest) to 10 (smallest); default 6.
+    /// Sets the compression level: deflate's 0 (fastest) to 10 (smallest), or xz's preset 0 to
+    /// 9 (10 means 9) with that preset's dictionary (256 KiB at 0, 1 MiB at 1, 8 MiB at 6,
+    /// 64 MiB at 9) within [`UpdateWriter::max_dictionary`]; default 6.
     pub fn compression(mut self, level: u8) -> Self {
         self.level = level.min(10);
         self
@@ -281,15 +425,27 @@ impl UpdateWriter {
         self.spool.as_mut().ok_or_else(|| invalid("no spool"))
     }
 
-    /// `commit_meta`: a commit's timestamp and security version.
+    /// `commit_meta`: a commit's timestamp and security version; `filter`: a written file's.
     fn note_op(
         &mut self,
         kind: ObjectKind,
         id: ObjectId,
         record_len: u64,
         commit_meta: Option<(u64, u64)>,
+        write_filter: Option<Filter>,
     ) {
-        self.records.push(record_len);
+        let key = core::mem::take(&mut self.next_key);
+        let file = kind == ObjectKind::File && write_filter.is_some();
+        self.records.push(Rec {
+            len: record_len,
+            key: if file { key } else { 0 },
+            file,
+            filter: if file {
+                write_filter.unwrap_or(Filter::None)
+            } else {
+                Filter::None
+            },
+        });
         if self.commit.is_some() {
             self.after_commit = true;
         }
@@ -327,11 +483,17 @@ impl UpdateWriter {
             self.deferred = Some(io::Error::new(e.kind(), e.to_string()));
             return Err(e);
         }
+        let filter = if kind == ObjectKind::File {
+            elf_filter(bytes)
+        } else {
+            Filter::None
+        };
         self.note_op(
             kind,
             id,
             (WRITE_HEADER_LEN as u64).saturating_add(len),
             commit_meta,
+            Some(filter),
         );
         Ok(())
     }
@@ -366,6 +528,7 @@ impl UpdateWriter {
         check_len(len)?;
         let mut header = [0u8; WRITE_HEADER_LEN];
         OpRepr::Write { kind, id, len }.emit(&mut header);
+        let mut sniff: Vec<u8> = Vec::new();
         let r = (|| {
             let spool = self.spool()?;
             spool.write_all(&header)?;
@@ -382,6 +545,10 @@ impl UpdateWriter {
                     ));
                 }
                 hash.update(&buf[..n]);
+                if kind == ObjectKind::File && sniff.len() < SNIFF_LEN {
+                    let take = n.min(SNIFF_LEN - sniff.len());
+                    sniff.extend_from_slice(&buf[..take]);
+                }
                 spool.write_all(&buf[..n])?;
                 left -= n as u64;
             }
@@ -400,6 +567,7 @@ impl UpdateWriter {
             id,
             (WRITE_HEADER_LEN as u64).saturating_add(len),
             None,
+            Some(elf_filter(&sniff)),
         );
         Ok(())
     }
@@ -448,7 +616,9 @@ impl UpdateWriter {
             return Err(e);
         }
         self.patches = true;
-        self.note_op(kind, id, record, None);
+        // A patched file names nothing either: it may move ahead with the written files (its
+        // bytes are a patch, not code: no filter).
+        self.note_op(kind, id, record, None, Some(Filter::None));
         Ok(())
     }
 
@@ -459,7 +629,7 @@ impl UpdateWriter {
         OpRepr::Reuse { kind, id }.emit(&mut rec);
         let r = self.spool().and_then(|s| s.write_all(&rec));
         match r {
-            Ok(()) => self.note_op(kind, id, REUSE_LEN as u64, None),
+            Ok(()) => self.note_op(kind, id, REUSE_LEN as u64, None, None),
             Err(e) => {
                 if self.deferred.is_none() {
                     self.deferred = Some(e);
@@ -472,10 +642,13 @@ impl UpdateWriter {
     /// update (3 with patch records, else 2), so that an agent that predates patches still
     /// reads every file without them.
     fn version(&self) -> u16 {
+        let needs_v3 = self.patches
+            || self.effective_codec() == Codec::Xz
+            || self.deflate_dictionary().ok() != Some(DEFLATE_DICTIONARY);
         match self.format_version {
             Some(v) => v,
-            None if self.patches => PATCH_FORMAT_VERSION,
-            None => PATCH_FORMAT_VERSION - 1,
+            None if needs_v3 => FORMAT_VERSION,
+            None => FORMAT_VERSION - 1,
         }
     }
 
@@ -511,13 +684,23 @@ impl UpdateWriter {
         if self.patches && v < PATCH_FORMAT_VERSION {
             return Err(WriteError::PatchNeedsV3 { version: v });
         }
-        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&v) || (v == 1 && sv != 0) {
+        let old = v < FORMAT_VERSION
+            && (self.effective_codec() == Codec::Xz
+                || self.deflate_dictionary()? != DEFLATE_DICTIONARY);
+        if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&v) || (v == 1 && sv != 0) || old {
             return Err(WriteError::FormatVersion {
                 version: v,
                 security_version: sv,
             });
         }
         Ok(())
+    }
+
+    /// Deflate's window: the largest power of two within the dictionary, at most 32 KiB.
+    fn deflate_dictionary(&self) -> Result<u32, WriteError> {
+        let d = dictionary_at_most(self.max_dictionary)
+            .ok_or(WriteError::DictionaryTooSmall(self.max_dictionary))?;
+        Ok(1 << d.min(DEFLATE_DICTIONARY).ilog2())
     }
 
     /// Groups, compresses, signs (with the ed25519 secret seed `signing_key`, or unsigned) and
@@ -534,87 +717,96 @@ impl UpdateWriter {
         let Some(spool) = self.spool.take() else {
             return Err(WriteError::NoCommit);
         };
-        let mut spool = spool
+        let spool = spool
             .into_inner()
             .map_err(|e| WriteError::Io(e.into_error()))?;
-        spool.seek(SeekFrom::Start(0))?;
+        let max_dictionary = dictionary_at_most(self.max_dictionary)
+            .ok_or(WriteError::DictionaryTooSmall(self.max_dictionary))?;
+        let deflate_dictionary = self.deflate_dictionary()?;
+        let codec = self.effective_codec();
+        let xz = codec == Codec::Xz;
 
-        let plan = plan_parts(&self.records, self.part_size as u64)?;
-
-        // Compress each part into the second spool.
-        let mut packed = tempfile::tempfile()?;
-        let mut compressor = Box::new(CompressorOxide::new(create_comp_flags_from_zip_params(
-            i32::from(self.level),
-            -15,
-            0,
-        )));
-        let mut parts: heapless::Vec<PartEntry, MAX_PARTS> = heapless::Vec::new();
-        let mut raw = vec![0u8; STEP];
-        let mut deflated = vec![0u8; STEP];
-        let mut at = 0usize;
-        for &count in &plan {
-            let uncompressed: u64 = self.records[at..at + count].iter().sum();
-            at += count;
-            let start = packed.stream_position()?;
-            compressor.reset();
-            let mut hash = Sha256::new();
-            let mut size = 0u64;
-            let mut left = uncompressed;
-            let mut finished = false;
-            while !finished {
-                let n = usize::try_from(left).unwrap_or(STEP).min(STEP);
-                spool.read_exact(&mut raw[..n])?;
-                left -= n as u64;
-                let flush = if left == 0 {
-                    TDEFLFlush::Finish
+        // Where each record starts in the spool, and the order they go into the file.
+        let mut offsets = Vec::with_capacity(self.records.len());
+        let mut at = 0u64;
+        for r in &self.records {
+            offsets.push(at);
+            at += r.len;
+        }
+        let mut order: Vec<usize> = (0..self.records.len()).collect();
+        if xz {
+            let group = |f: Filter| match f {
+                Filter::X86 => 0u8,
+                Filter::Arm => 1,
+                Filter::ArmThumb => 2,
+                Filter::Arm64 => 3,
+                _ => 4,
+            };
+            // Written files first (by filter, then name), the rest in their order: still
+            // bottom-up, as files name nothing.
+            order.sort_by_key(|&i| {
+                let r = &self.records[i];
+                if r.file {
+                    (0u8, group(r.filter), r.key)
                 } else {
-                    TDEFLFlush::None
-                };
-                let mut input = &raw[..n];
-                loop {
-                    let (status, used, written) =
-                        compress(&mut compressor, input, &mut deflated, flush);
-                    input = &input[used..];
-                    packed.write_all(&deflated[..written])?;
-                    hash.update(&deflated[..written]);
-                    size += written as u64;
-                    match status {
-                        TDEFLStatus::Done => {
-                            finished = true;
-                            break;
-                        }
-                        TDEFLStatus::Okay if input.is_empty() && flush == TDEFLFlush::None => break,
-                        TDEFLStatus::Okay => {}
-                        _ => return Err(WriteError::Io(io::Error::other("deflate failed"))),
-                    }
+                    (1, 0, 0)
                 }
-            }
-            let (codec, size, sha256) = if size < uncompressed {
-                (Codec::Deflate, size, hash.finalize().into())
+            });
+        }
+        let ordered: Vec<(u64, Filter)> = order
+            .iter()
+            .map(|&i| {
+                let r = &self.records[i];
+                (r.len, if xz { r.filter } else { Filter::None })
+            })
+            .collect();
+        let target = self.part_size.map_or(
+            if xz {
+                max_dictionary as u64
             } else {
-                // Not worth it: store the records as they are.
-                packed.set_len(start)?;
-                packed.seek(SeekFrom::Start(start))?;
-                spool.seek(SeekFrom::Current(-(uncompressed as i64)))?;
-                let mut hash = Sha256::new();
-                let mut left = uncompressed;
-                while left > 0 {
-                    let n = usize::try_from(left).unwrap_or(STEP).min(STEP);
-                    spool.read_exact(&mut raw[..n])?;
-                    packed.write_all(&raw[..n])?;
-                    hash.update(&raw[..n]);
-                    left -= n as u64;
-                }
-                (Codec::Stored, uncompressed, hash.finalize().into())
-            };
-            let entry = PartEntry {
-                codec,
-                size: u32::try_from(size).map_err(|_| WriteError::TooLarge)?,
-                uncompressed_size: u32::try_from(uncompressed).map_err(|_| WriteError::TooLarge)?,
+                DEFAULT_PART_SIZE as u64
+            },
+            |p| p as u64,
+        );
+        let plan = plan_parts(&ordered, target)?;
+
+        // The parts, each a list of spool ranges.
+        let mut jobs = Vec::with_capacity(plan.len());
+        let mut next = 0usize;
+        for &(count, filter) in &plan {
+            let ranges: Vec<(u64, u64)> = order[next..next + count]
+                .iter()
+                .map(|&i| (offsets[i], self.records[i].len))
+                .collect();
+            next += count;
+            jobs.push(Job {
+                ranges,
+                filter,
                 ops: count as u32,
-                sha256,
-            };
-            parts.push(entry).map_err(|_| WriteError::TooLarge)?;
+            });
+        }
+        let settings = Settings {
+            codec,
+            level: self.level,
+            max_dictionary,
+            deflate_dictionary,
+        };
+        let done = compress_parts(&spool, &jobs, &settings)?;
+
+        let mut parts: heapless::Vec<PartEntry, MAX_PARTS> = heapless::Vec::new();
+        let mut dictionary = if xz {
+            MIN_DICTIONARY
+        } else {
+            deflate_dictionary
+        };
+        for d in &done {
+            if d.entry.codec == Codec::Xz {
+                dictionary = dictionary.max(d.dictionary);
+            }
+            parts.push(d.entry).map_err(|_| WriteError::TooLarge)?;
+        }
+        if self.version() < FORMAT_VERSION {
+            dictionary = DEFLATE_DICTIONARY;
         }
 
         let sb = Superblock {
@@ -629,6 +821,7 @@ impl UpdateWriter {
             objects: self.records.len() as u32,
             parts,
             security_version: self.commit.map_or(0, |(_, _, sv)| sv),
+            dictionary,
         };
         let mut head = vec![0u8; HEADER_LEN + MAX_SUPERBLOCK_LEN];
         let sb_len = sb
@@ -650,8 +843,12 @@ impl UpdateWriter {
             None => head.push(SignatureKind::None.code()),
         }
         out.write_all(&head)?;
-        packed.seek(SeekFrom::Start(0))?;
-        let parts_len = io::copy(&mut packed, out)?;
+        let mut parts_len = 0u64;
+        for d in done {
+            let mut f = d.file;
+            f.seek(SeekFrom::Start(0))?;
+            parts_len += io::copy(&mut f, out)?;
+        }
         out.flush()?;
         let bytes = head.len() as u64 + parts_len;
         debug_assert_eq!(
@@ -714,19 +911,332 @@ pub fn patch_pays(new: &[u8], patch: &[u8]) -> bool {
     patch < whole
 }
 
-/// Splits records (by length) into parts of at most `target` decoded bytes each (a larger
-/// record alone), doubling `target` until at most [`MAX_PARTS`] parts are needed. Returns the
-/// number of records in each part.
-fn plan_parts(records: &[u64], mut target: u64) -> Result<Vec<usize>, WriteError> {
+/// One part to compress: where its records are in the spool, in order.
+struct Job {
+    ranges: Vec<(u64, u64)>,
+    filter: Filter,
+    ops: u32,
+}
+
+/// How parts are compressed.
+struct Settings {
+    codec: Codec,
+    level: u8,
+    max_dictionary: u32,
+    deflate_dictionary: u32,
+}
+
+/// A compressed part: its entry, its bytes (in a temporary file), and for xz the dictionary it
+/// was compressed with.
+struct Done {
+    entry: PartEntry,
+    file: File,
+    dictionary: u32,
+}
+
+/// Compresses every part on every core (a worker per core takes the next part), in the file's
+/// order.
+fn compress_parts(
+    spool: &File,
+    jobs: &[Job],
+    settings: &Settings,
+) -> Result<Vec<Done>, WriteError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(jobs.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<Done, WriteError>>>> =
+        Mutex::new((0..jobs.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                let r = compress_part(spool, job, settings);
+                let failed = r.is_err();
+                if let Ok(mut all) = results.lock() {
+                    all[i] = Some(r);
+                }
+                if failed {
+                    // Let the other workers stop too.
+                    next.store(jobs.len(), Ordering::Relaxed);
+                    break;
+                }
+            });
+        }
+    });
+    let results = results
+        .into_inner()
+        .map_err(|_| WriteError::Io(io::Error::other("a compression worker panicked")))?;
+    let mut done = Vec::with_capacity(jobs.len());
+    for r in results {
+        match r {
+            Some(r) => done.push(r?),
+            None => {
+                return Err(WriteError::Io(io::Error::other(
+                    "a part was not compressed",
+                )))
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Reads a part's records from the spool in [`STEP`]-byte pieces.
+fn for_each_piece(
+    spool: &File,
+    job: &Job,
+    mut f: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; STEP];
+    let mut total = 0u64;
+    for &(offset, len) in &job.ranges {
+        let mut done = 0u64;
+        while done < len {
+            let n = usize::try_from(len - done).unwrap_or(STEP).min(STEP);
+            spool.read_exact_at(&mut buf[..n], offset + done)?;
+            f(&buf[..n])?;
+            done += n as u64;
+        }
+        total += len;
+    }
+    Ok(total)
+}
+
+/// A writer that hashes and counts what it passes on.
+struct Hashing<W: Write> {
+    inner: W,
+    hash: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.hash.update(&b[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The dictionary of xz's presets 0 to 9 (`xz --help`): 256 KiB to 64 MiB.
+const XZ_PRESET_DICTIONARY: [u32; 10] = [
+    256 << 10,
+    1 << 20,
+    2 << 20,
+    4 << 20,
+    4 << 20,
+    8 << 20,
+    8 << 20,
+    16 << 20,
+    32 << 20,
+    64 << 20,
+];
+
+/// Compresses one part into a temporary file; stores it instead when that is not smaller.
+fn compress_part(spool: &File, job: &Job, settings: &Settings) -> Result<Done, WriteError> {
+    let uncompressed: u64 = job.ranges.iter().map(|r| r.1).sum();
+    let uncompressed32 = u32::try_from(uncompressed).map_err(|_| WriteError::TooLarge)?;
+    let mut out = Hashing {
+        inner: BufWriter::with_capacity(STEP, tempfile::tempfile()?),
+        hash: Sha256::new(),
+        size: 0,
+    };
+    let mut dictionary = 0;
+    if settings.codec == Codec::Xz {
+        // A dictionary no larger than the part needs, than the level's (`xz -1` uses 1 MiB:
+        // the encoder's memory is about ten times its dictionary), nor than allowed.
+        dictionary = dictionary_at_most(uncompressed.next_power_of_two())
+            .unwrap_or(MIN_DICTIONARY)
+            .min(XZ_PRESET_DICTIONARY[usize::from(settings.level.min(9))])
+            .min(settings.max_dictionary);
+        xz_compress(spool, job, settings.level, job.filter, dictionary, &mut out)?;
+    } else {
+        deflate(spool, job, settings, &mut out)?;
+    }
+    let (codec, filter) = if out.size < uncompressed {
+        (settings.codec, job.filter)
+    } else {
+        // Not worth it: store the records as they are.
+        out = Hashing {
+            inner: BufWriter::with_capacity(STEP, tempfile::tempfile()?),
+            hash: Sha256::new(),
+            size: 0,
+        };
+        for_each_piece(spool, job, |b| out.write_all(b))?;
+        (Codec::Stored, Filter::None)
+    };
+    let filter = if codec == Codec::Xz {
+        filter
+    } else {
+        Filter::None
+    };
+    let size = u32::try_from(out.size).map_err(|_| WriteError::TooLarge)?;
+    let sha256 = out.hash.finalize().into();
+    let file = out.inner.into_inner().map_err(|e| e.into_error())?;
+    Ok(Done {
+        entry: PartEntry {
+            codec,
+            filter,
+            size,
+            uncompressed_size: uncompressed32,
+            ops: job.ops,
+            sha256,
+        },
+        file,
+        dictionary,
+    })
+}
+
+/// A raw LZMA2 stream (liblzma's raw encoder: the BCJ filter, then LZMA2 with `dictionary`,
+/// xz's preset `level`) of the part's records.
+fn xz_compress(
+    spool: &File,
+    job: &Job,
+    level: u8,
+    filter: Filter,
+    dictionary: u32,
+    out: &mut dyn Write,
+) -> Result<(), WriteError> {
+    use liblzma::stream::{Filters, LzmaOptions, Stream};
+    let lzma = |e: liblzma::stream::Error| WriteError::Io(io::Error::other(e));
+    let mut opts = LzmaOptions::new_preset(u32::from(level.min(9))).map_err(lzma)?;
+    opts.dict_size(dictionary);
+    let mut filters = Filters::new();
+    match filter {
+        Filter::X86 => {
+            filters.x86();
+        }
+        Filter::Arm => {
+            filters.arm();
+        }
+        Filter::ArmThumb => {
+            filters.arm_thumb();
+        }
+        Filter::Arm64 => {
+            filters.arm64();
+        }
+        Filter::None | Filter::Unknown(_) => {}
+    }
+    filters.lzma2(&opts);
+    let stream = Stream::new_raw_encoder(&filters).map_err(lzma)?;
+    let mut enc = liblzma::write::XzEncoder::new_stream(out, stream);
+    for_each_piece(spool, job, |b| enc.write_all(b))?;
+    enc.finish()?;
+    Ok(())
+}
+
+/// `records` as an xz part holds them (a raw LZMA2 stream through `filter`, with an LZMA2
+/// dictionary of `dictionary` bytes, xz's preset `level`): for tests and tools that build files
+/// by hand.
+pub fn xz_raw(records: &[u8], filter: Filter, dictionary: u32, level: u8) -> io::Result<Vec<u8>> {
+    let mut spool = tempfile::tempfile()?;
+    spool.write_all(records)?;
+    let job = Job {
+        ranges: vec![(0, records.len() as u64)],
+        filter,
+        ops: 0,
+    };
+    let mut out = Vec::new();
+    xz_compress(&spool, &job, level, filter, dictionary, &mut out).map_err(|e| match e {
+        WriteError::Io(e) => e,
+        e => io::Error::other(e.to_string()),
+    })?;
+    Ok(out)
+}
+
+/// One raw deflate stream of the part's records; below a 32 KiB dictionary, a full flush every
+/// `deflate_dictionary` bytes keeps back-references within it.
+fn deflate(
+    spool: &File,
+    job: &Job,
+    settings: &Settings,
+    out: &mut dyn Write,
+) -> Result<(), WriteError> {
+    let mut compressor = Box::new(CompressorOxide::new(create_comp_flags_from_zip_params(
+        i32::from(settings.level),
+        -15,
+        0,
+    )));
+    let reset_every = if settings.deflate_dictionary < DEFLATE_DICTIONARY {
+        settings.deflate_dictionary as u64
+    } else {
+        u64::MAX
+    };
+    let total: u64 = job.ranges.iter().map(|r| r.1).sum();
+    let mut deflated = vec![0u8; STEP];
+    let mut fed = 0u64;
+    let mut since_reset = 0u64;
+    let mut run = |input: &[u8], flush: TDEFLFlush| -> io::Result<()> {
+        let mut input = input;
+        loop {
+            let (status, used, written) = compress(&mut compressor, input, &mut deflated, flush);
+            input = &input[used..];
+            out.write_all(&deflated[..written])?;
+            match status {
+                TDEFLStatus::Done => return Ok(()),
+                TDEFLStatus::Okay if input.is_empty() && flush == TDEFLFlush::None => return Ok(()),
+                // A flush is complete when it wrote less than the buffer.
+                TDEFLStatus::Okay
+                    if input.is_empty()
+                        && flush == TDEFLFlush::Full
+                        && written < deflated.len() =>
+                {
+                    return Ok(())
+                }
+                TDEFLStatus::Okay => {}
+                _ => return Err(io::Error::other("deflate failed")),
+            }
+        }
+    };
+    for_each_piece(spool, job, |mut b| {
+        while !b.is_empty() {
+            let n = (b.len() as u64).min(reset_every - since_reset) as usize;
+            fed += n as u64;
+            since_reset += n as u64;
+            let flush = if fed == total {
+                TDEFLFlush::Finish
+            } else if since_reset == reset_every {
+                since_reset = 0;
+                TDEFLFlush::Full
+            } else {
+                TDEFLFlush::None
+            };
+            run(&b[..n], flush)?;
+            b = &b[n..];
+        }
+        Ok(())
+    })?;
+    if total == 0 {
+        run(&[], TDEFLFlush::Finish)?;
+    }
+    Ok(())
+}
+
+/// Splits records (by length and filter) into parts of at most `target` decoded bytes each (a
+/// larger record alone), a new part wherever the filter changes, doubling `target` until at
+/// most [`MAX_PARTS`] parts are needed. Returns each part's record count and filter.
+fn plan_parts(
+    records: &[(u64, Filter)],
+    mut target: u64,
+) -> Result<Vec<(usize, Filter)>, WriteError> {
     loop {
         let mut plan = Vec::new();
         let mut count = 0usize;
         let mut size = 0u64;
-        for &len in records {
-            if count > 0 && (size.saturating_add(len) > target || len > target) {
-                plan.push(count);
+        let mut filter = Filter::None;
+        for &(len, f) in records {
+            if count > 0 && (size.saturating_add(len) > target || len > target || f != filter) {
+                plan.push((count, filter));
                 count = 0;
                 size = 0;
+            }
+            if count == 0 {
+                filter = f;
             }
             count += 1;
             size = size.saturating_add(len);
@@ -735,7 +1245,7 @@ fn plan_parts(records: &[u64], mut target: u64) -> Result<Vec<usize>, WriteError
             }
         }
         if count > 0 {
-            plan.push(count);
+            plan.push((count, filter));
         }
         if plan.len() <= MAX_PARTS {
             return Ok(plan);
@@ -750,6 +1260,14 @@ fn plan_parts(records: &[u64], mut target: u64) -> Result<Vec<usize>, WriteError
 #[cfg(test)]
 mod test {
     use super::*;
+
+    fn plain(lens: &[u64]) -> Vec<(u64, Filter)> {
+        lens.iter().map(|&l| (l, Filter::None)).collect()
+    }
+
+    fn counts(plan: Vec<(usize, Filter)>) -> Vec<usize> {
+        plan.into_iter().map(|p| p.0).collect()
+    }
 
     #[test]
     fn diff_apply_and_framing() {
@@ -773,13 +1291,108 @@ mod test {
 
     #[test]
     fn plan_groups_small_and_isolates_large() {
-        assert_eq!(plan_parts(&[10, 10, 10], 100).unwrap(), vec![3]);
-        assert_eq!(plan_parts(&[60, 60, 60], 100).unwrap(), vec![1, 1, 1]);
-        assert_eq!(plan_parts(&[10, 500, 10, 10], 100).unwrap(), vec![1, 1, 2]);
+        assert_eq!(
+            counts(plan_parts(&plain(&[10, 10, 10]), 100).unwrap()),
+            vec![3]
+        );
+        assert_eq!(
+            counts(plan_parts(&plain(&[60, 60, 60]), 100).unwrap()),
+            vec![1, 1, 1]
+        );
+        assert_eq!(
+            counts(plan_parts(&plain(&[10, 500, 10, 10]), 100).unwrap()),
+            vec![1, 1, 2]
+        );
         // 200 records of 10 bytes with a 10-byte target would need 200 parts: the target grows.
-        let many = vec![10u64; 200];
+        let many = plain(&[10u64; 200]);
         let plan = plan_parts(&many, 10).unwrap();
         assert!(plan.len() <= MAX_PARTS);
-        assert_eq!(plan.iter().sum::<usize>(), 200);
+        assert_eq!(plan.iter().map(|p| p.0).sum::<usize>(), 200);
+    }
+
+    #[test]
+    fn plan_splits_where_the_filter_changes() {
+        let recs = [
+            (10, Filter::X86),
+            (10, Filter::X86),
+            (10, Filter::Arm64),
+            (10, Filter::None),
+            (10, Filter::None),
+        ];
+        assert_eq!(
+            plan_parts(&recs, 100).unwrap(),
+            vec![(2, Filter::X86), (1, Filter::Arm64), (2, Filter::None)]
+        );
+    }
+
+    fn file_with(content: &[u8], target: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; FILE_HEADER_LEN];
+        FileHeader {
+            mode: if target.is_empty() {
+                0o100755
+            } else {
+                0o120777
+            },
+            uid: 0,
+            gid: 0,
+            size: if target.is_empty() {
+                content.len() as u64
+            } else {
+                0
+            },
+            target_len: target.len() as u16,
+            xattrs_len: 0,
+        }
+        .emit(&mut b);
+        b.extend_from_slice(target);
+        if target.is_empty() {
+            b.extend_from_slice(content);
+        }
+        b
+    }
+
+    fn elf(machine: u16, entry: u32, data: u8) -> Vec<u8> {
+        let mut e = vec![0u8; 64];
+        e[..4].copy_from_slice(b"\x7fELF");
+        e[4] = 2;
+        e[5] = data;
+        e[18..20].copy_from_slice(&machine.to_le_bytes());
+        e[24..28].copy_from_slice(&entry.to_le_bytes());
+        e
+    }
+
+    #[test]
+    fn elf_machines_choose_their_filter() {
+        for (machine, entry, want) in [
+            (62, 0x1000, Filter::X86),
+            (3, 0x1000, Filter::X86),
+            (183, 0x1000, Filter::Arm64),
+            (40, 0x1001, Filter::ArmThumb),
+            (40, 0x1000, Filter::Arm),
+            (243, 0x1000, Filter::None), // RISC-V: no filter chosen
+        ] {
+            assert_eq!(
+                elf_filter(&file_with(&elf(machine, entry, 1), b"")),
+                want,
+                "{machine}"
+            );
+        }
+        // Big-endian, not ELF, a symlink, too short.
+        assert_eq!(elf_filter(&file_with(&elf(62, 0, 2), b"")), Filter::None);
+        assert_eq!(elf_filter(&file_with(b"#!/bin/sh\n", b"")), Filter::None);
+        assert_eq!(elf_filter(&file_with(b"", b"libc.so.6")), Filter::None);
+        assert_eq!(
+            elf_filter(&file_with(&elf(62, 0, 1)[..20], b"")),
+            Filter::None
+        );
+        assert_eq!(elf_filter(&[1, 2, 3]), Filter::None);
+    }
+
+    #[test]
+    fn names_group_by_extension_then_name() {
+        assert_eq!(name_key(b"a.so") >> 32, name_key(b"zz.so") >> 32);
+        assert_ne!(name_key(b"a.so") >> 32, name_key(b"a.py") >> 32);
+        assert!(name_key(b"libc.so") < name_key(b"libm.so"));
+        assert_eq!(name_key(b".bashrc") >> 32, name_key(b"README") >> 32);
     }
 }

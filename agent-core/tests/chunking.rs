@@ -13,31 +13,49 @@ use proptest::prelude::*;
 
 const TS: u64 = 1_700_000_000;
 
-/// A signed update of the sample tree with several parts, some deflated, some stored.
-fn signed_file() -> &'static [u8] {
-    static F: OnceLock<Vec<u8>> = OnceLock::new();
-    F.get_or_init(|| {
-        write_update(
-            &build(&sample_tree(), None, TS, &HashSet::new()),
-            None,
-            Some(&SEED),
-            2048,
-        )
-    })
+/// The codecs every property here holds for.
+const CODECS: [Codec; 2] = [Codec::Deflate, Codec::Xz];
+
+/// A signed update of the sample tree with several parts, some compressed (deflate or xz),
+/// some stored.
+fn signed_file_of(codec: Codec) -> &'static [u8] {
+    static F: OnceLock<[Vec<u8>; 2]> = OnceLock::new();
+    let files = F.get_or_init(|| {
+        CODECS.map(|c| {
+            write_update_codec(
+                &build(&sample_tree(), None, TS, &HashSet::new()),
+                None,
+                Some(&SEED),
+                2048,
+                c,
+            )
+        })
+    });
+    &files[usize::from(codec == Codec::Xz)]
 }
 
 /// The same, unsigned, so that mutations reach the parser.
-fn unsigned_file() -> &'static [u8] {
-    static F: OnceLock<Vec<u8>> = OnceLock::new();
-    F.get_or_init(|| {
-        let mut t = sample_tree();
-        // Random bytes do not deflate: this part is stored.
-        let noise: Vec<u8> = (0..3000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        t = t.file("noise", noise);
-        write_update(&build(&t, None, TS, &HashSet::new()), None, None, 2048)
-    })
+fn unsigned_file_of(codec: Codec) -> &'static [u8] {
+    static F: OnceLock<[Vec<u8>; 2]> = OnceLock::new();
+    let files = F.get_or_init(|| {
+        CODECS.map(|c| {
+            let mut t = sample_tree();
+            // Random bytes do not compress: this part is stored.
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let noise: Vec<u8> = (0..3000u32)
+                .map(|_| {
+                    // xorshift64*: neither deflate nor LZMA2 finds anything in it.
+                    x ^= x >> 12;
+                    x ^= x << 25;
+                    x ^= x >> 27;
+                    (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+                })
+                .collect();
+            t = t.file("noise", noise);
+            write_update_codec(&build(&t, None, TS, &HashSet::new()), None, None, 2048, c)
+        })
+    });
+    &files[usize::from(codec == Codec::Xz)]
 }
 
 fn keys() -> &'static [[u8; 32]] {
@@ -57,7 +75,8 @@ fn install_split(
     cuts.sort_unstable();
     cuts.dedup();
     let mut store = MemStore::default();
-    let mut inst = Installer::new(policy);
+    lent!(win, xz);
+    let mut inst = Installer::new(policy, win).with_xz(xz);
     for w in cuts.windows(2) {
         if let Err(e) = inst.feed(&mut store, &file[w[0]..w[1]]) {
             return (Err(e), store);
@@ -73,33 +92,43 @@ fn whole(file: &[u8], policy: Policy<'_>) -> (Result<Installed, InstallError<()>
 
 #[test]
 fn files_have_both_codecs_and_several_parts() {
-    for f in [signed_file(), unsigned_file()] {
-        let mut inst = Installer::new(Policy::require(keys()).allow_unsigned());
-        let _ = inst
-            .feed(&mut MemStore::default(), &f[..f.len() - 1])
-            .unwrap();
-        let info = inst.superblock_info().unwrap();
-        assert!(info.parts >= 3, "{} parts", info.parts);
+    for codec in CODECS {
+        for f in [signed_file_of(codec), unsigned_file_of(codec)] {
+            lent!(win, xz);
+            let mut inst =
+                Installer::new(Policy::require(keys()).allow_unsigned(), win).with_xz(xz);
+            let _ = inst
+                .feed(&mut MemStore::default(), &f[..f.len() - 1])
+                .unwrap();
+            let info = inst.superblock_info().unwrap();
+            assert!(info.parts >= 3, "{} parts", info.parts);
+        }
+        // Parse the superblock to check the codecs.
+        let f = unsigned_file_of(codec);
+        let n = u32::from_le_bytes(f[12..16].try_into().unwrap()) as usize;
+        let sb = agent_core::wire::Superblock::parse_version(
+            &f[16..16 + n],
+            u16::from_le_bytes([f[8], f[9]]),
+        )
+        .unwrap();
+        assert!(sb.parts.iter().any(|p| p.codec == codec));
+        assert!(sb.parts.iter().any(|p| p.codec == Codec::Stored));
     }
-    // Parse the superblock to check the codecs.
-    let f = unsigned_file();
-    let n = u32::from_le_bytes(f[12..16].try_into().unwrap()) as usize;
-    let sb = agent_core::wire::Superblock::parse(&f[16..16 + n]).unwrap();
-    assert!(sb.parts.iter().any(|p| p.codec == Codec::Deflate));
-    assert!(sb.parts.iter().any(|p| p.codec == Codec::Stored));
 }
 
 #[test]
 fn fixed_chunk_sizes_agree() {
-    let f = signed_file();
-    let (r0, s0) = whole(f, Policy::require(keys()));
-    assert!(r0.is_ok());
-    for size in [1usize, 7, 512, 64 * 1024] {
-        let cuts: Vec<usize> = (size..f.len()).step_by(size).collect();
-        let (r, s) = install_split(f, &cuts, Policy::require(keys()));
-        assert_eq!(r, r0, "chunk size {size}");
-        assert_eq!(s.log, s0.log, "chunk size {size}");
-        assert_eq!(s.objects, s0.objects);
+    for codec in CODECS {
+        let f = signed_file_of(codec);
+        let (r0, s0) = whole(f, Policy::require(keys()));
+        assert!(r0.is_ok());
+        for size in [1usize, 7, 512, 64 * 1024] {
+            let cuts: Vec<usize> = (size..f.len()).step_by(size).collect();
+            let (r, s) = install_split(f, &cuts, Policy::require(keys()));
+            assert_eq!(r, r0, "{codec:?} chunk size {size}");
+            assert_eq!(s.log, s0.log, "{codec:?} chunk size {size}");
+            assert_eq!(s.objects, s0.objects);
+        }
     }
 }
 
@@ -112,8 +141,11 @@ proptest! {
 
     /// Random splits of a valid file: the same result and the same store calls as whole.
     #[test]
-    fn random_splits_of_a_valid_file(cuts in prop::collection::vec(any::<usize>(), 0..40)) {
-        let f = signed_file();
+    fn random_splits_of_a_valid_file(
+        cuts in prop::collection::vec(any::<usize>(), 0..40),
+        xz in any::<bool>(),
+    ) {
+        let f = signed_file_of(if xz { Codec::Xz } else { Codec::Deflate });
         let (r0, s0) = whole(f, Policy::require(keys()));
         let (r, s) = install_split(f, &cuts, Policy::require(keys()));
         prop_assert!(r.is_ok());
@@ -127,8 +159,9 @@ proptest! {
         at in any::<usize>(),
         xor in 1u8..,
         cuts in prop::collection::vec(any::<usize>(), 0..40),
+        xz in any::<bool>(),
     ) {
-        let mut f = unsigned_file().to_vec();
+        let mut f = unsigned_file_of(if xz { Codec::Xz } else { Codec::Deflate }).to_vec();
         let at = at % f.len();
         f[at] ^= xor;
         let p = Policy::require(&[]).allow_unsigned();
@@ -172,8 +205,9 @@ proptest! {
         muts in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8),
         cut in any::<usize>(),
         cuts in prop::collection::vec(any::<usize>(), 0..10),
+        xz in any::<bool>(),
     ) {
-        let mut f = unsigned_file().to_vec();
+        let mut f = unsigned_file_of(if xz { Codec::Xz } else { Codec::Deflate }).to_vec();
         for (at, b) in muts {
             let at = at % f.len();
             f[at] = b;
@@ -188,7 +222,7 @@ proptest! {
     #[test]
     fn mutated_records_with_valid_framing(
         muts in prop::collection::vec((any::<usize>(), any::<u8>()), 1..4),
-        deflate in any::<bool>(),
+        codec in 0u8..3,
         cuts in prop::collection::vec(any::<usize>(), 0..20),
     ) {
         let (mut records, ops, to) = minimal_records(TS);
@@ -196,7 +230,11 @@ proptest! {
             let at = at % records.len();
             records[at] = b;
         }
-        let part = if deflate { RawPart::deflate(records, ops) } else { RawPart::stored(records, ops) };
+        let part = match codec {
+            0 => RawPart::deflate(records, ops),
+            1 => RawPart::xz(records, ops, agent_core::wire::Filter::X86),
+            _ => RawPart::stored(records, ops),
+        };
         let f = raw_update(None, to, TS, ops, &[part], None, |_, _| {});
         let p = Policy::require(&[]).allow_unsigned();
         let (r0, s0) = whole(&f, p);
@@ -253,16 +291,32 @@ fn damaged_records_reach_every_check() {
 /// object): every one is refused, in any chunking, and nothing is committed.
 #[test]
 fn dense_bit_flips_over_a_large_file() {
-    let f = signed_file();
-    let step = (f.len() / 400).max(1);
-    let mut at = 0;
-    while at < f.len() {
-        let mut g = f.to_vec();
-        g[at] ^= 1 << (at % 8);
-        let (r, s) = install_split(&g, &[at, at + 1, at + 4000], Policy::require(keys()));
-        assert!(r.is_err(), "flip at {at} installed");
+    for codec in CODECS {
+        let f = signed_file_of(codec);
+        let step = (f.len() / 400).max(1);
+        let mut at = 0;
+        while at < f.len() {
+            let mut g = f.to_vec();
+            g[at] ^= 1 << (at % 8);
+            let (r, s) = install_split(&g, &[at, at + 1, at + 4000], Policy::require(keys()));
+            assert!(r.is_err(), "{codec:?}: flip at {at} installed");
+            assert_eq!(s.commit_calls, 0);
+            assert!(s.refs.is_empty());
+            at += step;
+        }
+    }
+}
+
+/// Every truncation of the xz file (at a dense sample of lengths): refused as truncated, in
+/// any chunking, nothing committed.
+#[test]
+fn truncations_of_an_xz_file() {
+    let f = signed_file_of(Codec::Xz);
+    let step = (f.len() / 300).max(1);
+    for len in (0..f.len()).step_by(step) {
+        let (r, s) = install_split(&f[..len], &[len / 2, len / 3], Policy::require(keys()));
+        let e = r.unwrap_err();
+        assert!(matches!(e, InstallError::Truncated { .. }), "{len}: {e:?}");
         assert_eq!(s.commit_calls, 0);
-        assert!(s.refs.is_empty());
-        at += step;
     }
 }

@@ -94,7 +94,8 @@ fn declared_comes_once_before_any_object_with_the_record_bytes() {
     };
 
     let mut s = new(u64::MAX);
-    let mut inst = Installer::new(policy(&keys));
+    lent!(win, xz);
+    let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
     for chunk in file.chunks(7) {
         let _ = inst.feed(&mut s, chunk).unwrap();
     }
@@ -107,7 +108,8 @@ fn declared_comes_once_before_any_object_with_the_record_bytes() {
 
     // One byte less than declared: refused before any object call, nothing staged.
     let mut s = new(needed - 1);
-    let mut inst = Installer::new(policy(&keys));
+    lent!(win, xz);
+    let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
     let e = inst.feed(&mut s, &file).unwrap_err();
     assert!(matches!(e, InstallError::Store(())), "{e:?}");
     assert_eq!(s.asked, vec![(needed, 0)]);

@@ -24,7 +24,8 @@ fn install(
 ) -> Result<(Option<u64>, ObjectId), Err> {
     let mut store = FlashStore::new(&mut *f, LAYOUT, FlashSlot::A).unwrap();
     let keys = [public_key()];
-    let mut inst = Box::new(Installer::new(Policy::require(&keys)));
+    let mut win = window();
+    let mut inst = Box::new(Installer::new(Policy::require(&keys), &mut win));
     if resume {
         if let Some(cp) = store.saved_checkpoint().map_err(InstallError::Store)? {
             assert!(inst.resume(cp));
@@ -46,7 +47,11 @@ fn install(
 /// Part boundaries of `file` (the possible resume offsets).
 fn boundaries(file: &[u8]) -> Vec<u64> {
     let n = u32::from_le_bytes(file[12..16].try_into().unwrap()) as usize;
-    let sb = agent_core::wire::Superblock::parse(&file[16..16 + n]).unwrap();
+    let sb = agent_core::wire::Superblock::parse_version(
+        &file[16..16 + n],
+        u16::from_le_bytes([file[8], file[9]]),
+    )
+    .unwrap();
     let mut at = (16 + n + 1 + 64) as u64;
     let mut b: Vec<u64> = sb
         .parts
@@ -165,7 +170,8 @@ fn a_delta_resumes_too_and_chunk_sizes_do_not_matter() {
             let mut store = FlashStore::new(&mut f, LAYOUT, FlashSlot::B).unwrap();
             let keys = [public_key()];
             store.flash().cut_at(cut);
-            let mut inst = Box::new(Installer::new(Policy::require(&keys)));
+            let mut win = window();
+            let mut inst = Box::new(Installer::new(Policy::require(&keys), &mut win));
             let mut failed = false;
             for c in delta.chunks(chunk) {
                 if inst.feed(&mut store, c).is_err() {
@@ -177,7 +183,8 @@ fn a_delta_resumes_too_and_chunk_sizes_do_not_matter() {
             store.flash().power_on();
             let mut store = FlashStore::new(&mut f, LAYOUT, FlashSlot::B).unwrap();
             let cp = store.saved_checkpoint().unwrap();
-            let mut inst = Box::new(Installer::new(Policy::require(&keys)));
+            let mut win = window();
+            let mut inst = Box::new(Installer::new(Policy::require(&keys), &mut win));
             if let Some(cp) = cp {
                 assert!(inst.resume(cp));
             }

@@ -164,7 +164,8 @@ fn chunking_does_not_matter_for_patch_records() {
         &[3, 1, PATCH_WINDOW + 1, 4000],
     ] {
         let mut s = store.clone();
-        let mut inst = Installer::new(policy(&keys));
+        lent!(win, xz);
+        let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
         let installed = install_chunks(&mut inst, &mut s, &delta, sizes).unwrap();
         assert_eq!(installed.commit, c.v2.commit);
         match &reference {
@@ -194,7 +195,8 @@ fn refused_in(
     let keys = [public_key(&SEED)];
     for &sizes in chunkings {
         let mut s = store.clone();
-        let mut inst = Installer::new(policy(&keys));
+        lent!(win, xz);
+        let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
         let r = install_chunks(&mut inst, &mut s, file, sizes);
         let e = r.expect_err("installed");
         if let Some(w) = want {
@@ -288,7 +290,8 @@ fn a_patched_delta_cut_at_every_length_fails() {
     let (store, delta) = store_and_delta(&c);
     for len in 0..delta.len() {
         let mut s = store.clone();
-        let mut inst = Installer::new(policy(&keys));
+        lent!(win, xz);
+        let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
         let r = install_chunks(&mut inst, &mut s, &delta[..len], &[len.max(1)]);
         assert!(
             matches!(r, Err(InstallError::Truncated { got, .. }) if got == len as u64),

@@ -45,7 +45,8 @@ fn file() -> &'static [u8] {
 /// The uninterrupted install: the store afterwards, and every checkpoint (parts, offset).
 fn reference(file: &[u8], base: &MemStore) -> (Installed, MemStore, Vec<Checkpoint>) {
     let mut store = base.clone();
-    let mut inst = Installer::new(Policy::require(keys()));
+    lent!(win, xz);
+    let mut inst = Installer::new(Policy::require(keys()), win).with_xz(xz);
     let mut cps = Vec::new();
     for b in file.chunks(1) {
         let _ = inst.feed(&mut store, b).unwrap();
@@ -63,7 +64,8 @@ fn reference(file: &[u8], base: &MemStore) -> (Installed, MemStore, Vec<Checkpoi
 /// is cut (nothing more is called). Returns the store as found afterwards.
 fn interrupted(file: &[u8], base: &MemStore, cut: usize, chunk: usize, power: bool) -> MemStore {
     let mut store = base.clone();
-    let mut inst = Installer::new(Policy::require(keys()));
+    lent!(win, xz);
+    let mut inst = Installer::new(Policy::require(keys()), win).with_xz(xz);
     for b in file[..cut].chunks(chunk.max(1)) {
         let _ = inst.feed(&mut store, b).unwrap();
     }
@@ -89,7 +91,8 @@ struct Resumed {
 /// Resumes with the store's checkpoint (if any), a seekable input read in `chunk`-byte pieces:
 /// after the signature, `skip` moves the input to the resume offset.
 fn resume(file: &[u8], store: &mut MemStore, chunk: usize, cp: Option<Checkpoint>) -> Resumed {
-    let mut inst = Installer::new(Policy::require(keys()));
+    lent!(win, xz);
+    let mut inst = Installer::new(Policy::require(keys()), win).with_xz(xz);
     if let Some(cp) = cp.or(store.resumable.as_ref().map(|r| r.0)) {
         assert!(inst.resume(cp));
     }
@@ -231,7 +234,8 @@ fn resume_does_not_depend_on_chunk_sizes() {
         let mut store = interrupted(f, &MemStore::default(), cut, chunk, true);
         assert_eq!(store.resumable.as_ref().map(|r| r.0), Some(cps[2]));
         // Fed from the start (a stream sent again): skipped bytes are consumed, not read.
-        let mut inst = Installer::new(Policy::require(keys()));
+        lent!(win, xz);
+        let mut inst = Installer::new(Policy::require(keys()), win).with_xz(xz);
         assert!(inst.resume(store.resumable.as_ref().unwrap().0));
         let r = install_chunks(&mut inst, &mut store, f, &[chunk]);
         assert_eq!(r.as_ref(), Ok(&r0), "chunk {chunk}");
@@ -268,6 +272,7 @@ fn a_tampered_part_after_the_resume_point_is_refused_with_nothing_committed() {
                 e,
                 InstallError::PartHash { .. }
                     | InstallError::Inflate { .. }
+                    | InstallError::Lzma { .. }
                     | InstallError::Object { .. }
                     | InstallError::ObjectHash { .. }
                     | InstallError::Format(_)
@@ -384,7 +389,8 @@ fn the_signature_is_verified_again_on_resume() {
     let mut store = interrupted(f, &MemStore::default(), cps[1].offset as usize, 64, true);
     let cp = store.resumable.as_ref().unwrap().0;
     let other = [public_key(&OTHER_SEED)];
-    let mut inst = Installer::new(Policy::require(&other));
+    lent!(win, xz);
+    let mut inst = Installer::new(Policy::require(&other), win).with_xz(xz);
     assert!(inst.resume(cp));
     assert_eq!(
         install_chunks(&mut inst, &mut store, f, &[4096]),
@@ -393,7 +399,8 @@ fn the_signature_is_verified_again_on_resume() {
     assert!(store.commits.is_empty());
     assert!(!store.log.iter().any(|l| l.starts_with("resume")));
     // Too late once feeding began.
-    let mut inst = Installer::new(Policy::require(keys()));
+    lent!(win, xz);
+    let mut inst = Installer::new(Policy::require(keys()), win).with_xz(xz);
     let _ = inst.feed(&mut MemStore::default(), &f[..10]).unwrap();
     assert!(!inst.resume(cp));
 }

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom};
 
-use agent_core::install::{InstallError, Installer, Policy, Progress};
+use agent_core::install::{InstallError, Installer, Policy, Progress, XzDecoder, INFLATE_WINDOW};
 use agent_core::object::ObjectId;
 use agent_core::wire::{SignatureKind, HEADER_LEN};
 
@@ -20,6 +20,12 @@ use crate::store::RepoStore;
 
 /// Bytes read and fed per step.
 pub const READ_CHUNK: usize = 64 * 1024;
+
+/// The largest dictionary an update may need to apply here: 8 MiB
+/// ([`agent_core::write::DEFAULT_MAX_DICTIONARY`], what the generators write by default). An
+/// update that needs more is refused before anything reaches the repository
+/// ([`InstallError::DictionaryTooLarge`]). With it, an apply stays within 16 MiB of memory.
+pub const MAX_DICTIONARY: u32 = agent_core::write::DEFAULT_MAX_DICTIONARY;
 
 /// Why an install failed. The repository is left without the new commit in every case.
 #[derive(Debug)]
@@ -211,7 +217,12 @@ pub fn apply_from(
     }
     let store_err = |e| ApplyError::Install(InstallError::Store(e));
     let _lock = repo.lock().map_err(store_err)?;
-    let mut inst = Box::new(Installer::new(policy));
+    // The window the installer decodes through (32 KiB for deflate), and the LZMA2 decoder
+    // with its dictionary; pages of it are touched only as a part needs them.
+    let mut window = vec![0u8; INFLATE_WINDOW];
+    let mut dictionary = vec![0u8; MAX_DICTIONARY as usize];
+    let mut xz = Box::new(XzDecoder::new(&mut dictionary));
+    let mut inst = Box::new(Installer::new(policy, &mut window).with_xz(&mut xz));
     let mut store = RepoStore::resumable(repo);
     let saved = crate::resume::load(repo).map_err(store_err)?;
     if let Some(s) = &saved {

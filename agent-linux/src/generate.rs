@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use agent_core::object::{ObjectId, ObjectKind};
+use agent_core::wire::Codec;
 use agent_core::write::{UpdateWriter, WriteError, WriteSummary};
 
 use crate::repo::{io_err, ObjectSet, OwnedEntry, Repo, RepoError, MAX_TREE_DEPTH};
@@ -98,16 +99,33 @@ impl From<WriteError> for GenerateError {
 }
 
 /// How files are written.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct GenerateOptions {
     /// ed25519 secret seed to sign with (unsigned when `None`).
     pub sign_key: Option<[u8; 32]>,
     /// Target decoded size of a part (the writer's default when `None`).
     pub part_size: Option<usize>,
-    /// Deflate level 0..=10 (the writer's default when `None`).
+    /// Compression level: deflate 0..=10, xz 0..=9 (the writer's default when `None`).
     pub compression: Option<u8>,
     /// Write every new file whole, never as a patch of a source file.
     pub no_patches: bool,
+    /// Codec of the parts: [`Codec::Xz`] (the default) or [`Codec::Deflate`].
+    pub codec: Codec,
+    /// The largest window a device must lend (the writer's default, 8 MiB, when `None`).
+    pub max_dictionary: Option<u64>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            sign_key: None,
+            part_size: None,
+            compression: None,
+            no_patches: false,
+            codec: Codec::Xz,
+            max_dictionary: None,
+        }
+    }
 }
 
 /// What one generated file holds.
@@ -180,6 +198,10 @@ pub fn generate(
         Some(f) if !opts.no_patches => SourceFiles::of(repo, &repo.read_commit(&f)?.root_tree)?,
         _ => SourceFiles::default(),
     };
+    writer = writer.codec(opts.codec);
+    if let Some(d) = opts.max_dictionary {
+        writer = writer.max_dictionary(d);
+    }
     let mut walk = Walk {
         repo,
         source: &source,
@@ -187,6 +209,7 @@ pub fn generate(
         plan: Vec::new(),
         done: HashSet::new(),
         path: Vec::new(),
+        next_name: None,
     };
     walk.tree(&target.root_tree, 0)?;
     walk.object(ObjectKind::DirMeta, &target.root_meta, None)?;
@@ -381,7 +404,8 @@ impl SourceFiles {
 /// One operation of the update, in file order: a write (with the source file to try a patch
 /// from) or a reuse.
 enum Step {
-    Write(ObjectKind, ObjectId, Option<ObjectId>),
+    /// Kind, id, the patch source paired with it, its file name (for the writer's locality).
+    Write(ObjectKind, ObjectId, Option<ObjectId>, Option<Box<[u8]>>),
     Reuse(ObjectKind, ObjectId),
 }
 
@@ -411,7 +435,7 @@ fn patches(repo: &Repo, plan: &[Step]) -> Vec<Patch> {
         .iter()
         .enumerate()
         .filter_map(|(i, s)| match s {
-            Step::Write(_, id, Some(_)) => {
+            Step::Write(_, id, Some(_), _) => {
                 let size = std::fs::symlink_metadata(repo.object_path(ObjectKind::File, id));
                 Some((size.map_or(0, |m| m.len()), i))
             }
@@ -430,7 +454,7 @@ fn patches(repo: &Repo, plan: &[Step]) -> Vec<Patch> {
         for _ in 0..workers {
             scope.spawn(|| {
                 while let Some(&i) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let Step::Write(_, id, Some(src)) = &plan[i] else {
+                    let Step::Write(_, id, Some(src), _) = &plan[i] else {
                         continue;
                     };
                     let (Ok(Some(new)), Ok(Some(old))) =
@@ -462,6 +486,8 @@ struct Walk<'a> {
     done: HashSet<(u8, ObjectId)>,
     /// The directory being walked, `/`-separated from the root ("" for the root).
     path: Vec<u8>,
+    /// The file name of the object planned next.
+    next_name: Option<Box<[u8]>>,
 }
 
 impl Walk<'_> {
@@ -478,6 +504,8 @@ impl Walk<'_> {
                 match e {
                     OwnedEntry::File { id, name } => {
                         let pair = self.pairs.pair(&self.path, &name);
+                        // The name: a hint for the writer's locality (similar files together).
+                        self.next_name = Some(name.into_boxed_slice());
                         self.object(ObjectKind::File, &id, pair)?;
                     }
                     OwnedEntry::Dir { tree, meta, name } => {
@@ -503,13 +531,14 @@ impl Walk<'_> {
         id: &ObjectId,
         pair: Option<ObjectId>,
     ) -> Result<(), GenerateError> {
+        let name = self.next_name.take();
         if !self.done.insert((kind.code(), *id)) {
             return Ok(());
         }
         if self.source.contains(kind, id) {
             self.plan.push(Step::Reuse(kind, *id));
         } else {
-            self.plan.push(Step::Write(kind, *id, pair));
+            self.plan.push(Step::Write(kind, *id, pair, name));
         }
         Ok(())
     }
@@ -528,12 +557,15 @@ struct Emit<'a> {
 
 impl Emit<'_> {
     fn step(&mut self, step: &Step, patch: Patch) -> Result<(), GenerateError> {
+        if let Step::Write(_, _, _, Some(name)) = step {
+            self.writer.name_next(name);
+        }
         match (step, patch) {
             (Step::Reuse(kind, id), _) => {
                 self.writer.reuse_object(*kind, *id);
                 self.reused += 1;
             }
-            (Step::Write(kind, id, _), Some((source, p))) => {
+            (Step::Write(kind, id, _, _), Some((source, p))) => {
                 let len = agent_core::write::patch_len(&p).unwrap_or(0);
                 self.writer
                     .patch_object(*kind, *id, len, source, &p)
@@ -546,7 +578,7 @@ impl Emit<'_> {
                 self.written += 1;
                 self.patched += 1;
             }
-            (Step::Write(kind, id, _), None) => {
+            (Step::Write(kind, id, _, _), None) => {
                 self.write(*kind, id)?;
                 self.written += 1;
             }

@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use agent_core::wire::Codec;
 use agent_linux::fsmeta::{read_xattrs, XattrPolicy};
 
 const EXE: &str = env!("CARGO_BIN_EXE_ecu-agent");
@@ -645,7 +646,7 @@ fn commit_security_version() {
         .collect();
     assert_eq!(svs, [3, 3, 0]);
     assert!(ok(&["log", "--repo", p(&repo), "ecu/main"]).contains("Security-Version: 3\n"));
-    // The same value again is fine; the update carries it in its superblock (format 2).
+    // The same value again is fine; the update carries it in its superblock (format 3).
     assert_eq!(json(commit(5, Some("3")))["security_version"], 3);
     let update = t.path().join("u.update");
     ok(&[
@@ -661,10 +662,56 @@ fn commit_security_version() {
     ]);
     let bytes = fs::read(&update).unwrap();
     let h = agent_core::wire::Header::new_checked(&bytes[..]).unwrap();
-    assert_eq!(h.version(), 2);
+    assert_eq!(h.version(), 3);
     let n = h.superblock_len() as usize;
-    let sb = agent_core::wire::Superblock::parse(&bytes[16..16 + n]).unwrap();
+    let sb = agent_core::wire::Superblock::parse_version(
+        &bytes[16..16 + n],
+        u16::from_le_bytes([bytes[8], bytes[9]]),
+    )
+    .unwrap();
     assert_eq!(sb.security_version, 3);
+    // xz by default; `--codec deflate --max-dictionary 8192` for an MCU that lends 8 KiB.
+    assert!(sb
+        .parts
+        .iter()
+        .all(|p| matches!(p.codec, Codec::Xz | Codec::Stored)));
+    let small = t.path().join("small.update");
+    let gen = |extra: &[&str]| {
+        let mut args = vec![
+            "delta",
+            "generate",
+            "--repo",
+            p(&repo),
+            "--empty",
+            "--to",
+            "ecu/main",
+            "--out",
+            p(&small),
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let o = gen(&["--codec", "deflate", "--max-dictionary", "8192"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = fs::read(&small).unwrap();
+    let n = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let sb = agent_core::wire::Superblock::parse_version(
+        &bytes[16..16 + n],
+        u16::from_le_bytes([bytes[8], bytes[9]]),
+    )
+    .unwrap();
+    assert_eq!(sb.dictionary, 8192);
+    assert!(sb
+        .parts
+        .iter()
+        .all(|p| matches!(p.codec, Codec::Deflate | Codec::Stored)));
+    let o = gen(&["--max-dictionary", "4000"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--max-dictionary 4000") && err.contains("4096"),
+        "{err}"
+    );
     // Not a number: clap refuses it.
     let o = commit(6, Some("-1"));
     assert!(!o.status.success());

@@ -254,7 +254,11 @@ fn without_ids(m: &str) -> String {
 fn part_ranges(file: &[u8]) -> Vec<std::ops::Range<usize>> {
     let h = Header::new_checked(file).unwrap();
     let sb_end = HEADER_LEN + h.superblock_len() as usize;
-    let sb = Superblock::parse(&file[HEADER_LEN..sb_end]).unwrap();
+    let sb = Superblock::parse_version(
+        &file[HEADER_LEN..sb_end],
+        u16::from_le_bytes([file[8], file[9]]),
+    )
+    .unwrap();
     let mut at = file.len() - sb.parts_size() as usize;
     sb.parts
         .iter()

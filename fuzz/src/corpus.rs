@@ -68,6 +68,18 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut p = crate::chunk_prefix_policy(&[13, 200], 4);
     p.extend_from_slice(&sv3);
     out.push(("installer_bytes", "sv3-signed-floor", p));
+    // Format version 3 with deflate parts (the others of version 3 are xz).
+    let (deflated, _) = crate::sample_update_codec(
+        false,
+        2000,
+        512,
+        0,
+        agent_core::wire::FORMAT_VERSION,
+        Some(agent_core::wire::Codec::Deflate),
+    );
+    let mut p = crate::chunk_prefix(&[7, 300]);
+    p.extend_from_slice(&deflated);
+    out.push(("installer_bytes", "deflate-v3-7-300", p));
     for (name, bits, file) in [
         ("refused-revoked", 1, &signed),
         ("refused-ref", 2, &one),
@@ -96,6 +108,12 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     ));
     out.push(("installer_mutated", "unchanged-base3-v1", vec![3, 64, 0]));
     out.push(("installer_mutated", "unchanged-base4-sv3", vec![4, 13, 0]));
+    out.push(("installer_mutated", "unchanged-base6-deflate", vec![6, 64, 0]));
+    out.push((
+        "installer_mutated",
+        "xor-base1-xz",
+        vec![1, 0, 2, 1, 0, 0, 0, 0, 40, 0, 0, 0, 1],
+    ));
     out.push((
         "installer_mutated",
         "xor-base4-sv3",

@@ -24,7 +24,12 @@ pub fn install_chunks(
     file: &[u8],
     sizes: &[usize],
 ) -> Result<Installed, InstallError<()>> {
-    let mut inst = Installer::new(policy);
+    // 32 KiB for deflate, 1 MiB of LZMA2 dictionary: more than any sample needs, so that a
+    // file declaring more is refused (`DictionaryTooLarge`) rather than allocated for.
+    let mut window = vec![0u8; agent_core::install::INFLATE_WINDOW];
+    let mut dictionary = vec![0u8; 1 << 20];
+    let mut xz = Box::new(agent_core::install::XzDecoder::new(&mut dictionary));
+    let mut inst = Installer::new(policy, &mut window).with_xz(&mut xz);
     let mut rest = file;
     let mut i = 0;
     while !rest.is_empty() {
@@ -93,7 +98,8 @@ fn dirtree_object(entries: &[DirEntry<'_>]) -> Vec<u8> {
 
 /// A valid update file of a small tree (`/a.txt`, `/etc/hostname`, `/link -> a.txt`, and a
 /// `data.bin` of `big` bytes that compress well): from scratch, signed with [`SEED`] when
-/// `signed`, parts of about `part_size` decoded bytes, format version 2, security version 0.
+/// `signed`, parts of about `part_size` decoded bytes, format version 3 (xz parts), security
+/// version 0.
 /// Returns the file and its commit id.
 pub fn sample_update(signed: bool, big: usize, part_size: usize) -> (Vec<u8>, ObjectId) {
     // Format version 2: what the writer writes for files without patch records.
@@ -245,6 +251,19 @@ pub fn sample_update_with(
     security_version: u64,
     format_version: u16,
 ) -> (Vec<u8>, ObjectId) {
+    sample_update_codec(signed, big, part_size, security_version, format_version, None)
+}
+
+/// [`sample_update_with`] in `codec` (the writer's default for the format when `None`: xz for
+/// version 3, deflate before).
+pub fn sample_update_codec(
+    signed: bool,
+    big: usize,
+    part_size: usize,
+    security_version: u64,
+    format_version: u16,
+    codec: Option<agent_core::wire::Codec>,
+) -> (Vec<u8>, ObjectId) {
     let mut ops: Vec<(ObjectKind, Vec<u8>)> = Vec::new();
     let a = file_object(S_IFREG | 0o644, b"hello\n", b"");
     let host = file_object(S_IFREG | 0o644, b"ecu\n", b"");
@@ -302,6 +321,9 @@ pub fn sample_update_with(
     let mut w = UpdateWriter::new(REF, None, commit_id, 1_700_000_000, "1.0", "fuzz sample")
         .part_size(part_size)
         .format_version(format_version);
+    if let Some(c) = codec {
+        w = w.codec(c);
+    }
     let mut seen = BTreeSet::new();
     for (k, b) in ops {
         let id = ObjectId::of(&b);
@@ -570,8 +592,9 @@ pub enum Mutation {
 /// The `installer_mutated` input: which base file, the feed chunk size, the mutations.
 #[derive(arbitrary::Arbitrary, Debug, Clone)]
 pub struct MutatedInput {
-    /// Base file: 0 one deflated part, 1 many small parts, 2 a larger file, 3 format version
-    /// 1, 4 security version 3 (modulo 5).
+    /// Base file: 0 one xz part, 1 many small xz parts, 2 a larger file, 3 format version 1
+    /// (deflate), 4 security version 3 in format version 2 (deflate), 5 a delta whose changed
+    /// file is a patch record, 6 format version 3 with deflate parts (modulo 7).
     pub base: u8,
     /// Feed chunk size (0 reads as 1).
     pub chunk: u16,
@@ -580,11 +603,13 @@ pub struct MutatedInput {
 }
 
 /// Bases of `installer_mutated`.
-pub const MUTATED_BASES: usize = 6;
+pub const MUTATED_BASES: usize = 7;
 
-/// The base files of `installer_mutated`, built once: a signed sample as one part, as parts
-/// of about 64 decoded bytes, with a 5000-byte file in 1 KiB parts, in format version 1 (as
-/// security version 0), and at security version 3. Each with the security version it holds.
+/// The base files of `installer_mutated`, built once: a signed sample as one xz part, as xz
+/// parts of about 64 decoded bytes, with a 5000-byte file in 1 KiB xz parts, in format version
+/// 1 (as security version 0, deflate), at security version 3 (format version 2, deflate), a
+/// delta with a patch record, and in deflate parts of format version 3. Each with the security
+/// version it holds.
 pub fn mutated_bases() -> &'static [(Vec<u8>, ObjectId, u64); MUTATED_BASES] {
     type Bases = [(Vec<u8>, ObjectId, u64); MUTATED_BASES];
     static BASES: std::sync::OnceLock<Bases> = std::sync::OnceLock::new();
@@ -597,6 +622,17 @@ pub fn mutated_bases() -> &'static [(Vec<u8>, ObjectId, u64); MUTATED_BASES] {
             with(sample_update_with(true, 300, 256, 0, 1), 0),
             with(sample_update_with(true, 300, 256, 3, 2), 3),
             with(sample_delta(true), 0),
+            with(
+                sample_update_codec(
+                    true,
+                    2000,
+                    512,
+                    0,
+                    agent_core::wire::FORMAT_VERSION,
+                    Some(agent_core::wire::Codec::Deflate),
+                ),
+                0,
+            ),
         ]
     })
 }

@@ -178,6 +178,16 @@ pub fn assert_same_tree(expected: &Path, found: &Path) {
     }
 }
 
+/// A window to lend the installer, as `ecu-agent apply` lends it: 32 KiB.
+pub fn window() -> Vec<u8> {
+    vec![0u8; agent_core::install::INFLATE_WINDOW]
+}
+
+/// An LZMA2 dictionary to lend with the xz decoder, as `ecu-agent apply` lends it: 8 MiB.
+pub fn dictionary() -> Vec<u8> {
+    vec![0u8; agent_linux::apply::MAX_DICTIONARY as usize]
+}
+
 /// Installs `update` into `repo` through [`agent_core::install::Installer`] and the Linux
 /// store, feeding `chunk` bytes at a time.
 pub fn install_chunked(
@@ -186,7 +196,10 @@ pub fn install_chunked(
     chunk: usize,
     policy: Policy<'_>,
 ) -> Result<Installed, InstallError<RepoError>> {
-    let mut inst = Box::new(Installer::new(policy));
+    let mut win = window();
+    let mut dict = dictionary();
+    let mut xz = Box::new(agent_core::install::XzDecoder::new(&mut dict));
+    let mut inst = Box::new(Installer::new(policy, &mut win).with_xz(&mut xz));
     let mut store = RepoStore::new(repo);
     for c in update.chunks(chunk.max(1)) {
         let _ = inst.feed(&mut store, c)?;

@@ -51,7 +51,11 @@ fn install(
     file: &[u8],
     chunk: usize,
 ) -> Result<ObjectId, String> {
-    let mut inst = Box::new(Installer::new(Policy::require(&[]).allow_unsigned()));
+    let mut win = tests::window();
+    let mut dict = tests::dictionary();
+    let mut xz = Box::new(agent_core::install::XzDecoder::new(&mut dict));
+    let mut inst =
+        Box::new(Installer::new(Policy::require(&[]).allow_unsigned(), &mut win).with_xz(&mut xz));
     for c in file.chunks(chunk) {
         let _ = inst
             .feed(store, c)

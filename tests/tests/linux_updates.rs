@@ -246,7 +246,12 @@ fn an_abandoned_install_leaves_no_commit_and_nothing_staged() {
     let dev = Repo::init(&tmp.path().join("dev")).unwrap();
     install_chunked(&dev, &full1, 4096, Policy::require(&keys)).unwrap();
     for cut in [full2.len() / 3, full2.len() / 2, full2.len() - 1] {
-        let mut inst = Box::new(agent_core::install::Installer::new(Policy::require(&keys)));
+        let mut win = tests::window();
+        let mut dict = tests::dictionary();
+        let mut xz = Box::new(agent_core::install::XzDecoder::new(&mut dict));
+        let mut inst = Box::new(
+            agent_core::install::Installer::new(Policy::require(&keys), &mut win).with_xz(&mut xz),
+        );
         let mut store = agent_linux::store::RepoStore::new(&dev);
         let _ = inst.feed(&mut store, &full2[..cut]);
         // Power is cut, or the transport gives up: the store is simply dropped.

@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 use agent_core::object::{
     self, Commit, DirEntry, DirMeta, DirTree, ObjectId, ObjectKind, Xattrs, S_IFDIR,
 };
+use agent_core::wire::Codec;
 use agent_core::write::UpdateWriter;
 use anyhow::{bail, ensure, Context, Result};
 
@@ -143,6 +144,7 @@ pub fn size() -> Result<()> {
     let ram_of = |name: &str| syms.iter().find(|s| s.name.ends_with(name)).map(|s| s.size);
     let installer = ram_of("agent::INSTALLER").context("no INSTALLER symbol in the firmware")?;
     let store = ram_of("agent::STORE").context("no STORE symbol in the firmware")?;
+    let window = ram_of("agent::WINDOW").context("no WINDOW symbol in the firmware")?;
 
     println!("Firmware budget ({TARGET}, opt-level \"s\", LTO, codegen-units 1, no logging, errors not formatted)");
     println!("  flash (code + constants) of the whole image: {total:>7} B");
@@ -159,7 +161,8 @@ pub fn size() -> Result<()> {
     println!("  => agent-core + bootloader-hooks + their dependencies: {agent_flash} B");
     println!("  cross-check: image minus the same firmware without the agent (feature no-agent, {baseline} B): {subtracted} B");
     println!("     (an upper bound: it also holds the scenario glue and the Rust runtime the agent pulls in)");
-    println!("  Installer (static):                        {installer:>7} B (of which 32768 inflate window)");
+    println!("  Installer (static, without its window):    {installer:>7} B");
+    println!("  window lent to the installer (static):     {window:>7} B (deflate's 32 KiB)");
     println!("  FlashStore (static):                       {store:>7} B");
     println!("  stack while constructing the Installer:    {init_stack:>7} B (once, at start-up)");
     println!("  stack high-water during an install:        {stack:>7} B (feed + finish, max over blocks {BLOCK_SIZES:?})");
@@ -178,16 +181,22 @@ pub fn size() -> Result<()> {
         }
     };
     verdict("agent flash < 64 KiB", agent_flash, FLASH_TARGET, true);
-    verdict("installer RAM <= 48 KiB", installer, RAM_TARGET, false);
     verdict(
-        "installer + flash store RAM <= 48 KiB",
-        installer + store,
+        "installer + window RAM <= 48 KiB",
+        installer + window,
+        RAM_TARGET,
+        false,
+    );
+    verdict(
+        "installer + window + flash store RAM <= 48 KiB",
+        installer + window + store,
         RAM_TARGET,
         false,
     );
     verdict("install stack < 4 KiB", stack, STACK_TARGET, true);
     println!("agent-flash-bytes: {agent_flash}");
     println!("installer-ram-bytes: {installer}");
+    println!("installer-window-bytes: {window}");
     println!("flash-store-ram-bytes: {store}");
     println!("install-stack-bytes: {stack}");
     println!("firmware-full-update-bytes: {}", sizes.full);
@@ -694,7 +703,10 @@ fn update_file(to: &Built, from: Option<&Built>, seed: &[u8; 32]) -> Result<Vec<
         &to.version,
         "ECU firmware",
     )
-    .part_size(32 * 1024);
+    .part_size(32 * 1024)
+    // The firmware's agent is built without xz, and lends deflate's 32 KiB window.
+    .codec(Codec::Deflate)
+    .max_dictionary(32 * 1024);
     let mut done = BTreeSet::new();
     let source = from.and_then(|f| {
         let (tree, _) = f.root;

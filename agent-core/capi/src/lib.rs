@@ -33,18 +33,22 @@ pub mod types;
 pub use error::*;
 pub use types::*;
 
-/// Bytes of memory `ecu_update_init` needs (`struct ecu_update` lives there): the installer
-/// (its 32 KiB inflate window included), the flash store and the last error. Checked at build
-/// time against the real size on every target.
+/// Bytes of memory `ecu_update_init` needs (`struct ecu_update` lives there): the installer,
+/// the flash store and the last error, then the 32 KiB window lent to the installer. Checked at
+/// build time against the real size on every target (with room for the 88 bytes agent-core's
+/// feature `xz` adds to its part table, should a build unify that feature in).
 #[cfg(target_pointer_width = "32")]
-pub const ECU_UPDATE_MEM_SIZE: usize = 49_280;
+pub const ECU_UPDATE_MEM_SIZE: usize = 49_376;
 /// Bytes of memory `ecu_update_init` needs (64-bit targets).
 #[cfg(target_pointer_width = "64")]
-pub const ECU_UPDATE_MEM_SIZE: usize = 49_408;
+pub const ECU_UPDATE_MEM_SIZE: usize = 49_480;
 /// Alignment of the memory lent to `ecu_update_init`.
 pub const ECU_UPDATE_MEM_ALIGN: usize = 8;
 
-const _: () = assert!(core::mem::size_of::<session::Session>() <= ECU_UPDATE_MEM_SIZE);
+const _: () = assert!(
+    core::mem::size_of::<session::Session>() + agent_core::install::INFLATE_WINDOW
+        <= ECU_UPDATE_MEM_SIZE
+);
 const _: () = assert!(core::mem::align_of::<session::Session>() <= ECU_UPDATE_MEM_ALIGN);
 
 /// The program unit the flash store writes in: every `program` call of a

@@ -106,10 +106,12 @@ pub struct Session {
 }
 
 impl Session {
-    /// A fresh handle: signatures required, no trusted key yet, no store.
-    pub fn new() -> Session {
+    /// A fresh handle that decodes through `window` (the installer's lent window, see
+    /// `agent_core::install::Installer::new`): signatures required, no trusted key yet, no
+    /// store.
+    pub fn new(window: &'static mut [u8]) -> Session {
         Session {
-            installer: Installer::new(Policy::require(&[])),
+            installer: Installer::new(Policy::require(&[]), window),
             store: Backend::None,
             last: Last::None,
         }
@@ -172,12 +174,6 @@ impl Session {
             Backend::Flash(f) => Ok(f),
             _ => Err(crate::error::ECU_UPDATE_E_NO_STORE),
         }
-    }
-}
-
-impl Default for Session {
-    fn default() -> Self {
-        Session::new()
     }
 }
 

@@ -10,14 +10,15 @@
 //! What happens, in file order (`docs/FORMAT.md` has the full list of checks):
 //!
 //! 1. The 16-byte header is checked (magic, version, flags, superblock length).
-//! 2. The superblock is gathered into the inflate window, which has no other use yet.
+//! 2. The superblock is gathered into the window the caller lent, which has no other use yet.
 //! 3. The signature is checked against the [`Policy`] over `header || superblock`,
 //!    **before anything reaches the store**; only then is the superblock decoded, what later
 //!    steps need copied out of it (part table, ref, ids, metadata), and its ref and security
 //!    version checked against the policy, still before any store call.
 //! 4. A delta's source commit must be in the store ([`InstallError::MissingSource`]).
-//! 5. Each part is hashed as it arrives (checked at its end), inflated through the 32 KiB
-//!    window, and split into operation records. Each object is checked as it streams: its
+//! 5. Each part is hashed as it arrives (checked at its end), decoded (inflated through the
+//!    lent window, or with feature `xz` an LZMA2 part through the dictionary lent with it),
+//!    and split into operation records. Each object is checked as it streams: its
 //!    structure, what it references being in place, its SHA-256 against its id.
 //! 6. After the last part: the commit was the last operation, every count matches, and
 //!    [`Installer::feed`] reports [`Progress::done`]. [`Installer::finish`] then calls
@@ -37,6 +38,8 @@ mod resume;
 mod signature;
 mod state;
 mod superblock;
+#[cfg(feature = "xz")]
+mod xz;
 
 pub use resume::{Checkpoint, CheckpointError, CHECKPOINT_LEN, CHECKPOINT_MAGIC};
 
@@ -50,15 +53,18 @@ use sha2::{Digest, Sha256};
 use crate::object::{ObjectError, ObjectId, ObjectKind, MAX_VERSION_LEN};
 use crate::store::Store;
 use crate::wire::{
-    Codec, FormatError, Header, HeaderRepr, PartEntry, SignatureKind, HEADER_LEN, MAX_REF_LEN,
-    PATCH_FORMAT_VERSION, PUBLIC_KEY_LEN, SIGNATURE_LEN,
+    dictionary_at_most, Codec, FormatError, Header, HeaderRepr, PartEntry, SignatureKind,
+    HEADER_LEN, MAX_REF_LEN, PATCH_FORMAT_VERSION, PUBLIC_KEY_LEN, SIGNATURE_LEN,
 };
 use state::{fill, Ops};
 use superblock::Parts;
 
-/// Bytes of the inflate window: deflate refers back up to 32 KiB, and miniz_oxide's wrapping
-/// output buffer must be a power of two. Before the parts start, the same buffer holds the
-/// header and the superblock (hence [`crate::wire::MAX_SUPERBLOCK_LEN`]).
+/// Bytes of the largest inflate window: deflate refers back up to 32 KiB. A device that lends
+/// the [`Installer`] at least this much (a power of two is used; miniz_oxide's wrapping output
+/// buffer needs one) installs every deflate file, including format versions 1 and 2; one that
+/// lends less installs files written with a dictionary no larger than what it lends
+/// (`--max-dictionary`). Before the parts start, the same buffer holds the header and the
+/// superblock.
 pub const INFLATE_WINDOW: usize = 32 * 1024;
 
 /// Bytes of a source object read per [`Store::read_object`] call while a patch record builds
@@ -67,13 +73,15 @@ pub const INFLATE_WINDOW: usize = 32 * 1024;
 /// calls.
 pub const PATCH_WINDOW: usize = 128;
 
-/// The most memory an [`Installer`] may take (`size_of::<Installer>()`), checked by a test:
-/// 48 KiB. A compile-time assertion checks it on every target; measured: 47976 bytes on
-/// `thumbv7em-none-eabihf`, 48040 on x86_64. On a 32-bit target it is made of
+/// The most memory an [`Installer`] built without the `xz` feature may take with the
+/// [`INFLATE_WINDOW`] it is lent (`size_of::<Installer>() + INFLATE_WINDOW`), checked at compile
+/// time on every target: 48 KiB. Measured: 15,104 + 32,768 bytes on `thumbv7em-none-eabihf`
+/// (`cargo xtask size` prints the installer without the window). On a 32-bit target
+/// `size_of::<Installer>()` is made of
 ///
 /// | what | bytes |
 /// | --- | --- |
-/// | inflate window ([`INFLATE_WINDOW`], also holds header + superblock) | 32768 |
+/// | the lent window (a slice: pointer and length; the window itself is the caller's) | 8 |
 /// | miniz_oxide `DecompressorOxide` (Huffman tables) | 10504 |
 /// | part table: [`crate::wire::MAX_PARTS`] × 44 (sizes, op count, SHA-256) + codec bits | 2832 |
 /// | copies for [`UpdateInfo`]: ref 255, version 255, subject [`INFO_SUBJECT_LEN`] (128) | ~690 |
@@ -86,8 +94,39 @@ pub const PATCH_WINDOW: usize = 128;
 /// None of it grows with the update's size, its object count, path depth or the chunk size.
 pub const INSTALLER_SIZE_BUDGET: usize = 48 * 1024;
 
-// Every build, on every target, proves the budget.
-const _: () = assert!(core::mem::size_of::<Installer<'static>>() <= INSTALLER_SIZE_BUDGET);
+// Every build, on every target, with or without `xz` (whose decoder is lent too, see
+// [`XzDecoder`]), proves the budget.
+const _: () =
+    assert!(core::mem::size_of::<Installer<'static>>() + INFLATE_WINDOW <= INSTALLER_SIZE_BUDGET);
+
+/// The LZMA2 decoder (feature `xz`): its state (about 30 KB: probability tables, range decoder,
+/// BCJ filters) and the dictionary it is lent, lent in turn to an installer
+/// ([`Installer::with_xz`]), so that an installer is as small with the feature as without and
+/// only a caller that decodes xz parts pays for it. An installer without one refuses xz parts
+/// before anything reaches the store ([`InstallError::DictionaryTooLarge`] with 0 lent).
+#[cfg(feature = "xz")]
+pub struct XzDecoder<'d> {
+    inner: xz4rust::XzDecoder<'d>,
+    lent: usize,
+}
+
+#[cfg(feature = "xz")]
+impl<'d> XzDecoder<'d> {
+    /// A decoder whose LZMA2 dictionary is `dictionary`: files whose dictionary
+    /// ([`crate::wire::Superblock::dictionary`]) is larger are refused. Builds about 30 KB by
+    /// value; box it on a small stack.
+    pub fn new(dictionary: &'d mut [u8]) -> XzDecoder<'d> {
+        XzDecoder {
+            lent: dictionary.len(),
+            inner: xz4rust::XzDecoder::with_fixed_size_dict(dictionary),
+        }
+    }
+
+    /// Bytes of its dictionary.
+    pub fn dictionary_len(&self) -> usize {
+        self.lent
+    }
+}
 
 /// Bytes of the target commit's subject kept for [`UpdateInfo::subject`]: 128, enough for a
 /// subject line as written (git wraps at 72) and for a device's display. A commit's subject
@@ -302,11 +341,16 @@ impl Meta {
 
 /// The streaming installer. See the [module docs](self).
 ///
-/// Its size is fixed: `size_of::<Installer>()` is at most [`INSTALLER_SIZE_BUDGET`] (48 KiB;
-/// the table there says what makes it up, 32 KiB of which is the inflate window). Firmware
+/// Its size is fixed, and its window is lent: `size_of::<Installer>()` plus a 32 KiB window is
+/// at most [`INSTALLER_SIZE_BUDGET`] (48 KiB; the table there says what makes it up). Firmware
 /// should place one in a `static` (or construct it once, early, where the stack is deep
 /// enough: [`Installer::new`] may build the 10.5 KB decompressor on the stack) and call
 /// [`Installer::reset`] before each further install, which works in place.
+///
+/// The window ([`Installer::new`]) holds the header and superblock, then serves as deflate's
+/// window; with the `xz` feature an LZMA2 decoder and its dictionary are lent too
+/// ([`Installer::with_xz`]). A file that needs more than was lent is refused before anything
+/// reaches the store ([`InstallError::DictionaryTooLarge`], [`InstallError::WindowTooSmall`]).
 pub struct Installer<'k> {
     policy: Policy<'k>,
     phase: Phase,
@@ -337,17 +381,46 @@ pub struct Installer<'k> {
     resumed_parts: u8,
     ops: Ops,
     inflater: DecompressorOxide,
-    window: [u8; INFLATE_WINDOW],
+    /// The lent window's ring: its first power-of-two bytes, at most [`INFLATE_WINDOW`].
+    window: &'k mut [u8],
+    /// The LZMA2 decoder and its dictionary, when lent ([`Installer::with_xz`]).
+    #[cfg(feature = "xz")]
+    xz: Option<&'k mut XzDecoder<'k>>,
+    /// The file's dictionary size (for the xz container's block header).
+    #[cfg(feature = "xz")]
+    dictionary: u32,
+    /// Bytes of the current xz piece gathered in the ring's upper half.
+    #[cfg(feature = "xz")]
+    staged: usize,
 }
 
 type Res<E> = Result<(), InstallError<E>>;
 
 impl<'k> Installer<'k> {
-    /// A new installer that accepts files as `policy` says.
+    /// A new installer that accepts files as `policy` says, decoding through `window`.
     ///
-    /// This builds the 10.5 KB decompressor and the 32 KiB window by value; on a small stack,
-    /// construct it once into a `static` and use [`Installer::reset`] afterwards.
-    pub fn new(policy: Policy<'k>) -> Self {
+    /// `window` is lent for the installer's life. Its first bytes, the largest power of two
+    /// that fits and at most [`INFLATE_WINDOW`], hold the file's header and superblock, then
+    /// serve as deflate's window (more is unused). Lend [`INFLATE_WINDOW`] bytes to install any
+    /// deflate file; a small MCU may lend less (8 KiB) and install files generated with
+    /// `--max-dictionary` no larger. With the `xz` feature, lend an LZMA2 decoder and its
+    /// dictionary too ([`Installer::with_xz`]).
+    ///
+    /// This builds the 10.5 KB decompressor by value; on a small stack, construct it once
+    /// into a `static` and use [`Installer::reset`] afterwards.
+    pub fn new(policy: Policy<'k>, window: &'k mut [u8]) -> Self {
+        // The ring: the largest power of two lent, at most `INFLATE_WINDOW` (miniz_oxide's
+        // wrapping output buffer needs a power of two).
+        let ring = window
+            .len()
+            .min(INFLATE_WINDOW)
+            .checked_ilog2()
+            .map_or(0, |l| 1 << l);
+        let window = match window.split_at_mut_checked(ring) {
+            Some((ring, _)) => ring,
+            // Never: the ring is no longer than the window.
+            None => &mut [][..],
+        };
         Installer {
             policy,
             phase: Phase::Header,
@@ -367,8 +440,37 @@ impl<'k> Installer<'k> {
             resumed_parts: 0,
             ops: Ops::new(),
             inflater: DecompressorOxide::new(),
-            window: [0; INFLATE_WINDOW],
+            window,
+
+            #[cfg(feature = "xz")]
+            dictionary: crate::wire::DEFLATE_DICTIONARY,
+            #[cfg(feature = "xz")]
+            staged: 0,
+            #[cfg(feature = "xz")]
+            xz: None,
         }
+    }
+
+    /// The same installer, decoding xz parts with `xz` (and its dictionary). Without it xz
+    /// parts are refused at the superblock.
+    #[cfg(feature = "xz")]
+    pub fn with_xz(mut self, xz: &'k mut XzDecoder<'k>) -> Self {
+        self.xz = Some(xz);
+        self
+    }
+
+    /// Bytes of the window used for deflate (and the header and superblock): the largest
+    /// power of two lent, at most [`INFLATE_WINDOW`].
+    fn ring_len(&self) -> usize {
+        self.window.len()
+    }
+
+    /// Bytes of the LZMA2 dictionary lent (0 without the `xz` feature).
+    fn dictionary_lent(&self) -> usize {
+        #[cfg(feature = "xz")]
+        return self.xz.as_ref().map_or(0, |x| x.lent);
+        #[cfg(not(feature = "xz"))]
+        0
     }
 
     /// Back to the start, ready for a new file, in place (no large temporaries). The policy
@@ -396,6 +498,10 @@ impl<'k> Installer<'k> {
         self.resumed_parts = 0;
         self.ops.reset();
         self.inflater.init();
+        #[cfg(feature = "xz")]
+        if let Some(x) = self.xz.as_mut() {
+            x.inner.reset();
+        }
     }
 
     /// Resume an interrupted install from `checkpoint` (what the store recorded through
@@ -487,11 +593,23 @@ impl<'k> Installer<'k> {
         h.update([self.parts.len() as u8]);
         for i in 0..self.parts.len() {
             if let Some(p) = self.parts.get(i) {
-                h.update([u8::from(p.codec)]);
-                h.update(p.size.to_le_bytes());
-                h.update(p.uncompressed_size.to_le_bytes());
-                h.update(p.ops.to_le_bytes());
-                h.update(p.sha256);
+                // One update a part (smaller code than one a field): codec, [filter,] sizes,
+                // op count, SHA-256.
+                let mut b = [0u8; 46];
+                b[0] = p.codec.into();
+                #[allow(unused_mut)]
+                let mut at = 1;
+                #[cfg(feature = "xz")]
+                if p.codec == Codec::Xz {
+                    // What the part decodes with (format version 3); other codecs have none.
+                    b[1] = p.filter.into();
+                    at = 2;
+                }
+                b[at..at + 4].copy_from_slice(&p.size.to_le_bytes());
+                b[at + 4..at + 8].copy_from_slice(&p.uncompressed_size.to_le_bytes());
+                b[at + 8..at + 12].copy_from_slice(&p.ops.to_le_bytes());
+                b[at + 12..at + 44].copy_from_slice(&p.sha256);
+                h.update(&b[..at + 44]);
             }
         }
         h.finalize().into()
@@ -646,25 +764,32 @@ impl<'k> Installer<'k> {
             let before = input.len();
             match self.phase {
                 Phase::Header => {
-                    if fill(&mut self.window[..HEADER_LEN], &mut self.have, &mut input) {
-                        let header =
-                            HeaderRepr::parse(&Header::new_unchecked(&self.window[..HEADER_LEN]))
-                                .map_err(InstallError::Format)?;
+                    // The ring is at most 32 KiB.
+                    let lent = self.window.len() as u32;
+                    let Some(buf) = self.window.get_mut(..HEADER_LEN) else {
+                        return Err(InstallError::WindowTooSmall {
+                            needed: HEADER_LEN as u32,
+                            lent,
+                        });
+                    };
+                    if fill(buf, &mut self.have, &mut input) {
+                        let header = HeaderRepr::parse(&Header::new_unchecked(&*buf))
+                            .map_err(InstallError::Format)?;
                         self.superblock_len = header.superblock_len as usize;
                         self.format_version = header.version;
                         self.have = 0;
+                        // At most 32 KiB (the header's check).
+                        let needed = (HEADER_LEN + self.superblock_len) as u32;
+                        if needed > lent {
+                            return Err(InstallError::WindowTooSmall { needed, lent });
+                        }
                         self.phase = Phase::Superblock;
                     }
                 }
                 Phase::Superblock => {
-                    let end = HEADER_LEN
-                        .saturating_add(self.superblock_len)
-                        .min(INFLATE_WINDOW);
-                    if fill(
-                        &mut self.window[HEADER_LEN..end],
-                        &mut self.have,
-                        &mut input,
-                    ) {
+                    let end = HEADER_LEN.saturating_add(self.superblock_len);
+                    let buf = self.window.get_mut(HEADER_LEN..end).unwrap_or(&mut []);
+                    if fill(buf, &mut self.have, &mut input) {
                         self.have = 0;
                         self.phase = Phase::SignatureKind;
                     }
@@ -758,6 +883,11 @@ impl<'k> Installer<'k> {
         .map_err(InstallError::Format)?;
         check_superblock(&self.policy, &self.info.ref_name, target.security_version)?;
         self.ops.patches = self.format_version >= PATCH_FORMAT_VERSION;
+        self.check_dictionary(target.dictionary)?;
+        #[cfg(feature = "xz")]
+        {
+            self.dictionary = target.dictionary;
+        }
         self.ops.start_file(
             target.to,
             target.timestamp,
@@ -771,6 +901,32 @@ impl<'k> Installer<'k> {
             self.ops.to,
             self.parts.len()
         );
+        Ok(())
+    }
+
+    /// The window the file's parts need against what was lent ([`InstallError::DictionaryTooLarge`]):
+    /// deflate parts need a power-of-two ring of at least `dictionary` bytes (at most
+    /// [`INFLATE_WINDOW`]: deflate reaches no further), xz parts an LZMA2 dictionary of
+    /// `dictionary` bytes.
+    fn check_dictionary<E>(&self, dictionary: u32) -> Res<E> {
+        // Lent sizes over 4 GiB count as 4 GiB: no dictionary is larger.
+        let lent = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        if self.parts.any_deflate() {
+            let needed = dictionary.min(INFLATE_WINDOW as u32).next_power_of_two();
+            let have = lent(self.ring_len());
+            if needed > have {
+                return Err(InstallError::DictionaryTooLarge { needed, lent: have });
+            }
+        }
+        if self.parts.any_xz() {
+            let have = lent(self.dictionary_lent());
+            if dictionary > have {
+                return Err(InstallError::DictionaryTooLarge {
+                    needed: dictionary,
+                    lent: have,
+                });
+            }
+        }
         Ok(())
     }
 
@@ -854,11 +1010,25 @@ impl<'k> Installer<'k> {
             let last = self.part + 1 == self.parts.len();
             self.ops
                 .start_part(self.part as u32, p.uncompressed_size, p.ops, last);
+            #[cfg(feature = "xz")]
+            if p.codec == Codec::Xz {
+                if let Some(x) = self.xz.as_mut() {
+                    x.inner.reset();
+                }
+                self.staged = 0;
+                let header = xz::block_header(p.filter, self.dictionary);
+                // The stream cannot end inside the headers (they are ours).
+                let _ = self.xz_run(store, &xz::STREAM_HEADER)?;
+                let _ = self.xz_run(store, &header)?;
+            }
             if p.size > 0 {
                 return Ok(());
             }
-            if p.codec == Codec::Deflate {
-                self.inflate(store, &[], true)?;
+            match p.codec {
+                Codec::Deflate => self.inflate(store, &[], true)?,
+                #[cfg(feature = "xz")]
+                Codec::Xz => self.xz_end(store, &p)?,
+                _ => {}
             }
             self.close_part(store, p)?;
             self.take_checkpoint(store)?;
@@ -875,6 +1045,13 @@ impl<'k> Installer<'k> {
         let last = self.part_left == 0;
         match p.codec {
             Codec::Deflate => self.inflate(store, chunk, last)?,
+            #[cfg(feature = "xz")]
+            Codec::Xz => {
+                self.xz_bytes(store, chunk, last)?;
+                if last {
+                    self.xz_end(store, &p)?;
+                }
+            }
             _ => self.ops.decoded(store, chunk)?,
         }
         if last {
@@ -889,20 +1066,16 @@ impl<'k> Installer<'k> {
     fn inflate<S: Store>(&mut self, store: &mut S, chunk: &[u8], last: bool) -> Res<S::Error> {
         let part = self.part as u32;
         let flags = if last { 0 } else { TINFL_FLAG_HAS_MORE_INPUT };
+        let ring = self.ring_len();
         let mut data = chunk;
         loop {
-            let (status, used, written) = decompress(
-                &mut self.inflater,
-                data,
-                &mut self.window,
-                self.out_pos,
-                flags,
-            );
+            let (status, used, written) =
+                decompress(&mut self.inflater, data, self.window, self.out_pos, flags);
             data = data.get(used..).unwrap_or(&[]);
-            let end = self.out_pos.saturating_add(written).min(INFLATE_WINDOW);
+            let end = self.out_pos.saturating_add(written).min(ring);
             self.ops
                 .decoded(store, self.window.get(self.out_pos..end).unwrap_or(&[]))?;
-            self.out_pos = end & (INFLATE_WINDOW - 1);
+            self.out_pos = end & ring.wrapping_sub(1);
             match status {
                 TINFLStatus::Done => {
                     return if data.is_empty() && last {
@@ -916,6 +1089,105 @@ impl<'k> Installer<'k> {
                     if used > 0 || written > 0 => {}
                 _ => return Err(InstallError::Inflate { part }),
             }
+        }
+    }
+
+    /// Bytes of an xz input piece (and of the decoder's output space): half the ring.
+    #[cfg(feature = "xz")]
+    fn xz_piece_len(&self) -> usize {
+        self.ring_len() / 2
+    }
+
+    /// Takes the next raw bytes of an xz part. The decoder gets them in pieces of
+    /// [`Installer::xz_piece_len`] bytes at fixed offsets of the part (the last one shorter),
+    /// gathered in the ring's upper half when the input splits them, so that it sees the same
+    /// calls whatever the chunking: `xz4rust` drops a call's output when the call fails, and
+    /// only identical calls make the same records reach the store before a failure.
+    #[cfg(feature = "xz")]
+    fn xz_bytes<S: Store>(&mut self, store: &mut S, mut chunk: &[u8], last: bool) -> Res<S::Error> {
+        let k = self.xz_piece_len();
+        while !chunk.is_empty() {
+            if self.staged == 0 && chunk.len() >= k {
+                let (piece, rest) = chunk.split_at(k);
+                chunk = rest;
+                if self.xz_run(store, piece)? {
+                    return Err(InstallError::PartTrailing {
+                        part: self.part as u32,
+                    });
+                }
+                continue;
+            }
+            let n = (k - self.staged).min(chunk.len());
+            let (now, rest) = chunk.split_at(n);
+            chunk = rest;
+            if let Some(dst) = self.window.get_mut(k + self.staged..k + self.staged + n) {
+                dst.copy_from_slice(now);
+            }
+            self.staged += n;
+            if self.staged == k {
+                self.xz_staged(store)?;
+            }
+        }
+        if last && self.staged > 0 {
+            self.xz_staged(store)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes the piece gathered in the ring's upper half.
+    #[cfg(feature = "xz")]
+    fn xz_staged<S: Store>(&mut self, store: &mut S) -> Res<S::Error> {
+        let k = self.xz_piece_len();
+        let staged = core::mem::take(&mut self.staged);
+        let (out, stage) = self.window.split_at_mut(k);
+        let input = stage.get(..staged).unwrap_or(&[]);
+        let part = self.part as u32;
+        if xz_decode(
+            self.xz.as_deref_mut(),
+            out,
+            &mut self.ops,
+            store,
+            input,
+            part,
+        )? {
+            return Err(InstallError::PartTrailing { part });
+        }
+        Ok(())
+    }
+
+    /// Runs the LZMA2 decoder over `data` (a piece of the part, or of the container the
+    /// installer wraps around it). Returns whether the xz stream ended.
+    #[cfg(feature = "xz")]
+    fn xz_run<S: Store>(
+        &mut self,
+        store: &mut S,
+        data: &[u8],
+    ) -> Result<bool, InstallError<S::Error>> {
+        let k = self.xz_piece_len();
+        let out = self.window.get_mut(..k).unwrap_or(&mut []);
+        let part = self.part as u32;
+        xz_decode(
+            self.xz.as_deref_mut(),
+            out,
+            &mut self.ops,
+            store,
+            data,
+            part,
+        )
+    }
+
+    /// All of xz part `p`'s bytes are in (and decoded): the container's end (block padding,
+    /// index, footer) must end the stream.
+    #[cfg(feature = "xz")]
+    fn xz_end<S: Store>(&mut self, store: &mut S, p: &PartEntry) -> Res<S::Error> {
+        let mut trailer = [0u8; xz::TRAILER_MAX];
+        let n = xz::trailer(p.size, p.uncompressed_size, &mut trailer);
+        if self.xz_run(store, trailer.get(..n).unwrap_or(&[]))? {
+            Ok(())
+        } else {
+            Err(InstallError::Lzma {
+                part: self.part as u32,
+            })
         }
     }
 
@@ -934,6 +1206,40 @@ impl<'k> Installer<'k> {
         self.part += 1;
         Ok(())
     }
+}
+
+/// Runs the LZMA2 decoder over all of `data`, the decoded bytes going through `out` to the
+/// records. Returns whether the xz stream ended; bytes after its end are an error.
+#[cfg(feature = "xz")]
+fn xz_decode<S: Store>(
+    xz: Option<&mut XzDecoder<'_>>,
+    out: &mut [u8],
+    ops: &mut Ops,
+    store: &mut S,
+    mut data: &[u8],
+    part: u32,
+) -> Result<bool, InstallError<S::Error>> {
+    // Never without one: the superblock's check refused xz parts then.
+    let Some(xz) = xz else {
+        return Err(InstallError::Lzma { part });
+    };
+    while !data.is_empty() {
+        let r = xz
+            .inner
+            .decode(data, out)
+            .map_err(|_| InstallError::Lzma { part })?;
+        let written = r.output_produced().min(out.len());
+        ops.decoded(store, out.get(..written).unwrap_or(&[]))?;
+        data = data.get(r.input_consumed()..).unwrap_or(&[]);
+        if r.is_end_of_stream() {
+            return if data.is_empty() {
+                Ok(true)
+            } else {
+                Err(InstallError::PartTrailing { part })
+            };
+        }
+    }
+    Ok(false)
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
@@ -1177,6 +1483,26 @@ pub enum InstallError<E> {
         /// Which part.
         part: u32,
     },
+    /// An xz part's LZMA2 stream is invalid, ends early, or does not end at the part's end.
+    Lzma {
+        /// Which part.
+        part: u32,
+    },
+    /// The file's parts need a larger window or dictionary than the caller lent the
+    /// installer (refused before anything reaches the store).
+    DictionaryTooLarge {
+        /// Bytes the file needs (a deflate window, or an LZMA2 dictionary).
+        needed: u32,
+        /// Bytes lent for it (4 GiB or more count as `u32::MAX`).
+        lent: u32,
+    },
+    /// The file's header and superblock do not fit in the window lent to the installer.
+    WindowTooSmall {
+        /// Bytes of header and superblock.
+        needed: u32,
+        /// Bytes lent (the part of the window that holds them: at most 32 KiB).
+        lent: u32,
+    },
     /// A part ends inside an operation record.
     PartEndsInsideOp {
         /// Which part.
@@ -1325,6 +1651,21 @@ impl<E: fmt::Debug> fmt::Display for InstallError<E> {
             }
             I::PartTrailing { part } => write!(f, "part {part} has bytes after the end of its deflate stream"),
             I::Inflate { part } => write!(f, "part {part} is not a valid deflate stream (corrupt or cut short)"),
+            I::Lzma { part } => write!(f, "part {part} is not a valid LZMA2 stream (corrupt, cut short or with bytes after its end)"),
+            I::DictionaryTooLarge { needed, lent } => match dictionary_at_most(u64::from(*lent)) {
+                Some(fits) => write!(
+                    f,
+                    "the update needs a {needed}-byte dictionary but this device lends {lent} bytes; ask for an update generated with --max-dictionary {fits}"
+                ),
+                None => write!(
+                    f,
+                    "the update needs a {needed}-byte dictionary but this device lends {lent} bytes, too little for any compressed update; lend more or ask for an uncompressed one"
+                ),
+            },
+            I::WindowTooSmall { needed, lent } => write!(
+                f,
+                "the update's header and superblock take {needed} bytes but this device lends a {lent}-byte window; lend a larger window or ask for an update with fewer parts"
+            ),
             I::PartEndsInsideOp { part } => write!(f, "part {part} ends inside an operation record"),
             I::OpCount { part, declared, found } if found > declared => {
                 write!(f, "part {part} holds more than the {declared} operations the superblock declares")
@@ -1399,6 +1740,10 @@ mod test {
     use super::*;
     use crate::object::{self, Commit, DirEntry, DirMeta, Xattrs, S_IFDIR};
     use crate::wire::{OpRepr, Superblock, TargetMeta};
+
+    fn window() -> Vec<u8> {
+        vec![0u8; INFLATE_WINDOW + 64 * 1024]
+    }
 
     /// Records what reaches it; a shared store as in the integration tests, reduced.
     #[derive(Default)]
@@ -1493,6 +1838,7 @@ mod test {
         let mut parts = heapless::Vec::new();
         let part = PartEntry {
             codec: Codec::Stored,
+            filter: crate::wire::Filter::None,
             size: records.len() as u32,
             uncompressed_size: records.len() as u32,
             ops: 4,
@@ -1511,6 +1857,7 @@ mod test {
             objects: 4,
             parts,
             security_version: 0,
+            dictionary: crate::wire::DEFLATE_DICTIONARY,
         };
         let mut out = vec![0u8; 4096];
         let n = sb.emit(&mut out[HEADER_LEN..]).unwrap().len();
@@ -1528,7 +1875,8 @@ mod test {
     #[test]
     fn one_byte_at_a_time_then_reset_and_again() {
         let (file, to) = tiny_file();
-        let mut inst = Installer::new(Policy::require(&[]).allow_unsigned());
+        let mut win = window();
+        let mut inst = Installer::new(Policy::require(&[]).allow_unsigned(), &mut win);
         for _ in 0..2 {
             let mut store = Recorder::default();
             assert!(inst.superblock_info().is_none());
@@ -1571,7 +1919,8 @@ mod test {
     fn required_signature_refuses_before_the_store_sees_anything() {
         let (file, _) = tiny_file();
         let keys = [[0u8; 32]];
-        let mut inst = Installer::new(Policy::require(&keys));
+        let mut win = window();
+        let mut inst = Installer::new(Policy::require(&keys), &mut win);
         let mut store = Recorder::default();
         assert_eq!(inst.feed(&mut store, &file), Err(InstallError::Unsigned));
         assert!(store.objects.is_empty() && store.open.is_none());
@@ -1581,7 +1930,8 @@ mod test {
     #[test]
     fn abort_tells_the_store_once() {
         let (file, _) = tiny_file();
-        let mut inst = Installer::new(Policy::require(&[]).allow_unsigned());
+        let mut win = window();
+        let mut inst = Installer::new(Policy::require(&[]).allow_unsigned(), &mut win);
         let mut store = Recorder::default();
         let _ = inst.feed(&mut store, &file[..file.len() - 10]).unwrap();
         inst.abort(&mut store);

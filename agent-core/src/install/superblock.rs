@@ -8,14 +8,19 @@
 //! errors: [`crate::wire::Superblock::parse`] stays the reference, and a test compares the two.
 //!
 //! [`Parts`] keeps each part in 44 bytes (sizes, op count, SHA-256) with the codecs in a bit
-//! mask, instead of 48-byte [`PartEntry`] values: 260 bytes less installer RAM.
+//! mask, instead of 48-byte [`PartEntry`] values: 260 bytes less installer RAM. Xz parts and
+//! their filters (feature `xz`) take a second mask and a byte a part; without the feature an
+//! xz part is refused here ([`FormatError::CodecNotBuilt`]).
 
 use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::{prefix, Meta, INFO_SUBJECT_LEN};
 use crate::object::{ObjectId, MAX_SUBJECT_LEN, MAX_VERSION_LEN};
-use crate::wire::{Codec, FormatError, PartEntry, MAX_PARTS, MAX_REF_LEN};
+use crate::wire::{
+    check_part, dictionary_is_valid, Codec, Filter, FormatError, PartEntry, DEFLATE_DICTIONARY,
+    MAX_PARTS, MAX_REF_LEN,
+};
 
 // One bit of `Parts::deflate` per part.
 const _: () = assert!(MAX_PARTS <= 64);
@@ -30,10 +35,16 @@ struct Slot {
 }
 
 /// The verified superblock's part table, in fixed memory: at most [`MAX_PARTS`] parts, each
-/// stored or deflate-coded (a decoded table never holds another codec).
+/// stored, deflate- or (feature `xz`) xz-coded (a decoded table never holds another codec).
 pub(crate) struct Parts {
-    /// Bit `i` set: part `i` is [`Codec::Deflate`], else [`Codec::Stored`].
+    /// Bit `i` set: part `i` is [`Codec::Deflate`], else [`Codec::Stored`] (or xz).
     deflate: u64,
+    /// Bit `i` set: part `i` is [`Codec::Xz`].
+    #[cfg(feature = "xz")]
+    xz: u64,
+    /// Each xz part's filter code.
+    #[cfg(feature = "xz")]
+    filters: [u8; MAX_PARTS],
     /// A `heapless::Vec`, not an array: a new one is not zeroed, so [`Parts::new`] (and the
     /// installer's) builds no 2.8 KB temporary on the stack.
     slots: heapless::Vec<Slot, MAX_PARTS, u8>,
@@ -43,13 +54,34 @@ impl Parts {
     pub(crate) const fn new() -> Parts {
         Parts {
             deflate: 0,
+            #[cfg(feature = "xz")]
+            xz: 0,
+            #[cfg(feature = "xz")]
+            filters: [0; MAX_PARTS],
             slots: heapless::Vec::new(),
         }
     }
 
     pub(crate) fn clear(&mut self) {
         self.deflate = 0;
+        #[cfg(feature = "xz")]
+        {
+            self.xz = 0;
+        }
         self.slots.clear();
+    }
+
+    /// Whether any part is deflate-coded.
+    pub(crate) fn any_deflate(&self) -> bool {
+        self.deflate != 0
+    }
+
+    /// Whether any part is xz-coded.
+    pub(crate) fn any_xz(&self) -> bool {
+        #[cfg(feature = "xz")]
+        return self.xz != 0;
+        #[cfg(not(feature = "xz"))]
+        false
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -63,13 +95,20 @@ impl Parts {
     /// Part `i`, if there is one.
     pub(crate) fn get(&self, i: usize) -> Option<PartEntry> {
         let s = self.slots.get(i)?;
-        let codec = if self.deflate >> i & 1 == 1 {
-            Codec::Deflate
+        #[allow(unused_mut)]
+        let (mut codec, mut filter) = if self.deflate >> i & 1 == 1 {
+            (Codec::Deflate, Filter::None)
         } else {
-            Codec::Stored
+            (Codec::Stored, Filter::None)
         };
+        #[cfg(feature = "xz")]
+        if self.xz >> i & 1 == 1 {
+            codec = Codec::Xz;
+            filter = Filter::from(self.filters.get(i).copied().unwrap_or(0));
+        }
         Some(PartEntry {
             codec,
+            filter,
             size: s.size,
             uncompressed_size: s.uncompressed_size,
             ops: s.ops,
@@ -92,6 +131,13 @@ impl Parts {
         if p.codec == Codec::Deflate {
             self.deflate |= 1 << i;
         }
+        #[cfg(feature = "xz")]
+        if p.codec == Codec::Xz {
+            self.xz |= 1 << i;
+            if let Some(f) = self.filters.get_mut(i) {
+                *f = p.filter.into();
+            }
+        }
         true
     }
 
@@ -112,6 +158,9 @@ pub(crate) struct Target {
     pub(crate) objects: u32,
     /// The target commit's security version (0 in format version 1).
     pub(crate) security_version: u64,
+    /// The window the parts need ([`crate::wire::Superblock::dictionary`]; 32 KiB before
+    /// format version 3).
+    pub(crate) dictionary: u32,
 }
 
 /// Reads the part sequence into a [`Parts`], as `heapless::Vec`'s `Deserialize` reads it into
@@ -120,6 +169,50 @@ pub(crate) struct Target {
 struct PartsSeed<'p> {
     parts: &'p mut Parts,
     first_bad: &'p mut Option<FormatError>,
+    /// Format version 3 on: each entry has a filter byte after its codec.
+    filters: bool,
+}
+
+/// Reads one part entry: its codec, its filter (format version 3 on), sizes, op count and
+/// SHA-256, in one deserializer for every version (one copy of serde's code in flash).
+struct EntrySeed {
+    filters: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for EntrySeed {
+    type Value = PartEntry;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<PartEntry, D::Error> {
+        d.deserialize_tuple(2 + usize::from(self.filters), self)
+    }
+}
+
+impl<'de> Visitor<'de> for EntrySeed {
+    type Value = PartEntry;
+
+    fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("a part entry")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PartEntry, A::Error> {
+        let missing = || A::Error::invalid_length(0, &"a part entry");
+        let codec: u8 = seq.next_element()?.ok_or_else(missing)?;
+        let filter: u8 = if self.filters {
+            seq.next_element()?.ok_or_else(missing)?
+        } else {
+            0
+        };
+        // The rest in one go (postcard lays a nested tuple out flat, as the entry's fields).
+        let (size, uncompressed_size, ops, sha256): (u32, u32, u32, [u8; 32]) =
+            seq.next_element()?.ok_or_else(missing)?;
+        Ok(PartEntry {
+            codec: codec.into(),
+            filter: filter.into(),
+            size,
+            uncompressed_size,
+            ops,
+            sha256,
+        })
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for PartsSeed<'_> {
@@ -137,16 +230,19 @@ impl<'de> Visitor<'de> for PartsSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(p) = seq.next_element::<PartEntry>()? {
+        while let Some(p) = seq.next_element_seed(EntrySeed {
+            filters: self.filters,
+        })? {
             let part = self.parts.len() as u32;
             if self.first_bad.is_none() {
-                *self.first_bad = match p.codec {
-                    Codec::Unknown(codec) => Some(FormatError::UnknownCodec { part, codec }),
-                    Codec::Stored if p.size != p.uncompressed_size => {
-                        Some(FormatError::StoredSize { part })
-                    }
-                    _ => None,
-                };
+                *self.first_bad = check_part(part, &p).err();
+                #[cfg(not(feature = "xz"))]
+                if self.first_bad.is_none() && p.codec == Codec::Xz {
+                    *self.first_bad = Some(FormatError::CodecNotBuilt {
+                        part,
+                        codec: p.codec.into(),
+                    });
+                }
             }
             if !self.parts.push(&p) {
                 return Err(A::Error::invalid_length(MAX_PARTS + 1, &self));
@@ -156,12 +252,14 @@ impl<'de> Visitor<'de> for PartsSeed<'_> {
     }
 }
 
-/// Decodes and validates the superblock `bytes` of format `version` (1 or 2, as the header
-/// said: version 2 ends with the security version) into `meta` (ref, source, version, subject),
-/// `parts` and the returned [`Target`], with the checks of [`crate::wire::Superblock::parse`] in its order:
-/// decodes exactly (`BadSuperblock`), ref length (`BadRef`), version and subject lengths
-/// (`BadMeta`), at least one part (`NoParts`), then each part's codec (`UnknownCodec`) and a
-/// stored part's sizes (`StoredSize`). On error `meta` and
+/// Decodes and validates the superblock `bytes` of format `version` (1, 2 or 3, as the header
+/// said: version 2 ends with the security version, version 3 has part filters and ends with the
+/// dictionary) into `meta` (ref, source, version, subject), `parts` and the returned [`Target`],
+/// with the checks of [`crate::wire::Superblock::parse`] in its order: decodes exactly
+/// (`BadSuperblock`), ref length (`BadRef`), version and subject lengths (`BadMeta`), at least
+/// one part (`NoParts`), then each part's codec (`UnknownCodec`), a stored part's sizes
+/// (`StoredSize`), its filter (`UnknownFilter`, `FilterWithoutXz`) and, without the `xz`
+/// feature, no xz part (`CodecNotBuilt`); then the dictionary (`BadDictionary`). On error `meta` and
 /// `parts` hold partial values; the installer is failed then and never reads them.
 ///
 /// Out of line on purpose: its frame (serde's) is popped before the parts start.
@@ -186,6 +284,7 @@ pub(crate) fn decode(
     PartsSeed {
         parts,
         first_bad: &mut first_bad,
+        filters: format_version >= 3,
     }
     .deserialize(&mut de)
     .map_err(bad)?;
@@ -193,6 +292,11 @@ pub(crate) fn decode(
         u64::deserialize(&mut de).map_err(bad)?
     } else {
         0
+    };
+    let dictionary = if format_version >= 3 {
+        u32::deserialize(&mut de).map_err(bad)?
+    } else {
+        DEFLATE_DICTIONARY
     };
     if !de.finalize().map_err(bad)?.is_empty() {
         return Err(FormatError::BadSuperblock);
@@ -208,6 +312,9 @@ pub(crate) fn decode(
     }
     if let Some(e) = first_bad {
         return Err(e);
+    }
+    if !dictionary_is_valid(dictionary) {
+        return Err(FormatError::BadDictionary(dictionary));
     }
     meta.ref_name.clear();
     meta.version.clear();
@@ -228,6 +335,7 @@ pub(crate) fn decode(
         timestamp,
         objects,
         security_version,
+        dictionary,
     })
 }
 
@@ -243,6 +351,11 @@ mod test {
     fn part(codec: Codec, size: u32, uncompressed_size: u32, seed: u8) -> PartEntry {
         PartEntry {
             codec,
+            filter: if codec == Codec::Xz {
+                Filter::X86
+            } else {
+                Filter::None
+            },
             size,
             uncompressed_size,
             ops: u32::from(seed) * 3,
@@ -260,13 +373,27 @@ mod test {
     fn agree(bytes: &[u8]) {
         agree_version(bytes, 1);
         agree_version(bytes, 2);
+        agree_version(bytes, 3);
     }
 
     fn agree_version(bytes: &[u8], version: u16) {
         let mut meta = Meta::new();
         let mut parts = Parts::new();
         let got = decode(bytes, version, &mut meta, &mut parts);
-        match Superblock::parse_version(bytes, version) {
+        let parsed = Superblock::parse_version(bytes, version);
+        // Without the `xz` feature, an xz part the format allows is refused as not built.
+        #[cfg(not(feature = "xz"))]
+        if let Ok(sb) = &parsed {
+            if let Some(i) = sb.parts.iter().position(|p| p.codec == Codec::Xz) {
+                let e = FormatError::CodecNotBuilt {
+                    part: i as u32,
+                    codec: 2,
+                };
+                assert_eq!(got.map(|_| ()), Err(e));
+                return;
+            }
+        }
+        match parsed {
             Err(e) => assert_eq!(got.map(|_| ()), Err(e), "{bytes:02x?}"),
             Ok(sb) => {
                 let t = got.unwrap();
@@ -275,6 +402,7 @@ mod test {
                     (sb.to, sb.meta.timestamp, sb.objects, sb.parts_size())
                 );
                 assert_eq!(t.security_version, sb.security_version);
+                assert_eq!(t.dictionary, sb.dictionary);
                 assert_eq!(meta.ref_name.as_str(), sb.ref_name);
                 assert_eq!(meta.version.as_str(), sb.meta.version);
                 let cut = prefix(sb.meta.subject, INFO_SUBJECT_LEN);
@@ -302,10 +430,12 @@ mod test {
         ] {
             let mut parts = heapless::Vec::new();
             for i in 0..n {
-                let codec = if i % 2 == 0 {
-                    Codec::Deflate
-                } else {
-                    Codec::Stored
+                let codec = match i % 3 {
+                    0 => Codec::Deflate,
+                    1 => Codec::Stored,
+                    // Xz parts only where older versions are written too (to check that
+                    // they are refused there).
+                    _ => Codec::Xz,
                 };
                 let size = 300 + i as u32 * 1000;
                 let un = if codec == Codec::Stored {
@@ -327,12 +457,26 @@ mod test {
                 objects: 17,
                 parts,
                 security_version,
+                dictionary: 8 << 20,
+            };
+            let old = Superblock {
+                dictionary: crate::wire::DEFLATE_DICTIONARY,
+                parts: sb
+                    .parts
+                    .iter()
+                    .filter(|p| p.codec != Codec::Xz)
+                    .copied()
+                    .collect(),
+                ..sb.clone()
             };
             if security_version == 0 {
                 let mut buf = [0u8; 8192];
-                let n = sb.emit_version(&mut buf, 1).unwrap().len();
+                let n = old.emit_version(&mut buf, 1).unwrap().len();
                 out.push(buf[..n].to_vec());
             }
+            let mut buf = [0u8; 8192];
+            let n = old.emit_version(&mut buf, 2).unwrap().len();
+            out.push(buf[..n].to_vec());
             out.push(encode(&sb));
         }
         out
@@ -390,11 +534,20 @@ mod test {
                 objects: 1,
                 parts: v,
                 security_version: 0,
+                dictionary: 4096,
             })
         };
         let long: &'static str = "v".repeat(256).leak();
         let unknown = part(Codec::Unknown(7), 10, 10, 2);
         let odd = part(Codec::Stored, 10, 11, 3);
+        let unknown_filter = PartEntry {
+            filter: Filter::Unknown(9),
+            ..part(Codec::Xz, 10, 30, 4)
+        };
+        let deflate_filter = PartEntry {
+            filter: Filter::Arm,
+            ..part(Codec::Deflate, 10, 30, 5)
+        };
         let cases = [
             (sb("", long, &[]), FormatError::BadRef),
             (sb("r", long, &[]), FormatError::BadMeta),
@@ -407,32 +560,53 @@ mod test {
                 sb("r", "1", &[p, unknown, odd]),
                 FormatError::UnknownCodec { part: 1, codec: 7 },
             ),
+            (
+                sb("r", "1", &[p, unknown_filter, unknown]),
+                FormatError::UnknownFilter { part: 1, filter: 9 },
+            ),
+            (
+                sb("r", "1", &[deflate_filter, unknown_filter]),
+                FormatError::FilterWithoutXz { part: 0, codec: 1 },
+            ),
         ];
         for (bytes, want) in cases {
             let mut meta = Meta::new();
             let mut parts = Parts::new();
             assert_eq!(
-                decode(&bytes, 2, &mut meta, &mut parts).map(|_| ()),
+                decode(&bytes, 3, &mut meta, &mut parts).map(|_| ()),
                 Err(want)
             );
             agree(&bytes);
         }
+        // The dictionary comes last.
+        let mut b = sb("r", "1", &[p]);
+        let n = b.len();
+        b[n - 2..].copy_from_slice(&[0x88, 0x27]); // 5000
+        let mut meta = Meta::new();
+        let mut parts = Parts::new();
+        assert_eq!(
+            decode(&b, 3, &mut meta, &mut parts).map(|_| ()),
+            Err(FormatError::BadDictionary(5000))
+        );
+        agree(&b);
         // 65 parts: one too many for the table, as for `heapless::Vec`.
         let mut b = sb("r", "1", &[p]);
-        // The security version (0: one byte) ends a version-2 superblock.
-        assert_eq!(b.pop(), Some(0));
-        let count_at = b.len() - 1 - 1 - 3 - 32; // codec, 3 one-byte varints, hash
+        // The security version (0: one byte) and the dictionary (4096: two bytes) end a
+        // version-3 superblock.
+        let tail = b.split_off(b.len() - 3);
+        assert_eq!(tail, [0, 0x80, 0x20]);
+        let count_at = b.len() - 1 - 2 - 3 - 32; // codec, filter, 3 one-byte varints, hash
         assert_eq!(b[count_at], 1);
         b[count_at] = 65;
         let entry = b[count_at + 1..].to_vec();
         for _ in 0..64 {
             b.extend_from_slice(&entry);
         }
-        b.push(0);
+        b.extend_from_slice(&tail);
         let mut meta = Meta::new();
         let mut parts = Parts::new();
         assert_eq!(
-            decode(&b, 2, &mut meta, &mut parts).map(|_| ()),
+            decode(&b, 3, &mut meta, &mut parts).map(|_| ()),
             Err(FormatError::BadSuperblock)
         );
         agree(&b);

@@ -8,6 +8,30 @@ use agent_core::install::{InstallError, Installed, Installer, Policy};
 use agent_core::object::{self, Commit, DirEntry, DirMeta, ObjectId, ObjectKind, Xattrs, S_IFDIR};
 use agent_core::write::UpdateWriter;
 
+/// A window to lend the installer: 32 KiB for deflate and the header.
+pub fn window() -> Vec<u8> {
+    vec![0u8; agent_core::install::INFLATE_WINDOW]
+}
+
+/// An LZMA2 dictionary to lend with the xz decoder: 8 MiB, what `ecu-agent apply` lends
+/// (untouched pages cost nothing).
+pub fn dictionary() -> Vec<u8> {
+    vec![0u8; 8 << 20]
+}
+
+/// `lent!(w, x)`: binds `w` to a lent window ([`window`]) and `x` to a lent xz decoder over a
+/// [`dictionary`], both living to the end of the caller's block:
+/// `Installer::new(policy, w).with_xz(x)`.
+#[macro_export]
+macro_rules! lent {
+    ($w:ident, $x:ident) => {
+        let mut lent_window = window();
+        let mut lent_dictionary = dictionary();
+        let mut lent_xz = agent_core::install::XzDecoder::new(&mut lent_dictionary);
+        let ($w, $x) = (&mut lent_window[..], &mut lent_xz);
+    };
+}
+
 /// The protocol-checking in-memory store the tests drive the installer over.
 pub use agent_core::store::mem::MemStore;
 
@@ -252,7 +276,7 @@ pub fn write_update(
     seed: Option<&[u8; 32]>,
     part_size: usize,
 ) -> Vec<u8> {
-    write_update_with(built, from, seed, part_size, None, &|_, _| None)
+    write_update_with(built, from, seed, part_size, None, None, &|_, _| None)
 }
 
 /// [`write_update`] in format version `format_version`.
@@ -264,7 +288,19 @@ pub fn write_update_format(
     format_version: u16,
 ) -> Vec<u8> {
     let v = Some(format_version);
-    write_update_with(built, from, seed, part_size, v, &|_, _| None)
+    write_update_with(built, from, seed, part_size, v, None, &|_, _| None)
+}
+
+/// [`write_update`] with `codec`.
+pub fn write_update_codec(
+    built: &Built,
+    from: Option<ObjectId>,
+    seed: Option<&[u8; 32]>,
+    part_size: usize,
+    codec: Codec,
+) -> Vec<u8> {
+    let v = Some(agent_core::wire::FORMAT_VERSION);
+    write_update_with(built, from, seed, part_size, v, Some(codec), &|_, _| None)
 }
 
 /// The source object of a patch and the patch, for a written object (its id and bytes).
@@ -278,7 +314,7 @@ pub fn write_update_patched(
     part_size: usize,
     patch: &PatchFor<'_>,
 ) -> Vec<u8> {
-    write_update_with(built, from, seed, part_size, None, patch)
+    write_update_with(built, from, seed, part_size, None, None, patch)
 }
 
 /// Patches file objects from the file objects of `sources` (canonical bytes): the one with the
@@ -302,6 +338,7 @@ fn write_update_with(
     seed: Option<&[u8; 32]>,
     part_size: usize,
     format_version: Option<u16>,
+    codec: Option<Codec>,
     patch: &PatchFor<'_>,
 ) -> Vec<u8> {
     let mut w = UpdateWriter::new(
@@ -315,6 +352,9 @@ fn write_update_with(
     .part_size(part_size);
     if let Some(v) = format_version {
         w = w.format_version(v);
+    }
+    if let Some(c) = codec {
+        w = w.codec(c);
     }
     for op in &built.ops {
         match op {
@@ -384,7 +424,7 @@ pub fn policy(keys: &[[u8; 32]]) -> Policy<'_> {
 // Hand-made files, for what the writer refuses to produce.
 
 use agent_core::wire::{
-    Codec, Header, HeaderRepr, OpRepr, PartEntry, Superblock, TargetMeta, HEADER_LEN,
+    Codec, Filter, Header, HeaderRepr, OpRepr, PartEntry, Superblock, TargetMeta, HEADER_LEN,
 };
 use sha2::{Digest, Sha256};
 
@@ -414,17 +454,22 @@ pub fn rec_reuse(kind: ObjectKind, id: ObjectId) -> Vec<u8> {
     b
 }
 
-/// A part: its codec, decoded records and operation count.
+/// A part: its codec (and filter), decoded records and operation count.
 pub struct RawPart {
     pub codec: Codec,
+    pub filter: Filter,
     pub records: Vec<u8>,
     pub ops: u32,
 }
+
+/// The dictionary [`raw_update`] compresses xz parts with (and declares, unless tweaked).
+pub const RAW_DICTIONARY: u32 = 64 * 1024;
 
 impl RawPart {
     pub fn deflate(records: Vec<u8>, ops: u32) -> RawPart {
         RawPart {
             codec: Codec::Deflate,
+            filter: Filter::None,
             records,
             ops,
         }
@@ -432,6 +477,15 @@ impl RawPart {
     pub fn stored(records: Vec<u8>, ops: u32) -> RawPart {
         RawPart {
             codec: Codec::Stored,
+            filter: Filter::None,
+            records,
+            ops,
+        }
+    }
+    pub fn xz(records: Vec<u8>, ops: u32, filter: Filter) -> RawPart {
+        RawPart {
+            codec: Codec::Xz,
+            filter,
             records,
             ops,
         }
@@ -449,11 +503,13 @@ pub fn raw_update(
     seed: Option<&[u8; 32]>,
     tweak: impl FnOnce(&mut Superblock<'_>, &mut Vec<Vec<u8>>),
 ) -> Vec<u8> {
-    // Format version 2, as the writer writes files without patch records.
-    raw_update_version(2, from, to, timestamp, objects, parts, seed, tweak)
+    // The lowest version that carries the file, as the writer chooses: 2 without patch
+    // records, xz parts, filters or a window other than 32 KiB (0: decided after `tweak`).
+    raw_update_version(0, from, to, timestamp, objects, parts, seed, tweak)
 }
 
-/// [`raw_update`] with format version `version` in the header.
+/// [`raw_update`] with format version `version` in the header (0: 3 when the superblock
+/// needs it, else 2).
 #[allow(clippy::too_many_arguments)]
 pub fn raw_update_version(
     version: u16,
@@ -470,10 +526,14 @@ pub fn raw_update_version(
     for p in parts {
         let bytes = match p.codec {
             Codec::Deflate => miniz_oxide::deflate::compress_to_vec(&p.records, 6),
+            Codec::Xz => {
+                agent_core::write::xz_raw(&p.records, p.filter, RAW_DICTIONARY, 6).unwrap()
+            }
             _ => p.records.clone(),
         };
         let e = PartEntry {
             codec: p.codec,
+            filter: p.filter,
             size: bytes.len() as u32,
             uncompressed_size: p.records.len() as u32,
             ops: p.ops,
@@ -494,8 +554,23 @@ pub fn raw_update_version(
         objects,
         parts: entries,
         security_version: 0,
+        dictionary: if parts.iter().any(|p| p.codec == Codec::Xz) {
+            RAW_DICTIONARY
+        } else {
+            agent_core::wire::DEFLATE_DICTIONARY
+        },
     };
     tweak(&mut sb, &mut encoded);
+    let needs_v3 = sb.dictionary != agent_core::wire::DEFLATE_DICTIONARY
+        || sb
+            .parts
+            .iter()
+            .any(|p| p.codec == Codec::Xz || p.filter != Filter::None);
+    let version = match version {
+        0 if needs_v3 => 3,
+        0 => 2,
+        v => v,
+    };
     let mut head = vec![0u8; HEADER_LEN + 32 * 1024];
     let n = sb
         .emit_version(&mut head[HEADER_LEN..], version)
@@ -552,6 +627,7 @@ pub fn install_all(
     file: &[u8],
     policy: Policy<'_>,
 ) -> Result<Installed, InstallError<()>> {
-    let mut inst = Installer::new(policy);
+    lent!(win, xz);
+    let mut inst = Installer::new(policy, win).with_xz(xz);
     install_chunks(&mut inst, store, file, &[file.len().max(1)])
 }

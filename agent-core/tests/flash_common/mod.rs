@@ -332,7 +332,8 @@ pub fn public_key() -> [u8; 32] {
 
 /// A signed `.update` file to `to`: from scratch, or a delta from `from`, in parts of about
 /// 8 KiB so that files have several. A delta patches each new file from the source's image
-/// when the patch pays (the firmware image's always does).
+/// when the patch pays (the firmware image's always does). Deflate with a 32 KiB window, as an MCU's agent (built without xz;
+/// the C API's tests share these files) installs it.
 pub fn update_file(to: &Built, from: Option<&Built>) -> Vec<u8> {
     let mut w = UpdateWriter::new(
         "ecu/test/main",
@@ -342,7 +343,9 @@ pub fn update_file(to: &Built, from: Option<&Built>) -> Vec<u8> {
         "test",
         "test",
     )
-    .part_size(8 * 1024);
+    .part_size(8 * 1024)
+    .codec(agent_core::wire::Codec::Deflate)
+    .max_dictionary(32 * 1024);
     // A delta patches the new image from the old one (the source's `firmware.bin`, read from
     // the active slot), when that pays.
     let source = from.map(|f| object::file_object(0o644, 0, 0, &f.image));
@@ -386,7 +389,11 @@ pub fn install_above<S: Store>(
     floor: u64,
 ) -> Result<(ObjectId, u64), InstallError<S::Error>> {
     let keys = [public_key()];
-    let mut inst = Box::new(Installer::new(Policy::require(&keys).with_floor(floor)));
+    let mut win = window();
+    let mut inst = Box::new(Installer::new(
+        Policy::require(&keys).with_floor(floor),
+        &mut win,
+    ));
     for c in file.chunks(chunk) {
         let _ = inst.feed(s, c)?;
     }
@@ -530,4 +537,10 @@ pub fn commits() -> (Built, Built, Built) {
     }
     let v2 = build_sv(&t2, Some(v1.commit), "2", 4);
     (v0, v1, v2)
+}
+
+/// A window to lend the installer: 32 KiB for deflate and the header, 8 MiB of LZMA2
+/// dictionary (what `ecu-agent apply` lends; untouched pages cost nothing).
+pub fn window() -> Vec<u8> {
+    vec![0u8; agent_core::install::INFLATE_WINDOW + (8 << 20)]
 }

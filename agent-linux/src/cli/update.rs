@@ -53,11 +53,12 @@ pub struct WriterArgs {
     /// Sign the file with this ed25519 secret key (from `ecu-agent keygen`); unsigned without.
     #[arg(long, value_name = "K")]
     sign_key: Option<PathBuf>,
-    /// Target decoded size of a part in bytes (default 512 KiB); larger objects get a part of
-    /// their own.
+    /// Target decoded size of a part in bytes (default: 512 KiB for deflate, the dictionary
+    /// for xz); larger objects get a part of their own.
     #[arg(long, value_name = "BYTES")]
     part_size: Option<usize>,
-    /// Deflate level, 0 (fastest) to 10 (smallest); default 6.
+    /// Compression level: deflate's 0 (fastest) to 10 (smallest), or xz's preset 0 to 9;
+    /// default 6.
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(u8).range(0..=10))]
     compression: Option<u8>,
     /// Write every changed file whole. By default a delta writes a changed file as a binary
@@ -66,16 +67,49 @@ pub struct WriterArgs {
     /// agent that reads format version 3.
     #[arg(long)]
     no_patches: bool,
+    /// Codec of the parts: xz (LZMA2, with a BCJ filter for parts of x86, ARM, ARM-Thumb and
+    /// ARM64 executables; the smallest files) or deflate (for devices whose agent is built
+    /// without xz, such as MCU firmware). Parts that do not shrink are stored either way.
+    #[arg(long, value_enum, default_value_t = CodecArg::Xz)]
+    codec: CodecArg,
+    /// The largest window a device must lend to install the file, in bytes (at least 4096):
+    /// xz's LZMA2 dictionary is at most this, and deflate's back-references reach at most this
+    /// far (deflate never exceeds 32 KiB). The default, 8388608 (8 MiB), is what
+    /// `ecu-agent apply` lends; an MCU that lends 8 KiB needs `--codec deflate
+    /// --max-dictionary 8192`.
+    #[arg(long, value_name = "BYTES", default_value_t = u64::from(agent_core::write::DEFAULT_MAX_DICTIONARY))]
+    max_dictionary: u64,
+}
+
+/// `--codec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CodecArg {
+    /// LZMA2 (format version 3).
+    Xz,
+    /// Raw deflate.
+    Deflate,
 }
 
 impl WriterArgs {
     fn options(&self) -> anyhow::Result<GenerateOptions> {
         let sign_key = self.sign_key.as_deref().map(keys::read_key).transpose()?;
+        if self.max_dictionary < u64::from(agent_core::wire::MIN_DICTIONARY) {
+            bail!(
+                "--max-dictionary {} is too small: every codec needs at least {} bytes",
+                self.max_dictionary,
+                agent_core::wire::MIN_DICTIONARY
+            );
+        }
         Ok(GenerateOptions {
             sign_key,
             part_size: self.part_size,
             compression: self.compression,
             no_patches: self.no_patches,
+            codec: match self.codec {
+                CodecArg::Xz => agent_core::wire::Codec::Xz,
+                CodecArg::Deflate => agent_core::wire::Codec::Deflate,
+            },
+            max_dictionary: Some(self.max_dictionary),
         })
     }
 }

@@ -7,7 +7,7 @@
 use core::mem::MaybeUninit;
 use core::ptr::addr_of_mut;
 
-use agent_core::install::{InstallError, Installer, Policy};
+use agent_core::install::{InstallError, Installer, Policy, INFLATE_WINDOW};
 use agent_core::object::ObjectId;
 use agent_core::store::flash::model::NorModel;
 use agent_core::store::flash::{FlashLayout, FlashSlot, FlashStore};
@@ -38,8 +38,11 @@ static KEYS: [[u8; 32]; 1] = [hex32(include_str!("../test-key.pub"))];
 /// agent's RAM. Erased (all 0xFF) at start.
 #[link_section = ".norsim"]
 static mut NORSIM: [u8; DEVICE] = [0xFF; DEVICE];
-/// The installer: about 47 KiB, constructed once (see `run`).
+/// The installer: about 15 KiB without its window, constructed once (see `run`).
 static mut INSTALLER: MaybeUninit<Installer<'static>> = MaybeUninit::uninit();
+/// The window lent to the installer: deflate's 32 KiB (the agent's RAM, lent rather than
+/// built in; the updates here are written with a 32 KiB dictionary).
+static mut WINDOW: [u8; INFLATE_WINDOW] = [0; INFLATE_WINDOW];
 /// The flash store: about 1.2 KiB, constructed once.
 static mut STORE: MaybeUninit<FlashStore<Nor>> = MaybeUninit::uninit();
 /// The transport's receive buffer (firmware's, not the agent's).
@@ -332,7 +335,9 @@ fn construct(
     &'static mut Installer<'static>,
     &'static mut FlashStore<Nor>,
 )> {
-    let inst = unsafe { (*addr_of_mut!(INSTALLER)).write(Installer::new(Policy::require(&KEYS))) };
+    let window: &'static mut [u8] = unsafe { &mut *addr_of_mut!(WINDOW) };
+    let inst =
+        unsafe { (*addr_of_mut!(INSTALLER)).write(Installer::new(Policy::require(&KEYS), window)) };
     match FlashStore::new(nor, LAYOUT, FlashSlot::A) {
         Ok(s) => Some((inst, unsafe { (*addr_of_mut!(STORE)).write(s) })),
         Err(e) => {
@@ -366,8 +371,9 @@ pub fn run(block: usize) -> bool {
         total_stack: 0,
     };
     say!(
-        "installer-ram: Installer {} + FlashStore {} bytes",
+        "installer-ram: Installer {} + window {} + FlashStore {} bytes",
         core::mem::size_of::<Installer>() as u32,
+        INFLATE_WINDOW as u32,
         core::mem::size_of::<FlashStore<Nor>>() as u32
     );
     // (label, file, image expected in the booted slot, installs, refused by the floor)

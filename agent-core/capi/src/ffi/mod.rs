@@ -12,7 +12,7 @@ mod store;
 
 use core::ffi::{c_char, c_void};
 
-use agent_core::install::Checkpoint;
+use agent_core::install::{Checkpoint, INFLATE_WINDOW};
 use agent_core::store::flash::{FlashLayout, FlashSlot, FlashStore};
 use agent_core::Policy;
 
@@ -106,7 +106,7 @@ pub unsafe extern "C" fn ecu_update_init(
     if mem.is_null() || out.is_null() {
         return ECU_UPDATE_E_ARGUMENT;
     }
-    if len < core::mem::size_of::<Session>()
+    if len < core::mem::size_of::<Session>() + INFLATE_WINDOW
         || len < crate::ECU_UPDATE_MEM_SIZE
         || !(mem as usize).is_multiple_of(crate::ECU_UPDATE_MEM_ALIGN)
     {
@@ -114,9 +114,15 @@ pub unsafe extern "C" fn ecu_update_init(
     }
     let p = mem.cast::<Session>();
     guard!({
-        // SAFETY: `mem` is valid for `len` >= size_of::<Session>() bytes and aligned.
+        // SAFETY: `mem` is valid for `len` >= size_of::<Session>() + INFLATE_WINDOW bytes and
+        // aligned: the handle first, the installer's window (deflate's 32 KiB) right after
+        // it, both within the lent memory and apart from each other.
         unsafe {
-            p.write(Session::new());
+            let window = core::slice::from_raw_parts_mut(
+                mem.cast::<u8>().add(core::mem::size_of::<Session>()),
+                INFLATE_WINDOW,
+            );
+            p.write(Session::new(window));
             out.write(p.cast());
         }
         ECU_UPDATE_OK
