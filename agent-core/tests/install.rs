@@ -16,6 +16,11 @@ fn installer_fits_its_budget() {
         size <= INSTALLER_SIZE_BUDGET,
         "{size} > {INSTALLER_SIZE_BUDGET}"
     );
+    // With the window it is lent.
+    assert!(
+        size + agent_core::install::INFLATE_WINDOW <= INSTALLER_SIZE_BUDGET,
+        "{size} + 32 KiB > {INSTALLER_SIZE_BUDGET}"
+    );
 }
 
 #[test]
