@@ -61,6 +61,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let rest = &args[1..];
+    // `cargo xtask bench --help` must explain, not start a benchmark.
+    if rest.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let result = match task.as_str() {
         "demo" => demo::run(rest),
         "test" => test::run(rest),
