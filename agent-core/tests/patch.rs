@@ -118,7 +118,17 @@ fn a_patched_delta_round_trips_and_is_much_smaller() {
         "a file with patch records is format 3"
     );
     let plain = write_update(&c.v2, Some(c.v1.commit), Some(&SEED), 16 * 1024);
-    assert_eq!(plain[8..10], [2, 0], "a file without them stays format 2");
+    assert_eq!(
+        plain[8..10],
+        [3, 0],
+        "xz parts (the default codec) are format 3"
+    );
+    let plain_deflate = write_update_deflate(&c.v2, Some(c.v1.commit), Some(&SEED), 16 * 1024);
+    assert_eq!(
+        plain_deflate[8..10],
+        [2, 0],
+        "a deflate file without patch records stays format 2"
+    );
     assert!(
         delta.len() * 5 < plain.len(),
         "patched {} vs written {}",

@@ -303,6 +303,25 @@ pub fn write_update_codec(
     write_update_with(built, from, seed, part_size, v, Some(codec), &|_, _| None)
 }
 
+/// [`write_update`] with deflate parts and the format version the writer picks (2 when nothing
+/// needs 3: no patch records, no xz, the 32 KiB window).
+pub fn write_update_deflate(
+    built: &Built,
+    from: Option<ObjectId>,
+    seed: Option<&[u8; 32]>,
+    part_size: usize,
+) -> Vec<u8> {
+    write_update_with(
+        built,
+        from,
+        seed,
+        part_size,
+        None,
+        Some(Codec::Deflate),
+        &|_, _| None,
+    )
+}
+
 /// The source object of a patch and the patch, for a written object (its id and bytes).
 pub type PatchFor<'a> = dyn Fn(&ObjectId, &[u8]) -> Option<(ObjectId, Vec<u8>)> + 'a;
 
