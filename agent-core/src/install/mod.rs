@@ -76,7 +76,7 @@ pub const PATCH_WINDOW: usize = 128;
 /// The most memory an [`Installer`] may take with the [`INFLATE_WINDOW`] it is lent
 /// (`size_of::<Installer>() + INFLATE_WINDOW`), checked at compile time on every target, with
 /// or without the `xz` feature (which adds 88 bytes: the part table's xz and filter bytes, the
-/// lent decoder's pointer; the decoder itself is lent, [`XzDecoder`]): 48 KiB. Measured:
+/// lent decoder's pointer; the decoder itself is lent, `XzDecoder` (feature `xz`)): 48 KiB. Measured:
 /// 15,216 + 32,768 bytes on `thumbv7em-none-eabihf` without `xz` (`cargo xtask size` prints the
 /// installer without the window). On a 32-bit target `size_of::<Installer>()` is made of
 ///
@@ -350,7 +350,7 @@ impl Meta {
 ///
 /// The window ([`Installer::new`]) holds the header and superblock, then serves as deflate's
 /// window; with the `xz` feature an LZMA2 decoder and its dictionary are lent too
-/// ([`Installer::with_xz`]). A file that needs more than was lent is refused before anything
+/// (`Installer::with_xz`, feature `xz`). A file that needs more than was lent is refused before anything
 /// reaches the store ([`InstallError::DictionaryTooLarge`], [`InstallError::WindowTooSmall`]).
 pub struct Installer<'k> {
     policy: Policy<'k>,
@@ -405,7 +405,7 @@ impl<'k> Installer<'k> {
     /// serve as deflate's window (more is unused). Lend [`INFLATE_WINDOW`] bytes to install any
     /// deflate file; a small MCU may lend less (8 KiB) and install files generated with
     /// `--max-dictionary` no larger. With the `xz` feature, lend an LZMA2 decoder and its
-    /// dictionary too ([`Installer::with_xz`]).
+    /// dictionary too (`Installer::with_xz`, feature `xz`).
     ///
     /// This builds the 10.5 KB decompressor by value; on a small stack, construct it once
     /// into a `static` and use [`Installer::reset`] afterwards.
