@@ -721,6 +721,14 @@ impl Scheme {
                     slot.tries_left = u8::from(ok && !tried);
                     slot.successful = false;
                 }
+                // A lone bootable slot is first whatever its place in ORDER (a slot marked bad
+                // before it never boots), so the decoded state does not depend on where the
+                // bad slot was listed (found by fuzz/bootenv_parse: decode/encode/decode).
+                let [a, b] = [st.slot(Slot::A).priority, st.slot(Slot::B).priority];
+                if (a == 0) != (b == 0) {
+                    let lone = if a == 0 { Slot::B } else { Slot::A };
+                    st.slot_mut(lone).priority = 2;
+                }
                 st.rules = BootRules::RaucGrub;
                 st.normalize();
             }
