@@ -380,20 +380,18 @@ fn rauc_uboot_boots(v: &[u8]) -> Option<u32> {
 }
 
 /// The `BOOT_x_LEFT` value that gives exactly `n` boots: the digit for 0-9 (what RAUC and the
-/// script write), else the smallest hex value that does.
-fn rauc_uboot_left(n: u8, var: &'static str) -> Result<Value, SchemeError> {
+/// script write), else the smallest two-digit hex value that does (10-144 boots: "9f" gives
+/// 0x9f - 0xf, then "f" reads as 0), else `0xff + n` (145-255 boots: "1xy" reads as a positive
+/// decimal down to "100", then "ff" reads as 0). Every count [`rauc_uboot_tries`] decodes is
+/// written, so decode, encode and decode again give the same state.
+fn rauc_uboot_left(n: u8) -> Value {
     if n <= 9 {
-        return Ok(Value::dec(n.into()));
+        return Value::dec(n.into());
     }
-    (0x10..=0xffu32)
+    (0x10..=0x9fu32)
         .map(Value::hex)
         .find(|v| rauc_uboot_boots(v.as_bytes()) == Some(n.into()))
-        .ok_or(SchemeError::OutOfRange {
-            var,
-            value: n.into(),
-            // "9f": 0x9f - 0xf boots, then "f" reads as 0
-            max: 0x9f - 0xf,
-        })
+        .unwrap_or(Value::hex(0xff + u32::from(n)))
 }
 
 /// RAUC's `BOOT_x_LEFT` as tries: missing or empty is 3 (`contrib/uboot.sh` lines 2-3), else
@@ -799,7 +797,7 @@ impl Scheme {
                         slot.tries_left
                     };
                     let var = rauc::BOOT_LEFT[s.index()];
-                    out.set_value(var, rauc_uboot_left(left, var)?)?;
+                    out.set_value(var, rauc_uboot_left(left))?;
                 }
             }
             Scheme::Rauc(_) => {
@@ -1124,11 +1122,13 @@ mod test {
             Err(SchemeError::NotANumber { var: "BOOT_A_LEFT" })
         );
         // every count the model can hold is written as a value giving exactly that many boots
-        for n in 0..=(0x9f - 0xf) as u8 {
-            let v = rauc_uboot_left(n, "BOOT_A_LEFT").unwrap();
+        // (found by fuzz/bootenv_parse: "1E9UN" decodes as 234 boots, which must encode)
+        for n in 0..=u8::MAX {
+            let v = rauc_uboot_left(n);
             assert_eq!(rauc_uboot_boots(v.as_bytes()), Some(n.into()), "{n}");
         }
-        assert!(rauc_uboot_left(0x9f - 0xe, "BOOT_A_LEFT").is_err());
+        assert_eq!(tries("1E9UN"), Ok(234));
+        assert_eq!(rauc_uboot_left(145).as_bytes(), b"190");
         // B's "a" is no try: the script boots A
         let env = pairs(&[
             ("BOOT_ORDER", "B A"),
