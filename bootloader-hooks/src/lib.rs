@@ -6,16 +6,25 @@
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+// Unsafe code only in the C ABI module (`ffi`); every other module forbids it outright.
 #[macro_use]
+#[forbid(unsafe_code)]
 mod fmt;
 
+#[forbid(unsafe_code)]
 pub mod flash_record;
+#[forbid(unsafe_code)]
 pub mod grub_env;
 #[cfg(feature = "embedded-storage")]
+#[forbid(unsafe_code)]
 pub mod nor_record;
+#[forbid(unsafe_code)]
 pub mod scheme;
+#[forbid(unsafe_code)]
 pub mod state;
+#[forbid(unsafe_code)]
 pub mod uboot_env;
+#[forbid(unsafe_code)]
 pub mod vars;
 
 #[allow(unsafe_code)]
