@@ -12,6 +12,8 @@
 //! - [`apply`]: an `.update` stream into a repository through `agent_core::install::Installer`.
 //! - [`checkout`]: a commit's tree into a directory, never writing outside it.
 //! - [`keys`]: ed25519 key files.
+//! - [`index`]: the signed index of a published folder (`docs/PUBLISH.md`).
+//! - [`upgrade`]: taking the update that fits from a published folder, a directory or HTTP(S).
 //! - [`fsmeta`]: xattrs, modes and owners on Linux.
 //! - [`deploy`]: A/B deployments in a sysroot: install, stage, mark-good, rollback, status,
 //!   cleanup, a simulated boot, and a check of a deployment against its commit.
@@ -31,6 +33,7 @@ pub mod fsmeta;
 pub mod fsops;
 pub mod generate;
 pub mod health;
+pub mod index;
 pub mod inspect;
 pub mod keys;
 pub mod repo;
@@ -39,5 +42,6 @@ pub mod store;
 pub mod sysroot;
 pub mod text;
 pub mod tree;
+pub mod upgrade;
 
 pub use repo::{CommitInfo, CommitMeta, Repo, RepoError, TreeRoot};

@@ -19,7 +19,7 @@ fn parse_slot(s: &str) -> Result<Slot, String> {
 pub struct SysrootOpts {
     /// The sysroot (holds `repo/`, `deploy/`, `boot/`, `agent.conf`; see docs/SYSROOT.md).
     #[arg(long, value_name = "S")]
-    sysroot: PathBuf,
+    pub(super) sysroot: PathBuf,
     /// The booted slot, instead of `ECU_AGENT_BOOTED_SLOT`, the kernel command line
     /// (`ecu.slot=`, `rauc.slot=`, or `root=` mapped to a slot by agent.conf's
     /// `slot-a-root`/`slot-b-root`, Mender's /dev/mmcblk0p2 and p3 by default with scheme
@@ -29,11 +29,11 @@ pub struct SysrootOpts {
     booted_slot: Option<Slot>,
     /// Print the result as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 impl SysrootOpts {
-    fn options(&self, tries: Option<u8>) -> Options {
+    pub(super) fn options(&self, tries: Option<u8>) -> Options {
         Options {
             booted: self.booted_slot,
             tries,
@@ -176,7 +176,7 @@ pub fn deploy(a: DeployArgs) -> anyhow::Result<()> {
 
 /// What `install` and `deploy` print: the report as JSON, or one line saying what the next
 /// boot will do.
-fn print_staged(r: &StageReport, json: bool) -> anyhow::Result<()> {
+pub(super) fn print_staged(r: &StageReport, json: bool) -> anyhow::Result<()> {
     if json {
         return output::json(r);
     }

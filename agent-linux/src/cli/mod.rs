@@ -15,13 +15,14 @@ mod deploy;
 mod device;
 mod output;
 mod update;
+mod upgrade;
 
 /// Offline OTA updates for ECUs: build commits from directory trees, generate `.update` files
 /// (from scratch or deltas) and install them on a device.
 ///
 /// Build side: `init`, `commit`, `refs`, `log`, `fsck`, `keygen`, `delta generate`, `generate-deltas`.
 /// Device side: `delta show`, `apply-offline`, `checkout`, `bootenv`.
-/// A/B deployments: `install`, `deploy`, `status`, `mark-good`, `health-check`, `rollback`, `cleanup`,
+/// A/B deployments: `install`, `upgrade`, `deploy`, `status`, `mark-good`, `health-check`, `rollback`, `cleanup`,
 /// `simulate-boot`, `verify`, `repair-env`.
 #[derive(Debug, Parser)]
 #[command(name = "ecu-agent", version, max_term_width = 100)]
@@ -54,7 +55,9 @@ enum Command {
         cmd: update::DeltaCommand,
     },
     /// For the newest commit of every ref, write a from-scratch update and deltas from the
-    /// previous commits, and print each file with its size.
+    /// previous commits, and print each file with its size; then the folder's signed index
+    /// (`updates.index`: ref, from, to, version, security version, size and SHA-256 of each
+    /// file) that `upgrade --from` reads. Serve the folder as static files from anywhere.
     GenerateDeltas(update::GenerateDeltasArgs),
     /// Install an `.update` file (or standard input) into a sysroot's repository.
     ApplyOffline(update::ApplyArgs),
@@ -74,6 +77,14 @@ enum Command {
     /// (agent.conf `env-default = FILE`, e.g. `fw_printenv` output of a booted board), or
     /// refused without one.
     Install(deploy::InstallArgs),
+    /// Take the update that fits from a published folder (written by `generate-deltas`) on a
+    /// path or an http(s):// URL: the index is verified (signature under the device's keys,
+    /// serial, expiry), the delta from the booted commit is taken when the index has one,
+    /// else the from-scratch file, and it is installed and staged as `install` does. The
+    /// file streams into the installer (no temporary copy); its size and SHA-256 must be the
+    /// index's; an interrupted download resumes with a Range request from the last verified
+    /// part. `--check` only says what would be taken.
+    Upgrade(upgrade::UpgradeArgs),
     /// Stage a commit that is already in the sysroot's repository for the next boot.
     Deploy(deploy::DeployArgs),
     /// Show the deployments, which one is booted (●), which one the next boot takes, tries
@@ -109,7 +120,8 @@ enum Command {
 
 /// Runs the command line and maps the outcome to an exit code: 0 on success (and when
 /// stdout is a closed pipe), 1 on failure with the error and its causes on stderr, 2 for
-/// usage errors (by clap), 3 when `health-check` rolled back and a reboot is needed.
+/// usage errors (by clap), 3 when `health-check` rolled back and a reboot is needed, 77 when
+/// `upgrade --check` finds nothing to take.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     output::init_logger(cli.verbose);
@@ -118,6 +130,9 @@ pub fn main() -> ExitCode {
         Err(err) => {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
+            }
+            if err.downcast_ref::<upgrade::NoUpdate>().is_some() {
+                return ExitCode::from(upgrade::EXIT_NO_UPDATE);
             }
             if let Some(r) = err.downcast_ref::<deploy::RebootNeeded>() {
                 let _ = writeln!(io::stderr(), "reboot needed: {}", esc(&r.0));
@@ -156,6 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Checkout(a) => device::checkout(a),
         Command::Bootenv { cmd } => crate::bootenv::run(cmd),
         Command::Install(a) => deploy::install(a),
+        Command::Upgrade(a) => upgrade::upgrade(a),
         Command::Deploy(a) => deploy::deploy(a),
         Command::Status(a) => deploy::status(a),
         Command::MarkGood(a) => deploy::mark_good(a),

@@ -279,6 +279,17 @@ pub struct GenerateDeltasArgs {
     depth: usize,
     #[command(flatten)]
     writer: WriterArgs,
+    /// The serial of the index written beside the files (`updates.index`, signed with
+    /// --sign-key; docs/PUBLISH.md). A device refuses an index whose serial is below one it
+    /// accepted before. Default: the current time in seconds since 1970, or one more than
+    /// the serial of the index already in --out when that is larger.
+    #[arg(long, value_name = "N")]
+    index_serial: Option<u64>,
+    /// Devices refuse the index this many seconds after it was written (a mirror that
+    /// stopped updating, "freezing" devices on old software, is then noticed). Default:
+    /// it never expires. Publish again before it runs out.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    index_valid_for: Option<u64>,
     /// Print the files as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -295,6 +306,15 @@ pub fn generate_deltas(a: GenerateDeltasArgs) -> anyhow::Result<()> {
     })
     .with_context(|| format!("cannot generate updates into {}", a.out.display()))?;
     progress.finish();
+    let index = agent_linux::index::publish(
+        &repo,
+        &a.out,
+        &files,
+        opts.sign_key.as_ref(),
+        a.index_serial,
+        a.index_valid_for,
+    )
+    .with_context(|| format!("cannot write the index of {}", a.out.display()))?;
     if a.json {
         return output::json(&files);
     }
@@ -303,7 +323,17 @@ pub fn generate_deltas(a: GenerateDeltasArgs) -> anyhow::Result<()> {
         s.push_str(&format!("{} {}\n", f.path.display(), f.summary.bytes));
     }
     output::out(&s)?;
-    eprintln!("{} files", files.len());
+    eprintln!(
+        "{} files; index {} (serial {}, {})",
+        files.len(),
+        a.out.join(agent_linux::index::INDEX_FILE).display(),
+        index.serial,
+        if opts.sign_key.is_some() {
+            "signed"
+        } else {
+            "UNSIGNED: devices that require signatures refuse it"
+        }
+    );
     Ok(())
 }
 
