@@ -353,6 +353,8 @@ fn build_generate_apply_checkout() {
         expected.push(format!("ecu-armv7-main-{from}-{}.update", ids[4]));
     }
     expected.push(format!("ecu-other-{other_id}.update"));
+    // And the folder's signed index (docs/PUBLISH.md).
+    expected.push("updates.index".to_string());
     expected.sort();
     let mut names: Vec<String> = fs::read_dir(&out)
         .unwrap()
