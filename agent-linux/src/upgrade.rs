@@ -772,7 +772,15 @@ impl Read for Checked<'_> {
         let want = buf
             .len()
             .min((size - self.pos).min(usize::MAX as u64) as usize);
-        let n = self.inner.read(&mut buf[..want])?;
+        let n = self.inner.read(&mut buf[..want]).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "the transfer broke off after {} of {size} bytes: {e}",
+                    self.pos
+                ),
+            )
+        })?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -28,6 +28,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("grub-common", "grub-editenv"),
     // agent-linux/tests/health_check.rs verifies the shipped units with systemd's verifier.
     ("systemd", "systemd-analyze"),
+    // agent-linux/tests/upgrade_http.rs and `cargo xtask demo` serve a published folder.
+    ("nginx", "/usr/sbin/nginx"),
     ("grub-emu", "grub-emu"),
     ("dosfstools", "mkfs.vfat"),
     ("mtools", "mcopy"),
