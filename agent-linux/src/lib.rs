@@ -14,6 +14,7 @@
 //! - [`keys`]: ed25519 key files.
 //! - [`index`]: the signed index of a published folder (`docs/PUBLISH.md`).
 //! - [`upgrade`]: taking the update that fits from a published folder, a directory or HTTP(S).
+//! - [`progress`]: progress of a command feeding an update: a bar on a terminal, JSON lines.
 //! - [`fsmeta`]: xattrs, modes and owners on Linux.
 //! - [`deploy`]: A/B deployments in a sysroot: install, stage, mark-good, rollback, status,
 //!   cleanup, a simulated boot, and a check of a deployment against its commit.
@@ -36,6 +37,7 @@ pub mod health;
 pub mod index;
 pub mod inspect;
 pub mod keys;
+pub mod progress;
 pub mod repo;
 pub mod resume;
 pub mod store;

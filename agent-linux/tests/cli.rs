@@ -152,6 +152,7 @@ fn help_of_every_command_explains_its_options() {
                 "--sysroot",
                 "--trusted-key",
                 "--json",
+                "--json-progress",
             ],
         ),
         (
@@ -186,6 +187,7 @@ fn help_of_every_command_explains_its_options() {
                 "FILE",
                 "standard input",
                 "--json",
+                "--json-progress",
             ],
         ),
         (
@@ -197,6 +199,7 @@ fn help_of_every_command_explains_its_options() {
                 "--rebase",
                 "--tries",
                 "--json",
+                "--json-progress",
             ],
         ),
         (&["checkout"], &["--sysroot", "COMMIT", "DIR", "--hardlink"]),

@@ -7,8 +7,9 @@ use agent_linux::deploy::{self, Deployer, Options, StageReport, Status};
 use anyhow::{bail, Context};
 use bootloader_hooks::Slot;
 
-use super::output::{self, format_utc, human_bytes, Progress};
-use super::{esc, open_source, warn_unsigned, TrustArgs};
+use super::output::{self, format_utc, human_bytes};
+use super::{esc, open_source, warn_unsigned, ProgressArgs, TrustArgs};
+use agent_linux::progress::Phase;
 
 fn parse_slot(s: &str) -> Result<Slot, String> {
     deploy::parse_slot(s).ok_or_else(|| format!("{s:?} is not a slot; give A or B"))
@@ -69,6 +70,8 @@ pub struct InstallArgs {
     /// byte (an interrupted install prints where).
     #[arg(long, value_name = "BYTE")]
     resume_from_offset: Option<u64>,
+    #[command(flatten)]
+    progress: ProgressArgs,
 }
 
 /// Arguments of `ecu-agent deploy`.
@@ -148,15 +151,25 @@ pub fn install(a: InstallArgs) -> anyhow::Result<()> {
         return Err(agent_linux::apply::ApplyError::NoTrustedKeys)
             .with_context(|| format!("cannot install {}", a.file.display()));
     }
-    let d = Deployer::open_or_create(&a.s.sysroot, &a.s.options(a.tries))?;
-    let mut source = open_source(&a.file)?;
-    let input = source.input(a.resume_from_offset)?;
-    let mut progress = Progress::new();
-    let res = d.install_from(input, &opts, &mut |p| {
-        progress.update(|| format!("installing: {}", human_bytes(p.bytes)))
-    });
-    progress.finish();
-    let r = res.with_context(|| format!("cannot install {}", a.file.display()))?;
+    let mut rep = a.progress.reporter("install", &a.file);
+    let res = (|| {
+        let d = Deployer::open_or_create(&a.s.sysroot, &a.s.options(a.tries))?;
+        let mut source = open_source(&a.file)?;
+        if let Some(n) = source.len() {
+            rep.set_total(n);
+        }
+        let input = source.input(a.resume_from_offset)?;
+        d.install_from(input, &opts, &mut |p| {
+            rep.install(p);
+            if p.done {
+                // Then the commit is recorded, checked out and staged.
+                rep.set_phase(Phase::Deploying);
+            }
+        })
+        .with_context(|| format!("cannot install {}", a.file.display()))
+    })();
+    let commit = |r: &StageReport| r.applied.as_ref().map(|ap| ap.commit.clone());
+    let r = rep.end(res, commit)?;
     if let Some(applied) = &r.applied {
         warn_unsigned(applied);
     }

@@ -232,7 +232,27 @@ fn warn_unsigned(applied: &agent_linux::apply::Applied) {
     }
 }
 
-/// The `.update` file argument opened for reading: standard input for `-`.
+/// `--json-progress`, taken by every command that feeds an update file (`install`,
+/// `apply-offline`, `delta show`).
+#[derive(Debug, clap::Args)]
+pub struct ProgressArgs {
+    /// Report progress for programs: one JSON object per line on stderr (stdout keeps the
+    /// result), `{"event":"start",...}` first, then `{"event":"progress","phase":...,"bytes":N,
+    /// "total":N,"parts_done":N,...}` at most ten a second, and last `{"event":"done",...}` or
+    /// `{"event":"error","message":...}` (schema in the README). Without it, a progress bar is
+    /// shown when stderr is a terminal, and nothing otherwise.
+    #[arg(long)]
+    json_progress: bool,
+}
+
+impl ProgressArgs {
+    /// The progress of `command` feeding `file`.
+    pub fn reporter(&self, command: &str, file: &Path) -> agent_linux::progress::Reporter {
+        let mode = agent_linux::progress::Mode::detect(self.json_progress);
+        agent_linux::progress::Reporter::new(mode, command, &file.to_string_lossy())
+    }
+}
+
 /// An update to install: a file (seekable: a resumed install seeks over the verified parts)
 /// or standard input.
 enum UpdateSource {
@@ -241,6 +261,14 @@ enum UpdateSource {
 }
 
 impl UpdateSource {
+    /// The file's length (not known for standard input).
+    fn len(&self) -> Option<u64> {
+        match self {
+            UpdateSource::File(f) => f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len()),
+            UpdateSource::Stdin(_) => None,
+        }
+    }
+
     /// The installer's input; `resume_from` is where standard input starts in the file.
     fn input(&mut self, resume_from: Option<u64>) -> anyhow::Result<agent_linux::apply::Input<'_>> {
         Ok(match self {

@@ -10,7 +10,8 @@ use agent_linux::{apply, deploy, inspect, keys};
 use anyhow::{bail, Context};
 
 use super::output::{self, human_bytes, Progress};
-use super::{esc, open_source, warn_unsigned, RepoArg, TrustArgs};
+use super::{esc, open_source, warn_unsigned, ProgressArgs, RepoArg, TrustArgs};
+use agent_linux::progress::Phase;
 
 /// `ecu-agent delta ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -45,6 +46,8 @@ pub struct DeltaShowArgs {
     /// and `signature` with `algorithm`, `verified`, `key`, `revoked`, `keys_checked`).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    progress: ProgressArgs,
 }
 
 /// Options shared by the generating commands.
@@ -163,13 +166,21 @@ fn delta_show(a: DeltaShowArgs) -> anyhow::Result<()> {
             trusted.push(k);
         }
     }
-    let mut source = open_source(&a.file)?;
-    let read: &mut dyn std::io::Read = match &mut source {
-        super::UpdateSource::File(f) => f,
-        super::UpdateSource::Stdin(s) => s,
-    };
-    let s = inspect::inspect(read, &trusted, &revoked)
-        .with_context(|| format!("cannot show {}", a.file.display()))?;
+    let mut rep = a.progress.reporter("delta show", &a.file);
+    let res = (|| {
+        let mut source = open_source(&a.file)?;
+        if let Some(n) = source.len() {
+            rep.set_total(n);
+        }
+        rep.set_phase(Phase::Verifying);
+        let read: &mut dyn std::io::Read = match &mut source {
+            super::UpdateSource::File(f) => f,
+            super::UpdateSource::Stdin(s) => s,
+        };
+        inspect::inspect(&mut rep.reader(read), &trusted, &revoked)
+            .with_context(|| format!("cannot show {}", a.file.display()))
+    })();
+    let s = rep.end(res, |_| None)?;
     if a.json {
         return output::json(&s);
     }
@@ -360,6 +371,8 @@ pub struct ApplyArgs {
     /// Print what was installed as JSON on stdout (`resumed_from`: where it resumed, or null).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    progress: ProgressArgs,
 }
 
 pub fn apply_offline(a: ApplyArgs) -> anyhow::Result<()> {
@@ -371,28 +384,20 @@ pub fn apply_offline(a: ApplyArgs) -> anyhow::Result<()> {
         return Err(apply::ApplyError::NoTrustedKeys)
             .with_context(|| format!("cannot install {}", a.file.display()));
     }
-    let mut source = open_source(&a.file)?;
-    let input = source.input(a.resume_from_offset)?;
-    let sysroot = Sysroot::open_or_create(&a.sysroot)?;
-    let mut progress = Progress::new();
-    let res = apply::apply_from(sysroot.repo(), input, &trust, &mut |p| {
-        progress.update(|| match p.bytes_total {
-            Some(t) if t > 0 => format!(
-                "installing: {} of {} ({}%), {}/{} objects",
-                human_bytes(p.bytes),
-                human_bytes(t),
-                p.bytes * 100 / t,
-                p.objects,
-                p.objects_total
-            ),
-            _ => format!("installing: {}", human_bytes(p.bytes)),
-        })
-    });
-    progress.finish();
-    let applied = match res {
-        Ok(a) => a,
-        Err(e) => bail!("cannot install {}: {e}", a.file.display()),
-    };
+    let mut rep = a.progress.reporter("apply-offline", &a.file);
+    let res = (|| {
+        let mut source = open_source(&a.file)?;
+        if let Some(n) = source.len() {
+            rep.set_total(n);
+        }
+        let input = source.input(a.resume_from_offset)?;
+        let sysroot = Sysroot::open_or_create(&a.sysroot)?;
+        match apply::apply_from(sysroot.repo(), input, &trust, &mut |p| rep.install(p)) {
+            Ok(a) => Ok(a),
+            Err(e) => bail!("cannot install {}: {e}", a.file.display()),
+        }
+    })();
+    let applied = rep.end(res, |ap| Some(ap.commit.clone()))?;
     warn_unsigned(&applied);
     if a.json {
         return output::json(&applied);
