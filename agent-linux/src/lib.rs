@@ -15,6 +15,7 @@
 //! - [`index`]: the signed index of a published folder (`docs/PUBLISH.md`).
 //! - [`upgrade`]: taking the update that fits from a published folder, a directory or HTTP(S).
 //! - [`progress`]: progress of a command feeding an update: a bar on a terminal, JSON lines.
+//! - [`ostree_import`]: commits of an OSTree repository (archive, bare-user, bare) imported as ours.
 //! - [`fsmeta`]: xattrs, modes and owners on Linux.
 //! - [`deploy`]: A/B deployments in a sysroot: install, stage, mark-good, rollback, status,
 //!   cleanup, a simulated boot, and a check of a deployment against its commit.
@@ -37,6 +38,7 @@ pub mod health;
 pub mod index;
 pub mod inspect;
 pub mod keys;
+pub mod ostree_import;
 pub mod progress;
 pub mod repo;
 pub mod resume;

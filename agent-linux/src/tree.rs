@@ -375,7 +375,7 @@ fn hash_stream(
 }
 
 /// A file object's canonical metadata: header, target, xattr block.
-fn file_meta(
+pub(crate) fn file_meta(
     path: &Path,
     mode: u32,
     uid: u32,
@@ -414,7 +414,7 @@ fn file_meta(
     Ok(meta)
 }
 
-fn write_symlink(
+pub(crate) fn write_symlink(
     txn: &mut Transaction<'_>,
     path: &Path,
     target: &[u8],
@@ -465,14 +465,14 @@ fn write_small_file(
     Ok(id)
 }
 
-enum Node {
+pub(crate) enum Node {
     File(ObjectId),
     Dir { tree: ObjectId, meta: ObjectId },
 }
 
 /// Encodes and writes a dirtree. Entries must be sorted; names are validated here, so a
 /// tree that a filesystem could never hold (`..`, `a/b`, a NUL) is refused.
-fn write_dirtree(
+pub(crate) fn write_dirtree(
     txn: &mut Transaction<'_>,
     dir: &Path,
     entries: &[(Vec<u8>, Node)],
@@ -513,7 +513,7 @@ fn write_dirtree(
     Ok(id)
 }
 
-fn write_dirmeta(
+pub(crate) fn write_dirmeta(
     txn: &mut Transaction<'_>,
     path: &Path,
     perm: u32,

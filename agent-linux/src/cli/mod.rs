@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 mod build;
 mod deploy;
 mod device;
+mod ostree;
 mod output;
 mod update;
 mod upgrade;
@@ -20,7 +21,8 @@ mod upgrade;
 /// Offline OTA updates for ECUs: build commits from directory trees, generate `.update` files
 /// (from scratch or deltas) and install them on a device.
 ///
-/// Build side: `init`, `commit`, `refs`, `log`, `fsck`, `keygen`, `delta generate`, `generate-deltas`.
+/// Build side: `init`, `commit`, `import-ostree`, `refs`, `log`, `fsck`, `keygen`, `delta generate`,
+/// `generate-deltas`.
 /// Device side: `delta show`, `apply-offline`, `checkout`, `bootenv`.
 /// A/B deployments: `install`, `upgrade`, `deploy`, `status`, `mark-good`, `health-check`, `rollback`, `cleanup`,
 /// `simulate-boot`, `verify`, `repair-env`.
@@ -41,6 +43,11 @@ enum Command {
     Init(build::InitArgs),
     /// Record a directory tree as a new commit on a ref (its parent is the ref's head).
     Commit(build::CommitArgs),
+    /// Import the commits of an OSTree repository (archive, bare-user or bare mode) with
+    /// their history, versions, subjects, bodies and timestamps, each ref as our branch of
+    /// the same name, so that `.update` files are generated from what an OSTree pipeline
+    /// builds. Run it again to add the ref's new commits.
+    ImportOstree(ostree::ImportOstreeArgs),
     /// List the refs of a repository and the commit each points to.
     Refs(build::RefsArgs),
     /// Show the history of a ref or commit, newest first.
@@ -161,6 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(a) => build::init(a),
         Command::Commit(a) => build::commit(a),
+        Command::ImportOstree(a) => ostree::import_ostree(a),
         Command::Refs(a) => build::refs(a),
         Command::Log(a) => build::log(a),
         Command::Keygen(a) => build::keygen(a),

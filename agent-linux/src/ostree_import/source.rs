@@ -1,0 +1,943 @@
+//! Reading an OSTree repository natively: its `config` (the mode), its refs, and its
+//! commit, dirtree, dirmeta and file objects, each verified against its checksum as it is
+//! read.
+//!
+//! The object formats are OSTree's (`src/libostree/ostree-core.h`): GVariants whose integers
+//! OSTree stores big-endian.
+//!
+//! | object | GVariant |
+//! | --- | --- |
+//! | commit | `(a{sv}aya(say)sstayay)`: metadata, parent, related, subject, body, timestamp, root dirtree, root dirmeta |
+//! | dirtree | `(a(say)a(sayay))`: files (name, checksum), directories (name, dirtree, dirmeta) |
+//! | dirmeta | `(uuua(ayay))`: uid, gid, mode, xattrs |
+//! | archive `.filez` | `u32` BE header length, 4 zero bytes, header `(tuuuusa(ayay))` (size, uid, gid, mode, rdev, symlink target, xattrs), then the content as raw deflate |
+//! | bare-user `.file` | the content (a symlink's target for a symlink) in a regular file; `(uuua(ayay))` (uid, gid, mode, xattrs) in its `user.ostreemeta` xattr |
+//! | bare `.file` | the file or symlink itself, with its owner, mode and xattrs |
+//!
+//! A metadata object's checksum is the SHA-256 of its bytes. A file object's is the SHA-256
+//! of the length-prefixed header `(uuuusa(ayay))` (`u32` BE length, 4 zero bytes, the
+//! GVariant; xattrs sorted by name, as OSTree 2023.2 and later write them, or in the order
+//! stored, as older versions did) followed by the content of a regular file.
+//!
+//! Everything here is untrusted input: lengths are bounded before they are used, a
+//! decompressed file must inflate to exactly its declared size, and no GVariant is trusted
+//! before its object's checksum matched (the parsers of the `gvariant` crate never panic on
+//! any bytes; data not in normal form reads as default values, which the checksum then
+//! refuses).
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use agent_core::object::ObjectId;
+use gvariant::aligned_bytes::AlignedBuf;
+use gvariant::{gv, Marker, Structure};
+use miniz_oxide::inflate::stream::{inflate, InflateState};
+use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
+use sha2::{Digest, Sha256};
+
+use super::ImportError;
+
+/// Largest metadata object (commit, dirtree, dirmeta) read, in bytes: a dirtree of a
+/// directory with a few hundred thousand entries.
+pub const MAX_METADATA_OBJECT: u64 = 64 << 20;
+/// Largest file header (archive header, bare-user `user.ostreemeta`) read, in bytes.
+pub const MAX_FILE_HEADER: u64 = 1 << 20;
+/// Longest symlink target OSTree can hold (`PATH_MAX`), in bytes.
+pub const MAX_OSTREE_SYMLINK: u64 = 4096;
+/// Largest `config` file read, in bytes.
+pub const MAX_CONFIG: u64 = 1 << 20;
+/// Deepest nesting of `refs/heads` followed.
+pub const MAX_REF_DEPTH: usize = 64;
+
+const S_IFMT: u32 = 0o170000;
+const S_IFREG: u32 = 0o100000;
+const S_IFLNK: u32 = 0o120000;
+const BUF: usize = 64 * 1024;
+
+/// How an OSTree repository stores its objects (`mode=` in its `config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// `archive` (a.k.a. `archive-z2`): compressed `.filez` objects, what servers publish.
+    Archive,
+    /// `bare-user`: content in plain files, metadata in the `user.ostreemeta` xattr.
+    BareUser,
+    /// `bare`: the files themselves, with their owners, modes and xattrs.
+    Bare,
+}
+
+impl Mode {
+    /// The name OSTree's `config` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Archive => "archive",
+            Mode::BareUser => "bare-user",
+            Mode::Bare => "bare",
+        }
+    }
+}
+
+/// Which kind of OSTree object, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OstreeKind {
+    /// A commit.
+    Commit,
+    /// A directory listing.
+    DirTree,
+    /// A directory's metadata.
+    DirMeta,
+    /// A file or symlink.
+    File,
+}
+
+impl OstreeKind {
+    /// The object file's suffix in this repository mode.
+    fn suffix(self, mode: Mode) -> &'static str {
+        match (self, mode) {
+            (OstreeKind::Commit, _) => "commit",
+            (OstreeKind::DirTree, _) => "dirtree",
+            (OstreeKind::DirMeta, _) => "dirmeta",
+            (OstreeKind::File, Mode::Archive) => "filez",
+            (OstreeKind::File, _) => "file",
+        }
+    }
+}
+
+impl std::fmt::Display for OstreeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OstreeKind::Commit => "commit",
+            OstreeKind::DirTree => "dirtree",
+            OstreeKind::DirMeta => "dirmeta",
+            OstreeKind::File => "file",
+        })
+    }
+}
+
+/// An OSTree commit, verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OstreeCommit {
+    /// Its checksum.
+    pub id: ObjectId,
+    /// Its parent, if it names one (which may be absent from the repository).
+    pub parent: Option<ObjectId>,
+    /// The `version` key of its metadata (empty without one).
+    pub version: String,
+    /// Subject line.
+    pub subject: String,
+    /// Body.
+    pub body: String,
+    /// Seconds since the epoch, UTC.
+    pub timestamp: u64,
+    /// Root dirtree.
+    pub root_tree: ObjectId,
+    /// Root dirmeta.
+    pub root_meta: ObjectId,
+}
+
+/// An OSTree dirtree, verified: names are raw bytes, not yet checked as path components.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OstreeDirTree {
+    /// Files and symlinks: name, file object.
+    pub files: Vec<(Vec<u8>, ObjectId)>,
+    /// Subdirectories: name, dirtree, dirmeta.
+    pub dirs: Vec<(Vec<u8>, ObjectId, ObjectId)>,
+}
+
+/// An OSTree dirmeta, verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OstreeDirMeta {
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Mode, with the file type bits.
+    pub mode: u32,
+    /// Extended attributes (names without OSTree's trailing NUL).
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A file object's metadata, from its header (archive), `user.ostreemeta` (bare-user) or the
+/// inode (bare).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Mode, with the file type bits (regular file or symlink).
+    pub mode: u32,
+    /// Content size (0 for a symlink).
+    pub size: u64,
+    /// Symlink target (empty for a regular file).
+    pub target: Vec<u8>,
+    /// Extended attributes as OSTree stores them: names with their trailing NUL, in the
+    /// stored order.
+    pub raw_xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl FileMeta {
+    /// Whether it is a symlink.
+    pub fn is_symlink(&self) -> bool {
+        self.mode & S_IFMT == S_IFLNK
+    }
+
+    /// The xattrs with names as the kernel knows them (without the trailing NUL).
+    pub fn xattrs(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.raw_xattrs
+            .iter()
+            .map(|(n, v)| (strip_nul(n).to_vec(), v.clone()))
+            .collect()
+    }
+}
+
+/// Where [`OstreeRepo::read_file`] delivers a file object.
+pub trait FileSink {
+    /// The object's metadata, before any content.
+    fn start(&mut self, meta: &FileMeta) -> Result<(), ImportError>;
+    /// The next bytes of a regular file's content.
+    fn data(&mut self, chunk: &[u8]) -> io::Result<()>;
+}
+
+/// An OSTree repository opened for reading.
+#[derive(Debug)]
+pub struct OstreeRepo {
+    root: PathBuf,
+    mode: Mode,
+}
+
+fn io_at<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ImportError + 'a {
+    move |source| ImportError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads at most `max` bytes of `path`; a longer file is refused.
+fn read_bounded(path: &Path, max: u64, what: &'static str) -> Result<Vec<u8>, ImportError> {
+    let f = File::open(path).map_err(io_at("open", path))?;
+    let mut buf = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(io_at("read", path))?;
+    if buf.len() as u64 > max {
+        return Err(ImportError::TooLarge {
+            what,
+            path: path.to_path_buf(),
+            max,
+        });
+    }
+    Ok(buf)
+}
+
+fn strip_nul(name: &[u8]) -> &[u8] {
+    name.strip_suffix(b"\0").unwrap_or(name)
+}
+
+fn checksum_of(bytes: &[u8]) -> Option<ObjectId> {
+    <[u8; 32]>::try_from(bytes).ok().map(ObjectId)
+}
+
+impl OstreeRepo {
+    /// Opens the repository at `path`: reads `config` for the mode and refuses the modes this
+    /// importer does not read (`bare-user-only`, `bare-split-xattrs`).
+    pub fn open(path: &Path) -> Result<OstreeRepo, ImportError> {
+        let config = path.join("config");
+        if !config.is_file() || !path.join("objects").is_dir() {
+            return Err(ImportError::NotOstreeRepo(path.to_path_buf()));
+        }
+        let text = read_bounded(&config, MAX_CONFIG, "config file")?;
+        let text = String::from_utf8_lossy(&text);
+        let mode = match config_value(&text, "core", "mode").unwrap_or("bare") {
+            "archive" | "archive-z2" => Mode::Archive,
+            "bare-user" => Mode::BareUser,
+            "bare" => Mode::Bare,
+            other => {
+                return Err(ImportError::UnsupportedMode {
+                    path: path.to_path_buf(),
+                    mode: other.to_string(),
+                })
+            }
+        };
+        Ok(OstreeRepo {
+            root: path.to_path_buf(),
+            mode,
+        })
+    }
+
+    /// The repository's mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The repository's directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where an object lives: `objects/ab/cdef….<suffix>`.
+    pub fn object_path(&self, kind: OstreeKind, id: &ObjectId) -> PathBuf {
+        let hex = id.to_string();
+        self.root.join("objects").join(&hex[..2]).join(format!(
+            "{}.{}",
+            &hex[2..],
+            kind.suffix(self.mode)
+        ))
+    }
+
+    /// Every ref under `refs/heads`, sorted by name.
+    pub fn list_refs(&self) -> Result<Vec<(String, ObjectId)>, ImportError> {
+        let base = self.root.join("refs/heads");
+        let mut out = Vec::new();
+        let mut stack = vec![(base, String::new(), 0usize)];
+        while let Some((dir, prefix, depth)) = stack.pop() {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_at("read directory", &dir)(e)),
+            };
+            for e in rd {
+                let e = e.map_err(io_at("read directory", &dir))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let full = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                let ft = e.file_type().map_err(io_at("stat", &e.path()))?;
+                if ft.is_dir() {
+                    if depth >= MAX_REF_DEPTH {
+                        return Err(ImportError::TooLarge {
+                            what: "nesting of refs/heads",
+                            path: e.path(),
+                            max: MAX_REF_DEPTH as u64,
+                        });
+                    }
+                    stack.push((e.path(), full, depth + 1));
+                } else if ft.is_file() {
+                    let id = self.read_ref_file(&e.path(), &full)?;
+                    out.push((full, id));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The commit `refs/heads/<name>` points to.
+    pub fn read_ref(&self, name: &str) -> Result<ObjectId, ImportError> {
+        if name.is_empty()
+            || name
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(ImportError::NoSuchRef {
+                repo: self.root.clone(),
+                name: name.to_string(),
+            });
+        }
+        let p = self.root.join("refs/heads").join(name);
+        if !p.is_file() {
+            return Err(ImportError::NoSuchRef {
+                repo: self.root.clone(),
+                name: name.to_string(),
+            });
+        }
+        self.read_ref_file(&p, name)
+    }
+
+    fn read_ref_file(&self, path: &Path, name: &str) -> Result<ObjectId, ImportError> {
+        let text = read_bounded(path, 1024, "ref file")?;
+        let text = String::from_utf8_lossy(&text);
+        ObjectId::from_hex(text.trim()).map_err(|_| ImportError::BadRef {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Whether a commit object is present.
+    pub fn has_commit(&self, id: &ObjectId) -> bool {
+        self.object_path(OstreeKind::Commit, id).is_file()
+    }
+
+    /// Reads a metadata object and checks its checksum.
+    fn read_metadata(&self, kind: OstreeKind, id: &ObjectId) -> Result<AlignedBuf, ImportError> {
+        let path = self.object_path(kind, id);
+        let bytes = match read_bounded(&path, MAX_METADATA_OBJECT, "metadata object") {
+            Err(ImportError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Err(ImportError::MissingObject {
+                    kind,
+                    id: *id,
+                    path,
+                })
+            }
+            r => r?,
+        };
+        let found = ObjectId(Sha256::digest(&bytes).into());
+        if found != *id {
+            return Err(ImportError::ChecksumMismatch {
+                kind,
+                id: *id,
+                found,
+                path,
+            });
+        }
+        Ok(AlignedBuf::from(bytes))
+    }
+
+    fn corrupt(&self, kind: OstreeKind, id: &ObjectId, problem: &'static str) -> ImportError {
+        ImportError::CorruptObject {
+            kind,
+            id: *id,
+            path: self.object_path(kind, id),
+            problem,
+        }
+    }
+
+    /// Reads and verifies a commit.
+    pub fn read_commit(&self, id: &ObjectId) -> Result<OstreeCommit, ImportError> {
+        let buf = self.read_metadata(OstreeKind::Commit, id)?;
+        let (meta, parent, _related, subject, body, timestamp, root_tree, root_meta) =
+            gv!("(a{sv}aya(say)sstayay)").cast(buf.as_ref()).to_tuple();
+        let mut version = String::new();
+        for entry in meta.iter() {
+            let (key, value) = entry.to_tuple();
+            if key.to_str() == "version" {
+                if let Some(v) = value.get(gv!("s")) {
+                    version = v.to_str().to_string();
+                }
+            }
+        }
+        let bad = |problem| self.corrupt(OstreeKind::Commit, id, problem);
+        let parent = match parent.len() {
+            0 => None,
+            _ => Some(checksum_of(parent).ok_or_else(|| bad("its parent is not a checksum"))?),
+        };
+        Ok(OstreeCommit {
+            id: *id,
+            parent,
+            version,
+            subject: subject.to_str().to_string(),
+            body: body.to_str().to_string(),
+            timestamp: u64::from_be(*timestamp),
+            root_tree: checksum_of(root_tree)
+                .ok_or_else(|| bad("its root dirtree is not a checksum"))?,
+            root_meta: checksum_of(root_meta)
+                .ok_or_else(|| bad("its root dirmeta is not a checksum"))?,
+        })
+    }
+
+    /// Reads and verifies a dirtree.
+    pub fn read_dirtree(&self, id: &ObjectId) -> Result<OstreeDirTree, ImportError> {
+        let buf = self.read_metadata(OstreeKind::DirTree, id)?;
+        let (files, dirs) = gv!("(a(say)a(sayay))").cast(buf.as_ref()).to_tuple();
+        let bad = |problem| self.corrupt(OstreeKind::DirTree, id, problem);
+        let mut out = OstreeDirTree {
+            files: Vec::with_capacity(files.len()),
+            dirs: Vec::with_capacity(dirs.len()),
+        };
+        for f in files.iter() {
+            let (name, cs) = f.to_tuple();
+            let cs = checksum_of(cs).ok_or_else(|| bad("a file's checksum is not 32 bytes"))?;
+            out.files
+                .push((name.as_bytes_non_conformant().to_vec(), cs));
+        }
+        for d in dirs.iter() {
+            let (name, tree, meta) = d.to_tuple();
+            let tree =
+                checksum_of(tree).ok_or_else(|| bad("a directory's dirtree is not 32 bytes"))?;
+            let meta =
+                checksum_of(meta).ok_or_else(|| bad("a directory's dirmeta is not 32 bytes"))?;
+            out.dirs
+                .push((name.as_bytes_non_conformant().to_vec(), tree, meta));
+        }
+        Ok(out)
+    }
+
+    /// Reads and verifies a dirmeta.
+    pub fn read_dirmeta(&self, id: &ObjectId) -> Result<OstreeDirMeta, ImportError> {
+        let buf = self.read_metadata(OstreeKind::DirMeta, id)?;
+        let (uid, gid, mode, xattrs) = gv!("(uuua(ayay))").cast(buf.as_ref()).to_tuple();
+        Ok(OstreeDirMeta {
+            uid: u32::from_be(*uid),
+            gid: u32::from_be(*gid),
+            mode: u32::from_be(*mode),
+            xattrs: xattrs
+                .iter()
+                .map(|x| {
+                    let (n, v) = x.to_tuple();
+                    (strip_nul(n).to_vec(), v.to_vec())
+                })
+                .collect(),
+        })
+    }
+
+    /// Reads a file object: its metadata (handed to `sink.start` first), and its content
+    /// (a regular file's exactly `size` bytes; nothing for a symlink) into `sink.data`,
+    /// verifying the object's checksum over both. `sink` may have received content when the
+    /// checksum then fails: the caller discards it.
+    pub fn read_file(
+        &self,
+        id: &ObjectId,
+        sink: &mut dyn FileSink,
+    ) -> Result<FileMeta, ImportError> {
+        let path = self.object_path(OstreeKind::File, id);
+        let bad = |problem| self.corrupt(OstreeKind::File, id, problem);
+        let md = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ImportError::MissingObject {
+                    kind: OstreeKind::File,
+                    id: *id,
+                    path,
+                })
+            }
+            Err(e) => return Err(io_at("stat", &path)(e)),
+        };
+        let (meta, content): (FileMeta, Option<Box<dyn Read>>) = match self.mode {
+            Mode::Archive => {
+                if !md.is_file() {
+                    return Err(bad("it is not a regular file"));
+                }
+                let mut f = File::open(&path).map_err(io_at("open", &path))?;
+                let mut pre = [0u8; 8];
+                f.read_exact(&mut pre)
+                    .map_err(|_| bad("it is shorter than its 8-byte header prefix"))?;
+                let hlen = u64::from(u32::from_be_bytes([pre[0], pre[1], pre[2], pre[3]]));
+                if hlen == 0 || hlen > MAX_FILE_HEADER || hlen + 8 > md.len() {
+                    return Err(bad(
+                        "its header length is 0, over 1 MiB or past the end of the file",
+                    ));
+                }
+                let mut h = vec![0u8; hlen as usize];
+                f.read_exact(&mut h).map_err(io_at("read", &path))?;
+                let h = AlignedBuf::from(h);
+                let (size, uid, gid, mode, rdev, target, xattrs) =
+                    gv!("(tuuuusa(ayay))").cast(h.as_ref()).to_tuple();
+                if *rdev != 0 {
+                    return Err(bad("its header has a device number (rdev)"));
+                }
+                let meta = FileMeta {
+                    uid: u32::from_be(*uid),
+                    gid: u32::from_be(*gid),
+                    mode: u32::from_be(*mode),
+                    size: u64::from_be(*size),
+                    target: target.as_bytes_non_conformant().to_vec(),
+                    raw_xattrs: xattrs
+                        .iter()
+                        .map(|x| {
+                            let (n, v) = x.to_tuple();
+                            (n.to_vec(), v.to_vec())
+                        })
+                        .collect(),
+                };
+                let content = match meta.mode & S_IFMT {
+                    S_IFREG => Some(Box::new(Inflater::new(f, meta.size)) as Box<dyn Read>),
+                    _ => None,
+                };
+                (meta, content)
+            }
+            Mode::BareUser => {
+                if !md.is_file() {
+                    return Err(bad(
+                        "it is not a regular file (bare-user stores every object as one)",
+                    ));
+                }
+                let f = File::open(&path).map_err(io_at("open", &path))?;
+                let mut raw = vec![0u8; MAX_FILE_HEADER as usize];
+                let n = rustix::fs::fgetxattr(&f, "user.ostreemeta", &mut raw[..])
+                    .map_err(|e| io_at("read the user.ostreemeta xattr of", &path)(e.into()))?;
+                raw.truncate(n);
+                let raw = AlignedBuf::from(raw);
+                let (uid, gid, mode, xattrs) = gv!("(uuua(ayay))").cast(raw.as_ref()).to_tuple();
+                let mut meta = FileMeta {
+                    uid: u32::from_be(*uid),
+                    gid: u32::from_be(*gid),
+                    mode: u32::from_be(*mode),
+                    size: 0,
+                    target: Vec::new(),
+                    raw_xattrs: xattrs
+                        .iter()
+                        .map(|x| {
+                            let (n, v) = x.to_tuple();
+                            (n.to_vec(), v.to_vec())
+                        })
+                        .collect(),
+                };
+                let content = match meta.mode & S_IFMT {
+                    S_IFLNK => {
+                        if md.len() > MAX_OSTREE_SYMLINK {
+                            return Err(bad("its symlink target is longer than 4096 bytes"));
+                        }
+                        let mut t = Vec::new();
+                        (&f).take(MAX_OSTREE_SYMLINK)
+                            .read_to_end(&mut t)
+                            .map_err(io_at("read", &path))?;
+                        // Written with its C string's NUL; read as OSTree does (strndup).
+                        if let Some(nul) = t.iter().position(|b| *b == 0) {
+                            t.truncate(nul);
+                        }
+                        meta.target = t;
+                        None
+                    }
+                    _ => {
+                        meta.size = md.len();
+                        Some(Box::new(f.take(md.len())) as Box<dyn Read>)
+                    }
+                };
+                (meta, content)
+            }
+            Mode::Bare => {
+                use std::os::unix::ffi::OsStrExt;
+                use std::os::unix::fs::MetadataExt;
+                let pairs = crate::fsmeta::read_xattrs(&path, crate::fsmeta::XattrPolicy::All)
+                    .map_err(io_at("read the xattrs of", &path))?;
+                let mut meta = FileMeta {
+                    uid: md.uid(),
+                    gid: md.gid(),
+                    mode: md.mode(),
+                    size: 0,
+                    target: Vec::new(),
+                    raw_xattrs: pairs
+                        .into_iter()
+                        .map(|(mut n, v)| {
+                            n.push(0);
+                            (n, v)
+                        })
+                        .collect(),
+                };
+                let content = if md.file_type().is_symlink() {
+                    meta.target = fs::read_link(&path)
+                        .map_err(io_at("read the symlink", &path))?
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec();
+                    None
+                } else if md.is_file() {
+                    meta.size = md.len();
+                    let f = File::open(&path).map_err(io_at("open", &path))?;
+                    Some(Box::new(f.take(md.len())) as Box<dyn Read>)
+                } else {
+                    return Err(bad("it is neither a regular file nor a symlink"));
+                };
+                (meta, content)
+            }
+        };
+        match meta.mode & S_IFMT {
+            S_IFREG if meta.target.is_empty() => {}
+            S_IFLNK if meta.size == 0 && !meta.target.is_empty() => {}
+            _ => {
+                return Err(bad(
+                    "its mode is neither a regular file nor a symlink with a target",
+                ))
+            }
+        }
+        if meta.target.contains(&0) {
+            return Err(bad("its symlink target holds a NUL byte"));
+        }
+        let target = std::str::from_utf8(&meta.target)
+            .map_err(|_| bad("its symlink target is not UTF-8, which OSTree cannot store"))?;
+        sink.start(&meta)?;
+        // The header as OSTree hashes it: xattrs sorted by name (OSTree 2023.2 and later) or
+        // in the order stored (earlier versions); the checksum must match one of them.
+        let mut sorted = meta.raw_xattrs.clone();
+        sorted.sort();
+        let mut hashers = vec![Sha256::new()];
+        hashers[0].update(file_header(&meta, target, &sorted));
+        if sorted != meta.raw_xattrs {
+            let mut h = Sha256::new();
+            h.update(file_header(&meta, target, &meta.raw_xattrs));
+            hashers.push(h);
+        }
+        if let Some(mut r) = content {
+            let mut buf = vec![0u8; BUF];
+            let mut total = 0u64;
+            loop {
+                let n = match r.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                        return Err(ImportError::CorruptContent {
+                            id: *id,
+                            path,
+                            problem: e.to_string(),
+                        })
+                    }
+                    Err(e) => return Err(io_at("read", &path)(e)),
+                };
+                total += n as u64;
+                for h in &mut hashers {
+                    h.update(&buf[..n]);
+                }
+                sink.data(&buf[..n])
+                    .map_err(io_at("copy the content of", &path))?;
+            }
+            if total != meta.size {
+                return Err(ImportError::CorruptContent {
+                    id: *id,
+                    path,
+                    problem: format!(
+                        "it holds {total} bytes of content, its header says {}",
+                        meta.size
+                    ),
+                });
+            }
+        }
+        let found: Vec<ObjectId> = hashers
+            .into_iter()
+            .map(|h| ObjectId(h.finalize().into()))
+            .collect();
+        if !found.contains(id) {
+            return Err(ImportError::ChecksumMismatch {
+                kind: OstreeKind::File,
+                id: *id,
+                found: found[0],
+                path,
+            });
+        }
+        Ok(meta)
+    }
+}
+
+/// The length-prefixed `(uuuusa(ayay))` header a file object's checksum starts with.
+fn file_header(meta: &FileMeta, target: &str, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let x: Vec<(&[u8], &[u8])> = xattrs
+        .iter()
+        .map(|(n, v)| (n.as_slice(), v.as_slice()))
+        .collect();
+    let v = gv!("(uuuusa(ayay))").serialize_to_vec(&(
+        meta.uid.to_be(),
+        meta.gid.to_be(),
+        meta.mode.to_be(),
+        0u32,
+        target,
+        &x,
+    ));
+    let mut out = Vec::with_capacity(8 + v.len());
+    out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&v);
+    out
+}
+
+/// The value of `key` in `[section]` of an INI text (GLib's key file format, as OSTree's
+/// `config` is written): the last one wins, as in GLib.
+fn config_value<'a>(text: &'a str, section: &str, key: &str) -> Option<&'a str> {
+    let mut current = "";
+    let mut found = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = s;
+        } else if let Some((k, v)) = line.split_once('=') {
+            if current == section && k.trim() == key {
+                found = Some(v.trim());
+            }
+        }
+    }
+    found
+}
+
+/// Raw deflate (an archive `.filez` body) inflated, refusing to produce more than the
+/// declared size: a bomb stops at its header's word.
+struct Inflater {
+    src: File,
+    state: Box<InflateState>,
+    input: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    done: bool,
+    left: u64,
+}
+
+impl Inflater {
+    fn new(src: File, size: u64) -> Inflater {
+        Inflater {
+            src,
+            state: InflateState::new_boxed(DataFormat::Raw),
+            input: vec![0u8; BUF],
+            start: 0,
+            end: 0,
+            eof: false,
+            done: false,
+            left: size,
+        }
+    }
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+impl Read for Inflater {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let mut stalled = false;
+        loop {
+            if self.done {
+                return Ok(0);
+            }
+            if (self.start == self.end || stalled) && !self.eof {
+                // Keep what is not consumed yet, read more behind it.
+                self.input.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+                if self.end == self.input.len() {
+                    return Err(invalid(
+                        "its compressed content is not valid deflate (no progress)".into(),
+                    ));
+                }
+                let n = self.src.read(&mut self.input[self.end..])?;
+                self.end += n;
+                self.eof = n == 0;
+            }
+            // One byte more than what is left, so a stream longer than declared shows.
+            let room = usize::try_from(self.left.saturating_add(1))
+                .unwrap_or(usize::MAX)
+                .min(out.len());
+            let flush = if self.eof {
+                MZFlush::Finish
+            } else {
+                MZFlush::None
+            };
+            let r = inflate(
+                &mut self.state,
+                &self.input[self.start..self.end],
+                &mut out[..room],
+                flush,
+            );
+            self.start += r.bytes_consumed;
+            let written = r.bytes_written as u64;
+            if written > self.left {
+                return Err(invalid(format!(
+                    "its content inflates to more than the {} bytes its header declares",
+                    self.left
+                )));
+            }
+            self.left -= written;
+            match r.status {
+                Ok(MZStatus::StreamEnd) => self.done = true,
+                Ok(_) | Err(MZError::Buf) => {}
+                Err(e) => {
+                    return Err(invalid(format!(
+                        "its compressed content is not valid deflate ({e:?})"
+                    )))
+                }
+            }
+            if written > 0 || self.done {
+                return Ok(r.bytes_written);
+            }
+            if self.eof && r.bytes_consumed == 0 {
+                return Err(invalid(
+                    "its compressed content ends before the deflate stream does".into(),
+                ));
+            }
+            stalled = r.bytes_consumed == 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn config_mode() {
+        let t = "[core]\nrepo_version=1\nmode=archive-z2\n[remote \"x\"]\nmode=bare\n";
+        assert_eq!(config_value(t, "core", "mode"), Some("archive-z2"));
+        assert_eq!(
+            config_value("[core]\nrepo_version=1\n", "core", "mode"),
+            None
+        );
+    }
+
+    /// Arbitrary bytes as any of the GVariant types read here: never a panic.
+    #[test]
+    fn gvariant_garbage_never_panics() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut seen = 0usize;
+        for len in 0..300usize {
+            for _ in 0..20 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        // Many small values so that offsets often land inside the buffer.
+                        if x.is_multiple_of(3) {
+                            (x >> 8) as u8 % 8
+                        } else {
+                            (x >> 8) as u8
+                        }
+                    })
+                    .collect();
+                let b = AlignedBuf::from(bytes);
+                let c = gv!("(a{sv}aya(say)sstayay)").cast(b.as_ref()).to_tuple();
+                for e in c.0.iter() {
+                    let (k, v) = e.to_tuple();
+                    let _ = (k.to_str(), v.get(gv!("s")));
+                }
+                let _ = c.2.iter().count();
+                let (f, d) = gv!("(a(say)a(sayay))").cast(b.as_ref()).to_tuple();
+                for e in f.iter() {
+                    let (n, c) = e.to_tuple();
+                    seen += n.as_bytes_non_conformant().len() + c.len();
+                }
+                for e in d.iter() {
+                    let (n, t, m) = e.to_tuple();
+                    seen += n.to_str().len() + t.len() + m.len();
+                }
+                let m = gv!("(uuua(ayay))").cast(b.as_ref()).to_tuple();
+                for e in m.3.iter() {
+                    seen += e.to_tuple().0.len() + e.to_tuple().1.len();
+                }
+                let h = gv!("(tuuuusa(ayay))").cast(b.as_ref()).to_tuple();
+                for e in h.6.iter() {
+                    seen += e.to_tuple().0.len() + e.to_tuple().1.len();
+                }
+                seen += h.5.as_bytes_non_conformant().len();
+            }
+        }
+        // Something was read (the loop is not optimized into nothing).
+        assert!(seen > 0);
+    }
+
+    /// A deflate stream that inflates to more than declared is cut at the declared size.
+    #[test]
+    fn inflater_enforces_declared_size() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("z");
+        let data = vec![7u8; 100_000];
+        fs::write(&p, miniz_oxide::deflate::compress_to_vec(&data, 6)).unwrap();
+        let mut ok = Vec::new();
+        Inflater::new(File::open(&p).unwrap(), 100_000)
+            .read_to_end(&mut ok)
+            .unwrap();
+        assert_eq!(ok, data);
+        let e = Inflater::new(File::open(&p).unwrap(), 99_999)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("more than the"), "{e}");
+        let mut short = Vec::new();
+        Inflater::new(File::open(&p).unwrap(), 200_000)
+            .read_to_end(&mut short)
+            .unwrap();
+        assert_eq!(short.len(), 100_000);
+        // Truncated stream.
+        let z = miniz_oxide::deflate::compress_to_vec(&data, 6);
+        fs::write(&p, &z[..z.len() / 2]).unwrap();
+        let e = Inflater::new(File::open(&p).unwrap(), 100_000)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("ends before"), "{e}");
+    }
+}
