@@ -31,6 +31,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     // agent-linux/tests/upgrade_http.rs and `cargo xtask demo` serve a published folder.
     ("nginx", "/usr/sbin/nginx"),
     ("grub-emu", "grub-emu"),
+    // agent-linux/tests/import_ostree.rs: repositories made and checked out by the real ostree.
+    ("ostree", "ostree"),
     ("dosfstools", "mkfs.vfat"),
     ("mtools", "mcopy"),
     // bootloader-hooks/tests/common/upstream.rs fetches upstream tarballs (RAUC) and unpacks them

@@ -301,14 +301,29 @@ pub struct ImportOptions {
     pub refs: Vec<String>,
 }
 
-/// How far back an imported history goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case", tag = "end", content = "commit")]
+/// How far back an imported history goes. In JSON: `{"end": "root"}` or
+/// `{"end": "missing_parent", "commit": "<hex>"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HistoryEnd {
     /// The oldest commit has no parent.
     Root,
     /// The oldest commit's parent is not in the OSTree repository (pruned or never pulled).
     MissingParent(ObjectId),
+}
+
+impl serde::Serialize for HistoryEnd {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        match self {
+            HistoryEnd::Root => m.serialize_entry("end", "root")?,
+            HistoryEnd::MissingParent(id) => {
+                m.serialize_entry("end", "missing_parent")?;
+                m.serialize_entry("commit", &id.to_string())?;
+            }
+        }
+        m.end()
+    }
 }
 
 /// One OSTree commit and ours.
