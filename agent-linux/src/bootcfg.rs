@@ -359,6 +359,29 @@ impl BootConfig {
         }
     }
 
+    /// An environment named by its files rather than by a sysroot's `agent.conf`, as
+    /// `ecu-agent bootenv show` and the real-bootloader tests name one: `kind`, its first (or
+    /// only) copy at `env` (path, offset), a redundant env's second copy at `env_redundant`,
+    /// `env_size` bytes a copy (GRUB: the largest block read) and the variables of `scheme`;
+    /// everything else as [`BootConfig::defaults`] for a sysroot at `/`.
+    pub fn for_env(
+        kind: BackendKind,
+        env: (PathBuf, u64),
+        env_redundant: Option<(PathBuf, u64)>,
+        env_size: usize,
+        scheme: Scheme,
+    ) -> BootConfig {
+        let mut cfg = BootConfig::defaults(Path::new("/"));
+        cfg.kind = kind;
+        cfg.env = env;
+        if let Some(second) = env_redundant {
+            cfg.env_redundant = second;
+        }
+        cfg.env_size = env_size;
+        cfg.scheme = scheme;
+        cfg
+    }
+
     /// Reads `root/agent.conf`, or returns the defaults when there is none.
     pub fn load(root: &Path) -> Result<BootConfig, ConfigError> {
         let path = root.join(CONFIG_FILE);

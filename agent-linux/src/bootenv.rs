@@ -81,8 +81,7 @@ fn file_len(p: &Path) -> anyhow::Result<usize> {
 
 /// Validates the arguments into the configuration of the environment to read.
 pub fn boot_config(args: &ShowArgs) -> anyhow::Result<BootConfig> {
-    let mut cfg = BootConfig::defaults(Path::new("/"));
-    cfg.scheme = args.scheme.into();
+    let scheme = args.scheme.into();
     let check_size = |size: usize, layout: Layout, what: &str| {
         if size > MAX_ENV_SIZE {
             bail!("{what} is {size} bytes, more than the {MAX_ENV_SIZE} an environment may have; give --env-size");
@@ -95,20 +94,16 @@ pub fn boot_config(args: &ShowArgs) -> anyhow::Result<BootConfig> {
         }
         Ok(size)
     };
-    match (&args.grub_env, args.uboot_env.as_slice()) {
+    let (kind, env, env_redundant, env_size) = match (&args.grub_env, args.uboot_env.as_slice()) {
         (Some(g), []) => {
             if args.env_size.is_some() {
                 bail!("--env-size applies to U-Boot environments only");
             }
-            cfg.kind = BackendKind::Grub;
-            cfg.env = (g.clone(), 0);
             // GRUB blocks are 1 KiB; read at most the default U-Boot size.
-            cfg.env_size = DEFAULT_ENV_SIZE;
+            (BackendKind::Grub, g, None, DEFAULT_ENV_SIZE)
         }
         (None, [one]) => {
-            cfg.kind = BackendKind::Uboot;
-            cfg.env = (one.clone(), 0);
-            cfg.env_size = match args.env_size {
+            let size = match args.env_size {
                 Some(n) => check_size(n, Layout::Single, "--env-size")?,
                 None => check_size(
                     file_len(one)?,
@@ -116,12 +111,10 @@ pub fn boot_config(args: &ShowArgs) -> anyhow::Result<BootConfig> {
                     &format!("{}", one.display()),
                 )?,
             };
+            (BackendKind::Uboot, one, None, size)
         }
         (None, [a, b]) => {
-            cfg.kind = BackendKind::UbootRedundant;
-            cfg.env = (a.clone(), 0);
-            cfg.env_redundant = (b.clone(), 0);
-            cfg.env_size = match args.env_size {
+            let size = match args.env_size {
                 Some(n) => check_size(n, Layout::Redundant, "--env-size")?,
                 None => {
                     let (la, lb) = (file_len(a)?, file_len(b)?);
@@ -131,12 +124,19 @@ pub fn boot_config(args: &ShowArgs) -> anyhow::Result<BootConfig> {
                     check_size(la, Layout::Redundant, &format!("{}", a.display()))?
                 }
             };
+            (BackendKind::UbootRedundant, a, Some((b.clone(), 0)), size)
         }
         (None, []) => bail!("give --uboot-env FILE [--uboot-env FILE2] or --grub-env FILE"),
         (None, _) => bail!("--uboot-env takes at most two files (the two redundant copies)"),
         (Some(_), _) => bail!("give either --uboot-env or --grub-env, not both"),
     };
-    Ok(cfg)
+    Ok(BootConfig::for_env(
+        kind,
+        (env.clone(), 0),
+        env_redundant,
+        env_size,
+        scheme,
+    ))
 }
 
 /// The text `bootenv show` prints.
@@ -170,10 +170,7 @@ mod tests {
 
     /// Creates the environment `cfg` names, holding only `st`.
     fn init(kind: BackendKind, path: &Path, size: usize, st: &BootState) {
-        let mut cfg = BootConfig::defaults(Path::new("/"));
-        cfg.kind = kind;
-        cfg.env = (path.to_path_buf(), 0);
-        cfg.env_size = size;
+        let cfg = BootConfig::for_env(kind, (path.to_path_buf(), 0), None, size, Scheme::Native);
         env::write(&cfg, None, st, &[]).unwrap();
     }
 

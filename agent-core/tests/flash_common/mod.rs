@@ -301,14 +301,10 @@ pub fn write_record<F: NorFlash>(f: &mut F, state: &BootState) -> Result<(), Sto
     records(f).write(state).map(|_| ())
 }
 
-/// One boot: the decision over the record (written back when it changed); returns the slot
-/// booted and the decision kind.
+/// One boot (`RecordStore::boot`): the decision over the record (written back when it
+/// changed); returns the slot booted and the decision kind.
 pub fn boot<F: NorFlash>(f: &mut F) -> Result<(Slot, DecisionKind, BootState), String> {
-    let st = read_record(f)?;
-    let d = st.decide();
-    if d.changed {
-        write_record(f, &d.state).map_err(|e| format!("{e:?}"))?;
-    }
+    let d = records(f).boot().map_err(|e| format!("{e:?}"))?;
     Ok((d.slot, d.kind, d.state))
 }
 

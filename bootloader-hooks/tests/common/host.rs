@@ -4,7 +4,7 @@
 //! checked against exactly what the agent reads and writes on a device.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use agent_linux::bootcfg::{BackendKind, BootConfig, DEFAULT_ENV_SIZE};
 use agent_linux::deploy::env::{self, BootEnvError, EnvContent};
@@ -82,31 +82,20 @@ pub struct BootEnv {
 
 impl BootEnv {
     pub fn new(backend: Backend, scheme: Scheme) -> BootEnv {
-        // As `ecu-agent bootenv show` configures an environment named by files.
-        let mut cfg = BootConfig::defaults(Path::new("/"));
-        cfg.scheme = scheme;
-        match backend {
+        let (kind, env, second, size) = match backend {
             Backend::UbootSingle { path, offset, size } => {
-                cfg.kind = BackendKind::Uboot;
-                cfg.env = (path, offset);
-                cfg.env_size = size;
+                (BackendKind::Uboot, (path, offset), None, size)
             }
             Backend::UbootRedundant {
                 copies: [first, second],
                 size,
-            } => {
-                cfg.kind = BackendKind::UbootRedundant;
-                cfg.env = first;
-                cfg.env_redundant = second;
-                cfg.env_size = size;
-            }
-            Backend::Grub { path } => {
-                cfg.kind = BackendKind::Grub;
-                cfg.env = (path, 0);
-                cfg.env_size = DEFAULT_ENV_SIZE;
-            }
+            } => (BackendKind::UbootRedundant, first, Some(second), size),
+            // GRUB: read at most the default bound, as `ecu-agent bootenv show` does.
+            Backend::Grub { path } => (BackendKind::Grub, (path, 0), None, DEFAULT_ENV_SIZE),
+        };
+        BootEnv {
+            cfg: BootConfig::for_env(kind, env, second, size, scheme),
         }
-        BootEnv { cfg }
     }
 
     fn err(&self, error: BootEnvError) -> EnvError {
