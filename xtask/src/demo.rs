@@ -384,6 +384,7 @@ fn story(a: &Agent, tmp: &Path) -> Result<()> {
     );
 
     crate::demo_ab::story(&|args| a.ok(args), &|args| a.fails(args), tmp, &ids)?;
+    crate::demo_publish::story(&|args| a.ok(args), &|args| a.fails(args), tmp, &ids)?;
 
     println!("\n# demo: all steps behaved as expected");
     Ok(())

@@ -18,6 +18,7 @@ mod c_firmware;
 mod corpus;
 mod demo;
 mod demo_ab;
+mod demo_publish;
 mod firmware;
 mod fuzz;
 mod test;
