@@ -241,7 +241,7 @@ fn warn_unsigned(applied: &agent_linux::apply::Applied) {
 }
 
 /// `--json-progress`, taken by every command that feeds an update file (`install`,
-/// `apply-offline`, `delta show`).
+/// `apply-offline`, `delta show`, `upgrade`).
 #[derive(Debug, clap::Args)]
 pub struct ProgressArgs {
     /// Report progress for programs: one JSON object per line on stderr (stdout keeps the

@@ -7,8 +7,11 @@ use agent_linux::upgrade::{self, Fetcher, Plan, Source};
 use anyhow::Context;
 
 use super::deploy::{print_staged, SysrootOpts};
-use super::output::{self, human_bytes, Progress};
-use super::{esc, warn_unsigned, TrustArgs};
+use agent_linux::deploy::StageReport;
+use agent_linux::progress::Phase;
+
+use super::output::{self, human_bytes};
+use super::{esc, warn_unsigned, ProgressArgs, TrustArgs};
 
 /// Exit code of `upgrade --check` when there is nothing to take (as `rpm-ostree upgrade
 /// --check`).
@@ -34,6 +37,8 @@ pub struct UpgradeArgs {
     s: SysrootOpts,
     #[command(flatten)]
     trust: TrustArgs,
+    #[command(flatten)]
+    progress: ProgressArgs,
     /// The published folder: a directory, or an http:// or https:// URL of the same files
     /// served statically (any web server, CDN or object store; HTTPS is checked against the
     /// Mozilla root certificates). Its `updates.index` is read first.
@@ -138,21 +143,22 @@ pub fn upgrade(a: UpgradeArgs) -> anyhow::Result<()> {
     if !a.s.json {
         eprint!("{}", plan_text(&plan));
     }
-    let mut progress = Progress::new();
+    let location = plan.location.clone().unwrap_or_default();
+    let mut rep = a
+        .progress
+        .reporter("upgrade", std::path::Path::new(&location));
+    rep.set_total(entry.size);
     let res = upgrade::install(&d, &fetcher, &entry, &opts, a.retries, &mut |p| {
-        progress.update(|| match p.bytes_total {
-            Some(t) if t > 0 => format!(
-                "upgrading: {} of {} ({}%)",
-                human_bytes(p.bytes),
-                human_bytes(t),
-                p.bytes * 100 / t
-            ),
-            _ => format!("upgrading: {}", human_bytes(p.bytes)),
-        })
-    });
-    progress.finish();
-    let (report, transfer) =
-        res.with_context(|| format!("cannot upgrade from {}", esc(&a.from)))?;
+        rep.install(p);
+        if p.done {
+            // Then the commit is recorded, checked out and staged.
+            rep.set_phase(Phase::Deploying);
+        }
+    })
+    .with_context(|| format!("cannot upgrade from {}", esc(&a.from)));
+    let commit =
+        |r: &(StageReport, upgrade::Transfer)| r.0.applied.as_ref().map(|ap| ap.commit.clone());
+    let (report, transfer) = rep.end(res, commit)?;
     if let Some(applied) = &report.applied {
         warn_unsigned(applied);
     }
