@@ -218,6 +218,12 @@ fn tree_v1(t: &Path) -> bool {
     set_xattr(&t.join("etc/os-release"), "user.another", b"");
     set_xattr(&t.join("etc"), "user.dir-attr", b"on a directory");
     set_xattr(&t.join("zero"), "user.binary", &[0, 1, 2, 255]);
+    // Several on one file, in names whose byte order is not the filesystem's listing order
+    // (ext4 lists shorter names first): OSTree before 2023 hashes them in listing order,
+    // later versions sorted.
+    set_xattr(&t.join("usr/bin/su"), "user.zz", b"1");
+    set_xattr(&t.join("usr/bin/su"), "user.aaa", b"2");
+    set_xattr(&t.join("usr/bin/su"), "user.m", b"3");
     let mut security = false;
     if is_root() {
         chown(&t.join("srv"), 42, 43);
@@ -595,6 +601,10 @@ fn missing_parent_ends_history() {
     }
     let f = Fixture::new("archive");
     let first = &f.ostree_commits[0];
+    // Imported whole before the pipeline pruned its oldest commit.
+    let before = f.sysroot("before");
+    f.import(&before, &["--ref", REF]);
+    let head = our_ref(&before, REF).unwrap();
     fs::remove_file(
         f.repo
             .join("objects")
@@ -634,6 +644,24 @@ fn missing_parent_ends_history() {
         text.contains(&format!("history ends: the parent {first}")),
         "{text}"
     );
+    // The branch imported before keeps its whole history: the pruned OSTree history is
+    // recognized as what it holds (by content: its commits there have parents), not
+    // imported again as a new root.
+    let again = f.import(&before, &["--ref", REF]);
+    assert_eq!(our_ref(&before, REF).unwrap(), head);
+    let commits = again["refs"][0]["commits"].as_array().unwrap();
+    assert_eq!(commits.len(), 2, "{again}");
+    assert!(commits.iter().all(|c| c["new"] == false), "{again}");
+    assert_eq!(commits[1]["commit"], head.as_str());
+    let log: serde_json::Value = serde_json::from_str(&agent(&[
+        "log",
+        "--repo",
+        p(&before.join("repo")),
+        REF,
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(log.as_array().unwrap().len(), 3);
 }
 
 /// The path of an OSTree object.
@@ -655,18 +683,32 @@ fn file_object_of(f: &Fixture, commit: &str, path: &str) -> String {
 }
 
 fn flip_byte(path: &Path, from_end: usize) {
+    let len = fs::metadata(path).unwrap().len() as usize;
+    flip_byte_at(path, len - from_end);
+}
+
+fn flip_byte_at(path: &Path, at: usize) {
     let mut perm = fs::metadata(path).unwrap().permissions();
     perm.set_mode(0o644);
     fs::set_permissions(path, perm).unwrap();
     let mut b = fs::read(path).unwrap();
-    let at = b.len() - from_end;
     b[at] ^= 0x20;
     fs::write(path, b).unwrap();
 }
 
+/// Where a file object is corrupted.
+#[derive(Clone, Copy)]
+enum Damage {
+    /// A byte near the end of the content (inside the deflate stream of an archive object).
+    Content,
+    /// The high byte of the gid in an archive object's header: the object still parses and
+    /// inflates; only its checksum tells.
+    ArchiveHeaderGid,
+}
+
 /// A corrupted object is refused with its name, and nothing moves: a fresh branch is not
 /// created, an imported one stays at its head.
-fn corrupted(mode: &str, suffix: &str) {
+fn corrupted(mode: &str, suffix: &str, damage: Damage) {
     let f = Fixture::new(mode);
     let s = f.sysroot("sysroot");
     // First import the first commit alone (a repository whose ref is at commit 1).
@@ -686,7 +728,11 @@ fn corrupted(mode: &str, suffix: &str) {
     let newest = &f.ostree_commits[2];
     let file = file_object_of(&f, newest, "/usr/bin/new-tool");
     let target = object(&f.repo, &file, suffix);
-    flip_byte(&target, 3);
+    match damage {
+        Damage::Content => flip_byte(&target, 3),
+        // u32 BE length, 4 zero bytes, then (t size, u uid, u gid, ...).
+        Damage::ArchiveHeaderGid => flip_byte_at(&target, 8 + 8 + 4),
+    }
     let fresh = f.sysroot("fresh");
     for (sys, before) in [(&s, Some(head.clone())), (&fresh, None)] {
         let err = agent_fails(&[
@@ -707,14 +753,21 @@ fn corrupted(mode: &str, suffix: &str) {
 #[test]
 fn corrupted_archive_file_is_refused() {
     if have_ostree("corrupted_archive_file_is_refused") {
-        corrupted("archive", "filez");
+        corrupted("archive", "filez", Damage::Content);
+    }
+}
+
+#[test]
+fn corrupted_archive_header_is_refused() {
+    if have_ostree("corrupted_archive_header_is_refused") {
+        corrupted("archive", "filez", Damage::ArchiveHeaderGid);
     }
 }
 
 #[test]
 fn corrupted_bare_user_file_is_refused() {
     if have_ostree("corrupted_bare_user_file_is_refused") {
-        corrupted("bare-user", "file");
+        corrupted("bare-user", "file", Damage::Content);
     }
 }
 

@@ -911,6 +911,103 @@ mod test {
         assert!(seen > 0);
     }
 
+    struct Collect(Vec<u8>);
+    impl FileSink for Collect {
+        fn start(&mut self, _: &FileMeta) -> Result<(), ImportError> {
+            Ok(())
+        }
+        fn data(&mut self, chunk: &[u8]) -> io::Result<()> {
+            self.0.extend_from_slice(chunk);
+            Ok(())
+        }
+    }
+
+    /// Writes an archive file object whose header lists `stored` and whose checksum is over
+    /// the header listing `hashed`, as OSTree computes it; returns the checksum.
+    fn archive_object(
+        repo: &OstreeRepo,
+        content: &[u8],
+        stored: &[(Vec<u8>, Vec<u8>)],
+        hashed: &[(Vec<u8>, Vec<u8>)],
+    ) -> ObjectId {
+        let meta = FileMeta {
+            uid: 1000,
+            gid: 1001,
+            mode: S_IFREG | 0o4755,
+            size: content.len() as u64,
+            target: Vec::new(),
+            raw_xattrs: hashed.to_vec(),
+        };
+        let mut h = Sha256::new();
+        h.update(file_header(&meta, "", hashed));
+        h.update(content);
+        let id = ObjectId(h.finalize().into());
+        let x: Vec<(&[u8], &[u8])> = stored
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice()))
+            .collect();
+        let header = gv!("(tuuuusa(ayay))").serialize_to_vec(&(
+            meta.size.to_be(),
+            meta.uid.to_be(),
+            meta.gid.to_be(),
+            meta.mode.to_be(),
+            0u32,
+            "",
+            &x,
+        ));
+        let mut file = (header.len() as u32).to_be_bytes().to_vec();
+        file.extend_from_slice(&[0; 4]);
+        file.extend_from_slice(&header);
+        file.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(content, 9));
+        let path = repo.object_path(OstreeKind::File, &id);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, file).unwrap();
+        id
+    }
+
+    /// A file object's checksum is over its xattrs sorted by name (OSTree 2023.2 and later)
+    /// or in the order its header lists them (earlier versions): both are accepted, any
+    /// other order is not.
+    #[test]
+    fn file_checksum_xattr_orders() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("objects")).unwrap();
+        fs::write(
+            d.path().join("config"),
+            "[core]\nrepo_version=1\nmode=archive-z2\n",
+        )
+        .unwrap();
+        let repo = OstreeRepo::open(d.path()).unwrap();
+        assert_eq!(repo.mode(), Mode::Archive);
+        let x = |n: &str, v: &str| (format!("{n}\0").into_bytes(), v.as_bytes().to_vec());
+        let listed = vec![x("user.zz", "1"), x("user.aaa", "2"), x("security.m", "3")];
+        let mut sorted = listed.clone();
+        sorted.sort();
+        let mut other = listed.clone();
+        other.swap(0, 1);
+        let content = b"content of the file\n".repeat(1000);
+        for (hashed, ok) in [(&sorted, true), (&listed, true), (&other, false)] {
+            let id = archive_object(&repo, &content, &listed, hashed);
+            let mut sink = Collect(Vec::new());
+            let r = repo.read_file(&id, &mut sink);
+            if ok {
+                let meta = r.unwrap();
+                assert_eq!(sink.0, content);
+                assert_eq!(
+                    (meta.uid, meta.gid, meta.mode),
+                    (1000, 1001, S_IFREG | 0o4755)
+                );
+                assert_eq!(meta.raw_xattrs, listed);
+                assert_eq!(meta.xattrs()[0], (b"user.zz".to_vec(), b"1".to_vec()));
+            } else {
+                assert!(
+                    matches!(r, Err(ImportError::ChecksumMismatch { kind: OstreeKind::File, id: i, .. }) if i == id),
+                    "{r:?}"
+                );
+            }
+        }
+    }
+
     /// A deflate stream that inflates to more than declared is cut at the declared size.
     #[test]
     fn inflater_enforces_declared_size() {
