@@ -259,6 +259,12 @@ impl SlotState {
     pub fn on_trial(&self) -> bool {
         !self.successful && self.tries_left > 0
     }
+
+    /// Whether the slot is out of the boot order, as [`BootState::rollback`] leaves it:
+    /// priority 0, not successful, no tries left.
+    pub fn is_retired(&self) -> bool {
+        self.priority == 0 && !self.successful && self.tries_left == 0
+    }
 }
 
 /// Tries RAUC's `contrib/uboot.sh` gives every slot when none has tries left (its lines 29-31:
@@ -649,6 +655,18 @@ impl BootState {
         Ok(self.bump_if_changed(&before))
     }
 
+    /// Takes `target` out of the boot order before its slot is erased or overwritten (an
+    /// install into it): nothing when it is out already ([`SlotState::is_retired`]), else
+    /// [`BootState::rollback`]`(target)`, refused ([`StateError::NoFallback`]) when the other
+    /// slot could not boot again, since erasing `target` would then leave nothing bootable.
+    /// Returns whether anything changed.
+    pub fn retire(&mut self, target: Slot) -> Result<bool, StateError> {
+        if self.slot(target).is_retired() {
+            return Ok(false);
+        }
+        self.rollback(target)
+    }
+
     /// Applies `op`. Returns whether the state changed and, for [`Operation::Boot`], the
     /// decision.
     pub fn apply(&mut self, op: &Operation) -> Result<Applied, StateError> {
@@ -827,6 +845,39 @@ mod test {
             Err(StateError::NoFallback { abandon: Slot::A })
         );
         assert_eq!(s, BootState::initial(Slot::A, SlotName::EMPTY));
+    }
+
+    #[test]
+    fn retire_takes_a_slot_out_of_the_order_once_and_never_the_last_bootable_one() {
+        // A slot out of the order already: nothing to do, even when the other slot could not
+        // boot again (where a rollback is refused).
+        let mut s = BootState::initial(Slot::A, name("a"));
+        s.slot_mut(Slot::A).successful = false;
+        assert!(s.slot(Slot::B).is_retired());
+        let before = s;
+        assert_eq!(s.retire(Slot::B), Ok(false));
+        assert_eq!(s, before);
+        assert_eq!(
+            s.rollback(Slot::B),
+            Err(StateError::NoFallback { abandon: Slot::B })
+        );
+        // A slot in the order: what a rollback does.
+        let mut s = BootState::initial(Slot::A, name("a"));
+        s.stage(Slot::B, 3, name("b")).unwrap();
+        let mut rolled = s;
+        assert_eq!(rolled.rollback(Slot::B), Ok(true));
+        assert_eq!(s.retire(Slot::B), Ok(true));
+        assert_eq!(s, rolled);
+        assert!(s.slot(Slot::B).is_retired());
+        assert_eq!(s.decide().slot, Slot::A);
+        // The slot that boots, while the other could not: refused, nothing changed.
+        let mut s = BootState::initial(Slot::A, name("a"));
+        let before = s;
+        assert_eq!(
+            s.retire(Slot::A),
+            Err(StateError::NoFallback { abandon: Slot::A })
+        );
+        assert_eq!(s, before);
     }
 
     #[test]

@@ -51,12 +51,7 @@ pub fn initial(booted: u8, name: &[u8]) -> Result<EcuBootWrite, Last> {
 /// is out already). Refused when the other slot could not boot.
 pub fn retire(c0: &[u8], c1: &[u8], target: u8) -> Result<EcuBootWrite, Last> {
     let mut st = read(c0, c1)?;
-    let target = slot(target)?;
-    let t = st.slot(target);
-    if t.priority == 0 && !t.successful && t.tries_left == 0 {
-        return Ok(write(c0, c1, &st, false));
-    }
-    let changed = st.rollback(target).map_err(Last::BootState)?;
+    let changed = st.retire(slot(target)?).map_err(Last::BootState)?;
     Ok(write(c0, c1, &st, changed))
 }
 

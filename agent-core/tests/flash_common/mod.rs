@@ -418,13 +418,12 @@ pub fn update(
 ) -> Result<(Slot, u32), StepError> {
     let (booted, _, mut st) = boot(f).map_err(StepError::Boot)?;
     let target = booted.other();
-    // Nothing may name the slot about to be erased as bootable.
-    if st.slot(target).priority != 0 || st.slot(target).successful {
-        let t = st.slot_mut(target);
-        t.priority = 0;
-        t.successful = false;
-        t.tries_left = 0;
-        st.revision = st.revision.wrapping_add(1);
+    // Nothing may name the slot about to be erased as bootable (`BootState::retire`, as the
+    // firmware and the C API do it).
+    if st
+        .retire(target)
+        .map_err(|e| StepError::Boot(e.to_string()))?
+    {
         write_record(f, &st).map_err(StepError::Flash)?;
     }
     let mut store = FlashStore::new(&mut *f, LAYOUT, slot_of(booted)).map_err(StepError::Store)?;

@@ -1491,7 +1491,7 @@ impl Deployer {
         if o.name.is_empty() {
             return Err(DeployError::NoOtherDeployment { abandon });
         }
-        if o.priority == 0 && !o.successful && o.tries_left == 0 {
+        if o.is_retired() {
             // The other slot was given up by an earlier rollback: this one already happened
             // (a rerun after an interruption lands here), there is nothing to go back to.
             return Ok(BootReport {

@@ -140,17 +140,12 @@ fn boot(f: &mut Nor) -> Res<(Slot, DecisionKind, BootState)> {
     Ok((d.slot, d.kind, d.state))
 }
 
-/// Takes `target` out of the boot order before its slot is erased: the same state change as
-/// a rollback away from it, which bootloader-hooks refuses when the booted slot could not boot
-/// again (on its last trial, never marked good), since erasing `target` would then leave
-/// nothing bootable.
+/// Takes `target` out of the boot order before its slot is erased (`BootState::retire`:
+/// refused when the booted slot could not boot again, on its last trial, never marked good,
+/// since erasing `target` would then leave nothing bootable).
 fn retire(f: &mut Nor, st: &mut BootState, target: Slot) -> Res {
-    let t = st.slot(target);
-    if t.priority == 0 && !t.successful && t.tries_left == 0 {
-        return Ok(()); // already out of the boot order
-    }
     if st
-        .rollback(target)
+        .retire(target)
         .map_err(|e| fail("retire the slot to erase", &e))?
     {
         write_record(f, st)?;
