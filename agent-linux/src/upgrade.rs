@@ -206,6 +206,13 @@ pub enum UpgradeError {
         /// What.
         mismatch: Mismatch,
     },
+    /// A `--ca-cert` file holds no usable certificate.
+    CaCert {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: String,
+    },
     /// The file the index names cannot be opened.
     FileRead {
         /// Where.
@@ -280,6 +287,11 @@ impl fmt::Display for UpgradeError {
             UpgradeError::Mismatch { location, mismatch } => {
                 write!(f, "refused {location}: {mismatch}; nothing was installed")
             }
+            UpgradeError::CaCert { path, error } => write!(
+                f,
+                "cannot use {} as a certificate authority: {error}; give a PEM file (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            ),
             UpgradeError::FileRead { location, error } => write!(
                 f,
                 "cannot read {location}, which the index lists: {error}; publish the folder again"
@@ -327,13 +339,50 @@ enum Failure {
 
 impl Fetcher {
     /// A fetcher for `source`; `timeout` bounds connecting, waiting for an answer and each
-    /// read (a slow server is fine as long as bytes keep coming).
+    /// read (a slow server is fine as long as bytes keep coming). HTTPS servers are checked
+    /// against the Mozilla root certificates (webpki-roots).
     pub fn new(source: Source, timeout: Duration) -> Fetcher {
+        Fetcher::build(source, timeout, ureq::tls::RootCerts::WebPki)
+    }
+
+    /// As [`Fetcher::new`], HTTPS servers checked against the certificates in `pem` (one or
+    /// more PEM files' contents: a fleet's own certificate authority) instead of the Mozilla
+    /// roots.
+    pub fn with_roots(
+        source: Source,
+        timeout: Duration,
+        pem: &[(PathBuf, Vec<u8>)],
+    ) -> Result<Fetcher, UpgradeError> {
+        let mut roots = Vec::new();
+        for (path, bytes) in pem {
+            let bad = |error: String| UpgradeError::CaCert {
+                path: path.clone(),
+                error,
+            };
+            let before = roots.len();
+            for item in ureq::tls::parse_pem(bytes) {
+                if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| bad(e.to_string()))? {
+                    roots.push(c);
+                }
+            }
+            if roots.len() == before {
+                return Err(bad("it holds no PEM certificate".into()));
+            }
+        }
+        Ok(Fetcher::build(
+            source,
+            timeout,
+            ureq::tls::RootCerts::new_with_certs(&roots),
+        ))
+    }
+
+    fn build(source: Source, timeout: Duration, roots: ureq::tls::RootCerts) -> Fetcher {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(timeout))
             .timeout_recv_response(Some(timeout))
             .timeout_per_read(Some(timeout))
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
             .build()
             .new_agent();
         Fetcher { source, agent }

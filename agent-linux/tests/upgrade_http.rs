@@ -70,9 +70,25 @@ struct Nginx {
 
 impl Nginx {
     fn start(bin: &Path, root: &Path) -> Nginx {
+        Nginx::start_tls(bin, root, None)
+    }
+
+    /// With `tls` (certificate chain and key files), HTTPS only.
+    fn start_tls(bin: &Path, root: &Path, tls: Option<(&Path, &Path)>) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let t = dir.path();
         let port = free_port();
+        let (ssl, ssl_files) = match tls {
+            Some((cert, key)) => (
+                " ssl",
+                format!(
+                    "ssl_certificate {};\n        ssl_certificate_key {};",
+                    cert.display(),
+                    key.display()
+                ),
+            ),
+            None => ("", String::new()),
+        };
         let conf = format!(
             r#"daemon off;
 master_process off;
@@ -90,7 +106,8 @@ http {{
     scgi_temp_path {t}/scgi;
     default_type application/octet-stream;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{ssl};
+        {ssl_files}
         root {root};
         location /slow/ {{
             alias {root}/;
@@ -151,6 +168,9 @@ enum Fault {
     CutOnce(usize),
     /// Every such answer is cut after this many bytes of its body.
     CutAlways(usize),
+    /// The first answer cut after this many bytes of its body; the `Range` header of the
+    /// request that follows is removed (a server without range requests answers 200).
+    CutOnceNoRange(usize),
     /// `Content-Length` says this many bytes more (or fewer) than nginx sent.
     Length(i64),
     /// The first answer cut after this many bytes of its body; the answer to the range
@@ -233,6 +253,22 @@ fn serve(mut c: TcpStream, upstream: u16, fault: Fault, updates: &AtomicUsize) {
         .lines()
         .next()
         .is_some_and(|l| l.contains(".update "));
+    let nth = if is_update {
+        updates.fetch_add(1, Ordering::SeqCst)
+    } else {
+        usize::MAX
+    };
+    let req = match fault {
+        Fault::CutOnceNoRange(_) if nth == 1 => {
+            let text = String::from_utf8_lossy(&req).into_owned();
+            let kept: Vec<&str> = text
+                .split("\r\n")
+                .filter(|l| !l.to_ascii_lowercase().starts_with("range:"))
+                .collect();
+            kept.join("\r\n").into_bytes()
+        }
+        _ => req,
+    };
     let mut u = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
     u.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     u.write_all(&req).unwrap();
@@ -242,11 +278,6 @@ fn serve(mut c: TcpStream, upstream: u16, fault: Fault, updates: &AtomicUsize) {
     let head = String::from_utf8_lossy(&head).into_owned();
     let mut length = 0usize;
     let mut lines: Vec<String> = Vec::new();
-    let nth = if is_update {
-        updates.fetch_add(1, Ordering::SeqCst)
-    } else {
-        usize::MAX
-    };
     for l in head.trim_end().split("\r\n") {
         let lower = l.to_ascii_lowercase();
         if let (Some(v), Fault::BadRange(_), 1) =
@@ -278,10 +309,12 @@ fn serve(mut c: TcpStream, upstream: u16, fault: Fault, updates: &AtomicUsize) {
     body.truncate(length);
     let (announce, send): (Option<i64>, Vec<u8>) = match fault {
         _ if !is_update => (Some(length as i64), body),
-        Fault::CutOnce(n) | Fault::BadRange(n) if nth == 0 => {
+        Fault::CutOnce(n) | Fault::BadRange(n) | Fault::CutOnceNoRange(n) if nth == 0 => {
             (Some(length as i64), body[..n.min(length)].to_vec())
         }
-        Fault::CutOnce(_) | Fault::BadRange(_) => (Some(length as i64), body),
+        Fault::CutOnce(_) | Fault::BadRange(_) | Fault::CutOnceNoRange(_) => {
+            (Some(length as i64), body)
+        }
         Fault::CutAlways(n) => (Some(length as i64), body[..n.min(length)].to_vec()),
         Fault::Length(d) => (Some(length as i64 + d), body),
         Fault::Extra(k) => {
@@ -644,5 +677,149 @@ fn a_tampered_file_or_index_on_the_server_is_refused() {
         r["staged"]["applied"]["resumed_from"].as_u64().unwrap() > 0,
         "{r}"
     );
+    staged(&lab, &r);
+}
+
+#[test]
+fn a_server_without_range_requests_is_read_again_from_byte_0() {
+    let Some(bin) = nginx_bin() else { return };
+    let lab = published();
+    let d = lab.path();
+    let n = Nginx::start(&bin, &d.join("pub"));
+    let cut = 900_000;
+    let p = Proxy::start(n.port, Fault::CutOnceNoRange(cut));
+    let (code, out, err) = upgrade(d, &["--from", &p.url(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    let size = fs::metadata(d.join("pub").join(delta_name(&lab)))
+        .unwrap()
+        .len();
+    // The range asked for was answered with the whole file (200): read from byte 0, the
+    // verified parts skipped by the installer, the whole file hashed again.
+    assert_eq!(r["transfer"]["attempts"], 2, "{r}");
+    assert_eq!(r["transfer"]["received"], cut as u64 + size);
+    let uri = format!("/{}", delta_name(&lab));
+    assert_eq!(
+        n.requests(&uri),
+        vec![format!("GET {uri} range=\"-\" 200 {size}"); 2]
+    );
+    assert!(
+        r["staged"]["applied"]["resumed_from"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+    staged(&lab, &r);
+}
+
+/// A certificate authority and a certificate for 127.0.0.1 it signed, made with openssl in
+/// `dir`: (ca.pem, server.pem, server.key).
+fn fleet_ca(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    if Command::new("openssl").arg("version").output().is_err() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("openssl (Debian package openssl) is required under CI=true");
+        }
+        eprintln!("SKIP: openssl is not installed");
+        return None;
+    }
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fleet test CA",
+    ]);
+    run(&a);
+    let mut a = vec!["req"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&a);
+    fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+    Some((
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    ))
+}
+
+#[test]
+fn upgrade_over_https_checks_the_server_against_the_fleet_ca() {
+    let Some(bin) = nginx_bin() else { return };
+    let lab = published();
+    let d = lab.path();
+    let before = status(d, S, Slot::A);
+    let Some((ca, cert, key)) = fleet_ca(d) else {
+        return;
+    };
+    let n = Nginx::start_tls(&bin, &d.join("pub"), Some((&cert, &key)));
+    let url = format!("https://127.0.0.1:{}/", n.port);
+    // Not under the Mozilla roots: refused before anything is read.
+    let (code, _, err) = upgrade(d, &["--from", &url]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot read the index") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    untouched(&lab, &before);
+    // A PEM file that is no certificate.
+    let (code, _, err) = upgrade(d, &["--from", &url, "--ca-cert", key.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("holds no PEM certificate"), "{err}");
+    // With the fleet's CA: over TLS.
+    let (code, out, err) = upgrade(
+        d,
+        &["--from", &url, "--ca-cert", ca.to_str().unwrap(), "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert_eq!(r["plan"]["kind"], "delta");
+    let uri = format!("/{}", delta_name(&lab));
+    assert_eq!(n.requests(&uri).len(), 1);
     staged(&lab, &r);
 }

@@ -30,6 +30,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("systemd", "systemd-analyze"),
     // agent-linux/tests/upgrade_http.rs and `cargo xtask demo` serve a published folder.
     ("nginx", "/usr/sbin/nginx"),
+    // upgrade_http.rs makes a fleet CA and a server certificate for nginx's HTTPS.
+    ("openssl", "openssl"),
     ("grub-emu", "grub-emu"),
     // agent-linux/tests/import_ostree.rs: repositories made and checked out by the real ostree.
     ("ostree", "ostree"),

@@ -59,6 +59,10 @@ pub struct UpgradeArgs {
     /// again, each time from the last verified part (a Range request over HTTP).
     #[arg(long, value_name = "N", default_value_t = 5)]
     retries: u32,
+    /// Check HTTPS servers against the certificate authority in this PEM file (a fleet's own
+    /// CA) instead of the Mozilla root certificates; repeat for several.
+    #[arg(long = "ca-cert", value_name = "PEM")]
+    ca_certs: Vec<std::path::PathBuf>,
     /// Seconds to wait for a connection, an answer, and each read of the body (a slow server
     /// is fine as long as bytes keep coming).
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -112,7 +116,21 @@ pub fn upgrade(a: UpgradeArgs) -> anyhow::Result<()> {
     } else {
         Deployer::open_or_create(&a.s.sysroot, &options)?
     };
-    let fetcher = Fetcher::new(source.clone(), Duration::from_secs(a.timeout));
+    let timeout = Duration::from_secs(a.timeout);
+    let fetcher = if a.ca_certs.is_empty() {
+        Fetcher::new(source.clone(), timeout)
+    } else {
+        let pem = a
+            .ca_certs
+            .iter()
+            .map(|p| {
+                std::fs::read(p)
+                    .map(|b| (p.clone(), b))
+                    .with_context(|| format!("cannot read --ca-cert {}", p.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Fetcher::with_roots(source.clone(), timeout, &pem)?
+    };
     let bytes = fetcher.index_bytes()?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
