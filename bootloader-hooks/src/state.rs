@@ -358,6 +358,14 @@ impl DecisionKind {
     }
 }
 
+/// Serialized as its name ([`DecisionKind::as_str`]).
+#[cfg(feature = "serde")]
+impl serde::Serialize for DecisionKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// The outcome of [`BootState::decide`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

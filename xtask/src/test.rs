@@ -98,9 +98,10 @@ pub fn run(args: &[String]) -> Result<()> {
             }
         }
     }
-    // bootloader-hooks' NorFlash record store (feature `embedded-storage`), with a logger.
+    // bootloader-hooks' NorFlash record store (feature `embedded-storage`), with a logger; its
+    // serde impls (feature `serde`, what agent-linux's typed reports use) without std.
     for target in NO_STD_TARGETS {
-        for features in ["embedded-storage,defmt", "embedded-storage,log"] {
+        for features in ["embedded-storage,defmt", "embedded-storage,log", "serde"] {
             step(
                 &format!("build bootloader-hooks for {target} (features: {features})"),
                 || {

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use agent_core::install::Progress;
 use agent_linux::deploy::{InstallOptions, Options, StageReport, Status};
-use bootloader_hooks::Slot;
+use bootloader_hooks::{DecisionKind, Slot};
 
 use crate::agent::{Agent, Failure};
 use crate::error::*;
@@ -453,9 +453,9 @@ pub unsafe extern "C" fn ecu_agent_simulate_boot(
         put(slot, s);
         put(
             kind,
-            match r.kind.as_deref() {
-                Some("trial") => 1,
-                Some("last-resort") => 2,
+            match r.kind {
+                Some(DecisionKind::Trial) => 1,
+                Some(DecisionKind::LastResort) => 2,
                 _ => 0,
             },
         );

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use agent_linux::deploy::{self, Deployer, Options, StageReport, Status};
 use anyhow::{bail, Context};
-use bootloader_hooks::Slot;
+use bootloader_hooks::{DecisionKind, Slot};
 
 use super::output::{self, format_utc, human_bytes};
 use super::{esc, open_source, warn_unsigned, ProgressArgs, TrustArgs};
@@ -314,8 +314,7 @@ pub fn status_text(st: &Status) -> String {
         },
         st.next_boot.as_deref().unwrap_or("-"),
         st.next_boot_kind
-            .as_deref()
-            .map(|k| format!(" ({k})"))
+            .map(|k| format!(" ({})", k.as_str()))
             .unwrap_or_default(),
         st.env.backend,
         st.env.scheme,
@@ -537,13 +536,13 @@ pub fn simulate_boot(a: PlainArgs) -> anyhow::Result<()> {
     if a.s.json {
         return output::json(&r);
     }
-    let kind = r.kind.as_deref().unwrap_or("");
+    let kind = r.kind.map_or("", DecisionKind::as_str);
     output::out(&format!(
         "booted slot {} ({}): {}{}{}\n",
         r.slot,
         r.deployment,
         kind,
-        if kind == "trial" {
+        if r.kind == Some(DecisionKind::Trial) {
             let tries = if r.tries_left == 1 { "try" } else { "tries" };
             format!(", {} {tries} left after this one", r.tries_left)
         } else {

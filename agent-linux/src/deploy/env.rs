@@ -38,7 +38,8 @@ use bootloader_hooks::grub_env::{self, GrubEnv, GrubEnvError};
 use bootloader_hooks::scheme::{SchemeBoot, SchemeError};
 use bootloader_hooks::uboot_env::{self, Env, Layout};
 use bootloader_hooks::{
-    Applied, BootState, Decision, EnvRead, Flavor, Operation, Scheme, Slot, StateError, VarSet,
+    Applied, BootState, Decision, DecisionKind, EnvRead, Flavor, Operation, Scheme, Slot,
+    StateError, VarSet,
 };
 
 use crate::bootcfg::{BackendKind, BootConfig};
@@ -706,8 +707,9 @@ pub struct Report {
     pub revision: u32,
     /// The slot the next boot takes (`A` or `B`).
     pub next_boot: &'static str,
-    /// `confirmed`, `trial`, `last-resort`, `rollback`, `refill` or `rescue`.
-    pub next_boot_kind: &'static str,
+    /// Why: `confirmed`, `trial`, `last-resort`, `rollback`, `refill` or `rescue` in JSON
+    /// ([`DecisionKind::as_str`]).
+    pub next_boot_kind: DecisionKind,
     /// Whether the next boot writes the environment (uses a try, or rolls back).
     pub next_boot_writes: bool,
     /// Both slots.
@@ -750,7 +752,7 @@ impl Report {
             bootloader: flavor.as_str(),
             revision: state.revision,
             next_boot: d.slot.as_str(),
-            next_boot_kind: d.kind.as_str(),
+            next_boot_kind: d.kind,
             next_boot_writes: d.changed,
             slots: SlotsReport {
                 a: slot(Slot::A),
@@ -796,8 +798,8 @@ impl fmt::Display for Report {
             f,
             "next boot: {} ({}{})",
             self.next_boot,
-            self.next_boot_kind,
-            if self.next_boot_writes && self.next_boot_kind == "trial" {
+            self.next_boot_kind.as_str(),
+            if self.next_boot_writes && self.next_boot_kind == DecisionKind::Trial {
                 ", one try used"
             } else if self.next_boot_writes {
                 ", the bootloader writes the environment"
@@ -979,6 +981,17 @@ mod test {
         assert_eq!(v["slots"]["A"]["name"], "c0");
         assert_eq!(v["current_copy"]["index"], 1);
         assert_eq!(v["current_copy"]["flag"], 7);
+        // Every kind is its name in JSON, as scripts read it.
+        for k in [
+            DecisionKind::Confirmed,
+            DecisionKind::Trial,
+            DecisionKind::LastResort,
+            DecisionKind::Refill,
+            DecisionKind::Rescue,
+            DecisionKind::Rollback,
+        ] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
         let text = r.to_string();
         assert!(text.contains("current copy: 2 (flag 7)"), "{text}");
         assert!(

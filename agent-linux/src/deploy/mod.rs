@@ -547,9 +547,9 @@ pub struct BootReport {
     pub deployment: String,
     /// Whether the environment was written.
     pub changed: bool,
-    /// For `simulate-boot`: `confirmed`, `trial`, `last-resort`, `rollback`, `refill` or
-    /// `rescue` (`DecisionKind::as_str`).
-    pub kind: Option<String>,
+    /// For `simulate-boot`: why that slot; `confirmed`, `trial`, `last-resort`, `rollback`,
+    /// `refill` or `rescue` in JSON (`DecisionKind::as_str`).
+    pub kind: Option<DecisionKind>,
     /// Tries the slot has left afterwards.
     pub tries_left: u8,
     /// For `simulate-boot`: whether the booted deployment matches its commit.
@@ -639,8 +639,9 @@ pub struct Status {
     pub booted_good: Option<bool>,
     /// The slot the next boot takes.
     pub next_boot: Option<String>,
-    /// `confirmed`, `trial`, `last-resort`, `rollback`, `refill` or `rescue`.
-    pub next_boot_kind: Option<String>,
+    /// Why the next boot takes that slot: `confirmed`, `trial`, `last-resort`, `rollback`,
+    /// `refill` or `rescue` in JSON (`DecisionKind::as_str`).
+    pub next_boot_kind: Option<DecisionKind>,
     /// Whether a deployment failed its trial and the device fell back (or was rolled back).
     pub rolled_back: bool,
     /// Both slots' deployments, A first.
@@ -1565,7 +1566,7 @@ impl Deployer {
             slot: d.slot.to_string(),
             deployment: st.name.as_str().to_string(),
             changed: d.changed,
-            kind: Some(d.kind.as_str().into()),
+            kind: Some(d.kind),
             tries_left: st.tries_left,
             verified,
             security_floor: None,
@@ -1597,7 +1598,7 @@ impl Deployer {
             slot: "rescue".into(),
             deployment: String::new(),
             changed,
-            kind: Some(DecisionKind::Rescue.as_str().into()),
+            kind: Some(DecisionKind::Rescue),
             tries_left: 0,
             verified: None,
             security_floor: None,
@@ -1848,7 +1849,7 @@ impl Deployer {
                 booted_source: booted.map(|b| b.1),
                 booted_good: None,
                 next_boot: Some(d.slot.to_string()),
-                next_boot_kind: Some(d.kind.as_str().into()),
+                next_boot_kind: Some(d.kind),
                 rolled_back: false,
                 deployments: Vec::new(),
                 refs_followed: self.cfg.refs.clone(),
@@ -2019,7 +2020,7 @@ impl Deployer {
             booted_source: booted.map(|b| b.1),
             booted_good: booted_slot.map(|b| state.slot(b).successful),
             next_boot: Some(d.slot.to_string()),
-            next_boot_kind: Some(d.kind.as_str().into()),
+            next_boot_kind: Some(d.kind),
             rolled_back: st_name == "rolled-back",
             deployments,
             refs_followed: self.cfg.refs.clone(),
