@@ -247,7 +247,7 @@ fn grub_snippet_random_sequences_agree() {
                     let slot = booted.other();
                     let tries = 1 + rng.below(9) as u8;
                     rig.change(|r| {
-                        let _ = r.env.apply(&Operation::Stage {
+                        r.env.apply_checked(&Operation::Stage {
                             slot,
                             tries,
                             name: SlotName::from_str(&format!("g{n}")).unwrap(),
@@ -255,10 +255,10 @@ fn grub_snippet_random_sequences_agree() {
                     });
                 }
                 2 => rig.change(|r| {
-                    let _ = r.env.apply(&Operation::MarkGood { slot: booted });
+                    r.env.apply_checked(&Operation::MarkGood { slot: booted });
                 }),
                 3 => rig.change(|r| {
-                    let _ = r.env.apply(&Operation::Rollback {
+                    r.env.apply_checked(&Operation::Rollback {
                         abandon: booted.other(),
                     });
                 }),

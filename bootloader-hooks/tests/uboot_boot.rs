@@ -356,17 +356,17 @@ fn uboot_script_random_sequences_agree() {
             0 | 1 => {
                 let slot = booted.other();
                 let tries = 1 + rng.below(4) as u8;
-                let _ = rig.env.apply(&Operation::Stage {
+                rig.env.apply_checked(&Operation::Stage {
                     slot,
                     tries,
                     name: SlotName::from_str(&format!("r{n}")).unwrap(),
                 });
             }
             2 => {
-                let _ = rig.env.apply(&Operation::MarkGood { slot: booted });
+                rig.env.apply_checked(&Operation::MarkGood { slot: booted });
             }
             3 => {
-                let _ = rig.env.apply(&Operation::Rollback {
+                rig.env.apply_checked(&Operation::Rollback {
                     abandon: booted.other(),
                 });
             }

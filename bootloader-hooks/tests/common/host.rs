@@ -118,6 +118,42 @@ impl BootEnv {
         env::apply(&self.cfg, op).map_err(|e| self.err(e))
     }
 
+    /// Applies `op` as the agent does and checks the outcome against the same operation on the
+    /// state as loaded (the model): both refuse it with the same error, or both apply it with
+    /// the same change and the environment then holds the model's state. An environment the
+    /// agent cannot decode is refused alike. Any other failure (reading, writing, an update
+    /// that does not fit) panics: nothing is silently ignored.
+    pub fn apply_checked(&self, op: &Operation) -> Option<Applied> {
+        let before = self.load();
+        let got = self.apply(op);
+        let mut model = match before {
+            Ok(st) => st,
+            Err(e) => {
+                let g = got.expect_err("the agent applied an operation to an env it cannot load");
+                assert_eq!(g.to_string(), e.to_string(), "{op:?}");
+                return None;
+            }
+        };
+        match (model.apply(op), got) {
+            (
+                Err(want),
+                Err(EnvError {
+                    error: BootEnvError::State(e),
+                    ..
+                }),
+            ) => {
+                assert_eq!(e, want, "{op:?}");
+                None
+            }
+            (Ok(want), Ok(applied)) => {
+                assert_eq!(applied.changed, want.changed, "{op:?}");
+                assert_eq!(self.load().unwrap(), model, "{op:?}: the stored state");
+                Some(applied)
+            }
+            (want, got) => panic!("{op:?}: the model gives {want:?}, the agent {got:?}"),
+        }
+    }
+
     /// Stores `state`, keeping the variables that are not the scheme's.
     pub fn store(&self, state: &BootState) -> Result<(), EnvError> {
         let img = match env::read(&self.cfg).map_err(|e| self.err(e))? {
