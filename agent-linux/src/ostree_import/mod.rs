@@ -76,6 +76,8 @@ pub enum ImportError {
         /// Its file.
         path: PathBuf,
     },
+    /// A FIFO, device, directory or symlink where the repository keeps a file.
+    NotAFile(PathBuf),
     /// A file of the repository is over its bound.
     TooLarge {
         /// What it is.
@@ -204,6 +206,11 @@ impl fmt::Display for ImportError {
                 f,
                 "ref {name:?} ({}) does not hold a 64-character checksum",
                 path.display()
+            ),
+            ImportError::NotAFile(p) => write!(
+                f,
+                "{} is not a regular file, where the OSTree repository keeps one; the repository is damaged",
+                p.display()
             ),
             ImportError::TooLarge { what, path, max } => {
                 write!(f, "{what} {} is over the limit of {max}", path.display())

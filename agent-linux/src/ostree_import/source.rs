@@ -215,9 +215,31 @@ fn io_at<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Im
     }
 }
 
+/// Opens `path` for reading if it is a regular file: never through a symlink, and without
+/// blocking on a FIFO or a device planted where a file belongs.
+fn open_regular(path: &Path) -> Result<File, ImportError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                ImportError::NotAFile(path.to_path_buf())
+            } else {
+                io_at("open", path)(e)
+            }
+        })?;
+    let md = f.metadata().map_err(io_at("stat", path))?;
+    if !md.is_file() {
+        return Err(ImportError::NotAFile(path.to_path_buf()));
+    }
+    Ok(f)
+}
+
 /// Reads at most `max` bytes of `path`; a longer file is refused.
 fn read_bounded(path: &Path, max: u64, what: &'static str) -> Result<Vec<u8>, ImportError> {
-    let f = File::open(path).map_err(io_at("open", path))?;
+    let f = open_regular(path)?;
     let mut buf = Vec::new();
     f.take(max + 1)
         .read_to_end(&mut buf)
@@ -501,7 +523,7 @@ impl OstreeRepo {
                 if !md.is_file() {
                     return Err(bad("it is not a regular file"));
                 }
-                let mut f = File::open(&path).map_err(io_at("open", &path))?;
+                let mut f = open_regular(&path)?;
                 let mut pre = [0u8; 8];
                 f.read_exact(&mut pre)
                     .map_err(|_| bad("it is shorter than its 8-byte header prefix"))?;
@@ -545,7 +567,7 @@ impl OstreeRepo {
                         "it is not a regular file (bare-user stores every object as one)",
                     ));
                 }
-                let f = File::open(&path).map_err(io_at("open", &path))?;
+                let f = open_regular(&path)?;
                 let mut raw = vec![0u8; MAX_FILE_HEADER as usize];
                 let n = rustix::fs::fgetxattr(&f, "user.ostreemeta", &mut raw[..])
                     .map_err(|e| io_at("read the user.ostreemeta xattr of", &path)(e.into()))?;
@@ -617,7 +639,7 @@ impl OstreeRepo {
                     None
                 } else if md.is_file() {
                     meta.size = md.len();
-                    let f = File::open(&path).map_err(io_at("open", &path))?;
+                    let f = open_regular(&path)?;
                     Some(Box::new(f.take(md.len())) as Box<dyn Read>)
                 } else {
                     return Err(bad("it is neither a regular file nor a symlink"));
@@ -1006,6 +1028,143 @@ mod test {
                 );
             }
         }
+    }
+
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    /// Objects of random bytes and valid objects with random damage, read as every kind in
+    /// archive and bare-user repositories: each read returns (an error, mostly), none panics,
+    /// and no file delivers more content than its header declares.
+    #[test]
+    fn damaged_objects_are_errors_not_panics() {
+        let d = tempfile::tempdir().unwrap();
+        let archive = d.path().join("archive");
+        let bare_user = d.path().join("bare-user");
+        for (dir, mode) in [(&archive, "archive-z2"), (&bare_user, "bare-user")] {
+            fs::create_dir_all(dir.join("objects")).unwrap();
+            fs::write(dir.join("config"), format!("[core]\nmode={mode}\n")).unwrap();
+        }
+        let archive = OstreeRepo::open(&archive).unwrap();
+        let bare_user = OstreeRepo::open(&bare_user).unwrap();
+        let x = |n: &str, v: &str| (format!("{n}\0").into_bytes(), v.as_bytes().to_vec());
+        let xattrs = vec![x("user.a", "1"), x("security.b", "2")];
+        let content = b"some content, some content, some content\n".repeat(40);
+        let valid_id = archive_object(&archive, &content, &xattrs, &xattrs);
+        let valid = fs::read(archive.object_path(OstreeKind::File, &valid_id)).unwrap();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut oks = 0;
+        for round in 0..1000 {
+            let r = xorshift(&mut seed);
+            let bytes: Vec<u8> = if round % 2 == 0 {
+                // A valid archive object with a few bytes changed, cut or extended.
+                let mut b = valid.clone();
+                for _ in 0..1 + r % 4 {
+                    let at = (xorshift(&mut seed) as usize) % b.len();
+                    b[at] ^= 1 << (xorshift(&mut seed) % 8);
+                }
+                match r % 5 {
+                    0 => b.truncate((xorshift(&mut seed) as usize) % b.len()),
+                    1 => b.extend_from_slice(&b.clone()[..64]),
+                    _ => {}
+                }
+                b
+            } else {
+                let len = (r % 200) as usize;
+                (0..len)
+                    .map(|_| (xorshift(&mut seed) % 7) as u8 * 37)
+                    .collect()
+            };
+            // As metadata objects, named by their checksum so the parsers see them.
+            let id = ObjectId(Sha256::digest(&bytes).into());
+            for kind in [OstreeKind::Commit, OstreeKind::DirTree, OstreeKind::DirMeta] {
+                let p = archive.object_path(kind, &id);
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                fs::write(&p, &bytes).unwrap();
+            }
+            oks += usize::from(archive.read_commit(&id).is_ok());
+            oks += usize::from(archive.read_dirtree(&id).is_ok());
+            oks += usize::from(archive.read_dirmeta(&id).is_ok());
+            // As an archive file object, and as a bare-user object's metadata xattr.
+            let p = archive.object_path(OstreeKind::File, &id);
+            fs::write(&p, &bytes).unwrap();
+            let mut sink = Counting(0, u64::MAX);
+            if let Ok(m) = archive.read_file(&id, &mut sink) {
+                assert_eq!(sink.0, m.size);
+            }
+            assert!(sink.0 <= sink.1, "more content than the header declares");
+            let p = bare_user.object_path(OstreeKind::File, &id);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, &content).unwrap();
+            rustix::fs::setxattr(
+                &p,
+                "user.ostreemeta",
+                &bytes,
+                rustix::fs::XattrFlags::empty(),
+            )
+            .unwrap();
+            let _ = bare_user.read_file(&id, &mut Counting(0, u64::MAX));
+        }
+        // Random bytes are mostly refused, but some parse (GVariant reads any bytes).
+        assert!(oks > 0);
+    }
+
+    /// Counts content and remembers the declared size.
+    struct Counting(u64, u64);
+    impl FileSink for Counting {
+        fn start(&mut self, meta: &FileMeta) -> Result<(), ImportError> {
+            self.1 = meta.size;
+            Ok(())
+        }
+        fn data(&mut self, chunk: &[u8]) -> io::Result<()> {
+            self.0 += chunk.len() as u64;
+            Ok(())
+        }
+    }
+
+    /// A FIFO, a symlink or a directory where an object or the config belongs is refused,
+    /// never opened (a FIFO would block the import forever).
+    #[test]
+    fn non_files_are_refused_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("objects")).unwrap();
+        fs::write(d.path().join("config"), "[core]\nmode=archive\n").unwrap();
+        let repo = OstreeRepo::open(d.path()).unwrap();
+        let id = ObjectId([0xab; 32]);
+        let fifo = |p: &Path| {
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                p,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o644),
+                0,
+            )
+            .unwrap();
+        };
+        fifo(&repo.object_path(OstreeKind::Commit, &id));
+        fifo(&repo.object_path(OstreeKind::File, &id));
+        fs::create_dir_all(repo.object_path(OstreeKind::DirTree, &id)).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", repo.object_path(OstreeKind::DirMeta, &id))
+            .unwrap();
+        fs::create_dir_all(d.path().join("refs/heads")).unwrap();
+        fifo(&d.path().join("refs/heads/main"));
+        let not_a_file = |r: Result<(), ImportError>| {
+            assert!(matches!(r, Err(ImportError::NotAFile(_))), "{r:?}");
+        };
+        not_a_file(repo.read_commit(&id).map(|_| ()));
+        not_a_file(repo.read_dirmeta(&id).map(|_| ()));
+        assert!(repo.read_ref("main").is_err());
+        assert!(repo.list_refs().unwrap().is_empty());
+        assert!(repo.read_dirtree(&id).is_err());
+        assert!(repo.read_file(&id, &mut Counting(0, 0)).is_err());
+        fs::remove_file(d.path().join("config")).unwrap();
+        fifo(&d.path().join("config"));
+        assert!(OstreeRepo::open(d.path()).is_err());
     }
 
     /// A deflate stream that inflates to more than declared is cut at the declared size.
