@@ -432,11 +432,20 @@ fn bare_user_checkouts_match() {
     }
 }
 
+/// A bare repository holds real owners and xattrs: made and read as root only.
 #[test]
 fn bare_checkouts_match() {
-    if have_ostree("bare_checkouts_match") && is_root() {
-        checkouts_match("bare");
+    if !have_ostree("bare_checkouts_match") {
+        return;
     }
+    if !is_root() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("bare_checkouts_match must run as root under CI=true");
+        }
+        eprintln!("SKIP bare_checkouts_match: needs root (a bare repository stores real owners)");
+        return;
+    }
+    checkouts_match("bare");
 }
 
 /// The hard cases really are in the tree the comparisons run on.
