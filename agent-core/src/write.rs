@@ -186,10 +186,12 @@ impl fmt::Display for WriteError {
     }
 }
 
+/// Transparent to the I/O error its message includes: `source()` is that error's source, so
+/// that each message appears once in a chain.
 impl std::error::Error for WriteError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            WriteError::Io(e) => Some(e),
+            WriteError::Io(e) => e.source(),
             _ => None,
         }
     }

@@ -89,11 +89,12 @@ impl fmt::Display for ApplyError {
     }
 }
 
+/// Transparent to the errors its messages include.
 impl std::error::Error for ApplyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ApplyError::Install(InstallError::Store(e)) => Some(e),
-            ApplyError::Read(e) | ApplyError::Interrupted { error: e, .. } => Some(e),
+            ApplyError::Install(InstallError::Store(e)) => e.source(),
+            ApplyError::Read(e) | ApplyError::Interrupted { error: e, .. } => e.source(),
             _ => None,
         }
     }

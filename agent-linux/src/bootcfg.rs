@@ -141,10 +141,11 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Transparent to the OS error its messages include.
 impl std::error::Error for ConfigError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ConfigError::Io { source, .. } | ConfigError::Write { source, .. } => Some(source),
+            ConfigError::Io { source, .. } | ConfigError::Write { source, .. } => source.source(),
             ConfigError::Line { .. } => None,
         }
     }

@@ -88,11 +88,12 @@ impl fmt::Display for CheckoutError {
     }
 }
 
+/// Transparent to the errors its messages include.
 impl std::error::Error for CheckoutError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            CheckoutError::Repo(e) => Some(e),
-            CheckoutError::Io { source, .. } => Some(source),
+            CheckoutError::Repo(e) => e.source(),
+            CheckoutError::Io { source, .. } => source.source(),
             _ => None,
         }
     }

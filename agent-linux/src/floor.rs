@@ -52,10 +52,11 @@ impl fmt::Display for FloorError {
     }
 }
 
+/// Transparent to the OS error its message includes.
 impl std::error::Error for FloorError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            FloorError::Io { source, .. } => Some(source),
+            FloorError::Io { source, .. } => source.source(),
             FloorError::Malformed { .. } => None,
         }
     }

@@ -75,12 +75,13 @@ impl fmt::Display for GenerateError {
     }
 }
 
+/// Transparent to the errors its messages include.
 impl std::error::Error for GenerateError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            GenerateError::Repo(e) => Some(e),
-            GenerateError::Write(e) => Some(e),
-            GenerateError::Io { source, .. } => Some(source),
+            GenerateError::Repo(e) => e.source(),
+            GenerateError::Write(e) => e.source(),
+            GenerateError::Io { source, .. } => source.source(),
             GenerateError::NoRef(_) => None,
         }
     }

@@ -147,10 +147,11 @@ impl fmt::Display for InspectError {
     }
 }
 
+/// Transparent to the errors its messages include.
 impl std::error::Error for InspectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            InspectError::Io(e) => Some(e),
+            InspectError::Io(e) => e.source(),
             _ => None,
         }
     }

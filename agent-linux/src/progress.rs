@@ -37,6 +37,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::apply::ApplyError;
+use crate::deploy::DeployError;
+use crate::upgrade::UpgradeError;
 
 /// The shortest time between two updates shown (10 a second).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -329,9 +331,7 @@ impl Reporter {
                 message.push_str(": ");
             }
             message.push_str(&e.to_string());
-            if let Some(ApplyError::Interrupted { resume_at: at, .. }) = e.downcast_ref() {
-                resume_at = Some(*at);
-            }
+            resume_at = resume_at.or_else(|| resume_point(e));
             cause = e.source();
         }
         let ev = Event::Error {
@@ -431,6 +431,25 @@ impl Drop for Reporter {
     }
 }
 
+/// Where an install that failed with `e` resumes, when `e` is an interrupted read (itself, or
+/// wrapped by the deployment or the upgrade, which are transparent to it).
+fn resume_point(e: &(dyn Error + 'static)) -> Option<u64> {
+    let apply = e
+        .downcast_ref::<ApplyError>()
+        .or_else(|| match e.downcast_ref::<DeployError>() {
+            Some(DeployError::Apply(a)) => Some(a),
+            _ => None,
+        })
+        .or_else(|| match e.downcast_ref::<UpgradeError>() {
+            Some(UpgradeError::Deploy(DeployError::Apply(a))) => Some(a),
+            _ => None,
+        });
+    match apply {
+        Some(ApplyError::Interrupted { resume_at, .. }) => Some(*resume_at),
+        _ => None,
+    }
+}
+
 /// A reader that reports the bytes read through it to a [`Reporter`]
 /// ([`Reporter::reader`]).
 pub struct ProgressRead<'a, R> {
@@ -514,7 +533,7 @@ mod test {
     }
 
     #[test]
-    fn error_line_holds_the_chain_and_where_to_resume() {
+    fn error_line_names_each_cause_once_and_where_to_resume() {
         let out = Shared::default();
         let mut r = Reporter::json_to(Box::new(out.clone()), "install", "-");
         r.advance(10);
@@ -531,6 +550,15 @@ mod test {
         assert_eq!(err["resume_at"], 7);
         let msg = err["message"].as_str().unwrap();
         assert!(msg.starts_with("reading the update failed: cut"), "{msg}");
+        assert_eq!(msg.matches("cut").count(), 1, "{msg}");
+        // Wrapped by a deployment, as `install` reports it.
+        let out = Shared::default();
+        let r = Reporter::json_to(Box::new(out.clone()), "install", "-");
+        r.error(&DeployError::Apply(ApplyError::Interrupted {
+            error: io::Error::other("cut"),
+            resume_at: 9,
+        }));
+        assert_eq!(lines(&out).last().unwrap()["resume_at"], 9);
     }
 
     #[test]

@@ -297,11 +297,13 @@ impl fmt::Display for RepoError {
     }
 }
 
+/// Transparent to the errors its messages include (as every error of this crate): `source()`
+/// is their own source, so that each message appears once in a chain.
 impl std::error::Error for RepoError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            RepoError::Io { source, .. } => Some(source),
-            RepoError::CorruptObject { error, .. } => Some(error),
+            RepoError::Io { source, .. } => source.source(),
+            RepoError::CorruptObject { error, .. } => error.source(),
             _ => None,
         }
     }

@@ -121,12 +121,13 @@ impl fmt::Display for BuildError {
     }
 }
 
+/// Transparent to the errors its messages include.
 impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            BuildError::Repo(e) => Some(e),
-            BuildError::Io { source, .. } => Some(source),
-            BuildError::Object { error, .. } => Some(error),
+            BuildError::Repo(e) => e.source(),
+            BuildError::Io { source, .. } => source.source(),
+            BuildError::Object { error, .. } => error.source(),
             _ => None,
         }
     }

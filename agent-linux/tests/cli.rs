@@ -787,6 +787,130 @@ fn clear_errors() {
     .contains("cannot open"));
 }
 
+/// The messages of the error `ecu-agent` printed: the `error: ` line and each `caused by: `.
+fn error_chain(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("error: ")
+                .or_else(|| l.strip_prefix("  caused by: "))
+        })
+        .collect()
+}
+
+/// Asserts that no message of the chain repeats one of the others (a wrapper error both
+/// showing its inner error and returning it as its source would).
+fn each_message_once(stderr: &str, os_errors: usize) {
+    let chain = error_chain(stderr);
+    assert!(!chain.is_empty(), "{stderr}");
+    for (i, a) in chain.iter().enumerate() {
+        for (j, b) in chain.iter().enumerate() {
+            assert!(i == j || !a.contains(b), "{b:?} is said twice:\n{stderr}");
+        }
+    }
+    assert_eq!(stderr.matches("(os error ").count(), os_errors, "{stderr}");
+}
+
+#[test]
+fn error_chains_say_each_message_once() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo, src) = (t.path().join("repo"), t.path().join("src"));
+    write_tree(&src, 1);
+    ok(&["init", "--repo", p(&repo)]);
+    let missing = t.path().join("missing");
+    // A tree that is not there (the repository's BuildError over an io::Error).
+    let err = fails(&[
+        "commit",
+        "--repo",
+        p(&repo),
+        "--branch",
+        "main",
+        "--tree",
+        p(&missing),
+    ]);
+    each_message_once(&err, 1);
+    let commit = ok(&[
+        "commit",
+        "--repo",
+        p(&repo),
+        "--branch",
+        "main",
+        "--tree",
+        p(&src),
+    ]);
+    // An output directory that is not there (GenerateError over an io::Error).
+    let err = fails(&[
+        "delta",
+        "generate",
+        "--repo",
+        p(&repo),
+        "--empty",
+        "--to",
+        "main",
+        "--out",
+        p(&missing.join("u.update")),
+    ]);
+    each_message_once(&err, 1);
+    let update = t.path().join("u.update");
+    ok(&[
+        "delta",
+        "generate",
+        "--repo",
+        p(&repo),
+        "--empty",
+        "--to",
+        "main",
+        "--out",
+        p(&update),
+    ]);
+    // A sysroot that is a file (agent.conf's ConfigError over an io::Error).
+    let file = t.path().join("file");
+    fs::write(&file, b"").unwrap();
+    let err = fails(&[
+        "apply-offline",
+        "--sysroot",
+        p(&file),
+        "--allow-unsigned",
+        p(&update),
+    ]);
+    each_message_once(&err, 1);
+    // A checkout below a file (CheckoutError over an io::Error).
+    let sys = t.path().join("sys");
+    ok(&[
+        "apply-offline",
+        "--sysroot",
+        p(&sys),
+        "--allow-unsigned",
+        p(&update),
+    ]);
+    let err = fails(&[
+        "checkout",
+        "--sysroot",
+        p(&sys),
+        commit.trim(),
+        p(&file.join("out")),
+    ]);
+    each_message_once(&err, 1);
+    // A boot environment that is a directory (DeployError over the environment's error).
+    let sys = t.path().join("sys2");
+    fs::create_dir_all(sys.join("env-a")).unwrap();
+    fs::create_dir_all(sys.join("env-b")).unwrap();
+    fs::write(
+        sys.join("agent.conf"),
+        "env = env-a\nenv-redundant = env-b\n",
+    )
+    .unwrap();
+    let err = fails(&[
+        "install",
+        "--sysroot",
+        p(&sys),
+        "--allow-unsigned",
+        p(&update),
+    ]);
+    assert!(err.contains("Is a directory"), "{err}");
+    each_message_once(&err, 1);
+}
+
 /// Runs `ecu-agent args` with a terminal as stdout and stderr (util-linux `script`), returning
 /// what the terminal showed; `None` (after a visible SKIP) when `script` is missing and CI is
 /// not set.

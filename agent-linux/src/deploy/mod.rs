@@ -316,8 +316,8 @@ impl std::error::Error for DeployError {
             DeployError::Apply(e) => e.source(),
             DeployError::Config(e) => e.source(),
             DeployError::Floor(e) => e.source(),
-            DeployError::Env(e) => Some(e),
-            DeployError::Io { source, .. } => Some(source),
+            DeployError::Env(e) => e.source(),
+            DeployError::Io { source, .. } => source.source(),
             _ => None,
         }
     }
