@@ -787,6 +787,26 @@ fn clear_errors() {
     .contains("cannot open"));
 }
 
+#[test]
+fn an_empty_sysroot_needs_an_install_not_init() {
+    let t = tempfile::tempdir().unwrap();
+    let empty = t.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    for sys in [&empty, &t.path().join("new")] {
+        for cmd in ["status", "mark-good", "rollback", "cleanup"] {
+            let err = fails(&[cmd, "--sysroot", p(sys)]);
+            assert!(!err.contains("ecu-agent init"), "{err}");
+            assert!(
+                err.contains(&format!(
+                    "install a from-scratch update first (`ecu-agent install --sysroot {} FILE`)",
+                    p(sys)
+                )),
+                "{err}"
+            );
+        }
+    }
+}
+
 /// The messages of the error `ecu-agent` printed: the `error: ` line and each `caused by: `.
 fn error_chain(stderr: &str) -> Vec<&str> {
     stderr

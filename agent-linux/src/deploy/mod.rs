@@ -682,8 +682,17 @@ impl BootedSource {
 
 impl Deployer {
     /// Opens an existing sysroot.
+    ///
+    /// A sysroot without a repository (new, or empty) is [`DeployError::NotProvisioned`]: it
+    /// needs an install, not `ecu-agent init` (which makes a build-side repository).
     pub fn open(path: &Path, opts: &Options) -> Result<Deployer, DeployError> {
-        Deployer::with(Sysroot::open(path)?, opts)
+        let sysroot = Sysroot::open(path).map_err(|e| match e {
+            RepoError::NotARepo(repo) if repo == path.join(Sysroot::REPO_DIR) => {
+                DeployError::NotProvisioned(path.to_path_buf())
+            }
+            e => DeployError::Repo(e),
+        })?;
+        Deployer::with(sysroot, opts)
     }
 
     /// Opens a sysroot, creating it (and its repository) when missing.
