@@ -788,6 +788,85 @@ fn clear_errors() {
 }
 
 #[test]
+fn apply_offline_and_install_say_a_failure_alike() {
+    let t = tempfile::tempdir().unwrap();
+    let (repo, src, key) = (
+        t.path().join("repo"),
+        t.path().join("src"),
+        t.path().join("key"),
+    );
+    write_tree(&src, 1);
+    ok(&["init", "--repo", p(&repo)]);
+    ok(&["keygen", "--out", p(&key)]);
+    ok(&[
+        "commit",
+        "--repo",
+        p(&repo),
+        "--branch",
+        "main",
+        "--tree",
+        p(&src),
+    ]);
+    let update = t.path().join("u.update");
+    ok(&[
+        "delta",
+        "generate",
+        "--repo",
+        p(&repo),
+        "--empty",
+        "--to",
+        "main",
+        "--out",
+        p(&update),
+        "--sign-key",
+        p(&key),
+        "--codec",
+        "deflate",
+        "--compression",
+        "0",
+    ]);
+    let good = fs::read(&update).unwrap();
+    let other = t.path().join("other");
+    ok(&["keygen", "--out", p(&other)]);
+    let mut damaged = good.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 1;
+    let cases: [(&str, Vec<u8>, &Path); 3] = [
+        ("damaged", damaged, &key),
+        ("truncated", good[..good.len() - 10].to_vec(), &key),
+        ("untrusted", good, &other),
+    ];
+    for (name, bytes, signer) in cases {
+        let file = t.path().join(format!("{name}.update"));
+        fs::write(&file, bytes).unwrap();
+        let public = signer.with_extension("pub");
+        let said: Vec<String> = ["apply-offline", "install"]
+            .iter()
+            .map(|cmd| {
+                let sys = t.path().join(format!("{name}-{cmd}"));
+                fails(&[
+                    cmd,
+                    "--sysroot",
+                    p(&sys),
+                    "--trusted-key",
+                    p(&public),
+                    p(&file),
+                ])
+            })
+            .collect();
+        assert_eq!(said[0], said[1], "{name}");
+        assert!(
+            said[0].starts_with(&format!(
+                "error: cannot install {}\n  caused by: ",
+                p(&file)
+            )),
+            "{}",
+            said[0]
+        );
+    }
+}
+
+#[test]
 fn an_empty_sysroot_needs_an_install_not_init() {
     let t = tempfile::tempdir().unwrap();
     let empty = t.path().join("empty");

@@ -392,10 +392,9 @@ pub fn apply_offline(a: ApplyArgs) -> anyhow::Result<()> {
         }
         let input = source.input(a.resume_from_offset)?;
         let sysroot = Sysroot::open_or_create(&a.sysroot)?;
-        match apply::apply_from(sysroot.repo(), input, &trust, &mut |p| rep.install(p)) {
-            Ok(a) => Ok(a),
-            Err(e) => bail!("cannot install {}: {e}", a.file.display()),
-        }
+        // As `install` says it: the file, then the installer's reason as its cause.
+        apply::apply_from(sysroot.repo(), input, &trust, &mut |p| rep.install(p))
+            .with_context(|| format!("cannot install {}", a.file.display()))
     })();
     let applied = rep.end(res, |ap| Some(ap.commit.clone()))?;
     warn_unsigned(&applied);
