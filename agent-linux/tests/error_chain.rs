@@ -15,6 +15,7 @@ use agent_linux::deploy::DeployError;
 use agent_linux::floor::FloorError;
 use agent_linux::generate::GenerateError;
 use agent_linux::inspect::InspectError;
+use agent_linux::ostree_import::ImportError;
 use agent_linux::tree::BuildError;
 use agent_linux::RepoError;
 
@@ -125,6 +126,12 @@ fn every_wrapper_is_transparent() {
     check(&DeployError::Apply(ApplyError::Install(
         InstallError::Store(repo_io()),
     )));
+    check(&ImportError::Repo(repo_io()));
+    check(&ImportError::Io {
+        what: "read",
+        path: PathBuf::from("ostree/config"),
+        source: os(),
+    });
     check(&DeployError::Io {
         what: "write",
         path: PathBuf::from("S/deploy"),

@@ -284,12 +284,13 @@ impl fmt::Display for ImportError {
 }
 
 impl std::error::Error for ImportError {
+    /// Transparent to the errors its messages include (each message once in a chain).
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ImportError::Io { source, .. } => Some(source),
-            ImportError::Repo(e) => Some(e),
-            ImportError::BadBranch { error, .. } => Some(error),
-            ImportError::Unrepresentable { error, .. } => Some(error),
+            ImportError::Io { source, .. } => source.source(),
+            ImportError::Repo(e) => e.source(),
+            ImportError::BadBranch { error, .. } => error.source(),
+            ImportError::Unrepresentable { error, .. } => error.source(),
             _ => None,
         }
     }
