@@ -137,6 +137,19 @@ pub enum ImportError {
         /// Why.
         error: ObjectError,
     },
+    /// A dirtree names an entry that is not a single path component (`..`, `a/b`, empty).
+    BadName {
+        /// The OSTree commit.
+        commit: ObjectId,
+        /// The dirtree.
+        dirtree: ObjectId,
+        /// Its path in the tree.
+        dir: PathBuf,
+        /// The name.
+        name: Vec<u8>,
+        /// What is wrong with it.
+        error: object::NameError,
+    },
     /// A tree deeper than [`MAX_TREE_DEPTH`].
     TooDeep {
         /// The OSTree commit.
@@ -254,6 +267,20 @@ impl fmt::Display for ImportError {
                 f,
                 "OSTree commit {commit} cannot be imported: {} does not fit our object format: {error}",
                 path.display()
+            ),
+            ImportError::BadName {
+                commit,
+                dirtree,
+                dir,
+                name,
+                error,
+            } => write!(
+                f,
+                "OSTree commit {commit} cannot be imported: its dirtree {dirtree} ({}) names {:?}, \
+                 which is not a single path component ({error}); the repository was not made by \
+                 ostree from a real tree",
+                dir.display(),
+                String::from_utf8_lossy(name)
             ),
             ImportError::TooDeep { commit, path } => write!(
                 f,
@@ -671,7 +698,7 @@ impl Converter<'_> {
         let mut entries = Vec::with_capacity(dt.files.len() + dt.dirs.len());
         for (fname, id) in &dt.files {
             let fpath = path.join(OsStr::from_bytes(fname));
-            self.check_name(c, &path, fname)?;
+            self.check_name(c, &key.0, &path, fname)?;
             let ours = match self.files.get(id) {
                 Some(o) => *o,
                 None => {
@@ -683,7 +710,7 @@ impl Converter<'_> {
             entries.push((fname.clone(), Node::File(ours)));
         }
         for (dname, _, _) in &dt.dirs {
-            self.check_name(c, &path, dname)?;
+            self.check_name(c, &key.0, &path, dname)?;
         }
         Ok(Frame {
             key,
@@ -694,14 +721,19 @@ impl Converter<'_> {
         })
     }
 
-    fn check_name(&self, c: &OstreeCommit, dir: &Path, name: &[u8]) -> Result<(), ImportError> {
-        object::validate_name(name).map_err(|_| ImportError::CorruptObject {
-            kind: OstreeKind::DirTree,
-            id: c.root_tree,
-            path: dir.join(OsStr::from_bytes(
-                &name.escape_ascii().to_string().into_bytes(),
-            )),
-            problem: "a name in the tree is not a single path component",
+    fn check_name(
+        &self,
+        c: &OstreeCommit,
+        dirtree: &ObjectId,
+        dir: &Path,
+        name: &[u8],
+    ) -> Result<(), ImportError> {
+        object::validate_name(name).map_err(|error| ImportError::BadName {
+            commit: c.id,
+            dirtree: *dirtree,
+            dir: dir.to_path_buf(),
+            name: name.to_vec(),
+            error,
         })
     }
 
@@ -849,5 +881,127 @@ fn build_err_id(commit: ObjectId, e: BuildError) -> ImportError {
             commit,
             problem: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::source::fixture as fx;
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, OstreeRepo, Repo) {
+        let d = tempfile::tempdir().unwrap();
+        let src = fx::archive_repo(&d.path().join("ostree"));
+        let ours = Repo::init(&d.path().join("ours")).unwrap();
+        (d, src, ours)
+    }
+
+    fn run(src: &OstreeRepo, ours: &Repo) -> Result<ImportReport, ImportError> {
+        import(src, ours, &ImportOptions::default(), &mut |_| {})
+    }
+
+    /// A history written object by object as OSTree writes it imports with its versions,
+    /// subjects, timestamps and parents.
+    #[test]
+    fn synthetic_history_imports() {
+        let (_d, src, ours) = setup();
+        let f = fx::file(&src, b"hello\n", 0o100755, &[], &[]);
+        let meta = fx::dirmeta(&src, 0o755);
+        let sub = fx::dirtree(&src, &[("f", f)], &[]);
+        let root = fx::dirtree(&src, &[("top", f)], &[("sub", sub, meta)]);
+        let c1 = fx::commit(&src, "os/main", None, "1.0", "one", 1000, root, meta);
+        let root2 = fx::dirtree(&src, &[], &[("sub", sub, meta)]);
+        let c2 = fx::commit(&src, "os/main", Some(c1), "2.0", "two", 2000, root2, meta);
+        let r = run(&src, &ours).unwrap();
+        assert_eq!(r.refs.len(), 1);
+        let commits = &r.refs[0].commits;
+        assert_eq!(commits.len(), 2);
+        assert_eq!(commits[0].ostree, c1.to_string());
+        assert_eq!(commits[1].ostree, c2.to_string());
+        let head = ours.read_ref("os/main").unwrap().unwrap();
+        let info = ours.read_commit(&head).unwrap();
+        assert_eq!(
+            (info.version.as_str(), info.subject.as_str(), info.timestamp),
+            ("2.0", "two", 2000)
+        );
+        let parent = ours.read_commit(&info.parent.unwrap()).unwrap();
+        assert_eq!(
+            (parent.version.as_str(), parent.timestamp, parent.parent),
+            ("1.0", 1000, None)
+        );
+        let names: Vec<Vec<u8>> = ours
+            .read_dirtree(&parent.root_tree)
+            .unwrap()
+            .iter()
+            .map(|e| e.name().to_vec())
+            .collect();
+        assert_eq!(names, vec![b"sub".to_vec(), b"top".to_vec()]);
+        assert_eq!(r.stats.files, 1, "one file object, converted once");
+    }
+
+    /// A dirtree naming `..`, `.`, `a/b` or an empty name (as a file or as a directory) is
+    /// refused, naming the dirtree and the name; nothing moves.
+    #[test]
+    fn names_that_are_not_one_component_are_refused() {
+        for bad in ["..", ".", "a/b", "", "../../etc"] {
+            for as_dir in [false, true] {
+                let (_d, src, ours) = setup();
+                let f = fx::file(&src, b"x", 0o100644, &[], &[]);
+                let meta = fx::dirmeta(&src, 0o755);
+                let empty = fx::dirtree(&src, &[], &[]);
+                let evil = if as_dir {
+                    fx::dirtree(&src, &[], &[(bad, empty, meta)])
+                } else {
+                    fx::dirtree(&src, &[(bad, f)], &[])
+                };
+                let root = fx::dirtree(&src, &[("ok", f)], &[("d", evil, meta)]);
+                fx::commit(&src, "os/main", None, "1", "s", 1, root, meta);
+                let e = run(&src, &ours).unwrap_err();
+                match &e {
+                    ImportError::BadName { dirtree, name, .. } => {
+                        assert_eq!(*dirtree, evil);
+                        assert_eq!(name.as_slice(), bad.as_bytes());
+                    }
+                    other => panic!("{bad:?}: {other}"),
+                }
+                assert!(e.to_string().contains(&evil.to_string()), "{e}");
+                assert_eq!(ours.read_ref("os/main").unwrap(), None);
+            }
+        }
+    }
+
+    /// A file and a directory of one name in one dirtree is refused; nothing moves.
+    #[test]
+    fn duplicate_names_are_refused() {
+        let (_d, src, ours) = setup();
+        let f = fx::file(&src, b"x", 0o100644, &[], &[]);
+        let meta = fx::dirmeta(&src, 0o755);
+        let empty = fx::dirtree(&src, &[], &[]);
+        let root = fx::dirtree(&src, &[("x", f)], &[("x", empty, meta)]);
+        fx::commit(&src, "os/main", None, "1", "s", 1, root, meta);
+        let e = run(&src, &ours).unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        assert_eq!(ours.read_ref("os/main").unwrap(), None);
+    }
+
+    /// A tree one level deeper than [`MAX_TREE_DEPTH`] is refused (walked with a bounded
+    /// explicit stack, never recursion); one at the limit imports.
+    #[test]
+    fn depth_is_bounded() {
+        for (depth, ok) in [(MAX_TREE_DEPTH, true), (MAX_TREE_DEPTH + 1, false)] {
+            let (_d, src, ours) = setup();
+            let meta = fx::dirmeta(&src, 0o755);
+            let mut t = fx::dirtree(&src, &[], &[]);
+            for _ in 0..depth {
+                t = fx::dirtree(&src, &[], &[("d", t, meta)]);
+            }
+            fx::commit(&src, "os/main", None, "1", "s", 1, t, meta);
+            let r = run(&src, &ours);
+            assert_eq!(r.is_ok(), ok, "depth {depth}: {r:?}");
+            if !ok {
+                assert!(matches!(r, Err(ImportError::TooDeep { .. })), "{r:?}");
+                assert_eq!(ours.read_ref("os/main").unwrap(), None);
+            }
+        }
     }
 }

@@ -868,6 +868,137 @@ impl Read for Inflater {
     }
 }
 
+/// Synthetic OSTree repositories for tests: objects written as OSTree writes them, so that
+/// trees no `ostree commit` would make (a `..` entry, duplicate names) can be fed to the
+/// importer.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use super::*;
+    use gvariant::VariantWrap;
+
+    /// An empty archive repository at `dir`.
+    pub fn archive_repo(dir: &Path) -> OstreeRepo {
+        fs::create_dir_all(dir.join("objects")).unwrap();
+        fs::write(
+            dir.join("config"),
+            "[core]\nrepo_version=1\nmode=archive-z2\n",
+        )
+        .unwrap();
+        OstreeRepo::open(dir).unwrap()
+    }
+
+    /// Writes a metadata object; returns its checksum.
+    pub fn metadata(repo: &OstreeRepo, kind: OstreeKind, bytes: &[u8]) -> ObjectId {
+        let id = ObjectId(Sha256::digest(bytes).into());
+        let p = repo.object_path(kind, &id);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, bytes).unwrap();
+        id
+    }
+
+    /// A regular file object (archive): header listing `stored` xattrs, checksum over the
+    /// header listing `hashed`.
+    pub fn file(
+        repo: &OstreeRepo,
+        content: &[u8],
+        mode: u32,
+        stored: &[(Vec<u8>, Vec<u8>)],
+        hashed: &[(Vec<u8>, Vec<u8>)],
+    ) -> ObjectId {
+        let meta = FileMeta {
+            uid: 1000,
+            gid: 1001,
+            mode,
+            size: content.len() as u64,
+            target: Vec::new(),
+            raw_xattrs: hashed.to_vec(),
+        };
+        let mut h = Sha256::new();
+        h.update(file_header(&meta, "", hashed));
+        h.update(content);
+        let id = ObjectId(h.finalize().into());
+        let x: Vec<(&[u8], &[u8])> = stored
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice()))
+            .collect();
+        let header = gv!("(tuuuusa(ayay))").serialize_to_vec(&(
+            meta.size.to_be(),
+            meta.uid.to_be(),
+            meta.gid.to_be(),
+            meta.mode.to_be(),
+            0u32,
+            "",
+            &x,
+        ));
+        let mut bytes = (header.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 4]);
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(content, 9));
+        let path = repo.object_path(OstreeKind::File, &id);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, bytes).unwrap();
+        id
+    }
+
+    /// A dirmeta object: root-owned directory with `perm`.
+    pub fn dirmeta(repo: &OstreeRepo, perm: u32) -> ObjectId {
+        let none: Vec<(&[u8], &[u8])> = Vec::new();
+        let b =
+            gv!("(uuua(ayay))").serialize_to_vec(&(0u32, 0u32, (0o040000 | perm).to_be(), &none));
+        metadata(repo, OstreeKind::DirMeta, &b)
+    }
+
+    /// A dirtree object.
+    pub fn dirtree(
+        repo: &OstreeRepo,
+        files: &[(&str, ObjectId)],
+        dirs: &[(&str, ObjectId, ObjectId)],
+    ) -> ObjectId {
+        let f: Vec<(&str, &[u8])> = files.iter().map(|(n, id)| (*n, &id.0[..])).collect();
+        let d: Vec<(&str, &[u8], &[u8])> = dirs
+            .iter()
+            .map(|(n, t, m)| (*n, &t.0[..], &m.0[..]))
+            .collect();
+        let b = gv!("(a(say)a(sayay))").serialize_to_vec(&(&f, &d));
+        metadata(repo, OstreeKind::DirTree, &b)
+    }
+
+    /// A commit object with a `version`, and `refs/heads/<name>` pointing at it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit(
+        repo: &OstreeRepo,
+        name: &str,
+        parent: Option<ObjectId>,
+        version: &str,
+        subject: &str,
+        timestamp: u64,
+        root_tree: ObjectId,
+        root_meta: ObjectId,
+    ) -> ObjectId {
+        let meta = [("version", VariantWrap(gv!("s"), version))];
+        let parent: &[u8] = match &parent {
+            Some(p) => &p.0[..],
+            None => &[],
+        };
+        let related: Vec<(&str, &[u8])> = Vec::new();
+        let b = gv!("(a{sv}aya(say)sstayay)").serialize_to_vec(&(
+            &meta[..],
+            parent,
+            &related,
+            subject,
+            "",
+            timestamp.to_be(),
+            &root_tree.0[..],
+            &root_meta.0[..],
+        ));
+        let id = metadata(repo, OstreeKind::Commit, &b);
+        let r = repo.path().join("refs/heads").join(name);
+        fs::create_dir_all(r.parent().unwrap()).unwrap();
+        fs::write(r, format!("{id}\n")).unwrap();
+        id
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
