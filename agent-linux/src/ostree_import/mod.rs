@@ -139,8 +139,6 @@ pub enum ImportError {
     },
     /// A dirtree names an entry that is not a single path component (`..`, `a/b`, empty).
     BadName {
-        /// The OSTree commit.
-        commit: ObjectId,
         /// The dirtree.
         dirtree: ObjectId,
         /// Its path in the tree.
@@ -269,14 +267,13 @@ impl fmt::Display for ImportError {
                 path.display()
             ),
             ImportError::BadName {
-                commit,
                 dirtree,
                 dir,
                 name,
                 error,
             } => write!(
                 f,
-                "OSTree commit {commit} cannot be imported: its dirtree {dirtree} ({}) names {:?}, \
+                "OSTree dirtree {dirtree} ({}) names {:?}, \
                  which is not a single path component ({error}); the repository was not made by \
                  ostree from a real tree",
                 dir.display(),
@@ -698,7 +695,7 @@ impl Converter<'_> {
         let mut entries = Vec::with_capacity(dt.files.len() + dt.dirs.len());
         for (fname, id) in &dt.files {
             let fpath = path.join(OsStr::from_bytes(fname));
-            self.check_name(c, &key.0, &path, fname)?;
+            Self::check_name(&key.0, &path, fname)?;
             let ours = match self.files.get(id) {
                 Some(o) => *o,
                 None => {
@@ -710,7 +707,7 @@ impl Converter<'_> {
             entries.push((fname.clone(), Node::File(ours)));
         }
         for (dname, _, _) in &dt.dirs {
-            self.check_name(c, &key.0, &path, dname)?;
+            Self::check_name(&key.0, &path, dname)?;
         }
         Ok(Frame {
             key,
@@ -721,15 +718,8 @@ impl Converter<'_> {
         })
     }
 
-    fn check_name(
-        &self,
-        c: &OstreeCommit,
-        dirtree: &ObjectId,
-        dir: &Path,
-        name: &[u8],
-    ) -> Result<(), ImportError> {
+    fn check_name(dirtree: &ObjectId, dir: &Path, name: &[u8]) -> Result<(), ImportError> {
         object::validate_name(name).map_err(|error| ImportError::BadName {
-            commit: c.id,
             dirtree: *dirtree,
             dir: dir.to_path_buf(),
             name: name.to_vec(),
