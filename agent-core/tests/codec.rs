@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use agent_core::install::{InstallError, Installer, Policy, XzDecoder, INFLATE_WINDOW};
 use agent_core::object::ObjectId;
 use agent_core::wire::{Codec, Filter, FormatError, Superblock};
-use agent_core::write::UpdateWriter;
+use agent_core::write::{Locality, UpdateWriter};
 use common::*;
 
 const TS: u64 = 1_700_000_000;
@@ -105,7 +105,9 @@ fn the_writer_picks_the_filter_of_each_executable() {
         t = t.file(&format!("note{i}.txt"), format!("note {i}\n"));
     }
     let built = build(&t, None, TS, &HashSet::new());
-    let f = write_update_codec(&built, None, None, 1 << 20, Codec::Xz);
+    // Grouped by name: each instruction set in parts of its own (by tree, the default, a
+    // part takes the filter of most of its code: `parts_in_tree_order_take_the_filter_of_most_of_their_code`).
+    let f = write_update_xz(&built, 1 << 20, Locality::Name);
     let sb = superblock(&f);
     let filters: Vec<Filter> = sb.parts.iter().map(|p| p.filter).collect();
     for want in [Filter::X86, Filter::ArmThumb, Filter::Arm64, Filter::None] {
@@ -134,6 +136,47 @@ fn the_writer_picks_the_filter_of_each_executable() {
     assert_eq!(r, Ok(built.commit));
     let (_, sx) = install_with(&f, INFLATE_WINDOW + sb.dictionary as usize, f.len());
     assert_eq!(s.objects, sx.objects);
+}
+
+#[test]
+fn parts_in_tree_order_take_the_filter_of_most_of_their_code() {
+    // An x86 system with one ARM helper and text: in tree order, parts of equal size (no
+    // part size asked for), each through the filter of most of its ELF bytes.
+    let mut t = Tree::default()
+        .file("a-readme.txt", "some text\n".repeat(300))
+        .file("b-x86", elf(62, 0x1000, 60_000))
+        .file("c-arm", elf(40, 0x1001, 20_000))
+        .file("d-x86", elf(62, 0x1000, 30_000));
+    for i in 0..20 {
+        t = t.file(&format!("note{i}.txt"), format!("note {i}\n"));
+    }
+    let built = build(&t, None, TS, &HashSet::new());
+    let mut w = UpdateWriter::new(
+        REF,
+        None,
+        built.commit,
+        built.timestamp,
+        "1.0",
+        "test commit",
+    )
+    .codec(Codec::Xz);
+    for op in &built.ops {
+        if let Op::Write(k, id, b) = op {
+            w.write_object(*k, *id, b).unwrap();
+        }
+    }
+    let mut f = Vec::new();
+    w.finish(None, &mut f).unwrap();
+    let sb = superblock(&f);
+    // 115 KB, far below the 8 MiB dictionary allowed: one part, x86 (90 KB of code) rather
+    // than ARM (20 KB).
+    let filters: Vec<Filter> = sb.parts.iter().map(|p| p.filter).collect();
+    assert_eq!(filters, vec![Filter::X86]);
+    for chunk in [1, 7, 4096] {
+        let (r, s) = install_with(&f, INFLATE_WINDOW + sb.dictionary as usize, chunk);
+        assert_eq!(r, Ok(built.commit));
+        s.assert_committed(&built.commit);
+    }
 }
 
 /// A window too small for the file: refused at the superblock, naming both sizes, and the

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use agent_core::install::{InstallError, Installed, Installer, Policy};
 use agent_core::object::{self, Commit, DirEntry, DirMeta, ObjectId, ObjectKind, Xattrs, S_IFDIR};
-use agent_core::write::UpdateWriter;
+use agent_core::write::{Locality, UpdateWriter};
 
 /// A window to lend the installer: 32 KiB for deflate and the header.
 pub fn window() -> Vec<u8> {
@@ -276,7 +276,16 @@ pub fn write_update(
     seed: Option<&[u8; 32]>,
     part_size: usize,
 ) -> Vec<u8> {
-    write_update_with(built, from, seed, part_size, None, None, &|_, _| None)
+    write_update_with(
+        built,
+        from,
+        seed,
+        part_size,
+        None,
+        None,
+        &|_, _| None,
+        Locality::Tree,
+    )
 }
 
 /// [`write_update`] in format version `format_version`.
@@ -288,7 +297,16 @@ pub fn write_update_format(
     format_version: u16,
 ) -> Vec<u8> {
     let v = Some(format_version);
-    write_update_with(built, from, seed, part_size, v, None, &|_, _| None)
+    write_update_with(
+        built,
+        from,
+        seed,
+        part_size,
+        v,
+        None,
+        &|_, _| None,
+        Locality::Tree,
+    )
 }
 
 /// [`write_update`] with `codec`.
@@ -300,7 +318,31 @@ pub fn write_update_codec(
     codec: Codec,
 ) -> Vec<u8> {
     let v = Some(agent_core::wire::FORMAT_VERSION);
-    write_update_with(built, from, seed, part_size, v, Some(codec), &|_, _| None)
+    write_update_with(
+        built,
+        from,
+        seed,
+        part_size,
+        v,
+        Some(codec),
+        &|_, _| None,
+        Locality::Tree,
+    )
+}
+
+/// [`write_update_codec`] with xz parts laid out as `locality` says.
+pub fn write_update_xz(built: &Built, part_size: usize, locality: Locality) -> Vec<u8> {
+    let v = Some(agent_core::wire::FORMAT_VERSION);
+    write_update_with(
+        built,
+        None,
+        None,
+        part_size,
+        v,
+        Some(Codec::Xz),
+        &|_, _| None,
+        locality,
+    )
 }
 
 /// [`write_update`] with deflate parts and the format version the writer picks (2 when nothing
@@ -319,6 +361,7 @@ pub fn write_update_deflate(
         None,
         Some(Codec::Deflate),
         &|_, _| None,
+        Locality::Tree,
     )
 }
 
@@ -333,7 +376,16 @@ pub fn write_update_patched(
     part_size: usize,
     patch: &PatchFor<'_>,
 ) -> Vec<u8> {
-    write_update_with(built, from, seed, part_size, None, None, patch)
+    write_update_with(
+        built,
+        from,
+        seed,
+        part_size,
+        None,
+        None,
+        patch,
+        Locality::Tree,
+    )
 }
 
 /// Patches file objects from the file objects of `sources` (canonical bytes): the one with the
@@ -351,6 +403,8 @@ pub fn patch_from(
     }
 }
 
+// Every knob of the writer the tests turn, spelled out at each caller.
+#[allow(clippy::too_many_arguments)]
 fn write_update_with(
     built: &Built,
     from: Option<ObjectId>,
@@ -359,6 +413,7 @@ fn write_update_with(
     format_version: Option<u16>,
     codec: Option<Codec>,
     patch: &PatchFor<'_>,
+    locality: Locality,
 ) -> Vec<u8> {
     let mut w = UpdateWriter::new(
         REF,
@@ -368,7 +423,8 @@ fn write_update_with(
         "1.0",
         "test commit",
     )
-    .part_size(part_size);
+    .part_size(part_size)
+    .locality(locality);
     if let Some(v) = format_version {
         w = w.format_version(v);
     }
