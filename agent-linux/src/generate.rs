@@ -13,7 +13,9 @@
 //! dropped: `libfoo.so.1.2` for `libfoo.so.1.3`). The pair is diffed (bsdiff's suffix-array
 //! matching, [`agent_core::write::diff`]) on every core, and the file becomes a patch record
 //! when the patch, compressed, is smaller than the file compressed
-//! ([`agent_core::write::patch_pays`]); otherwise it is written whole.
+//! ([`agent_core::write::patch_pays`]); otherwise it is written whole. A new dirtree is paired
+//! with the source's dirtree at the same path the same way: most of its entries (names and
+//! the ids they name, 32 bytes that no codec shrinks) are the source's.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -151,6 +153,8 @@ pub struct UpdateSummary {
     pub reused: u32,
     /// Objects written as patches of a source object (counted in `written`).
     pub patched: u32,
+    /// Dirtrees among them: patches of the source's dirtree at the same path.
+    pub patched_dirtrees: u32,
 }
 
 /// Finds a ref whose history contains `commit` (the first by name).
@@ -221,6 +225,7 @@ pub fn generate(
         written: 0,
         reused: 0,
         patched: 0,
+        patched_dirtrees: 0,
         bytes: 0,
         progress,
     };
@@ -237,6 +242,7 @@ pub fn generate(
             source: e,
         })?;
     let (written, reused, patched) = (walk.written + 1, walk.reused, walk.patched);
+    let patched_dirtrees = walk.patched_dirtrees;
     let summary: WriteSummary = walk.writer.finish(opts.sign_key.as_ref(), out)?;
     Ok(UpdateSummary {
         ref_name: ref_name.to_string(),
@@ -248,6 +254,7 @@ pub fn generate(
         written,
         reused,
         patched,
+        patched_dirtrees,
     })
 }
 
@@ -345,6 +352,8 @@ struct SourceFiles {
     by_path: HashMap<Vec<u8>, ObjectId>,
     /// (directory, name without digits) -> the first such file by name.
     by_sibling: BTreeMap<(Vec<u8>, Vec<u8>), ObjectId>,
+    /// Directory path (`/`-separated from the root, "" for the root) -> its dirtree.
+    dirs: HashMap<Vec<u8>, ObjectId>,
 }
 
 /// The name of `libfoo.so.1.2` without its digits: `libfoo.so..`.
@@ -365,6 +374,7 @@ impl SourceFiles {
             if depth > MAX_TREE_DEPTH || !seen.insert((tree, dir.clone())) {
                 continue;
             }
+            files.dirs.insert(dir.clone(), tree);
             for e in repo.read_dirtree(&tree)? {
                 match e {
                     OwnedEntry::File { name, id } => {
@@ -387,6 +397,11 @@ impl SourceFiles {
             }
         }
         Ok(files)
+    }
+
+    /// The source dirtree to patch the dirtree at `dir` from, if any.
+    fn dir(&self, dir: &[u8]) -> Option<ObjectId> {
+        self.dirs.get(dir).copied()
     }
 
     /// The source file to patch `dir/name` from, if any.
@@ -413,8 +428,16 @@ enum Step {
 /// A write's patch, when it pays: the source object and the patch.
 type Patch = Option<(ObjectId, Vec<u8>)>;
 
-/// Whole canonical bytes of a regular file object of a patchable size, `None` otherwise.
-fn patchable(repo: &Repo, id: &ObjectId) -> Result<Option<Vec<u8>>, GenerateError> {
+/// Whole canonical bytes of a dirtree, or of a regular file object of a patchable size;
+/// `None` otherwise.
+fn patchable(
+    repo: &Repo,
+    kind: ObjectKind,
+    id: &ObjectId,
+) -> Result<Option<Vec<u8>>, GenerateError> {
+    if kind != ObjectKind::File {
+        return Ok(Some(repo.read_metadata_object(kind, id)?));
+    }
     let obj = repo.open_file_object(id)?;
     let len = obj.header.object_len();
     if obj.header.is_symlink() || !(MIN_PATCH_FILE..=MAX_PATCH_FILE).contains(&len) {
@@ -436,8 +459,8 @@ fn patches(repo: &Repo, plan: &[Step]) -> Vec<Patch> {
         .iter()
         .enumerate()
         .filter_map(|(i, s)| match s {
-            Step::Write(_, id, Some(_), _) => {
-                let size = std::fs::symlink_metadata(repo.object_path(ObjectKind::File, id));
+            Step::Write(kind, id, Some(_), _) => {
+                let size = std::fs::symlink_metadata(repo.object_path(*kind, id));
                 Some((size.map_or(0, |m| m.len()), i))
             }
             _ => None,
@@ -455,11 +478,11 @@ fn patches(repo: &Repo, plan: &[Step]) -> Vec<Patch> {
         for _ in 0..workers {
             scope.spawn(|| {
                 while let Some(&i) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let Step::Write(_, id, Some(src), _) = &plan[i] else {
+                    let Step::Write(kind, id, Some(src), _) = &plan[i] else {
                         continue;
                     };
                     let (Ok(Some(new)), Ok(Some(old))) =
-                        (patchable(repo, id), patchable(repo, src))
+                        (patchable(repo, *kind, id), patchable(repo, *kind, src))
                     else {
                         continue;
                     };
@@ -521,7 +544,8 @@ impl Walk<'_> {
                 }
             }
         }
-        self.object(ObjectKind::DirTree, id, None)
+        let pair = self.pairs.dir(&self.path);
+        self.object(ObjectKind::DirTree, id, pair)
     }
 
     /// Plans one object as a reuse (when the source has it) or a write (patched from `pair`
@@ -552,6 +576,7 @@ struct Emit<'a> {
     written: u32,
     reused: u32,
     patched: u32,
+    patched_dirtrees: u32,
     bytes: u64,
     progress: &'a mut dyn FnMut(u32, u64),
 }
@@ -578,6 +603,7 @@ impl Emit<'_> {
                 self.bytes += len;
                 self.written += 1;
                 self.patched += 1;
+                self.patched_dirtrees += u32::from(*kind == ObjectKind::DirTree);
             }
             (Step::Write(kind, id, _, _), None) => {
                 self.write(*kind, id)?;

@@ -82,6 +82,11 @@ fn trees(tmp: &Path) -> Trees {
     write(&src2, "usr/share/doc/notes.txt", &text2);
     write(&src2, "etc/hostname", b"ecu\n");
     write(&src2, "etc/new", &semi_random_text(4, 3000));
+    commit_both(tmp, src1, src2)
+}
+
+/// Commits `src1` (version 1) and `src2` (version 2) into a new build repository.
+fn commit_both(tmp: &Path, src1: std::path::PathBuf, src2: std::path::PathBuf) -> Trees {
     let build = Repo::init(&tmp.join("build")).unwrap();
     let commit = |dir: &Path, v: &str, ts: u64| {
         let (root, _) = build_dir(&build, dir, &BuildOptions::default(), &mut |_| {}).unwrap();
@@ -183,6 +188,49 @@ fn file_id(repo: &Repo, c: &ObjectId, rel: &str) -> ObjectId {
         }
     }
     panic!("{rel} not in {c}")
+}
+
+#[test]
+fn a_changed_directory_is_patched_from_the_source_directory_at_every_chunk_size() {
+    // A package database: 80 files in one directory; v2 adds one, so the directory's dirtree
+    // (80 names and ids) changes by one entry.
+    let tmp = tempfile::tempdir().unwrap();
+    let (src1, src2) = (tmp.path().join("src1"), tmp.path().join("src2"));
+    for src in [&src1, &src2] {
+        for i in 0..80 {
+            let list = format!("/usr/share/doc/package-{i}/copyright\n/usr/bin/tool-{i}\n");
+            write(
+                src,
+                &format!("var/lib/dpkg/info/package-{i}.list"),
+                list.as_bytes(),
+            );
+        }
+        write(src, "etc/hostname", b"ecu\n");
+    }
+    write(&src2, "var/lib/dpkg/info/curl.list", b"/usr/bin/curl\n");
+    let t = commit_both(tmp.path(), src1, src2);
+    let (delta, s) = update(&t, Some(t.c1), false);
+    let (plain, p) = update(&t, Some(t.c1), true);
+    // No file is paired (the new one has no source); the info directory's dirtree is patched.
+    assert!(s.patched_dirtrees >= 1, "{s:?}");
+    assert_eq!(s.patched, s.patched_dirtrees, "{s:?}");
+    assert_eq!((p.patched, p.patched_dirtrees), (0, 0), "{p:?}");
+    assert!(
+        delta.len() < plain.len(),
+        "patched {} vs whole {}",
+        delta.len(),
+        plain.len()
+    );
+    let public = keys::public_key(&[7; 32]);
+    for chunk in [1, 7, 512, 64 * 1024, usize::MAX] {
+        let dev = device(tmp.path(), &t, &format!("dev-{chunk}"));
+        let i = install_chunked(&dev, &delta, chunk, Policy::require(&[public])).unwrap();
+        assert_eq!((i.commit, i.from), (t.c2, Some(t.c1)));
+        let co2 = tmp.path().join(format!("co2-{chunk}"));
+        checkout(&dev, &t.c2, &co2, CheckoutMode::Copy).unwrap();
+        assert_same_tree(&t.src2, &co2);
+        assert!(staged_files(&dev).is_empty());
+    }
 }
 
 #[test]
