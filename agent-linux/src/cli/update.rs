@@ -56,8 +56,9 @@ pub struct WriterArgs {
     /// Sign the file with this ed25519 secret key (from `ecu-agent keygen`); unsigned without.
     #[arg(long, value_name = "K")]
     sign_key: Option<PathBuf>,
-    /// Target decoded size of a part in bytes (default: 512 KiB for deflate, the dictionary
-    /// for xz); larger objects get a part of their own.
+    /// Target decoded size of a part in bytes (default: 512 KiB for deflate; for xz, 4 parts
+    /// of equal size, or parts of the dictionary's size when that makes more); with this
+    /// flag, records are packed up to it and larger objects get a part of their own.
     #[arg(long, value_name = "BYTES")]
     part_size: Option<usize>,
     /// Compression level: deflate's 0 (fastest) to 10 (smallest), or xz's preset 0 to 9;
