@@ -337,6 +337,52 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             Op::SimulateBoot,
         ]),
     ));
+
+    // index_parse: mode (bit 0: unsigned allowed), then an index.
+    use agent_core::object::ObjectId;
+    use agent_linux::index::{emit, Entry, Index};
+    let idx = Index {
+        serial: 7,
+        created: 1_700_000_000,
+        expires: 0,
+        entries: vec![
+            Entry {
+                ref_name: "os/main".into(),
+                from: None,
+                to: ObjectId([0x22; 32]),
+                version: "1.2".into(),
+                security_version: 3,
+                file: "os-main-22.update".into(),
+                size: 1000,
+                sha256: [0x33; 32],
+            },
+            Entry {
+                ref_name: "os/main".into(),
+                from: Some(ObjectId([0x11; 32])),
+                to: ObjectId([0x22; 32]),
+                version: "1.2".into(),
+                security_version: 3,
+                file: "os-main-11-22.update".into(),
+                size: 100,
+                sha256: [0x44; 32],
+            },
+        ],
+    };
+    out.push((
+        "index_parse",
+        "signed",
+        with_mode(0, &emit(&idx, Some(&crate::SEED))),
+    ));
+    out.push((
+        "index_parse",
+        "unsigned-allowed",
+        with_mode(1, &emit(&idx, None)),
+    ));
+    out.push((
+        "index_parse",
+        "unsigned-refused",
+        with_mode(0, &emit(&idx, None)),
+    ));
     out
 }
 
@@ -436,6 +482,14 @@ fn corpus() {
                 assert_eq!(crate::sysroot::encode(&ops), bytes, "{name}: {ops:?}");
                 let r = crate::sysroot::run(&ops);
                 assert!(r.trial_boots > 0 && r.ok >= 5, "{name}: {r:?}");
+            }
+            "index_parse" => {
+                use crate::index::Parsed;
+                let want = match name {
+                    "unsigned-refused" => Parsed::Refused,
+                    _ => Parsed::Accepted(2),
+                };
+                assert_eq!(crate::index::check(&bytes), want, "{name}");
             }
             _ => unreachable!(),
         }

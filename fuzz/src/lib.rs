@@ -422,6 +422,7 @@ pub fn chunk_prefix_policy(sizes: &[u16], bits: u8) -> Vec<u8> {
 pub mod bootenv;
 pub mod bootstate;
 pub mod envload;
+pub mod index;
 pub mod sysroot;
 
 /// The global allocator of every target and of the seed test: the system's, counting the

@@ -27,6 +27,7 @@ pub const TARGETS: &[&str] = &[
     "bootstate_ops",
     "env_load",
     "sysroot_ops",
+    "index_parse",
 ];
 
 const NIGHTLY: &str = "nightly";
