@@ -23,6 +23,7 @@
 //! - [`bootcfg`]: the sysroot's `agent.conf` (which bootloader environment, scheme, tries).
 //! - [`text`]: escaping text from updates for a terminal.
 //! - [`fsops`]: filesystem mutations with named interruption points (power-loss tests).
+//! - [`xz`]: decoding xz parts with liblzma.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -47,5 +48,6 @@ pub mod sysroot;
 pub mod text;
 pub mod tree;
 pub mod upgrade;
+pub mod xz;
 
 pub use repo::{CommitInfo, CommitMeta, Repo, RepoError, TreeRoot};

@@ -100,6 +100,53 @@ pub const INSTALLER_SIZE_BUDGET: usize = 48 * 1024;
 const _: () =
     assert!(core::mem::size_of::<Installer<'static>>() + INFLATE_WINDOW <= INSTALLER_SIZE_BUDGET);
 
+/// What one [`XzDecode::decode`] call did.
+#[cfg(feature = "xz")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XzStep {
+    /// Bytes of the input taken.
+    pub consumed: usize,
+    /// Bytes written to the start of the output.
+    pub produced: usize,
+    /// The `.xz` stream ended (its footer was decoded).
+    pub end: bool,
+}
+
+/// Why an [`XzDecode`] refused its input.
+#[cfg(feature = "xz")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum XzDecodeError {
+    /// The stream is not valid `.xz` (corrupt, cut short, or needing more than the decoder has).
+    Corrupt,
+    /// Bytes followed the end of the stream.
+    Trailing,
+}
+
+/// An `.xz` stream decoder (feature `xz`): the installer's codec interface for xz parts. The
+/// installer wraps each xz part in an `.xz` container made from its verified part table
+/// (`docs/FORMAT.md` section 5) and hands the decoder the container's bytes, the part's bytes
+/// in fixed pieces, and the container's end. [`XzDecoder`] (no_std, no alloc, a lent
+/// dictionary) is the device's; a Linux device may lend one backed by liblzma, or one that
+/// decodes on another core.
+#[cfg(feature = "xz")]
+pub trait XzDecode {
+    /// Bytes of the largest LZMA2 dictionary it decodes with: a file that declares a larger one
+    /// is refused at the superblock, before anything reaches the store.
+    fn dictionary_len(&self) -> usize;
+
+    /// Forgets the stream in progress: the next [`XzDecode::decode`] starts a new stream.
+    fn reset(&mut self);
+
+    /// Decodes the next bytes of the stream, `input`, into `output`, in stream order. A call
+    /// with input takes some of it or produces some output (or both); it may hold input and
+    /// output back (a decoder on another core does), but a call without input delivers what
+    /// is held: it returns with output, with [`XzStep::end`], or with nothing produced only
+    /// once everything given so far is decoded and delivered. Output before a failure is
+    /// delivered before the failure.
+    fn decode(&mut self, input: &[u8], output: &mut [u8]) -> Result<XzStep, XzDecodeError>;
+}
+
 /// The LZMA2 decoder (feature `xz`): its state (about 30 KB: probability tables, range decoder,
 /// BCJ filters) and the dictionary it is lent, lent in turn to an installer
 /// ([`Installer::with_xz`]), so that an installer is as small with the feature as without and
@@ -126,6 +173,30 @@ impl<'d> XzDecoder<'d> {
     /// Bytes of its dictionary.
     pub fn dictionary_len(&self) -> usize {
         self.lent
+    }
+}
+
+#[cfg(feature = "xz")]
+impl XzDecode for XzDecoder<'_> {
+    fn dictionary_len(&self) -> usize {
+        self.lent
+    }
+
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+
+    /// `xz4rust` drops a failing call's output.
+    fn decode(&mut self, input: &[u8], output: &mut [u8]) -> Result<XzStep, XzDecodeError> {
+        let r = self
+            .inner
+            .decode(input, output)
+            .map_err(|_| XzDecodeError::Corrupt)?;
+        Ok(XzStep {
+            consumed: r.input_consumed().min(input.len()),
+            produced: r.output_produced().min(output.len()),
+            end: r.is_end_of_stream(),
+        })
     }
 }
 
@@ -384,9 +455,10 @@ pub struct Installer<'k> {
     inflater: DecompressorOxide,
     /// The lent window's ring: its first power-of-two bytes, at most [`INFLATE_WINDOW`].
     window: &'k mut [u8],
-    /// The LZMA2 decoder and its dictionary, when lent ([`Installer::with_xz`]).
+    /// The LZMA2 decoder and its dictionary, when lent ([`Installer::with_xz`],
+    /// [`Installer::with_xz_decoder`]).
     #[cfg(feature = "xz")]
-    xz: Option<&'k mut XzDecoder<'k>>,
+    xz: Option<&'k mut (dyn XzDecode + 'k)>,
     /// The file's dictionary size (for the xz container's block header).
     #[cfg(feature = "xz")]
     dictionary: u32,
@@ -455,7 +527,14 @@ impl<'k> Installer<'k> {
     /// The same installer, decoding xz parts with `xz` (and its dictionary). Without it xz
     /// parts are refused at the superblock.
     #[cfg(feature = "xz")]
-    pub fn with_xz(mut self, xz: &'k mut XzDecoder<'k>) -> Self {
+    pub fn with_xz(self, xz: &'k mut XzDecoder<'k>) -> Self {
+        self.with_xz_decoder(xz)
+    }
+
+    /// The same installer, decoding xz parts with any [`XzDecode`] (a Linux device's liblzma,
+    /// or a decoder on another core). Without one xz parts are refused at the superblock.
+    #[cfg(feature = "xz")]
+    pub fn with_xz_decoder(mut self, xz: &'k mut (dyn XzDecode + 'k)) -> Self {
         self.xz = Some(xz);
         self
     }
@@ -469,7 +548,7 @@ impl<'k> Installer<'k> {
     /// Bytes of the LZMA2 dictionary lent (0 without the `xz` feature).
     fn dictionary_lent(&self) -> usize {
         #[cfg(feature = "xz")]
-        return self.xz.as_ref().map_or(0, |x| x.lent);
+        return self.xz.as_ref().map_or(0, |x| x.dictionary_len());
         #[cfg(not(feature = "xz"))]
         0
     }
@@ -501,7 +580,7 @@ impl<'k> Installer<'k> {
         self.inflater.init();
         #[cfg(feature = "xz")]
         if let Some(x) = self.xz.as_mut() {
-            x.inner.reset();
+            x.reset();
         }
     }
 
@@ -1014,7 +1093,7 @@ impl<'k> Installer<'k> {
             #[cfg(feature = "xz")]
             if p.codec == Codec::Xz {
                 if let Some(x) = self.xz.as_mut() {
-                    x.inner.reset();
+                    x.reset();
                 }
                 self.staged = 0;
                 let header = xz::block_header(p.filter, self.dictionary);
@@ -1149,6 +1228,7 @@ impl<'k> Installer<'k> {
             &mut self.ops,
             store,
             input,
+            false,
             part,
         )? {
             return Err(InstallError::PartTrailing { part });
@@ -1164,6 +1244,17 @@ impl<'k> Installer<'k> {
         store: &mut S,
         data: &[u8],
     ) -> Result<bool, InstallError<S::Error>> {
+        self.xz_run_drain(store, data, false)
+    }
+
+    /// As [`Installer::xz_run`]; with `drain`, also takes everything the decoder holds.
+    #[cfg(feature = "xz")]
+    fn xz_run_drain<S: Store>(
+        &mut self,
+        store: &mut S,
+        data: &[u8],
+        drain: bool,
+    ) -> Result<bool, InstallError<S::Error>> {
         let k = self.xz_piece_len();
         let out = self.window.get_mut(..k).unwrap_or(&mut []);
         let part = self.part as u32;
@@ -1173,6 +1264,7 @@ impl<'k> Installer<'k> {
             &mut self.ops,
             store,
             data,
+            drain,
             part,
         )
     }
@@ -1183,7 +1275,7 @@ impl<'k> Installer<'k> {
     fn xz_end<S: Store>(&mut self, store: &mut S, p: &PartEntry) -> Res<S::Error> {
         let mut trailer = [0u8; xz::TRAILER_MAX];
         let n = xz::trailer(p.size, p.uncompressed_size, &mut trailer);
-        if self.xz_run(store, trailer.get(..n).unwrap_or(&[]))? {
+        if self.xz_run_drain(store, trailer.get(..n).unwrap_or(&[]), true)? {
             Ok(())
         } else {
             Err(InstallError::Lzma {
@@ -1210,33 +1302,44 @@ impl<'k> Installer<'k> {
 }
 
 /// Runs the LZMA2 decoder over all of `data`, the decoded bytes going through `out` to the
-/// records. Returns whether the xz stream ended; bytes after its end are an error.
+/// records; with `drain`, then takes what the decoder still holds until it has nothing more
+/// ([`XzDecode::decode`] without input). Returns whether the xz stream ended; bytes after its
+/// end are an error.
 #[cfg(feature = "xz")]
 fn xz_decode<S: Store>(
-    xz: Option<&mut XzDecoder<'_>>,
+    xz: Option<&mut (dyn XzDecode + '_)>,
     out: &mut [u8],
     ops: &mut Ops,
     store: &mut S,
     mut data: &[u8],
+    drain: bool,
     part: u32,
 ) -> Result<bool, InstallError<S::Error>> {
     // Never without one: the superblock's check refused xz parts then.
     let Some(xz) = xz else {
         return Err(InstallError::Lzma { part });
     };
-    while !data.is_empty() {
-        let r = xz
-            .inner
-            .decode(data, out)
-            .map_err(|_| InstallError::Lzma { part })?;
-        let written = r.output_produced().min(out.len());
+    while !data.is_empty() || drain {
+        let r = xz.decode(data, out).map_err(|e| match e {
+            XzDecodeError::Trailing => InstallError::PartTrailing { part },
+            _ => InstallError::Lzma { part },
+        })?;
+        let written = r.produced.min(out.len());
         ops.decoded(store, out.get(..written).unwrap_or(&[]))?;
-        data = data.get(r.input_consumed()..).unwrap_or(&[]);
-        if r.is_end_of_stream() {
+        data = data.get(r.consumed..).unwrap_or(&[]);
+        if r.end {
             return if data.is_empty() {
                 Ok(true)
             } else {
                 Err(InstallError::PartTrailing { part })
+            };
+        }
+        if r.consumed == 0 && written == 0 {
+            // Nothing more without input (a decoder that neither takes nor gives is stuck).
+            return if data.is_empty() {
+                Ok(false)
+            } else {
+                Err(InstallError::Lzma { part })
             };
         }
     }
