@@ -6,7 +6,9 @@ mod common;
 
 use std::collections::HashSet;
 
-use agent_core::install::{InstallError, Installer, Policy, XzDecoder, INFLATE_WINDOW};
+use agent_core::install::{
+    InstallError, Installer, Policy, XzDecode, XzDecodeError, XzDecoder, XzStep, INFLATE_WINDOW,
+};
 use agent_core::object::ObjectId;
 use agent_core::wire::{Codec, Filter, FormatError, Superblock};
 use agent_core::write::{Locality, UpdateWriter};
@@ -91,6 +93,90 @@ fn xz_parts_round_trip_through_every_filter_in_any_chunking() {
             logs.push(s.log);
         }
         assert!(logs.windows(2).all(|w| w[0] == w[1]), "{filter:?}");
+    }
+}
+
+/// A decoder that holds back everything it decodes until a call without input, as a decoder
+/// on another core may (the installer's codec interface allows it): the installer must take
+/// the held output at the end of each part, in order.
+struct Lagging<'d> {
+    inner: XzDecoder<'d>,
+    held: Vec<u8>,
+    at: usize,
+    ended: bool,
+}
+
+impl XzDecode for Lagging<'_> {
+    fn dictionary_len(&self) -> usize {
+        XzDecode::dictionary_len(&self.inner)
+    }
+
+    fn reset(&mut self) {
+        self.inner.reset();
+        self.held.clear();
+        self.at = 0;
+        self.ended = false;
+    }
+
+    fn decode(&mut self, input: &[u8], output: &mut [u8]) -> Result<XzStep, XzDecodeError> {
+        if !input.is_empty() {
+            let mut tmp = vec![0u8; 4096];
+            let mut consumed = 0;
+            loop {
+                let r = self.inner.decode(&input[consumed..], &mut tmp)?;
+                consumed += r.consumed;
+                self.held.extend_from_slice(&tmp[..r.produced]);
+                self.ended |= r.end;
+                if r.end || (consumed == input.len() && r.produced < tmp.len()) {
+                    break;
+                }
+            }
+            return Ok(XzStep {
+                consumed,
+                produced: 0,
+                end: false,
+            });
+        }
+        let n = (self.held.len() - self.at).min(output.len()).min(1000);
+        output[..n].copy_from_slice(&self.held[self.at..self.at + n]);
+        self.at += n;
+        Ok(XzStep {
+            consumed: 0,
+            produced: n,
+            end: n == 0 && self.ended,
+        })
+    }
+}
+
+#[test]
+fn a_decoder_that_holds_output_back_installs_the_same() {
+    let (records, ops, to) = minimal_records(TS);
+    let f = raw_update(
+        None,
+        to,
+        TS,
+        ops,
+        &[RawPart::xz(records.clone(), ops, Filter::None)],
+        None,
+        |_, _| {},
+    );
+    let (direct, s) = install_with(&f, INFLATE_WINDOW + RAW_DICTIONARY as usize, 4096);
+    assert_eq!(direct, Ok(to));
+    for chunk in [1, 7, 512, f.len()] {
+        let mut store = MemStore::default();
+        let mut win = vec![0u8; INFLATE_WINDOW];
+        let mut dict = vec![0u8; RAW_DICTIONARY as usize];
+        let mut lagging = Lagging {
+            inner: XzDecoder::new(&mut dict),
+            held: Vec::new(),
+            at: 0,
+            ended: false,
+        };
+        let mut inst = Installer::new(unsigned(), &mut win).with_xz_decoder(&mut lagging);
+        let r = install_chunks(&mut inst, &mut store, &f, &[chunk]).map(|i| i.commit);
+        assert_eq!(r, Ok(to), "in chunks of {chunk}");
+        store.assert_committed(&to);
+        assert_eq!(store.log, s.log, "in chunks of {chunk}");
     }
 }
 

@@ -221,8 +221,8 @@ pub fn apply_from(
     // The window the installer decodes through (32 KiB for deflate), and the LZMA2 decoder
     // with its dictionary; pages of it are touched only as a part needs them.
     let mut window = vec![0u8; INFLATE_WINDOW];
-    let mut xz = crate::xz::Liblzma::new(MAX_DICTIONARY);
-    let mut inst = Box::new(Installer::new(policy, &mut window).with_xz_decoder(&mut xz));
+    let mut xz = crate::xz::decoder(MAX_DICTIONARY);
+    let mut inst = Box::new(Installer::new(policy, &mut window).with_xz_decoder(&mut *xz));
     let mut store = RepoStore::resumable(repo);
     let saved = crate::resume::load(repo).map_err(store_err)?;
     if let Some(s) = &saved {
