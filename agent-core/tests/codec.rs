@@ -172,7 +172,8 @@ fn a_decoder_that_holds_output_back_installs_the_same() {
             at: 0,
             ended: false,
         };
-        let mut inst = Installer::new(unsigned(), &mut win).with_xz_decoder(&mut lagging);
+        let mut xz = XzDecoder::with_decoder(&mut lagging);
+        let mut inst = Installer::new(unsigned(), &mut win).with_xz(&mut xz);
         let r = install_chunks(&mut inst, &mut store, &f, &[chunk]).map(|i| i.commit);
         assert_eq!(r, Ok(to), "in chunks of {chunk}");
         store.assert_committed(&to);

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom};
 
-use agent_core::install::{InstallError, Installer, Policy, Progress, INFLATE_WINDOW};
+use agent_core::install::{InstallError, Installer, Policy, Progress, XzDecoder, INFLATE_WINDOW};
 use agent_core::object::ObjectId;
 use agent_core::wire::{SignatureKind, HEADER_LEN};
 
@@ -221,8 +221,9 @@ pub fn apply_from(
     // The window the installer decodes through (32 KiB for deflate), and the LZMA2 decoder
     // with its dictionary; pages of it are touched only as a part needs them.
     let mut window = vec![0u8; INFLATE_WINDOW];
-    let mut xz = crate::xz::decoder(MAX_DICTIONARY);
-    let mut inst = Box::new(Installer::new(policy, &mut window).with_xz_decoder(&mut *xz));
+    let mut decoder = crate::xz::decoder(MAX_DICTIONARY);
+    let mut xz = XzDecoder::with_decoder(&mut *decoder);
+    let mut inst = Box::new(Installer::new(policy, &mut window).with_xz(&mut xz));
     let mut store = RepoStore::resumable(repo);
     let saved = crate::resume::load(repo).map_err(store_err)?;
     if let Some(s) = &saved {

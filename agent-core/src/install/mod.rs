@@ -147,15 +147,26 @@ pub trait XzDecode {
     fn decode(&mut self, input: &[u8], output: &mut [u8]) -> Result<XzStep, XzDecodeError>;
 }
 
-/// The LZMA2 decoder (feature `xz`): its state (about 30 KB: probability tables, range decoder,
-/// BCJ filters) and the dictionary it is lent, lent in turn to an installer
-/// ([`Installer::with_xz`]), so that an installer is as small with the feature as without and
-/// only a caller that decodes xz parts pays for it. An installer without one refuses xz parts
-/// before anything reaches the store ([`InstallError::DictionaryTooLarge`] with 0 lent).
+/// The LZMA2 decoder (feature `xz`) lent to an installer ([`Installer::with_xz`]), so that an
+/// installer is as small with the feature as without and only a caller that decodes xz parts
+/// pays for it: `xz4rust`'s state (about 30 KB: probability tables, range decoder, BCJ
+/// filters) and the dictionary it is lent ([`XzDecoder::new`]), or any other [`XzDecode`] the
+/// caller has ([`XzDecoder::with_decoder`]: a Linux device's liblzma). An installer without
+/// one refuses xz parts before anything reaches the store
+/// ([`InstallError::DictionaryTooLarge`] with 0 lent).
 #[cfg(feature = "xz")]
 pub struct XzDecoder<'d> {
-    inner: xz4rust::XzDecoder<'d>,
+    inner: Inner<'d>,
     lent: usize,
+}
+
+/// By value: no alloc here, and the embedded decoder is the device's case (as large as
+/// before); a lent one only leaves the space unused.
+#[cfg(feature = "xz")]
+#[allow(clippy::large_enum_variant)]
+enum Inner<'d> {
+    Embedded(xz4rust::XzDecoder<'d>),
+    Lent(&'d mut (dyn XzDecode + 'd)),
 }
 
 #[cfg(feature = "xz")]
@@ -166,7 +177,16 @@ impl<'d> XzDecoder<'d> {
     pub fn new(dictionary: &'d mut [u8]) -> XzDecoder<'d> {
         XzDecoder {
             lent: dictionary.len(),
-            inner: xz4rust::XzDecoder::with_fixed_size_dict(dictionary),
+            inner: Inner::Embedded(xz4rust::XzDecoder::with_fixed_size_dict(dictionary)),
+        }
+    }
+
+    /// The installer's decoder is `decoder` (its [`XzDecode::dictionary_len`] bounds the
+    /// files accepted).
+    pub fn with_decoder(decoder: &'d mut (dyn XzDecode + 'd)) -> XzDecoder<'d> {
+        XzDecoder {
+            lent: decoder.dictionary_len(),
+            inner: Inner::Lent(decoder),
         }
     }
 
@@ -183,13 +203,19 @@ impl XzDecode for XzDecoder<'_> {
     }
 
     fn reset(&mut self) {
-        self.inner.reset();
+        match &mut self.inner {
+            Inner::Embedded(x) => x.reset(),
+            Inner::Lent(d) => d.reset(),
+        }
     }
 
     /// `xz4rust` drops a failing call's output.
     fn decode(&mut self, input: &[u8], output: &mut [u8]) -> Result<XzStep, XzDecodeError> {
-        let r = self
-            .inner
+        let x = match &mut self.inner {
+            Inner::Embedded(x) => x,
+            Inner::Lent(d) => return d.decode(input, output),
+        };
+        let r = x
             .decode(input, output)
             .map_err(|_| XzDecodeError::Corrupt)?;
         Ok(XzStep {
@@ -455,10 +481,9 @@ pub struct Installer<'k> {
     inflater: DecompressorOxide,
     /// The lent window's ring: its first power-of-two bytes, at most [`INFLATE_WINDOW`].
     window: &'k mut [u8],
-    /// The LZMA2 decoder and its dictionary, when lent ([`Installer::with_xz`],
-    /// [`Installer::with_xz_decoder`]).
+    /// The LZMA2 decoder and its dictionary, when lent ([`Installer::with_xz`]).
     #[cfg(feature = "xz")]
-    xz: Option<&'k mut (dyn XzDecode + 'k)>,
+    xz: Option<&'k mut XzDecoder<'k>>,
     /// The file's dictionary size (for the xz container's block header).
     #[cfg(feature = "xz")]
     dictionary: u32,
@@ -527,14 +552,7 @@ impl<'k> Installer<'k> {
     /// The same installer, decoding xz parts with `xz` (and its dictionary). Without it xz
     /// parts are refused at the superblock.
     #[cfg(feature = "xz")]
-    pub fn with_xz(self, xz: &'k mut XzDecoder<'k>) -> Self {
-        self.with_xz_decoder(xz)
-    }
-
-    /// The same installer, decoding xz parts with any [`XzDecode`] (a Linux device's liblzma,
-    /// or a decoder on another core). Without one xz parts are refused at the superblock.
-    #[cfg(feature = "xz")]
-    pub fn with_xz_decoder(mut self, xz: &'k mut (dyn XzDecode + 'k)) -> Self {
+    pub fn with_xz(mut self, xz: &'k mut XzDecoder<'k>) -> Self {
         self.xz = Some(xz);
         self
     }
@@ -548,7 +566,7 @@ impl<'k> Installer<'k> {
     /// Bytes of the LZMA2 dictionary lent (0 without the `xz` feature).
     fn dictionary_lent(&self) -> usize {
         #[cfg(feature = "xz")]
-        return self.xz.as_ref().map_or(0, |x| x.dictionary_len());
+        return self.xz.as_ref().map_or(0, |x| x.lent);
         #[cfg(not(feature = "xz"))]
         0
     }
@@ -1307,7 +1325,7 @@ impl<'k> Installer<'k> {
 /// end are an error.
 #[cfg(feature = "xz")]
 fn xz_decode<S: Store>(
-    xz: Option<&mut (dyn XzDecode + '_)>,
+    xz: Option<&mut XzDecoder<'_>>,
     out: &mut [u8],
     ops: &mut Ops,
     store: &mut S,
