@@ -21,7 +21,7 @@ pub enum ReadInstallError<R, S> {
     EmptyBuffer,
 }
 
-impl<R: fmt::Debug, S: fmt::Debug> fmt::Display for ReadInstallError<R, S> {
+impl<R: fmt::Debug, S: fmt::Display> fmt::Display for ReadInstallError<R, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReadInstallError::Read(e) => write!(f, "reading the update failed: {e:?}"),
@@ -33,7 +33,7 @@ impl<R: fmt::Debug, S: fmt::Debug> fmt::Display for ReadInstallError<R, S> {
     }
 }
 
-impl<R: fmt::Debug, S: fmt::Debug> core::error::Error for ReadInstallError<R, S> {}
+impl<R: fmt::Debug, S: fmt::Debug + fmt::Display> core::error::Error for ReadInstallError<R, S> {}
 
 impl<R, S> From<InstallError<S>> for ReadInstallError<R, S> {
     fn from(e: InstallError<S>) -> Self {

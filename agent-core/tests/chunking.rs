@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::sync::OnceLock;
 
 use agent_core::install::{InstallError, Installed, Installer, Policy};
@@ -68,7 +69,7 @@ fn install_split(
     file: &[u8],
     cuts: &[usize],
     policy: Policy<'_>,
-) -> (Result<Installed, InstallError<()>>, MemStore) {
+) -> (Result<Installed, InstallError<Infallible>>, MemStore) {
     let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (file.len() + 1)).collect();
     cuts.push(0);
     cuts.push(file.len());
@@ -86,7 +87,10 @@ fn install_split(
     (r, store)
 }
 
-fn whole(file: &[u8], policy: Policy<'_>) -> (Result<Installed, InstallError<()>>, MemStore) {
+fn whole(
+    file: &[u8],
+    policy: Policy<'_>,
+) -> (Result<Installed, InstallError<Infallible>>, MemStore) {
     install_split(file, &[], policy)
 }
 

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::convert::Infallible;
 
 use agent_core::install::{
     InstallError, Installer, Policy, XzDecode, XzDecodeError, XzDecoder, XzStep, INFLATE_WINDOW,
@@ -31,7 +32,7 @@ fn install_with(
     file: &[u8],
     window: usize,
     chunk: usize,
-) -> (Result<ObjectId, InstallError<()>>, MemStore) {
+) -> (Result<ObjectId, InstallError<Infallible>>, MemStore) {
     let mut store = MemStore::default();
     // The first 32 KiB (at most) are the installer's window, the rest the xz decoder's
     // dictionary.
@@ -268,7 +269,12 @@ fn parts_in_tree_order_take_the_filter_of_most_of_their_code() {
 
 /// A window too small for the file: refused at the superblock, naming both sizes, and the
 /// store sees nothing but the abort.
-fn refused_for_the_window(file: &[u8], window: usize, want: InstallError<()>, words: &[&str]) {
+fn refused_for_the_window(
+    file: &[u8],
+    window: usize,
+    want: InstallError<Infallible>,
+    words: &[&str],
+) {
     for chunk in [1, 7, 512, file.len()] {
         let (r, s) = install_with(file, window, chunk);
         assert_eq!(r.as_ref(), Err(&want), "chunks of {chunk}");

@@ -22,47 +22,57 @@ struct Limited {
     object_calls: usize,
 }
 
+/// What [`Limited`] says when the declared size is over its limit.
+const REFUSED: &str = "the store has no room for the declared records";
+
 impl Store for Limited {
-    type Error = ();
-    fn has_commit(&mut self, id: &ObjectId) -> Result<bool, ()> {
-        self.inner.has_commit(id)
+    type Error = &'static str;
+    fn has_commit(&mut self, id: &ObjectId) -> Result<bool, &'static str> {
+        self.inner.has_commit(id).map_err(|e| match e {})
     }
-    fn declared(&mut self, declared: &Declared) -> Result<(), ()> {
+    fn declared(&mut self, declared: &Declared) -> Result<(), &'static str> {
         self.asked.push((declared.records, self.object_calls));
         if declared.records > self.limit {
-            Err(())
+            Err(REFUSED)
         } else {
             Ok(())
         }
     }
-    fn has_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, ()> {
-        self.inner.has_object(kind, id)
+    fn has_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, &'static str> {
+        self.inner.has_object(kind, id).map_err(|e| match e {})
     }
-    fn begin_object(&mut self, kind: ObjectKind, id: &ObjectId, len: u64) -> Result<(), ()> {
+    fn begin_object(
+        &mut self,
+        kind: ObjectKind,
+        id: &ObjectId,
+        len: u64,
+    ) -> Result<(), &'static str> {
         self.object_calls += 1;
-        self.inner.begin_object(kind, id, len)
+        self.inner
+            .begin_object(kind, id, len)
+            .map_err(|e| match e {})
     }
-    fn write_object(&mut self, data: &[u8]) -> Result<(), ()> {
-        self.inner.write_object(data)
+    fn write_object(&mut self, data: &[u8]) -> Result<(), &'static str> {
+        self.inner.write_object(data).map_err(|e| match e {})
     }
-    fn finish_object(&mut self) -> Result<(), ()> {
-        self.inner.finish_object()
+    fn finish_object(&mut self) -> Result<(), &'static str> {
+        self.inner.finish_object().map_err(|e| match e {})
     }
     fn abort_object(&mut self) {
         self.inner.abort_object()
     }
-    fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, ()> {
+    fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, &'static str> {
         self.object_calls += 1;
-        self.inner.reuse_object(kind, id)
+        self.inner.reuse_object(kind, id).map_err(|e| match e {})
     }
-    fn part_verified(&mut self) -> Result<(), ()> {
-        self.inner.part_verified()
+    fn part_verified(&mut self) -> Result<(), &'static str> {
+        self.inner.part_verified().map_err(|e| match e {})
     }
-    fn tree_depth(&mut self, id: &ObjectId) -> Result<Option<u16>, ()> {
-        self.inner.tree_depth(id)
+    fn tree_depth(&mut self, id: &ObjectId) -> Result<Option<u16>, &'static str> {
+        self.inner.tree_depth(id).map_err(|e| match e {})
     }
-    fn commit(&mut self, ref_name: &str, id: &ObjectId) -> Result<(), ()> {
-        self.inner.commit(ref_name, id)
+    fn commit(&mut self, ref_name: &str, id: &ObjectId) -> Result<(), &'static str> {
+        self.inner.commit(ref_name, id).map_err(|e| match e {})
     }
     fn abort(&mut self) {
         self.inner.abort()
@@ -111,7 +121,8 @@ fn declared_comes_once_before_any_object_with_the_record_bytes() {
     lent!(win, xz);
     let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
     let e = inst.feed(&mut s, &file).unwrap_err();
-    assert!(matches!(e, InstallError::Store(())), "{e:?}");
+    assert_eq!(e, InstallError::Store(REFUSED));
+    assert_eq!(e.to_string(), format!("the store failed: {REFUSED}"));
     assert_eq!(s.asked, vec![(needed, 0)]);
     assert_eq!(s.object_calls, 0);
     s.inner.assert_failed_cleanly();

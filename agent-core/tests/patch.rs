@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::convert::Infallible;
 
 use agent_core::install::{InstallError, Installer, PATCH_WINDOW};
 use agent_core::object::{DirEntry, ObjectId};
@@ -187,7 +188,7 @@ fn chunking_does_not_matter_for_patch_records() {
 
 /// Installs `file` over a clone of `store` in several chunkings; it must fail with `want` (or
 /// any error when `None`) and leave the store as it was.
-fn refused(store: &MemStore, file: &[u8], want: Option<&InstallError<()>>) {
+fn refused(store: &MemStore, file: &[u8], want: Option<&InstallError<Infallible>>) {
     refused_in(
         store,
         file,
@@ -199,7 +200,7 @@ fn refused(store: &MemStore, file: &[u8], want: Option<&InstallError<()>>) {
 fn refused_in(
     store: &MemStore,
     file: &[u8],
-    want: Option<&InstallError<()>>,
+    want: Option<&InstallError<Infallible>>,
     chunkings: &[&[usize]],
 ) {
     let keys = [public_key(&SEED)];
@@ -446,7 +447,7 @@ fn hand_made_patches_apply_and_bad_ones_are_refused_precisely() {
         Some(&InstallError::Format(FormatError::UnknownOp(3))),
     );
 
-    let bad = |p: &[u8], want: InstallError<()>| {
+    let bad = |p: &[u8], want: InstallError<Infallible>| {
         let r = patch_record(ObjectKind::File, h.target, len, h.source, p);
         refused(&h.store, &hand_file(&h, r, 3), Some(&want));
         want.to_string()

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::convert::Infallible;
 use std::sync::OnceLock;
 
 use agent_core::install::{Checkpoint, InstallError, Installed, Installer, Policy};
@@ -81,7 +82,7 @@ fn interrupted(file: &[u8], base: &MemStore, cut: usize, chunk: usize, power: bo
 
 /// What a resumed run did.
 struct Resumed {
-    result: Result<Installed, InstallError<()>>,
+    result: Result<Installed, InstallError<Infallible>>,
     /// Where the installer resumed.
     resume_offset: Option<u64>,
     /// Bytes fed in all.

@@ -11,7 +11,9 @@
 use std::fmt;
 use std::io::{self, Read, Seek, SeekFrom};
 
-use agent_core::install::{InstallError, Installer, Policy, Progress, XzDecoder, INFLATE_WINDOW};
+use agent_core::install::{
+    InstallError, Installer, PartCheck, Policy, Progress, XzDecoder, INFLATE_WINDOW,
+};
 use agent_core::object::ObjectId;
 use agent_core::wire::{SignatureKind, HEADER_LEN};
 
@@ -35,6 +37,19 @@ pub enum ApplyError {
     Install(InstallError<RepoError>),
     /// Reading the input failed.
     Read(io::Error),
+    /// The file is damaged: a part's bytes do not hash to the SHA-256 its superblock gives
+    /// (checked to the part's end when the install failed inside it: what failed there came
+    /// from the damage).
+    Damaged {
+        /// The part (0-based).
+        part: u32,
+        /// Parts in the file.
+        parts: u32,
+        /// The part's first byte in the file.
+        start: u64,
+        /// The byte after its last.
+        end: u64,
+    },
     /// No key to check a signature with, and unsigned files were not allowed.
     NoTrustedKeys,
     /// Reading the input failed after some parts were verified: the install can resume.
@@ -70,6 +85,15 @@ impl fmt::Display for ApplyError {
             ),
             ApplyError::Install(e) => e.fmt(f),
             ApplyError::Read(e) => write!(f, "reading the update failed: {e}"),
+            ApplyError::Damaged {
+                part,
+                parts,
+                start,
+                end,
+            } => write!(
+                f,
+                "the file is damaged: part {part} of {parts} (bytes {start} to {end}) does not hash to the SHA-256 its superblock gives; get the file again"
+            ),
             ApplyError::NoTrustedKeys => f.write_str(
                 "refused: no trusted key to check the update's signature with; add `trusted-key = <64 hex characters or the path of a K.pub file>` to the sysroot's agent.conf (docs/SYSROOT.md) or pass --trusted-key K.pub (to install a file nobody signed, pass --allow-unsigned)",
             ),
@@ -268,9 +292,14 @@ pub fn apply_from(
                 }
                 _ => data.len(),
             };
-            let p = inst
-                .feed(&mut store, &data[..take])
-                .map_err(ApplyError::Install)?;
+            let p = match inst.feed(&mut store, &data[..take]) {
+                Ok(p) => p,
+                Err(e) => {
+                    // The bytes of `data` the installer did not take.
+                    let rest = data.get((inst.progress().bytes - at) as usize..);
+                    return Err(damaged_or(e, &mut inst, rest.unwrap_or(&[]), &mut src));
+                }
+            };
             data = &data[take..];
             if !prefix_saved && inst.superblock_info().is_some() {
                 if let Some(end) = prefix_len(&prefix) {
@@ -329,6 +358,38 @@ impl Src<'_> {
             Src::Seek(r) => r.read(buf),
             Src::Read(r) => r.read(buf),
         }
+    }
+}
+
+/// The installer failed with `error`: when it failed inside a part, reads the rest of that
+/// part (`rest`, then `src`) to check it against its SHA-256. A damaged part is the failure
+/// ([`ApplyError::Damaged`]: what failed inside it followed from the damage); otherwise, or
+/// when the rest cannot be read, `error` is.
+fn damaged_or(
+    error: InstallError<RepoError>,
+    inst: &mut Installer<'_>,
+    rest: &[u8],
+    src: &mut Src<'_>,
+) -> ApplyError {
+    let mut check = inst.check_part(rest);
+    let mut buf = vec![0u8; READ_CHUNK];
+    while check == PartCheck::NeedMore {
+        match src.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => check = inst.check_part(&buf[..n]),
+        }
+    }
+    match check {
+        PartCheck::Damaged { part, start, end } => {
+            log::debug!("part {part} is damaged; the installer had stopped with: {error}");
+            ApplyError::Damaged {
+                part,
+                parts: inst.superblock_info().map_or(0, |i| i.parts),
+                start,
+                end,
+            }
+        }
+        _ => ApplyError::Install(error),
     }
 }
 

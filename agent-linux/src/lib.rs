@@ -24,6 +24,10 @@
 //! - [`text`]: escaping text from updates for a terminal.
 //! - [`fsops`]: filesystem mutations with named interruption points (power-loss tests).
 //! - [`xz`]: decoding xz parts with liblzma.
+//!
+//! Errors are one enum per module, each message one sentence naming the values involved. An
+//! error whose message includes another's (a wrapper) is transparent to it: its `source()` is
+//! the inner error's own source, so the CLI's `caused by:` lines say each message once.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 

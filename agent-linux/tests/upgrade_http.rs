@@ -642,7 +642,16 @@ fn a_tampered_file_or_index_on_the_server_is_refused() {
     fs::write(&delta, &bad).unwrap();
     let (code, _, err) = upgrade(d, &["--from", &n.url()]);
     assert_eq!(code, 1);
-    assert!(err.contains("is corrupt: its bytes hash to"), "{err}");
+    // Reported as damage, with the part that holds the changed byte.
+    assert!(err.contains("the file is damaged: part "), "{err}");
+    let range = err
+        .split_once("(bytes ")
+        .and_then(|(_, r)| r.split_once(')'))
+        .map(|(r, _)| r.to_string())
+        .unwrap_or_default();
+    let (start, end) = range.split_once(" to ").expect("a byte range");
+    let (start, end): (usize, usize) = (start.parse().unwrap(), end.parse().unwrap());
+    assert!((start..end).contains(&1_000_000), "{err}");
     untouched(&lab, &before);
     fs::write(&delta, &good).unwrap();
 

@@ -352,6 +352,39 @@ pub struct Progress {
     pub resume_offset: Option<u64>,
 }
 
+/// Whether a part of a file that failed is damaged ([`Installer::check_part`]).
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PartCheck {
+    /// The rest of the part is needed: feed the file's next bytes.
+    NeedMore,
+    /// The part matches its SHA-256 (or the failure was not inside a part): the failure is what
+    /// the file holds or what the store did.
+    Intact,
+    /// The part's bytes do not hash to the SHA-256 its superblock gives: the file is damaged,
+    /// and a failure inside the part came from the damage.
+    Damaged {
+        /// The part (0-based).
+        part: u32,
+        /// Its first byte in the file.
+        start: u64,
+        /// The byte after its last.
+        end: u64,
+    },
+}
+
+/// How far a part's SHA-256 got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PartHashing {
+    /// No part is being hashed, or the last one matched.
+    Idle,
+    /// Bytes of the current part are being hashed.
+    Open,
+    /// The current part's bytes do not match its SHA-256.
+    Mismatch,
+}
+
 /// What [`Installer::finish`] installed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -469,6 +502,9 @@ pub struct Installer<'k> {
     /// Raw bytes of the current part still to come.
     part_left: u64,
     part_hash: Sha256,
+    /// How far the current part's SHA-256 got ([`Installer::check_part`] finishes it after a
+    /// failure).
+    part_check: PartHashing,
     /// Where the inflater writes next in `window`.
     out_pos: usize,
     /// A checkpoint given to [`Installer::resume`] waits in `ops`' entry buffer (unused
@@ -533,6 +569,7 @@ impl<'k> Installer<'k> {
             part: 0,
             part_left: 0,
             part_hash: Sha256::new(),
+            part_check: PartHashing::Idle,
             out_pos: 0,
             pending: false,
             resumed_parts: 0,
@@ -591,6 +628,7 @@ impl<'k> Installer<'k> {
         self.part = 0;
         self.part_left = 0;
         Digest::reset(&mut self.part_hash);
+        self.part_check = PartHashing::Idle;
         self.out_pos = 0;
         self.pending = false;
         self.resumed_parts = 0;
@@ -843,6 +881,46 @@ impl<'k> Installer<'k> {
             // Same capacity.
             ref_name: heapless::String::try_from(self.info.ref_name.as_str()).unwrap_or_default(),
             security_version: self.ops.security_version,
+        }
+    }
+
+    /// After [`Installer::feed`] failed inside a part: whether that part is damaged, so that
+    /// the failure is the damage's consequence (a flipped byte can make a part's contents name
+    /// an object that does not exist, or look malformed) and not what the file says. Feed it the
+    /// file's next bytes, from [`Progress::bytes`] on, until it answers something else than
+    /// [`PartCheck::NeedMore`]: at most the rest of the part is hashed, nothing reaches the
+    /// store. Chunking does not change the answer. Without a failure inside a part (or when the
+    /// input ends first) the failure stands: [`PartCheck::Intact`].
+    pub fn check_part(&mut self, input: &[u8]) -> PartCheck {
+        if self.phase != Phase::Failed {
+            return PartCheck::Intact;
+        }
+        let Some(p) = self.parts.get(self.part) else {
+            return PartCheck::Intact;
+        };
+        if self.part_check == PartHashing::Open {
+            let n = usize::try_from(self.part_left)
+                .unwrap_or(usize::MAX)
+                .min(input.len());
+            self.part_hash.update(input.get(..n).unwrap_or(&[]));
+            self.part_left -= n as u64;
+            self.consumed += n as u64;
+            if self.part_left > 0 {
+                return PartCheck::NeedMore;
+            }
+            let found: [u8; 32] = self.part_hash.finalize_reset().into();
+            self.part_check = match found == p.sha256 {
+                true => PartHashing::Idle,
+                false => PartHashing::Mismatch,
+            };
+        }
+        match self.part_check {
+            PartHashing::Mismatch => PartCheck::Damaged {
+                part: self.part as u32,
+                start: self.consumed - u64::from(p.size),
+                end: self.consumed,
+            },
+            _ => PartCheck::Intact,
         }
     }
 
@@ -1103,6 +1181,7 @@ impl<'k> Installer<'k> {
             };
             self.part_left = u64::from(p.size);
             Digest::reset(&mut self.part_hash);
+            self.part_check = PartHashing::Open;
             self.inflater.init();
             self.out_pos = 0;
             let last = self.part + 1 == self.parts.len();
@@ -1307,10 +1386,12 @@ impl<'k> Installer<'k> {
     fn close_part<S: Store>(&mut self, store: &mut S, p: PartEntry) -> Res<S::Error> {
         let found: [u8; 32] = self.part_hash.finalize_reset().into();
         if found != p.sha256 {
+            self.part_check = PartHashing::Mismatch;
             return Err(InstallError::PartHash {
                 part: self.part as u32,
             });
         }
+        self.part_check = PartHashing::Idle;
         self.ops.end_part()?;
         store.part_verified().map_err(InstallError::Store)?;
         debug!("part {} verified", self.part);
@@ -1697,7 +1778,7 @@ pub enum InstallError<E> {
     Store(E),
 }
 
-impl<E: fmt::Debug> fmt::Display for InstallError<E> {
+impl<E: fmt::Display> fmt::Display for InstallError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use InstallError as I;
         match self {
@@ -1764,7 +1845,10 @@ impl<E: fmt::Debug> fmt::Display for InstallError<E> {
                 f,
                 "{kind} object {id} declares {len} bytes but only {room} are left in its part"
             ),
-            I::PartHash { part } => write!(f, "part {part} is corrupt: its SHA-256 does not match the superblock"),
+            I::PartHash { part } => write!(
+                f,
+                "the file is damaged: part {part} does not hash to the SHA-256 its superblock gives; get the file again"
+            ),
             I::PartSize { part, declared, found } => {
                 write!(f, "part {part} decodes to {found} bytes, the superblock declares {declared}")
             }
@@ -1827,12 +1911,12 @@ impl<E: fmt::Debug> fmt::Display for InstallError<E> {
                 write!(f, "the update has extra bytes after its end, from offset {offset}")
             }
             I::Failed => f.write_str("this install already failed; reset the installer to start again"),
-            I::Store(e) => write!(f, "the store failed: {e:?}"),
+            I::Store(e) => write!(f, "the store failed: {e}"),
         }
     }
 }
 
-impl<E: fmt::Debug> core::error::Error for InstallError<E> {}
+impl<E: fmt::Debug + fmt::Display> core::error::Error for InstallError<E> {}
 
 /// The first 8 bytes of a key in hex, enough to tell keys apart in a message.
 struct HexPrefix<'a>(&'a [u8; PUBLIC_KEY_LEN]);
@@ -1877,34 +1961,47 @@ mod test {
     }
 
     impl Store for Recorder {
-        type Error = ();
-        fn has_commit(&mut self, _: &ObjectId) -> Result<bool, ()> {
+        type Error = core::convert::Infallible;
+        fn has_commit(&mut self, _: &ObjectId) -> Result<bool, core::convert::Infallible> {
             Ok(false)
         }
-        fn has_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, ()> {
+        fn has_object(
+            &mut self,
+            kind: ObjectKind,
+            id: &ObjectId,
+        ) -> Result<bool, core::convert::Infallible> {
             Ok(self.objects.contains(&(kind, *id)))
         }
-        fn begin_object(&mut self, kind: ObjectKind, id: &ObjectId, _: u64) -> Result<(), ()> {
+        fn begin_object(
+            &mut self,
+            kind: ObjectKind,
+            id: &ObjectId,
+            _: u64,
+        ) -> Result<(), core::convert::Infallible> {
             self.open = Some((kind, *id));
             Ok(())
         }
-        fn write_object(&mut self, _: &[u8]) -> Result<(), ()> {
+        fn write_object(&mut self, _: &[u8]) -> Result<(), core::convert::Infallible> {
             Ok(())
         }
-        fn finish_object(&mut self) -> Result<(), ()> {
+        fn finish_object(&mut self) -> Result<(), core::convert::Infallible> {
             self.objects.extend(self.open.take());
             Ok(())
         }
         fn abort_object(&mut self) {
             self.open = None;
         }
-        fn reuse_object(&mut self, _: ObjectKind, _: &ObjectId) -> Result<bool, ()> {
+        fn reuse_object(
+            &mut self,
+            _: ObjectKind,
+            _: &ObjectId,
+        ) -> Result<bool, core::convert::Infallible> {
             Ok(false)
         }
-        fn tree_depth(&mut self, _: &ObjectId) -> Result<Option<u16>, ()> {
+        fn tree_depth(&mut self, _: &ObjectId) -> Result<Option<u16>, core::convert::Infallible> {
             Ok(Some(0))
         }
-        fn commit(&mut self, _: &str, id: &ObjectId) -> Result<(), ()> {
+        fn commit(&mut self, _: &str, id: &ObjectId) -> Result<(), core::convert::Infallible> {
             self.committed = Some(*id);
             Ok(())
         }
@@ -2070,14 +2167,17 @@ mod test {
         let long = "r".repeat(100);
         let refs = ["ecu/main"];
         let policy = Policy::require(&[]).with_refs(&refs);
-        let e = check_superblock::<()>(&policy, &long, 0).unwrap_err();
+        let e = check_superblock::<core::convert::Infallible>(&policy, &long, 0).unwrap_err();
         let InstallError::RefNotFollowed { ref_name, cut } = &e else {
             panic!("{e:?}");
         };
         assert!(*cut);
         assert_eq!(ref_name.as_str(), &long[..ERROR_REF_LEN]);
         assert!(std::format!("{e}").contains("(cut)"), "{e}");
-        assert_eq!(check_superblock::<()>(&policy, "ecu/main", 0), Ok(()));
+        assert_eq!(
+            check_superblock::<core::convert::Infallible>(&policy, "ecu/main", 0),
+            Ok(())
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! fails as soon as the installer breaks the protocol. It also serves to check an update file
 //! completely without a device (a dry run).
 
+use core::convert::Infallible;
 use std::borrow::ToOwned;
 use std::collections::{BTreeMap, BTreeSet};
 use std::format;
@@ -153,19 +154,24 @@ impl MemStore {
 }
 
 impl Store for MemStore {
-    type Error = ();
+    type Error = Infallible;
 
-    fn has_commit(&mut self, id: &ObjectId) -> Result<bool, ()> {
+    fn has_commit(&mut self, id: &ObjectId) -> Result<bool, Infallible> {
         self.log.push(format!("has_commit {id}"));
         Ok(self.commits.contains(id))
     }
 
-    fn has_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, ()> {
+    fn has_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, Infallible> {
         self.log.push(format!("has_object {kind} {id}"));
         Ok(self.has(kind, id))
     }
 
-    fn begin_object(&mut self, kind: ObjectKind, id: &ObjectId, len: u64) -> Result<(), ()> {
+    fn begin_object(
+        &mut self,
+        kind: ObjectKind,
+        id: &ObjectId,
+        len: u64,
+    ) -> Result<(), Infallible> {
         assert!(
             self.current.is_none(),
             "begin_object while another object is open"
@@ -175,7 +181,7 @@ impl Store for MemStore {
         Ok(())
     }
 
-    fn write_object(&mut self, data: &[u8]) -> Result<(), ()> {
+    fn write_object(&mut self, data: &[u8]) -> Result<(), Infallible> {
         let cur = self
             .current
             .as_mut()
@@ -185,7 +191,7 @@ impl Store for MemStore {
         Ok(())
     }
 
-    fn finish_object(&mut self) -> Result<(), ()> {
+    fn finish_object(&mut self) -> Result<(), Infallible> {
         let (kind, id, len, bytes) = self
             .current
             .take()
@@ -210,7 +216,7 @@ impl Store for MemStore {
         self.log.push("abort_object".to_owned());
     }
 
-    fn tree_depth(&mut self, id: &ObjectId) -> Result<Option<u16>, ()> {
+    fn tree_depth(&mut self, id: &ObjectId) -> Result<Option<u16>, Infallible> {
         Ok(self.depth_of(id))
     }
 
@@ -220,7 +226,7 @@ impl Store for MemStore {
         id: &ObjectId,
         offset: u64,
         buf: &mut [u8],
-    ) -> Result<Option<usize>, ()> {
+    ) -> Result<Option<usize>, Infallible> {
         // Only what committed installs left: the source of a delta.
         let Some(bytes) = self.objects.get(&(kind, *id)) else {
             return Ok(None);
@@ -234,13 +240,13 @@ impl Store for MemStore {
         Ok(Some(n))
     }
 
-    fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, ()> {
+    fn reuse_object(&mut self, kind: ObjectKind, id: &ObjectId) -> Result<bool, Infallible> {
         let ok = self.objects.contains_key(&(kind, *id));
         self.log.push(format!("reuse {kind} {id} {ok}"));
         Ok(ok)
     }
 
-    fn part_verified(&mut self) -> Result<(), ()> {
+    fn part_verified(&mut self) -> Result<(), Infallible> {
         assert!(self.current.is_none(), "part_verified with an object open");
         self.log.push("part_verified".to_owned());
         self.part_verified_calls += 1;
@@ -248,7 +254,7 @@ impl Store for MemStore {
         Ok(())
     }
 
-    fn commit(&mut self, ref_name: &str, id: &ObjectId) -> Result<(), ()> {
+    fn commit(&mut self, ref_name: &str, id: &ObjectId) -> Result<(), Infallible> {
         assert!(self.current.is_none(), "commit with an object open");
         assert!(
             self.unverified.is_empty(),
@@ -273,7 +279,7 @@ impl Store for MemStore {
         self.unverified.clear();
     }
 
-    fn checkpoint(&mut self, cp: &Checkpoint) -> Result<(), ()> {
+    fn checkpoint(&mut self, cp: &Checkpoint) -> Result<(), Infallible> {
         assert!(self.current.is_none(), "checkpoint with an object open");
         assert!(
             self.unverified.is_empty(),
@@ -287,7 +293,7 @@ impl Store for MemStore {
         Ok(())
     }
 
-    fn resume(&mut self, cp: &Checkpoint) -> Result<bool, ()> {
+    fn resume(&mut self, cp: &Checkpoint) -> Result<bool, Infallible> {
         assert!(
             self.current.is_none() && self.staged.is_empty(),
             "resume after the install began"

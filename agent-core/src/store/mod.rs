@@ -76,8 +76,9 @@ impl Declared {
 
 /// Object storage for the installer. See the [module docs](self) for the calling sequence.
 pub trait Store {
-    /// The platform's error.
-    type Error: core::fmt::Debug;
+    /// The platform's error, printed with `Display` in the installer's messages
+    /// ([`crate::install::InstallError::Store`]): one sentence a person can act on.
+    type Error: core::fmt::Debug + core::fmt::Display;
 
     /// Whether the store holds the complete commit `id` (a delta's source must be held).
     fn has_commit(&mut self, id: &ObjectId) -> Result<bool, Self::Error>;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashSet};
+use std::convert::Infallible;
 
 use agent_core::install::{InstallError, Installed, Installer, Policy};
 use agent_core::object::{self, Commit, DirEntry, DirMeta, ObjectId, ObjectKind, Xattrs, S_IFDIR};
@@ -478,7 +479,7 @@ pub fn install_chunks(
     store: &mut MemStore,
     file: &[u8],
     sizes: &[usize],
-) -> Result<Installed, InstallError<()>> {
+) -> Result<Installed, InstallError<Infallible>> {
     let mut rest = file;
     let mut i = 0;
     while !rest.is_empty() {
@@ -701,7 +702,7 @@ pub fn install_all(
     store: &mut MemStore,
     file: &[u8],
     policy: Policy<'_>,
-) -> Result<Installed, InstallError<()>> {
+) -> Result<Installed, InstallError<Infallible>> {
     lent!(win, xz);
     let mut inst = Installer::new(policy, win).with_xz(xz);
     install_chunks(&mut inst, store, file, &[file.len().max(1)])
