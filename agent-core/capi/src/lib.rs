@@ -38,10 +38,10 @@ pub use types::*;
 /// build time against the real size on every target (with room for the 88 bytes agent-core's
 /// feature `xz` adds to its part table, should a build unify that feature in).
 #[cfg(target_pointer_width = "32")]
-pub const ECU_UPDATE_MEM_SIZE: usize = 49_376;
+pub const ECU_UPDATE_MEM_SIZE: usize = 49_880;
 /// Bytes of memory `ecu_update_init` needs (64-bit targets).
 #[cfg(target_pointer_width = "64")]
-pub const ECU_UPDATE_MEM_SIZE: usize = 49_480;
+pub const ECU_UPDATE_MEM_SIZE: usize = 49_984;
 /// Alignment of the memory lent to `ecu_update_init`.
 pub const ECU_UPDATE_MEM_ALIGN: usize = 8;
 

@@ -76,6 +76,10 @@ pub const BUF_LEN: usize = 512;
 /// Deepest directory nesting a reused dirtree may have below it. Each level costs 16 bytes of
 /// the store's RAM; a deeper tree is refused with [`FlashStoreError::TreeTooDeep`].
 pub const MAX_TREE_DEPTH: usize = 32;
+/// Index positions per slot whose entries the store keeps a one-byte print of in RAM (see
+/// [`FlashStore`]): a look-up reads only the entries whose print matches among these, and
+/// walks the index on flash only past them.
+pub const INDEX_PRINTS: usize = 240;
 /// `image_offset` in a header whose commit has no image (never written by this store).
 const NO_IMAGE: u32 = u32::MAX;
 /// Kind byte of an index entry that marks a resume checkpoint: its data is the 96-byte
@@ -303,10 +307,78 @@ struct Frame {
     remaining: u32,
 }
 
+/// A slot's index prints: for each of the first [`INDEX_PRINTS`] positions the index walk
+/// visits, one byte of its entry's kind and id ([`print`]); 0 at positions the walk skips.
+/// A look-up reads the entries whose print matches (a false match costs a read; the entry on
+/// flash decides) and walks the index on flash from `rest` on. Never a false negative: every
+/// position the walk visits below `covered` has its print, and `rest` is the first one the
+/// walk visits past them.
+#[derive(Clone, Copy, Debug)]
+struct Prints {
+    print: [u8; INDEX_PRINTS],
+    /// One past the highest position printed.
+    covered: u32,
+    /// The first position the walk visits that has no print (`u32::MAX`: none yet).
+    rest: u32,
+    /// Whether the prints describe the slot; if not, the next look-up builds them by one walk.
+    built: bool,
+}
+
+impl Prints {
+    const UNBUILT: Prints = Prints {
+        print: [0; INDEX_PRINTS],
+        covered: 0,
+        rest: 0,
+        built: false,
+    };
+
+    /// Prints of an empty index.
+    fn empty(&mut self) {
+        self.print.fill(0);
+        self.covered = 0;
+        self.rest = u32::MAX;
+        self.built = true;
+    }
+
+    /// No prints: every look-up walks the whole index (after a failed build).
+    fn walk_all(&mut self) {
+        self.covered = 0;
+        self.rest = 0;
+        self.built = true;
+    }
+
+    /// Entry `(kind, id)` is at position `i`, the next position the index walk visits.
+    fn note(&mut self, i: u32, kind: ObjectKind, id: &ObjectId) {
+        if self.rest != u32::MAX {
+            return;
+        }
+        match self.print.get_mut(i as usize) {
+            Some(p) => {
+                *p = print(kind, id);
+                self.covered = i + 1;
+            }
+            None => self.rest = i,
+        }
+    }
+}
+
+/// The print of an index entry: one byte of its id and kind, never 0.
+fn print(kind: ObjectKind, id: &ObjectId) -> u8 {
+    (id.0[0] ^ kind.code()).max(1)
+}
+
 /// An A/B object store on a NOR flash device `F`. See the [module docs](self).
 ///
 /// RAM: the device handle, [`BUF_LEN`] bytes of buffer, [`MAX_TREE_DEPTH`] walk frames of
-/// 16 bytes and about 200 bytes of cursors (`size_of::<FlashStore<F>>()` is checked by a test).
+/// 16 bytes, two slots' index prints of [`INDEX_PRINTS`] bytes and about 200 bytes of cursors
+/// (`size_of::<FlashStore<F>>()` is checked by a test).
+///
+/// Look-ups: for each slot the store keeps a one-byte print of the entry at each of the first
+/// [`INDEX_PRINTS`] index positions, built by one walk of the index when first needed (after
+/// [`FlashStore::new`], [`FlashStore::set_active`], [`FlashStore::flash`] or a resume) and
+/// kept up to date as the install appends entries. A look-up of an absent object reads no
+/// entry among these positions (one in 255 by chance), one of a present object reads it and
+/// the chance matches before it; past [`INDEX_PRINTS`] positions it reads every entry as before.
 pub struct FlashStore<F: NorFlash> {
     flash: F,
     layout: FlashLayout,
@@ -325,6 +397,8 @@ pub struct FlashStore<F: NorFlash> {
     fill: usize,
     buf: [u8; BUF_LEN],
     walk: heapless::Vec<Frame, MAX_TREE_DEPTH>,
+    /// Index prints of slot A and slot B.
+    prints: [Prints; 2],
 }
 
 const fn round_up(n: usize, to: usize) -> usize {
@@ -418,6 +492,7 @@ impl<F: NorFlash> FlashStore<F> {
             fill: 0,
             buf: [0xFF; BUF_LEN],
             walk: heapless::Vec::new(),
+            prints: [Prints::UNBUILT; 2],
         })
     }
 
@@ -435,6 +510,14 @@ impl<F: NorFlash> FlashStore<F> {
         self.fill = 0;
         self.entries = 0;
         self.walk.clear();
+        self.forget_prints();
+    }
+
+    /// Both slots' prints are built again at their next look-up.
+    fn forget_prints(&mut self) {
+        for p in &mut self.prints {
+            p.built = false;
+        }
     }
 
     /// The slot installs write.
@@ -456,8 +539,10 @@ impl<F: NorFlash> FlashStore<F> {
         }
     }
 
-    /// The flash device.
+    /// The flash device. The store reads the slots' indexes again at its next look-up (what
+    /// is done with the device is not the store's to know).
     pub fn flash(&mut self) -> &mut F {
+        self.forget_prints();
         &mut self.flash
     }
 
@@ -600,7 +685,8 @@ impl<F: NorFlash> FlashStore<F> {
         })
     }
 
-    /// Finds `(kind, id)` among the first `count` entries of `slot`.
+    /// Finds `(kind, id)` among the first `count` entries of `slot`: the first entry the index
+    /// walk meets, reading only the entries whose print matches and the index past the prints.
     fn find(
         &mut self,
         slot: FlashSlot,
@@ -609,7 +695,62 @@ impl<F: NorFlash> FlashStore<F> {
         kind: ObjectKind,
         id: &ObjectId,
     ) -> Result<Option<Entry>, F::Error> {
+        let s = slot.index();
+        if !self.prints[s].built {
+            self.build_prints(slot, count, data_end);
+        }
+        let want = print(kind, id);
+        let covered = self.prints[s].covered.min(count);
+        for i in 0..covered {
+            if self.prints[s].print[i as usize] == want {
+                let e = self.entry(slot, i, data_end)?;
+                if e.kind == kind && e.id == *id {
+                    return Ok(Some(e));
+                }
+            }
+        }
+        self.walk_from(self.prints[s].rest, slot, count, data_end, kind, id)
+    }
+
+    /// Builds the prints of `slot` by one walk of its first `count` entries; if the walk fails,
+    /// look-ups walk the whole index (and meet the failure where they did before).
+    fn build_prints(&mut self, slot: FlashSlot, count: u32, data_end: u32) {
+        let s = slot.index();
+        self.prints[s].empty();
         let mut i = 0;
+        while i < count && self.prints[s].rest == u32::MAX {
+            if i as usize >= INDEX_PRINTS {
+                self.prints[s].rest = i;
+                break;
+            }
+            let next = match self.entry(slot, i, data_end) {
+                Ok(e) => {
+                    self.prints[s].note(i, e.kind, &e.id);
+                    self.next_position(slot, &e)
+                }
+                Err(e) => Err(e),
+            };
+            match next {
+                Ok(n) => i = n,
+                Err(_) => {
+                    self.prints[s].walk_all();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Walks the index of `slot` from position `i` (a position the walk visits) for
+    /// `(kind, id)`.
+    fn walk_from(
+        &mut self,
+        mut i: u32,
+        slot: FlashSlot,
+        count: u32,
+        data_end: u32,
+        kind: ObjectKind,
+        id: &ObjectId,
+    ) -> Result<Option<Entry>, F::Error> {
         while i < count {
             let e = self.entry(slot, i, data_end)?;
             if e.kind == kind && e.id == *id {
@@ -758,6 +899,8 @@ impl<F: NorFlash> FlashStore<F> {
             self.inactive()
         );
         self.phase = Phase::Writing;
+        let slot = self.inactive().index();
+        self.prints[slot].empty();
         self.erased_low = 0;
         self.erased_high = self.layout.slot_size;
         self.entries = 0;
@@ -848,6 +991,8 @@ impl<F: NorFlash> FlashStore<F> {
         self.flash
             .write(abs, &self.buf[..area])
             .map_err(FlashStoreError::Flash)?;
+        let slot = self.inactive().index();
+        self.prints[slot].note(self.entries, e.kind, &e.id);
         self.entries += 1;
         Ok(())
     }
@@ -1417,6 +1562,8 @@ impl<F: NorFlash> Store for FlashStore<F> {
             cp.parts, next
         );
         self.phase = Phase::Writing;
+        // Built by one walk at the first look-up, past the links.
+        self.prints[slot.index()].built = false;
         self.entries = next + 1;
         self.data_end = data_end;
         self.open = None;

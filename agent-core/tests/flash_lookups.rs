@@ -1,0 +1,185 @@
+//! The flash store's object look-ups (`docs/FLASH.md`, "Look-ups"): the reads of index
+//! entries an install spends grow linearly with the number of objects (they grew with its
+//! square while every look-up walked the whole index), from scratch and as a delta that copies
+//! whole subtrees from the active slot; and the slots come out byte for byte as before.
+#![cfg(feature = "_test-flash")]
+
+mod flash_common;
+
+use agent_core::object::{ObjectId, ObjectKind};
+use agent_core::store::flash::model::NorModelError;
+use agent_core::store::flash::{FlashSlot, FlashStore};
+use agent_core::store::Store;
+use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
+use flash_common::*;
+use sha2::{Digest, Sha256};
+
+/// Fault-injection style wrapper: the real test flash, counting the reads that land in a
+/// slot's index area (the upper half of a slot; the objects of these updates stay far below).
+struct Counting<'a, 'm> {
+    nor: &'a mut Nor<'m>,
+    index_reads: u64,
+}
+
+impl ErrorType for Counting<'_, '_> {
+    type Error = NorModelError;
+}
+
+impl ReadNorFlash for Counting<'_, '_> {
+    const READ_SIZE: usize = 1;
+
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), NorModelError> {
+        let in_index = LAYOUT
+            .slots
+            .iter()
+            .any(|&s| offset >= s + SLOT / 2 && offset < s + SLOT);
+        if in_index {
+            self.index_reads += 1;
+        }
+        self.nor.read(offset, bytes)
+    }
+
+    fn capacity(&self) -> usize {
+        self.nor.capacity()
+    }
+}
+
+impl NorFlash for Counting<'_, '_> {
+    const WRITE_SIZE: usize = W;
+    const ERASE_SIZE: usize = E;
+
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), NorModelError> {
+        self.nor.erase(from, to)
+    }
+
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), NorModelError> {
+        self.nor.write(offset, bytes)
+    }
+}
+
+/// A tree of about `objects` objects: `firmware.bin` (`version` in it) and directories of 16
+/// small files each.
+fn tree(objects: usize, version: u8) -> Node {
+    let dirs = objects.saturating_sub(4).div_ceil(17);
+    let mut root = vec![(
+        "firmware.bin".to_string(),
+        Node::File([noise(9, 4000), vec![version]].concat()),
+    )];
+    for d in 0..dirs {
+        let files = (0..16)
+            .map(|f| {
+                let seed = (d * 16 + f) as u64 + 1000;
+                (format!("f{f:02}"), Node::File(noise(seed, 40)))
+            })
+            .collect();
+        root.push((format!("d{d:03}"), Node::Dir(files)));
+    }
+    Node::Dir(root.into_iter().collect())
+}
+
+fn slot_sha(mem: &[u8], s: FlashSlot) -> String {
+    let start = LAYOUT.start(s) as usize;
+    let h = Sha256::digest(&mem[start..start + SLOT as usize]);
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Installs `file` through the real installer into the inactive slot (`active` booted),
+/// counting index reads; returns them and the staged commit.
+fn install(mem: &mut [u8], active: FlashSlot, file: &[u8]) -> (u64, ObjectId) {
+    let mut nor = Nor::new(mem);
+    let mut counting = Counting {
+        nor: &mut nor,
+        index_reads: 0,
+    };
+    let mut store = FlashStore::new(&mut counting, LAYOUT, active).unwrap();
+    let commit = install_file(&mut store, file, 4096).unwrap();
+    assert_eq!(store.staged().map(|s| s.commit), Some(commit));
+    drop(store);
+    (counting.index_reads, commit)
+}
+
+/// Every object of `b` is in `slot`, found by a look-up and with its bytes.
+fn check_objects(mem: &mut [u8], slot: FlashSlot, b: &Built) {
+    let mut nor = Nor::new(mem);
+    let mut store = FlashStore::new(&mut nor, LAYOUT, slot).unwrap();
+    let info = store.verify_slot(slot).unwrap().expect("valid slot");
+    // Positions: the objects, and the checkpoints the install kept (two each).
+    assert!(info.objects as usize >= b.objects.len(), "{}", info.objects);
+    for ((kind, id), bytes) in &b.objects {
+        let mut got = vec![0u8; bytes.len() + 1];
+        let n = store
+            .read_object(ObjectKind::from_code(*kind), id, 0, &mut got)
+            .unwrap();
+        assert_eq!(n, Some(bytes.len()), "{id}");
+        assert_eq!(&got[..bytes.len()], &bytes[..], "{id}");
+    }
+}
+
+/// From scratch into slot B, then a delta into slot A that reuses every directory: the index
+/// reads of each and the SHA-256 of both slots after.
+fn run(objects: usize) -> (u64, u64, [String; 2], usize) {
+    let (v0, _, _) = commits();
+    let t1 = tree(objects, 1);
+    let v1 = build(&t1, None, "1");
+    let v2 = build(&tree(objects, 2), Some(v1.commit), "2");
+    assert!(v1.objects.len() >= objects, "{}", v1.objects.len());
+    let mut mem = vec![0u8; DEVICE];
+    provisioned(&mut mem, &v0);
+    let (full, got) = install(&mut mem, FlashSlot::A, &update_file(&v1, None));
+    assert_eq!(got, v1.commit);
+    check_objects(&mut mem, FlashSlot::B, &v1);
+    let delta_file = update_file(&v2, Some(&v1));
+    let (delta, got) = install(&mut mem, FlashSlot::B, &delta_file);
+    assert_eq!(got, v2.commit);
+    check_objects(&mut mem, FlashSlot::A, &v2);
+    let shas = [slot_sha(&mem, FlashSlot::A), slot_sha(&mem, FlashSlot::B)];
+    eprintln!(
+        "{} objects: {full} index reads from scratch, {delta} as a delta; slots {shas:?}",
+        v1.objects.len()
+    );
+    (full, delta, shas, v1.objects.len())
+}
+
+#[test]
+fn index_reads_grow_linearly_with_the_objects() {
+    let (full1, delta1, _, n1) = run(110);
+    let (full2, delta2, _, n2) = run(220);
+    // Twice the objects (123 and 225), about twice the reads. Walking the whole index for
+    // every look-up made these ratios 3.3 and 2.9 (8,507 then 28,143 reads from scratch,
+    // 24,472 then 70,291 as a delta), and more as the objects grow.
+    assert!(
+        full2 * 10 < full1 * 25,
+        "from scratch: {full1} then {full2}"
+    );
+    assert!(delta2 * 10 < delta1 * 25, "delta: {delta1} then {delta2}");
+    // A few reads per object (it was over a hundred).
+    for (reads, n) in [(full1, n1), (delta1, n1), (full2, n2), (delta2, n2)] {
+        assert!(reads < 5 * n as u64, "{reads} index reads for {n} objects");
+    }
+}
+
+#[test]
+fn slots_are_byte_for_byte_as_before_past_the_prints_too() {
+    // Recorded with the store that walked the whole index for every look-up.
+    let want = [
+        (
+            110,
+            [
+                "dd8a8e47aa93203b87ded3397e858600d5cd8141f6c00730870e6fde70e72d72",
+                "7e67553c8c99beeca9ee2f80165dfad3623775e67de9867a7c632d522fcc641d",
+            ],
+        ),
+        (
+            600,
+            [
+                "6648746db79018322708e7491531bf05811a7d7d03224ebc82dcf9a8f0d3c8d5",
+                "9ffa34914b1e640fcab4b6e7db72ea804c9aa85fac4e2022d47b1d90d667263c",
+            ],
+        ),
+    ];
+    // 600 objects are past the prints (`INDEX_PRINTS` positions): the rest is walked.
+    let got: Vec<_> = want.iter().map(|(objects, _)| run(*objects).2).collect();
+    for ((objects, shas), got) in want.iter().zip(got) {
+        assert_eq!(got, shas.map(String::from), "{objects} objects");
+    }
+}
