@@ -183,3 +183,36 @@ fn slots_are_byte_for_byte_as_before_past_the_prints_too() {
         assert_eq!(got, shas.map(String::from), "{objects} objects");
     }
 }
+
+/// The store reads the indexes again after its device was lent out (`FlashStore::flash`): a
+/// slot rewritten meanwhile is looked up as it is now, never through the prints of what it held
+/// before (no false negative).
+#[test]
+fn lookups_follow_the_flash_after_it_was_lent_out() {
+    let (v0, v1, _) = commits();
+    // A device whose slot B holds v1.
+    let mut other = vec![0u8; DEVICE];
+    provisioned(&mut other, &v0);
+    install(&mut other, FlashSlot::A, &update_file(&v1, None));
+    let b = LAYOUT.start(FlashSlot::B) as usize;
+    let v1_slot = other[b..b + SLOT as usize].to_vec();
+
+    let mut mem = vec![0u8; DEVICE];
+    provisioned(&mut mem, &v0);
+    let mut nor = Nor::new(&mut mem);
+    let mut store = FlashStore::new(&mut nor, LAYOUT, FlashSlot::A).unwrap();
+    let mut buf = [0u8; 8];
+    let (kind, id) = *v1.objects.keys().next().unwrap();
+    let kind = ObjectKind::from_code(kind);
+    // Slot A (v0) is looked up: its prints are built.
+    assert_eq!(store.read_object(kind, &id, 0, &mut buf).unwrap(), None);
+    // Slot A rewritten with v1 through the lent device: v1's objects are found there now.
+    let a = LAYOUT.start(FlashSlot::A) as usize;
+    store.flash().bytes_mut()[a..a + SLOT as usize].copy_from_slice(&v1_slot);
+    for ((kind, id), bytes) in &v1.objects {
+        let n = store
+            .read_object(ObjectKind::from_code(*kind), id, 0, &mut buf)
+            .unwrap();
+        assert_eq!(n, Some(bytes.len().min(8)), "{id}");
+    }
+}
