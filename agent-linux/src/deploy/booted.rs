@@ -8,16 +8,87 @@
 
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use bootloader_hooks::Slot;
 
-use super::{
-    io_err, parse_slot, read_cmdline, slot_from_cmdline, BootedSource, DeployError, BOOTED_SLOT_VAR,
-};
+use super::{io_err, DeployError, BOOTED_SLOT_VAR, CMDLINE_VAR};
 use crate::bootcfg::{BootConfig, RootDevices, RootSource};
 use crate::sysroot::Sysroot;
+
+/// Where the booted slot was learnt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootedSource {
+    /// `--booted-slot`.
+    Flag,
+    /// [`BOOTED_SLOT_VAR`].
+    EnvVar,
+    /// `ecu.slot=` or `rauc.slot=` on the kernel command line.
+    Cmdline,
+    /// `root=` on the kernel command line, one slot's root device (`slot-a-root`,
+    /// `slot-b-root`, or Mender's defaults).
+    RootDevice,
+    /// `S/run/booted`, written by `simulate-boot` and by provisioning.
+    RunFile,
+}
+
+impl BootedSource {
+    /// Where the booted slot was learnt, for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            BootedSource::Flag => "--booted-slot",
+            BootedSource::EnvVar => BOOTED_SLOT_VAR,
+            BootedSource::Cmdline => "kernel command line",
+            BootedSource::RootDevice => "root device on the kernel command line",
+            BootedSource::RunFile => "S/run/booted",
+        }
+    }
+}
+
+/// Parses `A`/`B` (any case) and RAUC's `rootfs.0`/`rootfs.1`.
+pub fn parse_slot(s: &str) -> Option<Slot> {
+    match s.trim() {
+        "rootfs.0" | "system0" => Some(Slot::A),
+        "rootfs.1" | "system1" => Some(Slot::B),
+        other => Slot::parse(other),
+    }
+}
+
+/// The slot named on a kernel command line by `ecu.slot=` (or else `rauc.slot=`).
+pub fn slot_from_cmdline(cmdline: &str) -> Option<Slot> {
+    let find = |key: &str| {
+        cmdline
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix(key))
+            .next_back()
+            .and_then(parse_slot)
+    };
+    find("ecu.slot=").or_else(|| find("rauc.slot="))
+}
+
+/// The deployment named on a kernel command line by `ecu.deployment=` (the default `kargs`
+/// template writes it), as given (validate it with [`is_deployment_name`]).
+pub fn deployment_from_cmdline(cmdline: &str) -> Option<&str> {
+    cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("ecu.deployment="))
+        .next_back()
+}
+
+/// The kernel command line: the file [`CMDLINE_VAR`] names, else `/proc/cmdline` (`None`
+/// when it cannot be read).
+pub fn read_cmdline() -> Option<String> {
+    let path = std::env::var_os(CMDLINE_VAR)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/proc/cmdline"));
+    let f = fs::File::open(path).ok()?;
+    // A command line is at most a few KiB (COMMAND_LINE_SIZE); never read more.
+    let mut text = String::new();
+    f.take(64 * 1024).read_to_string(&mut text).ok()?;
+    Some(text)
+}
 
 /// Why the kernel command line does not tell which slot runs although it says something about
 /// it.

@@ -236,3 +236,21 @@ pub(super) fn cleanup(d: &Deployer, state: &BootState) -> Result<CleanupReport, 
     r.bytes_freed = bytes;
     Ok(r)
 }
+
+impl Deployer {
+    /// Removes deployment directories no slot names and objects that neither a deployment
+    /// nor a ref needs.
+    pub fn cleanup(&self) -> Result<CleanupReport, DeployError> {
+        let _lock = self.lock()?;
+        // Staging leftovers of crashed writers: the repository's lock removes them.
+        let tmp = tmp_leftovers(&self.sysroot.repo().tmp_dir());
+        // No install may write objects while unreferenced ones are removed.
+        let _repo_lock = self.sysroot.repo().lock()?;
+        let (_, state) = self.ready()?;
+        self.check_sources(&state)?;
+        let mut r = cleanup(self, &state)?;
+        r.tmp_files += tmp.0;
+        r.bytes_freed += tmp.1;
+        Ok(r)
+    }
+}

@@ -18,6 +18,9 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use agent_core::object::{DirMeta, ObjectId, ObjectKind, S_IPERM};
 use sha2::{Digest, Sha256};
 
+use bootloader_hooks::Slot;
+
+use super::{adopt, DeployError, Deployer};
 use crate::fsops::walk::{self, DirStack};
 use crate::repo::{io_err, OwnedEntry, Repo, RepoError, MAX_TREE_DEPTH};
 
@@ -292,4 +295,25 @@ fn check_file(
         ));
     }
     Ok(())
+}
+
+impl Deployer {
+    /// Verifies the deployment in `slot` (default: the booted one) against its commit.
+    pub fn verify_slot(&self, slot: Option<Slot>) -> Result<(String, VerifyReport), DeployError> {
+        let (_, state) = self.ready()?;
+        let s = match slot {
+            Some(s) => s,
+            None => self.booted_slot()?,
+        };
+        let st = state.slot(s);
+        if adopt::is_adopted(st.name.as_str()) {
+            return Err(DeployError::NotADeployment(s));
+        }
+        let Some(c) = Self::commit_of_slot(st)? else {
+            return Err(DeployError::BootedSlotEmpty(s));
+        };
+        let name = st.name.as_str().to_string();
+        let r = verify(self.sysroot.repo(), &c, &self.deployment_path(&name))?;
+        Ok((name, r))
+    }
 }
