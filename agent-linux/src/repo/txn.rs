@@ -1,0 +1,331 @@
+//! Objects written together: [`Transaction`] stages them and publishes them in durable
+//! waves; [`TmpPool`] creates staging files ahead on another thread.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use agent_core::object::{DirEntry, DirTree, ObjectId, ObjectKind};
+
+use super::objects::Deferred;
+use super::{check_metadata, io_err, sync_dir, Repo, RepoError};
+
+/// Objects written together, fast and safely: each is staged in `R/tmp` without an fsync;
+/// [`Transaction::commit`] makes them all durable with one `syncfs`, then publishes them by
+/// rename in waves, with one fsync of every directory a wave renamed into before the next
+/// wave starts: files, file metadata and dirmetas first, then dirtrees by height (those
+/// whose subdirectories are all outside the transaction, then those whose highest staged
+/// subdirectory is in the wave before, ...). So the bottom-up invariant holds after a power
+/// loss at any point without relying on renames reaching the disk in order, and nothing is
+/// visible before everything is durable. Dropping it (or [`Transaction::abort`]) removes what
+/// it staged.
+///
+/// A file object staged by [`Transaction::publish_file_object`] stays a 0600 file owned by
+/// the writer, without xattrs, until [`Transaction::part_verified`]: what an object's own
+/// hash proves is nothing until the part that carries it (which the signature covers) has
+/// matched its hash. Only then do setuid/setgid and executable bits, owners and capabilities
+/// reach it; [`Transaction::commit`] applies whatever is still deferred (an installer commits
+/// only once everything is verified).
+#[derive(Debug)]
+pub struct Transaction<'r> {
+    repo: &'r Repo,
+    /// `.filemeta` side files (published first), then file objects and dirmetas.
+    sides: Vec<(PathBuf, PathBuf)>,
+    leaves: Vec<(PathBuf, PathBuf)>,
+    /// Dirtrees staged, with their height (1 + the highest of their subdirectories staged in
+    /// this transaction, 0 without one).
+    trees: Vec<(PathBuf, PathBuf, u32)>,
+    heights: HashMap<ObjectId, u32>,
+    pending: HashSet<(u8, ObjectId)>,
+    unverified: Vec<Deferred>,
+    /// How many of `unverified` hold their staged file open.
+    open_files: usize,
+}
+
+/// Most directories a wave of [`Transaction::commit`] fsyncs one by one; a wave that renamed
+/// into more is made durable with one `syncfs` of the repository's filesystem instead.
+pub const MAX_DIR_FSYNCS: usize = 8;
+
+/// Most staged files a [`Transaction`] keeps open until their part is verified (so that
+/// their metadata is applied without opening them again); more are closed and reopened.
+pub const MAX_OPEN_STAGED: usize = 256;
+
+impl<'r> Transaction<'r> {
+    /// An empty transaction on `repo`.
+    pub fn new(repo: &'r Repo) -> Transaction<'r> {
+        Transaction {
+            repo,
+            sides: Vec::new(),
+            leaves: Vec::new(),
+            trees: Vec::new(),
+            heights: HashMap::new(),
+            pending: HashSet::new(),
+            unverified: Vec::new(),
+            open_files: 0,
+        }
+    }
+
+    /// The repository.
+    pub fn repo(&self) -> &'r Repo {
+        self.repo
+    }
+
+    /// Whether the object is staged in this transaction or already in the repository.
+    pub fn has_object(&self, kind: ObjectKind, id: &ObjectId) -> Result<bool, RepoError> {
+        Ok(self.pending.contains(&(kind.code(), *id)) || self.repo.has_object(kind, id)?)
+    }
+
+    /// Stages a dirtree or dirmeta from its canonical bytes (parsed first) unless it is there
+    /// already, and returns its id. Everything a dirtree names must have been staged (or be
+    /// present) before it.
+    pub fn write_metadata_object(
+        &mut self,
+        kind: ObjectKind,
+        bytes: &[u8],
+    ) -> Result<ObjectId, RepoError> {
+        let id = ObjectId::of(bytes);
+        check_metadata(kind, &id, bytes)?;
+        if kind == ObjectKind::Commit {
+            return Err(RepoError::Sequence(
+                "a commit is not part of a transaction; write it after commit()",
+            ));
+        }
+        if !self.has_object(kind, &id)? {
+            let tmp = self.repo.write_tmp(bytes, false)?;
+            let dest = self.repo.object_path(kind, &id);
+            if kind == ObjectKind::DirTree {
+                let height = DirTree::parse(bytes)
+                    .map(|t| {
+                        t.entries()
+                            .filter_map(|e| match e {
+                                DirEntry::Dir { tree, .. } => {
+                                    self.heights.get(&tree).map(|h| h + 1)
+                                }
+                                DirEntry::File { .. } => None,
+                            })
+                            .max()
+                            .unwrap_or(0)
+                    })
+                    .unwrap_or(0);
+                self.heights.insert(id, height);
+                self.trees.push((tmp, dest, height));
+            } else {
+                self.leaves.push((tmp, dest));
+            }
+            self.pending.insert((kind.code(), id));
+        }
+        Ok(id)
+    }
+
+    /// Stages a file object whose own hash matched, as [`Repo::publish_file_object`]
+    /// describes, but with its owner, xattrs and mode deferred to
+    /// [`Transaction::part_verified`] (see the type's docs). Consumes `content` in every case.
+    pub fn publish_file_object(
+        &mut self,
+        id: &ObjectId,
+        meta: &[u8],
+        content: Option<(File, PathBuf)>,
+    ) -> Result<(), RepoError> {
+        if self.has_object(ObjectKind::File, id)? {
+            if let Some((_, p)) = content {
+                let _ = crate::fsops::remove_file(&p);
+            }
+            return Ok(());
+        }
+        let staged = self
+            .repo
+            .stage_file_object(id, meta, content, Some(&mut self.open_files))?;
+        self.leaves.extend(staged.renames);
+        self.unverified.extend(staged.deferred);
+        self.pending.insert((ObjectKind::File.code(), *id));
+        Ok(())
+    }
+
+    /// The part that carried the file objects staged since the last call has matched its
+    /// hash: their owners, xattrs (capabilities included) and modes (setuid, setgid and
+    /// executable bits included) are applied now.
+    pub fn part_verified(&mut self) -> Result<(), RepoError> {
+        self.open_files = 0;
+        for d in std::mem::take(&mut self.unverified) {
+            let id = d.id;
+            if let Some(side) = self.repo.finish_file_meta(d, false)? {
+                self.sides.push((side, self.repo.filemeta_path(&id)));
+            }
+        }
+        Ok(())
+    }
+
+    /// How many staged file objects still wait for [`Transaction::part_verified`].
+    pub fn unverified(&self) -> usize {
+        self.unverified.len()
+    }
+
+    /// Makes everything staged durable and visible (see the type's docs). Metadata still
+    /// deferred is applied first: call this only once everything staged is verified.
+    pub fn commit(&mut self) -> Result<(), RepoError> {
+        if let Err(e) = self.part_verified() {
+            self.abort();
+            return Err(e);
+        }
+        if self.sides.is_empty() && self.leaves.is_empty() && self.trees.is_empty() {
+            return Ok(());
+        }
+        let tmp = self.repo.tmp_dir();
+        crate::fsops::syncfs(&tmp).map_err(io_err("sync the filesystem of", &tmp))?;
+        let mut trees = std::mem::take(&mut self.trees);
+        trees.sort_by_key(|t| t.2);
+        // Side files before the objects they describe: an object's presence means it is whole.
+        let mut leaves = std::mem::take(&mut self.sides);
+        leaves.append(&mut self.leaves);
+        let mut waves = vec![leaves];
+        for (tmp, dest, h) in trees {
+            if waves.len() < h as usize + 2 {
+                waves.push(Vec::new());
+            }
+            if let Some(w) = waves.last_mut() {
+                w.push((tmp, dest));
+            }
+        }
+        let mut waves = waves.into_iter();
+        while let Some(phase) = waves.next() {
+            let mut dirs = std::collections::BTreeSet::new();
+            let mut iter = phase.into_iter();
+            let mut res = Ok(());
+            for (tmp, dest) in iter.by_ref() {
+                let d = dest.parent().unwrap_or(self.repo.path()).to_path_buf();
+                if !dirs.contains(&d) {
+                    if let Err(e) = crate::fsops::mkdir_all(&d, 0o755) {
+                        res = Err(io_err("create", &d)(e));
+                    }
+                    dirs.insert(d);
+                }
+                if res.is_ok() {
+                    res = crate::fsops::rename(&tmp, &dest).map_err(io_err("rename into", &dest));
+                }
+                if res.is_err() {
+                    let _ = crate::fsops::remove_file(&tmp);
+                    break;
+                }
+            }
+            if let Err(e) = res {
+                for (tmp, _) in iter.chain(waves.by_ref().flatten()) {
+                    let _ = crate::fsops::remove_file(&tmp);
+                }
+                self.abort();
+                return Err(e);
+            }
+            if dirs.len() > MAX_DIR_FSYNCS {
+                // One flush of the filesystem instead of an fsync per directory.
+                crate::fsops::syncfs(&tmp).map_err(io_err("sync the filesystem of", &tmp))?;
+            } else {
+                for d in &dirs {
+                    sync_dir(d)?;
+                }
+            }
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Drops everything staged.
+    pub fn abort(&mut self) {
+        let trees = self.trees.drain(..).map(|(tmp, dest, _)| (tmp, dest));
+        let leaves = self.sides.drain(..).chain(self.leaves.drain(..));
+        for (tmp, _) in leaves.chain(trees) {
+            let _ = crate::fsops::remove_file(&tmp);
+        }
+        self.heights.clear();
+        self.pending.clear();
+        self.unverified.clear();
+        self.open_files = 0;
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// Empty staging files created ahead of need on another thread: creating a file is most of
+/// the kernel's work per file object, so an install creates them on a second core while it
+/// decodes and hashes on the first. The thread stays at most [`TmpPool::AHEAD`] files ahead;
+/// dropping the pool stops it and removes the files it made that were not taken.
+///
+/// Not used when interruption points are cut at or traced ([`crate::fsops`]): the power-loss
+/// tests count them, and another thread's creates would move them from run to run.
+#[derive(Debug)]
+pub struct TmpPool {
+    repo: Repo,
+    prefix: &'static str,
+    rx: std::sync::mpsc::Receiver<Result<(File, PathBuf), RepoError>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TmpPool {
+    /// Most files created ahead.
+    pub const AHEAD: usize = 32;
+
+    /// Starts the thread, unless fault injection is on or there is one core only.
+    pub fn start(repo: &Repo, prefix: &'static str) -> Option<TmpPool> {
+        if crate::fsops::points_observed()
+            || std::thread::available_parallelism().map_or(1, |n| n.get()) < 2
+        {
+            return None;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(Self::AHEAD);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, halt) = (repo.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("ecu-agent-tmp".into())
+            .spawn(move || {
+                while !halt.load(Ordering::Relaxed) {
+                    let made = r.create_tmp(prefix);
+                    let failed = made.is_err();
+                    if let Err(std::sync::mpsc::SendError(Ok((f, p)))) = tx.send(made) {
+                        drop(f);
+                        let _ = crate::fsops::remove_file(&p);
+                        break;
+                    }
+                    if failed {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(TmpPool {
+            repo: repo.clone(),
+            prefix,
+            rx,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// A new, empty staging file (mode 0600) and its path, as [`Repo::create_tmp`] makes.
+    pub fn take(&mut self) -> Result<(File, PathBuf), RepoError> {
+        match self.rx.recv() {
+            Ok(made) => made,
+            // The thread stopped (after an error it reported): create here.
+            Err(_) => self.repo.create_tmp(self.prefix),
+        }
+    }
+}
+
+impl Drop for TmpPool {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Unblocks the thread if it waits on a full channel; ends when it has exited.
+        while let Ok(made) = self.rx.recv() {
+            if let Ok((f, p)) = made {
+                drop(f);
+                let _ = crate::fsops::remove_file(&p);
+            }
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
