@@ -17,7 +17,16 @@
 //! the first part, as if there were no checkpoint: a stale or damaged checkpoint costs time,
 //! never correctness.
 
+use sha2::{Digest, Sha256};
+
+#[cfg(doc)]
+use super::Progress;
+use super::{InstallError, Installer, Phase, Res};
 use crate::object::{ObjectId, ID_LEN};
+use crate::store::Store;
+#[cfg(feature = "xz")]
+use crate::wire::Codec;
+use crate::wire::HEADER_LEN;
 
 /// Bytes of an encoded [`Checkpoint`].
 pub const CHECKPOINT_LEN: usize = 96;
@@ -143,6 +152,146 @@ impl Checkpoint {
             return Err(CheckpointError::Invalid);
         }
         Ok(cp)
+    }
+}
+
+impl Installer<'_> {
+    /// Resume an interrupted install from `checkpoint` (what the store recorded through
+    /// [`Store::checkpoint`]). Call it after [`Installer::new`] or [`Installer::reset`], before
+    /// the first [`Installer::feed`], then feed the file from its first byte: the header,
+    /// superblock and signature are verified again. If the checkpoint was taken for this very
+    /// file (same signed `header || superblock`, same target), agrees with its part table, and
+    /// [`Store::resume`] confirms the objects of the completed parts are in place, the
+    /// installer skips to the next part ([`Progress::resume_offset`]); otherwise it installs
+    /// from the first part. Returns false (and does nothing) once feeding has begun, and
+    /// always without the feature `resume` (on with `std`).
+    pub fn resume(&mut self, checkpoint: Checkpoint) -> bool {
+        if !cfg!(feature = "resume") || self.phase != Phase::Header || self.consumed != 0 {
+            return false;
+        }
+        self.ops.stash().copy_from_slice(&checkpoint.to_bytes());
+        self.pending = true;
+        true
+    }
+
+    /// While resuming ([`Progress::resume_offset`] is ahead of [`Progress::bytes`]): skips the
+    /// bytes up to the resume offset without reading them, for a caller that can seek its
+    /// input. Returns the file offset of the next byte to feed (unchanged when there is
+    /// nothing to skip).
+    pub fn skip(&mut self) -> u64 {
+        if self.phase == Phase::Skip {
+            self.consumed = self.consumed.max(self.part_left);
+        }
+        self.consumed
+    }
+
+    /// The checkpoint of the last verified part boundary of the install in progress: `None`
+    /// before the first part is verified, after the last one, and after a failure. The same
+    /// value the store was given through [`Store::checkpoint`].
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        if !matches!(self.phase, Phase::Parts | Phase::Skip) {
+            return None;
+        }
+        self.checkpoint_at(self.part)
+    }
+
+    /// The checkpoint after the first `parts` parts (1 ..= the number of parts − 1).
+    pub(super) fn checkpoint_at(&self, parts: usize) -> Option<Checkpoint> {
+        let (offset, objects) = self.boundary(parts)?;
+        Some(Checkpoint {
+            file: self.file_id(),
+            target: self.ops.to,
+            offset,
+            parts: parts as u32,
+            objects,
+        })
+    }
+
+    /// The file offset where part `parts` starts and the operations before it, for
+    /// `1 ..= the number of parts − 1`.
+    pub(super) fn boundary(&self, parts: usize) -> Option<(u64, u32)> {
+        if !self.known || parts == 0 || parts >= self.parts.len() {
+            return None;
+        }
+        let sig_len = self.signature_kind.len().unwrap_or(0) as u64;
+        let mut offset = (HEADER_LEN + self.superblock_len) as u64 + 1 + sig_len;
+        let mut objects = 0u32;
+        for i in 0..parts {
+            let p = self.parts.get(i)?;
+            offset += u64::from(p.size);
+            objects = objects.saturating_add(p.ops);
+        }
+        Some((offset, objects))
+    }
+
+    /// What a checkpoint is bound to (`docs/RESUME.md`): the SHA-256 of the verified
+    /// superblock's ref, source, target and part table (every part's sizes, operation count and
+    /// SHA-256). Two files with the same value have byte-identical parts for the same commit.
+    /// Computed when needed, so that it costs no installer RAM.
+    #[inline(never)]
+    pub(super) fn file_id(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(CHECKPOINT_MAGIC);
+        h.update([self.info.ref_name.len() as u8]);
+        h.update(self.info.ref_name.as_bytes());
+        match self.info.from {
+            Some(f) => {
+                h.update([1]);
+                h.update(f.0);
+            }
+            None => h.update([0]),
+        }
+        h.update(self.ops.to.0);
+        h.update([self.parts.len() as u8]);
+        for i in 0..self.parts.len() {
+            if let Some(p) = self.parts.get(i) {
+                // One update a part (smaller code than one a field): codec, [filter,] sizes,
+                // op count, SHA-256.
+                let mut b = [0u8; 46];
+                b[0] = p.codec.into();
+                #[allow(unused_mut)]
+                let mut at = 1;
+                #[cfg(feature = "xz")]
+                if p.codec == Codec::Xz {
+                    // What the part decodes with (format version 3); other codecs have none.
+                    b[1] = p.filter.into();
+                    at = 2;
+                }
+                b[at..at + 4].copy_from_slice(&p.size.to_le_bytes());
+                b[at + 4..at + 8].copy_from_slice(&p.uncompressed_size.to_le_bytes());
+                b[at + 8..at + 12].copy_from_slice(&p.ops.to_le_bytes());
+                b[at + 12..at + 44].copy_from_slice(&p.sha256);
+                h.update(&b[..at + 44]);
+            }
+        }
+        h.finalize().into()
+    }
+
+    /// Where a resumed install resumed.
+    pub(super) fn resume_offset(&self) -> Option<u64> {
+        self.boundary(usize::from(self.resumed_parts))
+            .map(|(offset, _)| offset)
+    }
+
+    /// Resuming: once every byte before the resume offset is consumed, opens the next part.
+    pub(super) fn end_skip<S: Store>(&mut self, store: &mut S) -> Res<S::Error> {
+        if self.phase == Phase::Skip && self.consumed >= self.part_left {
+            self.phase = Phase::Parts;
+            return self.open_parts(store);
+        }
+        Ok(())
+    }
+
+    /// Part `self.part - 1` was just verified (and [`Store::part_verified`] told): the store
+    /// may record the checkpoint (with the feature `resume`).
+    pub(super) fn take_checkpoint<S: Store>(&mut self, store: &mut S) -> Res<S::Error> {
+        if !cfg!(feature = "resume") {
+            return Ok(());
+        }
+        match self.checkpoint_at(self.part) {
+            Some(cp) => store.checkpoint(&cp).map_err(InstallError::Store),
+            None => Ok(()),
+        }
     }
 }
 

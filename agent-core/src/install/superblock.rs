@@ -15,12 +15,15 @@
 use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::{prefix, Meta, INFO_SUBJECT_LEN};
+use super::policy::{check_signature, check_superblock};
+use super::{prefix, InstallError, Installer, Meta, Res, INFLATE_WINDOW, INFO_SUBJECT_LEN};
 use crate::object::{ObjectId, MAX_SUBJECT_LEN, MAX_VERSION_LEN};
+use crate::store::Store;
 use crate::wire::{
     check_part, dictionary_is_valid, Codec, Filter, FormatError, PartEntry, DEFLATE_DICTIONARY,
     MAX_PARTS, MAX_REF_LEN,
 };
+use crate::wire::{HEADER_LEN, PATCH_FORMAT_VERSION};
 
 // One bit of `Parts::deflate` per part.
 const _: () = assert!(MAX_PARTS <= 64);
@@ -337,6 +340,91 @@ pub(crate) fn decode(
         security_version,
         dictionary,
     })
+}
+
+impl Installer<'_> {
+    /// The signature byte (and bytes) are in: check the signature, decode the superblock and
+    /// start the parts.
+    ///
+    /// Each step is out of line, so that the stack holds one step's frame at a time: the
+    /// signature check (ed25519, about 2.2 KB), the superblock decoding (serde, about 0.5 KB)
+    /// and the store's look-up of a delta's source, rather than one frame holding all of them
+    /// on the path of every part.
+    pub(super) fn verified<S: Store>(&mut self, store: &mut S) -> Res<S::Error> {
+        self.check_and_decode()?;
+        self.start_parts(store)
+    }
+
+    /// Checks the signature, then decodes the superblock into `info`, `parts` and `ops`.
+    #[inline(never)]
+    pub(super) fn check_and_decode<E>(&mut self) -> Res<E> {
+        let message = self
+            .window
+            .get(..HEADER_LEN + self.superblock_len)
+            .unwrap_or(&[]);
+        self.info.verified = check_signature(
+            &self.policy,
+            self.signature_kind,
+            self.ops.signature(),
+            message,
+        )?;
+        let target = decode(
+            self.window
+                .get(HEADER_LEN..HEADER_LEN + self.superblock_len)
+                .unwrap_or(&[]),
+            self.format_version,
+            &mut self.info,
+            &mut self.parts,
+        )
+        .map_err(InstallError::Format)?;
+        check_superblock(&self.policy, &self.info.ref_name, target.security_version)?;
+        self.ops.patches = self.format_version >= PATCH_FORMAT_VERSION;
+        self.check_dictionary(target.dictionary)?;
+        #[cfg(feature = "xz")]
+        {
+            self.dictionary = target.dictionary;
+        }
+        self.ops.start_file(
+            target.to,
+            target.timestamp,
+            target.objects,
+            target.security_version,
+        );
+        self.known = true;
+        debug!(
+            "update for {} installs {} ({} parts)",
+            self.info.ref_name.as_str(),
+            self.ops.to,
+            self.parts.len()
+        );
+        Ok(())
+    }
+
+    /// The window the file's parts need against what was lent ([`InstallError::DictionaryTooLarge`]):
+    /// deflate parts need a power-of-two ring of at least `dictionary` bytes (at most
+    /// [`INFLATE_WINDOW`]: deflate reaches no further), xz parts an LZMA2 dictionary of
+    /// `dictionary` bytes.
+    pub(super) fn check_dictionary<E>(&self, dictionary: u32) -> Res<E> {
+        // Lent sizes over 4 GiB count as 4 GiB: no dictionary is larger.
+        let lent = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        if self.parts.any_deflate() {
+            let needed = dictionary.min(INFLATE_WINDOW as u32).next_power_of_two();
+            let have = lent(self.ring_len());
+            if needed > have {
+                return Err(InstallError::DictionaryTooLarge { needed, lent: have });
+            }
+        }
+        if self.parts.any_xz() {
+            let have = lent(self.dictionary_lent());
+            if dictionary > have {
+                return Err(InstallError::DictionaryTooLarge {
+                    needed: dictionary,
+                    lent: have,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

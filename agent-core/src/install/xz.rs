@@ -7,7 +7,10 @@
 //! Nothing of the container is read from the file: what the part is decoded with is exactly
 //! what the superblock declares, and the file carries no container overhead.
 
-use crate::wire::{lzma2_dictionary_byte, Filter};
+use super::state::Ops;
+use super::{InstallError, Installer, Res};
+use crate::store::Store;
+use crate::wire::{lzma2_dictionary_byte, Filter, PartEntry};
 
 /// CRC-32 (IEEE 802.3, reflected, as xz uses it) of `bytes`: bitwise, for the few bytes of a
 /// header (no table in flash).
@@ -114,6 +117,281 @@ pub(crate) fn trailer(size: u32, uncompressed: u32, out: &mut [u8; TRAILER_MAX])
         dst.copy_from_slice(&footer);
     }
     at + 12
+}
+
+/// What one [`XzDecode::decode`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XzStep {
+    /// Bytes of the input taken.
+    pub consumed: usize,
+    /// Bytes written to the start of the output.
+    pub produced: usize,
+    /// The `.xz` stream ended (its footer was decoded).
+    pub end: bool,
+}
+
+/// Why an [`XzDecode`] refused its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum XzDecodeError {
+    /// The stream is not valid `.xz` (corrupt, cut short, or needing more than the decoder has).
+    Corrupt,
+    /// Bytes followed the end of the stream.
+    Trailing,
+}
+
+/// An `.xz` stream decoder (feature `xz`): the installer's codec interface for xz parts. The
+/// installer wraps each xz part in an `.xz` container made from its verified part table
+/// (`docs/FORMAT.md` section 5) and hands the decoder the container's bytes, the part's bytes
+/// in fixed pieces, and the container's end. [`XzDecoder`] (no_std, no alloc, a lent
+/// dictionary) is the device's; a Linux device may lend one backed by liblzma, or one that
+/// decodes on another core.
+pub trait XzDecode {
+    /// Bytes of the largest LZMA2 dictionary it decodes with: a file that declares a larger one
+    /// is refused at the superblock, before anything reaches the store.
+    fn dictionary_len(&self) -> usize;
+
+    /// Forgets the stream in progress: the next [`XzDecode::decode`] starts a new stream.
+    fn reset(&mut self);
+
+    /// Decodes the next bytes of the stream, `input`, into `output`, in stream order. A call
+    /// with input takes some of it or produces some output (or both); it may hold input and
+    /// output back (a decoder on another core does), but a call without input delivers what
+    /// is held: it returns with output, with [`XzStep::end`], or with nothing produced only
+    /// once everything given so far is decoded and delivered. Output before a failure is
+    /// delivered before the failure.
+    fn decode(&mut self, input: &[u8], output: &mut [u8]) -> Result<XzStep, XzDecodeError>;
+}
+
+/// The LZMA2 decoder (feature `xz`) lent to an installer ([`Installer::with_xz`]), so that an
+/// installer is as small with the feature as without and only a caller that decodes xz parts
+/// pays for it: `xz4rust`'s state (about 30 KB: probability tables, range decoder, BCJ
+/// filters) and the dictionary it is lent ([`XzDecoder::new`]), or any other [`XzDecode`] the
+/// caller has ([`XzDecoder::with_decoder`]: a Linux device's liblzma). An installer without
+/// one refuses xz parts before anything reaches the store
+/// ([`InstallError::DictionaryTooLarge`] with 0 lent).
+pub struct XzDecoder<'d> {
+    inner: Inner<'d>,
+    lent: usize,
+}
+
+/// By value: no alloc here, and the embedded decoder is the device's case (as large as
+/// before); a lent one only leaves the space unused.
+#[allow(clippy::large_enum_variant)]
+enum Inner<'d> {
+    Embedded(xz4rust::XzDecoder<'d>),
+    Lent(&'d mut (dyn XzDecode + 'd)),
+}
+
+impl<'d> XzDecoder<'d> {
+    /// A decoder whose LZMA2 dictionary is `dictionary`: files whose dictionary
+    /// ([`crate::wire::Superblock::dictionary`]) is larger are refused. Builds about 30 KB by
+    /// value; box it on a small stack.
+    pub fn new(dictionary: &'d mut [u8]) -> XzDecoder<'d> {
+        XzDecoder {
+            lent: dictionary.len(),
+            inner: Inner::Embedded(xz4rust::XzDecoder::with_fixed_size_dict(dictionary)),
+        }
+    }
+
+    /// The installer's decoder is `decoder` (its [`XzDecode::dictionary_len`] bounds the
+    /// files accepted).
+    pub fn with_decoder(decoder: &'d mut (dyn XzDecode + 'd)) -> XzDecoder<'d> {
+        XzDecoder {
+            lent: decoder.dictionary_len(),
+            inner: Inner::Lent(decoder),
+        }
+    }
+
+    /// Bytes of its dictionary.
+    pub fn dictionary_len(&self) -> usize {
+        self.lent
+    }
+}
+
+impl XzDecode for XzDecoder<'_> {
+    fn dictionary_len(&self) -> usize {
+        self.lent
+    }
+
+    fn reset(&mut self) {
+        match &mut self.inner {
+            Inner::Embedded(x) => x.reset(),
+            Inner::Lent(d) => d.reset(),
+        }
+    }
+
+    /// `xz4rust` drops a failing call's output.
+    fn decode(&mut self, input: &[u8], output: &mut [u8]) -> Result<XzStep, XzDecodeError> {
+        let x = match &mut self.inner {
+            Inner::Embedded(x) => x,
+            Inner::Lent(d) => return d.decode(input, output),
+        };
+        let r = x
+            .decode(input, output)
+            .map_err(|_| XzDecodeError::Corrupt)?;
+        Ok(XzStep {
+            consumed: r.input_consumed().min(input.len()),
+            produced: r.output_produced().min(output.len()),
+            end: r.is_end_of_stream(),
+        })
+    }
+}
+impl Installer<'_> {
+    /// Bytes of an xz input piece (and of the decoder's output space): half the ring.
+    pub(super) fn xz_piece_len(&self) -> usize {
+        self.ring_len() / 2
+    }
+
+    /// Takes the next raw bytes of an xz part. The decoder gets them in pieces of
+    /// [`Installer::xz_piece_len`] bytes at fixed offsets of the part (the last one shorter),
+    /// gathered in the ring's upper half when the input splits them, so that it sees the same
+    /// calls whatever the chunking: `xz4rust` drops a call's output when the call fails, and
+    /// only identical calls make the same records reach the store before a failure.
+    pub(super) fn xz_bytes<S: Store>(
+        &mut self,
+        store: &mut S,
+        mut chunk: &[u8],
+        last: bool,
+    ) -> Res<S::Error> {
+        let k = self.xz_piece_len();
+        while !chunk.is_empty() {
+            if self.staged == 0 && chunk.len() >= k {
+                let (piece, rest) = chunk.split_at(k);
+                chunk = rest;
+                if self.xz_run(store, piece)? {
+                    return Err(InstallError::PartTrailing {
+                        part: self.part as u32,
+                    });
+                }
+                continue;
+            }
+            let n = (k - self.staged).min(chunk.len());
+            let (now, rest) = chunk.split_at(n);
+            chunk = rest;
+            if let Some(dst) = self.window.get_mut(k + self.staged..k + self.staged + n) {
+                dst.copy_from_slice(now);
+            }
+            self.staged += n;
+            if self.staged == k {
+                self.xz_staged(store)?;
+            }
+        }
+        if last && self.staged > 0 {
+            self.xz_staged(store)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes the piece gathered in the ring's upper half.
+    pub(super) fn xz_staged<S: Store>(&mut self, store: &mut S) -> Res<S::Error> {
+        let k = self.xz_piece_len();
+        let staged = core::mem::take(&mut self.staged);
+        let (out, stage) = self.window.split_at_mut(k);
+        let input = stage.get(..staged).unwrap_or(&[]);
+        let part = self.part as u32;
+        if xz_decode(
+            self.xz.as_deref_mut(),
+            out,
+            &mut self.ops,
+            store,
+            input,
+            false,
+            part,
+        )? {
+            return Err(InstallError::PartTrailing { part });
+        }
+        Ok(())
+    }
+
+    /// Runs the LZMA2 decoder over `data` (a piece of the part, or of the container the
+    /// installer wraps around it). Returns whether the xz stream ended.
+    pub(super) fn xz_run<S: Store>(
+        &mut self,
+        store: &mut S,
+        data: &[u8],
+    ) -> Result<bool, InstallError<S::Error>> {
+        self.xz_run_drain(store, data, false)
+    }
+
+    /// As [`Installer::xz_run`]; with `drain`, also takes everything the decoder holds.
+    pub(super) fn xz_run_drain<S: Store>(
+        &mut self,
+        store: &mut S,
+        data: &[u8],
+        drain: bool,
+    ) -> Result<bool, InstallError<S::Error>> {
+        let k = self.xz_piece_len();
+        let out = self.window.get_mut(..k).unwrap_or(&mut []);
+        let part = self.part as u32;
+        xz_decode(
+            self.xz.as_deref_mut(),
+            out,
+            &mut self.ops,
+            store,
+            data,
+            drain,
+            part,
+        )
+    }
+
+    /// All of xz part `p`'s bytes are in (and decoded): the container's end (block padding,
+    /// index, footer) must end the stream.
+    pub(super) fn xz_end<S: Store>(&mut self, store: &mut S, p: &PartEntry) -> Res<S::Error> {
+        let mut end = [0u8; TRAILER_MAX];
+        let n = trailer(p.size, p.uncompressed_size, &mut end);
+        if self.xz_run_drain(store, end.get(..n).unwrap_or(&[]), true)? {
+            Ok(())
+        } else {
+            Err(InstallError::Lzma {
+                part: self.part as u32,
+            })
+        }
+    }
+}
+
+/// Runs the LZMA2 decoder over all of `data`, the decoded bytes going through `out` to the
+/// records; with `drain`, then takes what the decoder still holds until it has nothing more
+/// ([`XzDecode::decode`] without input). Returns whether the xz stream ended; bytes after its
+/// end are an error.
+pub(super) fn xz_decode<S: Store>(
+    xz: Option<&mut XzDecoder<'_>>,
+    out: &mut [u8],
+    ops: &mut Ops,
+    store: &mut S,
+    mut data: &[u8],
+    drain: bool,
+    part: u32,
+) -> Result<bool, InstallError<S::Error>> {
+    // Never without one: the superblock's check refused xz parts then.
+    let Some(xz) = xz else {
+        return Err(InstallError::Lzma { part });
+    };
+    while !data.is_empty() || drain {
+        let r = xz.decode(data, out).map_err(|e| match e {
+            XzDecodeError::Trailing => InstallError::PartTrailing { part },
+            _ => InstallError::Lzma { part },
+        })?;
+        let written = r.produced.min(out.len());
+        ops.decoded(store, out.get(..written).unwrap_or(&[]))?;
+        data = data.get(r.consumed..).unwrap_or(&[]);
+        if r.end {
+            return if data.is_empty() {
+                Ok(true)
+            } else {
+                Err(InstallError::PartTrailing { part })
+            };
+        }
+        if r.consumed == 0 && written == 0 {
+            // Nothing more without input (a decoder that neither takes nor gives is stuck).
+            return if data.is_empty() {
+                Ok(false)
+            } else {
+                Err(InstallError::Lzma { part })
+            };
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]
