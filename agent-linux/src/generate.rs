@@ -157,17 +157,6 @@ pub struct UpdateSummary {
     pub patched_dirtrees: u32,
 }
 
-/// Finds a ref whose history contains `commit` (the first by name).
-pub fn ref_for_commit(repo: &Repo, commit: &ObjectId) -> Result<String, GenerateError> {
-    for (name, head) in repo.list_refs()? {
-        let (history, _) = repo.history(&head)?;
-        if history.iter().any(|c| c.id == *commit) {
-            return Ok(name);
-        }
-    }
-    Err(GenerateError::NoRef(*commit))
-}
-
 /// Writes the update of `ref_name` to commit `to` (a delta from `from`, or from scratch) to
 /// `out`. `progress` is called with (objects done, bytes of objects written) as the tree is
 /// walked.

@@ -250,10 +250,9 @@ fn delta_generate(a: DeltaGenerateArgs) -> anyhow::Result<()> {
         .with_context(|| "cannot resolve --from")?;
     let ref_name = match a.ref_name {
         Some(r) => r,
-        None if repo::validate_ref(&a.to).is_ok() && repo.read_ref(&a.to)?.is_some() => {
-            a.to.clone()
-        }
-        None => generate::ref_for_commit(&repo, &to)?,
+        None => repo
+            .infer_ref(Some(&a.to), &to, repo::RefSearch::History)?
+            .ok_or(generate::GenerateError::NoRef(to))?,
     };
     let mut progress = Progress::new();
     let s = generate::generate_file(&repo, &ref_name, from, &to, &opts, &a.out, &mut |n, b| {

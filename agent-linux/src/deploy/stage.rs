@@ -214,14 +214,7 @@ impl Deployer {
         let _lock = self.lock()?;
         let repo = self.sysroot.repo();
         let commit = repo.resolve(rev)?;
-        let ref_name = if crate::repo::validate_ref(rev).is_ok() && repo.read_ref(rev)?.is_some() {
-            Some(rev.to_string())
-        } else {
-            repo.list_refs()?
-                .into_iter()
-                .find(|(_, id)| *id == commit)
-                .map(|(n, _)| n)
-        };
+        let ref_name = repo.infer_ref(Some(rev), &commit, crate::repo::RefSearch::Head)?;
         self.deploy_commit(&commit, ref_name.as_deref())
     }
 

@@ -156,7 +156,6 @@ impl Deployer {
                 env: env_info(Some(state.revision)),
             });
         }
-        let refs = self.sysroot.repo().list_refs()?;
         let booted_slot = booted.map(|b| b.0);
         let mut deployments = Vec::new();
         for s in Slot::ALL {
@@ -197,20 +196,14 @@ impl Deployer {
                 continue;
             };
             let info = self.sysroot.repo().read_commit(&c).ok();
-            let ref_name = self.origin_ref(st.name.as_str()).or_else(|| {
-                refs.iter()
-                    .find(|(_, id)| *id == c)
-                    .or_else(|| {
-                        refs.iter().find(|(_, head)| {
-                            self.sysroot
-                                .repo()
-                                .history(head)
-                                .map(|(h, _)| h.iter().any(|i| i.id == c))
-                                .unwrap_or(false)
-                        })
-                    })
-                    .map(|(n, _)| n.clone())
-            });
+            let ref_name = match self.origin_ref(st.name.as_str()) {
+                Some(r) => Some(r),
+                None => self.sysroot.repo().infer_ref(
+                    None,
+                    &c,
+                    crate::repo::RefSearch::HeadThenHistory,
+                )?,
+            };
             deployments.push(DeploymentStatus {
                 slot: s.to_string(),
                 name: st.name.as_str().to_string(),

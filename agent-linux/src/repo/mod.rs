@@ -48,7 +48,7 @@ pub use fsck::{FsckStats, ObjectSet};
 pub use gc::GC_JOURNAL;
 pub(crate) use objects::check_metadata;
 pub use objects::{FileObjectReader, OwnedEntry};
-pub use refs::{validate_ref, MAX_REF_LEN};
+pub use refs::{validate_ref, RefSearch, MAX_REF_LEN};
 pub use txn::{TmpPool, Transaction, MAX_DIR_FSYNCS, MAX_OPEN_STAGED};
 
 use std::fs::{self, File};
@@ -446,7 +446,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), RepoError> {
 mod test {
     use std::io::Read;
 
-    use agent_core::object::{self, FileHeader, Xattrs, FILE_HEADER_LEN};
+    use agent_core::object::{self, DirMeta, FileHeader, Xattrs, FILE_HEADER_LEN};
 
     use super::*;
 
@@ -644,6 +644,63 @@ mod test {
         .unwrap();
         let e = Repo::open(repo.path()).unwrap_err();
         assert!(e.to_string().contains("mode bare"), "{e}");
+    }
+
+    /// The one ref inference of `deploy` (heads), `update generate` (histories, first by name)
+    /// and `status` (heads, then histories).
+    #[test]
+    fn refs_are_inferred_from_a_revision_then_heads_then_histories() {
+        use RefSearch::{Head, HeadThenHistory, History};
+        let dir = tempfile::tempdir().unwrap();
+        let r = Repo::init(&dir.path().join("r")).unwrap();
+        let mb = DirMeta {
+            mode: object::S_IFDIR | 0o755,
+            uid: 0,
+            gid: 0,
+            xattrs: Xattrs::EMPTY,
+        }
+        .to_vec();
+        let m = r.write_metadata_object(ObjectKind::DirMeta, &mb).unwrap();
+        let t = r
+            .write_metadata_object(ObjectKind::DirTree, &0u32.to_le_bytes())
+            .unwrap();
+        let root = TreeRoot { tree: t, meta: m };
+        let at = |timestamp| CommitMeta {
+            timestamp,
+            ..CommitMeta::default()
+        };
+        // a: c1 <- c2; b: c1 (its head, in a's history); 0: a damaged commit, first by name.
+        let c1 = r.commit("a", root, &at(1)).unwrap();
+        let c2 = r.commit("a", root, &at(2)).unwrap();
+        r.write_ref("b", &c1).unwrap();
+        let c3 = r.commit("0", root, &at(3)).unwrap();
+        fs::write(r.object_path(ObjectKind::Commit, &c3), b"junk").unwrap();
+        let other = ObjectId([7; 32]);
+        let infer = |rev: Option<&str>, c: &ObjectId, s| r.infer_ref(rev, c, s).unwrap();
+        for s in [Head, History, HeadThenHistory] {
+            // A revision that names a ref is that ref, whatever holds the commit.
+            assert_eq!(infer(Some("a"), &c1, s).as_deref(), Some("a"));
+            assert_eq!(infer(Some("b"), &c2, s).as_deref(), Some("b"));
+            // No ref holds it.
+            assert_eq!(infer(None, &other, s), None);
+            assert_eq!(infer(Some("nope"), &other, s), None);
+            // c2 is a's head.
+            assert_eq!(
+                infer(Some(c2.to_hex().as_str()), &c2, s).as_deref(),
+                Some("a")
+            );
+        }
+        // c1 is b's head and in a's history.
+        assert_eq!(infer(Some("no ref!"), &c1, Head).as_deref(), Some("b"));
+        assert_eq!(infer(None, &c1, History).as_deref(), Some("a"));
+        assert_eq!(infer(None, &c1, HeadThenHistory).as_deref(), Some("b"));
+        // Only in a history: found by a history search, not by heads.
+        r.write_ref("b", &c2).unwrap();
+        assert_eq!(infer(None, &c1, Head), None);
+        assert_eq!(infer(None, &c1, HeadThenHistory).as_deref(), Some("a"));
+        // The damaged ref is passed over, its own head still found as a head.
+        assert_eq!(infer(None, &c3, Head).as_deref(), Some("0"));
+        assert_eq!(infer(None, &c3, History), None);
     }
 
     #[test]

@@ -9,6 +9,19 @@ use agent_core::object::{self, ObjectId, ObjectKind};
 
 use super::{io_err, Repo, RepoError};
 
+/// Which refs [`Repo::infer_ref`] takes as holding a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefSearch {
+    /// The first ref (by name) whose head is the commit (`deploy`).
+    Head,
+    /// The first ref (by name) whose history holds the commit, its head included
+    /// (`update generate`).
+    History,
+    /// The first ref whose head is the commit, else the first whose history holds it
+    /// (`status`).
+    HeadThenHistory,
+}
+
 /// Longest ref name in bytes (as the `.update` format allows).
 pub const MAX_REF_LEN: usize = agent_core::wire::MAX_REF_LEN;
 
@@ -110,6 +123,38 @@ impl Repo {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// The ref a command means when it was given `rev` (a ref name, a commit id or a prefix
+    /// of one) that resolved to `commit`: `rev` itself when it names a ref of the repository,
+    /// else a ref that holds `commit` as `search` says, else `None`. A ref whose history
+    /// cannot be read (a damaged commit object) is passed over: the question is which ref
+    /// holds the commit, and `fsck` is what reports the damage.
+    pub fn infer_ref(
+        &self,
+        rev: Option<&str>,
+        commit: &ObjectId,
+        search: RefSearch,
+    ) -> Result<Option<String>, RepoError> {
+        if let Some(rev) = rev {
+            if validate_ref(rev).is_ok() && self.read_ref(rev)?.is_some() {
+                return Ok(Some(rev.to_string()));
+            }
+        }
+        let refs = self.list_refs()?;
+        let by_head = || refs.iter().find(|(_, head)| head == commit);
+        let by_history = || {
+            refs.iter().find(|(_, head)| {
+                self.history(head)
+                    .is_ok_and(|(h, _)| h.iter().any(|c| c.id == *commit))
+            })
+        };
+        let found = match search {
+            RefSearch::Head => by_head(),
+            RefSearch::History => by_history(),
+            RefSearch::HeadThenHistory => by_head().or_else(by_history),
+        };
+        Ok(found.map(|(name, _)| name.clone()))
     }
 
     /// Resolves a ref name, a full commit id or a unique prefix of one (at least 4 hex
