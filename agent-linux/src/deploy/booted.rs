@@ -69,7 +69,7 @@ pub fn slot_from_cmdline(cmdline: &str) -> Option<Slot> {
 }
 
 /// The deployment named on a kernel command line by `ecu.deployment=` (the default `kargs`
-/// template writes it), as given (validate it with [`is_deployment_name`]).
+/// template writes it), as given (validate it with [`is_deployment_name`](super::is_deployment_name)).
 pub fn deployment_from_cmdline(cmdline: &str) -> Option<&str> {
     cmdline
         .split_whitespace()

@@ -21,8 +21,9 @@
 //!
 //! [`Deployer`] opens a sysroot; its commands live by concern: `stage` (install, deploy,
 //! provisioning, adoption), `boot` (mark-good, rollback, simulate-boot), `repair`
-//! (repair-env), [`status`](Deployer::status), [`verify`] and `cleanup`; [`env`] is the one
-//! reader and writer of the boot environment; the reports they return are in `report`.
+//! (repair-env), [`status`](Deployer::status), [`verify`](verify()) and `cleanup`;
+//! [`env`](mod@env) is the one reader and writer of the boot environment; the reports the
+//! commands return are in `report`.
 
 use std::fs;
 use std::io;

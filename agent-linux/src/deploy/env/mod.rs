@@ -30,20 +30,26 @@
 //! update as the boot state.
 
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use bootloader_hooks::grub_env::{self, GrubEnv, GrubEnvError};
+use bootloader_hooks::grub_env::GrubEnvError;
 use bootloader_hooks::scheme::{SchemeBoot, SchemeError};
-use bootloader_hooks::uboot_env::{self, Env, Layout};
-use bootloader_hooks::{
-    Applied, BootState, Decision, DecisionKind, EnvRead, Flavor, Operation, Scheme, Slot,
-    StateError, VarSet,
-};
+use bootloader_hooks::uboot_env;
+use bootloader_hooks::{Applied, BootState, EnvRead, Flavor, Operation, StateError};
 
 use crate::bootcfg::{BackendKind, BootConfig};
-use crate::fsops;
+
+mod mender;
+mod read;
+mod report;
+mod write;
+
+use mender::grub_file;
+pub use mender::mender_grubenv;
+use read::{blank, is_regular, read_raw, Raw, StoredVars};
+pub use report::{report, CopyReport, Report, SlotReport, SlotsReport};
+pub use write::{write, write_set};
 
 /// Why a boot environment could not be read, decoded or written.
 #[derive(Debug)]
@@ -137,146 +143,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BootEnvError + '_ {
     }
 }
 
-/// Reads exactly `size` bytes at `offset` of `path` (a file or a device), allocating no more
-/// than `size`.
-fn read_at(path: &Path, offset: u64, size: usize) -> Result<Vec<u8>, BootEnvError> {
-    let mut f = File::open(path).map_err(io_err(path))?;
-    let md = f.metadata().map_err(io_err(path))?;
-    let needed = offset.saturating_add(size as u64);
-    if md.is_file() && md.len() < needed {
-        return Err(BootEnvError::Short {
-            path: path.to_path_buf(),
-            needed,
-            len: md.len(),
-        });
-    }
-    f.seek(SeekFrom::Start(offset)).map_err(io_err(path))?;
-    let mut buf = Vec::new();
-    buf.try_reserve_exact(size)
-        .map_err(|e| io_err(path)(io::Error::new(io::ErrorKind::OutOfMemory, e)))?;
-    f.take(size as u64)
-        .read_to_end(&mut buf)
-        .map_err(io_err(path))?;
-    if buf.len() < size {
-        return Err(BootEnvError::Short {
-            path: path.to_path_buf(),
-            needed,
-            len: offset + buf.len() as u64,
-        });
-    }
-    Ok(buf)
-}
-
-/// Reads a whole file or device of at most `limit` bytes.
-fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, BootEnvError> {
-    let f = File::open(path).map_err(io_err(path))?;
-    let mut buf = Vec::new();
-    f.take(limit as u64 + 1)
-        .read_to_end(&mut buf)
-        .map_err(io_err(path))?;
-    if buf.len() > limit {
-        return Err(BootEnvError::TooLarge {
-            path: path.to_path_buf(),
-            limit,
-        });
-    }
-    Ok(buf)
-}
-
-/// The raw bytes of an environment as loaded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Raw {
-    UbootSingle(Vec<u8>),
-    UbootRedundant([Vec<u8>; 2]),
-    Grub(Vec<u8>),
-}
-
-fn read_raw(cfg: &BootConfig) -> Result<Raw, BootEnvError> {
-    let first = &cfg.env.0;
-    Ok(match cfg.kind {
-        BackendKind::Uboot => Raw::UbootSingle(read_at(first, cfg.env.1, cfg.env_size)?),
-        BackendKind::UbootRedundant => Raw::UbootRedundant([
-            read_at(first, cfg.env.1, cfg.env_size)?,
-            read_at(&cfg.env_redundant.0, cfg.env_redundant.1, cfg.env_size)?,
-        ]),
-        BackendKind::Grub => Raw::Grub(read_bounded(&grub_file(cfg)?, cfg.env_size)?),
-    })
-}
-
-/// The variables of an environment exactly as stored, in stored order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct StoredVars {
-    /// `(name, value)`; GRUB values keep their `\` escapes.
-    vars: Vec<(Vec<u8>, Vec<u8>)>,
-    /// For a redundant U-Boot env: the current copy (0 or 1) and its flag.
-    current_copy: Option<(usize, u8)>,
-}
-
-impl Raw {
-    /// Checks the environment (CRC; for a redundant U-Boot env, which copy is current; the
-    /// GRUB block's signature and layout) and returns its variables as stored. `path` names
-    /// the environment in errors.
-    fn stored_vars(&self, path: &Path) -> Result<StoredVars, BootEnvError> {
-        let own = |(k, v): (&[u8], &[u8])| (k.to_vec(), v.to_vec());
-        Ok(match self {
-            Raw::UbootSingle(b) => {
-                let env = Env::parse(b, Layout::Single).map_err(|e| BootEnvError::Uboot {
-                    path: path.to_path_buf(),
-                    error: e.into(),
-                })?;
-                StoredVars {
-                    vars: env.vars().map(own).collect(),
-                    current_copy: None,
-                }
-            }
-            Raw::UbootRedundant([a, b]) => {
-                let (i, env) =
-                    uboot_env::parse_redundant(a, b).map_err(|error| BootEnvError::Uboot {
-                        path: path.to_path_buf(),
-                        error,
-                    })?;
-                StoredVars {
-                    vars: env.vars().map(own).collect(),
-                    current_copy: Some((i, env.flag().unwrap_or(0))),
-                }
-            }
-            Raw::Grub(b) => {
-                let env = GrubEnv::parse(b).map_err(|error| BootEnvError::Grub {
-                    path: path.to_path_buf(),
-                    error,
-                })?;
-                StoredVars {
-                    vars: env.vars().map(own).collect(),
-                    current_copy: None,
-                }
-            }
-        })
-    }
-}
-
-impl StoredVars {
-    /// The variables decoded for the schemes: GRUB values unescaped, names and values as
-    /// UTF-8 (invalid bytes replaced).
-    fn loaded(&self, flavor: Flavor) -> Loaded {
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        Loaded {
-            vars: self
-                .vars
-                .iter()
-                .map(|(k, v)| match flavor {
-                    Flavor::Grub => {
-                        let mut out = vec![0u8; v.len()];
-                        let n = grub_env::unescape(v, &mut out).unwrap_or(0);
-                        (text(k), text(&out[..n]))
-                    }
-                    Flavor::UBoot => (text(k), text(v)),
-                })
-                .collect(),
-            current_copy: self.current_copy,
-        }
-    }
-}
-
 /// The variables of an environment, decoded, in stored order, with where they came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Loaded {
@@ -344,15 +210,6 @@ pub enum EnvContent {
     Ready(EnvImage, Box<BootState>),
 }
 
-fn is_regular(p: &Path) -> bool {
-    fs::metadata(p).map(|m| m.is_file()).unwrap_or(false)
-}
-
-/// Erased flash (all 0xFF) or zeroes: an environment never written.
-fn blank(b: &[u8]) -> bool {
-    b.iter().all(|&x| x == 0xff) || b.iter().all(|&x| x == 0)
-}
-
 /// The bootloader flavor of the configured backend.
 pub fn flavor(cfg: &BootConfig) -> Flavor {
     if cfg.kind == BackendKind::Grub {
@@ -401,7 +258,7 @@ pub fn load(cfg: &BootConfig) -> Result<(EnvImage, BootState), BootEnvError> {
 }
 
 /// What the bootloader does at the next boot of the environment `img`: the scheme's own boot
-/// code ([`Scheme::boot`]) on its variables, with the variables it stores.
+/// code ([`Scheme::boot`](bootloader_hooks::Scheme::boot)) on its variables, with the variables it stores.
 pub fn next_boot(cfg: &BootConfig, img: &EnvImage) -> Result<SchemeBoot, BootEnvError> {
     Ok(cfg.scheme.boot(flavor(cfg), &img.loaded)?)
 }
@@ -430,390 +287,16 @@ pub fn apply(cfg: &BootConfig, op: &Operation) -> Result<Applied, BootEnvError> 
     Ok(applied)
 }
 
-/// The value `v` as a GRUB block stores it (escaped).
-fn grub_escaped(v: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; grub_env::escaped_len(v)];
-    let n = grub_env::escape(v, &mut out).unwrap_or(0);
-    out.truncate(n);
-    out
-}
-
-/// Whether `p` is a regular file of exactly `size` bytes, or missing: written whole by temp +
-/// rename; anything else (a device, a larger file) is rewritten in place.
-fn whole_file(p: &Path, offset: u64, size: usize) -> bool {
-    offset == 0
-        && fs::metadata(p)
-            .map(|m| m.is_file() && m.len() == size as u64)
-            .unwrap_or(true)
-}
-
-/// Stores `state` (and sets or deletes the `extra` variables) as one atomic update of the
-/// environment `img` (`None`: create it from nothing). See the module docs for the order.
-pub fn write(
-    cfg: &BootConfig,
-    img: Option<&EnvImage>,
-    state: &BootState,
-    extra: &[(&str, Option<&str>)],
-) -> Result<(), BootEnvError> {
-    let empty = Loaded {
-        vars: Vec::new(),
-        current_copy: None,
-    };
-    let loaded = img.map(|i| &i.loaded).unwrap_or(&empty);
-    let mut set = VarSet::new();
-    cfg.scheme.encode(flavor(cfg), state, loaded, &mut set)?;
-    write_set(cfg, img, &set, extra)
-}
-
-/// Stores the variable updates `set` (and the `extra` ones) as one atomic update of the
-/// environment `img` (`None`: create it from nothing): what [`write()`] does after encoding a
-/// state, and what a boot stores ([`next_boot`]'s writes).
-pub fn write_set(
-    cfg: &BootConfig,
-    img: Option<&EnvImage>,
-    set: &VarSet<'static>,
-    extra: &[(&str, Option<&str>)],
-) -> Result<(), BootEnvError> {
-    let grub = cfg.kind == BackendKind::Grub;
-    let mut base: Vec<(Vec<u8>, Vec<u8>)> = img.map(|i| i.raw_vars.clone()).unwrap_or_default();
-    for (k, v) in extra {
-        let kb = k.as_bytes();
-        let first = base.iter().position(|(bk, _)| bk == kb);
-        let mut seen = false;
-        base.retain(|(bk, _)| {
-            let dup = bk == kb && seen;
-            seen |= bk == kb;
-            !dup
-        });
-        let value = v.map(|v| {
-            if grub {
-                grub_escaped(v.as_bytes())
-            } else {
-                v.as_bytes().to_vec()
-            }
-        });
-        match (first, value) {
-            (Some(p), Some(val)) => base[p].1 = val,
-            (Some(p), None) => {
-                base.remove(p);
-            }
-            (None, Some(val)) => base.push((kb.to_vec(), val)),
-            (None, None) => {}
-        }
-    }
-    let vars = base.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
-    let path0 = cfg.env.0.clone();
-    match cfg.kind {
-        BackendKind::Uboot => {
-            let mut buf = vec![0u8; cfg.env_size];
-            uboot_env::write(&mut buf, Layout::Single, 0, vars, set).map_err(|error| {
-                BootEnvError::Uboot {
-                    path: path0.clone(),
-                    error,
-                }
-            })?;
-            if whole_file(&path0, cfg.env.1, cfg.env_size) {
-                fsops::write_atomic(&path0, &buf, 0o644).map_err(io_err(&path0))
-            } else {
-                fsops::write_in_place(&path0, cfg.env.1, &buf).map_err(io_err(&path0))
-            }
-        }
-        BackendKind::UbootRedundant => {
-            let copies: [(PathBuf, u64); 2] = [cfg.env.clone(), cfg.env_redundant.clone()];
-            let current = img.and_then(|i| i.loaded.current_copy);
-            let mut buf = vec![0u8; cfg.env_size];
-            match current {
-                Some((cur, flag)) => {
-                    let (target, flag) = uboot_env::next_copy(cur, flag);
-                    let (p, off) = &copies[target];
-                    uboot_env::write(&mut buf, Layout::Redundant, flag, vars, set).map_err(
-                        |error| BootEnvError::Uboot {
-                            path: p.clone(),
-                            error,
-                        },
-                    )?;
-                    log::debug!("writing U-Boot env copy {target} with flag {flag}");
-                    fsops::write_in_place(p, *off, &buf).map_err(io_err(p))
-                }
-                None => {
-                    uboot_env::write(&mut buf, Layout::Redundant, 1, vars, set).map_err(
-                        |error| BootEnvError::Uboot {
-                            path: path0.clone(),
-                            error,
-                        },
-                    )?;
-                    // Second copy first: the first copy's file appearing means both exist.
-                    for (p, off) in copies.iter().rev() {
-                        if whole_file(p, *off, cfg.env_size) {
-                            fsops::write_atomic(p, &buf, 0o644).map_err(io_err(p))?;
-                        } else {
-                            fsops::write_in_place(p, *off, &buf).map_err(io_err(p))?;
-                        }
-                    }
-                    Ok(())
-                }
-            }
-        }
-        BackendKind::Grub => {
-            let size = img
-                .map(|i| i.grub_size)
-                .filter(|&n| n > 0)
-                .unwrap_or(grub_env::DEFAULT_SIZE);
-            let mut buf = vec![b'#'; size];
-            grub_env::write(&mut buf, vars, set).map_err(|error| BootEnvError::Grub {
-                path: path0.clone(),
-                error,
-            })?;
-            match mender_grubenv(cfg) {
-                Some(files) => write_mender_grubenv(&files, &buf),
-                None => fsops::write_atomic(&path0, &buf, 0o644).map_err(io_err(&path0)),
-            }
-        }
-    }
-}
-
-/// Mender's GRUB layout (grub-mender-grubenv): when a GRUB `env` names a directory, it holds
-/// `mender_grubenv1/{env,lock}` and `mender_grubenv2/{env,lock}`; `None` otherwise.
-pub fn mender_grubenv(cfg: &BootConfig) -> Option<[(PathBuf, PathBuf); 2]> {
-    if cfg.kind != BackendKind::Grub || !cfg.env.0.is_dir() {
-        return None;
-    }
-    let pair = |n: u8| {
-        let d = cfg.env.0.join(format!("mender_grubenv{n}"));
-        (d.join("env"), d.join("lock"))
-    };
-    Some([pair(1), pair(2)])
-}
-
-/// The `editing` value of a Mender lock file; `None` when it cannot be read (GRUB's
-/// `editing=invalid`).
-fn lock_editing(lock: &Path) -> Option<Vec<u8>> {
-    let b = read_bounded(lock, grub_env::DEFAULT_SIZE * 16).ok()?;
-    let env = GrubEnv::parse(&b).ok()?;
-    let v = env.vars().filter(|(k, _)| *k == b"editing").last()?.1;
-    Some(v.to_vec())
-}
-
-/// The GRUB environment file the bootloader reads: the one file, or under Mender's layout the
-/// one `mender_grub.cfg` uses (04_mender_setup_env_functions_grub.cfg, `mender_check_and_
-/// restore_env`): env 1, unless lock 2 is settled (`editing=0`) and lock 1 is not, when GRUB
-/// first restores env 1 from env 2.
-fn grub_file(cfg: &BootConfig) -> Result<PathBuf, BootEnvError> {
-    let Some([(env1, lock1), (env2, lock2)]) = mender_grubenv(cfg) else {
-        return Ok(cfg.env.0.clone());
-    };
-    let settled = |l: &Path| lock_editing(l).as_deref() == Some(b"0");
-    Ok(if settled(&lock2) && !settled(&lock1) {
-        env2
-    } else {
-        env1
-    })
-}
-
-/// A Mender lock file saying `editing=<value>`: the existing block with the value's byte
-/// flipped in place (what `grub-editenv lock set editing=…` does, so `lock.sha256sum`, the
-/// hash of the settled lock, keeps matching), or a fresh block as grub-mender-grubenv's
-/// `make-env-and-lock-files` makes it.
-fn lock_bytes(existing: Option<&[u8]>, value: u8) -> Vec<u8> {
-    if let Some((b, i)) = existing.and_then(|b| editing_at(b).map(|i| (b, i))) {
-        let mut out = b.to_vec();
-        out[i] = value;
-        return out;
-    }
-    let mut out = Vec::with_capacity(grub_env::DEFAULT_SIZE);
-    out.extend_from_slice(b"# GRUB Environment Block\nediting=");
-    out.push(value);
-    out.push(b'\n');
-    out.resize(grub_env::DEFAULT_SIZE, b'#');
-    out
-}
-
-/// The offset of the `0`/`1` of an `editing=` line in a valid GRUB block.
-fn editing_at(b: &[u8]) -> Option<usize> {
-    GrubEnv::parse(b).ok()?;
-    let i = b.windows(11).position(|w| {
-        w.starts_with(b"\nediting=") && matches!(w[9], b'0' | b'1') && w[10] == b'\n'
-    })?;
-    Some(i + 9)
-}
-
-/// Writes `block` to both Mender environment files with grub-mender-grubenv-set's protocol
-/// (`grub-mender-grubenv-print` lines 227-247): lock 2 `editing=1`, env 2, lock 2
-/// `editing=0`, then the same for 1; each file replaced atomically. A lock that had to be
-/// made afresh gets its `lock.sha256sum` rewritten.
-fn write_mender_grubenv(files: &[(PathBuf, PathBuf); 2], block: &[u8]) -> Result<(), BootEnvError> {
-    for (env, lock) in files.iter().rev() {
-        let old = read_bounded(lock, grub_env::DEFAULT_SIZE * 16).ok();
-        let settled = lock_bytes(old.as_deref(), b'0');
-        let fresh = old.as_deref().and_then(editing_at).is_none();
-        fsops::write_atomic(lock, &lock_bytes(Some(&settled), b'1'), 0o644)
-            .map_err(io_err(lock))?;
-        fsops::write_atomic(env, block, 0o644).map_err(io_err(env))?;
-        fsops::write_atomic(lock, &settled, 0o644).map_err(io_err(lock))?;
-        if fresh {
-            use sha2::Digest;
-            let sum = sha2::Sha256::digest(&settled);
-            let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
-            let path = lock.with_file_name("lock.sha256sum");
-            fsops::write_atomic(&path, format!("{hex}  lock\n").as_bytes(), 0o644)
-                .map_err(io_err(&path))?;
-        }
-    }
-    Ok(())
-}
-
-/// One slot in a [`Report`].
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct SlotReport {
-    /// Boot priority.
-    pub priority: u8,
-    /// Boots left on trial.
-    pub tries_left: u8,
-    /// Marked good.
-    pub successful: bool,
-    /// The deployment or commit it holds (empty: none).
-    pub name: String,
-}
-
-/// Both slots of a [`Report`].
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct SlotsReport {
-    /// Slot A.
-    #[serde(rename = "A")]
-    pub a: SlotReport,
-    /// Slot B.
-    #[serde(rename = "B")]
-    pub b: SlotReport,
-}
-
-/// The current copy of a redundant U-Boot environment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct CopyReport {
-    /// 0 or 1.
-    pub index: usize,
-    /// Its flag.
-    pub flag: u8,
-}
-
-/// The decoded state of an environment and the decision the next boot takes: what
-/// `ecu-agent bootenv show` prints (as a table, or this structure as JSON).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Report {
-    /// `native`, `rauc` or `mender`.
-    pub scheme: &'static str,
-    /// `uboot` or `grub`.
-    pub bootloader: &'static str,
-    /// Boot-state revision.
-    pub revision: u32,
-    /// The slot the next boot takes (`A` or `B`).
-    pub next_boot: &'static str,
-    /// Why: `confirmed`, `trial`, `last-resort`, `rollback`, `refill` or `rescue` in JSON
-    /// ([`DecisionKind::as_str`]).
-    pub next_boot_kind: DecisionKind,
-    /// Whether the next boot writes the environment (uses a try, or rolls back).
-    pub next_boot_writes: bool,
-    /// Both slots.
-    pub slots: SlotsReport,
-    /// For a redundant U-Boot env: the current copy and its flag.
-    pub current_copy: Option<CopyReport>,
-}
-
-impl Report {
-    /// The report of `state`, decoded with `scheme` from a `flavor` environment.
-    pub fn new(
-        scheme: Scheme,
-        flavor: Flavor,
-        state: &BootState,
-        current_copy: Option<(usize, u8)>,
-    ) -> Report {
-        Report::with_decision(scheme, flavor, state, &state.decide(), current_copy)
-    }
-
-    /// The report of `state` with `d` as the next boot (the scheme's own boot code,
-    /// [`next_boot`]).
-    pub fn with_decision(
-        scheme: Scheme,
-        flavor: Flavor,
-        state: &BootState,
-        d: &Decision,
-        current_copy: Option<(usize, u8)>,
-    ) -> Report {
-        let slot = |s: Slot| {
-            let st = state.slot(s);
-            SlotReport {
-                priority: st.priority,
-                tries_left: st.tries_left,
-                successful: st.successful,
-                name: st.name.as_str().to_string(),
-            }
-        };
-        Report {
-            scheme: scheme.name(),
-            bootloader: flavor.as_str(),
-            revision: state.revision,
-            next_boot: d.slot.as_str(),
-            next_boot_kind: d.kind,
-            next_boot_writes: d.changed,
-            slots: SlotsReport {
-                a: slot(Slot::A),
-                b: slot(Slot::B),
-            },
-            current_copy: current_copy.map(|(index, flag)| CopyReport { index, flag }),
-        }
-    }
-}
-
-/// Reads the environment strictly and reports its state and the next boot's decision.
-pub fn report(cfg: &BootConfig) -> Result<Report, BootEnvError> {
-    let (img, state) = load(cfg)?;
-    let next = next_boot(cfg, &img)?;
-    Ok(Report::with_decision(
-        cfg.scheme,
-        flavor(cfg),
-        &state,
-        &next.decision,
-        img.loaded.current_copy,
-    ))
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "scheme: {}  revision: {}", self.scheme, self.revision)?;
-        if let Some(c) = self.current_copy {
-            writeln!(f, "current copy: {} (flag {})", c.index + 1, c.flag)?;
-        }
-        writeln!(f, "slot  priority  tries_left  successful  name")?;
-        for (s, st) in [(Slot::A, &self.slots.a), (Slot::B, &self.slots.b)] {
-            writeln!(
-                f,
-                "{:<5} {:<9} {:<11} {:<11} {}",
-                s.as_str(),
-                st.priority,
-                st.tries_left,
-                if st.successful { "yes" } else { "no" },
-                if st.name.is_empty() { "-" } else { &st.name }
-            )?;
-        }
-        write!(
-            f,
-            "next boot: {} ({}{})",
-            self.next_boot,
-            self.next_boot_kind.as_str(),
-            if self.next_boot_writes && self.next_boot_kind == DecisionKind::Trial {
-                ", one try used"
-            } else if self.next_boot_writes {
-                ", the bootloader writes the environment"
-            } else {
-                ", nothing written"
-            }
-        )
-    }
-}
-
 #[cfg(test)]
 mod test {
+    use super::mender::lock_bytes;
+    use super::read::read_at;
     use super::*;
+    use bootloader_hooks::grub_env;
+    use bootloader_hooks::uboot_env::Layout;
+    use bootloader_hooks::{DecisionKind, Scheme, VarSet};
     use bootloader_hooks::{Operation, Slot, SlotName};
+    use std::fs;
 
     fn roundtrip(cfg: &BootConfig) {
         assert!(matches!(read(cfg).unwrap(), EnvContent::Missing));
