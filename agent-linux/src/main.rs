@@ -2,7 +2,6 @@
 //! `agent_linux` library).
 #![forbid(unsafe_code)]
 
-mod bootenv;
 mod cli;
 
 fn main() -> std::process::ExitCode {

@@ -10,6 +10,7 @@ use agent_linux::text::escape as esc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod bootenv;
 mod build;
 mod deploy;
 mod device;
@@ -73,7 +74,7 @@ enum Command {
     /// Inspect a bootloader environment (U-Boot or GRUB) and the boot state it holds.
     Bootenv {
         #[command(subcommand)]
-        cmd: crate::bootenv::BootenvCommand,
+        cmd: bootenv::BootenvCommand,
     },
     /// Install an update and stage its commit for the next boot (an empty sysroot gets it as
     /// its first, booted deployment). An environment that a RAUC or Mender bootloader already
@@ -177,7 +178,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::GenerateDeltas(a) => update::generate_deltas(a),
         Command::ApplyOffline(a) => update::apply_offline(a),
         Command::Checkout(a) => device::checkout(a),
-        Command::Bootenv { cmd } => crate::bootenv::run(cmd),
+        Command::Bootenv { cmd } => bootenv::run(cmd),
         Command::Install(a) => deploy::install(a),
         Command::Upgrade(a) => upgrade::upgrade(a),
         Command::Deploy(a) => deploy::deploy(a),

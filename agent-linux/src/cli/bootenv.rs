@@ -1,9 +1,7 @@
 //! `ecu-agent bootenv ...`: inspect a bootloader environment the way an integrator checks one.
 //! A thin adapter over `agent_linux::deploy::env` (the one reader of environments, bounded by
-//! the size given) and the decoding of `bootloader-hooks`.
-//!
-//! Wire it in with `Bootenv { #[command(subcommand)] cmd: bootenv::BootenvCommand }` and
-//! `bootenv::run(cmd)`.
+//! the size given) and the decoding of `bootloader-hooks`, beside the other commands of the
+//! CLI.
 
 use std::path::{Path, PathBuf};
 
