@@ -220,7 +220,7 @@ fn result_of(r: &StageReport) -> EcuAgentInstallResult {
     put_str(&mut out.commit, &r.commit);
     put_str(&mut out.version, &r.version);
     put_str(&mut out.deployment, &r.deployment);
-    put_str(&mut out.action, &r.action);
+    put_str(&mut out.action, r.action.as_str());
     out
 }
 
@@ -371,12 +371,12 @@ fn status_of(st: &Status) -> EcuAgentStatus {
         booted_good: st.booted_good.unwrap_or(false),
         rolled_back: st.rolled_back,
     };
-    put_str(&mut out.state, &st.state);
+    put_str(&mut out.state, st.state.as_str());
     for (o, d) in out.deployments.iter_mut().zip(&st.deployments) {
         put_str(&mut o.name, &d.name);
         put_str(&mut o.commit, &d.commit);
         put_str(&mut o.version, &d.version);
-        put_str(&mut o.role, &d.role);
+        put_str(&mut o.role, d.role.as_str());
         o.security_version = d.security_version;
         o.timestamp = d.timestamp;
         o.slot = slot_char(Some(d.slot.as_str()));

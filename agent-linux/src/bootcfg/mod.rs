@@ -98,6 +98,13 @@ impl BackendKind {
     }
 }
 
+impl serde::Serialize for BackendKind {
+    /// As its name in `agent.conf`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 /// Why `agent.conf` was not accepted.
 #[derive(Debug)]
 #[non_exhaustive]

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use agent_linux::deploy::{self, Deployer, Options, StageReport, Status};
+use agent_linux::deploy::{
+    self, Deployer, Options, RepairAction, StageAction, StageReport, Status,
+};
 use anyhow::{bail, Context};
 use bootloader_hooks::{DecisionKind, Slot};
 
@@ -194,7 +196,7 @@ pub(super) fn print_staged(r: &StageReport, json: bool) -> anyhow::Result<()> {
         return output::json(r);
     }
     let version = esc(&r.version);
-    let what = match r.action.as_str() {
+    let what = match r.action {
         _ if r.adopted.is_some() => format!(
             "adopted the bootloader's environment (the running system in slot {} is recorded as {}); staged {} ({version}) in slot {}: the next boot tries it ({} tries)",
             r.adopted.as_deref().unwrap_or("?"),
@@ -203,11 +205,11 @@ pub(super) fn print_staged(r: &StageReport, json: bool) -> anyhow::Result<()> {
             r.slot,
             r.tries
         ),
-        "provisioned" => format!(
+        StageAction::Provisioned => format!(
             "provisioned {} ({version}) as the booted deployment in slot {}",
             r.deployment, r.slot
         ),
-        "unchanged" => format!(
+        StageAction::Unchanged => format!(
             "{} ({version}) is already what slot {} boots next; nothing changed",
             r.commit, r.slot
         ),
@@ -274,7 +276,7 @@ pub fn status_text(st: &Status) -> String {
             s.push_str(&format!("        Commit: {}\n", d.commit));
             s.push_str(&format!("      Security: version {}\n", d.security_version));
         }
-        let mut what = vec![d.role.clone()];
+        let mut what = vec![d.role.to_string()];
         if d.good {
             what.push("good".into());
         } else {
@@ -316,8 +318,8 @@ pub fn status_text(st: &Status) -> String {
         st.next_boot_kind
             .map(|k| format!(" ({})", k.as_str()))
             .unwrap_or_default(),
-        st.env.backend,
-        st.env.scheme,
+        st.env.backend.name(),
+        st.env.scheme.name(),
         st.env
             .revision
             .map(|r| r.to_string())
@@ -595,12 +597,12 @@ pub fn repair_env(a: RepairArgs) -> anyhow::Result<()> {
         ),
         None => "; the other slot is empty".into(),
     };
-    output::out(&match r.action.as_str() {
-        "unchanged" => format!(
+    output::out(&match r.action {
+        RepairAction::Unchanged => format!(
             "the boot environment agrees with what runs (slot {} boots {}); nothing written\n",
             r.booted_slot, r.booted
         ),
-        "would-repair" => format!(
+        RepairAction::WouldRepair => format!(
             "would rebuild the boot environment ({}): slot {} boots {} (booted, identified by the {}; marked good){fallback}\n",
             r.found, r.booted_slot, r.booted, r.booted_from
         ),

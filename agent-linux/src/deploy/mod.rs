@@ -62,7 +62,10 @@ pub use cleanup::CleanupReport;
 pub use env::{BootEnvError, EnvContent};
 use error::io_err;
 pub use error::DeployError;
-pub use report::{BootReport, RepairReport, StageReport};
+pub use report::{
+    BootReport, BootedFrom, EnvFound, RepairAction, RepairReport, Role, StageAction, StageReport,
+    SysrootState,
+};
 pub use status::{DeploymentStatus, EnvInfo, Status};
 pub use verify::{verify, VerifyReport};
 

@@ -5,7 +5,8 @@ use bootloader_hooks::{BootState, Slot, SlotName};
 
 use super::{
     adopt, board_env, env, is_deployment_name, list_or_none, parse_deployment_name, BootEnvError,
-    BootedSource, DeployError, Deployer, EnvContent, RepairReport, BOOTED_SLOT_VAR,
+    BootedFrom, BootedSource, DeployError, Deployer, EnvContent, EnvFound, RepairAction,
+    RepairReport, BOOTED_SLOT_VAR,
 };
 use crate::bootcfg::KARGS_VARS;
 use crate::fsops::{self, Point};
@@ -38,21 +39,21 @@ impl Deployer {
                             && !is_deployment_name(n.as_str())
                             && !adopt::is_adopted(n.as_str())
                     }) {
-                        "invalid"
+                        EnvFound::Invalid
                     } else {
-                        "disagrees"
+                        EnvFound::Disagrees
                     }
                 } else {
-                    "ok"
+                    EnvFound::Ok
                 };
                 (Some(img), found, Some(*st))
             }
-            Ok(EnvContent::NoBootState(img)) => (Some(img), "no-boot-state", None),
-            Ok(EnvContent::Missing) => (None, "lost", None),
+            Ok(EnvContent::NoBootState(img)) => (Some(img), EnvFound::NoBootState, None),
+            Ok(EnvContent::Missing) => (None, EnvFound::Lost, None),
             // A CRC-bad or undecodable environment is lost; an I/O error is not ours to paper
             // over.
             Err(BootEnvError::Uboot { .. } | BootEnvError::Grub { .. })
-            | Err(BootEnvError::Scheme(_)) => (None, "lost", None),
+            | Err(BootEnvError::Scheme(_)) => (None, EnvFound::Lost, None),
             Err(e) => return Err(e.into()),
         };
         // A lost U-Boot environment is rebuilt from the board's default one (or refused).
@@ -60,17 +61,17 @@ impl Deployer {
             Some(i) => Some(i),
             None => board_env::base_for_blank(&self.cfg, self.sysroot.path())?,
         };
-        if let (Some(o), "ok") = (&old, found) {
+        if let (Some(o), EnvFound::Ok) = (&old, found) {
             // The environment agrees with what runs: nothing to repair.
             let name = o.slot(b).name.as_str().to_string();
             let other = o.slot(b.other()).name;
             return Ok(RepairReport {
-                action: "unchanged".into(),
-                found: found.into(),
+                action: RepairAction::Unchanged,
+                found,
                 booted_slot: b.to_string(),
                 booted_source: source,
                 booted: name,
-                booted_from: "environment".into(),
+                booted_from: BootedFrom::Environment,
                 fallback: (!other.is_empty()).then(|| other.as_str().to_string()),
                 state: env::Report::new(self.cfg.scheme, env::flavor(&self.cfg), o, None),
             });
@@ -81,7 +82,7 @@ impl Deployer {
             .filter(|n| is_deployment_name(n) && self.deployment_path(n).is_dir())
             .collect();
         let (booted, booted_from) = match &self.kernel_deployment {
-            Some(k) if on_disk.contains(k) => (k.clone(), "kernel command line"),
+            Some(k) if on_disk.contains(k) => (k.clone(), BootedFrom::KernelCommandLine),
             Some(k) => {
                 return Err(DeployError::CannotRepair(format!(
                     "the kernel command line says deployment {k:?} is running, but {} holds no such deployment (found: {})",
@@ -100,7 +101,7 @@ impl Deployer {
                     list_or_none(&on_disk)
                 )))
             }
-            None if on_disk.len() == 1 => (on_disk[0].clone(), "only deployment on disk"),
+            None if on_disk.len() == 1 => (on_disk[0].clone(), BootedFrom::OnlyDeployment),
             None => {
                 return Err(DeployError::CannotRepair(format!(
                     "cannot tell which of the {} deployments on disk runs ({}): the kernel command line has no ecu.deployment= (the default kargs write it); boot with it",
@@ -135,7 +136,7 @@ impl Deployer {
             state.revision = o.revision.wrapping_add(1);
         }
         let action = if dry_run {
-            "would-repair"
+            RepairAction::WouldRepair
         } else {
             let kb = self.cfg.kargs_for(self.sysroot.path(), b, &booted);
             let ko = fallback
@@ -152,15 +153,15 @@ impl Deployer {
                 ],
             )?;
             self.remove_provisioning_marker()?;
-            "repaired"
+            RepairAction::Repaired
         };
         Ok(RepairReport {
-            action: action.into(),
-            found: found.into(),
+            action,
+            found,
             booted_slot: b.to_string(),
             booted_source: source,
             booted,
-            booted_from: booted_from.into(),
+            booted_from,
             fallback,
             state: env::Report::new(self.cfg.scheme, env::flavor(&self.cfg), &state, None),
         })

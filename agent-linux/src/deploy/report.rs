@@ -1,12 +1,139 @@
 //! What the commands that change the boot state report: [`StageReport`] (`install`,
 //! `deploy`), [`BootReport`] (`mark-good`, `rollback`, `simulate-boot`) and [`RepairReport`]
-//! (`repair-env`), serialized as they are for `--json`.
+//! (`repair-env`), serialized as they are for `--json`, and the typed values reports carry
+//! ([`StageAction`], [`RepairAction`], [`EnvFound`], [`BootedFrom`], [`Role`],
+//! [`SysrootState`]): each one a closed set of names, serialized and displayed as its name.
+
+use std::fmt;
 
 use bootloader_hooks::DecisionKind;
 
 use super::{env, BootedSource};
 use crate::apply::Applied;
 use crate::checkout;
+
+/// A closed set of names a report carries: the enum, its `as_str`, `Display` and
+/// `serde::Serialize` (as the name), from one table.
+macro_rules! named {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vm])* $v,)+
+        }
+
+        impl $name {
+            /// Its name in reports, text and JSON.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$v => $s,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+named! {
+    /// What `install` or `deploy` did with the commit ([`StageReport::action`]).
+    pub enum StageAction {
+        /// The first deployment of the sysroot, recorded as booted.
+        Provisioned => "provisioned",
+        /// Staged in the slot that is not booted: the next boot tries it.
+        Staged => "staged",
+        /// It was already what the next boot takes; nothing changed.
+        Unchanged => "unchanged",
+    }
+}
+
+named! {
+    /// What `repair-env` did ([`RepairReport::action`]).
+    pub enum RepairAction {
+        /// The environment was rebuilt.
+        Repaired => "repaired",
+        /// `--dry-run`: it would have been rebuilt.
+        WouldRepair => "would-repair",
+        /// The environment already agrees with what runs.
+        Unchanged => "unchanged",
+    }
+}
+
+named! {
+    /// What `repair-env` found in the environment ([`RepairReport::found`]).
+    pub enum EnvFound {
+        /// A boot state that agrees with what runs.
+        Ok => "ok",
+        /// No environment, a blank one, or one that does not decode.
+        Lost => "lost",
+        /// A valid environment without the scheme's variables.
+        NoBootState => "no-boot-state",
+        /// A slot names something that is not a deployment.
+        Invalid => "invalid",
+        /// The boot state disagrees with the running system or with what is on disk.
+        Disagrees => "disagrees",
+    }
+}
+
+named! {
+    /// How `repair-env` identified the booted deployment ([`RepairReport::booted_from`]).
+    pub enum BootedFrom {
+        /// `ecu.deployment=` on the kernel command line.
+        KernelCommandLine => "kernel command line",
+        /// The only deployment on disk.
+        OnlyDeployment => "only deployment on disk",
+        /// The environment, which agrees with what runs (nothing rebuilt).
+        Environment => "environment",
+    }
+}
+
+named! {
+    /// A deployment's role in `status` ([`super::DeploymentStatus::role`]).
+    pub enum Role {
+        /// Booted and marked good.
+        Booted => "booted",
+        /// Booted, not marked good.
+        Trial => "trial",
+        /// Not booted; the next boot tries it.
+        Staged => "staged",
+        /// Not booted, marked good: the fallback.
+        Rollback => "rollback",
+        /// Used its tries without being marked good.
+        Failed => "failed",
+        /// Given up (priority 0).
+        RolledBack => "rolled-back",
+    }
+}
+
+named! {
+    /// The state of the sysroot in `status` ([`super::Status::state`]).
+    pub enum SysrootState {
+        /// No deployment yet (or the bootloader's own environment, not adopted yet).
+        Empty => "empty",
+        /// Deployments on disk but no boot state names them.
+        EnvLost => "env-lost",
+        /// The booted deployment is good and the next boot keeps it.
+        Idle => "idle",
+        /// A deployment is staged: the next boot tries it.
+        Staged => "staged",
+        /// The booted deployment is on trial.
+        Trial => "trial",
+        /// A deployment failed its trial or was given up; the device is back on the other.
+        RolledBack => "rolled-back",
+        /// The next boot goes to the other slot (a rollback).
+        RollbackPending => "rollback-pending",
+    }
+}
 
 /// What `install` or `deploy` did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -23,7 +150,7 @@ pub struct StageReport {
     pub slot: String,
     /// `provisioned` (first deployment, booted), `staged` (next boot tries it) or
     /// `unchanged` (it was already the next boot).
-    pub action: String,
+    pub action: StageAction,
     /// Tries it got.
     pub tries: u8,
     /// The deployment it replaced.
@@ -64,10 +191,10 @@ pub struct BootReport {
 pub struct RepairReport {
     /// `repaired`, `would-repair` (`--dry-run`) or `unchanged` (the environment already agrees
     /// with what runs).
-    pub action: String,
+    pub action: RepairAction,
     /// Why the environment needed rebuilding (`lost`, `no-boot-state`, `invalid`,
     /// `disagrees`), or `ok`.
-    pub found: String,
+    pub found: EnvFound,
     /// The booted slot.
     pub booted_slot: String,
     /// Where the booted slot was learnt.
@@ -76,9 +203,95 @@ pub struct RepairReport {
     pub booted: String,
     /// How the booted deployment was identified: `kernel command line`, `only deployment on
     /// disk`, or `environment` (unchanged).
-    pub booted_from: String,
+    pub booted_from: BootedFrom,
     /// The other deployment on disk (recorded in the other slot as given up), if any.
     pub fallback: Option<String>,
     /// The boot state written (or that would be).
     pub state: env::Report,
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// The names are the JSON values `--json` has always carried (docs/SYSROOT.md, the C
+    /// API's strings): serialized, displayed and `as_str` alike.
+    #[test]
+    fn names_are_the_json_values() {
+        fn check<T: serde::Serialize + fmt::Display + Copy>(all: &[T], names: &[&str]) {
+            let got: Vec<String> = all
+                .iter()
+                .map(|v| {
+                    let json = serde_json::to_value(v).unwrap();
+                    assert_eq!(json.as_str(), Some(v.to_string().as_str()));
+                    v.to_string()
+                })
+                .collect();
+            assert_eq!(got, names);
+        }
+        use StageAction as S;
+        check(
+            &[S::Provisioned, S::Staged, S::Unchanged],
+            &["provisioned", "staged", "unchanged"],
+        );
+        use RepairAction as A;
+        check(
+            &[A::Repaired, A::WouldRepair, A::Unchanged],
+            &["repaired", "would-repair", "unchanged"],
+        );
+        use EnvFound as F;
+        check(
+            &[F::Ok, F::Lost, F::NoBootState, F::Invalid, F::Disagrees],
+            &["ok", "lost", "no-boot-state", "invalid", "disagrees"],
+        );
+        use BootedFrom as B;
+        check(
+            &[B::KernelCommandLine, B::OnlyDeployment, B::Environment],
+            &[
+                "kernel command line",
+                "only deployment on disk",
+                "environment",
+            ],
+        );
+        use Role as R;
+        check(
+            &[
+                R::Booted,
+                R::Trial,
+                R::Staged,
+                R::Rollback,
+                R::Failed,
+                R::RolledBack,
+            ],
+            &[
+                "booted",
+                "trial",
+                "staged",
+                "rollback",
+                "failed",
+                "rolled-back",
+            ],
+        );
+        use SysrootState as T;
+        check(
+            &[
+                T::Empty,
+                T::EnvLost,
+                T::Idle,
+                T::Staged,
+                T::Trial,
+                T::RolledBack,
+                T::RollbackPending,
+            ],
+            &[
+                "empty",
+                "env-lost",
+                "idle",
+                "staged",
+                "trial",
+                "rolled-back",
+                "rollback-pending",
+            ],
+        );
+    }
 }

@@ -10,7 +10,8 @@ use bootloader_hooks::{BootState, Slot, SlotName};
 
 use super::{
     adopt, board_env, deployment_name, env, io_err, BootedSource, DeployError, Deployer,
-    EnvContent, InstallOptions, StageReport, ADOPTED_NAME, ORIGIN_SUFFIX, PROVISIONING_MARKER,
+    EnvContent, InstallOptions, StageAction, StageReport, ADOPTED_NAME, ORIGIN_SUFFIX,
+    PROVISIONING_MARKER,
 };
 use crate::apply;
 use crate::bootcfg::{self, BootConfig, KARGS_VARS};
@@ -200,7 +201,7 @@ impl Deployer {
             version: info.version.clone(),
             deployment: name,
             slot: y.to_string(),
-            action: "staged".into(),
+            action: StageAction::Staged,
             tries: self.tries,
             replaced: None,
             adopted: Some(x.to_string()),
@@ -268,7 +269,7 @@ impl Deployer {
                     version: info.version.clone(),
                     deployment: st.name.as_str().to_string(),
                     slot: s.to_string(),
-                    action: "unchanged".into(),
+                    action: StageAction::Unchanged,
                     tries: st.tries_left,
                     replaced: None,
                     adopted: None,
@@ -310,7 +311,7 @@ impl Deployer {
             version: info.version,
             deployment: name,
             slot: y.to_string(),
-            action: "staged".into(),
+            action: StageAction::Staged,
             tries,
             replaced,
             adopted: None,
@@ -370,7 +371,7 @@ impl Deployer {
             version: info.version.clone(),
             deployment: name,
             slot: slot.to_string(),
-            action: "provisioned".into(),
+            action: StageAction::Provisioned,
             tries: 0,
             replaced: None,
             adopted: None,

@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 
-use bootloader_hooks::{DecisionKind, Slot};
+use bootloader_hooks::{DecisionKind, Scheme, Slot};
 
-use super::{adopt, env, BootedSource, DeployError, Deployer, EnvContent, ADOPTED_NAME};
-use crate::bootcfg::KARGS_VARS;
+use super::{
+    adopt, env, BootedSource, DeployError, Deployer, EnvContent, Role, SysrootState, ADOPTED_NAME,
+};
+use crate::bootcfg::{BackendKind, KARGS_VARS};
 use crate::floor;
 
 /// One deployment as `status` shows it.
@@ -41,7 +43,7 @@ pub struct DeploymentStatus {
     pub priority: u8,
     /// `booted` (good), `trial` (booted, not marked good), `staged` (next boot tries it),
     /// `rollback` (good, not booted), `failed` (used its tries) or `rolled-back` (given up).
-    pub role: String,
+    pub role: Role,
     /// Its directory exists.
     pub present: bool,
     /// Kernel arguments recorded for the slot.
@@ -54,7 +56,7 @@ pub struct Status {
     /// The sysroot.
     pub sysroot: PathBuf,
     /// `empty`, `idle`, `staged`, `trial`, `rolled-back` or `rollback-pending`.
-    pub state: String,
+    pub state: SysrootState,
     /// A sentence about the state.
     pub message: String,
     /// The booted slot, when known.
@@ -83,14 +85,20 @@ pub struct Status {
 /// Where the boot state lives.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EnvInfo {
-    /// `uboot`, `uboot-redundant` or `grub`.
-    pub backend: String,
-    /// `native`, `rauc` or `mender`.
-    pub scheme: String,
+    /// `uboot`, `uboot-redundant` or `grub` in JSON ([`BackendKind::name`]).
+    pub backend: BackendKind,
+    /// `native`, `rauc` or `mender` in JSON ([`Scheme::name`]).
+    #[serde(serialize_with = "scheme_name")]
+    pub scheme: Scheme,
     /// The files or devices.
     pub paths: Vec<PathBuf>,
     /// Boot-state revision.
     pub revision: Option<u32>,
+}
+
+/// A scheme by its name, as `agent.conf` writes it.
+fn scheme_name<S: serde::Serializer>(scheme: &Scheme, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(scheme.name())
 }
 
 impl Deployer {
@@ -98,8 +106,8 @@ impl Deployer {
     pub fn status(&self) -> Result<Status, DeployError> {
         let cfg = &self.cfg;
         let env_info = |rev| EnvInfo {
-            backend: cfg.kind.name().into(),
-            scheme: cfg.scheme.name().into(),
+            backend: cfg.kind,
+            scheme: cfg.scheme,
             paths: cfg.env_paths().into_iter().map(|(p, _)| p).collect(),
             revision: rev,
         };
@@ -110,7 +118,11 @@ impl Deployer {
                 let lost = self.has_deployment_dirs()?;
                 return Ok(Status {
                     sysroot: self.sysroot.path().to_path_buf(),
-                    state: if lost { "env-lost" } else { "empty" }.into(),
+                    state: if lost {
+                        SysrootState::EnvLost
+                    } else {
+                        SysrootState::Empty
+                    },
                     message: if lost {
                         DeployError::EnvLost(cfg.env.0.clone()).to_string()
                     } else {
@@ -133,7 +145,7 @@ impl Deployer {
         if self.adoptable(&state)? {
             return Ok(Status {
                 sysroot: self.sysroot.path().to_path_buf(),
-                state: "empty".into(),
+                state: SysrootState::Empty,
                 message: format!(
                     "the {} boot state of the bootloader names no deployment of the agent yet; the first install (or mark-good) adopts the running system in the booted slot{}",
                     cfg.scheme.name(),
@@ -162,13 +174,13 @@ impl Deployer {
             let st = state.slot(s);
             let is_booted = booted_slot == Some(s);
             let role = match (is_booted, st.successful) {
-                (true, true) => "booted",
-                (true, false) if st.priority == 0 => "rolled-back",
-                (true, false) => "trial",
-                (false, true) => "rollback",
-                (false, false) if st.tries_left > 0 && st.priority > 0 => "staged",
-                (false, false) if st.priority == 0 => "rolled-back",
-                (false, false) => "failed",
+                (true, true) => Role::Booted,
+                (true, false) if st.priority == 0 => Role::RolledBack,
+                (true, false) => Role::Trial,
+                (false, true) => Role::Rollback,
+                (false, false) if st.tries_left > 0 && st.priority > 0 => Role::Staged,
+                (false, false) if st.priority == 0 => Role::RolledBack,
+                (false, false) => Role::Failed,
             };
             if adopt::is_adopted(st.name.as_str()) {
                 // The system the bootloader ran before the agent: no commit, no directory.
@@ -186,7 +198,7 @@ impl Deployer {
                     good: st.successful,
                     tries_left: st.tries_left,
                     priority: st.priority,
-                    role: role.into(),
+                    role,
                     present: true,
                     kargs: img.get(KARGS_VARS[s.index()]).map(str::to_string),
                 });
@@ -221,7 +233,7 @@ impl Deployer {
                 good: st.successful,
                 tries_left: st.tries_left,
                 priority: st.priority,
-                role: role.into(),
+                role,
                 present: self.deployment_path(st.name.as_str()).is_dir(),
                 kargs: img.get(KARGS_VARS[s.index()]).map(str::to_string),
             });
@@ -247,7 +259,7 @@ impl Deployer {
         });
         let (st_name, message) = match (booted_slot, failed) {
             (Some(b), Some(f)) if d.slot == b => (
-                "rolled-back",
+                SysrootState::RolledBack,
                 if state.slot(f).priority == 0 {
                     format!(
                         "rolled back: slot {f} ({}) was given up; slot {b} ({}) boots",
@@ -263,7 +275,7 @@ impl Deployer {
                 },
             ),
             (Some(b), _) if !state.slot(b).successful && d.slot == b => (
-                "trial",
+                SysrootState::Trial,
                 format!(
                     "the booted deployment ({}) is on trial with {} tries left; run `ecu-agent mark-good` once it works",
                     version_of(b),
@@ -271,7 +283,7 @@ impl Deployer {
                 ),
             ),
             (Some(b), _) if d.slot != b && d.kind == DecisionKind::Trial => (
-                "staged",
+                SysrootState::Staged,
                 format!(
                     "slot {} ({}) is staged: the next boot tries it ({} tries left)",
                     d.slot,
@@ -280,7 +292,7 @@ impl Deployer {
                 ),
             ),
             (Some(b), _) if d.slot != b => (
-                "rollback-pending",
+                SysrootState::RollbackPending,
                 format!(
                     "the next boot goes to slot {} ({})",
                     d.slot,
@@ -288,11 +300,15 @@ impl Deployer {
                 ),
             ),
             (Some(b), _) => (
-                "idle",
+                SysrootState::Idle,
                 format!("booted slot {b} ({}) is good", version_of(b)),
             ),
             (None, _) => (
-                if d.kind == DecisionKind::Trial { "staged" } else { "idle" },
+                if d.kind == DecisionKind::Trial {
+                    SysrootState::Staged
+                } else {
+                    SysrootState::Idle
+                },
                 format!(
                     "booted slot unknown{}; the next boot takes slot {} ({})",
                     self.booted_doubt
@@ -306,14 +322,14 @@ impl Deployer {
         };
         Ok(Status {
             sysroot: self.sysroot.path().to_path_buf(),
-            state: st_name.into(),
+            state: st_name,
             message,
             booted_slot: booted_slot.map(|b| b.to_string()),
             booted_source: booted.map(|b| b.1),
             booted_good: booted_slot.map(|b| state.slot(b).successful),
             next_boot: Some(d.slot.to_string()),
             next_boot_kind: Some(d.kind),
-            rolled_back: st_name == "rolled-back",
+            rolled_back: st_name == SysrootState::RolledBack,
             deployments,
             refs_followed: self.cfg.refs.clone(),
             security_floor: floor::read(self.sysroot.path())?,
