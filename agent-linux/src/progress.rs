@@ -1,5 +1,8 @@
-//! Progress of a long command that feeds an update's bytes (`install`, `apply-offline`,
-//! `delta show`, `upgrade`), for people and for programs: one [`Reporter`] per command.
+//! Progress of a long command, for people and for programs: one [`Reporter`] per command.
+//! The commands that feed an update's bytes (`install`, `apply-offline`, `delta show`,
+//! `upgrade`) report bytes, parts and phases as below; the others (`commit`, `fsck`,
+//! `import-ostree`, `generate`, `generate-deltas`) tell a line of text ([`Reporter::text`],
+//! [`Reporter::message`]), shown on a terminal only.
 //!
 //! - On a terminal (stderr is one): a progress bar on stderr (indicatif) with the phase, the
 //!   bytes done and the total, the rate and the time left; cleared when the command ends.
@@ -240,6 +243,68 @@ impl Reporter {
         r
     }
 
+    /// Progress told as a line of text, for a command that feeds no update file (`commit`,
+    /// `fsck`, `import-ostree`, `generate`): the line on stderr when it is a terminal
+    /// ([`Reporter::message`]), cleared when the command ends; nothing otherwise. No JSON lines.
+    pub fn text() -> Reporter {
+        let sink = match Mode::detect(false) {
+            Mode::Bar => {
+                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                bar.set_style(text_style());
+                Sink::Bar(bar)
+            }
+            _ => Sink::Off,
+        };
+        Reporter::text_with(sink)
+    }
+
+    fn text_with(sink: Sink) -> Reporter {
+        Reporter {
+            sink,
+            started: Instant::now(),
+            last_shown: None,
+            pending: false,
+            phase: Phase::Starting,
+            bytes: 0,
+            total: None,
+            parts: None,
+            objects: None,
+            ended: false,
+        }
+    }
+
+    /// Replaces the line of a [`Reporter::text`] with `msg`, at most once every
+    /// [`MIN_INTERVAL`]: `msg` is called only when the line is shown.
+    pub fn message(&mut self, msg: impl FnOnce() -> String) {
+        let Sink::Bar(bar) = &self.sink else {
+            return;
+        };
+        let now = Instant::now();
+        if self
+            .last_shown
+            .is_some_and(|l| now.duration_since(l) < MIN_INTERVAL)
+        {
+            return;
+        }
+        self.last_shown = Some(now);
+        bar.set_message(msg());
+    }
+
+    /// Runs `f` (which writes to stderr) with the bar or line hidden, so that the two do not
+    /// mix.
+    pub fn suspend<T>(&self, f: impl FnOnce() -> T) -> T {
+        match &self.sink {
+            Sink::Bar(bar) => bar.suspend(f),
+            _ => f(),
+        }
+    }
+
+    /// Clears the bar or line (as the end of the command does); nothing more is shown.
+    pub fn clear(&mut self) {
+        self.close();
+        self.sink = Sink::Off;
+    }
+
     /// The file's size, when known before its header says it (a file's length).
     pub fn set_total(&mut self, total: u64) {
         if self.total != Some(total) {
@@ -466,6 +531,11 @@ impl<R: Read> Read for ProgressRead<'_, R> {
     }
 }
 
+/// A line of text ([`Reporter::text`]).
+fn text_style() -> ProgressStyle {
+    ProgressStyle::with_template("{msg}").expect("a valid template")
+}
+
 /// Before the total is known: the phase, the bytes and the rate.
 fn spinner_style() -> ProgressStyle {
     ProgressStyle::with_template("{spinner} {msg}: {binary_bytes} ({binary_bytes_per_sec})")
@@ -505,6 +575,25 @@ mod test {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn text_lines_rate_limited_built_only_when_shown() {
+        let mut built = 0;
+        let mut r = Reporter::text_with(Sink::Bar(ProgressBar::hidden()));
+        for i in 0..1000 {
+            r.message(|| {
+                built += 1;
+                format!("reading tree: {i} files")
+            });
+        }
+        // The first at once, then at most one every MIN_INTERVAL (a few on a loaded machine).
+        assert!((1..=3).contains(&built), "{built}");
+        r.clear();
+        r.message(|| panic!("a cleared line is not shown again"));
+        let mut off = Reporter::text_with(Sink::Off);
+        off.message(|| panic!("nothing is built when nothing is shown"));
+        assert_eq!(off.suspend(|| 7), 7);
     }
 
     #[test]

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use agent_linux::fsmeta::XattrPolicy;
+use agent_linux::progress::Reporter;
 use agent_linux::repo::{self, CommitInfo, CommitMeta, Repo};
 use agent_linux::{keys, tree};
 use anyhow::{bail, Context};
 
-use super::output::{self, human_bytes, Progress};
+use super::output::{self, human_bytes};
 use super::{esc, RepoArg};
 
 /// Arguments of `ecu-agent init`.
@@ -148,12 +149,12 @@ pub fn commit(a: CommitArgs) -> anyhow::Result<()> {
         },
         owner: a.owner,
     };
-    let mut progress = Progress::new();
+    let mut progress = Reporter::text();
     let (root, stats) = tree::build_dir(&repo, &a.tree, &opts, &mut |s| {
-        progress.update(|| format!("reading tree: {} files, {}", s.files, human_bytes(s.bytes)))
+        progress.message(|| format!("reading tree: {} files, {}", s.files, human_bytes(s.bytes)))
     })
     .with_context(|| format!("cannot record {}", a.tree.display()))?;
-    progress.finish();
+    progress.clear();
     let meta = CommitMeta {
         version: a.version.clone(),
         subject: a.subject.clone(),
@@ -374,23 +375,25 @@ pub fn fsck(a: FsckArgs) -> anyhow::Result<()> {
     ids.sort();
     ids.dedup();
     let mut out = Vec::new();
-    let mut progress = Progress::new();
+    let mut progress = Reporter::text();
     for id in &ids {
-        progress.update(|| format!("checking {id}"));
+        progress.message(|| format!("checking {id}"));
         let stats = repo
             .fsck_commit(id)
             .with_context(|| format!("commit {id} is damaged"))?;
         out.push(serde_json::json!({"commit": id.to_string(), "stats": stats}));
         if !a.json {
-            eprintln!(
-                "{id}: ok ({} files, {} directories, {})",
-                stats.files,
-                stats.dirtrees,
-                human_bytes(stats.bytes)
-            );
+            progress.suspend(|| {
+                eprintln!(
+                    "{id}: ok ({} files, {} directories, {})",
+                    stats.files,
+                    stats.dirtrees,
+                    human_bytes(stats.bytes)
+                )
+            });
         }
     }
-    progress.finish();
+    progress.clear();
     if a.json {
         return output::json(&out);
     }

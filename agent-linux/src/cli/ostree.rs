@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 
 use agent_linux::ostree_import::{self, HistoryEnd, ImportOptions, OstreeRepo};
+use agent_linux::progress::Reporter;
 use agent_linux::repo::Repo;
 use anyhow::Context;
 
 use super::esc;
-use super::output::{self, human_bytes, Progress};
+use super::output::{self, human_bytes};
 
 /// Arguments of `ecu-agent import-ostree`.
 #[derive(Debug, clap::Args)]
@@ -39,7 +40,7 @@ pub fn import_ostree(a: ImportOstreeArgs) -> anyhow::Result<()> {
     let src = OstreeRepo::open(&a.ostree_repo)?;
     let repo = Repo::open(&a.repo)?;
     let _lock = repo.lock()?;
-    let mut progress = Progress::new();
+    let mut progress = Reporter::text();
     let report = ostree_import::import(
         &src,
         &repo,
@@ -47,7 +48,7 @@ pub fn import_ostree(a: ImportOstreeArgs) -> anyhow::Result<()> {
             refs: a.refs.clone(),
         },
         &mut |s| {
-            progress.update(|| format!("importing: {} files, {}", s.files, human_bytes(s.bytes)))
+            progress.message(|| format!("importing: {} files, {}", s.files, human_bytes(s.bytes)))
         },
     )
     .with_context(|| {
@@ -57,7 +58,7 @@ pub fn import_ostree(a: ImportOstreeArgs) -> anyhow::Result<()> {
             a.repo.display()
         )
     })?;
-    progress.finish();
+    progress.clear();
     if a.json {
         return output::json(&report);
     }

@@ -1,7 +1,7 @@
-//! Output helpers: stdout writing, JSON, dates, progress on a terminal, the logger.
+//! Output helpers: stdout writing, JSON, dates, the logger (progress is
+//! `agent_linux::progress`).
 
-use std::io::{self, IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::io::{self, Write};
 
 /// Writes `text` to stdout (errors, including a closed pipe, are returned).
 pub fn out(text: &str) -> io::Result<()> {
@@ -53,56 +53,6 @@ pub fn human_bytes(n: u64) -> String {
         u += 1;
     }
     format!("{v:.1} {}", UNITS[u])
-}
-
-/// A one-line progress display on stderr, shown only when stderr is a terminal and at most
-/// ten times a second; silent otherwise.
-pub struct Progress {
-    enabled: bool,
-    last: Option<Instant>,
-    shown: bool,
-}
-
-impl Progress {
-    /// A progress line, active when stderr is a terminal.
-    pub fn new() -> Progress {
-        Progress {
-            enabled: io::stderr().is_terminal(),
-            last: None,
-            shown: false,
-        }
-    }
-
-    /// Replaces the line with `msg` (rate-limited).
-    pub fn update(&mut self, msg: impl FnOnce() -> String) {
-        if !self.enabled {
-            return;
-        }
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|l| now.duration_since(l) < Duration::from_millis(100))
-        {
-            return;
-        }
-        self.last = Some(now);
-        self.shown = true;
-        let _ = write!(io::stderr(), "\r\x1b[2K{}", msg());
-    }
-
-    /// Clears the line.
-    pub fn finish(&mut self) {
-        if self.shown {
-            let _ = write!(io::stderr(), "\r\x1b[2K");
-            self.shown = false;
-        }
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        self.finish();
-    }
 }
 
 struct StderrLogger;

@@ -9,9 +9,9 @@ use agent_linux::sysroot::Sysroot;
 use agent_linux::{apply, deploy, inspect, keys};
 use anyhow::{bail, Context};
 
-use super::output::{self, human_bytes, Progress};
+use super::output::{self, human_bytes};
 use super::{esc, open_source, warn_unsigned, ProgressArgs, RepoArg, TrustArgs};
-use agent_linux::progress::Phase;
+use agent_linux::progress::{Phase, Reporter};
 
 /// `ecu-agent delta ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -254,12 +254,12 @@ fn delta_generate(a: DeltaGenerateArgs) -> anyhow::Result<()> {
             .infer_ref(Some(&a.to), &to, repo::RefSearch::History)?
             .ok_or(generate::GenerateError::NoRef(to))?,
     };
-    let mut progress = Progress::new();
+    let mut progress = Reporter::text();
     let s = generate::generate_file(&repo, &ref_name, from, &to, &opts, &a.out, &mut |n, b| {
-        progress.update(|| format!("generating: {n} objects, {}", human_bytes(b)))
+        progress.message(|| format!("generating: {n} objects, {}", human_bytes(b)))
     })
     .with_context(|| format!("cannot write {}", a.out.display()))?;
-    progress.finish();
+    progress.clear();
     if a.json {
         return output::json(&serde_json::json!({"path": a.out, "update": s}));
     }
@@ -309,14 +309,14 @@ pub struct GenerateDeltasArgs {
 pub fn generate_deltas(a: GenerateDeltasArgs) -> anyhow::Result<()> {
     let opts = a.writer.options()?;
     let repo = Repo::open(&a.repo.repo)?;
-    let mut progress = Progress::new();
+    let mut progress = Reporter::text();
     let mut count = 0;
     let files = generate::generate_deltas(&repo, &a.out, a.depth, &opts, &mut |f| {
         count += 1;
-        progress.update(|| format!("generated {count} files, last {}", f.path.display()));
+        progress.message(|| format!("generated {count} files, last {}", f.path.display()));
     })
     .with_context(|| format!("cannot generate updates into {}", a.out.display()))?;
-    progress.finish();
+    progress.clear();
     let index = agent_linux::index::publish(
         &repo,
         &a.out,
