@@ -1,15 +1,14 @@
-//! A/B deployment commands: install, deploy, status, mark-good, rollback, cleanup,
-//! simulate-boot, verify. A thin layer over `agent_linux::deploy`.
+//! A/B deployment commands: install, deploy, mark-good, rollback, cleanup, simulate-boot,
+//! verify, repair-env (`status` and `health-check` have their own modules). A thin layer
+//! over `agent_linux::deploy`.
 
 use std::path::PathBuf;
 
-use agent_linux::deploy::{
-    self, Deployer, Options, RepairAction, StageAction, StageReport, Status,
-};
+use agent_linux::deploy::{self, Deployer, Options, RepairAction, StageAction, StageReport};
 use anyhow::{bail, Context};
 use bootloader_hooks::{DecisionKind, Slot};
 
-use super::output::{self, format_utc, human_bytes};
+use super::output::{self, human_bytes};
 use super::{esc, open_source, warn_unsigned, ProgressArgs, TrustArgs};
 use agent_linux::progress::Phase;
 
@@ -42,7 +41,7 @@ impl SysrootOpts {
             tries,
         }
     }
-    fn open(&self, tries: Option<u8>) -> anyhow::Result<Deployer> {
+    pub(super) fn open(&self, tries: Option<u8>) -> anyhow::Result<Deployer> {
         Ok(Deployer::open(&self.sysroot, &self.options(tries))?)
     }
 }
@@ -89,38 +88,11 @@ pub struct DeployArgs {
     commit: String,
 }
 
-/// Arguments of `ecu-agent status`.
-#[derive(Debug, clap::Args)]
-pub struct StatusArgs {
-    #[command(flatten)]
-    s: SysrootOpts,
-    /// Print a `fw_env.config` for `fw_printenv -c` / `fw_setenv -c` (U-Boot backends) and
-    /// nothing else.
-    #[arg(long)]
-    show_env_config: bool,
-}
-
 /// Arguments of `ecu-agent mark-good`, `rollback`, `cleanup`, `simulate-boot`.
 #[derive(Debug, clap::Args)]
 pub struct PlainArgs {
     #[command(flatten)]
     s: SysrootOpts,
-}
-
-/// Arguments of `ecu-agent health-check`.
-#[derive(Debug, clap::Args)]
-pub struct HealthCheckArgs {
-    #[command(flatten)]
-    s: SysrootOpts,
-    /// The checks' directory instead of agent.conf's `health-dir` (default
-    /// S/etc/ecu-agent/health.d): its `required.d` and `wanted.d` hold executables, run in
-    /// name order.
-    #[arg(long, value_name = "DIR")]
-    dir: Option<PathBuf>,
-    /// Seconds each check may run before it is killed (with its process group) and counts
-    /// as failed, instead of agent.conf's `health-timeout` (default 300).
-    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    timeout: Option<u64>,
 }
 
 /// Arguments of `ecu-agent repair-env`.
@@ -228,138 +200,6 @@ pub(super) fn print_staged(r: &StageReport, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status_json(st: &Status) -> anyhow::Result<serde_json::Value> {
-    let mut v = serde_json::to_value(st)?;
-    if let Some(list) = v.get_mut("deployments").and_then(|d| d.as_array_mut()) {
-        for d in list {
-            let ts = d.get("timestamp").and_then(|t| t.as_u64()).unwrap_or(0);
-            d["date"] = serde_json::Value::String(format_utc(ts));
-        }
-    }
-    Ok(v)
-}
-
-/// The text `status` prints.
-pub fn status_text(st: &Status) -> String {
-    let mut s = format!("State: {} ({})\n", st.state, esc(&st.message));
-    if st.deployments.is_empty() {
-        s.push_str("Deployments: none\n");
-    } else {
-        s.push_str("Deployments:\n");
-    }
-    for d in &st.deployments {
-        if d.commit.is_empty() {
-            // The system the bootloader ran before the agent adopted its environment.
-            s.push_str(&format!(
-                "{} {}: {} ({})\n",
-                if d.booted { "●" } else { " " },
-                d.slot,
-                d.name,
-                esc(&d.subject)
-            ));
-        } else {
-            s.push_str(&format!(
-                "{} {}: {}\n",
-                if d.booted { "●" } else { " " },
-                d.slot,
-                esc(d.ref_name.as_deref().unwrap_or("(no ref)"))
-            ));
-            s.push_str(&format!(
-                "       Version: {} ({})\n",
-                if d.version.is_empty() {
-                    "-".into()
-                } else {
-                    esc(&d.version)
-                },
-                format_utc(d.timestamp)
-            ));
-            s.push_str(&format!("        Commit: {}\n", d.commit));
-            s.push_str(&format!("      Security: version {}\n", d.security_version));
-        }
-        let mut what = vec![d.role.to_string()];
-        if d.good {
-            what.push("good".into());
-        } else {
-            what.push("not marked good".into());
-        }
-        if d.next_boot {
-            what.push("next boot".into());
-        }
-        if d.tries_left > 0 {
-            what.push(format!("{} tries left", d.tries_left));
-        }
-        if !d.present {
-            what.push("DIRECTORY MISSING".into());
-        }
-        s.push_str(&format!("        Status: {}\n", what.join(", ")));
-    }
-    s.push_str(&format!(
-        "Follows: {}; security floor {}\n",
-        if st.refs_followed.is_empty() {
-            "any ref (none recorded)".to_string()
-        } else {
-            st.refs_followed
-                .iter()
-                .map(|r| esc(r).into_owned())
-                .collect::<Vec<_>>()
-                .join(", ")
-        },
-        st.security_floor
-    ));
-    s.push_str(&format!(
-        "Boot: slot {} booted{}, next boot {}{}; {} env ({}) rev {}\n",
-        st.booted_slot.as_deref().unwrap_or("?"),
-        match st.booted_good {
-            Some(true) => " (good)",
-            Some(false) => " (not marked good)",
-            None => "",
-        },
-        st.next_boot.as_deref().unwrap_or("-"),
-        st.next_boot_kind
-            .map(|k| format!(" ({})", k.as_str()))
-            .unwrap_or_default(),
-        st.env.backend.name(),
-        st.env.scheme.name(),
-        st.env
-            .revision
-            .map(|r| r.to_string())
-            .unwrap_or_else(|| "-".into())
-    ));
-    s
-}
-
-pub fn status(a: StatusArgs) -> anyhow::Result<()> {
-    let d = a.s.open(None)?;
-    if a.show_env_config {
-        match d.config().fw_env_config() {
-            Some(c) => return Ok(output::out(&c)?),
-            None => bail!(
-                "the environment is a GRUB block; read it with `grub-editenv {} list`",
-                d.config().env.0.display()
-            ),
-        }
-    }
-    let st = d.status()?;
-    let health = agent_linux::health::read_record(d.sysroot().path())?;
-    if a.s.json {
-        let mut v = status_json(&st)?;
-        v["health"] = serde_json::to_value(&health)?;
-        return output::json(&v);
-    }
-    let mut text = status_text(&st);
-    if let Some(h) = health {
-        text.push_str(&format!(
-            "Health: {:?} at {} (slot {}, {} checks, {} failed)\n",
-            h.verdict,
-            format_utc(h.time),
-            h.slot,
-            h.checks.len(),
-            h.checks.iter().filter(|c| !c.passed()).count()
-        ));
-    }
-    Ok(output::out(&text)?)
-}
-
 pub fn mark_good(a: PlainArgs) -> anyhow::Result<()> {
     let r = a.s.open(None)?.mark_good().context("cannot mark good")?;
     if a.s.json {
@@ -384,114 +224,6 @@ pub fn mark_good(a: PlainArgs) -> anyhow::Result<()> {
         }
     }
     output::out(&text)?;
-    Ok(())
-}
-
-/// Exit code of `health-check` when a required check failed and the other deployment was
-/// made the default: reboot to run it.
-pub const EXIT_REBOOT_NEEDED: u8 = 3;
-
-/// `health-check` rolled back: the caller should reboot (exit code [`EXIT_REBOOT_NEEDED`]).
-#[derive(Debug)]
-pub struct RebootNeeded(pub String);
-
-impl std::fmt::Display for RebootNeeded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for RebootNeeded {}
-
-pub fn health_check(a: HealthCheckArgs) -> anyhow::Result<()> {
-    use agent_linux::health::{self, HealthRecord, Verdict};
-    let d = a.s.open(None)?;
-    let st = d.status()?;
-    let booted = st.deployments.iter().find(|x| x.booted).with_context(|| {
-        "cannot run the health checks: no deployment is booted (see `ecu-agent status`)"
-    })?;
-    let (slot, deployment) = (booted.slot.to_string(), booted.name.clone());
-    let dir = a
-        .dir
-        .clone()
-        .unwrap_or_else(|| d.config().health_dir.clone());
-    let timeout = a.timeout.unwrap_or(d.config().health_timeout);
-    let checks = health::run_checks(&dir, std::time::Duration::from_secs(timeout))
-        .with_context(|| format!("cannot list the health checks in {}", dir.display()))?;
-    let failed_required: Vec<&str> = checks
-        .iter()
-        .filter(|c| c.required && !c.passed())
-        .map(|c| c.name.as_str())
-        .collect();
-    let mut record = HealthRecord {
-        time: health::now(),
-        slot: slot.clone(),
-        deployment: deployment.clone(),
-        verdict: Verdict::Good,
-        reboot_needed: false,
-        error: None,
-        checks: checks.clone(),
-    };
-    for c in checks.iter().filter(|c| !c.required && !c.passed()) {
-        eprintln!(
-            "warning: wanted health check {} {:?} (exit code {:?}); the deployment is kept",
-            esc(&c.name),
-            c.result,
-            c.exit_code
-        );
-    }
-    let result = if failed_required.is_empty() {
-        d.mark_good().context("cannot mark good")
-    } else {
-        record.verdict = Verdict::RolledBack;
-        record.reboot_needed = true;
-        d.rollback().context("cannot roll back")
-    };
-    if let Err(e) = &result {
-        record.verdict = Verdict::Failed;
-        record.reboot_needed = false;
-        record.error = Some(format!("{e:#}"));
-    }
-    health::write_record(d.sysroot().path(), &record).with_context(|| {
-        format!(
-            "cannot record the health check in {}",
-            d.sysroot().path().join(health::RECORD_FILE).display()
-        )
-    })?;
-    let report = result?;
-    if a.s.json {
-        output::json(&record)?;
-    } else {
-        let mut t = String::new();
-        for c in &checks {
-            t.push_str(&format!(
-                "{} {} {:?} in {} ms\n",
-                if c.required { "required" } else { "wanted  " },
-                esc(&c.name),
-                c.result,
-                c.duration_ms
-            ));
-        }
-        t.push_str(&match record.verdict {
-            Verdict::Good => format!("slot {slot} ({deployment}) is healthy: marked good\n"),
-            _ => format!(
-                "required health checks failed ({}): the next boot takes slot {} ({}); reboot now\n",
-                esc(&failed_required.join(", ")),
-                report.slot,
-                report.deployment
-            ),
-        });
-        output::out(&t)?;
-    }
-    if record.verdict == Verdict::RolledBack {
-        return Err(RebootNeeded(format!(
-            "slot {slot} ({deployment}) failed its required health checks ({}); rolled back to slot {} ({}): reboot to run it",
-            failed_required.join(", "),
-            report.slot,
-            report.deployment
-        ))
-        .into());
-    }
     Ok(())
 }
 

@@ -14,8 +14,10 @@ mod bootenv;
 mod build;
 mod deploy;
 mod device;
+mod health_check;
 mod ostree;
 mod output;
+mod status;
 mod update;
 mod upgrade;
 
@@ -97,7 +99,7 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Show the deployments, which one is booted (●), which one the next boot takes, tries
     /// left and whether the booted one is confirmed good.
-    Status(deploy::StatusArgs),
+    Status(status::StatusArgs),
     /// The booted deployment reports a successful boot: its try counter is cleared (on an
     /// environment a RAUC or Mender bootloader already wrote, the running system is adopted
     /// first, as by `install`).
@@ -112,7 +114,7 @@ enum Command {
     /// (as `rollback`) and the command exits with code 3: reboot. Every outcome is recorded
     /// in S/health.json and shown by `status` (`health` in --json). Shipped as the systemd
     /// unit ecu-agent-health-check.service.
-    HealthCheck(deploy::HealthCheckArgs),
+    HealthCheck(health_check::HealthCheckArgs),
     /// Remove deployments and objects that no slot or ref needs, and report what was freed.
     Cleanup(deploy::PlainArgs),
     /// Do what the bootloader does at the next boot (decision, try counting) and make the
@@ -142,9 +144,9 @@ pub fn main() -> ExitCode {
             if err.downcast_ref::<upgrade::NoUpdate>().is_some() {
                 return ExitCode::from(upgrade::EXIT_NO_UPDATE);
             }
-            if let Some(r) = err.downcast_ref::<deploy::RebootNeeded>() {
+            if let Some(r) = err.downcast_ref::<health_check::RebootNeeded>() {
                 let _ = writeln!(io::stderr(), "reboot needed: {}", esc(&r.0));
-                return ExitCode::from(deploy::EXIT_REBOOT_NEEDED);
+                return ExitCode::from(health_check::EXIT_REBOOT_NEEDED);
             }
             // Messages may quote what an update or a repository holds: escaped, so that
             // nothing in them reaches the terminal as a control sequence or a forged line.
@@ -182,10 +184,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Install(a) => deploy::install(a),
         Command::Upgrade(a) => upgrade::upgrade(a),
         Command::Deploy(a) => deploy::deploy(a),
-        Command::Status(a) => deploy::status(a),
+        Command::Status(a) => status::status(a),
         Command::MarkGood(a) => deploy::mark_good(a),
         Command::Rollback(a) => deploy::rollback(a),
-        Command::HealthCheck(a) => deploy::health_check(a),
+        Command::HealthCheck(a) => health_check::health_check(a),
         Command::Cleanup(a) => deploy::cleanup(a),
         Command::SimulateBoot(a) => deploy::simulate_boot(a),
         Command::Verify(a) => deploy::verify(a),
