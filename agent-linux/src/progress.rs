@@ -227,18 +227,7 @@ impl Reporter {
     }
 
     fn with_sink(sink: Sink, command: &str, file: &str) -> Reporter {
-        let mut r = Reporter {
-            sink,
-            started: Instant::now(),
-            last_shown: None,
-            pending: false,
-            phase: Phase::Starting,
-            bytes: 0,
-            total: None,
-            parts: None,
-            objects: None,
-            ended: false,
-        };
+        let mut r = Reporter::text_with(sink);
         r.emit(&Event::Start { command, file });
         r
     }
@@ -276,18 +265,13 @@ impl Reporter {
     /// Replaces the line of a [`Reporter::text`] with `msg`, at most once every
     /// [`MIN_INTERVAL`]: `msg` is called only when the line is shown.
     pub fn message(&mut self, msg: impl FnOnce() -> String) {
-        let Sink::Bar(bar) = &self.sink else {
-            return;
-        };
-        let now = Instant::now();
-        if self
-            .last_shown
-            .is_some_and(|l| now.duration_since(l) < MIN_INTERVAL)
-        {
+        if self.too_soon() {
             return;
         }
-        self.last_shown = Some(now);
-        bar.set_message(msg());
+        if let Sink::Bar(bar) = &self.sink {
+            self.last_shown = Some(Instant::now());
+            bar.set_message(msg());
+        }
     }
 
     /// Runs `f` (which writes to stderr) with the bar or line hidden, so that the two do not
@@ -429,17 +413,15 @@ impl Reporter {
     }
 
     fn maybe_show(&mut self) {
-        if !self.pending || matches!(self.sink, Sink::Off) {
-            return;
-        }
-        let now = Instant::now();
-        if self
-            .last_shown
-            .is_some_and(|l| now.duration_since(l) < MIN_INTERVAL)
-        {
+        if !self.pending || matches!(self.sink, Sink::Off) || self.too_soon() {
             return;
         }
         self.show();
+    }
+
+    /// Whether the last update shown is less than [`MIN_INTERVAL`] ago.
+    fn too_soon(&self) -> bool {
+        self.last_shown.is_some_and(|l| l.elapsed() < MIN_INTERVAL)
     }
 
     fn show(&mut self) {
