@@ -76,6 +76,36 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// The arguments of `ecu-agent import-ostree` from the OSTree repository `ostree` into our
+/// repository `ours`, then `extra`.
+fn import_args<'a>(ostree: &'a Path, ours: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "import-ostree",
+        "--ostree-repo",
+        p(ostree),
+        "--repo",
+        p(ours),
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// `ecu-agent import-ostree` (see [`import_args`]): its stdout.
+fn import_ostree(ostree: &Path, ours: &Path, extra: &[&str]) -> String {
+    agent(&import_args(ostree, ours, extra))
+}
+
+/// `ecu-agent import-ostree` (see [`import_args`]), required to fail: its stderr.
+fn import_ostree_fails(ostree: &Path, ours: &Path) -> String {
+    agent_fails(&import_args(ostree, ours, &[]))
+}
+
+/// `ecu-agent log --json` of [`REF`] in the repository of `sysroot`.
+fn log_json(sysroot: &Path) -> serde_json::Value {
+    let repo = sysroot.join("repo");
+    serde_json::from_str(&agent(&["log", "--repo", p(&repo), REF, "--json"])).unwrap()
+}
+
 /// One entry of a tree as both tools must materialize it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
@@ -348,17 +378,9 @@ impl Fixture {
     }
 
     fn import(&self, sysroot: &Path, extra: &[&str]) -> serde_json::Value {
-        let repo = sysroot.join("repo");
-        let mut args = vec![
-            "import-ostree",
-            "--ostree-repo",
-            p(&self.repo),
-            "--repo",
-            p(&repo),
-            "--json",
-        ];
+        let mut args = vec!["--json"];
         args.extend_from_slice(extra);
-        serde_json::from_str(&agent(&args)).unwrap()
+        serde_json::from_str(&import_ostree(&self.repo, &sysroot.join("repo"), &args)).unwrap()
     }
 
     /// `ostree checkout` of `commit` into a new directory.
@@ -418,18 +440,21 @@ fn checkouts_match(mode: &str) {
     assert_eq!(our_ref(&s, "other/ref"), None);
 }
 
-#[test]
-fn archive_checkouts_match() {
-    if have_ostree("archive_checkouts_match") {
-        checkouts_match("archive");
-    }
+/// Tests that run `$body` when the real `ostree` is there ([`have_ostree`]), one a line.
+macro_rules! with_ostree {
+    ($($name:ident => $body:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            if have_ostree(stringify!($name)) {
+                $body;
+            }
+        }
+    )*};
 }
 
-#[test]
-fn bare_user_checkouts_match() {
-    if have_ostree("bare_user_checkouts_match") {
-        checkouts_match("bare-user");
-    }
+with_ostree! {
+    archive_checkouts_match => checkouts_match("archive");
+    bare_user_checkouts_match => checkouts_match("bare-user");
 }
 
 /// A bare repository holds real owners and xattrs: made and read as root only.
@@ -488,14 +513,7 @@ fn history_is_kept() {
         .collect();
     assert_eq!(names, vec![REF, "other/ref"]);
     assert_eq!(report["refs"][0]["history"]["end"], "root");
-    let log: serde_json::Value = serde_json::from_str(&agent(&[
-        "log",
-        "--repo",
-        p(&s.join("repo")),
-        REF,
-        "--json",
-    ]))
-    .unwrap();
+    let log = log_json(&s);
     let log = log.as_array().unwrap();
     assert_eq!(log.len(), 3, "{log:?}");
     for (i, (version, subject, body, ts)) in COMMITS.iter().enumerate() {
@@ -577,14 +595,7 @@ fn reimport_is_idempotent_and_incremental() {
         "{third}"
     );
     assert_eq!(commits[3]["ostree"], fourth.trim());
-    let info: serde_json::Value = serde_json::from_str(&agent(&[
-        "log",
-        "--repo",
-        p(&s.join("repo")),
-        REF,
-        "--json",
-    ]))
-    .unwrap();
+    let info = log_json(&s);
     assert_eq!(info[0]["parent"], head.as_str());
     assert_eq!(info[0]["version"], "2.1");
 }
@@ -627,28 +638,13 @@ fn missing_parent_ends_history() {
     assert_eq!(r["history"]["end"], "missing_parent", "{report}");
     assert_eq!(r["history"]["commit"], first.as_str());
     assert_eq!(r["commits"].as_array().unwrap().len(), 2);
-    let log: serde_json::Value = serde_json::from_str(&agent(&[
-        "log",
-        "--repo",
-        p(&s.join("repo")),
-        REF,
-        "--json",
-    ]))
-    .unwrap();
+    let log = log_json(&s);
     assert_eq!(log.as_array().unwrap().len(), 2);
     assert_eq!(log[1]["parent"], serde_json::Value::Null);
     assert_eq!(log[1]["version"], "1.1");
     // The text output names where the history stops.
     let s2 = f.sysroot("sysroot2");
-    let text = agent(&[
-        "import-ostree",
-        "--ostree-repo",
-        p(&f.repo),
-        "--repo",
-        p(&s2.join("repo")),
-        "--ref",
-        REF,
-    ]);
+    let text = import_ostree(&f.repo, &s2.join("repo"), &["--ref", REF]);
     assert!(
         text.contains(&format!("history ends: the parent {first}")),
         "{text}"
@@ -662,14 +658,7 @@ fn missing_parent_ends_history() {
     assert_eq!(commits.len(), 2, "{again}");
     assert!(commits.iter().all(|c| c["new"] == false), "{again}");
     assert_eq!(commits[1]["commit"], head.as_str());
-    let log: serde_json::Value = serde_json::from_str(&agent(&[
-        "log",
-        "--repo",
-        p(&before.join("repo")),
-        REF,
-        "--json",
-    ]))
-    .unwrap();
+    let log = log_json(&before);
     assert_eq!(log.as_array().unwrap().len(), 3);
 }
 
@@ -725,13 +714,7 @@ fn corrupted(mode: &str, suffix: &str, damage: Damage) {
     ostree(&early, &["init", &format!("--mode={mode}")]);
     ostree(&early, &["pull-local", p(&f.repo), &f.ostree_commits[0]]);
     ostree(&early, &["refs", "--create", REF, &f.ostree_commits[0]]);
-    agent(&[
-        "import-ostree",
-        "--ostree-repo",
-        p(&early),
-        "--repo",
-        p(&s.join("repo")),
-    ]);
+    import_ostree(&early, &s.join("repo"), &[]);
     let head = our_ref(&s, REF).unwrap();
 
     let newest = &f.ostree_commits[2];
@@ -744,13 +727,7 @@ fn corrupted(mode: &str, suffix: &str, damage: Damage) {
     }
     let fresh = f.sysroot("fresh");
     for (sys, before) in [(&s, Some(head.clone())), (&fresh, None)] {
-        let err = agent_fails(&[
-            "import-ostree",
-            "--ostree-repo",
-            p(&f.repo),
-            "--repo",
-            p(&sys.join("repo")),
-        ]);
+        let err = import_ostree_fails(&f.repo, &sys.join("repo"));
         assert!(err.contains(&file), "the error names the object: {err}");
         assert!(err.contains("corrupted"), "{err}");
         assert!(err.contains("nothing was changed"), "{err}");
@@ -759,25 +736,10 @@ fn corrupted(mode: &str, suffix: &str, damage: Damage) {
     }
 }
 
-#[test]
-fn corrupted_archive_file_is_refused() {
-    if have_ostree("corrupted_archive_file_is_refused") {
-        corrupted("archive", "filez", Damage::Content);
-    }
-}
-
-#[test]
-fn corrupted_archive_header_is_refused() {
-    if have_ostree("corrupted_archive_header_is_refused") {
-        corrupted("archive", "filez", Damage::ArchiveHeaderGid);
-    }
-}
-
-#[test]
-fn corrupted_bare_user_file_is_refused() {
-    if have_ostree("corrupted_bare_user_file_is_refused") {
-        corrupted("bare-user", "file", Damage::Content);
-    }
+with_ostree! {
+    corrupted_archive_file_is_refused => corrupted("archive", "filez", Damage::Content);
+    corrupted_archive_header_is_refused => corrupted("archive", "filez", Damage::ArchiveHeaderGid);
+    corrupted_bare_user_file_is_refused => corrupted("bare-user", "file", Damage::Content);
 }
 
 /// A dirtree and a commit whose bytes do not hash to their names are refused by name.
@@ -798,13 +760,7 @@ fn corrupted_metadata_is_refused() {
     let path = object(&f.repo, &dirtree, "dirtree");
     let good = fs::read(&path).unwrap();
     flip_byte(&path, 1);
-    let err = agent_fails(&[
-        "import-ostree",
-        "--ostree-repo",
-        p(&f.repo),
-        "--repo",
-        p(&s.join("repo")),
-    ]);
+    let err = import_ostree_fails(&f.repo, &s.join("repo"));
     assert!(
         err.contains(&format!("dirtree object {dirtree} is corrupted")),
         "{err}"
@@ -813,13 +769,7 @@ fn corrupted_metadata_is_refused() {
     fs::write(&path, good).unwrap();
     let cpath = object(&f.repo, &f.ostree_commits[1], "commit");
     flip_byte(&cpath, 10);
-    let err = agent_fails(&[
-        "import-ostree",
-        "--ostree-repo",
-        p(&f.repo),
-        "--repo",
-        p(&s.join("repo")),
-    ]);
+    let err = import_ostree_fails(&f.repo, &s.join("repo"));
     assert!(
         err.contains(&format!(
             "commit object {} is corrupted",
@@ -840,22 +790,10 @@ fn unsupported_mode_is_refused() {
     let repo = d.path().join("o");
     ostree(&repo, &["init", "--mode=bare-user-only"]);
     agent(&["init", "--repo", p(&d.path().join("ours"))]);
-    let err = agent_fails(&[
-        "import-ostree",
-        "--ostree-repo",
-        p(&repo),
-        "--repo",
-        p(&d.path().join("ours")),
-    ]);
+    let err = import_ostree_fails(&repo, &d.path().join("ours"));
     assert!(err.contains("\"bare-user-only\""), "{err}");
     assert!(err.contains("pull-local"), "{err}");
-    let err = agent_fails(&[
-        "import-ostree",
-        "--ostree-repo",
-        p(d.path()),
-        "--repo",
-        p(&d.path().join("ours")),
-    ]);
+    let err = import_ostree_fails(d.path(), &d.path().join("ours"));
     assert!(err.contains("is not an OSTree repository"), "{err}");
 }
 
@@ -879,13 +817,7 @@ fn diverged_branch_is_refused() {
         "--tree",
         p(&t),
     ]);
-    let err = agent_fails(&[
-        "import-ostree",
-        "--ostree-repo",
-        p(&f.repo),
-        "--repo",
-        p(&repo),
-    ]);
+    let err = import_ostree_fails(&f.repo, &repo);
     assert!(err.contains("none of the 3 commits"), "{err}");
     assert_eq!(our_ref(&s, REF).as_deref(), Some(mine.trim()));
     assert_eq!(our_ref(&s, "other/ref"), None);
@@ -909,37 +841,21 @@ fn update_from_imported_commit_installs() {
     agent(&["keygen", "--out", p(&key)]);
     let full = f.path("full.update");
     let delta = f.path("delta.update");
-    agent(&[
-        "delta",
-        "generate",
-        "--repo",
-        p(&repo),
-        "--empty",
-        "--to",
-        c1,
-        "--ref",
-        REF,
-        "--out",
-        p(&full),
-        "--sign-key",
-        p(&key),
-    ]);
-    agent(&[
-        "delta",
-        "generate",
-        "--repo",
-        p(&repo),
-        "--from",
-        c1,
-        "--to",
-        c3,
-        "--ref",
-        REF,
-        "--out",
-        p(&delta),
-        "--sign-key",
-        p(&key),
-    ]);
+    for (from, to, out) in [(&["--empty"][..], c1, &full), (&["--from", c1], c3, &delta)] {
+        let mut args = vec!["delta", "generate", "--repo", p(&repo)];
+        args.extend_from_slice(from);
+        args.extend_from_slice(&[
+            "--to",
+            to,
+            "--ref",
+            REF,
+            "--out",
+            p(out),
+            "--sign-key",
+            p(&key),
+        ]);
+        agent(&args);
+    }
     let device = f.path("device");
     let pubkey = format!("{}.pub", p(&key));
     for u in [&full, &delta] {
