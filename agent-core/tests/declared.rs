@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use agent_core::install::{InstallError, Installer};
 use agent_core::object::{ObjectId, ObjectKind};
-use agent_core::store::mem::MemStore;
+use test_support::MemStore;
 use agent_core::store::{Declared, Store};
 use agent_core::wire::{Header, HEADER_LEN};
 use common::*;

@@ -95,7 +95,7 @@ fn a_damaged_file_is_said_damaged_with_where() {
         let mut window = vec![0u8; agent_core::install::INFLATE_WINDOW];
         let policy = agent_core::install::Policy::require(&keys).allow_unsigned();
         let mut inst = agent_core::install::Installer::new(policy, &mut window);
-        let mut store = agent_core::store::mem::MemStore::default();
+        let mut store = test_support::MemStore::default();
         if let Err(agent_core::install::InstallError::MissingObject { .. }) =
             inst.feed(&mut store, &bad)
         {

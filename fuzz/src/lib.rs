@@ -15,7 +15,7 @@ use agent_core::write::UpdateWriter;
 
 /// The protocol-checking in-memory store (every rule of `agent_core::store` is an assertion,
 /// so an installer that breaks one makes the fuzz target fail).
-pub use agent_core::store::mem::MemStore;
+pub use test_support::MemStore;
 
 /// Feeds `file` in chunks of `sizes` (cycled; each at least 1 byte), then finishes. Stops at
 /// the first error, as a caller would.

@@ -47,8 +47,6 @@ use crate::install::Checkpoint;
 use crate::object::{ObjectId, ObjectKind};
 
 pub mod flash;
-#[cfg(feature = "std")]
-pub mod mem;
 
 /// What an update declares it writes, from its verified superblock ([`Store::declared`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,11 +2,12 @@
 //! builder that turns a small directory tree into objects, bottom-up.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::convert::Infallible;
 
 use agent_core::install::{InstallError, Installed, Installer, Policy};
-use agent_core::object::{self, Commit, DirEntry, DirMeta, ObjectId, ObjectKind, Xattrs, S_IFDIR};
+use agent_core::object::{self, Commit, DirEntry, ObjectId, ObjectKind};
+use test_support::tree::CommitInfo;
 use agent_core::write::{Locality, UpdateWriter};
 
 /// A window to lend the installer: 32 KiB for deflate and the header.
@@ -34,58 +35,10 @@ macro_rules! lent {
 }
 
 /// The protocol-checking in-memory store the tests drive the installer over.
-pub use agent_core::store::mem::MemStore;
-
-/// A directory tree to build objects from.
-#[derive(Clone, Default)]
-pub struct Tree(pub BTreeMap<String, Node>);
-
-#[derive(Clone)]
-pub enum Node {
-    File(Vec<u8>),
-    Link(String),
-    Dir(Tree),
-}
-
-impl Tree {
-    pub fn file(mut self, name: &str, content: impl Into<Vec<u8>>) -> Self {
-        self.0.insert(name.into(), Node::File(content.into()));
-        self
-    }
-    pub fn link(mut self, name: &str, target: &str) -> Self {
-        self.0.insert(name.into(), Node::Link(target.into()));
-        self
-    }
-    pub fn dir(mut self, name: &str, t: Tree) -> Self {
-        self.0.insert(name.into(), Node::Dir(t));
-        self
-    }
-}
-
-/// One operation for the writer.
-#[derive(Clone, Debug)]
-pub enum Op {
-    Write(ObjectKind, ObjectId, Vec<u8>),
-    Reuse(ObjectKind, ObjectId),
-}
-
-pub fn file_object(content: &[u8]) -> Vec<u8> {
-    object::file_object(0o644, 0, 0, content)
-}
-
-pub fn link_object(target: &str) -> Vec<u8> {
-    object::symlink_object(0, 0, target.as_bytes()).unwrap()
-}
-
-pub fn dirmeta_object() -> Vec<u8> {
-    DirMeta {
-        mode: S_IFDIR | 0o755,
-        uid: 0,
-        gid: 0,
-        xattrs: Xattrs::EMPTY,
-    }
-    .to_vec()
-}
+pub use test_support::MemStore;
+/// The tree the tests build commits of, and the operations of an update.
+#[allow(unused_imports)]
+pub use test_support::tree::{dirmeta_object, file_object, link_object, Node, Op, Tree};
 
 /// A dirtree object of `entries` in the order given, unchecked (tests make unsorted ones).
 pub fn dirtree_object(entries: &[DirEntry<'_>]) -> Vec<u8> {
@@ -125,91 +78,6 @@ pub fn commit_object_sv(
     .unwrap()
 }
 
-/// Builds the operations for `tree` bottom-up. Objects whose id is in `source` become reuses
-/// (a reused dirtree covers its whole tree). Returns (root dirtree id, root dirmeta id).
-pub fn tree_ops(
-    tree: &Tree,
-    source: &HashSet<ObjectId>,
-    seen: &mut HashSet<ObjectId>,
-    ops: &mut Vec<Op>,
-) -> (ObjectId, ObjectId) {
-    let mut children = Vec::new();
-    let mut entries_owned: Vec<(String, ObjectId, Option<ObjectId>)> = Vec::new();
-    let mut child_seen = seen.clone();
-    for (name, node) in &tree.0 {
-        match node {
-            Node::File(_) | Node::Link(_) => {
-                let bytes = match node {
-                    Node::File(c) => file_object(c),
-                    Node::Link(t) => link_object(t),
-                    Node::Dir(_) => unreachable!(),
-                };
-                let id = ObjectId::of(&bytes);
-                push_obj(
-                    ObjectKind::File,
-                    id,
-                    bytes,
-                    source,
-                    &mut child_seen,
-                    &mut children,
-                );
-                entries_owned.push((name.clone(), id, None));
-            }
-            Node::Dir(t) => {
-                let (tid, mid) = tree_ops(t, source, &mut child_seen, &mut children);
-                entries_owned.push((name.clone(), tid, Some(mid)));
-            }
-        }
-    }
-    let entries: Vec<DirEntry<'_>> = entries_owned
-        .iter()
-        .map(|(n, id, m)| match m {
-            None => DirEntry::File {
-                name: n.as_bytes(),
-                id: *id,
-            },
-            Some(m) => DirEntry::Dir {
-                name: n.as_bytes(),
-                tree: *id,
-                meta: *m,
-            },
-        })
-        .collect();
-    let tree_bytes = dirtree_object(&entries);
-    let tree_id = ObjectId::of(&tree_bytes);
-    let meta = dirmeta_object();
-    let meta_id = ObjectId::of(&meta);
-    if source.contains(&tree_id) {
-        if seen.insert(tree_id) {
-            ops.push(Op::Reuse(ObjectKind::DirTree, tree_id));
-        }
-    } else {
-        *seen = child_seen;
-        ops.append(&mut children);
-        push_obj(ObjectKind::DirTree, tree_id, tree_bytes, source, seen, ops);
-    }
-    push_obj(ObjectKind::DirMeta, meta_id, meta, source, seen, ops);
-    (tree_id, meta_id)
-}
-
-fn push_obj(
-    kind: ObjectKind,
-    id: ObjectId,
-    bytes: Vec<u8>,
-    source: &HashSet<ObjectId>,
-    seen: &mut HashSet<ObjectId>,
-    ops: &mut Vec<Op>,
-) {
-    if !seen.insert(id) {
-        return;
-    }
-    if source.contains(&id) {
-        ops.push(Op::Reuse(kind, id));
-    } else {
-        ops.push(Op::Write(kind, id, bytes));
-    }
-}
-
 /// A commit of `tree` with every object, bottom-up, and the commit last.
 pub struct Built {
     pub ops: Vec<Op>,
@@ -219,6 +87,8 @@ pub struct Built {
     pub ids: HashSet<ObjectId>,
 }
 
+/// The operations of a commit of `tree` ([`test_support::tree::Built::ops`]); objects whose
+/// id is in `source` become reuses (a reused dirtree covers its whole tree).
 pub fn build(
     tree: &Tree,
     parent: Option<ObjectId>,
@@ -236,27 +106,15 @@ pub fn build_sv(
     source: &HashSet<ObjectId>,
     security_version: u64,
 ) -> Built {
-    let mut ops = Vec::new();
-    let mut seen = HashSet::new();
-    let (t, m) = tree_ops(tree, source, &mut seen, &mut ops);
-    let c = commit_object_sv(parent, timestamp, t, m, "1.0", security_version);
-    let commit = ObjectId::of(&c);
-    ops.push(Op::Write(ObjectKind::Commit, commit, c));
-    // All ids of the full tree (without reuse) for the next delta.
-    let mut all = Vec::new();
-    tree_ops(tree, &HashSet::new(), &mut HashSet::new(), &mut all);
-    let mut ids: HashSet<ObjectId> = all
-        .iter()
-        .map(|o| match o {
-            Op::Write(_, id, _) | Op::Reuse(_, id) => *id,
-        })
-        .collect();
-    ids.insert(commit);
+    let info = CommitInfo::new(parent, timestamp, "1.0")
+        .subject("test commit")
+        .security_version(security_version);
+    let b = test_support::tree::build(tree, &info);
     Built {
-        ops,
-        commit,
+        ops: b.ops_reusing(&|_, id| source.contains(id)),
+        commit: b.commit,
         timestamp,
-        ids,
+        ids: b.ids(),
     }
 }
 
@@ -367,7 +225,7 @@ pub fn write_update_deflate(
 }
 
 /// The source object of a patch and the patch, for a written object (its id and bytes).
-pub type PatchFor<'a> = dyn Fn(&ObjectId, &[u8]) -> Option<(ObjectId, Vec<u8>)> + 'a;
+pub use test_support::tree::PatchFor;
 
 /// [`write_update`] writing each object that `patch` gives a patch for as a patch record.
 pub fn write_update_patched(
@@ -432,23 +290,8 @@ fn write_update_with(
     if let Some(c) = codec {
         w = w.codec(c);
     }
-    for op in &built.ops {
-        match op {
-            Op::Write(k, id, b) if *k == ObjectKind::File && patch(id, b).is_some() => {
-                let (source, p) = patch(id, b).unwrap();
-                w.patch_object(*k, *id, b.len() as u64, source, &p).unwrap();
-            }
-            Op::Write(k, id, b) => {
-                if b.len() > 4096 {
-                    w.write_object_from(*k, *id, b.len() as u64, &mut &b[..])
-                        .unwrap();
-                } else {
-                    w.write_object(*k, *id, b).unwrap();
-                }
-            }
-            Op::Reuse(k, id) => w.reuse_object(*k, *id),
-        }
-    }
+    // Objects over 4 KiB through the streaming path.
+    test_support::tree::write_ops(&mut w, &built.ops, patch, 4096).unwrap();
     let mut out = Vec::new();
     let s = w.finish(seed, &mut out).unwrap();
     assert_eq!(s.bytes, out.len() as u64);

@@ -1,22 +1,18 @@
-//! An object store in memory that checks the [`Store`] protocol (feature `std`).
+//! An object store in memory that checks the [`Store`] protocol.
 //!
 //! It behaves like a shared repository: objects of committed installs stay, an install stages
 //! its objects and [`Store::commit`] makes them permanent, [`Store::abort`] drops them. Every
-//! rule of the calling sequence in the [module docs](super) is an assertion, and every finished
-//! object must hash to its id, so a test or a fuzz target that drives the installer over it
-//! fails as soon as the installer breaks the protocol. It also serves to check an update file
-//! completely without a device (a dry run).
+//! rule of the calling sequence in the [store module docs](agent_core::store) is an assertion,
+//! and every finished object must hash to its id, so a test or a fuzz target that drives the
+//! installer over it fails as soon as the installer breaks the protocol. (Moved here from
+//! agent-core's `store::mem`, which no shipped code used.)
 
-use core::convert::Infallible;
-use std::borrow::ToOwned;
 use std::collections::{BTreeMap, BTreeSet};
-use std::format;
-use std::string::String;
-use std::vec::Vec;
+use std::convert::Infallible;
 
-use crate::install::Checkpoint;
-use crate::object::{DirEntry, DirTree, ObjectId, ObjectKind, MAX_TREE_DEPTH};
-use crate::store::Store;
+use agent_core::install::Checkpoint;
+use agent_core::object::{DirEntry, DirTree, ObjectId, ObjectKind, MAX_TREE_DEPTH};
+use agent_core::store::Store;
 
 /// Objects by kind and id, with their bytes.
 pub type Objects = BTreeMap<(ObjectKind, ObjectId), Vec<u8>>;
@@ -83,7 +79,7 @@ impl MemStore {
     /// one under it is missing or malformed.
     pub fn depth_of(&self, id: &ObjectId) -> Option<u16> {
         let mut depth: BTreeMap<ObjectId, u16> = BTreeMap::new();
-        let mut stack = std::vec![(*id, false)];
+        let mut stack = vec![(*id, false)];
         while let Some((t, expanded)) = stack.pop() {
             if depth.contains_key(&t) {
                 continue;
