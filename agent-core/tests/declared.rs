@@ -7,10 +7,10 @@ use std::collections::HashSet;
 
 use agent_core::install::{InstallError, Installer};
 use agent_core::object::{ObjectId, ObjectKind};
-use test_support::MemStore;
 use agent_core::store::{Declared, Store};
 use agent_core::wire::{Header, HEADER_LEN};
 use common::*;
+use test_support::MemStore;
 
 /// A [`MemStore`] that holds at most `limit` record bytes and records what it was declared,
 /// and how many object calls came before.

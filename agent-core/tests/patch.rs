@@ -16,38 +16,16 @@ use common::*;
 
 const TS: u64 = 1_700_000_000;
 
-/// Code-like bytes: little-endian Thumb-ish halfwords with literal words that point into the
-/// image itself, as a linker lays out firmware.
+/// Code-like bytes linked at 0x0800_0000 ([`test_support::image::code`]).
 fn code(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 4);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        if x.is_multiple_of(7) {
-            let target = 0x0800_0000u32 + (x >> 20) as u32 % len as u32;
-            out.extend_from_slice(&target.to_le_bytes());
-        } else {
-            out.extend_from_slice(&((x as u16 & 0x0fff) | 0x4600).to_le_bytes());
-        }
-    }
-    out.truncate(len);
-    out
+    test_support::image::code(seed, len, 0x0800_0000)
 }
 
 /// A small code change: `n` bytes inserted at `at`, and every literal pointing past `at`
 /// moved by `n` (what relinking does).
 fn relinked(old: &[u8], at: usize, n: usize) -> Vec<u8> {
-    let mut new = old.to_vec();
-    for w in new.chunks_exact_mut(4) {
-        let v = u32::from_le_bytes(w.try_into().unwrap());
-        if (0x0800_0000 + at as u32..0x0800_0000 + old.len() as u32).contains(&v) {
-            w.copy_from_slice(&(v + n as u32).to_le_bytes());
-        }
-    }
-    new.splice(at..at, (0..n).map(|i| 0x20 + i as u8));
-    new
+    let inserted: Vec<u8> = (0..n).map(|i| 0x20 + i as u8).collect();
+    test_support::image::relinked(old, 0x0800_0000, at, &inserted)
 }
 
 struct Case {

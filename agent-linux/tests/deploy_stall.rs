@@ -115,10 +115,7 @@ impl Tmpfs {
             .map(|s| s.success())
             .unwrap_or(false);
         if !ok {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("mounting a tmpfs is required under CI=true (run as root)");
-            }
-            eprintln!("SKIP: cannot mount a tmpfs (not root?)");
+            test_support::tool::skip("deploy_stall", "cannot mount a tmpfs (not root?)");
             return None;
         }
         Some(Tmpfs(dir))

@@ -372,10 +372,10 @@ fn fw_printenv_reads_the_environment() {
         .output()
         .is_ok();
     if !have {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("fw_printenv (libubootenv-tool) is required under CI=true");
-        }
-        eprintln!("SKIP fw_printenv_reads_the_environment: fw_printenv is not installed");
+        test_support::tool::skip(
+            "fw_printenv_reads_the_environment",
+            "fw_printenv is not installed (Debian package libubootenv-tool)",
+        );
         return;
     }
     let lab = Lab::new(&["9", "9.1"]);

@@ -188,10 +188,10 @@ fn systemd_units_verify() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !have {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("systemd-analyze (Debian package systemd) is required under CI=true");
-        }
-        eprintln!("SKIP: systemd-analyze is not installed (Debian package systemd)");
+        test_support::tool::skip(
+            "systemd_units_verify",
+            "systemd-analyze is not installed (Debian package systemd)",
+        );
         return;
     }
     // The unit names /usr/bin/ecu-agent; verify it against a root holding the built binary

@@ -15,6 +15,7 @@ use agent_linux::apply::{apply, apply_from, ApplyError, Input, Trust};
 use agent_linux::generate::{generate, GenerateOptions};
 use agent_linux::repo::{CommitMeta, Repo};
 use agent_linux::tree::{build_dir, BuildOptions};
+use test_support::rng::{XorShift64, GOLDEN};
 
 mod deploy_common;
 
@@ -23,15 +24,8 @@ const REF: &str = "ecu/main";
 
 fn noise(len: usize, seed: u32) -> Vec<u8> {
     // xorshift64: incompressible.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(seed).wrapping_mul(0x1000_0000_01B3);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    let mut rng = XorShift64::from_state(GOLDEN ^ u64::from(seed).wrapping_mul(0x1000_0000_01B3));
+    (0..len).map(|_| (rng.next_u64() >> 24) as u8).collect()
 }
 
 /// A tree of incompressible files (so parts are large) and small text files.

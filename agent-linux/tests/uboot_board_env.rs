@@ -21,6 +21,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use test_support::tool::{have, have_file};
 
 const UBOOT: &str = "/usr/lib/u-boot/qemu_arm/u-boot.bin";
 /// This U-Boot's CONFIG_ENV_SIZE (its environment at offset 0 of pflash bank 1).
@@ -30,20 +31,9 @@ const S: &str = "sysroot";
 fn tools(test: &str) -> bool {
     let mut all = true;
     for t in ["qemu-system-arm", "fw_printenv"] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()))
-            .unwrap_or(false);
-        all &= found || skip(test, t);
+        all &= have(t, test);
     }
-    all && (Path::new(UBOOT).is_file() || skip(test, UBOOT))
-}
-
-fn skip(test: &str, what: &str) -> bool {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{what} is required (CI=true) but missing");
-    }
-    eprintln!("SKIP {test}: {what} missing");
-    false
+    all && have_file(UBOOT, test)
 }
 
 /// Boots U-Boot with `flash` as its environment bank, answers its console: a key at the

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use agent_core::object::{ObjectId, ObjectKind};
 use bootloader_hooks::Slot;
+use test_support::rng::{XorShift64, GOLDEN};
 
 const S: &str = "sysroot";
 
@@ -33,11 +34,9 @@ fn nginx_bin() -> Option<PathBuf> {
             return Some(PathBuf::from(p));
         }
     }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("nginx (Debian package nginx) is required under CI=true");
-    }
-    eprintln!(
-        "SKIP: nginx is not installed (Debian package nginx; `cargo xtask test` installs it)"
+    test_support::tool::skip(
+        "upgrade_http",
+        "nginx is not installed (Debian package nginx; `cargo xtask test` installs it)",
     );
     None
 }
@@ -350,15 +349,7 @@ fn published() -> Lab {
         .status()
         .unwrap()
         .success());
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let blob: Vec<u8> = (0..1_200_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let blob = XorShift64::from_state(GOLDEN).bytes(1_200_000);
     // Six files: an object is never split over parts, so each gets a part of its own.
     for (i, b) in blob.chunks(200_000).enumerate() {
         fs::write(t2.join(format!("usr/bin/blob{i}")), b).unwrap();
@@ -723,10 +714,10 @@ fn a_server_without_range_requests_is_read_again_from_byte_0() {
 /// `dir`: (ca.pem, server.pem, server.key).
 fn fleet_ca(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
     if Command::new("openssl").arg("version").output().is_err() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("openssl (Debian package openssl) is required under CI=true");
-        }
-        eprintln!("SKIP: openssl is not installed");
+        test_support::tool::skip(
+            "upgrade_http",
+            "openssl is not installed (Debian package openssl)",
+        );
         return None;
     }
     let run = |args: &[&str]| {

@@ -236,7 +236,7 @@ fn grub_snippet_random_sequences_agree() {
     }
     let t = Instant::now();
     for seed in [1u64, 2, 3, 4] {
-        let mut rng = Rng(0x6AB0_0000 + seed);
+        let mut rng = Rng::from_state(0x6AB0_0000 + seed);
         let mut rig = Rig::new(&BootState::initial(Slot::A, name("g0")));
         let mut booted = Slot::A;
         let mut n = 0;

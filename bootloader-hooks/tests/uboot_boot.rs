@@ -346,7 +346,7 @@ fn uboot_script_random_sequences_agree() {
         return;
     }
     let t = Instant::now();
-    let mut rng = Rng(0x5EED_0001);
+    let mut rng = Rng::from_state(0x5EED_0001);
     let mut rig = Rig::new(&BootState::initial(Slot::A, name("r0")));
     let mut booted = Slot::A;
     let mut n = 0;

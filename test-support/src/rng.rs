@@ -74,25 +74,6 @@ impl XorShift64Star {
     }
 }
 
-/// Code-like bytes, as a linker lays out firmware: little-endian Thumb-ish halfwords, and
-/// (one step in seven) literal words pointing into the image itself, which is linked at
-/// `base`. What a patch between two builds finds to reuse.
-pub fn code(seed: u64, len: usize, base: u32) -> Vec<u8> {
-    let mut rng = XorShift64::new(seed);
-    let mut out = Vec::with_capacity(len + 4);
-    while out.len() < len {
-        let x = rng.next_u64();
-        if x.is_multiple_of(7) {
-            let target = base + (x >> 20) as u32 % len as u32;
-            out.extend_from_slice(&target.to_le_bytes());
-        } else {
-            out.extend_from_slice(&((x as u16 & 0x0fff) | 0x4600).to_le_bytes());
-        }
-    }
-    out.truncate(len);
-    out
-}
-
 #[cfg(test)]
 mod test {
     use super::*;

@@ -50,10 +50,10 @@ pub fn have(tool: &str, test: &str) -> bool {
     on_path(tool) || skip(test, &format!("{tool} is not installed"))
 }
 
-/// Whether the file `path` exists; when not, [`skip`]s `test` (a failure under CI).
+/// Whether the file `path` exists (a regular file); when not, [`skip`]s `test` (a failure under CI).
 pub fn have_file(path: impl AsRef<Path>, test: &str) -> bool {
     let path = path.as_ref();
-    path.exists() || skip(test, &format!("{} is missing", path.display()))
+    path.is_file() || skip(test, &format!("{} is missing", path.display()))
 }
 
 /// Whether the tests run as root; when not, [`skip`]s `test` (a failure under CI, which runs
@@ -80,6 +80,9 @@ mod test {
         assert!(!on_path("no-such-tool-ecu-agent-test"));
         assert!(!skip_as(false, "t", "no-such-tool is not installed"));
         let under_ci = std::panic::catch_unwind(|| skip_as(true, "t", "no-such-tool"));
-        assert!(under_ci.is_err(), "under CI a missing tool must fail the test");
+        assert!(
+            under_ci.is_err(),
+            "under CI a missing tool must fail the test"
+        );
     }
 }

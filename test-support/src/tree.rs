@@ -353,7 +353,9 @@ impl Built {
 pub type PatchFor<'a> = dyn Fn(&ObjectId, &[u8]) -> Option<(ObjectId, Vec<u8>)> + 'a;
 
 /// Patches file objects from `source` (a file object's bytes) when the patch pays.
-pub fn patch_from_one(source: &[u8]) -> impl Fn(&ObjectId, &[u8]) -> Option<(ObjectId, Vec<u8>)> + '_ {
+pub fn patch_from_one(
+    source: &[u8],
+) -> impl Fn(&ObjectId, &[u8]) -> Option<(ObjectId, Vec<u8>)> + '_ {
     move |_, new| {
         let p = agent_core::write::diff(source, new);
         agent_core::write::patch_pays(new, &p).then(|| (ObjectId::of(source), p))

@@ -22,12 +22,10 @@ pub fn semi_random_text(seed: u64, len: usize) -> Vec<u8> {
         "init", "config", "signal", "can", "bus", "frame", "sensor", "brake", "torque", "gear",
         "voltage", "0x1f", "42", "timeout",
     ];
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = test_support::rng::XorShift64::new(seed);
     let mut out = Vec::with_capacity(len + 16);
     while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next_u64();
         out.extend_from_slice(WORDS[(x % WORDS.len() as u64) as usize].as_bytes());
         out.push(if x.is_multiple_of(11) { b'\n' } else { b' ' });
         if x.is_multiple_of(7) {

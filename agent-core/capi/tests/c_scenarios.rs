@@ -14,18 +14,10 @@ use flash_common::{build_sv, dir, noise, public_key, update_file, Node};
 
 const CRATE: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Whether `tool` is on PATH; missing: a failure under `CI=true`, else a skip.
+/// Whether `tool` is on PATH; missing: a failure under CI, else a skip
+/// ([`test_support::tool::have`]).
 fn have(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is required (CI=true) but not installed"
-        );
-        eprintln!("SKIP: {tool} not installed");
-    }
-    found
+    test_support::tool::have(tool, "the C scenarios")
 }
 
 /// `libecu_update.a` as cargo built it for this test run (beside the test binary).

@@ -7,8 +7,8 @@ use std::convert::Infallible;
 
 use agent_core::install::{InstallError, Installed, Installer, Policy};
 use agent_core::object::{self, Commit, DirEntry, ObjectId, ObjectKind};
-use test_support::tree::CommitInfo;
 use agent_core::write::{Locality, UpdateWriter};
+use test_support::tree::CommitInfo;
 
 /// A window to lend the installer: 32 KiB for deflate and the header.
 pub fn window() -> Vec<u8> {
@@ -34,11 +34,11 @@ macro_rules! lent {
     };
 }
 
-/// The protocol-checking in-memory store the tests drive the installer over.
-pub use test_support::MemStore;
 /// The tree the tests build commits of, and the operations of an update.
 #[allow(unused_imports)]
 pub use test_support::tree::{dirmeta_object, file_object, link_object, Node, Op, Tree};
+/// The protocol-checking in-memory store the tests drive the installer over.
+pub use test_support::MemStore;
 
 /// A dirtree object of `entries` in the order given, unchecked (tests make unsorted ones).
 pub fn dirtree_object(entries: &[DirEntry<'_>]) -> Vec<u8> {

@@ -2,9 +2,7 @@
 //! record in flash (through `bootloader-hooks`), and the device-side update procedure.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use agent_core::object::{self, Commit, DirEntry, DirMeta, ObjectId, ObjectKind, Xattrs, S_IFDIR};
+use agent_core::object::{self, ObjectId};
 use agent_core::store::flash::model::NorModel;
 use agent_core::store::flash::{FlashLayout, FlashSlot, FlashStore, FlashStoreError};
 use agent_core::store::Store;
@@ -13,6 +11,8 @@ use agent_core::{InstallError, Installer, Policy};
 use bootloader_hooks::nor_record::{RecordStore, StoreError};
 use bootloader_hooks::{BootState, DecisionKind, Slot, SlotName};
 use embedded_storage::nor_flash::NorFlash;
+use test_support::rng::XorShift64;
+use test_support::tree::{patch_from_one, write_ops, CommitInfo};
 
 /// Write granularity of the test device (STM32L4-like: double word).
 pub const W: usize = 8;
@@ -30,32 +30,15 @@ pub const DEVICE: usize = 2 * E + 2 * SLOT as usize;
 
 pub type Nor<'m> = NorModel<'m, W, E>;
 
-/// A directory tree.
-#[derive(Clone, Debug)]
-pub enum Node {
-    /// A regular file.
-    File(Vec<u8>),
-    /// A directory.
-    Dir(BTreeMap<String, Node>),
-}
-
-pub fn dir(entries: Vec<(&str, Node)>) -> Node {
-    Node::Dir(
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-    )
-}
+/// The tree the tests build commits of, and the operations of an update.
+pub use test_support::tree::{dir, Node, Op};
 
 /// Deterministic pseudo-random bytes (xorshift), compressible only a little.
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = XorShift64::new(seed);
     (0..len)
         .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             // Some text-like runs so deflate has something to do.
             if i % 64 < 24 {
                 b'a' + (i % 26) as u8
@@ -66,69 +49,18 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// A commit: its objects in bottom-up order and the ids of each one.
+/// A commit ([`test_support::tree::Built`]: its id, objects and root) and its `firmware.bin`.
 pub struct Built {
-    pub commit: ObjectId,
-    /// (kind, id) -> canonical bytes.
-    pub objects: BTreeMap<(u8, ObjectId), Vec<u8>>,
+    built: test_support::tree::Built,
     /// Content of `firmware.bin`.
     pub image: Vec<u8>,
-    /// Root dirtree and dirmeta.
-    pub root: (ObjectId, ObjectId),
-    /// The commit's security version.
-    pub security_version: u64,
 }
 
-fn dirmeta() -> Vec<u8> {
-    DirMeta {
-        mode: S_IFDIR | 0o755,
-        uid: 0,
-        gid: 0,
-        xattrs: Xattrs::EMPTY,
+impl std::ops::Deref for Built {
+    type Target = test_support::tree::Built;
+    fn deref(&self) -> &Self::Target {
+        &self.built
     }
-    .to_vec()
-}
-
-fn put(
-    objects: &mut BTreeMap<(u8, ObjectId), Vec<u8>>,
-    kind: ObjectKind,
-    bytes: Vec<u8>,
-) -> ObjectId {
-    let id = ObjectId::of(&bytes);
-    objects.insert((kind.code(), id), bytes);
-    id
-}
-
-/// Builds the objects of a tree; returns (dirtree id, dirmeta id).
-fn build_dir(
-    node: &BTreeMap<String, Node>,
-    objects: &mut BTreeMap<(u8, ObjectId), Vec<u8>>,
-) -> (ObjectId, ObjectId) {
-    let meta = put(objects, ObjectKind::DirMeta, dirmeta());
-    let mut entries = Vec::with_capacity(node.len());
-    for (name, child) in node {
-        let e = match child {
-            Node::File(c) => DirEntry::File {
-                name: name.as_bytes(),
-                id: put(
-                    objects,
-                    ObjectKind::File,
-                    object::file_object(0o644, 0, 0, c),
-                ),
-            },
-            Node::Dir(d) => {
-                let (tree, meta) = build_dir(d, objects);
-                DirEntry::Dir {
-                    name: name.as_bytes(),
-                    tree,
-                    meta,
-                }
-            }
-        };
-        entries.push(e);
-    }
-    let tree = object::dirtree_object(&entries).unwrap();
-    (put(objects, ObjectKind::DirTree, tree), meta)
 }
 
 pub fn build(tree: &Node, parent: Option<ObjectId>, version: &str) -> Built {
@@ -145,102 +77,21 @@ pub fn build_sv(
     let Node::Dir(root) = tree else {
         panic!("root must be a directory")
     };
-    let mut objects = BTreeMap::new();
-    let (rt, rm) = build_dir(root, &mut objects);
-    let c = Commit {
-        parent,
-        timestamp: 1_700_000_000,
-        root_tree: rt,
-        root_meta: rm,
-        version,
-        subject: "test",
-        body: "",
-        security_version,
-    };
-    let commit = put(&mut objects, ObjectKind::Commit, c.to_vec().unwrap());
+    let info = CommitInfo::new(parent, 1_700_000_000, version).security_version(security_version);
     let image = match &root["firmware.bin"] {
         Node::File(c) => c.clone(),
-        Node::Dir(_) => panic!("firmware.bin must be a file"),
+        _ => panic!("firmware.bin must be a file"),
     };
     Built {
-        commit,
-        objects,
+        built: test_support::tree::build(root, &info),
         image,
-        root: (rt, rm),
-        security_version,
     }
-}
-
-/// One operation of an update, as the installer hands it to the store.
-#[derive(Clone, Debug)]
-pub enum Op {
-    Write(ObjectKind, ObjectId, Vec<u8>),
-    Reuse(ObjectKind, ObjectId),
 }
 
 /// The ops of an update to `to`, from scratch (`from` = None) or as a delta that reuses every
 /// maximal subtree or file `from` already has. Bottom-up, commit last.
 pub fn ops(to: &Built, from: Option<&Built>) -> Vec<Op> {
-    let have: BTreeSet<(u8, ObjectId)> = from
-        .map(|f| f.objects.keys().copied().collect())
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    let mut done = BTreeSet::new();
-    emit_tree(to, to.root.0, to.root.1, &have, &mut done, &mut out);
-    out.push(Op::Write(
-        ObjectKind::Commit,
-        to.commit,
-        to.objects[&(ObjectKind::Commit.code(), to.commit)].clone(),
-    ));
-    out
-}
-
-fn emit_one(
-    b: &Built,
-    kind: ObjectKind,
-    id: ObjectId,
-    have: &BTreeSet<(u8, ObjectId)>,
-    done: &mut BTreeSet<(u8, ObjectId)>,
-    out: &mut Vec<Op>,
-) -> bool {
-    let key = (kind.code(), id);
-    if !done.insert(key) {
-        return true;
-    }
-    if have.contains(&key) {
-        out.push(Op::Reuse(kind, id));
-        return true;
-    }
-    if kind != ObjectKind::DirTree {
-        out.push(Op::Write(kind, id, b.objects[&key].clone()));
-        return true;
-    }
-    false
-}
-
-fn emit_tree(
-    b: &Built,
-    tree: ObjectId,
-    meta: ObjectId,
-    have: &BTreeSet<(u8, ObjectId)>,
-    done: &mut BTreeSet<(u8, ObjectId)>,
-    out: &mut Vec<Op>,
-) {
-    emit_one(b, ObjectKind::DirMeta, meta, have, done, out);
-    if emit_one(b, ObjectKind::DirTree, tree, have, done, out) {
-        return;
-    }
-    let body = b.objects[&(ObjectKind::DirTree.code(), tree)].clone();
-    let t = agent_core::object::DirTree::parse(&body).unwrap();
-    for e in t.entries() {
-        match e {
-            DirEntry::File { id, .. } => {
-                emit_one(b, ObjectKind::File, id, have, done, out);
-            }
-            DirEntry::Dir { tree, meta, .. } => emit_tree(b, tree, meta, have, done, out),
-        }
-    }
-    out.push(Op::Write(ObjectKind::DirTree, tree, body));
+    to.ops(from.map(|f| &f.built))
 }
 
 /// Makes the store calls of an install, writing objects in `chunk`-byte pieces.
@@ -345,23 +196,8 @@ pub fn update_file(to: &Built, from: Option<&Built>) -> Vec<u8> {
     // A delta patches the new image from the old one (the source's `firmware.bin`, read from
     // the active slot), when that pays.
     let source = from.map(|f| object::file_object(0o644, 0, 0, &f.image));
-    for op in ops(to, from) {
-        match op {
-            Op::Write(kind, id, bytes) if kind == ObjectKind::File && source.is_some() => {
-                let old = source.as_deref().unwrap_or_default();
-                let p = agent_core::write::diff(old, &bytes);
-                if agent_core::write::patch_pays(&bytes, &p) {
-                    let len = bytes.len() as u64;
-                    w.patch_object(kind, id, len, ObjectId::of(old), &p)
-                        .unwrap();
-                } else {
-                    w.write_object(kind, id, &bytes).unwrap();
-                }
-            }
-            Op::Write(kind, id, bytes) => w.write_object(kind, id, &bytes).unwrap(),
-            Op::Reuse(kind, id) => w.reuse_object(kind, id),
-        }
-    }
+    let patch = |id: &ObjectId, b: &[u8]| source.as_deref().and_then(|s| patch_from_one(s)(id, b));
+    write_ops(&mut w, &ops(to, from), &patch, usize::MAX).unwrap();
     let mut out = Vec::new();
     w.finish(Some(&SEED), &mut out).unwrap();
     out

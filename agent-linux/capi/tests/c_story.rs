@@ -15,17 +15,10 @@ use agent_linux::tree::{build_dir, BuildOptions};
 
 const CRATE: &str = env!("CARGO_MANIFEST_DIR");
 
+/// Whether `tool` is on PATH; missing: a failure under CI, else a skip
+/// ([`test_support::tool::have`]).
 fn have(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is required (CI=true) but not installed"
-        );
-        eprintln!("SKIP: {tool} not installed");
-    }
-    found
+    test_support::tool::have(tool, "the C scenarios")
 }
 
 /// The library cargo built for this test run (beside the test binary), newest first.

@@ -7,32 +7,10 @@ pub mod upstream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Whether `tool` is on PATH. Missing: panics when `CI=true`, else prints `SKIP` and returns
-/// false so the test returns early.
-pub fn have(tool: &str, test: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{tool} is required (CI=true) but not installed");
-        }
-        eprintln!("SKIP {test}: {tool} not installed");
-    }
-    found
-}
-
-/// Whether a file exists. Missing: panics when `CI=true`, else prints `SKIP`.
-pub fn have_file(path: &str, test: &str) -> bool {
-    let found = Path::new(path).is_file();
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{path} is required (CI=true) but missing");
-        }
-        eprintln!("SKIP {test}: {path} missing");
-    }
-    found
-}
+/// Whether `tool` is on PATH, whether a file exists: missing, a failure under CI
+/// (`CI=true`), else a `SKIP` line and false so the test returns early.
+#[allow(unused_imports)]
+pub use test_support::tool::{have, have_file};
 
 /// Runs a command, panics with its output unless it exits 0.
 pub fn run(cmd: &mut Command) -> Output {
@@ -164,17 +142,5 @@ pub fn strip_ansi(s: &str) -> String {
 }
 
 /// xorshift64*, seeded: reproducible random sequences.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[allow(unused_imports)]
+pub use test_support::rng::XorShift64Star as Rng;
