@@ -11,6 +11,7 @@ use agent_core::object::ObjectKind;
 use agent_core::wire::Codec;
 use common::*;
 use proptest::prelude::*;
+use test_support::rng::{XorShift64Star, GOLDEN};
 
 const TS: u64 = 1_700_000_000;
 
@@ -35,27 +36,27 @@ fn signed_file_of(codec: Codec) -> &'static [u8] {
     &files[usize::from(codec == Codec::Xz)]
 }
 
+/// The commit of [`unsigned_file_of`]: the sample tree and a file of noise.
+fn unsigned_commit() -> &'static Built {
+    static B: OnceLock<Built> = OnceLock::new();
+    B.get_or_init(|| {
+        // Random bytes do not compress: this part is stored.
+        // xorshift64*: neither deflate nor LZMA2 finds anything in it.
+        let noise = XorShift64Star::from_state(GOLDEN).bytes(3000);
+        build(
+            &sample_tree().file("noise", noise),
+            None,
+            TS,
+            &HashSet::new(),
+        )
+    })
+}
+
 /// The same, unsigned, so that mutations reach the parser.
 fn unsigned_file_of(codec: Codec) -> &'static [u8] {
     static F: OnceLock<[Vec<u8>; 2]> = OnceLock::new();
-    let files = F.get_or_init(|| {
-        CODECS.map(|c| {
-            let mut t = sample_tree();
-            // Random bytes do not compress: this part is stored.
-            let mut x = 0x9e37_79b9_7f4a_7c15u64;
-            let noise: Vec<u8> = (0..3000u32)
-                .map(|_| {
-                    // xorshift64*: neither deflate nor LZMA2 finds anything in it.
-                    x ^= x >> 12;
-                    x ^= x << 25;
-                    x ^= x >> 27;
-                    (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-                })
-                .collect();
-            t = t.file("noise", noise);
-            write_update_codec(&build(&t, None, TS, &HashSet::new()), None, None, 2048, c)
-        })
-    });
+    let files = F
+        .get_or_init(|| CODECS.map(|c| write_update_codec(unsigned_commit(), None, None, 2048, c)));
     &files[usize::from(codec == Codec::Xz)]
 }
 
@@ -203,7 +204,9 @@ proptest! {
     }
 
     /// Several mutations of a valid unsigned file (the parts' hashes are only checked at their
-    /// ends, so the record and object parsers see the damage): never a panic.
+    /// ends, so the record and object parsers see the damage): never a panic, the same result
+    /// and store calls for any chunking, and either the sample's commit installed (a mutation
+    /// that changed nothing the installer checks) or a failure that left the store clean.
     #[test]
     fn mutations_never_panic(
         muts in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8),
@@ -218,7 +221,18 @@ proptest! {
         }
         let cut = cut % (f.len() + 1);
         let f = if cut.is_multiple_of(3) { &f[..cut] } else { &f[..] };
-        let _ = install_split(f, &cuts, Policy::require(&[]).allow_unsigned());
+        let p = Policy::require(&[]).allow_unsigned();
+        let (r, s) = install_split(f, &cuts, p);
+        let (r0, s0) = whole(f, p);
+        prop_assert_eq!(&r, &r0);
+        prop_assert_eq!(&s.log, &s0.log);
+        match &r {
+            Ok(i) => {
+                prop_assert_eq!(i.commit, unsigned_commit().commit);
+                s.assert_committed(&i.commit);
+            }
+            Err(_) => s.assert_failed_cleanly(),
+        }
     }
 
     /// Mutated records, re-encoded with correct part hashes: deep into the object checks, the
