@@ -15,7 +15,6 @@ use agent_core::install::{
     InstallError, Installer, PartCheck, Policy, Progress, XzDecoder, INFLATE_WINDOW,
 };
 use agent_core::object::ObjectId;
-use agent_core::wire::{SignatureKind, HEADER_LEN};
 
 use crate::repo::{Repo, RepoError};
 use crate::store::RepoStore;
@@ -280,16 +279,17 @@ pub fn apply_from(
         let mut data = &buf[..n];
         while !data.is_empty() {
             let at = inst.progress().bytes;
-            if prefix.len() < crate::resume::MAX_PREFIX_LEN && (at as usize) == prefix.len() {
+            if !prefix_saved
+                && prefix.len() < crate::resume::MAX_PREFIX_LEN
+                && (at as usize) == prefix.len()
+            {
                 let want = crate::resume::MAX_PREFIX_LEN - prefix.len();
                 prefix.extend_from_slice(&data[..data.len().min(want)]);
             }
-            // Feed up to the end of the signed prefix first, so that it is saved before the
-            // first checkpoint.
-            let take = match prefix_len(&prefix) {
-                Some(end) if !prefix_saved && (at as usize) < end => {
-                    (end - at as usize).min(data.len())
-                }
+            // Feed the signed prefix no further than the installer reads it, so that it ends
+            // exactly at the prefix's end and is saved before the first checkpoint.
+            let take = match inst.prefix_left() {
+                Some(left) if !prefix_saved => left.min(data.len()),
                 _ => data.len(),
             };
             let p = match inst.feed(&mut store, &data[..take]) {
@@ -302,10 +302,12 @@ pub fn apply_from(
             };
             data = &data[take..];
             if !prefix_saved && inst.superblock_info().is_some() {
-                if let Some(end) = prefix_len(&prefix) {
-                    crate::resume::save_prefix(repo, &prefix[..end]).map_err(store_err)?;
+                // The installer stopped at the prefix's end (`prefix_left`).
+                if let Some(signed) = prefix.get(..p.bytes as usize) {
+                    crate::resume::save_prefix(repo, signed).map_err(store_err)?;
                 }
                 prefix_saved = true;
+                prefix = Vec::new();
             }
             if let Src::Seek(r) = &mut src {
                 if p.resume_offset.is_some_and(|o| o > p.bytes) {
@@ -439,13 +441,4 @@ fn resume_stream(
         Some(resume_at) => Err(ApplyError::ResumeGap { offset, resume_at }),
         None => Err(ApplyError::NoResumePoint { offset }),
     }
-}
-
-/// Bytes of the signed prefix (`header || superblock || signature`) of a file whose first
-/// bytes are `prefix`, once its algorithm byte is in.
-fn prefix_len(prefix: &[u8]) -> Option<usize> {
-    let h = agent_core::wire::Header::new_checked(prefix).ok()?;
-    let at = HEADER_LEN + h.superblock_len() as usize;
-    let kind = SignatureKind::from_code(*prefix.get(at)?);
-    Some(at + 1 + kind.len()?)
 }

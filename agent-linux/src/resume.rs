@@ -128,6 +128,49 @@ pub fn save(repo: &Repo, saved: &Saved) -> Result<(), RepoError> {
     repo.write_atomic(&state_path(repo, CHECKPOINT_FILE), &saved.to_bytes())
 }
 
+/// Records `checkpoint` with the objects of the completed parts: those listed by the
+/// checkpoint already in `R/state/` when `earlier` (this install's previous checkpoint, or the
+/// one it resumed from), then `objects` (those completed since). Only the objects since the
+/// last checkpoint stay in memory during an install; the earlier ones are copied from the file
+/// as they are. Written atomically like [`save`]. Fails when `earlier` and that file is gone or
+/// malformed: a checkpoint that forgot objects would let a resumed install skip parts whose
+/// objects are no longer there.
+pub fn save_more(
+    repo: &Repo,
+    checkpoint: &Checkpoint,
+    earlier: bool,
+    objects: &[(ObjectKind, ObjectId)],
+) -> Result<(), RepoError> {
+    let head = CHECKPOINT_LEN + 4;
+    let old = if earlier {
+        let max = head + MAX_OBJECTS * 33;
+        read_bounded(repo, CHECKPOINT_FILE, max)?
+            .filter(|b| Saved::from_bytes(b).is_some())
+            .ok_or(RepoError::Sequence(
+                "the install's previous checkpoint is gone or malformed",
+            ))?
+    } else {
+        Vec::new()
+    };
+    let old_records = old.get(head..).unwrap_or(&[]);
+    let count = old_records.len() / 33 + objects.len();
+    if count > MAX_OBJECTS {
+        return Err(RepoError::Sequence("a checkpoint lists too many objects"));
+    }
+    let mut b = Vec::with_capacity(head + count * 33);
+    b.extend_from_slice(&checkpoint.to_bytes());
+    b.extend_from_slice(&(count as u32).to_le_bytes());
+    b.extend_from_slice(old_records);
+    drop(old);
+    for (k, id) in objects {
+        b.push(k.code());
+        b.extend_from_slice(&id.0);
+    }
+    let dir = repo.path().join("state");
+    crate::fsops::mkdir_all(&dir, 0o755).map_err(io_err("create", &dir))?;
+    repo.write_atomic(&state_path(repo, CHECKPOINT_FILE), &b)
+}
+
 /// Records the file's signed prefix (`header || superblock || signature`).
 pub fn save_prefix(repo: &Repo, prefix: &[u8]) -> Result<(), RepoError> {
     let dir = repo.path().join("state");

@@ -53,8 +53,12 @@ pub struct RepoStore<'r> {
     depths: HashMap<ObjectId, u16>,
     /// Checkpoints are taken (`R/state/`).
     resumable: bool,
-    /// Objects finished or reused by this install so far (for a checkpoint).
+    /// Objects finished or reused by this install since its last checkpoint (for the next
+    /// one: the earlier ones are listed in `R/state/` already).
     done: Vec<(ObjectKind, ObjectId)>,
+    /// `R/state/` holds a checkpoint of this install (taken by it, or resumed from), whose
+    /// objects the next checkpoint lists before `done`.
+    checkpointed: bool,
     /// The source object patch records read, kept open between reads.
     source: Option<Source>,
     /// Staging files created ahead on another core, once the install has written
@@ -153,6 +157,7 @@ impl<'r> RepoStore<'r> {
             depths: HashMap::new(),
             resumable: false,
             done: Vec::new(),
+            checkpointed: false,
             source: None,
             pool: None,
             files_staged: 0,
@@ -535,13 +540,10 @@ impl Store for RepoStore<'_> {
         }
         // The objects of the verified parts: durable and in place, then the checkpoint.
         self.txn.commit()?;
-        crate::resume::save(
-            self.repo,
-            &crate::resume::Saved {
-                checkpoint: *checkpoint,
-                objects: self.done.clone(),
-            },
-        )
+        crate::resume::save_more(self.repo, checkpoint, self.checkpointed, &self.done)?;
+        self.checkpointed = true;
+        self.done.clear();
+        Ok(())
     }
 
     fn resume(&mut self, checkpoint: &Checkpoint) -> Result<bool, RepoError> {
@@ -551,7 +553,9 @@ impl Store for RepoStore<'_> {
         if let Some(saved) = crate::resume::load(self.repo)? {
             if saved.checkpoint == *checkpoint && crate::resume::objects_present(self.repo, &saved)?
             {
-                self.done = saved.objects;
+                // Listed in `R/state/` already: the next checkpoint copies them from there.
+                self.done.clear();
+                self.checkpointed = true;
                 return Ok(true);
             }
             log::info!("the saved install checkpoint no longer applies: it is discarded");

@@ -388,6 +388,25 @@ impl<'k> Installer<'k> {
         }
     }
 
+    /// While the installer reads the file's signed prefix (`header || superblock ||
+    /// signature`): how many more bytes it reads before it knows more of the prefix's length
+    /// (the rest of the header, of the superblock, the signature-kind byte, the rest of the
+    /// signature). Feeding at most that many bytes at a time stops exactly at the prefix's
+    /// end, which is then [`Progress::bytes`] when [`Installer::superblock_info`] turns
+    /// `Some`. `None` once the prefix is read (or the install failed).
+    pub fn prefix_left(&self) -> Option<usize> {
+        let sig_len = |k: SignatureKind| k.len().unwrap_or(0);
+        match self.phase {
+            Phase::Header => Some(HEADER_LEN - self.have.min(HEADER_LEN)),
+            Phase::Superblock => Some(self.superblock_len.saturating_sub(self.have).max(1)),
+            Phase::SignatureKind => Some(1),
+            Phase::Signature => {
+                Some(sig_len(self.signature_kind).saturating_sub(self.have).max(1))
+            }
+            _ => None,
+        }
+    }
+
     /// What the file installs, once its signature and superblock are verified.
     pub fn superblock_info(&self) -> Option<UpdateInfo<'_>> {
         self.known.then(|| UpdateInfo {
