@@ -7,6 +7,11 @@
 //!   point. Only then is the commit object written (temp + fsync + rename + directory fsync),
 //!   and last the ref (the same). Until then [`Store::has_commit`] is false for it and the ref
 //!   is unchanged, so a failed or interrupted install never shows up as installed.
+//! - Objects arrive verified: the installer checked each one's SHA-256 against its id and its
+//!   encoding as it streamed ([`Store::finish_object`]), so nothing is hashed or parsed again
+//!   here but a file's header (to find where its content starts) and a dirtree (for its depth);
+//!   both are handed on parsed ([`Transaction::stage_verified_file`],
+//!   [`Transaction::stage_verified_metadata`]).
 //! - [`Store::has_object`] is "staged by this install, or present": the repository keeps the
 //!   bottom-up invariant (a dirtree is present only once its whole tree is), and
 //!   [`Store::reuse_object`] checks presence, since a shared store holds the source commit's
@@ -33,7 +38,7 @@ use std::path::PathBuf;
 
 use agent_core::install::Checkpoint;
 use agent_core::object::{
-    Commit, DirEntry, DirTree, FileHeader, ObjectError, ObjectId, ObjectKind, FILE_HEADER_LEN,
+    DirEntry, DirTree, FileHeader, ObjectError, ObjectId, ObjectKind, FILE_HEADER_LEN,
     MAX_COMMIT_LEN,
 };
 use agent_core::store::{Declared, Store};
@@ -140,8 +145,8 @@ struct Current {
     written: u64,
     /// Metadata objects whole; for a file, its header, target and xattrs.
     bytes: Vec<u8>,
-    /// For a file: where its metadata ends, once the header is parsed.
-    meta_len: Option<u64>,
+    /// For a file: its header, once parsed (the only parse of it after the installer's).
+    header: Option<FileHeader>,
     /// For a regular file: the staged content.
     content: Option<(File, PathBuf)>,
 }
@@ -263,7 +268,7 @@ impl Store for RepoStore<'_> {
             } else {
                 len as usize
             }),
-            meta_len: None,
+            header: None,
             content: None,
         });
         Ok(())
@@ -292,7 +297,7 @@ impl Store for RepoStore<'_> {
             return Ok(());
         }
         while !data.is_empty() {
-            match c.meta_len {
+            match c.header.map(|h| h.meta_len()) {
                 None => {
                     let take = (FILE_HEADER_LEN - c.bytes.len()).min(data.len());
                     c.bytes.extend_from_slice(&data[..take]);
@@ -314,7 +319,7 @@ impl Store for RepoStore<'_> {
                                 found: h.object_len(),
                             });
                         }
-                        c.meta_len = Some(h.meta_len());
+                        c.header = Some(h);
                         if !h.is_symlink() {
                             *files_staged += 1;
                             if *files_staged == POOL_AFTER {
@@ -369,7 +374,7 @@ impl Store for RepoStore<'_> {
         }
         match c.kind {
             ObjectKind::File => {
-                if c.meta_len.is_none() {
+                let Some(header) = c.header else {
                     return Err(RepoError::CorruptObject {
                         kind: c.kind,
                         id: c.id,
@@ -378,33 +383,33 @@ impl Store for RepoStore<'_> {
                             have: c.bytes.len(),
                         },
                     });
-                }
+                };
+                // Verified by the installer as it streamed, and its content counted here.
                 self.txn
-                    .publish_file_object(&c.id, &c.bytes, c.content.take())?;
+                    .stage_verified_file(&c.id, header, &c.bytes, c.content.take())?;
                 self.done.push((c.kind, c.id));
                 Ok(())
             }
+            // The installer checked the object's SHA-256 against its id and its encoding as
+            // it streamed (`Store::finish_object`): it is neither hashed nor checked again.
             ObjectKind::Commit => {
-                Commit::parse(&c.bytes).map_err(|error| RepoError::CorruptObject {
-                    kind: c.kind,
-                    id: c.id,
-                    error,
-                })?;
-                check_id(&c)?;
                 self.staged_commit = Some((c.id, c.bytes));
                 Ok(())
             }
             kind => {
-                check_id(&c)?;
-                if kind == ObjectKind::DirTree {
-                    // Its depth, while its bytes are at hand: everything it names is in place
-                    // and was asked about by the installer already.
-                    let tree =
-                        DirTree::parse(&c.bytes).map_err(|error| RepoError::CorruptObject {
+                let tree = match kind {
+                    ObjectKind::DirTree => Some(DirTree::parse(&c.bytes).map_err(|error| {
+                        RepoError::CorruptObject {
                             kind,
                             id: c.id,
                             error,
-                        })?;
+                        }
+                    })?),
+                    _ => None,
+                };
+                if let Some(tree) = &tree {
+                    // Its depth, while its bytes are at hand: everything it names is in place
+                    // and was asked about by the installer already.
                     let mut depth = 0u16;
                     for e in tree.entries() {
                         if let DirEntry::Dir { tree, .. } = e {
@@ -414,7 +419,8 @@ impl Store for RepoStore<'_> {
                     }
                     self.depths.insert(c.id, depth);
                 }
-                self.txn.write_metadata_object(kind, &c.bytes)?;
+                self.txn
+                    .stage_verified_metadata(kind, &c.id, &c.bytes, tree.as_ref())?;
                 self.done.push((kind, c.id));
                 Ok(())
             }
@@ -565,23 +571,10 @@ impl Store for RepoStore<'_> {
     }
 }
 
-fn check_id(c: &Current) -> Result<(), RepoError> {
-    let found = ObjectId::of(&c.bytes);
-    if found == c.id {
-        Ok(())
-    } else {
-        Err(RepoError::HashMismatch {
-            kind: c.kind,
-            id: c.id,
-            found,
-        })
-    }
-}
-
 #[cfg(test)]
 mod test {
     use super::*;
-    use agent_core::object::{DirMeta, Xattrs, S_IFDIR};
+    use agent_core::object::{Commit, DirMeta, Xattrs, S_IFDIR};
     use std::fs;
 
     fn file_object(content: &[u8]) -> Vec<u8> {

@@ -400,9 +400,11 @@ impl<'k> Installer<'k> {
             Phase::Header => Some(HEADER_LEN - self.have.min(HEADER_LEN)),
             Phase::Superblock => Some(self.superblock_len.saturating_sub(self.have).max(1)),
             Phase::SignatureKind => Some(1),
-            Phase::Signature => {
-                Some(sig_len(self.signature_kind).saturating_sub(self.have).max(1))
-            }
+            Phase::Signature => Some(
+                sig_len(self.signature_kind)
+                    .saturating_sub(self.have)
+                    .max(1),
+            ),
             _ => None,
         }
     }

@@ -117,7 +117,7 @@ impl Repo {
             }
             return Ok(());
         }
-        let mut staged = self.stage_file_object(id, meta, content, None)?;
+        let mut staged = self.stage_file_object(id, meta, None, content, None)?;
         let res = (|| {
             let d = staged.deferred.take().ok_or(RepoError::Sequence(
                 "a file object was staged without its metadata",
@@ -143,17 +143,20 @@ impl Repo {
     /// `content`) or creates its symlink in `R/tmp`: returns the rename that publishes it, and
     /// the object whose owner, xattrs and mode are still to be applied by
     /// [`Repo::finish_file_meta`]. The content stays open (`keep_open`) for that, unless
-    /// too many already are. On error nothing is left behind.
+    /// too many already are. With `verified` (the header of an object the installer verified,
+    /// whose content the caller counted), the metadata is not checked again. On error nothing
+    /// is left behind.
     pub(super) fn stage_file_object(
         &self,
         id: &ObjectId,
         meta: &[u8],
+        verified: Option<FileHeader>,
         content: Option<(File, PathBuf)>,
         keep_open: Option<&mut usize>,
     ) -> Result<Staged, RepoError> {
         let content_tmp = content.as_ref().map(|(_, p)| p.clone());
         let mut renames = Vec::with_capacity(2);
-        let res = self.stage_file_inner(id, meta, content, &mut renames, keep_open);
+        let res = self.stage_file_inner(id, meta, verified, content, &mut renames, keep_open);
         if res.is_err() {
             for (tmp, _) in &renames {
                 let _ = crate::fsops::remove_file(tmp);
@@ -172,6 +175,7 @@ impl Repo {
         &self,
         id: &ObjectId,
         meta: &[u8],
+        verified: Option<FileHeader>,
         content: Option<(File, PathBuf)>,
         staged: &mut Vec<(PathBuf, PathBuf)>,
         keep_open: Option<&mut usize>,
@@ -182,7 +186,10 @@ impl Repo {
             id: *id,
             error,
         };
-        let header = FileHeader::parse(meta).map_err(corrupt)?;
+        let header = match verified {
+            Some(h) => h,
+            None => FileHeader::parse(meta).map_err(corrupt)?,
+        };
         if meta.len() as u64 != header.meta_len() {
             return Err(RepoError::ObjectLength {
                 kind,
@@ -192,7 +199,9 @@ impl Repo {
             });
         }
         let target = &meta[FILE_HEADER_LEN..FILE_HEADER_LEN + usize::from(header.target_len)];
-        Xattrs::parse(&meta[FILE_HEADER_LEN + target.len()..]).map_err(corrupt)?;
+        if verified.is_none() {
+            Xattrs::parse(&meta[FILE_HEADER_LEN + target.len()..]).map_err(corrupt)?;
+        }
         let final_path = self.object_path(kind, id);
         if header.is_symlink() {
             if target.is_empty() || target.contains(&0) {
@@ -204,6 +213,7 @@ impl Repo {
             staged.push((tmp.clone(), final_path));
             return Ok(Deferred {
                 id: *id,
+                header,
                 path: tmp,
                 meta: meta.to_vec(),
                 file: None,
@@ -215,7 +225,10 @@ impl Repo {
             ));
         };
         staged.push((tmp.clone(), final_path));
-        let len = file.metadata().map_err(io_err("stat", &tmp))?.len();
+        let len = match verified {
+            Some(_) => header.size,
+            None => file.metadata().map_err(io_err("stat", &tmp))?.len(),
+        };
         if len != header.size {
             return Err(RepoError::ObjectLength {
                 kind,
@@ -234,6 +247,7 @@ impl Repo {
         };
         Ok(Deferred {
             id: *id,
+            header,
             path: tmp,
             meta: meta.to_vec(),
             file,
@@ -440,6 +454,8 @@ pub(super) struct Staged {
 #[derive(Debug)]
 pub(super) struct Deferred {
     pub(super) id: ObjectId,
+    /// Its header, parsed once.
+    pub(super) header: FileHeader,
     /// The staged content file or symlink in `R/tmp`.
     pub(super) path: PathBuf,
     /// Its canonical metadata (header, target, xattrs), already parsed once.
@@ -458,7 +474,7 @@ fn apply_deferred_meta(d: &Deferred, sync: bool) -> Result<bool, RepoError> {
         id: d.id,
         error,
     };
-    let header = FileHeader::parse(&d.meta).map_err(corrupt)?;
+    let header = d.header;
     let target_end = FILE_HEADER_LEN + usize::from(header.target_len);
     let xattrs = Xattrs::parse(d.meta.get(target_end..).unwrap_or(&[])).map_err(corrupt)?;
     if header.is_symlink() {

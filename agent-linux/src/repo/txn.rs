@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use agent_core::object::{DirEntry, DirTree, ObjectId, ObjectKind};
+use agent_core::object::{DirEntry, DirTree, FileHeader, ObjectId, ObjectKind};
 
 use super::objects::Deferred;
 use super::{check_metadata, io_err, sync_dir, Repo, RepoError};
@@ -86,17 +86,35 @@ impl<'r> Transaction<'r> {
     ) -> Result<ObjectId, RepoError> {
         let id = ObjectId::of(bytes);
         check_metadata(kind, &id, bytes)?;
+        let tree = match kind {
+            ObjectKind::DirTree => DirTree::parse(bytes).ok(),
+            _ => None,
+        };
+        self.stage_verified_metadata(kind, &id, bytes, tree.as_ref())?;
+        Ok(id)
+    }
+
+    /// Stages a dirtree or dirmeta that the installer verified (its SHA-256 is `id`, its
+    /// encoding was checked as it streamed), unless it is there already: it is neither hashed
+    /// nor parsed again. `tree` is the dirtree parsed (`None` for a dirmeta).
+    pub fn stage_verified_metadata(
+        &mut self,
+        kind: ObjectKind,
+        id: &ObjectId,
+        bytes: &[u8],
+        tree: Option<&DirTree<'_>>,
+    ) -> Result<(), RepoError> {
         if kind == ObjectKind::Commit {
             return Err(RepoError::Sequence(
                 "a commit is not part of a transaction; write it after commit()",
             ));
         }
-        if !self.has_object(kind, &id)? {
+        if !self.has_object(kind, id)? {
             let tmp = self.repo.write_tmp(bytes, false)?;
-            let dest = self.repo.object_path(kind, &id);
+            let dest = self.repo.object_path(kind, id);
             if kind == ObjectKind::DirTree {
-                let height = DirTree::parse(bytes)
-                    .map(|t| {
+                let height = tree
+                    .and_then(|t| {
                         t.entries()
                             .filter_map(|e| match e {
                                 DirEntry::Dir { tree, .. } => {
@@ -105,17 +123,16 @@ impl<'r> Transaction<'r> {
                                 DirEntry::File { .. } => None,
                             })
                             .max()
-                            .unwrap_or(0)
                     })
                     .unwrap_or(0);
-                self.heights.insert(id, height);
+                self.heights.insert(*id, height);
                 self.trees.push((tmp, dest, height));
             } else {
                 self.leaves.push((tmp, dest));
             }
-            self.pending.insert((kind.code(), id));
+            self.pending.insert((kind.code(), *id));
         }
-        Ok(id)
+        Ok(())
     }
 
     /// Stages a file object whose own hash matched, as [`Repo::publish_file_object`]
@@ -133,9 +150,39 @@ impl<'r> Transaction<'r> {
             }
             return Ok(());
         }
-        let staged = self
-            .repo
-            .stage_file_object(id, meta, content, Some(&mut self.open_files))?;
+        let staged =
+            self.repo
+                .stage_file_object(id, meta, None, content, Some(&mut self.open_files))?;
+        self.leaves.extend(staged.renames);
+        self.unverified.extend(staged.deferred);
+        self.pending.insert((ObjectKind::File.code(), *id));
+        Ok(())
+    }
+
+    /// As [`Transaction::publish_file_object`], for a file object the installer verified as
+    /// it streamed (its SHA-256, header, symlink target and xattrs): `header` is its header,
+    /// parsed by the caller, and `content` holds exactly `header.size` bytes (the caller
+    /// counted them). Its metadata is neither parsed again nor its content's size read back.
+    pub fn stage_verified_file(
+        &mut self,
+        id: &ObjectId,
+        header: FileHeader,
+        meta: &[u8],
+        content: Option<(File, PathBuf)>,
+    ) -> Result<(), RepoError> {
+        if self.has_object(ObjectKind::File, id)? {
+            if let Some((_, p)) = content {
+                let _ = crate::fsops::remove_file(&p);
+            }
+            return Ok(());
+        }
+        let staged = self.repo.stage_file_object(
+            id,
+            meta,
+            Some(header),
+            content,
+            Some(&mut self.open_files),
+        )?;
         self.leaves.extend(staged.renames);
         self.unverified.extend(staged.deferred);
         self.pending.insert((ObjectKind::File.code(), *id));
@@ -177,7 +224,12 @@ impl<'r> Transaction<'r> {
         trees.sort_by_key(|t| t.2);
         // Side files before the objects they describe: an object's presence means it is whole.
         let mut leaves = std::mem::take(&mut self.sides);
-        leaves.append(&mut self.leaves);
+        if leaves.is_empty() {
+            // No copy of the (long) list of leaves.
+            leaves = std::mem::take(&mut self.leaves);
+        } else {
+            leaves.append(&mut self.leaves);
+        }
         let mut waves = vec![leaves];
         for (tmp, dest, h) in trees {
             if waves.len() < h as usize + 2 {
