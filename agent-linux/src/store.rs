@@ -819,4 +819,55 @@ mod test {
         );
         s.abort();
     }
+
+    #[test]
+    fn checkpoints_list_every_completed_object_but_only_the_last_ones_stay_in_memory() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&d.path().join("r")).unwrap();
+        let cp = |parts: u32| Checkpoint {
+            file: [1; 32],
+            target: ObjectId([2; 32]),
+            offset: 1000 * u64::from(parts),
+            parts,
+            objects: 2 * parts,
+        };
+        let stage = |s: &mut RepoStore<'_>, content: &[u8]| {
+            let obj = file_object(content);
+            let id = ObjectId::of(&obj);
+            s.begin_object(ObjectKind::File, &id, obj.len() as u64)
+                .unwrap();
+            s.write_object(&obj).unwrap();
+            s.finish_object().unwrap();
+            s.part_verified().unwrap();
+            (ObjectKind::File, id)
+        };
+        let mut s = RepoStore::resumable(&repo);
+        let a = [stage(&mut s, b"a1"), stage(&mut s, b"a2")];
+        s.checkpoint(&cp(1)).unwrap();
+        // Listed on disk; nothing of them kept in memory.
+        assert!(s.done.is_empty());
+        let saved = crate::resume::load(&repo).unwrap().unwrap();
+        assert_eq!((saved.checkpoint, &saved.objects[..]), (cp(1), &a[..]));
+        let b = [stage(&mut s, b"b1"), stage(&mut s, b"b2")];
+        s.checkpoint(&cp(2)).unwrap();
+        assert!(s.done.is_empty());
+        let saved = crate::resume::load(&repo).unwrap().unwrap();
+        assert_eq!(saved.checkpoint, cp(2));
+        assert_eq!(saved.objects, [a, b].concat());
+        s.abort();
+        drop(s);
+        // A later install resumes from it; its next checkpoint lists the earlier objects too.
+        let mut s = RepoStore::resumable(&repo);
+        assert!(s.resume(&cp(2)).unwrap());
+        let c = [stage(&mut s, b"c1")];
+        s.checkpoint(&cp(3)).unwrap();
+        let saved = crate::resume::load(&repo).unwrap().unwrap();
+        assert_eq!(saved.checkpoint, cp(3));
+        assert_eq!(saved.objects, [&a[..], &b[..], &c[..]].concat());
+        // The earlier list gone from under it: the checkpoint is refused rather than lose it.
+        crate::resume::discard(&repo).unwrap();
+        stage(&mut s, b"d1");
+        assert!(s.checkpoint(&cp(4)).is_err());
+        s.abort();
+    }
 }
