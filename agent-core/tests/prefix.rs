@@ -32,7 +32,8 @@ fn feeding_what_prefix_left_asks_stops_at_the_signed_prefix_end() {
                 n >= 1 && at + n <= end,
                 "asked for {n} bytes at {at} (prefix ends at {end})"
             );
-            inst.feed(&mut store, &file[at..at + n]).unwrap();
+            let p = inst.feed(&mut store, &file[at..at + n]).unwrap();
+            assert!(!p.done);
             at += n;
             steps += 1;
         }
@@ -43,7 +44,7 @@ fn feeding_what_prefix_left_asks_stops_at_the_signed_prefix_end() {
         // Header, superblock, kind byte (and signature): one step each.
         assert_eq!(steps, if signed { 4 } else { 3 });
         // The rest installs as usual.
-        inst.feed(&mut store, &file[at..]).unwrap();
+        assert!(inst.feed(&mut store, &file[at..]).unwrap().done);
         assert_eq!(inst.finish(&mut store).unwrap().commit, built.commit);
     }
 }
