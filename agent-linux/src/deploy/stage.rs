@@ -173,16 +173,7 @@ impl Deployer {
         let x = self.adoption_slot(img, state, true)?;
         let y = x.other();
         // Whatever S/deploy holds is this adoption's own interrupted work.
-        self.remove_unnamed(&BootState::default())?;
-        let dir = self.deploy_dir();
-        fsops::mkdir_all(&dir, 0o755).map_err(io_err("create", &dir))?;
-        let marker = dir.join(PROVISIONING_MARKER);
-        let planned = deployment_name(&info.id, 0);
-        fsops::write_atomic(&marker, format!("{planned}\n").as_bytes(), 0o644)
-            .map_err(io_err("write", &marker))?;
-        let (name, stats, hardlinked) =
-            self.create_deployment(&info.id, &[SlotName::EMPTY, SlotName::EMPTY], ref_name)?;
-        self.record_config(ref_name)?;
+        let (name, stats, hardlinked) = self.first_deployment(info, ref_name)?;
         let mut new_state = *state;
         new_state.slot_mut(x).name = SlotName::from_str(ADOPTED_NAME)?;
         new_state.stage(y, self.tries, SlotName::from_str(&name)?)?;
@@ -339,16 +330,7 @@ impl Deployer {
         let slot = self.booted.map(|b| b.0).unwrap_or(Slot::A);
         // Only an interrupted provisioning (its marker present) or an empty S/deploy gets
         // here: a directory no environment names is that provisioning's garbage.
-        self.remove_unnamed(&BootState::default())?;
-        let dir = self.deploy_dir();
-        fsops::mkdir_all(&dir, 0o755).map_err(io_err("create", &dir))?;
-        let marker = dir.join(PROVISIONING_MARKER);
-        let planned = deployment_name(&info.id, 0);
-        fsops::write_atomic(&marker, format!("{planned}\n").as_bytes(), 0o644)
-            .map_err(io_err("write", &marker))?;
-        let (name, stats, hardlinked) =
-            self.create_deployment(&info.id, &[SlotName::EMPTY, SlotName::EMPTY], ref_name)?;
-        self.record_config(ref_name)?;
+        let (name, stats, hardlinked) = self.first_deployment(info, ref_name)?;
         for (p, _) in self.cfg.env_paths() {
             let dir = fsops::parent_of(&p);
             fsops::mkdir_all(&dir, 0o755).map_err(io_err("create", &dir))?;
@@ -378,6 +360,28 @@ impl Deployer {
             checkout: Some(stats),
             hardlinked,
         })
+    }
+
+    /// The first deployment of a provisioning or an adoption, before any boot state names it:
+    /// `S/deploy` emptied of what no slot names, the provisioning marker naming the deployment
+    /// planned, the checkout, then `agent.conf`. Returns what [`Deployer::create_deployment`]
+    /// returns.
+    fn first_deployment(
+        &self,
+        info: &CommitInfo,
+        ref_name: Option<&str>,
+    ) -> Result<(String, checkout::CheckoutStats, bool), DeployError> {
+        self.remove_unnamed(&BootState::default())?;
+        let dir = self.deploy_dir();
+        fsops::mkdir_all(&dir, 0o755).map_err(io_err("create", &dir))?;
+        let marker = dir.join(PROVISIONING_MARKER);
+        let planned = deployment_name(&info.id, 0);
+        fsops::write_atomic(&marker, format!("{planned}\n").as_bytes(), 0o644)
+            .map_err(io_err("write", &marker))?;
+        let created =
+            self.create_deployment(&info.id, &[SlotName::EMPTY, SlotName::EMPTY], ref_name)?;
+        self.record_config(ref_name)?;
+        Ok(created)
     }
 
     /// Checks `commit` out as a new deployment directory (temp name, synced, renamed into

@@ -182,33 +182,36 @@ impl Deployer {
                 (false, false) if st.priority == 0 => Role::RolledBack,
                 (false, false) => Role::Failed,
             };
+            let mut ds = DeploymentStatus {
+                slot: s.to_string(),
+                name: st.name.as_str().to_string(),
+                commit: String::new(),
+                ref_name: None,
+                version: String::new(),
+                subject: String::new(),
+                timestamp: 0,
+                security_version: 0,
+                booted: is_booted,
+                next_boot: d.slot == s,
+                good: st.successful,
+                tries_left: st.tries_left,
+                priority: st.priority,
+                role,
+                present: true,
+                kargs: img.get(KARGS_VARS[s.index()]).map(str::to_string),
+            };
             if adopt::is_adopted(st.name.as_str()) {
                 // The system the bootloader ran before the agent: no commit, no directory.
-                deployments.push(DeploymentStatus {
-                    slot: s.to_string(),
-                    name: ADOPTED_NAME.into(),
-                    commit: String::new(),
-                    ref_name: None,
-                    version: String::new(),
-                    subject: "the system that ran before the agent adopted the environment".into(),
-                    timestamp: 0,
-                    security_version: 0,
-                    booted: is_booted,
-                    next_boot: d.slot == s,
-                    good: st.successful,
-                    tries_left: st.tries_left,
-                    priority: st.priority,
-                    role,
-                    present: true,
-                    kargs: img.get(KARGS_VARS[s.index()]).map(str::to_string),
-                });
+                ds.name = ADOPTED_NAME.into();
+                ds.subject = "the system that ran before the agent adopted the environment".into();
+                deployments.push(ds);
                 continue;
             }
             let Some(c) = Self::commit_of_slot(st)? else {
                 continue;
             };
             let info = self.sysroot.repo().read_commit(&c).ok();
-            let ref_name = match self.origin_ref(st.name.as_str()) {
+            ds.ref_name = match self.origin_ref(st.name.as_str()) {
                 Some(r) => Some(r),
                 None => self.sysroot.repo().infer_ref(
                     None,
@@ -216,27 +219,15 @@ impl Deployer {
                     crate::repo::RefSearch::HeadThenHistory,
                 )?,
             };
-            deployments.push(DeploymentStatus {
-                slot: s.to_string(),
-                name: st.name.as_str().to_string(),
-                commit: c.to_string(),
-                ref_name,
-                version: info.as_ref().map(|i| i.version.clone()).unwrap_or_default(),
-                subject: info.as_ref().map(|i| i.subject.clone()).unwrap_or_default(),
-                timestamp: info.as_ref().map(|i| i.timestamp).unwrap_or_default(),
-                security_version: info
-                    .as_ref()
-                    .map(|i| i.security_version)
-                    .unwrap_or_default(),
-                booted: is_booted,
-                next_boot: d.slot == s,
-                good: st.successful,
-                tries_left: st.tries_left,
-                priority: st.priority,
-                role,
-                present: self.deployment_path(st.name.as_str()).is_dir(),
-                kargs: img.get(KARGS_VARS[s.index()]).map(str::to_string),
-            });
+            ds.commit = c.to_string();
+            if let Some(i) = info {
+                ds.version = i.version;
+                ds.subject = i.subject;
+                ds.timestamp = i.timestamp;
+                ds.security_version = i.security_version;
+            }
+            ds.present = self.deployment_path(st.name.as_str()).is_dir();
+            deployments.push(ds);
         }
         let version_of = |s: Slot| {
             deployments
