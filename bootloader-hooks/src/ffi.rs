@@ -2,7 +2,6 @@
 //! Declared in `include/ecu_boot_state.h`. This is the only module with unsafe code.
 
 use crate::flash_record::{self, RECORD_LEN};
-use crate::state::DecisionKind;
 
 /// Result of [`ecu_boot_decide`] (`struct ecu_boot_decision` in the C header).
 #[repr(C)]
@@ -68,17 +67,8 @@ pub fn decide_into(c0: &[u8], c1: &[u8], out: &mut EcuBootDecision) -> i32 {
     };
     let d = state.decide();
     out.slot = d.slot.index() as u8;
-    out.kind = match d.kind {
-        DecisionKind::Confirmed => 0,
-        DecisionKind::Trial => 1,
-        DecisionKind::LastResort => 2,
-        // Only RAUC's rules give these; a flash record is always read with the native ones.
-        DecisionKind::Refill => 3,
-        DecisionKind::Rescue => 4,
-        // Only the environment schemes' bootloaders roll back by themselves; a flash
-        // record's decision never does.
-        DecisionKind::Rollback => 5,
-    };
+    // A flash record is read with the native rules: only confirmed, trial or last resort.
+    out.kind = d.kind.code();
     out.write_needed = u8::from(d.changed);
     out.write_copy = 0;
     out.record = [0; RECORD_LEN];

@@ -298,8 +298,9 @@ int32_t ecu_agent_rollback(struct ecu_agent *a, char *slot);
 
 // For tests and dry runs: does what the bootloader does at the next boot (the decision on
 // the configured environment, a try counted), records the chosen slot as booted in
-// `S/run/booted`, and fills `*slot` (`'A'`/`'B'`) and `*kind` (0 confirmed, 1 trial, 2 last
-// resort). The handle then assumes that slot booted.
+// `S/run/booted`, and fills `*slot` (`'A'`/`'B'`; 0 when RAUC's GRUB boots its rescue entry)
+// and `*kind` (0 confirmed, 1 trial, 2 last resort, 3 refill, 4 rescue, 5 rollback: the codes
+// of `ecu_boot_decide`). The handle then assumes that slot booted.
 //
 // # Safety
 // `a` is a handle; `slot` and `kind` NULL or valid for writes.

@@ -30,6 +30,19 @@ pub enum DecisionKind {
 }
 
 impl DecisionKind {
+    /// The code C callers get (`ecu_boot_decide`, `ecu_agent_simulate_boot`): 0 confirmed,
+    /// 1 trial, 2 last resort, 3 refill, 4 rescue, 5 rollback.
+    pub const fn code(self) -> u8 {
+        match self {
+            DecisionKind::Confirmed => 0,
+            DecisionKind::Trial => 1,
+            DecisionKind::LastResort => 2,
+            DecisionKind::Refill => 3,
+            DecisionKind::Rescue => 4,
+            DecisionKind::Rollback => 5,
+        }
+    }
+
     /// `confirmed`, `trial`, `last-resort`, `refill`, `rescue` or `rollback`: the name reports
     /// and scripts use.
     pub const fn as_str(self) -> &'static str {

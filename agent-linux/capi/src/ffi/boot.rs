@@ -93,8 +93,9 @@ pub unsafe extern "C" fn ecu_agent_rollback(a: *mut EcuAgent, slot: *mut c_char)
 
 /// For tests and dry runs: does what the bootloader does at the next boot (the decision on
 /// the configured environment, a try counted), records the chosen slot as booted in
-/// `S/run/booted`, and fills `*slot` (`'A'`/`'B'`) and `*kind` (0 confirmed, 1 trial, 2 last
-/// resort). The handle then assumes that slot booted.
+/// `S/run/booted`, and fills `*slot` (`'A'`/`'B'`; 0 when RAUC's GRUB boots its rescue entry)
+/// and `*kind` (0 confirmed, 1 trial, 2 last resort, 3 refill, 4 rescue, 5 rollback: the codes
+/// of `ecu_boot_decide`). The handle then assumes that slot booted.
 ///
 /// # Safety
 /// `a` is a handle; `slot` and `kind` NULL or valid for writes.
@@ -108,14 +109,7 @@ pub unsafe extern "C" fn ecu_agent_simulate_boot(
         let r = ag.simulate_boot()?;
         let s = slot_char(Some(r.slot.as_str()));
         put(slot, s);
-        put(
-            kind,
-            match r.kind {
-                Some(DecisionKind::Trial) => 1,
-                Some(DecisionKind::LastResort) => 2,
-                _ => 0,
-            },
-        );
+        put(kind, r.kind.map_or(0, DecisionKind::code));
         ag.set_booted(slot_of(s)?);
         Ok(())
     })
