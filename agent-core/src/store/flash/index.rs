@@ -1,12 +1,13 @@
 //! Looking objects up in a slot's index: the index walk (past checkpoints' reserved positions
-//! and links), the RAM index prints that spare most entry reads, and appending entries.
+//! and links), the look-up chains that spare it (one per bucket, in RAM their heads, on flash
+//! each entry's link to the previous entry of its bucket), and appending entries.
 
 use embedded_storage::nor_flash::NorFlash;
 
 use super::layout::RawEntry;
 use super::{
     FlashSlot, FlashStore, FlashStoreError, Phase, Result, ENTRY_CHECKPOINT, ENTRY_LEN, ENTRY_LINK,
-    INDEX_PRINTS,
+    INDEX_BUCKETS,
 };
 use crate::object::{ObjectId, ObjectKind};
 
@@ -20,66 +21,81 @@ pub(super) struct Entry {
     /// Slot-relative.
     pub(super) offset: u32,
     pub(super) len: u32,
+    /// Its chain field as on flash: [`CHAINED`] and one past the position of the previous entry
+    /// of its bucket (0 for none); 0 in an entry written without chains.
+    pub(super) chain: u32,
 }
 
-/// A slot's index prints: for each of the first [`INDEX_PRINTS`] positions the index walk
-/// visits, one byte of its entry's kind and id ([`print`]); 0 at positions the walk skips.
-/// A look-up reads the entries whose print matches (a false match costs a read; the entry on
-/// flash decides) and walks the index on flash from `rest` on. Never a false negative: every
-/// position the walk visits below `covered` has its print, and `rest` is the first one the
-/// walk visits past them.
+/// The bit of the chain field that says the entry has one (entry revision 2): entries written
+/// before the chains have 0 there.
+pub(super) const CHAINED: u32 = 1 << 23;
+
+/// How far a slot's [`Chains`] can be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Trust {
+    /// Not known: the next look-up builds them by one walk of the index.
+    Unbuilt,
+    /// The heads and every entry's chain field are the walk's buckets.
+    Chained,
+    /// The index on flash does not hold the chains (written before them, or a walk failed, or
+    /// past `u16::MAX` positions): every look-up walks the whole index.
+    WalkAll,
+}
+
+/// A slot's look-up chains, in RAM: for each of [`INDEX_BUCKETS`] buckets, one past the newest
+/// index position whose entry falls in it (0: none). Each entry on flash holds the same for
+/// the entries before it (its chain field), so a look-up reads only the entries of its bucket,
+/// newest first, about `count / INDEX_BUCKETS` of them. Never a false negative: the heads are
+/// built by one walk that checks every chain field against the walk's own buckets.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Prints {
-    pub(super) print: [u8; INDEX_PRINTS],
-    /// One past the highest position printed.
-    pub(super) covered: u32,
-    /// The first position the walk visits that has no print (`u32::MAX`: none yet).
-    pub(super) rest: u32,
-    /// Whether the prints describe the slot; if not, the next look-up builds them by one walk.
-    pub(super) built: bool,
+pub(super) struct Chains {
+    head: [u16; INDEX_BUCKETS],
+    /// Of the active slot: the index positions and data end its header gives (read once).
+    pub(super) count: u32,
+    pub(super) data_end: u32,
+    pub(super) trust: Trust,
 }
 
-impl Prints {
-    pub(super) const UNBUILT: Prints = Prints {
-        print: [0; INDEX_PRINTS],
-        covered: 0,
-        rest: 0,
-        built: false,
+impl Chains {
+    pub(super) const UNBUILT: Chains = Chains {
+        head: [0; INDEX_BUCKETS],
+        count: 0,
+        data_end: 0,
+        trust: Trust::Unbuilt,
     };
 
-    /// Prints of an empty index.
+    /// The chains of an empty index.
     pub(super) fn empty(&mut self) {
-        self.print.fill(0);
-        self.covered = 0;
-        self.rest = u32::MAX;
-        self.built = true;
+        self.head.fill(0);
+        self.count = 0;
+        self.data_end = 0;
+        self.trust = Trust::Chained;
     }
 
-    /// No prints: every look-up walks the whole index (after a failed build).
-    pub(super) fn walk_all(&mut self) {
-        self.covered = 0;
-        self.rest = 0;
-        self.built = true;
-    }
-
-    /// Entry `(kind, id)` is at position `i`, the next position the index walk visits.
-    pub(super) fn note(&mut self, i: u32, kind: ObjectKind, id: &ObjectId) {
-        if self.rest != u32::MAX {
-            return;
+    /// The chain field an entry `(kind, id)` appended now gets.
+    fn chain_of(&self, kind: ObjectKind, id: &ObjectId) -> u32 {
+        match self.trust {
+            Trust::Chained => CHAINED | u32::from(self.head[bucket(kind, id)]),
+            _ => 0,
         }
-        match self.print.get_mut(i as usize) {
-            Some(p) => {
-                *p = print(kind, id);
-                self.covered = i + 1;
+    }
+
+    /// Entry `(kind, id)` with chain field `chain` is at position `i`, the next position the
+    /// walk visits. A chain field that is not the walk's makes every look-up walk.
+    fn push(&mut self, i: u32, kind: ObjectKind, id: &ObjectId, chain: u32) {
+        let b = bucket(kind, id);
+        match u16::try_from(i + 1) {
+            Ok(h) if self.trust == Trust::Chained && chain == CHAINED | u32::from(self.head[b]) => {
+                self.head[b] = h
             }
-            None => self.rest = i,
+            _ => self.trust = Trust::WalkAll,
         }
     }
 }
 
-/// The print of an index entry: one byte of its id and kind, never 0.
-fn print(kind: ObjectKind, id: &ObjectId) -> u8 {
-    (id.0[0] ^ kind.code()).max(1)
+/// The bucket of `(kind, id)`: two bytes of the id (a SHA-256) and the kind.
+fn bucket(kind: ObjectKind, id: &ObjectId) -> usize {
+    usize::from(u16::from_le_bytes([id.0[0] ^ kind.code(), id.0[1]])) % INDEX_BUCKETS
 }
 
 impl<F: NorFlash> FlashStore<F> {
@@ -94,10 +110,10 @@ impl<F: NorFlash> FlashStore<F> {
         let mut b = [0u8; ENTRY_LEN];
         self.read(slot, at, &mut b)?;
         let r = RawEntry::new_unchecked(&b);
-        let (offset, len) = (r.offset(), r.len());
-        let kind = ObjectKind::from_code(r.kind_code());
+        let (code, offset, len) = (r.kind_code(), r.offset(), r.len());
+        let kind = ObjectKind::from_code(code);
         let ok = r.check_crc()
-            && (!matches!(kind, ObjectKind::Unknown(_)) || r.kind_code() == ENTRY_CHECKPOINT)
+            && (!matches!(kind, ObjectKind::Unknown(_)) || code == ENTRY_CHECKPOINT)
             && u64::from(offset) + u64::from(len) <= u64::from(data_end);
         if !ok {
             return Err(FlashStoreError::Corrupted { slot, offset: at });
@@ -108,11 +124,13 @@ impl<F: NorFlash> FlashStore<F> {
             id: r.id(),
             offset,
             len,
+            chain: r.chain(),
         })
     }
 
-    /// Finds `(kind, id)` among the first `count` entries of `slot`: the first entry the index
-    /// walk meets, reading only the entries whose print matches and the index past the prints.
+    /// Finds `(kind, id)` among the first `count` entries of `slot`: the newest entry of its
+    /// bucket's chain that matches, reading only the entries of that bucket (without chains:
+    /// the first entry the index walk meets).
     pub(super) fn find(
         &mut self,
         slot: FlashSlot,
@@ -122,69 +140,50 @@ impl<F: NorFlash> FlashStore<F> {
         id: &ObjectId,
     ) -> Result<Option<Entry>, F::Error> {
         let s = slot.index();
-        if !self.prints[s].built {
-            self.build_prints(slot, count, data_end);
-        }
-        let want = print(kind, id);
-        let covered = self.prints[s].covered.min(count);
-        for i in 0..covered {
-            if self.prints[s].print[i as usize] == want {
-                let e = self.entry(slot, i, data_end)?;
-                if e.kind == kind && e.id == *id {
-                    return Ok(Some(e));
-                }
+        self.ensure_chains(slot, count, data_end);
+        // One past the position to read next, 0 at the end: the bucket's chain, or the walk.
+        let walk = self.chains[s].trust == Trust::WalkAll;
+        let mut next = match walk {
+            true => 1,
+            false => u32::from(self.chains[s].head[bucket(kind, id)]),
+        };
+        while next != 0 && next <= count {
+            let e = self.entry(slot, next - 1, data_end)?;
+            if e.kind == kind && e.id == *id {
+                return Ok(Some(e));
             }
+            next = match walk {
+                true => self.next_position(slot, &e)? + 1,
+                // Chains only go down the index (checked when they were built).
+                false => (e.chain & !CHAINED).min(next - 1),
+            };
         }
-        self.walk_from(self.prints[s].rest, slot, count, data_end, kind, id)
+        Ok(None)
     }
 
-    /// Builds the prints of `slot` by one walk of its first `count` entries; if the walk fails,
-    /// look-ups walk the whole index (and meet the failure where they did before).
-    pub(super) fn build_prints(&mut self, slot: FlashSlot, count: u32, data_end: u32) {
+    /// Builds the chains of `slot` unless they are, by one walk of its first `count` entries;
+    /// if the walk fails, look-ups walk the whole index (and meet the failure where they did
+    /// before).
+    fn ensure_chains(&mut self, slot: FlashSlot, count: u32, data_end: u32) {
         let s = slot.index();
-        self.prints[s].empty();
+        if self.chains[s].trust != Trust::Unbuilt {
+            return;
+        }
+        self.chains[s].empty();
         let mut i = 0;
-        while i < count && self.prints[s].rest == u32::MAX {
-            if i as usize >= INDEX_PRINTS {
-                self.prints[s].rest = i;
-                break;
-            }
+        while i < count && self.chains[s].trust == Trust::Chained {
             let next = match self.entry(slot, i, data_end) {
                 Ok(e) => {
-                    self.prints[s].note(i, e.kind, &e.id);
+                    self.chains[s].push(i, e.kind, &e.id, e.chain);
                     self.next_position(slot, &e)
                 }
                 Err(e) => Err(e),
             };
             match next {
                 Ok(n) => i = n,
-                Err(_) => {
-                    self.prints[s].walk_all();
-                    return;
-                }
+                Err(_) => self.chains[s].trust = Trust::WalkAll,
             }
         }
-    }
-
-    /// Walks the index of `slot` from position `i` (a position the walk visits) for
-    /// `(kind, id)`.
-    pub(super) fn walk_from(
-        &mut self,
-        mut i: u32,
-        slot: FlashSlot,
-        count: u32,
-        data_end: u32,
-        kind: ObjectKind,
-        id: &ObjectId,
-    ) -> Result<Option<Entry>, F::Error> {
-        while i < count {
-            let e = self.entry(slot, i, data_end)?;
-            if e.kind == kind && e.id == *id {
-                return Ok(Some(e));
-            }
-            i = self.next_position(slot, &e)?;
-        }
-        Ok(None)
     }
 
     /// Slot-relative start of index position `i`, if it lies inside the slot.
@@ -251,17 +250,24 @@ impl<F: NorFlash> FlashStore<F> {
         self.find(slot, count, end, kind, id)
     }
 
-    /// Finds an object in the active slot, if it is valid.
+    /// Finds an object in the active slot, if it is valid. Its header is read once, when its
+    /// chains are built.
     pub(super) fn find_active(
         &mut self,
         kind: ObjectKind,
         id: &ObjectId,
     ) -> Result<Option<Entry>, F::Error> {
-        let slot = self.active;
-        match self.slot_info(slot)? {
-            Some(info) => self.find(slot, info.objects, info.data_end, kind, id),
-            None => Ok(None),
+        let (slot, s) = (self.active, self.active.index());
+        if self.chains[s].trust == Trust::Unbuilt {
+            let (count, end) = self
+                .slot_info(slot)?
+                .map_or((0, 0), |i| (i.objects, i.data_end));
+            self.ensure_chains(slot, count, end);
+            self.chains[s].count = count;
+            self.chains[s].data_end = end;
         }
+        let (count, end) = (self.chains[s].count, self.chains[s].data_end);
+        self.find(slot, count, end, kind, id)
     }
 
     /// Writes an index entry (padded with `0xFF` to `WRITE_SIZE`) at slot-relative `at` of the
@@ -288,9 +294,11 @@ impl<F: NorFlash> FlashStore<F> {
     pub(super) fn push_entry(&mut self, e: Entry) -> Result<(), F::Error> {
         let at = self.layout.slot_size - (self.entries + 1) * Self::ENTRY_AREA;
         self.erase_down_to(at)?;
-        self.write_entry(at, e.kind, 0, e.offset, e.len, &e.id)?;
-        let slot = self.inactive().index();
-        self.prints[slot].note(self.entries, e.kind, &e.id);
+        let (slot, s) = (self.inactive(), self.inactive().index());
+        self.ensure_chains(slot, self.entries, self.data_end);
+        let chain = self.chains[s].chain_of(e.kind, &e.id);
+        self.write_entry(at, e.kind, chain, e.offset, e.len, &e.id)?;
+        self.chains[s].push(self.entries, e.kind, &e.id, chain);
         self.entries += 1;
         Ok(())
     }

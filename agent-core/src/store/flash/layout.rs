@@ -148,7 +148,9 @@ mod entry {
         /// Object kind code, [`super::super::super::ENTRY_CHECKPOINT`] or
         /// [`super::super::super::ENTRY_LINK`].
         pub const KIND: usize = 0;
-        /// Zero.
+        /// The look-up chain (24 bits): bit 23 set when the entry has one, bits 0..23 one past
+        /// the position of the previous entry of the same bucket (0 for none). Zero in links
+        /// and in entries written before the chains.
         pub const CHAIN: Range<usize> = 1..4;
         /// Slot-relative offset of the object (of a link: the position the index goes on at).
         pub const OFFSET: Range<usize> = 4..8;
@@ -181,6 +183,12 @@ impl<T: AsRef<[u8]>> RawEntry<T> {
     /// The kind byte.
     pub(super) fn kind_code(&self) -> u8 {
         self.buffer.as_ref()[entry::field::KIND]
+    }
+
+    /// The chain field (24 bits, see `field::CHAIN`).
+    pub(super) fn chain(&self) -> u32 {
+        let c = &self.buffer.as_ref()[entry::field::CHAIN];
+        u32::from_le_bytes([c[0], c[1], c[2], 0])
     }
 
     /// Slot-relative offset of the object; of a link, the position the index goes on at.

@@ -61,7 +61,7 @@ mod tree;
 
 pub use error::FlashStoreError;
 use error::Result;
-use index::Prints;
+use index::{Chains, Trust};
 pub(crate) use layout::crc32;
 use layout::round_up;
 
@@ -82,10 +82,9 @@ pub const BUF_LEN: usize = 512;
 /// Deepest directory nesting a reused dirtree may have below it. Each level costs 16 bytes of
 /// the store's RAM; a deeper tree is refused with [`FlashStoreError::TreeTooDeep`].
 pub const MAX_TREE_DEPTH: usize = 32;
-/// Index positions per slot whose entries the store keeps a one-byte print of in RAM (see
-/// [`FlashStore`]): a look-up reads only the entries whose print matches among these, and
-/// walks the index on flash only past them.
-pub const INDEX_PRINTS: usize = 240;
+/// Look-up buckets per slot (see [`FlashStore`]): the store keeps the head of each bucket's
+/// chain in RAM (2 bytes), and a look-up reads only the entries of one bucket.
+pub const INDEX_BUCKETS: usize = 120;
 /// `image_offset` in a header whose commit has no image (never written by this store).
 const NO_IMAGE: u32 = u32::MAX;
 /// Kind byte of an index entry that marks a resume checkpoint: its data is the 96-byte
@@ -212,15 +211,16 @@ struct Frame {
 /// An A/B object store on a NOR flash device `F`. See the [module docs](self).
 ///
 /// RAM: the device handle, [`BUF_LEN`] bytes of buffer, [`MAX_TREE_DEPTH`] walk frames of
-/// 16 bytes, two slots' index prints of [`INDEX_PRINTS`] bytes and about 200 bytes of cursors
-/// (`size_of::<FlashStore<F>>()` is checked by a test).
+/// 16 bytes, two slots' look-up chain heads ([`INDEX_BUCKETS`] × 2 bytes) and about 200 bytes
+/// of cursors (`size_of::<FlashStore<F>>()` is checked by a test).
 ///
-/// Look-ups: for each slot the store keeps a one-byte print of the entry at each of the first
-/// [`INDEX_PRINTS`] index positions, built by one walk of the index when first needed (after
+/// Look-ups: each index entry belongs to one of [`INDEX_BUCKETS`] buckets (by two bytes of its
+/// id) and records, in its chain field, the previous entry of its bucket; the store keeps each
+/// bucket's newest entry in RAM, built by one walk of the index when first needed (after
 /// [`FlashStore::new`], [`FlashStore::set_active`], [`FlashStore::flash`] or a resume) and
-/// kept up to date as the install appends entries. A look-up of an absent object reads no
-/// entry among these positions (one in 255 by chance), one of a present object reads it and
-/// the chance matches before it; past [`INDEX_PRINTS`] positions it reads every entry as before.
+/// kept up to date as the install appends entries. A look-up reads only its bucket's entries,
+/// newest first: about `entries / INDEX_BUCKETS` for an absent object, whatever the size of
+/// the index. An index written without chains (by an older store) is walked whole.
 pub struct FlashStore<F: NorFlash> {
     flash: F,
     layout: FlashLayout,
@@ -239,8 +239,8 @@ pub struct FlashStore<F: NorFlash> {
     fill: usize,
     buf: [u8; BUF_LEN],
     walk: heapless::Vec<Frame, MAX_TREE_DEPTH>,
-    /// Index prints of slot A and slot B.
-    prints: [Prints; 2],
+    /// Look-up chains of slot A and slot B.
+    chains: [Chains; 2],
 }
 
 impl<F: NorFlash> FlashStore<F> {
@@ -308,7 +308,7 @@ impl<F: NorFlash> FlashStore<F> {
             fill: 0,
             buf: [0xFF; BUF_LEN],
             walk: heapless::Vec::new(),
-            prints: [Prints::UNBUILT; 2],
+            chains: [Chains::UNBUILT; 2],
         })
     }
 
@@ -326,13 +326,13 @@ impl<F: NorFlash> FlashStore<F> {
         self.fill = 0;
         self.entries = 0;
         self.walk.clear();
-        self.forget_prints();
+        self.forget_chains();
     }
 
-    /// Both slots' prints are built again at their next look-up.
-    fn forget_prints(&mut self) {
-        for p in &mut self.prints {
-            p.built = false;
+    /// Both slots' chains are built again at their next look-up.
+    fn forget_chains(&mut self) {
+        for c in &mut self.chains {
+            c.trust = Trust::Unbuilt;
         }
     }
 
@@ -358,7 +358,7 @@ impl<F: NorFlash> FlashStore<F> {
     /// The flash device. The store reads the slots' indexes again at its next look-up (what
     /// is done with the device is not the store's to know).
     pub fn flash(&mut self) -> &mut F {
-        self.forget_prints();
+        self.forget_chains();
         &mut self.flash
     }
 

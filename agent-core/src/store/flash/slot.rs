@@ -180,7 +180,7 @@ impl<F: NorFlash> FlashStore<F> {
         );
         self.phase = Phase::Writing;
         let slot = self.inactive().index();
-        self.prints[slot].empty();
+        self.chains[slot].empty();
         self.erased_low = 0;
         self.erased_high = self.layout.slot_size;
         self.entries = 0;

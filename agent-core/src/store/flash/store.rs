@@ -2,7 +2,7 @@
 
 use embedded_storage::nor_flash::NorFlash;
 
-use super::index::Entry;
+use super::index::{Entry, Trust};
 use super::layout::{round_up, Header};
 use super::{
     FlashStore, FlashStoreError, Open, Phase, Result, BUF_LEN, ENTRY_CHECKPOINT, ENTRY_LINK,
@@ -110,6 +110,7 @@ impl<F: NorFlash> Store for FlashStore<F> {
             id: o.id,
             offset: o.start,
             len: o.len,
+            chain: 0,
         })
     }
 
@@ -233,6 +234,7 @@ impl<F: NorFlash> Store for FlashStore<F> {
             id,
             offset: dst,
             len: CHECKPOINT_LEN as u32,
+            chain: 0,
         })?;
         self.entries += 1;
         debug!("flash store: checkpoint after part {}", cp.parts);
@@ -320,7 +322,7 @@ impl<F: NorFlash> Store for FlashStore<F> {
         );
         self.phase = Phase::Writing;
         // Built by one walk at the first look-up, past the links.
-        self.prints[slot.index()].built = false;
+        self.chains[slot.index()].trust = Trust::Unbuilt;
         self.entries = next + 1;
         self.data_end = data_end;
         self.open = None;

@@ -71,28 +71,11 @@ impl<F: NorFlash> FlashStore<F> {
                 }
                 continue;
             }
-            let end = top.end;
             let parent = top.cursor;
-            let bad = || FlashStoreError::Corrupted {
-                slot: active,
-                offset: top.cursor,
-            };
-            let mut head = [0u8; 2];
-            if top.cursor + 2 > end {
-                return Err(bad());
-            }
-            self.read(active, top.cursor, &mut head)?;
-            let len = dir_entry_len(head[0], head[1]).ok_or_else(bad)? as u32;
-            if top.cursor + len > end {
-                return Err(bad());
-            }
+            let (head, len) = self.walk_next(active, &top)?;
             let mut ids = [0u8; 2 * ID_LEN];
             let n = len as usize - 2 - usize::from(head[1]);
             self.read(active, top.cursor + 2 + u32::from(head[1]), &mut ids[..n])?;
-            if let Some(f) = self.walk.last_mut() {
-                f.cursor += len;
-                f.remaining -= 1;
-            }
             let first = id(&ids[..ID_LEN]);
             if head[0] == 1 {
                 self.ensure(ObjectKind::File, &first, parent)?;
@@ -135,7 +118,41 @@ impl<F: NorFlash> FlashStore<F> {
             .map_err(|_| FlashStoreError::TreeTooDeep)
     }
 
-    /// Finds the image file of the commit `id` in the install in progress.
+    /// The directory entry at slot-relative `cursor` of `slot`, in a dirtree that ends at `end`:
+    /// its first two bytes (kind, name length) and its length. [`FlashStoreError::Corrupted`]
+    /// at `offset` when it does not fit.
+    #[inline(never)]
+    fn dir_entry_at(
+        &mut self,
+        slot: FlashSlot,
+        cursor: u32,
+        end: u32,
+        offset: u32,
+    ) -> Result<([u8; 2], u32), F::Error> {
+        let bad = || FlashStoreError::Corrupted { slot, offset };
+        let mut head = [0u8; 2];
+        if cursor + 2 > end {
+            return Err(bad());
+        }
+        self.read(slot, cursor, &mut head)?;
+        let len = dir_entry_len(head[0], head[1]).ok_or_else(bad)? as u32;
+        if cursor + len > end {
+            return Err(bad());
+        }
+        Ok((head, len))
+    }
+
+    /// The next directory entry of `top`, the dirtree on top of the walk in `slot`
+    /// ([`Self::dir_entry_at`]), and the walk moved past it.
+    fn walk_next(&mut self, slot: FlashSlot, top: &Frame) -> Result<([u8; 2], u32), F::Error> {
+        let (head, len) = self.dir_entry_at(slot, top.cursor, top.end, top.cursor)?;
+        if let Some(f) = self.walk.last_mut() {
+            f.cursor += len;
+            f.remaining -= 1;
+        }
+        Ok((head, len))
+    }
+
     /// The depth of dirtree `id` written or reused by this install: a walk of its tree in the
     /// inactive slot with the store's bounded stack (a tree deeper than [`MAX_TREE_DEPTH`] is
     /// [`FlashStoreError::TreeTooDeep`]). `None` when the dirtree is not in the slot.
@@ -156,22 +173,7 @@ impl<F: NorFlash> FlashStore<F> {
                 slot,
                 offset: top.cursor,
             };
-            let mut head = [0u8; 2];
-            if top.cursor + 2 > top.end {
-                return Err(bad);
-            }
-            self.read(slot, top.cursor, &mut head)?;
-            let Some(len) = dir_entry_len(head[0], head[1]) else {
-                return Err(bad);
-            };
-            let len = len as u32;
-            if top.cursor + len > top.end {
-                return Err(bad);
-            }
-            if let Some(f) = self.walk.last_mut() {
-                f.cursor += len;
-                f.remaining -= 1;
-            }
+            let (head, _) = self.walk_next(slot, &top)?;
             if head[0] != 1 {
                 let mut tree = [0u8; ID_LEN];
                 self.read(slot, top.cursor + 2 + u32::from(head[1]), &mut tree)?;
@@ -185,6 +187,8 @@ impl<F: NorFlash> FlashStore<F> {
         Ok(Some(deepest as u16))
     }
 
+    /// Finds the image file of the commit `id` in the install in progress: its slot-relative
+    /// offset and length.
     pub(super) fn find_image(&mut self, id: &ObjectId) -> Result<(u32, u32), F::Error> {
         let slot = self.inactive();
         let commit = self
@@ -209,15 +213,7 @@ impl<F: NorFlash> FlashStore<F> {
         self.read(slot, tree.offset, &mut count)?;
         let mut cursor = tree.offset + 4;
         for _ in 0..u32::from_le_bytes(count) {
-            let mut head = [0u8; 2];
-            if cursor + 2 > end {
-                return Err(bad());
-            }
-            self.read(slot, cursor, &mut head)?;
-            let len = dir_entry_len(head[0], head[1]).ok_or_else(bad)? as u32;
-            if cursor + len > end {
-                return Err(bad());
-            }
+            let (head, len) = self.dir_entry_at(slot, cursor, end, commit.offset)?;
             if head[0] == 1 && usize::from(head[1]) == IMAGE_NAME.len() {
                 let mut name = [0u8; IMAGE_NAME.len()];
                 self.read(slot, cursor + 2, &mut name)?;
