@@ -21,6 +21,8 @@ extern crate std;
 
 #[macro_use]
 mod fmt;
+#[macro_use]
+mod code;
 
 pub mod install;
 pub mod io;

@@ -13,7 +13,7 @@ use std::io::{self, Read};
 
 use agent_core::object::ObjectId;
 use agent_core::wire::{
-    Codec, FormatError, Header, HeaderRepr, SignatureKind, Superblock, FORMAT_VERSION, HEADER_LEN,
+    FormatError, Header, HeaderRepr, SignatureKind, Superblock, FORMAT_VERSION, HEADER_LEN,
     SIGNATURE_LEN,
 };
 use serde::Serialize;
@@ -174,12 +174,9 @@ fn read_n(r: &mut dyn Read, n: usize, what: &str, offset: u64) -> Result<Vec<u8>
     Ok(buf)
 }
 
-fn codec_name(c: Codec) -> String {
-    match c {
-        Codec::Unknown(n) => format!("unknown({n})"),
-        // Known codecs by their Debug name, lower case: new ones need no change here.
-        c => format!("{c:?}").to_lowercase(),
-    }
+/// A code's name in the report: its name (the code enums' `name()`), or `unknown(N)`.
+fn code_name(name: Option<&str>, code: u8) -> String {
+    name.map_or_else(|| format!("unknown({code})"), str::to_string)
 }
 
 /// Decodes a superblock; a part codec this agent does not know is kept (by its code), so
@@ -219,11 +216,7 @@ pub fn inspect(
     let sig = read_n(r, sig_len, "the signature", offset)?;
     offset += sig_len as u64;
     let mut signature = SignatureInfo {
-        algorithm: match kind {
-            SignatureKind::None => "none".into(),
-            SignatureKind::Ed25519 => "ed25519".into(),
-            SignatureKind::Unknown(c) => format!("unknown({c})"),
-        },
+        algorithm: code_name(kind.name(), kind.code()),
         verified: false,
         key: None,
         revoked: false,
@@ -281,7 +274,7 @@ pub fn inspect(
             });
         }
         parts.push(PartInfo {
-            codec: codec_name(p.codec),
+            codec: code_name(p.codec.name(), p.codec.code()),
             codec_code: p.codec.into(),
             size: p.size,
             uncompressed_size: p.uncompressed_size,

@@ -92,63 +92,29 @@ pub const S_IFDIR: u32 = 0o040000;
 /// Permission and set-id bits of `st_mode` (what a tree may carry besides the type).
 pub const S_IPERM: u32 = 0o7777;
 
-/// The kind of an object. Unknown codes keep their value so that a newer file is reported
-/// precisely.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum ObjectKind {
-    /// A regular file or symlink with its metadata.
-    File,
-    /// A directory listing.
-    DirTree,
-    /// A directory's metadata.
-    DirMeta,
-    /// A commit.
-    Commit,
-    /// A code this version does not know.
-    Unknown(u8),
+code_enum! {
+    /// The kind of an object. Unknown codes keep their value so that a newer file is reported
+    /// precisely.
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+    #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+    pub enum ObjectKind ("object kind") {
+        /// A regular file or symlink with its metadata.
+        File = 1 => "file",
+        /// A directory listing.
+        DirTree = 2 => "dirtree",
+        /// A directory's metadata.
+        DirMeta = 3 => "dirmeta",
+        /// A commit.
+        Commit = 4 => "commit",
+    }
 }
 
 impl ObjectKind {
-    /// The kind's wire code.
-    pub const fn code(self) -> u8 {
-        match self {
-            ObjectKind::File => 1,
-            ObjectKind::DirTree => 2,
-            ObjectKind::DirMeta => 3,
-            ObjectKind::Commit => 4,
-            ObjectKind::Unknown(c) => c,
-        }
-    }
-
-    /// The kind for a wire code.
-    pub const fn from_code(code: u8) -> ObjectKind {
-        match code {
-            1 => ObjectKind::File,
-            2 => ObjectKind::DirTree,
-            3 => ObjectKind::DirMeta,
-            4 => ObjectKind::Commit,
-            c => ObjectKind::Unknown(c),
-        }
-    }
-
     /// The file-name suffix a repository uses for objects of this kind (as OSTree does).
     pub const fn suffix(self) -> &'static str {
-        match self {
-            ObjectKind::File => "file",
-            ObjectKind::DirTree => "dirtree",
-            ObjectKind::DirMeta => "dirmeta",
-            ObjectKind::Commit => "commit",
-            ObjectKind::Unknown(_) => "unknown",
-        }
-    }
-}
-
-impl fmt::Display for ObjectKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ObjectKind::Unknown(c) => write!(f, "unknown object kind {c}"),
-            k => f.write_str(k.suffix()),
+        match self.name() {
+            Some(name) => name,
+            None => "unknown",
         }
     }
 }

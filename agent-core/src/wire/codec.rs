@@ -3,63 +3,41 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How a part's bytes are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[serde(from = "u8", into = "u8")]
-pub enum Codec {
-    /// The operation records as they are.
-    Stored,
-    /// Raw deflate (RFC 1951, no zlib or gzip wrapper).
-    Deflate,
-    /// A raw LZMA2 stream (format version 3 on), through the part's [`Filter`], with the
-    /// superblock's dictionary size ([`Superblock::dictionary`](super::Superblock::dictionary)).
-    Xz,
-    /// A code this version does not know.
-    Unknown(u8),
-}
-
-impl From<u8> for Codec {
-    fn from(c: u8) -> Codec {
-        match c {
-            0 => Codec::Stored,
-            1 => Codec::Deflate,
-            2 => Codec::Xz,
-            c => Codec::Unknown(c),
-        }
+code_enum! {
+    /// How a part's bytes are encoded.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+    #[serde(from = "u8", into = "u8")]
+    pub enum Codec ("codec") {
+        /// The operation records as they are.
+        Stored = 0 => "stored",
+        /// Raw deflate (RFC 1951, no zlib or gzip wrapper).
+        Deflate = 1 => "deflate",
+        /// A raw LZMA2 stream (format version 3 on), through the part's [`Filter`], with the
+        /// superblock's dictionary size ([`Superblock::dictionary`](super::Superblock::dictionary)).
+        Xz = 2 => "xz",
     }
 }
 
-impl From<Codec> for u8 {
-    fn from(c: Codec) -> u8 {
-        match c {
-            Codec::Stored => 0,
-            Codec::Deflate => 1,
-            Codec::Xz => 2,
-            Codec::Unknown(c) => c,
-        }
+code_enum! {
+    /// The branch/call/jump filter (BCJ) an [`Codec::Xz`] part's records went through before
+    /// LZMA2: it turns relative branch targets of one instruction set into absolute ones, so that
+    /// machine code compresses better. Format version 3 on; other codecs have [`Filter::None`].
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+    #[serde(from = "u8", into = "u8")]
+    pub enum Filter ("filter") {
+        /// No filter.
+        None = 0 => "none",
+        /// x86 and x86-64 (xz's filter 0x04).
+        X86 = 1 => "x86",
+        /// 32-bit ARM (xz's filter 0x07).
+        Arm = 2 => "arm",
+        /// ARM Thumb and Thumb-2 (xz's filter 0x08).
+        ArmThumb = 3 => "arm-thumb",
+        /// 64-bit ARM (xz's filter 0x0A).
+        Arm64 = 4 => "arm64",
     }
-}
-
-/// The branch/call/jump filter (BCJ) an [`Codec::Xz`] part's records went through before
-/// LZMA2: it turns relative branch targets of one instruction set into absolute ones, so that
-/// machine code compresses better. Format version 3 on; other codecs have [`Filter::None`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[serde(from = "u8", into = "u8")]
-pub enum Filter {
-    /// No filter.
-    None,
-    /// x86 and x86-64 (xz's filter 0x04).
-    X86,
-    /// 32-bit ARM (xz's filter 0x07).
-    Arm,
-    /// ARM Thumb and Thumb-2 (xz's filter 0x08).
-    ArmThumb,
-    /// 64-bit ARM (xz's filter 0x0A).
-    Arm64,
-    /// A code this version does not know.
-    Unknown(u8),
 }
 
 impl Filter {
@@ -71,32 +49,6 @@ impl Filter {
             Filter::ArmThumb => Some(0x08),
             Filter::Arm64 => Some(0x0a),
             Filter::None | Filter::Unknown(_) => None,
-        }
-    }
-}
-
-impl From<u8> for Filter {
-    fn from(c: u8) -> Filter {
-        match c {
-            0 => Filter::None,
-            1 => Filter::X86,
-            2 => Filter::Arm,
-            3 => Filter::ArmThumb,
-            4 => Filter::Arm64,
-            c => Filter::Unknown(c),
-        }
-    }
-}
-
-impl From<Filter> for u8 {
-    fn from(f: Filter) -> u8 {
-        match f {
-            Filter::None => 0,
-            Filter::X86 => 1,
-            Filter::Arm => 2,
-            Filter::ArmThumb => 3,
-            Filter::Arm64 => 4,
-            Filter::Unknown(c) => c,
         }
     }
 }

@@ -63,35 +63,19 @@ pub const SIGNATURE_LEN: usize = 64;
 /// Bytes of an ed25519 public key.
 pub const PUBLIC_KEY_LEN: usize = 32;
 
-/// The signature algorithm byte.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum SignatureKind {
-    /// Unsigned: no signature bytes follow.
-    None,
-    /// Ed25519 over `header || superblock`: 64 bytes follow.
-    Ed25519,
-    /// A code this version does not know.
-    Unknown(u8),
+code_enum! {
+    /// The signature algorithm byte.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+    pub enum SignatureKind ("signature algorithm") {
+        /// Unsigned: no signature bytes follow.
+        None = 0 => "none",
+        /// Ed25519 over `header || superblock`: 64 bytes follow.
+        Ed25519 = 1 => "ed25519",
+    }
 }
 
 impl SignatureKind {
-    /// The kind for a wire code.
-    pub const fn from_code(c: u8) -> SignatureKind {
-        match c {
-            0 => SignatureKind::None,
-            1 => SignatureKind::Ed25519,
-            c => SignatureKind::Unknown(c),
-        }
-    }
-    /// The kind's wire code.
-    pub const fn code(self) -> u8 {
-        match self {
-            SignatureKind::None => 0,
-            SignatureKind::Ed25519 => 1,
-            SignatureKind::Unknown(c) => c,
-        }
-    }
     /// Bytes that follow the algorithm byte.
     #[allow(clippy::len_without_is_empty)] // a length in the file, not a container
     pub const fn len(self) -> Option<usize> {

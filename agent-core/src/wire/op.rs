@@ -4,41 +4,20 @@
 use super::FormatError;
 use crate::object::{ObjectId, ObjectKind, ID_LEN};
 
-/// Operation codes. 0x04..=0x7f are reserved for later operations; 0x80..=0xff are never
-/// assigned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum OpCode {
-    /// Write a new object from literal bytes.
-    Write,
-    /// The target reuses an object the device already has (for a dirtree: the whole tree
-    /// under it).
-    Reuse,
-    /// Build a new object from a source object the device has and a bsdiff-style patch
-    /// (format version 3 on).
-    Patch,
-    /// A code this version does not know.
-    Unknown(u8),
-}
-
-impl OpCode {
-    /// The code for a wire byte.
-    pub const fn from_code(c: u8) -> OpCode {
-        match c {
-            1 => OpCode::Write,
-            2 => OpCode::Reuse,
-            3 => OpCode::Patch,
-            c => OpCode::Unknown(c),
-        }
-    }
-    /// The wire byte.
-    pub const fn code(self) -> u8 {
-        match self {
-            OpCode::Write => 1,
-            OpCode::Reuse => 2,
-            OpCode::Patch => 3,
-            OpCode::Unknown(c) => c,
-        }
+code_enum! {
+    /// Operation codes. 0x04..=0x7f are reserved for later operations; 0x80..=0xff are never
+    /// assigned.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+    pub enum OpCode ("operation code") {
+        /// Write a new object from literal bytes.
+        Write = 1 => "write",
+        /// The target reuses an object the device already has (for a dirtree: the whole tree
+        /// under it).
+        Reuse = 2 => "reuse",
+        /// Build a new object from a source object the device has and a bsdiff-style patch
+        /// (format version 3 on).
+        Patch = 3 => "patch",
     }
 }
 
