@@ -79,12 +79,8 @@ fn install_split(
     let mut store = MemStore::default();
     lent!(win, xz);
     let mut inst = Installer::new(policy, win).with_xz(xz);
-    for w in cuts.windows(2) {
-        if let Err(e) = inst.feed(&mut store, &file[w[0]..w[1]]) {
-            return (Err(e), store);
-        }
-    }
-    let r = inst.finish(&mut store);
+    let pieces = cuts.windows(2).map(|w| &file[w[0]..w[1]]);
+    let r = agent_core::io::install_pieces(&mut inst, &mut store, pieces);
     (r, store)
 }
 

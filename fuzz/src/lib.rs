@@ -31,20 +31,7 @@ pub fn install_chunks(
     let mut dictionary = vec![0u8; 1 << 20];
     let mut xz = Box::new(agent_core::install::XzDecoder::new(&mut dictionary));
     let mut inst = Installer::new(policy, &mut window).with_xz(&mut xz);
-    let mut rest = file;
-    let mut i = 0;
-    while !rest.is_empty() {
-        let n = sizes
-            .get(i % sizes.len().max(1))
-            .copied()
-            .unwrap_or(rest.len())
-            .clamp(1, rest.len());
-        i += 1;
-        let (a, b) = rest.split_at(n);
-        rest = b;
-        let _ = inst.feed(store, a)?;
-    }
-    inst.finish(store)
+    agent_core::io::install_chunks(&mut inst, store, file, sizes)
 }
 
 /// The ref every generated file moves.

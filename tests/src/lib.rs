@@ -199,10 +199,7 @@ pub fn install_chunked(
     let mut xz = Box::new(agent_core::install::XzDecoder::new(&mut dict));
     let mut inst = Box::new(Installer::new(policy, &mut win).with_xz(&mut xz));
     let mut store = RepoStore::new(repo);
-    for c in update.chunks(chunk.max(1)) {
-        let _ = inst.feed(&mut store, c)?;
-    }
-    inst.finish(&mut store)
+    agent_core::io::install_chunks(&mut inst, &mut store, update, &[chunk])
 }
 
 /// The commit objects in a repository (to check that a failed install added none).

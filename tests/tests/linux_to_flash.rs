@@ -56,14 +56,9 @@ fn install(
     let mut xz = Box::new(agent_core::install::XzDecoder::new(&mut dict));
     let mut inst =
         Box::new(Installer::new(Policy::require(&[]).allow_unsigned(), &mut win).with_xz(&mut xz));
-    for c in file.chunks(chunk) {
-        let _ = inst
-            .feed(store, c)
-            .map_err(|e: InstallError<_>| e.to_string())?;
-    }
-    inst.finish(store)
+    agent_core::io::install_chunks(&mut inst, store, file, &[chunk])
         .map(|i| i.commit)
-        .map_err(|e| e.to_string())
+        .map_err(|e: InstallError<_>| e.to_string())
 }
 
 #[test]

@@ -316,23 +316,15 @@ pub fn sample_tree() -> Tree {
         .dir("empty", Tree::default())
 }
 
-/// Feeds `file` in chunks of the given sizes (cycled), then finishes.
+/// Feeds `file` in chunks of the given sizes (cycled), then finishes
+/// ([`agent_core::io::install_chunks`]).
 pub fn install_chunks(
     inst: &mut Installer<'_>,
     store: &mut MemStore,
     file: &[u8],
     sizes: &[usize],
 ) -> Result<Installed, InstallError<Infallible>> {
-    let mut rest = file;
-    let mut i = 0;
-    while !rest.is_empty() {
-        let n = sizes[i % sizes.len()].clamp(1, rest.len());
-        i += 1;
-        let (a, b) = rest.split_at(n);
-        rest = b;
-        let _ = inst.feed(store, a)?;
-    }
-    inst.finish(store)
+    agent_core::io::install_chunks(inst, store, file, sizes)
 }
 
 pub fn policy(keys: &[[u8; 32]]) -> Policy<'_> {

@@ -226,10 +226,7 @@ pub fn install_above<S: Store>(
         Policy::require(&keys).with_floor(floor),
         &mut win,
     ));
-    for c in file.chunks(chunk) {
-        let _ = inst.feed(s, c)?;
-    }
-    let i = inst.finish(s)?;
+    let i = agent_core::io::install_chunks(&mut inst, s, file, &[chunk])?;
     Ok((i.commit, i.security_version))
 }
 

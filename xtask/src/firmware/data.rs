@@ -1,32 +1,16 @@
 //! Test data for the firmware: two commits sharing most objects, the updates between them
 //! and the images the slots must hold, written to `tests/firmware/target/fw-data`.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
-use agent_core::object::{
-    self, Commit, DirEntry, DirMeta, DirTree, ObjectId, ObjectKind, Xattrs, S_IFDIR,
-};
+use agent_core::object::ObjectId;
 use agent_core::wire::Codec;
 use agent_core::write::UpdateWriter;
 use anyhow::{ensure, Context, Result};
+use test_support::rng::XorShift64;
+use test_support::tree::{dir, patch_from_one, write_ops, Built, CommitInfo, Node};
 
 use super::{data_dir, fw_dir, REF};
-
-/// A directory tree.
-enum Node {
-    File(Vec<u8>),
-    Dir(BTreeMap<String, Node>),
-}
-
-fn dir(entries: Vec<(&str, Node)>) -> Node {
-    Node::Dir(
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-    )
-}
 
 /// Flash address the test images are linked at (literal words point into it).
 const LINK_BASE: u32 = 0x0800_0000;
@@ -34,12 +18,10 @@ const LINK_BASE: u32 = 0x0800_0000;
 /// A deterministic firmware-like image: Thumb-ish code words, string tables, and literal
 /// words (4-byte aligned) holding addresses inside the image, as a linker lays them out.
 fn image(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = XorShift64::new(seed);
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next_u64();
         if x.is_multiple_of(5) {
             out.extend_from_slice(b"ECU diagnostic string table entry ");
         } else if x.is_multiple_of(7) {
@@ -58,68 +40,10 @@ fn image(seed: u64, len: usize) -> Vec<u8> {
 /// aligned), and every literal word that pointed at or past `at` moved by its length, as a
 /// relink moves them. Everything after the change shifts; few bytes really differ.
 fn rebuilt(old: &[u8], at: usize, code: &[u8]) -> Vec<u8> {
-    let shift = code.len() as u32;
-    let moved = LINK_BASE + at as u32..LINK_BASE + old.len() as u32;
-    let mut new = old.to_vec();
-    for w in new.chunks_exact_mut(4) {
-        let v = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-        if moved.contains(&v) {
-            w.copy_from_slice(&(v + shift).to_le_bytes());
-        }
-    }
-    new.splice(at..at, code.iter().copied());
-    new
+    test_support::image::relinked(old, LINK_BASE, at, code)
 }
 
-type Objects = BTreeMap<(u8, ObjectId), Vec<u8>>;
-
-fn put(objects: &mut Objects, kind: ObjectKind, bytes: Vec<u8>) -> ObjectId {
-    let id = ObjectId::of(&bytes);
-    objects.insert((kind.code(), id), bytes);
-    id
-}
-
-fn build_dir(node: &BTreeMap<String, Node>, objects: &mut Objects) -> Result<(ObjectId, ObjectId)> {
-    let m = DirMeta {
-        mode: S_IFDIR | 0o755,
-        uid: 0,
-        gid: 0,
-        xattrs: Xattrs::EMPTY,
-    };
-    let meta = put(objects, ObjectKind::DirMeta, m.to_vec());
-    let mut entries = Vec::with_capacity(node.len());
-    for (name, child) in node {
-        let e = match child {
-            Node::File(c) => DirEntry::File {
-                name: name.as_bytes(),
-                id: put(
-                    objects,
-                    ObjectKind::File,
-                    object::file_object(0o644, 0, 0, c),
-                ),
-            },
-            Node::Dir(d) => {
-                let (tree, meta) = build_dir(d, objects)?;
-                DirEntry::Dir {
-                    name: name.as_bytes(),
-                    tree,
-                    meta,
-                }
-            }
-        };
-        entries.push(e);
-    }
-    let tree = object::dirtree_object(&entries).context("encoding a test dirtree")?;
-    Ok((put(objects, ObjectKind::DirTree, tree), meta))
-}
-
-struct Built {
-    commit: ObjectId,
-    objects: Objects,
-    root: (ObjectId, ObjectId),
-    version: String,
-}
-
+/// A commit of `tree` (test-support's builder: the same objects as the flash tests build).
 fn build_commit(
     tree: &Node,
     parent: Option<ObjectId>,
@@ -129,39 +53,20 @@ fn build_commit(
     let Node::Dir(root) = tree else {
         unreachable!("the root is a directory")
     };
-    let mut objects = BTreeMap::new();
-    let (rt, rm) = build_dir(root, &mut objects)?;
-    let c = Commit {
-        parent,
-        timestamp: 1_760_000_000,
-        root_tree: rt,
-        root_meta: rm,
-        version,
-        subject: "ECU firmware",
-        body: "",
-        security_version,
-    };
-    let b = c.to_vec().context("encoding a test commit")?;
-    let commit = put(&mut objects, ObjectKind::Commit, b);
-    Ok(Built {
-        commit,
-        objects,
-        root: (rt, rm),
-        version: version.to_string(),
-    })
+    let info = CommitInfo::new(parent, 1_760_000_000, version)
+        .subject("ECU firmware")
+        .security_version(security_version);
+    Ok(test_support::tree::build(root, &info))
 }
 
 /// An update file to `to` (from scratch, or a delta reusing what `from` has and patching
 /// each new file from the source's `firmware.bin` when the patch pays).
 fn update_file(to: &Built, from: Option<&Built>, seed: &[u8; 32]) -> Result<Vec<u8>> {
-    let have: BTreeSet<(u8, ObjectId)> = from
-        .map(|f| f.objects.keys().copied().collect())
-        .unwrap_or_default();
     let mut w = UpdateWriter::new(
         REF,
         from.map(|f| f.commit),
         to.commit,
-        1_760_000_000,
+        to.timestamp,
         &to.version,
         "ECU firmware",
     )
@@ -169,86 +74,13 @@ fn update_file(to: &Built, from: Option<&Built>, seed: &[u8; 32]) -> Result<Vec<
     // The firmware's agent is built without xz, and lends deflate's 32 KiB window.
     .codec(Codec::Deflate)
     .max_dictionary(32 * 1024);
-    let mut done = BTreeSet::new();
-    let source = from.and_then(|f| {
-        let (tree, _) = f.root;
-        let body = &f.objects[&(ObjectKind::DirTree.code(), tree)];
-        let t = DirTree::parse(body).ok()?;
-        t.entries().find_map(|e| match e {
-            DirEntry::File { name, id } if name == b"firmware.bin" => {
-                f.objects.get(&(ObjectKind::File.code(), id)).cloned()
-            }
-            _ => None,
-        })
-    });
-    let mut e = Emit {
-        have: &have,
-        done: &mut done,
-        source: source.as_deref(),
-        w: &mut w,
-    };
-    emit_tree(to, to.root.0, to.root.1, &mut e)?;
-    let ck = (ObjectKind::Commit.code(), to.commit);
-    w.write_object(ObjectKind::Commit, to.commit, &to.objects[&ck])?;
+    let source = from.and_then(|f| f.root_file("firmware.bin"));
+    let patch = |id: &ObjectId, b: &[u8]| source.and_then(|s| patch_from_one(s)(id, b));
+    write_ops(&mut w, &to.ops(from), &patch, usize::MAX)?;
     let mut out = Vec::new();
     w.finish(Some(seed), &mut out)
         .map_err(|e| anyhow::anyhow!("writing the update: {e}"))?;
     Ok(out)
-}
-
-/// What [`emit_tree`] needs: what the source has, what is done, the source image to patch
-/// from, the writer.
-struct Emit<'a> {
-    have: &'a BTreeSet<(u8, ObjectId)>,
-    done: &'a mut BTreeSet<(u8, ObjectId)>,
-    source: Option<&'a [u8]>,
-    w: &'a mut UpdateWriter,
-}
-
-/// Writes, patches or reuses one object; true when done (a dirtree still to be written says
-/// false).
-fn emit_one(b: &Built, kind: ObjectKind, id: ObjectId, e: &mut Emit<'_>) -> Result<bool> {
-    let key = (kind.code(), id);
-    if !e.done.insert(key) {
-        return Ok(true);
-    }
-    if e.have.contains(&key) {
-        e.w.reuse_object(kind, id);
-        return Ok(true);
-    }
-    if kind == ObjectKind::DirTree {
-        return Ok(false);
-    }
-    let bytes = &b.objects[&key];
-    if let (ObjectKind::File, Some(old)) = (kind, e.source) {
-        let p = agent_core::write::diff(old, bytes);
-        if agent_core::write::patch_pays(bytes, &p) {
-            let len = bytes.len() as u64;
-            e.w.patch_object(kind, id, len, ObjectId::of(old), &p)?;
-            return Ok(true);
-        }
-    }
-    e.w.write_object(kind, id, bytes)?;
-    Ok(true)
-}
-
-fn emit_tree(b: &Built, tree: ObjectId, meta: ObjectId, e: &mut Emit<'_>) -> Result<()> {
-    emit_one(b, ObjectKind::DirMeta, meta, e)?;
-    if emit_one(b, ObjectKind::DirTree, tree, e)? {
-        return Ok(());
-    }
-    let body = b.objects[&(ObjectKind::DirTree.code(), tree)].clone();
-    let t = DirTree::parse(&body).map_err(|e| anyhow::anyhow!("{e}"))?;
-    for entry in t.entries() {
-        match entry {
-            DirEntry::File { id, .. } => {
-                emit_one(b, ObjectKind::File, id, e)?;
-            }
-            DirEntry::Dir { tree, meta, .. } => emit_tree(b, tree, meta, e)?,
-        }
-    }
-    e.w.write_object(ObjectKind::DirTree, tree, &body)?;
-    Ok(())
 }
 
 fn hex_bytes<const N: usize>(s: &str) -> Result<[u8; N]> {
