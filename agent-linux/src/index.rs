@@ -77,6 +77,39 @@ pub struct Index {
     pub entries: Vec<Entry>,
 }
 
+/// A small index for tests and fuzz seeds (`fuzz/src/corpus.rs`): serial 7, never expiring,
+/// two files of `os/main` to commit `22…` (from scratch, and a delta from `11…`). No folder
+/// publishes it.
+pub fn sample_index() -> Index {
+    Index {
+        serial: 7,
+        created: 1_700_000_000,
+        expires: 0,
+        entries: vec![
+            Entry {
+                ref_name: "os/main".into(),
+                from: None,
+                to: ObjectId([0x22; 32]),
+                version: "1.2".into(),
+                security_version: 3,
+                file: "os-main-2222.update".into(),
+                size: 1000,
+                sha256: [0x33; 32],
+            },
+            Entry {
+                ref_name: "os/main".into(),
+                from: Some(ObjectId([0x11; 32])),
+                to: ObjectId([0x22; 32]),
+                version: "1.2".into(),
+                security_version: 3,
+                file: "os-main-1111-2222.update".into(),
+                size: 100,
+                sha256: [0x44; 32],
+            },
+        ],
+    }
+}
+
 /// How an index was signed, once verified.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Signature {
@@ -583,36 +616,6 @@ pub fn publish(
 mod test {
     use super::*;
 
-    fn sample() -> Index {
-        Index {
-            serial: 7,
-            created: 1_700_000_000,
-            expires: 0,
-            entries: vec![
-                Entry {
-                    ref_name: "os/main".into(),
-                    from: None,
-                    to: ObjectId([0x22; 32]),
-                    version: "1.2".into(),
-                    security_version: 3,
-                    file: "os-main-2222.update".into(),
-                    size: 1000,
-                    sha256: [0x33; 32],
-                },
-                Entry {
-                    ref_name: "os/main".into(),
-                    from: Some(ObjectId([0x11; 32])),
-                    to: ObjectId([0x22; 32]),
-                    version: "1.2".into(),
-                    security_version: 3,
-                    file: "os-main-1111-2222.update".into(),
-                    size: 100,
-                    sha256: [0x44; 32],
-                },
-            ],
-        }
-    }
-
     const SEED: [u8; 32] = [9; 32];
 
     fn policy(keys: &[[u8; 32]]) -> KeyPolicy<'_> {
@@ -676,17 +679,17 @@ mod test {
     #[test]
     fn round_trip_signed_and_unsigned() {
         let key = [crate::keys::public_key(&SEED)];
-        let b = emit(&sample(), Some(&SEED));
+        let b = emit(&sample_index(), Some(&SEED));
         let (i, s) = verify(&b, &policy(&key)).unwrap();
-        assert_eq!(i, sample());
+        assert_eq!(i, sample_index());
         assert_eq!(s.key, Some(ObjectId(key[0]).to_string()));
-        let u = emit(&sample(), None);
+        let u = emit(&sample_index(), None);
         assert_eq!(verify(&u, &policy(&key)), Err(IndexError::Unsigned));
         let allow = KeyPolicy {
             allow_unsigned: true,
             ..policy(&key)
         };
-        assert_eq!(verify(&u, &allow).unwrap().0, sample());
+        assert_eq!(verify(&u, &allow).unwrap().0, sample_index());
         // A signed index is still checked when unsigned ones are allowed.
         assert_eq!(verify(&b, &allow).unwrap().1.algorithm, "ed25519");
         assert_eq!(
@@ -699,7 +702,7 @@ mod test {
     #[test]
     fn every_altered_byte_is_refused() {
         let key = [crate::keys::public_key(&SEED)];
-        let b = emit(&sample(), Some(&SEED));
+        let b = emit(&sample_index(), Some(&SEED));
         for i in 0..b.len() {
             let mut x = b.clone();
             x[i] ^= 0x01;
@@ -720,7 +723,7 @@ mod test {
     fn revoked_and_foreign_keys_are_refused() {
         let key = [crate::keys::public_key(&SEED)];
         let other = [crate::keys::public_key(&[5; 32])];
-        let b = emit(&sample(), Some(&SEED));
+        let b = emit(&sample_index(), Some(&SEED));
         assert_eq!(
             verify(&b, &policy(&other)),
             Err(IndexError::BadSignature { keys: 1 })
@@ -737,20 +740,20 @@ mod test {
 
     #[test]
     fn hostile_bodies_are_refused() {
-        let mut bad = sample();
+        let mut bad = sample_index();
         bad.entries[1].file = "../etc/passwd".into();
         assert_eq!(
             parse(&emit(&bad, None)[HEADER_LEN..emit(&bad, None).len() - 1]),
             Err(IndexError::BadFileName { entry: 1 })
         );
-        let mut bad = sample();
+        let mut bad = sample_index();
         bad.entries[1].to = ObjectId([0x55; 32]);
         let b = emit(&bad, None);
         assert_eq!(
             parse(&b[HEADER_LEN..b.len() - 1]),
             Err(IndexError::Inconsistent { entry: 1 })
         );
-        let mut bad = sample();
+        let mut bad = sample_index();
         bad.entries[0].ref_name = "../x".into();
         let b = emit(&bad, None);
         assert_eq!(
@@ -758,7 +761,7 @@ mod test {
             Err(IndexError::BadRef { entry: 0 })
         );
         // A count larger than the body can hold is refused before anything is allocated.
-        let mut body = emit(&sample(), None)[HEADER_LEN..].to_vec();
+        let mut body = emit(&sample_index(), None)[HEADER_LEN..].to_vec();
         body.pop();
         body[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(parse(&body), Err(IndexError::Malformed { .. })));

@@ -108,7 +108,11 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     ));
     out.push(("installer_mutated", "unchanged-base3-v1", vec![3, 64, 0]));
     out.push(("installer_mutated", "unchanged-base4-sv3", vec![4, 13, 0]));
-    out.push(("installer_mutated", "unchanged-base6-deflate", vec![6, 64, 0]));
+    out.push((
+        "installer_mutated",
+        "unchanged-base6-deflate",
+        vec![6, 64, 0],
+    ));
     out.push((
         "installer_mutated",
         "xor-base1-xz",
@@ -339,35 +343,8 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     ));
 
     // index_parse: mode (bit 0: unsigned allowed), then an index.
-    use agent_core::object::ObjectId;
-    use agent_linux::index::{emit, Entry, Index};
-    let idx = Index {
-        serial: 7,
-        created: 1_700_000_000,
-        expires: 0,
-        entries: vec![
-            Entry {
-                ref_name: "os/main".into(),
-                from: None,
-                to: ObjectId([0x22; 32]),
-                version: "1.2".into(),
-                security_version: 3,
-                file: "os-main-22.update".into(),
-                size: 1000,
-                sha256: [0x33; 32],
-            },
-            Entry {
-                ref_name: "os/main".into(),
-                from: Some(ObjectId([0x11; 32])),
-                to: ObjectId([0x22; 32]),
-                version: "1.2".into(),
-                security_version: 3,
-                file: "os-main-11-22.update".into(),
-                size: 100,
-                sha256: [0x44; 32],
-            },
-        ],
-    };
+    use agent_linux::index::{emit, sample_index};
+    let idx = sample_index();
     out.push((
         "index_parse",
         "signed",
