@@ -144,19 +144,7 @@ impl<'r> Transaction<'r> {
         meta: &[u8],
         content: Option<(File, PathBuf)>,
     ) -> Result<(), RepoError> {
-        if self.has_object(ObjectKind::File, id)? {
-            if let Some((_, p)) = content {
-                let _ = crate::fsops::remove_file(&p);
-            }
-            return Ok(());
-        }
-        let staged =
-            self.repo
-                .stage_file_object(id, meta, None, content, Some(&mut self.open_files))?;
-        self.leaves.extend(staged.renames);
-        self.unverified.extend(staged.deferred);
-        self.pending.insert((ObjectKind::File.code(), *id));
-        Ok(())
+        self.stage_file(id, None, meta, content)
     }
 
     /// As [`Transaction::publish_file_object`], for a file object the installer verified as
@@ -170,19 +158,26 @@ impl<'r> Transaction<'r> {
         meta: &[u8],
         content: Option<(File, PathBuf)>,
     ) -> Result<(), RepoError> {
+        self.stage_file(id, Some(header), meta, content)
+    }
+
+    fn stage_file(
+        &mut self,
+        id: &ObjectId,
+        verified: Option<FileHeader>,
+        meta: &[u8],
+        content: Option<(File, PathBuf)>,
+    ) -> Result<(), RepoError> {
         if self.has_object(ObjectKind::File, id)? {
             if let Some((_, p)) = content {
                 let _ = crate::fsops::remove_file(&p);
             }
             return Ok(());
         }
-        let staged = self.repo.stage_file_object(
-            id,
-            meta,
-            Some(header),
-            content,
-            Some(&mut self.open_files),
-        )?;
+        let open = Some(&mut self.open_files);
+        let staged = self
+            .repo
+            .stage_file_object(id, meta, verified, content, open)?;
         self.leaves.extend(staged.renames);
         self.unverified.extend(staged.deferred);
         self.pending.insert((ObjectKind::File.code(), *id));
