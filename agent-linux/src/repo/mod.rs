@@ -646,13 +646,8 @@ mod test {
         assert!(e.to_string().contains("mode bare"), "{e}");
     }
 
-    /// The one ref inference of `deploy` (heads), `update generate` (histories, first by name)
-    /// and `status` (heads, then histories).
-    #[test]
-    fn refs_are_inferred_from_a_revision_then_heads_then_histories() {
-        use RefSearch::{Head, HeadThenHistory, History};
-        let dir = tempfile::tempdir().unwrap();
-        let r = Repo::init(&dir.path().join("r")).unwrap();
+    /// An empty root directory (mode 0755, owned by root) written into `r`.
+    fn empty_root(r: &Repo) -> TreeRoot {
         let mb = DirMeta {
             mode: object::S_IFDIR | 0o755,
             uid: 0,
@@ -660,11 +655,21 @@ mod test {
             xattrs: Xattrs::EMPTY,
         }
         .to_vec();
-        let m = r.write_metadata_object(ObjectKind::DirMeta, &mb).unwrap();
-        let t = r
+        let meta = r.write_metadata_object(ObjectKind::DirMeta, &mb).unwrap();
+        let tree = r
             .write_metadata_object(ObjectKind::DirTree, &0u32.to_le_bytes())
             .unwrap();
-        let root = TreeRoot { tree: t, meta: m };
+        TreeRoot { tree, meta }
+    }
+
+    /// The one ref inference of `deploy` (heads), `update generate` (histories, first by name)
+    /// and `status` (heads, then histories).
+    #[test]
+    fn refs_are_inferred_from_a_revision_then_heads_then_histories() {
+        use RefSearch::{Head, HeadThenHistory, History};
+        let dir = tempfile::tempdir().unwrap();
+        let r = Repo::init(&dir.path().join("r")).unwrap();
+        let root = empty_root(&r);
         let at = |timestamp| CommitMeta {
             timestamp,
             ..CommitMeta::default()
@@ -712,17 +717,7 @@ mod test {
             Repo::open(dir.path()),
             Err(RepoError::NotARepo(_))
         ));
-        let mb = object::DirMeta {
-            mode: object::S_IFDIR | 0o755,
-            uid: 0,
-            gid: 0,
-            xattrs: Xattrs::EMPTY,
-        }
-        .to_vec();
-        let m = r.write_metadata_object(ObjectKind::DirMeta, &mb).unwrap();
-        let t = r
-            .write_metadata_object(ObjectKind::DirTree, &0u32.to_le_bytes())
-            .unwrap();
+        let TreeRoot { tree: t, meta: m } = empty_root(&r);
         assert!(r
             .write_metadata_object(ObjectKind::DirTree, &[1, 0, 0, 0])
             .is_err());
