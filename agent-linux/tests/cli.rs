@@ -8,26 +8,10 @@ use std::process::{Command, Output, Stdio};
 
 use agent_core::wire::Codec;
 use agent_linux::fsmeta::{read_xattrs, XattrPolicy};
+use test_support::wire::superblock;
 
-const EXE: &str = env!("CARGO_BIN_EXE_ecu-agent");
-
-fn run(args: &[&str]) -> Output {
-    Command::new(EXE)
-        .args(args)
-        .output()
-        .expect("run ecu-agent")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(
-        o.status.success(),
-        "ecu-agent {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        String::from_utf8_lossy(&o.stdout)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
+mod build_common;
+use build_common::{apply_offline, built_update, commit, generate, ok, p, run, unsigned, EXE};
 
 fn fails(args: &[&str]) -> String {
     let o = run(args);
@@ -48,10 +32,6 @@ fn fails(args: &[&str]) -> String {
     };
     assert!(msg.starts_with("error: "), "{err}");
     err
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
 }
 
 fn write_tree(root: &Path, version: u32) {
@@ -265,35 +245,25 @@ fn build_generate_apply_checkout() {
     for v in 1..=5u32 {
         write_tree(&src, v);
         let ts = (1_700_000_000 + v).to_string();
-        let id = ok(&[
-            "commit",
-            "--repo",
-            p(&repo),
-            "--branch",
+        let (version, subject) = (v.to_string(), format!("release {v}"));
+        let id = ok(&commit(
+            &repo,
             "ecu/armv7/main",
-            "--tree",
-            p(&src),
-            "--version",
-            &v.to_string(),
-            "--subject",
-            &format!("release {v}"),
-            "--timestamp",
-            &ts,
-            "--sign-key",
-            p(&key),
-        ]);
+            &src,
+            &[
+                "--version",
+                &version,
+                "--subject",
+                &subject,
+                "--timestamp",
+                &ts,
+                "--sign-key",
+                p(&key),
+            ],
+        ));
         ids.push(id.trim().to_string());
     }
-    let other = ok(&[
-        "commit",
-        "--repo",
-        p(&repo),
-        "--branch",
-        "ecu/other",
-        "--tree",
-        p(&src),
-        "--json",
-    ]);
+    let other = ok(&commit(&repo, "ecu/other", &src, &["--json"]));
     let other: serde_json::Value = serde_json::from_str(&other).unwrap();
     assert_eq!(other["ref"], "ecu/other");
     assert_eq!(other["parent"], serde_json::Value::Null);
@@ -388,34 +358,21 @@ fn build_generate_apply_checkout() {
 
     // One delta by hand, with a short id and a ref name.
     let delta = t.path().join("d.update");
-    ok(&[
-        "delta",
-        "generate",
-        "--repo",
-        p(&repo),
-        "--from",
-        &ids[3][..12],
-        "--to",
+    ok(&generate(
+        &repo,
+        Some(&ids[3][..12]),
         "ecu/armv7/main",
-        "--out",
-        p(&delta),
-        "--sign-key",
-        p(&key),
-    ]);
+        &delta,
+        &["--sign-key", p(&key)],
+    ));
     let full4 = t.path().join("f4.update");
-    ok(&[
-        "delta",
-        "generate",
-        "--repo",
-        p(&repo),
-        "--empty",
-        "--to",
+    ok(&generate(
+        &repo,
+        None,
         &ids[3],
-        "--out",
-        p(&full4),
-        "--sign-key",
-        p(&key),
-    ]);
+        &full4,
+        &["--sign-key", p(&key)],
+    ));
     // Exactly one of --from and --empty.
     assert!(!run(&[
         "delta",
@@ -433,14 +390,7 @@ fn build_generate_apply_checkout() {
     // Device: the delta without its source fails plainly.
     let sys = t.path().join("sys");
     let pubkey = format!("{}.pub", p(&key));
-    let err = fails(&[
-        "apply-offline",
-        "--sysroot",
-        p(&sys),
-        "--trusted-key",
-        &pubkey,
-        p(&delta),
-    ]);
+    let err = fails(&apply_offline(&sys, &pubkey, &[p(&delta)]));
     assert!(
         err.contains(&format!(
             "commit {}, the source of this delta, is not in the store",
@@ -450,25 +400,10 @@ fn build_generate_apply_checkout() {
     );
 
     // Full file of version 4, then the delta from standard input.
-    let got = ok(&[
-        "apply-offline",
-        "--sysroot",
-        p(&sys),
-        "--trusted-key",
-        &pubkey,
-        p(&full4),
-    ]);
+    let got = ok(&apply_offline(&sys, &pubkey, &[p(&full4)]));
     assert_eq!(got.trim(), ids[3]);
     let mut child = Command::new(EXE)
-        .args([
-            "apply-offline",
-            "--sysroot",
-            p(&sys),
-            "--trusted-key",
-            &pubkey,
-            "--json",
-            "-",
-        ])
+        .args(apply_offline(&sys, &pubkey, &["--json", "-"]))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -531,25 +466,8 @@ fn build_generate_apply_checkout() {
     // Unsigned files: refused with trusted keys, refused without any key (saying how to
     // configure keys), accepted only with --allow-unsigned, loudly.
     let unsigned = t.path().join("u.update");
-    ok(&[
-        "delta",
-        "generate",
-        "--repo",
-        p(&repo),
-        "--empty",
-        "--to",
-        "ecu/other",
-        "--out",
-        p(&unsigned),
-    ]);
-    let err = fails(&[
-        "apply-offline",
-        "--sysroot",
-        p(&sys),
-        "--trusted-key",
-        &pubkey,
-        p(&unsigned),
-    ]);
+    ok(&generate(&repo, None, "ecu/other", &unsigned, &[]));
+    let err = fails(&apply_offline(&sys, &pubkey, &[p(&unsigned)]));
     assert!(err.contains("not signed"), "{err}");
     assert!(!ok(&["refs", "--repo", p(&sys.join("repo"))]).contains("ecu/other"));
     let err = fails(&["apply-offline", "--sysroot", p(&sys), p(&unsigned)]);
@@ -587,14 +505,8 @@ fn build_generate_apply_checkout() {
     // A wrong key.
     let other_key = t.path().join("other");
     ok(&["keygen", "--out", p(&other_key)]);
-    let err = fails(&[
-        "apply-offline",
-        "--sysroot",
-        p(&t.path().join("sys2")),
-        "--trusted-key",
-        &format!("{}.pub", p(&other_key)),
-        p(&full4),
-    ]);
+    let (sys2, other_pub) = (t.path().join("sys2"), format!("{}.pub", p(&other_key)));
+    let err = fails(&apply_offline(&sys2, &other_pub, &[p(&full4)]));
     assert!(err.contains("signature does not verify"), "{err}");
 }
 
@@ -608,16 +520,7 @@ fn commit_security_version() {
     ok(&["init", "--repo", p(&repo)]);
     let commit = |version: u32, sv: Option<&str>| {
         write_tree(&tree, version);
-        let mut args = vec![
-            "commit",
-            "--repo",
-            p(&repo),
-            "--branch",
-            "ecu/main",
-            "--tree",
-            p(&tree),
-            "--json",
-        ];
+        let mut args = commit(&repo, "ecu/main", &tree, &["--json"]);
         if let Some(sv) = sv {
             args.extend(["--security-version", sv]);
         }
@@ -654,26 +557,11 @@ fn commit_security_version() {
     // The same value again is fine; the update carries it in its superblock (format 3).
     assert_eq!(json(commit(5, Some("3")))["security_version"], 3);
     let update = t.path().join("u.update");
-    ok(&[
-        "delta",
-        "generate",
-        "--repo",
-        p(&repo),
-        "--empty",
-        "--to",
-        "ecu/main",
-        "--out",
-        p(&update),
-    ]);
+    ok(&generate(&repo, None, "ecu/main", &update, &[]));
     let bytes = fs::read(&update).unwrap();
     let h = agent_core::wire::Header::new_checked(&bytes[..]).unwrap();
     assert_eq!(h.version(), 3);
-    let n = h.superblock_len() as usize;
-    let sb = agent_core::wire::Superblock::parse_version(
-        &bytes[16..16 + n],
-        u16::from_le_bytes([bytes[8], bytes[9]]),
-    )
-    .unwrap();
+    let sb = superblock(&bytes);
     assert_eq!(sb.security_version, 3);
     // xz by default; `--codec deflate --max-dictionary 8192` for an MCU that lends 8 KiB.
     assert!(sb
@@ -681,30 +569,11 @@ fn commit_security_version() {
         .iter()
         .all(|p| matches!(p.codec, Codec::Xz | Codec::Stored)));
     let small = t.path().join("small.update");
-    let gen = |extra: &[&str]| {
-        let mut args = vec![
-            "delta",
-            "generate",
-            "--repo",
-            p(&repo),
-            "--empty",
-            "--to",
-            "ecu/main",
-            "--out",
-            p(&small),
-        ];
-        args.extend_from_slice(extra);
-        run(&args)
-    };
+    let gen = |extra: &[&str]| run(&generate(&repo, None, "ecu/main", &small, extra));
     let o = gen(&["--codec", "deflate", "--max-dictionary", "8192"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let bytes = fs::read(&small).unwrap();
-    let n = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let sb = agent_core::wire::Superblock::parse_version(
-        &bytes[16..16 + n],
-        u16::from_le_bytes([bytes[8], bytes[9]]),
-    )
-    .unwrap();
+    let sb = superblock(&bytes);
     assert_eq!(sb.dictionary, 8192);
     assert!(sb
         .parts
@@ -730,101 +599,40 @@ fn clear_errors() {
     ok(&["init", "--repo", p(&repo)]);
     let src = t.path().join("src");
     fs::create_dir_all(&src).unwrap();
-    assert!(fails(&[
-        "commit",
-        "--repo",
-        p(&repo),
-        "--branch",
-        "../evil",
-        "--tree",
-        p(&src)
-    ])
-    .contains("ref name"));
-    assert!(fails(&[
-        "commit",
-        "--repo",
-        p(&repo),
-        "--branch",
-        "main",
-        "--tree",
-        p(&t.path().join("missing"))
-    ])
-    .contains("missing"));
+    assert!(fails(&commit(&repo, "../evil", &src, &[])).contains("ref name"));
+    assert!(fails(&commit(&repo, "main", &t.path().join("missing"), &[])).contains("missing"));
     let fifo = src.join("fifo");
     assert!(Command::new("mkfifo")
         .arg(&fifo)
         .status()
         .unwrap()
         .success());
-    let err = fails(&[
-        "commit",
-        "--repo",
-        p(&repo),
-        "--branch",
-        "main",
-        "--tree",
-        p(&src),
-    ]);
+    let err = fails(&commit(&repo, "main", &src, &[]));
     assert!(err.contains("FIFO"), "{err}");
     assert!(ok(&["refs", "--repo", p(&repo)]).is_empty());
     let junk = t.path().join("junk.update");
     fs::write(&junk, b"definitely not an update").unwrap();
-    let err = fails(&[
-        "apply-offline",
-        "--sysroot",
-        p(&t.path().join("sys")),
-        "--allow-unsigned",
-        p(&junk),
-    ]);
+    let err = fails(&unsigned("apply-offline", &t.path().join("sys"), &junk));
     assert!(err.contains("junk.update"), "{err}");
-    assert!(fails(&[
+    assert!(fails(&unsigned(
         "apply-offline",
-        "--sysroot",
-        p(&t.path().join("sys")),
-        "--allow-unsigned",
-        p(&t.path().join("nope"))
-    ])
+        &t.path().join("sys"),
+        &t.path().join("nope")
+    ))
     .contains("cannot open"));
 }
 
 #[test]
 fn apply_offline_and_install_say_a_failure_alike() {
     let t = tempfile::tempdir().unwrap();
-    let (repo, src, key) = (
-        t.path().join("repo"),
-        t.path().join("src"),
-        t.path().join("key"),
-    );
+    let (src, key) = (t.path().join("src"), t.path().join("key"));
     write_tree(&src, 1);
-    ok(&["init", "--repo", p(&repo)]);
-    ok(&["keygen", "--out", p(&key)]);
-    ok(&[
-        "commit",
-        "--repo",
-        p(&repo),
-        "--branch",
-        "main",
-        "--tree",
-        p(&src),
-    ]);
-    let update = t.path().join("u.update");
-    ok(&[
-        "delta",
-        "generate",
-        "--repo",
-        p(&repo),
-        "--empty",
-        "--to",
-        "main",
-        "--out",
-        p(&update),
-        "--sign-key",
-        p(&key),
-        "--codec",
-        "deflate",
-        "--compression",
-        "0",
-    ]);
+    let update = built_update(
+        t.path(),
+        &src,
+        Some(&key),
+        &["--codec", "deflate", "--compression", "0"],
+    );
     let good = fs::read(&update).unwrap();
     let other = t.path().join("other");
     ok(&["keygen", "--out", p(&other)]);
@@ -918,75 +726,33 @@ fn error_chains_say_each_message_once() {
     ok(&["init", "--repo", p(&repo)]);
     let missing = t.path().join("missing");
     // A tree that is not there (the repository's BuildError over an io::Error).
-    let err = fails(&[
-        "commit",
-        "--repo",
-        p(&repo),
-        "--branch",
-        "main",
-        "--tree",
-        p(&missing),
-    ]);
+    let err = fails(&commit(&repo, "main", &missing, &[]));
     each_message_once(&err, 1);
-    let commit = ok(&[
-        "commit",
-        "--repo",
-        p(&repo),
-        "--branch",
-        "main",
-        "--tree",
-        p(&src),
-    ]);
+    let id = ok(&commit(&repo, "main", &src, &[]));
     // An output directory that is not there (GenerateError over an io::Error).
-    let err = fails(&[
-        "delta",
-        "generate",
-        "--repo",
-        p(&repo),
-        "--empty",
-        "--to",
+    let err = fails(&generate(
+        &repo,
+        None,
         "main",
-        "--out",
-        p(&missing.join("u.update")),
-    ]);
+        &missing.join("u.update"),
+        &[],
+    ));
     each_message_once(&err, 1);
     let update = t.path().join("u.update");
-    ok(&[
-        "delta",
-        "generate",
-        "--repo",
-        p(&repo),
-        "--empty",
-        "--to",
-        "main",
-        "--out",
-        p(&update),
-    ]);
+    ok(&generate(&repo, None, "main", &update, &[]));
     // A sysroot that is a file (agent.conf's ConfigError over an io::Error).
     let file = t.path().join("file");
     fs::write(&file, b"").unwrap();
-    let err = fails(&[
-        "apply-offline",
-        "--sysroot",
-        p(&file),
-        "--allow-unsigned",
-        p(&update),
-    ]);
+    let err = fails(&unsigned("apply-offline", &file, &update));
     each_message_once(&err, 1);
     // A checkout below a file (CheckoutError over an io::Error).
     let sys = t.path().join("sys");
-    ok(&[
-        "apply-offline",
-        "--sysroot",
-        p(&sys),
-        "--allow-unsigned",
-        p(&update),
-    ]);
+    ok(&unsigned("apply-offline", &sys, &update));
     let err = fails(&[
         "checkout",
         "--sysroot",
         p(&sys),
-        commit.trim(),
+        id.trim(),
         p(&file.join("out")),
     ]);
     each_message_once(&err, 1);
@@ -999,13 +765,7 @@ fn error_chains_say_each_message_once() {
         "env = env-a\nenv-redundant = env-b\n",
     )
     .unwrap();
-    let err = fails(&[
-        "install",
-        "--sysroot",
-        p(&sys),
-        "--allow-unsigned",
-        p(&update),
-    ]);
+    let err = fails(&unsigned("install", &sys, &update));
     assert!(err.contains("Is a directory"), "{err}");
     each_message_once(&err, 1);
 }
@@ -1046,49 +806,17 @@ fn progress_on_a_terminal_only() {
     let (repo, src) = (t.path().join("repo"), t.path().join("src"));
     write_tree(&src, 1);
     ok(&["init", "--repo", p(&repo)]);
-    let Some(shown) = on_terminal(&[
-        "commit",
-        "--repo",
-        p(&repo),
-        "--branch",
-        "main",
-        "--tree",
-        p(&src),
-    ]) else {
+    let Some(shown) = on_terminal(&commit(&repo, "main", &src, &[])) else {
         return;
     };
     assert!(shown.contains("reading tree: "), "{shown:?}");
     let update = t.path().join("u.update");
-    let shown = on_terminal(&[
-        "delta",
-        "generate",
-        "--repo",
-        p(&repo),
-        "--empty",
-        "--to",
-        "main",
-        "--out",
-        p(&update),
-    ])
-    .unwrap();
+    let shown = on_terminal(&generate(&repo, None, "main", &update, &[])).unwrap();
     assert!(shown.contains("generating: "), "{shown:?}");
-    let shown = on_terminal(&[
-        "apply-offline",
-        "--sysroot",
-        p(&t.path().join("sys")),
-        "--allow-unsigned",
-        p(&update),
-    ])
-    .unwrap();
+    let shown = on_terminal(&unsigned("apply-offline", &t.path().join("sys"), &update)).unwrap();
     assert!(shown.contains("installing: "), "{shown:?}");
     // The line is cleared afterwards, and nothing of it goes to a pipe.
     assert!(shown.contains("\r\x1b[2K"), "{shown:?}");
-    let o = run(&[
-        "apply-offline",
-        "--sysroot",
-        p(&t.path().join("sys2")),
-        "--allow-unsigned",
-        p(&update),
-    ]);
+    let o = run(&unsigned("apply-offline", &t.path().join("sys2"), &update));
     assert!(!String::from_utf8_lossy(&o.stderr).contains("installing"));
 }

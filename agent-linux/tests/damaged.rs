@@ -4,62 +4,28 @@
 
 use std::fs;
 use std::io::Cursor;
-use std::path::Path;
-use std::process::Command;
 
 use agent_linux::apply::{self, ApplyError, Input, Trust};
 use agent_linux::Repo;
 
-const EXE: &str = env!("CARGO_BIN_EXE_ecu-agent");
-
-fn ok(args: &[&str]) {
-    let o = Command::new(EXE).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+mod build_common;
+use build_common::built_update;
 
 #[test]
 fn a_damaged_file_is_said_damaged_with_where() {
     let t = tempfile::tempdir().unwrap();
-    let (repo, src) = (t.path().join("repo"), t.path().join("src"));
+    let src = t.path().join("src");
     fs::create_dir_all(src.join("a/b")).unwrap();
     for i in 0..30 {
         fs::write(src.join(format!("a/b/f{i}")), format!("file {i}\n")).unwrap();
     }
-    ok(&["init", "--repo", p(&repo)]);
-    ok(&[
-        "commit",
-        "--repo",
-        p(&repo),
-        "--branch",
-        "main",
-        "--tree",
-        p(&src),
-    ]);
     // One part, stored as it is: a flipped byte reaches the installer as it is.
-    let update = t.path().join("u.update");
-    ok(&[
-        "delta",
-        "generate",
-        "--repo",
-        p(&repo),
-        "--empty",
-        "--to",
-        "main",
-        "--out",
-        p(&update),
-        "--codec",
-        "deflate",
-        "--compression",
-        "0",
-    ]);
+    let update = built_update(
+        t.path(),
+        &src,
+        None,
+        &["--codec", "deflate", "--compression", "0"],
+    );
     let file = fs::read(&update).unwrap();
     let summary = agent_linux::inspect::inspect(&mut &file[..], &[], &[]).unwrap();
     assert_eq!(summary.parts.len(), 1);

@@ -16,7 +16,7 @@ use agent_core::object::{
     dirtree_object, dirtree_object_unchecked, file_object, Commit, DirEntry, DirMeta, FileHeader,
     ObjectId, ObjectKind, Xattrs, FILE_HEADER_LEN, S_IFDIR, S_IFREG,
 };
-use agent_core::wire::{Header, Superblock, HEADER_LEN};
+use agent_core::wire::HEADER_LEN;
 use agent_core::write::UpdateWriter;
 
 const S: &str = "sysroot";
@@ -252,13 +252,7 @@ fn without_ids(m: &str) -> String {
 
 /// The byte range of each part in `file`.
 fn part_ranges(file: &[u8]) -> Vec<std::ops::Range<usize>> {
-    let h = Header::new_checked(file).unwrap();
-    let sb_end = HEADER_LEN + h.superblock_len() as usize;
-    let sb = Superblock::parse_version(
-        &file[HEADER_LEN..sb_end],
-        u16::from_le_bytes([file[8], file[9]]),
-    )
-    .unwrap();
+    let sb = test_support::wire::superblock(file);
     let mut at = file.len() - sb.parts_size() as usize;
     sb.parts
         .iter()

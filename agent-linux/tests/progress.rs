@@ -3,18 +3,15 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const EXE: &str = env!("CARGO_BIN_EXE_ecu-agent");
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+mod build_common;
+use build_common::{built_update, p, EXE};
 
 /// Runs `ecu-agent args`, with `stdin` written to it in 256 KiB chunks 20 ms apart (a slow
 /// transport) when given.
@@ -42,16 +39,6 @@ fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn ok(args: &[&str]) -> String {
-    let o = run(args, None);
-    assert!(
-        o.status.success(),
-        "ecu-agent {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
 /// Bytes nothing compresses (SHA-256 in counter mode).
 fn noise(n: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(n + 32);
@@ -76,39 +63,13 @@ struct Fixture {
 fn fixture() -> Fixture {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().to_path_buf();
-    let (repo, src, key) = (dir.join("repo"), dir.join("src"), dir.join("key"));
+    let (src, key) = (dir.join("src"), dir.join("key"));
     fs::create_dir_all(src.join("usr/lib")).unwrap();
     fs::write(src.join("usr/lib/big"), noise(4 << 20)).unwrap();
     for i in 0..20 {
         fs::write(src.join(format!("f{i}")), format!("file {i}\n")).unwrap();
     }
-    ok(&["init", "--repo", p(&repo)]);
-    ok(&["keygen", "--out", p(&key)]);
-    ok(&[
-        "commit",
-        "--repo",
-        p(&repo),
-        "--branch",
-        "main",
-        "--tree",
-        p(&src),
-    ]);
-    let update = dir.join("u.update");
-    ok(&[
-        "delta",
-        "generate",
-        "--repo",
-        p(&repo),
-        "--empty",
-        "--to",
-        "main",
-        "--out",
-        p(&update),
-        "--sign-key",
-        p(&key),
-        "--codec",
-        "deflate",
-    ]);
+    let update = built_update(&dir, &src, Some(&key), &["--codec", "deflate"]);
     Fixture {
         public: key.with_extension("pub"),
         _t: t,

@@ -76,14 +76,9 @@ fn update(repo: &Repo, from: Option<ObjectId>, to: &ObjectId, part_size: usize) 
 
 /// The file offsets where each part after the first starts (the possible resume points).
 fn boundaries(file: &[u8]) -> (usize, Vec<usize>) {
-    let n = u32::from_le_bytes(file[12..16].try_into().unwrap()) as usize;
-    let sb = agent_core::wire::Superblock::parse_version(
-        &file[16..16 + n],
-        u16::from_le_bytes([file[8], file[9]]),
-    )
-    .unwrap();
-    let sig = if file[16 + n] == 0 { 0 } else { 64 };
-    let prefix = 16 + n + 1 + sig;
+    let (sb, end) = test_support::wire::superblock_at(file);
+    let sig = if file[end] == 0 { 0 } else { 64 };
+    let prefix = end + 1 + sig;
     let mut at = prefix;
     let mut b = Vec::new();
     for p in sb.parts.iter() {

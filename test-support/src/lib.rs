@@ -8,6 +8,7 @@
 //! - [`tool`]: the rule for tests that need a real tool (QEMU, fw_printenv, grub-editenv, a C
 //!   compiler, root): under CI (`CI=true`) a missing tool fails the test; elsewhere the test
 //!   skips with a visible `SKIP` line.
+//! - [`wire`]: an update file's superblock, parsed for the version its header gives.
 //! - [`MemStore`]: an in-memory [`agent_core::store::Store`] that checks the store protocol.
 //!
 //! agent-core's own unit tests (in `src/`) cannot use this crate: it links agent-core as a
@@ -18,5 +19,6 @@ pub mod mem;
 pub mod rng;
 pub mod tool;
 pub mod tree;
+pub mod wire;
 
 pub use mem::MemStore;
