@@ -11,7 +11,9 @@ use agent_linux::fsmeta::{read_xattrs, XattrPolicy};
 use test_support::wire::superblock;
 
 mod build_common;
-use build_common::{apply_offline, built_update, commit, generate, ok, p, run, unsigned, EXE};
+use build_common::{
+    built_update, commit, generate, ok, on_terminal, p, run, trusted, unsigned, EXE,
+};
 
 fn fails(args: &[&str]) -> String {
     let o = run(args);
@@ -390,7 +392,7 @@ fn build_generate_apply_checkout() {
     // Device: the delta without its source fails plainly.
     let sys = t.path().join("sys");
     let pubkey = format!("{}.pub", p(&key));
-    let err = fails(&apply_offline(&sys, &pubkey, &[p(&delta)]));
+    let err = fails(&trusted("apply-offline", &sys, &pubkey, &[p(&delta)]));
     assert!(
         err.contains(&format!(
             "commit {}, the source of this delta, is not in the store",
@@ -400,10 +402,10 @@ fn build_generate_apply_checkout() {
     );
 
     // Full file of version 4, then the delta from standard input.
-    let got = ok(&apply_offline(&sys, &pubkey, &[p(&full4)]));
+    let got = ok(&trusted("apply-offline", &sys, &pubkey, &[p(&full4)]));
     assert_eq!(got.trim(), ids[3]);
     let mut child = Command::new(EXE)
-        .args(apply_offline(&sys, &pubkey, &["--json", "-"]))
+        .args(trusted("apply-offline", &sys, &pubkey, &["--json", "-"]))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -467,7 +469,7 @@ fn build_generate_apply_checkout() {
     // configure keys), accepted only with --allow-unsigned, loudly.
     let unsigned = t.path().join("u.update");
     ok(&generate(&repo, None, "ecu/other", &unsigned, &[]));
-    let err = fails(&apply_offline(&sys, &pubkey, &[p(&unsigned)]));
+    let err = fails(&trusted("apply-offline", &sys, &pubkey, &[p(&unsigned)]));
     assert!(err.contains("not signed"), "{err}");
     assert!(!ok(&["refs", "--repo", p(&sys.join("repo"))]).contains("ecu/other"));
     let err = fails(&["apply-offline", "--sysroot", p(&sys), p(&unsigned)]);
@@ -506,7 +508,7 @@ fn build_generate_apply_checkout() {
     let other_key = t.path().join("other");
     ok(&["keygen", "--out", p(&other_key)]);
     let (sys2, other_pub) = (t.path().join("sys2"), format!("{}.pub", p(&other_key)));
-    let err = fails(&apply_offline(&sys2, &other_pub, &[p(&full4)]));
+    let err = fails(&trusted("apply-offline", &sys2, &other_pub, &[p(&full4)]));
     assert!(err.contains("signature does not verify"), "{err}");
 }
 
@@ -652,14 +654,7 @@ fn apply_offline_and_install_say_a_failure_alike() {
             .iter()
             .map(|cmd| {
                 let sys = t.path().join(format!("{name}-{cmd}"));
-                fails(&[
-                    cmd,
-                    "--sysroot",
-                    p(&sys),
-                    "--trusted-key",
-                    p(&public),
-                    p(&file),
-                ])
+                fails(&trusted(cmd, &sys, p(&public), &[p(&file)]))
             })
             .collect();
         assert_eq!(said[0], said[1], "{name}");
@@ -770,50 +765,29 @@ fn error_chains_say_each_message_once() {
     each_message_once(&err, 1);
 }
 
-/// Runs `ecu-agent args` with a terminal as stdout and stderr (util-linux `script`), returning
-/// what the terminal showed; `None` (after a visible SKIP) when `script` is missing and CI is
-/// not set.
-fn on_terminal(args: &[&str]) -> Option<String> {
-    let mut cmd = EXE.to_string();
-    for a in args {
-        cmd.push_str(&format!(" '{a}'"));
-    }
-    match Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .output()
-    {
-        Ok(o) => {
-            assert!(
-                o.status.success(),
-                "{cmd}: {}",
-                String::from_utf8_lossy(&o.stdout)
-            );
-            Some(String::from_utf8_lossy(&o.stdout).into_owned())
-        }
-        Err(e) => {
-            test_support::tool::skip(
-                "progress_on_a_terminal",
-                &format!("util-linux `script` not available ({e})"),
-            );
-            None
-        }
-    }
-}
-
 #[test]
 fn progress_on_a_terminal_only() {
     let t = tempfile::tempdir().unwrap();
     let (repo, src) = (t.path().join("repo"), t.path().join("src"));
     write_tree(&src, 1);
     ok(&["init", "--repo", p(&repo)]);
-    let Some(shown) = on_terminal(&commit(&repo, "main", &src, &[])) else {
+    let Some(shown) = on_terminal("progress_on_a_terminal", &commit(&repo, "main", &src, &[]))
+    else {
         return;
     };
     assert!(shown.contains("reading tree: "), "{shown:?}");
     let update = t.path().join("u.update");
-    let shown = on_terminal(&generate(&repo, None, "main", &update, &[])).unwrap();
+    let shown = on_terminal(
+        "progress_on_a_terminal",
+        &generate(&repo, None, "main", &update, &[]),
+    )
+    .unwrap();
     assert!(shown.contains("generating: "), "{shown:?}");
-    let shown = on_terminal(&unsigned("apply-offline", &t.path().join("sys"), &update)).unwrap();
+    let shown = on_terminal(
+        "progress_on_a_terminal",
+        &unsigned("apply-offline", &t.path().join("sys"), &update),
+    )
+    .unwrap();
     assert!(shown.contains("installing: "), "{shown:?}");
     // The line is cleared afterwards, and nothing of it goes to a pipe.
     assert!(shown.contains("\r\x1b[2K"), "{shown:?}");

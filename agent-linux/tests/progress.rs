@@ -11,7 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 mod build_common;
-use build_common::{built_update, p, EXE};
+use build_common::{built_update, on_terminal, p, trusted, EXE};
 
 /// Runs `ecu-agent args`, with `stdin` written to it in 256 KiB chunks 20 ms apart (a slow
 /// transport) when given.
@@ -132,15 +132,12 @@ fn json_progress_of_apply_offline_and_install() {
     let size = fs::metadata(&f.update).unwrap().len();
 
     let o = run(
-        &[
+        &trusted(
             "apply-offline",
-            "--sysroot",
-            p(&f.dir.join("s1")),
-            "--trusted-key",
+            &f.dir.join("s1"),
             p(&f.public),
-            "--json-progress",
-            p(&f.update),
-        ],
+            &["--json-progress", p(&f.update)],
+        ),
         None,
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -158,15 +155,12 @@ fn json_progress_of_apply_offline_and_install() {
     // verified, and there are several progress lines, at most ten a second.
     let data = fs::read(&f.update).unwrap();
     let o = run(
-        &[
+        &trusted(
             "install",
-            "--sysroot",
-            p(&f.dir.join("s2")),
-            "--trusted-key",
+            &f.dir.join("s2"),
             p(&f.public),
-            "--json-progress",
-            "-",
-        ],
+            &["--json-progress", "-"],
+        ),
         Some(&data),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -207,15 +201,12 @@ fn json_progress_of_a_damaged_file_ends_with_an_error() {
     fs::write(&bad, &data).unwrap();
     for cmd in ["apply-offline", "install"] {
         let o = run(
-            &[
+            &trusted(
                 cmd,
-                "--sysroot",
-                p(&f.dir.join(cmd)),
-                "--trusted-key",
+                &f.dir.join(cmd),
                 p(&f.public),
-                "--json-progress",
-                p(&bad),
-            ],
+                &["--json-progress", p(&bad)],
+            ),
             None,
         );
         assert!(!o.status.success(), "{cmd} accepted a damaged file");
@@ -235,15 +226,12 @@ fn json_progress_of_a_damaged_file_ends_with_an_error() {
     }
     // Failing before the file is read: still one error line.
     let o = run(
-        &[
+        &trusted(
             "apply-offline",
-            "--sysroot",
-            p(&f.dir.join("s3")),
-            "--trusted-key",
+            &f.dir.join("s3"),
             p(&f.public),
-            "--json-progress",
-            p(&f.dir.join("missing.update")),
-        ],
+            &["--json-progress", p(&f.dir.join("missing.update"))],
+        ),
         None,
     );
     assert!(!o.status.success());
@@ -257,14 +245,12 @@ fn json_progress_of_a_damaged_file_ends_with_an_error() {
 fn nothing_extra_when_stderr_is_not_a_terminal() {
     let f = fixture();
     let o = run(
-        &[
+        &trusted(
             "apply-offline",
-            "--sysroot",
-            p(&f.dir.join("s1")),
-            "--trusted-key",
+            &f.dir.join("s1"),
             p(&f.public),
-            p(&f.update),
-        ],
+            &[p(&f.update)],
+        ),
         None,
     );
     assert!(o.status.success());
@@ -275,14 +261,7 @@ fn nothing_extra_when_stderr_is_not_a_terminal() {
     );
     let data = fs::read(&f.update).unwrap();
     let o = run(
-        &[
-            "install",
-            "--sysroot",
-            p(&f.dir.join("s2")),
-            "--trusted-key",
-            p(&f.public),
-            "-",
-        ],
+        &trusted("install", &f.dir.join("s2"), p(&f.public), &["-"]),
         Some(&data),
     );
     assert!(o.status.success());
@@ -292,46 +271,14 @@ fn nothing_extra_when_stderr_is_not_a_terminal() {
     assert_eq!(String::from_utf8(o.stderr).unwrap(), "");
 }
 
-/// Runs `ecu-agent args` with a pty as stdin, stdout and stderr (util-linux `script`),
-/// returning what the terminal showed; `None` (after a visible SKIP) when `script` is missing
-/// and CI is not set.
-fn on_terminal(args: &[&str]) -> Option<String> {
-    let mut cmd = EXE.to_string();
-    for a in args {
-        cmd.push_str(&format!(" '{a}'"));
-    }
-    match Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(o) => {
-            let shown = String::from_utf8_lossy(&o.stdout).into_owned();
-            assert!(o.status.success(), "{cmd}: {shown}");
-            Some(shown)
-        }
-        Err(e) => {
-            test_support::tool::skip(
-                "progress bar on a terminal",
-                &format!("util-linux `script` not available ({e})"),
-            );
-            None
-        }
-    }
-}
-
 #[test]
 fn a_bar_on_a_terminal() {
     let f = fixture();
     let size = fs::metadata(&f.update).unwrap().len();
-    let Some(shown) = on_terminal(&[
-        "install",
-        "--sysroot",
-        p(&f.dir.join("s1")),
-        "--trusted-key",
-        p(&f.public),
-        p(&f.update),
-    ]) else {
+    let Some(shown) = on_terminal(
+        "progress bar on a terminal",
+        &trusted("install", &f.dir.join("s1"), p(&f.public), &[p(&f.update)]),
+    ) else {
         return;
     };
     // The phase, a bar, the bytes of the total (4 MiB and a little), the rate, the time left.
@@ -350,15 +297,15 @@ fn a_bar_on_a_terminal() {
     assert!(!shown.contains("{\"event\""), "{shown:?}");
 
     // --json-progress on a terminal: the lines, no bar.
-    let shown = on_terminal(&[
-        "apply-offline",
-        "--sysroot",
-        p(&f.dir.join("s2")),
-        "--trusted-key",
-        p(&f.public),
-        "--json-progress",
-        p(&f.update),
-    ])
+    let shown = on_terminal(
+        "progress bar on a terminal",
+        &trusted(
+            "apply-offline",
+            &f.dir.join("s2"),
+            p(&f.public),
+            &["--json-progress", p(&f.update)],
+        ),
+    )
     .unwrap();
     assert!(shown.contains("{\"event\":\"done\""), "{shown:?}");
     assert!(!shown.contains("installing: ["), "{shown:?}");

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// The `ecu-agent` binary built for these tests.
 pub const EXE: &str = env!("CARGO_BIN_EXE_ecu-agent");
@@ -74,15 +74,15 @@ pub fn generate<'a>(
     args
 }
 
-/// `apply-offline --sysroot <sysroot> --trusted-key <public>`, then `extra` (the file last).
-pub fn apply_offline<'a>(sysroot: &'a Path, public: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "apply-offline",
-        "--sysroot",
-        p(sysroot),
-        "--trusted-key",
-        public,
-    ];
+/// `<cmd> --sysroot <sysroot> --trusted-key <public>`, then `extra` (the file last); `cmd`:
+/// `apply-offline` or `install`.
+pub fn trusted<'a>(
+    cmd: &'a str,
+    sysroot: &'a Path,
+    public: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![cmd, "--sysroot", p(sysroot), "--trusted-key", public];
     args.extend_from_slice(extra);
     args
 }
@@ -108,4 +108,29 @@ pub fn built_update(dir: &Path, src: &Path, key: Option<&Path>, extra: &[&str]) 
 /// `<cmd> --sysroot <sysroot> --allow-unsigned <file>` (`cmd`: `apply-offline` or `install`).
 pub fn unsigned<'a>(cmd: &'a str, sysroot: &'a Path, file: &'a Path) -> Vec<&'a str> {
     vec![cmd, "--sysroot", p(sysroot), "--allow-unsigned", p(file)]
+}
+
+/// Runs `ecu-agent args` with a pty as stdin, stdout and stderr (util-linux `script`),
+/// returning what the terminal showed; `None` (after a visible SKIP naming `test`) when
+/// `script` is missing and CI is not set.
+pub fn on_terminal(test: &str, args: &[&str]) -> Option<String> {
+    let mut cmd = EXE.to_string();
+    for a in args {
+        cmd.push_str(&format!(" '{a}'"));
+    }
+    match Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) => {
+            let shown = String::from_utf8_lossy(&o.stdout).into_owned();
+            assert!(o.status.success(), "{cmd}: {shown}");
+            Some(shown)
+        }
+        Err(e) => {
+            test_support::tool::skip(test, &format!("util-linux `script` not available ({e})"));
+            None
+        }
+    }
 }
