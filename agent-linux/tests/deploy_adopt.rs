@@ -12,8 +12,7 @@ use deploy_common::*;
 use std::fs;
 use std::path::Path;
 
-use agent_linux::bootcfg::BootConfig;
-use agent_linux::deploy::{env, EnvContent, ADOPTED_NAME};
+use agent_linux::deploy::ADOPTED_NAME;
 use bootloader_hooks::Slot;
 use serde_json::Value;
 
@@ -26,32 +25,6 @@ fn bootloader_wrote(root: &Path, vars: &[(&str, &str)]) {
     bootloader_wrote_env(root, vars);
 }
 
-fn var(root: &Path, key: &str) -> Option<String> {
-    let cfg = BootConfig::load(root).unwrap();
-    match env::read(&cfg).unwrap() {
-        EnvContent::Ready(img, _) | EnvContent::NoBootState(img) => img.get(key).map(String::from),
-        EnvContent::Missing => None,
-    }
-}
-
-fn env_files(root: &Path) -> Vec<Vec<u8>> {
-    ["boot/uboot.env", "boot/uboot-redund.env"]
-        .iter()
-        .map(|f| fs::read(root.join(f)).unwrap())
-        .collect()
-}
-
-/// A kernel command line file; returns its path.
-fn cmdline(d: &Path, text: &str) -> String {
-    let name: String = text
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let p = d.join(format!("cmdline-{name}"));
-    fs::write(&p, format!("{text}\n")).unwrap();
-    p.to_string_lossy().into_owned()
-}
-
 fn deploy_entries(root: &Path) -> Vec<String> {
     match fs::read_dir(root.join("deploy")) {
         Ok(rd) => rd
@@ -62,11 +35,7 @@ fn deploy_entries(root: &Path) -> Vec<String> {
 }
 
 fn sysroot(lab: &Lab, conf: &str) -> std::path::PathBuf {
-    let root = lab.path().join(S);
-    fs::create_dir_all(&root).unwrap();
-    fs::write(root.join("agent.conf"), conf).unwrap();
-    lab.trust(S);
-    root
+    configured_sysroot(lab, S, conf)
 }
 
 #[test]
@@ -83,7 +52,7 @@ fn rauc_first_install_adopts_the_booted_slot() {
             ("BOOT_B_LEFT", "3"),
         ],
     );
-    let blank = env_files(&root);
+    let blank = uboot_env_files(&root);
     let update = lab.update(None, "9");
 
     // Nothing says which slot runs: refused, nothing written; a run file is not believed.
@@ -96,7 +65,7 @@ fn rauc_first_install_adopts_the_booted_slot() {
     let e = fails(d, &["install", "--sysroot", S, &update], &[]);
     assert!(e.contains("S/run/booted says B but may be left"), "{e}");
     // The kernel says B, RAUC's variables say its script booted A: refused.
-    let b = cmdline(d, "root=/dev/mmcblk0p3 rauc.slot=B");
+    let b = cmdline_file(d, "root=/dev/mmcblk0p3 rauc.slot=B");
     let e = fails(
         d,
         &["install", "--sysroot", S, &update],
@@ -110,7 +79,7 @@ fn rauc_first_install_adopts_the_booted_slot() {
         e.contains("BOOT_ORDER=\"A B\" puts slot A before slot B and BOOT_A_LEFT=2"),
         "{e}"
     );
-    assert_eq!(env_files(&root), blank);
+    assert_eq!(uboot_env_files(&root), blank);
     assert!(
         deploy_entries(&root).is_empty(),
         "{:?}",
@@ -119,11 +88,11 @@ fn rauc_first_install_adopts_the_booted_slot() {
 
     // rauc.slot=A agrees, but A is on trial (its counter not refilled by a mark-good) and B
     // is RAUC's good fallback: installing would replace it, refused.
-    let a = cmdline(d, "console=ttyS0 rauc.slot=A");
+    let a = cmdline_file(d, "console=ttyS0 rauc.slot=A");
     let ka = [("ECU_AGENT_CMDLINE", a.as_str())];
     let e = fails(d, &["install", "--sysroot", S, &update], &ka);
     assert!(e.contains("has slot A on trial"), "{e}");
-    assert_eq!(env_files(&root), blank);
+    assert_eq!(uboot_env_files(&root), blank);
     // After RAUC's mark-good (BOOT_A_LEFT refilled): adopted, staged in B, one environment
     // update keeping RAUC's and the board's variables.
     bootloader_wrote(
@@ -140,13 +109,13 @@ fn rauc_first_install_adopts_the_booted_slot() {
     assert_eq!(r["adopted"], "A", "{r}");
     assert_eq!(r["slot"], "B", "{r}");
     let name = format!("{}.0", lab.commit("9"));
-    assert_eq!(var(&root, "ECU_A_NAME").as_deref(), Some(ADOPTED_NAME));
-    assert_eq!(var(&root, "ECU_B_NAME").as_deref(), Some(name.as_str()));
-    assert_eq!(var(&root, "BOOT_ORDER").as_deref(), Some("B A"));
-    assert_eq!(var(&root, "BOOT_B_LEFT").as_deref(), Some("3"));
-    assert_eq!(var(&root, "ECU_A_ARGS"), None);
+    assert_eq!(env_var(&root, "ECU_A_NAME").as_deref(), Some(ADOPTED_NAME));
+    assert_eq!(env_var(&root, "ECU_B_NAME").as_deref(), Some(name.as_str()));
+    assert_eq!(env_var(&root, "BOOT_ORDER").as_deref(), Some("B A"));
+    assert_eq!(env_var(&root, "BOOT_B_LEFT").as_deref(), Some("3"));
+    assert_eq!(env_var(&root, "ECU_A_ARGS"), None);
     for (k, v) in BOARD {
-        assert_eq!(var(&root, k).as_deref(), Some(*v), "{k}");
+        assert_eq!(env_var(&root, k).as_deref(), Some(*v), "{k}");
     }
     // Status shows the adopted system as the booted one, the update staged.
     let st: Value =
@@ -192,15 +161,15 @@ fn mender_adoption_story_and_refusals() {
             ("bootlimit", "1"),
         ]
     };
-    let p2 = cmdline(d, "console=ttyS0 root=/dev/mmcblk0p2 rootwait");
-    let p3 = cmdline(d, "console=ttyS0 root=/dev/mmcblk0p3 rootwait");
+    let p2 = cmdline_file(d, "console=ttyS0 root=/dev/mmcblk0p2 rootwait");
+    let p3 = cmdline_file(d, "console=ttyS0 root=/dev/mmcblk0p3 rootwait");
     let k2 = [("ECU_AGENT_CMDLINE", p2.as_str())];
     let k3 = [("ECU_AGENT_CMDLINE", p3.as_str())];
     let full = lab.update(None, "9");
 
     // The kernel booted partition 3, Mender's variables say partition 2: refused.
     bootloader_wrote(&root, &mender("2", "0"));
-    let blank = env_files(&root);
+    let blank = uboot_env_files(&root);
     let e = fails(d, &["install", "--sysroot", S, &full], &k3);
     assert!(
         e.contains("root device on the kernel command line says slot B is booted"),
@@ -217,7 +186,7 @@ fn mender_adoption_story_and_refusals() {
         &[],
     );
     assert!(e.contains("--booted-slot says slot B"), "{e}");
-    assert_eq!(env_files(&root), blank);
+    assert_eq!(uboot_env_files(&root), blank);
 
     // Mender's own update on trial in A (B its good fallback): installing would replace the
     // fallback; refused until A is confirmed. mark-good adopts and confirms.
@@ -230,8 +199,8 @@ fn mender_adoption_story_and_refusals() {
     assert_eq!(r["slot"], "A", "{r}");
     assert_eq!(r["deployment"], ADOPTED_NAME, "{r}");
     assert_eq!(r["changed"], true, "{r}");
-    assert_eq!(var(&root, "upgrade_available").as_deref(), Some("0"));
-    assert_eq!(var(&root, "mender_boot_part").as_deref(), Some("2"));
+    assert_eq!(env_var(&root, "upgrade_available").as_deref(), Some("0"));
+    assert_eq!(env_var(&root, "mender_boot_part").as_deref(), Some("2"));
 
     // The story: install (staged in B), boot B, mark-good, next update into A (replacing the
     // adopted system), boot A, mark-good.
@@ -239,11 +208,11 @@ fn mender_adoption_story_and_refusals() {
         serde_json::from_str(&ok(d, &["install", "--sysroot", S, &full, "--json"], &k2)).unwrap();
     assert_eq!(r["slot"], "B", "{r}");
     assert_eq!(r["adopted"], Value::Null, "{r}");
-    assert_eq!(var(&root, "mender_boot_part").as_deref(), Some("3"));
-    assert_eq!(var(&root, "upgrade_available").as_deref(), Some("1"));
+    assert_eq!(env_var(&root, "mender_boot_part").as_deref(), Some("3"));
+    assert_eq!(env_var(&root, "upgrade_available").as_deref(), Some("1"));
     assert_eq!(boot(&root).0, Slot::B);
     ok(d, &["mark-good", "--sysroot", S], &k3);
-    assert_eq!(var(&root, "upgrade_available").as_deref(), Some("0"));
+    assert_eq!(env_var(&root, "upgrade_available").as_deref(), Some("0"));
     let r: Value = serde_json::from_str(&ok(
         d,
         &[
@@ -268,7 +237,7 @@ fn mender_adoption_story_and_refusals() {
     assert_eq!(deployment_of(&st, "A")["commit"], lab.commit("9.1"), "{st}");
     assert_eq!(deployment_of(&st, "B")["commit"], lab.commit("9"), "{st}");
     for (k, v) in BOARD {
-        assert_eq!(var(&root, k).as_deref(), Some(*v), "{k}");
+        assert_eq!(env_var(&root, k).as_deref(), Some(*v), "{k}");
     }
 }
 
@@ -291,7 +260,7 @@ fn first_install_on_an_unowned_env_adopts_in_one_go() {
     let st: Value = serde_json::from_str(&ok(
         d,
         &["status", "--sysroot", S, "--json"],
-        &[("ECU_AGENT_CMDLINE", &cmdline(d, "root=/dev/mmcblk0p2"))],
+        &[("ECU_AGENT_CMDLINE", &cmdline_file(d, "root=/dev/mmcblk0p2"))],
     ))
     .unwrap();
     assert_eq!(st["state"], "empty", "{st}");
@@ -305,7 +274,7 @@ fn first_install_on_an_unowned_env_adopts_in_one_go() {
     let out = ok(
         d,
         &["install", "--sysroot", S, &lab.update(None, "9")],
-        &[("ECU_AGENT_CMDLINE", &cmdline(d, "root=/dev/mmcblk0p2"))],
+        &[("ECU_AGENT_CMDLINE", &cmdline_file(d, "root=/dev/mmcblk0p2"))],
     );
     assert!(
         out.contains("adopted the bootloader's environment"),
@@ -315,13 +284,12 @@ fn first_install_on_an_unowned_env_adopts_in_one_go() {
         out.contains("slot A is recorded as adopted-system"),
         "{out}"
     );
-    assert_eq!(var(&root, "ECU_A_NAME").as_deref(), Some(ADOPTED_NAME));
+    assert_eq!(env_var(&root, "ECU_A_NAME").as_deref(), Some(ADOPTED_NAME));
     assert!(!root.join("deploy/.provisioning").exists());
 }
 
 #[test]
 fn rauc_grub_environment_is_adopted_and_checked() {
-    use bootloader_hooks::grub_env;
     let lab = Lab::new(&["9"]);
     let d = lab.path();
     let root = sysroot(&lab, "backend = grub\nscheme = rauc\n");
@@ -334,19 +302,11 @@ fn rauc_grub_environment_is_adopted_and_checked() {
         (b"B_TRY", b"0"),
         (b"timeout", b"3"),
     ];
-    let mut block = vec![b'#'; grub_env::DEFAULT_SIZE];
-    grub_env::write(
-        &mut block,
-        vars.iter().copied(),
-        &bootloader_hooks::VarSet::new(),
-    )
-    .unwrap();
-    fs::create_dir_all(root.join("boot")).unwrap();
-    fs::write(root.join("boot/grubenv"), &block).unwrap();
+    let block = grub_env_file(&root, vars);
     let update = lab.update(None, "9");
 
     // B cannot be what grub.conf booted: A comes first and is bootable.
-    let b = cmdline(d, "rauc.slot=B");
+    let b = cmdline_file(d, "rauc.slot=B");
     let e = fails(
         d,
         &["install", "--sysroot", S, &update],
@@ -358,7 +318,7 @@ fn rauc_grub_environment_is_adopted_and_checked() {
     );
     assert_eq!(fs::read(root.join("boot/grubenv")).unwrap(), block);
 
-    let a = cmdline(d, "rauc.slot=A");
+    let a = cmdline_file(d, "rauc.slot=A");
     let out = ok(
         d,
         &["install", "--sysroot", S, &update, "--json"],
@@ -367,11 +327,11 @@ fn rauc_grub_environment_is_adopted_and_checked() {
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["adopted"], "A", "{r}");
     assert_eq!(r["slot"], "B", "{r}");
-    assert_eq!(var(&root, "ECU_A_NAME").as_deref(), Some(ADOPTED_NAME));
-    assert_eq!(var(&root, "ORDER").as_deref(), Some("B A"));
-    assert_eq!(var(&root, "B_OK").as_deref(), Some("1"));
-    assert_eq!(var(&root, "B_TRY").as_deref(), Some("0"));
-    assert_eq!(var(&root, "timeout").as_deref(), Some("3"));
+    assert_eq!(env_var(&root, "ECU_A_NAME").as_deref(), Some(ADOPTED_NAME));
+    assert_eq!(env_var(&root, "ORDER").as_deref(), Some("B A"));
+    assert_eq!(env_var(&root, "B_OK").as_deref(), Some("1"));
+    assert_eq!(env_var(&root, "B_TRY").as_deref(), Some("0"));
+    assert_eq!(env_var(&root, "timeout").as_deref(), Some("3"));
     assert_eq!(fs::metadata(root.join("boot/grubenv")).unwrap().len(), 1024);
 }
 
@@ -387,8 +347,8 @@ fn an_unowned_environment_beside_deployments_is_not_adopted() {
         &root,
         &[("mender_boot_part", "2"), ("upgrade_available", "0")],
     );
-    let before = env_files(&root);
-    let k = cmdline(d, "root=/dev/mmcblk0p2");
+    let before = uboot_env_files(&root);
+    let k = cmdline_file(d, "root=/dev/mmcblk0p2");
     let e = fails(
         d,
         &["install", "--sysroot", S, &lab.update(Some("9"), "9.1")],
@@ -397,7 +357,7 @@ fn an_unowned_environment_beside_deployments_is_not_adopted() {
     assert!(e.contains("names no deployment in either slot"), "{e}");
     assert!(e.contains(&format!("{}.0", lab.commit("9"))), "{e}");
     assert!(e.contains("repair-env"), "{e}");
-    assert_eq!(env_files(&root), before);
+    assert_eq!(uboot_env_files(&root), before);
     // mark-good does not adopt it either.
     let e = fails(
         d,
@@ -406,10 +366,10 @@ fn an_unowned_environment_beside_deployments_is_not_adopted() {
     );
     assert!(e.contains("names no deployment in either slot"), "{e}");
     assert!(e.contains("repair-env"), "{e}");
-    assert_eq!(env_files(&root), before);
+    assert_eq!(uboot_env_files(&root), before);
     // repair-env rebuilds it from what is on disk and what the kernel booted (the kargs of
     // the provisioning name the deployment), keeping Mender's and the board's variables.
-    let booted9 = cmdline(
+    let booted9 = cmdline_file(
         d,
         &format!(
             "root=/dev/mmcblk0p2 ecu.slot=A ecu.deployment={}.0",
@@ -422,10 +382,13 @@ fn an_unowned_environment_beside_deployments_is_not_adopted() {
         &[("ECU_AGENT_CMDLINE", &booted9)],
     );
     assert_eq!(
-        var(&root, "ECU_A_NAME"),
+        env_var(&root, "ECU_A_NAME"),
         Some(format!("{}.0", lab.commit("9")))
     );
-    assert_eq!(var(&root, "bootcmd").as_deref(), Some("run distro_bootcmd"));
+    assert_eq!(
+        env_var(&root, "bootcmd").as_deref(),
+        Some("run distro_bootcmd")
+    );
 }
 
 #[test]
@@ -444,7 +407,7 @@ fn a_lost_environment_after_adoption_is_not_rebuilt_on_a_guess() {
             ("bootlimit", "1"),
         ],
     );
-    let k = cmdline(d, "root=/dev/mmcblk0p2");
+    let k = cmdline_file(d, "root=/dev/mmcblk0p2");
     let ka = [("ECU_AGENT_CMDLINE", k.as_str())];
     ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &ka);
     blank_env(&root);
@@ -452,5 +415,7 @@ fn a_lost_environment_after_adoption_is_not_rebuilt_on_a_guess() {
     assert!(e.contains("names no deployment (no ecu.deployment="), "{e}");
     assert!(e.contains(&format!("{}.0", lab.commit("9"))), "{e}");
     assert!(e.contains("nothing was written"), "{e}");
-    assert!(env_files(&root).iter().all(|c| c.iter().all(|&b| b == 0)));
+    assert!(uboot_env_files(&root)
+        .iter()
+        .all(|c| c.iter().all(|&b| b == 0)));
 }

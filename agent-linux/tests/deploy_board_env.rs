@@ -116,10 +116,7 @@ impl Board {
 }
 
 fn sysroot(lab: &Lab, conf: &str) {
-    let root = lab.path().join(S);
-    fs::create_dir_all(&root).unwrap();
-    fs::write(root.join("agent.conf"), conf).unwrap();
-    lab.trust(S);
+    configured_sysroot(lab, S, conf);
 }
 
 #[test]

@@ -10,37 +10,14 @@ use deploy_common::*;
 use std::fs;
 use std::path::Path;
 
-use agent_linux::bootcfg::BootConfig;
-use agent_linux::deploy::{env, EnvContent};
 use bootloader_hooks::Slot;
 use serde_json::Value;
 
 const S: &str = "sysroot";
 
-fn env_var(root: &Path, key: &str) -> Option<String> {
-    let cfg = BootConfig::load(root).unwrap();
-    match env::read(&cfg).unwrap() {
-        EnvContent::Ready(img, _) | EnvContent::NoBootState(img) => img.get(key).map(String::from),
-        EnvContent::Missing => None,
-    }
-}
-
-fn env_files(root: &Path) -> Vec<Vec<u8>> {
-    ["boot/uboot.env", "boot/uboot-redund.env"]
-        .iter()
-        .map(|f| fs::read(root.join(f)).unwrap())
-        .collect()
-}
-
 /// Writes `text` as the kernel command line file and returns the variable pointing at it.
 fn kernel(d: &Path, text: &str) -> [(&'static str, String); 1] {
-    let name: String = text
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let p = d.join(format!("cmdline-{name}"));
-    fs::write(&p, format!("{text}\n")).unwrap();
-    [("ECU_AGENT_CMDLINE", p.to_string_lossy().into_owned())]
+    [("ECU_AGENT_CMDLINE", cmdline_file(d, text))]
 }
 
 fn with<'a>(k: &'a [(&'static str, String); 1]) -> [(&'static str, &'a str); 1] {
@@ -87,14 +64,14 @@ fn mender_root_device_outvotes_a_stale_run_file_at_mark_good() {
     assert_eq!(st["booted_source"], "root-device", "{st}");
 
     // A root device that is neither slot's: refused, nothing written, the run file unused.
-    let before = env_files(&root);
+    let before = uboot_env_files(&root);
     let x = kernel(d, "console=ttyS0 root=/dev/mmcblk0p7 rootwait");
     let e = fails(d, &["mark-good", "--sysroot", S], &with(&x));
     assert!(e.contains("root=/dev/mmcblk0p7, which is neither"), "{e}");
     assert!(e.contains("A = /dev/mmcblk0p2, B = /dev/mmcblk0p3"), "{e}");
     assert!(e.contains("slot-a-root and slot-b-root"), "{e}");
     assert!(e.contains("nothing was written"), "{e}");
-    assert_eq!(env_files(&root), before);
+    assert_eq!(uboot_env_files(&root), before);
     // The same when the command line names the slot and root= disagrees with it.
     let e = fails(
         d,
@@ -103,7 +80,7 @@ fn mender_root_device_outvotes_a_stale_run_file_at_mark_good() {
     );
     assert!(e.contains("says slot A"), "{e}");
     assert!(e.contains("is slot B's root device"), "{e}");
-    assert_eq!(env_files(&root), before);
+    assert_eq!(uboot_env_files(&root), before);
 
     // mark-good marks B, the slot that runs: Mender's bootloader keeps booting it.
     let out = ok(d, &["mark-good", "--sysroot", S, "--json"], &with(&b));

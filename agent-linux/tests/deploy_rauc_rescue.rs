@@ -17,13 +17,9 @@ const S: &str = "sysroot";
 
 #[test]
 fn simulate_boot_follows_raucs_grub_rescue() {
-    use bootloader_hooks::grub_env;
     let lab = Lab::new(&["9"]);
     let d = lab.path();
-    let root = d.join(S);
-    fs::create_dir_all(root.join("boot")).unwrap();
-    fs::write(root.join("agent.conf"), "backend = grub\nscheme = rauc\n").unwrap();
-    lab.trust(S);
+    let root = configured_sysroot(&lab, S, "backend = grub\nscheme = rauc\n");
     // As grub.conf and `rauc status mark-good` leave it: A booted and confirmed.
     let vars: &[(&[u8], &[u8])] = &[
         (b"ORDER", b"A B"),
@@ -32,14 +28,7 @@ fn simulate_boot_follows_raucs_grub_rescue() {
         (b"B_OK", b"1"),
         (b"B_TRY", b"0"),
     ];
-    let mut block = vec![b'#'; grub_env::DEFAULT_SIZE];
-    grub_env::write(
-        &mut block,
-        vars.iter().copied(),
-        &bootloader_hooks::VarSet::new(),
-    )
-    .unwrap();
-    fs::write(root.join("boot/grubenv"), &block).unwrap();
+    grub_env_file(&root, vars);
     let cmdline = d.join("cmdline");
     fs::write(&cmdline, "rauc.slot=A\n").unwrap();
     let cmdline = cmdline.to_string_lossy().into_owned();

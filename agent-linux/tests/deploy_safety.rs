@@ -6,7 +6,7 @@ mod deploy_common;
 use deploy_common::*;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use agent_linux::bootcfg::BootConfig;
 use agent_linux::deploy::{self, EnvContent};
@@ -24,18 +24,25 @@ fn deploy_listing(root: &Path) -> Vec<String> {
     v
 }
 
+/// A lab with versions 9, 9.1 and 9.2 whose sysroot `S` holds 9 and 9.1, both good
+/// ([`two_good`]); returns the lab, the sysroot and its deployments listed.
+fn two_good_sysroot() -> (Lab, PathBuf, Vec<String>) {
+    let lab = Lab::new(&["9", "9.1", "9.2"]);
+    lab.trust(S);
+    let root = lab.path().join(S);
+    two_good(&lab, lab.path());
+    let before = deploy_listing(&root);
+    (lab, root, before)
+}
+
 /// Case 2: both environment copies blank. `status` says the environment is lost; `install`
 /// used to delete both deployments (the booted one included) and provision the new commit as
 /// booted and good with no fallback.
 #[test]
 fn lost_environment_makes_install_and_cleanup_refuse() {
-    let lab = Lab::new(&["9", "9.1", "9.2"]);
-    lab.trust(S);
+    let (lab, root, before) = two_good_sysroot();
     let d = lab.path();
-    let root = d.join(S);
-    two_good(&lab, lab.path());
     blank_env(&root);
-    let before = deploy_listing(&root);
     assert_eq!(before.len(), 4, "{before:?}");
     let st = status(d, S, Slot::B);
     assert_eq!(st["state"], "env-lost", "{st}");
@@ -64,12 +71,8 @@ fn lost_environment_makes_install_and_cleanup_refuse() {
 /// Case 2 with `env-size = 0` in agent.conf: refused as a configuration error, nothing deleted.
 #[test]
 fn env_size_zero_is_a_clear_error_and_deletes_nothing() {
-    let lab = Lab::new(&["9", "9.1", "9.2"]);
-    lab.trust(S);
+    let (lab, root, before) = two_good_sysroot();
     let d = lab.path();
-    let root = d.join(S);
-    two_good(&lab, lab.path());
-    let before = deploy_listing(&root);
     let conf = fs::read_to_string(root.join("agent.conf")).unwrap();
     let conf: String = conf
         .lines()
@@ -110,12 +113,8 @@ fn set_slot_name(root: &Path, slot: Slot, name: &str) {
 /// deployment made `cleanup` delete the booted deployment before it checked the name.
 #[test]
 fn invalid_slot_names_are_refused_before_anything_is_deleted() {
-    let lab = Lab::new(&["9", "9.1", "9.2"]);
-    lab.trust(S);
+    let (lab, root, before) = two_good_sysroot();
     let d = lab.path();
-    let root = d.join(S);
-    two_good(&lab, lab.path());
-    let before = deploy_listing(&root);
     let real = format!("{}.0", lab.commit("9.1"));
     assert!(before.contains(&real), "{before:?}");
     fs::create_dir_all(d.join("x")).unwrap();
@@ -153,12 +152,8 @@ fn invalid_slot_names_are_refused_before_anything_is_deleted() {
 /// booted slot whose deployment is not on disk) is refused before anything is deleted.
 #[test]
 fn kernel_command_line_and_disk_are_checked_against_the_environment() {
-    let lab = Lab::new(&["9", "9.1", "9.2"]);
-    lab.trust(S);
+    let (lab, root, before) = two_good_sysroot();
     let d = lab.path();
-    let root = d.join(S);
-    two_good(&lab, lab.path());
-    let before = deploy_listing(&root);
     let a = format!("{}.0", lab.commit("9"));
     let b = format!("{}.0", lab.commit("9.1"));
     let cmdline = d.join("cmdline");

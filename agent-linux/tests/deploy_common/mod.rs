@@ -371,3 +371,60 @@ pub fn bootloader_wrote_env(root: &Path, vars: &[(&str, &str)]) {
     fs::write(root.join("boot/uboot.env"), c1).unwrap();
     fs::write(root.join("boot/uboot-redund.env"), vec![0xffu8; 0x4000]).unwrap();
 }
+
+/// The sysroot `s` of the lab (created) with `conf` as its agent.conf, trusting the lab's
+/// key; returns its path.
+pub fn configured_sysroot(lab: &Lab, s: &str, conf: &str) -> PathBuf {
+    let root = lab.path().join(s);
+    fs::create_dir_all(&root).unwrap();
+    fs::write(root.join("agent.conf"), conf).unwrap();
+    lab.trust(s);
+    root
+}
+
+/// Writes `root/boot/grubenv` as `grub-editenv` (and RAUC's grub.conf) leaves it: the
+/// default-size block, `#`-padded, holding `vars`. Returns the block.
+pub fn grub_env_file(root: &Path, vars: &[(&[u8], &[u8])]) -> Vec<u8> {
+    use bootloader_hooks::grub_env;
+    let mut block = vec![b'#'; grub_env::DEFAULT_SIZE];
+    grub_env::write(
+        &mut block,
+        vars.iter().copied(),
+        &bootloader_hooks::VarSet::new(),
+    )
+    .unwrap();
+    fs::create_dir_all(root.join("boot")).unwrap();
+    fs::write(root.join("boot/grubenv"), &block).unwrap();
+    block
+}
+
+/// The variable `key` of the sysroot's boot environment (with or without a boot state);
+/// `None` when it is unset or the environment is missing.
+pub fn env_var(root: &Path, key: &str) -> Option<String> {
+    use agent_linux::deploy::{env, EnvContent};
+    let cfg = BootConfig::load(root).unwrap();
+    match env::read(&cfg).unwrap() {
+        EnvContent::Ready(img, _) | EnvContent::NoBootState(img) => img.get(key).map(String::from),
+        EnvContent::Missing => None,
+    }
+}
+
+/// The bytes of both copies of the sysroot's default (redundant U-Boot) environment.
+pub fn uboot_env_files(root: &Path) -> Vec<Vec<u8>> {
+    ["boot/uboot.env", "boot/uboot-redund.env"]
+        .iter()
+        .map(|f| fs::read(root.join(f)).unwrap())
+        .collect()
+}
+
+/// Writes `text` as a kernel command line file in `d` (named after the text); returns its
+/// path, for `ECU_AGENT_CMDLINE`.
+pub fn cmdline_file(d: &Path, text: &str) -> String {
+    let name: String = text
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let p = d.join(format!("cmdline-{name}"));
+    fs::write(&p, format!("{text}\n")).unwrap();
+    p.to_string_lossy().into_owned()
+}
