@@ -135,7 +135,7 @@ impl BootState {
     }
 
     /// Takes `target` out of the boot order before its slot is erased or overwritten (an
-    /// install into it): nothing when it is out already ([`SlotState::is_retired`]), else
+    /// install into it): nothing when it is out already ([`SlotState::is_retired`](super::SlotState::is_retired)), else
     /// [`BootState::rollback`]`(target)`, refused ([`StateError::NoFallback`]) when the other
     /// slot could not boot again, since erasing `target` would then leave nothing bootable.
     /// Returns whether anything changed.

@@ -51,7 +51,7 @@ pub enum FlashStoreError<E> {
     TreeTooDeep,
     /// The commit to stage is not in the inactive slot.
     MissingCommit(ObjectId),
-    /// The commit's root directory has no regular file [`IMAGE_NAME`].
+    /// The commit's root directory has no regular file [`IMAGE_NAME`](super::IMAGE_NAME).
     NoImage,
     /// The store was called out of sequence (a bug in the caller, would otherwise panic).
     Sequence(&'static str),

@@ -19,7 +19,7 @@
 //!   slot-relative offset, length, id, CRC-32. The first entry is at the end of the slot, the
 //!   next below it. An entry is written only after the object's bytes were read back from
 //!   flash and their SHA-256 matched its id.
-//! - **The header** (96 bytes at the slot start) is written **last**, by [`Store::commit`]:
+//! - **The header** (96 bytes at the slot start) is written **last**, by [`Store::commit`](crate::store::Store::commit):
 //!   magic, commit id, entry count, and where the image a bootloader starts lies: the content
 //!   of the file `firmware.bin` at the root of the commit's tree ([`IMAGE_NAME`]), with its
 //!   slot-relative offset, length and SHA-256, and a CRC-32 over the header. A bootloader
@@ -33,7 +33,7 @@
 //!
 //! # Calling sequence
 //!
-//! The installer drives the [`Store`] methods. After [`Store::commit`] returns, the inactive
+//! The installer drives the [`Store`](crate::store::Store) methods. After [`Store::commit`](crate::store::Store::commit) returns, the inactive
 //! slot holds a complete, verified commit ([`FlashStore::staged`] describes it); the caller then
 //! switches the boot state (for a microcontroller, `bootloader-hooks`' flash record) so that
 //! the bootloader tries that slot at the next boot. After that boot, the caller builds the
@@ -88,7 +88,7 @@ pub const INDEX_BUCKETS: usize = 120;
 /// `image_offset` in a header whose commit has no image (never written by this store).
 const NO_IMAGE: u32 = u32::MAX;
 /// Kind byte of an index entry that marks a resume checkpoint: its data is the 96-byte
-/// [`Checkpoint`] encoding, its id that encoding's SHA-256. The position after it is kept
+/// [`Checkpoint`](crate::install::Checkpoint) encoding, its id that encoding's SHA-256. The position after it is kept
 /// erased for a link.
 pub const ENTRY_CHECKPOINT: u8 = 0xC0;
 /// Kind byte of an index entry written when an install resumes: its offset field is the
@@ -346,7 +346,7 @@ impl<F: NorFlash> FlashStore<F> {
         self.layout
     }
 
-    /// What the last [`Store::commit`] staged in the inactive slot, until another install
+    /// What the last [`Store::commit`](crate::store::Store::commit) staged in the inactive slot, until another install
     /// starts.
     pub fn staged(&self) -> Option<SlotInfo> {
         match self.phase {

@@ -123,7 +123,7 @@ impl<F: NorFlash> FlashStore<F> {
     /// The checkpoint of the last verified part of the install that was interrupted in the
     /// inactive slot (by a power cut, a reset or an abandoned transfer), if there is one: give
     /// it to [`crate::install::Installer::resume`] with the same file, and the install
-    /// continues after that part ([`Store::resume`] checks every object before it again).
+    /// continues after that part ([`Store::resume`](crate::store::Store::resume) checks every object before it again).
     /// `None` when the inactive slot holds a valid (staged) commit or no checkpoint.
     pub fn saved_checkpoint(&mut self) -> Result<Option<Checkpoint>, F::Error> {
         let slot = self.inactive();
