@@ -249,7 +249,7 @@ proptest! {
             1 => RawPart::xz(records, ops, agent_core::wire::Filter::X86),
             _ => RawPart::stored(records, ops),
         };
-        let f = raw_update(None, to, TS, ops, &[part], None, |_, _| {});
+        let f = fresh_update(to, TS, ops, &[part], None);
         let p = Policy::require(&[]).allow_unsigned();
         let (r0, s0) = whole(&f, p);
         let (r, s) = install_split(&f, &cuts, p);
@@ -273,15 +273,7 @@ fn damaged_records_reach_every_check() {
         for xor in [0x01u8, 0x80, 0xff] {
             let mut r = records.clone();
             r[at] ^= xor;
-            let f = raw_update(
-                None,
-                to,
-                TS,
-                ops,
-                &[RawPart::deflate(r, ops)],
-                None,
-                |_, _| {},
-            );
+            let f = fresh_update(to, TS, ops, &[RawPart::deflate(r, ops)], None);
             let (res, s) = install_split(&f, &[at, at + 50], Policy::require(&[]).allow_unsigned());
             let e = res.expect_err("damaged records installed");
             assert_eq!(s.commit_calls, 0);

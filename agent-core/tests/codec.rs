@@ -75,14 +75,12 @@ fn xz_parts_round_trip_through_every_filter_in_any_chunking() {
         Filter::ArmThumb,
         Filter::Arm64,
     ] {
-        let f = raw_update(
-            None,
+        let f = fresh_update(
             to,
             TS,
             ops,
             &[RawPart::xz(records.clone(), ops, filter)],
             None,
-            |_, _| {},
         );
         let sb = superblock(&f);
         assert_eq!((sb.parts[0].codec, sb.parts[0].filter), (Codec::Xz, filter));
@@ -152,14 +150,12 @@ impl XzDecode for Lagging<'_> {
 #[test]
 fn a_decoder_that_holds_output_back_installs_the_same() {
     let (records, ops, to) = minimal_records(TS);
-    let f = raw_update(
-        None,
+    let f = fresh_update(
         to,
         TS,
         ops,
         &[RawPart::xz(records.clone(), ops, Filter::None)],
         None,
-        |_, _| {},
     );
     let (direct, s) = install_with(&f, INFLATE_WINDOW + RAW_DICTIONARY as usize, 4096);
     assert_eq!(direct, Ok(to));
@@ -290,14 +286,12 @@ fn refused_for_the_window(
 #[test]
 fn a_dictionary_larger_than_lent_is_refused_before_the_store() {
     let (records, ops, to) = minimal_records(TS);
-    let xz = raw_update(
-        None,
+    let xz = fresh_update(
         to,
         TS,
         ops,
         &[RawPart::xz(records.clone(), ops, Filter::X86)],
         None,
-        |_, _| {},
     );
     // 32 KiB ring + 16 KiB of dictionary, the file needs 64 KiB.
     refused_for_the_window(
@@ -313,15 +307,7 @@ fn a_dictionary_larger_than_lent_is_refused_before_the_store() {
     let (r, _) = install_with(&xz, INFLATE_WINDOW + RAW_DICTIONARY as usize, 7);
     assert_eq!(r, Ok(to));
     // Deflate: the file's 32 KiB window against an MCU's 8 KiB.
-    let deflate = raw_update(
-        None,
-        to,
-        TS,
-        ops,
-        &[RawPart::deflate(records, ops)],
-        None,
-        |_, _| {},
-    );
+    let deflate = fresh_update(to, TS, ops, &[RawPart::deflate(records, ops)], None);
     refused_for_the_window(
         &deflate,
         8 * 1024,
@@ -346,15 +332,7 @@ fn a_dictionary_larger_than_lent_is_refused_before_the_store() {
 #[test]
 fn a_superblock_larger_than_the_window_is_refused() {
     let (records, ops, to) = minimal_records(TS);
-    let f = raw_update(
-        None,
-        to,
-        TS,
-        ops,
-        &[RawPart::stored(records, ops)],
-        None,
-        |_, _| {},
-    );
+    let f = fresh_update(to, TS, ops, &[RawPart::stored(records, ops)], None);
     let n = u32::from_le_bytes(f[12..16].try_into().unwrap());
     // A 64-byte window holds the header but not the superblock.
     refused_for_the_window(
@@ -445,14 +423,12 @@ fn an_unknown_filter_is_refused_before_the_store() {
 #[test]
 fn damaged_and_cut_xz_parts_are_refused_in_any_chunking() {
     let (records, ops, to) = minimal_records(TS);
-    let f = raw_update(
-        None,
+    let f = fresh_update(
         to,
         TS,
         ops,
         &[RawPart::xz(records, ops, Filter::None)],
         None,
-        |_, _| {},
     );
     let window = INFLATE_WINDOW + RAW_DICTIONARY as usize;
     let start = f.len() - superblock(&f).parts[0].size as usize;

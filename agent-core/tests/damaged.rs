@@ -59,14 +59,12 @@ fn unsigned() -> agent_core::install::Policy<'static> {
 #[test]
 fn every_flipped_byte_of_a_part_is_damage_whatever_the_chunking() {
     let (records, ops, commit) = minimal_records(1_700_000_000);
-    let file = raw_update(
-        None,
+    let file = fresh_update(
         commit,
         1_700_000_000,
         ops,
         &[RawPart::stored(records, ops)],
         None,
-        |_, _| {},
     );
     lent!(win, xz);
     let mut inst = Installer::new(unsigned(), win).with_xz(xz);
@@ -126,14 +124,12 @@ fn an_intact_part_whose_contents_fail_is_not_damage() {
     let mut records = rec_obj(ObjectKind::DirTree, &tree);
     records.extend(rec_obj(ObjectKind::DirMeta, &meta));
     records.extend(rec_obj(ObjectKind::Commit, &commit));
-    let file = raw_update(
-        None,
+    let file = fresh_update(
         ObjectId::of(&commit),
         1_700_000_000,
         3,
         &[RawPart::stored(records, 3)],
         None,
-        |_, _| {},
     );
     lent!(win, xz);
     let mut inst = Installer::new(unsigned(), win).with_xz(xz);

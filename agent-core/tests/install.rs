@@ -365,14 +365,12 @@ fn signed_files_without_trusted_keys_are_refused_under_allow_unsigned() {
 fn unknown_codes_are_reported_precisely() {
     let keys = [public_key(&SEED)];
     let (records, ops, to) = minimal_records(TS);
-    let ok = raw_update(
-        None,
+    let ok = fresh_update(
         to,
         TS,
         ops,
         &[RawPart::deflate(records.clone(), ops)],
         Some(&SEED),
-        |_, _| {},
     );
     install_all(&mut MemStore::default(), &ok, policy(&keys)).unwrap();
 
@@ -400,15 +398,7 @@ fn unknown_codes_are_reported_precisely() {
     // Unknown object kind 9.
     let mut r = records.clone();
     r[1] = 9;
-    let f = raw_update(
-        None,
-        to,
-        TS,
-        ops,
-        &[RawPart::deflate(r, ops)],
-        Some(&SEED),
-        |_, _| {},
-    );
+    let f = fresh_update(to, TS, ops, &[RawPart::deflate(r, ops)], Some(&SEED));
     assert_eq!(
         install_all(&mut MemStore::default(), &f, policy(&keys)),
         Err(InstallError::Format(FormatError::UnknownKind(9)))
@@ -435,15 +425,7 @@ fn unknown_codes_are_reported_precisely() {
     );
 
     // Unknown signature algorithm 2.
-    let mut f = raw_update(
-        None,
-        to,
-        TS,
-        ops,
-        &[RawPart::stored(records.clone(), ops)],
-        None,
-        |_, _| {},
-    );
+    let mut f = fresh_update(to, TS, ops, &[RawPart::stored(records.clone(), ops)], None);
     let sb_len = u32::from_le_bytes(f[12..16].try_into().unwrap()) as usize;
     f[16 + sb_len] = 2;
     assert_eq!(
@@ -484,15 +466,7 @@ fn bad_name_update(name: &[u8]) -> Vec<u8> {
     r.extend(rec_obj(ObjectKind::DirTree, &tree));
     r.extend(rec_obj(ObjectKind::DirMeta, &meta));
     r.extend(rec_obj(ObjectKind::Commit, &commit));
-    raw_update(
-        None,
-        to,
-        TS,
-        4,
-        &[RawPart::deflate(r, 4)],
-        Some(&SEED),
-        |_, _| {},
-    )
+    fresh_update(to, TS, 4, &[RawPart::deflate(r, 4)], Some(&SEED))
 }
 
 #[test]
@@ -539,15 +513,7 @@ fn structural_errors() {
         r.unwrap_err()
     };
     let one = |r: Vec<u8>, ops: u32, objects: u32| {
-        raw_update(
-            None,
-            to,
-            TS,
-            objects,
-            &[RawPart::deflate(r, ops)],
-            Some(&SEED),
-            |_, _| {},
-        )
+        fresh_update(to, TS, objects, &[RawPart::deflate(r, ops)], Some(&SEED))
     };
     // The good file with `tweak` applied to its superblock and parts before they are signed.
     let tweaked = |tweak: &dyn Fn(&mut Superblock<'_>, &mut Vec<Vec<u8>>)| {
@@ -624,14 +590,12 @@ fn structural_errors() {
 
     // The commit: not the target, not last, missing, reused, timestamps differ.
     let other = ObjectId([5; 32]);
-    let f = raw_update(
-        None,
+    let f = fresh_update(
         other,
         TS,
         ops,
         &[RawPart::deflate(records.clone(), ops)],
         Some(&SEED),
-        |_, _| {},
     );
     assert_eq!(
         run(&f),
@@ -659,14 +623,12 @@ fn structural_errors() {
     let mut r = records[..n - commit_rec_len].to_vec();
     r.extend(rec_reuse(ObjectKind::Commit, to));
     assert_eq!(run(&one(r, ops, ops)), InstallError::ReuseCommit { id: to });
-    let f = raw_update(
-        None,
+    let f = fresh_update(
         to,
         TS + 1,
         ops,
         &[RawPart::deflate(records.clone(), ops)],
         Some(&SEED),
-        |_, _| {},
     );
     assert_eq!(
         run(&f),
@@ -746,8 +708,7 @@ fn structural_errors() {
     // A part ending inside a record.
     let mut r = records.clone();
     r.extend([1, 1, 0]);
-    let f = raw_update(
-        None,
+    let f = fresh_update(
         to,
         TS,
         ops,
@@ -756,11 +717,9 @@ fn structural_errors() {
             RawPart::stored(vec![1, 1, 0], 0),
         ],
         Some(&SEED),
-        |_, _| {},
     );
     assert_eq!(run(&f), InstallError::CommitNotLast { id: to });
-    let f = raw_update(
-        None,
+    let f = fresh_update(
         to,
         TS,
         ops,
@@ -769,7 +728,6 @@ fn structural_errors() {
             RawPart::deflate(records.clone(), ops),
         ],
         Some(&SEED),
-        |_, _| {},
     );
     assert_eq!(run(&f), InstallError::PartEndsInsideOp { part: 0 });
     let _ = r;
@@ -779,15 +737,7 @@ fn structural_errors() {
 fn truncated_at_every_length() {
     let keys = [public_key(&SEED)];
     let (records, ops, to) = minimal_records(TS);
-    let f = raw_update(
-        None,
-        to,
-        TS,
-        ops,
-        &[RawPart::deflate(records, ops)],
-        Some(&SEED),
-        |_, _| {},
-    );
+    let f = fresh_update(to, TS, ops, &[RawPart::deflate(records, ops)], Some(&SEED));
     let sb_len = u32::from_le_bytes(f[12..16].try_into().unwrap()) as u64;
     for len in 0..f.len() {
         let mut store = MemStore::default();
@@ -1351,14 +1301,12 @@ fn one_file_update(file: &[u8], meta: &[u8]) -> Vec<u8> {
     r.extend(rec_obj(ObjectKind::DirTree, &tree));
     r.extend(rec_obj(ObjectKind::DirMeta, meta));
     r.extend(rec_obj(ObjectKind::Commit, &commit));
-    raw_update(
-        None,
+    fresh_update(
         ObjectId::of(&commit),
         TS,
         4,
         &[RawPart::deflate(r, 4)],
         None,
-        |_, _| {},
     )
 }
 
@@ -1482,7 +1430,7 @@ fn commit_texts_must_be_utf8() {
         r.extend(rec_obj(ObjectKind::DirTree, &tree));
         r.extend(rec_obj(ObjectKind::DirMeta, &meta));
         r.extend(rec_obj(ObjectKind::Commit, &commit));
-        let f = raw_update(None, to, TS, 4, &[RawPart::stored(r, 4)], None, |_, _| {});
+        let f = fresh_update(to, TS, 4, &[RawPart::stored(r, 4)], None);
         for sizes in [&[1usize][..], &[100_000]] {
             let e = install_chunks(
                 &mut Installer::new(Policy::require(&[]).allow_unsigned(), &mut window()),
@@ -1962,15 +1910,7 @@ fn commit_and_superblock_security_versions_must_agree() {
     let msg = e.to_string();
     assert!(msg.contains(" 3 ") && msg.contains(" 4;"), "{msg}");
     // A format-1 file (security version 0) carrying a commit at 4.
-    let f = raw_update(
-        None,
-        to4,
-        TS,
-        4,
-        &[RawPart::deflate(records4.clone(), 4)],
-        None,
-        |_, _| {},
-    );
+    let f = fresh_update(to4, TS, 4, &[RawPart::deflate(records4.clone(), 4)], None);
     assert_eq!(
         run(&to_format_1(&f)),
         InstallError::SecurityVersionMismatch {
@@ -1995,15 +1935,7 @@ fn commit_and_superblock_security_versions_must_agree() {
         install_all(&mut s, &f, unsigned).unwrap().security_version,
         4
     );
-    let f = raw_update(
-        None,
-        to,
-        TS,
-        4,
-        &[RawPart::stored(records, 4)],
-        None,
-        |_, _| {},
-    );
+    let f = fresh_update(to, TS, 4, &[RawPart::stored(records, 4)], None);
     let mut s = MemStore::default();
     assert_eq!(
         install_all(&mut s, &to_format_1(&f), unsigned)
@@ -2017,15 +1949,7 @@ fn commit_and_superblock_security_versions_must_agree() {
         c.extend_from_slice(&[0; 8]);
         c
     });
-    let f = raw_update(
-        None,
-        to0,
-        TS,
-        4,
-        &[RawPart::stored(zero, 4)],
-        None,
-        |_, _| {},
-    );
+    let f = fresh_update(to0, TS, 4, &[RawPart::stored(zero, 4)], None);
     assert_eq!(
         run(&f),
         InstallError::Object {
@@ -2039,15 +1963,7 @@ fn commit_and_superblock_security_versions_must_agree() {
         c.extend_from_slice(&[4, 0, 0]);
         c
     });
-    let f = raw_update(
-        None,
-        to_cut,
-        TS,
-        4,
-        &[RawPart::stored(cut, 4)],
-        None,
-        |_, _| {},
-    );
+    let f = fresh_update(to_cut, TS, 4, &[RawPart::stored(cut, 4)], None);
     assert_eq!(
         run(&f),
         InstallError::Object {

@@ -135,16 +135,7 @@ pub fn write_update(
     seed: Option<&[u8; 32]>,
     part_size: usize,
 ) -> Vec<u8> {
-    write_update_with(
-        built,
-        from,
-        seed,
-        part_size,
-        None,
-        None,
-        &|_, _| None,
-        Locality::Tree,
-    )
+    write_update_with(built, from, seed, part_size, &|_, _| None, |w| w)
 }
 
 /// [`write_update`] in format version `format_version`.
@@ -155,17 +146,9 @@ pub fn write_update_format(
     part_size: usize,
     format_version: u16,
 ) -> Vec<u8> {
-    let v = Some(format_version);
-    write_update_with(
-        built,
-        from,
-        seed,
-        part_size,
-        v,
-        None,
-        &|_, _| None,
-        Locality::Tree,
-    )
+    write_update_with(built, from, seed, part_size, &|_, _| None, |w| {
+        w.format_version(format_version)
+    })
 }
 
 /// [`write_update`] with `codec`.
@@ -176,32 +159,19 @@ pub fn write_update_codec(
     part_size: usize,
     codec: Codec,
 ) -> Vec<u8> {
-    let v = Some(agent_core::wire::FORMAT_VERSION);
-    write_update_with(
-        built,
-        from,
-        seed,
-        part_size,
-        v,
-        Some(codec),
-        &|_, _| None,
-        Locality::Tree,
-    )
+    write_update_with(built, from, seed, part_size, &|_, _| None, |w| {
+        w.format_version(agent_core::wire::FORMAT_VERSION)
+            .codec(codec)
+    })
 }
 
 /// [`write_update_codec`] with xz parts laid out as `locality` says.
 pub fn write_update_xz(built: &Built, part_size: usize, locality: Locality) -> Vec<u8> {
-    let v = Some(agent_core::wire::FORMAT_VERSION);
-    write_update_with(
-        built,
-        None,
-        None,
-        part_size,
-        v,
-        Some(Codec::Xz),
-        &|_, _| None,
-        locality,
-    )
+    write_update_with(built, None, None, part_size, &|_, _| None, |w| {
+        w.format_version(agent_core::wire::FORMAT_VERSION)
+            .codec(Codec::Xz)
+            .locality(locality)
+    })
 }
 
 /// [`write_update`] with deflate parts and the format version the writer picks (2 when nothing
@@ -212,16 +182,9 @@ pub fn write_update_deflate(
     seed: Option<&[u8; 32]>,
     part_size: usize,
 ) -> Vec<u8> {
-    write_update_with(
-        built,
-        from,
-        seed,
-        part_size,
-        None,
-        Some(Codec::Deflate),
-        &|_, _| None,
-        Locality::Tree,
-    )
+    write_update_with(built, from, seed, part_size, &|_, _| None, |w| {
+        w.codec(Codec::Deflate)
+    })
 }
 
 /// The source object of a patch and the patch, for a written object (its id and bytes).
@@ -235,16 +198,7 @@ pub fn write_update_patched(
     part_size: usize,
     patch: &PatchFor<'_>,
 ) -> Vec<u8> {
-    write_update_with(
-        built,
-        from,
-        seed,
-        part_size,
-        None,
-        None,
-        patch,
-        Locality::Tree,
-    )
+    write_update_with(built, from, seed, part_size, patch, |w| w)
 }
 
 /// Patches file objects from the file objects of `sources` (canonical bytes): the one with the
@@ -262,19 +216,18 @@ pub fn patch_from(
     }
 }
 
-// Every knob of the writer the tests turn, spelled out at each caller.
-#[allow(clippy::too_many_arguments)]
+/// The writer over `built` (ref [`REF`], version "1.0", parts of `part_size`, tree locality),
+/// turned by `knobs` (format version, codec, locality), each object `patch` patches as a patch
+/// record; checks the size the writer reports against the bytes written.
 fn write_update_with(
     built: &Built,
     from: Option<ObjectId>,
     seed: Option<&[u8; 32]>,
     part_size: usize,
-    format_version: Option<u16>,
-    codec: Option<Codec>,
     patch: &PatchFor<'_>,
-    locality: Locality,
+    knobs: impl FnOnce(UpdateWriter) -> UpdateWriter,
 ) -> Vec<u8> {
-    let mut w = UpdateWriter::new(
+    let w = UpdateWriter::new(
         REF,
         from,
         built.commit,
@@ -283,13 +236,8 @@ fn write_update_with(
         "test commit",
     )
     .part_size(part_size)
-    .locality(locality);
-    if let Some(v) = format_version {
-        w = w.format_version(v);
-    }
-    if let Some(c) = codec {
-        w = w.codec(c);
-    }
+    .locality(Locality::Tree);
+    let mut w = knobs(w);
     // Objects over 4 KiB through the streaming path.
     test_support::tree::write_ops(&mut w, &built.ops, patch, 4096).unwrap();
     let mut out = Vec::new();
@@ -417,6 +365,18 @@ pub fn raw_update(
     // The lowest version that carries the file, as the writer chooses: 2 without patch
     // records, xz parts, filters or a window other than 32 KiB (0: decided after `tweak`).
     raw_update_version(0, from, to, timestamp, objects, parts, seed, tweak)
+}
+
+/// [`raw_update`] of a first install (no `from`) with the superblock as written: the
+/// common case, one line at each caller.
+pub fn fresh_update(
+    to: ObjectId,
+    timestamp: u64,
+    objects: u32,
+    parts: &[RawPart],
+    seed: Option<&[u8; 32]>,
+) -> Vec<u8> {
+    raw_update(None, to, timestamp, objects, parts, seed, |_, _| {})
 }
 
 /// [`raw_update`] with format version `version` in the header (0: 3 when the superblock
