@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use flash_common::{build_sv, dir, noise, public_key, update_file, Node};
+use test_support::c_program::{
+    built_beside_test, c_bytes, compile_sanitized, doc_example as doc_block, output_text,
+};
 
 const CRATE: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -22,27 +25,12 @@ fn have(tool: &str) -> bool {
 
 /// `libecu_update.a` as cargo built it for this test run (beside the test binary).
 fn static_lib() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let mut found: Vec<PathBuf> = std::fs::read_dir(deps)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libecu_update") && n.ends_with(".a"))
-        })
-        .collect();
-    found.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    found
-        .pop()
-        .expect("libecu_update.a was not built beside the test (crate-type staticlib)")
+    built_beside_test("libecu_update", ".a")
 }
 
 /// The trusted key as the C initialiser `0x.., 0x.., ...`.
 fn key_macro(key: &[u8; 32]) -> String {
-    let bytes: Vec<String> = key.iter().map(|b| format!("0x{b:02x}")).collect();
-    format!("-DECU_TEST_KEY={}", bytes.join(","))
+    format!("-DECU_TEST_KEY={}", c_bytes(key))
 }
 
 /// The update files and images of the scenarios, as `cargo xtask firmware` writes them.
@@ -102,25 +90,15 @@ fn c_scenarios_under_asan_and_ubsan() {
     data(tmp.path());
     let fw = Path::new(CRATE).join("../../tests/c-firmware");
     let exe = tmp.path().join("c-scenarios");
-    let out = Command::new("gcc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-g"])
-        .args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
-        .arg(key_macro(&public_key()))
-        .arg("-I")
-        .arg(Path::new(CRATE).join("include"))
-        .arg("-I")
-        .arg(Path::new(CRATE).join("../../bootloader-hooks/include"))
-        .args(["scenario.c", "flash.c", "main_host.c"].map(|f| fw.join(f)))
-        .arg(static_lib())
-        .args(["-lpthread", "-ldl", "-lm", "-o"])
-        .arg(&exe)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "gcc failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    compile_sanitized("gcc", "-std=c11", &exe, |c| {
+        c.arg(key_macro(&public_key()))
+            .arg("-I")
+            .arg(Path::new(CRATE).join("include"))
+            .arg("-I")
+            .arg(Path::new(CRATE).join("../../bootloader-hooks/include"))
+            .args(["scenario.c", "flash.c", "main_host.c"].map(|f| fw.join(f)))
+            .arg(static_lib());
+    });
     for block in [8, 64, 4093] {
         std::fs::write(tmp.path().join("params.txt"), format!("block={block}\n")).unwrap();
         let run = Command::new(&exe)
@@ -128,11 +106,7 @@ fn c_scenarios_under_asan_and_ubsan() {
             .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&run.stdout),
-            String::from_utf8_lossy(&run.stderr)
-        );
+        let text = output_text(&run);
         eprintln!("---- block {block}\n{text}");
         assert!(run.status.success(), "block {block}:\n{text}");
         for scenario in [
@@ -160,23 +134,13 @@ fn c_scenarios_under_asan_and_ubsan() {
 /// Compiles a C program of this crate's tests/c against the header and the static library
 /// with warnings as errors, AddressSanitizer and UndefinedBehaviorSanitizer.
 fn compile(out: &Path, sources: &[PathBuf]) {
-    let res = Command::new("gcc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-g"])
-        .args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
-        .arg(key_macro(&public_key()))
-        .arg("-I")
-        .arg(Path::new(CRATE).join("include"))
-        .args(sources)
-        .arg(static_lib())
-        .args(["-lpthread", "-ldl", "-lm", "-o"])
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "gcc failed:\n{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    compile_sanitized("gcc", "-std=c11", out, |c| {
+        c.arg(key_macro(&public_key()))
+            .arg("-I")
+            .arg(Path::new(CRATE).join("include"))
+            .args(sources)
+            .arg(static_lib());
+    });
 }
 
 /// tests/c/callback_store.c: a store written in C behind `struct ecu_update_store_ops`
@@ -206,11 +170,7 @@ fn c_callback_store() {
     let exe = tmp.path().join("callback-store");
     compile(&exe, &[Path::new(CRATE).join("tests/c/callback_store.c")]);
     let run = Command::new(&exe).current_dir(tmp.path()).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let text = output_text(&run);
     eprintln!("{text}");
     assert!(run.status.success(), "{text}");
     assert!(
@@ -221,13 +181,7 @@ fn c_callback_store() {
 
 /// The fenced code block after `<!-- example: NAME -->` in docs/C-API.md.
 fn doc_example(name: &str) -> String {
-    let doc = std::fs::read_to_string(Path::new(CRATE).join("../../docs/C-API.md")).unwrap();
-    let marker = format!("<!-- example: {name} -->");
-    let rest = &doc[doc.find(&marker).expect("example marker in docs/C-API.md")..];
-    let start = rest.find("```").unwrap();
-    let body = &rest[start..];
-    let body = &body[body.find('\n').unwrap() + 1..];
-    body[..body.find("\n```").unwrap()].to_string()
+    doc_block(&Path::new(CRATE).join("../../docs/C-API.md"), name)
 }
 
 /// docs/C-API.md's minimal C firmware compiles with warnings as errors, links with
@@ -243,35 +197,23 @@ fn doc_firmware_example_installs_and_refuses() {
     let src = tmp.path().join("firmware_example.c");
     std::fs::write(&src, doc_example("firmware")).unwrap();
     let exe = tmp.path().join("doc-firmware");
-    let key: Vec<String> = public_key().iter().map(|b| format!("0x{b:02x}")).collect();
-    let res = Command::new("gcc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-g"])
-        .args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
-        .arg(format!("-DRELEASE_KEY={}", key.join(",")))
-        .arg("-I")
-        .arg(Path::new(CRATE).join("include"))
-        .arg("-I")
-        .arg(Path::new(CRATE).join("../../bootloader-hooks/include"))
-        .arg(&src)
-        .arg(Path::new(CRATE).join("tests/c/doc_firmware_main.c"))
-        .arg(static_lib())
-        .args(["-lpthread", "-ldl", "-lm", "-o"])
-        .arg(&exe)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "gcc failed:\n{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    compile_sanitized("gcc", "-std=c11", &exe, |c| {
+        c.arg(format!("-DRELEASE_KEY={}", c_bytes(&public_key())))
+            .arg("-I")
+            .arg(Path::new(CRATE).join("include"))
+            .arg("-I")
+            .arg(Path::new(CRATE).join("../../bootloader-hooks/include"))
+            .arg(&src)
+            .arg(Path::new(CRATE).join("tests/c/doc_firmware_main.c"))
+            .arg(static_lib());
+    });
     for (mode, file) in [("install", "v1.update"), ("refuse", "v2-flipped.update")] {
         let run = Command::new(&exe)
             .arg(mode)
             .stdin(std::fs::File::open(tmp.path().join(file)).unwrap())
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&run.stdout).into_owned()
-            + &String::from_utf8_lossy(&run.stderr);
+        let text = output_text(&run);
         assert!(
             run.status.success() && text.contains("DOC FIRMWARE PASS"),
             "{mode} {file}:\n{text}"

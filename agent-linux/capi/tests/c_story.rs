@@ -12,6 +12,9 @@ use std::process::Command;
 use agent_linux::generate::{generate_file, GenerateOptions};
 use agent_linux::repo::{CommitMeta, Repo};
 use agent_linux::tree::{build_dir, BuildOptions};
+use test_support::c_program::{
+    built_beside_test, c_bytes, compile_sanitized, doc_example as doc_block, output_text,
+};
 
 const CRATE: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -23,24 +26,7 @@ fn have(tool: &str) -> bool {
 
 /// The library cargo built for this test run (beside the test binary), newest first.
 fn built(prefix: &str, suffix: &str) -> PathBuf {
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let mut found: Vec<PathBuf> = fs::read_dir(&deps)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(suffix))
-        })
-        .collect();
-    found.sort_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok());
-    found
-        .pop()
-        .unwrap_or_else(|| panic!("{prefix}*{suffix} was not built beside the test"))
+    built_beside_test(prefix, suffix)
 }
 
 /// A small image tree for version `n`.
@@ -110,24 +96,13 @@ fn updates(dir: &Path, seed: [u8; 32]) {
 }
 
 fn compile(out: &Path, key: &[u8; 32], lib: &[&str]) {
-    let define: Vec<String> = key.iter().map(|b| format!("0x{b:02x}")).collect();
-    let res = Command::new("gcc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-g"])
-        .args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
-        .arg(format!("-DECU_TEST_KEY={}", define.join(",")))
-        .arg("-I")
-        .arg(Path::new(CRATE).join("include"))
-        .arg(Path::new(CRATE).join("tests/c/ab_story.c"))
-        .args(lib)
-        .args(["-lpthread", "-ldl", "-lm", "-o"])
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "gcc failed:\n{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    compile_sanitized("gcc", "-std=c11", out, |c| {
+        c.arg(format!("-DECU_TEST_KEY={}", c_bytes(key)))
+            .arg("-I")
+            .arg(Path::new(CRATE).join("include"))
+            .arg(Path::new(CRATE).join("tests/c/ab_story.c"))
+            .args(lib);
+    });
 }
 
 fn story(exe: &Path, dir: &Path, sysroot: &str, lib_dir: Option<&Path>) {
@@ -141,11 +116,7 @@ fn story(exe: &Path, dir: &Path, sysroot: &str, lib_dir: Option<&Path>) {
         cmd.env("LD_LIBRARY_PATH", l);
     }
     let run = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let text = output_text(&run);
     eprintln!("{text}");
     assert!(run.status.success(), "{text}");
     assert!(
@@ -181,13 +152,7 @@ fn c_daemon_drives_the_ab_story() {
 
 /// The fenced code block after `<!-- example: NAME -->` in docs/C-API.md.
 fn doc_example(name: &str) -> String {
-    let doc = fs::read_to_string(Path::new(CRATE).join("../../docs/C-API.md")).unwrap();
-    let marker = format!("<!-- example: {name} -->");
-    let rest = &doc[doc.find(&marker).expect("example marker in docs/C-API.md")..];
-    let start = rest.find("```").unwrap();
-    let body = &rest[start..];
-    let body = &body[body.find('\n').unwrap() + 1..];
-    body[..body.find("\n```").unwrap()].to_string()
+    doc_block(&Path::new(CRATE).join("../../docs/C-API.md"), name)
 }
 
 /// docs/C-API.md's C++ daemon compiles with `g++ -std=c++17 -Wall -Wextra -Werror`, links
@@ -207,22 +172,12 @@ fn doc_daemon_example_pushes_an_update() {
     let src = tmp.path().join("daemon.cpp");
     fs::write(&src, doc_example("daemon")).unwrap();
     let exe = tmp.path().join("daemon");
-    let res = Command::new("g++")
-        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-O1", "-g"])
-        .args(["-fsanitize=address,undefined", "-fno-sanitize-recover=all"])
-        .arg("-I")
-        .arg(Path::new(CRATE).join("include"))
-        .arg(&src)
-        .arg(built("libecu_agent", ".a"))
-        .args(["-lpthread", "-ldl", "-lm", "-o"])
-        .arg(&exe)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "g++ failed:\n{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    compile_sanitized("g++", "-std=c++17", &exe, |c| {
+        c.arg("-I")
+            .arg(Path::new(CRATE).join("include"))
+            .arg(&src)
+            .arg(built("libecu_agent", ".a"));
+    });
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
     for (sysroot, file, good) in [("bad", "v2-bad.update", false), ("good", "v1.update", true)] {
         let root = tmp.path().join(sysroot);
@@ -237,8 +192,7 @@ fn doc_daemon_example_pushes_an_update() {
             .env_remove("ECU_AGENT_BOOTED_SLOT")
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&run.stdout).into_owned()
-            + &String::from_utf8_lossy(&run.stderr);
+        let text = output_text(&run);
         eprintln!("{text}");
         if good {
             assert!(run.status.success(), "{text}");
