@@ -89,12 +89,12 @@ const CHUNK: usize = 16 * 1024;
 
 /// An xz decoder that runs liblzma on another thread, so that decoding a part (most of an
 /// apply's CPU time) overlaps with checking and storing the objects of what is already
-/// decoded. It holds at most [`INPUT_AHEAD`] bytes of input and [`OUTPUT_AHEAD`] bytes of
-/// output besides liblzma's dictionary; objects still reach the store in file order, from the
+/// decoded. It holds at most 64 KiB of input (four of the installer's 16 KiB pieces) and
+/// 128 KiB of output besides liblzma's dictionary; objects still reach the store in file order, from the
 /// installer's thread, each verified as before.
 ///
 /// Its output is cut where the thread's chunks end (each input piece decoded into chunks of
-/// [`CHUNK`] bytes), never where the threads happen to meet, so that the store sees the same
+/// 16 KiB), never where the threads happen to meet, so that the store sees the same
 /// calls on every run.
 pub struct Threaded {
     shared: std::sync::Arc<Shared>,
