@@ -52,51 +52,38 @@ fn eval(h: &str, expr: &str) -> u64 {
 #[test]
 fn header_constants_match_rust_layout() {
     let h = header();
-    assert_eq!(define(&h, "ECU_BOOT_MAGIC"), flash_record::MAGIC as u64);
-    assert_eq!(define(&h, "ECU_BOOT_VERSION"), flash_record::VERSION as u64);
-    assert_eq!(define(&h, "ECU_BOOT_RECORD_LEN"), RECORD_LEN as u64);
-    assert_eq!(
-        define(&h, "ECU_BOOT_SLOT_LEN"),
-        flash_record::SLOT_LEN as u64
-    );
-    assert_eq!(define(&h, "ECU_BOOT_OFF_REVISION"), field::REVISION as u64);
-    assert_eq!(define(&h, "ECU_BOOT_OFF_SLOT_A"), field::SLOT_A as u64);
-    assert_eq!(define(&h, "ECU_BOOT_OFF_SLOT_B"), field::SLOT_B as u64);
-    assert_eq!(define(&h, "ECU_BOOT_OFF_CRC"), field::CRC as u64);
-    assert_eq!(define(&h, "ECU_BOOT_OFF_FLOOR"), field::FLOOR as u64);
-    assert_eq!(
-        define(&h, "ECU_BOOT_OFF_SECURITY_VERSION"),
-        field::SECURITY_VERSION as u64
-    );
-    assert_eq!(define(&h, "ECU_BOOT_V1_OFF_CRC"), field::V1_CRC as u64);
-    assert_eq!(
-        define(&h, "ECU_BOOT_V1_RECORD_LEN"),
-        flash_record::V1_RECORD_LEN as u64
-    );
-    assert_eq!(
-        define(&h, "ECU_BOOT_VERSION_1"),
-        flash_record::VERSION_1 as u64
-    );
-    assert_eq!(
-        define(&h, "ECU_BOOT_SLOT_OFF_TRIES"),
-        field::SLOT_TRIES as u64
-    );
-    assert_eq!(
-        define(&h, "ECU_BOOT_SLOT_OFF_FLAGS"),
-        field::SLOT_FLAGS as u64
-    );
-    assert_eq!(
-        define(&h, "ECU_BOOT_SLOT_OFF_NAME_LEN"),
-        field::SLOT_NAME_LEN as u64
-    );
-    assert_eq!(
-        define(&h, "ECU_BOOT_SLOT_OFF_NAME"),
-        field::SLOT_NAME as u64
-    );
-    assert_eq!(
-        define(&h, "ECU_BOOT_FLAG_SUCCESSFUL"),
-        flash_record::FLAG_SUCCESSFUL as u64
-    );
+    for (name, rust) in [
+        ("ECU_BOOT_MAGIC", flash_record::MAGIC as u64),
+        ("ECU_BOOT_VERSION", flash_record::VERSION as u64),
+        ("ECU_BOOT_RECORD_LEN", RECORD_LEN as u64),
+        ("ECU_BOOT_SLOT_LEN", flash_record::SLOT_LEN as u64),
+        ("ECU_BOOT_OFF_REVISION", field::REVISION as u64),
+        ("ECU_BOOT_OFF_SLOT_A", field::SLOT_A as u64),
+        ("ECU_BOOT_OFF_SLOT_B", field::SLOT_B as u64),
+        ("ECU_BOOT_OFF_CRC", field::CRC as u64),
+        ("ECU_BOOT_OFF_FLOOR", field::FLOOR as u64),
+        (
+            "ECU_BOOT_OFF_SECURITY_VERSION",
+            field::SECURITY_VERSION as u64,
+        ),
+        ("ECU_BOOT_V1_OFF_CRC", field::V1_CRC as u64),
+        ("ECU_BOOT_V1_RECORD_LEN", flash_record::V1_RECORD_LEN as u64),
+        ("ECU_BOOT_VERSION_1", flash_record::VERSION_1 as u64),
+        ("ECU_BOOT_SLOT_OFF_TRIES", field::SLOT_TRIES as u64),
+        ("ECU_BOOT_SLOT_OFF_FLAGS", field::SLOT_FLAGS as u64),
+        ("ECU_BOOT_SLOT_OFF_NAME_LEN", field::SLOT_NAME_LEN as u64),
+        ("ECU_BOOT_SLOT_OFF_NAME", field::SLOT_NAME as u64),
+        (
+            "ECU_BOOT_FLAG_SUCCESSFUL",
+            flash_record::FLAG_SUCCESSFUL as u64,
+        ),
+    ] {
+        assert_eq!(
+            define(&h, name),
+            rust,
+            "{name} in the header against the Rust layout"
+        );
+    }
 }
 
 fn c_program() -> Option<PathBuf> {

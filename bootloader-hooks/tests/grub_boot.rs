@@ -49,11 +49,8 @@ impl Rig {
         .unwrap();
         std::fs::write(d.join("grub/grub.cfg"), grub_cfg).unwrap();
         let disk = d.join("disk.img");
-        run(Command::new("mkfs.vfat")
-            .args(["-C", "-n", "GRUBENV"])
-            .arg(&disk)
-            .arg("4096"));
-        std::fs::write(d.join("device.map"), format!("(hd0) {}\n", disk.display())).unwrap();
+        fat_image(&disk, "GRUBENV", 4096);
+        grub_device_map(d, &disk);
         let local = d.join("grubenv");
         let env = BootEnv::new(Backend::grub(&local), scheme);
         env.init(initial).unwrap();
@@ -70,20 +67,12 @@ impl Rig {
 
     /// Copies the local grubenv into the disk image.
     fn push(&self) {
-        run(Command::new("mcopy")
-            .args(["-o", "-i"])
-            .arg(&self.disk)
-            .arg(&self.local)
-            .arg("::grubenv"));
+        mcopy(&self.disk, &self.local, "::grubenv");
     }
 
     /// Copies the grubenv out of the disk image.
     fn pull(&self) {
-        run(Command::new("mcopy")
-            .args(["-o", "-i"])
-            .arg(&self.disk)
-            .arg("::grubenv")
-            .arg(&self.local));
+        mcopy(&self.disk, "::grubenv", &self.local);
     }
 
     /// Changes the state between boots (pull, change, push).
@@ -115,14 +104,8 @@ impl Rig {
     /// One boot in grub-emu: the line starting with `prefix`, and the whole log.
     fn boot_line(&mut self, prefix: &str) -> (String, String) {
         let d = self.dir.path();
-        let out = run(Command::new("timeout")
-            .args(["20", "grub-emu", "-m"])
-            .arg(d.join("device.map"))
-            .arg("-d")
-            .arg(d.join("grub"))
-            .stdin(std::process::Stdio::null()));
+        let log = grub_emu(d, "20", &["-d".as_ref(), d.join("grub").as_os_str()]);
         self.boots += 1;
-        let log = strip_ansi(&String::from_utf8_lossy(&out.stdout));
         let line = log
             .lines()
             .find_map(|l| l.find(prefix).map(|i| &l[i..]))

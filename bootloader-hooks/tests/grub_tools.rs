@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use bootloader_hooks::{BootState, Operation, RaucConfig, Scheme, Slot, SlotName};
@@ -12,18 +13,24 @@ fn editenv(file: &std::path::Path, args: &[&str]) {
     run(Command::new("grub-editenv").arg(file).args(args));
 }
 
-#[test]
-fn grub_editenv_and_ours_agree() {
-    if !have("grub-editenv", "grub_editenv_and_ours_agree") {
-        return;
+/// A grubenv that `grub-editenv create` made, set with `vars`, in a fresh directory (kept
+/// while the test runs); none when grub-editenv is missing (the tool rule, named `test`).
+fn grubenv_with(test: &str, vars: &[&str]) -> Option<(tempfile::TempDir, PathBuf)> {
+    if !have("grub-editenv", test) {
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("grubenv");
     editenv(&f, &["create"]);
-    editenv(
-        &f,
+    editenv(&f, &[&["set"], vars].concat());
+    Some((dir, f))
+}
+
+#[test]
+fn grub_editenv_and_ours_agree() {
+    let Some((_dir, f)) = grubenv_with(
+        "grub_editenv_and_ours_agree",
         &[
-            "set",
             "saved_entry=linux",
             "ECU_A_PRIO=2",
             "ECU_A_TRIES=0",
@@ -34,7 +41,9 @@ fn grub_editenv_and_ours_agree() {
             "msg=back\\slash",
             "nl=line1\nline2",
         ],
-    );
+    ) else {
+        return;
+    };
     let env = BootEnv::new(Backend::grub(&f), Scheme::Native);
     assert_eq!(
         env.load().unwrap(),
@@ -121,17 +130,13 @@ fn overflow_is_refused_and_file_untouched() {
 
 #[test]
 fn rauc_grub_variables_from_grub_editenv() {
-    if !have("grub-editenv", "rauc_grub") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("grubenv");
-    editenv(&f, &["create"]);
     // what `rauc status mark-active B` leaves: B first, OK, not tried
-    editenv(
-        &f,
-        &["set", "ORDER=B A", "A_OK=1", "A_TRY=0", "B_OK=1", "B_TRY=0"],
-    );
+    let Some((_dir, f)) = grubenv_with(
+        "rauc_grub",
+        &["ORDER=B A", "A_OK=1", "A_TRY=0", "B_OK=1", "B_TRY=0"],
+    ) else {
+        return;
+    };
     let env = BootEnv::new(Backend::grub(&f), Scheme::Rauc(RaucConfig::default()));
     let st = env.load().unwrap();
     assert_eq!(st.decide().slot, Slot::B);

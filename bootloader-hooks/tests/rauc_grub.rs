@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -53,17 +54,10 @@ impl Rig {
         let d = dir.path();
         std::fs::write(d.join("grub.cfg"), cfg).unwrap();
         let disk = d.join("disk.img");
-        run(Command::new("mkfs.vfat")
-            .args(["-C", "-n", "BOOT"])
-            .arg(&disk)
-            .arg("4096"));
+        fat_image(&disk, "BOOT", 4096);
         run(Command::new("mmd").arg("-i").arg(&disk).arg("::grub"));
-        run(Command::new("mcopy")
-            .arg("-i")
-            .arg(&disk)
-            .arg(d.join("grub.cfg"))
-            .arg("::grub/grub.cfg"));
-        std::fs::write(d.join("device.map"), format!("(hd0) {}\n", disk.display())).unwrap();
+        mcopy(&disk, d.join("grub.cfg"), "::grub/grub.cfg");
+        grub_device_map(d, &disk);
         let local = d.join("grubenv");
         run(Command::new("grub-editenv").arg(&local).arg("create"));
         if !vars.is_empty() {
@@ -86,19 +80,11 @@ impl Rig {
     }
 
     fn push(&self) {
-        run(Command::new("mcopy")
-            .args(["-o", "-i"])
-            .arg(&self.disk)
-            .arg(&self.local)
-            .arg("::grub/grubenv"));
+        mcopy(&self.disk, &self.local, "::grub/grubenv");
     }
 
     fn pull(&self) {
-        run(Command::new("mcopy")
-            .args(["-o", "-i"])
-            .arg(&self.disk)
-            .arg("::grub/grubenv")
-            .arg(&self.local));
+        mcopy(&self.disk, "::grub/grubenv", &self.local);
     }
 
     /// The agent changes the environment between boots (the same encoders as
@@ -116,13 +102,8 @@ impl Rig {
     fn boot_raw(&mut self) -> Booted {
         let d = self.dir.path();
         let t = Instant::now();
-        let out = run(Command::new("timeout")
-            .args(["30", "grub-emu", "-m"])
-            .arg(d.join("device.map"))
-            .args(["-r", "hd0", "-d", "/grub"])
-            .stdin(std::process::Stdio::null()));
+        let log = grub_emu(d, "30", &["-r", "hd0", "-d", "/grub"].map(OsStr::new));
         self.boots += 1;
-        let log = strip_ansi(&String::from_utf8_lossy(&out.stdout));
         let line = log
             .lines()
             .find_map(|l| l.find("RAUC-BOOT:").map(|i| &l[i..]))

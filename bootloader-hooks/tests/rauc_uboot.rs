@@ -97,11 +97,11 @@ impl Rig {
             .args(["-n", "BOOT"])
             .arg(&sd)
             .arg(((SD_SIZE - PART_START) / 1024).to_string()));
-        run(Command::new("mcopy")
-            .arg("-i")
-            .arg(format!("{}@@{}", sd.display(), PART_START))
-            .arg(d.join("boot.scr"))
-            .arg("::boot.scr"));
+        mcopy(
+            format!("{}@@{}", sd.display(), PART_START),
+            d.join("boot.scr"),
+            "::boot.scr",
+        );
         let env = BootEnv::new(
             Backend::uboot_redundant(&sd, ENV_OFFSETS[0], &sd, ENV_OFFSETS[1], ENV_SIZE),
             Scheme::Rauc(RaucConfig::default()),

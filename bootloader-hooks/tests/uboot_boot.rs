@@ -62,15 +62,8 @@ impl Rig {
             ])
             .arg(script)
             .arg(d.join("boot.scr")));
-        run(Command::new("mkfs.vfat")
-            .args(["-C", "-n", "BOOT"])
-            .arg(d.join("bootfs.img"))
-            .arg("8192"));
-        run(Command::new("mcopy")
-            .arg("-i")
-            .arg(d.join("bootfs.img"))
-            .arg(d.join("boot.scr"))
-            .arg("::boot.scr"));
+        fat_image(&d.join("bootfs.img"), "BOOT", 8192);
+        mcopy(d.join("bootfs.img"), d.join("boot.scr"), "::boot.scr");
         let flashenv: String =
             std::fs::read_to_string(Path::new(CRATE).join("boot/uboot/qemu-virtio-state.env"))
                 .unwrap()
@@ -231,6 +224,11 @@ impl Rig {
         slot
     }
 
+    /// Applies `op` to the environment; whether it changed anything.
+    fn changes(&self, op: Operation) -> bool {
+        self.env.apply(&op).unwrap().changed
+    }
+
     fn corrupt_current(&self) -> usize {
         let (a, b) = self.raw();
         let (cur, _) = bootloader_hooks::uboot_env::parse_redundant(&a, &b).unwrap();
@@ -238,6 +236,15 @@ impl Rig {
         raw[20] ^= 0xA5;
         std::fs::write(&self.copies[cur], raw).unwrap();
         cur
+    }
+}
+
+/// Staging `slot` with `tries` boots to try and the name `n`.
+fn stage(slot: Slot, tries: u8, n: &str) -> Operation {
+    Operation::Stage {
+        slot,
+        tries,
+        name: name(n),
     }
 }
 
@@ -255,16 +262,7 @@ fn uboot_script_scenario() {
     // a confirmed slot reboots without a write
     assert_eq!(rig.boot(), Slot::A);
     // staged with our crate: B tried exactly 3 times, then back to A
-    assert!(
-        rig.env
-            .apply(&Operation::Stage {
-                slot: Slot::B,
-                tries: 3,
-                name: name("new1")
-            })
-            .unwrap()
-            .changed
-    );
+    assert!(rig.changes(stage(Slot::B, 3, "new1")));
     for _ in 0..3 {
         assert_eq!(rig.boot(), Slot::B);
     }
@@ -282,40 +280,17 @@ fn uboot_script_scenario() {
         ],
     );
     assert_eq!(rig.boot(), Slot::B);
-    assert!(
-        rig.env
-            .apply(&Operation::MarkGood { slot: Slot::B })
-            .unwrap()
-            .changed
-    );
+    assert!(rig.changes(Operation::MarkGood { slot: Slot::B }));
     assert_eq!(rig.boot(), Slot::B);
     assert_eq!(rig.boot(), Slot::B);
     // a corrupted copy is survived: stage A, corrupt the newest copy, U-Boot and we both use
     // the older one (B confirmed)
-    assert!(
-        rig.env
-            .apply(&Operation::Stage {
-                slot: Slot::A,
-                tries: 2,
-                name: name("new3")
-            })
-            .unwrap()
-            .changed
-    );
+    assert!(rig.changes(stage(Slot::A, 2, "new3")));
     rig.corrupt_current();
     assert!(rig.env.load().unwrap().slot(Slot::B).successful);
     assert_eq!(rig.boot(), Slot::B);
     // stage again (the write replaces the corrupted copy) and U-Boot tries A
-    assert!(
-        rig.env
-            .apply(&Operation::Stage {
-                slot: Slot::A,
-                tries: 1,
-                name: name("new4")
-            })
-            .unwrap()
-            .changed
-    );
+    assert!(rig.changes(stage(Slot::A, 1, "new4")));
     assert_eq!(rig.boot(), Slot::A);
     assert_eq!(rig.boot(), Slot::B, "A used its only try");
     // equal priorities: A first, in U-Boot as in the decision
@@ -433,37 +408,14 @@ fn mender_uboot_script_agrees() {
         expected.slot
     };
     assert_eq!(boot(&mut rig), Slot::A);
-    assert!(
-        rig.env
-            .apply(&Operation::Stage {
-                slot: Slot::B,
-                tries: 2,
-                name: name("mb")
-            })
-            .unwrap()
-            .changed
-    );
+    assert!(rig.changes(stage(Slot::B, 2, "mb")));
     assert_eq!(boot(&mut rig), Slot::B);
     assert_eq!(boot(&mut rig), Slot::B);
     assert_eq!(boot(&mut rig), Slot::A, "bootcount > bootlimit: altbootcmd");
     assert_eq!(boot(&mut rig), Slot::A);
-    assert!(
-        rig.env
-            .apply(&Operation::Stage {
-                slot: Slot::B,
-                tries: 1,
-                name: name("mb2")
-            })
-            .unwrap()
-            .changed
-    );
+    assert!(rig.changes(stage(Slot::B, 1, "mb2")));
     assert_eq!(boot(&mut rig), Slot::B);
-    assert!(
-        rig.env
-            .apply(&Operation::MarkGood { slot: Slot::B })
-            .unwrap()
-            .changed
-    );
+    assert!(rig.changes(Operation::MarkGood { slot: Slot::B }));
     assert_eq!(boot(&mut rig), Slot::B);
     assert_eq!(boot(&mut rig), Slot::B);
 }

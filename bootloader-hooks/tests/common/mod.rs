@@ -4,6 +4,7 @@
 pub mod host;
 pub mod upstream;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -23,6 +24,44 @@ pub fn run(cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Makes `image` a FAT file system of `kib` KiB labelled `label` (`mkfs.vfat -C`).
+pub fn fat_image(image: &Path, label: &str, kib: u32) {
+    run(Command::new("mkfs.vfat")
+        .args(["-C", "-n", label])
+        .arg(image)
+        .arg(kib.to_string()));
+}
+
+/// Copies `from` to `to` with mtools, overwriting; `::path` names a file in the FAT image
+/// `image` (a file, or `file@@offset` for a partition in it).
+pub fn mcopy(image: impl AsRef<OsStr>, from: impl AsRef<OsStr>, to: impl AsRef<OsStr>) {
+    run(Command::new("mcopy")
+        .args(["-o", "-i"])
+        .arg(image)
+        .arg(from)
+        .arg(to));
+}
+
+/// `dir/device.map` mapping the disk image `disk` as grub-emu's (hd0).
+pub fn grub_device_map(dir: &Path, disk: &Path) {
+    std::fs::write(
+        dir.join("device.map"),
+        format!("(hd0) {}\n", disk.display()),
+    )
+    .unwrap();
+}
+
+/// One grub-emu run (at most `seconds`) with `dir/device.map` and `args`: what it printed,
+/// without the terminal's escape sequences.
+pub fn grub_emu(dir: &Path, seconds: &str, args: &[&OsStr]) -> String {
+    let out = run(Command::new("timeout")
+        .args([seconds, "grub-emu", "-m"])
+        .arg(dir.join("device.map"))
+        .args(args)
+        .stdin(std::process::Stdio::null()));
+    strip_ansi(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// `fw_env.config` lines for a single env at offset 0 of `img`.
