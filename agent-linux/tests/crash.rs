@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use agent_core::object::ObjectId;
 use agent_linux::generate::{generate, GenerateOptions};
-use agent_linux::repo::{CommitMeta, Repo};
-use agent_linux::tree::{build_dir, BuildOptions};
+use agent_linux::repo::Repo;
+
+mod build_common;
+use build_common::commit_tree;
 
 const EXE: &str = env!("CARGO_BIN_EXE_ecu-agent");
 const REF: &str = "ecu/main";
@@ -38,17 +40,9 @@ fn tree(root: &Path, version: u32) {
     fs::write(root.join("big.bin"), big).unwrap();
 }
 
+/// Version v at security version v.
 fn commit(repo: &Repo, src: &Path, v: u32) -> ObjectId {
-    let (root, _) = build_dir(repo, src, &BuildOptions::default(), &mut |_| {}).unwrap();
-    let meta = CommitMeta {
-        version: v.to_string(),
-        subject: String::new(),
-        body: String::new(),
-        timestamp: u64::from(v),
-    };
-    // Version v at security version v.
-    repo.commit_with_security_version(REF, root, &meta, Some(u64::from(v)))
-        .unwrap()
+    commit_tree(repo, REF, src, v, Some(u64::from(v)))
 }
 
 /// The anti-rollback floor every device of these tests has: non-zero, and `apply-offline`
@@ -64,6 +58,33 @@ fn update(repo: &Repo, from: Option<ObjectId>, to: &ObjectId, key: &[u8; 32]) ->
     };
     generate(repo, REF, from, to, &opts, &mut out, &mut |_, _| {}).unwrap();
     out
+}
+
+/// Versions 1 and 2 of the test tree committed in a build repository in `dir`, signed by
+/// `dir/key` (its public half `dir/key.pub`, which the devices beside it trust): the commits,
+/// the from-scratch file of 1 and the delta from 1 to 2.
+struct Built {
+    c1: ObjectId,
+    c2: ObjectId,
+    full1: Vec<u8>,
+    delta: Vec<u8>,
+}
+
+fn build(dir: &Path) -> Built {
+    let (src, build) = (dir.join("src"), Repo::init(&dir.join("build")).unwrap());
+    tree(&src, 1);
+    let c1 = commit(&build, &src, 1);
+    tree(&src, 2);
+    let c2 = commit(&build, &src, 2);
+    let key = dir.join("key");
+    agent_linux::keys::keygen(&key).unwrap();
+    let seed = agent_linux::keys::read_key(&key).unwrap();
+    Built {
+        full1: update(&build, None, &c1, &seed),
+        delta: update(&build, Some(c1), &c2, &seed),
+        c1,
+        c2,
+    }
 }
 
 /// Starts `apply-offline -` on `sysroot`, feeds it `input`, then kills it after `delay`
@@ -135,20 +156,13 @@ fn check(dir: &Path, c1: &ObjectId, c2: &ObjectId, what: &str) -> bool {
 #[test]
 fn killed_installs_leave_a_complete_commit_and_recover() {
     let t = tempfile::tempdir().unwrap();
-    let (src, build) = (
-        t.path().join("src"),
-        Repo::init(&t.path().join("build")).unwrap(),
-    );
-    tree(&src, 1);
-    let c1 = commit(&build, &src, 1);
-    tree(&src, 2);
-    let c2 = commit(&build, &src, 2);
     // Signed files, checked against `key.pub` beside the device.
-    let key = t.path().join("key");
-    agent_linux::keys::keygen(&key).unwrap();
-    let seed = agent_linux::keys::read_key(&key).unwrap();
-    let full1 = update(&build, None, &c1, &seed);
-    let delta = update(&build, Some(c1), &c2, &seed);
+    let Built {
+        c1,
+        c2,
+        full1,
+        delta,
+    } = build(t.path());
     let dev = t.path().join("dev");
 
     // Input cut short, then killed: never installed.
@@ -237,21 +251,12 @@ fn power_cuts_during_an_install_lose_nothing_under_the_model() {
     } else {
         tempfile::tempdir().unwrap()
     };
-    let (src, build) = (
-        t.path().join("src"),
-        Repo::init(&t.path().join("build")).unwrap(),
-    );
-    tree(&src, 1);
-    let c1 = commit(&build, &src, 1);
-    tree(&src, 2);
-    let c2 = commit(&build, &src, 2);
-    let key = t.path().join("key");
-    agent_linux::keys::keygen(&key).unwrap();
-    let seed = agent_linux::keys::read_key(&key).unwrap();
+    let built = build(t.path());
+    let (c1, c2) = (built.c1, built.c2);
     let full1 = t.path().join("full1.update");
-    fs::write(&full1, update(&build, None, &c1, &seed)).unwrap();
+    fs::write(&full1, &built.full1).unwrap();
     let delta = t.path().join("delta.update");
-    fs::write(&delta, update(&build, Some(c1), &c2, &seed)).unwrap();
+    fs::write(&delta, &built.delta).unwrap();
     let (tpl, dev) = (t.path().join("tpl"), t.path().join("dev"));
     assert!(
         apply_file(&tpl, &full1, &[]).0,

@@ -13,11 +13,12 @@ use std::process::{Command, Stdio};
 use agent_core::object::ObjectId;
 use agent_linux::apply::{apply, apply_from, ApplyError, Input, Trust};
 use agent_linux::generate::{generate, GenerateOptions};
-use agent_linux::repo::{CommitMeta, Repo};
-use agent_linux::tree::{build_dir, BuildOptions};
+use agent_linux::repo::Repo;
 use test_support::rng::{XorShift64, GOLDEN};
 
+mod build_common;
 mod deploy_common;
+use build_common::commit_tree;
 
 const EXE: &str = env!("CARGO_BIN_EXE_ecu-agent");
 const REF: &str = "ecu/main";
@@ -54,14 +55,7 @@ fn unsigned() -> Trust {
 }
 
 fn commit(repo: &Repo, src: &Path, v: u32) -> ObjectId {
-    let (root, _) = build_dir(repo, src, &BuildOptions::default(), &mut |_| {}).unwrap();
-    let meta = CommitMeta {
-        version: v.to_string(),
-        subject: String::new(),
-        body: String::new(),
-        timestamp: u64::from(v),
-    };
-    repo.commit(REF, root, &meta).unwrap()
+    commit_tree(repo, REF, src, v, None)
 }
 
 fn update(repo: &Repo, from: Option<ObjectId>, to: &ObjectId, part_size: usize) -> Vec<u8> {
@@ -354,6 +348,13 @@ fn a_checkpoint_of_another_file_or_with_lost_objects_is_discarded() {
     dev.fsck_commit(&s.c1).unwrap();
 }
 
+/// `apply-offline --allow-unsigned --sysroot <sys>`, then `extra` (the file last).
+fn unsigned_apply<'a>(sys: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["apply-offline", "--allow-unsigned", "--sysroot", sys];
+    args.extend_from_slice(extra);
+    args
+}
+
 fn run(args: &[&str], stdin: &[u8]) -> (bool, String, String) {
     let mut child = Command::new(EXE)
         .args(args)
@@ -380,24 +381,13 @@ fn cli_resumes_a_file_and_the_rest_of_a_stream_and_reports_where_in_json() {
     let sysroot = s.dir.join("sys");
     let sys = sysroot.to_str().unwrap();
     // The transfer breaks off inside part 3.
-    let (ok, _, err) = run(
-        &["apply-offline", "--allow-unsigned", "--sysroot", sys, "-"],
-        &s.full1[..bs[2] + 77],
-    );
+    let (ok, _, err) = run(&unsigned_apply(sys, &["-"]), &s.full1[..bs[2] + 77]);
     assert!(!ok);
     assert!(err.contains("truncated"), "{err}");
     // The rest of the stream from a point after the checkpoint: refused, says where.
     let later = (bs[2] + 10).to_string();
     let (ok, _, err) = run(
-        &[
-            "apply-offline",
-            "--allow-unsigned",
-            "--sysroot",
-            sys,
-            "--resume-from-offset",
-            &later,
-            "-",
-        ],
+        &unsigned_apply(sys, &["--resume-from-offset", &later, "-"]),
         &s.full1[bs[2] + 10..],
     );
     assert!(!ok);
@@ -408,16 +398,7 @@ fn cli_resumes_a_file_and_the_rest_of_a_stream_and_reports_where_in_json() {
     // The rest from the checkpoint (a little before it: the overlap is skipped).
     let from = (bs[2] - 5).to_string();
     let (ok, out, err) = run(
-        &[
-            "apply-offline",
-            "--allow-unsigned",
-            "--sysroot",
-            sys,
-            "--json",
-            "--resume-from-offset",
-            &from,
-            "-",
-        ],
+        &unsigned_apply(sys, &["--json", "--resume-from-offset", &from, "-"]),
         &s.full1[bs[2] - 5..],
     );
     assert!(ok, "{err}");
@@ -429,15 +410,7 @@ fn cli_resumes_a_file_and_the_rest_of_a_stream_and_reports_where_in_json() {
 
     // A stream starting inside a file with no checkpoint: refused, says to send it whole.
     let (ok, _, err) = run(
-        &[
-            "apply-offline",
-            "--allow-unsigned",
-            "--sysroot",
-            sys,
-            "--resume-from-offset",
-            "500",
-            "-",
-        ],
+        &unsigned_apply(sys, &["--resume-from-offset", "500", "-"]),
         &s.full2[500..],
     );
     assert!(!ok);
@@ -447,28 +420,12 @@ fn cli_resumes_a_file_and_the_rest_of_a_stream_and_reports_where_in_json() {
     let (_, bs) = boundaries(&s.full2);
     let part = s.dir.join("part.update");
     fs::write(&part, &s.full2[..bs[1] + 1]).unwrap();
-    let (ok, _, _) = run(
-        &[
-            "apply-offline",
-            "--allow-unsigned",
-            "--sysroot",
-            sys,
-            part.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (ok, _, _) = run(&unsigned_apply(sys, &[part.to_str().unwrap()]), &[]);
     assert!(!ok);
     let whole = s.dir.join("whole.update");
     fs::write(&whole, &s.full2).unwrap();
     let (ok, out, err) = run(
-        &[
-            "apply-offline",
-            "--allow-unsigned",
-            "--sysroot",
-            sys,
-            "--json",
-            whole.to_str().unwrap(),
-        ],
+        &unsigned_apply(sys, &["--json", whole.to_str().unwrap()]),
         &[],
     );
     assert!(ok, "{err}");
@@ -477,15 +434,7 @@ fn cli_resumes_a_file_and_the_rest_of_a_stream_and_reports_where_in_json() {
     repo.fsck_commit(&s.c2).unwrap();
     // --resume-from-offset is for standard input only.
     let (ok, _, err) = run(
-        &[
-            "apply-offline",
-            "--allow-unsigned",
-            "--sysroot",
-            sys,
-            "--resume-from-offset",
-            "5",
-            whole.to_str().unwrap(),
-        ],
+        &unsigned_apply(sys, &["--resume-from-offset", "5", whole.to_str().unwrap()]),
         &[],
     );
     assert!(!ok && err.contains("standard input"), "{err}");
@@ -502,13 +451,7 @@ fn a_killed_install_resumes_at_a_part_boundary() {
     // How many interruption points a whole install passes.
     let (ok, _, trace) = {
         let out = Command::new(EXE)
-            .args([
-                "apply-offline",
-                "--allow-unsigned",
-                "--sysroot",
-                sys,
-                file.to_str().unwrap(),
-            ])
+            .args(unsigned_apply(sys, &[file.to_str().unwrap()]))
             .env(agent_linux::fsops::FAULT_TRACE_VAR, "1")
             .output()
             .unwrap();
@@ -525,13 +468,7 @@ fn a_killed_install_resumes_at_a_part_boundary() {
         let at = points * k / 13;
         let _ = fs::remove_dir_all(&sysroot);
         let out = Command::new(EXE)
-            .args([
-                "apply-offline",
-                "--allow-unsigned",
-                "--sysroot",
-                sys,
-                file.to_str().unwrap(),
-            ])
+            .args(unsigned_apply(sys, &[file.to_str().unwrap()]))
             .env(agent_linux::fsops::FAULT_AT_VAR, at.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -539,14 +476,7 @@ fn a_killed_install_resumes_at_a_part_boundary() {
             .unwrap();
         assert!(!out.success(), "not killed at point {at} of {points}");
         let (ok, out, err) = run(
-            &[
-                "apply-offline",
-                "--allow-unsigned",
-                "--sysroot",
-                sys,
-                "--json",
-                file.to_str().unwrap(),
-            ],
+            &unsigned_apply(sys, &["--json", file.to_str().unwrap()]),
             &[],
         );
         assert!(ok, "after a kill at point {at}: {err}");

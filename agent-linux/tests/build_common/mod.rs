@@ -134,3 +134,25 @@ pub fn on_terminal(test: &str, args: &[&str]) -> Option<String> {
         }
     }
 }
+
+/// Commits the tree `src` to `ref_name` of `repo` through the library (as `ecu-agent commit`
+/// does) as version `v` with timestamp `v`, at `security_version` (the parent's when `None`).
+pub fn commit_tree(
+    repo: &agent_linux::Repo,
+    ref_name: &str,
+    src: &Path,
+    v: u32,
+    security_version: Option<u64>,
+) -> agent_core::object::ObjectId {
+    use agent_linux::repo::CommitMeta;
+    use agent_linux::tree::{build_dir, BuildOptions};
+    let (root, _) = build_dir(repo, src, &BuildOptions::default(), &mut |_| {}).unwrap();
+    let meta = CommitMeta {
+        version: v.to_string(),
+        subject: String::new(),
+        body: String::new(),
+        timestamp: u64::from(v),
+    };
+    repo.commit_with_security_version(ref_name, root, &meta, security_version)
+        .unwrap()
+}
