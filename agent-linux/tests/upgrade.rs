@@ -12,7 +12,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use agent_core::object::{ObjectId, ObjectKind};
+use agent_core::object::ObjectId;
 use agent_linux::index::{self, KeyPolicy};
 use bootloader_hooks::Slot;
 
@@ -38,29 +38,11 @@ fn publish(lab: &Lab, dir: &str, extra: &[&str]) {
 /// Runs `ecu-agent upgrade --sysroot S` with `args`, booted in slot A; (exit code, stdout,
 /// stderr).
 fn upgrade(d: &Path, args: &[&str], slot: Slot) -> (i32, String, String) {
-    let o = Command::new(bin())
-        .args(["upgrade", "--sysroot", S])
-        .args(args)
-        .current_dir(d)
-        .env("ECU_AGENT_CMDLINE", "/dev/null")
-        .env("ECU_AGENT_BOOTED_SLOT", slot.as_str())
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+    upgrade_in(d, S, args, slot)
 }
 
 fn has_commit(d: &Path, id: &str) -> bool {
-    let repo = agent_linux::Repo::open(&d.join(S).join("repo")).unwrap();
-    repo.has_object(ObjectKind::Commit, &ObjectId::from_hex(id).unwrap())
-        .unwrap()
+    sysroot_has_commit(&d.join(S), id)
 }
 
 /// The delta's file name in `pub`.

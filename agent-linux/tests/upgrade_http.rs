@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent_core::object::{ObjectId, ObjectKind};
 use bootloader_hooks::Slot;
 use test_support::rng::{XorShift64, GOLDEN};
 
@@ -404,29 +403,11 @@ fn delta_name(lab: &Lab) -> String {
 }
 
 fn upgrade(d: &Path, args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(bin())
-        .args(["upgrade", "--sysroot", S])
-        .args(args)
-        .current_dir(d)
-        .env("ECU_AGENT_CMDLINE", "/dev/null")
-        .env("ECU_AGENT_BOOTED_SLOT", "A")
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+    upgrade_in(d, S, args, Slot::A)
 }
 
 fn has_commit(d: &Path, id: &str) -> bool {
-    let repo = agent_linux::Repo::open(&d.join(S).join("repo")).unwrap();
-    repo.has_object(ObjectKind::Commit, &ObjectId::from_hex(id).unwrap())
-        .unwrap()
+    sysroot_has_commit(&d.join(S), id)
 }
 
 /// After a refusal: nothing of 2 committed, deployments and boot environment as before.

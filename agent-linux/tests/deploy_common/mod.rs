@@ -428,3 +428,34 @@ pub fn cmdline_file(d: &Path, text: &str) -> String {
     fs::write(&p, format!("{text}\n")).unwrap();
     p.to_string_lossy().into_owned()
 }
+
+/// Runs `ecu-agent upgrade --sysroot <s> args` in `d` with `slot` booted; returns the exit
+/// code (-1 when killed), stdout and stderr.
+pub fn upgrade_in(d: &Path, s: &str, args: &[&str], slot: Slot) -> (i32, String, String) {
+    let o = Command::new(bin())
+        .args(["upgrade", "--sysroot", s])
+        .args(args)
+        .current_dir(d)
+        .env("ECU_AGENT_CMDLINE", "/dev/null")
+        .env("ECU_AGENT_BOOTED_SLOT", slot.as_str())
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// `s` parsed as JSON (a panic naming the text when it is not).
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+/// Whether the repository of the sysroot `root` holds the commit `id` (hex).
+pub fn sysroot_has_commit(root: &Path, id: &str) -> bool {
+    use agent_core::object::{ObjectId, ObjectKind};
+    let repo = agent_linux::Repo::open(&root.join("repo")).unwrap();
+    repo.has_object(ObjectKind::Commit, &ObjectId::from_hex(id).unwrap())
+        .unwrap()
+}
