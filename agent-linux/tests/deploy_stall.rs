@@ -238,19 +238,7 @@ fn install_refuses_up_front_when_the_filesystem_cannot_hold_the_update() {
     .unwrap();
     let out = ok(
         lab.path(),
-        &[
-            "commit",
-            "--repo",
-            "build",
-            "--branch",
-            "os/main",
-            "--tree",
-            tree.to_str().unwrap(),
-            "--version",
-            "big",
-            "--subject",
-            "big",
-        ],
+        &lab_commit(tree.to_str().unwrap(), "big", "big"),
         &[],
     );
     let id = out.split_whitespace().find(|w| w.len() == 64).unwrap();

@@ -353,23 +353,7 @@ fn published() -> Lab {
     for (i, b) in blob.chunks(200_000).enumerate() {
         fs::write(t2.join(format!("usr/bin/blob{i}")), b).unwrap();
     }
-    let out = ok(
-        d,
-        &[
-            "commit",
-            "--repo",
-            "build",
-            "--branch",
-            "os/main",
-            "--tree",
-            "tree-2",
-            "--version",
-            "2",
-            "--subject",
-            "image 2",
-        ],
-        &[],
-    );
+    let out = ok(d, &lab_commit("tree-2", "2", "image 2"), &[]);
     assert!(out.split_whitespace().any(|w| w.len() == 64), "{out}");
     ok(
         d,

@@ -17,6 +17,24 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ecu-agent"))
 }
 
+/// `commit --repo build --branch os/main --tree <tree> --version <version> --subject
+/// <subject>`: a commit to the lab's build repository (run in the lab directory).
+pub fn lab_commit<'a>(tree: &'a str, version: &'a str, subject: &'a str) -> Vec<&'a str> {
+    vec![
+        "commit",
+        "--repo",
+        "build",
+        "--branch",
+        "os/main",
+        "--tree",
+        tree,
+        "--version",
+        version,
+        "--subject",
+        subject,
+    ]
+}
+
 /// The lab's signing key (in the lab directory; `lab.key.pub` beside it).
 pub const LAB_KEY: &str = "lab.key";
 
@@ -156,19 +174,7 @@ impl Lab {
             image(&tree, i + 1);
             let subject = format!("image {v}");
             let sv = sv.to_string();
-            let mut args = vec![
-                "commit",
-                "--repo",
-                "build",
-                "--branch",
-                "os/main",
-                "--tree",
-                tree.to_str().unwrap(),
-                "--version",
-                v,
-                "--subject",
-                &subject,
-            ];
+            let mut args = lab_commit(tree.to_str().unwrap(), v, &subject);
             if sv != "0" {
                 args.extend(["--security-version", sv.as_str()]);
             }
