@@ -178,16 +178,37 @@ fn a_decoder_that_holds_output_back_installs_the_same() {
     }
 }
 
-#[test]
-fn the_writer_picks_the_filter_of_each_executable() {
-    let mut t = Tree::default()
-        .file("readme.txt", "some text\n".repeat(300))
-        .file("x86", elf(62, 0x1000, 20_000))
-        .file("arm", elf(40, 0x1001, 20_000))
-        .file("arm64", elf(183, 0x1000, 20_000));
+/// A tree of a text file `readme`, the executables `code` (name, bytes) and twenty notes.
+fn code_tree(readme: &str, code: &[(&str, Vec<u8>)]) -> Tree {
+    let mut t = Tree::default().file(readme, "some text\n".repeat(300));
+    for (name, bytes) in code {
+        t = t.file(name, bytes.clone());
+    }
     for i in 0..20 {
         t = t.file(&format!("note{i}.txt"), format!("note {i}\n"));
     }
+    t
+}
+
+/// `f` installs `commit` fed in chunks of 1, 7 and 4096 bytes with `window` bytes lent.
+fn installs_in_chunks(f: &[u8], window: usize, commit: &ObjectId) {
+    for chunk in [1, 7, 4096] {
+        let (r, s) = install_with(f, window, chunk);
+        assert_eq!(r.as_ref(), Ok(commit), "in chunks of {chunk}");
+        s.assert_committed(commit);
+    }
+}
+
+#[test]
+fn the_writer_picks_the_filter_of_each_executable() {
+    let t = code_tree(
+        "readme.txt",
+        &[
+            ("x86", elf(62, 0x1000, 20_000)),
+            ("arm", elf(40, 0x1001, 20_000)),
+            ("arm64", elf(183, 0x1000, 20_000)),
+        ],
+    );
     let built = build(&t, None, TS, &HashSet::new());
     // Grouped by name: each instruction set in parts of its own (by tree, the default, a
     // part takes the filter of most of its code: `parts_in_tree_order_take_the_filter_of_most_of_their_code`).
@@ -209,11 +230,7 @@ fn the_writer_picks_the_filter_of_each_executable() {
     );
     // The dictionary fits the largest part, not the 8 MiB allowed.
     assert!(sb.dictionary <= 128 * 1024, "{}", sb.dictionary);
-    for chunk in [1, 7, 4096] {
-        let (r, s) = install_with(&f, INFLATE_WINDOW + sb.dictionary as usize, chunk);
-        assert_eq!(r, Ok(built.commit));
-        s.assert_committed(&built.commit);
-    }
+    installs_in_chunks(&f, INFLATE_WINDOW + sb.dictionary as usize, &built.commit);
     // The same tree in deflate installs the same objects.
     let d = write_update_codec(&built, None, None, 1 << 20, Codec::Deflate);
     let (r, s) = install_with(&d, INFLATE_WINDOW, d.len());
@@ -226,14 +243,14 @@ fn the_writer_picks_the_filter_of_each_executable() {
 fn parts_in_tree_order_take_the_filter_of_most_of_their_code() {
     // An x86 system with one ARM helper and text: in tree order, parts of equal size (no
     // part size asked for), each through the filter of most of its ELF bytes.
-    let mut t = Tree::default()
-        .file("a-readme.txt", "some text\n".repeat(300))
-        .file("b-x86", elf(62, 0x1000, 60_000))
-        .file("c-arm", elf(40, 0x1001, 20_000))
-        .file("d-x86", elf(62, 0x1000, 30_000));
-    for i in 0..20 {
-        t = t.file(&format!("note{i}.txt"), format!("note {i}\n"));
-    }
+    let t = code_tree(
+        "a-readme.txt",
+        &[
+            ("b-x86", elf(62, 0x1000, 60_000)),
+            ("c-arm", elf(40, 0x1001, 20_000)),
+            ("d-x86", elf(62, 0x1000, 30_000)),
+        ],
+    );
     let built = build(&t, None, TS, &HashSet::new());
     let mut w = UpdateWriter::new(
         REF,
@@ -256,11 +273,7 @@ fn parts_in_tree_order_take_the_filter_of_most_of_their_code() {
     // than ARM (20 KB).
     let filters: Vec<Filter> = sb.parts.iter().map(|p| p.filter).collect();
     assert_eq!(filters, vec![Filter::X86]);
-    for chunk in [1, 7, 4096] {
-        let (r, s) = install_with(&f, INFLATE_WINDOW + sb.dictionary as usize, chunk);
-        assert_eq!(r, Ok(built.commit));
-        s.assert_committed(&built.commit);
-    }
+    installs_in_chunks(&f, INFLATE_WINDOW + sb.dictionary as usize, &built.commit);
 }
 
 /// A window too small for the file: refused at the superblock, naming both sizes, and the

@@ -130,15 +130,23 @@ fn changed_and_renamed_files_become_patches_that_install_at_every_chunk_size() {
         delta.len(),
         plain.len()
     );
+    delta_installs_in_chunks(tmp.path(), &t, &delta, |dev, chunk| {
+        let co1 = tmp.path().join(format!("co1-{chunk}"));
+        checkout(dev, &t.c1, &co1, CheckoutMode::Copy).unwrap();
+        assert_same_tree(&t.src1, &co1);
+    });
+}
+
+/// On a fresh device per chunk size (1, 7, 512, 64 KiB, whole), after `before(device,
+/// chunk)`: `delta` installs from c1 to c2, c2 checks out as src2, and nothing stays staged.
+fn delta_installs_in_chunks(tmp: &Path, t: &Trees, delta: &[u8], before: impl Fn(&Repo, usize)) {
     let public = keys::public_key(&[7; 32]);
     for chunk in [1, 7, 512, 64 * 1024, usize::MAX] {
-        let dev = device(tmp.path(), &t, &format!("dev-{chunk}"));
-        let co1 = tmp.path().join(format!("co1-{chunk}"));
-        checkout(&dev, &t.c1, &co1, CheckoutMode::Copy).unwrap();
-        assert_same_tree(&t.src1, &co1);
-        let i = install_chunked(&dev, &delta, chunk, Policy::require(&[public])).unwrap();
+        let dev = device(tmp, t, &format!("dev-{chunk}"));
+        before(&dev, chunk);
+        let i = install_chunked(&dev, delta, chunk, Policy::require(&[public])).unwrap();
         assert_eq!((i.commit, i.from), (t.c2, Some(t.c1)));
-        let co2 = tmp.path().join(format!("co2-{chunk}"));
+        let co2 = tmp.join(format!("co2-{chunk}"));
         checkout(&dev, &t.c2, &co2, CheckoutMode::Copy).unwrap();
         assert_same_tree(&t.src2, &co2);
         assert!(staged_files(&dev).is_empty());
@@ -199,16 +207,7 @@ fn a_changed_directory_is_patched_from_the_source_directory_at_every_chunk_size(
         delta.len(),
         plain.len()
     );
-    let public = keys::public_key(&[7; 32]);
-    for chunk in [1, 7, 512, 64 * 1024, usize::MAX] {
-        let dev = device(tmp.path(), &t, &format!("dev-{chunk}"));
-        let i = install_chunked(&dev, &delta, chunk, Policy::require(&[public])).unwrap();
-        assert_eq!((i.commit, i.from), (t.c2, Some(t.c1)));
-        let co2 = tmp.path().join(format!("co2-{chunk}"));
-        checkout(&dev, &t.c2, &co2, CheckoutMode::Copy).unwrap();
-        assert_same_tree(&t.src2, &co2);
-        assert!(staged_files(&dev).is_empty());
-    }
+    delta_installs_in_chunks(tmp.path(), &t, &delta, |_, _| {});
 }
 
 #[test]

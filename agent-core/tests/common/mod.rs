@@ -471,25 +471,31 @@ pub fn raw_update_version(
 /// The records of a minimal valid commit: one file, the root dirtree and dirmeta, the commit.
 /// Returns (records, ops, commit id).
 pub fn minimal_records(timestamp: u64) -> (Vec<u8>, u32, ObjectId) {
-    let file = file_object(b"x");
-    let fid = ObjectId::of(&file);
+    let (r, id) = one_file_records(&file_object(b"x"), b"f", &dirmeta_object(), |t, m| {
+        commit_object(None, timestamp, t, m, "1.0")
+    });
+    (r, 4, id)
+}
+
+/// The records of a one-file commit: the file object `file`, the root dirtree naming it
+/// `name`, the dirmeta `meta` and the commit `commit(root tree id, root meta id)`; with the
+/// commit's id.
+pub fn one_file_records(
+    file: &[u8],
+    name: &[u8],
+    meta: &[u8],
+    commit: impl FnOnce(ObjectId, ObjectId) -> Vec<u8>,
+) -> (Vec<u8>, ObjectId) {
     let tree = dirtree_object(&[DirEntry::File {
-        name: b"f",
-        id: fid,
+        name,
+        id: ObjectId::of(file),
     }]);
-    let meta = dirmeta_object();
-    let commit = commit_object(
-        None,
-        timestamp,
-        ObjectId::of(&tree),
-        ObjectId::of(&meta),
-        "1.0",
-    );
-    let mut r = rec_obj(ObjectKind::File, &file);
+    let commit = commit(ObjectId::of(&tree), ObjectId::of(meta));
+    let mut r = rec_obj(ObjectKind::File, file);
     r.extend(rec_obj(ObjectKind::DirTree, &tree));
-    r.extend(rec_obj(ObjectKind::DirMeta, &meta));
+    r.extend(rec_obj(ObjectKind::DirMeta, meta));
     r.extend(rec_obj(ObjectKind::Commit, &commit));
-    (r, 4, ObjectId::of(&commit))
+    (r, ObjectId::of(&commit))
 }
 
 /// Installs a whole file at once into `store` under `policy`.
