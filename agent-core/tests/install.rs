@@ -1830,19 +1830,21 @@ fn commit_and_superblock_security_versions_must_agree() {
         s.assert_failed_cleanly();
         r.unwrap_err()
     };
+    // An update of `records` (commit `to`) whose superblock says security version `sv`.
+    let at_superblock_sv = |to, records, sv| {
+        raw_update(
+            None,
+            to,
+            TS,
+            4,
+            &[RawPart::deflate(records, 4)],
+            None,
+            |sb, _| sb.security_version = sv,
+        )
+    };
     // Superblock 3, commit without a trailer (0).
     let (records, to) = records_with_commit(|t, m| commit_object(None, TS, t, m, "1.0"));
-    let f = raw_update(
-        None,
-        to,
-        TS,
-        4,
-        &[RawPart::deflate(records.clone(), 4)],
-        None,
-        |sb, _| {
-            sb.security_version = 3;
-        },
-    );
+    let f = at_superblock_sv(to, records.clone(), 3);
     assert_eq!(
         run(&f),
         InstallError::SecurityVersionMismatch {
@@ -1852,17 +1854,7 @@ fn commit_and_superblock_security_versions_must_agree() {
     );
     // Superblock 3, commit 4.
     let (records4, to4) = records_with_commit(|t, m| commit_object_sv(None, TS, t, m, "1.0", 4));
-    let f = raw_update(
-        None,
-        to4,
-        TS,
-        4,
-        &[RawPart::deflate(records4.clone(), 4)],
-        None,
-        |sb, _| {
-            sb.security_version = 3;
-        },
-    );
+    let f = at_superblock_sv(to4, records4.clone(), 3);
     let e = run(&f);
     assert_eq!(
         e,
@@ -1883,17 +1875,7 @@ fn commit_and_superblock_security_versions_must_agree() {
         }
     );
     // Agreeing: installs, also as format 1 at 0.
-    let f = raw_update(
-        None,
-        to4,
-        TS,
-        4,
-        &[RawPart::deflate(records4, 4)],
-        None,
-        |sb, _| {
-            sb.security_version = 4;
-        },
-    );
+    let f = at_superblock_sv(to4, records4, 4);
     let mut s = MemStore::default();
     assert_eq!(
         install_all(&mut s, &f, unsigned).unwrap().security_version,
