@@ -124,8 +124,7 @@ fn plant_chain(dir: &Path, levels: usize, name: &str) {
 
 #[test]
 fn a_tree_at_the_depth_limit_installs_deploys_verifies_fscks_and_is_removed() {
-    let lab = Lab::new(&["1", "2", "3"]);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&["1", "2", "3"], S);
     let d = lab.path();
     let root = d.join(S);
     ok(d, &["install", "--sysroot", S, &lab.update(None, "1")], &[]);
@@ -177,8 +176,7 @@ fn a_tree_at_the_depth_limit_installs_deploys_verifies_fscks_and_is_removed() {
 
 #[test]
 fn one_level_over_the_limit_is_refused_with_nothing_committed() {
-    let lab = Lab::new(&["1"]);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&["1"], S);
     let d = lab.path();
     let root = d.join(S);
     ok(d, &["install", "--sysroot", S, &lab.update(None, "1")], &[]);
@@ -203,8 +201,7 @@ fn one_level_over_the_limit_is_refused_with_nothing_committed() {
 
 #[test]
 fn the_deepest_tree_deploys_with_1024_open_files() {
-    let lab = Lab::new(&["1"]);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&["1"], S);
     let d = lab.path();
     let (deep, _) = chain_update(&lab, "deep.update", MAX_TREE_DEPTH, "d");
     // The limit is set in the child before it runs the agent (a shell's `ulimit`).
@@ -234,8 +231,7 @@ fn the_deepest_tree_deploys_with_1024_open_files() {
 
 #[test]
 fn deployments_with_paths_over_4096_bytes_and_half_checkouts_are_removed() {
-    let lab = Lab::new(&["1", "2"]);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&["1", "2"], S);
     let d = lab.path();
     let root = d.join(S);
     ok(d, &["install", "--sysroot", S, &lab.update(None, "1")], &[]);
@@ -268,8 +264,7 @@ fn deployments_with_paths_over_4096_bytes_and_half_checkouts_are_removed() {
 
 #[test]
 fn cleanup_of_a_10000_deep_garbage_chain_is_linear() {
-    let lab = Lab::new(&["1"]);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&["1"], S);
     let d = lab.path();
     let root = d.join(S);
     ok(d, &["install", "--sysroot", S, &lab.update(None, "1")], &[]);

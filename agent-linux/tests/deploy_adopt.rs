@@ -10,7 +10,7 @@ mod deploy_common;
 use deploy_common::*;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use agent_linux::deploy::ADOPTED_NAME;
 use bootloader_hooks::Slot;
@@ -21,8 +21,13 @@ const S: &str = "sysroot";
 /// Board variables the bootloader's default environment holds (kept by every write).
 const BOARD: &[(&str, &str)] = BOARD_VARS;
 
-fn bootloader_wrote(root: &Path, vars: &[(&str, &str)]) {
-    bootloader_wrote_env(root, vars);
+/// A lab with `versions` whose sysroot has `conf` as agent.conf and the environment the
+/// bootloader wrote at its first boot ([`BOARD`] and `vars`, [`bootloader_wrote_env`]).
+fn first_boot(versions: &[&str], conf: &str, vars: &[(&str, &str)]) -> (Lab, PathBuf) {
+    let lab = Lab::new(versions);
+    let root = sysroot(&lab, conf);
+    bootloader_wrote_env(&root, vars);
+    (lab, root)
 }
 
 fn deploy_entries(root: &Path) -> Vec<String> {
@@ -34,24 +39,23 @@ fn deploy_entries(root: &Path) -> Vec<String> {
     }
 }
 
-fn sysroot(lab: &Lab, conf: &str) -> std::path::PathBuf {
+fn sysroot(lab: &Lab, conf: &str) -> PathBuf {
     configured_sysroot(lab, S, conf)
 }
 
 #[test]
 fn rauc_first_install_adopts_the_booted_slot() {
-    let lab = Lab::new(&["9"]);
-    let d = lab.path();
-    let root = sysroot(&lab, "scheme = rauc\n");
     // RAUC's boot script on its first boot: BOOT_ORDER "A B", A counted down from 3.
-    bootloader_wrote(
-        &root,
+    let (lab, root) = first_boot(
+        &["9"],
+        "scheme = rauc\n",
         &[
             ("BOOT_ORDER", "A B"),
             ("BOOT_A_LEFT", "2"),
             ("BOOT_B_LEFT", "3"),
         ],
     );
+    let d = lab.path();
     let blank = uboot_env_files(&root);
     let update = lab.update(None, "9");
 
@@ -95,7 +99,7 @@ fn rauc_first_install_adopts_the_booted_slot() {
     assert_eq!(uboot_env_files(&root), blank);
     // After RAUC's mark-good (BOOT_A_LEFT refilled): adopted, staged in B, one environment
     // update keeping RAUC's and the board's variables.
-    bootloader_wrote(
+    bootloader_wrote_env(
         &root,
         &[
             ("BOOT_ORDER", "A B"),
@@ -168,7 +172,7 @@ fn mender_adoption_story_and_refusals() {
     let full = lab.update(None, "9");
 
     // The kernel booted partition 3, Mender's variables say partition 2: refused.
-    bootloader_wrote(&root, &mender("2", "0"));
+    bootloader_wrote_env(&root, &mender("2", "0"));
     let blank = uboot_env_files(&root);
     let e = fails(d, &["install", "--sysroot", S, &full], &k3);
     assert!(
@@ -190,7 +194,7 @@ fn mender_adoption_story_and_refusals() {
 
     // Mender's own update on trial in A (B its good fallback): installing would replace the
     // fallback; refused until A is confirmed. mark-good adopts and confirms.
-    bootloader_wrote(&root, &mender("2", "1"));
+    bootloader_wrote_env(&root, &mender("2", "1"));
     let e = fails(d, &["install", "--sysroot", S, &full], &k2);
     assert!(e.contains("has slot A on trial"), "{e}");
     assert!(e.contains("ecu-agent mark-good"), "{e}");
@@ -244,11 +248,9 @@ fn mender_adoption_story_and_refusals() {
 #[test]
 fn first_install_on_an_unowned_env_adopts_in_one_go() {
     // The install in one go from the bootloader's first boot: adopted A, staged B.
-    let lab = Lab::new(&["9"]);
-    let d = lab.path();
-    let root = sysroot(&lab, "scheme = mender\n");
-    bootloader_wrote(
-        &root,
+    let (lab, root) = first_boot(
+        &["9"],
+        "scheme = mender\n",
         &[
             ("mender_boot_part", "2"),
             ("upgrade_available", "0"),
@@ -256,6 +258,7 @@ fn first_install_on_an_unowned_env_adopts_in_one_go() {
             ("bootlimit", "1"),
         ],
     );
+    let d = lab.path();
     ok(d, &["init", "--repo", &format!("{S}/repo")], &[]);
     let st: Value = serde_json::from_str(&ok(
         d,
@@ -343,7 +346,7 @@ fn an_unowned_environment_beside_deployments_is_not_adopted() {
     let d = lab.path();
     let root = sysroot(&lab, "scheme = mender\n");
     ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
-    bootloader_wrote(
+    bootloader_wrote_env(
         &root,
         &[("mender_boot_part", "2"), ("upgrade_available", "0")],
     );
@@ -396,17 +399,16 @@ fn a_lost_environment_after_adoption_is_not_rebuilt_on_a_guess() {
     // Adopted A, the update staged in B; then the environment is lost. The kernel (root= of
     // A, no ecu.deployment=) runs the adopted system, not the one deployment on disk: the
     // rebuild must not record that deployment as what runs.
-    let lab = Lab::new(&["9"]);
-    let d = lab.path();
-    let root = sysroot(&lab, "scheme = mender\n");
-    bootloader_wrote(
-        &root,
+    let (lab, root) = first_boot(
+        &["9"],
+        "scheme = mender\n",
         &[
             ("mender_boot_part", "2"),
             ("upgrade_available", "0"),
             ("bootlimit", "1"),
         ],
     );
+    let d = lab.path();
     let k = cmdline_file(d, "root=/dev/mmcblk0p2");
     let ka = [("ECU_AGENT_CMDLINE", k.as_str())];
     ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &ka);

@@ -30,8 +30,7 @@ fn count_objects(repo: &Path) -> (usize, usize) {
 #[test]
 fn cleanup_bounds_disk_use_over_update_cycles() {
     let versions = ["1", "2", "3", "4", "5"];
-    let lab = Lab::new(&versions);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&versions, S);
     let d = lab.path();
     let root = d.join(S);
     ok(d, &["install", "--sysroot", S, &lab.update(None, "1")], &[]);
@@ -108,8 +107,7 @@ fn cleanup_bounds_disk_use_over_update_cycles() {
 
 #[test]
 fn cleanup_refuses_without_boot_state() {
-    let lab = Lab::new(&["1"]);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&["1"], S);
     let d = lab.path();
     ok(
         d,

@@ -27,8 +27,7 @@ fn deploy_listing(root: &Path) -> Vec<String> {
 /// A lab with versions 9, 9.1 and 9.2 whose sysroot `S` holds 9 and 9.1, both good
 /// ([`two_good`]); returns the lab, the sysroot and its deployments listed.
 fn two_good_sysroot() -> (Lab, PathBuf, Vec<String>) {
-    let lab = Lab::new(&["9", "9.1", "9.2"]);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&["9", "9.1", "9.2"], S);
     let root = lab.path().join(S);
     two_good(&lab, lab.path());
     let before = deploy_listing(&root);

@@ -70,8 +70,7 @@ fn install_9_then_91(lab: &Lab) {
 
 #[test]
 fn primer_story_install_reboot_mark_good() {
-    let lab = Lab::new(&["9", "9.1"]);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&["9", "9.1"], S);
     let d = lab.path();
     install_9_then_91(&lab);
 
@@ -132,8 +131,7 @@ fn primer_story_install_reboot_mark_good() {
 
 #[test]
 fn failure_story_tries_used_up_rolls_back() {
-    let lab = Lab::new(&["9", "9.1"]);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&["9", "9.1"], S);
     let d = lab.path();
     install_9_then_91(&lab);
     // 9.1 never reports success: three trial boots, then the bootloader falls back.
@@ -176,8 +174,7 @@ fn failure_story_tries_used_up_rolls_back() {
 
 #[test]
 fn refusals_leave_a_bootable_device() {
-    let lab = Lab::new(&["9", "9.1", "9.2"]);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&["9", "9.1", "9.2"], S);
     let d = lab.path();
     let e = fails(d, &["mark-good", "--sysroot", S], &booted_env(Slot::A));
     assert!(
@@ -246,8 +243,7 @@ fn refusals_leave_a_bootable_device() {
 
 #[test]
 fn deploy_stages_a_commit_from_the_store_and_rollback_switches_back() {
-    let lab = Lab::new(&["9", "9.1"]);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&["9", "9.1"], S);
     let d = lab.path();
     ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
     // apply-offline only fills the store (the `rpm-ostree rebase` primer step comes next).
@@ -310,8 +306,7 @@ fn deploy_stages_a_commit_from_the_store_and_rollback_switches_back() {
 
 #[test]
 fn simulate_boot_rehearses_the_cycle() {
-    let lab = Lab::new(&["9", "9.1"]);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&["9", "9.1"], S);
     let d = lab.path();
     ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
     // No override: provisioning recorded A in S/run/booted.
@@ -378,8 +373,7 @@ fn fw_printenv_reads_the_environment() {
         );
         return;
     }
-    let lab = Lab::new(&["9", "9.1"]);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&["9", "9.1"], S);
     let d = lab.path();
     ok(d, &["install", "--sysroot", S, &lab.update(None, "9")], &[]);
     ok(
@@ -451,8 +445,7 @@ impl Drop for TmpfsMount {
 
 #[test]
 fn install_from_stdin_and_copy_across_filesystems() {
-    let lab = Lab::new(&["9", "9.1"]);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&["9", "9.1"], S);
     let d = lab.path();
     // S/deploy on another filesystem than S/repo: hard links fail, the checkout copies. The
     // other filesystem is a tmpfs mounted on S/deploy (a symlink there would be refused as a

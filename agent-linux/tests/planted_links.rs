@@ -50,8 +50,7 @@ fn tree_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
 /// moved outside (with a canary file added) and a symlink to it planted, or, with `file`, a
 /// plain file is put there instead. Returns the lab and the outside directory.
 fn planted(place: &str, file: bool) -> (Lab, std::path::PathBuf) {
-    let lab = Lab::new(&["1", "2"]);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&["1", "2"], S);
     let d = lab.path();
     ok(d, &["install", "--sysroot", S, &lab.update(None, "1")], &[]);
     let root = d.join(S);
@@ -164,8 +163,7 @@ fn a_file_where_a_directory_belongs_is_refused() {
 
 #[test]
 fn a_directory_owned_by_another_user_is_refused() {
-    let lab = Lab::new(&["1"]);
-    lab.trust(S);
+    let lab = Lab::trusted_by(&["1"], S);
     let d = lab.path();
     ok(d, &["install", "--sysroot", S, &lab.update(None, "1")], &[]);
     let me = rustix::process::geteuid().as_raw();

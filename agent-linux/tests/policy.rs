@@ -19,23 +19,7 @@ fn booted(s: Slot) -> [(&'static str, &'static str); 1] {
 /// An unsigned from-scratch file of version `v` (the lab signs its own).
 fn unsigned(lab: &Lab, v: &str) -> String {
     let out = format!("{v}-unsigned.update");
-    ok(
-        lab.path(),
-        &[
-            "delta",
-            "generate",
-            "--repo",
-            "build",
-            "--to",
-            lab.commit(v),
-            "--ref",
-            "os/main",
-            "--empty",
-            "--out",
-            &out,
-        ],
-        &[],
-    );
+    lab.generate(None, v, "os/main", &out, false);
     out
 }
 
@@ -176,25 +160,7 @@ fn signatures_are_required_by_default_and_keys_live_in_agent_conf() {
 /// A from-scratch file of version `v` for ref `r`, signed by the lab key.
 fn for_ref(lab: &Lab, v: &str, r: &str) -> String {
     let out = format!("{v}-{}.update", r.replace('/', "-"));
-    ok(
-        lab.path(),
-        &[
-            "delta",
-            "generate",
-            "--repo",
-            "build",
-            "--to",
-            lab.commit(v),
-            "--ref",
-            r,
-            "--empty",
-            "--out",
-            &out,
-            "--sign-key",
-            LAB_KEY,
-        ],
-        &[],
-    );
+    lab.generate(None, v, r, &out, true);
     out
 }
 

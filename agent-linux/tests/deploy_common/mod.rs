@@ -189,6 +189,13 @@ impl Lab {
         Lab { dir, commits }
     }
 
+    /// [`Lab::new`] whose sysroot `sysroot` trusts the lab's key ([`Lab::trust`]).
+    pub fn trusted_by(versions: &[&str], sysroot: &str) -> Lab {
+        let lab = Lab::new(versions);
+        lab.trust(sysroot);
+        lab
+    }
+
     /// The lab directory.
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -236,22 +243,33 @@ impl Lab {
             Some(f) => format!("{f}-{v}.update"),
             None => format!("{v}.update"),
         };
-        let to = self.commit(v).to_string();
+        self.generate(from, v, "os/main", &name, true);
+        self.path().join(name).to_string_lossy().into_owned()
+    }
+
+    /// Writes the file `name` (in the lab directory): version `v` for the ref `ref_name`, from
+    /// scratch or a delta from `from`, signed by the lab key when `signed`.
+    pub fn generate(&self, from: Option<&str>, v: &str, ref_name: &str, name: &str, signed: bool) {
         let mut args = vec![
-            "delta", "generate", "--repo", "build", "--to", &to, "--ref", "os/main", "--out", &name,
+            "delta",
+            "generate",
+            "--repo",
+            "build",
+            "--to",
+            self.commit(v),
+            "--ref",
+            ref_name,
+            "--out",
+            name,
         ];
-        let from_id;
         match from {
-            Some(f) => {
-                from_id = self.commit(f).to_string();
-                args.push("--from");
-                args.push(&from_id);
-            }
+            Some(f) => args.extend(["--from", self.commit(f)]),
             None => args.push("--empty"),
         }
-        args.extend(["--sign-key", LAB_KEY]);
+        if signed {
+            args.extend(["--sign-key", LAB_KEY]);
+        }
         ok(self.path(), &args, &[]);
-        self.path().join(name).to_string_lossy().into_owned()
     }
 }
 
