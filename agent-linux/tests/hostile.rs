@@ -6,7 +6,7 @@
 
 mod deploy_common;
 
-use deploy_common::bin;
+use deploy_common::{bin, tree_listing, Listed};
 
 use std::fs;
 use std::path::Path;
@@ -179,44 +179,20 @@ fn one_file(name: &[u8], file: Vec<u8>) -> (Vec<Obj>, Vec<u8>) {
 /// Everything of the device that a refused install must leave as it was: `repo/tmp` must also
 /// be empty.
 fn device_state(root: &Path) -> Vec<(String, Vec<u8>)> {
-    fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().flatten().collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let p = e.path();
-            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
-            let t = e.file_type().unwrap();
-            // Lock files; objects other than commits (content-addressed: the verified parts of
-            // a refused file may stay for a resumed install, `cleanup` removes them) and the
-            // resume checkpoint. What must not change: refs, commits, deployments, the boot
-            // environment, the floor, the configuration.
-            let object = rel.starts_with("repo/objects/") && !rel.ends_with(".commit");
-            if rel.ends_with("lock") || rel.starts_with("repo/state") || (object && !t.is_dir()) {
-                continue;
-            }
-            if object {
-                walk(base, &p, out);
-                continue;
-            }
-            if t.is_dir() {
-                out.push((format!("{rel}/"), Vec::new()));
-                walk(base, &p, out);
-            } else if t.is_symlink() {
-                out.push((
-                    rel,
-                    fs::read_link(&p)
-                        .unwrap()
-                        .into_os_string()
-                        .into_encoded_bytes(),
-                ));
-            } else {
-                out.push((rel, fs::read(&p).unwrap()));
-            }
+    tree_listing(root, &|rel, is_dir| {
+        // Lock files; objects other than commits (content-addressed: the verified parts of a
+        // refused file may stay for a resumed install, `cleanup` removes them) and the resume
+        // checkpoint. What must not change: refs, commits, deployments, the boot environment,
+        // the floor, the configuration.
+        let object = rel.starts_with("repo/objects/") && !rel.ends_with(".commit");
+        if rel.ends_with("lock") || rel.starts_with("repo/state") || (object && !is_dir) {
+            Listed::No
+        } else if object {
+            Listed::OnlyWhatIsIn
+        } else {
+            Listed::Yes
         }
-    }
-    let mut out = Vec::new();
-    walk(root, root, &mut out);
-    out
+    })
 }
 
 fn install(d: &Path, file: &Path, extra: &[&str]) -> (bool, String) {

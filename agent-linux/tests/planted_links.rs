@@ -17,31 +17,7 @@ const S: &str = "sysroot";
 
 /// Every file and directory under `dir` with its contents (symlinks as their targets).
 fn tree_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        let mut es: Vec<_> = fs::read_dir(&d).unwrap().flatten().collect();
-        es.sort_by_key(|e| e.file_name());
-        for e in es {
-            let p = e.path();
-            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-            let t = e.file_type().unwrap();
-            if t.is_dir() {
-                out.push((format!("{rel}/"), Vec::new()));
-                todo.push(p);
-            } else if t.is_symlink() {
-                out.push((
-                    rel,
-                    fs::read_link(&p)
-                        .unwrap()
-                        .into_os_string()
-                        .into_encoded_bytes(),
-                ));
-            } else {
-                out.push((rel, fs::read(&p).unwrap()));
-            }
-        }
-    }
+    let mut out = tree_listing(dir, &|_, _| Listed::Yes);
     out.sort();
     out
 }

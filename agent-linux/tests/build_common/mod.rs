@@ -42,7 +42,7 @@ pub fn commit<'a>(
     tree: &'a Path,
     extra: &[&'a str],
 ) -> Vec<&'a str> {
-    let mut args = vec![
+    let args = [
         "commit",
         "--repo",
         p(repo),
@@ -51,8 +51,7 @@ pub fn commit<'a>(
         "--tree",
         p(tree),
     ];
-    args.extend_from_slice(extra);
-    args
+    [&args[..], extra].concat()
 }
 
 /// `delta generate --repo <repo>` from `from` (`--empty` when `None`) `--to <to> --out <out>`,
@@ -82,9 +81,11 @@ pub fn trusted<'a>(
     public: &'a str,
     extra: &[&'a str],
 ) -> Vec<&'a str> {
-    let mut args = vec![cmd, "--sysroot", p(sysroot), "--trusted-key", public];
-    args.extend_from_slice(extra);
-    args
+    [
+        &[cmd, "--sysroot", p(sysroot), "--trusted-key", public][..],
+        extra,
+    ]
+    .concat()
 }
 
 /// A repository `dir/repo` with one commit of `src` on `main` and its from-scratch update

@@ -483,3 +483,49 @@ pub fn sysroot_has_commit(root: &Path, id: &str) -> bool {
     repo.has_object(ObjectKind::Commit, &ObjectId::from_hex(id).unwrap())
         .unwrap()
 }
+
+/// What [`tree_listing`] does with an entry.
+pub enum Listed {
+    /// Listed with its contents (a directory also walked).
+    Yes,
+    /// Left out (a directory not walked).
+    No,
+    /// A directory walked but not listed itself.
+    OnlyWhatIsIn,
+}
+
+/// The entries under `root` (sorted by name, depth first) that `which(relative path, is a
+/// directory)` lists, each with its contents: a directory as `rel/` with none, a symlink as
+/// its target, a file as its bytes.
+pub fn tree_listing(root: &Path, which: &dyn Fn(&str, bool) -> Listed) -> Vec<(String, Vec<u8>)> {
+    fn walk(
+        base: &Path,
+        dir: &Path,
+        which: &dyn Fn(&str, bool) -> Listed,
+        out: &mut Vec<(String, Vec<u8>)>,
+    ) {
+        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            let t = e.file_type().unwrap();
+            match which(&rel, t.is_dir()) {
+                Listed::No => {}
+                Listed::OnlyWhatIsIn => walk(base, &p, which, out),
+                Listed::Yes if t.is_dir() => {
+                    out.push((format!("{rel}/"), Vec::new()));
+                    walk(base, &p, which, out);
+                }
+                Listed::Yes if t.is_symlink() => {
+                    let target = fs::read_link(&p).unwrap();
+                    out.push((rel, target.into_os_string().into_encoded_bytes()));
+                }
+                Listed::Yes => out.push((rel, fs::read(&p).unwrap())),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, which, &mut out);
+    out
+}
