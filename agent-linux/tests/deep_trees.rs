@@ -11,9 +11,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Instant;
 
-use agent_core::object::{
-    self, Commit, DirEntry, DirMeta, ObjectId, ObjectKind, Xattrs, MAX_TREE_DEPTH, S_IFDIR,
-};
+use agent_core::object::{self, Commit, DirEntry, ObjectId, ObjectKind, MAX_TREE_DEPTH};
 use agent_core::write::UpdateWriter;
 use agent_linux::fsops::walk::{open_dir, open_dir_at};
 use bootloader_hooks::{DecisionKind, Slot};
@@ -22,13 +20,7 @@ use rustix::fs::Mode;
 const S: &str = "sysroot";
 
 fn dirmeta() -> Vec<u8> {
-    DirMeta {
-        mode: S_IFDIR | 0o755,
-        uid: 0,
-        gid: 0,
-        xattrs: Xattrs::EMPTY,
-    }
-    .to_vec()
+    test_support::tree::dirmeta_object()
 }
 
 /// The objects of a chain `root/name/name/.../name/leaf`: `levels` directories below the
