@@ -45,6 +45,19 @@ fn has_commit(d: &Path, id: &str) -> bool {
     sysroot_has_commit(&d.join(S), id)
 }
 
+/// The index `bytes` as the lab key (in `d`) verifies it, and that key's secret seed, to sign
+/// an edited index with.
+fn lab_index(d: &Path, bytes: &[u8]) -> (index::Index, [u8; 32]) {
+    let seed = agent_linux::keys::read_key(&d.join(LAB_KEY)).unwrap();
+    let key = [agent_linux::keys::public_key(&seed)];
+    let policy = KeyPolicy {
+        trusted: &key,
+        revoked: &[],
+        allow_unsigned: false,
+    };
+    (index::verify(bytes, &policy).unwrap().0, seed)
+}
+
 /// The delta's file name in `pub`.
 fn delta_file(lab: &Lab) -> String {
     format!("os-main-{}-{}.update", lab.commit("1"), lab.commit("2"))
@@ -173,14 +186,7 @@ fn without_the_booted_source_nor_a_from_scratch_file_nothing_is_applicable() {
     // the from-scratch file. Neither (the index names a delta from another commit only):
     // refused, naming the commits.
     let idx_path = d.join("pub").join(index::INDEX_FILE);
-    let seed = agent_linux::keys::read_key(&d.join(LAB_KEY)).unwrap();
-    let key = [agent_linux::keys::public_key(&seed)];
-    let policy = KeyPolicy {
-        trusted: &key,
-        revoked: &[],
-        allow_unsigned: false,
-    };
-    let (mut idx, _) = index::verify(&fs::read(&idx_path).unwrap(), &policy).unwrap();
+    let (mut idx, seed) = lab_index(d, &fs::read(&idx_path).unwrap());
     idx.entries.retain(|e| e.from.is_some());
     idx.entries[0].from = Some(ObjectId([0x42; 32]));
     fs::write(&idx_path, index::emit(&idx, Some(&seed))).unwrap();
@@ -240,15 +246,8 @@ fn a_tampered_file_is_refused_and_nothing_is_committed() {
     // the transfer, before the installer commits.
     fs::write(&delta, &good).unwrap();
     let idx_path = d.join("pub").join(index::INDEX_FILE);
-    let seed = agent_linux::keys::read_key(&d.join(LAB_KEY)).unwrap();
-    let key = [agent_linux::keys::public_key(&seed)];
-    let policy = KeyPolicy {
-        trusted: &key,
-        revoked: &[],
-        allow_unsigned: false,
-    };
     let original = fs::read(&idx_path).unwrap();
-    let (mut idx, _) = index::verify(&original, &policy).unwrap();
+    let (mut idx, seed) = lab_index(d, &original);
     for e in &mut idx.entries {
         e.sha256[0] ^= 1;
     }
