@@ -312,17 +312,19 @@ fn build_generate_apply_checkout() {
 
     // generate-deltas: names and count.
     let out = t.path().join("out");
-    let listing = ok(&[
-        "generate-deltas",
-        "--repo",
-        p(&repo),
-        "--out",
-        p(&out),
-        "--depth",
-        "3",
-        "--sign-key",
-        p(&key),
-    ]);
+    let deltas = |depth: &str, extra: &[&str]| {
+        let args = [
+            "generate-deltas",
+            "--repo",
+            p(&repo),
+            "--out",
+            p(&out),
+            "--depth",
+            depth,
+        ];
+        ok(&[&args[..], extra].concat())
+    };
+    let listing = deltas("3", &["--sign-key", p(&key)]);
     let mut expected = vec![format!("ecu-armv7-main-{}.update", ids[4])];
     for from in &ids[1..4] {
         expected.push(format!("ecu-armv7-main-{from}-{}.update", ids[4]));
@@ -345,17 +347,7 @@ fn build_generate_apply_checkout() {
             size.parse::<u64>().unwrap()
         );
     }
-    let json: serde_json::Value = serde_json::from_str(&ok(&[
-        "generate-deltas",
-        "--repo",
-        p(&repo),
-        "--out",
-        p(&out),
-        "--depth",
-        "1",
-        "--json",
-    ]))
-    .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&deltas("1", &["--json"])).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 3);
 
     // One delta by hand, with a short id and a ref name.
