@@ -277,14 +277,8 @@ fn crafted_files_are_refused_each_with_its_own_error_and_change_nothing() {
     .unwrap();
     let (ok, err) = install(d, &base, &[]);
     assert!(ok, "{err}");
-    let o = Command::new(bin())
-        .args(["mark-good", "--sysroot", S])
-        .current_dir(d)
-        .env("ECU_AGENT_CMDLINE", "/dev/null")
-        .env("ECU_AGENT_BOOTED_SLOT", "A")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let slot_a = deploy_common::booted(bootloader_hooks::Slot::A);
+    deploy_common::ok(d, &["mark-good", "--sysroot", S], &slot_a);
     assert_eq!(agent_linux::floor::read(&d.join(S)).unwrap(), FLOOR);
     let before = device_state(&d.join(S));
 
