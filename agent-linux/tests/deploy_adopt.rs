@@ -295,17 +295,8 @@ fn first_install_on_an_unowned_env_adopts_in_one_go() {
 fn rauc_grub_environment_is_adopted_and_checked() {
     let lab = Lab::new(&["9"]);
     let d = lab.path();
-    let root = sysroot(&lab, "backend = grub\nscheme = rauc\n");
     // As RAUC's grub.conf and `rauc status mark-good` leave it: A booted and confirmed.
-    let vars: &[(&[u8], &[u8])] = &[
-        (b"ORDER", b"A B"),
-        (b"A_OK", b"1"),
-        (b"A_TRY", b"0"),
-        (b"B_OK", b"1"),
-        (b"B_TRY", b"0"),
-        (b"timeout", b"3"),
-    ];
-    let block = grub_env_file(&root, vars);
+    let (root, block) = rauc_grub_sysroot(&lab, S, &[(b"timeout", b"3")]);
     let update = lab.update(None, "9");
 
     // B cannot be what grub.conf booted: A comes first and is bootable.

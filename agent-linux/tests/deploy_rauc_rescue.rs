@@ -19,16 +19,8 @@ const S: &str = "sysroot";
 fn simulate_boot_follows_raucs_grub_rescue() {
     let lab = Lab::new(&["9"]);
     let d = lab.path();
-    let root = configured_sysroot(&lab, S, "backend = grub\nscheme = rauc\n");
     // As grub.conf and `rauc status mark-good` leave it: A booted and confirmed.
-    let vars: &[(&[u8], &[u8])] = &[
-        (b"ORDER", b"A B"),
-        (b"A_OK", b"1"),
-        (b"A_TRY", b"0"),
-        (b"B_OK", b"1"),
-        (b"B_TRY", b"0"),
-    ];
-    grub_env_file(&root, vars);
+    let (root, _) = rauc_grub_sysroot(&lab, S, &[]);
     let cmdline = d.join("cmdline");
     fs::write(&cmdline, "rauc.slot=A\n").unwrap();
     let cmdline = cmdline.to_string_lossy().into_owned();

@@ -529,3 +529,19 @@ pub fn tree_listing(root: &Path, which: &dyn Fn(&str, bool) -> Listed) -> Vec<(S
     walk(root, root, which, &mut out);
     out
 }
+
+/// The sysroot `s` of the lab configured for RAUC's GRUB scheme, its grubenv as RAUC's
+/// grub.conf and `rauc status mark-good` leave it (A booted and confirmed: `ORDER=A B`, both
+/// slots OK, no try) with `extra` variables after those. Returns the sysroot and the block.
+pub fn rauc_grub_sysroot(lab: &Lab, s: &str, extra: &[(&[u8], &[u8])]) -> (PathBuf, Vec<u8>) {
+    let root = configured_sysroot(lab, s, "backend = grub\nscheme = rauc\n");
+    let a_good: &[(&[u8], &[u8])] = &[
+        (b"ORDER", b"A B"),
+        (b"A_OK", b"1"),
+        (b"A_TRY", b"0"),
+        (b"B_OK", b"1"),
+        (b"B_TRY", b"0"),
+    ];
+    let block = grub_env_file(&root, &[a_good, extra].concat());
+    (root, block)
+}
