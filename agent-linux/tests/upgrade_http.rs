@@ -332,6 +332,15 @@ fn serve(mut c: TcpStream, upstream: u16, fault: Fault, updates: &AtomicUsize) {
     let _ = c.shutdown(Shutdown::Both);
 }
 
+/// [`published`], served by nginx from its `pub` directory; `None` (after a visible SKIP)
+/// when nginx is missing and CI is not set.
+fn served() -> Option<(Lab, Nginx)> {
+    let bin = nginx_bin()?;
+    let lab = published();
+    let n = Nginx::start(&bin, &lab.path().join("pub"));
+    Some((lab, n))
+}
+
 /// A lab whose device runs 1 (slot A) and whose folder `pub` holds 2 (from scratch, and the
 /// delta from 1, of about 1.2 MB: 2 adds six files of 200 kB that do not compress, a part
 /// each).
@@ -413,10 +422,8 @@ fn staged(lab: &Lab, r: &serde_json::Value) {
 
 #[test]
 fn upgrade_from_nginx() {
-    let Some(bin) = nginx_bin() else { return };
-    let lab = published();
+    let Some((lab, n)) = served() else { return };
     let d = lab.path();
-    let n = Nginx::start(&bin, &d.join("pub"));
     let size = fs::metadata(d.join("pub").join(delta_name(&lab)))
         .unwrap()
         .len();
@@ -449,10 +456,8 @@ fn upgrade_from_nginx() {
 
 #[test]
 fn a_connection_cut_mid_transfer_resumes_with_a_range_request() {
-    let Some(bin) = nginx_bin() else { return };
-    let lab = published();
+    let Some((lab, n)) = served() else { return };
     let d = lab.path();
-    let n = Nginx::start(&bin, &d.join("pub"));
     let cut = 900_000;
     let p = Proxy::start(n.port, Fault::CutOnce(cut));
     let (code, out, err) = upgrade(d, &["--from", &p.url(), "--json", "--json-progress"]);
@@ -503,11 +508,9 @@ fn a_connection_cut_mid_transfer_resumes_with_a_range_request() {
 
 #[test]
 fn a_server_that_lies_about_the_length_is_refused() {
-    let Some(bin) = nginx_bin() else { return };
-    let lab = published();
+    let Some((lab, n)) = served() else { return };
     let d = lab.path();
     let before = status(d, S, Slot::A);
-    let n = Nginx::start(&bin, &d.join("pub"));
     let size = fs::metadata(d.join("pub").join(delta_name(&lab)))
         .unwrap()
         .len();
@@ -566,10 +569,8 @@ fn a_server_that_lies_about_the_length_is_refused() {
 
 #[test]
 fn a_slow_server_still_completes() {
-    let Some(bin) = nginx_bin() else { return };
-    let lab = published();
+    let Some((lab, n)) = served() else { return };
     let d = lab.path();
-    let n = Nginx::start(&bin, &d.join("pub"));
     // About 4 s at 300 kB/s: longer than the timeout, which bounds each read, not the whole.
     let url = format!("{}slow/", n.url());
     let start = Instant::now();
@@ -584,11 +585,9 @@ fn a_slow_server_still_completes() {
 
 #[test]
 fn a_tampered_file_or_index_on_the_server_is_refused() {
-    let Some(bin) = nginx_bin() else { return };
-    let lab = published();
+    let Some((lab, n)) = served() else { return };
     let d = lab.path();
     let before = status(d, S, Slot::A);
-    let n = Nginx::start(&bin, &d.join("pub"));
     let delta = d.join("pub").join(delta_name(&lab));
     let good = fs::read(&delta).unwrap();
     // A byte changed far into the file: the parts before it are verified and kept, the
@@ -647,10 +646,8 @@ fn a_tampered_file_or_index_on_the_server_is_refused() {
 
 #[test]
 fn a_server_without_range_requests_is_read_again_from_byte_0() {
-    let Some(bin) = nginx_bin() else { return };
-    let lab = published();
+    let Some((lab, n)) = served() else { return };
     let d = lab.path();
-    let n = Nginx::start(&bin, &d.join("pub"));
     let cut = 900_000;
     let p = Proxy::start(n.port, Fault::CutOnceNoRange(cut));
     let (code, out, err) = upgrade(d, &["--from", &p.url(), "--json"]);
