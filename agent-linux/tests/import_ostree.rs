@@ -16,6 +16,8 @@ use std::process::Command;
 
 use agent_linux::fsmeta::{read_xattrs, XattrPolicy};
 
+mod build_common;
+
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ecu-agent"))
 }
@@ -808,15 +810,7 @@ fn diverged_branch_is_refused() {
     let repo = s.join("repo");
     let t = f.path("mine");
     write(&t, "a", b"mine\n", 0o644);
-    let mine = agent(&[
-        "commit",
-        "--repo",
-        p(&repo),
-        "--branch",
-        REF,
-        "--tree",
-        p(&t),
-    ]);
+    let mine = agent(&build_common::commit(&repo, REF, &t, &[]));
     let err = import_ostree_fails(&f.repo, &repo);
     assert!(err.contains("none of the 3 commits"), "{err}");
     assert_eq!(our_ref(&s, REF).as_deref(), Some(mine.trim()));
@@ -841,32 +835,19 @@ fn update_from_imported_commit_installs() {
     agent(&["keygen", "--out", p(&key)]);
     let full = f.path("full.update");
     let delta = f.path("delta.update");
-    for (from, to, out) in [(&["--empty"][..], c1, &full), (&["--from", c1], c3, &delta)] {
-        let mut args = vec!["delta", "generate", "--repo", p(&repo)];
-        args.extend_from_slice(from);
-        args.extend_from_slice(&[
-            "--to",
-            to,
-            "--ref",
-            REF,
-            "--out",
-            p(out),
-            "--sign-key",
-            p(&key),
-        ]);
-        agent(&args);
+    for (from, to, out) in [(None, c1, &full), (Some(c1), c3, &delta)] {
+        let extra = ["--ref", REF, "--sign-key", p(&key)];
+        agent(&build_common::generate(&repo, from, to, out, &extra));
     }
     let device = f.path("device");
     let pubkey = format!("{}.pub", p(&key));
     for u in [&full, &delta] {
-        agent(&[
+        agent(&build_common::trusted(
             "apply-offline",
-            "--sysroot",
-            p(&device),
-            "--trusted-key",
+            &device,
             &pubkey,
-            p(u),
-        ]);
+            &[p(u)],
+        ));
     }
     let mine = f.path("device-co");
     agent(&["checkout", "--sysroot", p(&device), c3, p(&mine)]);
