@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use agent_core::object::ObjectId;
-use agent_linux::apply::{apply, apply_from, ApplyError, Input, Trust};
+use agent_linux::apply::{apply, apply_from, Applied, ApplyError, Input, Trust};
 use agent_linux::generate::{generate, GenerateOptions};
 use agent_linux::repo::Repo;
 use test_support::rng::{XorShift64, GOLDEN};
@@ -81,6 +81,13 @@ fn boundaries(file: &[u8]) -> (usize, Vec<usize>) {
     }
     b.pop();
     (prefix, b)
+}
+
+/// Installs `data` on `dev` as a seekable unsigned file whose reads fail at byte `fail_at`
+/// (a lost connection; `usize::MAX` for none).
+fn apply_seekable(dev: &Repo, data: &[u8], fail_at: usize) -> Result<Applied, ApplyError> {
+    let mut f = Flaky::new(data, fail_at);
+    apply_from(dev, Input::Seekable(&mut f), &unsigned(), &mut |_| {})
 }
 
 /// A file reader that fails at byte `fail_at` (a lost connection) and records where each read
@@ -217,8 +224,7 @@ fn a_transfer_cut_at_every_part_boundary_and_inside_parts_resumes_at_the_last_ve
     let mut resumed = 0;
     for (i, &cut) in cuts.iter().enumerate() {
         let dev = Repo::init(&s.dir.join(format!("dev{i}"))).unwrap();
-        let mut f = Flaky::new(&s.full1, cut);
-        let err = apply_from(&dev, Input::Seekable(&mut f), &unsigned(), &mut |_| {}).unwrap_err();
+        let err = apply_seekable(&dev, &s.full1, cut).unwrap_err();
         let expected = bs.iter().rev().copied().find(|&b| b <= cut);
         match (&err, expected) {
             (ApplyError::Interrupted { resume_at, .. }, Some(b)) => {
@@ -232,7 +238,7 @@ fn a_transfer_cut_at_every_part_boundary_and_inside_parts_resumes_at_the_last_ve
         }
         assert!(!dev.has_commit(&s.c1).unwrap(), "cut {cut}");
         assert_eq!(dev.read_ref(REF).unwrap(), None);
-        // Again, the whole file, seekable.
+        // Again, the whole file, seekable (the reads it makes checked below).
         let mut f = Flaky::new(&s.full1, usize::MAX);
         let a = apply_from(&dev, Input::Seekable(&mut f), &unsigned(), &mut |_| {}).unwrap();
         assert_eq!(a.resumed_from, expected.map(|b| b as u64), "cut {cut}");
@@ -283,13 +289,11 @@ fn a_part_tampered_with_after_the_resume_point_is_refused_with_nothing_committed
     let s = setup();
     let (_, bs) = boundaries(&s.full1);
     let dev = Repo::init(&s.dir.join("dev")).unwrap();
-    let mut f = Flaky::new(&s.full1, bs[1] + 10);
-    apply_from(&dev, Input::Seekable(&mut f), &unsigned(), &mut |_| {}).unwrap_err();
+    apply_seekable(&dev, &s.full1, bs[1] + 10).unwrap_err();
     for at in [bs[1], bs[1] + 1000, bs[2] + 5, s.full1.len() - 1] {
         let mut bad = s.full1.clone();
         bad[at] ^= 0x40;
-        let mut f = Flaky::new(&bad, usize::MAX);
-        let err = apply_from(&dev, Input::Seekable(&mut f), &unsigned(), &mut |_| {}).unwrap_err();
+        let err = apply_seekable(&dev, &bad, usize::MAX).unwrap_err();
         // Reported as what it is: the file is damaged (the part checked to its end).
         assert!(
             matches!(err, ApplyError::Damaged { .. }),
@@ -300,8 +304,7 @@ fn a_part_tampered_with_after_the_resume_point_is_refused_with_nothing_committed
         assert_eq!(dev.list_commits().unwrap(), vec![]);
     }
     // The intact file still resumes (the checkpoint survived the refusals) and installs.
-    let mut f = Flaky::new(&s.full1, usize::MAX);
-    let a = apply_from(&dev, Input::Seekable(&mut f), &unsigned(), &mut |_| {}).unwrap();
+    let a = apply_seekable(&dev, &s.full1, usize::MAX).unwrap();
     assert!(a.resumed_from.is_some_and(|r| r >= bs[1] as u64));
     dev.fsck_commit(&s.c1).unwrap();
 }
@@ -311,12 +314,10 @@ fn a_checkpoint_of_another_file_or_with_lost_objects_is_discarded() {
     let s = setup();
     let (_, bs) = boundaries(&s.full1);
     let dev = Repo::init(&s.dir.join("dev")).unwrap();
-    let mut f = Flaky::new(&s.full1, bs[2] + 3);
-    apply_from(&dev, Input::Seekable(&mut f), &unsigned(), &mut |_| {}).unwrap_err();
+    apply_seekable(&dev, &s.full1, bs[2] + 3).unwrap_err();
     assert!(dev.path().join("state/install.checkpoint").exists());
     // Another file (the next version): installed from byte 0, the stale checkpoint dropped.
-    let mut f = Flaky::new(&s.full2, usize::MAX);
-    let a = apply_from(&dev, Input::Seekable(&mut f), &unsigned(), &mut |_| {}).unwrap();
+    let a = apply_seekable(&dev, &s.full2, usize::MAX).unwrap();
     assert_eq!(a.resumed_from, None);
     assert_eq!(dev.read_ref(REF).unwrap(), Some(s.c2));
     dev.fsck_commit(&s.c2).unwrap();
@@ -324,26 +325,22 @@ fn a_checkpoint_of_another_file_or_with_lost_objects_is_discarded() {
 
     // Interrupted again, then an object of the verified parts disappears: from byte 0.
     let dev = Repo::init(&s.dir.join("dev2")).unwrap();
-    let mut f = Flaky::new(&s.full1, bs[2] + 3);
-    apply_from(&dev, Input::Seekable(&mut f), &unsigned(), &mut |_| {}).unwrap_err();
+    apply_seekable(&dev, &s.full1, bs[2] + 3).unwrap_err();
     let saved = agent_linux::resume::load(&dev).unwrap().unwrap();
     let (kind, id) = saved.objects[0];
     fs::remove_file(dev.object_path(kind, &id)).unwrap();
-    let mut f = Flaky::new(&s.full1, usize::MAX);
-    let a = apply_from(&dev, Input::Seekable(&mut f), &unsigned(), &mut |_| {}).unwrap();
+    let a = apply_seekable(&dev, &s.full1, usize::MAX).unwrap();
     assert_eq!(a.resumed_from, None);
     dev.fsck_commit(&s.c1).unwrap();
 
     // A damaged checkpoint file: from byte 0.
     let dev = Repo::init(&s.dir.join("dev3")).unwrap();
-    let mut f = Flaky::new(&s.full1, bs[2] + 3);
-    apply_from(&dev, Input::Seekable(&mut f), &unsigned(), &mut |_| {}).unwrap_err();
+    apply_seekable(&dev, &s.full1, bs[2] + 3).unwrap_err();
     let p = dev.path().join("state/install.checkpoint");
     let mut b = fs::read(&p).unwrap();
     b[50] ^= 1;
     fs::write(&p, b).unwrap();
-    let mut f = Flaky::new(&s.full1, usize::MAX);
-    let a = apply_from(&dev, Input::Seekable(&mut f), &unsigned(), &mut |_| {}).unwrap();
+    let a = apply_seekable(&dev, &s.full1, usize::MAX).unwrap();
     assert_eq!(a.resumed_from, None);
     dev.fsck_commit(&s.c1).unwrap();
 }
