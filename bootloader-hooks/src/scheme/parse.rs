@@ -10,16 +10,7 @@ pub(super) fn hex_var(
     var: &'static str,
     max: u32,
 ) -> Result<Option<u32>, SchemeError> {
-    match env.get_raw(var) {
-        None => Ok(None),
-        Some(v) => {
-            let n = parse_hex(v).ok_or(SchemeError::NotANumber { var })?;
-            if n > max {
-                return Err(SchemeError::OutOfRange { var, value: n, max });
-            }
-            Ok(Some(n))
-        }
-    }
+    num_var(env, var, max, parse_hex)
 }
 
 pub(super) fn dec_var(
@@ -27,16 +18,24 @@ pub(super) fn dec_var(
     var: &'static str,
     max: u32,
 ) -> Result<Option<u32>, SchemeError> {
-    match env.get_raw(var) {
-        None => Ok(None),
-        Some(v) => {
-            let n = parse_dec(v).ok_or(SchemeError::NotANumber { var })?;
-            if n > max {
-                return Err(SchemeError::OutOfRange { var, value: n, max });
-            }
-            Ok(Some(n))
-        }
+    num_var(env, var, max, parse_dec)
+}
+
+/// `var` read with `parse`, at most `max`; `None` when it is not set.
+fn num_var(
+    env: &impl EnvRead,
+    var: &'static str,
+    max: u32,
+    parse: impl Fn(&[u8]) -> Option<u32>,
+) -> Result<Option<u32>, SchemeError> {
+    let Some(v) = env.get_raw(var) else {
+        return Ok(None);
+    };
+    let n = parse(v).ok_or(SchemeError::NotANumber { var })?;
+    if n > max {
+        return Err(SchemeError::OutOfRange { var, value: n, max });
     }
+    Ok(Some(n))
 }
 
 pub(super) fn required(v: Option<u32>, var: &'static str) -> Result<u32, SchemeError> {
