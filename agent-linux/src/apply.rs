@@ -265,10 +265,25 @@ pub fn apply_from(
         }
     };
     let mut buf = vec![0u8; READ_CHUNK];
-    // The start of the file: whether it carries a signature, and its signed prefix.
-    let mut prefix: Vec<u8> = Vec::new();
-    let mut prefix_saved = inst.progress().bytes > 0;
-    let mut stale_checked = false;
+    // The signed prefix first, read no further than it goes (it is saved for a later resume),
+    // then over the verified parts of an interrupted install, then the rest of the file.
+    if inst.prefix_left().is_some() {
+        feed_prefix(repo, &mut inst, &mut store, &mut src, &mut buf, progress)?;
+    }
+    if inst.superblock_info().is_some() {
+        if saved.is_some() && inst.progress().resume_offset.is_none() {
+            // Another file's checkpoint (or one whose objects are gone).
+            let _ = crate::resume::discard(repo);
+        }
+        if let Src::Seek(r) = &mut src {
+            if inst.progress().resume_offset > Some(inst.progress().bytes) {
+                let to = inst.skip();
+                if let Err(e) = r.seek(SeekFrom::Start(to)) {
+                    return Err(interrupted(&mut inst, &mut store, e));
+                }
+            }
+        }
+    }
     loop {
         let n = match src.read(&mut buf) {
             Ok(0) => break,
@@ -276,57 +291,14 @@ pub fn apply_from(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(interrupted(&mut inst, &mut store, e)),
         };
-        let mut data = &buf[..n];
-        while !data.is_empty() {
-            let at = inst.progress().bytes;
-            if !prefix_saved
-                && prefix.len() < crate::resume::MAX_PREFIX_LEN
-                && (at as usize) == prefix.len()
-            {
-                let want = crate::resume::MAX_PREFIX_LEN - prefix.len();
-                prefix.extend_from_slice(&data[..data.len().min(want)]);
+        let at = inst.progress().bytes;
+        match inst.feed(&mut store, &buf[..n]) {
+            Ok(p) => progress(&p),
+            Err(e) => {
+                // The bytes the installer did not take.
+                let rest = buf[..n].get((inst.progress().bytes - at) as usize..);
+                return Err(damaged_or(e, &mut inst, rest.unwrap_or(&[]), &mut src));
             }
-            // Feed the signed prefix no further than the installer reads it, so that it ends
-            // exactly at the prefix's end and is saved before the first checkpoint.
-            let take = match inst.prefix_left() {
-                Some(left) if !prefix_saved => left.min(data.len()),
-                _ => data.len(),
-            };
-            let p = match inst.feed(&mut store, &data[..take]) {
-                Ok(p) => p,
-                Err(e) => {
-                    // The bytes of `data` the installer did not take.
-                    let rest = data.get((inst.progress().bytes - at) as usize..);
-                    return Err(damaged_or(e, &mut inst, rest.unwrap_or(&[]), &mut src));
-                }
-            };
-            data = &data[take..];
-            if !prefix_saved && inst.superblock_info().is_some() {
-                // The installer stopped at the prefix's end (`prefix_left`).
-                if let Some(signed) = prefix.get(..p.bytes as usize) {
-                    crate::resume::save_prefix(repo, signed).map_err(store_err)?;
-                }
-                prefix_saved = true;
-                prefix = Vec::new();
-            }
-            if let Src::Seek(r) = &mut src {
-                if p.resume_offset.is_some_and(|o| o > p.bytes) {
-                    // Over the verified parts; the rest of the buffer lies before them.
-                    let to = inst.skip();
-                    if let Err(e) = r.seek(SeekFrom::Start(to)) {
-                        return Err(interrupted(&mut inst, &mut store, e));
-                    }
-                    data = &[];
-                }
-            }
-            if !stale_checked && inst.superblock_info().is_some() {
-                stale_checked = true;
-                if saved.is_some() && p.resume_offset.is_none() {
-                    // Another file's checkpoint (or one whose objects are gone).
-                    let _ = crate::resume::discard(repo);
-                }
-            }
-            progress(&p);
         }
     }
     let installed = inst.finish(&mut store).map_err(ApplyError::Install)?;
@@ -346,6 +318,41 @@ pub fn apply_from(
         objects: info.map(|i| i.objects).unwrap_or_default(),
         resumed_from: inst.progress().resume_offset,
     })
+}
+
+/// Reads and feeds the file's signed prefix (`header || superblock || signature`) and nothing
+/// after it ([`Installer::prefix_left`]), then keeps it in `R/state/`: a stream that later
+/// brings only the rest of the file is preceded by it, verified again. Stops early when the
+/// input ends (finishing then says the file is truncated).
+fn feed_prefix(
+    repo: &Repo,
+    inst: &mut Installer<'_>,
+    store: &mut RepoStore<'_>,
+    src: &mut Src<'_>,
+    buf: &mut [u8],
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<(), ApplyError> {
+    let mut prefix: Vec<u8> = Vec::new();
+    while let Some(left) = inst.prefix_left() {
+        let n = match src.read(&mut buf[..left.min(READ_CHUNK)]) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(interrupted(inst, store, e)),
+        };
+        if prefix.len() < crate::resume::MAX_PREFIX_LEN {
+            prefix.extend_from_slice(&buf[..n]);
+        }
+        match inst.feed(store, &buf[..n]) {
+            Ok(p) => progress(&p),
+            Err(e) => return Err(damaged_or(e, inst, &[], src)),
+        }
+    }
+    if inst.superblock_info().is_some() && prefix.len() <= crate::resume::MAX_PREFIX_LEN {
+        crate::resume::save_prefix(repo, &prefix)
+            .map_err(|e| ApplyError::Install(InstallError::Store(e)))?;
+    }
+    Ok(())
 }
 
 /// The input, seekable or not.
