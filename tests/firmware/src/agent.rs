@@ -2,12 +2,13 @@
 //! replay of an older file below the anti-rollback floor, both refused with the active slot
 //! and the boot record untouched. The floor lives in the boot record: installs run with
 //! `Policy::with_floor(record floor)`, a slot is staged with its update's security version,
-//! and marking it good raises the floor. Each install reads its file in
-//! `block`-byte pieces, as a bus would deliver it, and feeds them to the installer.
+//! and marking it good raises the floor. Each install reads its file in `block`-byte pieces,
+//! as a bus would deliver it, through `agent_core::io::install_from_reader`.
 use core::mem::MaybeUninit;
 use core::ptr::addr_of_mut;
 
 use agent_core::install::{InstallError, Installer, Policy, INFLATE_WINDOW};
+use agent_core::io::ReadInstallError;
 use agent_core::object::ObjectId;
 use agent_core::store::flash::model::NorModel;
 use agent_core::store::flash::{FlashLayout, FlashSlot, FlashStore};
@@ -168,31 +169,22 @@ fn install(c: &mut Ctx, file: &str, floor: u64) -> Res<Result<(ObjectId, u64), b
     };
     c.inst.set_policy(Policy::require(&KEYS).with_floor(floor));
     let base = stack::paint();
-    let mut blocks = 0u32;
-    let verdict = loop {
-        let n = f.read_full(c.block);
-        if n == 0 {
-            break c
-                .inst
-                .finish(c.store)
-                .map(|i| (i.commit, i.security_version));
-        }
-        blocks += 1;
-        if let Err(e) = c.inst.feed(c.store, &c.block[..n]) {
-            break Err(e);
-        }
-    };
+    let verdict = agent_core::io::install_from_reader(c.inst, c.store, &mut f, c.block)
+        .map(|i| (i.commit, i.security_version));
     let peak = stack::peak(base);
     c.install_stack = c.install_stack.max(peak);
     c.total_stack = c.total_stack.max(stack::peak_total());
     say!(
         "{}: {} blocks fed, install stack {} bytes",
         file,
-        blocks,
+        f.reads,
         peak as u32
     );
     Ok(verdict.map_err(|e| {
-        let below = matches!(e, InstallError::BelowFloor { .. });
+        let below = matches!(
+            e,
+            ReadInstallError::Install(InstallError::BelowFloor { .. })
+        );
         #[cfg(feature = "quiet")]
         {
             let _ = e;
