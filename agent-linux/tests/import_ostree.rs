@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use agent_linux::fsmeta::{read_xattrs, XattrPolicy};
+use test_support::rng::XorShift64;
 
 mod build_common;
 
@@ -199,12 +200,10 @@ fn chown(path: &Path, uid: u32, gid: u32) {
 }
 
 fn big(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
+    let mut rng = XorShift64::from_state(seed | 1);
     (0..len)
         .map(|i| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             // Compressible but not trivially so: text-like runs.
             if i % 64 < 40 {
                 b'a' + (x % 26) as u8

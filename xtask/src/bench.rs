@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use test_support::rng::XorShift64;
 
 use crate::demo::{build_agent, commit_id};
 
@@ -22,24 +23,14 @@ const MIX: &[(usize, usize)] = &[
     (4, 8 * 1024 * 1024),
 ];
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// Content that compresses about as well as real binaries (roughly 2:1 to 3:1).
-fn content(rng: &mut Rng, len: usize) -> Vec<u8> {
+fn content(rng: &mut XorShift64, len: usize) -> Vec<u8> {
     const WORDS: &[&str] = &[
         "can", "frame", "diag", "session", "ecu", "bus", "timeout", "reset", "0x7e0", "uds",
     ];
     let mut out = Vec::with_capacity(len + 16);
     while out.len() < len {
-        let x = rng.next();
+        let x = rng.next_u64();
         match x % 5 {
             0 | 1 => out.extend_from_slice(&x.to_le_bytes()),
             2 => out.extend_from_slice(&[0u8; 8]),
@@ -54,7 +45,7 @@ fn content(rng: &mut Rng, len: usize) -> Vec<u8> {
 }
 
 fn make_tree(root: &Path, scale: f64, seed: u64) -> Result<u64> {
-    let mut rng = Rng(seed | 1);
+    let mut rng = XorShift64::from_state(seed | 1);
     let mut total = 0u64;
     for (class, &(count, size)) in MIX.iter().enumerate() {
         let count = ((count as f64) * scale).ceil() as usize;
@@ -167,7 +158,7 @@ fn bench(bin: &Path, tmp: &Path, size_mib: f64) -> Result<()> {
     fs::write(v2.join("usr/share/c0/d0/f0.bin"), b"changed config\n")?;
     fs::write(
         v2.join("usr/share/c2/d1/f1.bin"),
-        content(&mut Rng(7), 96 * 1024),
+        content(&mut XorShift64::from_state(7), 96 * 1024),
     )?;
 
     println!(

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
+use test_support::rng::XorShift64;
 
 use crate::tools;
 
@@ -145,11 +146,9 @@ fn make_images(base: &Path) -> Result<[PathBuf; 3]> {
 fn program(name: &str, seed: u64, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(b"\x7fELF\x01\x01\x01\0");
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut rng = XorShift64::new(seed);
     while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next_u64();
         if x.is_multiple_of(4) {
             out.extend_from_slice(format!("{name}: message {} ", x % 1000).as_bytes());
         } else {

@@ -655,6 +655,7 @@ pub(crate) mod fixture {
 mod test {
     use super::file::Inflater;
     use super::*;
+    use test_support::rng::{XorShift64, GOLDEN};
 
     #[test]
     fn config_mode() {
@@ -669,15 +670,13 @@ mod test {
     /// Arbitrary bytes as any of the GVariant types read here: never a panic.
     #[test]
     fn gvariant_garbage_never_panics() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = XorShift64::from_state(0x2545_f491_4f6c_dd1d);
         let mut seen = 0usize;
         for len in 0..300usize {
             for _ in 0..20 {
                 let bytes: Vec<u8> = (0..len)
                     .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
+                        let x = rng.next_u64();
                         // Many small values so that offsets often land inside the buffer.
                         if x.is_multiple_of(3) {
                             (x >> 8) as u8 % 8
@@ -771,13 +770,6 @@ mod test {
         }
     }
 
-    fn xorshift(x: &mut u64) -> u64 {
-        *x ^= *x << 13;
-        *x ^= *x >> 7;
-        *x ^= *x << 17;
-        *x
-    }
-
     /// Objects of random bytes and valid objects with random damage, read as every kind in
     /// archive and bare-user repositories: each read returns (an error, mostly), none panics,
     /// and no file delivers more content than its header declares.
@@ -797,28 +789,26 @@ mod test {
         let content = b"some content, some content, some content\n".repeat(40);
         let valid_id = fixture::file(&archive, &content, S_IFREG | 0o4755, &xattrs, &xattrs);
         let valid = fs::read(archive.object_path(OstreeKind::File, &valid_id)).unwrap();
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = XorShift64::from_state(GOLDEN);
         let mut oks = 0;
         for round in 0..1000 {
-            let r = xorshift(&mut seed);
+            let r = rng.next_u64();
             let bytes: Vec<u8> = if round % 2 == 0 {
                 // A valid archive object with a few bytes changed, cut or extended.
                 let mut b = valid.clone();
                 for _ in 0..1 + r % 4 {
-                    let at = (xorshift(&mut seed) as usize) % b.len();
-                    b[at] ^= 1 << (xorshift(&mut seed) % 8);
+                    let at = (rng.next_u64() as usize) % b.len();
+                    b[at] ^= 1 << (rng.next_u64() % 8);
                 }
                 match r % 5 {
-                    0 => b.truncate((xorshift(&mut seed) as usize) % b.len()),
+                    0 => b.truncate((rng.next_u64() as usize) % b.len()),
                     1 => b.extend_from_slice(&b.clone()[..64]),
                     _ => {}
                 }
                 b
             } else {
                 let len = (r % 200) as usize;
-                (0..len)
-                    .map(|_| (xorshift(&mut seed) % 7) as u8 * 37)
-                    .collect()
+                (0..len).map(|_| (rng.next_u64() % 7) as u8 * 37).collect()
             };
             // As metadata objects, named by their checksum so the parsers see them.
             let id = ObjectId(Sha256::digest(&bytes).into());
