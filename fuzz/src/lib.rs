@@ -4,14 +4,11 @@
 //! `WRITE_CORPUS=1`).
 
 use std::convert::Infallible;
-use std::collections::BTreeSet;
 
 use agent_core::install::{InstallError, Installed, Installer, Policy};
-use agent_core::object::{
-    Commit, DirEntry, DirMeta, FileHeader, ObjectId, ObjectKind, Xattrs, FILE_HEADER_LEN, S_IFDIR,
-    S_IFLNK, S_IFREG,
-};
+use agent_core::object::{ObjectId, ObjectKind};
 use agent_core::write::UpdateWriter;
+use test_support::tree::{build, write_ops, Built, CommitInfo, Tree};
 
 /// The protocol-checking in-memory store (every rule of `agent_core::store` is an assertion,
 /// so an installer that breaks one makes the fuzz target fail).
@@ -46,44 +43,6 @@ pub fn public_key() -> [u8; 32] {
         .to_bytes()
 }
 
-fn file_object(mode: u32, content: &[u8], target: &[u8]) -> Vec<u8> {
-    let h = FileHeader {
-        mode,
-        uid: 0,
-        gid: 0,
-        size: content.len() as u64,
-        target_len: target.len() as u16,
-        xattrs_len: 0,
-    };
-    let mut b = vec![0u8; FILE_HEADER_LEN];
-    h.emit(&mut b);
-    b.extend_from_slice(target);
-    b.extend_from_slice(content);
-    b
-}
-
-fn dirmeta_object() -> Vec<u8> {
-    let m = DirMeta {
-        mode: S_IFDIR | 0o755,
-        uid: 0,
-        gid: 0,
-        xattrs: Xattrs::EMPTY,
-    };
-    let mut b = vec![0u8; m.buffer_len()];
-    m.emit(&mut b);
-    b
-}
-
-fn dirtree_object(entries: &[DirEntry<'_>]) -> Vec<u8> {
-    let mut b = (entries.len() as u32).to_le_bytes().to_vec();
-    for e in entries {
-        let at = b.len();
-        b.resize(at + e.buffer_len(), 0);
-        e.emit(&mut b[at..]);
-    }
-    b
-}
-
 /// A valid update file of a small tree (`/a.txt`, `/etc/hostname`, `/link -> a.txt`, and a
 /// `data.bin` of `big` bytes that compress well): from scratch, signed with [`SEED`] when
 /// `signed`, parts of about `part_size` decoded bytes, format version 3 (xz parts), security
@@ -111,84 +70,31 @@ pub fn source_store() -> &'static MemStore {
 /// the same tree with `data.bin` changed in 8 bytes: `data.bin` is a patch record, everything
 /// else reused; signed with [`SEED`] when `signed`. Returns the file and its commit id.
 pub fn sample_delta(signed: bool) -> (Vec<u8>, ObjectId) {
-    let (_, from) = sample_update(false, 300, 1 << 20);
-    let base = source_store();
-    let root_of = |c: &ObjectId| {
-        let bytes = &base.objects[&(ObjectKind::Commit, *c)];
-        Commit::parse(bytes).expect("the sample commit").root_tree
-    };
-    let root =
-        agent_core::object::DirTree::parse(&base.objects[&(ObjectKind::DirTree, root_of(&from))])
-            .expect("the sample root")
-            .entries()
-            .collect::<Vec<_>>();
-    let old_data = root
-        .iter()
-        .find_map(|e| match e {
-            DirEntry::File { name, id } if *name == b"data.bin" => Some(*id),
-            _ => None,
-        })
-        .expect("data.bin");
-    let old = &base.objects[&(ObjectKind::File, old_data)];
-    let mut new = old.clone();
-    let at = new.len() / 2;
-    new[at..at + 8].fill(0xA5);
-    let new_id = ObjectId::of(&new);
-    let entries: Vec<DirEntry<'_>> = root
-        .iter()
-        .map(|e| match e {
-            DirEntry::File { name, .. } if *name == b"data.bin" => {
-                DirEntry::File { name, id: new_id }
-            }
-            e => *e,
-        })
-        .collect();
-    let tree = dirtree_object(&entries);
-    let meta_id = ObjectId::of(&dirmeta_object());
-    let commit = Commit {
-        parent: Some(from),
-        timestamp: 1_700_000_100,
-        root_tree: ObjectId::of(&tree),
-        root_meta: meta_id,
-        version: "1.1",
-        subject: "fuzz delta",
-        body: "",
-        security_version: 0,
-    };
-    let mut c = vec![0u8; commit.buffer_len()];
-    commit.emit(&mut c);
-    let commit_id = ObjectId::of(&c);
+    let from = sample_commit(300, 0);
+    let old = from.root_file("data.bin").expect("data.bin").to_vec();
+    let mut data = sample_data(300);
+    data[150..158].fill(0xA5);
+    let to = build(
+        &sample_tree(300).file("data.bin", data),
+        &CommitInfo::new(Some(from.commit), 1_700_000_100, "1.1").subject("fuzz delta"),
+    );
     let mut w = UpdateWriter::new(
         REF,
-        Some(from),
-        commit_id,
-        1_700_000_100,
-        "1.1",
+        Some(from.commit),
+        to.commit,
+        to.timestamp,
+        &to.version,
         "fuzz delta",
     );
-    for e in &entries {
-        match e {
-            DirEntry::File { id, .. } if *id == new_id => {
-                let p = agent_core::write::diff(old, &new);
-                w.patch_object(ObjectKind::File, new_id, new.len() as u64, old_data, &p)
-                    .expect("the writer takes the patch");
-            }
-            DirEntry::File { id, .. } => w.reuse_object(ObjectKind::File, *id),
-            DirEntry::Dir { tree, meta, .. } => {
-                w.reuse_object(ObjectKind::DirTree, *tree);
-                w.reuse_object(ObjectKind::DirMeta, *meta);
-            }
-        }
-    }
-    w.reuse_object(ObjectKind::DirMeta, meta_id);
-    w.write_object(ObjectKind::DirTree, ObjectId::of(&tree), &tree)
-        .expect("the writer takes the tree");
-    w.write_object(ObjectKind::Commit, commit_id, &c)
-        .expect("the writer takes the commit");
+    // The one file written is data.bin: always a patch record, whether or not it pays.
+    let patch =
+        |_: &ObjectId, new: &[u8]| Some((ObjectId::of(&old), agent_core::write::diff(&old, new)));
+    write_ops(&mut w, &to.ops(Some(&from)), &patch, usize::MAX)
+        .expect("the writer takes the delta");
     let mut out = Vec::new();
     w.finish(signed.then_some(&SEED), &mut out)
         .expect("writer finishes the delta");
-    (out, commit_id)
+    (out, to.commit)
 }
 
 /// Checks `store` after a failed install over `base`: nothing committed, nothing staged, no
@@ -239,7 +145,14 @@ pub fn sample_update_with(
     security_version: u64,
     format_version: u16,
 ) -> (Vec<u8>, ObjectId) {
-    sample_update_codec(signed, big, part_size, security_version, format_version, None)
+    sample_update_codec(
+        signed,
+        big,
+        part_size,
+        security_version,
+        format_version,
+        None,
+    )
 }
 
 /// [`sample_update_with`] in `codec` (the writer's default for the format when `None`: xz for
@@ -252,78 +165,46 @@ pub fn sample_update_codec(
     format_version: u16,
     codec: Option<agent_core::wire::Codec>,
 ) -> (Vec<u8>, ObjectId) {
-    let mut ops: Vec<(ObjectKind, Vec<u8>)> = Vec::new();
-    let a = file_object(S_IFREG | 0o644, b"hello\n", b"");
-    let host = file_object(S_IFREG | 0o644, b"ecu\n", b"");
-    let data: Vec<u8> = (0..big as u32)
-        .map(|i| (i % 251) as u8 ^ (i / 97) as u8)
-        .collect();
-    let data = file_object(S_IFREG | 0o600, &data, b"");
-    let link = file_object(S_IFLNK | 0o777, b"", b"a.txt");
-    let meta = dirmeta_object();
-    let meta_id = ObjectId::of(&meta);
-    let etc = dirtree_object(&[DirEntry::File {
-        name: b"hostname",
-        id: ObjectId::of(&host),
-    }]);
-    let root = dirtree_object(&[
-        DirEntry::File {
-            name: b"a.txt",
-            id: ObjectId::of(&a),
-        },
-        DirEntry::File {
-            name: b"data.bin",
-            id: ObjectId::of(&data),
-        },
-        DirEntry::Dir {
-            name: b"etc",
-            tree: ObjectId::of(&etc),
-            meta: meta_id,
-        },
-        DirEntry::File {
-            name: b"link",
-            id: ObjectId::of(&link),
-        },
-    ]);
-    let commit = Commit {
-        parent: None,
-        timestamp: 1_700_000_000,
-        root_tree: ObjectId::of(&root),
-        root_meta: meta_id,
-        version: "1.0",
-        subject: "fuzz sample",
-        body: "",
-        security_version,
-    };
-    let mut c = vec![0u8; commit.buffer_len()];
-    commit.emit(&mut c);
-    let commit_id = ObjectId::of(&c);
-    ops.push((ObjectKind::File, a));
-    ops.push((ObjectKind::File, host));
-    ops.push((ObjectKind::File, data));
-    ops.push((ObjectKind::File, link));
-    ops.push((ObjectKind::DirTree, etc));
-    ops.push((ObjectKind::DirMeta, meta));
-    ops.push((ObjectKind::DirTree, root));
-    ops.push((ObjectKind::Commit, c));
-    let mut w = UpdateWriter::new(REF, None, commit_id, 1_700_000_000, "1.0", "fuzz sample")
+    let b = sample_commit(big, security_version);
+    let mut w = UpdateWriter::new(REF, None, b.commit, b.timestamp, &b.version, "fuzz sample")
         .part_size(part_size)
         .format_version(format_version);
     if let Some(c) = codec {
         w = w.codec(c);
     }
-    let mut seen = BTreeSet::new();
-    for (k, b) in ops {
-        let id = ObjectId::of(&b);
-        if seen.insert(id) {
-            w.write_object(k, id, &b)
-                .expect("writer accepts the sample objects");
-        }
-    }
+    write_ops(&mut w, &b.ops(None), &|_, _| None, usize::MAX)
+        .expect("writer accepts the sample objects");
     let mut out = Vec::new();
     w.finish(signed.then_some(&SEED), &mut out)
         .expect("writer finishes the sample");
-    (out, commit_id)
+    (out, b.commit)
+}
+
+/// `big` bytes that compress well: the content of the sample's `data.bin`.
+fn sample_data(big: usize) -> Vec<u8> {
+    (0..big as u32)
+        .map(|i| (i % 251) as u8 ^ (i / 97) as u8)
+        .collect()
+}
+
+/// The sample tree: `/a.txt`, `/data.bin` of `big` bytes ([`sample_data`]), `/etc/hostname`
+/// and `/link -> a.txt`.
+fn sample_tree(big: usize) -> Tree {
+    Tree::default()
+        .file("a.txt", "hello\n")
+        .file("data.bin", sample_data(big))
+        .dir("etc", Tree::default().file("hostname", "ecu\n"))
+        .link("link", "a.txt")
+}
+
+/// The commit of [`sample_tree`] the sample updates install: no parent, at `security_version`.
+fn sample_commit(big: usize, security_version: u64) -> Built {
+    build(
+        &sample_tree(big),
+        &CommitInfo::new(None, 1_700_000_000, "1.0")
+            .subject("fuzz sample")
+            .security_version(security_version),
+    )
 }
 
 /// A ref no generated file moves.
