@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_linux::deploy::Deployer;
-use agent_linux::upgrade::{self, Fetcher, Plan, Source};
+use agent_linux::upgrade::{self, Action, Fetcher, Plan, Source};
 use anyhow::Context;
 
 use super::deploy::{print_staged, SysrootOpts};
@@ -98,7 +98,7 @@ fn plan_text(p: &Plan) -> String {
             human_bytes(f.size),
             f.size
         )),
-        _ if p.action == "staged" => {
+        _ if p.action == Action::Staged => {
             t.push_str("take:     nothing: the target is already staged for the next boot\n")
         }
         _ => t.push_str("take:     nothing: already up to date\n"),
@@ -145,8 +145,8 @@ pub fn upgrade(a: UpgradeArgs) -> anyhow::Result<()> {
             output::out(&plan_text(&plan))?;
         }
         return match plan.action {
-            "install" => Ok(()),
-            _ => Err(NoUpdate.into()),
+            Action::Install => Ok(()),
+            Action::UpToDate | Action::Staged => Err(NoUpdate.into()),
         };
     }
     // A newer index is remembered even when nothing is installed: an older one is refused

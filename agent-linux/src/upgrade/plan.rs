@@ -26,12 +26,24 @@ pub struct IndexInfo {
     pub entries: usize,
 }
 
+/// What `upgrade` does about the index's target: `action` in `--json` (`install`,
+/// `up-to-date`, `staged`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// A file is taken.
+    Install,
+    /// Nothing: the booted commit is the target.
+    UpToDate,
+    /// Nothing: the target is already what the next boot tries.
+    Staged,
+}
+
 /// What `upgrade` takes (or why it takes nothing).
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
-    /// `install` (a file is taken), `up-to-date` (the booted commit is the target) or
-    /// `staged` (the target is already what the next boot tries).
-    pub action: &'static str,
+    /// Whether a file is taken, and why not.
+    pub action: Action,
     /// The index.
     pub index: IndexInfo,
     /// The ref.
@@ -134,7 +146,7 @@ pub fn plan(
         entries: idx.entries.len(),
     };
     let mut p = Plan {
-        action: "install",
+        action: Action::Install,
         index: info,
         ref_name: chosen.clone(),
         booted: booted_commit.clone(),
@@ -146,7 +158,7 @@ pub fn plan(
         location: None,
     };
     if booted_commit.as_deref() == Some(p.to.as_str()) {
-        p.action = "up-to-date";
+        p.action = Action::UpToDate;
         return Ok((p, idx));
     }
     if st
@@ -154,7 +166,7 @@ pub fn plan(
         .iter()
         .any(|x| x.next_boot && !x.booted && x.commit == p.to)
     {
-        p.action = "staged";
+        p.action = Action::Staged;
         return Ok((p, idx));
     }
     if first.security_version < trust.floor {
@@ -226,4 +238,18 @@ pub fn record_serial(root: &Path, serial: u64) -> Result<(), UpgradeError> {
             error: e.to_string(),
         }
     })
+}
+
+#[cfg(test)]
+mod test {
+    use super::Action;
+
+    /// `--json` prints the action as these strings; scripts match on them.
+    #[test]
+    fn actions_serialize_as_before() {
+        let s = |a| serde_json::to_string(&a).unwrap();
+        assert_eq!(s(Action::Install), r#""install""#);
+        assert_eq!(s(Action::UpToDate), r#""up-to-date""#);
+        assert_eq!(s(Action::Staged), r#""staged""#);
+    }
 }
