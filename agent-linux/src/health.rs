@@ -76,7 +76,7 @@ pub struct HealthRecord {
     /// When it ran, seconds since the epoch (UTC).
     pub time: u64,
     /// The booted slot it judged.
-    pub slot: String,
+    pub slot: bootloader_hooks::Slot,
     /// The booted deployment it judged.
     pub deployment: String,
     /// What it concluded.

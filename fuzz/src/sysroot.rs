@@ -373,7 +373,7 @@ pub fn run(ops: &[Op]) -> Reached {
                     }
                     "staged" => {
                         let b = model.booted.expect("staged unprovisioned");
-                        assert_eq!(report.slot, b.other().to_string(), "{what}");
+                        assert_eq!(report.slot, b.other(), "{what}");
                         model.stage(b.other(), v);
                     }
                     "unchanged" => {

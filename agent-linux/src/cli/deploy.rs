@@ -171,7 +171,7 @@ pub(super) fn print_staged(r: &StageReport, json: bool) -> anyhow::Result<()> {
     let what = match r.action {
         _ if r.adopted.is_some() => format!(
             "adopted the bootloader's environment (the running system in slot {} is recorded as {}); staged {} ({version}) in slot {}: the next boot tries it ({} tries)",
-            r.adopted.as_deref().unwrap_or("?"),
+            r.adopted.map_or("?", Slot::as_str),
             deploy::ADOPTED_NAME,
             r.deployment,
             r.slot,
@@ -325,7 +325,7 @@ pub fn repair_env(a: RepairArgs) -> anyhow::Result<()> {
     let fallback = match &r.fallback {
         Some(f) => format!(
             "; slot {} holds {f}, given up (nothing says it ever booted well; the next install replaces it)",
-            if r.booted_slot == "A" { "B" } else { "A" }
+            r.booted_slot.other()
         ),
         None => "; the other slot is empty".into(),
     };

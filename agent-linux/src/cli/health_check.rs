@@ -48,7 +48,7 @@ pub fn health_check(a: HealthCheckArgs) -> anyhow::Result<()> {
     let booted = st.deployments.iter().find(|x| x.booted).with_context(|| {
         "cannot run the health checks: no deployment is booted (see `ecu-agent status`)"
     })?;
-    let (slot, deployment) = (booted.slot.to_string(), booted.name.clone());
+    let (slot, deployment) = (booted.slot, booted.name.clone());
     let dir = a
         .dir
         .clone()
@@ -63,7 +63,7 @@ pub fn health_check(a: HealthCheckArgs) -> anyhow::Result<()> {
         .collect();
     let mut record = HealthRecord {
         time: health::now(),
-        slot: slot.clone(),
+        slot,
         deployment: deployment.clone(),
         verdict: Verdict::Good,
         reboot_needed: false,

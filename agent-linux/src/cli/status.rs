@@ -3,6 +3,7 @@
 
 use agent_linux::deploy::Status;
 use anyhow::bail;
+use bootloader_hooks::Slot;
 
 use super::deploy::SysrootOpts;
 use super::esc;
@@ -99,13 +100,13 @@ pub fn status_text(st: &Status) -> String {
     ));
     s.push_str(&format!(
         "Boot: slot {} booted{}, next boot {}{}; {} env ({}) rev {}\n",
-        st.booted_slot.as_deref().unwrap_or("?"),
+        st.booted_slot.map_or("?", Slot::as_str),
         match st.booted_good {
             Some(true) => " (good)",
             Some(false) => " (not marked good)",
             None => "",
         },
-        st.next_boot.as_deref().unwrap_or("-"),
+        st.next_boot.map_or("-", Slot::as_str),
         st.next_boot_kind
             .map(|k| format!(" ({})", k.as_str()))
             .unwrap_or_default(),

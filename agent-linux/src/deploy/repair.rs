@@ -68,7 +68,7 @@ impl Deployer {
             return Ok(RepairReport {
                 action: RepairAction::Unchanged,
                 found,
-                booted_slot: b.to_string(),
+                booted_slot: b,
                 booted_source: source,
                 booted: name,
                 booted_from: BootedFrom::Environment,
@@ -158,7 +158,7 @@ impl Deployer {
         Ok(RepairReport {
             action,
             found,
-            booted_slot: b.to_string(),
+            booted_slot: b,
             booted_source: source,
             booted,
             booted_from,

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use bootloader_hooks::DecisionKind;
+use bootloader_hooks::{DecisionKind, Slot};
 
 use super::{env, BootedSource};
 use crate::apply::Applied;
@@ -147,7 +147,7 @@ pub struct StageReport {
     /// The deployment directory's name.
     pub deployment: String,
     /// The slot it is in.
-    pub slot: String,
+    pub slot: Slot,
     /// `provisioned` (first deployment, booted), `staged` (next boot tries it) or
     /// `unchanged` (it was already the next boot).
     pub action: StageAction,
@@ -157,7 +157,7 @@ pub struct StageReport {
     pub replaced: Option<String>,
     /// When this install adopted the bootloader's environment: the booted slot, where the
     /// running system was recorded as `adopted-system`.
-    pub adopted: Option<String>,
+    pub adopted: Option<Slot>,
     /// Files, symlinks and directories checked out.
     pub checkout: Option<checkout::CheckoutStats>,
     /// Whether the checkout hard-linked (else it copied).
@@ -196,7 +196,7 @@ pub struct RepairReport {
     /// `disagrees`), or `ok`.
     pub found: EnvFound,
     /// The booted slot.
-    pub booted_slot: String,
+    pub booted_slot: Slot,
     /// Where the booted slot was learnt.
     pub booted_source: BootedSource,
     /// The booted deployment.
@@ -229,6 +229,10 @@ mod test {
                 .collect();
             assert_eq!(got, names);
         }
+        // The slots the reports carry (`slot`, `booted_slot`, `next_boot`, `adopted`), and
+        // health.json's, which is read back.
+        check(&Slot::ALL, &["A", "B"]);
+        assert_eq!(serde_json::from_str::<Slot>(r#""B""#).unwrap(), Slot::B);
         use StageAction as S;
         check(
             &[S::Provisioned, S::Staged, S::Unchanged],

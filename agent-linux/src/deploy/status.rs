@@ -15,7 +15,7 @@ use crate::floor;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DeploymentStatus {
     /// `A` or `B`.
-    pub slot: String,
+    pub slot: Slot,
     /// Directory name under `S/deploy`.
     pub name: String,
     /// Commit id.
@@ -60,13 +60,13 @@ pub struct Status {
     /// A sentence about the state.
     pub message: String,
     /// The booted slot, when known.
-    pub booted_slot: Option<String>,
+    pub booted_slot: Option<Slot>,
     /// Where the booted slot was learnt.
     pub booted_source: Option<BootedSource>,
     /// Whether the booted deployment is confirmed good.
     pub booted_good: Option<bool>,
     /// The slot the next boot takes.
-    pub next_boot: Option<String>,
+    pub next_boot: Option<Slot>,
     /// Why the next boot takes that slot: `confirmed`, `trial`, `last-resort`, `rollback`,
     /// `refill` or `rescue` in JSON (`DecisionKind::as_str`).
     pub next_boot_kind: Option<DecisionKind>,
@@ -128,7 +128,7 @@ impl Deployer {
                     } else {
                         "no deployment yet: install a from-scratch update".into()
                     },
-                    booted_slot: booted.map(|b| b.0.to_string()),
+                    booted_slot: booted.map(|b| b.0),
                     booted_source: booted.map(|b| b.1),
                     booted_good: None,
                     next_boot: None,
@@ -156,10 +156,10 @@ impl Deployer {
                         _ => ", once the running system says which it is (slot-a-root/slot-b-root in agent.conf, or --booted-slot)".into(),
                     }
                 ),
-                booted_slot: booted.map(|b| b.0.to_string()),
+                booted_slot: booted.map(|b| b.0),
                 booted_source: booted.map(|b| b.1),
                 booted_good: None,
-                next_boot: Some(d.slot.to_string()),
+                next_boot: Some(d.slot),
                 next_boot_kind: Some(d.kind),
                 rolled_back: false,
                 deployments: Vec::new(),
@@ -183,7 +183,7 @@ impl Deployer {
                 (false, false) => Role::Failed,
             };
             let mut ds = DeploymentStatus {
-                slot: s.to_string(),
+                slot: s,
                 name: st.name.as_str().to_string(),
                 commit: String::new(),
                 ref_name: None,
@@ -232,7 +232,7 @@ impl Deployer {
         let version_of = |s: Slot| {
             deployments
                 .iter()
-                .find(|d| d.slot == s.as_str())
+                .find(|d| d.slot == s)
                 .map(|d| {
                     if d.commit.is_empty() {
                         d.name.clone()
@@ -315,10 +315,10 @@ impl Deployer {
             sysroot: self.sysroot.path().to_path_buf(),
             state: st_name,
             message,
-            booted_slot: booted_slot.map(|b| b.to_string()),
+            booted_slot,
             booted_source: booted.map(|b| b.1),
             booted_good: booted_slot.map(|b| state.slot(b).successful),
-            next_boot: Some(d.slot.to_string()),
+            next_boot: Some(d.slot),
             next_boot_kind: Some(d.kind),
             rolled_back: st_name == SysrootState::RolledBack,
             deployments,

@@ -25,9 +25,10 @@ pub const MAX_TRIES: u8 = 9;
 /// Operations only ever write 0, 1 and 2.
 pub const MAX_PRIORITY: u8 = 9;
 
-/// One of the two slots.
+/// One of the two slots. With feature `serde`, serialized as `"A"` or `"B"` ([`Slot::as_str`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Slot {
     /// Slot A (index 0).
     A,

@@ -23,8 +23,8 @@ fn status_of(st: &Status) -> EcuAgentStatus {
         deployments: [blank; 2],
         security_floor: st.security_floor,
         deployment_count: st.deployments.len().min(2) as u32,
-        booted_slot: slot_char(st.booted_slot.as_deref()),
-        next_boot: slot_char(st.next_boot.as_deref()),
+        booted_slot: slot_char(st.booted_slot.map(|s| s.as_str())),
+        next_boot: slot_char(st.next_boot.map(|s| s.as_str())),
         booted_good: st.booted_good.unwrap_or(false),
         rolled_back: st.rolled_back,
     };

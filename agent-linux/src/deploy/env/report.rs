@@ -52,7 +52,7 @@ pub struct Report {
     /// Boot-state revision.
     pub revision: u32,
     /// The slot the next boot takes (`A` or `B`).
-    pub next_boot: &'static str,
+    pub next_boot: Slot,
     /// Why: `confirmed`, `trial`, `last-resort`, `rollback`, `refill` or `rescue` in JSON
     /// ([`DecisionKind::as_str`]).
     pub next_boot_kind: DecisionKind,
@@ -97,7 +97,7 @@ impl Report {
             scheme: scheme.name(),
             bootloader: flavor.as_str(),
             revision: state.revision,
-            next_boot: d.slot.as_str(),
+            next_boot: d.slot,
             next_boot_kind: d.kind,
             next_boot_writes: d.changed,
             slots: SlotsReport {
