@@ -188,7 +188,12 @@ fn check_op(op: &Operation, before: &BootState, after: &BootState, res: &Result<
 
 /// The anti-rollback floor: a staged slot records its security version; only `mark_good`
 /// moves the floor, to the larger of the floor and the slot's version; nothing lowers it.
-fn check_floor(op: &Operation, before: &BootState, after: &BootState, res: &Result<bool, StateError>) {
+fn check_floor(
+    op: &Operation,
+    before: &BootState,
+    after: &BootState,
+    res: &Result<bool, StateError>,
+) {
     assert!(after.floor >= before.floor, "{op:?} lowered the floor");
     match *op {
         Operation::MarkGood { slot } => assert_eq!(

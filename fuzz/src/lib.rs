@@ -49,8 +49,7 @@ pub fn public_key() -> [u8; 32] {
 /// version 0.
 /// Returns the file and its commit id.
 pub fn sample_update(signed: bool, big: usize, part_size: usize) -> (Vec<u8>, ObjectId) {
-    // Format version 2: what the writer writes for files without patch records.
-    sample_update_with(signed, big, part_size, 0, 2)
+    sample_update_with(signed, big, part_size, 0, 3)
 }
 
 /// The store every installer check starts from: the sample of [`sample_update`] (`data.bin`
@@ -348,6 +347,36 @@ pub fn scratch_dir() -> tempfile::TempDir {
 }
 #[cfg(test)]
 mod corpus;
+
+#[cfg(test)]
+mod bases {
+    use agent_core::wire::Codec;
+
+    /// The codecs [`super::MutatedInput::base`] says each base is in (a part the codec does
+    /// not shrink is stored): the fuzzer mutates LZMA2 streams only if the bases hold some.
+    #[test]
+    fn the_mutated_bases_are_in_the_codecs_their_docs_give() {
+        let want = [
+            Codec::Xz,
+            Codec::Xz,
+            Codec::Xz,
+            Codec::Deflate,
+            Codec::Deflate,
+            Codec::Xz,
+            Codec::Deflate,
+        ];
+        for (i, ((file, _, _), want)) in super::mutated_bases().iter().zip(want).enumerate() {
+            let sb = test_support::wire::superblock(file);
+            let codecs: Vec<Codec> = sb.parts.iter().map(|p| p.codec).collect();
+            // A part the codec does not shrink is stored.
+            assert!(codecs.contains(&want), "base {i}: {codecs:?}");
+            assert!(
+                codecs.iter().all(|&c| c == want || c == Codec::Stored),
+                "base {i}: {codecs:?}"
+            );
+        }
+    }
+}
 
 /// The `installer_bytes` check: `data` is a chunk-size prefix ([`split_chunk_prefix`]) and a
 /// file. The file is installed chunked and whole (each into a fresh store) under the policy
