@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use agent_core::object::{
     Commit, DirEntry, DirMeta, DirTree, FileHeader, ObjectError, ObjectId, ObjectKind, Xattrs,
@@ -117,18 +117,16 @@ impl Repo {
             }
             return Ok(());
         }
-        let mut staged = self.stage_file_object(id, meta, None, content, None)?;
-        let res = (|| {
-            let d = staged.deferred.take().ok_or(RepoError::Sequence(
-                "a file object was staged without its metadata",
-            ))?;
-            if let Some(side) = self.finish_file_meta(d, true)? {
-                staged.renames.insert(0, (side, self.filemeta_path(id)));
+        let (tmp, d) = self.stage_file_object(id, meta, None, content, None)?;
+        let mut renames = Vec::with_capacity(2);
+        let mut res = self.finish_file_meta(id, &tmp, &d, true).map(|side| {
+            if let Some(side) = side {
+                renames.push((side, self.filemeta_path(id)));
             }
-            Ok(())
-        })();
-        let mut res = res;
-        for (tmp, dest) in &staged.renames {
+        });
+        drop(d);
+        renames.push((tmp, self.object_path(ObjectKind::File, id)));
+        for (tmp, dest) in &renames {
             if res.is_ok() {
                 res = self.rename_into_place(tmp, dest);
             }
@@ -140,9 +138,9 @@ impl Repo {
     }
 
     /// Checks a file object's metadata and stages its content (a regular file's, given in
-    /// `content`) or creates its symlink in `R/tmp`: returns the rename that publishes it, and
-    /// the object whose owner, xattrs and mode are still to be applied by
-    /// [`Repo::finish_file_meta`]. The content stays open (`keep_open`) for that, unless
+    /// `content`) or creates its symlink in `R/tmp`: returns the object whose owner, xattrs and
+    /// mode are still to be applied by [`Repo::finish_file_meta`] (its staging file is renamed
+    /// to [`Repo::object_path`] to publish it). The content stays open (`keep_open`) for that, unless
     /// too many already are. With `verified` (the header of an object the installer verified,
     /// whose content the caller counted), the metadata is not checked again. On error nothing
     /// is left behind.
@@ -153,22 +151,15 @@ impl Repo {
         verified: Option<FileHeader>,
         content: Option<(File, PathBuf)>,
         keep_open: Option<&mut usize>,
-    ) -> Result<Staged, RepoError> {
+    ) -> Result<(PathBuf, Deferred), RepoError> {
         let content_tmp = content.as_ref().map(|(_, p)| p.clone());
-        let mut renames = Vec::with_capacity(2);
-        let res = self.stage_file_inner(id, meta, verified, content, &mut renames, keep_open);
+        let res = self.stage_file_inner(id, meta, verified, content, keep_open);
         if res.is_err() {
-            for (tmp, _) in &renames {
-                let _ = crate::fsops::remove_file(tmp);
-            }
             if let Some(p) = content_tmp {
                 let _ = crate::fsops::remove_file(&p);
             }
         }
-        res.map(|d| Staged {
-            renames,
-            deferred: Some(d),
-        })
+        res
     }
 
     fn stage_file_inner(
@@ -177,9 +168,8 @@ impl Repo {
         meta: &[u8],
         verified: Option<FileHeader>,
         content: Option<(File, PathBuf)>,
-        staged: &mut Vec<(PathBuf, PathBuf)>,
         keep_open: Option<&mut usize>,
-    ) -> Result<Deferred, RepoError> {
+    ) -> Result<(PathBuf, Deferred), RepoError> {
         let kind = ObjectKind::File;
         let corrupt = |error| RepoError::CorruptObject {
             kind,
@@ -202,7 +192,6 @@ impl Repo {
         if verified.is_none() {
             Xattrs::parse(&meta[FILE_HEADER_LEN + target.len()..]).map_err(corrupt)?;
         }
-        let final_path = self.object_path(kind, id);
         if header.is_symlink() {
             if target.is_empty() || target.contains(&0) {
                 return Err(corrupt(ObjectError::BadSymlinkTarget));
@@ -210,21 +199,17 @@ impl Repo {
             let tmp = self.tmp_path("symlink");
             crate::fsops::symlink(std::ffi::OsStr::from_bytes(target), &tmp)
                 .map_err(io_err("create symlink", &tmp))?;
-            staged.push((tmp.clone(), final_path));
-            return Ok(Deferred {
-                id: *id,
-                header,
-                path: tmp,
-                meta: meta.to_vec(),
+            let d = Deferred {
+                meta: meta.into(),
                 file: None,
-            });
+            };
+            return Ok((tmp, d));
         }
         let Some((file, tmp)) = content else {
             return Err(RepoError::Sequence(
                 "a regular file object was published without content",
             ));
         };
-        staged.push((tmp.clone(), final_path));
         let len = match verified {
             Some(_) => header.size,
             None => file.metadata().map_err(io_err("stat", &tmp))?.len(),
@@ -245,13 +230,11 @@ impl Repo {
             }
             None => Some(file),
         };
-        Ok(Deferred {
-            id: *id,
-            header,
-            path: tmp,
-            meta: meta.to_vec(),
+        let d = Deferred {
+            meta: meta.into(),
             file,
-        })
+        };
+        Ok((tmp, d))
     }
 
     /// Applies a staged file object's owner, xattrs and mode ([`apply_deferred_meta`]; fsynced
@@ -262,10 +245,12 @@ impl Repo {
     /// object.
     pub(super) fn finish_file_meta(
         &self,
-        d: Deferred,
+        id: &ObjectId,
+        tmp: &Path,
+        d: &Deferred,
         sync: bool,
     ) -> Result<Option<PathBuf>, RepoError> {
-        let exact = apply_deferred_meta(&d, sync)?;
+        let exact = apply_deferred_meta(id, d, tmp, sync)?;
         if exact {
             return Ok(None);
         }
@@ -441,46 +426,68 @@ impl Repo {
     }
 }
 
-/// A file object staged in `R/tmp`, as [`Repo::stage_file_object`] returns it.
-#[derive(Debug)]
-pub(super) struct Staged {
-    /// The renames that publish it.
-    pub(super) renames: Vec<(PathBuf, PathBuf)>,
-    /// Its metadata, to apply.
-    pub(super) deferred: Option<Deferred>,
-}
-
-/// A staged file object whose owner, mode and xattrs wait for its part to be verified.
+/// What a staged file object still needs once its part is verified: its canonical metadata
+/// (header, target, xattrs; already checked once), whose owner, mode and xattrs are to be
+/// applied, and its staged content file, still open (written by this process) unless too
+/// many are.
 #[derive(Debug)]
 pub(super) struct Deferred {
-    pub(super) id: ObjectId,
-    /// Its header, parsed once.
-    pub(super) header: FileHeader,
-    /// The staged content file or symlink in `R/tmp`.
-    pub(super) path: PathBuf,
-    /// Its canonical metadata (header, target, xattrs), already parsed once.
-    pub(super) meta: Vec<u8>,
-    /// The staged content file, still open (written by this process).
+    pub(super) meta: Box<[u8]>,
     pub(super) file: Option<File>,
+}
+
+/// Where a staging file is, in few bytes (a transaction holds one per object it staged): its
+/// name when it is in `R/tmp` (where [`Repo::create_tmp`] makes them), else its whole path
+/// (which then has a `/`: a relative one is written `./…`).
+#[derive(Debug)]
+pub(super) struct TmpRef(Box<Path>);
+
+impl TmpRef {
+    /// `path`, remembered as its name when it is directly in `repo`'s `R/tmp`.
+    pub(super) fn new(repo: &Repo, path: PathBuf) -> TmpRef {
+        if path.parent() == Some(repo.tmp_dir().as_path()) {
+            if let Some(name) = path.file_name() {
+                return TmpRef(Path::new(name).into());
+            }
+        }
+        if path.is_relative() {
+            return TmpRef(Path::new(".").join(path).into_boxed_path());
+        }
+        TmpRef(path.into_boxed_path())
+    }
+
+    /// The path.
+    pub(super) fn path(&self, repo: &Repo) -> PathBuf {
+        if self.0.as_os_str().as_bytes().contains(&b'/') {
+            self.0.to_path_buf()
+        } else {
+            repo.tmp_dir().join(&self.0)
+        }
+    }
 }
 
 /// Applies a deferred object's owner, xattrs and mode to its staged file (the descriptor
 /// kept open, else opened again with `O_NOFOLLOW` in the private `R/tmp`; fsynced when
 /// `sync`), or its owner and xattrs to a staged symlink. Returns whether the inode now holds
 /// the object's canonical metadata exactly ([`crate::fsmeta::inode_meta`]).
-fn apply_deferred_meta(d: &Deferred, sync: bool) -> Result<bool, RepoError> {
+fn apply_deferred_meta(
+    id: &ObjectId,
+    d: &Deferred,
+    path: &Path,
+    sync: bool,
+) -> Result<bool, RepoError> {
     let corrupt = |error| RepoError::CorruptObject {
         kind: ObjectKind::File,
-        id: d.id,
+        id: *id,
         error,
     };
-    let header = d.header;
+    let header = FileHeader::parse(&d.meta).map_err(corrupt)?;
     let target_end = FILE_HEADER_LEN + usize::from(header.target_len);
     let xattrs = Xattrs::parse(d.meta.get(target_end..).unwrap_or(&[])).map_err(corrupt)?;
     if header.is_symlink() {
-        crate::fsmeta::apply_symlink_meta(&d.path, &header, xattrs);
-        let found = crate::fsmeta::inode_meta(crate::fsmeta::Inode::Symlink(&d.path))
-            .map_err(io_err("read the metadata of", &d.path))?;
+        crate::fsmeta::apply_symlink_meta(path, &header, xattrs);
+        let found = crate::fsmeta::inode_meta(crate::fsmeta::Inode::Symlink(path))
+            .map_err(io_err("read the metadata of", path))?;
         return Ok(found.as_deref() == Some(&d.meta[..]));
     }
     let reopened;
@@ -490,20 +497,20 @@ fn apply_deferred_meta(d: &Deferred, sync: bool) -> Result<bool, RepoError> {
             reopened = OpenOptions::new()
                 .read(true)
                 .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(&d.path)
-                .map_err(io_err("open", &d.path))?;
+                .open(path)
+                .map_err(io_err("open", path))?;
             &reopened
         }
     };
-    crate::fsops::set_meta(file, &d.path, |fd| {
+    crate::fsops::set_meta(file, path, |fd| {
         crate::fsmeta::apply_fd_meta(fd, header.mode, header.uid, header.gid, xattrs)
     })
-    .map_err(io_err("set metadata of", &d.path))?;
+    .map_err(io_err("set metadata of", path))?;
     if sync {
-        crate::fsops::fsync(file, &d.path).map_err(io_err("fsync", &d.path))?;
+        crate::fsops::fsync(file, path).map_err(io_err("fsync", path))?;
     }
     let found = crate::fsmeta::inode_meta(crate::fsmeta::Inode::File(file.as_fd()))
-        .map_err(io_err("read the metadata of", &d.path))?;
+        .map_err(io_err("read the metadata of", path))?;
     Ok(found.as_deref() == Some(&d.meta[..]))
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use agent_core::object::{DirEntry, DirTree, FileHeader, ObjectId, ObjectKind};
 
-use super::objects::Deferred;
+use super::objects::{Deferred, TmpRef};
 use super::{check_metadata, io_err, sync_dir, Repo, RepoError};
 
 /// Objects written together, fast and safely: each is staged in `R/tmp` without an fsync;
@@ -31,16 +31,51 @@ use super::{check_metadata, io_err, sync_dir, Repo, RepoError};
 pub struct Transaction<'r> {
     repo: &'r Repo,
     /// `.filemeta` side files (published first), then file objects and dirmetas.
-    sides: Vec<(PathBuf, PathBuf)>,
-    leaves: Vec<(PathBuf, PathBuf)>,
+    sides: Vec<Staged>,
+    leaves: Vec<Staged>,
     /// Dirtrees staged, with their height (1 + the highest of their subdirectories staged in
     /// this transaction, 0 without one).
-    trees: Vec<(PathBuf, PathBuf, u32)>,
+    trees: Vec<(Staged, u32)>,
+    /// Heights of the dirtrees staged since the last commit.
     heights: HashMap<ObjectId, u32>,
     pending: HashSet<(u8, ObjectId)>,
-    unverified: Vec<Deferred>,
-    /// How many of `unverified` hold their staged file open.
+    /// `leaves[unverified..]` are those staged since the last [`Transaction::part_verified`]:
+    /// the file objects among them wait for it.
+    unverified: usize,
+    /// How many of them hold their staged file open.
     open_files: usize,
+}
+
+/// An object staged, small (a transaction holds one per object until its commit): its id, its
+/// staging file, and which of its paths it is renamed to (derived, not stored).
+#[derive(Debug)]
+struct Staged {
+    id: ObjectId,
+    tmp: TmpRef,
+    /// `None`: the `.filemeta` side file of the file object `id`.
+    kind: Option<ObjectKind>,
+    /// A file object's metadata still to apply, until its part is verified.
+    waiting: Option<Deferred>,
+}
+
+impl Staged {
+    fn new(repo: &Repo, id: ObjectId, tmp: PathBuf, kind: Option<ObjectKind>) -> Staged {
+        Staged {
+            id,
+            tmp: TmpRef::new(repo, tmp),
+            kind,
+            waiting: None,
+        }
+    }
+
+    /// The staging file and where it is published.
+    fn paths(&self, repo: &Repo) -> (PathBuf, PathBuf) {
+        let dest = match self.kind {
+            Some(k) => repo.object_path(k, &self.id),
+            None => repo.filemeta_path(&self.id),
+        };
+        (self.tmp.path(repo), dest)
+    }
 }
 
 /// Most directories a wave of [`Transaction::commit`] fsyncs one by one; a wave that renamed
@@ -61,7 +96,7 @@ impl<'r> Transaction<'r> {
             trees: Vec::new(),
             heights: HashMap::new(),
             pending: HashSet::new(),
-            unverified: Vec::new(),
+            unverified: 0,
             open_files: 0,
         }
     }
@@ -111,7 +146,7 @@ impl<'r> Transaction<'r> {
         }
         if !self.has_object(kind, id)? {
             let tmp = self.repo.write_tmp(bytes, false)?;
-            let dest = self.repo.object_path(kind, id);
+            let staged = Staged::new(self.repo, *id, tmp, Some(kind));
             if kind == ObjectKind::DirTree {
                 let height = tree
                     .and_then(|t| {
@@ -126,9 +161,9 @@ impl<'r> Transaction<'r> {
                     })
                     .unwrap_or(0);
                 self.heights.insert(*id, height);
-                self.trees.push((tmp, dest, height));
+                self.trees.push((staged, height));
             } else {
-                self.leaves.push((tmp, dest));
+                self.leaves.push(staged);
             }
             self.pending.insert((kind.code(), *id));
         }
@@ -175,11 +210,12 @@ impl<'r> Transaction<'r> {
             return Ok(());
         }
         let open = Some(&mut self.open_files);
-        let staged = self
+        let (tmp, deferred) = self
             .repo
             .stage_file_object(id, meta, verified, content, open)?;
-        self.leaves.extend(staged.renames);
-        self.unverified.extend(staged.deferred);
+        let mut staged = Staged::new(self.repo, *id, tmp, Some(ObjectKind::File));
+        staged.waiting = Some(deferred);
+        self.leaves.push(staged);
         self.pending.insert((ObjectKind::File.code(), *id));
         Ok(())
     }
@@ -189,10 +225,25 @@ impl<'r> Transaction<'r> {
     /// executable bits included) are applied now.
     pub fn part_verified(&mut self) -> Result<(), RepoError> {
         self.open_files = 0;
-        for d in std::mem::take(&mut self.unverified) {
-            let id = d.id;
-            if let Some(side) = self.repo.finish_file_meta(d, false)? {
-                self.sides.push((side, self.repo.filemeta_path(&id)));
+        let from = std::mem::replace(&mut self.unverified, self.leaves.len());
+        for i in from..self.leaves.len() {
+            let s = &mut self.leaves[i];
+            let Some(d) = s.waiting.take() else {
+                continue;
+            };
+            let tmp = s.tmp.path(self.repo);
+            let side = match self.repo.finish_file_meta(&s.id, &tmp, &d, false) {
+                Ok(side) => side,
+                Err(e) => {
+                    // Still waiting, from this one on.
+                    s.waiting = Some(d);
+                    self.unverified = i;
+                    return Err(e);
+                }
+            };
+            if let Some(side) = side {
+                let id = s.id;
+                self.sides.push(Staged::new(self.repo, id, side, None));
             }
         }
         Ok(())
@@ -200,7 +251,10 @@ impl<'r> Transaction<'r> {
 
     /// How many staged file objects still wait for [`Transaction::part_verified`].
     pub fn unverified(&self) -> usize {
-        self.unverified.len()
+        self.leaves[self.unverified.min(self.leaves.len())..]
+            .iter()
+            .filter(|s| s.waiting.is_some())
+            .count()
     }
 
     /// Makes everything staged durable and visible (see the type's docs). Metadata still
@@ -216,7 +270,7 @@ impl<'r> Transaction<'r> {
         let tmp = self.repo.tmp_dir();
         crate::fsops::syncfs(&tmp).map_err(io_err("sync the filesystem of", &tmp))?;
         let mut trees = std::mem::take(&mut self.trees);
-        trees.sort_by_key(|t| t.2);
+        trees.sort_by_key(|t| t.1);
         // Side files before the objects they describe: an object's presence means it is whole.
         let mut leaves = std::mem::take(&mut self.sides);
         if leaves.is_empty() {
@@ -226,21 +280,23 @@ impl<'r> Transaction<'r> {
             leaves.append(&mut self.leaves);
         }
         let mut waves = vec![leaves];
-        for (tmp, dest, h) in trees {
+        for (s, h) in trees {
             if waves.len() < h as usize + 2 {
                 waves.push(Vec::new());
             }
             if let Some(w) = waves.last_mut() {
-                w.push((tmp, dest));
+                w.push(s);
             }
         }
+        let repo = self.repo;
         let mut waves = waves.into_iter();
         while let Some(phase) = waves.next() {
             let mut dirs = std::collections::BTreeSet::new();
             let mut iter = phase.into_iter();
             let mut res = Ok(());
-            for (tmp, dest) in iter.by_ref() {
-                let d = dest.parent().unwrap_or(self.repo.path()).to_path_buf();
+            for r in iter.by_ref() {
+                let (tmp, dest) = r.paths(repo);
+                let d = dest.parent().unwrap_or(repo.path()).to_path_buf();
                 if !dirs.contains(&d) {
                     if let Err(e) = crate::fsops::mkdir_all(&d, 0o755) {
                         res = Err(io_err("create", &d)(e));
@@ -256,8 +312,8 @@ impl<'r> Transaction<'r> {
                 }
             }
             if let Err(e) = res {
-                for (tmp, _) in iter.chain(waves.by_ref().flatten()) {
-                    let _ = crate::fsops::remove_file(&tmp);
+                for r in iter.chain(waves.by_ref().flatten()) {
+                    let _ = crate::fsops::remove_file(&r.tmp.path(repo));
                 }
                 self.abort();
                 return Err(e);
@@ -271,20 +327,25 @@ impl<'r> Transaction<'r> {
                 }
             }
         }
+        // Everything staged is in place: no later dirtree's height counts these.
+        self.heights.clear();
         self.pending.clear();
+        self.unverified = 0;
         Ok(())
     }
 
     /// Drops everything staged.
     pub fn abort(&mut self) {
-        let trees = self.trees.drain(..).map(|(tmp, dest, _)| (tmp, dest));
+        let repo = self.repo;
+        let trees = self.trees.drain(..).map(|(s, _)| s);
         let leaves = self.sides.drain(..).chain(self.leaves.drain(..));
-        for (tmp, _) in leaves.chain(trees) {
-            let _ = crate::fsops::remove_file(&tmp);
+        for s in leaves.chain(trees) {
+            drop(s.waiting);
+            let _ = crate::fsops::remove_file(&s.tmp.path(repo));
         }
         self.heights.clear();
         self.pending.clear();
-        self.unverified.clear();
+        self.unverified = 0;
         self.open_files = 0;
     }
 }
