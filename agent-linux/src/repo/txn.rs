@@ -32,7 +32,7 @@ pub struct Transaction<'r> {
     repo: &'r Repo,
     /// `.filemeta` side files (published first), then file objects and dirmetas.
     sides: Vec<Staged>,
-    leaves: Vec<Staged>,
+    leaves: Chunked<Staged>,
     /// Dirtrees staged, with their height (1 + the highest of their subdirectories staged in
     /// this transaction, 0 without one).
     trees: Vec<(Staged, u32)>,
@@ -78,6 +78,66 @@ impl Staged {
     }
 }
 
+/// A list grown a chunk of [`Chunked::CHUNK`] entries at a time, for the long lists of a
+/// transaction: growing it never copies it (a `Vec` doubling holds the old buffer and one
+/// twice as large at once), and at most one chunk is unused.
+#[derive(Debug)]
+struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Chunked {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Chunked<T> {
+    const CHUNK: usize = 256;
+
+    fn push(&mut self, v: T) {
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < Self::CHUNK => c.push(v),
+            _ => {
+                let mut c = Vec::with_capacity(Self::CHUNK);
+                c.push(v);
+                self.chunks.push(c);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Entry `i` (every chunk but the last is full); panics past the end, as indexing does.
+    fn get_mut(&mut self, i: usize) -> &mut T {
+        &mut self.chunks[i / Self::CHUNK][i % Self::CHUNK]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl<T> IntoIterator for Chunked<T> {
+    type Item = T;
+    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<T>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.chunks.into_iter().flatten()
+    }
+}
+
 /// Most directories a wave of [`Transaction::commit`] fsyncs one by one; a wave that renamed
 /// into more is made durable with one `syncfs` of the repository's filesystem instead.
 pub const MAX_DIR_FSYNCS: usize = 8;
@@ -92,7 +152,7 @@ impl<'r> Transaction<'r> {
         Transaction {
             repo,
             sides: Vec::new(),
-            leaves: Vec::new(),
+            leaves: Chunked::default(),
             trees: Vec::new(),
             heights: HashMap::new(),
             pending: HashSet::new(),
@@ -227,7 +287,7 @@ impl<'r> Transaction<'r> {
         self.open_files = 0;
         let from = std::mem::replace(&mut self.unverified, self.leaves.len());
         for i in from..self.leaves.len() {
-            let s = &mut self.leaves[i];
+            let s = self.leaves.get_mut(i);
             let Some(d) = s.waiting.take() else {
                 continue;
             };
@@ -251,8 +311,9 @@ impl<'r> Transaction<'r> {
 
     /// How many staged file objects still wait for [`Transaction::part_verified`].
     pub fn unverified(&self) -> usize {
-        self.leaves[self.unverified.min(self.leaves.len())..]
+        self.leaves
             .iter()
+            .skip(self.unverified)
             .filter(|s| s.waiting.is_some())
             .count()
     }
@@ -271,60 +332,61 @@ impl<'r> Transaction<'r> {
         crate::fsops::syncfs(&tmp).map_err(io_err("sync the filesystem of", &tmp))?;
         let mut trees = std::mem::take(&mut self.trees);
         trees.sort_by_key(|t| t.1);
-        // Side files before the objects they describe: an object's presence means it is whole.
-        let mut leaves = std::mem::take(&mut self.sides);
-        if leaves.is_empty() {
-            // No copy of the (long) list of leaves.
-            leaves = std::mem::take(&mut self.leaves);
-        } else {
-            leaves.append(&mut self.leaves);
-        }
-        let mut waves = vec![leaves];
-        for (s, h) in trees {
-            if waves.len() < h as usize + 2 {
-                waves.push(Vec::new());
+        // Waves: side files before the objects they describe (an object's presence means it
+        // is whole), then dirtrees by height; each entry tagged with its wave.
+        let first = std::mem::take(&mut self.sides)
+            .into_iter()
+            .chain(std::mem::take(&mut self.leaves))
+            .map(|s| (0u32, s));
+        let (mut wave, mut height) = (0u32, None);
+        let then = trees.into_iter().map(move |(s, h)| {
+            if height != Some(h) {
+                (wave, height) = (wave + 1, Some(h));
             }
-            if let Some(w) = waves.last_mut() {
-                w.push(s);
-            }
-        }
+            (wave, s)
+        });
         let repo = self.repo;
-        let mut waves = waves.into_iter();
-        while let Some(phase) = waves.next() {
-            let mut dirs = std::collections::BTreeSet::new();
-            let mut iter = phase.into_iter();
-            let mut res = Ok(());
-            for r in iter.by_ref() {
-                let (tmp, dest) = r.paths(repo);
-                let d = dest.parent().unwrap_or(repo.path()).to_path_buf();
-                if !dirs.contains(&d) {
-                    if let Err(e) = crate::fsops::mkdir_all(&d, 0o755) {
-                        res = Err(io_err("create", &d)(e));
+        let mut all = first.chain(then).peekable();
+        let mut dirs = std::collections::BTreeSet::<PathBuf>::new();
+        let mut current = 0;
+        loop {
+            let next = all.peek().map(|(w, _)| *w);
+            if next != Some(current) {
+                // The wave is renamed: durable before the next one starts.
+                if dirs.len() > MAX_DIR_FSYNCS {
+                    // One flush of the filesystem instead of an fsync per directory.
+                    crate::fsops::syncfs(&tmp).map_err(io_err("sync the filesystem of", &tmp))?;
+                } else {
+                    for d in &dirs {
+                        sync_dir(d)?;
                     }
-                    dirs.insert(d);
                 }
-                if res.is_ok() {
-                    res = crate::fsops::rename(&tmp, &dest).map_err(io_err("rename into", &dest));
+                dirs.clear();
+                match next {
+                    Some(w) => current = w,
+                    None => break,
                 }
-                if res.is_err() {
-                    let _ = crate::fsops::remove_file(&tmp);
-                    break;
+            }
+            let Some((_, r)) = all.next() else { break };
+            let (tmp, dest) = r.paths(repo);
+            let d = dest.parent().unwrap_or(repo.path()).to_path_buf();
+            let mut res = Ok(());
+            if !dirs.contains(&d) {
+                if let Err(e) = crate::fsops::mkdir_all(&d, 0o755) {
+                    res = Err(io_err("create", &d)(e));
                 }
+                dirs.insert(d);
+            }
+            if res.is_ok() {
+                res = crate::fsops::rename(&tmp, &dest).map_err(io_err("rename into", &dest));
             }
             if let Err(e) = res {
-                for r in iter.chain(waves.by_ref().flatten()) {
+                let _ = crate::fsops::remove_file(&tmp);
+                for (_, r) in all {
                     let _ = crate::fsops::remove_file(&r.tmp.path(repo));
                 }
                 self.abort();
                 return Err(e);
-            }
-            if dirs.len() > MAX_DIR_FSYNCS {
-                // One flush of the filesystem instead of an fsync per directory.
-                crate::fsops::syncfs(&tmp).map_err(io_err("sync the filesystem of", &tmp))?;
-            } else {
-                for d in &dirs {
-                    sync_dir(d)?;
-                }
             }
         }
         // Everything staged is in place: no later dirtree's height counts these.
@@ -338,7 +400,7 @@ impl<'r> Transaction<'r> {
     pub fn abort(&mut self) {
         let repo = self.repo;
         let trees = self.trees.drain(..).map(|(s, _)| s);
-        let leaves = self.sides.drain(..).chain(self.leaves.drain(..));
+        let leaves = self.sides.drain(..).chain(std::mem::take(&mut self.leaves));
         for s in leaves.chain(trees) {
             drop(s.waiting);
             let _ = crate::fsops::remove_file(&s.tmp.path(repo));
