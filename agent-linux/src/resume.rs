@@ -135,11 +135,11 @@ pub fn save(repo: &Repo, saved: &Saved) -> Result<(), RepoError> {
 /// as they are. Written atomically like [`save`]. Fails when `earlier` and that file is gone or
 /// malformed: a checkpoint that forgot objects would let a resumed install skip parts whose
 /// objects are no longer there.
-pub fn save_more(
+pub fn save_more<'a>(
     repo: &Repo,
     checkpoint: &Checkpoint,
     earlier: bool,
-    objects: &[(ObjectKind, ObjectId)],
+    objects: impl IntoIterator<Item = &'a (ObjectKind, ObjectId)>,
 ) -> Result<(), RepoError> {
     let head = CHECKPOINT_LEN + 4;
     let old = if earlier {
@@ -153,19 +153,20 @@ pub fn save_more(
         Vec::new()
     };
     let old_records = old.get(head..).unwrap_or(&[]);
-    let count = old_records.len() / 33 + objects.len();
-    if count > MAX_OBJECTS {
-        return Err(RepoError::Sequence("a checkpoint lists too many objects"));
-    }
-    let mut b = Vec::with_capacity(head + count * 33);
+    let mut b = Vec::with_capacity(head + old_records.len());
     b.extend_from_slice(&checkpoint.to_bytes());
-    b.extend_from_slice(&(count as u32).to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
     b.extend_from_slice(old_records);
     drop(old);
     for (k, id) in objects {
         b.push(k.code());
         b.extend_from_slice(&id.0);
     }
+    let count = (b.len() - head) / 33;
+    if count > MAX_OBJECTS {
+        return Err(RepoError::Sequence("a checkpoint lists too many objects"));
+    }
+    b[CHECKPOINT_LEN..head].copy_from_slice(&(count as u32).to_le_bytes());
     let dir = repo.path().join("state");
     crate::fsops::mkdir_all(&dir, 0o755).map_err(io_err("create", &dir))?;
     repo.write_atomic(&state_path(repo, CHECKPOINT_FILE), &b)

@@ -44,7 +44,7 @@ use agent_core::object::{
 use agent_core::store::{Declared, Store};
 
 use crate::repo::{
-    io_err, validate_ref, Repo, RepoError, TmpPool, Transaction, MAX_METADATA_OBJECT,
+    io_err, validate_ref, Chunked, Repo, RepoError, TmpPool, Transaction, MAX_METADATA_OBJECT,
 };
 
 /// The installer's view of a repository. See the [module docs](self).
@@ -60,7 +60,7 @@ pub struct RepoStore<'r> {
     resumable: bool,
     /// Objects finished or reused by this install since its last checkpoint (for the next
     /// one: the earlier ones are listed in `R/state/` already).
-    done: Vec<(ObjectKind, ObjectId)>,
+    done: Chunked<(ObjectKind, ObjectId)>,
     /// `R/state/` holds a checkpoint of this install (taken by it, or resumed from), whose
     /// objects the next checkpoint lists before `done`.
     checkpointed: bool,
@@ -161,7 +161,7 @@ impl<'r> RepoStore<'r> {
             staged_commit: None,
             depths: HashMap::new(),
             resumable: false,
-            done: Vec::new(),
+            done: Chunked::default(),
             checkpointed: false,
             source: None,
             pool: None,
@@ -546,7 +546,7 @@ impl Store for RepoStore<'_> {
         }
         // The objects of the verified parts: durable and in place, then the checkpoint.
         self.txn.commit()?;
-        crate::resume::save_more(self.repo, checkpoint, self.checkpointed, &self.done)?;
+        crate::resume::save_more(self.repo, checkpoint, self.checkpointed, self.done.iter())?;
         self.checkpointed = true;
         self.done.clear();
         Ok(())

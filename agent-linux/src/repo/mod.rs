@@ -49,6 +49,7 @@ pub use gc::GC_JOURNAL;
 pub(crate) use objects::check_metadata;
 pub use objects::{FileObjectReader, OwnedEntry};
 pub use refs::{validate_ref, RefSearch, MAX_REF_LEN};
+pub(crate) use txn::Chunked;
 pub use txn::{TmpPool, Transaction, MAX_DIR_FSYNCS, MAX_OPEN_STAGED};
 
 use std::fs::{self, File};

@@ -82,7 +82,7 @@ impl Staged {
 /// transaction: growing it never copies it (a `Vec` doubling holds the old buffer and one
 /// twice as large at once), and at most one chunk is unused.
 #[derive(Debug)]
-struct Chunked<T> {
+pub(crate) struct Chunked<T> {
     chunks: Vec<Vec<T>>,
     len: usize,
 }
@@ -99,7 +99,8 @@ impl<T> Default for Chunked<T> {
 impl<T> Chunked<T> {
     const CHUNK: usize = 256;
 
-    fn push(&mut self, v: T) {
+    /// Appends `v`.
+    pub(crate) fn push(&mut self, v: T) {
         match self.chunks.last_mut() {
             Some(c) if c.len() < Self::CHUNK => c.push(v),
             _ => {
@@ -111,12 +112,19 @@ impl<T> Chunked<T> {
         self.len += 1;
     }
 
-    fn len(&self) -> usize {
+    /// How many entries it holds.
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    fn is_empty(&self) -> bool {
+    /// Whether it holds none.
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Drops every entry and frees the chunks.
+    pub(crate) fn clear(&mut self) {
+        *self = Chunked::default();
     }
 
     /// Entry `i` (every chunk but the last is full); panics past the end, as indexing does.
@@ -124,7 +132,8 @@ impl<T> Chunked<T> {
         &mut self.chunks[i / Self::CHUNK][i % Self::CHUNK]
     }
 
-    fn iter(&self) -> impl Iterator<Item = &T> {
+    /// The entries in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().flatten()
     }
 }
