@@ -463,6 +463,23 @@ mod test {
         }
     }
 
+    #[test]
+    fn a_staging_path_is_kept_as_its_name_in_tmp_and_whole_elsewhere() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&d.path().join("r")).unwrap();
+        let (_, made) = repo.create_tmp("install").unwrap();
+        let outside = d.path().join("elsewhere");
+        for p in [made, outside, PathBuf::from("rel/x"), PathBuf::from("x")] {
+            let t = objects::TmpRef::new(&repo, p.clone());
+            // The same file (a relative path not in R/tmp comes back as `./…`); only a file
+            // in R/tmp is kept as its bare name.
+            let back = t.path(&repo);
+            assert_eq!(back.strip_prefix(".").unwrap_or(&back), p);
+            let in_tmp = p.parent() == Some(repo.tmp_dir().as_path());
+            assert_eq!(format!("{t:?}").contains('/'), !in_tmp, "{p:?}");
+        }
+    }
+
     /// A file object's canonical metadata and content.
     fn file_meta(mode: u32, target: &[u8], xattrs: &[(&[u8], &[u8])], size: u64) -> Vec<u8> {
         let pairs: Vec<(Vec<u8>, Vec<u8>)> = xattrs
