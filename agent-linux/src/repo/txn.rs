@@ -508,3 +508,31 @@ impl Drop for TmpPool {
         }
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::Chunked;
+
+    #[test]
+    fn chunked_keeps_order_and_indexes_across_chunks() {
+        let mut c = Chunked::default();
+        assert!(c.is_empty());
+        let n = 2 * Chunked::<u32>::CHUNK + 7;
+        for i in 0..n as u32 {
+            c.push(i);
+        }
+        assert_eq!(c.len(), n);
+        for i in [0, Chunked::<u32>::CHUNK - 1, Chunked::<u32>::CHUNK, n - 1] {
+            assert_eq!(*c.get_mut(i), i as u32);
+        }
+        *c.get_mut(300) = 9999;
+        let all: Vec<u32> = c.iter().copied().collect();
+        assert_eq!(all.len(), n);
+        assert_eq!((all[299], all[300], all[301]), (299, 9999, 301));
+        assert_eq!(c.into_iter().filter(|&v| v != 9999).count(), n - 1);
+        let mut c = Chunked::default();
+        c.push(1u8);
+        c.clear();
+        assert!(c.is_empty() && c.iter().next().is_none());
+    }
+}
