@@ -25,7 +25,7 @@ mod transfer;
 
 pub use error::{Mismatch, UpgradeError};
 pub use fetch::{Fetcher, Source};
-pub use plan::{plan, read_serial, record_serial, Action, IndexInfo, Plan};
+pub use plan::{plan, read_serial, record_serial, Action, FileKind, IndexInfo, Plan};
 pub use transfer::{install, Transfer};
 
 /// The file in a sysroot holding the highest index serial the device accepted.

@@ -39,6 +39,25 @@ pub enum Action {
     Staged,
 }
 
+/// Which kind of file `upgrade` takes: `kind` in `--json` (`delta`, `from-scratch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileKind {
+    /// A delta from the booted commit.
+    Delta,
+    /// A from-scratch file.
+    FromScratch,
+}
+
+impl std::fmt::Display for FileKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FileKind::Delta => "delta",
+            FileKind::FromScratch => "from-scratch",
+        })
+    }
+}
+
 /// What `upgrade` takes (or why it takes nothing).
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -57,8 +76,8 @@ pub struct Plan {
     pub version: String,
     /// The target's security version.
     pub security_version: u64,
-    /// `delta` or `from-scratch` (for `install`).
-    pub kind: Option<&'static str>,
+    /// A delta or a from-scratch file (for `install`).
+    pub kind: Option<FileKind>,
     /// The file taken (for `install`).
     pub file: Option<Entry>,
     /// Where the file is (for `install`).
@@ -185,9 +204,9 @@ pub fn plan(
         })
     });
     let (kind, entry) = match delta {
-        Some(e) => ("delta", *e),
+        Some(e) => (FileKind::Delta, *e),
         None => match mine.iter().find(|e| e.from.is_none()) {
-            Some(e) => ("from-scratch", *e),
+            Some(e) => (FileKind::FromScratch, *e),
             None => {
                 return Err(UpgradeError::NothingApplicable {
                     ref_name: chosen,
@@ -242,14 +261,19 @@ pub fn record_serial(root: &Path, serial: u64) -> Result<(), UpgradeError> {
 
 #[cfg(test)]
 mod test {
-    use super::Action;
+    use super::{Action, FileKind};
 
-    /// `--json` prints the action as these strings; scripts match on them.
+    /// `--json` prints the action and the kind of file as these strings (and the text output
+    /// the kind alike); scripts match on them.
     #[test]
     fn actions_serialize_as_before() {
         let s = |a| serde_json::to_string(&a).unwrap();
         assert_eq!(s(Action::Install), r#""install""#);
         assert_eq!(s(Action::UpToDate), r#""up-to-date""#);
         assert_eq!(s(Action::Staged), r#""staged""#);
+        let k = |k| serde_json::to_string(&k).unwrap();
+        assert_eq!(k(FileKind::Delta), r#""delta""#);
+        assert_eq!(k(FileKind::FromScratch), r#""from-scratch""#);
+        assert_eq!(FileKind::FromScratch.to_string(), "from-scratch");
     }
 }
