@@ -37,9 +37,17 @@ pub fn run(args: &[String]) -> Result<()> {
         "Debian packages for the real-tool tests",
         tools::ensure_packages,
     )?;
-    step("cargo fmt --check", || {
-        sh(cargo().args(["fmt", "--all", "--check"]))
-    })?;
+    step(
+        "cargo fmt --check (the workspace, fuzz/ and tests/firmware)",
+        || {
+            sh(cargo().args(["fmt", "--all", "--check"]))?;
+            // Outside the workspace: `--all` does not reach them.
+            for manifest in ["fuzz/Cargo.toml", "tests/firmware/Cargo.toml"] {
+                sh(cargo().args(["fmt", "--check", "--manifest-path", manifest]))?;
+            }
+            Ok(())
+        },
+    )?;
     step(
         "cargo clippy --workspace --all-targets -- -D warnings",
         || {
