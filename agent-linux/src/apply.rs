@@ -246,7 +246,14 @@ pub fn apply_from(
     let mut window = vec![0u8; INFLATE_WINDOW];
     let mut decoder = crate::xz::decoder(MAX_DICTIONARY);
     let mut xz = XzDecoder::with_decoder(&mut *decoder);
-    let mut inst = Box::new(Installer::new(policy, &mut window).with_xz(&mut xz));
+    // zlib's encoder for redeflate records (gzip files carried inflated): about 270 KiB, taken
+    // at the first such record.
+    let mut zlib = agent_core::install::Zlib::new();
+    let mut inst = Box::new(
+        Installer::new(policy, &mut window)
+            .with_xz(&mut xz)
+            .with_redeflate(&mut zlib),
+    );
     let mut store = RepoStore::resumable(repo);
     let saved = crate::resume::load(repo).map_err(store_err)?;
     if let Some(s) = &saved {

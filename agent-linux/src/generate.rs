@@ -112,6 +112,9 @@ pub struct GenerateOptions {
     pub compression: Option<u8>,
     /// Write every new file whole, never as a patch of a source file.
     pub no_patches: bool,
+    /// Write gzip files as they are, never inflated in a redeflate record (for a device whose
+    /// installer has no deflate encoder).
+    pub no_redeflate: bool,
     /// Codec of the parts: [`Codec::Xz`] (the default) or [`Codec::Deflate`].
     pub codec: Codec,
     /// The largest window a device must lend (the writer's default, 8 MiB, when `None`).
@@ -125,6 +128,7 @@ impl Default for GenerateOptions {
             part_size: None,
             compression: None,
             no_patches: false,
+            no_redeflate: false,
             codec: Codec::Xz,
             max_dictionary: None,
         }
@@ -192,7 +196,7 @@ pub fn generate(
         Some(f) if !opts.no_patches => SourceFiles::of(repo, &repo.read_commit(&f)?.root_tree)?,
         _ => SourceFiles::default(),
     };
-    writer = writer.codec(opts.codec);
+    writer = writer.codec(opts.codec).redeflate(!opts.no_redeflate);
     if let Some(d) = opts.max_dictionary {
         writer = writer.max_dictionary(d);
     }

@@ -40,12 +40,12 @@
 // the flash store and the last error, then the 32 KiB window lent to the installer. Checked at
 // build time against the real size on every target (with room for the 88 bytes agent-core's
 // feature `xz` adds to its part table, should a build unify that feature in).
-#define ECU_UPDATE_MEM_SIZE 49880
+#define ECU_UPDATE_MEM_SIZE 49928
 #endif
 
 #if defined(ECU_UPDATE_PTR64)
 // Bytes of memory `ecu_update_init` needs (64-bit targets).
-#define ECU_UPDATE_MEM_SIZE 49984
+#define ECU_UPDATE_MEM_SIZE 50032
 #endif
 
 // Alignment of the memory lent to `ecu_update_init`.

@@ -36,12 +36,13 @@ pub use types::*;
 /// Bytes of memory `ecu_update_init` needs (`struct ecu_update` lives there): the installer,
 /// the flash store and the last error, then the 32 KiB window lent to the installer. Checked at
 /// build time against the real size on every target (with room for the 88 bytes agent-core's
-/// feature `xz` adds to its part table, should a build unify that feature in).
+/// feature `xz` adds to its part table and the 48 its feature `redeflate` adds to the record
+/// state, should a build unify those features in).
 #[cfg(target_pointer_width = "32")]
-pub const ECU_UPDATE_MEM_SIZE: usize = 49_880;
+pub const ECU_UPDATE_MEM_SIZE: usize = 49_928;
 /// Bytes of memory `ecu_update_init` needs (64-bit targets).
 #[cfg(target_pointer_width = "64")]
-pub const ECU_UPDATE_MEM_SIZE: usize = 49_984;
+pub const ECU_UPDATE_MEM_SIZE: usize = 50_032;
 /// Alignment of the memory lent to `ecu_update_init`.
 pub const ECU_UPDATE_MEM_ALIGN: usize = 8;
 

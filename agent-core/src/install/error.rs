@@ -136,6 +136,36 @@ pub enum InstallError<E> {
         /// Its id.
         id: ObjectId,
     },
+    /// A redeflate record builds an object that is not a file.
+    RedeflateNotFile {
+        /// The object's kind.
+        kind: ObjectKind,
+        /// Its id.
+        id: ObjectId,
+    },
+    /// A redeflate record's object is longer than its head, its tail and the most a deflate
+    /// stream of its plaintext can take ([`crate::wire::deflate_bound`]), or the stream
+    /// deflated from its plaintext does not end where the record says (its length less its
+    /// tail).
+    RedeflateLength {
+        /// The object.
+        id: ObjectId,
+        /// The object's declared length.
+        len: u64,
+        /// The object offset where the stream must end.
+        end: u64,
+        /// Where it ends (or could end at most, for a declared length over the bound).
+        found: u64,
+    },
+    /// The update has redeflate records and this installer was given no deflate encoder
+    /// (`Installer::with_redeflate`, feature `redeflate`), or the encoder cannot deflate with
+    /// the record's parameters.
+    RedeflateUnsupported {
+        /// The object.
+        id: ObjectId,
+        /// The record's parameters.
+        params: crate::wire::DeflateParams,
+    },
     /// An object's bytes do not hash to its id.
     ObjectHash {
         /// The object's kind.
@@ -339,6 +369,18 @@ impl<E: fmt::Display> fmt::Display for InstallError<E> {
                 "the patch of {kind} object {id} builds more than its {len} bytes (a control at byte {at} goes past the end)"
             ),
             I::PatchCommit { id } => write!(f, "the update patches commit object {id}; a commit must be written"),
+            I::RedeflateNotFile { kind, id } => {
+                write!(f, "a redeflate record builds {kind} object {id}; only file objects can be redeflated")
+            }
+            I::RedeflateLength { id, len, end, found } => write!(
+                f,
+                "file object {id} ({len} bytes) must have its deflate stream end at byte {end}, but the stream deflated from its plaintext ends at byte {found}"
+            ),
+            I::RedeflateUnsupported { id, params } => write!(
+                f,
+                "file object {id} is carried inflated, to be deflated again at level {}, window bits {}, memory level {}, strategy {}, which this installer cannot do; ask for an update generated with --no-redeflate",
+                params.level, params.window_bits, params.mem_level, params.strategy
+            ),
             I::ObjectHash { kind, expected, found } => {
                 write!(f, "{kind} object {expected} is corrupt: its bytes hash to {found}")
             }

@@ -38,6 +38,8 @@ mod error;
 mod parts;
 mod policy;
 mod progress;
+#[cfg(feature = "redeflate")]
+mod redeflate;
 mod resume;
 mod signature;
 mod state;
@@ -48,6 +50,10 @@ mod xz;
 pub use error::{InstallError, ERROR_REF_LEN};
 pub use policy::Policy;
 pub use progress::{Installed, PartCheck, Progress, UpdateInfo};
+#[cfg(feature = "std")]
+pub use redeflate::Zlib;
+#[cfg(feature = "redeflate")]
+pub use redeflate::{Redeflate, RedeflateError};
 pub use resume::{Checkpoint, CheckpointError, CHECKPOINT_LEN, CHECKPOINT_MAGIC};
 #[cfg(feature = "xz")]
 pub use xz::{XzDecode, XzDecodeError, XzDecoder, XzStep};
@@ -189,7 +195,7 @@ pub struct Installer<'k> {
     /// The parts skipped by resuming (0: not resumed). While skipping, `part_left` holds the
     /// offset to skip to.
     resumed_parts: u8,
-    ops: Ops,
+    ops: Ops<'k>,
     inflater: DecompressorOxide,
     /// The lent window's ring: its first power-of-two bytes, at most [`INFLATE_WINDOW`].
     window: &'k mut [u8],
@@ -267,6 +273,15 @@ impl<'k> Installer<'k> {
     #[cfg(feature = "xz")]
     pub fn with_xz(mut self, xz: &'k mut XzDecoder<'k>) -> Self {
         self.xz = Some(xz);
+        self
+    }
+
+    /// The same installer, rebuilding the deflate streams of redeflate records with
+    /// `deflater` (`docs/FORMAT.md` §7). Without it such records are refused
+    /// ([`InstallError::RedeflateUnsupported`]) before their object reaches the store.
+    #[cfg(feature = "redeflate")]
+    pub fn with_redeflate(mut self, deflater: &'k mut dyn Redeflate) -> Self {
+        self.ops.deflater = Some(deflater);
         self
     }
 

@@ -12,11 +12,15 @@
 
 mod check;
 mod patch;
+#[cfg(feature = "redeflate")]
+mod redeflate;
 
 use sha2::{Digest, Sha256};
 
 use check::{Check, Utf8};
 use patch::{Patch, Step};
+#[cfg(feature = "redeflate")]
+use redeflate::Redeflating;
 
 use super::{InstallError, CHECKPOINT_LEN};
 use crate::object::{
@@ -62,7 +66,8 @@ fn to_usize(v: u64) -> usize {
 enum Rec {
     /// Between records, or inside a record header (`Ops::op_have` bytes held).
     Header,
-    /// Inside a `Write` record's object bytes, or a `Patch` record's controls and data.
+    /// Inside a `Write` record's object bytes, a `Patch` record's controls and data, or a
+    /// `Redeflate` record's ranges (`Ops::redeflating`).
     Body {
         kind: ObjectKind,
         id: ObjectId,
@@ -74,7 +79,7 @@ enum Rec {
 }
 
 /// The record and object state machine of one install.
-pub(crate) struct Ops {
+pub(crate) struct Ops<'k> {
     /// The commit the file installs.
     pub(crate) to: ObjectId,
     /// The superblock's timestamp, checked against the commit object.
@@ -91,6 +96,16 @@ pub(crate) struct Ops {
     pub(crate) commit_seen: bool,
     /// The file's format version has patch records.
     pub(crate) patches: bool,
+    /// The file's format version has redeflate records.
+    pub(crate) redeflates: bool,
+    /// The deflate encoder lent for redeflate records.
+    #[cfg(feature = "redeflate")]
+    pub(crate) deflater: Option<&'k mut dyn crate::install::Redeflate>,
+    /// The current object's redeflate record, while its bytes stream.
+    #[cfg(feature = "redeflate")]
+    redeflating: Option<Redeflating>,
+    #[cfg(not(feature = "redeflate"))]
+    lent: core::marker::PhantomData<&'k ()>,
 
     part: u32,
     part_len: u64,
@@ -119,8 +134,8 @@ pub(crate) struct Ops {
     utf8: Utf8,
 }
 
-impl Ops {
-    pub(crate) fn new() -> Ops {
+impl<'k> Ops<'k> {
+    pub(crate) fn new() -> Ops<'k> {
         Ops {
             to: ObjectId::ZERO,
             timestamp: 0,
@@ -130,6 +145,13 @@ impl Ops {
             objects_done: 0,
             commit_seen: false,
             patches: false,
+            redeflates: false,
+            #[cfg(feature = "redeflate")]
+            deflater: None,
+            #[cfg(feature = "redeflate")]
+            redeflating: None,
+            #[cfg(not(feature = "redeflate"))]
+            lent: core::marker::PhantomData,
             part: 0,
             part_len: 0,
             part_pos: 0,
@@ -165,6 +187,11 @@ impl Ops {
         self.objects_done = 0;
         self.commit_seen = false;
         self.patches = false;
+        self.redeflates = false;
+        #[cfg(feature = "redeflate")]
+        {
+            self.redeflating = None;
+        }
         self.part = 0;
         self.part_len = 0;
         self.part_pos = 0;
@@ -276,6 +303,10 @@ impl Ops {
         while !take.is_empty() {
             match self.rec {
                 Rec::Header => self.header_bytes(store, &mut take)?,
+                #[cfg(feature = "redeflate")]
+                Rec::Body { patch: None, .. } if self.redeflating.is_some() => {
+                    self.redeflate_bytes(store, &mut take)?
+                }
                 Rec::Body { patch: None, .. } => self.body_bytes(store, &mut take)?,
                 Rec::Body { patch: Some(_), .. } => self.patch_bytes(store, &mut take)?,
             }
@@ -296,7 +327,9 @@ impl Ops {
             Some(self.op_buf[0])
         };
         let Some(code) = code else { return Ok(()) };
-        if code == OpCode::Patch.code() && !self.patches {
+        if code == OpCode::Patch.code() && !self.patches
+            || code == OpCode::Redeflate.code() && !self.redeflates
+        {
             return Err(InstallError::Format(crate::wire::FormatError::UnknownOp(
                 code,
             )));
@@ -346,7 +379,10 @@ impl Ops {
                 self.objects_done += 1;
                 Ok(())
             }
-            OpRepr::Write { kind, id, len } => self.open_object(store, kind, id, len, None),
+            OpRepr::Write { kind, id, len } => {
+                let room = self.part_len.saturating_sub(self.part_pos);
+                self.open_object(store, kind, id, len, room, None)
+            }
             OpRepr::Patch {
                 kind,
                 id,
@@ -358,6 +394,9 @@ impl Ops {
                     return Err(InstallError::PatchCommit { id });
                 }
                 let source_len = self.source_len(store, kind, id, source)?;
+                // A patch adds one record byte to each source byte or copies one: it never
+                // builds more bytes than its record holds.
+                let room = self.part_len.saturating_sub(self.part_pos);
                 let patch = Patch {
                     source,
                     source_len,
@@ -366,25 +405,86 @@ impl Ops {
                     seek: 0,
                     step: Step::Control,
                 };
-                self.open_object(store, kind, id, len, Some(patch))
+                self.open_object(store, kind, id, len, room, Some(patch))
             }
+            OpRepr::Redeflate {
+                kind,
+                id,
+                len,
+                head,
+                plain,
+                tail,
+                params,
+            } => self.open_redeflate(store, (kind, id, len), (head, plain, tail), params),
         }
     }
 
-    /// Begins an object of `len` bytes (a `Write` record's, or a `Patch` record's when `patch`
-    /// is given) after the checks of its header.
+    /// Begins the object of a `Redeflate` record after the checks of its header.
+    #[cfg(feature = "redeflate")]
+    fn open_redeflate<S: Store>(
+        &mut self,
+        store: &mut S,
+        (kind, id, len): (ObjectKind, ObjectId, u64),
+        (head, plain, tail): (u32, u64, u32),
+        params: crate::wire::DeflateParams,
+    ) -> Res<S::Error> {
+        trace!("redeflate {} ({} bytes from {} plain)", id, len, plain);
+        if kind != ObjectKind::File {
+            return Err(InstallError::RedeflateNotFile { kind, id });
+        }
+        let literal = u64::from(head) + u64::from(tail);
+        // The record's bytes must fit in the part; the object may be longer than they are by
+        // what deflate can add to its plaintext, no more.
+        let room = self.part_len.saturating_sub(self.part_pos);
+        let body = literal.saturating_add(plain);
+        if body > room {
+            return Err(InstallError::ObjectTooLong {
+                kind,
+                id,
+                len: body,
+                room,
+            });
+        }
+        let most = literal.saturating_add(crate::wire::deflate_bound(plain));
+        if len > most || len < literal {
+            return Err(InstallError::RedeflateLength {
+                id,
+                len,
+                end: len.saturating_sub(u64::from(tail)),
+                found: most.min(len),
+            });
+        }
+        self.start_redeflate(id, params)?;
+        self.open_object(store, kind, id, len, len, None)?;
+        self.redeflating = Some(Redeflating::new(len, (head, plain, tail), params));
+        Ok(())
+    }
+
+    /// Without the `redeflate` feature, a `Redeflate` record is refused.
+    #[cfg(not(feature = "redeflate"))]
+    fn open_redeflate<S: Store>(
+        &mut self,
+        _store: &mut S,
+        (_, id, _): (ObjectKind, ObjectId, u64),
+        _: (u32, u64, u32),
+        params: crate::wire::DeflateParams,
+    ) -> Res<S::Error> {
+        Err(InstallError::RedeflateUnsupported { id, params })
+    }
+
+    /// Begins an object of `len` bytes (a `Write` record's, a `Patch` record's when `patch` is
+    /// given, a `Redeflate` record's) after the checks of its header; `room` is the most its
+    /// record may build.
     fn open_object<S: Store>(
         &mut self,
         store: &mut S,
         kind: ObjectKind,
         id: ObjectId,
         len: u64,
+        room: u64,
         patch: Option<Patch>,
     ) -> Res<S::Error> {
         trace!("write {} {} ({} bytes)", kind, id, len);
-        // A patch adds one record byte to each source byte or copies one: it never builds more
-        // bytes than its record holds.
-        let room = self.part_len.saturating_sub(self.part_pos);
         if len > room {
             return Err(InstallError::ObjectTooLong {
                 kind,

@@ -357,7 +357,7 @@ impl Installer<'_> {
 pub(super) fn xz_decode<S: Store>(
     xz: Option<&mut XzDecoder<'_>>,
     out: &mut [u8],
-    ops: &mut Ops,
+    ops: &mut Ops<'_>,
     store: &mut S,
     mut data: &[u8],
     drain: bool,

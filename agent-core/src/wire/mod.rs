@@ -28,8 +28,8 @@ pub use codec::{
 };
 pub use header::{Header, HeaderRepr};
 pub use op::{
-    offtin, OpCode, OpRepr, MAX_OP_HEADER_LEN, PATCH_CONTROL_LEN, PATCH_HEADER_LEN, REUSE_LEN,
-    WRITE_HEADER_LEN,
+    deflate_bound, offtin, DeflateParams, OpCode, OpRepr, MAX_OP_HEADER_LEN, PATCH_CONTROL_LEN,
+    PATCH_HEADER_LEN, REDEFLATE_HEADER_LEN, REUSE_LEN, WRITE_HEADER_LEN,
 };
 pub use superblock::{check_part, PartEntry, Superblock, TargetMeta};
 
@@ -39,12 +39,17 @@ use crate::object::{MAX_SUBJECT_LEN, MAX_VERSION_LEN};
 
 /// The first eight bytes of every `.update` file.
 pub const MAGIC: [u8; 8] = *b"ECUPDATE";
-/// The format version this crate writes: 3, which adds patch records (`docs/FORMAT.md` §6),
-/// xz parts with a filter byte in each part entry, and the dictionary size at the end of the
-/// superblock (after the security version).
-pub const FORMAT_VERSION: u16 = 3;
-/// code is unknown ([`FormatError::UnknownOp`]).
+/// The newest format version this crate reads and writes: 4, which adds redeflate records
+/// (`docs/FORMAT.md` §7). The writer writes the lowest version that carries an update.
+pub const FORMAT_VERSION: u16 = 4;
+/// The first format version with patch records (`docs/FORMAT.md` §6); in older files their
+/// operation code is unknown ([`FormatError::UnknownOp`]). Version 3 also adds xz parts with a filter
+/// byte in each part entry, and the dictionary size at the end of the superblock (after the
+/// security version).
 pub const PATCH_FORMAT_VERSION: u16 = 3;
+/// The first format version with redeflate records (`docs/FORMAT.md` §7); in older files their
+/// operation code is unknown ([`FormatError::UnknownOp`]). Its superblock is version 3's.
+pub const REDEFLATE_FORMAT_VERSION: u16 = 4;
 /// The oldest format version this crate reads: 1 (no security version; such a file counts as
 /// security version 0).
 pub const MIN_FORMAT_VERSION: u16 = 1;
@@ -164,6 +169,9 @@ pub enum FormatError {
         /// Its codec code.
         codec: u8,
     },
+    /// A redeflate record's deflate parameters (level, window bits, memory level, strategy)
+    /// are out of range.
+    BadDeflateParams([u8; 4]),
 }
 
 impl fmt::Display for FormatError {
@@ -202,7 +210,7 @@ impl fmt::Display for FormatError {
             ),
             FormatError::SecurityVersionNeedsV2 => write!(
                 f,
-                "format version 1 has no security version; write format version {FORMAT_VERSION} for a commit whose security version is not 0"
+                "format version 1 has no security version; write format version {PATCH_FORMAT_VERSION} or later for a commit whose security version is not 0"
             ),
             FormatError::NoParts => f.write_str("the superblock lists no parts, so the update has no commit"),
             FormatError::StoredSize { part } => {
@@ -221,6 +229,10 @@ impl fmt::Display for FormatError {
             FormatError::CodecNotBuilt { part, codec } => write!(
                 f,
                 "part {part} uses codec {codec} (xz), which this agent was built without; ask for an update generated with --codec deflate"
+            ),
+            FormatError::BadDeflateParams([l, w, m, s]) => write!(
+                f,
+                "a redeflate record asks for deflate level {l}, window bits {w}, memory level {m}, strategy {s}: out of range (0..=9, 9..=15, 1..=9, 0..=4)"
             ),
             FormatError::NeedsV3 => f.write_str(
                 "format versions 1 and 2 carry only stored and deflate parts with a 32 KiB window; write format version 3"

@@ -5,7 +5,7 @@ use super::FormatError;
 use crate::object::{ObjectId, ObjectKind, ID_LEN};
 
 code_enum! {
-    /// Operation codes. 0x04..=0x7f are reserved for later operations; 0x80..=0xff are never
+    /// Operation codes. 0x05..=0x7f are reserved for later operations; 0x80..=0xff are never
     /// assigned.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -18,6 +18,9 @@ code_enum! {
         /// Build a new object from a source object the device has and a bsdiff-style patch
         /// (format version 3 on).
         Patch = 3 => "patch",
+        /// Write a new file object one range of which is a raw deflate stream, carried as the
+        /// bytes it inflates to and deflated again on the device (format version 4 on).
+        Redeflate = 4 => "redeflate",
     }
 }
 
@@ -27,8 +30,73 @@ pub const REUSE_LEN: usize = 2 + ID_LEN;
 pub const WRITE_HEADER_LEN: usize = 2 + ID_LEN + 8;
 /// Bytes of a `Patch` record before its patch: code, kind, id, u64 length, source id.
 pub const PATCH_HEADER_LEN: usize = WRITE_HEADER_LEN + ID_LEN;
+/// Bytes of a `Redeflate` record before its head: code, kind, id, u64 length, u32 head
+/// length, u64 plaintext length, u32 tail length, the four [`DeflateParams`] bytes.
+pub const REDEFLATE_HEADER_LEN: usize = WRITE_HEADER_LEN + 4 + 8 + 4 + 4;
 /// Largest operation record header.
 pub const MAX_OP_HEADER_LEN: usize = PATCH_HEADER_LEN;
+const _: () = assert!(REDEFLATE_HEADER_LEN <= MAX_OP_HEADER_LEN);
+
+/// How a `Redeflate` record's plaintext is deflated again: the arguments of zlib's
+/// `deflateInit2` (a raw stream: `windowBits` negated) and nothing else, so that zlib's
+/// `deflate` with `Z_FINISH` rebuilds the stream (`docs/FORMAT.md` §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DeflateParams {
+    /// Compression level, 0..=9.
+    pub level: u8,
+    /// Base-2 logarithm of the window, 9..=15.
+    pub window_bits: u8,
+    /// zlib's `memLevel`, 1..=9.
+    pub mem_level: u8,
+    /// zlib's strategy, 0..=4 (`Z_DEFAULT_STRATEGY`, `Z_FILTERED`, `Z_HUFFMAN_ONLY`, `Z_RLE`,
+    /// `Z_FIXED`).
+    pub strategy: u8,
+}
+
+impl DeflateParams {
+    /// zlib's `-9`: level 9, a 32 KiB window, `memLevel` 8, the default strategy (what `gzip
+    /// -9` also writes for most files under 64 KiB).
+    pub const BEST: DeflateParams = DeflateParams {
+        level: 9,
+        window_bits: 15,
+        mem_level: 8,
+        strategy: 0,
+    };
+
+    /// The four bytes as the record holds them, checked: level, window bits, memory level,
+    /// strategy.
+    pub fn parse(b: [u8; 4]) -> Result<DeflateParams, FormatError> {
+        let [level, window_bits, mem_level, strategy] = b;
+        if level > 9
+            || !(9..=15).contains(&window_bits)
+            || !(1..=9).contains(&mem_level)
+            || strategy > 4
+        {
+            return Err(FormatError::BadDeflateParams(b));
+        }
+        Ok(DeflateParams {
+            level,
+            window_bits,
+            mem_level,
+            strategy,
+        })
+    }
+
+    /// The four bytes of the record.
+    pub const fn bytes(&self) -> [u8; 4] {
+        [self.level, self.window_bits, self.mem_level, self.strategy]
+    }
+}
+
+/// The most bytes a raw deflate stream of `plain` bytes may take in a redeflate record: at
+/// least zlib's `deflateBound` for any parameters (`plain + ⌈plain/8⌉ + ⌈plain/64⌉ + 5`).
+pub const fn deflate_bound(plain: u64) -> u64 {
+    plain
+        .saturating_add(plain >> 3)
+        .saturating_add(plain >> 6)
+        .saturating_add(16)
+}
 /// Bytes of a patch control (`docs/FORMAT.md` §6): add length, copy length, seek, each 8
 /// bytes in bsdiff's sign-and-magnitude encoding ([`offtin`]).
 pub const PATCH_CONTROL_LEN: usize = 24;
@@ -78,6 +146,25 @@ pub enum OpRepr {
         /// The object the patch reads from.
         source: ObjectId,
     },
+    /// A file object of `len` bytes: `head` bytes that follow as they are, then the raw
+    /// deflate stream of the `plain` bytes that follow them (deflated with `params`), then
+    /// `tail` bytes that follow as they are.
+    Redeflate {
+        /// The object's kind (always a file).
+        kind: ObjectKind,
+        /// The id the built bytes must hash to.
+        id: ObjectId,
+        /// Bytes of the object: `head`, the deflate stream and `tail`.
+        len: u64,
+        /// Bytes before the stream, carried as they are.
+        head: u32,
+        /// Bytes the stream inflates to, carried after the head.
+        plain: u64,
+        /// Bytes after the stream, carried as they are after the plaintext.
+        tail: u32,
+        /// How the plaintext is deflated.
+        params: DeflateParams,
+    },
 }
 
 impl OpRepr {
@@ -88,6 +175,7 @@ impl OpRepr {
             OpCode::Write => Ok(WRITE_HEADER_LEN),
             OpCode::Reuse => Ok(REUSE_LEN),
             OpCode::Patch => Ok(PATCH_HEADER_LEN),
+            OpCode::Redeflate => Ok(REDEFLATE_HEADER_LEN),
             OpCode::Unknown(c) => Err(FormatError::UnknownOp(c)),
         }
     }
@@ -128,6 +216,26 @@ impl OpRepr {
                     source: ObjectId(source),
                 }
             }
+            OpCode::Redeflate => {
+                let u32_at = |at: usize| {
+                    let mut v = [0u8; 4];
+                    v.copy_from_slice(&b[at..at + 4]);
+                    u32::from_le_bytes(v)
+                };
+                let mut plain = [0u8; 8];
+                plain.copy_from_slice(&b[WRITE_HEADER_LEN + 4..WRITE_HEADER_LEN + 12]);
+                let mut params = [0u8; 4];
+                params.copy_from_slice(&b[WRITE_HEADER_LEN + 16..REDEFLATE_HEADER_LEN]);
+                OpRepr::Redeflate {
+                    kind,
+                    id,
+                    len,
+                    head: u32_at(WRITE_HEADER_LEN),
+                    plain: u64::from_le_bytes(plain),
+                    tail: u32_at(WRITE_HEADER_LEN + 12),
+                    params: DeflateParams::parse(params)?,
+                }
+            }
             _ => OpRepr::Reuse { kind, id },
         })
     }
@@ -138,6 +246,7 @@ impl OpRepr {
             OpRepr::Write { .. } => WRITE_HEADER_LEN,
             OpRepr::Reuse { .. } => REUSE_LEN,
             OpRepr::Patch { .. } => PATCH_HEADER_LEN,
+            OpRepr::Redeflate { .. } => REDEFLATE_HEADER_LEN,
         }
     }
 
@@ -150,15 +259,33 @@ impl OpRepr {
             OpRepr::Write { kind, id, .. } => (OpCode::Write, kind, id),
             OpRepr::Reuse { kind, id } => (OpCode::Reuse, kind, id),
             OpRepr::Patch { kind, id, .. } => (OpCode::Patch, kind, id),
+            OpRepr::Redeflate { kind, id, .. } => (OpCode::Redeflate, kind, id),
         };
         out[0] = code.code();
         out[1] = kind.code();
         out[2..2 + ID_LEN].copy_from_slice(&id.0);
-        if let OpRepr::Write { len, .. } | OpRepr::Patch { len, .. } = self {
+        if let OpRepr::Write { len, .. }
+        | OpRepr::Patch { len, .. }
+        | OpRepr::Redeflate { len, .. } = self
+        {
             out[2 + ID_LEN..WRITE_HEADER_LEN].copy_from_slice(&len.to_le_bytes());
         }
         if let OpRepr::Patch { source, .. } = self {
             out[WRITE_HEADER_LEN..PATCH_HEADER_LEN].copy_from_slice(&source.0);
+        }
+        if let OpRepr::Redeflate {
+            head,
+            plain,
+            tail,
+            params,
+            ..
+        } = self
+        {
+            let at = WRITE_HEADER_LEN;
+            out[at..at + 4].copy_from_slice(&head.to_le_bytes());
+            out[at + 4..at + 12].copy_from_slice(&plain.to_le_bytes());
+            out[at + 12..at + 16].copy_from_slice(&tail.to_le_bytes());
+            out[at + 16..REDEFLATE_HEADER_LEN].copy_from_slice(&params.bytes());
         }
     }
 }
@@ -203,6 +330,36 @@ mod test {
     }
 
     #[test]
+    fn redeflate_record_layout_and_bad_params() {
+        let op = OpRepr::Redeflate {
+            kind: ObjectKind::File,
+            id: ObjectId([0xaa; 32]),
+            len: 0x210,
+            head: 0x22,
+            plain: 0x0403,
+            tail: 8,
+            params: DeflateParams::BEST,
+        };
+        let mut b = [0u8; REDEFLATE_HEADER_LEN];
+        op.emit(&mut b);
+        assert_eq!(REDEFLATE_HEADER_LEN, 62);
+        assert_eq!(&b[..2], &[4, 1]);
+        assert_eq!(&b[34..42], &[0x10, 2, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&b[42..46], &[0x22, 0, 0, 0]);
+        assert_eq!(&b[46..54], &[3, 4, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&b[54..58], &[8, 0, 0, 0]);
+        assert_eq!(&b[58..62], &[9, 15, 8, 0]);
+        for (at, bad) in [(58, 10), (59, 8), (59, 16), (60, 0), (60, 10), (61, 5)] {
+            let mut c = b;
+            c[at] = bad;
+            assert_eq!(
+                OpRepr::parse(&c),
+                Err(FormatError::BadDeflateParams(c[58..62].try_into().unwrap()))
+            );
+        }
+    }
+
+    #[test]
     fn offtin_is_sign_and_magnitude() {
         assert_eq!(offtin(5u64.to_le_bytes()), 5);
         assert_eq!(offtin((5u64 | 1 << 63).to_le_bytes()), -5);
@@ -228,6 +385,15 @@ mod test {
                 len: 0x0102_0304,
                 source: ObjectId([6; 32]),
             },
+            OpRepr::Redeflate {
+                kind: ObjectKind::File,
+                id: ObjectId([7; 32]),
+                len: 0x0102_0304,
+                head: 34,
+                plain: 0x000a_0b0c_0d0e,
+                tail: 8,
+                params: DeflateParams::BEST,
+            },
         ] {
             let mut buf = [0u8; MAX_OP_HEADER_LEN];
             op.emit(&mut buf);
@@ -238,7 +404,7 @@ mod test {
                 Err(FormatError::Truncated { .. })
             ));
         }
-        assert_eq!(OpRepr::header_len(4), Err(FormatError::UnknownOp(4)));
+        assert_eq!(OpRepr::header_len(5), Err(FormatError::UnknownOp(5)));
         assert_eq!(OpRepr::header_len(0), Err(FormatError::UnknownOp(0)));
         let mut buf = [0u8; REUSE_LEN];
         buf[0] = 2;

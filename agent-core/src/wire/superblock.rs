@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     dictionary_is_valid, Codec, Filter, FormatError, DEFLATE_DICTIONARY, FORMAT_VERSION, MAX_PARTS,
-    MAX_REF_LEN,
+    MAX_REF_LEN, PATCH_FORMAT_VERSION,
 };
 use crate::object::{ObjectId, MAX_SUBJECT_LEN, MAX_VERSION_LEN};
 
@@ -157,8 +157,11 @@ impl<'a> Superblock<'a> {
                 };
                 (sb, rest)
             }
-            // Version 3 adds patch records, part filters and the dictionary.
-            FORMAT_VERSION => postcard::take_from_bytes(bytes).map_err(bad)?,
+            // Version 3 adds patch records, part filters and the dictionary; version 4
+            // (redeflate records) keeps version 3's superblock.
+            PATCH_FORMAT_VERSION..=FORMAT_VERSION => {
+                postcard::take_from_bytes(bytes).map_err(bad)?
+            }
             v => return Err(FormatError::UnsupportedVersion(v)),
         };
         if !rest.is_empty() {
@@ -203,7 +206,7 @@ impl<'a> Superblock<'a> {
         version: u16,
     ) -> Result<&'o mut [u8], FormatError> {
         let full = |_| FormatError::BufferTooSmall;
-        if version < FORMAT_VERSION
+        if version < PATCH_FORMAT_VERSION
             && (self.dictionary != DEFLATE_DICTIONARY
                 || self
                     .parts
@@ -243,7 +246,7 @@ impl<'a> Superblock<'a> {
                 );
                 postcard::to_slice(&v2, out).map_err(full)
             }
-            FORMAT_VERSION => postcard::to_slice(self, out).map_err(full),
+            PATCH_FORMAT_VERSION..=FORMAT_VERSION => postcard::to_slice(self, out).map_err(full),
             v => Err(FormatError::UnsupportedVersion(v)),
         }
     }
@@ -323,8 +326,8 @@ mod test {
             Err(FormatError::BadSuperblock)
         );
         assert_eq!(
-            Superblock::parse_version(&buf[..n], 4),
-            Err(FormatError::UnsupportedVersion(4))
+            Superblock::parse_version(&buf[..n], 5),
+            Err(FormatError::UnsupportedVersion(5))
         );
         // Version 3: a filter byte after each part's codec, the dictionary after the security
         // version.
@@ -337,6 +340,10 @@ mod test {
         assert_eq!(&v3[codec_at + 2..n + 1], &buf[codec_at + 1..n]);
         assert_eq!(&v3[n + 1..n3], &[0x80, 0x80, 0x02], "dictionary 32768");
         assert_eq!(Superblock::parse(&v3[..n3]).unwrap(), sb);
+        // Version 4 (redeflate records) keeps version 3's superblock, byte for byte.
+        assert_eq!(Superblock::parse_version(&v3[..n3], 3).unwrap(), sb);
+        let mut v4 = [0u8; 256];
+        assert_eq!(sb.emit_version(&mut v4, 3).unwrap(), &v3[..n3]);
         assert_eq!(
             Superblock::parse_version(&v3[..n3], 2),
             Err(FormatError::BadSuperblock)

@@ -6,8 +6,7 @@ use core::fmt;
 
 use crate::object::{ObjectId, MAX_SUBJECT_LEN, MAX_VERSION_LEN};
 use crate::wire::{
-    FORMAT_VERSION, MAX_PARTS, MAX_REF_LEN, MAX_SUPERBLOCK_LEN, MIN_DICTIONARY,
-    PATCH_FORMAT_VERSION,
+    MAX_PARTS, MAX_REF_LEN, MAX_SUPERBLOCK_LEN, MIN_DICTIONARY, PATCH_FORMAT_VERSION,
 };
 
 /// Why an update could not be written.
@@ -110,7 +109,7 @@ impl fmt::Display for WriteError {
                 security_version,
             } => write!(
                 f,
-                "format version {version} cannot carry this update (security version {security_version}, or xz parts, or a dictionary other than 32 KiB); write format version {FORMAT_VERSION}"
+                "format version {version} cannot carry this update (security version {security_version}, or xz parts, or a dictionary other than 32 KiB); write format version {PATCH_FORMAT_VERSION} or later"
             ),
         }
     }

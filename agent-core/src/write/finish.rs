@@ -13,7 +13,8 @@ use crate::object::{MAX_SUBJECT_LEN, MAX_VERSION_LEN};
 use crate::wire::{
     dictionary_at_most, Codec, Header, HeaderRepr, PartEntry, SignatureKind, Superblock,
     TargetMeta, DEFLATE_DICTIONARY, FORMAT_VERSION, HEADER_LEN, MAX_PARTS, MAX_REF_LEN,
-    MAX_SUPERBLOCK_LEN, MIN_DICTIONARY, MIN_FORMAT_VERSION, PATCH_FORMAT_VERSION, SIGNATURE_LEN,
+    MAX_SUPERBLOCK_LEN, MIN_DICTIONARY, MIN_FORMAT_VERSION, PATCH_FORMAT_VERSION,
+    REDEFLATE_FORMAT_VERSION, SIGNATURE_LEN,
 };
 
 impl UpdateWriter {
@@ -21,22 +22,23 @@ impl UpdateWriter {
     pub(super) fn effective_codec(&self) -> Codec {
         match (self.codec, self.format_version) {
             (Some(c), _) => c,
-            (None, Some(v)) if v < FORMAT_VERSION => Codec::Deflate,
+            (None, Some(v)) if v < PATCH_FORMAT_VERSION => Codec::Deflate,
             (None, _) => Codec::Xz,
         }
     }
 
     /// The format version written: the one asked for, else the lowest that carries the
-    /// update (3 with patch records, else 2), so that an agent that predates patches still
-    /// reads every file without them.
+    /// update (4 with redeflate records, 3 with patch records or xz parts, else 2), so that
+    /// an agent that predates a record still reads every file without it.
     pub(super) fn version(&self) -> u16 {
         let needs_v3 = self.patches
             || self.effective_codec() == Codec::Xz
             || self.deflate_dictionary().ok() != Some(DEFLATE_DICTIONARY);
         match self.format_version {
             Some(v) => v,
-            None if needs_v3 => FORMAT_VERSION,
-            None => FORMAT_VERSION - 1,
+            None if self.redeflates => REDEFLATE_FORMAT_VERSION,
+            None if needs_v3 => PATCH_FORMAT_VERSION,
+            None => PATCH_FORMAT_VERSION - 1,
         }
     }
 
@@ -72,7 +74,7 @@ impl UpdateWriter {
         if self.patches && v < PATCH_FORMAT_VERSION {
             return Err(WriteError::PatchNeedsV3 { version: v });
         }
-        let old = v < FORMAT_VERSION
+        let old = v < PATCH_FORMAT_VERSION
             && (self.effective_codec() == Codec::Xz
                 || self.deflate_dictionary()? != DEFLATE_DICTIONARY);
         if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&v) || (v == 1 && sv != 0) || old {
@@ -141,7 +143,7 @@ impl UpdateWriter {
             }
             parts.push(d.entry).map_err(|_| WriteError::TooLarge)?;
         }
-        if self.version() < FORMAT_VERSION {
+        if self.version() < PATCH_FORMAT_VERSION {
             dictionary = DEFLATE_DICTIONARY;
         }
 

@@ -42,14 +42,19 @@ use std::vec::Vec;
 
 use sha2::{Digest, Sha256};
 
+use crate::install::Zlib;
 use crate::object::{Commit, ObjectId, ObjectKind, MAX_COMMIT_LEN};
-use crate::wire::{Codec, Filter, OpRepr, PATCH_HEADER_LEN, REUSE_LEN, WRITE_HEADER_LEN};
+use crate::wire::{
+    Codec, Filter, OpRepr, PATCH_HEADER_LEN, REDEFLATE_FORMAT_VERSION, REDEFLATE_HEADER_LEN,
+    REUSE_LEN, WRITE_HEADER_LEN,
+};
 
 mod compress;
 mod error;
 mod finish;
 mod parts;
 mod patch;
+mod redeflate;
 
 pub use compress::xz_raw;
 pub use error::WriteError;
@@ -128,6 +133,11 @@ pub struct UpdateWriter {
     after_commit: bool,
     /// Patch records were added.
     patches: bool,
+    /// The encoder that checks redeflate records, when they are made
+    /// ([`UpdateWriter::redeflate`]).
+    redeflate: Option<Zlib>,
+    /// Redeflate records were added.
+    redeflates: bool,
     /// The first error of an operation that cannot return one (`reuse_object`) or that left
     /// the spool in an unknown state.
     deferred: Option<io::Error>,
@@ -193,8 +203,29 @@ impl UpdateWriter {
             commit: None,
             after_commit: false,
             patches: false,
+            redeflate: Some(Zlib::new()),
+            redeflates: false,
             deferred: None,
         }
+    }
+
+    /// Whether gzip files are carried inflated in redeflate records (`docs/FORMAT.md` §7) when
+    /// zlib rebuilds their deflate stream byte for byte (default: on). Only with xz parts and
+    /// format version 4 or later (the default version then); the device needs a deflate
+    /// encoder (`Installer::with_redeflate`; the Linux agent has zlib's). Off for a device
+    /// without one: a firmware installer built without the `redeflate` feature.
+    pub fn redeflate(mut self, on: bool) -> Self {
+        self.redeflate = on.then(Zlib::new);
+        self
+    }
+
+    /// Whether the next file object may become a redeflate record.
+    fn redeflating(&self) -> bool {
+        self.redeflate.is_some()
+            && self
+                .format_version
+                .is_none_or(|v| v >= REDEFLATE_FORMAT_VERSION)
+            && self.effective_codec() == Codec::Xz
     }
 
     /// Sets the target decoded size of a part (default: [`DEFAULT_PART_SIZE`] for deflate, the
@@ -243,8 +274,8 @@ impl UpdateWriter {
         self.next_key = name_key(name);
     }
 
-    /// Sets the format version written (default: the lowest that carries the update, 3 when
-    /// it has patch records, else 2). Version 1 is for devices whose agent predates security
+    /// Sets the format version written (default: the lowest that carries the update, 4 when
+    /// it has redeflate records, 3 when it has patch records or xz parts, else 2). Version 1 is for devices whose agent predates security
     /// versions (and for tests); it cannot carry a commit whose security version is not 0
     /// ([`WriteError::FormatVersion`]); versions 1 and 2 cannot carry patch records
     /// ([`WriteError::PatchNeedsV3`]).
@@ -322,6 +353,15 @@ impl UpdateWriter {
         };
         let len = bytes.len() as u64;
         check_len(len)?;
+        if kind == ObjectKind::File && self.redeflating() {
+            let split = self
+                .redeflate
+                .as_mut()
+                .and_then(|z| redeflate::split(z, bytes));
+            if let Some(split) = split {
+                return self.write_redeflate(id, bytes, split);
+            }
+        }
         let mut header = [0u8; WRITE_HEADER_LEN];
         OpRepr::Write { kind, id, len }.emit(&mut header);
         let spool = self.spool()?;
@@ -375,6 +415,18 @@ impl UpdateWriter {
             return Err(invalid("unknown object kind"));
         }
         check_len(len)?;
+        if kind == ObjectKind::File && self.redeflating() && len <= redeflate::MAX_PLAIN as u64 {
+            // Held whole to look for a gzip member: at most 64 MiB.
+            let mut bytes = Vec::with_capacity(len as usize);
+            reader.take(len).read_to_end(&mut bytes)?;
+            if bytes.len() as u64 != len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "object shorter than declared",
+                ));
+            }
+            return self.write_object(kind, id, &bytes);
+        }
         let mut header = [0u8; WRITE_HEADER_LEN];
         OpRepr::Write { kind, id, len }.emit(&mut header);
         let mut sniff: Vec<u8> = Vec::new();
@@ -468,6 +520,47 @@ impl UpdateWriter {
         // A patched file names nothing either: it may move ahead with the written files (its
         // bytes are a patch, not code: no filter).
         self.note_op(kind, id, record, None, Some(Filter::None));
+        Ok(())
+    }
+
+    /// Spools the redeflate record of file object `bytes` (checked to hash to `id`), split as
+    /// `split` says.
+    fn write_redeflate(
+        &mut self,
+        id: ObjectId,
+        bytes: &[u8],
+        split: redeflate::Split,
+    ) -> io::Result<()> {
+        let (head, tail) = (split.head, split.tail);
+        let (Ok(head32), Ok(tail32)) = (u32::try_from(head), u32::try_from(tail)) else {
+            return Err(invalid("gzip header or trailer over 4 GiB"));
+        };
+        let record = (REDEFLATE_HEADER_LEN + head + split.plain.len() + tail) as u64;
+        check_len(record)?;
+        let mut header = [0u8; REDEFLATE_HEADER_LEN];
+        OpRepr::Redeflate {
+            kind: ObjectKind::File,
+            id,
+            len: bytes.len() as u64,
+            head: head32,
+            plain: split.plain.len() as u64,
+            tail: tail32,
+            params: split.params,
+        }
+        .emit(&mut header);
+        let spool = self.spool()?;
+        let r = spool
+            .write_all(&header)
+            .and_then(|()| spool.write_all(&bytes[..head]))
+            .and_then(|()| spool.write_all(&split.plain))
+            .and_then(|()| spool.write_all(&bytes[bytes.len() - tail..]));
+        if let Err(e) = r {
+            self.deferred = Some(io::Error::new(e.kind(), e.to_string()));
+            return Err(e);
+        }
+        self.redeflates = true;
+        // Its plaintext is text, not code: no filter.
+        self.note_op(ObjectKind::File, id, record, None, Some(Filter::None));
         Ok(())
     }
 

@@ -71,6 +71,14 @@ pub struct WriterArgs {
     /// agent that reads format version 3.
     #[arg(long)]
     no_patches: bool,
+    /// Write gzip files (manuals, changelogs) as they are. By default a gzip file whose
+    /// deflate stream zlib rebuilds byte for byte (most under 64 KiB on Debian) is carried as
+    /// the text it inflates to, which xz compresses better, and the device deflates it again
+    /// and checks it against the file's id; such a file needs an agent that reads format
+    /// version 4 with a deflate encoder (`ecu-agent` has zlib's; MCU firmware has none).
+    /// Only with `--codec xz`.
+    #[arg(long)]
+    no_redeflate: bool,
     /// Codec of the parts: xz (LZMA2, with a BCJ filter for parts of x86, ARM, ARM-Thumb and
     /// ARM64 executables; the smallest files) or deflate (for devices whose agent is built
     /// without xz, such as MCU firmware). Parts that do not shrink are stored either way.
@@ -109,6 +117,7 @@ impl WriterArgs {
             part_size: self.part_size,
             compression: self.compression,
             no_patches: self.no_patches,
+            no_redeflate: self.no_redeflate,
             codec: match self.codec {
                 CodecArg::Xz => agent_core::wire::Codec::Xz,
                 CodecArg::Deflate => agent_core::wire::Codec::Deflate,

@@ -122,7 +122,7 @@ impl Utf8 {
     }
 }
 
-impl Ops {
+impl Ops<'_> {
     /// Runs the per-kind structure check over the object's next bytes, which start at offset
     /// `pos` of an object of `len` bytes.
     pub(super) fn check_bytes<S: Store>(

@@ -36,7 +36,7 @@ pub(super) enum Step {
     Copy { left: u64 },
 }
 
-impl Ops {
+impl Ops<'_> {
     /// Reads the whole source of a patch through the store, in [`PATCH_WINDOW`]-byte
     /// windows, and checks its SHA-256: returns its length.
     #[inline(never)]
