@@ -187,7 +187,8 @@ pub fn dictionary() -> Vec<u8> {
 }
 
 /// Installs `update` into `repo` through [`agent_core::install::Installer`] and the Linux
-/// store, feeding `chunk` bytes at a time.
+/// store, feeding `chunk` bytes at a time, with zlib for redeflate records as `ecu-agent
+/// apply` lends it.
 pub fn install_chunked(
     repo: &Repo,
     update: &[u8],
@@ -197,7 +198,12 @@ pub fn install_chunked(
     let mut win = window();
     let mut dict = dictionary();
     let mut xz = Box::new(agent_core::install::XzDecoder::new(&mut dict));
-    let mut inst = Box::new(Installer::new(policy, &mut win).with_xz(&mut xz));
+    let mut zlib = agent_core::install::Zlib::new();
+    let mut inst = Box::new(
+        Installer::new(policy, &mut win)
+            .with_xz(&mut xz)
+            .with_redeflate(&mut zlib),
+    );
     let mut store = RepoStore::new(repo);
     agent_core::io::install_chunks(&mut inst, &mut store, update, &[chunk])
 }

@@ -169,13 +169,18 @@ pub enum OpRepr {
 
 impl OpRepr {
     /// Bytes of the record header for an op whose first byte is `code`, or an error for an
-    /// unknown code.
+    /// unknown code (and for `Redeflate` without the feature `redeflate`, which a device
+    /// without a deflate encoder leaves off).
     pub fn header_len(code: u8) -> Result<usize, FormatError> {
         match OpCode::from_code(code) {
             OpCode::Write => Ok(WRITE_HEADER_LEN),
             OpCode::Reuse => Ok(REUSE_LEN),
             OpCode::Patch => Ok(PATCH_HEADER_LEN),
+            #[cfg(feature = "redeflate")]
             OpCode::Redeflate => Ok(REDEFLATE_HEADER_LEN),
+            // Without the feature the record is never parsed (no code for it in firmware).
+            #[cfg(not(feature = "redeflate"))]
+            OpCode::Redeflate => Err(FormatError::UnknownOp(code)),
             OpCode::Unknown(c) => Err(FormatError::UnknownOp(c)),
         }
     }

@@ -219,7 +219,7 @@ pub fn patch_from(
 /// The writer over `built` (ref [`REF`], version "1.0", parts of `part_size`, tree locality),
 /// turned by `knobs` (format version, codec, locality), each object `patch` patches as a patch
 /// record; checks the size the writer reports against the bytes written.
-fn write_update_with(
+pub fn write_update_with(
     built: &Built,
     from: Option<ObjectId>,
     seed: Option<&[u8; 32]>,

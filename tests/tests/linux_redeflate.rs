@@ -1,0 +1,186 @@
+//! Redeflate records on Linux (`docs/FORMAT.md` §7): the manuals and changelogs of a system,
+//! gzip'd by the real `gzip -9n` as Debian's packaging does, are carried as the text they
+//! inflate to when zlib rebuilds their stream; the device's repository gets every file back
+//! byte for byte, from scratch and in a delta, at every chunk size.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use agent_core::install::Policy;
+use agent_core::object::ObjectId;
+use agent_linux::checkout::{checkout, CheckoutMode};
+use agent_linux::generate::{generate, GenerateOptions, UpdateSummary};
+use agent_linux::keys;
+use agent_linux::repo::{CommitMeta, Repo};
+use agent_linux::tree::{build_dir, BuildOptions};
+use tests::{assert_same_tree, install_chunked, semi_random_text, staged_files};
+
+const REF: &str = "ecu/x86_64/main";
+
+/// `content` compressed by `gzip -9n` (the real program: the one a package build runs).
+fn gzip(content: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("gzip")
+        .arg("-9nc")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gzip (Debian's essential package gzip) runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = content.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn write(root: &Path, rel: &str, content: &[u8]) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, content).unwrap();
+}
+
+/// Version `v` of a small system: manuals (gzip'd, two of them change in version 2, one is
+/// new), a changelog of 400 KB (gzip'd: over 64 KiB, GNU gzip cuts its blocks where zlib does
+/// not), a binary and a text file.
+fn tree(root: &Path, v: u64) {
+    for (i, name) in ["ls", "cp", "mv", "cat", "tar", "sed"].iter().enumerate() {
+        let i = i as u64;
+        let changed = if v == 2 && i < 2 { 100 } else { 0 };
+        let page = semi_random_text(10 + i + changed, 3000 + 1000 * i as usize);
+        write(
+            root,
+            &format!("usr/share/man/man1/{name}.1.gz"),
+            &gzip(&page),
+        );
+    }
+    if v == 2 {
+        write(
+            root,
+            "usr/share/man/man1/curl.1.gz",
+            &gzip(&semi_random_text(77, 9000)),
+        );
+    }
+    write(
+        root,
+        "usr/share/doc/base/changelog.gz",
+        &gzip(&semi_random_text(5, 400_000)),
+    );
+    write(
+        root,
+        "usr/bin/tool",
+        &test_support::image::code(3, 60_000, 0x40_0000),
+    );
+    write(root, "etc/motd", format!("version {v}\n").as_bytes());
+}
+
+struct Trees {
+    src1: PathBuf,
+    src2: PathBuf,
+    build: Repo,
+    c1: ObjectId,
+    c2: ObjectId,
+}
+
+fn trees(tmp: &Path) -> Trees {
+    let (src1, src2) = (tmp.join("src1"), tmp.join("src2"));
+    tree(&src1, 1);
+    tree(&src2, 2);
+    let build = Repo::init(&tmp.join("build")).unwrap();
+    let commit = |dir: &Path, v: &str, ts: u64| {
+        let (root, _) = build_dir(&build, dir, &BuildOptions::default(), &mut |_| {}).unwrap();
+        let meta = CommitMeta {
+            version: v.into(),
+            subject: format!("version {v}"),
+            body: String::new(),
+            timestamp: ts,
+        };
+        build.commit(REF, root, &meta).unwrap()
+    };
+    let c1 = commit(&src1, "1", 1_700_000_000);
+    let c2 = commit(&src2, "2", 1_700_000_100);
+    Trees {
+        src1,
+        src2,
+        build,
+        c1,
+        c2,
+    }
+}
+
+fn update(
+    t: &Trees,
+    from: Option<ObjectId>,
+    to: &ObjectId,
+    no_redeflate: bool,
+) -> (Vec<u8>, UpdateSummary) {
+    let opts = GenerateOptions {
+        sign_key: Some([7; 32]),
+        no_redeflate,
+        ..GenerateOptions::default()
+    };
+    let mut out = Vec::new();
+    let s = generate(&t.build, REF, from, to, &opts, &mut out, &mut |_, _| {}).unwrap();
+    (out, s)
+}
+
+fn policy() -> Policy<'static> {
+    let key: &'static [[u8; 32]] = Box::leak(Box::new([keys::public_key(&[7; 32])]));
+    Policy::require(key)
+}
+
+#[test]
+fn gzip_files_come_back_byte_for_byte_from_scratch_at_every_chunk_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = trees(tmp.path());
+    let (full, _) = update(&t, None, &t.c2, false);
+    let (plain, _) = update(&t, None, &t.c2, true);
+    assert_eq!(full[8..10], [4, 0], "the manuals make it format version 4");
+    assert_eq!(plain[8..10], [3, 0], "--no-redeflate keeps version 3");
+    assert!(
+        full.len() < plain.len(),
+        "with redeflate records {} bytes, without {}",
+        full.len(),
+        plain.len()
+    );
+    for chunk in [1, 7, 512, 64 * 1024, usize::MAX] {
+        let dev = Repo::init(&tmp.path().join(format!("dev-{chunk}"))).unwrap();
+        let i = install_chunked(&dev, &full, chunk, policy()).unwrap();
+        assert_eq!(i.commit, t.c2);
+        let co = tmp.path().join(format!("co-{chunk}"));
+        checkout(&dev, &t.c2, &co, CheckoutMode::Copy).unwrap();
+        assert_same_tree(&t.src2, &co);
+        assert!(staged_files(&dev).is_empty());
+    }
+}
+
+#[test]
+fn a_delta_with_changed_and_new_manuals_installs_at_every_chunk_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = trees(tmp.path());
+    let (full1, _) = update(&t, None, &t.c1, false);
+    let (delta, s) = update(&t, Some(t.c1), &t.c2, false);
+    let (plain, _) = update(&t, Some(t.c1), &t.c2, true);
+    assert_eq!(delta[8..10], [4, 0]);
+    assert!(
+        delta.len() < plain.len(),
+        "{} vs {}",
+        delta.len(),
+        plain.len()
+    );
+    assert!(s.written >= 3, "{s:?}");
+    for chunk in [1, 7, 512, 64 * 1024, usize::MAX] {
+        let dev = Repo::init(&tmp.path().join(format!("dev-{chunk}"))).unwrap();
+        install_chunked(&dev, &full1, 64 * 1024, policy()).unwrap();
+        let i = install_chunked(&dev, &delta, chunk, policy()).unwrap();
+        assert_eq!((i.commit, i.from), (t.c2, Some(t.c1)));
+        let co = tmp.path().join(format!("co-{chunk}"));
+        checkout(&dev, &t.c2, &co, CheckoutMode::Copy).unwrap();
+        assert_same_tree(&t.src2, &co);
+        let co1 = tmp.path().join(format!("co1-{chunk}"));
+        checkout(&dev, &t.c1, &co1, CheckoutMode::Copy).unwrap();
+        assert_same_tree(&t.src1, &co1);
+    }
+}
