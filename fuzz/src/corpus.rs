@@ -74,12 +74,17 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         2000,
         512,
         0,
-        agent_core::wire::FORMAT_VERSION,
+        agent_core::wire::PATCH_FORMAT_VERSION,
         Some(agent_core::wire::Codec::Deflate),
     );
     let mut p = crate::chunk_prefix(&[7, 300]);
     p.extend_from_slice(&deflated);
     out.push(("installer_bytes", "deflate-v3-7-300", p));
+    // Format version 4: a gzip file in a redeflate record.
+    let (gz, _) = crate::sample_gzip_update(false);
+    let mut p = crate::chunk_prefix(&[3, 100]);
+    p.extend_from_slice(&gz);
+    out.push(("installer_bytes", "redeflate-v4-3-100", p));
     for (name, bits, file) in [
         ("refused-revoked", 1, &signed),
         ("refused-ref", 2, &one),
@@ -108,6 +113,16 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     ));
     out.push(("installer_mutated", "unchanged-base3-v1", vec![3, 64, 0]));
     out.push(("installer_mutated", "unchanged-base4-sv3", vec![4, 13, 0]));
+    out.push((
+        "installer_mutated",
+        "unchanged-base7-redeflate",
+        vec![7, 100, 0],
+    ));
+    out.push((
+        "installer_mutated",
+        "xor-base7-redeflate",
+        vec![7, 0, 2, 1, 0, 0, 0, 0, 40, 0, 0, 0, 1],
+    ));
     out.push((
         "installer_mutated",
         "unchanged-base6-deflate",

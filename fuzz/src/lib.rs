@@ -27,7 +27,11 @@ pub fn install_chunks(
     let mut window = vec![0u8; agent_core::install::INFLATE_WINDOW];
     let mut dictionary = vec![0u8; 1 << 20];
     let mut xz = Box::new(agent_core::install::XzDecoder::new(&mut dictionary));
-    let mut inst = Installer::new(policy, &mut window).with_xz(&mut xz);
+    // zlib for redeflate records, as the Linux agent lends it.
+    let mut zlib = agent_core::install::Zlib::new();
+    let mut inst = Installer::new(policy, &mut window)
+        .with_xz(&mut xz)
+        .with_redeflate(&mut zlib);
     agent_core::io::install_chunks(&mut inst, store, file, sizes)
 }
 
@@ -177,6 +181,58 @@ pub fn sample_update_codec(
     w.finish(signed.then_some(&SEED), &mut out)
         .expect("writer finishes the sample");
     (out, b.commit)
+}
+
+/// A signed (when `signed`) from-scratch update of the sample tree with a gzip file,
+/// `doc/changelog.gz`, which the writer carries in a redeflate record: format version 4.
+pub fn sample_gzip_update(signed: bool) -> (Vec<u8>, ObjectId) {
+    let text: Vec<u8> = (0..3000u32)
+        .flat_map(|i| format!("release {} fixes bug {}\n", i % 40, i % 17).into_bytes())
+        .take(4000)
+        .collect();
+    let tree = sample_tree(300).dir("doc", Tree::default().file("changelog.gz", gzip(&text)));
+    let b = build(
+        &tree,
+        &CommitInfo::new(None, 1_700_000_000, "1.0").subject("fuzz sample"),
+    );
+    let mut w = UpdateWriter::new(REF, None, b.commit, b.timestamp, &b.version, "fuzz sample")
+        .part_size(512);
+    write_ops(&mut w, &b.ops(None), &|_, _| None, usize::MAX)
+        .expect("writer accepts the sample objects");
+    let mut out = Vec::new();
+    w.finish(signed.then_some(&SEED), &mut out)
+        .expect("writer finishes the sample");
+    assert_eq!(
+        out[8..10],
+        [4, 0],
+        "the gzip file is carried in a redeflate record"
+    );
+    (out, b.commit)
+}
+
+/// `plain` as `gzip -9n` writes a small file: header, zlib's raw deflate at level 9, CRC-32
+/// and length.
+fn gzip(plain: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 3];
+    let stream = agent_core::install::Zlib::new()
+        .deflate_all(agent_core::wire::DeflateParams::BEST, plain)
+        .expect("zlib deflates");
+    out.extend(stream);
+    // CRC-32 (IEEE, reflected), bitwise: a few KB once.
+    let mut crc = !0u32;
+    for &b in plain {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    out.extend_from_slice(&(!crc).to_le_bytes());
+    out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+    out
 }
 
 /// `big` bytes that compress well: the content of the sample's `data.bin`.
@@ -493,7 +549,8 @@ pub enum Mutation {
 pub struct MutatedInput {
     /// Base file: 0 one xz part, 1 many small xz parts, 2 a larger file, 3 format version 1
     /// (deflate), 4 security version 3 in format version 2 (deflate), 5 a delta whose changed
-    /// file is a patch record, 6 format version 3 with deflate parts (modulo 7).
+    /// file is a patch record, 6 format version 3 with deflate parts, 7 a gzip file in a
+    /// redeflate record (format version 4) (modulo 8).
     pub base: u8,
     /// Feed chunk size (0 reads as 1).
     pub chunk: u16,
@@ -502,13 +559,13 @@ pub struct MutatedInput {
 }
 
 /// Bases of `installer_mutated`.
-pub const MUTATED_BASES: usize = 7;
+pub const MUTATED_BASES: usize = 8;
 
 /// The base files of `installer_mutated`, built once: a signed sample as one xz part, as xz
 /// parts of about 64 decoded bytes, with a 5000-byte file in 1 KiB xz parts, in format version
 /// 1 (as security version 0, deflate), at security version 3 (format version 2, deflate), a
-/// delta with a patch record, and in deflate parts of format version 3. Each with the security
-/// version it holds.
+/// delta with a patch record, in deflate parts of format version 3, and with a gzip file in a
+/// redeflate record (format version 4). Each with the security version it holds.
 pub fn mutated_bases() -> &'static [(Vec<u8>, ObjectId, u64); MUTATED_BASES] {
     type Bases = [(Vec<u8>, ObjectId, u64); MUTATED_BASES];
     static BASES: std::sync::OnceLock<Bases> = std::sync::OnceLock::new();
@@ -527,11 +584,12 @@ pub fn mutated_bases() -> &'static [(Vec<u8>, ObjectId, u64); MUTATED_BASES] {
                     2000,
                     512,
                     0,
-                    agent_core::wire::FORMAT_VERSION,
+                    agent_core::wire::PATCH_FORMAT_VERSION,
                     Some(agent_core::wire::Codec::Deflate),
                 ),
                 0,
             ),
+            with(sample_gzip_update(true), 0),
         ]
     })
 }
