@@ -159,6 +159,9 @@ pub struct UpdateSummary {
     pub patched: u32,
     /// Dirtrees among them: patches of the source's dirtree at the same path.
     pub patched_dirtrees: u32,
+    /// Gzip files among the written objects carried as the text they inflate to (redeflate
+    /// records; counted in `written`).
+    pub redeflated: u32,
 }
 
 /// Writes the update of `ref_name` to commit `to` (a delta from `from`, or from scratch) to
@@ -248,6 +251,7 @@ pub fn generate(
         reused,
         patched,
         patched_dirtrees,
+        redeflated: summary.redeflated,
     })
 }
 

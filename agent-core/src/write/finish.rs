@@ -36,7 +36,7 @@ impl UpdateWriter {
             || self.deflate_dictionary().ok() != Some(DEFLATE_DICTIONARY);
         match self.format_version {
             Some(v) => v,
-            None if self.redeflates => REDEFLATE_FORMAT_VERSION,
+            None if self.redeflated > 0 => REDEFLATE_FORMAT_VERSION,
             None if needs_v3 => PATCH_FORMAT_VERSION,
             None => PATCH_FORMAT_VERSION - 1,
         }
@@ -197,6 +197,7 @@ impl UpdateWriter {
             bytes,
             parts: jobs.len() as u32,
             objects: self.records.len() as u32,
+            redeflated: self.redeflated,
         })
     }
 }

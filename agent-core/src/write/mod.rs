@@ -105,6 +105,8 @@ pub struct WriteSummary {
     pub parts: u32,
     /// Operations (objects written or reused) in the file.
     pub objects: u32,
+    /// File objects carried in redeflate records ([`UpdateWriter::redeflate`]).
+    pub redeflated: u32,
 }
 
 /// Writes one `.update` file. See the [module docs](self).
@@ -136,8 +138,8 @@ pub struct UpdateWriter {
     /// The encoder that checks redeflate records, when they are made
     /// ([`UpdateWriter::redeflate`]).
     redeflate: Option<Zlib>,
-    /// Redeflate records were added.
-    redeflates: bool,
+    /// Redeflate records added.
+    redeflated: u32,
     /// The first error of an operation that cannot return one (`reuse_object`) or that left
     /// the spool in an unknown state.
     deferred: Option<io::Error>,
@@ -204,7 +206,7 @@ impl UpdateWriter {
             after_commit: false,
             patches: false,
             redeflate: Some(Zlib::new()),
-            redeflates: false,
+            redeflated: 0,
             deferred: None,
         }
     }
@@ -558,7 +560,7 @@ impl UpdateWriter {
             self.deferred = Some(io::Error::new(e.kind(), e.to_string()));
             return Err(e);
         }
-        self.redeflates = true;
+        self.redeflated += 1;
         // Its plaintext is text, not code: no filter.
         self.note_op(ObjectKind::File, id, record, None, Some(Filter::None));
         Ok(())

@@ -273,11 +273,12 @@ fn delta_generate(a: DeltaGenerateArgs) -> anyhow::Result<()> {
         return output::json(&serde_json::json!({"path": a.out, "update": s}));
     }
     eprintln!(
-        "{}: {} ({} objects written, {} of them as patches, {} reused, {} parts)",
+        "{}: {} ({} objects written, {} of them as patches and {} as inflated gzip files, {} reused, {} parts)",
         a.out.display(),
         human_bytes(s.bytes),
         s.written,
         s.patched,
+        s.redeflated,
         s.reused,
         s.parts
     );
