@@ -951,7 +951,9 @@ fn writer_refuses_what_the_installer_would() {
     w.write_object(ObjectKind::Commit, commit_id, &commit_bytes)
         .unwrap();
     assert!(matches!(finish(w), Err(WriteError::BadRef)));
-    let mut w = UpdateWriter::new(REF, None, commit_id, TS, "1.0", "s");
+    // The streaming path (redeflate records off) has spooled part of the object: the writer
+    // refuses to go on.
+    let mut w = UpdateWriter::new(REF, None, commit_id, TS, "1.0", "s").redeflate(false);
     assert!(w
         .write_object(ObjectKind::File, ObjectId([1; 32]), &file)
         .is_err());
@@ -964,6 +966,16 @@ fn writer_refuses_what_the_installer_would() {
     assert_eq!(e.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
     w.write_object(ObjectKind::Commit, commit_id, &commit_bytes)
         .unwrap_err();
+    // With redeflate records on (the default, xz parts), a file object up to 64 MiB is read
+    // whole before anything is spooled: the same error.
+    let mut w = UpdateWriter::new(REF, None, commit_id, TS, "1.0", "s");
+    let e = w.write_object_from(
+        ObjectKind::File,
+        ObjectId::of(&file),
+        file.len() as u64 + 1,
+        &mut &file[..],
+    );
+    assert_eq!(e.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
 }
 
 #[test]
@@ -1808,8 +1820,8 @@ fn format_1_files_install_as_security_version_0() {
         ),
         "{err}"
     );
-    // Unknown versions are still named precisely.
-    for v in [0u16, 4, 0xffff] {
+    // Unknown versions are still named precisely (4, redeflate records, is known now).
+    for v in [0u16, 5, 0xffff] {
         let mut f = new.clone();
         f[8..10].copy_from_slice(&v.to_le_bytes());
         refused_at_the_superblock(
