@@ -1,4 +1,4 @@
-//! Redeflate records (`docs/FORMAT.md` §7): gzip files carried as the text they inflate to and
+//! Redeflate records (`docs/FORMAT.md` §6): gzip files carried as the text they inflate to and
 //! deflated again by the encoder the installer is lent. Round trips in any chunk size, what
 //! the writer redeflates and what it leaves alone, and the refusals: no encoder, an encoder
 //! that deflates differently, a stream that ends early or late, records that lie, bit flips

@@ -1,4 +1,4 @@
-//! Redeflate records on Linux (`docs/FORMAT.md` §7): the manuals and changelogs of a system,
+//! Redeflate records on Linux (`docs/FORMAT.md` §6): the manuals and changelogs of a system,
 //! gzip'd by the real `gzip -9n` as Debian's packaging does, are carried as the text they
 //! inflate to when zlib rebuilds their stream; the device's repository gets every file back
 //! byte for byte, from scratch and in a delta, at every chunk size.

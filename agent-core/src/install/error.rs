@@ -157,6 +157,12 @@ pub enum InstallError<E> {
         /// Where it ends (or could end at most, for a declared length over the bound).
         found: u64,
     },
+    /// The lent deflate encoder reported a failure while deflating a redeflate record's
+    /// plaintext.
+    RedeflateFailed {
+        /// The object.
+        id: ObjectId,
+    },
     /// The update has redeflate records and this installer was given no deflate encoder
     /// (`Installer::with_redeflate`, feature `redeflate`), or the encoder cannot deflate with
     /// the record's parameters.
@@ -376,6 +382,9 @@ impl<E: fmt::Display> fmt::Display for InstallError<E> {
                 f,
                 "file object {id} ({len} bytes) must have its deflate stream end at byte {end}, but the stream deflated from its plaintext ends at byte {found}"
             ),
+            I::RedeflateFailed { id } => {
+                write!(f, "the deflate encoder failed while rebuilding file object {id}")
+            }
             I::RedeflateUnsupported { id, params } => write!(
                 f,
                 "file object {id} is carried inflated, to be deflated again at level {}, window bits {}, memory level {}, strategy {}, which this installer cannot do; ask for an update generated with --no-redeflate",

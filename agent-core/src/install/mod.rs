@@ -277,7 +277,7 @@ impl<'k> Installer<'k> {
     }
 
     /// The same installer, rebuilding the deflate streams of redeflate records with
-    /// `deflater` (`docs/FORMAT.md` §7). Without it such records are refused
+    /// `deflater` (`docs/FORMAT.md` §6). Without it such records are refused
     /// ([`InstallError::RedeflateUnsupported`]) before their object reaches the store.
     #[cfg(feature = "redeflate")]
     pub fn with_redeflate(mut self, deflater: &'k mut dyn Redeflate) -> Self {

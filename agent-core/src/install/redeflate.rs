@@ -1,4 +1,4 @@
-//! The deflate encoder a caller lends for redeflate records (`docs/FORMAT.md` §7, feature
+//! The deflate encoder a caller lends for redeflate records (`docs/FORMAT.md` §6, feature
 //! `redeflate`), and with `std` the one this crate's writer and the Linux agent use: zlib's.
 //!
 //! A redeflate record carries a gzip file's (or any file's) raw deflate stream as the bytes it

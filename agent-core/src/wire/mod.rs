@@ -40,14 +40,14 @@ use crate::object::{MAX_SUBJECT_LEN, MAX_VERSION_LEN};
 /// The first eight bytes of every `.update` file.
 pub const MAGIC: [u8; 8] = *b"ECUPDATE";
 /// The newest format version this crate reads and writes: 4, which adds redeflate records
-/// (`docs/FORMAT.md` §7). The writer writes the lowest version that carries an update.
+/// (`docs/FORMAT.md` §6). The writer writes the lowest version that carries an update.
 pub const FORMAT_VERSION: u16 = 4;
 /// The first format version with patch records (`docs/FORMAT.md` §6); in older files their
 /// operation code is unknown ([`FormatError::UnknownOp`]). Version 3 also adds xz parts with a filter
 /// byte in each part entry, and the dictionary size at the end of the superblock (after the
 /// security version).
 pub const PATCH_FORMAT_VERSION: u16 = 3;
-/// The first format version with redeflate records (`docs/FORMAT.md` §7); in older files their
+/// The first format version with redeflate records (`docs/FORMAT.md` §6); in older files their
 /// operation code is unknown ([`FormatError::UnknownOp`]). Its superblock is version 3's.
 pub const REDEFLATE_FORMAT_VERSION: u16 = 4;
 /// The oldest format version this crate reads: 1 (no security version; such a file counts as

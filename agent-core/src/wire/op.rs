@@ -39,7 +39,7 @@ const _: () = assert!(REDEFLATE_HEADER_LEN <= MAX_OP_HEADER_LEN);
 
 /// How a `Redeflate` record's plaintext is deflated again: the arguments of zlib's
 /// `deflateInit2` (a raw stream: `windowBits` negated) and nothing else, so that zlib's
-/// `deflate` with `Z_FINISH` rebuilds the stream (`docs/FORMAT.md` §7).
+/// `deflate` with `Z_FINISH` rebuilds the stream (`docs/FORMAT.md` §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct DeflateParams {

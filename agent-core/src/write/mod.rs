@@ -211,7 +211,7 @@ impl UpdateWriter {
         }
     }
 
-    /// Whether gzip files are carried inflated in redeflate records (`docs/FORMAT.md` §7) when
+    /// Whether gzip files are carried inflated in redeflate records (`docs/FORMAT.md` §6) when
     /// zlib rebuilds their deflate stream byte for byte (default: on). Only with xz parts and
     /// format version 4 or later (the default version then); the device needs a deflate
     /// encoder (`Installer::with_redeflate`; the Linux agent has zlib's). Off for a device

@@ -1,4 +1,4 @@
-//! Finding the file objects a redeflate record can carry (`docs/FORMAT.md` §7): a gzip member
+//! Finding the file objects a redeflate record can carry (`docs/FORMAT.md` §6): a gzip member
 //! whose deflate stream zlib rebuilds byte for byte from the bytes it inflates to.
 
 use std::vec::Vec;

@@ -1,4 +1,4 @@
-//! Redeflate records (`docs/FORMAT.md` §7, feature `redeflate`): a file object one range of
+//! Redeflate records (`docs/FORMAT.md` §6, feature `redeflate`): a file object one range of
 //! which is a raw deflate stream, carried as the bytes it inflates to. The installer hands the
 //! plaintext to the deflate encoder its caller lent ([`Redeflate`]) and the stream it gets back
 //! to the object check as a `Write` record's bytes would be: the object is hashed as it is
@@ -156,7 +156,7 @@ impl Ops<'_> {
             return Err(e);
         }
         if ran.is_err() {
-            return Err(InstallError::RedeflateUnsupported { id, params });
+            return Err(InstallError::RedeflateFailed { id });
         }
         if r.finished && pos != stream_end {
             return Err(InstallError::RedeflateLength {
