@@ -966,8 +966,9 @@ fn writer_refuses_what_the_installer_would() {
     assert_eq!(e.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
     w.write_object(ObjectKind::Commit, commit_id, &commit_bytes)
         .unwrap_err();
-    // With redeflate records on (the default, xz parts), a file object up to 64 MiB is read
-    // whole before anything is spooled: the same error.
+    // With redeflate records on (the default, xz parts), a file object whose content is not
+    // gzip streams as before (the same error); a gzip one up to 64 MiB is read whole before
+    // anything is spooled (the same error, and the writer goes on).
     let mut w = UpdateWriter::new(REF, None, commit_id, TS, "1.0", "s");
     let e = w.write_object_from(
         ObjectKind::File,
@@ -976,6 +977,19 @@ fn writer_refuses_what_the_installer_would() {
         &mut &file[..],
     );
     assert_eq!(e.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+    w.write_object(ObjectKind::Commit, commit_id, &commit_bytes)
+        .unwrap_err();
+    let gz = file_object(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03not deflate");
+    let mut w = UpdateWriter::new(REF, None, commit_id, TS, "1.0", "s");
+    let e = w.write_object_from(
+        ObjectKind::File,
+        ObjectId::of(&gz),
+        gz.len() as u64 + 1,
+        &mut &gz[..],
+    );
+    assert_eq!(e.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
+    w.write_object(ObjectKind::Commit, commit_id, &commit_bytes)
+        .unwrap();
 }
 
 #[test]

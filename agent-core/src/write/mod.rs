@@ -43,7 +43,7 @@ use std::vec::Vec;
 use sha2::{Digest, Sha256};
 
 use crate::install::Zlib;
-use crate::object::{Commit, ObjectId, ObjectKind, MAX_COMMIT_LEN};
+use crate::object::{Commit, FileHeader, ObjectId, ObjectKind, FILE_HEADER_LEN, MAX_COMMIT_LEN};
 use crate::wire::{
     Codec, Filter, OpRepr, PATCH_HEADER_LEN, REDEFLATE_FORMAT_VERSION, REDEFLATE_HEADER_LEN,
     REUSE_LEN, WRITE_HEADER_LEN,
@@ -418,9 +418,22 @@ impl UpdateWriter {
         }
         check_len(len)?;
         if kind == ObjectKind::File && self.redeflating() && len <= redeflate::MAX_PLAIN as u64 {
-            // Held whole to look for a gzip member: at most 64 MiB.
+            // The object's metadata and the first bytes of its content: a gzip member is held
+            // whole (at most 64 MiB) to be split for a redeflate record, anything else streams.
+            let mut peek = Vec::new();
+            reader.take(FILE_HEADER_LEN as u64).read_to_end(&mut peek)?;
+            let want = FileHeader::parse(&peek)
+                .map_or(0, |h| h.meta_len().saturating_add(3))
+                .min(len);
+            let more = want.saturating_sub(peek.len() as u64);
+            reader.take(more).read_to_end(&mut peek)?;
+            let gzip = peek.len() as u64 == want && want > 3 && peek.ends_with(&[0x1f, 0x8b, 8]);
+            let mut rest = io::Cursor::new(peek).chain(reader);
+            if !gzip {
+                return self.stream_object(kind, id, len, &mut rest);
+            }
             let mut bytes = Vec::with_capacity(len as usize);
-            reader.take(len).read_to_end(&mut bytes)?;
+            rest.take(len).read_to_end(&mut bytes)?;
             if bytes.len() as u64 != len {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -429,6 +442,17 @@ impl UpdateWriter {
             }
             return self.write_object(kind, id, &bytes);
         }
+        self.stream_object(kind, id, len, reader)
+    }
+
+    /// [`UpdateWriter::write_object_from`]'s streaming path: the record straight to the spool.
+    fn stream_object(
+        &mut self,
+        kind: ObjectKind,
+        id: ObjectId,
+        len: u64,
+        reader: &mut dyn Read,
+    ) -> io::Result<()> {
         let mut header = [0u8; WRITE_HEADER_LEN];
         OpRepr::Write { kind, id, len }.emit(&mut header);
         let mut sniff: Vec<u8> = Vec::new();
