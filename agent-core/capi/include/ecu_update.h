@@ -39,7 +39,8 @@
 // Bytes of memory `ecu_update_init` needs (`struct ecu_update` lives there): the installer,
 // the flash store and the last error, then the 32 KiB window lent to the installer. Checked at
 // build time against the real size on every target (with room for the 88 bytes agent-core's
-// feature `xz` adds to its part table, should a build unify that feature in).
+// feature `xz` adds to its part table and the 48 its feature `redeflate` adds to the record
+// state, should a build unify those features in).
 #define ECU_UPDATE_MEM_SIZE 49928
 #endif
 

@@ -226,6 +226,9 @@ pub fn install_code(e: &InstallError<StoreFail>) -> i32 {
         I::PatchSourceDamaged { .. } => ECU_UPDATE_E_CORRUPT,
         I::PatchRange { .. } | I::PatchOverrun { .. } => ECU_UPDATE_E_OBJECT,
         I::PatchCommit { .. } => ECU_UPDATE_E_CONTENT,
+        // A firmware's installer has no deflate encoder: a redeflate record is `Format`
+        // (unknown operation 4) there; these come from a build with the feature unified in.
+        I::RedeflateNotFile { .. } | I::RedeflateLength { .. } => ECU_UPDATE_E_OBJECT,
         I::TreeTooDeep { .. } | I::TreeDepthUnknown { .. } => ECU_UPDATE_E_TREE_DEPTH,
         I::PartHash { .. }
         | I::PartSize { .. }
