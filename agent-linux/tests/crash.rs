@@ -42,26 +42,16 @@ fn tree(root: &Path, version: u32) {
         let v = if m % 2 == 0 { version } else { 0 };
         let page =
             format!(".TH PAGE{m} 1 v{v}\n.SH NAME\npage{m} \\- does thing {m}\n").repeat(60 + m);
-        fs::write(man.join(format!("page{m}.1.gz")), gzip(page.as_bytes())).unwrap();
+        fs::write(
+            man.join(format!("page{m}.1.gz")),
+            test_support::tool::gzip_n(page.as_bytes()),
+        )
+        .unwrap();
     }
     let big: Vec<u8> = (0..3_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(version) >> 13) as u8)
         .collect();
     fs::write(root.join("big.bin"), big).unwrap();
-}
-
-/// `content` compressed by the real `gzip -9n`.
-fn gzip(content: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("gzip")
-        .arg("-9nc")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("gzip (Debian's essential package gzip) runs");
-    child.stdin.take().unwrap().write_all(content).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    out.stdout
 }
 
 /// Version v at security version v.

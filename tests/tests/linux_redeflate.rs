@@ -4,9 +4,7 @@
 //! byte for byte, from scratch and in a delta, at every chunk size.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use agent_core::install::Policy;
 use agent_core::object::ObjectId;
@@ -15,26 +13,10 @@ use agent_linux::generate::{generate, GenerateOptions, UpdateSummary};
 use agent_linux::keys;
 use agent_linux::repo::{CommitMeta, Repo};
 use agent_linux::tree::{build_dir, BuildOptions};
+use test_support::tool::gzip_n;
 use tests::{assert_same_tree, install_chunked, semi_random_text, staged_files};
 
 const REF: &str = "ecu/x86_64/main";
-
-/// `content` compressed by `gzip -9n` (the real program: the one a package build runs).
-fn gzip(content: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("gzip")
-        .arg("-9nc")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("gzip (Debian's essential package gzip) runs");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = content.to_vec();
-    let feeder = std::thread::spawn(move || stdin.write_all(&input).unwrap());
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    assert!(out.status.success());
-    out.stdout
-}
 
 fn write(root: &Path, rel: &str, content: &[u8]) {
     let p = root.join(rel);
@@ -53,20 +35,20 @@ fn tree(root: &Path, v: u64) {
         write(
             root,
             &format!("usr/share/man/man1/{name}.1.gz"),
-            &gzip(&page),
+            &gzip_n(&page),
         );
     }
     if v == 2 {
         write(
             root,
             "usr/share/man/man1/curl.1.gz",
-            &gzip(&semi_random_text(77, 9000)),
+            &gzip_n(&semi_random_text(77, 9000)),
         );
     }
     write(
         root,
         "usr/share/doc/base/changelog.gz",
-        &gzip(&semi_random_text(5, 400_000)),
+        &gzip_n(&semi_random_text(5, 400_000)),
     );
     write(
         root,

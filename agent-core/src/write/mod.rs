@@ -162,6 +162,19 @@ struct Rec {
     filter: Filter,
 }
 
+/// Exactly `len` bytes of `reader`, or `UnexpectedEof`.
+fn read_whole(reader: &mut dyn Read, len: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(STEP * 1024));
+    reader.take(len).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "object shorter than declared",
+        ));
+    }
+    Ok(bytes)
+}
+
 /// A part decodes to at most `u32::MAX` bytes, so an object must fit in that with its record
 /// header.
 fn check_len(len: u64) -> io::Result<()> {
@@ -403,14 +416,7 @@ impl UpdateWriter {
             if len > MAX_COMMIT_LEN as u64 {
                 return Err(invalid("commit object too long"));
             }
-            let mut bytes = Vec::new();
-            reader.take(len).read_to_end(&mut bytes)?;
-            if bytes.len() as u64 != len {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "object shorter than declared",
-                ));
-            }
+            let bytes = read_whole(reader, len)?;
             return self.write_object(kind, id, &bytes);
         }
         if let ObjectKind::Unknown(_) = kind {
@@ -432,14 +438,7 @@ impl UpdateWriter {
             if !gzip {
                 return self.stream_object(kind, id, len, &mut rest);
             }
-            let mut bytes = Vec::with_capacity(len as usize);
-            rest.take(len).read_to_end(&mut bytes)?;
-            if bytes.len() as u64 != len {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "object shorter than declared",
-                ));
-            }
+            let bytes = read_whole(&mut rest, len)?;
             return self.write_object(kind, id, &bytes);
         }
         self.stream_object(kind, id, len, reader)
