@@ -226,3 +226,44 @@ pub fn staged_files(repo: &Repo) -> Vec<PathBuf> {
 pub fn has(repo: &Repo, kind: ObjectKind, id: &ObjectId) -> bool {
     repo.has_object(kind, id).unwrap()
 }
+
+/// Two versions of a source tree, committed into a new build repository.
+pub struct TwoVersions {
+    /// The tree of version 1.
+    pub src1: PathBuf,
+    /// The tree of version 2.
+    pub src2: PathBuf,
+    /// The build repository (in `tmp/build`).
+    pub build: Repo,
+    /// The commit of version 1 (timestamp 1,700,000,000).
+    pub c1: ObjectId,
+    /// The commit of version 2 (100 s later).
+    pub c2: ObjectId,
+}
+
+/// Commits `src1` (version "1") and `src2` (version "2") on `ref_name` into a new build
+/// repository `tmp/build`.
+pub fn commit_two(tmp: &Path, ref_name: &str, src1: PathBuf, src2: PathBuf) -> TwoVersions {
+    use agent_linux::repo::CommitMeta;
+    use agent_linux::tree::{build_dir, BuildOptions};
+    let build = Repo::init(&tmp.join("build")).unwrap();
+    let commit = |dir: &Path, v: &str, ts: u64| {
+        let (root, _) = build_dir(&build, dir, &BuildOptions::default(), &mut |_| {}).unwrap();
+        let meta = CommitMeta {
+            version: v.into(),
+            subject: format!("version {v}"),
+            body: String::new(),
+            timestamp: ts,
+        };
+        build.commit(ref_name, root, &meta).unwrap()
+    };
+    let c1 = commit(&src1, "1", 1_700_000_000);
+    let c2 = commit(&src2, "2", 1_700_000_100);
+    TwoVersions {
+        src1,
+        src2,
+        build,
+        c1,
+        c2,
+    }
+}

@@ -11,9 +11,11 @@ use agent_core::object::{ObjectId, ObjectKind};
 use agent_linux::checkout::{checkout, CheckoutMode};
 use agent_linux::generate::{generate, GenerateOptions, UpdateSummary};
 use agent_linux::keys;
-use agent_linux::repo::{CommitMeta, Repo};
-use agent_linux::tree::{build_dir, BuildOptions};
-use tests::{assert_same_tree, commit_objects, install_chunked, semi_random_text, staged_files};
+use agent_linux::repo::Repo;
+use tests::{
+    assert_same_tree, commit_objects, commit_two, install_chunked, semi_random_text, staged_files,
+    TwoVersions,
+};
 
 const REF: &str = "ecu/armv7/main";
 
@@ -34,13 +36,8 @@ fn write(root: &Path, rel: &str, content: &[u8]) {
     fs::write(p, content).unwrap();
 }
 
-struct Trees {
-    src1: std::path::PathBuf,
-    src2: std::path::PathBuf,
-    build: Repo,
-    c1: ObjectId,
-    c2: ObjectId,
-}
+/// The two versions of the test trees.
+type Trees = TwoVersions;
 
 /// v1 and v2 of a small system: v2 rebuilds the program (same path), bumps the library's
 /// version (renamed), edits the text file and adds a file.
@@ -65,26 +62,7 @@ fn trees(tmp: &Path) -> Trees {
 
 /// Commits `src1` (version 1) and `src2` (version 2) into a new build repository.
 fn commit_both(tmp: &Path, src1: std::path::PathBuf, src2: std::path::PathBuf) -> Trees {
-    let build = Repo::init(&tmp.join("build")).unwrap();
-    let commit = |dir: &Path, v: &str, ts: u64| {
-        let (root, _) = build_dir(&build, dir, &BuildOptions::default(), &mut |_| {}).unwrap();
-        let meta = CommitMeta {
-            version: v.into(),
-            subject: format!("version {v}"),
-            body: String::new(),
-            timestamp: ts,
-        };
-        build.commit(REF, root, &meta).unwrap()
-    };
-    let c1 = commit(&src1, "1", 1_700_000_000);
-    let c2 = commit(&src2, "2", 1_700_000_100);
-    Trees {
-        src1,
-        src2,
-        build,
-        c1,
-        c2,
-    }
+    commit_two(tmp, REF, src1, src2)
 }
 
 fn update(t: &Trees, from: Option<ObjectId>, no_patches: bool) -> (Vec<u8>, UpdateSummary) {

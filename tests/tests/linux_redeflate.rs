@@ -4,17 +4,18 @@
 //! byte for byte, from scratch and in a delta, at every chunk size.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use agent_core::install::Policy;
 use agent_core::object::ObjectId;
 use agent_linux::checkout::{checkout, CheckoutMode};
 use agent_linux::generate::{generate, GenerateOptions, UpdateSummary};
 use agent_linux::keys;
-use agent_linux::repo::{CommitMeta, Repo};
-use agent_linux::tree::{build_dir, BuildOptions};
+use agent_linux::repo::Repo;
 use test_support::tool::gzip_n;
-use tests::{assert_same_tree, install_chunked, semi_random_text, staged_files};
+use tests::{
+    assert_same_tree, commit_two, install_chunked, semi_random_text, staged_files, TwoVersions,
+};
 
 const REF: &str = "ecu/x86_64/main";
 
@@ -58,38 +59,14 @@ fn tree(root: &Path, v: u64) {
     write(root, "etc/motd", format!("version {v}\n").as_bytes());
 }
 
-struct Trees {
-    src1: PathBuf,
-    src2: PathBuf,
-    build: Repo,
-    c1: ObjectId,
-    c2: ObjectId,
-}
+/// The two versions of the test trees.
+type Trees = TwoVersions;
 
 fn trees(tmp: &Path) -> Trees {
     let (src1, src2) = (tmp.join("src1"), tmp.join("src2"));
     tree(&src1, 1);
     tree(&src2, 2);
-    let build = Repo::init(&tmp.join("build")).unwrap();
-    let commit = |dir: &Path, v: &str, ts: u64| {
-        let (root, _) = build_dir(&build, dir, &BuildOptions::default(), &mut |_| {}).unwrap();
-        let meta = CommitMeta {
-            version: v.into(),
-            subject: format!("version {v}"),
-            body: String::new(),
-            timestamp: ts,
-        };
-        build.commit(REF, root, &meta).unwrap()
-    };
-    let c1 = commit(&src1, "1", 1_700_000_000);
-    let c2 = commit(&src2, "2", 1_700_000_100);
-    Trees {
-        src1,
-        src2,
-        build,
-        c1,
-        c2,
-    }
+    commit_two(tmp, REF, src1, src2)
 }
 
 fn update(
