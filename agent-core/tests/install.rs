@@ -1243,22 +1243,6 @@ fn format_example() -> (Vec<u8>, Vec<(&'static str, usize)>) {
     (out, sections)
 }
 
-fn hex_dump(file: &[u8], sections: &[(&str, usize)]) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let mut at = 0;
-    for (name, len) in sections {
-        writeln!(s, "# {name} ({len} bytes)").unwrap();
-        for line in file[at..at + len].chunks(16) {
-            let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
-            writeln!(s, "{at:04x}: {}", hex.join(" ")).unwrap();
-            at += line.len();
-        }
-    }
-    assert_eq!(at, file.len());
-    s
-}
-
 /// docs/FORMAT.md shows the example byte for byte; this keeps it true.
 #[test]
 fn format_example_matches_the_spec() {

@@ -630,22 +630,6 @@ fn format_patch_example() -> Example {
     (record, sections, h, new)
 }
 
-fn hex_dump(bytes: &[u8], sections: &[(&str, usize)]) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let mut at = 0;
-    for (name, len) in sections {
-        writeln!(s, "# {name} ({len} bytes)").unwrap();
-        for line in bytes[at..at + len].chunks(16) {
-            let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
-            writeln!(s, "{at:04x}: {}", hex.join(" ")).unwrap();
-            at += line.len();
-        }
-    }
-    assert_eq!(at, bytes.len());
-    s
-}
-
 /// docs/FORMAT.md shows the patch example byte for byte; this keeps it true.
 #[test]
 fn format_patch_example_matches_the_spec() {

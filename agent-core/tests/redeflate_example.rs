@@ -85,22 +85,6 @@ fn example() -> Example {
     Example { object, id, record }
 }
 
-fn hex_dump(bytes: &[u8], sections: &[(&str, usize)]) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
-    let mut at = 0;
-    for (name, len) in sections {
-        writeln!(s, "# {name} ({len} bytes)").unwrap();
-        for line in bytes[at..at + len].chunks(16) {
-            let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
-            writeln!(s, "{at:04x}: {}", hex.join(" ")).unwrap();
-            at += line.len();
-        }
-    }
-    assert_eq!(at, bytes.len());
-    s
-}
-
 /// The tree of the example: `hello.gz` alone in the root.
 fn built() -> Built {
     build(

@@ -508,3 +508,21 @@ pub fn install_all(
     let mut inst = Installer::new(policy, win).with_xz(xz);
     install_chunks(&mut inst, store, file, &[file.len().max(1)])
 }
+
+/// `bytes` as docs/FORMAT.md shows its examples: each section's name and length in a `#` line,
+/// then its bytes in hex, 16 to a line, each line led by its offset.
+pub fn hex_dump(bytes: &[u8], sections: &[(&str, usize)]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let mut at = 0;
+    for (name, len) in sections {
+        writeln!(s, "# {name} ({len} bytes)").unwrap();
+        for line in bytes[at..at + len].chunks(16) {
+            let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+            writeln!(s, "{at:04x}: {}", hex.join(" ")).unwrap();
+            at += line.len();
+        }
+    }
+    assert_eq!(at, bytes.len());
+    s
+}
