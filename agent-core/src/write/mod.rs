@@ -403,8 +403,9 @@ impl UpdateWriter {
     }
 
     /// Adds an object of `len` bytes read from `reader`, without holding it in memory (except
-    /// a commit, which is small). The bytes must hash to `id` (checked). After an error the
-    /// writer is unusable: [`UpdateWriter::finish`] fails.
+    /// a commit, which is small, and with redeflate records on, a file object up to 64 MiB
+    /// whose content starts as a gzip member). The bytes must hash to `id` (checked). After
+    /// an error of the streaming path the writer is unusable: [`UpdateWriter::finish`] fails.
     pub fn write_object_from(
         &mut self,
         kind: ObjectKind,
