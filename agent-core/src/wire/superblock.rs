@@ -341,9 +341,9 @@ mod test {
         assert_eq!(&v3[n + 1..n3], &[0x80, 0x80, 0x02], "dictionary 32768");
         assert_eq!(Superblock::parse(&v3[..n3]).unwrap(), sb);
         // Version 4 (redeflate records) keeps version 3's superblock, byte for byte.
-        assert_eq!(Superblock::parse_version(&v3[..n3], 3).unwrap(), sb);
+        assert_eq!(Superblock::parse_version(&v3[..n3], 4).unwrap(), sb);
         let mut v4 = [0u8; 256];
-        assert_eq!(sb.emit_version(&mut v4, 3).unwrap(), &v3[..n3]);
+        assert_eq!(sb.emit_version(&mut v4, 4).unwrap(), &v3[..n3]);
         assert_eq!(
             Superblock::parse_version(&v3[..n3], 2),
             Err(FormatError::BadSuperblock)
