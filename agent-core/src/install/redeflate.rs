@@ -7,8 +7,9 @@
 //! `deflate` is deterministic for given parameters and input, whatever the pieces the input
 //! comes in (Debian's zlib 1.2.13 and the 1.4 that `libz-sys` bundles made the same streams
 //! for every gzip file of the benchmark's Debian tree); the writer emits a record only after
-//! deflating the plaintext with the same encoder and comparing. The installer hashes what the encoder produces, so an encoder that
-//! deflates differently fails the object's id check and nothing is committed.
+//! deflating the plaintext with the same encoder and comparing. The installer hashes what the
+//! encoder produces, so an encoder that deflates differently fails the object's id check and
+//! nothing is committed.
 
 use crate::wire::DeflateParams;
 

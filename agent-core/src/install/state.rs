@@ -559,6 +559,24 @@ impl<'k> Ops<'k> {
         store.write_object(chunk).map_err(InstallError::Store)
     }
 
+    /// Takes up to `left` bytes of `input` as they are, as the object's bytes from `at`'s
+    /// offset on (a Write's body, a patch's copied bytes, a redeflate record's head and
+    /// tail): returns how many it took.
+    fn copy_bytes<S: Store>(
+        &mut self,
+        store: &mut S,
+        at: (ObjectKind, ObjectId, u64, u64),
+        left: u64,
+        input: &mut &[u8],
+    ) -> Result<u64, InstallError<S::Error>> {
+        let n = to_usize(left).min(input.len());
+        let (chunk, rest) = input.split_at(n);
+        *input = rest;
+        self.out_bytes(store, at, chunk)?;
+        self.part_pos += n as u64;
+        Ok(n as u64)
+    }
+
     fn body_bytes<S: Store>(&mut self, store: &mut S, input: &mut &[u8]) -> Res<S::Error> {
         let Rec::Body {
             kind, id, len, pos, ..
@@ -566,12 +584,8 @@ impl<'k> Ops<'k> {
         else {
             return Ok(());
         };
-        let n = to_usize(len.saturating_sub(pos)).min(input.len());
-        let (chunk, rest) = input.split_at(n);
-        *input = rest;
-        self.out_bytes(store, (kind, id, len, pos), chunk)?;
-        self.part_pos += n as u64;
-        let pos = pos + n as u64;
+        let left = len.saturating_sub(pos);
+        let pos = pos + self.copy_bytes(store, (kind, id, len, pos), left, input)?;
         self.rec = Rec::Body {
             kind,
             id,

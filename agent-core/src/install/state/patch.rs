@@ -177,15 +177,9 @@ impl Ops<'_> {
                 };
             }
             Step::Copy { left } => {
-                let n = to_usize(left).min(input.len());
-                let (chunk, rest) = input.split_at(n);
-                *input = rest;
-                self.part_pos += n as u64;
-                self.out_bytes(store, (kind, id, len, pos), chunk)?;
-                pos += n as u64;
-                p.step = Step::Copy {
-                    left: left - n as u64,
-                };
+                let n = self.copy_bytes(store, (kind, id, len, pos), left, input)?;
+                pos += n;
+                p.step = Step::Copy { left: left - n };
             }
         }
         loop {

@@ -69,19 +69,11 @@ impl Ops<'_> {
         let mut pos = pos;
         if r.head > 0 || r.finished {
             // The head, or the tail once the stream is done.
-            let left = if r.head > 0 { r.head } else { r.tail };
-            let n = usize::try_from(left).unwrap_or(usize::MAX).min(input.len());
-            let (chunk, rest) = input.split_at(n);
-            *input = rest;
-            self.out_bytes(store, (kind, id, len, pos), chunk)?;
-            self.part_pos += n as u64;
-            pos += n as u64;
+            let left = if r.head > 0 { &mut r.head } else { &mut r.tail };
+            let n = self.copy_bytes(store, (kind, id, len, pos), u64::from(*left), input)?;
+            pos += n;
             // `n` is at most `left`, a u32.
-            if r.head > 0 {
-                r.head -= n as u32;
-            } else {
-                r.tail -= n as u32;
-            }
+            *left -= n as u32;
         } else {
             let n = usize::try_from(r.plain)
                 .unwrap_or(usize::MAX)
