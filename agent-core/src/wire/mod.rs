@@ -43,9 +43,9 @@ pub const MAGIC: [u8; 8] = *b"ECUPDATE";
 /// (`docs/FORMAT.md` §6). The writer writes the lowest version that carries an update.
 pub const FORMAT_VERSION: u16 = 4;
 /// The first format version with patch records (`docs/FORMAT.md` §6); in older files their
-/// operation code is unknown ([`FormatError::UnknownOp`]). Version 3 also adds xz parts with a filter
-/// byte in each part entry, and the dictionary size at the end of the superblock (after the
-/// security version).
+/// operation code is unknown ([`FormatError::UnknownOp`]). Version 3 also adds xz parts with a
+/// filter byte in each part entry, and the dictionary size at the end of the superblock (after
+/// the security version).
 pub const PATCH_FORMAT_VERSION: u16 = 3;
 /// The first format version with redeflate records (`docs/FORMAT.md` §6); in older files their
 /// operation code is unknown ([`FormatError::UnknownOp`]). Its superblock is version 3's.

@@ -290,8 +290,9 @@ impl UpdateWriter {
     }
 
     /// Sets the format version written (default: the lowest that carries the update, 4 when
-    /// it has redeflate records, 3 when it has patch records or xz parts, else 2). Version 1 is for devices whose agent predates security
-    /// versions (and for tests); it cannot carry a commit whose security version is not 0
+    /// it has redeflate records, 3 when it has patch records or xz parts, else 2). Version 1
+    /// is for devices whose agent predates security versions (and for tests); it cannot carry
+    /// a commit whose security version is not 0
     /// ([`WriteError::FormatVersion`]); versions 1 and 2 cannot carry patch records
     /// ([`WriteError::PatchNeedsV3`]).
     pub fn format_version(mut self, version: u16) -> Self {
@@ -318,6 +319,17 @@ impl UpdateWriter {
             self.spool = Some(BufWriter::with_capacity(STEP, tempfile::tempfile()?));
         }
         self.spool.as_mut().ok_or_else(|| invalid("no spool"))
+    }
+
+    /// Appends one record, in `pieces`, to the spool. A failure part way leaves part of a
+    /// record there: it is kept, so that nothing written after it is trusted.
+    fn spool_record(&mut self, pieces: &[&[u8]]) -> io::Result<()> {
+        let spool = self.spool()?;
+        let r = pieces.iter().try_for_each(|p| spool.write_all(p));
+        if let Err(e) = &r {
+            self.deferred = Some(io::Error::new(e.kind(), e.to_string()));
+        }
+        r
     }
 
     /// `commit_meta`: a commit's timestamp and security version; `filter`: a written file's.
@@ -379,14 +391,7 @@ impl UpdateWriter {
         }
         let mut header = [0u8; WRITE_HEADER_LEN];
         OpRepr::Write { kind, id, len }.emit(&mut header);
-        let spool = self.spool()?;
-        let r = spool
-            .write_all(&header)
-            .and_then(|()| spool.write_all(bytes));
-        if let Err(e) = r {
-            self.deferred = Some(io::Error::new(e.kind(), e.to_string()));
-            return Err(e);
-        }
+        self.spool_record(&[&header, bytes])?;
         let filter = if kind == ObjectKind::File {
             elf_filter(bytes)
         } else {
@@ -434,7 +439,8 @@ impl UpdateWriter {
                 .min(len);
             let more = want.saturating_sub(peek.len() as u64);
             reader.take(more).read_to_end(&mut peek)?;
-            let gzip = peek.len() as u64 == want && want > 3 && peek.ends_with(&[0x1f, 0x8b, 8]);
+            let gzip =
+                peek.len() as u64 == want && want > 3 && peek.ends_with(redeflate::GZIP_MAGIC);
             let mut rest = io::Cursor::new(peek).chain(reader);
             if !gzip {
                 return self.stream_object(kind, id, len, &mut rest);
@@ -534,14 +540,7 @@ impl UpdateWriter {
             source,
         }
         .emit(&mut header);
-        let spool = self.spool()?;
-        let r = spool
-            .write_all(&header)
-            .and_then(|()| spool.write_all(patch));
-        if let Err(e) = r {
-            self.deferred = Some(io::Error::new(e.kind(), e.to_string()));
-            return Err(e);
-        }
+        self.spool_record(&[&header, patch])?;
         self.patches = true;
         // A patched file names nothing either: it may move ahead with the written files (its
         // bytes are a patch, not code: no filter).
@@ -574,16 +573,12 @@ impl UpdateWriter {
             params: split.params,
         }
         .emit(&mut header);
-        let spool = self.spool()?;
-        let r = spool
-            .write_all(&header)
-            .and_then(|()| spool.write_all(&bytes[..head]))
-            .and_then(|()| spool.write_all(&split.plain))
-            .and_then(|()| spool.write_all(&bytes[bytes.len() - tail..]));
-        if let Err(e) = r {
-            self.deferred = Some(io::Error::new(e.kind(), e.to_string()));
-            return Err(e);
-        }
+        self.spool_record(&[
+            &header,
+            &bytes[..head],
+            &split.plain,
+            &bytes[bytes.len() - tail..],
+        ])?;
         self.redeflated += 1;
         // Its plaintext is text, not code: no filter.
         self.note_op(ObjectKind::File, id, record, None, Some(Filter::None));

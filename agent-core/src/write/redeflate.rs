@@ -9,6 +9,9 @@ use crate::install::{Redeflate, Zlib};
 use crate::object::{FileHeader, FILE_HEADER_LEN, S_IFMT, S_IFREG};
 use crate::wire::DeflateParams;
 
+/// How a gzip member starts (RFC 1952): its two magic bytes and method 8, deflate.
+pub(super) const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b, 8];
+
 /// Largest plaintext a redeflate record is made for: 64 MiB (the writer holds it in memory).
 pub(super) const MAX_PLAIN: usize = 64 << 20;
 
@@ -40,7 +43,7 @@ pub(super) struct Split {
 /// Where the deflate stream of the gzip member at the start of `content` begins, if it is one
 /// (RFC 1952: magic, method 8, no reserved flags, then the optional fields the flags name).
 fn gzip_stream_start(content: &[u8]) -> Option<usize> {
-    let [0x1f, 0x8b, 8, flags, ..] = *content else {
+    let (GZIP_MAGIC, [flags, ..]) = content.split_at_checked(3)? else {
         return None;
     };
     if flags & 0xe0 != 0 {
