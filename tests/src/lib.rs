@@ -227,6 +227,21 @@ pub fn has(repo: &Repo, kind: ObjectKind, id: &ObjectId) -> bool {
     repo.has_object(kind, id).unwrap()
 }
 
+/// Commits the tree at `dir` on `ref_name` of `repo`: version `version` (subject "version
+/// `version`"), timestamp `ts`.
+pub fn commit_dir(repo: &Repo, ref_name: &str, dir: &Path, version: &str, ts: u64) -> ObjectId {
+    use agent_linux::repo::CommitMeta;
+    use agent_linux::tree::{build_dir, BuildOptions};
+    let (root, _) = build_dir(repo, dir, &BuildOptions::default(), &mut |_| {}).unwrap();
+    let meta = CommitMeta {
+        version: version.into(),
+        subject: format!("version {version}"),
+        body: String::new(),
+        timestamp: ts,
+    };
+    repo.commit(ref_name, root, &meta).unwrap()
+}
+
 /// Two versions of a source tree, committed into a new build repository.
 pub struct TwoVersions {
     /// The tree of version 1.
@@ -244,21 +259,9 @@ pub struct TwoVersions {
 /// Commits `src1` (version "1") and `src2` (version "2") on `ref_name` into a new build
 /// repository `tmp/build`.
 pub fn commit_two(tmp: &Path, ref_name: &str, src1: PathBuf, src2: PathBuf) -> TwoVersions {
-    use agent_linux::repo::CommitMeta;
-    use agent_linux::tree::{build_dir, BuildOptions};
     let build = Repo::init(&tmp.join("build")).unwrap();
-    let commit = |dir: &Path, v: &str, ts: u64| {
-        let (root, _) = build_dir(&build, dir, &BuildOptions::default(), &mut |_| {}).unwrap();
-        let meta = CommitMeta {
-            version: v.into(),
-            subject: format!("version {v}"),
-            body: String::new(),
-            timestamp: ts,
-        };
-        build.commit(ref_name, root, &meta).unwrap()
-    };
-    let c1 = commit(&src1, "1", 1_700_000_000);
-    let c2 = commit(&src2, "2", 1_700_000_100);
+    let c1 = commit_dir(&build, ref_name, &src1, "1", 1_700_000_000);
+    let c2 = commit_dir(&build, ref_name, &src2, "2", 1_700_000_100);
     TwoVersions {
         src1,
         src2,

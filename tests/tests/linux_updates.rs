@@ -22,14 +22,7 @@ use tests::{
 const REF: &str = "ecu/armv7/main";
 
 fn commit_dir(repo: &Repo, dir: &Path, version: &str, ts: u64) -> ObjectId {
-    let (root, _) = build_dir(repo, dir, &BuildOptions::default(), &mut |_| {}).unwrap();
-    let meta = CommitMeta {
-        version: version.into(),
-        subject: format!("version {version}"),
-        body: String::new(),
-        timestamp: ts,
-    };
-    repo.commit(REF, root, &meta).unwrap()
+    tests::commit_dir(repo, REF, dir, version, ts)
 }
 
 fn update_bytes(
