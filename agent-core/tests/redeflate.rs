@@ -17,6 +17,7 @@ use agent_core::wire::{
 };
 use agent_core::write::UpdateWriter;
 use common::*;
+use test_support::gzip::member as gzip;
 
 const TS: u64 = 1_700_000_000;
 
@@ -55,37 +56,6 @@ fn text(len: usize, seed: u32) -> Vec<u8> {
         }
     }
     out.truncate(len);
-    out
-}
-
-/// A gzip file of `plain` as `gzip -n` writes it (no name, no time): header, zlib's raw deflate
-/// at `level`, CRC-32 and length. `name` adds an FNAME field.
-fn gzip(plain: &[u8], level: u8, name: Option<&str>) -> Vec<u8> {
-    let mut out = vec![
-        0x1f,
-        0x8b,
-        8,
-        if name.is_some() { 8 } else { 0 },
-        0,
-        0,
-        0,
-        0,
-        2,
-        3,
-    ];
-    if let Some(n) = name {
-        out.extend_from_slice(n.as_bytes());
-        out.push(0);
-    }
-    let params = DeflateParams {
-        level,
-        ..DeflateParams::BEST
-    };
-    out.extend(Zlib::new().deflate_all(params, plain).unwrap());
-    let mut crc = flate2::Crc::new();
-    crc.update(plain);
-    out.extend_from_slice(&crc.sum().to_le_bytes());
-    out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
     out
 }
 

@@ -44,7 +44,7 @@ fn tree(root: &Path, version: u32) {
             format!(".TH PAGE{m} 1 v{v}\n.SH NAME\npage{m} \\- does thing {m}\n").repeat(60 + m);
         fs::write(
             man.join(format!("page{m}.1.gz")),
-            test_support::tool::gzip_n(page.as_bytes()),
+            test_support::gzip::gzip_n(page.as_bytes()),
         )
         .unwrap();
     }

@@ -190,7 +190,10 @@ pub fn sample_gzip_update(signed: bool) -> (Vec<u8>, ObjectId) {
         .flat_map(|i| format!("release {} fixes bug {}\n", i % 40, i % 17).into_bytes())
         .take(4000)
         .collect();
-    let tree = sample_tree(300).dir("doc", Tree::default().file("changelog.gz", gzip(&text)));
+    let tree = sample_tree(300).dir(
+        "doc",
+        Tree::default().file("changelog.gz", test_support::gzip::member(&text, 9, None)),
+    );
     let b = build(
         &tree,
         &CommitInfo::new(None, 1_700_000_000, "1.0").subject("fuzz sample"),
@@ -208,31 +211,6 @@ pub fn sample_gzip_update(signed: bool) -> (Vec<u8>, ObjectId) {
         "the gzip file is carried in a redeflate record"
     );
     (out, b.commit)
-}
-
-/// `plain` as `gzip -9n` writes a small file: header, zlib's raw deflate at level 9, CRC-32
-/// and length.
-fn gzip(plain: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 3];
-    let stream = agent_core::install::Zlib::new()
-        .deflate_all(agent_core::wire::DeflateParams::BEST, plain)
-        .expect("zlib deflates");
-    out.extend(stream);
-    // CRC-32 (IEEE, reflected), bitwise: a few KB once.
-    let mut crc = !0u32;
-    for &b in plain {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    out.extend_from_slice(&(!crc).to_le_bytes());
-    out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
-    out
 }
 
 /// `big` bytes that compress well: the content of the sample's `data.bin`.

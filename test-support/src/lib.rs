@@ -21,6 +21,7 @@
 #[cfg(feature = "c-header")]
 pub mod c_header;
 pub mod c_program;
+pub mod gzip;
 pub mod image;
 pub mod mem;
 pub mod rng;

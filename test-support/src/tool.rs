@@ -14,33 +14,6 @@
 
 use std::path::Path;
 
-/// `content` compressed by the real `gzip -9n` (Debian's essential package `gzip`: what a
-/// package build runs on manuals and changelogs).
-///
-/// # Panics
-/// When `gzip` does not run or fails.
-pub fn gzip_n(content: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("gzip")
-        .arg("-9nc")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("gzip (Debian's essential package gzip) runs");
-    let mut stdin = child.stdin.take().expect("gzip's stdin");
-    let input = content.to_vec();
-    // Fed from another thread: gzip's output pipe fills before its input is all read.
-    let feeder = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().expect("gzip ends");
-    feeder
-        .join()
-        .expect("the feeder")
-        .expect("gzip reads its input");
-    assert!(out.status.success(), "gzip -9n failed");
-    out.stdout
-}
-
 /// Whether the tests run under CI: `CI` set to anything but empty, `0` or `false` (the rule
 /// `cargo xtask test` applies too).
 pub fn ci() -> bool {

@@ -12,7 +12,7 @@ use agent_linux::checkout::{checkout, CheckoutMode};
 use agent_linux::generate::{generate, GenerateOptions, UpdateSummary};
 use agent_linux::keys;
 use agent_linux::repo::Repo;
-use test_support::tool::gzip_n;
+use test_support::gzip::gzip_n;
 use tests::{
     assert_same_tree, commit_two, install_chunked, semi_random_text, staged_files, TwoVersions,
 };
