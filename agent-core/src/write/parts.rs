@@ -3,7 +3,9 @@
 
 use std::vec::Vec;
 
-use super::{Locality, Rec, WriteError, DEFAULT_PART_SIZE, MAX_XZ_PART, XZ_PARTS};
+use super::{
+    Locality, Rec, WriteError, DEFAULT_PART_SIZE, MAX_XZ_PART, MIN_XZ_SPLIT_PART, XZ_PARTS,
+};
 use crate::object::{FileHeader, FILE_HEADER_LEN, MAX_SYMLINK_TARGET, MAX_XATTR_BYTES};
 use crate::wire::{Filter, MAX_PARTS};
 
@@ -119,10 +121,14 @@ pub(super) fn lay_out(
         match part_size {
             None => {
                 let total: u64 = ordered.iter().map(|r| r.0).sum();
-                let target = total
+                let mut target = total
                     .div_ceil(XZ_PARTS)
                     .min(MAX_XZ_PART)
                     .max(u64::from(max_dictionary));
+                if total >= 2 * MIN_XZ_SPLIT_PART {
+                    // At least two parts, so that both cores of the host compress.
+                    target = target.min(total.div_ceil(2));
+                }
                 plan_even(&ordered, target)?
             }
             // Packed up to the size asked for, each part with the filter of most of its
@@ -332,6 +338,42 @@ mod test {
         // half of it each), four fit.
         let huge = plan_even(&plain(&[u64::from(u32::MAX) / 2; 6]), u64::MAX).unwrap();
         assert_eq!(counts(huge), vec![2, 1, 2, 1]);
+    }
+
+    #[test]
+    fn an_xz_update_the_dictionary_holds_is_two_parts_from_twice_the_split_floor() {
+        let recs = |n: u64, len: u64| -> Vec<Rec> {
+            (0..n)
+                .map(|_| Rec {
+                    len,
+                    key: 0,
+                    file: true,
+                    filter: Filter::None,
+                })
+                .collect()
+        };
+        let parts = |records: &[Rec], xz: bool| -> Vec<u32> {
+            lay_out(records, xz, Locality::Tree, None, 8 << 20)
+                .unwrap()
+                .iter()
+                .map(|j| j.ops)
+                .collect()
+        };
+        let floor = MIN_XZ_SPLIT_PART;
+        // Just under twice the floor: one part, as the dictionary holds it.
+        assert_eq!(parts(&recs(64, (2 * floor - 1) / 64), true), vec![64]);
+        // Twice the floor: two equal parts.
+        assert_eq!(parts(&recs(64, 2 * floor / 64), true), vec![32, 32]);
+        assert_eq!(parts(&recs(64, (6 << 20) / 64), true), vec![32, 32]);
+        // Past the dictionary (8 MiB), parts of its size (or a quarter of the file) as before.
+        assert_eq!(parts(&recs(64, (12 << 20) / 64), true), vec![32, 32]);
+        assert_eq!(
+            parts(&recs(64, (64 << 20) / 64), true),
+            vec![16, 16, 16, 16]
+        );
+        // Deflate packs parts of 512 KiB, as before.
+        assert_eq!(parts(&recs(64, 2 * floor / 64), false), vec![64]);
+        assert_eq!(parts(&recs(64, 4 * floor / 64), false), vec![32, 32]);
     }
 
     #[test]
