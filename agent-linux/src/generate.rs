@@ -177,9 +177,10 @@ pub fn generate(
     progress: &mut dyn FnMut(u32, u64),
 ) -> Result<UpdateSummary, GenerateError> {
     let target = repo.read_commit(to)?;
-    let source = match from {
-        Some(f) => repo.reachable(&f)?,
-        None => ObjectSet::default(),
+    let (source, pairs) = match from {
+        Some(f) if !opts.no_patches => SourceFiles::of(repo, &f)?,
+        Some(f) => (repo.reachable(&f)?, SourceFiles::default()),
+        None => (ObjectSet::default(), SourceFiles::default()),
     };
     let mut writer = UpdateWriter::new(
         ref_name,
@@ -195,10 +196,6 @@ pub fn generate(
     if let Some(l) = opts.compression {
         writer = writer.compression(l);
     }
-    let pairs = match from {
-        Some(f) if !opts.no_patches => SourceFiles::of(repo, &repo.read_commit(&f)?.root_tree)?,
-        _ => SourceFiles::default(),
-    };
     writer = writer.codec(opts.codec).redeflate(!opts.no_redeflate);
     if let Some(d) = opts.max_dictionary {
         writer = writer.max_dictionary(d);
@@ -362,19 +359,24 @@ fn sibling_key(name: &[u8]) -> Vec<u8> {
 }
 
 impl SourceFiles {
-    /// Every regular file under `root` (walked with an explicit stack).
-    fn of(repo: &Repo, root: &ObjectId) -> Result<SourceFiles, GenerateError> {
+    /// The objects of `commit` (what [`Repo::reachable`] gives) and every regular file of its
+    /// tree, in one walk (with an explicit stack) that reads each directory once.
+    fn of(repo: &Repo, commit: &ObjectId) -> Result<(ObjectSet, SourceFiles), GenerateError> {
+        let c = repo.read_commit(commit)?;
+        let mut set = ObjectSet::default();
+        set.dirmetas.insert(c.root_meta);
         let mut files = SourceFiles::default();
-        let mut stack = vec![(*root, Vec::new(), 0usize)];
-        let mut seen = HashSet::new();
+        let mut stack = vec![(c.root_tree, Vec::new(), 0usize)];
         while let Some((tree, dir, depth)) = stack.pop() {
-            if depth > MAX_TREE_DEPTH || !seen.insert((tree, dir.clone())) {
-                continue;
+            if depth > MAX_TREE_DEPTH {
+                return Err(RepoError::TooDeep(*commit).into());
             }
+            set.dirtrees.insert(tree);
             files.dirs.insert(dir.clone(), tree);
             for e in repo.read_dirtree(&tree)? {
                 match e {
                     OwnedEntry::File { name, id } => {
+                        set.files.insert(id);
                         let mut path = dir.clone();
                         path.push(b'/');
                         path.extend_from_slice(&name);
@@ -384,7 +386,8 @@ impl SourceFiles {
                             .or_insert(id);
                         files.by_path.insert(path, id);
                     }
-                    OwnedEntry::Dir { name, tree, .. } => {
+                    OwnedEntry::Dir { name, tree, meta } => {
+                        set.dirmetas.insert(meta);
                         let mut path = dir.clone();
                         path.push(b'/');
                         path.extend_from_slice(&name);
@@ -393,7 +396,7 @@ impl SourceFiles {
                 }
             }
         }
-        Ok(files)
+        Ok((set, files))
     }
 
     /// The source dirtree to patch the dirtree at `dir` from, if any.
