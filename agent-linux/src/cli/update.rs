@@ -57,8 +57,8 @@ pub struct WriterArgs {
     #[arg(long, value_name = "K")]
     sign_key: Option<PathBuf>,
     /// Target decoded size of a part in bytes (default: 512 KiB for deflate; for xz, 4 parts
-    /// of equal size, or parts of the dictionary's size when that makes more); with this
-    /// flag, records are packed up to it and larger objects get a part of their own.
+    /// of equal size, or fewer of the dictionary's size, but 2 from 512 KiB of records); with
+    /// this flag, records are packed up to it and larger objects get a part of their own.
     #[arg(long, value_name = "BYTES")]
     part_size: Option<usize>,
     /// Compression level: deflate's 0 (fastest) to 10 (smallest), or xz's preset 0 to 9;
