@@ -246,9 +246,9 @@ pub fn apply_from(
     let mut window = vec![0u8; INFLATE_WINDOW];
     let mut decoder = crate::xz::decoder(MAX_DICTIONARY);
     let mut xz = XzDecoder::with_decoder(&mut *decoder);
-    // zlib's encoder for redeflate records (gzip files carried inflated): about 270 KiB, taken
-    // at the first such record.
-    let mut zlib = agent_core::install::Zlib::new();
+    // zlib's and GNU gzip's encoders for redeflate records (gzip files carried inflated):
+    // about 270 and 330 KiB, each taken at the first record that names it.
+    let mut zlib = agent_core::install::Deflaters::new();
     let mut inst = Box::new(
         Installer::new(policy, &mut window)
             .with_xz(&mut xz)

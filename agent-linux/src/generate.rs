@@ -27,7 +27,7 @@ use std::sync::Mutex;
 
 use agent_core::object::{ObjectId, ObjectKind};
 use agent_core::wire::Codec;
-use agent_core::write::{UpdateWriter, WriteError, WriteSummary};
+use agent_core::write::{RedeflateMode, UpdateWriter, WriteError, WriteSummary};
 
 use crate::repo::{io_err, ObjectSet, OwnedEntry, Repo, RepoError, MAX_TREE_DEPTH};
 
@@ -112,9 +112,9 @@ pub struct GenerateOptions {
     pub compression: Option<u8>,
     /// Write every new file whole, never as a patch of a source file.
     pub no_patches: bool,
-    /// Write gzip files as they are, never inflated in a redeflate record (for a device whose
-    /// installer has no deflate encoder).
-    pub no_redeflate: bool,
+    /// Which gzip files are carried inflated in redeflate records ([`RedeflateMode::Off`] for
+    /// a device whose installer has no deflate encoder).
+    pub redeflate: RedeflateMode,
     /// Codec of the parts: [`Codec::Xz`] (the default) or [`Codec::Deflate`].
     pub codec: Codec,
     /// The largest window a device must lend (the writer's default, 8 MiB, when `None`).
@@ -128,7 +128,7 @@ impl Default for GenerateOptions {
             part_size: None,
             compression: None,
             no_patches: false,
-            no_redeflate: false,
+            redeflate: RedeflateMode::Auto,
             codec: Codec::Xz,
             max_dictionary: None,
         }
@@ -196,7 +196,7 @@ pub fn generate(
     if let Some(l) = opts.compression {
         writer = writer.compression(l);
     }
-    writer = writer.codec(opts.codec).redeflate(!opts.no_redeflate);
+    writer = writer.codec(opts.codec).redeflate_mode(opts.redeflate);
     if let Some(d) = opts.max_dictionary {
         writer = writer.max_dictionary(d);
     }

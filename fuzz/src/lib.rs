@@ -28,7 +28,7 @@ pub fn install_chunks(
     let mut dictionary = vec![0u8; 1 << 20];
     let mut xz = Box::new(agent_core::install::XzDecoder::new(&mut dictionary));
     // zlib for redeflate records, as the Linux agent lends it.
-    let mut zlib = agent_core::install::Zlib::new();
+    let mut zlib = agent_core::install::Deflaters::new();
     let mut inst = Installer::new(policy, &mut window)
         .with_xz(&mut xz)
         .with_redeflate(&mut zlib);

@@ -39,10 +39,18 @@ pub fn member(plain: &[u8], level: u8, name: Option<&str>) -> Vec<u8> {
 /// # Panics
 /// When `gzip` does not run or fails.
 pub fn gzip_n(content: &[u8]) -> Vec<u8> {
+    gzip_level(content, 9)
+}
+
+/// `content` compressed by the real `gzip -<level>n` (`level` 1 to 9).
+///
+/// # Panics
+/// When `gzip` does not run or fails.
+pub fn gzip_level(content: &[u8], level: u8) -> Vec<u8> {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new("gzip")
-        .arg("-9nc")
+        .arg(format!("-{level}nc"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -56,6 +64,6 @@ pub fn gzip_n(content: &[u8]) -> Vec<u8> {
         .join()
         .expect("the feeder")
         .expect("gzip reads its input");
-    assert!(out.status.success(), "gzip -9n failed");
+    assert!(out.status.success(), "gzip -{level}n failed");
     out.stdout
 }

@@ -198,7 +198,7 @@ pub fn install_chunked(
     let mut win = window();
     let mut dict = dictionary();
     let mut xz = Box::new(agent_core::install::XzDecoder::new(&mut dict));
-    let mut zlib = agent_core::install::Zlib::new();
+    let mut zlib = agent_core::install::Deflaters::new();
     let mut inst = Box::new(
         Installer::new(policy, &mut win)
             .with_xz(&mut xz)

@@ -1,13 +1,15 @@
 //! Redeflate records on Linux (`docs/FORMAT.md` §6): the manuals and changelogs of a system,
 //! gzip'd by the real `gzip -9n` as Debian's packaging does, are carried as the text they
-//! inflate to when zlib rebuilds their stream; the device's repository gets every file back
-//! byte for byte, from scratch and in a delta, at every chunk size.
+//! inflate to when zlib's deflate rebuilds their stream (the small ones) or, in a delta or
+//! with `RedeflateMode::All`, GNU gzip's (the large ones too); the device's repository gets
+//! every file back byte for byte, from scratch and in a delta, at every chunk size.
 
 use std::fs;
 use std::path::Path;
 
 use agent_core::install::Policy;
 use agent_core::object::ObjectId;
+use agent_core::write::RedeflateMode;
 use agent_linux::checkout::{checkout, CheckoutMode};
 use agent_linux::generate::{generate, GenerateOptions, UpdateSummary};
 use agent_linux::keys;
@@ -26,8 +28,8 @@ fn write(root: &Path, rel: &str, content: &[u8]) {
 }
 
 /// Version `v` of a small system: manuals (gzip'd, two of them change in version 2, one is
-/// new), a changelog of 400 KB (gzip'd: over 64 KiB, GNU gzip cuts its blocks where zlib does
-/// not), a binary and a text file.
+/// new), a changelog of 400 KB that changes too (gzip'd: over 64 KiB, GNU gzip cuts its
+/// blocks where zlib does not), a binary and a text file.
 fn tree(root: &Path, v: u64) {
     for (i, name) in ["ls", "cp", "mv", "cat", "tar", "sed"].iter().enumerate() {
         let i = i as u64;
@@ -49,7 +51,7 @@ fn tree(root: &Path, v: u64) {
     write(
         root,
         "usr/share/doc/base/changelog.gz",
-        &gzip_n(&semi_random_text(5, 400_000)),
+        &gzip_n(&semi_random_text(5 + v, 400_000)),
     );
     write(
         root,
@@ -73,11 +75,11 @@ fn update(
     t: &Trees,
     from: Option<ObjectId>,
     to: &ObjectId,
-    no_redeflate: bool,
+    redeflate: RedeflateMode,
 ) -> (Vec<u8>, UpdateSummary) {
     let opts = GenerateOptions {
         sign_key: Some([7; 32]),
-        no_redeflate,
+        redeflate,
         ..GenerateOptions::default()
     };
     let mut out = Vec::new();
@@ -94,26 +96,35 @@ fn policy() -> Policy<'static> {
 fn gzip_files_come_back_byte_for_byte_from_scratch_at_every_chunk_size() {
     let tmp = tempfile::tempdir().unwrap();
     let t = trees(tmp.path());
-    let (full, s) = update(&t, None, &t.c2, false);
-    let (plain, p) = update(&t, None, &t.c2, true);
-    // The seven manuals (under 64 KiB: zlib rebuilds what gzip -9n wrote), not the changelog.
-    assert_eq!((s.redeflated, p.redeflated), (7, 0), "{s:?}");
+    let (full, s) = update(&t, None, &t.c2, RedeflateMode::Auto);
+    let (all, a) = update(&t, None, &t.c2, RedeflateMode::All);
+    let (plain, p) = update(&t, None, &t.c2, RedeflateMode::Off);
+    // From scratch by default, the seven manuals (under 64 KiB: zlib rebuilds what gzip -9n
+    // wrote), not the changelog; with All, the changelog too, through GNU gzip's deflate.
+    assert_eq!(
+        (s.redeflated, a.redeflated, p.redeflated),
+        (7, 8, 0),
+        "{s:?}"
+    );
     assert_eq!(full[8..10], [4, 0], "the manuals make it format version 4");
     assert_eq!(plain[8..10], [3, 0], "--no-redeflate keeps version 3");
     assert!(
-        full.len() < plain.len(),
-        "with redeflate records {} bytes, without {}",
+        all.len() < full.len() && full.len() < plain.len(),
+        "with GNU gzip's redeflate records {} bytes, zlib's only {}, without {}",
+        all.len(),
         full.len(),
         plain.len()
     );
-    for chunk in [1, 7, 512, 64 * 1024, usize::MAX] {
-        let dev = Repo::init(&tmp.path().join(format!("dev-{chunk}"))).unwrap();
-        let i = install_chunked(&dev, &full, chunk, policy()).unwrap();
-        assert_eq!(i.commit, t.c2);
-        let co = tmp.path().join(format!("co-{chunk}"));
-        checkout(&dev, &t.c2, &co, CheckoutMode::Copy).unwrap();
-        assert_same_tree(&t.src2, &co);
-        assert!(staged_files(&dev).is_empty());
+    for (name, file) in [("auto", &full), ("all", &all)] {
+        for chunk in [1, 7, 512, 64 * 1024, usize::MAX] {
+            let dev = Repo::init(&tmp.path().join(format!("dev-{name}-{chunk}"))).unwrap();
+            let i = install_chunked(&dev, file, chunk, policy()).unwrap();
+            assert_eq!(i.commit, t.c2);
+            let co = tmp.path().join(format!("co-{name}-{chunk}"));
+            checkout(&dev, &t.c2, &co, CheckoutMode::Copy).unwrap();
+            assert_same_tree(&t.src2, &co);
+            assert!(staged_files(&dev).is_empty());
+        }
     }
 }
 
@@ -121,10 +132,20 @@ fn gzip_files_come_back_byte_for_byte_from_scratch_at_every_chunk_size() {
 fn a_delta_with_changed_and_new_manuals_installs_at_every_chunk_size() {
     let tmp = tempfile::tempdir().unwrap();
     let t = trees(tmp.path());
-    let (full1, _) = update(&t, None, &t.c1, false);
-    let (delta, s) = update(&t, Some(t.c1), &t.c2, false);
-    let (plain, _) = update(&t, Some(t.c1), &t.c2, true);
+    let (full1, _) = update(&t, None, &t.c1, RedeflateMode::Auto);
+    let (delta, s) = update(&t, Some(t.c1), &t.c2, RedeflateMode::Auto);
+    let (zlib, z) = update(&t, Some(t.c1), &t.c2, RedeflateMode::Zlib);
+    let (plain, _) = update(&t, Some(t.c1), &t.c2, RedeflateMode::Off);
     assert_eq!(delta[8..10], [4, 0]);
+    // A delta carries the changed changelog inflated too (GNU gzip's deflate), the two
+    // changed manuals and the new one (zlib's).
+    assert_eq!((s.redeflated, z.redeflated), (4, 3), "{s:?} {z:?}");
+    assert!(
+        delta.len() < zlib.len(),
+        "{} vs {}",
+        delta.len(),
+        zlib.len()
+    );
     assert!(
         delta.len() < plain.len(),
         "{} vs {}",

@@ -35,6 +35,8 @@
 //! module, `resume`, and `docs/RESUME.md`).
 
 mod error;
+#[cfg(feature = "std")]
+mod gnu_gzip;
 mod parts;
 mod policy;
 mod progress;
@@ -48,10 +50,12 @@ mod superblock;
 mod xz;
 
 pub use error::{InstallError, ERROR_REF_LEN};
+#[cfg(feature = "std")]
+pub use gnu_gzip::GnuGzip;
 pub use policy::Policy;
 pub use progress::{Installed, PartCheck, Progress, UpdateInfo};
 #[cfg(feature = "std")]
-pub use redeflate::Zlib;
+pub use redeflate::{Deflaters, Zlib};
 #[cfg(feature = "redeflate")]
 pub use redeflate::{Redeflate, RedeflateError};
 pub use resume::{Checkpoint, CheckpointError, CHECKPOINT_LEN, CHECKPOINT_MAGIC};

@@ -47,7 +47,79 @@ pub trait Redeflate {
 }
 
 #[cfg(feature = "std")]
+pub use deflaters::Deflaters;
+#[cfg(feature = "std")]
 pub use zlib::Zlib;
+
+#[cfg(feature = "std")]
+mod deflaters {
+    use std::vec::Vec;
+
+    use super::super::GnuGzip;
+    use super::{Redeflate, RedeflateError, Zlib};
+    use crate::wire::DeflateParams;
+
+    /// zlib's deflate and GNU gzip's ([`GnuGzip`]), each for the records whose parameters name
+    /// it: what the writer checks streams with and what `ecu-agent apply` lends. Each one's
+    /// state is allocated at its first stream.
+    #[derive(Default)]
+    pub struct Deflaters {
+        zlib: Zlib,
+        gzip: GnuGzip,
+        gnu: bool,
+    }
+
+    impl Deflaters {
+        /// Both encoders, nothing allocated yet.
+        pub fn new() -> Deflaters {
+            Deflaters::default()
+        }
+
+        /// Whether [`Redeflate::start`] accepts `params`.
+        pub fn supports(params: DeflateParams) -> bool {
+            Zlib::supports(params) || GnuGzip::supports(params)
+        }
+
+        /// The raw deflate stream of `plain` as a redeflate record's device rebuilds it.
+        pub fn deflate_all(
+            &mut self,
+            params: DeflateParams,
+            plain: &[u8],
+        ) -> Result<Vec<u8>, RedeflateError> {
+            let mut stream = Vec::with_capacity(plain.len() / 2 + 64);
+            self.start(params)?;
+            self.deflate(plain, true, &mut |b| {
+                stream.extend_from_slice(b);
+                true
+            })?;
+            Ok(stream)
+        }
+    }
+
+    impl Redeflate for Deflaters {
+        fn start(&mut self, params: DeflateParams) -> Result<(), RedeflateError> {
+            self.gnu = params.is_gzip();
+            if self.gnu {
+                self.gzip.start(params)
+            } else {
+                self.zlib.start(params)
+            }
+        }
+
+        fn deflate(
+            &mut self,
+            plain: &[u8],
+            finish: bool,
+            out: &mut dyn FnMut(&[u8]) -> bool,
+        ) -> Result<(), RedeflateError> {
+            if self.gnu {
+                self.gzip.deflate(plain, finish, out)
+            } else {
+                self.zlib.deflate(plain, finish, out)
+            }
+        }
+    }
+}
 
 #[cfg(feature = "std")]
 mod zlib {

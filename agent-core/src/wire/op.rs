@@ -50,7 +50,7 @@ pub struct DeflateParams {
     /// zlib's `memLevel`, 1..=9.
     pub mem_level: u8,
     /// zlib's strategy, 0..=4 (`Z_DEFAULT_STRATEGY`, `Z_FILTERED`, `Z_HUFFMAN_ONLY`, `Z_RLE`,
-    /// `Z_FIXED`).
+    /// `Z_FIXED`), or [`DeflateParams::GZIP`]: GNU gzip's encoder instead of zlib's.
     pub strategy: u8,
 }
 
@@ -64,15 +64,39 @@ impl DeflateParams {
         strategy: 0,
     };
 
+    /// The `strategy` byte that names GNU gzip's deflate (`gzip -4` to `gzip -9`, whose window
+    /// and tables are fixed: `window_bits` 15 and `mem_level` 8 go with it) instead of zlib's.
+    pub const GZIP: u8 = 0x80;
+
+    /// GNU gzip's deflate at `level` (`gzip -9n` writes Debian's manuals and changelogs).
+    pub const fn gzip(level: u8) -> DeflateParams {
+        DeflateParams {
+            level,
+            window_bits: 15,
+            mem_level: 8,
+            strategy: DeflateParams::GZIP,
+        }
+    }
+
+    /// Whether these name GNU gzip's deflate rather than zlib's.
+    pub const fn is_gzip(&self) -> bool {
+        self.strategy == DeflateParams::GZIP
+    }
+
     /// The four bytes as the record holds them, checked: level, window bits, memory level,
-    /// strategy.
+    /// strategy (zlib's, or [`DeflateParams::GZIP`] at levels 4 to 9 with window bits 15 and
+    /// memory level 8).
     pub fn parse(b: [u8; 4]) -> Result<DeflateParams, FormatError> {
         let [level, window_bits, mem_level, strategy] = b;
-        if level > 9
-            || !(9..=15).contains(&window_bits)
-            || !(1..=9).contains(&mem_level)
-            || strategy > 4
-        {
+        let zlib = level <= 9
+            && (9..=15).contains(&window_bits)
+            && (1..=9).contains(&mem_level)
+            && strategy <= 4;
+        let gzip = (4..=9).contains(&level)
+            && window_bits == 15
+            && mem_level == 8
+            && strategy == DeflateParams::GZIP;
+        if !zlib && !gzip {
             return Err(FormatError::BadDeflateParams(b));
         }
         Ok(DeflateParams {

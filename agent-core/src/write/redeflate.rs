@@ -5,7 +5,7 @@ use std::vec::Vec;
 
 use flate2::{Decompress, FlushDecompress, Status};
 
-use crate::install::{Redeflate, Zlib};
+use crate::install::{Deflaters, Redeflate};
 use crate::object::{FileHeader, FILE_HEADER_LEN, S_IFMT, S_IFREG};
 use crate::wire::DeflateParams;
 
@@ -15,10 +15,11 @@ pub(super) const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b, 8];
 /// Largest plaintext a redeflate record is made for: 64 MiB (the writer holds it in memory).
 pub(super) const MAX_PLAIN: usize = 64 << 20;
 
-/// The parameters tried, in order: `gzip -9` and zlib's default level 6, the two that make
-/// nearly every gzip file of a Linux system (`gzip -9n` for Debian's documentation and
-/// manuals; files over 64 KiB from GNU gzip are cut into blocks differently and rarely match).
-const TRIED: [DeflateParams; 2] = [
+/// The parameters tried, in order: zlib at `-9` and at its default level 6 (zlib makes the
+/// same stream as `gzip -9n` for most gzip files under about 64 KiB of text: Debian's small
+/// manuals), then, when asked, GNU gzip's deflate at `-9` and `-6` (its default), which cuts
+/// larger files into blocks as zlib does not.
+const TRIED: [DeflateParams; 4] = [
     DeflateParams::BEST,
     DeflateParams {
         level: 6,
@@ -26,6 +27,8 @@ const TRIED: [DeflateParams; 2] = [
         mem_level: 8,
         strategy: 0,
     },
+    DeflateParams::gzip(9),
+    DeflateParams::gzip(6),
 ];
 
 /// A file object split for a redeflate record.
@@ -92,7 +95,7 @@ fn inflate(stream: &[u8]) -> Option<(Vec<u8>, usize)> {
 
 /// Whether `z` deflates `plain` with `params` into exactly `stream` (stopping at the first
 /// byte that differs).
-fn rebuilds(z: &mut Zlib, params: DeflateParams, plain: &[u8], stream: &[u8]) -> bool {
+fn rebuilds(z: &mut Deflaters, params: DeflateParams, plain: &[u8], stream: &[u8]) -> bool {
     if z.start(params).is_err() {
         return false;
     }
@@ -107,9 +110,10 @@ fn rebuilds(z: &mut Zlib, params: DeflateParams, plain: &[u8], stream: &[u8]) ->
 }
 
 /// The redeflate split of file object `bytes`, if its content is a gzip member whose stream
-/// `z` rebuilds with one of the parameters tried, and the plaintext is no shorter than the
-/// stream (so the record is never longer than the object's bytes).
-pub(super) fn split(z: &mut Zlib, bytes: &[u8]) -> Option<Split> {
+/// `z` rebuilds with one of the parameters tried (GNU gzip's only when `gzip`), and the
+/// plaintext is no shorter than the stream (so the record is never longer than the object's
+/// bytes).
+pub(super) fn split(z: &mut Deflaters, bytes: &[u8], gzip: bool) -> Option<Split> {
     let header = FileHeader::parse(bytes).ok()?;
     if header.mode & S_IFMT != S_IFREG {
         return None;
@@ -125,6 +129,7 @@ pub(super) fn split(z: &mut Zlib, bytes: &[u8]) -> Option<Split> {
     }
     let params = TRIED
         .into_iter()
+        .filter(|p| gzip || !p.is_gzip())
         .find(|&p| rebuilds(z, p, &plain, stream))?;
     let head = content_at + start;
     Some(Split {
@@ -186,7 +191,7 @@ mod test {
 
     #[test]
     fn inflate_finds_the_end_of_the_stream() {
-        let mut z = Zlib::new();
+        let mut z = Deflaters::new();
         let plain: Vec<u8> = (0..100_000u32)
             .map(|i| (i % 251) as u8 ^ (i / 997) as u8)
             .collect();
