@@ -128,7 +128,7 @@ impl Default for GenerateOptions {
             part_size: None,
             compression: None,
             no_patches: false,
-            redeflate: RedeflateMode::Auto,
+            redeflate: RedeflateMode::Zlib,
             codec: Codec::Xz,
             max_dictionary: None,
         }

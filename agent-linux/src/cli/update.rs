@@ -80,7 +80,7 @@ pub struct WriterArgs {
     /// the file's id. Such a file needs an agent that reads format version 4 with a deflate
     /// encoder (`ecu-agent` has zlib's and GNU gzip's; MCU firmware has none). Only with
     /// `--codec xz`.
-    #[arg(long, value_enum, value_name = "WHICH", default_value_t = RedeflateArg::Auto)]
+    #[arg(long, value_enum, value_name = "WHICH", default_value_t = RedeflateArg::Zlib)]
     redeflate: RedeflateArg,
     /// Codec of the parts: xz (LZMA2, with a BCJ filter for parts of x86, ARM, ARM-Thumb and
     /// ARM64 executables; the smallest files) or deflate (for devices whose agent is built
@@ -99,14 +99,15 @@ pub struct WriterArgs {
 /// `--redeflate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RedeflateArg {
-    /// `all` in a delta, `zlib` in a file from scratch (the large gzip files of a whole system
-    /// would cost the device about a second of CPU more to install, for 5% fewer bytes).
-    Auto,
-    /// Those whose deflate stream zlib's or GNU gzip's encoder (`gzip -6`, `gzip -9`) rebuilds
-    /// byte for byte: on Debian, every one.
-    All,
-    /// Those zlib's encoder rebuilds: on Debian, most under 64 KiB of text.
+    /// Those whose deflate stream zlib's encoder rebuilds byte for byte: on Debian, most gzip
+    /// files under 64 KiB of text (the default).
     Zlib,
+    /// Those zlib's or GNU gzip's encoder (`gzip -6`, `gzip -9`) rebuilds: on Debian, every
+    /// one. The smallest files, for a fleet that pays per byte: on a Debian system 3% fewer
+    /// bytes for a delta and 6% for a file from scratch, but the device deflates the large
+    /// manuals and changelogs again (about 16 MB of text per second of CPU: a second more to
+    /// install a whole system) and generating takes longer (xz compresses their text).
+    All,
     /// None.
     None,
 }
@@ -137,7 +138,6 @@ impl WriterArgs {
             no_patches: self.no_patches,
             redeflate: match (self.no_redeflate, self.redeflate) {
                 (true, _) | (_, RedeflateArg::None) => RedeflateMode::Off,
-                (_, RedeflateArg::Auto) => RedeflateMode::Auto,
                 (_, RedeflateArg::All) => RedeflateMode::All,
                 (_, RedeflateArg::Zlib) => RedeflateMode::Zlib,
             },
