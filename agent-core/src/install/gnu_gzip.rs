@@ -20,6 +20,7 @@ use std::vec::Vec;
 use super::{Redeflate, RedeflateError};
 use crate::wire::DeflateParams;
 
+// The window, the hash and the matcher: gzip's (and zlib's at window bits 15, memLevel 8).
 const WSIZE: usize = 0x8000;
 const WMASK: usize = WSIZE - 1;
 const WINDOW_SIZE: usize = 2 * WSIZE;
@@ -31,9 +32,14 @@ const MIN_MATCH: usize = 3;
 const MAX_MATCH: usize = 258;
 const MIN_LOOKAHEAD: usize = MAX_MATCH + MIN_MATCH + 1;
 const MAX_DIST: usize = WSIZE - MIN_LOOKAHEAD;
+/// A match of 3 bytes farther than this is not worth it.
 const TOO_FAR: usize = 4096;
+/// A block's symbols (gzip's; zlib's at memLevel 8 is half).
 const LIT_BUFSIZE: usize = 0x8000;
+/// A block's matches.
 const DIST_BUFSIZE: usize = LIT_BUFSIZE;
+
+// The codes of RFC 1951.
 
 const MAX_BITS: usize = 15;
 const MAX_BL_BITS: usize = 7;
@@ -458,8 +464,6 @@ enum Phase {
 impl GnuDeflate {
     /// An encoder at `level` (4 to 9).
     fn new(level: u8) -> Option<GnuDeflate> {
-        let level = usize::from(level);
-        let &(good, lazy, nice, chain) = CONFIG.get(level.checked_sub(4)?)?;
         let mut d = GnuDeflate {
             t: Tables::new(),
             window: vec![0; WINDOW_SIZE],
@@ -472,14 +476,14 @@ impl GnuDeflate {
             match_start: 0,
             prev_length: 0,
             prev_match: 0,
-            match_length: MIN_MATCH - 1,
+            match_length: 0,
             match_available: false,
             eofile: false,
-            good,
-            lazy,
-            nice,
-            chain,
-            level,
+            good: 0,
+            lazy: 0,
+            nice: 0,
+            chain: 0,
+            level: 0,
             phase: Phase::Start,
             reading: None,
             syms: Vec::with_capacity(LIT_BUFSIZE),
@@ -500,7 +504,7 @@ impl GnuDeflate {
             bi_valid: 0,
             out: Vec::new(),
         };
-        d.init_block();
+        d.reset(level)?;
         Some(d)
     }
 
