@@ -183,32 +183,69 @@ pub fn sample_update_codec(
     (out, b.commit)
 }
 
-/// A signed (when `signed`) from-scratch update of the sample tree with a gzip file,
-/// `doc/changelog.gz`, which the writer carries in a redeflate record: format version 4.
+/// A signed (when `signed`) from-scratch update of the sample tree with two gzip files, which
+/// the writer carries in redeflate records (format version 4): `doc/changelog.gz`, deflated by
+/// zlib, and `doc/NEWS.gz`, 150 KB of text deflated by the real `gzip -9n`, which only GNU
+/// gzip's deflate rebuilds (`RedeflateMode::All`).
 pub fn sample_gzip_update(signed: bool) -> (Vec<u8>, ObjectId) {
     let text: Vec<u8> = (0..3000u32)
         .flat_map(|i| format!("release {} fixes bug {}\n", i % 40, i % 17).into_bytes())
         .take(4000)
         .collect();
+    const WORDS: [&str; 12] = [
+        "fix",
+        "release",
+        "upload",
+        "urgency=medium",
+        "boot",
+        "slot",
+        "  * ",
+        "\n",
+        "delta",
+        "-- ",
+        "ecu",
+        "42",
+    ];
+    let mut rng = test_support::rng::XorShift64::new(11);
+    let news: Vec<u8> = (0..40_000)
+        .flat_map(|_| {
+            let w = WORDS[rng.below(WORDS.len() as u64) as usize];
+            format!("{w} {} ", rng.below(100)).into_bytes()
+        })
+        .take(150_000)
+        .collect();
+    let news_gz = test_support::gzip::gzip_n(&news);
+    let zlib = agent_core::install::Zlib::new()
+        .deflate_all(agent_core::wire::DeflateParams::BEST, &news)
+        .expect("zlib deflates");
+    assert_ne!(
+        zlib[..],
+        news_gz[10..news_gz.len() - 8],
+        "NEWS.gz is one only GNU gzip's deflate rebuilds"
+    );
     let tree = sample_tree(300).dir(
         "doc",
-        Tree::default().file("changelog.gz", test_support::gzip::member(&text, 9, None)),
+        Tree::default()
+            .file("changelog.gz", test_support::gzip::member(&text, 9, None))
+            .file("NEWS.gz", news_gz),
     );
     let b = build(
         &tree,
         &CommitInfo::new(None, 1_700_000_000, "1.0").subject("fuzz sample"),
     );
     let mut w = UpdateWriter::new(REF, None, b.commit, b.timestamp, &b.version, "fuzz sample")
-        .part_size(512);
+        .part_size(512)
+        .redeflate_mode(agent_core::write::RedeflateMode::All);
     write_ops(&mut w, &b.ops(None), &|_, _| None, usize::MAX)
         .expect("writer accepts the sample objects");
     let mut out = Vec::new();
-    w.finish(signed.then_some(&SEED), &mut out)
+    let summary = w
+        .finish(signed.then_some(&SEED), &mut out)
         .expect("writer finishes the sample");
     assert_eq!(
-        out[8..10],
-        [4, 0],
-        "the gzip file is carried in a redeflate record"
+        (&out[8..10], summary.redeflated),
+        (&[4u8, 0][..], 2),
+        "both gzip files are carried in redeflate records"
     );
     (out, b.commit)
 }
@@ -527,8 +564,8 @@ pub enum Mutation {
 pub struct MutatedInput {
     /// Base file: 0 one xz part, 1 many small xz parts, 2 a larger file, 3 format version 1
     /// (deflate), 4 security version 3 in format version 2 (deflate), 5 a delta whose changed
-    /// file is a patch record, 6 format version 3 with deflate parts, 7 a gzip file in a
-    /// redeflate record (format version 4) (modulo 8).
+    /// file is a patch record, 6 format version 3 with deflate parts, 7 two gzip files in
+    /// redeflate records, zlib's and GNU gzip's (format version 4) (modulo 8).
     pub base: u8,
     /// Feed chunk size (0 reads as 1).
     pub chunk: u16,

@@ -393,6 +393,49 @@ impl Builder {
     }
 }
 
+/// The code lengths `lens` in RFC 1951's run-length code, cut as gzip (and zlib) cut it: each
+/// symbol of the bit-length alphabet with its extra bits (value, count; 0 bits for none).
+fn tree_runs(lens: &[u16], emit: &mut dyn FnMut(usize, u32, u32)) {
+    let mut prevlen: i32 = -1;
+    let mut nextlen = lens.first().map_or(0, |&l| i32::from(l));
+    let (mut count, mut max_count, mut min_count) = (0u32, 7, 4);
+    if nextlen == 0 {
+        (max_count, min_count) = (138, 3);
+    }
+    for n in 0..lens.len() {
+        let curlen = nextlen;
+        // Past the last code, a length no code has (gzip's guard).
+        nextlen = lens.get(n + 1).map_or(0xffff, |&l| i32::from(l));
+        count += 1;
+        if count < max_count && curlen == nextlen {
+            continue;
+        } else if count < min_count {
+            for _ in 0..count {
+                emit(curlen as usize, 0, 0);
+            }
+        } else if curlen != 0 {
+            if curlen != prevlen {
+                emit(curlen as usize, 0, 0);
+                count -= 1;
+            }
+            emit(REP_3_6, count - 3, 2);
+        } else if count <= 10 {
+            emit(REPZ_3_10, count - 3, 3);
+        } else {
+            emit(REPZ_11_138, count - 11, 7);
+        }
+        count = 0;
+        prevlen = curlen;
+        (max_count, min_count) = if nextlen == 0 {
+            (138, 3)
+        } else if curlen == nextlen {
+            (6, 3)
+        } else {
+            (7, 4)
+        };
+    }
+}
+
 /// How many bytes at `a` and `b` in `w` are equal, at most [`MAX_MATCH`], comparing from
 /// offset 3: offset 2 is equal when 0 and 1 are and the hashes are, as gzip assumes (a chain
 /// only links strings of one hash).
@@ -646,113 +689,34 @@ impl GnuDeflate {
         last_lit == LIT_BUFSIZE - 1 || self.last_dist == DIST_BUFSIZE
     }
 
+    /// Counts the code-length symbols of tree `which` (0 literal/length, 1 distance) into the
+    /// bit-length tree.
     fn scan_tree(&mut self, which: u8) {
+        let lens = self.tree_lens(which);
+        let freq = &mut self.bltree.freq;
+        tree_runs(&lens, &mut |sym, _, _| freq[sym] += 1);
+    }
+
+    /// Sends the code lengths of tree `which` in the bit-length tree's code.
+    fn send_tree(&mut self, which: u8) {
+        let lens = self.tree_lens(which);
+        tree_runs(&lens, &mut |sym, value, bits| {
+            self.send_code_bl(sym);
+            if bits > 0 {
+                self.send_bits(value, bits);
+            }
+        });
+    }
+
+    /// The code lengths of tree `which`'s codes `0..=max_code`.
+    fn tree_lens(&self, which: u8) -> Vec<u16> {
         let tree = if which == 0 { &self.ltree } else { &self.dtree };
-        let max_code = tree.max_code;
-        let lens: Vec<u16> = tree.len[..=max_code].to_vec();
-        let mut prevlen: i32 = -1;
-        let mut nextlen = i32::from(lens[0]);
-        let mut count = 0;
-        let (mut max_count, mut min_count) = (7, 4);
-        if nextlen == 0 {
-            max_count = 138;
-            min_count = 3;
-        }
-        for n in 0..=max_code {
-            let curlen = nextlen;
-            nextlen = if n < max_code {
-                i32::from(lens[n + 1])
-            } else {
-                0xffff
-            };
-            count += 1;
-            if count < max_count && curlen == nextlen {
-                continue;
-            } else if count < min_count {
-                self.bltree.freq[curlen as usize] += count as u32;
-            } else if curlen != 0 {
-                if curlen != prevlen {
-                    self.bltree.freq[curlen as usize] += 1;
-                }
-                self.bltree.freq[REP_3_6] += 1;
-            } else if count <= 10 {
-                self.bltree.freq[REPZ_3_10] += 1;
-            } else {
-                self.bltree.freq[REPZ_11_138] += 1;
-            }
-            count = 0;
-            prevlen = curlen;
-            if nextlen == 0 {
-                max_count = 138;
-                min_count = 3;
-            } else if curlen == nextlen {
-                max_count = 6;
-                min_count = 3;
-            } else {
-                max_count = 7;
-                min_count = 4;
-            }
-        }
+        tree.len[..=tree.max_code].to_vec()
     }
 
     fn send_code_bl(&mut self, c: usize) {
         let (code, len) = (self.bltree.code[c], self.bltree.len[c]);
         self.send_bits(u32::from(code), u32::from(len));
-    }
-
-    fn send_tree(&mut self, which: u8) {
-        let tree = if which == 0 { &self.ltree } else { &self.dtree };
-        let max_code = tree.max_code;
-        let lens: Vec<u16> = tree.len[..=max_code].to_vec();
-        let mut prevlen: i32 = -1;
-        let mut nextlen = i32::from(lens[0]);
-        let mut count = 0;
-        let (mut max_count, mut min_count) = (7, 4);
-        if nextlen == 0 {
-            max_count = 138;
-            min_count = 3;
-        }
-        for n in 0..=max_code {
-            let curlen = nextlen;
-            nextlen = if n < max_code {
-                i32::from(lens[n + 1])
-            } else {
-                0xffff
-            };
-            count += 1;
-            if count < max_count && curlen == nextlen {
-                continue;
-            } else if count < min_count {
-                for _ in 0..count {
-                    self.send_code_bl(curlen as usize);
-                }
-            } else if curlen != 0 {
-                if curlen != prevlen {
-                    self.send_code_bl(curlen as usize);
-                    count -= 1;
-                }
-                self.send_code_bl(REP_3_6);
-                self.send_bits((count - 3) as u32, 2);
-            } else if count <= 10 {
-                self.send_code_bl(REPZ_3_10);
-                self.send_bits((count - 3) as u32, 3);
-            } else {
-                self.send_code_bl(REPZ_11_138);
-                self.send_bits((count - 11) as u32, 7);
-            }
-            count = 0;
-            prevlen = curlen;
-            if nextlen == 0 {
-                max_count = 138;
-                min_count = 3;
-            } else if curlen == nextlen {
-                max_count = 6;
-                min_count = 3;
-            } else {
-                max_count = 7;
-                min_count = 4;
-            }
-        }
     }
 
     fn build_bl_tree(&mut self) -> usize {

@@ -51,6 +51,22 @@ pub use deflaters::Deflaters;
 #[cfg(feature = "std")]
 pub use zlib::Zlib;
 
+/// The whole stream `enc` makes of `plain` with `params`.
+#[cfg(feature = "std")]
+fn deflate_all(
+    enc: &mut dyn Redeflate,
+    params: DeflateParams,
+    plain: &[u8],
+) -> Result<std::vec::Vec<u8>, RedeflateError> {
+    let mut stream = std::vec::Vec::with_capacity(plain.len() / 2 + 64);
+    enc.start(params)?;
+    enc.deflate(plain, true, &mut |b| {
+        stream.extend_from_slice(b);
+        true
+    })?;
+    Ok(stream)
+}
+
 #[cfg(feature = "std")]
 mod deflaters {
     use std::vec::Vec;
@@ -86,13 +102,7 @@ mod deflaters {
             params: DeflateParams,
             plain: &[u8],
         ) -> Result<Vec<u8>, RedeflateError> {
-            let mut stream = Vec::with_capacity(plain.len() / 2 + 64);
-            self.start(params)?;
-            self.deflate(plain, true, &mut |b| {
-                stream.extend_from_slice(b);
-                true
-            })?;
-            Ok(stream)
+            super::deflate_all(self, params, plain)
         }
     }
 
@@ -174,13 +184,7 @@ mod zlib {
             params: DeflateParams,
             plain: &[u8],
         ) -> Result<Vec<u8>, RedeflateError> {
-            let mut stream = Vec::with_capacity(plain.len() / 2 + 64);
-            self.start(params)?;
-            self.deflate(plain, true, &mut |b| {
-                stream.extend_from_slice(b);
-                true
-            })?;
-            Ok(stream)
+            super::deflate_all(self, params, plain)
         }
     }
 
