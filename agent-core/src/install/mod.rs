@@ -55,7 +55,7 @@ pub use gnu_gzip::GnuGzip;
 pub use policy::Policy;
 pub use progress::{Installed, PartCheck, Progress, UpdateInfo};
 #[cfg(feature = "std")]
-pub use redeflate::{Deflaters, Zlib};
+pub use redeflate::{deflate_all, Deflaters, Zlib};
 #[cfg(feature = "redeflate")]
 pub use redeflate::{Redeflate, RedeflateError};
 pub use resume::{Checkpoint, CheckpointError, CHECKPOINT_LEN, CHECKPOINT_MAGIC};

@@ -51,9 +51,10 @@ pub use deflaters::Deflaters;
 #[cfg(feature = "std")]
 pub use zlib::Zlib;
 
-/// The whole stream `enc` makes of `plain` with `params`.
+/// The whole raw deflate stream `enc` makes of `plain` with `params`, as a redeflate record's
+/// device rebuilds it.
 #[cfg(feature = "std")]
-fn deflate_all(
+pub fn deflate_all(
     enc: &mut dyn Redeflate,
     params: DeflateParams,
     plain: &[u8],
@@ -69,8 +70,6 @@ fn deflate_all(
 
 #[cfg(feature = "std")]
 mod deflaters {
-    use std::vec::Vec;
-
     use super::super::GnuGzip;
     use super::{Redeflate, RedeflateError, Zlib};
     use crate::wire::DeflateParams;
@@ -94,15 +93,6 @@ mod deflaters {
         /// Whether [`Redeflate::start`] accepts `params`.
         pub fn supports(params: DeflateParams) -> bool {
             Zlib::supports(params) || GnuGzip::supports(params)
-        }
-
-        /// The raw deflate stream of `plain` as a redeflate record's device rebuilds it.
-        pub fn deflate_all(
-            &mut self,
-            params: DeflateParams,
-            plain: &[u8],
-        ) -> Result<Vec<u8>, RedeflateError> {
-            super::deflate_all(self, params, plain)
         }
     }
 

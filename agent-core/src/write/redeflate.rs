@@ -195,7 +195,7 @@ mod test {
         let plain: Vec<u8> = (0..100_000u32)
             .map(|i| (i % 251) as u8 ^ (i / 997) as u8)
             .collect();
-        let mut stream = z.deflate_all(DeflateParams::BEST, &plain).unwrap();
+        let mut stream = crate::install::deflate_all(&mut z, DeflateParams::BEST, &plain).unwrap();
         let len = stream.len();
         stream.extend_from_slice(b"trailer!");
         assert_eq!(inflate(&stream), Some((plain.clone(), len)));
