@@ -15,19 +15,27 @@ pub(super) const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b, 8];
 /// Largest plaintext a redeflate record is made for: 64 MiB (the writer holds it in memory).
 pub(super) const MAX_PLAIN: usize = 64 << 20;
 
-/// The parameters tried, in order: zlib at `-9` and at its default level 6 (zlib makes the
-/// same stream as `gzip -9n` for most gzip files under about 64 KiB of text: Debian's small
-/// manuals), then, when asked, GNU gzip's deflate at `-9` and `-6` (its default), which cuts
-/// larger files into blocks as zlib does not.
-const TRIED: [DeflateParams; 4] = [
-    DeflateParams::BEST,
-    DeflateParams {
-        level: 6,
-        window_bits: 15,
-        mem_level: 8,
-        strategy: 0,
-    },
+/// zlib's level 6, its default.
+const ZLIB_6: DeflateParams = DeflateParams {
+    level: 6,
+    window_bits: 15,
+    mem_level: 8,
+    strategy: 0,
+};
+
+/// The parameters tried by default, in order: zlib at `-9` and at its default level 6 (zlib
+/// makes the same stream as `gzip -9n` for most gzip files under about 64 KiB of text:
+/// Debian's small manuals).
+const TRIED_ZLIB: [DeflateParams; 2] = [DeflateParams::BEST, ZLIB_6];
+
+/// The parameters tried with GNU gzip's deflate, in order: `gzip -9` first, so that a device
+/// installing a system whose gzip files GNU gzip wrote (Debian's, every one) needs that one
+/// encoder and not zlib's too (about 270 KiB less at its peak); then zlib's two, for gzip
+/// files other tools wrote; then `gzip -6`, gzip's default.
+const TRIED_GZIP: [DeflateParams; 4] = [
     DeflateParams::gzip(9),
+    DeflateParams::BEST,
+    ZLIB_6,
     DeflateParams::gzip(6),
 ];
 
@@ -127,9 +135,10 @@ pub(super) fn split(z: &mut Deflaters, bytes: &[u8], gzip: bool) -> Option<Split
     if plain.len() < stream.len() {
         return None;
     }
-    let params = TRIED
-        .into_iter()
-        .filter(|p| gzip || !p.is_gzip())
+    let tried: &[DeflateParams] = if gzip { &TRIED_GZIP } else { &TRIED_ZLIB };
+    let params = tried
+        .iter()
+        .copied()
         .find(|&p| rebuilds(z, p, &plain, stream))?;
     let head = content_at + start;
     Some(Split {
@@ -187,6 +196,29 @@ mod test {
             gzip_stream_start(&[0x1f, 0x8b, 8, 8, 0, 0, 0, 0, 0, 3, b'a']),
             None
         );
+    }
+
+    #[test]
+    fn with_gnu_gzip_on_gzip_9_is_tried_first_and_zlib_still_serves_other_tools() {
+        let mut rng = test_support::rng::XorShift64::new(5);
+        let text: Vec<u8> = (0..40_000)
+            .flat_map(|_| std::format!("w{} ", rng.below(400)).into_bytes())
+            .take(200_000)
+            .collect();
+        // Small: zlib and GNU gzip make the same stream; a large one only GNU gzip's.
+        let small = test_support::gzip::gzip_n(&text[..5000]);
+        let large = test_support::gzip::gzip_n(&text);
+        let zlib_made = test_support::gzip::member(&text, 6, None);
+        let mut z = Deflaters::new();
+        let params = |z: &mut Deflaters, gz: &[u8], gzip: bool| {
+            let object = crate::object::file_object(0o644, 0, 0, gz);
+            split(z, &object, gzip).map(|s| s.params)
+        };
+        assert_eq!(params(&mut z, &small, false), Some(DeflateParams::BEST));
+        assert_eq!(params(&mut z, &small, true), Some(DeflateParams::gzip(9)));
+        assert_eq!(params(&mut z, &large, false), None);
+        assert_eq!(params(&mut z, &large, true), Some(DeflateParams::gzip(9)));
+        assert_eq!(params(&mut z, &zlib_made, true), Some(ZLIB_6));
     }
 
     #[test]
