@@ -185,7 +185,7 @@ pub fn sample_update_codec(
 
 /// A signed (when `signed`) from-scratch update of the sample tree with two gzip files, which
 /// the writer carries in redeflate records (format version 4): `doc/changelog.gz`, deflated by
-/// zlib, and `doc/NEWS.gz`, 150 KB of text deflated by the real `gzip -9n`, which only GNU
+/// zlib at level 6 (so that GNU gzip's `-9`, tried first, does not rebuild it), and `doc/NEWS.gz`, 150 KB of text deflated by the real `gzip -9n`, which only GNU
 /// gzip's deflate rebuilds (`RedeflateMode::All`).
 pub fn sample_gzip_update(signed: bool) -> (Vec<u8>, ObjectId) {
     let text: Vec<u8> = (0..3000u32)
@@ -223,10 +223,22 @@ pub fn sample_gzip_update(signed: bool) -> (Vec<u8>, ObjectId) {
         news_gz[10..news_gz.len() - 8],
         "NEWS.gz is one only GNU gzip's deflate rebuilds"
     );
+    let changelog_gz = test_support::gzip::member(&text, 6, None);
+    let gnu = agent_core::install::deflate_all(
+        &mut agent_core::install::GnuGzip::new(),
+        agent_core::wire::DeflateParams::gzip(9),
+        &text,
+    )
+    .expect("GNU gzip's deflate");
+    assert_ne!(
+        gnu[..],
+        changelog_gz[10..changelog_gz.len() - 8],
+        "changelog.gz is one zlib's level 6 rebuilds, not gzip -9 (tried first)"
+    );
     let tree = sample_tree(300).dir(
         "doc",
         Tree::default()
-            .file("changelog.gz", test_support::gzip::member(&text, 9, None))
+            .file("changelog.gz", changelog_gz)
             .file("NEWS.gz", news_gz),
     );
     let b = build(
