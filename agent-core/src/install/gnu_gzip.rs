@@ -82,9 +82,9 @@ struct Tables {
     dist_code: [u8; 512],
     base_length: [u16; LENGTH_CODES],
     base_dist: [u16; D_CODES],
-    static_ltree_len: [u8; L_CODES + 2],
+    static_ltree_len: [u16; L_CODES + 2],
     static_ltree_code: [u16; L_CODES + 2],
-    static_dtree_len: [u8; D_CODES],
+    static_dtree_len: [u16; D_CODES],
     static_dtree_code: [u16; D_CODES],
 }
 
@@ -98,7 +98,7 @@ fn bi_reverse(mut code: u32, len: usize) -> u16 {
 }
 
 /// Canonical codes for `lens[..=max_code]` given the count of each length.
-fn gen_codes(lens: &[u8], codes: &mut [u16], max_code: usize, bl_count: &[u16; MAX_BITS + 1]) {
+fn gen_codes(lens: &[u16], codes: &mut [u16], max_code: usize, bl_count: &[u16; MAX_BITS + 1]) {
     let mut next_code = [0u16; MAX_BITS + 1];
     let mut code = 0u16;
     for bits in 1..=MAX_BITS {
@@ -169,8 +169,12 @@ impl Tables {
             t.static_ltree_len[n] = len;
             bl_count[usize::from(len)] += 1;
         }
-        let lens = t.static_ltree_len;
-        gen_codes(&lens, &mut t.static_ltree_code, L_CODES + 1, &bl_count);
+        gen_codes(
+            &t.static_ltree_len,
+            &mut t.static_ltree_code,
+            L_CODES + 1,
+            &bl_count,
+        );
         for n in 0..D_CODES {
             t.static_dtree_code[n] = bi_reverse(n as u32, 5);
         }
@@ -210,7 +214,7 @@ impl Tree {
 /// What a tree is built from: its static twin (lengths), extra bits, the first code with
 /// extra bits, how many codes, the longest code.
 struct Desc<'a> {
-    stree: Option<&'a [u8]>,
+    stree: Option<&'a [u16]>,
     extra: &'a [u8],
     base: usize,
     elems: usize,
@@ -387,9 +391,7 @@ impl Builder {
         self.heap_max -= 1;
         self.heap[self.heap_max] = self.heap[1];
         self.gen_bitlen(tree, desc);
-        let lens: Vec<u8> = tree.len.iter().map(|&l| l as u8).collect();
-        let bl_count = self.bl_count;
-        gen_codes(&lens, &mut tree.code, tree.max_code, &bl_count);
+        gen_codes(&tree.len, &mut tree.code, tree.max_code, &self.bl_count);
     }
 }
 
@@ -476,7 +478,6 @@ struct GnuDeflate {
     lazy: usize,
     nice: usize,
     chain: usize,
-    level: usize,
     phase: Phase,
     /// A read in progress: where it writes, how much it asked for, how much it has.
     reading: Option<(usize, usize, usize)>,
@@ -526,7 +527,6 @@ impl GnuDeflate {
             lazy: 0,
             nice: 0,
             chain: 0,
-            level: 0,
             phase: Phase::Start,
             reading: None,
             syms: Vec::with_capacity(LIT_BUFSIZE),
@@ -555,7 +555,6 @@ impl GnuDeflate {
     fn reset(&mut self, level: u8) -> Option<()> {
         let &(good, lazy, nice, chain) = CONFIG.get(usize::from(level).checked_sub(4)?)?;
         (self.good, self.lazy, self.nice, self.chain) = (good, lazy, nice, chain);
-        self.level = usize::from(level);
         self.window.fill(0);
         self.prev.fill(0);
         self.head.fill(0);
@@ -675,7 +674,8 @@ impl GnuDeflate {
             self.last_dist += 1;
         }
         let last_lit = self.syms.len();
-        if self.level > 2 && (last_lit & 0xfff) == 0 {
+        // gzip guesses whether to end the block early at levels above 2: all of these.
+        if (last_lit & 0xfff) == 0 {
             let mut out_length = last_lit as u64 * 8;
             let in_length = (self.strstart as i64 - self.block_start) as u64;
             for (freq, extra) in self.dtree.freq.iter().zip(EXTRA_DBITS) {
@@ -776,10 +776,7 @@ impl GnuDeflate {
         let (code, len) = if dynamic {
             (self.ltree.code[c], self.ltree.len[c])
         } else {
-            (
-                self.t.static_ltree_code[c],
-                u16::from(self.t.static_ltree_len[c]),
-            )
+            (self.t.static_ltree_code[c], self.t.static_ltree_len[c])
         };
         self.send_bits(u32::from(code), u32::from(len));
     }
@@ -788,28 +785,23 @@ impl GnuDeflate {
         let (code, len) = if dynamic {
             (self.dtree.code[c], self.dtree.len[c])
         } else {
-            (
-                self.t.static_dtree_code[c],
-                u16::from(self.t.static_dtree_len[c]),
-            )
+            (self.t.static_dtree_code[c], self.t.static_dtree_len[c])
         };
         self.send_bits(u32::from(code), u32::from(len));
     }
 
     fn flush_block(&mut self, eof: bool) {
         let stored_len = (self.strstart as i64 - self.block_start) as u64;
-        let sl = self.t.static_ltree_len;
         let ldesc = Desc {
-            stree: Some(&sl),
+            stree: Some(&self.t.static_ltree_len),
             extra: &EXTRA_LBITS,
             base: LITERALS + 1,
             elems: L_CODES,
             max_length: MAX_BITS,
         };
         self.b.build_tree(&mut self.ltree, &ldesc);
-        let sd = self.t.static_dtree_len;
         let ddesc = Desc {
-            stree: Some(&sd),
+            stree: Some(&self.t.static_dtree_len),
             extra: &EXTRA_DBITS,
             base: 0,
             elems: D_CODES,
@@ -830,8 +822,8 @@ impl GnuDeflate {
             self.out.extend_from_slice(&len.to_le_bytes());
             self.out.extend_from_slice(&(!len).to_le_bytes());
             let from = self.block_start as usize;
-            let bytes = self.window[from..from + stored_len as usize].to_vec();
-            self.out.extend_from_slice(&bytes);
+            self.out
+                .extend_from_slice(&self.window[from..from + stored_len as usize]);
         } else if static_lenb == opt_lenb {
             self.send_bits((1 << 1) + eofb, 3);
             self.compress_block(false);
@@ -873,19 +865,9 @@ impl GnuDeflate {
             self.match_start = self.match_start.wrapping_sub(WSIZE);
             self.strstart -= WSIZE;
             self.block_start -= WSIZE as i64;
-            for h in self.head.iter_mut() {
-                *h = if usize::from(*h) >= WSIZE {
-                    *h - WSIZE as u16
-                } else {
-                    0
-                };
-            }
-            for p in self.prev.iter_mut() {
-                *p = if usize::from(*p) >= WSIZE {
-                    *p - WSIZE as u16
-                } else {
-                    0
-                };
+            // Positions in the lower half are gone: empty heads and links.
+            for p in self.head.iter_mut().chain(self.prev.iter_mut()) {
+                *p = p.saturating_sub(WSIZE as u16);
             }
             more += WSIZE;
         }
@@ -1081,13 +1063,13 @@ impl Redeflate for GnuGzip {
         let Some(d) = self.d.as_mut() else {
             return Err(RedeflateError::Failed);
         };
-        let mut pieces = plain.chunks(PIECE).peekable();
-        if pieces.peek().is_none() {
-            // No input: only the end, when asked for.
-            d.deflate(&[], finish);
-        }
-        while let Some(piece) = pieces.next() {
-            d.deflate(piece, finish && pieces.peek().is_none());
+        // At least one piece (an empty one ends an empty stream), the stream handed out after
+        // each.
+        let mut rest = plain;
+        loop {
+            let (piece, after) = rest.split_at(rest.len().min(PIECE));
+            rest = after;
+            d.deflate(piece, finish && rest.is_empty());
             if !d.out.is_empty() {
                 let go_on = out(&d.out);
                 d.out.clear();
@@ -1095,11 +1077,9 @@ impl Redeflate for GnuGzip {
                     return Ok(());
                 }
             }
+            if rest.is_empty() {
+                return Ok(());
+            }
         }
-        if !d.out.is_empty() {
-            out(&d.out);
-            d.out.clear();
-        }
-        Ok(())
     }
 }
