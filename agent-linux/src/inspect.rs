@@ -27,6 +27,9 @@ pub struct PartInfo {
     pub codec: String,
     /// The codec's wire code.
     pub codec_code: u8,
+    /// The BCJ filter of an xz part (`none`, `x86`, ...; `unknown(N)` for a code this agent
+    /// does not know).
+    pub filter: String,
     /// Bytes of the part in the file.
     pub size: u32,
     /// Bytes of operation records once decoded.
@@ -74,6 +77,8 @@ pub struct UpdateSummary {
     pub security_version: u64,
     /// Objects the file writes or reuses.
     pub objects: u32,
+    /// The LZMA2 dictionary (or deflate window) a device lends to install the file, in bytes.
+    pub dictionary: u32,
     /// The parts, in file order.
     pub parts: Vec<PartInfo>,
     /// Bytes of the whole file.
@@ -276,6 +281,7 @@ pub fn inspect(
         parts.push(PartInfo {
             codec: code_name(p.codec.name(), p.codec.code()),
             codec_code: p.codec.into(),
+            filter: code_name(p.filter.name(), p.filter.code()),
             size: p.size,
             uncompressed_size: p.uncompressed_size,
             ops: p.ops,
@@ -295,6 +301,7 @@ pub fn inspect(
         timestamp: sb.meta.timestamp,
         security_version: sb.security_version,
         objects: sb.objects,
+        dictionary: sb.dictionary,
         parts,
         size: offset,
         signature,

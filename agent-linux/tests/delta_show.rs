@@ -142,12 +142,26 @@ fn shows_a_signed_delta_and_which_key_verifies_it() {
     assert!(j["format_version"].as_u64().unwrap() >= 2);
     assert_eq!(j["size"], fs::metadata(&f).unwrap().len());
     assert!(j["objects"].as_u64().unwrap() >= 3, "{j}");
+    // xz's dictionary: no larger than the default a device lends (8 MiB), nor than a small
+    // update needs (its parts decode to far less than that).
+    let dictionary = j["dictionary"].as_u64().unwrap();
+    assert!((4096..=8 << 20).contains(&dictionary), "{j}");
     let parts = j["parts"].as_array().unwrap();
     assert!(!parts.is_empty());
+    let decoded: u64 = parts
+        .iter()
+        .map(|p| p["uncompressed_size"].as_u64().unwrap())
+        .sum();
+    assert!(dictionary < 2 * decoded.max(4096), "{j}");
     for part in parts {
         // `delta generate` writes xz parts by default (codec code 2).
         assert_eq!(part["codec"], "xz", "{j}");
         assert_eq!(part["codec_code"], 2);
+        assert!(
+            ["none", "x86", "arm", "arm-thumb", "arm64"]
+                .contains(&part["filter"].as_str().unwrap()),
+            "{j}"
+        );
         assert!(part["size"].as_u64().unwrap() > 0);
         assert_eq!(part["sha256"].as_str().unwrap().len(), 64);
     }
@@ -173,6 +187,11 @@ fn shows_a_signed_delta_and_which_key_verifies_it() {
     assert!(text.contains("ref:              ecu/main"), "{text}");
     assert!(text.contains("security version: 6"), "{text}");
     assert!(text.contains("xz"), "{text}");
+    assert!(
+        text.contains(&format!("dictionary:       8.0 MiB ({dictionary} bytes)"))
+            || text.contains(&format!("({dictionary} bytes)\nparts:")),
+        "{text}"
+    );
     // Nothing was created in the sysroot.
     let entries: Vec<_> = fs::read_dir(&sysroot).unwrap().collect();
     assert_eq!(entries.len(), 1, "delta show touched the sysroot");

@@ -239,11 +239,20 @@ fn delta_show(a: DeltaShowArgs) -> anyhow::Result<()> {
         human_bytes(s.size),
         s.size
     ));
+    t.push_str(&format!(
+        "dictionary:       {} ({} bytes)\n",
+        human_bytes(u64::from(s.dictionary)),
+        s.dictionary
+    ));
     t.push_str(&format!("parts:            {}\n", s.parts.len()));
     for (i, p) in s.parts.iter().enumerate() {
+        let codec = match p.filter.as_str() {
+            "none" => p.codec.clone(),
+            f => format!("{}+{f}", p.codec),
+        };
         t.push_str(&format!(
-            "  {i:>3} {:<10} {:>10} bytes, {:>10} decoded, {} ops\n",
-            p.codec, p.size, p.uncompressed_size, p.ops
+            "  {i:>3} {codec:<10} {:>10} bytes, {:>10} decoded, {} ops\n",
+            p.size, p.uncompressed_size, p.ops
         ));
     }
     let sig = &s.signature;
