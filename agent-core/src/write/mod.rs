@@ -16,7 +16,8 @@
 //! Locality (xz, [`UpdateWriter::locality`]): by default ([`Locality::Tree`]) the records keep
 //! the order they were given in (the generator's: each directory's files, then the directory,
 //! bottom-up, as a tar of the tree has them), and the file is split into [`XZ_PARTS`] parts of
-//! equal size (more when that makes them larger than the dictionary), each through the BCJ
+//! equal size once each would hold at least a dictionary's worth, else into two (one below
+//! twice [`MIN_XZ_SPLIT_PART`]; more parts past 1 GiB each), each through the BCJ
 //! filter of the instruction set most of its ELF bytes are for (read from their `e_machine`).
 //! A dirtree then follows its files within the dictionary, so the ids it names are matches,
 //! and a part holds a whole subtree. With [`Locality::Name`] the writer moves every written
@@ -71,8 +72,9 @@ pub const DEFAULT_PART_SIZE: usize = 512 * 1024;
 /// lends (`ecu-agent apply` stays within 16 MiB of memory with it).
 pub const DEFAULT_MAX_DICTIONARY: u32 = 8 << 20;
 
-/// How many parts of equal size [`Locality::Tree`] splits an xz update into (more when they
-/// would be smaller than the dictionary): few, since each part starts with an empty
+/// How many parts of equal size [`Locality::Tree`] splits an xz update into once each holds at
+/// least the dictionary's size (a smaller update is two parts, [`MIN_XZ_SPLIT_PART`]): few,
+/// since each part starts with an empty
 /// dictionary (on the default corpus 2 parts instead of 17 saved 1.1%), but enough to keep
 /// the cores of the generating host and of a device that decodes parts in parallel busy.
 pub const XZ_PARTS: u64 = 4;
@@ -291,8 +293,8 @@ impl UpdateWriter {
 
     /// Sets the target decoded size of a part (default: [`DEFAULT_PART_SIZE`] for deflate, the
     /// dictionary for xz with [`Locality::Name`], and with [`Locality::Tree`] parts of equal
-    /// size, a [`XZ_PARTS`]th of the update or the dictionary if that is larger, but at most
-    /// half the update from twice [`MIN_XZ_SPLIT_PART`]). Records
+    /// size: a [`XZ_PARTS`]th of the update when that is at least the dictionary, else half
+    /// of it from twice [`MIN_XZ_SPLIT_PART`], else all of it). Records
     /// are packed into a part up to this size; a larger one gets a part of its own. Raised
     /// automatically when the update would need more than [`MAX_PARTS`](crate::wire::MAX_PARTS) parts.
     pub fn part_size(mut self, target_uncompressed_bytes: usize) -> Self {

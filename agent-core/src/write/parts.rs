@@ -121,14 +121,17 @@ pub(super) fn lay_out(
         match part_size {
             None => {
                 let total: u64 = ordered.iter().map(|r| r.0).sum();
-                let mut target = total
-                    .div_ceil(XZ_PARTS)
-                    .min(MAX_XZ_PART)
-                    .max(u64::from(max_dictionary));
-                if total >= 2 * MIN_XZ_SPLIT_PART {
-                    // At least two parts, so that both cores of the host compress.
-                    target = target.min(total.div_ceil(2));
-                }
+                let target = if total >= XZ_PARTS * u64::from(max_dictionary) {
+                    // XZ_PARTS parts, none smaller than the dictionary.
+                    total.div_ceil(XZ_PARTS).min(MAX_XZ_PART)
+                } else if total >= 2 * MIN_XZ_SPLIT_PART {
+                    // Two, so that both cores of the host compress. Never three: a third
+                    // part only adds a boundary the dictionary would have bridged, and
+                    // on two cores one of them compresses two of the three.
+                    total.div_ceil(2).min(MAX_XZ_PART)
+                } else {
+                    total
+                };
                 plan_even(&ordered, target)?
             }
             // Packed up to the size asked for, each part with the filter of most of its
@@ -341,7 +344,7 @@ mod test {
     }
 
     #[test]
-    fn an_xz_update_the_dictionary_holds_is_two_parts_from_twice_the_split_floor() {
+    fn an_xz_update_is_two_parts_from_twice_the_split_floor_and_four_from_four_dictionaries() {
         let recs = |n: u64, len: u64| -> Vec<Rec> {
             (0..n)
                 .map(|_| Rec {
@@ -365,8 +368,15 @@ mod test {
         // Twice the floor: two equal parts.
         assert_eq!(parts(&recs(64, 2 * floor / 64), true), vec![32, 32]);
         assert_eq!(parts(&recs(64, (6 << 20) / 64), true), vec![32, 32]);
-        // Past the dictionary (8 MiB), parts of its size (or a quarter of the file) as before.
+        // Past the dictionary (8 MiB), still two until four parts would each hold a whole
+        // dictionary's worth; never three.
         assert_eq!(parts(&recs(64, (12 << 20) / 64), true), vec![32, 32]);
+        assert_eq!(parts(&recs(64, (24 << 20) / 64), true), vec![32, 32]);
+        assert_eq!(parts(&recs(64, (32 << 20) / 64 - 1), true), vec![32, 32]);
+        assert_eq!(
+            parts(&recs(64, (32 << 20) / 64), true),
+            vec![16, 16, 16, 16]
+        );
         assert_eq!(
             parts(&recs(64, (64 << 20) / 64), true),
             vec![16, 16, 16, 16]

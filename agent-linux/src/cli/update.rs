@@ -58,7 +58,8 @@ pub struct WriterArgs {
     #[arg(long, value_name = "K")]
     sign_key: Option<PathBuf>,
     /// Target decoded size of a part in bytes (default: 512 KiB for deflate; for xz, 4 parts
-    /// of equal size, or fewer of the dictionary's size, but 2 from 512 KiB of records); with
+    /// of equal size once each holds at least the dictionary, else 2 from 512 KiB of
+    /// records, else 1); with
     /// this flag, records are packed up to it and larger objects get a part of their own.
     #[arg(long, value_name = "BYTES")]
     part_size: Option<usize>,
