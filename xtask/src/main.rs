@@ -36,13 +36,15 @@ tasks:
               options: --quick  skip the firmware and the size report
   bench       benchmark commit, generate and apply on a generated tree
               options: --size-mib N  (default 128)
-              --vs-ostree [--trees V1 V2 V3] [--runs N] [--keep]
+              --vs-ostree [--trees V1 V2 V3] [--runs N] [--keep] [--fresh-fs]
                   side by side with OSTree (installed when missing; as root): sizes of the
                   from-scratch file of V3 and of the deltas V2->V3 and V1->V3, generation and
                   apply times (medians of N runs, default 3, interleaved) and peak RSS, and
                   whether each checkout equals V3. Without --trees: three Debian bookworm
                   minbase trees (+ curl, + curl + less) built once with debootstrap and cached
                   in ~/.cache/ecu-agent/bench-corpus-v1. --keep keeps the work directory.
+                  --fresh-fs applies into a freshly made journaled ext4 (loop-mounted) each
+                  run, as a device's slot is, instead of the work directory's filesystem.
   firmware    build the Cortex-M firmware and run its scenarios under QEMU
   c-firmware  build the C firmware (tests/c-firmware, linking libecu_update.a) and run its
               scenarios under QEMU

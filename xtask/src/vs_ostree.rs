@@ -14,6 +14,12 @@
 //! they are the default), signed; `apply-offline` into a fresh sysroot (a delta's source
 //! installed first from its own from-scratch file, untimed); `checkout` to compare.
 //!
+//! With `--fresh-fs`, every apply (ours and OSTree's, a delta's untimed source install with
+//! it) goes into a freshly made ext4 with a journal, loop-mounted, as a device's slot is:
+//! the machine's own filesystem may lack a journal, and without one ext4 will not reuse an
+//! inode freed in the last minute, so that the files of the run before make every create
+//! scan past them (docs/PERFORMANCE.md, "Apply from scratch on a filesystem with a journal").
+//!
 //! Runs as root (OSTree's `bare` mode and the corpus need it); installs the Debian package
 //! `ostree` when missing. Without `--trees`, the default corpus ([`crate::corpus`]).
 
@@ -112,6 +118,7 @@ struct Opts {
     trees: Option<[PathBuf; 3]>,
     runs: usize,
     keep: bool,
+    fresh_fs: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -119,12 +126,14 @@ fn parse(args: &[String]) -> Result<Opts> {
         trees: None,
         runs: 3,
         keep: false,
+        fresh_fs: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--vs-ostree" => {}
             "--keep" => o.keep = true,
+            "--fresh-fs" => o.fresh_fs = true,
             "--runs" => {
                 o.runs = it
                     .next()
@@ -155,6 +164,9 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("bench --vs-ostree runs as root: OSTree's bare repositories and our sysroot apply owners, as on a device");
     }
     tools::ensure_package("ostree", "ostree")?;
+    if opts.fresh_fs {
+        tools::ensure_package("e2fsprogs", "mkfs.ext4")?;
+    }
     let trees = match &opts.trees {
         Some(t) => t.clone(),
         None => crate::corpus::trees()?,
@@ -163,13 +175,85 @@ pub fn run(args: &[String]) -> Result<()> {
     let bin = build_agent(true)?;
     let work = std::env::temp_dir().join(format!("ecu-agent-vs-ostree-{}", std::process::id()));
     fs::create_dir_all(&work)?;
-    let r = bench(&bin, &work, &trees, opts.runs);
+    let r = bench(&bin, &work, &trees, opts.runs, opts.fresh_fs);
     if opts.keep {
         println!("kept {}", work.display());
     } else {
         let _ = fs::remove_dir_all(&work);
     }
     r
+}
+
+/// A freshly made ext4 with a journal, loop-mounted at `WORK/fresh` for each apply
+/// (`--fresh-fs`); unmounted when dropped.
+struct FreshFs {
+    image: PathBuf,
+    mount: PathBuf,
+    mounted: bool,
+}
+
+impl FreshFs {
+    /// Bytes of the (sparse) image: room for the largest tree twice over.
+    const SIZE: u64 = 2 << 30;
+
+    fn new(work: &Path) -> FreshFs {
+        FreshFs {
+            image: work.join("fresh.img"),
+            mount: work.join("fresh"),
+            mounted: false,
+        }
+    }
+
+    /// Unmounts the last one and mounts a new, empty one.
+    fn remake(&mut self) -> Result<()> {
+        self.unmount()?;
+        let img = fs::File::create(&self.image)?;
+        img.set_len(Self::SIZE)?;
+        drop(img);
+        fs::create_dir_all(&self.mount)?;
+        let run = |c: &mut Command| -> Result<()> {
+            let out = c.output().with_context(|| format!("cannot run {c:?}"))?;
+            ensure!(
+                out.status.success(),
+                "{c:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        };
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&self.image))?;
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&self.image)
+            .arg(&self.mount))?;
+        self.mounted = true;
+        // Every run starts from the same state: nothing of the image's making left to write.
+        let _ = Command::new("sync").status();
+        Ok(())
+    }
+
+    fn unmount(&mut self) -> Result<()> {
+        if self.mounted {
+            let out = Command::new("umount").arg(&self.mount).output()?;
+            ensure!(
+                out.status.success(),
+                "umount {} failed: {}",
+                self.mount.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            self.mounted = false;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FreshFs {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount() {
+            eprintln!("{e:#}");
+        }
+    }
 }
 
 fn loadavg() -> String {
@@ -198,7 +282,7 @@ fn tree_stats(root: &Path) -> Result<(u64, u64)> {
     Ok((files, bytes))
 }
 
-fn bench(bin: &Path, work: &Path, trees: &[PathBuf; 3], runs: usize) -> Result<()> {
+fn bench(bin: &Path, work: &Path, trees: &[PathBuf; 3], runs: usize, fresh_fs: bool) -> Result<()> {
     let ostree = PathBuf::from("ostree");
     let ostree_version = Command::new("ostree")
         .arg("--version")
@@ -338,17 +422,46 @@ fn bench(bin: &Path, work: &Path, trees: &[PathBuf; 3], runs: usize) -> Result<(
         ));
     }
 
-    // Apply, interleaved; the last run's results are checked out and compared with V3.
+    // Apply, interleaved; the last run's results are checked out and compared with V3. With
+    // `--fresh-fs`, each apply into a filesystem made for it.
+    let mut fresh = fresh_fs.then(|| FreshFs::new(work));
+    let place = if fresh_fs { "fresh/" } else { "" };
+    let (dev, odev) = (format!("{place}dev"), format!("{place}odev"));
+    let mut empty = |dir: &str| -> Result<()> {
+        match &mut fresh {
+            Some(f) => f.remake(),
+            None => {
+                let p = work.join(dir);
+                if p.exists() {
+                    fs::remove_dir_all(&p)?;
+                }
+                Ok(())
+            }
+        }
+    };
+    let checkout = |what: &str, prog: &Path, args: &[&str], j: usize| -> Result<bool> {
+        let d = ["co-ours", "co-ostree"][j];
+        println!("checking out {what} ({d}) and comparing it with V3 ...");
+        if work.join(d).exists() {
+            fs::remove_dir_all(work.join(d))?;
+        }
+        let mut a = args.to_vec();
+        a.push(d);
+        measure(prog, work, &a)?;
+        let diffs = compare_trees(&trees[2], &work.join(d))?;
+        for line in diffs.iter().take(5) {
+            println!("  {d}: {line}");
+        }
+        Ok(diffs.is_empty())
+    };
     let mut app_ours: Vec<Stat> = vec![Stat::default(); 3];
     let mut app_theirs: Vec<Stat> = vec![Stat::default(); 3];
     let mut same = [[false; 2]; 3];
     for run in 0..runs {
+        let last = run + 1 == runs;
         for (k, (case, what)) in CASES.iter().enumerate() {
             println!("apply {what}: run {}/{runs}, ours ...", run + 1);
-            let dev = w("dev");
-            if Path::new(&dev).exists() {
-                fs::remove_dir_all(&dev)?;
-            }
+            empty("dev")?;
             let apply = |file: &str| -> Result<Run> {
                 measure(
                     bin,
@@ -356,7 +469,7 @@ fn bench(bin: &Path, work: &Path, trees: &[PathBuf; 3], runs: usize) -> Result<(
                     &[
                         "apply-offline",
                         "--sysroot",
-                        "dev",
+                        &dev,
                         "--trusted-key",
                         "bench.key.pub",
                         file,
@@ -367,17 +480,18 @@ fn bench(bin: &Path, work: &Path, trees: &[PathBuf; 3], runs: usize) -> Result<(
                 apply(&format!("v{}.update", s + 1))?;
             }
             app_ours[k].add(&apply(&format!("{case}.update"))?);
-            println!("apply {what}: run {}/{runs}, OSTree ...", run + 1);
-            let orepo = w("odev");
-            if Path::new(&orepo).exists() {
-                fs::remove_dir_all(&orepo)?;
+            if last {
+                same[k][0] = checkout(what, bin, &["checkout", "--sysroot", &dev, &ours[2]], 0)?;
             }
-            measure(&ostree, work, &["init", "--repo=odev", "--mode=bare"])?;
+            println!("apply {what}: run {}/{runs}, OSTree ...", run + 1);
+            empty("odev")?;
+            let repo = format!("--repo={odev}");
+            measure(&ostree, work, &["init", &repo, "--mode=bare"])?;
             if let Some(s) = sources[k] {
                 measure(
                     &ostree,
                     work,
-                    &["pull-local", "--repo=odev", &w("orepo"), &theirs[s]],
+                    &["pull-local", &repo, &w("orepo"), &theirs[s]],
                 )?;
             }
             app_theirs[k].add(&measure(
@@ -386,43 +500,28 @@ fn bench(bin: &Path, work: &Path, trees: &[PathBuf; 3], runs: usize) -> Result<(
                 &[
                     "static-delta",
                     "apply-offline",
-                    "--repo=odev",
+                    &repo,
                     &format!("{case}.ostree"),
                 ],
             )?);
-            if run + 1 == runs {
-                println!("checking out {what} from both and comparing with V3 ...");
-                for d in ["co-ours", "co-ostree"] {
-                    if work.join(d).exists() {
-                        fs::remove_dir_all(work.join(d))?;
-                    }
-                }
-                measure(
-                    bin,
-                    work,
-                    &["checkout", "--sysroot", "dev", &ours[2], "co-ours"],
-                )?;
-                measure(
-                    &ostree,
-                    work,
-                    &["checkout", "--repo=odev", &theirs[2], "co-ostree"],
-                )?;
-                for (j, d) in ["co-ours", "co-ostree"].iter().enumerate() {
-                    let diffs = compare_trees(&trees[2], &work.join(d))?;
-                    for line in diffs.iter().take(5) {
-                        println!("  {d}: {line}");
-                    }
-                    same[k][j] = diffs.is_empty();
-                }
+            if last {
+                same[k][1] = checkout(what, &ostree, &["checkout", &repo, &theirs[2]], 1)?;
             }
         }
     }
+    // The last filesystem made is unmounted here (and on an error, when `fresh` drops).
+    drop(fresh);
 
     println!();
     println!(
-        "ecu-agent vs OSTree {ostree_version}: {} cores, load average {} at the end; medians of {runs} runs",
+        "ecu-agent vs OSTree {ostree_version}: {} cores, load average {} at the end; medians of {runs} runs; applies into {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        loadavg()
+        loadavg(),
+        if fresh_fs {
+            "a fresh journaled ext4 each (--fresh-fs)"
+        } else {
+            "the work directory's filesystem"
+        }
     );
     println!(
         "| {:<28} | {:>12} | {:>12} | {:>11} |",
