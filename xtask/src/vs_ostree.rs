@@ -189,17 +189,19 @@ pub fn run(args: &[String]) -> Result<()> {
 struct FreshFs {
     image: PathBuf,
     mount: PathBuf,
+    /// Bytes of the image.
+    size: u64,
     mounted: bool,
 }
 
 impl FreshFs {
-    /// Bytes of the (sparse) image: room for the largest tree twice over.
-    const SIZE: u64 = 2 << 30;
-
-    fn new(work: &Path) -> FreshFs {
+    /// A filesystem for trees of at most `largest` bytes of files: a sparse image of 2 GiB,
+    /// or four times that when larger (a delta's source and target, and ext4's own).
+    fn new(work: &Path, largest: u64) -> FreshFs {
         FreshFs {
             image: work.join("fresh.img"),
             mount: work.join("fresh"),
+            size: (4 * largest).max(2 << 30),
             mounted: false,
         }
     }
@@ -208,7 +210,7 @@ impl FreshFs {
     fn remake(&mut self) -> Result<()> {
         self.unmount()?;
         let img = fs::File::create(&self.image)?;
-        img.set_len(Self::SIZE)?;
+        img.set_len(self.size)?;
         drop(img);
         fs::create_dir_all(&self.mount)?;
         let run = |c: &mut Command| -> Result<()> {
@@ -294,8 +296,10 @@ fn bench(bin: &Path, work: &Path, trees: &[PathBuf; 3], runs: usize, fresh_fs: b
                 .unwrap_or_default()
         })
         .unwrap_or_default();
+    let mut largest = 0;
     for (i, t) in trees.iter().enumerate() {
         let (files, bytes) = tree_stats(t)?;
+        largest = largest.max(bytes);
         println!(
             "V{}: {} ({files} entries, {:.1} MiB)",
             i + 1,
@@ -424,7 +428,7 @@ fn bench(bin: &Path, work: &Path, trees: &[PathBuf; 3], runs: usize, fresh_fs: b
 
     // Apply, interleaved; the last run's results are checked out and compared with V3. With
     // `--fresh-fs`, each apply into a filesystem made for it.
-    let mut fresh = fresh_fs.then(|| FreshFs::new(work));
+    let mut fresh = fresh_fs.then(|| FreshFs::new(work, largest));
     let place = if fresh_fs { "fresh/" } else { "" };
     let (dev, odev) = (format!("{place}dev"), format!("{place}odev"));
     let mut empty = |dir: &str| -> Result<()> {
