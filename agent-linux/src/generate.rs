@@ -524,24 +524,36 @@ impl Walk<'_> {
             return Ok(());
         }
         if !self.source.contains(ObjectKind::DirTree, id) {
+            let (mut files, mut dirs) = (Vec::new(), Vec::new());
             for e in self.repo.read_dirtree(id)? {
                 match e {
                     OwnedEntry::File { id, name } => {
-                        let pair = self.pairs.pair(&self.path, &name);
-                        // The name: a hint for the writer's locality (similar files together).
-                        self.next_name = Some(name.into_boxed_slice());
-                        self.object(ObjectKind::File, &id, pair)?;
+                        let path = self.repo.object_path(ObjectKind::File, &id);
+                        let size = std::fs::symlink_metadata(path).map_or(0, |m| m.len());
+                        files.push((size, name, id));
                     }
-                    OwnedEntry::Dir { tree, meta, name } => {
-                        let len = self.path.len();
-                        self.path.push(b'/');
-                        self.path.extend_from_slice(&name);
-                        let r = self.tree(&tree, depth + 1);
-                        self.path.truncate(len);
-                        r?;
-                        self.object(ObjectKind::DirMeta, &meta, None)?;
-                    }
+                    OwnedEntry::Dir { tree, meta, name } => dirs.push((tree, meta, name)),
                 }
+            }
+            // A directory's files by size, then name: the builds of one package (similar
+            // code) tend to be of similar sizes, so they come within the dictionary of each
+            // other. `usr/bin` of the default corpus's V3 compresses 2.4% smaller so with an
+            // 8 MiB dictionary, about as well as by name with 32 MiB (docs/PERFORMANCE.md).
+            files.sort_unstable();
+            for (_, name, id) in files {
+                let pair = self.pairs.pair(&self.path, &name);
+                // The name: a hint for the writer's locality (similar files together).
+                self.next_name = Some(name.into_boxed_slice());
+                self.object(ObjectKind::File, &id, pair)?;
+            }
+            for (tree, meta, name) in dirs {
+                let len = self.path.len();
+                self.path.push(b'/');
+                self.path.extend_from_slice(&name);
+                let r = self.tree(&tree, depth + 1);
+                self.path.truncate(len);
+                r?;
+                self.object(ObjectKind::DirMeta, &meta, None)?;
             }
         }
         let pair = self.pairs.dir(&self.path);
@@ -645,5 +657,58 @@ impl Emit<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::tree::{build_mem, MemDir, MemNode};
+
+    fn file(len: usize, byte: u8) -> MemNode {
+        MemNode::File {
+            mode: 0o644,
+            content: vec![byte; len],
+            xattrs: vec![],
+        }
+    }
+
+    #[test]
+    fn a_directory_s_files_are_planned_by_size_then_name_before_its_subdirectories() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repo::init(&d.path().join("r")).unwrap();
+        let tree = MemDir::new()
+            .with(b"a", file(300, b'a'))
+            .with(b"b", file(100, b'b'))
+            .with(b"c", file(200, b'c'))
+            .with(b"d", file(100, b'd'))
+            .with(
+                b"sub",
+                MemNode::Dir(MemDir::new().with(b"x", file(1, b'x'))),
+            );
+        let (root, _) = build_mem(&repo, &tree).unwrap();
+        let (source, pairs) = (ObjectSet::default(), SourceFiles::default());
+        let mut walk = Walk {
+            repo: &repo,
+            source: &source,
+            pairs: &pairs,
+            plan: Vec::new(),
+            done: HashSet::new(),
+            path: Vec::new(),
+            next_name: None,
+        };
+        walk.tree(&root.tree, 0).unwrap();
+        let order: Vec<String> = walk
+            .plan
+            .iter()
+            .map(|s| match s {
+                Step::Write(ObjectKind::File, _, _, Some(n)) => String::from_utf8_lossy(n).into(),
+                Step::Write(ObjectKind::DirTree, id, _, _) if *id == root.tree => "/".into(),
+                Step::Write(k, ..) | Step::Reuse(k, _) => format!("{k:?}"),
+            })
+            .collect();
+        // The root's files by size (b and d of 100 bytes by name), then the subdirectory's
+        // file, its dirtree and dirmeta, and last the root's dirtree.
+        assert_eq!(order, ["b", "d", "c", "a", "x", "DirTree", "DirMeta", "/"]);
     }
 }

@@ -14,8 +14,8 @@
 //! compressing is stored as it is.
 //!
 //! Locality (xz, [`UpdateWriter::locality`]): by default ([`Locality::Tree`]) the records keep
-//! the order they were given in (the generator's: each directory's files, then the directory,
-//! bottom-up, as a tar of the tree has them), and the file is split into [`XZ_PARTS`] parts of
+//! the order they were given in (the generator's: each directory's files, by size, then the
+//! directory, bottom-up, as a tar of the tree has them), and the file is split into [`XZ_PARTS`] parts of
 //! equal size once each would hold at least a dictionary's worth, else into two (one below
 //! twice [`MIN_XZ_SPLIT_PART`]; more parts past 1 GiB each), each through the BCJ
 //! filter of the instruction set most of its ELF bytes are for (read from their `e_machine`).
