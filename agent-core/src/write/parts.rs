@@ -239,34 +239,48 @@ fn majority_filter(records: &[(u64, Filter)]) -> Filter {
 
 /// Splits records (by length and filter), in their order, into parts of equal decoded size
 /// about `target` bytes each: as many as `target` makes (at most [`MAX_PARTS`]), each ending
-/// at the record that crosses its share of the total; each part's filter is that of most of
-/// its ELF bytes ([`majority_filter`]). A part larger than `u32::MAX` bytes makes more parts,
-/// or [`WriteError::TooLarge`] at [`MAX_PARTS`]. Returns each part's record count and filter.
+/// at the record boundary nearest to its share of the total (so that a large record that
+/// crosses a share does not make its part much larger than the others: on two cores the
+/// largest part is the time to compress), never an empty part; each part's filter is that of
+/// most of its ELF bytes ([`majority_filter`]). A part larger than `u32::MAX` bytes makes
+/// more parts, or [`WriteError::TooLarge`] at [`MAX_PARTS`]. Returns each part's record count
+/// and filter.
 fn plan_even(records: &[(u64, Filter)], target: u64) -> Result<Vec<(usize, Filter)>, WriteError> {
     let total: u128 = records.iter().map(|r| u128::from(r.0)).sum();
     let mut n = total
         .div_ceil(u128::from(target.max(1)))
         .clamp(1, MAX_PARTS as u128);
     loop {
-        let mut plan = Vec::new();
-        let mut fits = true;
-        let (mut start, mut size, mut done) = (0usize, 0u128, 0u128);
-        // The boundary the current part ends at: the k-th n-th of the total.
-        let mut k = 1u128;
+        // Where parts end (exclusive record indices), scaled by n to stay in integers: the
+        // k-th share ends at k·total, a record boundary after `done` bytes at done·n.
+        let mut ends: Vec<usize> = Vec::new();
+        let (mut k, mut done) = (1u128, 0u128);
         for (i, &(len, _)) in records.iter().enumerate() {
-            size += u128::from(len);
-            done += u128::from(len);
-            if i + 1 < records.len() && done * n >= k * total && k < n {
-                fits &= size <= u128::from(u32::MAX);
-                plan.push((i + 1 - start, majority_filter(&records[start..=i])));
-                start = i + 1;
-                size = 0;
-                k = done * n / total.max(1) + 1;
+            let after = done + u128::from(len);
+            while k < n && after * n >= k * total {
+                // Share k ends within record i: at its start or its end, whichever is nearer
+                // (its end on a tie).
+                let end = if k * total - done * n < after * n - k * total {
+                    i
+                } else {
+                    i + 1
+                };
+                if end > ends.last().copied().unwrap_or(0) && end < records.len() {
+                    ends.push(end);
+                }
+                k += 1;
             }
+            done = after;
         }
-        if start < records.len() {
-            fits &= size <= u128::from(u32::MAX);
-            plan.push((records.len() - start, majority_filter(&records[start..])));
+        let mut plan = Vec::with_capacity(ends.len() + 1);
+        let (mut start, mut fits) = (0usize, true);
+        for end in ends.into_iter().chain([records.len()]) {
+            if end > start {
+                let size: u128 = records[start..end].iter().map(|r| u128::from(r.0)).sum();
+                fits &= size <= u128::from(u32::MAX);
+                plan.push((end - start, majority_filter(&records[start..end])));
+                start = end;
+            }
         }
         if fits {
             return Ok(plan);
@@ -325,10 +339,22 @@ mod test {
             counts(plan_even(&plain(&[10; 12]), 50).unwrap()),
             vec![4, 4, 4]
         );
-        // A large record crossing several boundaries ends one part; the rest share the others.
+        // A large record crossing several shares gets a part of its own; the rest share the
+        // others.
         assert_eq!(
             counts(plan_even(&plain(&[10, 500, 10, 10, 10, 10]), 100).unwrap()),
-            vec![2, 4]
+            vec![1, 1, 4]
+        );
+        // A part ends at the record boundary nearest its share (50 of 100 bytes): before a
+        // large record that crosses it when that is nearer (it spans 40 to 70), after it
+        // otherwise (30 to 60).
+        assert_eq!(
+            counts(plan_even(&plain(&[10, 10, 10, 10, 30, 10, 10, 10]), 55).unwrap()),
+            vec![4, 4]
+        );
+        assert_eq!(
+            counts(plan_even(&plain(&[10, 10, 10, 30, 10, 10, 10, 10]), 55).unwrap()),
+            vec![4, 4]
         );
         // One part when everything fits; nothing for nothing.
         assert_eq!(counts(plan_even(&plain(&[10; 3]), 100).unwrap()), vec![3]);
@@ -397,10 +423,11 @@ mod test {
         assert_eq!(majority_filter(&recs), Filter::Arm64);
         assert_eq!(majority_filter(&recs[1..3]), Filter::X86);
         assert_eq!(majority_filter(&recs[2..3]), Filter::None);
-        // Two parts (115 bytes, target 60): the first ends at the record crossing 57.5 bytes.
+        // Two parts (115 bytes, target 60): the first ends at the record boundary nearest
+        // 57.5 bytes, 40 (the 50-byte record would take it to 90).
         assert_eq!(
             plan_even(&recs, 60).unwrap(),
-            vec![(3, Filter::X86), (1, Filter::Arm64)]
+            vec![(2, Filter::X86), (2, Filter::Arm64)]
         );
     }
 
