@@ -443,6 +443,12 @@ fn patchable(
     Ok(Some(bytes))
 }
 
+/// Bytes of an object's file in the repository (for a file object its content, or a
+/// symlink's target), 0 when it cannot be read: a size to order work by, nothing more.
+fn stored_len(repo: &Repo, kind: ObjectKind, id: &ObjectId) -> u64 {
+    std::fs::symlink_metadata(repo.object_path(kind, id)).map_or(0, |m| m.len())
+}
+
 /// The patch of each write that has a source, when it pays: computed on every core (each
 /// pair is independent), in the plan's order. A pair that cannot be read is written whole
 /// (the write reports the error).
@@ -451,10 +457,7 @@ fn patches(repo: &Repo, plan: &[Step]) -> Vec<Patch> {
         .iter()
         .enumerate()
         .filter_map(|(i, s)| match s {
-            Step::Write(kind, id, Some(_), _) => {
-                let size = std::fs::symlink_metadata(repo.object_path(*kind, id));
-                Some((size.map_or(0, |m| m.len()), i))
-            }
+            Step::Write(kind, id, Some(_), _) => Some((stored_len(repo, *kind, id), i)),
             _ => None,
         })
         .collect();
@@ -534,9 +537,7 @@ impl<'a> Walk<'a> {
             for e in self.repo.read_dirtree(id)? {
                 match e {
                     OwnedEntry::File { id, name } => {
-                        let path = self.repo.object_path(ObjectKind::File, &id);
-                        let size = std::fs::symlink_metadata(path).map_or(0, |m| m.len());
-                        files.push((size, name, id));
+                        files.push((stored_len(self.repo, ObjectKind::File, &id), name, id));
                     }
                     OwnedEntry::Dir { tree, meta, name } => dirs.push((tree, meta, name)),
                 }

@@ -431,24 +431,24 @@ fn bench(bin: &Path, work: &Path, trees: &[PathBuf; 3], runs: usize, fresh_fs: b
     let mut fresh = fresh_fs.then(|| FreshFs::new(work, largest));
     let place = if fresh_fs { "fresh/" } else { "" };
     let (dev, odev) = (format!("{place}dev"), format!("{place}odev"));
+    let remove = |dir: &str| -> Result<()> {
+        let p = work.join(dir);
+        if p.exists() {
+            fs::remove_dir_all(&p)?;
+        }
+        Ok(())
+    };
+    // `dir` (in WORK), empty: a fresh filesystem there, or the last run's tree removed.
     let mut empty = |dir: &str| -> Result<()> {
         match &mut fresh {
             Some(f) => f.remake(),
-            None => {
-                let p = work.join(dir);
-                if p.exists() {
-                    fs::remove_dir_all(&p)?;
-                }
-                Ok(())
-            }
+            None => remove(dir),
         }
     };
-    let checkout = |what: &str, prog: &Path, args: &[&str], j: usize| -> Result<bool> {
-        let d = ["co-ours", "co-ostree"][j];
+    // Checks out with `prog args d` and compares `WORK/d` with V3.
+    let checkout = |what: &str, prog: &Path, args: &[&str], d: &str| -> Result<bool> {
         println!("checking out {what} ({d}) and comparing it with V3 ...");
-        if work.join(d).exists() {
-            fs::remove_dir_all(work.join(d))?;
-        }
+        remove(d)?;
         let mut a = args.to_vec();
         a.push(d);
         measure(prog, work, &a)?;
@@ -465,7 +465,7 @@ fn bench(bin: &Path, work: &Path, trees: &[PathBuf; 3], runs: usize, fresh_fs: b
         let last = run + 1 == runs;
         for (k, (case, what)) in CASES.iter().enumerate() {
             println!("apply {what}: run {}/{runs}, ours ...", run + 1);
-            empty("dev")?;
+            empty(&dev)?;
             let apply = |file: &str| -> Result<Run> {
                 measure(
                     bin,
@@ -485,10 +485,15 @@ fn bench(bin: &Path, work: &Path, trees: &[PathBuf; 3], runs: usize, fresh_fs: b
             }
             app_ours[k].add(&apply(&format!("{case}.update"))?);
             if last {
-                same[k][0] = checkout(what, bin, &["checkout", "--sysroot", &dev, &ours[2]], 0)?;
+                same[k][0] = checkout(
+                    what,
+                    bin,
+                    &["checkout", "--sysroot", &dev, &ours[2]],
+                    "co-ours",
+                )?;
             }
             println!("apply {what}: run {}/{runs}, OSTree ...", run + 1);
-            empty("odev")?;
+            empty(&odev)?;
             let repo = format!("--repo={odev}");
             measure(&ostree, work, &["init", &repo, "--mode=bare"])?;
             if let Some(s) = sources[k] {
@@ -509,7 +514,8 @@ fn bench(bin: &Path, work: &Path, trees: &[PathBuf; 3], runs: usize, fresh_fs: b
                 ],
             )?);
             if last {
-                same[k][1] = checkout(what, &ostree, &["checkout", &repo, &theirs[2]], 1)?;
+                same[k][1] =
+                    checkout(what, &ostree, &["checkout", &repo, &theirs[2]], "co-ostree")?;
             }
         }
     }
