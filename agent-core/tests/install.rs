@@ -1818,8 +1818,9 @@ fn format_1_files_install_as_security_version_0() {
         ),
         "{err}"
     );
-    // Unknown versions are still named precisely (4, redeflate records, is known now).
-    for v in [0u16, 5, 0xffff] {
+    // Unknown versions are still named precisely (4, redeflate records, and 5, reuse-entries
+    // records, are known now).
+    for v in [0u16, 6, 0xffff] {
         let mut f = new.clone();
         f[8..10].copy_from_slice(&v.to_le_bytes());
         refused_at_the_superblock(

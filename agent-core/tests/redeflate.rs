@@ -178,7 +178,9 @@ fn redeflate_records(records: &[u8]) -> Vec<OpRepr> {
                 found.push(op);
                 head as usize + plain as usize + tail as usize
             }
-            OpRepr::Patch { .. } => unreachable!("no patches in a from-scratch file"),
+            OpRepr::Patch { .. } | OpRepr::ReuseEntries { .. } => {
+                unreachable!("no patches and no reuses in a from-scratch file")
+            }
         };
     }
     found

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use agent_core::install::{InstallError, Installed, Installer, Zlib};
 use agent_core::object::ObjectId;
 use agent_core::wire::{
-    Codec, DeflateParams, FormatError, OpRepr, FORMAT_VERSION, REDEFLATE_HEADER_LEN,
+    Codec, DeflateParams, FormatError, OpRepr, REDEFLATE_FORMAT_VERSION, REDEFLATE_HEADER_LEN,
 };
 use agent_core::ObjectKind;
 use common::*;
@@ -177,7 +177,7 @@ fn format_redeflate_example_matches_the_spec() {
     let b = built();
     let file = write_update(&b, None, Some(&SEED), 1 << 20);
     assert_eq!(u16::from_le_bytes([file[8], file[9]]), 4);
-    assert_eq!(FORMAT_VERSION, 4);
+    assert_eq!(REDEFLATE_FORMAT_VERSION, 4);
     let parts = decoded_parts(&file);
     assert_eq!(parts.len(), 1);
     let at = 42 + 14;

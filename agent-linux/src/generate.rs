@@ -112,6 +112,9 @@ pub struct GenerateOptions {
     pub compression: Option<u8>,
     /// Write every new file whole, never as a patch of a source file.
     pub no_patches: bool,
+    /// Reuse each unchanged object by a record of its own, never by a reuse-entries record
+    /// (for an agent that reads format version 4 at most).
+    pub no_reuse_entries: bool,
     /// Which gzip files are carried inflated in redeflate records ([`RedeflateMode::Off`] for
     /// a device whose installer has no deflate encoder).
     pub redeflate: RedeflateMode,
@@ -128,6 +131,7 @@ impl Default for GenerateOptions {
             part_size: None,
             compression: None,
             no_patches: false,
+            no_reuse_entries: false,
             redeflate: RedeflateMode::Zlib,
             codec: Codec::Xz,
             max_dictionary: None,
@@ -178,7 +182,7 @@ pub fn generate(
 ) -> Result<UpdateSummary, GenerateError> {
     let target = repo.read_commit(to)?;
     let (source, pairs) = match from {
-        Some(f) if !opts.no_patches => SourceFiles::of(repo, &f)?,
+        Some(f) if !opts.no_patches || !opts.no_reuse_entries => SourceFiles::of(repo, &f)?,
         Some(f) => (repo.reachable(&f)?, SourceFiles::default()),
         None => (ObjectSet::default(), SourceFiles::default()),
     };
@@ -201,6 +205,8 @@ pub fn generate(
         writer = writer.max_dictionary(d);
     }
     let mut walk = Walk::new(repo, &source, &pairs);
+    walk.patches = !opts.no_patches;
+    walk.entries = !opts.no_reuse_entries;
     walk.tree(&target.root_tree, 0)?;
     walk.object(ObjectKind::DirMeta, &target.root_meta, None)?;
     let patches = patches(repo, &walk.plan);
@@ -415,6 +421,57 @@ enum Step {
     /// Kind, id, the patch source paired with it, its file name (for the writer's locality).
     Write(ObjectKind, ObjectId, Option<ObjectId>, Option<Box<[u8]>>),
     Reuse(ObjectKind, ObjectId),
+    /// The source dirtree, the bitmap over its references, and how many bits are set.
+    ReuseEntries(ObjectId, Vec<u8>, u32),
+}
+
+/// The reuses of one new directory's entries that its source dirtree (the source commit's
+/// directory at the same path) names: gathered as one reuse-entries record, a bit for each
+/// reference, instead of a 34-byte record for each object.
+struct Group {
+    source: ObjectId,
+    /// Each reference's index in the source dirtree, by kind code and id (the first when
+    /// an object is named twice).
+    index: HashMap<(u8, ObjectId), usize>,
+    bits: Vec<u8>,
+    set: u32,
+}
+
+impl Group {
+    /// The group of dirtree `source`'s references.
+    fn of(repo: &Repo, source: ObjectId) -> Result<Group, GenerateError> {
+        let mut index = HashMap::new();
+        let mut refs = 0usize;
+        let mut add = |kind: ObjectKind, id: ObjectId| {
+            index.entry((kind.code(), id)).or_insert(refs);
+            refs += 1;
+        };
+        for e in repo.read_dirtree(&source)? {
+            match e {
+                OwnedEntry::File { id, .. } => add(ObjectKind::File, id),
+                OwnedEntry::Dir { tree, meta, .. } => {
+                    add(ObjectKind::DirTree, tree);
+                    add(ObjectKind::DirMeta, meta);
+                }
+            }
+        }
+        Ok(Group {
+            source,
+            index,
+            bits: vec![0; refs.div_ceil(8)],
+            set: 0,
+        })
+    }
+
+    /// Takes the reuse of an object when the source dirtree names it.
+    fn take(&mut self, kind: ObjectKind, id: &ObjectId) -> bool {
+        let Some(&i) = self.index.get(&(kind.code(), *id)) else {
+            return false;
+        };
+        self.bits[i / 8] |= 1 << (i % 8);
+        self.set += 1;
+        true
+    }
 }
 
 /// A write's patch, when it pays: the source object and the patch.
@@ -507,6 +564,12 @@ struct Walk<'a> {
     path: Vec<u8>,
     /// The file name of the object planned next.
     next_name: Option<Box<[u8]>>,
+    /// Pair written files and dirtrees with source objects to patch from.
+    patches: bool,
+    /// Gather the reuses of a new directory's entries into a reuse-entries record.
+    entries: bool,
+    /// The reuses of the directory being walked, while its entries are planned.
+    group: Option<Group>,
 }
 
 impl<'a> Walk<'a> {
@@ -521,6 +584,9 @@ impl<'a> Walk<'a> {
             done: HashSet::new(),
             path: Vec::new(),
             next_name: None,
+            patches: true,
+            entries: false,
+            group: None,
         }
     }
 
@@ -532,7 +598,12 @@ impl<'a> Walk<'a> {
         if self.done.contains(&(ObjectKind::DirTree.code(), *id)) {
             return Ok(());
         }
+        let pair = self.pairs.dir(&self.path);
         if !self.source.contains(ObjectKind::DirTree, id) {
+            let outer = self.group.take();
+            if let (true, Some(source)) = (self.entries, pair) {
+                self.group = Some(Group::of(self.repo, source)?);
+            }
             let (mut files, mut dirs) = (Vec::new(), Vec::new());
             for e in self.repo.read_dirtree(id)? {
                 match e {
@@ -549,7 +620,7 @@ impl<'a> Walk<'a> {
             // (docs/PERFORMANCE.md, "A directory's files by size").
             files.sort_unstable();
             for (_, name, id) in files {
-                let pair = self.pairs.pair(&self.path, &name);
+                let pair = self.pairs.pair(&self.path, &name).filter(|_| self.patches);
                 // The name: a hint for the writer's locality (similar files together).
                 self.next_name = Some(name.into_boxed_slice());
                 self.object(ObjectKind::File, &id, pair)?;
@@ -563,9 +634,14 @@ impl<'a> Walk<'a> {
                 r?;
                 self.object(ObjectKind::DirMeta, &meta, None)?;
             }
+            // The entries' reuses, before the dirtree that names them.
+            if let Some(g) = core::mem::replace(&mut self.group, outer) {
+                if g.set > 0 {
+                    self.plan.push(Step::ReuseEntries(g.source, g.bits, g.set));
+                }
+            }
         }
-        let pair = self.pairs.dir(&self.path);
-        self.object(ObjectKind::DirTree, id, pair)
+        self.object(ObjectKind::DirTree, id, pair.filter(|_| self.patches))
     }
 
     /// Plans one object as a reuse (when the source has it) or a write (patched from `pair`
@@ -581,7 +657,9 @@ impl<'a> Walk<'a> {
             return Ok(());
         }
         if self.source.contains(kind, id) {
-            self.plan.push(Step::Reuse(kind, *id));
+            if !self.group.as_mut().is_some_and(|g| g.take(kind, id)) {
+                self.plan.push(Step::Reuse(kind, *id));
+            }
         } else {
             self.plan.push(Step::Write(kind, *id, pair, name));
         }
@@ -610,6 +688,16 @@ impl Emit<'_> {
             (Step::Reuse(kind, id), _) => {
                 self.writer.reuse_object(*kind, *id);
                 self.reused += 1;
+            }
+            (Step::ReuseEntries(source, bits, set), _) => {
+                self.writer
+                    .reuse_entries(*source, bits)
+                    .map_err(|e| GenerateError::Io {
+                        what: "add reuse of the entries of",
+                        path: self.repo.object_path(ObjectKind::DirTree, source),
+                        source: e,
+                    })?;
+                self.reused += set;
             }
             (Step::Write(kind, id, _, _), Some((source, p))) => {
                 let len = agent_core::write::patch_len(&p).unwrap_or(0);
@@ -705,6 +793,7 @@ mod test {
                 Step::Write(ObjectKind::File, _, _, Some(n)) => String::from_utf8_lossy(n).into(),
                 Step::Write(ObjectKind::DirTree, id, _, _) if *id == root.tree => "/".into(),
                 Step::Write(k, ..) | Step::Reuse(k, _) => format!("{k:?}"),
+                Step::ReuseEntries(..) => "entries".into(),
             })
             .collect();
         // The root's files by size (b and d of 100 bytes by name), then the subdirectory's

@@ -222,7 +222,9 @@ pub fn install_code(e: &InstallError<StoreFail>) -> i32 {
         I::RefNotFollowed { .. } => ECU_UPDATE_E_REF,
         I::BadTrustedKey { .. } => ECU_UPDATE_E_BAD_KEY,
         I::MissingSource(_) => ECU_UPDATE_E_MISSING_SOURCE,
-        I::MissingObject { .. } | I::PatchSourceMissing { .. } => ECU_UPDATE_E_MISSING_OBJECT,
+        I::MissingObject { .. } | I::PatchSourceMissing { .. } | I::EntriesSourceMissing { .. } => {
+            ECU_UPDATE_E_MISSING_OBJECT
+        }
         I::PatchSourceDamaged { .. } => ECU_UPDATE_E_CORRUPT,
         I::PatchRange { .. } | I::PatchOverrun { .. } => ECU_UPDATE_E_OBJECT,
         I::PatchCommit { .. } => ECU_UPDATE_E_CONTENT,
@@ -241,6 +243,7 @@ pub fn install_code(e: &InstallError<StoreFail>) -> i32 {
         | I::CommitNotLast { .. }
         | I::CommitNotTarget { .. }
         | I::ReuseCommit { .. }
+        | I::EntriesBitmap { .. }
         | I::NoCommit
         | I::SecurityVersionMismatch { .. }
         | I::MetaMismatch { .. } => ECU_UPDATE_E_CONTENT,

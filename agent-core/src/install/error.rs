@@ -98,7 +98,8 @@ pub enum InstallError<E> {
         /// The source it reads.
         source: ObjectId,
     },
-    /// A patch record's source object is in the store but its bytes do not hash to its id.
+    /// A patch record's or a reuse-entries record's source object is in the store but its
+    /// bytes do not hash to its id.
     PatchSourceDamaged {
         /// Its kind.
         kind: ObjectKind,
@@ -171,6 +172,22 @@ pub enum InstallError<E> {
         id: ObjectId,
         /// The record's parameters.
         params: crate::wire::DeflateParams,
+    },
+    /// A reuse-entries record's source dirtree is not in the store.
+    EntriesSourceMissing {
+        /// The dirtree whose references the record selects.
+        source: ObjectId,
+    },
+    /// A reuse-entries record's bitmap does not fit its source dirtree's references: it must
+    /// have one bit for each, ⌈`refs` / 8⌉ bytes, with no bit set past the last.
+    EntriesBitmap {
+        /// The source dirtree.
+        source: ObjectId,
+        /// Bytes of the record's bitmap.
+        len: u64,
+        /// References of the source dirtree read when the mismatch showed (all of them when
+        /// the bitmap is short).
+        refs: u64,
     },
     /// An object's bytes do not hash to its id.
     ObjectHash {
@@ -364,7 +381,7 @@ impl<E: fmt::Display> fmt::Display for InstallError<E> {
             ),
             I::PatchSourceDamaged { kind, source, found } => write!(
                 f,
-                "{kind} object {source}, the source of a patch, is damaged in the store (its bytes hash to {found}); install a from-scratch update"
+                "{kind} object {source}, the source of a patch or of reused entries, is damaged in the store (its bytes hash to {found}); install a from-scratch update"
             ),
             I::PatchRange { kind, id, offset, len, source_len } => write!(
                 f,
@@ -389,6 +406,14 @@ impl<E: fmt::Display> fmt::Display for InstallError<E> {
                 f,
                 "file object {id} is carried inflated, to be deflated again at level {}, window bits {}, memory level {}, strategy {}, which this installer cannot do; ask for an update generated with --no-redeflate",
                 params.level, params.window_bits, params.mem_level, params.strategy
+            ),
+            I::EntriesSourceMissing { source } => write!(
+                f,
+                "the update reuses entries of dirtree object {source}, which is not in the store; install a from-scratch update"
+            ),
+            I::EntriesBitmap { source, len, refs } => write!(
+                f,
+                "the reuse-entries record of dirtree object {source} has a bitmap of {len} bytes, which does not fit the dirtree's references ({refs} read): it needs one bit for each, and none set past the last"
             ),
             I::ObjectHash { kind, expected, found } => {
                 write!(f, "{kind} object {expected} is corrupt: its bytes hash to {found}")

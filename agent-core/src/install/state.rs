@@ -8,9 +8,11 @@
 //! the previous entry name ([`MAX_NAME_LEN`] bytes).
 //!
 //! This module dispatches the records and opens and ends the objects; `check` checks each
-//! object's bytes as they stream, `patch` builds an object from a `Patch` record.
+//! object's bytes as they stream, `patch` builds an object from a `Patch` record, `entries`
+//! reuses what a `ReuseEntries` record selects.
 
 mod check;
+mod entries;
 mod patch;
 #[cfg(feature = "redeflate")]
 mod redeflate;
@@ -18,6 +20,7 @@ mod redeflate;
 use sha2::{Digest, Sha256};
 
 use check::{Check, Utf8};
+use entries::Entries;
 use patch::{Patch, Step};
 #[cfg(feature = "redeflate")]
 use redeflate::Redeflating;
@@ -76,6 +79,8 @@ enum Rec {
         pos: u64,
         patch: Option<Patch>,
     },
+    /// Inside a `ReuseEntries` record's bitmap.
+    Entries(Entries),
 }
 
 /// The record and object state machine of one install.
@@ -98,6 +103,8 @@ pub(crate) struct Ops<'k> {
     pub(crate) patches: bool,
     /// The file's format version has redeflate records.
     pub(crate) redeflates: bool,
+    /// The file's format version has reuse-entries records.
+    pub(crate) reuse_entries: bool,
     /// The deflate encoder lent for redeflate records.
     #[cfg(feature = "redeflate")]
     pub(crate) deflater: Option<&'k mut dyn crate::install::Redeflate>,
@@ -146,6 +153,7 @@ impl<'k> Ops<'k> {
             commit_seen: false,
             patches: false,
             redeflates: false,
+            reuse_entries: false,
             #[cfg(feature = "redeflate")]
             deflater: None,
             #[cfg(feature = "redeflate")]
@@ -188,6 +196,7 @@ impl<'k> Ops<'k> {
         self.commit_seen = false;
         self.patches = false;
         self.redeflates = false;
+        self.reuse_entries = false;
         #[cfg(feature = "redeflate")]
         {
             self.redeflating = None;
@@ -309,6 +318,7 @@ impl<'k> Ops<'k> {
                 }
                 Rec::Body { patch: None, .. } => self.body_bytes(store, &mut take)?,
                 Rec::Body { patch: Some(_), .. } => self.patch_bytes(store, &mut take)?,
+                Rec::Entries(_) => self.entries_bytes(store, &mut take)?,
             }
         }
         if !over.is_empty() {
@@ -329,6 +339,7 @@ impl<'k> Ops<'k> {
         let Some(code) = code else { return Ok(()) };
         if code == OpCode::Patch.code() && !self.patches
             || code == OpCode::Redeflate.code() && !self.redeflates
+            || code == OpCode::ReuseEntries.code() && !self.reuse_entries
         {
             return Err(InstallError::Format(crate::wire::FormatError::UnknownOp(
                 code,
@@ -416,6 +427,7 @@ impl<'k> Ops<'k> {
                 tail,
                 params,
             } => self.open_redeflate(store, (kind, id, len), (head, plain, tail), params),
+            OpRepr::ReuseEntries { source, len } => self.open_entries(store, source, len),
         }
     }
 

@@ -23,7 +23,9 @@ use crate::wire::{
     check_part, dictionary_is_valid, Codec, Filter, FormatError, PartEntry, DEFLATE_DICTIONARY,
     MAX_PARTS, MAX_REF_LEN,
 };
-use crate::wire::{HEADER_LEN, PATCH_FORMAT_VERSION, REDEFLATE_FORMAT_VERSION};
+use crate::wire::{
+    HEADER_LEN, PATCH_FORMAT_VERSION, REDEFLATE_FORMAT_VERSION, REUSE_ENTRIES_FORMAT_VERSION,
+};
 
 // One bit of `Parts::deflate` per part.
 const _: () = assert!(MAX_PARTS <= 64);
@@ -380,6 +382,7 @@ impl Installer<'_> {
         check_superblock(&self.policy, &self.info.ref_name, target.security_version)?;
         self.ops.patches = self.format_version >= PATCH_FORMAT_VERSION;
         self.ops.redeflates = self.format_version >= REDEFLATE_FORMAT_VERSION;
+        self.ops.reuse_entries = self.format_version >= REUSE_ENTRIES_FORMAT_VERSION;
         self.check_dictionary(target.dictionary)?;
         #[cfg(feature = "xz")]
         {

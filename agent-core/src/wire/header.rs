@@ -211,7 +211,7 @@ mod test {
             HeaderRepr::parse(&Header::new_unchecked(&b[..])),
             Err(FormatError::BadMagic)
         );
-        for v in [0u16, 5, 0x0100, u16::MAX] {
+        for v in [0u16, 6, 0x0100, u16::MAX] {
             let mut b = HEADER_BYTES;
             b[8..10].copy_from_slice(&v.to_le_bytes());
             let e = HeaderRepr::parse(&Header::new_unchecked(&b[..])).unwrap_err();

@@ -29,7 +29,7 @@ pub use codec::{
 pub use header::{Header, HeaderRepr};
 pub use op::{
     deflate_bound, offtin, DeflateParams, OpCode, OpRepr, MAX_OP_HEADER_LEN, PATCH_CONTROL_LEN,
-    PATCH_HEADER_LEN, REDEFLATE_HEADER_LEN, REUSE_LEN, WRITE_HEADER_LEN,
+    PATCH_HEADER_LEN, REDEFLATE_HEADER_LEN, REUSE_ENTRIES_HEADER_LEN, REUSE_LEN, WRITE_HEADER_LEN,
 };
 pub use superblock::{check_part, PartEntry, Superblock, TargetMeta};
 
@@ -39,9 +39,9 @@ use crate::object::{MAX_SUBJECT_LEN, MAX_VERSION_LEN};
 
 /// The first eight bytes of every `.update` file.
 pub const MAGIC: [u8; 8] = *b"ECUPDATE";
-/// The newest format version this crate reads and writes: 4, which adds redeflate records
+/// The newest format version this crate reads and writes: 5, which adds reuse-entries records
 /// (`docs/FORMAT.md` §6). The writer writes the lowest version that carries an update.
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 /// The first format version with patch records (`docs/FORMAT.md` §6); in older files their
 /// operation code is unknown ([`FormatError::UnknownOp`]). Version 3 also adds xz parts with a
 /// filter byte in each part entry, and the dictionary size at the end of the superblock (after
@@ -50,6 +50,9 @@ pub const PATCH_FORMAT_VERSION: u16 = 3;
 /// The first format version with redeflate records (`docs/FORMAT.md` §6); in older files their
 /// operation code is unknown ([`FormatError::UnknownOp`]). Its superblock is version 3's.
 pub const REDEFLATE_FORMAT_VERSION: u16 = 4;
+/// The first format version with reuse-entries records (`docs/FORMAT.md` §6); in older files
+/// their operation code is unknown ([`FormatError::UnknownOp`]). Its superblock is version 3's.
+pub const REUSE_ENTRIES_FORMAT_VERSION: u16 = 5;
 /// The oldest format version this crate reads: 1 (no security version; such a file counts as
 /// security version 0).
 pub const MIN_FORMAT_VERSION: u16 = 1;

@@ -5,7 +5,7 @@ use super::FormatError;
 use crate::object::{ObjectId, ObjectKind, ID_LEN};
 
 code_enum! {
-    /// Operation codes. 0x05..=0x7f are reserved for later operations; 0x80..=0xff are never
+    /// Operation codes. 0x06..=0x7f are reserved for later operations; 0x80..=0xff are never
     /// assigned.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -21,6 +21,9 @@ code_enum! {
         /// Write a new file object one range of which is a raw deflate stream, carried as the
         /// bytes it inflates to and deflated again on the device (format version 4 on).
         Redeflate = 4 => "redeflate",
+        /// The target reuses the objects that chosen references of a dirtree the device holds
+        /// name, one bit each (format version 5 on).
+        ReuseEntries = 5 => "reuse entries",
     }
 }
 
@@ -33,6 +36,9 @@ pub const PATCH_HEADER_LEN: usize = WRITE_HEADER_LEN + ID_LEN;
 /// Bytes of a `Redeflate` record before its head: code, kind, id, u64 length, u32 head
 /// length, u64 plaintext length, u32 tail length, the four [`DeflateParams`] bytes.
 pub const REDEFLATE_HEADER_LEN: usize = WRITE_HEADER_LEN + 4 + 8 + 4 + 4;
+/// Bytes of a `ReuseEntries` record before its bitmap: code, kind (always dirtree), the
+/// source dirtree's id, u64 bitmap length.
+pub const REUSE_ENTRIES_HEADER_LEN: usize = WRITE_HEADER_LEN;
 /// Largest operation record header.
 pub const MAX_OP_HEADER_LEN: usize = PATCH_HEADER_LEN;
 const _: () = assert!(REDEFLATE_HEADER_LEN <= MAX_OP_HEADER_LEN);
@@ -189,6 +195,16 @@ pub enum OpRepr {
         /// How the plaintext is deflated.
         params: DeflateParams,
     },
+    /// The target reuses the objects that the references of dirtree `source` (which the
+    /// device holds) name where the `len` bitmap bytes that follow have a bit set: one bit
+    /// for each reference in entry order (a file entry's file, a directory entry's dirtree
+    /// and then its dirmeta), the lowest bit of each byte first.
+    ReuseEntries {
+        /// The dirtree whose references the bitmap selects.
+        source: ObjectId,
+        /// Bytes of the bitmap that follows.
+        len: u64,
+    },
 }
 
 impl OpRepr {
@@ -205,6 +221,7 @@ impl OpRepr {
             // Without the feature the record is never parsed (no code for it in firmware).
             #[cfg(not(feature = "redeflate"))]
             OpCode::Redeflate => Err(FormatError::UnknownOp(code)),
+            OpCode::ReuseEntries => Ok(REUSE_ENTRIES_HEADER_LEN),
             OpCode::Unknown(c) => Err(FormatError::UnknownOp(c)),
         }
     }
@@ -235,6 +252,11 @@ impl OpRepr {
         let len = u64::from_le_bytes(l);
         Ok(match OpCode::from_code(code) {
             OpCode::Write => OpRepr::Write { kind, id, len },
+            // Its kind byte is that of its source: only a dirtree has references.
+            OpCode::ReuseEntries if kind != ObjectKind::DirTree => {
+                return Err(FormatError::UnknownKind(b[1]))
+            }
+            OpCode::ReuseEntries => OpRepr::ReuseEntries { source: id, len },
             OpCode::Patch => {
                 let mut source = [0u8; ID_LEN];
                 source.copy_from_slice(&b[WRITE_HEADER_LEN..PATCH_HEADER_LEN]);
@@ -276,6 +298,7 @@ impl OpRepr {
             OpRepr::Reuse { .. } => REUSE_LEN,
             OpRepr::Patch { .. } => PATCH_HEADER_LEN,
             OpRepr::Redeflate { .. } => REDEFLATE_HEADER_LEN,
+            OpRepr::ReuseEntries { .. } => REUSE_ENTRIES_HEADER_LEN,
         }
     }
 
@@ -289,13 +312,17 @@ impl OpRepr {
             OpRepr::Reuse { kind, id } => (OpCode::Reuse, kind, id),
             OpRepr::Patch { kind, id, .. } => (OpCode::Patch, kind, id),
             OpRepr::Redeflate { kind, id, .. } => (OpCode::Redeflate, kind, id),
+            OpRepr::ReuseEntries { source, .. } => {
+                (OpCode::ReuseEntries, &ObjectKind::DirTree, source)
+            }
         };
         out[0] = code.code();
         out[1] = kind.code();
         out[2..2 + ID_LEN].copy_from_slice(&id.0);
         if let OpRepr::Write { len, .. }
         | OpRepr::Patch { len, .. }
-        | OpRepr::Redeflate { len, .. } = self
+        | OpRepr::Redeflate { len, .. }
+        | OpRepr::ReuseEntries { len, .. } = self
         {
             out[2 + ID_LEN..WRITE_HEADER_LEN].copy_from_slice(&len.to_le_bytes());
         }
@@ -423,6 +450,10 @@ mod test {
                 tail: 8,
                 params: DeflateParams::BEST,
             },
+            OpRepr::ReuseEntries {
+                source: ObjectId([8; 32]),
+                len: 3,
+            },
         ] {
             let mut buf = [0u8; MAX_OP_HEADER_LEN];
             op.emit(&mut buf);
@@ -433,11 +464,25 @@ mod test {
                 Err(FormatError::Truncated { .. })
             ));
         }
-        assert_eq!(OpRepr::header_len(5), Err(FormatError::UnknownOp(5)));
+        assert_eq!(OpRepr::header_len(6), Err(FormatError::UnknownOp(6)));
         assert_eq!(OpRepr::header_len(0), Err(FormatError::UnknownOp(0)));
         let mut buf = [0u8; REUSE_LEN];
         buf[0] = 2;
         buf[1] = 9;
         assert_eq!(OpRepr::parse(&buf), Err(FormatError::UnknownKind(9)));
+        // A reuse-entries record names a dirtree, whose references it selects.
+        let mut buf = [0u8; REUSE_ENTRIES_HEADER_LEN];
+        buf[0] = 5;
+        buf[1] = 1;
+        assert_eq!(OpRepr::parse(&buf), Err(FormatError::UnknownKind(1)));
+        buf[1] = 2;
+        buf[34] = 7;
+        assert_eq!(
+            OpRepr::parse(&buf),
+            Ok(OpRepr::ReuseEntries {
+                source: ObjectId::ZERO,
+                len: 7
+            })
+        );
     }
 }

@@ -157,8 +157,8 @@ impl<'a> Superblock<'a> {
                 };
                 (sb, rest)
             }
-            // Version 3 adds patch records, part filters and the dictionary; version 4
-            // (redeflate records) keeps version 3's superblock.
+            // Version 3 adds patch records, part filters and the dictionary; versions 4
+            // (redeflate records) and 5 (reuse-entries records) keep version 3's superblock.
             PATCH_FORMAT_VERSION..=FORMAT_VERSION => {
                 postcard::take_from_bytes(bytes).map_err(bad)?
             }
@@ -326,8 +326,8 @@ mod test {
             Err(FormatError::BadSuperblock)
         );
         assert_eq!(
-            Superblock::parse_version(&buf[..n], 5),
-            Err(FormatError::UnsupportedVersion(5))
+            Superblock::parse_version(&buf[..n], 6),
+            Err(FormatError::UnsupportedVersion(6))
         );
         // Version 3: a filter byte after each part's codec, the dictionary after the security
         // version.

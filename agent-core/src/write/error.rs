@@ -7,6 +7,7 @@ use core::fmt;
 use crate::object::{ObjectId, MAX_SUBJECT_LEN, MAX_VERSION_LEN};
 use crate::wire::{
     MAX_PARTS, MAX_REF_LEN, MAX_SUPERBLOCK_LEN, MIN_DICTIONARY, PATCH_FORMAT_VERSION,
+    REUSE_ENTRIES_FORMAT_VERSION,
 };
 
 /// Why an update could not be written.
@@ -46,6 +47,12 @@ pub enum WriteError {
     /// The format version asked for ([`UpdateWriter::format_version`](super::UpdateWriter::format_version)) has no patch records
     /// (version 3 on), but the update has some.
     PatchNeedsV3 {
+        /// The version asked for.
+        version: u16,
+    },
+    /// The format version asked for ([`UpdateWriter::format_version`](super::UpdateWriter::format_version)) has no reuse-entries
+    /// records (version 5 on), but the update has some.
+    ReuseEntriesNeedsV5 {
         /// The version asked for.
         version: u16,
     },
@@ -99,6 +106,10 @@ impl fmt::Display for WriteError {
             WriteError::PatchNeedsV3 { version } => write!(
                 f,
                 "format version {version} has no patch records; write format version {PATCH_FORMAT_VERSION} or later, or write the objects whole"
+            ),
+            WriteError::ReuseEntriesNeedsV5 { version } => write!(
+                f,
+                "format version {version} has no reuse-entries records; write format version {REUSE_ENTRIES_FORMAT_VERSION} or later, or reuse each object by its own record"
             ),
             WriteError::DictionaryTooSmall(d) => write!(
                 f,

@@ -14,7 +14,7 @@ use crate::wire::{
     dictionary_at_most, Codec, Header, HeaderRepr, PartEntry, SignatureKind, Superblock,
     TargetMeta, DEFLATE_DICTIONARY, FORMAT_VERSION, HEADER_LEN, MAX_PARTS, MAX_REF_LEN,
     MAX_SUPERBLOCK_LEN, MIN_DICTIONARY, MIN_FORMAT_VERSION, PATCH_FORMAT_VERSION,
-    REDEFLATE_FORMAT_VERSION, SIGNATURE_LEN,
+    REDEFLATE_FORMAT_VERSION, REUSE_ENTRIES_FORMAT_VERSION, SIGNATURE_LEN,
 };
 
 impl UpdateWriter {
@@ -28,7 +28,8 @@ impl UpdateWriter {
     }
 
     /// The format version written: the one asked for, else the lowest that carries the
-    /// update (4 with redeflate records, 3 with patch records or xz parts, else 2), so that
+    /// update (5 with reuse-entries records, 4 with redeflate records, 3 with patch records
+    /// or xz parts, else 2), so that
     /// an agent that predates a record still reads every file without it.
     pub(super) fn version(&self) -> u16 {
         let needs_v3 = self.patches
@@ -36,6 +37,7 @@ impl UpdateWriter {
             || self.deflate_dictionary().ok() != Some(DEFLATE_DICTIONARY);
         match self.format_version {
             Some(v) => v,
+            None if self.reuse_entries => REUSE_ENTRIES_FORMAT_VERSION,
             None if self.redeflated > 0 => REDEFLATE_FORMAT_VERSION,
             None if needs_v3 => PATCH_FORMAT_VERSION,
             None => PATCH_FORMAT_VERSION - 1,
@@ -73,6 +75,9 @@ impl UpdateWriter {
         let v = self.version();
         if self.patches && v < PATCH_FORMAT_VERSION {
             return Err(WriteError::PatchNeedsV3 { version: v });
+        }
+        if self.reuse_entries && v < REUSE_ENTRIES_FORMAT_VERSION {
+            return Err(WriteError::ReuseEntriesNeedsV5 { version: v });
         }
         let old = v < PATCH_FORMAT_VERSION
             && (self.effective_codec() == Codec::Xz

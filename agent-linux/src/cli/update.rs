@@ -73,6 +73,12 @@ pub struct WriterArgs {
     /// agent that reads format version 3.
     #[arg(long)]
     no_patches: bool,
+    /// Reuse each unchanged object by a record of its own (34 bytes, which xz cannot shrink).
+    /// By default a delta reuses the unchanged entries of a changed directory by one record
+    /// that names the source commit's directory and sets a bit for each entry: on a small
+    /// delta a quarter of the file. Such a file needs an agent that reads format version 5.
+    #[arg(long)]
+    no_reuse_entries: bool,
     /// Write gzip files (manuals, changelogs) as they are: the same as `--redeflate none`.
     #[arg(long, conflicts_with = "redeflate")]
     no_redeflate: bool,
@@ -137,6 +143,7 @@ impl WriterArgs {
             part_size: self.part_size,
             compression: self.compression,
             no_patches: self.no_patches,
+            no_reuse_entries: self.no_reuse_entries,
             redeflate: match (self.no_redeflate, self.redeflate) {
                 (true, _) | (_, RedeflateArg::None) => RedeflateMode::Off,
                 (_, RedeflateArg::All) => RedeflateMode::All,
