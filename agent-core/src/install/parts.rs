@@ -32,7 +32,7 @@ impl Installer<'_> {
         let declared = crate::store::Declared {
             records,
             ops: self.ops.objects_declared,
-            inflated: self.ops.redeflates,
+            inflated: self.ops.format_version >= crate::wire::REDEFLATE_FORMAT_VERSION,
         };
         store.declared(&declared).map_err(InstallError::Store)?;
         self.phase = Phase::Parts;

@@ -31,7 +31,10 @@ use crate::object::{
     MAX_NAME_LEN, MAX_XATTR_BYTES,
 };
 use crate::store::Store;
-use crate::wire::{OpCode, OpRepr, MAX_OP_HEADER_LEN, SIGNATURE_LEN};
+use crate::wire::{
+    OpCode, OpRepr, MAX_OP_HEADER_LEN, PATCH_FORMAT_VERSION, REDEFLATE_FORMAT_VERSION,
+    REUSE_ENTRIES_FORMAT_VERSION, SIGNATURE_LEN,
+};
 
 // The entry buffer holds the file's signature and a checkpoint to resume from before the
 // parts start.
@@ -99,12 +102,8 @@ pub(crate) struct Ops<'k> {
     pub(crate) objects_done: u32,
     /// The commit object was written and verified.
     pub(crate) commit_seen: bool,
-    /// The file's format version has patch records.
-    pub(crate) patches: bool,
-    /// The file's format version has redeflate records.
-    pub(crate) redeflates: bool,
-    /// The file's format version has reuse-entries records.
-    pub(crate) reuse_entries: bool,
+    /// The file's format version, which says which records it may hold.
+    pub(crate) format_version: u16,
     /// The deflate encoder lent for redeflate records.
     #[cfg(feature = "redeflate")]
     pub(crate) deflater: Option<&'k mut dyn crate::install::Redeflate>,
@@ -151,9 +150,7 @@ impl<'k> Ops<'k> {
             objects_started: 0,
             objects_done: 0,
             commit_seen: false,
-            patches: false,
-            redeflates: false,
-            reuse_entries: false,
+            format_version: 0,
             #[cfg(feature = "redeflate")]
             deflater: None,
             #[cfg(feature = "redeflate")]
@@ -194,9 +191,7 @@ impl<'k> Ops<'k> {
         self.objects_started = 0;
         self.objects_done = 0;
         self.commit_seen = false;
-        self.patches = false;
-        self.redeflates = false;
-        self.reuse_entries = false;
+        self.format_version = 0;
         #[cfg(feature = "redeflate")]
         {
             self.redeflating = None;
@@ -337,10 +332,13 @@ impl<'k> Ops<'k> {
             Some(self.op_buf[0])
         };
         let Some(code) = code else { return Ok(()) };
-        if code == OpCode::Patch.code() && !self.patches
-            || code == OpCode::Redeflate.code() && !self.redeflates
-            || code == OpCode::ReuseEntries.code() && !self.reuse_entries
-        {
+        let since = match OpCode::from_code(code) {
+            OpCode::Patch => PATCH_FORMAT_VERSION,
+            OpCode::Redeflate => REDEFLATE_FORMAT_VERSION,
+            OpCode::ReuseEntries => REUSE_ENTRIES_FORMAT_VERSION,
+            _ => 0,
+        };
+        if self.format_version < since {
             return Err(InstallError::Format(crate::wire::FormatError::UnknownOp(
                 code,
             )));

@@ -19,12 +19,10 @@ use super::policy::{check_signature, check_superblock};
 use super::{prefix, InstallError, Installer, Meta, Res, INFLATE_WINDOW, INFO_SUBJECT_LEN};
 use crate::object::{ObjectId, MAX_SUBJECT_LEN, MAX_VERSION_LEN};
 use crate::store::Store;
+use crate::wire::HEADER_LEN;
 use crate::wire::{
     check_part, dictionary_is_valid, Codec, Filter, FormatError, PartEntry, DEFLATE_DICTIONARY,
     MAX_PARTS, MAX_REF_LEN,
-};
-use crate::wire::{
-    HEADER_LEN, PATCH_FORMAT_VERSION, REDEFLATE_FORMAT_VERSION, REUSE_ENTRIES_FORMAT_VERSION,
 };
 
 // One bit of `Parts::deflate` per part.
@@ -380,9 +378,7 @@ impl Installer<'_> {
         )
         .map_err(InstallError::Format)?;
         check_superblock(&self.policy, &self.info.ref_name, target.security_version)?;
-        self.ops.patches = self.format_version >= PATCH_FORMAT_VERSION;
-        self.ops.redeflates = self.format_version >= REDEFLATE_FORMAT_VERSION;
-        self.ops.reuse_entries = self.format_version >= REUSE_ENTRIES_FORMAT_VERSION;
+        self.ops.format_version = self.format_version;
         self.check_dictionary(target.dictionary)?;
         #[cfg(feature = "xz")]
         {

@@ -1,0 +1,372 @@
+//! Reuse-entries records (`docs/FORMAT.md` §6, format version 5): a changed directory's
+//! unchanged entries reused by one record naming the source dirtree and a bitmap over its
+//! references. They install as the same reuses one record each would, whatever the chunking;
+//! a missing or damaged source, a bitmap that does not fit it, a reference the store lacks, a
+//! flipped bit and a cut are each refused with nothing committed.
+
+mod common;
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+
+use agent_core::install::{InstallError, Installer};
+use agent_core::object::{Commit, DirEntry, DirTree, ObjectId};
+use agent_core::wire::FormatError;
+use agent_core::write::{UpdateWriter, WriteError};
+use agent_core::ObjectKind;
+use common::*;
+
+const TS: u64 = 1_700_000_000;
+
+struct Case {
+    v1: Built,
+    v2: Built,
+    /// v1's root dirtree: the source of the root's reuse-entries record.
+    source: ObjectId,
+    source_bytes: Vec<u8>,
+    /// v2's root dirtree.
+    root: ObjectId,
+}
+
+/// v1 has four files, a symlink and two subdirectories at its root: 9 references (the files
+/// and the link one each, `sub` and `tools` a dirtree and a dirmeta each, in name order). v2
+/// changes `a.txt` and `tools/z`: the root's other entries are reused, but for `tools`' dirmeta,
+/// which is `sub`'s (every directory has the same metadata) and reused once.
+fn case() -> Case {
+    let t1 = Tree::default()
+        .file("a.txt", "version 1\n")
+        .file("b.txt", "bravo\n")
+        .file("c.txt", "charlie\n")
+        .file("d.bin", vec![7u8; 3000])
+        .link("link", "a.txt")
+        .dir("sub", Tree::default().file("x", "x\n").file("y", "y\n"))
+        .dir("tools", Tree::default().file("z", "z 1\n"));
+    let t2 = Tree::default()
+        .file("a.txt", "version 2\n")
+        .file("b.txt", "bravo\n")
+        .file("c.txt", "charlie\n")
+        .file("d.bin", vec![7u8; 3000])
+        .link("link", "a.txt")
+        .dir("sub", Tree::default().file("x", "x\n").file("y", "y\n"))
+        .dir("tools", Tree::default().file("z", "z 2\n"));
+    let v1 = build(&t1, None, TS, &HashSet::new());
+    let v2 = build(&t2, Some(v1.commit), TS + 10, &v1.ids);
+    let root_of = |b: &Built| {
+        let Some(Op::Write(_, _, c)) = b.ops.last() else {
+            panic!("the commit is last")
+        };
+        Commit::parse(c).unwrap().root_tree
+    };
+    let source = root_of(&v1);
+    let source_bytes = v1
+        .ops
+        .iter()
+        .find_map(|o| match o {
+            Op::Write(ObjectKind::DirTree, id, b) if *id == source => Some(b.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let root = root_of(&v2);
+    Case {
+        v1,
+        v2,
+        source,
+        source_bytes,
+        root,
+    }
+}
+
+/// The references of dirtree `bytes`, in entry order.
+fn refs(bytes: &[u8]) -> Vec<(ObjectKind, ObjectId)> {
+    let mut out = Vec::new();
+    for e in DirTree::parse(bytes).unwrap().entries() {
+        match e {
+            DirEntry::File { id, .. } => out.push((ObjectKind::File, id)),
+            DirEntry::Dir { tree, meta, .. } => {
+                out.push((ObjectKind::DirTree, tree));
+                out.push((ObjectKind::DirMeta, meta));
+            }
+        }
+    }
+    out
+}
+
+/// v2's delta with the reuses of the root's entries that v1's root names gathered into one
+/// reuse-entries record before the root dirtree; `bitmap` turns the bitmap before it is
+/// written. Returns the file and the bitmap written.
+fn grouped(c: &Case, bitmap: impl FnOnce(&mut Vec<u8>)) -> (Vec<u8>, Vec<u8>) {
+    let refs = refs(&c.source_bytes);
+    let mut bits = vec![0u8; refs.len().div_ceil(8)];
+    let mut w = UpdateWriter::new(
+        REF,
+        Some(c.v1.commit),
+        c.v2.commit,
+        c.v2.timestamp,
+        "1.0",
+        "test commit",
+    )
+    .part_size(1024);
+    let mut rest = Vec::new();
+    let mut bitmap = Some(bitmap);
+    for op in &c.v2.ops {
+        match op {
+            Op::Reuse(k, id) => match refs.iter().position(|r| *r == (*k, *id)) {
+                Some(i) => bits[i / 8] |= 1 << (i % 8),
+                None => rest.push(op.clone()),
+            },
+            Op::Write(ObjectKind::DirTree, id, _) if *id == c.root => {
+                test_support::tree::write_ops(&mut w, &rest, &|_, _| None, 4096).unwrap();
+                rest.clear();
+                if let Some(f) = bitmap.take() {
+                    f(&mut bits);
+                }
+                w.reuse_entries(c.source, &bits).unwrap();
+                rest.push(op.clone());
+            }
+            _ => rest.push(op.clone()),
+        }
+    }
+    test_support::tree::write_ops(&mut w, &rest, &|_, _| None, 4096).unwrap();
+    let mut out = Vec::new();
+    w.finish(Some(&SEED), &mut out).unwrap();
+    (out, bits)
+}
+
+/// The store after installing v1.
+fn v1_store(c: &Case) -> MemStore {
+    let mut store = MemStore::default();
+    let full = write_update(&c.v1, None, Some(&SEED), 16 * 1024);
+    install_all(&mut store, &full, policy(&[public_key(&SEED)])).unwrap();
+    store
+}
+
+/// Installs `file` over a clone of `store` in several chunkings; it must fail with `want` (or
+/// any error when `None`) and leave the store as it was.
+fn refused(
+    store: &MemStore,
+    file: &[u8],
+    want: Option<&InstallError<Infallible>>,
+    chunkings: &[&[usize]],
+) {
+    let keys = [public_key(&SEED)];
+    for &sizes in chunkings {
+        let mut s = store.clone();
+        lent!(win, xz);
+        let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
+        let e = install_chunks(&mut inst, &mut s, file, sizes).expect_err("installed");
+        if let Some(w) = want {
+            assert_eq!(&e, w, "chunks {sizes:?}");
+        }
+        assert_eq!(s.commit_calls, store.commit_calls);
+        assert_eq!(s.abort_calls, store.abort_calls + 1);
+        assert!(s.staged.is_empty() && s.current.is_none());
+        assert_eq!(s.objects, store.objects, "the store changed");
+        assert_eq!(s.refs, store.refs);
+    }
+}
+
+const CHUNKINGS: [&[usize]; 4] = [&[1 << 20], &[1], &[7], &[512]];
+
+#[test]
+fn a_grouped_delta_installs_as_its_reuses_would_whatever_the_chunking() {
+    let c = case();
+    let keys = [public_key(&SEED)];
+    let store = v1_store(&c);
+    let (delta, bits) = grouped(&c, |_| {});
+    let plain = write_update(&c.v2, Some(c.v1.commit), Some(&SEED), 1024);
+    assert_eq!(delta[8..10], [5, 0], "reuse-entries records are format 5");
+    assert_eq!(plain[8..10], [3, 0], "without them the writer stays at 3");
+    // b.txt, c.txt, d.bin, link, sub's dirtree and dirmeta: references 1 to 6 of 9.
+    assert_eq!(refs(&c.source_bytes).len(), 9);
+    assert_eq!(bits, [0b0111_1110, 0]);
+
+    let mut reference: Option<Vec<String>> = None;
+    for sizes in [
+        &[delta.len()][..],
+        &[1],
+        &[7],
+        &[512],
+        &[65536],
+        &[3, 1, 129],
+    ] {
+        let mut s = store.clone();
+        lent!(win, xz);
+        let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
+        let installed = install_chunks(&mut inst, &mut s, &delta, sizes).unwrap();
+        assert_eq!(installed.commit, c.v2.commit);
+        assert_eq!(s.commit_calls, store.commit_calls + 1);
+        assert!(s.commits.contains(&c.v2.commit));
+        match &reference {
+            None => reference = Some(s.log.clone()),
+            Some(r) => assert_eq!(&s.log, r, "chunks {sizes:?}"),
+        }
+    }
+    // The same objects as the delta that reuses each by its own record, reused the same
+    // number of times.
+    let mut s = store.clone();
+    install_all(&mut s, &delta, policy(&keys)).unwrap();
+    let mut p = store.clone();
+    install_all(&mut p, &plain, policy(&keys)).unwrap();
+    assert_eq!(s.objects, p.objects);
+    let reuses = |log: &[String]| {
+        let mut r: Vec<String> = log
+            .iter()
+            .filter(|l| l.starts_with("reuse "))
+            .cloned()
+            .collect();
+        r.sort();
+        r
+    };
+    assert_eq!(reuses(&s.log), reuses(&p.log));
+    assert_eq!(reuses(&s.log).len(), 6);
+    assert!(s.reads > 0, "the source was read through read_object");
+}
+
+#[test]
+fn a_missing_or_damaged_source_dirtree_is_refused_with_nothing_committed() {
+    let c = case();
+    let store = v1_store(&c);
+    let (delta, _) = grouped(&c, |_| {});
+    let key = (ObjectKind::DirTree, c.source);
+
+    let mut missing = store.clone();
+    missing.objects.remove(&key).unwrap();
+    let want = InstallError::EntriesSourceMissing { source: c.source };
+    refused(&missing, &delta, Some(&want), &CHUNKINGS);
+    let msg = want.to_string();
+    assert!(
+        msg.contains(&c.source.to_string()) && msg.contains("not in the store"),
+        "{msg}"
+    );
+
+    for at in [0, 5, c.source_bytes.len() - 1] {
+        let mut damaged = store.clone();
+        let bytes = damaged.objects.get_mut(&key).unwrap();
+        bytes[at] ^= 0x04;
+        let found = ObjectId::of(bytes);
+        let want = InstallError::PatchSourceDamaged {
+            kind: ObjectKind::DirTree,
+            source: c.source,
+            found,
+        };
+        refused(&damaged, &delta, Some(&want), &CHUNKINGS);
+        assert!(want.to_string().contains("reused entries"), "{want}");
+    }
+}
+
+#[test]
+fn a_bitmap_that_does_not_fit_its_source_is_refused() {
+    let c = case();
+    let store = v1_store(&c);
+    let bitmap_error = |len: u64, refs: u64| InstallError::EntriesBitmap {
+        source: c.source,
+        len,
+        refs,
+    };
+    // A byte short: the last two references are not covered.
+    let (short, _) = grouped(&c, |b| {
+        b.pop();
+    });
+    refused(&store, &short, Some(&bitmap_error(1, 9)), &CHUNKINGS);
+    // A byte too many, even of zeros.
+    let (long, _) = grouped(&c, |b| b.push(0));
+    refused(&store, &long, Some(&bitmap_error(3, 9)), &CHUNKINGS);
+    // A bit past the 9th reference.
+    let (past, _) = grouped(&c, |b| b[1] |= 1 << 2);
+    refused(&store, &past, Some(&bitmap_error(2, 9)), &CHUNKINGS);
+    // None at all.
+    let (empty, _) = grouped(&c, |b| b.clear());
+    refused(&store, &empty, Some(&bitmap_error(0, 1)), &CHUNKINGS);
+    let msg = bitmap_error(3, 9).to_string();
+    assert!(msg.contains("3 bytes") && msg.contains("9 read"), "{msg}");
+}
+
+#[test]
+fn a_selected_reference_the_store_lacks_is_refused() {
+    let c = case();
+    let store = v1_store(&c);
+    let (delta, _) = grouped(&c, |_| {});
+    let b = ObjectId::of(&file_object(b"bravo\n"));
+    let mut lacking = store.clone();
+    lacking.objects.remove(&(ObjectKind::File, b)).unwrap();
+    let want = InstallError::MissingObject {
+        kind: ObjectKind::File,
+        id: b,
+    };
+    refused(&lacking, &delta, Some(&want), &CHUNKINGS);
+}
+
+#[test]
+fn before_format_5_the_record_is_unknown_and_the_writer_refuses_it() {
+    let c = case();
+    let (delta, bits) = grouped(&c, |_| {});
+    // The same file under a version-4 header (re-signed): operation 5 is unknown there.
+    let mut old = delta.clone();
+    old[8..10].copy_from_slice(&4u16.to_le_bytes());
+    let sb_len = u32::from_le_bytes(old[12..16].try_into().unwrap()) as usize;
+    let signed = 16 + sb_len;
+    use ed25519_dalek::Signer;
+    let sig = ed25519_dalek::SigningKey::from_bytes(&SEED).sign(&old[..signed]);
+    old[signed + 1..signed + 65].copy_from_slice(&sig.to_bytes());
+    let store = v1_store(&c);
+    refused(
+        &store,
+        &old,
+        Some(&InstallError::Format(FormatError::UnknownOp(5))),
+        &CHUNKINGS,
+    );
+    // The writer asked for version 4 refuses the record.
+    let mut w = UpdateWriter::new(
+        REF,
+        Some(c.v1.commit),
+        c.v2.commit,
+        c.v2.timestamp,
+        "1.0",
+        "s",
+    )
+    .format_version(4);
+    w.reuse_entries(c.source, &bits).unwrap();
+    for op in &c.v2.ops {
+        if let Op::Write(k, id, b) = op {
+            w.write_object(*k, *id, b).unwrap();
+        }
+    }
+    let e = w.finish(None, &mut Vec::new()).unwrap_err();
+    assert!(
+        matches!(e, WriteError::ReuseEntriesNeedsV5 { version: 4 }),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_flipped_bit_anywhere_in_a_grouped_delta_fails() {
+    let c = case();
+    let store = v1_store(&c);
+    let (delta, _) = grouped(&c, |_| {});
+    assert!(delta.len() < 4000, "{}", delta.len());
+    for at in 0..delta.len() {
+        let mut g = delta.clone();
+        g[at] ^= 1 << (at % 8);
+        refused(&store, &g, None, &[&[g.len()], &[509]]);
+    }
+}
+
+#[test]
+fn a_grouped_delta_cut_at_every_length_fails() {
+    let c = case();
+    let keys = [public_key(&SEED)];
+    let store = v1_store(&c);
+    let (delta, _) = grouped(&c, |_| {});
+    for len in 0..delta.len() {
+        let mut s = store.clone();
+        lent!(win, xz);
+        let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
+        let r = install_chunks(&mut inst, &mut s, &delta[..len], &[len.max(1)]);
+        assert!(
+            matches!(r, Err(InstallError::Truncated { got, .. }) if got == len as u64),
+            "at {len}: {r:?}"
+        );
+        assert_eq!(s.commit_calls, store.commit_calls);
+        assert_eq!(s.objects, store.objects);
+    }
+}
