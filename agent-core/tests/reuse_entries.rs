@@ -11,7 +11,7 @@ use std::convert::Infallible;
 
 use agent_core::install::{InstallError, Installer};
 use agent_core::object::{Commit, DirEntry, DirTree, ObjectId};
-use agent_core::wire::FormatError;
+use agent_core::wire::{FormatError, OpRepr, REUSE_ENTRIES_HEADER_LEN};
 use agent_core::write::{UpdateWriter, WriteError};
 use agent_core::ObjectKind;
 use common::*;
@@ -369,4 +369,99 @@ fn a_grouped_delta_cut_at_every_length_fails() {
         assert_eq!(s.commit_calls, store.commit_calls);
         assert_eq!(s.objects, store.objects);
     }
+}
+
+/// The example of docs/FORMAT.md: a root of `hostname`, `os-release` and a directory `ssl`
+/// whose `hostname` changes; the record reuses references 1 to 3 (`os-release`, `ssl`'s
+/// dirtree and dirmeta). Returns the record, the store holding the source and the file that
+/// installs the target with it.
+fn format_reuse_entries_example() -> (Vec<u8>, MemStore, Vec<u8>, ObjectId) {
+    let obj = |b: &[u8]| (ObjectId::of(b), b.to_vec());
+    let (host1, host1_b) = obj(&file_object(b"ecu-1\n"));
+    let (host2, host2_b) = obj(&file_object(b"ecu-2\n"));
+    let (osr, osr_b) = obj(&file_object(b"ID=ecu\n"));
+    let (cert, cert_b) = obj(&file_object(b"cert\n"));
+    let (meta, meta_b) = obj(&dirmeta_object());
+    let (ssl, ssl_b) = obj(&dirtree_object(&[DirEntry::File {
+        name: b"cert.pem",
+        id: cert,
+    }]));
+    let root = |host: ObjectId| {
+        obj(&dirtree_object(&[
+            DirEntry::File {
+                name: b"hostname",
+                id: host,
+            },
+            DirEntry::File {
+                name: b"os-release",
+                id: osr,
+            },
+            DirEntry::Dir {
+                name: b"ssl",
+                tree: ssl,
+                meta,
+            },
+        ]))
+    };
+    let (source, source_b) = root(host1);
+    let (target, target_b) = root(host2);
+    let from = ObjectId([0xcc; 32]);
+    let mut store = MemStore::default();
+    store.commits.insert(from);
+    for (k, id, b) in [
+        (ObjectKind::File, host1, host1_b),
+        (ObjectKind::File, osr, osr_b),
+        (ObjectKind::File, cert, cert_b),
+        (ObjectKind::DirMeta, meta, meta_b),
+        (ObjectKind::DirTree, ssl, ssl_b),
+        (ObjectKind::DirTree, source, source_b),
+    ] {
+        store.objects.insert((k, id), b);
+    }
+    let op = OpRepr::ReuseEntries { source, len: 1 };
+    let mut record = vec![0u8; op.buffer_len()];
+    op.emit(&mut record);
+    record.push(0b0000_1110);
+    let commit = commit_object(Some(from), TS, target, meta, "1.0");
+    let mut records = rec_write(ObjectKind::File, host2, &host2_b);
+    records.extend(&record);
+    records.extend(rec_write(ObjectKind::DirTree, target, &target_b));
+    records.extend(rec_obj(ObjectKind::Commit, &commit));
+    let file = raw_update_version(
+        5,
+        Some(from),
+        ObjectId::of(&commit),
+        TS,
+        4,
+        &[RawPart::stored(records, 4)],
+        Some(&SEED),
+        |_, _| {},
+    );
+    (record, store, file, source)
+}
+
+/// docs/FORMAT.md shows the reuse-entries example byte for byte; this keeps it true.
+#[test]
+fn format_reuse_entries_example_matches_the_spec() {
+    let (record, store, file, source) = format_reuse_entries_example();
+    let dump = hex_dump(
+        &record,
+        &[
+            ("Reuse-entries record header", REUSE_ENTRIES_HEADER_LEN),
+            ("bitmap: references 1, 2 and 3 of 4", 1),
+        ],
+    );
+    let mut s = store.clone();
+    install_all(&mut s, &file, policy(&[public_key(&SEED)])).unwrap();
+    let reused: Vec<&String> = s.log.iter().filter(|l| l.starts_with("reuse ")).collect();
+    assert_eq!(reused.len(), 3, "{:?}", s.log);
+    if std::env::var_os("PRINT_FORMAT_EXAMPLE").is_some() {
+        println!("source {source}\n{dump}\n{reused:?}");
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/FORMAT.md");
+    let doc = std::fs::read_to_string(path).expect("docs/FORMAT.md");
+    assert!(
+        doc.contains(&dump),
+        "the reuse-entries example in docs/FORMAT.md is out of date; run with PRINT_FORMAT_EXAMPLE=1 and paste"
+    );
 }
