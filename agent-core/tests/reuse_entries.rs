@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 
 use agent_core::install::{InstallError, Installer};
-use agent_core::object::{Commit, DirEntry, DirTree, ObjectId};
+use agent_core::object::{Commit, DirEntry, ObjectId};
 use agent_core::wire::{FormatError, OpRepr, REUSE_ENTRIES_HEADER_LEN};
 use agent_core::write::{UpdateWriter, WriteError};
 use agent_core::ObjectKind;
@@ -76,27 +76,12 @@ fn case() -> Case {
     }
 }
 
-/// The references of dirtree `bytes`, in entry order.
-fn refs(bytes: &[u8]) -> Vec<(ObjectKind, ObjectId)> {
-    let mut out = Vec::new();
-    for e in DirTree::parse(bytes).unwrap().entries() {
-        match e {
-            DirEntry::File { id, .. } => out.push((ObjectKind::File, id)),
-            DirEntry::Dir { tree, meta, .. } => {
-                out.push((ObjectKind::DirTree, tree));
-                out.push((ObjectKind::DirMeta, meta));
-            }
-        }
-    }
-    out
-}
+use test_support::tree::dirtree_refs as refs;
 
 /// v2's delta with the reuses of the root's entries that v1's root names gathered into one
 /// reuse-entries record before the root dirtree; `bitmap` turns the bitmap before it is
 /// written. Returns the file and the bitmap written.
-fn grouped(c: &Case, bitmap: impl FnOnce(&mut Vec<u8>)) -> (Vec<u8>, Vec<u8>) {
-    let refs = refs(&c.source_bytes);
-    let mut bits = vec![0u8; refs.len().div_ceil(8)];
+fn grouped(c: &Case, mut bitmap: impl FnMut(&mut Vec<u8>)) -> (Vec<u8>, Vec<u8>) {
     let mut w = UpdateWriter::new(
         REF,
         Some(c.v1.commit),
@@ -106,27 +91,15 @@ fn grouped(c: &Case, bitmap: impl FnOnce(&mut Vec<u8>)) -> (Vec<u8>, Vec<u8>) {
         "test commit",
     )
     .part_size(1024);
-    let mut rest = Vec::new();
-    let mut bitmap = Some(bitmap);
-    for op in &c.v2.ops {
-        match op {
-            Op::Reuse(k, id) => match refs.iter().position(|r| *r == (*k, *id)) {
-                Some(i) => bits[i / 8] |= 1 << (i % 8),
-                None => rest.push(op.clone()),
-            },
-            Op::Write(ObjectKind::DirTree, id, _) if *id == c.root => {
-                test_support::tree::write_ops(&mut w, &rest, &|_, _| None, 4096).unwrap();
-                rest.clear();
-                if let Some(f) = bitmap.take() {
-                    f(&mut bits);
-                }
-                w.reuse_entries(c.source, &bits).unwrap();
-                rest.push(op.clone());
-            }
-            _ => rest.push(op.clone()),
-        }
-    }
-    test_support::tree::write_ops(&mut w, &rest, &|_, _| None, 4096).unwrap();
+    let bits = test_support::tree::write_ops_grouped(
+        &mut w,
+        &c.v2.ops,
+        (&c.source_bytes, c.root),
+        &mut bitmap,
+        &|_, _| None,
+        4096,
+    )
+    .unwrap();
     let mut out = Vec::new();
     w.finish(Some(&SEED), &mut out).unwrap();
     (out, bits)

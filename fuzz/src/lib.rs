@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use agent_core::install::{InstallError, Installed, Installer, Policy};
 use agent_core::object::{ObjectId, ObjectKind};
 use agent_core::write::UpdateWriter;
-use test_support::tree::{build, write_ops, Built, CommitInfo, Tree};
+use test_support::tree::{build, write_ops, write_ops_grouped, Built, CommitInfo, Tree};
 
 /// The protocol-checking in-memory store (every rule of `agent_core::store` is an assertion,
 /// so an installer that breaks one makes the fuzz target fail).
@@ -69,9 +69,10 @@ pub fn source_store() -> &'static MemStore {
     })
 }
 
-/// A delta (format version 3) from [`sample_update`]'s commit (`data.bin` of 300 bytes) to
-/// the same tree with `data.bin` changed in 8 bytes: `data.bin` is a patch record, everything
-/// else reused; signed with [`SEED`] when `signed`. Returns the file and its commit id.
+/// A delta (format version 5) from [`sample_update`]'s commit (`data.bin` of 300 bytes) to
+/// the same tree with `data.bin` changed in 8 bytes: `data.bin` is a patch record, the root's
+/// other entries are reused by one reuse-entries record over the source's root; signed with
+/// [`SEED`] when `signed`. Returns the file and its commit id.
 pub fn sample_delta(signed: bool) -> (Vec<u8>, ObjectId) {
     let from = sample_commit(300, 0);
     let old = from.root_file("data.bin").expect("data.bin").to_vec();
@@ -92,8 +93,16 @@ pub fn sample_delta(signed: bool) -> (Vec<u8>, ObjectId) {
     // The one file written is data.bin: always a patch record, whether or not it pays.
     let patch =
         |_: &ObjectId, new: &[u8]| Some((ObjectId::of(&old), agent_core::write::diff(&old, new)));
-    write_ops(&mut w, &to.ops(Some(&from)), &patch, usize::MAX)
-        .expect("the writer takes the delta");
+    let source = from.object(ObjectKind::DirTree, &from.root.0);
+    write_ops_grouped(
+        &mut w,
+        &to.ops(Some(&from)),
+        (source, to.root.0),
+        &mut |_| {},
+        &patch,
+        usize::MAX,
+    )
+    .expect("the writer takes the delta");
     let mut out = Vec::new();
     w.finish(signed.then_some(&SEED), &mut out)
         .expect("writer finishes the delta");

@@ -392,3 +392,61 @@ pub fn write_ops(
     }
     Ok(())
 }
+
+/// The references of dirtree `bytes` (canonical), in entry order: a file entry's file, a
+/// directory entry's dirtree and then its dirmeta (what a reuse-entries record's bitmap
+/// counts).
+///
+/// # Panics
+/// If `bytes` is not a valid dirtree.
+pub fn dirtree_refs(bytes: &[u8]) -> Vec<(ObjectKind, ObjectId)> {
+    let mut out = Vec::new();
+    for e in DirTree::parse(bytes).expect("a valid dirtree").entries() {
+        match e {
+            DirEntry::File { id, .. } => out.push((ObjectKind::File, id)),
+            DirEntry::Dir { tree, meta, .. } => {
+                out.push((ObjectKind::DirTree, tree));
+                out.push((ObjectKind::DirMeta, meta));
+            }
+        }
+    }
+    out
+}
+
+/// [`write_ops`] with the reuses of the objects that dirtree `source` (its canonical bytes)
+/// names gathered into one reuse-entries record, written just before the write of dirtree
+/// `before` (the new dirtree of the same directory); `bitmap` may turn the bitmap first (to
+/// make a wrong one). Returns the bitmap written.
+///
+/// # Errors
+/// The writer's.
+pub fn write_ops_grouped(
+    w: &mut UpdateWriter,
+    ops: &[Op],
+    (source, before): (&[u8], ObjectId),
+    bitmap: &mut dyn FnMut(&mut Vec<u8>),
+    patch: &PatchFor<'_>,
+    stream_over: usize,
+) -> std::io::Result<Vec<u8>> {
+    let refs = dirtree_refs(source);
+    let mut bits = vec![0u8; refs.len().div_ceil(8)];
+    let mut rest = Vec::new();
+    for op in ops {
+        match op {
+            Op::Reuse(k, id) => match refs.iter().position(|r| *r == (*k, *id)) {
+                Some(i) => bits[i / 8] |= 1 << (i % 8),
+                None => rest.push(op.clone()),
+            },
+            Op::Write(ObjectKind::DirTree, id, _) if *id == before => {
+                write_ops(w, &rest, patch, stream_over)?;
+                rest.clear();
+                bitmap(&mut bits);
+                w.reuse_entries(ObjectId::of(source), &bits)?;
+                rest.push(op.clone());
+            }
+            Op::Write(..) => rest.push(op.clone()),
+        }
+    }
+    write_ops(w, &rest, patch, stream_over)?;
+    Ok(bits)
+}
