@@ -427,7 +427,9 @@ enum Step {
 
 /// The reuses of one new directory's entries that its source dirtree (the source commit's
 /// directory at the same path) names: gathered as one reuse-entries record, a bit for each
-/// reference, instead of a 34-byte record for each object.
+/// reference, instead of a 34-byte record for each object. The record goes before anything
+/// else of the directory, so every object it reuses is in place before any dirtree below
+/// that names it (a copying store needs them there: docs/FORMAT.md §6, rule 1).
 struct Group {
     source: ObjectId,
     /// Each reference's index in the source dirtree, by kind code and id (the first when
@@ -468,7 +470,11 @@ impl Group {
         let Some(&i) = self.index.get(&(kind.code(), *id)) else {
             return false;
         };
-        self.bits[i / 8] |= 1 << (i % 8);
+        let bit = 1 << (i % 8);
+        if self.bits[i / 8] & bit != 0 {
+            return false;
+        }
+        self.bits[i / 8] |= bit;
         self.set += 1;
         true
     }
@@ -568,8 +574,6 @@ struct Walk<'a> {
     patches: bool,
     /// Gather the reuses of a new directory's entries into a reuse-entries record.
     entries: bool,
-    /// The reuses of the directory being walked, while its entries are planned.
-    group: Option<Group>,
 }
 
 impl<'a> Walk<'a> {
@@ -586,7 +590,6 @@ impl<'a> Walk<'a> {
             next_name: None,
             patches: true,
             entries: false,
-            group: None,
         }
     }
 
@@ -600,10 +603,6 @@ impl<'a> Walk<'a> {
         }
         let pair = self.pairs.dir(&self.path);
         if !self.source.contains(ObjectKind::DirTree, id) {
-            let outer = self.group.take();
-            if let (true, Some(source)) = (self.entries, pair) {
-                self.group = Some(Group::of(self.repo, source)?);
-            }
             let (mut files, mut dirs) = (Vec::new(), Vec::new());
             for e in self.repo.read_dirtree(id)? {
                 match e {
@@ -619,6 +618,9 @@ impl<'a> Walk<'a> {
             // with an 8 MiB dictionary, about as well as by name with 32 MiB
             // (docs/PERFORMANCE.md, "A directory's files by size").
             files.sort_unstable();
+            if let (true, Some(source)) = (self.entries, pair) {
+                self.group(source, &files, &dirs)?;
+            }
             for (_, name, id) in files {
                 let pair = self.pairs.pair(&self.path, &name).filter(|_| self.patches);
                 // The name: a hint for the writer's locality (similar files together).
@@ -634,14 +636,36 @@ impl<'a> Walk<'a> {
                 r?;
                 self.object(ObjectKind::DirMeta, &meta, None)?;
             }
-            // The entries' reuses, before the dirtree that names them.
-            if let Some(g) = core::mem::replace(&mut self.group, outer) {
-                if g.set > 0 {
-                    self.plan.push(Step::ReuseEntries(g.source, g.bits, g.set));
-                }
-            }
         }
         self.object(ObjectKind::DirTree, id, pair.filter(|_| self.patches))
+    }
+
+    /// Plans, as one reuse-entries record over dirtree `source`, the reuses of the objects
+    /// that a new directory's entries (`files`, `dirs`) name and `source` names too.
+    fn group(
+        &mut self,
+        source: ObjectId,
+        files: &[(u64, Vec<u8>, ObjectId)],
+        dirs: &[(ObjectId, ObjectId, Vec<u8>)],
+    ) -> Result<(), GenerateError> {
+        let mut g = Group::of(self.repo, source)?;
+        let refs =
+            files
+                .iter()
+                .map(|(_, _, id)| (ObjectKind::File, id))
+                .chain(dirs.iter().flat_map(|(tree, meta, _)| {
+                    [(ObjectKind::DirTree, tree), (ObjectKind::DirMeta, meta)]
+                }));
+        for (kind, id) in refs {
+            let key = (kind.code(), *id);
+            if !self.done.contains(&key) && self.source.contains(kind, id) && g.take(kind, id) {
+                self.done.insert(key);
+            }
+        }
+        if g.set > 0 {
+            self.plan.push(Step::ReuseEntries(g.source, g.bits, g.set));
+        }
+        Ok(())
     }
 
     /// Plans one object as a reuse (when the source has it) or a write (patched from `pair`
@@ -657,9 +681,7 @@ impl<'a> Walk<'a> {
             return Ok(());
         }
         if self.source.contains(kind, id) {
-            if !self.group.as_mut().is_some_and(|g| g.take(kind, id)) {
-                self.plan.push(Step::Reuse(kind, *id));
-            }
+            self.plan.push(Step::Reuse(kind, *id));
         } else {
             self.plan.push(Step::Write(kind, *id, pair, name));
         }

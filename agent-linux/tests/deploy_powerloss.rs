@@ -385,12 +385,12 @@ fn power_loss(conf: &str, only: Option<&[&str]>) {
     let d = lab.path().to_path_buf();
     let full9 = lab.update(None, "9");
     let delta = lab.update(Some("9"), "9.1");
-    // The delta carries a patch record (format version 3): the library renamed with its
-    // version is patched from the previous one.
+    // The delta carries a patch record (the library renamed with its version is patched from
+    // the previous one) and reuse-entries records (format version 5).
     assert_eq!(
         fs::read(&delta).unwrap()[8..10],
-        [3, 0],
-        "the delta has no patch"
+        [5, 0],
+        "the delta has no reuse-entries record"
     );
     let full92 = lab.update(None, "9.2");
     let a = [("ECU_AGENT_BOOTED_SLOT", "A")];

@@ -2,7 +2,7 @@
 //! record in flash (through `bootloader-hooks`), and the device-side update procedure.
 #![allow(dead_code)]
 
-use agent_core::object::{self, ObjectId};
+use agent_core::object::{self, ObjectId, ObjectKind};
 use agent_core::store::flash::model::NorModel;
 use agent_core::store::flash::{FlashLayout, FlashSlot, FlashStore, FlashStoreError};
 use agent_core::store::Store;
@@ -12,7 +12,7 @@ use bootloader_hooks::nor_record::{RecordStore, StoreError};
 use bootloader_hooks::{BootState, DecisionKind, Slot, SlotName};
 use embedded_storage::nor_flash::NorFlash;
 use test_support::rng::XorShift64;
-use test_support::tree::{patch_from_one, write_ops, CommitInfo};
+use test_support::tree::{patch_from_one, write_ops, write_ops_grouped, CommitInfo};
 
 /// Write granularity of the test device (STM32L4-like: double word).
 pub const W: usize = 8;
@@ -179,7 +179,8 @@ pub fn public_key() -> [u8; 32] {
 
 /// A signed `.update` file to `to`: from scratch, or a delta from `from`, in parts of about
 /// 8 KiB so that files have several. A delta patches each new file from the source's image
-/// when the patch pays (the firmware image's always does). Deflate with a 32 KiB window, as an MCU's agent (built without xz;
+/// when the patch pays (the firmware image's always does), and reuses the root's unchanged
+/// entries by one reuse-entries record. Deflate with a 32 KiB window, as an MCU's agent (built without xz;
 /// the C API's tests share these files) installs it.
 pub fn update_file(to: &Built, from: Option<&Built>) -> Vec<u8> {
     let mut w = UpdateWriter::new(
@@ -197,7 +198,24 @@ pub fn update_file(to: &Built, from: Option<&Built>) -> Vec<u8> {
     // the active slot), when that pays.
     let source = from.map(|f| object::file_object(0o644, 0, 0, &f.image));
     let patch = |id: &ObjectId, b: &[u8]| source.as_deref().and_then(|s| patch_from_one(s)(id, b));
-    write_ops(&mut w, &ops(to, from), &patch, usize::MAX).unwrap();
+    match from {
+        // The root's unchanged entries by one reuse-entries record over the active slot's
+        // root (format version 5), read from the active slot as a patch's source is.
+        Some(f) => {
+            let source = f.object(ObjectKind::DirTree, &f.root.0);
+            let grouped = (source, to.root.0);
+            write_ops_grouped(
+                &mut w,
+                &ops(to, from),
+                grouped,
+                &mut |_| {},
+                &patch,
+                usize::MAX,
+            )
+            .unwrap();
+        }
+        None => write_ops(&mut w, &ops(to, from), &patch, usize::MAX).unwrap(),
+    }
     let mut out = Vec::new();
     w.finish(Some(&SEED), &mut out).unwrap();
     out
