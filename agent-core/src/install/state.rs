@@ -12,6 +12,7 @@
 //! reuses what a `ReuseEntries` record selects.
 
 mod check;
+#[cfg(feature = "reuse-entries")]
 mod entries;
 mod patch;
 #[cfg(feature = "redeflate")]
@@ -20,6 +21,7 @@ mod redeflate;
 use sha2::{Digest, Sha256};
 
 use check::{Check, Utf8};
+#[cfg(feature = "reuse-entries")]
 use entries::Entries;
 use patch::{Patch, Step};
 #[cfg(feature = "redeflate")]
@@ -67,6 +69,18 @@ fn to_usize(v: u64) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
 
+/// Reuses an object the store must have (a Reuse record's, or a reuse-entries record's set
+/// bit). One call site for both: a store's `reuse_object` (the flash store's copies whole
+/// trees) is inlined once.
+#[inline(never)]
+fn reuse<S: Store>(store: &mut S, kind: ObjectKind, id: ObjectId) -> Res<S::Error> {
+    if store.reuse_object(kind, &id).map_err(InstallError::Store)? {
+        Ok(())
+    } else {
+        Err(InstallError::MissingObject { kind, id })
+    }
+}
+
 /// Where the record parser is.
 #[derive(Clone, Copy)]
 enum Rec {
@@ -83,6 +97,7 @@ enum Rec {
         patch: Option<Patch>,
     },
     /// Inside a `ReuseEntries` record's bitmap.
+    #[cfg(feature = "reuse-entries")]
     Entries(Entries),
 }
 
@@ -313,6 +328,7 @@ impl<'k> Ops<'k> {
                 }
                 Rec::Body { patch: None, .. } => self.body_bytes(store, &mut take)?,
                 Rec::Body { patch: Some(_), .. } => self.patch_bytes(store, &mut take)?,
+                #[cfg(feature = "reuse-entries")]
                 Rec::Entries(_) => self.entries_bytes(store, &mut take)?,
             }
         }
@@ -382,9 +398,7 @@ impl<'k> Ops<'k> {
                 if kind == ObjectKind::Commit {
                     return Err(InstallError::ReuseCommit { id });
                 }
-                if !store.reuse_object(kind, &id).map_err(InstallError::Store)? {
-                    return Err(InstallError::MissingObject { kind, id });
-                }
+                reuse(store, kind, id)?;
                 self.objects_done += 1;
                 Ok(())
             }
@@ -425,7 +439,13 @@ impl<'k> Ops<'k> {
                 tail,
                 params,
             } => self.open_redeflate(store, (kind, id, len), (head, plain, tail), params),
+            #[cfg(feature = "reuse-entries")]
             OpRepr::ReuseEntries { source, len } => self.open_entries(store, source, len),
+            // Without the feature the record is never parsed (`OpRepr::header_len`).
+            #[cfg(not(feature = "reuse-entries"))]
+            OpRepr::ReuseEntries { .. } => Err(InstallError::Format(
+                crate::wire::FormatError::UnknownOp(OpCode::ReuseEntries.code()),
+            )),
         }
     }
 

@@ -210,7 +210,7 @@ pub enum OpRepr {
 impl OpRepr {
     /// Bytes of the record header for an op whose first byte is `code`, or an error for an
     /// unknown code (and for `Redeflate` without the feature `redeflate`, which a device
-    /// without a deflate encoder leaves off).
+    /// without a deflate encoder leaves off, and `ReuseEntries` without `reuse-entries`).
     pub fn header_len(code: u8) -> Result<usize, FormatError> {
         match OpCode::from_code(code) {
             OpCode::Write => Ok(WRITE_HEADER_LEN),
@@ -221,7 +221,10 @@ impl OpRepr {
             // Without the feature the record is never parsed (no code for it in firmware).
             #[cfg(not(feature = "redeflate"))]
             OpCode::Redeflate => Err(FormatError::UnknownOp(code)),
+            #[cfg(feature = "reuse-entries")]
             OpCode::ReuseEntries => Ok(REUSE_ENTRIES_HEADER_LEN),
+            #[cfg(not(feature = "reuse-entries"))]
+            OpCode::ReuseEntries => Err(FormatError::UnknownOp(code)),
             OpCode::Unknown(c) => Err(FormatError::UnknownOp(c)),
         }
     }

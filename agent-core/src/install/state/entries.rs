@@ -5,7 +5,7 @@
 //! so the record costs no memory beyond the installer's fixed state, however large the
 //! directory.
 
-use super::{to_usize, Ops, Rec, Res};
+use super::{reuse, to_usize, Ops, Rec, Res};
 use crate::install::InstallError;
 use crate::object::{ObjectError, ObjectId, ObjectKind, ID_LEN};
 use crate::store::Store;
@@ -122,9 +122,7 @@ impl Ops<'_> {
                 };
                 if byte >> bit & 1 == 1 {
                     trace!("reuse {} {}", kind, id);
-                    if !store.reuse_object(kind, &id).map_err(InstallError::Store)? {
-                        return Err(InstallError::MissingObject { kind, id });
-                    }
+                    reuse(store, kind, id)?;
                 }
             }
         }
