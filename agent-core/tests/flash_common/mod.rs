@@ -183,6 +183,11 @@ pub fn public_key() -> [u8; 32] {
 /// entries by one reuse-entries record. Deflate with a 32 KiB window, as an MCU's agent (built without xz;
 /// the C API's tests share these files) installs it.
 pub fn update_file(to: &Built, from: Option<&Built>) -> Vec<u8> {
+    update_file_with(to, from, true)
+}
+
+/// [`update_file`], a delta reusing each object by its own Reuse record unless `grouped`.
+pub fn update_file_with(to: &Built, from: Option<&Built>, grouped: bool) -> Vec<u8> {
     let mut w = UpdateWriter::new(
         "ecu/test/main",
         from.map(|f| f.commit),
@@ -201,7 +206,7 @@ pub fn update_file(to: &Built, from: Option<&Built>) -> Vec<u8> {
     match from {
         // The root's unchanged entries by one reuse-entries record over the active slot's
         // root (format version 5), read from the active slot as a patch's source is.
-        Some(f) => {
+        Some(f) if grouped => {
             let source = f.object(ObjectKind::DirTree, &f.root.0);
             let grouped = (source, to.root.0);
             write_ops_grouped(
@@ -214,7 +219,7 @@ pub fn update_file(to: &Built, from: Option<&Built>) -> Vec<u8> {
             )
             .unwrap();
         }
-        None => write_ops(&mut w, &ops(to, from), &patch, usize::MAX).unwrap(),
+        _ => write_ops(&mut w, &ops(to, from), &patch, usize::MAX).unwrap(),
     }
     let mut out = Vec::new();
     w.finish(Some(&SEED), &mut out).unwrap();
