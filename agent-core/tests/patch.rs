@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::convert::Infallible;
 
-use agent_core::install::{InstallError, Installer, PATCH_WINDOW};
+use agent_core::install::{InstallError, PATCH_WINDOW};
 use agent_core::object::{DirEntry, ObjectId};
 use agent_core::wire::{FormatError, OpRepr, PATCH_CONTROL_LEN, PATCH_HEADER_LEN};
 use agent_core::write::{apply_patch, diff, UpdateWriter, WriteError};
@@ -141,62 +141,31 @@ fn a_patched_delta_round_trips_and_is_much_smaller() {
 #[test]
 fn chunking_does_not_matter_for_patch_records() {
     let c = case();
-    let keys = [public_key(&SEED)];
     let (store, delta) = store_and_delta(&c);
-    let mut reference: Option<Vec<String>> = None;
-    for sizes in [
-        &[delta.len()][..],
-        &[1],
-        &[7],
-        &[512],
-        &[65536],
-        &[3, 1, PATCH_WINDOW + 1, 4000],
-    ] {
-        let mut s = store.clone();
-        lent!(win, xz);
-        let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
-        let installed = install_chunks(&mut inst, &mut s, &delta, sizes).unwrap();
-        assert_eq!(installed.commit, c.v2.commit);
-        match &reference {
-            None => reference = Some(s.log.clone()),
-            Some(r) => assert_eq!(&s.log, r, "chunks {sizes:?}"),
-        }
-    }
+    installs_alike(
+        &store,
+        &delta,
+        c.v2.commit,
+        &[
+            &[delta.len()][..],
+            &[1],
+            &[7],
+            &[512],
+            &[65536],
+            &[3, 1, PATCH_WINDOW + 1, 4000],
+        ],
+    );
 }
 
 /// Installs `file` over a clone of `store` in several chunkings; it must fail with `want` (or
 /// any error when `None`) and leave the store as it was.
 fn refused(store: &MemStore, file: &[u8], want: Option<&InstallError<Infallible>>) {
-    refused_in(
+    refused_over(
         store,
         file,
         want,
         &[&[file.len().max(1)][..], &[1], &[7], &[512]],
     );
-}
-
-fn refused_in(
-    store: &MemStore,
-    file: &[u8],
-    want: Option<&InstallError<Infallible>>,
-    chunkings: &[&[usize]],
-) {
-    let keys = [public_key(&SEED)];
-    for &sizes in chunkings {
-        let mut s = store.clone();
-        lent!(win, xz);
-        let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
-        let r = install_chunks(&mut inst, &mut s, file, sizes);
-        let e = r.expect_err("installed");
-        if let Some(w) = want {
-            assert_eq!(&e, w, "chunks {sizes:?}");
-        }
-        assert_eq!(s.commit_calls, store.commit_calls);
-        assert_eq!(s.abort_calls, store.abort_calls + 1);
-        assert!(s.staged.is_empty() && s.current.is_none());
-        assert_eq!(s.objects, store.objects, "the store changed");
-        assert_eq!(s.refs, store.refs);
-    }
 }
 
 #[test]
@@ -265,30 +234,14 @@ fn a_flipped_bit_anywhere_in_a_patched_delta_fails() {
     let c = case();
     let (store, delta) = store_and_delta(&c);
     assert!(delta.len() < 8000, "{}", delta.len());
-    for at in 0..delta.len() {
-        let mut g = delta.clone();
-        g[at] ^= 1 << (at % 8);
-        refused_in(&store, &g, None, &[&[g.len()], &[509]]);
-    }
+    every_flip_refused(&store, &delta);
 }
 
 #[test]
 fn a_patched_delta_cut_at_every_length_fails() {
     let c = case();
-    let keys = [public_key(&SEED)];
     let (store, delta) = store_and_delta(&c);
-    for len in 0..delta.len() {
-        let mut s = store.clone();
-        lent!(win, xz);
-        let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
-        let r = install_chunks(&mut inst, &mut s, &delta[..len], &[len.max(1)]);
-        assert!(
-            matches!(r, Err(InstallError::Truncated { got, .. }) if got == len as u64),
-            "at {len}: {r:?}"
-        );
-        assert_eq!(s.commit_calls, store.commit_calls);
-        assert_eq!(s.objects, store.objects);
-    }
+    every_cut_truncated(&store, &delta);
 }
 
 /// A source file, the object a patch record builds from it, and the records of a delta that

@@ -7,9 +7,8 @@
 mod common;
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 
-use agent_core::install::{InstallError, Installer};
+use agent_core::install::InstallError;
 use agent_core::object::{Commit, DirEntry, ObjectId};
 use agent_core::wire::{FormatError, OpRepr, REUSE_ENTRIES_HEADER_LEN};
 use agent_core::write::{UpdateWriter, WriteError};
@@ -33,24 +32,23 @@ struct Case {
 /// changes `a.txt` and `tools/z`: the root's other entries are reused, but for `tools`' dirmeta,
 /// which is `sub`'s (every directory has the same metadata) and reused once.
 fn case() -> Case {
-    let t1 = Tree::default()
-        .file("a.txt", "version 1\n")
-        .file("b.txt", "bravo\n")
-        .file("c.txt", "charlie\n")
-        .file("d.bin", vec![7u8; 3000])
-        .link("link", "a.txt")
-        .dir("sub", Tree::default().file("x", "x\n").file("y", "y\n"))
-        .dir("tools", Tree::default().file("z", "z 1\n"));
-    let t2 = Tree::default()
-        .file("a.txt", "version 2\n")
-        .file("b.txt", "bravo\n")
-        .file("c.txt", "charlie\n")
-        .file("d.bin", vec![7u8; 3000])
-        .link("link", "a.txt")
-        .dir("sub", Tree::default().file("x", "x\n").file("y", "y\n"))
-        .dir("tools", Tree::default().file("z", "z 2\n"));
-    let v1 = build(&t1, None, TS, &HashSet::new());
-    let v2 = build(&t2, Some(v1.commit), TS + 10, &v1.ids);
+    let tree = |a: &str, z: &str| {
+        Tree::default()
+            .file("a.txt", a)
+            .file("b.txt", "bravo\n")
+            .file("c.txt", "charlie\n")
+            .file("d.bin", vec![7u8; 3000])
+            .link("link", "a.txt")
+            .dir("sub", Tree::default().file("x", "x\n").file("y", "y\n"))
+            .dir("tools", Tree::default().file("z", z))
+    };
+    let v1 = build(&tree("version 1\n", "z 1\n"), None, TS, &HashSet::new());
+    let v2 = build(
+        &tree("version 2\n", "z 2\n"),
+        Some(v1.commit),
+        TS + 10,
+        &v1.ids,
+    );
     let root_of = |b: &Built| {
         let Some(Op::Write(_, _, c)) = b.ops.last() else {
             panic!("the commit is last")
@@ -78,11 +76,9 @@ fn case() -> Case {
 
 use test_support::tree::dirtree_refs as refs;
 
-/// v2's delta with the reuses of the root's entries that v1's root names gathered into one
-/// reuse-entries record before the root dirtree; `bitmap` turns the bitmap before it is
-/// written. Returns the file and the bitmap written.
-fn grouped(c: &Case, mut bitmap: impl FnMut(&mut Vec<u8>)) -> (Vec<u8>, Vec<u8>) {
-    let mut w = UpdateWriter::new(
+/// The writer of v2's delta.
+fn writer(c: &Case) -> UpdateWriter {
+    UpdateWriter::new(
         REF,
         Some(c.v1.commit),
         c.v2.commit,
@@ -90,7 +86,13 @@ fn grouped(c: &Case, mut bitmap: impl FnMut(&mut Vec<u8>)) -> (Vec<u8>, Vec<u8>)
         "1.0",
         "test commit",
     )
-    .part_size(1024);
+}
+
+/// v2's delta with the reuses of the root's entries that v1's root names gathered into one
+/// reuse-entries record before the root dirtree; `bitmap` turns the bitmap before it is
+/// written. Returns the file and the bitmap written.
+fn grouped(c: &Case, mut bitmap: impl FnMut(&mut Vec<u8>)) -> (Vec<u8>, Vec<u8>) {
+    let mut w = writer(c).part_size(1024);
     let bits = test_support::tree::write_ops_grouped(
         &mut w,
         &c.v2.ops,
@@ -113,31 +115,6 @@ fn v1_store(c: &Case) -> MemStore {
     store
 }
 
-/// Installs `file` over a clone of `store` in several chunkings; it must fail with `want` (or
-/// any error when `None`) and leave the store as it was.
-fn refused(
-    store: &MemStore,
-    file: &[u8],
-    want: Option<&InstallError<Infallible>>,
-    chunkings: &[&[usize]],
-) {
-    let keys = [public_key(&SEED)];
-    for &sizes in chunkings {
-        let mut s = store.clone();
-        lent!(win, xz);
-        let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
-        let e = install_chunks(&mut inst, &mut s, file, sizes).expect_err("installed");
-        if let Some(w) = want {
-            assert_eq!(&e, w, "chunks {sizes:?}");
-        }
-        assert_eq!(s.commit_calls, store.commit_calls);
-        assert_eq!(s.abort_calls, store.abort_calls + 1);
-        assert!(s.staged.is_empty() && s.current.is_none());
-        assert_eq!(s.objects, store.objects, "the store changed");
-        assert_eq!(s.refs, store.refs);
-    }
-}
-
 const CHUNKINGS: [&[usize]; 4] = [&[1 << 20], &[1], &[7], &[512]];
 
 #[test]
@@ -153,31 +130,11 @@ fn a_grouped_delta_installs_as_its_reuses_would_whatever_the_chunking() {
     assert_eq!(refs(&c.source_bytes).len(), 9);
     assert_eq!(bits, [0b0111_1110, 0]);
 
-    let mut reference: Option<Vec<String>> = None;
-    for sizes in [
-        &[delta.len()][..],
-        &[1],
-        &[7],
-        &[512],
-        &[65536],
-        &[3, 1, 129],
-    ] {
-        let mut s = store.clone();
-        lent!(win, xz);
-        let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
-        let installed = install_chunks(&mut inst, &mut s, &delta, sizes).unwrap();
-        assert_eq!(installed.commit, c.v2.commit);
-        assert_eq!(s.commit_calls, store.commit_calls + 1);
-        assert!(s.commits.contains(&c.v2.commit));
-        match &reference {
-            None => reference = Some(s.log.clone()),
-            Some(r) => assert_eq!(&s.log, r, "chunks {sizes:?}"),
-        }
-    }
+    let chunkings: [&[usize]; 6] = [&[delta.len()], &[1], &[7], &[512], &[65536], &[3, 1, 129]];
+    let s = installs_alike(&store, &delta, c.v2.commit, &chunkings);
+    assert!(s.commits.contains(&c.v2.commit));
     // The same objects as the delta that reuses each by its own record, reused the same
     // number of times.
-    let mut s = store.clone();
-    install_all(&mut s, &delta, policy(&keys)).unwrap();
     let mut p = store.clone();
     install_all(&mut p, &plain, policy(&keys)).unwrap();
     assert_eq!(s.objects, p.objects);
@@ -205,7 +162,7 @@ fn a_missing_or_damaged_source_dirtree_is_refused_with_nothing_committed() {
     let mut missing = store.clone();
     missing.objects.remove(&key).unwrap();
     let want = InstallError::EntriesSourceMissing { source: c.source };
-    refused(&missing, &delta, Some(&want), &CHUNKINGS);
+    refused_over(&missing, &delta, Some(&want), &CHUNKINGS);
     let msg = want.to_string();
     assert!(
         msg.contains(&c.source.to_string()) && msg.contains("not in the store"),
@@ -222,7 +179,7 @@ fn a_missing_or_damaged_source_dirtree_is_refused_with_nothing_committed() {
             source: c.source,
             found,
         };
-        refused(&damaged, &delta, Some(&want), &CHUNKINGS);
+        refused_over(&damaged, &delta, Some(&want), &CHUNKINGS);
         assert!(want.to_string().contains("reused entries"), "{want}");
     }
 }
@@ -240,16 +197,16 @@ fn a_bitmap_that_does_not_fit_its_source_is_refused() {
     let (short, _) = grouped(&c, |b| {
         b.pop();
     });
-    refused(&store, &short, Some(&bitmap_error(1, 9)), &CHUNKINGS);
+    refused_over(&store, &short, Some(&bitmap_error(1, 9)), &CHUNKINGS);
     // A byte too many, even of zeros.
     let (long, _) = grouped(&c, |b| b.push(0));
-    refused(&store, &long, Some(&bitmap_error(3, 9)), &CHUNKINGS);
+    refused_over(&store, &long, Some(&bitmap_error(3, 9)), &CHUNKINGS);
     // A bit past the 9th reference.
     let (past, _) = grouped(&c, |b| b[1] |= 1 << 2);
-    refused(&store, &past, Some(&bitmap_error(2, 9)), &CHUNKINGS);
+    refused_over(&store, &past, Some(&bitmap_error(2, 9)), &CHUNKINGS);
     // None at all.
     let (empty, _) = grouped(&c, |b| b.clear());
-    refused(&store, &empty, Some(&bitmap_error(0, 1)), &CHUNKINGS);
+    refused_over(&store, &empty, Some(&bitmap_error(0, 1)), &CHUNKINGS);
     let msg = bitmap_error(3, 9).to_string();
     assert!(msg.contains("3 bytes") && msg.contains("9 read"), "{msg}");
 }
@@ -266,7 +223,7 @@ fn a_selected_reference_the_store_lacks_is_refused() {
         kind: ObjectKind::File,
         id: b,
     };
-    refused(&lacking, &delta, Some(&want), &CHUNKINGS);
+    refused_over(&lacking, &delta, Some(&want), &CHUNKINGS);
 }
 
 #[test]
@@ -282,22 +239,14 @@ fn before_format_5_the_record_is_unknown_and_the_writer_refuses_it() {
     let sig = ed25519_dalek::SigningKey::from_bytes(&SEED).sign(&old[..signed]);
     old[signed + 1..signed + 65].copy_from_slice(&sig.to_bytes());
     let store = v1_store(&c);
-    refused(
+    refused_over(
         &store,
         &old,
         Some(&InstallError::Format(FormatError::UnknownOp(5))),
         &CHUNKINGS,
     );
     // The writer asked for version 4 refuses the record.
-    let mut w = UpdateWriter::new(
-        REF,
-        Some(c.v1.commit),
-        c.v2.commit,
-        c.v2.timestamp,
-        "1.0",
-        "s",
-    )
-    .format_version(4);
+    let mut w = writer(&c).format_version(4);
     w.reuse_entries(c.source, &bits).unwrap();
     for op in &c.v2.ops {
         if let Op::Write(k, id, b) = op {
@@ -314,34 +263,16 @@ fn before_format_5_the_record_is_unknown_and_the_writer_refuses_it() {
 #[test]
 fn a_flipped_bit_anywhere_in_a_grouped_delta_fails() {
     let c = case();
-    let store = v1_store(&c);
     let (delta, _) = grouped(&c, |_| {});
     assert!(delta.len() < 4000, "{}", delta.len());
-    for at in 0..delta.len() {
-        let mut g = delta.clone();
-        g[at] ^= 1 << (at % 8);
-        refused(&store, &g, None, &[&[g.len()], &[509]]);
-    }
+    every_flip_refused(&v1_store(&c), &delta);
 }
 
 #[test]
 fn a_grouped_delta_cut_at_every_length_fails() {
     let c = case();
-    let keys = [public_key(&SEED)];
-    let store = v1_store(&c);
     let (delta, _) = grouped(&c, |_| {});
-    for len in 0..delta.len() {
-        let mut s = store.clone();
-        lent!(win, xz);
-        let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
-        let r = install_chunks(&mut inst, &mut s, &delta[..len], &[len.max(1)]);
-        assert!(
-            matches!(r, Err(InstallError::Truncated { got, .. }) if got == len as u64),
-            "at {len}: {r:?}"
-        );
-        assert_eq!(s.commit_calls, store.commit_calls);
-        assert_eq!(s.objects, store.objects);
-    }
+    every_cut_truncated(&v1_store(&c), &delta);
 }
 
 /// The example of docs/FORMAT.md: a root of `hostname`, `os-release` and a directory `ssl`

@@ -279,6 +279,86 @@ pub fn policy(keys: &[[u8; 32]]) -> Policy<'_> {
     Policy::require(keys)
 }
 
+/// Installs `file` (signed with [`SEED`]) over a clone of `store` in each chunking of
+/// `chunkings`; it must fail with `want` (any error when `None`) and leave the store as it
+/// was: nothing committed, staged or open, aborted once, its objects and refs unchanged.
+pub fn refused_over(
+    store: &MemStore,
+    file: &[u8],
+    want: Option<&InstallError<Infallible>>,
+    chunkings: &[&[usize]],
+) {
+    let keys = [public_key(&SEED)];
+    for &sizes in chunkings {
+        let mut s = store.clone();
+        lent!(win, xz);
+        let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
+        let e = install_chunks(&mut inst, &mut s, file, sizes).expect_err("installed");
+        if let Some(w) = want {
+            assert_eq!(&e, w, "chunks {sizes:?}");
+        }
+        assert_eq!(s.commit_calls, store.commit_calls);
+        assert_eq!(s.abort_calls, store.abort_calls + 1);
+        assert!(s.staged.is_empty() && s.current.is_none());
+        assert_eq!(s.objects, store.objects, "the store changed");
+        assert_eq!(s.refs, store.refs);
+    }
+}
+
+/// Installs `file` (signed with [`SEED`]) over a clone of `store` in each chunking of
+/// `chunkings`: it must install commit `to` every time, with the same store calls. Returns
+/// the store after the first.
+pub fn installs_alike(
+    store: &MemStore,
+    file: &[u8],
+    to: ObjectId,
+    chunkings: &[&[usize]],
+) -> MemStore {
+    let keys = [public_key(&SEED)];
+    let mut reference: Option<MemStore> = None;
+    for &sizes in chunkings {
+        let mut s = store.clone();
+        lent!(win, xz);
+        let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
+        let installed = install_chunks(&mut inst, &mut s, file, sizes).unwrap();
+        assert_eq!(installed.commit, to);
+        assert_eq!(s.commit_calls, store.commit_calls + 1);
+        match &reference {
+            Some(r) => assert_eq!(s.log, r.log, "chunks {sizes:?}"),
+            None => reference = Some(s),
+        }
+    }
+    reference.expect("a chunking")
+}
+
+/// A bit of every byte of `file` flipped (a different bit at each offset), each refused over
+/// `store` ([`refused_over`]) whole and in chunks of 509 bytes.
+pub fn every_flip_refused(store: &MemStore, file: &[u8]) {
+    for at in 0..file.len() {
+        let mut g = file.to_vec();
+        g[at] ^= 1 << (at % 8);
+        refused_over(store, &g, None, &[&[g.len()], &[509]]);
+    }
+}
+
+/// `file` cut at every length is `Truncated` at that length over `store`, with nothing
+/// committed and the store's objects unchanged.
+pub fn every_cut_truncated(store: &MemStore, file: &[u8]) {
+    let keys = [public_key(&SEED)];
+    for len in 0..file.len() {
+        let mut s = store.clone();
+        lent!(win, xz);
+        let mut inst = Installer::new(policy(&keys), win).with_xz(xz);
+        let r = install_chunks(&mut inst, &mut s, &file[..len], &[len.max(1)]);
+        assert!(
+            matches!(r, Err(InstallError::Truncated { got, .. }) if got == len as u64),
+            "at {len}: {r:?}"
+        );
+        assert_eq!(s.commit_calls, store.commit_calls);
+        assert_eq!(s.objects, store.objects);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Hand-made files, for what the writer refuses to produce.
 
