@@ -272,7 +272,8 @@ typedef struct ecu_update_store_ops {
   int32_t (*resume)(void *ctx, const uint8_t *checkpoint, bool *resumed);
   // Optional (NULL: the store holds no source, so patch records are refused as a missing
   // source). Reads bytes of object `id` of `kind` that the store held before this install
-  // began (the source of a patch record): up to `len` bytes from byte `offset` of its
+  // began (the source of a patch record, or the dirtree of a reuse-entries record when the
+  // library is built with them): up to `len` bytes from byte `offset` of its
   // canonical bytes into `buf`; sets `*read` to how many (`len`, fewer only when the object
   // ends first, 0 at or past its end) and `*found` to false when the store does not hold
   // the object. Called with small buffers (a few hundred bytes).

@@ -119,12 +119,14 @@ pub trait Store {
 
     /// Reads bytes of an object the store held before this install began (a delta's source
     /// objects; for a copying store such as flash A/B, the active slot), for a patch record
-    /// that builds a new object from it (`docs/FORMAT.md` §6, format version 3). Fills `buf` from byte `offset`
-    /// of the object's canonical bytes and returns how many bytes it read: `buf.len()`, or
-    /// fewer only when the object ends first (0 at or past its end). `Ok(None)` means the
-    /// store does not hold the object. The installer reads in small windows (at most
-    /// [`crate::install::PATCH_WINDOW`] bytes a call), first the whole object to check its
-    /// SHA-256, then the ranges the patch names. The default holds nothing (`Ok(None)`): a
+    /// that builds a new object from it (`docs/FORMAT.md` §6, format version 3), or a
+    /// reuse-entries record that reuses what its dirtree names (format version 5). Fills
+    /// `buf` from byte `offset` of the object's canonical bytes and returns how many bytes it
+    /// read: `buf.len()`, or fewer only when the object ends first (0 at or past its end).
+    /// `Ok(None)` means the store does not hold the object. The installer reads in small
+    /// windows, first the whole object to check its SHA-256 ([`crate::install::PATCH_WINDOW`]
+    /// bytes a call), then the ranges a patch names (the same) or a dirtree's entries one at a
+    /// time (at most [`crate::object::MAX_DIR_ENTRY_LEN`] bytes a call). The default holds nothing (`Ok(None)`): a
     /// store without it refuses every patch record as a missing source.
     fn read_object(
         &mut self,
