@@ -119,7 +119,7 @@ pub fn check(data: &[u8]) -> Loaded {
     );
     // /dev/zero reads as blank: it can never hold a boot state. Only a redundant environment
     // whose second copy is a real file may (the bootloader takes the valid copy).
-    let only_zero = !(backend == "uboot-redundant" && !one_file);
+    let only_zero = backend != "uboot-redundant" || one_file;
     if zero && only_zero {
         panic!("a boot state was decoded from /dev/zero alone: {state:?}");
     }
