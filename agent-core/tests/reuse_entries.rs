@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashSet;
 
 use agent_core::install::InstallError;
-use agent_core::object::{Commit, DirEntry, ObjectId};
+use agent_core::object::{Commit, DirEntry, DirTree, ObjectId};
 use agent_core::wire::{FormatError, OpRepr, REUSE_ENTRIES_HEADER_LEN};
 use agent_core::write::{UpdateWriter, WriteError};
 use agent_core::ObjectKind;
@@ -74,7 +74,10 @@ fn case() -> Case {
     }
 }
 
-use test_support::tree::dirtree_refs as refs;
+/// The references of dirtree `bytes`, in entry order.
+fn refs(bytes: &[u8]) -> Vec<(ObjectKind, ObjectId)> {
+    DirTree::parse(bytes).unwrap().references().collect()
+}
 
 /// The writer of v2's delta.
 fn writer(c: &Case) -> UpdateWriter {

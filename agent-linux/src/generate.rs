@@ -442,25 +442,15 @@ struct Group {
 impl Group {
     /// The group of dirtree `source`'s references.
     fn of(repo: &Repo, source: ObjectId) -> Result<Group, GenerateError> {
+        let refs = repo.dirtree_references(&source)?;
         let mut index = HashMap::new();
-        let mut refs = 0usize;
-        let mut add = |kind: ObjectKind, id: ObjectId| {
-            index.entry((kind.code(), id)).or_insert(refs);
-            refs += 1;
-        };
-        for e in repo.read_dirtree(&source)? {
-            match e {
-                OwnedEntry::File { id, .. } => add(ObjectKind::File, id),
-                OwnedEntry::Dir { tree, meta, .. } => {
-                    add(ObjectKind::DirTree, tree);
-                    add(ObjectKind::DirMeta, meta);
-                }
-            }
+        for (i, (kind, id)) in refs.iter().enumerate() {
+            index.entry((kind.code(), *id)).or_insert(i);
         }
         Ok(Group {
             source,
             index,
-            bits: vec![0; refs.div_ceil(8)],
+            bits: vec![0; refs.len().div_ceil(8)],
             set: 0,
         })
     }

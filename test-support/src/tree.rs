@@ -393,26 +393,6 @@ pub fn write_ops(
     Ok(())
 }
 
-/// The references of dirtree `bytes` (canonical), in entry order: a file entry's file, a
-/// directory entry's dirtree and then its dirmeta (what a reuse-entries record's bitmap
-/// counts).
-///
-/// # Panics
-/// If `bytes` is not a valid dirtree.
-pub fn dirtree_refs(bytes: &[u8]) -> Vec<(ObjectKind, ObjectId)> {
-    let mut out = Vec::new();
-    for e in DirTree::parse(bytes).expect("a valid dirtree").entries() {
-        match e {
-            DirEntry::File { id, .. } => out.push((ObjectKind::File, id)),
-            DirEntry::Dir { tree, meta, .. } => {
-                out.push((ObjectKind::DirTree, tree));
-                out.push((ObjectKind::DirMeta, meta));
-            }
-        }
-    }
-    out
-}
-
 /// [`write_ops`] with the reuses of the objects that dirtree `source` (its canonical bytes)
 /// names gathered into one reuse-entries record, written just before the write of dirtree
 /// `before` (the new dirtree of the same directory); `bitmap` may turn the bitmap first (to
@@ -420,6 +400,9 @@ pub fn dirtree_refs(bytes: &[u8]) -> Vec<(ObjectKind, ObjectId)> {
 ///
 /// # Errors
 /// The writer's.
+///
+/// # Panics
+/// If `source` is not a valid dirtree.
 pub fn write_ops_grouped(
     w: &mut UpdateWriter,
     ops: &[Op],
@@ -428,7 +411,10 @@ pub fn write_ops_grouped(
     patch: &PatchFor<'_>,
     stream_over: usize,
 ) -> std::io::Result<Vec<u8>> {
-    let refs = dirtree_refs(source);
+    let refs: Vec<_> = DirTree::parse(source)
+        .expect("a valid dirtree")
+        .references()
+        .collect();
     let mut bits = vec![0u8; refs.len().div_ceil(8)];
     let mut rest = Vec::new();
     for op in ops {

@@ -87,6 +87,20 @@ impl<'a> DirEntry<'a> {
         }
     }
 
+    /// The objects the entry names, with their kinds, in the order a reuse-entries record's
+    /// bitmap counts a dirtree's references (`docs/FORMAT.md` §6): a file entry's file; a
+    /// directory entry's dirtree, then its dirmeta.
+    pub fn references(self) -> impl Iterator<Item = (ObjectKind, ObjectId)> {
+        let refs = match self {
+            DirEntry::File { id, .. } => [Some((ObjectKind::File, id)), None],
+            DirEntry::Dir { tree, meta, .. } => [
+                Some((ObjectKind::DirTree, tree)),
+                Some((ObjectKind::DirMeta, meta)),
+            ],
+        };
+        refs.into_iter().flatten()
+    }
+
     /// Bytes this entry takes in a dirtree object.
     pub fn buffer_len(&self) -> usize {
         match self {
@@ -208,6 +222,12 @@ impl<'a> DirTree<'a> {
         self.count == 0
     }
 
+    /// The objects its entries name, in entry order ([`DirEntry::references`]): the references
+    /// a reuse-entries record's bitmap counts.
+    pub fn references(&self) -> impl Iterator<Item = (ObjectKind, ObjectId)> + 'a {
+        self.entries().flat_map(DirEntry::references)
+    }
+
     /// The entries, sorted by name.
     pub fn entries(&self) -> impl Iterator<Item = DirEntry<'a>> {
         let mut rest = self.entries;
@@ -242,6 +262,16 @@ mod test {
         assert_eq!(t.len(), 2);
         let v: heapless::Vec<DirEntry, 2> = t.entries().collect();
         assert_eq!(&v[..], &[a, b]);
+        // The references a reuse-entries bitmap counts: a's file, b's dirtree, b's dirmeta.
+        let r: heapless::Vec<(ObjectKind, ObjectId), 3> = t.references().collect();
+        assert_eq!(
+            &r[..],
+            &[
+                (ObjectKind::File, ObjectId([1; 32])),
+                (ObjectKind::DirTree, ObjectId([2; 32])),
+                (ObjectKind::DirMeta, ObjectId([3; 32])),
+            ]
+        );
 
         // Swap order: unsorted.
         let mut swapped = [0u8; 4 + 35 + 67];

@@ -368,25 +368,45 @@ impl Repo {
 
     /// Reads a dirtree and returns its entries as owned values.
     pub fn read_dirtree(&self, id: &ObjectId) -> Result<Vec<OwnedEntry>, RepoError> {
+        self.with_dirtree(id, |t| {
+            t.entries()
+                .map(|e| match e {
+                    DirEntry::File { name, id } => OwnedEntry::File {
+                        name: name.to_vec(),
+                        id,
+                    },
+                    DirEntry::Dir { name, tree, meta } => OwnedEntry::Dir {
+                        name: name.to_vec(),
+                        tree,
+                        meta,
+                    },
+                })
+                .collect()
+        })
+    }
+
+    /// The objects dirtree `id` names, in entry order ([`DirTree::references`]: the
+    /// references a reuse-entries record's bitmap counts).
+    pub fn dirtree_references(
+        &self,
+        id: &ObjectId,
+    ) -> Result<Vec<(ObjectKind, ObjectId)>, RepoError> {
+        self.with_dirtree(id, |t| t.references().collect())
+    }
+
+    /// Reads and parses dirtree `id` and hands it to `f`.
+    fn with_dirtree<T>(
+        &self,
+        id: &ObjectId,
+        f: impl FnOnce(DirTree<'_>) -> T,
+    ) -> Result<T, RepoError> {
         let bytes = self.read_metadata_object(ObjectKind::DirTree, id)?;
         let t = DirTree::parse(&bytes).map_err(|error| RepoError::CorruptObject {
             kind: ObjectKind::DirTree,
             id: *id,
             error,
         })?;
-        Ok(t.entries()
-            .map(|e| match e {
-                DirEntry::File { name, id } => OwnedEntry::File {
-                    name: name.to_vec(),
-                    id,
-                },
-                DirEntry::Dir { name, tree, meta } => OwnedEntry::Dir {
-                    name: name.to_vec(),
-                    tree,
-                    meta,
-                },
-            })
-            .collect())
+        Ok(f(t))
     }
 
     pub(super) fn list_objects(
